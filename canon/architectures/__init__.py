@@ -1,0 +1,20 @@
+"""Architectures by name: the built-ins and user factories (``module:function``)."""
+
+from canon.architectures import _builtin as _builtin  # registers the built-ins
+from canon.architectures._builtin import Network as Network
+from canon.architectures._registry import Architecture as Architecture
+from canon.architectures._registry import build_model as build_model
+from canon.architectures._registry import get_architecture as get_architecture
+from canon.architectures._registry import list_architectures as list_architectures
+from canon.architectures._registry import register_architecture as register_architecture
+from canon.architectures._registry import resolve_config as resolve_config
+
+__all__ = [
+    "Architecture",
+    "Network",
+    "build_model",
+    "get_architecture",
+    "list_architectures",
+    "register_architecture",
+    "resolve_config",
+]

@@ -1,0 +1,271 @@
+"""The built-in architectures (the paper's networks, with sizes as config)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor, nn
+
+from canon.architectures._registry import register_architecture
+from canon.core.modules import BinaryConv2d, BinaryLinear, Sign
+from canon.errors import ConfigError
+
+__all__ = [
+    "BinaryConvConfig",
+    "BinaryMLPConfig",
+    "CommitteeConfig",
+    "LeNetConfig",
+    "MLPConfig",
+    "PerceptronConfig",
+    "VGGConfig",
+]
+
+Activation = Literal["relu", "tanh", "sign"]
+
+
+class Network(nn.Sequential):
+    """A chain of named layers that knows the shape of one input sample."""
+
+    def __init__(self, layers: list[tuple[str, nn.Module]], input_shape: tuple[int, ...]):
+        super().__init__(OrderedDict(layers))
+        self.input_shape = input_shape
+
+
+class SumReadout(nn.Module):
+    """Sums the hidden units: a committee machine's output weights, all fixed to 1."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.sum(dim=1, keepdim=True)
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    if name == "tanh":
+        return nn.Tanh()
+    if name == "sign":
+        return Sign()
+    raise ConfigError(f"unknown activation `{name}`; choose relu, tanh or sign")
+
+
+def _positive(**sizes: int | tuple[int, ...]) -> None:
+    for key, value in sizes.items():
+        values = value if isinstance(value, tuple) else (value,)
+        if any(int(v) < 1 for v in values):
+            raise ConfigError(f"config `{key}` must be positive, got {value!r}")
+
+
+def _conv_out(size: int, kernel: int, padding: int) -> int:
+    return size + 2 * padding - kernel + 1
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    in_features: int = 784
+    hidden: tuple[int, ...] = (512, 512)
+    classes: int = 10
+    activation: Activation = "relu"
+    bias: bool = True
+    batchnorm: bool = False
+
+
+@register_architecture("mlp", MLPConfig)
+def mlp(config: MLPConfig) -> nn.Module:
+    """Multi-layer perceptron: any depth and widths; relu, tanh or sign activations."""
+    _positive(in_features=config.in_features, hidden=config.hidden, classes=config.classes)
+    layers: list[tuple[str, nn.Module]] = []
+    fan_in = config.in_features
+    for i, width in enumerate(config.hidden, start=1):
+        layers.append((f"fc{i}", nn.Linear(fan_in, width, bias=config.bias)))
+        if config.batchnorm:
+            layers.append((f"bn{i}", nn.BatchNorm1d(width)))
+        layers.append((f"act{i}", _activation(config.activation)))
+        fan_in = width
+    layers.append(("out", nn.Linear(fan_in, config.classes, bias=config.bias)))
+    return Network(layers, (config.in_features,))
+
+
+@dataclass(frozen=True)
+class LeNetConfig:
+    in_channels: int = 1
+    input_size: int = 28
+    classes: int = 10
+    channels: tuple[int, int] = (20, 50)
+    kernel_size: int = 5
+    padding: int = 0
+    hidden: int = 500
+
+
+@register_architecture("lenet", LeNetConfig)
+def lenet(config: LeNetConfig) -> nn.Module:
+    """The paper's LeNet-like net: conv 20 and 50 filters 5x5, 2x2 max-pool, fc 500."""
+    _positive(channels=config.channels, hidden=config.hidden, classes=config.classes)
+    if len(config.channels) != 2:
+        raise ConfigError("config `channels` of `lenet` must hold two sizes")
+    c1, c2 = config.channels
+    k, p = config.kernel_size, config.padding
+    side = _conv_out(_conv_out(config.input_size, k, p) // 2, k, p) // 2
+    if side < 1:
+        raise ConfigError(
+            f"lenet: input_size {config.input_size} is too small for two {k}x{k} convolutions "
+            f"with padding {p} and 2x2 pooling; raise `padding` or `input_size`"
+        )
+    layers: list[tuple[str, nn.Module]] = [
+        ("conv1", nn.Conv2d(config.in_channels, c1, k, padding=p)),
+        ("act1", nn.ReLU()),
+        ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(c1, c2, k, padding=p)),
+        ("act2", nn.ReLU()),
+        ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(c2 * side * side, config.hidden)),
+        ("act3", nn.ReLU()),
+        ("out", nn.Linear(config.hidden, config.classes)),
+    ]
+    return Network(layers, (config.in_channels, config.input_size, config.input_size))
+
+
+VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+@dataclass(frozen=True)
+class VGGConfig:
+    layers: tuple[int | str, ...] = VGG16
+    width: float = 1.0
+    in_channels: int = 3
+    input_size: int = 32
+    classes: int = 10
+    hidden: tuple[int, ...] = (512, 512)
+    dropout: float = 0.5
+
+
+@register_architecture("vgg", VGGConfig)
+def vgg(config: VGGConfig) -> nn.Module:
+    """VGG with BatchNorm (VGG16 by default); `layers` and `width` shrink it."""
+    layers: list[tuple[str, nn.Module]] = []
+    channels, side, conv, pool = config.in_channels, config.input_size, 0, 0
+    for item in config.layers:
+        if item == "M":
+            pool += 1
+            layers.append((f"pool{pool}", nn.MaxPool2d(2)))
+            side //= 2
+            continue
+        if isinstance(item, str) or int(item) < 1:
+            raise ConfigError(f"vgg: `layers` holds channel counts and 'M', got {item!r}")
+        conv += 1
+        width = max(1, round(int(item) * config.width))
+        layers += [
+            (f"conv{conv}", nn.Conv2d(channels, width, 3, padding=1)),
+            (f"bn{conv}", nn.BatchNorm2d(width)),
+            (f"act{conv}", nn.ReLU()),
+        ]
+        channels = width
+    if conv == 0 or side < 1:
+        raise ConfigError("vgg: `layers` needs a convolution and must leave a spatial size >= 1")
+    layers.append(("flatten", nn.Flatten()))
+    fan_in = channels * side * side
+    for i, hidden in enumerate(config.hidden, start=1):
+        layers += [
+            (f"fc{i}", nn.Linear(fan_in, hidden)),
+            (f"fc_act{i}", nn.ReLU()),
+            (f"drop{i}", nn.Dropout(config.dropout)),
+        ]
+        fan_in = hidden
+    layers.append(("out", nn.Linear(fan_in, config.classes)))
+    return Network(layers, (config.in_channels, config.input_size, config.input_size))
+
+
+@dataclass(frozen=True)
+class BinaryMLPConfig:
+    in_features: int = 784
+    hidden: tuple[int, ...] = (1001, 1001, 1001)
+    classes: int = 10
+
+
+@register_architecture("binary_mlp", BinaryMLPConfig)
+def binary_mlp(config: BinaryMLPConfig) -> nn.Module:
+    """Binary MLP: sign activations, weights binarized in the forward pass (BinaryNet)."""
+    _positive(in_features=config.in_features, hidden=config.hidden, classes=config.classes)
+    layers: list[tuple[str, nn.Module]] = []
+    fan_in = config.in_features
+    for i, width in enumerate(config.hidden, start=1):
+        layers += [(f"fc{i}", BinaryLinear(fan_in, width, bias=False)), (f"act{i}", Sign())]
+        fan_in = width
+    layers.append(("out", BinaryLinear(fan_in, config.classes, bias=False)))
+    return Network(layers, (config.in_features,))
+
+
+@dataclass(frozen=True)
+class CommitteeConfig:
+    in_features: int = 1000
+    hidden: int = 101
+
+
+@register_architecture("committee", CommitteeConfig)
+def committee(config: CommitteeConfig) -> nn.Module:
+    """Binary committee machine: one hidden sign layer, output weights fixed to 1."""
+    _positive(in_features=config.in_features, hidden=config.hidden)
+    layers: list[tuple[str, nn.Module]] = [
+        ("hidden", BinaryLinear(config.in_features, config.hidden, bias=False)),
+        ("act", Sign()),
+        ("vote", SumReadout()),
+    ]
+    return Network(layers, (config.in_features,))
+
+
+@dataclass(frozen=True)
+class PerceptronConfig:
+    in_features: int = 1000
+    binary: bool = True
+
+
+@register_architecture("perceptron", PerceptronConfig)
+def perceptron(config: PerceptronConfig) -> nn.Module:
+    """A perceptron with one output (binary weights by default)."""
+    _positive(in_features=config.in_features)
+    layer = (BinaryLinear if config.binary else nn.Linear)(config.in_features, 1, bias=False)
+    return Network([("out", layer)], (config.in_features,))
+
+
+@dataclass(frozen=True)
+class BinaryConvConfig:
+    in_channels: int = 3
+    input_size: int = 32
+    classes: int = 10
+    channels: tuple[int, int] = (20, 50)
+    kernel_size: int = 5
+    padding: int = 0
+    hidden: tuple[int, ...] = (2001, 2001)
+
+
+@register_architecture("binary_conv", BinaryConvConfig)
+def binary_conv(config: BinaryConvConfig) -> nn.Module:
+    """The paper's binary convnet: 2 binary convs (5x5, max-pool, sign), binary fc layers."""
+    _positive(channels=config.channels, hidden=config.hidden, classes=config.classes)
+    if len(config.channels) != 2:
+        raise ConfigError("config `channels` of `binary_conv` must hold two sizes")
+    c1, c2 = config.channels
+    k, p = config.kernel_size, config.padding
+    side = _conv_out(_conv_out(config.input_size, k, p) // 2, k, p) // 2
+    if side < 1:
+        raise ConfigError(
+            f"binary_conv: input_size {config.input_size} is too small for two {k}x{k} "
+            f"convolutions with padding {p} and 2x2 pooling"
+        )
+    layers: list[tuple[str, nn.Module]] = [
+        ("conv1", BinaryConv2d(config.in_channels, c1, k, padding=p, bias=False)),
+        ("pool1", nn.MaxPool2d(2)),
+        ("act1", Sign()),
+        ("conv2", BinaryConv2d(c1, c2, k, padding=p, bias=False)),
+        ("pool2", nn.MaxPool2d(2)),
+        ("act2", Sign()),
+        ("flatten", nn.Flatten()),
+    ]
+    fan_in = c2 * side * side
+    for i, width in enumerate(config.hidden, start=1):
+        layers += [(f"fc{i}", BinaryLinear(fan_in, width, bias=False)), (f"fc_act{i}", Sign())]
+        fan_in = width
+    layers.append(("out", BinaryLinear(fan_in, config.classes, bias=False)))
+    return Network(layers, (config.in_channels, config.input_size, config.input_size))

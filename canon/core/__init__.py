@@ -1,0 +1,47 @@
+"""canon's core: pure functions on state dicts and structure specs.
+
+Nothing here touches files, databases or the command line; every function
+computes on the device its tensors live on.
+"""
+
+from canon.core.align import Aligned as Aligned
+from canon.core.align import Alignment as Alignment
+from canon.core.align import align as align
+from canon.core.align import apply_alignment as apply_alignment
+from canon.core.align import canonicalize as canonicalize
+from canon.core.align import match as match
+from canon.core.align import solve_assignment as solve_assignment
+from canon.core.normalize import normalize as normalize
+from canon.core.spec import BatchNormTensors as BatchNormTensors
+from canon.core.spec import OutgoingAxis as OutgoingAxis
+from canon.core.spec import OutputLayer as OutputLayer
+from canon.core.spec import Spec as Spec
+from canon.core.spec import TensorAxis as TensorAxis
+from canon.core.spec import TensorInfo as TensorInfo
+from canon.core.spec import UnitGroup as UnitGroup
+from canon.core.spec import check_finite as check_finite
+from canon.core.spec import check_state as check_state
+from canon.core.symmetries import random_symmetry as random_symmetry
+from canon.core.trace import spec_from_module as spec_from_module
+
+__all__ = [
+    "Aligned",
+    "Alignment",
+    "BatchNormTensors",
+    "OutgoingAxis",
+    "OutputLayer",
+    "Spec",
+    "TensorAxis",
+    "TensorInfo",
+    "UnitGroup",
+    "align",
+    "apply_alignment",
+    "canonicalize",
+    "check_finite",
+    "check_state",
+    "match",
+    "normalize",
+    "random_symmetry",
+    "solve_assignment",
+    "spec_from_module",
+]

@@ -1,0 +1,61 @@
+"""Building blocks that canon's architectures use and its tracer understands.
+
+``Sign`` is the sign activation; ``BinaryLinear`` and ``BinaryConv2d`` keep
+real latent weights in the state dict and use their signs in the forward
+pass (BinaryNet). Gradients pass straight through the sign where the input
+lies in [-1, 1] (the usual straight-through estimator).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["BinaryConv2d", "BinaryLinear", "Sign", "sign_ste"]
+
+
+class _SignSTE(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return torch.sign(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+def sign_ste(x: Tensor) -> Tensor:
+    """sign(x) in the forward pass; gradient 1 on |x| <= 1 and 0 elsewhere."""
+    out: Tensor = _SignSTE.apply(x)
+    return out
+
+
+class Sign(nn.Module):
+    """The sign activation (odd, and invariant to the scale of its input)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sign_ste(x)
+
+
+class BinaryLinear(nn.Linear):
+    """A linear layer whose forward pass uses the signs of its latent weights."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, sign_ste(self.weight), self.bias)
+
+
+class BinaryConv2d(nn.Conv2d):
+    """A 2-D convolution whose forward pass uses the signs of its latent weights."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, sign_ste(self.weight), self.bias)

@@ -1,0 +1,303 @@
+"""The structure of a network: which tensors move with which hidden units.
+
+A :class:`Spec` is the contract between a network's state dict and every
+symmetry operation (DESIGN §3 "Spec"). It lists the network's *unit groups*
+(hidden layers, in forward order) and its output layer. Each group names its
+incoming tensors (the producing layer's weight rows or filters, its bias and,
+when the layer is followed by BatchNorm, the BN parameters and running
+statistics) and its outgoing tensors (the consuming layers' input axes; for
+conv -> flatten -> linear, contiguous blocks of ``block`` columns per
+channel), and states which activation symmetry the group has.
+
+Specs are plain frozen records: they compare by value, serialize to JSON and
+back, and carry the shape and dtype of every tensor of the state dict so that
+checkpoints can be checked against them before any tensor is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import torch
+
+from canon.errors import NonFiniteError, SpecMismatchError
+
+__all__ = [
+    "BatchNormTensors",
+    "OutgoingAxis",
+    "OutputLayer",
+    "Role",
+    "Spec",
+    "Symmetry",
+    "TensorAxis",
+    "TensorInfo",
+    "UnitGroup",
+    "check_finite",
+    "check_state",
+]
+
+Symmetry = Literal["scale", "sign", "none"]
+"""Activation symmetry of a unit group.
+
+``scale``: positive per-unit rescaling, compensated in the outgoing weights
+(ReLU, leaky ReLU, max/avg pooling, no activation). ``sign``: per-unit sign
+flip, compensated in the outgoing weights (odd activations: tanh, sign).
+``none``: only the permutation symmetry.
+"""
+
+Role = Literal["incoming", "outgoing"]
+
+SYMMETRIES: tuple[Symmetry, ...] = ("scale", "sign", "none")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape and dtype of one tensor of a state dict."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # torch dtype name without the "torch." prefix, e.g. "float32"
+
+    @property
+    def is_floating(self) -> bool:
+        """Whether the tensor holds floating-point values."""
+        return self.dtype in _FLOAT_DTYPES
+
+
+_FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+
+
+@dataclass(frozen=True)
+class BatchNormTensors:
+    """The BatchNorm that directly follows a group's producing layer (eval mode)."""
+
+    weight: str
+    bias: str
+    running_mean: str
+    running_var: str
+    eps: float
+
+
+@dataclass(frozen=True)
+class OutgoingAxis:
+    """A consuming layer's weight, indexed by the group's units along ``axis``.
+
+    Unit ``k`` owns the contiguous slice ``[k * block, (k + 1) * block)`` of the
+    axis (``block`` > 1 after a conv output is flattened into a linear layer).
+    """
+
+    name: str
+    axis: int = 1
+    block: int = 1
+
+
+@dataclass(frozen=True)
+class TensorAxis:
+    """One tensor that moves with a unit group: its name, the units' axis and role."""
+
+    name: str
+    axis: int
+    role: Role
+    block: int = 1
+
+
+@dataclass(frozen=True)
+class UnitGroup:
+    """A hidden layer's units and everything that moves with them.
+
+    ``weight`` is the producing layer's weight (units on axis 0: Linear rows,
+    Conv filters), ``bias`` its bias, ``batchnorm`` the BN that follows it.
+    ``scale_invariant`` is true when the units' outputs do not depend on their
+    incoming scale at all (a sign activation, reached through positively
+    homogeneous ops), so the incoming weights can be normalized without
+    compensation.
+    """
+
+    name: str
+    size: int
+    symmetry: Symmetry
+    weight: str
+    bias: str | None = None
+    batchnorm: BatchNormTensors | None = None
+    outgoing: tuple[OutgoingAxis, ...] = ()
+    scale_invariant: bool = False
+
+    @property
+    def incoming(self) -> tuple[str, ...]:
+        """Names of the tensors indexed by the units on axis 0."""
+        names = [self.weight]
+        if self.bias is not None:
+            names.append(self.bias)
+        if self.batchnorm is not None:
+            bn = self.batchnorm
+            names += [bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        return tuple(names)
+
+    @property
+    def tensors(self) -> tuple[TensorAxis, ...]:
+        """Every tensor that moves with the group, with its axis and role."""
+        inc = [TensorAxis(name, 0, "incoming") for name in self.incoming]
+        out = [TensorAxis(o.name, o.axis, "outgoing", o.block) for o in self.outgoing]
+        return tuple(inc + out)
+
+    @property
+    def normalized(self) -> bool:
+        """Whether normalization (Alg. 1) rescales this group's units."""
+        return self.symmetry == "scale" or self.scale_invariant
+
+
+@dataclass(frozen=True)
+class OutputLayer:
+    """The last layer, scaled globally to Frobenius norm sqrt(H^L)."""
+
+    weight: str
+    bias: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The structure of a network: its unit groups in forward order and its output layer.
+
+    ``output`` is ``None`` when the network has no trainable output layer (a
+    committee machine sums its hidden units). ``tensors`` lists every tensor
+    of the state dict, parameters and buffers alike.
+    """
+
+    groups: tuple[UnitGroup, ...]
+    output: OutputLayer | None
+    tensors: tuple[TensorInfo, ...] = field(default=())
+
+    def group(self, name: str) -> UnitGroup:
+        """The unit group called ``name``."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        known = ", ".join(g.name for g in self.groups) or "none"
+        raise KeyError(f"no unit group `{name}` in this spec (groups: {known})")
+
+    @property
+    def tensor_info(self) -> dict[str, TensorInfo]:
+        """The state dict's tensors by name."""
+        return {t.name: t for t in self.tensors}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable form of the spec (inverse of :meth:`from_dict`)."""
+        return {
+            "groups": [
+                {
+                    "name": g.name,
+                    "size": g.size,
+                    "symmetry": g.symmetry,
+                    "weight": g.weight,
+                    "bias": g.bias,
+                    "batchnorm": None if g.batchnorm is None else vars(g.batchnorm).copy(),
+                    "outgoing": [vars(o).copy() for o in g.outgoing],
+                    "scale_invariant": g.scale_invariant,
+                }
+                for g in self.groups
+            ],
+            "output": None if self.output is None else vars(self.output).copy(),
+            "tensors": [[t.name, list(t.shape), t.dtype] for t in self.tensors],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Spec:
+        """Rebuild a spec from :meth:`to_dict` output."""
+        groups = []
+        for g in data["groups"]:
+            if g["symmetry"] not in SYMMETRIES:
+                raise ValueError(f"unknown symmetry `{g['symmetry']}` in spec group {g['name']}")
+            bn = g.get("batchnorm")
+            groups.append(
+                UnitGroup(
+                    name=g["name"],
+                    size=int(g["size"]),
+                    symmetry=cast(Symmetry, g["symmetry"]),
+                    weight=g["weight"],
+                    bias=g.get("bias"),
+                    batchnorm=None if bn is None else BatchNormTensors(**bn),
+                    outgoing=tuple(OutgoingAxis(**o) for o in g.get("outgoing", ())),
+                    scale_invariant=bool(g.get("scale_invariant", False)),
+                )
+            )
+        out = data.get("output")
+        return cls(
+            groups=tuple(groups),
+            output=None if out is None else OutputLayer(**out),
+            tensors=tuple(
+                TensorInfo(name, tuple(int(s) for s in shape), dtype)
+                for name, shape, dtype in data.get("tensors", ())
+            ),
+        )
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def check_tensors(found: Mapping[str, tuple[tuple[int, ...], str]], spec: Spec, what: str) -> None:
+    """Check tensor names, shapes and dtype kinds against ``spec``; report every mismatch.
+
+    ``found`` maps each tensor name to its (shape, dtype name). Floating
+    tensors may be stored in any floating dtype; integer buffers in any
+    integer dtype.
+    """
+    expected = spec.tensor_info
+    problems: list[str] = []
+    for name in sorted(set(expected) - set(found)):
+        problems.append(f"missing tensor `{name}` (shape {list(expected[name].shape)})")
+    for name in sorted(set(found) - set(expected)):
+        problems.append(f"unexpected tensor `{name}`")
+    for name in sorted(set(found) & set(expected)):
+        shape, dtype = found[name]
+        info = expected[name]
+        if tuple(shape) != info.shape:
+            problems.append(
+                f"tensor `{name}` has shape {list(shape)}, expected {list(info.shape)}"
+            )
+        if (dtype in _FLOAT_DTYPES) != info.is_floating:
+            problems.append(f"tensor `{name}` has dtype {dtype}, expected {info.dtype}")
+    if problems:
+        raise SpecMismatchError(
+            f"{what} does not match the architecture: " + "; ".join(problems),
+            problems=tuple(problems),
+        )
+
+
+def check_state(state: Mapping[str, torch.Tensor], spec: Spec, what: str = "state dict") -> None:
+    """Check that ``state`` has exactly the spec's tensors with their shapes and finite values."""
+    if spec.tensors:
+        check_tensors(
+            {name: (tuple(t.shape), dtype_name(t.dtype)) for name, t in state.items()}, spec, what
+        )
+    else:  # a spec built by hand may list no tensors: check the ones it names
+        needed = {t.name for g in spec.groups for t in g.tensors}
+        if spec.output is not None:
+            needed.add(spec.output.weight)
+        missing = sorted(needed - set(state))
+        if missing:
+            problems = tuple(f"missing tensor `{n}`" for n in missing)
+            raise SpecMismatchError(
+                f"{what} does not match the architecture: " + "; ".join(problems),
+                problems=problems,
+            )
+    check_finite(state, what)
+
+
+def check_finite(state: Mapping[str, torch.Tensor], what: str = "state dict") -> None:
+    """Reject NaN or Inf values, naming every tensor that holds one."""
+    bad = tuple(
+        name
+        for name, t in state.items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    )
+    if bad:
+        names = ", ".join(f"`{n}`" for n in bad)
+        raise NonFiniteError(
+            f"{what} has NaN or Inf values in {names}; canon only accepts finite weights",
+            tensors=bad,
+        )

@@ -1,0 +1,110 @@
+"""Random elements of a network's symmetry group.
+
+``random_symmetry`` returns a copy of a network that computes the same
+function (exactly, or up to BatchNorm's eps term) but whose parameters look
+unrelated: hidden units permuted, rescaled, and sign-flipped where the
+activations allow it. It is how canon shows (in its demo and its tests) that
+canonical forms remove the symmetries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from canon.core.spec import Spec, UnitGroup
+from canon.core.units import permute_units, scale_units
+
+__all__ = ["random_symmetry"]
+
+
+def random_symmetry(
+    state: Mapping[str, Tensor],
+    spec: Spec,
+    seed: int = 0,
+    *,
+    max_scale: float = 4.0,
+    bn_input_scale: bool = True,
+) -> dict[str, Tensor]:
+    """Apply a random function-preserving transformation to ``state``.
+
+    Every group's units are permuted. ``scale`` groups are rescaled per unit by
+    factors in [1/max_scale, max_scale] with compensation in the outgoing
+    weights (after BatchNorm: gamma and beta are rescaled); scale-invariant
+    groups have their incoming weights rescaled with no compensation;
+    ``sign`` groups have random units negated along with their outgoing
+    weights. Units followed by BatchNorm also get the two BN symmetries: the
+    input scale (w, b, mean times c, var times c^2: exact up to eps; skip it
+    with ``bn_input_scale=False``) and the sign of gamma (w, b, mean, gamma
+    negated: exact). The output layer is scaled by one positive factor.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = dict(state)
+    for group in spec.groups:
+        _transform_group(out, group, gen, max_scale, bn_input_scale)
+    if spec.output is not None:
+        factor = _factors(1, gen, max_scale)[0]
+        out[spec.output.weight] = out[spec.output.weight] * factor
+        if spec.output.bias is not None:
+            out[spec.output.bias] = out[spec.output.bias] * factor
+    return out
+
+
+def _factors(n: int, gen: torch.Generator, max_scale: float) -> Tensor:
+    log = math.log(max_scale)
+    return torch.exp((torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * log)
+
+
+def _signs(n: int, gen: torch.Generator) -> Tensor:
+    return torch.randint(0, 2, (n,), generator=gen).to(torch.float64) * 2 - 1
+
+
+def _transform_group(
+    out: dict[str, Tensor],
+    group: UnitGroup,
+    gen: torch.Generator,
+    max_scale: float,
+    bn_input_scale: bool,
+) -> None:
+    n = group.size
+
+    def scale_incoming(names: list[str | None], factors: Tensor) -> None:
+        for name in names:
+            if name is not None:
+                out[name] = scale_units(out[name], 0, factors)
+
+    def scale_outgoing(factors: Tensor) -> None:
+        for axis in group.outgoing:
+            out[axis.name] = scale_units(out[axis.name], axis.axis, factors, axis.block)
+
+    bn = group.batchnorm
+    if bn is not None:
+        if bn_input_scale:
+            c = _factors(n, gen, max_scale)
+            scale_incoming([group.weight, group.bias, bn.running_mean], c)
+            scale_incoming([bn.running_var], c.square())
+        flip = _signs(n, gen)
+        scale_incoming([group.weight, group.bias, bn.running_mean, bn.weight], flip)
+    # the units' own scale: the BN output after BatchNorm, the pre-activation without
+    own = [bn.weight, bn.bias] if bn is not None else [group.weight, group.bias]
+    if group.normalized:
+        a = _factors(n, gen, max_scale)
+        scale_incoming(list(own), a)
+        if group.symmetry == "scale":
+            scale_outgoing(1.0 / a)
+    if group.symmetry == "sign":
+        s = _signs(n, gen)
+        scale_incoming([group.weight, group.bias], s)
+        if bn is not None:
+            scale_incoming([bn.running_mean, bn.bias], s)
+        scale_outgoing(s)
+    perm = torch.randperm(n, generator=gen)
+    for name in group.incoming:
+        out[name] = permute_units(out[name], 0, perm.to(out[name].device))
+    for axis in group.outgoing:
+        out[axis.name] = permute_units(
+            out[axis.name], axis.axis, perm.to(out[axis.name].device), axis.block
+        )

@@ -1,0 +1,80 @@
+"""Every exception canon raises, under one root.
+
+Each leaf mixes in the builtin it behaves like, so callers that catch
+``ValueError`` or ``KeyError`` keep working. Messages name the argument or
+tensor at fault, state the cause and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CanonError",
+    "CheckpointFormatError",
+    "ConfigError",
+    "DatasetError",
+    "DuplicateNameError",
+    "NonFiniteError",
+    "SpecMismatchError",
+    "UnknownNameError",
+    "UnsupportedModuleError",
+]
+
+
+class CanonError(Exception):
+    """Root of every error canon raises on purpose."""
+
+
+class UnsupportedModuleError(CanonError, TypeError):
+    """A module or operation that canon cannot derive a structure spec for."""
+
+    def __init__(self, message: str, *, op: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.op = op
+        self.path = path
+
+
+class SpecMismatchError(CanonError, ValueError):
+    """Tensors (names, shapes or dtypes) that do not match a structure spec."""
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class NonFiniteError(CanonError, ValueError):
+    """Weights that contain NaN or Inf."""
+
+    def __init__(self, message: str, *, tensors: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.tensors = tensors
+
+
+class CheckpointFormatError(CanonError, ValueError):
+    """A file that is not a readable checkpoint in a supported format."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ConfigError(CanonError, ValueError):
+    """An architecture, dataset or option configuration that is not valid."""
+
+
+class DatasetError(CanonError, ValueError):
+    """A dataset that cannot be made or read (missing files, bad format)."""
+
+
+class UnknownNameError(CanonError, KeyError):
+    """A name looked up in a registry that holds no such name."""
+
+    def __init__(self, message: str, *, name: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DuplicateNameError(CanonError, ValueError):
+    """A name registered twice."""
