@@ -1,0 +1,161 @@
+"""Reading and writing checkpoints as safetensors, checked against a spec.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header
+(tensor names, dtypes, shapes, byte offsets, and string metadata) and the
+raw tensor bytes. :func:`read_header` parses and validates the header alone,
+so names, shapes and dtypes are checked before any tensor is loaded;
+:func:`load_state` then loads the tensors and rejects NaN or Inf. Nothing is
+ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from canon.core.spec import Spec, check_finite, check_tensors
+from canon.errors import CheckpointFormatError
+
+__all__ = ["Header", "load_state", "read_header", "save_state"]
+
+# safetensors dtype codes -> torch dtype names (canon's TensorInfo naming)
+_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+_ITEMSIZE = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Header:
+    """The header of a safetensors file: each tensor's (shape, dtype name) and the metadata."""
+
+    tensors: Mapping[str, tuple[tuple[int, ...], str]]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def read_header(path: str | os.PathLike[str], spec: Spec | None = None) -> Header:
+    """Parse and validate the safetensors header of ``path`` without loading any tensor.
+
+    With a ``spec``, every tensor's name, shape and dtype kind is checked
+    against it and every mismatch is reported by tensor name
+    (:class:`~canon.errors.SpecMismatchError`). A file that is not a valid
+    safetensors file raises :class:`~canon.errors.CheckpointFormatError`.
+    """
+    p = Path(path)
+    where = f"`{p}`"
+    try:
+        size = p.stat().st_size
+        with p.open("rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise CheckpointFormatError(
+                    f"{where} is not a safetensors file: too short", path=str(p)
+                )
+            (length,) = struct.unpack("<Q", prefix)
+            if length > min(_MAX_HEADER, size - 8):
+                raise CheckpointFormatError(
+                    f"{where} is not a safetensors file: header length {length} does not fit "
+                    f"a file of {size} bytes",
+                    path=str(p),
+                )
+            raw = f.read(length)
+    except FileNotFoundError:
+        raise CheckpointFormatError(f"{where} does not exist", path=str(p)) from None
+    except IsADirectoryError:
+        raise CheckpointFormatError(f"{where} is a directory, not a file", path=str(p)) from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointFormatError(
+            f"{where} is not a safetensors file: its header is not JSON ({exc})", path=str(p)
+        ) from None
+    if not isinstance(header, dict):
+        raise CheckpointFormatError(f"{where}: safetensors header is not an object", path=str(p))
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise CheckpointFormatError(f"{where}: metadata must map strings to strings", path=str(p))
+    data_size = size - 8 - length
+    tensors = {name: _entry(where, name, info, data_size) for name, info in header.items()}
+    result = Header(tensors=tensors, metadata=metadata)
+    if spec is not None:
+        check_tensors(tensors, spec, where)
+    return result
+
+
+def _entry(where: str, name: str, info: object, data_size: int) -> tuple[tuple[int, ...], str]:
+    def bad(why: str) -> CheckpointFormatError:
+        return CheckpointFormatError(f"{where}: tensor `{name}` {why}", path=where.strip("`"))
+
+    if not isinstance(info, dict):
+        raise bad("has no dtype/shape entry")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in _DTYPES:
+        raise bad(f"has unsupported dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise bad(f"has an invalid shape {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1] <= data_size
+        or offsets[1] - offsets[0] != math.prod(shape) * _ITEMSIZE[dtype]
+    ):
+        raise bad(f"has data offsets {offsets!r} that do not match its shape and the file size")
+    return tuple(shape), _DTYPES[dtype]
+
+
+def load_state(
+    path: str | os.PathLike[str], spec: Spec | None = None, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Load a safetensors state dict after checking its header against ``spec``.
+
+    Tensors with NaN or Inf are rejected (:class:`~canon.errors.NonFiniteError`).
+    """
+    read_header(path, spec)
+    try:
+        state = load_file(str(path), device=str(device))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointFormatError(f"`{path}` cannot be read: {exc}", path=str(path)) from exc
+    check_finite(state, f"`{path}`")
+    return state
+
+
+def save_state(
+    state: Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write ``state`` to ``path`` as safetensors (contiguous CPU copies), with ``metadata``."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    save_file(tensors, str(path), metadata=dict(metadata) if metadata else None)

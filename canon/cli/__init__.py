@@ -1,0 +1,105 @@
+"""The ``canon`` command line (click). Commands parse, call the library, print."""
+
+from __future__ import annotations
+
+import click
+
+from canon.cli._app import App, canon_command, common_options, emit, pass_app
+from canon.device import resolve_device
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="canon-zoo", prog_name="canon")
+def cli() -> None:
+    """canon: canonical forms, distances and error barriers between trained networks."""
+
+
+@cli.command()
+@click.option("--seed", default=0, show_default=True, help="Seed of the networks and copies.")
+@common_options
+@pass_app
+@canon_command
+def demo(app: App, seed: int) -> None:
+    """Show that symmetry-scrambled copies of networks have the same canonical form."""
+    from canon.demo import run_demo
+
+    rows = run_demo(resolve_device(app.device), seed=seed)
+
+    def table() -> str:
+        head = f"{'architecture':<12} {'params':>9} {'raw dist':>9} {'canon dist':>11} " + (
+            f"{'same pred':>9} {'time':>8}"
+        )
+        lines = [
+            "A random network vs. a copy with its hidden units permuted, rescaled and",
+            "sign-flipped (same function). Distances are relative: ||a - b|| / ||a||.",
+            "",
+            head,
+            "-" * len(head),
+        ]
+        for r in rows:
+            lines.append(
+                f"{r.architecture:<12} {r.parameters:>9,} {r.raw_distance:>9.3f} "
+                f"{r.canonical_distance:>11.1e} {r.same_predictions:>9.1%} "
+                f"{r.seconds * 1000:>6.1f}ms"
+            )
+        return "\n".join(lines)
+
+    emit(app, {"rows": [r.to_dict() for r in rows]}, table)
+
+
+@cli.command()
+@click.argument("architecture")
+@click.option("--config", "config_json", default="{}", help="Architecture config as JSON.")
+@common_options
+@pass_app
+@canon_command
+def spec(app: App, architecture: str, config_json: str) -> None:
+    """Show the structure spec (unit groups and symmetries) of an architecture."""
+    from canon.architectures import build_model, resolve_config
+    from canon.core import spec_from_module
+
+    config = _parse_json(config_json)
+    model = build_model(architecture, config)
+    derived = spec_from_module(model)
+
+    def text() -> str:
+        lines = [f"{architecture} {resolve_config(architecture, config)}"]
+        for g in derived.groups:
+            inv = ", scale-invariant" if g.scale_invariant else ""
+            bn = f", BatchNorm {g.batchnorm.weight.rsplit('.', 1)[0]}" if g.batchnorm else ""
+            outs = ", ".join(
+                f"{o.name}[axis {o.axis}{f', blocks of {o.block}' if o.block > 1 else ''}]"
+                for o in g.outgoing
+            )
+            lines.append(
+                f"  group {g.name}: {g.size} units, symmetry {g.symmetry}{inv}{bn}; "
+                f"outgoing {outs or 'none (summed)'}"
+            )
+        out = derived.output
+        lines.append(
+            f"  output {out.weight}: {out.size} units" if out else "  output: fixed read-out"
+        )
+        return "\n".join(lines)
+
+    emit(app, {"architecture": architecture, "spec": derived.to_dict()}, text)
+
+
+def _parse_json(text: str) -> dict[str, object]:
+    import json
+
+    from canon.errors import ConfigError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"`--config` is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError("`--config` must be a JSON object")
+    return value
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()

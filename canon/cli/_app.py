@@ -1,0 +1,99 @@
+"""What every command shares: the context object, output, and error mapping."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+from canon.errors import CanonError
+
+__all__ = ["App", "canon_command", "common_options", "emit", "pass_app"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class App:
+    """Options shared by all commands, carried on ``ctx.obj``."""
+
+    json: bool = False
+    quiet: bool = False
+    device: str = "auto"
+
+    @property
+    def progress(self) -> bool:
+        """Whether to draw progress bars: on a terminal, unless quiet or printing JSON."""
+        return not (self.quiet or self.json) and sys.stderr.isatty()
+
+    def log(self, message: str) -> None:
+        """A line for the user on stderr (silent with --quiet)."""
+        if not self.quiet:
+            click.echo(message, err=True)
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+# Exception types the CLI reports as one-line errors (exit code 1).
+_USER_ERRORS: tuple[type[BaseException], ...] = (CanonError, FileNotFoundError, PermissionError)
+
+
+def _set(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        setattr(ctx.ensure_object(App), field, value)
+
+    return callback
+
+
+def common_options(func: F) -> F:
+    """The options every command takes: --json, --quiet, --device."""
+    func = click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        expose_value=False,
+        callback=_set("device"),
+        help="auto, cpu, cuda or cuda:N.",
+    )(func)
+    func = click.option(
+        "--quiet", "-q", is_flag=True, expose_value=False, callback=_set("quiet"),
+        help="No progress bars or log lines.",
+    )(func)
+    func = click.option(
+        "--json", "as_json", is_flag=True, expose_value=False, callback=_set("json"),
+        help="Print one JSON object on stdout.",
+    )(func)
+    return func
+
+
+def canon_command(func: F) -> F:
+    """Turn canon's own errors into one-line click errors with exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except _USER_ERRORS as exc:
+            raise click.ClickException(_one_line(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def emit(app: App, payload: dict[str, Any], human: Callable[[], str]) -> None:
+    """Print one JSON object with --json, else the human-readable text."""
+    if app.json:
+        click.echo(json.dumps(payload, indent=2, sort_keys=False))
+    else:
+        click.echo(human())

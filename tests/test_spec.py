@@ -1,0 +1,296 @@
+"""Structure specs: traced specs equal hand-checked structures; unsupported modules are named."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from strategies import Conv1dNet, FunctionalConvNet, NestedMLP, models
+from torch import nn
+
+from canon.architectures import build_model
+from canon.core import Spec, spec_from_module
+from canon.core.spec import BatchNormTensors as BN
+from canon.core.spec import OutgoingAxis as Out
+from canon.core.spec import OutputLayer, UnitGroup
+from canon.errors import UnsupportedModuleError
+
+
+def bn(path: str, eps: float = 1e-5) -> BN:
+    return BN(f"{path}.weight", f"{path}.bias", f"{path}.running_mean", f"{path}.running_var", eps)
+
+
+def structure(spec: Spec) -> Spec:
+    """The spec without its tensor inventory (checked separately)."""
+    return Spec(groups=spec.groups, output=spec.output)
+
+
+EXPECTED = {
+    "mlp relu": (
+        ("mlp", {"in_features": 5, "hidden": [4, 3], "classes": 2}),
+        Spec(
+            groups=(
+                UnitGroup("fc1", 4, "scale", "fc1.weight", "fc1.bias", None, (Out("fc2.weight"),)),
+                UnitGroup("fc2", 3, "scale", "fc2.weight", "fc2.bias", None, (Out("out.weight"),)),
+            ),
+            output=OutputLayer("out.weight", "out.bias", 2),
+        ),
+    ),
+    "mlp tanh bn": (
+        ("mlp", {"in_features": 5, "hidden": [4], "activation": "tanh", "batchnorm": True}),
+        Spec(
+            groups=(
+                UnitGroup(
+                    "fc1", 4, "sign", "fc1.weight", "fc1.bias", bn("bn1"), (Out("out.weight"),)
+                ),
+            ),
+            output=OutputLayer("out.weight", "out.bias", 10),
+        ),
+    ),
+    "mlp sign no bias": (
+        ("mlp", {"in_features": 5, "hidden": [4], "activation": "sign", "bias": False}),
+        Spec(
+            groups=(UnitGroup("fc1", 4, "sign", "fc1.weight", None, None, (Out("out.weight"),), True),),
+            output=OutputLayer("out.weight", None, 10),
+        ),
+    ),
+    "lenet": (
+        ("lenet", {}),  # the paper's: 28x28 -> conv 24 -> pool 12 -> conv 8 -> pool 4
+        Spec(
+            groups=(
+                UnitGroup("conv1", 20, "scale", "conv1.weight", "conv1.bias", None, (Out("conv2.weight"),)),
+                UnitGroup("conv2", 50, "scale", "conv2.weight", "conv2.bias", None, (Out("fc1.weight", 1, 16),)),
+                UnitGroup("fc1", 500, "scale", "fc1.weight", "fc1.bias", None, (Out("out.weight"),)),
+            ),
+            output=OutputLayer("out.weight", "out.bias", 10),
+        ),
+    ),
+    "vgg": (
+        ("vgg", {"layers": [4, "M", 6, 6, "M"], "input_size": 8, "hidden": [5]}),
+        Spec(
+            groups=(
+                UnitGroup("conv1", 4, "scale", "conv1.weight", "conv1.bias", bn("bn1"), (Out("conv2.weight"),)),
+                UnitGroup("conv2", 6, "scale", "conv2.weight", "conv2.bias", bn("bn2"), (Out("conv3.weight"),)),
+                UnitGroup("conv3", 6, "scale", "conv3.weight", "conv3.bias", bn("bn3"), (Out("fc1.weight", 1, 4),)),
+                UnitGroup("fc1", 5, "scale", "fc1.weight", "fc1.bias", None, (Out("out.weight"),)),
+            ),
+            output=OutputLayer("out.weight", "out.bias", 10),
+        ),
+    ),
+    "binary_mlp": (
+        ("binary_mlp", {"in_features": 6, "hidden": [5, 4], "classes": 3}),
+        Spec(
+            groups=(
+                UnitGroup("fc1", 5, "sign", "fc1.weight", None, None, (Out("fc2.weight"),), True),
+                UnitGroup("fc2", 4, "sign", "fc2.weight", None, None, (Out("out.weight"),), True),
+            ),
+            output=OutputLayer("out.weight", None, 3),
+        ),
+    ),
+    "committee": (
+        ("committee", {"in_features": 6, "hidden": 5}),
+        Spec(
+            groups=(UnitGroup("hidden", 5, "none", "hidden.weight", None, None, (), True),),
+            output=None,
+        ),
+    ),
+    "perceptron": (
+        ("perceptron", {"in_features": 6}),
+        Spec(groups=(), output=OutputLayer("out.weight", None, 1)),
+    ),
+    "binary_conv": (
+        ("binary_conv", {"input_size": 20, "channels": [3, 4], "hidden": [6, 5]}),
+        Spec(
+            groups=(
+                # max-pool before the sign breaks the odd symmetry: permutations only
+                UnitGroup("conv1", 3, "none", "conv1.weight", None, None, (Out("conv2.weight"),), True),
+                UnitGroup("conv2", 4, "none", "conv2.weight", None, None, (Out("fc1.weight", 1, 4),), True),
+                UnitGroup("fc1", 6, "sign", "fc1.weight", None, None, (Out("fc2.weight"),), True),
+                UnitGroup("fc2", 5, "sign", "fc2.weight", None, None, (Out("out.weight"),), True),
+            ),
+            output=OutputLayer("out.weight", None, 10),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EXPECTED))
+def test_builtin_spec_matches_hand_checked_structure(case):
+    """For every built-in architecture the traced spec equals its hand-checked structure."""
+    (name, config), expected = EXPECTED[case]
+    model = build_model(name, config)
+    spec = spec_from_module(model)
+    assert structure(spec) == expected
+    assert {t.name: t.shape for t in spec.tensors} == {
+        k: tuple(v.shape) for k, v in model.state_dict().items()
+    }
+
+
+def test_every_builtin_has_a_hand_checked_spec():
+    """No built-in architecture is left without a hand-checked structure."""
+    from canon.architectures import list_architectures
+
+    assert {name for (name, _), _ in EXPECTED.values()} == set(list_architectures())
+
+
+def test_custom_functional_module():
+    """Functional calls (F.relu, F.max_pool2d, view, torch.tanh) trace like modules do."""
+    spec = spec_from_module(FunctionalConvNet(3, 5, 2))
+    assert structure(spec) == Spec(
+        groups=(
+            UnitGroup("conv", 3, "scale", "conv.weight", "conv.bias", bn("bn"), (Out("fc.weight", 1, 16),)),
+            UnitGroup("fc", 5, "sign", "fc.weight", "fc.bias", None, (Out("head.weight"),)),
+        ),
+        output=OutputLayer("head.weight", "head.bias", 2),
+    )
+
+
+def test_nested_custom_modules():
+    """Nested custom modules and Sequentials keep their module paths; leaky ReLU is `scale`."""
+    spec = spec_from_module(NestedMLP(4, 3, 2))
+    assert [(g.name, g.symmetry, g.scale_invariant) for g in spec.groups] == [
+        ("body.0.linear", "scale", False),
+        ("body.1.linear", "sign", True),
+    ]
+    assert spec.groups[0].outgoing == (Out("body.1.linear.weight"),)
+
+
+def test_conv1d_bn_avgpool():
+    """Conv1d, BatchNorm1d, AvgPool1d and reshape are supported; blocks follow the length."""
+    spec = spec_from_module(Conv1dNet(4, 2))
+    assert spec.groups[0].outgoing == (Out("out.weight", 1, 3),)
+    assert spec.groups[0].batchnorm == bn("bn")
+
+
+@given(models())
+def test_spec_json_round_trip(model):
+    """Spec.to_dict / from_dict is a lossless round trip."""
+    spec = spec_from_module(model)
+    assert Spec.from_dict(spec.to_dict()) == spec
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.a(x))
+        return self.out(h + F.relu(self.b(h)))
+
+
+class WithGELU(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(4, 3), nn.GELU())
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.block(x))
+
+
+class WithSoftmaxFn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.softmax(self.fc(x), dim=1))
+
+
+class BranchAndConcat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+        self.b = nn.Linear(4, 3)
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.cat([self.a(x), self.b(x)], dim=1))
+
+
+class Shared(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.fc(torch.relu(self.fc(x))))
+
+
+class BNAfterActivation(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.bn = nn.BatchNorm1d(3)
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.bn(torch.relu(self.fc(x))))
+
+
+class GroupedConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, groups=2)
+        self.out = nn.Linear(4 * 2 * 2, 2)
+        self.input_shape = (2, 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.conv(x)).flatten(1))
+
+
+class TanhOutput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.out(torch.relu(self.fc(x))))
+
+
+@pytest.mark.parametrize(
+    ("model", "pattern"),
+    [
+        (Residual(), r"unsupported op `add` .*residual additions are not supported"),
+        (WithGELU(), r"unsupported module GELU at `block.1`"),
+        (WithSoftmaxFn(), r"unsupported op `softmax` in the top-level forward"),
+        (BranchAndConcat(), r"unsupported op `cat`|feeds two branches"),
+        (Shared(), r"layer `fc` is called more than once"),
+        (BNAfterActivation(), r"BatchNorm `bn` must directly follow a Linear or Conv layer"),
+        (GroupedConv(), r"convolution `conv` uses groups=2"),
+        (TanhOutput(), r"op `tanh` after the output layer `out`"),
+    ],
+)
+def test_unsupported_modules_are_named(model, pattern):
+    """Anything outside the supported chain is one clear error naming the op and module path."""
+    with pytest.raises(UnsupportedModuleError, match=pattern):
+        spec_from_module(model)
+
+
+def test_unknown_input_shape_is_explained():
+    """A conv net without an input shape asks for `input_shape`."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))
+    with pytest.raises(UnsupportedModuleError, match="pass `input_shape`"):
+        spec_from_module(model)
+    assert spec_from_module(model, input_shape=(1, 4, 4)).groups[0].outgoing == (
+        Out("2.weight", 1, 4),
+    )
+
+
+def test_tracing_leaves_the_model_unchanged():
+    """Tracing restores train/eval flags and does not touch BN running statistics."""
+    model = build_model("mlp", {"in_features": 4, "hidden": [3], "batchnorm": True})
+    model.train()
+    model.fc1.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    spec_from_module(model)
+    assert model.training and not model.fc1.training and model.bn1.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k

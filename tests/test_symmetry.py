@@ -1,0 +1,195 @@
+"""Normalization, alignment and canonical forms on every architecture canon supports."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from nets import (
+    assert_same_function,
+    assert_states_close,
+    inputs,
+    outputs,
+    randomize,
+    state_of,
+    traced,
+)
+from strategies import models
+
+from canon.architectures import build_model
+from canon.core import align, canonicalize, normalize, random_symmetry
+from canon.core.units import unit_vectors
+from canon.errors import NonFiniteError, SpecMismatchError
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+@given(models(), seeds)
+def test_random_symmetry_preserves_function(model, seed):
+    """A random element of the symmetry group leaves the eval-mode function unchanged."""
+    model = randomize(model, seed)
+    spec, state, x = traced(model), state_of(model), inputs(model)
+    copy = random_symmetry(state, spec, seed=seed + 1)
+    assert_same_function(outputs(model, copy, x), outputs(model, state, x))
+
+
+@given(models(), seeds)
+def test_normalize_preserves_function(model, seed):
+    """Normalization (Alg. 1) preserves logits up to the output layer's global factor."""
+    model = randomize(model, seed)
+    spec, state, x = traced(model), state_of(model), inputs(model)
+    assert_same_function(outputs(model, normalize(state, spec), x), outputs(model, state, x))
+
+
+@given(models(), seeds, seeds)
+def test_align_preserves_function(model, seed, ref_seed):
+    """Aligning to an unrelated reference (Alg. 2) preserves the function exactly."""
+    model = randomize(model, seed)
+    spec, state, x = traced(model), state_of(model), inputs(model)
+    reference = state_of(randomize(model, ref_seed))
+    aligned, _ = align(state, reference, spec)
+    torch.testing.assert_close(outputs(model, aligned, x), outputs(model, state, x))
+
+
+@given(models(), seeds)
+def test_normalize_is_idempotent(model, seed):
+    """normalize(normalize(w)) == normalize(w)."""
+    model = randomize(model, seed)
+    spec, state = traced(model), state_of(model)
+    once = normalize(state, spec)
+    assert_states_close(normalize(once, spec), once, atol=1e-12)
+
+
+@given(models(), seeds)
+def test_normalized_units_have_unit_norm(model, seed):
+    """After normalization each normalized unit's effective weight has norm 1, the
+    output layer Frobenius norm sqrt(H^L), and BN gammas are non-negative."""
+    model = randomize(model, seed)
+    spec = traced(model)
+    normalized = normalize(state_of(model), spec)
+    for group in spec.groups:
+        if group.normalized:
+            norms = unit_vectors(normalized, group).norm(dim=1)
+            torch.testing.assert_close(norms, torch.ones_like(norms))
+        if group.batchnorm is not None:
+            assert (normalized[group.batchnorm.weight] >= 0).all()
+    if spec.output is not None:
+        norm = normalized[spec.output.weight].norm()
+        assert math.isclose(float(norm), math.sqrt(spec.output.size), rel_tol=1e-12)
+
+
+@given(models(), seeds, seeds)
+def test_canonical_form_is_invariant(model, seed, transform_seed):
+    """A permuted, rescaled, sign-flipped copy has the same canonical form (to 1e-5)."""
+    model = randomize(model, seed)
+    spec, state = traced(model), state_of(model)
+    copy = random_symmetry(state, spec, seed=transform_seed)
+    assert_states_close(
+        canonicalize(copy, spec, reference=state), canonicalize(state, spec, reference=state), 1e-5
+    )
+
+
+@given(models(), seeds, seeds, seeds)
+def test_canonical_form_is_invariant_for_any_reference(model, seed, ref_seed, transform_seed):
+    """The copy and the original align to an unrelated reference in the same way."""
+    model = randomize(model, seed)
+    spec, state = traced(model), state_of(model)
+    reference = state_of(randomize(model, ref_seed))
+    copy = random_symmetry(state, spec, seed=transform_seed)
+    assert_states_close(
+        canonicalize(copy, spec, reference=reference),
+        canonicalize(state, spec, reference=reference),
+        1e-5,
+    )
+
+
+@given(models(), seeds)
+def test_self_alignment_is_identity(model, seed):
+    """Aligning a network to itself gives identity permutations and positive signs."""
+    model = randomize(model, seed)
+    spec, state = traced(model), state_of(model)
+    aligned, alignment = align(state, state, spec)
+    assert alignment.is_identity
+    assert set(alignment.permutations) == {g.name for g in spec.groups}
+    assert set(alignment.signs) == {g.name for g in spec.groups if g.symmetry == "sign"}
+    assert_states_close(aligned, state, atol=0)
+
+
+@given(models(), seeds, seeds)
+def test_alignment_undoes_a_permutation(model, seed, transform_seed):
+    """Aligning a scrambled copy back to the original recovers the original's raw layout
+    for the permutation (and sign) part: the aligned copy differs only by per-unit scales."""
+    model = randomize(model, seed)
+    spec, state = traced(model), state_of(model)
+    copy = random_symmetry(state, spec, seed=transform_seed)
+    aligned, alignment = align(copy, state, spec)
+    assert_states_close(normalize(aligned, spec), normalize(state, spec), 1e-6)
+    again, _ = align(aligned, state, spec)
+    assert_states_close(again, aligned, atol=0)
+
+
+def test_bn_with_default_eps_is_preserved_within_eps():
+    """With BatchNorm's default eps and running statistics measured on data,
+    normalization changes logits only by the eps effect (relative 1e-3 here)."""
+    model = randomize(
+        build_model("vgg", {"layers": [6, "M", 8, "M"], "input_size": 8, "hidden": [7]}),
+        seed=3,
+        bn_eps=None,
+    )
+    x = inputs(model, n=256)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: the exact batch statistics
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    spec, state = traced(model), state_of(model)
+    assert_same_function(outputs(model, normalize(state, spec), x), outputs(model, state, x), 1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float32_and_float64_agree(dtype):
+    """Canonical forms do not depend on the float precision beyond its resolution."""
+    model = randomize(build_model("mlp", {"in_features": 30, "hidden": [40, 40]}), seed=1)
+    spec, state = traced(model), state_of(model)
+    copy = random_symmetry(state, spec, seed=2)
+    cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in copy.items()}
+    ref = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    result = canonicalize(cast, spec, reference=ref)
+    assert all(v.dtype == dtype for v in result.values())
+    expected = canonicalize(state, spec, reference=state)
+    assert_states_close({k: v.double() for k, v in result.items()}, expected, 1e-5)
+
+
+def test_inputs_are_not_modified():
+    """normalize, align and canonicalize leave their inputs untouched."""
+    model = randomize(build_model("vgg", {"layers": [4, "M"], "input_size": 4, "hidden": []}), 0)
+    spec, state = traced(model), state_of(model)
+    reference = state_of(randomize(model, 1))
+    before = {k: v.clone() for k, v in state.items()}
+    normalize(state, spec)
+    align(state, reference, spec)
+    canonicalize(state, spec, reference=reference)
+    assert_states_close(state, before, atol=0)
+
+
+def test_bad_state_is_rejected():
+    """Missing, extra, misshapen and non-finite tensors each give one clear error."""
+    model = randomize(build_model("mlp", {"in_features": 4, "hidden": [3]}), 0)
+    spec, state = traced(model), state_of(model)
+    missing = {k: v for k, v in state.items() if k != "fc1.bias"}
+    with pytest.raises(SpecMismatchError, match=r"missing tensor `fc1.bias`"):
+        canonicalize(missing, spec)
+    with pytest.raises(SpecMismatchError, match=r"unexpected tensor `extra`"):
+        align({**state, "extra": torch.zeros(1)}, state, spec)
+    with pytest.raises(SpecMismatchError, match=r"`fc1.weight` has shape \[3, 5\]"):
+        canonicalize({**state, "fc1.weight": torch.zeros(3, 5)}, spec)
+    nan = {**state, "out.weight": state["out.weight"].clone()}
+    nan["out.weight"][0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="out.weight"):
+        canonicalize(nan, spec, reference=state)
