@@ -11,11 +11,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from canon.core import Spec, spec_from_module
 
 
-def randomize(model: nn.Module, seed: int, bn_eps: float | None = 1e-10) -> nn.Module:
+def randomize(model: nn.Module, seed: int, bn_eps: float | None = 0.0) -> nn.Module:
     """Give ``model`` seeded random float64 parameters and BN statistics; eval mode.
 
-    BN gammas take both signs. ``bn_eps`` replaces BatchNorm's eps (tiny by
-    default so that BN's input-scale symmetry is exact to float precision).
+    BN gammas take both signs. ``bn_eps`` replaces BatchNorm's eps (0 by
+    default, where BN's input-scale symmetry is exact; running variances are
+    kept positive). ``None`` keeps the module's eps.
     """
     gen = torch.Generator().manual_seed(seed)
     model = model.double().eval()

@@ -164,7 +164,9 @@ def align(state: Mapping[str, Tensor], reference: Mapping[str, Tensor], spec: Sp
     """
     check_state(state, spec, "`state`")
     check_state(reference, spec, "`reference`")
-    alignment = match(normalize(state, spec), normalize(reference, spec), spec)
+    alignment = match(
+        normalize(state, spec, check=False), normalize(reference, spec, check=False), spec
+    )
     return Aligned(apply_alignment(state, alignment, spec), alignment)
 
 
@@ -177,10 +179,9 @@ def canonicalize(
     a family's reference entry itself). The reference is normalized here
     (normalization is idempotent, so passing a normalized one is fine).
     """
-    check_state(state, spec, "`state`")
     normalized = normalize(state, spec)
     if reference is None:
         return normalized
     check_state(reference, spec, "`reference`")
-    alignment = match(normalized, normalize(reference, spec), spec)
+    alignment = match(normalized, normalize(reference, spec, check=False), spec)
     return apply_alignment(normalized, alignment, spec)

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from canon.core.spec import Spec, UnitGroup
+from canon.core.spec import Spec, UnitGroup, check_state
 from canon.core.units import scale_units, unit_norms
 
 __all__ = ["normalize"]
 
 
-def normalize(state: Mapping[str, Tensor], spec: Spec) -> dict[str, Tensor]:
+def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) -> dict[str, Tensor]:
     """Return ``state`` with every hidden unit's scale normalized (Alg. 1).
 
     For each group in forward order with a ``scale`` symmetry, unit ``k``'s
@@ -38,7 +38,11 @@ def normalize(state: Mapping[str, Tensor], spec: Spec) -> dict[str, Tensor]:
     positive factor (the argmax is unchanged), and ``normalize`` is
     idempotent. Units with all-zero incoming weights are left as they are.
     The input is not modified; untouched tensors are shared with it.
+    ``check=False`` skips validating ``state`` against ``spec`` (for callers
+    that already did).
     """
+    if check:
+        check_state(state, spec, "`state`")
     out = dict(state)
     for group in spec.groups:
         _normalize_group(out, group)

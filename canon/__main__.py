@@ -1,0 +1,5 @@
+"""``python -m canon``: the command line."""
+
+from canon.cli import main
+
+main()

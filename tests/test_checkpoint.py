@@ -1,0 +1,124 @@
+"""Checkpoint files: headers checked against specs before loading; bad files rejected clearly."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+from nets import state_of
+
+from canon.architectures import build_model
+from canon.checkpoint import load_state, read_header, save_state
+from canon.core import spec_from_module
+from canon.errors import CheckpointFormatError, NonFiniteError, SpecMismatchError
+
+
+@pytest.fixture
+def mlp():
+    model = build_model("mlp", {"in_features": 6, "hidden": [5, 4], "classes": 3, "batchnorm": True})
+    return model, spec_from_module(model)
+
+
+def test_round_trip(tmp_path, mlp):
+    """save_state then load_state returns the same tensors and metadata."""
+    model, spec = mlp
+    path = tmp_path / "m.safetensors"
+    save_state(state_of(model), path, metadata={"architecture": "mlp"})
+    header = read_header(path, spec)
+    assert header.metadata == {"architecture": "mlp"}
+    assert header.tensors["fc1.weight"] == ((5, 6), "float32")
+    loaded = load_state(path, spec)
+    for k, v in state_of(model).items():
+        assert torch.equal(loaded[k], v)
+
+
+def test_every_mismatch_is_reported_by_name(tmp_path, mlp):
+    """Missing, extra and misshapen tensors are all named in one error, before loading."""
+    model, spec = mlp
+    state = state_of(model)
+    del state["fc2.bias"]
+    state["fc1.weight"] = torch.zeros(5, 7)
+    state["stray"] = torch.zeros(2)
+    path = tmp_path / "bad.safetensors"
+    save_state(state, path)
+    with pytest.raises(SpecMismatchError) as info:
+        read_header(path, spec)
+    message = str(info.value)
+    assert "missing tensor `fc2.bias`" in message
+    assert "unexpected tensor `stray`" in message
+    assert "`fc1.weight` has shape [5, 7], expected [5, 6]" in message
+    assert len(info.value.problems) == 3
+
+
+def test_dtype_kind_is_checked(tmp_path, mlp):
+    """An integer tensor where a float weight belongs is a mismatch; float16 is accepted."""
+    model, spec = mlp
+    state = state_of(model)
+    state["out.weight"] = state["out.weight"].half()
+    save_state(state, tmp_path / "half.safetensors")
+    read_header(tmp_path / "half.safetensors", spec)
+    state["out.weight"] = torch.zeros(3, 4, dtype=torch.int32)
+    save_state(state, tmp_path / "int.safetensors")
+    with pytest.raises(SpecMismatchError, match="`out.weight` has dtype int32"):
+        read_header(tmp_path / "int.safetensors", spec)
+
+
+def test_non_finite_weights_are_rejected(tmp_path, mlp):
+    """NaN and Inf values are rejected on load, naming the tensors."""
+    model, spec = mlp
+    state = state_of(model)
+    state["fc1.weight"][0, 0] = float("nan")
+    state["out.bias"][1] = float("inf")
+    save_state(state, tmp_path / "nan.safetensors")
+    with pytest.raises(NonFiniteError) as info:
+        load_state(tmp_path / "nan.safetensors", spec)
+    assert set(info.value.tensors) == {"fc1.weight", "out.bias"}
+
+
+def _write(path, header: bytes, data: bytes = b"") -> None:
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        (b"", "too short"),
+        (b"PK\x03\x04 this is a zip (a torch pickle)", "header length"),
+        (struct.pack("<Q", 5) + b"{nope", "not JSON"),
+        (struct.pack("<Q", 2) + b"[]", "not an object"),
+    ],
+)
+def test_files_that_are_not_safetensors(tmp_path, content, pattern):
+    """Garbage, pickles and truncated files give CheckpointFormatError, never a crash."""
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointFormatError, match=pattern):
+        read_header(path)
+
+
+def test_offsets_outside_the_file(tmp_path):
+    """A header pointing past the end of the file is rejected before any read."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    _write(tmp_path / "short.safetensors", header, b"\0" * 8)
+    with pytest.raises(CheckpointFormatError, match="`w` has data offsets"):
+        read_header(tmp_path / "short.safetensors")
+
+
+def test_bad_dtype_and_metadata(tmp_path):
+    """Unknown dtypes and non-string metadata are format errors."""
+    bad_dtype = json.dumps({"w": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 1]}})
+    _write(tmp_path / "a.safetensors", bad_dtype.encode(), b"\0")
+    with pytest.raises(CheckpointFormatError, match="unsupported dtype"):
+        read_header(tmp_path / "a.safetensors")
+    bad_meta = json.dumps({"__metadata__": {"k": 1}})
+    _write(tmp_path / "b.safetensors", bad_meta.encode())
+    with pytest.raises(CheckpointFormatError, match="metadata"):
+        read_header(tmp_path / "b.safetensors")
+
+
+def test_missing_file(tmp_path):
+    """A missing path is a clear error."""
+    with pytest.raises(CheckpointFormatError, match="does not exist"):
+        read_header(tmp_path / "nowhere.safetensors")

@@ -1,0 +1,60 @@
+"""The command line: the demo, the spec command, errors as one line with exit code 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from canon.cli import cli
+
+
+def test_demo_json_shows_collapse():
+    """`canon demo --json`: copies are far apart raw, identical after canonicalization."""
+    result = CliRunner().invoke(cli, ["demo", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["rows"]
+    assert {r["architecture"] for r in rows} >= {"mlp", "lenet", "vgg", "binary_mlp", "committee"}
+    for row in rows:
+        assert row["raw_distance"] > 0.5
+        assert row["canonical_distance"] < 1e-5
+        assert row["same_predictions"] == 1.0
+
+
+def test_demo_runs_as_a_subprocess():
+    """The installed console entry point runs the demo and prints a table."""
+    out = subprocess.run(
+        [sys.executable, "-m", "canon", "demo", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "canon dist" in out.stdout and "lenet" in out.stdout
+
+
+def test_spec_command():
+    """`canon spec` prints groups and symmetries; --json gives the spec dict."""
+    runner = CliRunner()
+    result = runner.invoke(cli, ["spec", "binary_conv", "--config", '{"input_size": 20}'])
+    assert result.exit_code == 0, result.output
+    assert "group conv1: 20 units, symmetry none, scale-invariant" in result.output
+    result = runner.invoke(cli, ["spec", "mlp", "--json"])
+    assert json.loads(result.output)["spec"]["groups"][0]["name"] == "fc1"
+
+
+def test_bad_input_is_one_line_exit_1():
+    """Unknown architectures, bad JSON and bad devices give one error line and exit code 1."""
+    runner = CliRunner()
+    for args, text in [
+        (["spec", "mpl"], "did you mean `mlp`"),
+        (["spec", "mlp", "--config", "{"], "`--config` is not valid JSON"),
+        (["spec", "mlp", "--config", "[1]"], "must be a JSON object"),
+        (["demo", "--device", "tpu"], "unknown device `tpu`"),
+    ]:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1, (args, result.output)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and text in lines[0], (args, result.output)
