@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from canon.architectures import build_model
+from canon.architectures import Network, build_model
 from canon.core import canonicalize, random_symmetry, spec_from_module
 
 __all__ = ["DEMO_ARCHITECTURES", "DemoRow", "run_demo"]
@@ -75,7 +75,8 @@ def run_demo(device: torch.device | str = "cpu", seed: int = 0) -> list[DemoRow]
         canon_copy = canonicalize(copy, spec, reference=state)
         seconds = time.perf_counter() - start
         canon_state = canonicalize(state, spec, reference=state)
-        x = torch.randn(512, *model.input_shape, device=device)
+        assert isinstance(model, Network)
+        x = torch.randn((512, *model.input_shape), device=device)
         same = (_predict(model, state, x) == _predict(model, copy, x)).float().mean()
         rows.append(
             DemoRow(

@@ -18,9 +18,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise ConfigError(
-            f"unknown device `{name}`; use auto, cpu, cuda or cuda:N"
-        ) from None
+        raise ConfigError(f"unknown device `{name}`; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device `{name}` asked for, but no CUDA GPU is available")

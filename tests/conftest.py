@@ -16,6 +16,8 @@ settings.register_profile(
 # CI runs the same examples every time, so a landing is never decided by luck.
 settings.register_profile("ci", parent=settings.get_profile("dev"), derandomize=True)
 settings.register_profile("thorough", parent=settings.get_profile("dev"), max_examples=300)
-settings.load_profile(os.environ.get("CANON_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+settings.load_profile(
+    os.environ.get("CANON_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
+)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))

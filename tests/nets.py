@@ -22,7 +22,7 @@ def randomize(model: nn.Module, seed: int, bn_eps: float | None = 0.0) -> nn.Mod
     model = model.double().eval()
     with torch.no_grad():
         for module in model.modules():
-            for name, p in module.named_parameters(recurse=False):
+            for p in module.parameters(recurse=False):
                 p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
             if isinstance(module, _BatchNorm):
                 assert module.running_mean is not None and module.running_var is not None
@@ -67,7 +67,9 @@ def assert_states_close(a: Mapping[str, Tensor], b: Mapping[str, Tensor], atol: 
     assert set(a) == set(b)
     for k in a:
         if a[k].is_floating_point():
-            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
+            torch.testing.assert_close(
+                a[k], b[k], atol=atol, rtol=0, msg=lambda m, k=k: f"{k}: {m}"
+            )
         else:
             assert torch.equal(a[k], b[k]), k
 

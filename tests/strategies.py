@@ -51,7 +51,9 @@ def vgg_configs() -> st.SearchStrategy[dict[str, Any]]:
     block = st.lists(st.integers(2, 6), min_size=1, max_size=2).map(lambda b: [*b, "M"])
     return st.fixed_dictionaries(
         {
-            "layers": st.lists(block, min_size=1, max_size=2).map(lambda bs: sum(bs, [])),
+            "layers": st.lists(block, min_size=1, max_size=2).map(
+                lambda bs: [x for b in bs for x in b]
+            ),
             "in_channels": st.integers(1, 3),
             "input_size": st.sampled_from([4, 5, 8]),
             "hidden": st.lists(sizes, max_size=2),

@@ -85,7 +85,7 @@ def test_user_architecture(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     model = build_model("my_nets:make", {"width": 5})
     assert model[0].out_features == 5
-    with pytest.raises(ConfigError, match="returned int, not an nn.Module"):
+    with pytest.raises(ConfigError, match=r"returned int, not an nn\.Module"):
         build_model("my_nets:not_a_model")
     with pytest.raises(ConfigError, match="has no callable `missing`"):
         build_model("my_nets:missing")

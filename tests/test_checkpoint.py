@@ -17,7 +17,9 @@ from canon.errors import CheckpointFormatError, NonFiniteError, SpecMismatchErro
 
 @pytest.fixture
 def mlp():
-    model = build_model("mlp", {"in_features": 6, "hidden": [5, 4], "classes": 3, "batchnorm": True})
+    model = build_model(
+        "mlp", {"in_features": 6, "hidden": [5, 4], "classes": 3, "batchnorm": True}
+    )
     return model, spec_from_module(model)
 
 
@@ -61,7 +63,7 @@ def test_dtype_kind_is_checked(tmp_path, mlp):
     read_header(tmp_path / "half.safetensors", spec)
     state["out.weight"] = torch.zeros(3, 4, dtype=torch.int32)
     save_state(state, tmp_path / "int.safetensors")
-    with pytest.raises(SpecMismatchError, match="`out.weight` has dtype int32"):
+    with pytest.raises(SpecMismatchError, match=r"`out\.weight` has dtype int32"):
         read_header(tmp_path / "int.safetensors", spec)
 
 

@@ -51,7 +51,9 @@ EXPECTED = {
     "mlp sign no bias": (
         ("mlp", {"in_features": 5, "hidden": [4], "activation": "sign", "bias": False}),
         Spec(
-            groups=(UnitGroup("fc1", 4, "sign", "fc1.weight", None, None, (Out("out.weight"),), True),),
+            groups=(
+                UnitGroup("fc1", 4, "sign", "fc1.weight", None, None, (Out("out.weight"),), True),
+            ),
             output=OutputLayer("out.weight", None, 10),
         ),
     ),
@@ -59,9 +61,21 @@ EXPECTED = {
         ("lenet", {}),  # the paper's: 28x28 -> conv 24 -> pool 12 -> conv 8 -> pool 4
         Spec(
             groups=(
-                UnitGroup("conv1", 20, "scale", "conv1.weight", "conv1.bias", None, (Out("conv2.weight"),)),
-                UnitGroup("conv2", 50, "scale", "conv2.weight", "conv2.bias", None, (Out("fc1.weight", 1, 16),)),
-                UnitGroup("fc1", 500, "scale", "fc1.weight", "fc1.bias", None, (Out("out.weight"),)),
+                UnitGroup(
+                    "conv1", 20, "scale", "conv1.weight", "conv1.bias", None, (Out("conv2.weight"),)
+                ),
+                UnitGroup(
+                    "conv2",
+                    50,
+                    "scale",
+                    "conv2.weight",
+                    "conv2.bias",
+                    None,
+                    (Out("fc1.weight", 1, 16),),
+                ),
+                UnitGroup(
+                    "fc1", 500, "scale", "fc1.weight", "fc1.bias", None, (Out("out.weight"),)
+                ),
             ),
             output=OutputLayer("out.weight", "out.bias", 10),
         ),
@@ -70,9 +84,33 @@ EXPECTED = {
         ("vgg", {"layers": [4, "M", 6, 6, "M"], "input_size": 8, "hidden": [5]}),
         Spec(
             groups=(
-                UnitGroup("conv1", 4, "scale", "conv1.weight", "conv1.bias", bn("bn1"), (Out("conv2.weight"),)),
-                UnitGroup("conv2", 6, "scale", "conv2.weight", "conv2.bias", bn("bn2"), (Out("conv3.weight"),)),
-                UnitGroup("conv3", 6, "scale", "conv3.weight", "conv3.bias", bn("bn3"), (Out("fc1.weight", 1, 4),)),
+                UnitGroup(
+                    "conv1",
+                    4,
+                    "scale",
+                    "conv1.weight",
+                    "conv1.bias",
+                    bn("bn1"),
+                    (Out("conv2.weight"),),
+                ),
+                UnitGroup(
+                    "conv2",
+                    6,
+                    "scale",
+                    "conv2.weight",
+                    "conv2.bias",
+                    bn("bn2"),
+                    (Out("conv3.weight"),),
+                ),
+                UnitGroup(
+                    "conv3",
+                    6,
+                    "scale",
+                    "conv3.weight",
+                    "conv3.bias",
+                    bn("bn3"),
+                    (Out("fc1.weight", 1, 4),),
+                ),
                 UnitGroup("fc1", 5, "scale", "fc1.weight", "fc1.bias", None, (Out("out.weight"),)),
             ),
             output=OutputLayer("out.weight", "out.bias", 10),
@@ -104,8 +142,12 @@ EXPECTED = {
         Spec(
             groups=(
                 # max-pool before the sign breaks the odd symmetry: permutations only
-                UnitGroup("conv1", 3, "none", "conv1.weight", None, None, (Out("conv2.weight"),), True),
-                UnitGroup("conv2", 4, "none", "conv2.weight", None, None, (Out("fc1.weight", 1, 4),), True),
+                UnitGroup(
+                    "conv1", 3, "none", "conv1.weight", None, None, (Out("conv2.weight"),), True
+                ),
+                UnitGroup(
+                    "conv2", 4, "none", "conv2.weight", None, None, (Out("fc1.weight", 1, 4),), True
+                ),
                 UnitGroup("fc1", 6, "sign", "fc1.weight", None, None, (Out("fc2.weight"),), True),
                 UnitGroup("fc2", 5, "sign", "fc2.weight", None, None, (Out("out.weight"),), True),
             ),
@@ -139,7 +181,9 @@ def test_custom_functional_module():
     spec = spec_from_module(FunctionalConvNet(3, 5, 2))
     assert structure(spec) == Spec(
         groups=(
-            UnitGroup("conv", 3, "scale", "conv.weight", "conv.bias", bn("bn"), (Out("fc.weight", 1, 16),)),
+            UnitGroup(
+                "conv", 3, "scale", "conv.weight", "conv.bias", bn("bn"), (Out("fc.weight", 1, 16),)
+            ),
             UnitGroup("fc", 5, "sign", "fc.weight", "fc.bias", None, (Out("head.weight"),)),
         ),
         output=OutputLayer("head.weight", "head.bias", 2),

@@ -87,7 +87,10 @@ def resolve_config(name: str, config: Mapping[str, Any] | None = None) -> dict[s
     """The full config of ``name`` (defaults filled in) as a JSON-ready dict."""
     if ":" in name:
         return dict(config or {})
-    return _jsonable(dataclasses.asdict(_make_config(get_architecture(name), config or {})))
+    resolved: dict[str, Any] = _jsonable(
+        dataclasses.asdict(_make_config(get_architecture(name), config or {}))
+    )
+    return resolved
 
 
 def build_model(name: str, config: Mapping[str, Any] | None = None) -> nn.Module:

@@ -61,11 +61,19 @@ def common_options(func: F) -> F:
         help="auto, cpu, cuda or cuda:N.",
     )(func)
     func = click.option(
-        "--quiet", "-q", is_flag=True, expose_value=False, callback=_set("quiet"),
+        "--quiet",
+        "-q",
+        is_flag=True,
+        expose_value=False,
+        callback=_set("quiet"),
         help="No progress bars or log lines.",
     )(func)
     func = click.option(
-        "--json", "as_json", is_flag=True, expose_value=False, callback=_set("json"),
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        callback=_set("json"),
         help="Print one JSON object on stdout.",
     )(func)
     return func

@@ -86,14 +86,22 @@ def solve_assignment(similarity: Tensor) -> Tensor:
     return torch.from_numpy(cols).to(device=similarity.device, dtype=torch.int64)
 
 
-def match(state: Mapping[str, Tensor], reference: Mapping[str, Tensor], spec: Spec) -> Alignment:
+def match(
+    state: Mapping[str, Tensor],
+    reference: Mapping[str, Tensor],
+    spec: Spec,
+    *,
+    record: dict[str, Tensor] | None = None,
+) -> Alignment:
     """Alg. 2 on two *normalized* networks: the alignment of ``state`` to ``reference``.
 
     For each group in forward order, C[k, j] is the cosine between reference
     unit k and unit j of ``state`` (incoming effective weights, after the
     previous groups' permutations and signs were applied to the input axis);
     the permutation maximizes the sum of C (of |C| for ``sign`` groups, whose
-    units then take the sign of their matched cosine).
+    units then take the sign of their matched cosine). With ``record``, each
+    group's similarity matrix as handed to the assignment solver is stored
+    there under the group's name.
     """
     later_weights = {g.weight for g in spec.groups}
     moved: dict[str, Tensor] = {}  # state's weights with input axes aligned so far
@@ -104,13 +112,16 @@ def match(state: Mapping[str, Tensor], reference: Mapping[str, Tensor], spec: Sp
         ref_units = F.normalize(unit_vectors(reference, group), dim=1)
         units = F.normalize(unit_vectors(view, group), dim=1)
         cosine = ref_units @ units.T
+        similarity = cosine.abs() if group.symmetry == "sign" else cosine
+        if record is not None:
+            record[group.name] = similarity
+        perm = solve_assignment(similarity)
         if group.symmetry == "sign":
-            perm = solve_assignment(cosine.abs())
             matched = cosine.gather(1, perm.unsqueeze(1)).squeeze(1)
             sign = torch.where(matched < 0, -1.0, 1.0).to(cosine.dtype)
             signs[group.name] = sign
         else:
-            perm, sign = solve_assignment(cosine), None
+            sign = None
         perms[group.name] = perm
         for axis in group.outgoing:
             if axis.name in later_weights:

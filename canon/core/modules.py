@@ -22,7 +22,8 @@ class _SignSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:
-        return torch.sign(x)
+        out: Tensor = torch.sign(x)
+        return out
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Tensor], output: Tensor) -> None:
@@ -31,12 +32,13 @@ class _SignSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
+        out: Tensor = grad * (x.abs() <= 1).to(grad.dtype)
+        return out
 
 
 def sign_ste(x: Tensor) -> Tensor:
     """sign(x) in the forward pass; gradient 1 on |x| <= 1 and 0 elsewhere."""
-    out: Tensor = _SignSTE.apply(x)
+    out: Tensor = _SignSTE.apply(x)  # type: ignore[no-untyped-call]
     return out
 
 
@@ -51,11 +53,13 @@ class BinaryLinear(nn.Linear):
     """A linear layer whose forward pass uses the signs of its latent weights."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, sign_ste(self.weight), self.bias)
+        out: Tensor = F.linear(x, sign_ste(self.weight), self.bias)
+        return out
 
 
 class BinaryConv2d(nn.Conv2d):
     """A 2-D convolution whose forward pass uses the signs of its latent weights."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, sign_ste(self.weight), self.bias)
+        out: Tensor = self._conv_forward(x, sign_ste(self.weight), self.bias)
+        return out

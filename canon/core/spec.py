@@ -256,9 +256,7 @@ def check_tensors(found: Mapping[str, tuple[tuple[int, ...], str]], spec: Spec, 
         shape, dtype = found[name]
         info = expected[name]
         if tuple(shape) != info.shape:
-            problems.append(
-                f"tensor `{name}` has shape {list(shape)}, expected {list(info.shape)}"
-            )
+            problems.append(f"tensor `{name}` has shape {list(shape)}, expected {list(info.shape)}")
         if (dtype in _FLOAT_DTYPES) != info.is_floating:
             problems.append(f"tensor `{name}` has dtype {dtype}, expected {info.dtype}")
     if problems:

@@ -40,7 +40,8 @@ def permute_units(t: Tensor, axis: int, perm: Tensor, block: int = 1) -> Tensor:
 
 def unit_norms(weight: Tensor) -> Tensor:
     """L2 norm of each unit's incoming weights (rows of a linear weight, filters of a conv)."""
-    return torch.linalg.vector_norm(weight.reshape(weight.shape[0], -1), dim=1)
+    norms: Tensor = torch.linalg.vector_norm(weight.reshape(weight.shape[0], -1), dim=1)
+    return norms
 
 
 def bn_gain(state: Mapping[str, Tensor], group: UnitGroup) -> Tensor | None:
@@ -58,6 +59,8 @@ def unit_vectors(state: Mapping[str, Tensor], group: UnitGroup) -> Tensor:
     For a unit followed by BatchNorm the effective weight is
     gamma / sqrt(var + eps) * w (DESIGN §3 "Normalization").
     """
-    w = state[group.weight].reshape(group.size, -1)
+    w: Tensor = state[group.weight].reshape(group.size, -1)
     gain = bn_gain(state, group)
-    return w if gain is None else w * gain.unsqueeze(1)
+    if gain is not None:
+        w = w * gain.unsqueeze(1)
+    return w
