@@ -4,14 +4,14 @@ Nothing here touches files, databases or the command line; every function
 computes on the device its tensors live on.
 """
 
-from canon.core.align import Aligned as Aligned
-from canon.core.align import Alignment as Alignment
-from canon.core.align import align as align
-from canon.core.align import apply_alignment as apply_alignment
-from canon.core.align import canonicalize as canonicalize
-from canon.core.align import match as match
-from canon.core.align import solve_assignment as solve_assignment
-from canon.core.normalize import normalize as normalize
+from canon.core.alignment import Aligned as Aligned
+from canon.core.alignment import Alignment as Alignment
+from canon.core.alignment import align as align
+from canon.core.alignment import apply_alignment as apply_alignment
+from canon.core.alignment import canonicalize as canonicalize
+from canon.core.alignment import match as match
+from canon.core.alignment import solve_assignment as solve_assignment
+from canon.core.normalization import normalize as normalize
 from canon.core.spec import BatchNormTensors as BatchNormTensors
 from canon.core.spec import OutgoingAxis as OutgoingAxis
 from canon.core.spec import OutputLayer as OutputLayer
