@@ -59,6 +59,8 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]
     dtype: str  # torch dtype name without the "torch." prefix, e.g. "float32"
+    parameter: bool = True  # False for buffers (BN running statistics, counters)
+    binary: bool = False  # a weight whose sign is used in the forward pass (BinaryNet)
 
     @property
     def is_floating(self) -> bool:
@@ -183,6 +185,16 @@ class Spec:
         """The state dict's tensors by name."""
         return {t.name: t for t in self.tensors}
 
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Names of the floating-point parameters (not buffers), in state-dict order."""
+        return tuple(t.name for t in self.tensors if t.parameter and t.is_floating)
+
+    @property
+    def binary_weights(self) -> tuple[str, ...]:
+        """Names of the weights used through their signs (binary networks)."""
+        return tuple(t.name for t in self.tensors if t.binary)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable form of the spec (inverse of :meth:`from_dict`)."""
         return {
@@ -200,7 +212,9 @@ class Spec:
                 for g in self.groups
             ],
             "output": None if self.output is None else vars(self.output).copy(),
-            "tensors": [[t.name, list(t.shape), t.dtype] for t in self.tensors],
+            "tensors": [
+                [t.name, list(t.shape), t.dtype, t.parameter, t.binary] for t in self.tensors
+            ],
         }
 
     @classmethod
@@ -228,8 +242,8 @@ class Spec:
             groups=tuple(groups),
             output=None if out is None else OutputLayer(**out),
             tensors=tuple(
-                TensorInfo(name, tuple(int(s) for s in shape), dtype)
-                for name, shape, dtype in data.get("tensors", ())
+                TensorInfo(name, tuple(int(s) for s in shape), dtype, *map(bool, flags))
+                for name, shape, dtype, *flags in data.get("tensors", ())
             ),
         )
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from canon.core.modules import Sign, sign_ste
+from canon.core.modules import BinaryConv2d, BinaryLinear, Sign, sign_ste
 from canon.core.spec import (
     BatchNormTensors,
     OutgoingAxis,
@@ -43,7 +43,7 @@ from canon.core.spec import (
 )
 from canon.errors import UnsupportedModuleError
 
-__all__ = ["spec_from_module"]
+__all__ = ["spec_from_module", "tracer"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,11 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
+def tracer() -> fx.Tracer:
+    """The torch.fx tracer canon uses: layers, BatchNorm and sign activations are leaves."""
+    return _Tracer()
+
+
 def spec_from_module(model: nn.Module, input_shape: Sequence[int] | None = None) -> Spec:
     """Derive the structure spec of ``model`` by tracing it with torch.fx.
 
@@ -242,8 +247,16 @@ class _Walker:
                 output = self._output(node)
             elif _is_tensor(node):
                 self._step(node)
+        parameters = {name for name, _ in model.named_parameters()}
+        binary = {
+            f"{path}.weight"
+            for path, m in model.named_modules()
+            if isinstance(m, (BinaryLinear, BinaryConv2d))
+        }
         tensors = tuple(
-            TensorInfo(name, tuple(t.shape), dtype_name(t.dtype))
+            TensorInfo(
+                name, tuple(t.shape), dtype_name(t.dtype), name in parameters, name in binary
+            )
             for name, t in model.state_dict().items()
         )
         return Spec(groups=tuple(self.groups), output=output, tensors=tensors)

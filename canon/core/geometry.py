@@ -1,0 +1,136 @@
+"""Geometry on the space of networks: angles, distances (DESIGN §3 "Distances").
+
+Pure functions on state dicts. Each hidden unit of a normalized network is a
+point on the unit sphere and the output layer a point on the sphere of radius
+sqrt(H^L); the geodesic distance sums the squared great-circle distances on
+all of them. Binary networks are compared by the Hamming distance between the
+signs of their weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from canon.core.alignment import Alignment, apply_alignment, match
+from canon.core.normalization import normalize
+from canon.core.spec import Spec, check_state
+
+__all__ = ["Distances", "angles", "distances", "flat", "geodesic_distance", "hamming"]
+
+
+def angles(a: Tensor, b: Tensor) -> Tensor:
+    """Angle between corresponding rows of ``a`` and ``b`` (any norms), in [0, pi].
+
+    Computed as atan2(|b_perp|, a.b) with b_perp the part of b orthogonal to a:
+    the same value as arccos of the clipped cosine, but accurate near 0 and pi.
+    """
+    a = a.reshape(a.shape[0], -1)
+    b = b.reshape(b.shape[0], -1)
+    a_hat = a / a.norm(dim=1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+    b_norm = b.norm(dim=1, keepdim=True).clamp_min(torch.finfo(b.dtype).tiny)
+    b_hat = b / b_norm
+    cos = (a_hat * b_hat).sum(dim=1)
+    sin = (b_hat - cos.unsqueeze(1) * a_hat).norm(dim=1)
+    return torch.atan2(sin, cos)
+
+
+def flat(state: Mapping[str, Tensor], names: tuple[str, ...]) -> Tensor:
+    """The named tensors of ``state`` concatenated into one vector."""
+    return torch.cat([state[n].reshape(-1) for n in names])
+
+
+def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> float:
+    """sqrt(sum_k angle_k^2 + (sqrt(H^L) angle_L)^2) between two normalized, aligned networks.
+
+    angle_k is the angle between the incoming weights of hidden unit k in the
+    two networks, angle_L the angle between the two output-layer weights
+    (seen as one vector each). Biases and BatchNorm parameters do not count.
+    """
+    total = torch.zeros((), dtype=torch.float64)
+    for group in spec.groups:
+        theta = angles(a[group.weight].double(), b[group.weight].double())
+        total = total + theta.square().sum().cpu()
+    if spec.output is not None:
+        w_a = a[spec.output.weight].double().reshape(1, -1)
+        w_b = b[spec.output.weight].double().reshape(1, -1)
+        theta_out = angles(w_a, w_b)[0]
+        total = total + spec.output.size * theta_out.square().cpu()
+    return math.sqrt(float(total))
+
+
+def hamming(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]) -> int:
+    """Number of entries of the named tensors whose signs differ between ``a`` and ``b``."""
+    return int(
+        sum(int((torch.sign(a[n]) != torch.sign(b[n])).sum()) for n in names)
+    )
+
+
+@dataclass(frozen=True)
+class Distances:
+    """Every distance between two networks that applies to their architecture.
+
+    ``euclidean``: raw parameters; ``euclidean_aligned``: b aligned to a (not
+    normalized); ``geodesic``: normalized and aligned (per-sphere sum).
+    Binary networks also get the Hamming distance between weight signs, raw and
+    aligned, as a count and as a fraction of the binary weights.
+    """
+
+    euclidean: float
+    euclidean_aligned: float
+    geodesic: float
+    hamming: int | None = None
+    hamming_fraction: float | None = None
+    hamming_aligned: int | None = None
+    hamming_aligned_fraction: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, without the entries that do not apply."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Distances:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)
+
+
+def distances(
+    a: Mapping[str, Tensor],
+    b: Mapping[str, Tensor],
+    spec: Spec,
+    alignment: Alignment | None = None,
+) -> Distances:
+    """All distances between networks ``a`` and ``b`` (see :class:`Distances`).
+
+    ``b`` is aligned to ``a`` (Alg. 2 on the normalized networks) unless the
+    alignment of ``b`` to ``a`` is given. Symmetric up to the alignment heuristic.
+    """
+    check_state(a, spec, "`a`")
+    check_state(b, spec, "`b`")
+    params = spec.parameters
+    norm_a, norm_b = normalize(a, spec, check=False), normalize(b, spec, check=False)
+    if alignment is None:
+        alignment = match(norm_b, norm_a, spec)
+    aligned_b = apply_alignment(b, alignment, spec)
+    canon_b = apply_alignment(norm_b, alignment, spec)
+    result: dict[str, Any] = {
+        "euclidean": float((flat(a, params) - flat(b, params)).double().norm()),
+        "euclidean_aligned": float((flat(a, params) - flat(aligned_b, params)).double().norm()),
+        "geodesic": geodesic_distance(norm_a, canon_b, spec),
+    }
+    binary = spec.binary_weights
+    if binary:
+        count = sum(a[n].numel() for n in binary)
+        raw, aligned = hamming(a, b, binary), hamming(a, aligned_b, binary)
+        result |= {
+            "hamming": raw,
+            "hamming_fraction": raw / count,
+            "hamming_aligned": aligned,
+            "hamming_aligned_fraction": aligned / count,
+        }
+    return Distances(**result)

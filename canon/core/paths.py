@@ -1,0 +1,339 @@
+"""Paths between networks as lazily evaluated sequences of state dicts (DESIGN §3 "Paths").
+
+A :class:`Path` holds positions x_0..x_{K-1} in [0, 1] and, for every tensor
+of the state dict, a rule giving its value at point k. Along the linear,
+geodesic, bend and plane paths every tensor is a :class:`Combination` of a few
+fixed basis tensors with coefficients per unit (or one per tensor). The engine
+uses that structure: a layer's outputs for all K points combine from one
+product per basis instead of K products. Random-flip paths of binary networks
+are :class:`Flips`. Endpoints are reproduced exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from canon.core.spec import Spec
+
+__all__ = [
+    "Combination",
+    "Constant",
+    "Flips",
+    "Path",
+    "PlaneGrid",
+    "Table",
+    "TensorPath",
+    "bend_path",
+    "flip_path",
+    "geodesic_path",
+    "linear_path",
+    "plane_grid",
+    "positions",
+    "slerp_basis",
+]
+
+
+class TensorPath(Protocol):
+    """One tensor's value along a path."""
+
+    def at(self, k: int) -> Tensor:
+        """The tensor at point k."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class Constant:
+    """A tensor that does not move (integer buffers such as BN's batch counter)."""
+
+    value: Tensor
+
+    def at(self, k: int) -> Tensor:
+        return self.value
+
+
+@dataclass(frozen=True, eq=False)
+class Combination:
+    """Point k = sum_j coefs[k, j, u] * bases[j], unit u indexing axis 0 of the tensor.
+
+    ``coefs`` has shape [K, J, U] with U the tensor's size on axis 0 (one
+    coefficient per unit) or 1 (one for the whole tensor).
+    """
+
+    bases: tuple[Tensor, ...]
+    coefs: Tensor
+
+    def at(self, k: int) -> Tensor:
+        base = self.bases[0]
+        shape = (self.coefs.shape[2],) + (1,) * max(base.ndim - 1, 0)
+        if base.ndim == 0:
+            shape = ()
+        c = self.coefs[k].to(device=base.device, dtype=base.dtype)
+        out = c[0].reshape(shape) * base
+        for j in range(1, len(self.bases)):
+            out = out + c[j].reshape(shape) * self.bases[j]
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """Values given point by point: ``values[k]`` at point k."""
+
+    values: Tensor
+
+    def at(self, k: int) -> Tensor:
+        return self.values[k]
+
+
+@dataclass(frozen=True, eq=False)
+class Flips:
+    """Binary weights flipped in a fixed order: at point k the entries of rank < counts[k]
+    take ``end``'s value, the others ``start``'s."""
+
+    start: Tensor
+    end: Tensor
+    rank: Tensor
+    counts: Tensor
+
+    def at(self, k: int) -> Tensor:
+        return torch.where(self.rank < self.counts[k], self.end, self.start)
+
+
+@dataclass(frozen=True, eq=False)
+class Path:
+    """Positions ``x`` ([K], in [0, 1]) and each tensor's rule along the path."""
+
+    x: Tensor
+    tensors: Mapping[str, TensorPath]
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def state(self, k: int) -> dict[str, Tensor]:
+        """The state dict at point k."""
+        return {name: path.at(k) for name, path in self.tensors.items()}
+
+
+def positions(points: int) -> Tensor:
+    """``points`` evenly spaced positions from 0 to 1 inclusive (float64)."""
+    if points < 2:
+        raise ValueError(f"a path needs at least 2 points, got `points`={points}")
+    return torch.linspace(0.0, 1.0, points, dtype=torch.float64)
+
+
+def _linear(a: Tensor, b: Tensor, x: Tensor) -> Combination:
+    coefs = torch.stack([1 - x, x], dim=1).unsqueeze(2)  # [K, 2, 1]
+    return Combination((a, b), coefs)
+
+
+def _constant_or_linear(a: Tensor, b: Tensor, x: Tensor) -> TensorPath:
+    return _linear(a, b, x) if a.is_floating_point() else Constant(a)
+
+
+def linear_path(a: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor) -> Path:
+    """(1 - x) a + x b for every floating tensor; other tensors stay at a's value."""
+    return Path(x, {n: _constant_or_linear(a[n], b[n], x) for n in a})
+
+
+def slerp_basis(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per row of ``a`` and ``b`` (units on axis 0): (u, theta, |a|, |b|).
+
+    ``u`` is the unit vector orthogonal to a in the plane of a and b (any
+    orthogonal unit vector when b is parallel or antiparallel to a) and theta
+    the angle from a to b, so that the great circle from a's direction is
+    cos(x theta) a_hat + sin(x theta) u and reaches b's direction at x = 1.
+    """
+    rows_a = a.reshape(a.shape[0], -1).double()
+    rows_b = b.reshape(b.shape[0], -1).double()
+    tiny = torch.finfo(torch.float64).tiny
+    norm_a = rows_a.norm(dim=1)
+    norm_b = rows_b.norm(dim=1)
+    a_hat = rows_a / norm_a.clamp_min(tiny).unsqueeze(1)
+    b_hat = rows_b / norm_b.clamp_min(tiny).unsqueeze(1)
+    cos = (a_hat * b_hat).sum(dim=1)
+    perp = b_hat - cos.unsqueeze(1) * a_hat
+    sin = perp.norm(dim=1)
+    theta = torch.atan2(sin, cos)
+    # fallback direction where b is (anti)parallel to a: the axis where a is smallest,
+    # made orthogonal to a
+    axis = a_hat.abs().argmin(dim=1)
+    e = torch.zeros_like(a_hat).scatter_(1, axis.unsqueeze(1), 1.0)
+    fallback = e - (e * a_hat).sum(dim=1, keepdim=True) * a_hat
+    fallback = fallback / fallback.norm(dim=1, keepdim=True).clamp_min(tiny)
+    u = torch.where((sin > 0).unsqueeze(1), perp / sin.clamp_min(tiny).unsqueeze(1), fallback)
+    return u.reshape(a.shape).to(a.dtype), theta, norm_a, norm_b
+
+
+def _great_circle(a: Tensor, b: Tensor, x: Tensor, per_unit: bool) -> Combination:
+    """Each unit (or the whole tensor) moves along its great circle at fraction x, with its
+    norm interpolated linearly (constant on the spheres of normalized networks)."""
+    rows_a = a if per_unit else a.reshape(1, -1)
+    rows_b = b if per_unit else b.reshape(1, -1)
+    u, theta, norm_a, norm_b = slerp_basis(rows_a, rows_b)
+    xs = x.unsqueeze(1)  # [K, 1]
+    radius = (1 - xs) * norm_a + xs * norm_b  # [K, U]
+    coef_a = radius * torch.cos(xs * theta) / norm_a.clamp_min(torch.finfo(torch.float64).tiny)
+    coef_u = radius * torch.sin(xs * theta)
+    coef_b = torch.zeros_like(coef_a)
+    # exact endpoints
+    at_end = x == 1
+    coef_a[x == 0], coef_u[x == 0] = 1.0, 0.0
+    coef_a[at_end], coef_u[at_end], coef_b[at_end] = 0.0, 0.0, 1.0
+    coefs = torch.stack([coef_a, coef_u, coef_b], dim=1)  # [K, 3, U]
+    return Combination((a, u.reshape(a.shape), b), coefs)
+
+
+def geodesic_path(
+    a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec, x: Tensor
+) -> Path:
+    """The geodesic between two normalized, aligned networks.
+
+    Every hidden unit's incoming weights move along their great circle at the
+    same fraction x (slerp), the output layer's weight along its sphere;
+    biases, BatchNorm parameters and running statistics move linearly.
+    """
+    tensors: dict[str, TensorPath] = {n: _constant_or_linear(a[n], b[n], x) for n in a}
+    for group in spec.groups:
+        tensors[group.weight] = _great_circle(a[group.weight], b[group.weight], x, True)
+    if spec.output is not None:
+        name = spec.output.weight
+        tensors[name] = _great_circle(a[name], b[name], x, False)
+    return Path(x, tensors)
+
+
+def _join(first: TensorPath, second: TensorPath, k1: int) -> TensorPath:
+    if isinstance(first, Combination) and isinstance(second, Combination):
+        if first.coefs.shape[2] == second.coefs.shape[2]:
+            j1, j2 = first.coefs.shape[1], second.coefs.shape[1]
+            top = torch.cat([first.coefs, first.coefs.new_zeros(k1, j2, first.coefs.shape[2])], 1)
+            rest = second.coefs[1:]
+            bottom = torch.cat([rest.new_zeros(rest.shape[0], j1, rest.shape[2]), rest], 1)
+            return Combination(first.bases + second.bases, torch.cat([top, bottom], 0))
+    if isinstance(first, Constant):
+        return first
+    raise TypeError("cannot join these tensor paths")  # pragma: no cover
+
+
+def bend_path(
+    a: Mapping[str, Tensor],
+    m: Mapping[str, Tensor],
+    b: Mapping[str, Tensor],
+    spec: Spec,
+    x: Tensor,
+) -> Path:
+    """Two geodesic legs a -> m -> b; m sits at x = 0.5 (DESIGN §3 "bend").
+
+    ``x`` must contain 0.5; points below it lie on the first leg, above it on
+    the second, each leg traversed at uniform speed in its own fraction.
+    """
+    split = int(torch.searchsorted(x, torch.tensor(0.5, dtype=x.dtype)))
+    if split >= len(x) or not math.isclose(float(x[split]), 0.5):
+        raise ValueError("a bend path needs an odd number of points (x = 0.5 is the midpoint)")
+    leg1 = geodesic_path(a, m, spec, x[: split + 1] * 2)
+    leg2 = geodesic_path(m, b, spec, x[split:] * 2 - 1)
+    k1 = split + 1
+    tensors = {n: _join(leg1.tensors[n], leg2.tensors[n], k1) for n in a}
+    return Path(x, tensors)
+
+
+def flip_path(
+    a: Mapping[str, Tensor],
+    b: Mapping[str, Tensor],
+    spec: Spec,
+    x: Tensor,
+    seed: int,
+) -> Path:
+    """A random shortest path between two binary networks.
+
+    The binary weights that differ in sign are flipped from a's sign to b's
+    in one random order (seeded), a fraction x of them by point x; every other
+    floating tensor moves linearly.
+    """
+    names = spec.binary_weights
+    if not names:
+        raise ValueError("random-flip paths need a network with binary weights")
+    starts = {n: torch.sign(a[n]) for n in names}
+    ends = {n: torch.sign(b[n]) for n in names}
+    differ = torch.cat([(starts[n] != ends[n]).reshape(-1) for n in names])
+    total = int(differ.sum())
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(total, generator=gen)
+    ranks = torch.full((differ.numel(),), total, dtype=torch.int64)  # never flipped
+    ranks[differ.cpu().nonzero().squeeze(1)] = order
+    counts = torch.round(x * total).to(torch.int64)
+    tensors: dict[str, TensorPath] = {n: _constant_or_linear(a[n], b[n], x) for n in a}
+    offset = 0
+    for n in names:
+        size = starts[n].numel()
+        rank = ranks[offset : offset + size].reshape(starts[n].shape).to(starts[n].device)
+        tensors[n] = Flips(starts[n], ends[n], rank, counts.to(starts[n].device))
+        offset += size
+    return Path(x, tensors)
+
+
+@dataclass(frozen=True, eq=False)
+class PlaneGrid:
+    """A grid on the plane through three networks: the path over its points, the
+    grid axes (in parameter-space distance units), and the three networks' positions."""
+
+    path: Path
+    alphas: Tensor
+    betas: Tensor
+    anchors: Tensor  # [3, 2]: (alpha, beta) of a, b, c
+
+
+def plane_grid(
+    a: Mapping[str, Tensor],
+    b: Mapping[str, Tensor],
+    c: Mapping[str, Tensor],
+    names: Sequence[str],
+    grid: int,
+    margin: float,
+) -> PlaneGrid:
+    """The plane through a, b, c (Gram-Schmidt on the named tensors) sampled on a grid.
+
+    Basis: u = (b - a)/|b - a|, v = the part of c - a orthogonal to u,
+    normalized. The grid spans the three networks' coordinates plus ``margin``
+    times the extent on every side (Garipov et al.); point (alpha, beta) is
+    a + alpha u + beta v. Tensors outside ``names`` stay at a's value.
+    """
+    vec_a = torch.cat([a[n].reshape(-1).double() for n in names])
+    vec_b = torch.cat([b[n].reshape(-1).double() for n in names])
+    vec_c = torch.cat([c[n].reshape(-1).double() for n in names])
+    u = vec_b - vec_a
+    length = u.norm()
+    if float(length) <= 1e-12 * float(vec_a.norm()):
+        raise ValueError("a plane needs three distinct networks: a and b are equal")
+    u = u / length
+    w = vec_c - vec_a
+    v = w - (w @ u) * u
+    height = v.norm()
+    if float(height) <= 1e-9 * float(w.norm()):
+        raise ValueError("a plane needs three networks not on one line")
+    v = v / height
+    anchors = torch.tensor(
+        [[0.0, 0.0], [float(length), 0.0], [float(w @ u), float(height)]], dtype=torch.float64
+    )
+    lo, hi = anchors.min(0).values, anchors.max(0).values
+    extent = hi - lo
+    lo, hi = lo - margin * extent, hi + margin * extent
+    alphas = torch.linspace(float(lo[0]), float(hi[0]), grid, dtype=torch.float64)
+    betas = torch.linspace(float(lo[1]), float(hi[1]), grid, dtype=torch.float64)
+    ga, gb = torch.meshgrid(alphas, betas, indexing="ij")
+    coefs = torch.stack([torch.ones_like(ga), ga, gb], dim=-1).reshape(-1, 3, 1)
+    tensors: dict[str, TensorPath] = {n: Constant(a[n]) for n in a}
+    offset = 0
+    for n in names:
+        size = a[n].numel()
+        shape, dtype = a[n].shape, a[n].dtype
+        u_n = u[offset : offset + size].reshape(shape).to(dtype=dtype, device=a[n].device)
+        v_n = v[offset : offset + size].reshape(shape).to(dtype=dtype, device=a[n].device)
+        tensors[n] = Combination((a[n], u_n, v_n), coefs)
+        offset += size
+    x = torch.zeros(grid * grid, dtype=torch.float64)
+    return PlaneGrid(Path(x, tensors), alphas, betas, anchors)
