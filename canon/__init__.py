@@ -2,7 +2,8 @@
 
 The public API. Implementation lives in subpackages: ``canon.core`` (pure
 functions on state dicts), ``canon.architectures`` (the registry of
-networks), ``canon.checkpoint`` (safetensors I/O checked against a spec).
+networks), ``canon.engine`` (evaluation along paths), ``canon.data`` (datasets),
+``canon.checkpoint`` (safetensors I/O checked against a spec).
 """
 
 from canon.architectures import build_model as build_model
@@ -23,6 +24,15 @@ from canon.core import canonicalize as canonicalize
 from canon.core import normalize as normalize
 from canon.core import random_symmetry as random_symmetry
 from canon.core import spec_from_module as spec_from_module
+from canon.core.geometry import Distances as Distances
+from canon.core.geometry import distances as distances
+from canon.engine import PATH_KINDS as PATH_KINDS
+from canon.engine import LocalEnergy as LocalEnergy
+from canon.engine import PathCurve as PathCurve
+from canon.engine import PlaneResult as PlaneResult
+from canon.engine import local_energy as local_energy
+from canon.engine import path_curve as path_curve
+from canon.engine import plane as plane
 from canon.errors import CanonError as CanonError
 
 __version__ = "0.1.0"
@@ -31,6 +41,11 @@ __all__ = [
     "Aligned",
     "Alignment",
     "CanonError",
+    "Distances",
+    "LocalEnergy",
+    "PATH_KINDS",
+    "PathCurve",
+    "PlaneResult",
     "Header",
     "Spec",
     "UnitGroup",
@@ -38,9 +53,13 @@ __all__ = [
     "apply_alignment",
     "build_model",
     "canonicalize",
+    "distances",
     "list_architectures",
     "load_state",
+    "local_energy",
     "normalize",
+    "path_curve",
+    "plane",
     "random_symmetry",
     "read_header",
     "register_architecture",

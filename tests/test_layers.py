@@ -29,6 +29,10 @@ def imports_of(path: Path) -> set[str]:
     [
         ("core", ("canon.core", "canon.errors")),
         ("architectures", ("canon.architectures", "canon.core", "canon.errors")),
+        (
+            "engine",
+            ("canon.engine", "canon.architectures", "canon.core", "canon.device", "canon.errors"),
+        ),
     ],
 )
 def test_layer_imports_only_downward(layer, allowed_canon):

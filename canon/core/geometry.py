@@ -66,9 +66,7 @@ def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Sp
 
 def hamming(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]) -> int:
     """Number of entries of the named tensors whose signs differ between ``a`` and ``b``."""
-    return int(
-        sum(int((torch.sign(a[n]) != torch.sign(b[n])).sum()) for n in names)
-    )
+    return int(sum(int((torch.sign(a[n]) != torch.sign(b[n])).sum()) for n in names))
 
 
 @dataclass(frozen=True)

@@ -188,9 +188,7 @@ def _great_circle(a: Tensor, b: Tensor, x: Tensor, per_unit: bool) -> Combinatio
     return Combination((a, u.reshape(a.shape), b), coefs)
 
 
-def geodesic_path(
-    a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec, x: Tensor
-) -> Path:
+def geodesic_path(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec, x: Tensor) -> Path:
     """The geodesic between two normalized, aligned networks.
 
     Every hidden unit's incoming weights move along their great circle at the
@@ -207,13 +205,16 @@ def geodesic_path(
 
 
 def _join(first: TensorPath, second: TensorPath, k1: int) -> TensorPath:
-    if isinstance(first, Combination) and isinstance(second, Combination):
-        if first.coefs.shape[2] == second.coefs.shape[2]:
-            j1, j2 = first.coefs.shape[1], second.coefs.shape[1]
-            top = torch.cat([first.coefs, first.coefs.new_zeros(k1, j2, first.coefs.shape[2])], 1)
-            rest = second.coefs[1:]
-            bottom = torch.cat([rest.new_zeros(rest.shape[0], j1, rest.shape[2]), rest], 1)
-            return Combination(first.bases + second.bases, torch.cat([top, bottom], 0))
+    if (
+        isinstance(first, Combination)
+        and isinstance(second, Combination)
+        and first.coefs.shape[2] == second.coefs.shape[2]
+    ):
+        j1, j2 = first.coefs.shape[1], second.coefs.shape[1]
+        top = torch.cat([first.coefs, first.coefs.new_zeros(k1, j2, first.coefs.shape[2])], 1)
+        rest = second.coefs[1:]
+        bottom = torch.cat([rest.new_zeros(rest.shape[0], j1, rest.shape[2]), rest], 1)
+        return Combination(first.bases + second.bases, torch.cat([top, bottom], 0))
     if isinstance(first, Constant):
         return first
     raise TypeError("cannot join these tensor paths")  # pragma: no cover

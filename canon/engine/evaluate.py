@@ -30,6 +30,9 @@ __all__ = ["Evaluator", "Scores"]
 
 _LINEAR_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _STATE_CACHE_BYTES = 1 << 30
+# Combining a layer's outputs costs about as much per element as a product with fan-in
+# ~30 on CPU (it is memory-bound); below that the layer is cheaper to run per point.
+_FAN_IN_PER_BASIS = 32
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,16 @@ def _split(model: nn.Module) -> _Split | None:
     if first is None:
         return None
     index = nodes.index(first)
-    head_graph, head_env = fx.Graph(), {}
+    head_graph = fx.Graph()
+    head_env: dict[fx.Node, fx.Node] = {}
     for node in nodes[:index]:
         head_env[node] = head_graph.node_copy(node, lambda n: head_env[n])
     source = first.args[0]
     if not isinstance(source, fx.Node):
         return None
     head_graph.output(head_env[source])
-    tail_graph, tail_env = fx.Graph(), {}
+    tail_graph = fx.Graph()
+    tail_env: dict[fx.Node, fx.Node] = {}
     tail_env[first] = tail_graph.placeholder("z")
     try:
         for node in nodes[index + 1 :]:
@@ -138,15 +143,14 @@ class Evaluator:
                     if ce is not None:
                         total_loss[k] += ce
         n = float(self.x.shape[0])
-        return Scores(
-            errors=(wrong / n).cpu(), losses=(total_loss / n).cpu() if loss else None
-        )
+        return Scores(errors=(wrong / n).cpu(), losses=(total_loss / n).cpu() if loss else None)
 
     def error(self, state: dict[str, Tensor], loss: bool = False) -> Scores:
         """Error (and loss) of one network."""
-        return self.evaluate(Path(torch.zeros(1, dtype=torch.float64), {
-            n: Constant(t) for n, t in state.items()
-        }), loss)
+        return self.evaluate(
+            Path(torch.zeros(1, dtype=torch.float64), {n: Constant(t) for n, t in state.items()}),
+            loss,
+        )
 
     # -- the two ways of running K networks on a batch --------------------------
 
@@ -177,9 +181,10 @@ class Evaluator:
         if not isinstance(weight, Combination) or len(weight.bases) >= len(path):
             return None
         layer = split.layer
-        tail_names = [
-            n for n in path.tensors if n not in (f"{split.name}.weight", bias_name)
-        ]
+        fan_in = weight.bases[0][0].numel()
+        if fan_in < _FAN_IN_PER_BASIS * len(weight.bases):
+            return None  # combining J outputs would cost more than the layer itself
+        tail_names = [n for n in path.tensors if n not in (f"{split.name}.weight", bias_name)]
         states = self._states(path, tail_names)
         units = weight.coefs.shape[2]
         coefs = weight.coefs.to(device=self.device)
@@ -188,7 +193,8 @@ class Evaluator:
             if isinstance(layer, nn.Linear):
                 return F.linear(inputs, w)
             assert isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
-            return layer._conv_forward(inputs, w, None)
+            out: Tensor = layer._conv_forward(inputs, w, None)
+            return out
 
         def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
             inputs = split.head(xb)
@@ -196,9 +202,9 @@ class Evaluator:
             shape = (1, units) + (1,) * (parts[0].ndim - 2)
             for k in range(len(path)):
                 c = coefs[k].to(parts[0].dtype)
-                z = c[0].reshape(shape) * parts[0]
+                z = parts[0] * c[0].reshape(shape)
                 for j in range(1, len(parts)):
-                    z = z + c[j].reshape(shape) * parts[j]
+                    z.addcmul_(parts[j], c[j].reshape(shape))
                 if bias is not None:
                     b = bias.at(k)
                     z = z + b.reshape((1, -1) + (1,) * (z.ndim - 2))

@@ -143,7 +143,9 @@ def barrier_and_excess(x: Tensor, errors: Tensor) -> tuple[float, float]:
     return float(errors.max()), float((errors - line).max())
 
 
-def _evaluator(model: nn.Module, split: tuple[Tensor, Tensor], device: torch.device, batch: int) -> Evaluator:
+def _evaluator(
+    model: nn.Module, split: tuple[Tensor, Tensor], device: torch.device, batch: int
+) -> Evaluator:
     return Evaluator(model, split[0], split[1], device, batch)
 
 
@@ -197,7 +199,9 @@ def path_curve(
     dists = distances(a, b, spec, alignment)
     options: dict[str, Any] = {"points": points, "seed": seed}
 
-    paths = _build_paths(kind, a, b, norm_a, norm_b, alignment, spec, x, midpoint, orders, seed, dev)
+    paths = _build_paths(
+        kind, a, b, norm_a, norm_b, alignment, spec, x, midpoint, orders, seed, dev
+    )
     if kind.startswith("random_flip"):
         options["orders"] = orders
     if has_batchnorm(template):
@@ -207,7 +211,9 @@ def path_curve(
             interior = range(1, points - 1)
             train_x = train[0].to(dev)
             paths = [
-                with_recomputed_statistics(p, template, train_x, interior, bn_batches, bn_batch_size)
+                with_recomputed_statistics(
+                    p, template, train_x, interior, bn_batches, bn_batch_size
+                )
                 for p in paths
             ]
     evaluator = _evaluator(template, train, dev, batch_size)
@@ -391,10 +397,10 @@ def plane(
         check_state(s, spec, f"`{name}`")
     dev = resolve_device(device)
     train, _ = as_data(data)
-    states = [{k: v.to(dev) for k, v in s.items()} for s in (a, b, c)]
+    sa, sb, sc = ({k: v.to(dev) for k, v in s.items()} for s in (a, b, c))
     if normalized:
-        states = [normalize(s, spec, check=False) for s in states]
-    section = plane_grid(*states, spec.parameters, grid, margin)
+        sa, sb, sc = (normalize(s, spec, check=False) for s in (sa, sb, sc))
+    section = plane_grid(sa, sb, sc, spec.parameters, grid, margin)
     errors = _evaluator(template, train, dev, batch_size).evaluate(section.path).errors
     return PlaneResult(
         alphas=_floats(section.alphas) or [],

@@ -1,0 +1,203 @@
+"""Error along paths, barriers, local energy and planes, evaluated by the engine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from nets import randomize, state_of, traced
+
+from canon.architectures import build_model
+from canon.core import normalize, random_symmetry
+from canon.core.paths import geodesic_path, linear_path, positions
+from canon.engine import Evaluator, PathCurve, local_energy, path_curve, plane
+from canon.engine.batchnorm import with_recomputed_statistics
+from canon.errors import ConfigError
+
+CPU = torch.device("cpu")
+
+
+def data_for(model, n=300, seed=0, binary=False):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, *model.input_shape), generator=gen, dtype=torch.float64)
+    if binary:
+        y = torch.randint(0, 2, (n,), generator=gen).double() * 2 - 1
+    else:
+        y = torch.randint(0, 3, (n,), generator=gen)
+    return x, y
+
+
+def own_error(model, state, data) -> float:
+    return float(Evaluator(model, *data, CPU).error(state).errors[0])
+
+
+MLP = {"in_features": 6, "hidden": [8, 7], "classes": 3}
+
+
+@pytest.mark.parametrize("kind", ["linear", "linear_aligned", "geodesic", "bend"])
+@pytest.mark.parametrize("arch", ["mlp", "lenet"])
+def test_endpoints_reproduce_their_own_errors(kind, arch):
+    """E(0) and E(1) equal each endpoint network's own error exactly."""
+    config = (
+        MLP
+        if arch == "mlp"
+        else {"input_size": 8, "padding": 2, "channels": [3, 4], "hidden": 5, "classes": 3}
+    )
+    model = randomize(build_model(arch, config), 0)
+    a, b, m = (state_of(randomize(model, s)) for s in (1, 2, 3))
+    data = data_for(model)
+    curve = path_curve(a, b, model, data, kind, points=5, device="cpu", midpoint=m)
+    assert curve.train_error[0] == own_error(model, a, data)
+    assert curve.train_error[-1] == own_error(model, b, data)
+    assert curve.barrier == max(curve.train_error)
+
+
+def test_random_flip_endpoints_and_orders():
+    """Random-flip paths: exact endpoints, mean and std over seeded orders, reproducible."""
+    model = randomize(build_model("binary_mlp", {"in_features": 8, "hidden": [9], "classes": 1}), 0)
+    a, b = state_of(randomize(model, 1)), state_of(randomize(model, 2))
+    data = data_for(model, binary=True)
+    curve = path_curve(a, b, model, data, "random_flip", points=7, device="cpu", orders=4, seed=5)
+    assert curve.train_error[0] == own_error(model, a, data)
+    assert curve.train_error[-1] == own_error(model, b, data)
+    assert curve.train_error_std is not None and curve.train_error_std[0] == 0
+    assert curve.barrier_std is not None and curve.options["orders"] == 4
+    again = path_curve(a, b, model, data, "random_flip", points=7, device="cpu", orders=4, seed=5)
+    assert again.train_error == curve.train_error
+    aligned = path_curve(a, b, model, data, "random_flip_aligned", points=7, device="cpu")
+    assert aligned.distances.hamming_aligned is not None
+
+
+def test_symmetric_copy_has_flat_geodesic():
+    """A permuted, rescaled copy: geodesic distance ~0, geodesic barrier = endpoint error."""
+    model = randomize(build_model("mlp", MLP), 0)
+    spec = traced(model)
+    a = state_of(model)
+    copy = random_symmetry(a, spec, seed=4)
+    data = data_for(model)
+    curve = path_curve(a, copy, model, data, "geodesic", points=9, device="cpu")
+    assert curve.distances.geodesic < 1e-6
+    assert curve.barrier == own_error(model, a, data)
+    assert curve.excess == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fast_first_layer_matches_plain_evaluation():
+    """Combining first-layer outputs from the path's bases gives the per-point errors and
+    losses of running each network in full."""
+    model = randomize(build_model("mlp", {"in_features": 200, "hidden": [16], "classes": 3}), 0)
+    spec = traced(model)
+    a = normalize(state_of(randomize(model, 1)), spec)
+    b = normalize(state_of(randomize(model, 2)), spec)
+    data = data_for(model, n=500)
+    for path in (geodesic_path(a, b, spec, positions(9)), linear_path(a, b, positions(9))):
+        fast = Evaluator(model, *data, CPU, batch_size=128)
+        assert fast._fast(path) is not None
+        plain = Evaluator(model, *data, CPU, batch_size=128)
+        plain.split = None
+        got, expected = fast.evaluate(path, loss=True), plain.evaluate(path, loss=True)
+        assert torch.equal(got.errors, expected.errors)
+        torch.testing.assert_close(got.losses, expected.losses)
+
+
+def test_batchnorm_recomputed_at_an_endpoint_reproduces_its_error():
+    """For a BN net whose statistics were measured on the training data, recomputing them
+    at the endpoint on the same batches gives the same statistics and the same error."""
+    model = randomize(build_model("mlp", {**MLP, "batchnorm": True}), 0, bn_eps=None)
+    x, y = data_for(model, n=256)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for start in range(0, 256, 64):
+            model(x[start : start + 64])
+    model.eval()
+    a = state_of(model)
+    b = state_of(randomize(build_model("mlp", {**MLP, "batchnorm": True}), 1, bn_eps=None))
+    path = linear_path(a, b, positions(3))
+    redone = with_recomputed_statistics(path, model, x, [0], batches=4, batch_size=64)
+    for name in ("bn1.running_mean", "bn1.running_var", "bn2.running_var"):
+        torch.testing.assert_close(redone.tensors[name].at(0), a[name])
+    evaluator = Evaluator(model, x, y, CPU)
+    assert float(evaluator.evaluate(redone).errors[0]) == own_error(model, a, (x, y))
+    curve = path_curve(
+        a, b, model, (x, y), "geodesic", points=5, device="cpu", bn_batches=2, bn_batch_size=64
+    )
+    assert curve.options["bn"] == "recompute" and curve.options["bn_batches"] == 2
+    assert curve.train_error[0] == own_error(model, a, (x, y))
+
+
+def test_path_curve_json_round_trip():
+    """PathCurve serializes to JSON and back."""
+    model = randomize(build_model("mlp", MLP), 0)
+    a, b = state_of(randomize(model, 1)), state_of(randomize(model, 2))
+    curve = path_curve(a, b, model, data_for(model), "linear", points=5, device="cpu", loss=True)
+    back = PathCurve.from_dict(json.loads(curve.to_json()))
+    assert back == curve
+    assert len(back.train_loss) == 5
+
+
+def test_test_error_needs_a_test_split():
+    """test=True reports the test error along the path, given a dataset with a test split."""
+    from canon.data import load_dataset
+
+    ds = load_dataset("gaussian", classes=3, dim=4, n_train=120, n_test=60)
+    model = build_model("mlp", {"in_features": 4, "hidden": [5], "classes": 3})
+    a, b = state_of(randomize(model, 1)), state_of(randomize(model, 2))
+    a = {k: v.float() for k, v in a.items()}
+    b = {k: v.float() for k, v in b.items()}
+    curve = path_curve(a, b, model.float(), ds, "geodesic", points=3, device="cpu", test=True)
+    assert len(curve.test_error) == 3
+    with pytest.raises(ConfigError, match="test split"):
+        path_curve(
+            a, b, model, (ds.x_train, ds.y_train), "linear", points=3, device="cpu", test=True
+        )
+
+
+def test_bad_path_requests():
+    """Unknown kinds, a bend without midpoint and flips on real weights are clear errors."""
+    model = randomize(build_model("mlp", MLP), 0)
+    a, b = state_of(randomize(model, 1)), state_of(randomize(model, 2))
+    data = data_for(model)
+    with pytest.raises(ConfigError, match="unknown path kind `curvy`"):
+        path_curve(a, b, model, data, "curvy", device="cpu")
+    with pytest.raises(ConfigError, match="needs a `midpoint`"):
+        path_curve(a, b, model, data, "bend", device="cpu")
+    with pytest.raises(ConfigError, match="binary weights"):
+        path_curve(a, b, model, data, "random_flip", device="cpu")
+    with pytest.raises(ConfigError, match="must be an"):
+        path_curve(a, b, model, "digits", "linear", device="cpu")
+
+
+def test_local_energy():
+    """Local energy: zero at sigma 0, reproducible per seed, grows with sigma; binary flips."""
+    model = randomize(build_model("mlp", MLP), 0)
+    a = state_of(model)
+    data = data_for(model)
+    le = local_energy(a, model, data, sigmas=[0.0, 0.5, 2.0], draws=3, seed=1, device="cpu")
+    assert le.mean[0] == 0 and le.std[0] == 0
+    assert le.mean[2] > le.mean[0]
+    assert local_energy(a, model, data, sigmas=[0.0, 0.5, 2.0], draws=3, seed=1, device="cpu") == le
+    binary = randomize(build_model("committee", {"in_features": 8, "hidden": 5}), 0)
+    energy = local_energy(
+        state_of(binary), binary, data_for(binary, binary=True), [0.0, 0.5], 3, device="cpu"
+    )
+    assert energy.options["binary"] and energy.mean[0] == 0
+
+
+def test_plane_errors_at_the_anchors():
+    """With no margin, a sits on the grid's first corner and the error there is a's."""
+    model = randomize(build_model("mlp", MLP), 0)
+    a, b = state_of(randomize(model, 1)), state_of(randomize(model, 2))
+    c = {k: v.clone() for k, v in b.items()}
+    c["out.bias"] = c["out.bias"] + 1.0
+    data = data_for(model)
+    result = plane(a, b, c, model, data, grid=4, margin=0.0, device="cpu")
+    assert len(result.errors) == 4 and len(result.errors[0]) == 4
+    assert result.anchors[0] == [0.0, 0.0]
+    assert result.alphas[0] == 0.0 and result.betas[0] == 0.0  # c lies beyond a along b - a
+    assert result.errors[0][0] == own_error(model, a, data)
+    normalized = plane(a, b, c, model, data, grid=3, normalized=True, device="cpu")
+    assert normalized.normalized
