@@ -38,15 +38,15 @@ from canon.errors import CanonError as CanonError
 __version__ = "0.1.0"
 
 __all__ = [
+    "PATH_KINDS",
     "Aligned",
     "Alignment",
     "CanonError",
     "Distances",
+    "Header",
     "LocalEnergy",
-    "PATH_KINDS",
     "PathCurve",
     "PlaneResult",
-    "Header",
     "Spec",
     "UnitGroup",
     "align",

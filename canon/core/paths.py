@@ -175,7 +175,9 @@ def _great_circle(a: Tensor, b: Tensor, x: Tensor, per_unit: bool) -> Combinatio
     rows_a = a if per_unit else a.reshape(1, -1)
     rows_b = b if per_unit else b.reshape(1, -1)
     u, theta, norm_a, norm_b = slerp_basis(rows_a, rows_b)
-    xs = x.unsqueeze(1)  # [K, 1]
+    # coefficients live on the CPU with the positions, like every path's; bases stay put
+    theta, norm_a, norm_b = theta.cpu(), norm_a.cpu(), norm_b.cpu()
+    xs = x.cpu().unsqueeze(1)  # [K, 1]
     radius = (1 - xs) * norm_a + xs * norm_b  # [K, U]
     coef_a = radius * torch.cos(xs * theta) / norm_a.clamp_min(torch.finfo(torch.float64).tiny)
     coef_u = radius * torch.sin(xs * theta)
