@@ -29,7 +29,14 @@ def data_for(model, n=300, seed=0, binary=False):
 
 
 def own_error(model, state, data) -> float:
-    return float(Evaluator(model, *data, CPU).error(state).errors[0])
+    """The network's error by a plain forward pass of the module (independent of the engine)."""
+    x, y = data
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    wrong = torch.sign(out[:, 0]) != y if out.shape[1] == 1 else out.argmax(1) != y
+    return float(wrong.double().mean())
 
 
 MLP = {"in_features": 6, "hidden": [8, 7], "classes": 3}

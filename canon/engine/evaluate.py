@@ -8,7 +8,9 @@ per basis: the expensive first-layer products are computed J times per data
 batch instead of K times. The rest of the network runs per point with
 ``torch.func.functional_call`` on large batches, in inference mode. (Measured
 on CPU, a vmap over stacked weights was about twice as slow as these plain
-batched calls for both linear and convolutional layers.)
+batched calls for both linear and convolutional layers.) Slow kernels with
+exact faster equivalents are swapped in the evaluator's traced copy
+(:mod:`canon.engine.fast_ops`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch.func import functional_call
 from canon.core.modules import BinaryConv2d, BinaryLinear
 from canon.core.paths import Combination, Constant, Path
 from canon.core.trace import tracer
+from canon.engine.fast_ops import optimize_graph
 
 __all__ = ["Evaluator", "Scores"]
 
@@ -51,9 +54,8 @@ class _Split:
     tail: fx.GraphModule  # the first layer's output -> logits
 
 
-def _split(model: nn.Module) -> _Split | None:
+def _split(gm: fx.GraphModule) -> _Split | None:
     """Cut the traced model at its first layer; None if the graph does not allow it."""
-    gm = fx.GraphModule(model, tracer().trace(model))
     nodes = list(gm.graph.nodes)
     first = next(
         (
@@ -113,7 +115,8 @@ class Evaluator:
         self.x = x.to(device)
         self.y = y.to(device)
         self.batch_size = max(1, int(batch_size))
-        self.split = _split(self.model)
+        self.graph = optimize_graph(fx.GraphModule(self.model, tracer().trace(self.model)), device)
+        self.split = _split(self.graph)
 
     def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         for start in range(0, self.x.shape[0], self.batch_size):
@@ -167,7 +170,7 @@ class Evaluator:
 
         def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
             for k in range(len(path)):
-                yield k, functional_call(self.model, states(k), (xb,))
+                yield k, functional_call(self.graph, states(k), (xb,))
 
         return run
 
