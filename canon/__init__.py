@@ -28,11 +28,15 @@ from canon.core.geometry import Distances as Distances
 from canon.core.geometry import distances as distances
 from canon.engine import PATH_KINDS as PATH_KINDS
 from canon.engine import LocalEnergy as LocalEnergy
+from canon.engine import MidpointResult as MidpointResult
 from canon.engine import PathCurve as PathCurve
 from canon.engine import PlaneResult as PlaneResult
+from canon.engine import TrainResult as TrainResult
 from canon.engine import local_energy as local_energy
+from canon.engine import optimize_midpoint as optimize_midpoint
 from canon.engine import path_curve as path_curve
 from canon.engine import plane as plane
+from canon.engine import train as train
 from canon.errors import CanonError as CanonError
 
 __version__ = "0.1.0"
@@ -45,9 +49,11 @@ __all__ = [
     "Distances",
     "Header",
     "LocalEnergy",
+    "MidpointResult",
     "PathCurve",
     "PlaneResult",
     "Spec",
+    "TrainResult",
     "UnitGroup",
     "align",
     "apply_alignment",
@@ -58,6 +64,7 @@ __all__ = [
     "load_state",
     "local_energy",
     "normalize",
+    "optimize_midpoint",
     "path_curve",
     "plane",
     "random_symmetry",
@@ -66,4 +73,5 @@ __all__ = [
     "resolve_config",
     "save_state",
     "spec_from_module",
+    "train",
 ]

@@ -31,7 +31,14 @@ def imports_of(path: Path) -> set[str]:
         ("architectures", ("canon.architectures", "canon.core", "canon.errors")),
         (
             "engine",
-            ("canon.engine", "canon.architectures", "canon.core", "canon.device", "canon.errors"),
+            (
+                "canon.engine",
+                "canon.architectures",
+                "canon.core",
+                "canon.data",
+                "canon.device",
+                "canon.errors",
+            ),
         ),
     ],
 )

@@ -50,16 +50,23 @@ class Sign(nn.Module):
 
 
 class BinaryLinear(nn.Linear):
-    """A linear layer whose forward pass uses the signs of its latent weights."""
+    """A linear layer whose forward pass uses the signs of its latent weights.
+
+    The output is divided by sqrt(fan_in) (a positive constant: the signs, and
+    so the binary network's function, are unchanged) so that pre-activations
+    stay of order one, where the straight-through gradient of a following
+    sign activation is non-zero.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = F.linear(x, sign_ste(self.weight), self.bias)
-        return out
+        return out * float(self.weight[0].numel() ** -0.5)
 
 
 class BinaryConv2d(nn.Conv2d):
-    """A 2-D convolution whose forward pass uses the signs of its latent weights."""
+    """A 2-D convolution whose forward pass uses the signs of its latent weights
+    (output divided by sqrt(fan_in), as in :class:`BinaryLinear`)."""
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self._conv_forward(x, sign_ste(self.weight), self.bias)
-        return out
+        return out * float(self.weight[0].numel() ** -0.5)

@@ -228,8 +228,9 @@ def bend_path(
     b: Mapping[str, Tensor],
     spec: Spec,
     x: Tensor,
+    legs: str = "geodesic",
 ) -> Path:
-    """Two geodesic legs a -> m -> b; m sits at x = 0.5 (DESIGN §3 "bend").
+    """Two legs a -> m -> b, geodesic (DESIGN §3 "bend") or ``legs="linear"``; m sits at x = 0.5.
 
     ``x`` must contain 0.5; points below it lie on the first leg, above it on
     the second, each leg traversed at uniform speed in its own fraction.
@@ -237,8 +238,14 @@ def bend_path(
     split = int(torch.searchsorted(x, torch.tensor(0.5, dtype=x.dtype)))
     if split >= len(x) or not math.isclose(float(x[split]), 0.5):
         raise ValueError("a bend path needs an odd number of points (x = 0.5 is the midpoint)")
-    leg1 = geodesic_path(a, m, spec, x[: split + 1] * 2)
-    leg2 = geodesic_path(m, b, spec, x[split:] * 2 - 1)
+    if legs == "geodesic":
+        leg1 = geodesic_path(a, m, spec, x[: split + 1] * 2)
+        leg2 = geodesic_path(m, b, spec, x[split:] * 2 - 1)
+    elif legs == "linear":
+        leg1 = linear_path(a, m, x[: split + 1] * 2)
+        leg2 = linear_path(m, b, x[split:] * 2 - 1)
+    else:
+        raise ValueError(f"`legs` must be geodesic or linear, got {legs!r}")
     k1 = split + 1
     tensors = {n: _join(leg1.tensors[n], leg2.tensors[n], k1) for n in a}
     return Path(x, tensors)

@@ -55,13 +55,22 @@ __all__ = [
 ]
 
 PathKind = Literal[
-    "linear", "linear_aligned", "geodesic", "bend", "random_flip", "random_flip_aligned"
+    "linear",
+    "linear_aligned",
+    "geodesic",
+    "bend",
+    "bend_linear",
+    "bend_linear_aligned",
+    "random_flip",
+    "random_flip_aligned",
 ]
 PATH_KINDS: tuple[str, ...] = (
     "linear",
     "linear_aligned",
     "geodesic",
     "bend",
+    "bend_linear",
+    "bend_linear_aligned",
     "random_flip",
     "random_flip_aligned",
 )
@@ -173,7 +182,9 @@ def path_curve(
 
     ``kind``: ``linear`` (raw parameters), ``linear_aligned`` (b aligned to a,
     not normalized), ``geodesic`` (normalized and aligned; per-unit slerp),
-    ``bend`` (two geodesic legs through ``midpoint``), ``random_flip`` and
+    ``bend`` (two geodesic legs through ``midpoint``, which is normalized and
+    aligned to a), ``bend_linear`` / ``bend_linear_aligned`` (two straight legs
+    through ``midpoint`` as given, to b raw / aligned to a), ``random_flip`` and
     ``random_flip_aligned`` (binary networks: ``orders`` seeded flip orders,
     mean and std). ``points`` positions from 0 to 1 inclusive; the endpoints
     are the endpoint networks themselves. For networks with BatchNorm, the
@@ -265,11 +276,17 @@ def _build_paths(
         return [linear_path(a, apply_alignment(b, alignment, spec), x)]
     if kind == "geodesic":
         return [geodesic_path(norm_a, apply_alignment(norm_b, alignment, spec), spec, x)]
-    if kind == "bend":
+    if kind.startswith("bend"):
         if midpoint is None:
-            raise ConfigError("a `bend` path needs a `midpoint` network")
+            raise ConfigError(f"a `{kind}` path needs a `midpoint` network")
         check_state(midpoint, spec, "`midpoint`")
-        m = normalize({k: v.to(device) for k, v in midpoint.items()}, spec, check=False)
+        m = {k: v.to(device) for k, v in midpoint.items()}
+        if kind == "bend_linear":
+            return [bend_path(a, m, b, spec, x, legs="linear")]
+        if kind == "bend_linear_aligned":
+            aligned_b = apply_alignment(b, alignment, spec)
+            return [bend_path(a, m, aligned_b, spec, x, legs="linear")]
+        m = normalize(m, spec, check=False)
         m = apply_alignment(m, match(m, norm_a, spec), spec)
         return [bend_path(norm_a, m, apply_alignment(norm_b, alignment, spec), spec, x)]
     if not spec.binary_weights:
