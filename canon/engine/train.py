@@ -209,7 +209,7 @@ def _fit(
     phase: _Phase,
     epochs: int,
     gamma: Callable[[int], float],
-    stop_error: float,
+    stop_error: float | None,
 ) -> tuple[int, float]:
     """Train ``models`` for up to ``epochs``; stop once their center's error <= stop_error."""
     run = _Run(
@@ -243,7 +243,7 @@ def _fit(
         )
         if phase.progress is not None:
             phase.progress(TrainProgress(name, epoch + 1, epochs, loss, error, lr))
-        if error <= stop_error:
+        if stop_error is not None and error <= stop_error:
             return epoch + 1, error
     return epochs, error
 
@@ -278,7 +278,7 @@ def train(
     lr: float | None = None,
     momentum: float | None = None,
     batch_size: int | None = None,
-    target_error: float = 0.0,
+    target_error: float | None = 0.0,
     init: Mapping[str, Tensor] | None = None,
     replicas: int = 5,
     gamma0: float = 1e-3,
@@ -295,7 +295,8 @@ def train(
     starting state. ``gamma1`` defaults to the rate that takes the RSGD
     coupling from ``gamma0`` to 1 over ``epochs``. ``adv_epochs`` (default
     ``epochs``) bounds the random-label phase of ``adv``, which stops as soon as
-    that copy is fitted. ``progress`` is called after every epoch.
+    that copy is fitted. ``target_error=None`` runs every epoch (no early stop).
+    ``progress`` is called after every epoch.
     """
     if algo not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm `{algo}`; choose one of {', '.join(ALGORITHMS)}")
