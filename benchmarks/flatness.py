@@ -88,7 +88,7 @@ def main() -> None:
         f"MLP 64-256-256-10 on digits ({args.epochs} epochs max, {stop}); "
         f"local energy at sigma = {args.sigma} ({args.draws} draws)"
     )
-    print(f"{'algo':<5} {'seed':>4} {'epochs':>6} {'train':>7} {'test':>7} {'dE':>8} {'time':>7}")
+    print(f"{'algo':<5} {'seed':>4} {'epochs':>6} {'train':>7} {'test':>7} {'dE':>9} {'time':>7}")
     for r in runs:
         print(
             f"{r['algo']:<5} {r['seed']:>4} {r['epochs']:>6} {r['train_error']:>7.2%} "
@@ -98,7 +98,7 @@ def main() -> None:
     for algo, m in means.items():
         print(
             f"  {algo:<5} train {m['train_error']:.2%}  test {m['test_error']:.2%}  "
-            f"dE {m['local_energy']:.4f}  time {m['seconds']:.1f}s"
+            f"dE {m['local_energy']:.2e}  time {m['seconds']:.1f}s"
         )
     for key, ok in holds.items():
         print(f"rsgd < sgd < adv for {key}: {'holds' if ok else 'does NOT hold'}")
