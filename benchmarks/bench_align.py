@@ -17,30 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
+from _timing import median_time, synchronizer  # benchmarks/ is on sys.path when run
 from scipy.optimize import linear_sum_assignment
 
 from canon.architectures import build_model
 from canon.core import canonicalize, match, normalize, solve_assignment, spec_from_module
 from canon.device import resolve_device
-
-
-def best_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs (after one warm-up run)."""
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_width(width: int, repeats: int, device: torch.device) -> dict[str, Any]:
@@ -52,11 +37,8 @@ def bench_width(width: int, repeats: int, device: torch.device) -> dict[str, Any
     state = model.state_dict()
     spec = spec_from_module(model)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    canon_s = best_time(lambda: canonicalize(state, spec, reference=reference), repeats, sync)
+    sync = synchronizer(device)
+    canon_s = median_time(lambda: canonicalize(state, spec, reference=reference), repeats, sync)
 
     matrices: dict[str, torch.Tensor] = {}
     match(normalize(state, spec), normalize(reference, spec), spec, record=matrices)
@@ -71,8 +53,8 @@ def bench_width(width: int, repeats: int, device: torch.device) -> dict[str, Any
         for similarity in matrices.values():
             solve_assignment(similarity)
 
-    lap_s = best_time(scipy_solves, repeats, sync)
-    canon_lap_s = best_time(canon_solves, repeats, sync)
+    lap_s = median_time(scipy_solves, repeats, sync)
+    canon_lap_s = median_time(canon_solves, repeats, sync)
     return {
         "width": width,
         "parameters": sum(v.numel() for v in state.values()),

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
+from _timing import median_time, synchronizer  # benchmarks/ is on sys.path when run
 from torch.utils.data import DataLoader, TensorDataset
 
 from canon.architectures import build_model
@@ -42,18 +40,6 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_case(
     label: str, points: int, samples: int, batch: int, repeats: int, device: torch.device
 ) -> dict[str, Any]:
@@ -68,9 +54,7 @@ def bench_case(
     x = torch.randn((samples, *model.input_shape), generator=gen).to(device)
     y = torch.randint(0, 10, (samples,), generator=gen).to(device)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    sync = synchronizer(device)
 
     def canon_run() -> None:
         path_curve(a, b, model, (x, y), "geodesic", points, device, batch_size=batch)
@@ -105,9 +89,9 @@ def bench_case(
                 for xb, yb in loader:
                     wrong += int((net(xb).argmax(1) != yb).sum())
 
-    canon_s = timed(canon_run, repeats, sync)
-    floor_s = timed(floor_run, repeats, sync)
-    baseline_s = timed(baseline_run, repeats, sync)
+    canon_s = median_time(canon_run, repeats, sync)
+    floor_s = median_time(floor_run, repeats, sync)
+    baseline_s = median_time(baseline_run, repeats, sync)
     return {
         "case": label,
         "points": points,

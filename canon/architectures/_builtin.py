@@ -61,6 +61,19 @@ def _conv_out(size: int, kernel: int, padding: int) -> int:
     return size + 2 * padding - kernel + 1
 
 
+def _two_conv_side(name: str, channels: tuple[int, ...], size: int, k: int, p: int) -> int:
+    """Side of the feature map after two (conv k x k, padding p; 2x2 max-pool) stages."""
+    if len(channels) != 2:
+        raise ConfigError(f"config `channels` of `{name}` must hold two sizes")
+    side = _conv_out(_conv_out(size, k, p) // 2, k, p) // 2
+    if side < 1:
+        raise ConfigError(
+            f"{name}: input_size {size} is too small for two {k}x{k} convolutions with "
+            f"padding {p} and 2x2 pooling; raise `padding` or `input_size`"
+        )
+    return side
+
+
 @dataclass(frozen=True)
 class MLPConfig:
     in_features: int = 784
@@ -102,16 +115,9 @@ class LeNetConfig:
 def lenet(config: LeNetConfig) -> nn.Module:
     """The paper's LeNet-like net: conv 20 and 50 filters 5x5, 2x2 max-pool, fc 500."""
     _positive(channels=config.channels, hidden=config.hidden, classes=config.classes)
-    if len(config.channels) != 2:
-        raise ConfigError("config `channels` of `lenet` must hold two sizes")
-    c1, c2 = config.channels
     k, p = config.kernel_size, config.padding
-    side = _conv_out(_conv_out(config.input_size, k, p) // 2, k, p) // 2
-    if side < 1:
-        raise ConfigError(
-            f"lenet: input_size {config.input_size} is too small for two {k}x{k} convolutions "
-            f"with padding {p} and 2x2 pooling; raise `padding` or `input_size`"
-        )
+    side = _two_conv_side("lenet", config.channels, config.input_size, k, p)
+    c1, c2 = config.channels
     layers: list[tuple[str, nn.Module]] = [
         ("conv1", nn.Conv2d(config.in_channels, c1, k, padding=p)),
         ("act1", nn.ReLU()),
@@ -244,16 +250,9 @@ class BinaryConvConfig:
 def binary_conv(config: BinaryConvConfig) -> nn.Module:
     """The paper's binary convnet: 2 binary convs (5x5, max-pool, sign), binary fc layers."""
     _positive(channels=config.channels, hidden=config.hidden, classes=config.classes)
-    if len(config.channels) != 2:
-        raise ConfigError("config `channels` of `binary_conv` must hold two sizes")
-    c1, c2 = config.channels
     k, p = config.kernel_size, config.padding
-    side = _conv_out(_conv_out(config.input_size, k, p) // 2, k, p) // 2
-    if side < 1:
-        raise ConfigError(
-            f"binary_conv: input_size {config.input_size} is too small for two {k}x{k} "
-            f"convolutions with padding {p} and 2x2 pooling"
-        )
+    side = _two_conv_side("binary_conv", config.channels, config.input_size, k, p)
+    c1, c2 = config.channels
     layers: list[tuple[str, nn.Module]] = [
         ("conv1", BinaryConv2d(config.in_channels, c1, k, padding=p, bias=False)),
         ("pool1", nn.MaxPool2d(2)),

@@ -36,6 +36,7 @@ from canon.core.paths import (
     plane_grid,
     positions,
 )
+from canon.core.records import JsonRecord
 from canon.device import resolve_device
 from canon.engine.batchnorm import has_batchnorm, with_recomputed_statistics
 from canon.engine.evaluate import Evaluator
@@ -298,7 +299,7 @@ def _build_paths(
 
 
 @dataclass(frozen=True)
-class LocalEnergy:
+class LocalEnergy(JsonRecord):
     """Local energy dE(w, sigma) = E_z[E(w + sigma z * w)] - E(w) at each sigma (mean and
     std over draws). Binary networks: sigma is the fraction of weights flipped."""
 
@@ -307,15 +308,6 @@ class LocalEnergy:
     std: list[float]
     base_error: float
     options: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LocalEnergy:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**data)
 
 
 def local_energy(
@@ -360,7 +352,7 @@ def local_energy(
 
 
 @dataclass(frozen=True)
-class PlaneResult:
+class PlaneResult(JsonRecord):
     """Train errors on a grid of the plane through three networks.
 
     ``errors[i][j]`` is the error at (alphas[i], betas[j]); ``anchors`` are the
@@ -373,15 +365,6 @@ class PlaneResult:
     anchors: list[list[float]]
     normalized: bool
     options: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PlaneResult:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**data)
 
 
 def plane(
