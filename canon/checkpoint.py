@@ -17,40 +17,30 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from canon.core.spec import Spec, check_finite, check_tensors
+from canon.core.spec import Spec, check_finite, check_tensors, dtype_name
 from canon.errors import CheckpointFormatError
 
-__all__ = ["Header", "load_state", "read_header", "save_state"]
+__all__ = ["Header", "load_state", "read_header", "save_state", "serialize"]
 
-# safetensors dtype codes -> torch dtype names (canon's TensorInfo naming)
-_DTYPES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
+# safetensors dtype codes <-> torch dtypes
+_TORCH = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
 }
-_ITEMSIZE = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-}
+_CODES = {dtype: code for code, dtype in _TORCH.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -120,7 +110,7 @@ def _entry(where: str, name: str, info: object, data_size: int) -> tuple[tuple[i
     if not isinstance(info, dict):
         raise bad("has no dtype/shape entry")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in _DTYPES:
+    if dtype not in _TORCH:
         raise bad(f"has unsupported dtype {dtype!r}")
     if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise bad(f"has an invalid shape {shape!r}")
@@ -129,10 +119,10 @@ def _entry(where: str, name: str, info: object, data_size: int) -> tuple[tuple[i
         or len(offsets) != 2
         or not all(isinstance(o, int) for o in offsets)
         or not 0 <= offsets[0] <= offsets[1] <= data_size
-        or offsets[1] - offsets[0] != math.prod(shape) * _ITEMSIZE[dtype]
+        or offsets[1] - offsets[0] != math.prod(shape) * _TORCH[dtype].itemsize
     ):
         raise bad(f"has data offsets {offsets!r} that do not match its shape and the file size")
-    return tuple(shape), _DTYPES[dtype]
+    return tuple(shape), dtype_name(_TORCH[dtype])
 
 
 def load_state(
@@ -151,11 +141,40 @@ def load_state(
     return state
 
 
+def serialize(
+    state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """``state`` as safetensors bytes: the same bytes for the same tensors and metadata, always.
+
+    (The safetensors library writes its metadata in hash-map order, so its
+    bytes vary between runs, which content addressing cannot have.) The JSON
+    header's keys are sorted and the tensors laid out by item size, largest
+    first (every tensor stays aligned), then by name; data are contiguous
+    little-endian CPU copies. ``safetensors`` reads the result as usual.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    chunks: list[bytes] = []
+    offset = 0
+    for name, t in sorted(state.items(), key=lambda kv: (-kv[1].element_size(), kv[0])):
+        if t.dtype not in _CODES:
+            raise CheckpointFormatError(f"tensor `{name}` has unsupported dtype {t.dtype}")
+        raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {
+            "dtype": _CODES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        chunks.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+
+
 def save_state(
     state: Mapping[str, torch.Tensor],
     path: str | os.PathLike[str],
     metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Write ``state`` to ``path`` as safetensors (contiguous CPU copies), with ``metadata``."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    save_file(tensors, str(path), metadata=dict(metadata) if metadata else None)
+    """Write ``state`` to ``path`` as safetensors (:func:`serialize`), with ``metadata``."""
+    Path(path).write_bytes(serialize(state, metadata))

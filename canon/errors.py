@@ -11,12 +11,19 @@ __all__ = [
     "CanonError",
     "CheckpointFormatError",
     "ConfigError",
+    "CorruptZooError",
     "DatasetError",
     "DuplicateNameError",
+    "DuplicateObjectError",
+    "EntryInUseError",
+    "EntryNotFoundError",
+    "InvalidEntryError",
+    "NameClashError",
     "NonFiniteError",
     "SpecMismatchError",
     "UnknownNameError",
     "UnsupportedModuleError",
+    "ZooError",
 ]
 
 
@@ -78,3 +85,50 @@ class UnknownNameError(CanonError, KeyError):
 
 class DuplicateNameError(CanonError, ValueError):
     """A name registered twice."""
+
+
+class ZooError(CanonError):
+    """A zoo operation that cannot be done as asked."""
+
+
+class EntryNotFoundError(ZooError, KeyError):
+    """A zoo entry name (or id) that the zoo does not hold."""
+
+    def __init__(self, message: str, *, name: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class NameClashError(ZooError, ValueError):
+    """A zoo entry name that is already taken."""
+
+    def __init__(self, message: str, *, name: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class DuplicateObjectError(ZooError, ValueError):
+    """Weights identical (byte for byte) to an existing zoo entry's."""
+
+    def __init__(self, message: str, *, existing: str = "") -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+class InvalidEntryError(ZooError, ValueError):
+    """An entry field (name, tag, kind, parents, metrics) that is not valid."""
+
+
+class EntryInUseError(ZooError, ValueError):
+    """An entry that cannot be removed because others depend on it."""
+
+    def __init__(self, message: str, *, name: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class CorruptZooError(ZooError, RuntimeError):
+    """A zoo whose files or index are damaged or from an unknown schema."""

@@ -124,3 +124,23 @@ def test_missing_file(tmp_path):
     """A missing path is a clear error."""
     with pytest.raises(CheckpointFormatError, match="does not exist"):
         read_header(tmp_path / "nowhere.safetensors")
+
+
+def test_serialization_is_deterministic_and_standard(tmp_path, mlp):
+    """The same tensors and metadata give the same bytes, which safetensors itself reads."""
+    from safetensors.torch import load_file
+
+    from canon.checkpoint import serialize
+
+    model, _ = mlp
+    state = state_of(model)
+    meta = {"b": "2", "a": "1", "canon.config": '{"x": 1}'}
+    first = serialize(state, meta)
+    assert (
+        serialize(dict(reversed(list(state.items()))), dict(reversed(list(meta.items())))) == first
+    )
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(first)
+    loaded = load_file(str(path))
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert read_header(path).metadata == meta

@@ -1,0 +1,183 @@
+"""The zoo's index: opening, sessions and read-only lookups (ORM rows stay here).
+
+:class:`ZooIndex` turns rows into frozen :class:`Entry` records at the
+boundary; :class:`~canon.zoo.Zoo` adds the writes and caches on top.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC
+from pathlib import Path
+from typing import Self
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from canon.core import Spec
+from canon.errors import CorruptZooError, EntryNotFoundError
+from canon.zoo._migrate import make_engine, upgrade
+from canon.zoo._models import EntryModel, ParentModel, TagModel
+from canon.zoo._objects import ObjectStore
+from canon.zoo._records import Entry, check_tags
+
+__all__ = ["INDEX", "OBJECTS", "ZooIndex"]
+
+INDEX = "canon.sqlite"
+OBJECTS = "objects"
+
+
+class ZooIndex:
+    """A folder of networks: ``canon.sqlite`` (the index) and ``objects/`` (safetensors)."""
+
+    """A folder of networks: ``canon.sqlite`` (the index) and ``objects/`` (safetensors)."""
+
+    def __init__(self, root: Path) -> None:
+        """Use :meth:`Zoo.open` or :meth:`Zoo.init`."""
+        self.root = root
+        self.objects = ObjectStore(root / OBJECTS)
+        index = root / INDEX
+        self._write = sessionmaker(make_engine(index, immediate=True), expire_on_commit=False)
+        self._read = sessionmaker(make_engine(index, immediate=False), expire_on_commit=False)
+        self._specs: dict[str, Spec] = {}
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> Self:
+        """Open the zoo at ``path``, upgrading its index to the newest schema.
+
+        With ``create`` (the default) a missing zoo is created; without it a
+        folder that holds no index raises :class:`~canon.errors.CorruptZooError`.
+        """
+        root = Path(path)
+        if not (root / INDEX).is_file():
+            if not create:
+                raise CorruptZooError(f"`{root}` is not a zoo (no `{INDEX}`); create it first")
+            (root / OBJECTS).mkdir(parents=True, exist_ok=True)
+        upgrade(root / INDEX)
+        return cls(root)
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str]) -> Self:
+        """Create (or open) the zoo at ``path``."""
+        return cls.open(path, create=True)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        for maker in (self._write, self._read):
+            bind = maker.kw["bind"]
+            bind.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Zoo({str(self.root)!r})"
+
+    @contextmanager
+    def _session(self, write: bool = False) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        session = (self._write if write else self._read)()
+        try:
+            yield session
+            if write:
+                session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # -- records -------------------------------------------------------------------------
+
+    @staticmethod
+    def _record(s: Session, row: EntryModel) -> Entry:
+        tags = s.execute(select(TagModel.key, TagModel.value).where(TagModel.entry_id == row.id))
+        parents = s.scalars(
+            select(ParentModel.parent_id)
+            .where(ParentModel.child_id == row.id)
+            .order_by(ParentModel.position)
+        )
+        return Entry(
+            id=row.id,
+            name=row.name,
+            architecture=row.architecture,
+            config=json.loads(row.config),
+            family=row.family,
+            dataset=row.dataset,
+            kind=row.kind,
+            tags=dict(sorted((k, v) for k, v in tags)),
+            parents=tuple(parents),
+            metrics=json.loads(row.metrics),
+            created=row.created.replace(tzinfo=UTC),
+        )
+
+    def _row(self, s: Session, ref: Entry | str) -> EntryModel:
+        if isinstance(ref, Entry):
+            row = s.get(EntryModel, ref.id)
+            name = ref.name
+        else:
+            name = ref
+            row = s.scalar(select(EntryModel).where(EntryModel.name == ref))
+            if row is None and len(ref) == 64:
+                row = s.get(EntryModel, ref)
+        if row is None:
+            names = list(s.scalars(select(EntryModel.name)))
+            close = difflib.get_close_matches(str(name), names, n=3)
+            hint = f"; did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+            raise EntryNotFoundError(f"no entry `{name}` in {self!r}{hint}", name=str(name))
+        return row
+
+    def get(self, name: Entry | str) -> Entry:
+        """The entry called ``name`` (or with that id); unknown names suggest close matches."""
+        with self._session() as s:
+            return self._record(s, self._row(s, name))
+
+    def __getitem__(self, name: str) -> Entry:
+        return self.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        with self._session() as s:
+            return s.scalar(select(EntryModel.id).where(EntryModel.name == name)) is not None
+
+    def __len__(self) -> int:
+        with self._session() as s:
+            return int(s.scalar(select(func.count()).select_from(EntryModel)) or 0)
+
+    def entries(self) -> list[Entry]:
+        """Every entry, sorted by name."""
+        return self.select()
+
+    def select(
+        self,
+        *,
+        architecture: str | None = None,
+        dataset: str | None = None,
+        kind: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        **tag_filters: object,
+    ) -> list[Entry]:
+        """Entries matching every given filter and tag (``key=value``), sorted by name."""
+        wanted = check_tags({**(tags or {}), **tag_filters})
+        query = select(EntryModel).order_by(EntryModel.name)
+        if architecture is not None:
+            query = query.where(EntryModel.architecture == architecture)
+        if dataset is not None:
+            query = query.where(EntryModel.dataset == dataset)
+        if kind is not None:
+            query = query.where(EntryModel.kind == kind)
+        for key, value in wanted.items():
+            tagged = select(TagModel.entry_id).where(TagModel.key == key, TagModel.value == value)
+            query = query.where(EntryModel.id.in_(tagged))
+        with self._session() as s:
+            return [self._record(s, row) for row in s.scalars(query)]

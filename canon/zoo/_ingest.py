@@ -1,0 +1,130 @@
+"""Turning what a user adds (a file or a state dict) into checked, serialized weights."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from canon import checkpoint
+from canon.architectures import build_model, resolve_config
+from canon.checkpoint import load_state, read_header
+from canon.core import Spec, check_state, spec_from_module
+from canon.errors import CheckpointFormatError, ConfigError
+from canon.zoo._records import FORMAT_VERSION, canonical_json, family_key
+
+__all__ = ["Prepared", "Source", "prepare", "serialize"]
+
+Source = str | os.PathLike[str] | Mapping[str, Tensor] | nn.Module
+META_ARCH = "canon.architecture"
+META_CONFIG = "canon.config"
+META_FORMAT = "canon.format_version"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Weights checked against their architecture, serialized as the bytes to store."""
+
+    state: dict[str, Tensor]
+    architecture: str
+    config: dict[str, Any]
+    config_json: str
+    family: str
+    spec: Spec
+    data: bytes
+
+
+def spec_for(architecture: str, config: Mapping[str, Any]) -> Spec:
+    """The structure spec of ``architecture`` built from ``config``."""
+    return spec_from_module(build_model(architecture, config))
+
+
+def serialize(state: Mapping[str, Tensor], architecture: str, config_json: str) -> bytes:
+    """The bytes canon stores: deterministic safetensors carrying the architecture metadata."""
+    meta = {META_ARCH: architecture, META_CONFIG: config_json, META_FORMAT: FORMAT_VERSION}
+    return checkpoint.serialize(state, meta)
+
+
+def _from_metadata(meta: Mapping[str, str], where: str) -> tuple[str, dict[str, Any]]:
+    if META_ARCH not in meta:
+        raise ConfigError(
+            f"{where} does not name its architecture (no `{META_ARCH}` metadata); "
+            "pass architecture= (and config=)"
+        )
+    try:
+        config = json.loads(meta.get(META_CONFIG, "{}"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: metadata `{META_CONFIG}` is not JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where}: metadata `{META_CONFIG}` must be a JSON object")
+    return meta[META_ARCH], config
+
+
+def _load_pt(path: Path) -> dict[str, Tensor]:
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch raises many kinds for unreadable or unsafe files
+        raise CheckpointFormatError(
+            f"`{path}` cannot be read as a weights-only torch checkpoint: {exc}", path=str(path)
+        ) from None
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
+    ):
+        raise CheckpointFormatError(
+            f"`{path}` must hold a flat dict of tensor names to tensors (a state dict)",
+            path=str(path),
+        )
+    return dict(obj)
+
+
+def prepare(source: Source, architecture: str | None, config: Mapping[str, Any] | None) -> Prepared:
+    """Read ``source``, resolve its architecture and check it; nothing is written."""
+    header_meta: Mapping[str, str] = {}
+    path: Path | None = None
+    state: dict[str, Tensor] | None = None
+    if isinstance(source, nn.Module):
+        state = dict(source.state_dict())
+    elif isinstance(source, Mapping):
+        state = dict(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise CheckpointFormatError(f"`{path}` does not exist or is not a file", path=str(path))
+        if path.suffix in (".pt", ".pth"):
+            state = _load_pt(path)
+        else:
+            header_meta = read_header(path).metadata
+    else:
+        raise CheckpointFormatError(
+            f"cannot add a {type(source).__name__}: give a .safetensors or .pt path, "
+            "a state dict or a module"
+        )
+    where = f"`{path}`" if path is not None else "the state dict"
+    if architecture is None:
+        if path is None or state is not None:
+            raise ConfigError(f"{where} needs architecture= (it carries no canon metadata)")
+        architecture, meta_config = _from_metadata(header_meta, where)
+        config = meta_config if config is None else config
+    full = resolve_config(architecture, config)
+    config_json = canonical_json(full)
+    spec = spec_for(architecture, full)
+    if state is None:
+        assert path is not None
+        state = load_state(path, spec)  # checks the header against the spec first
+    check_state(state, spec, where)
+    data = serialize(state, architecture, config_json)
+    return Prepared(
+        state=state,
+        architecture=architecture,
+        config=json.loads(config_json),
+        config_json=config_json,
+        family=family_key(architecture, config_json),
+        spec=spec,
+        data=data,
+    )

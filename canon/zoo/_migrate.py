@@ -1,0 +1,118 @@
+"""Finding the Alembic scripts and opening the index at the head revision.
+
+Installed, the migrations are the package data ``canon.migrations``; in a
+source checkout they are the repository's top-level ``migrations/`` folder.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+
+from canon.errors import CorruptZooError
+
+__all__ = ["alembic_config", "make_engine", "migrations_dir", "upgrade"]
+
+BUSY_TIMEOUT_S = 30.0
+
+
+def migrations_dir() -> Path:
+    """The folder of ``env.py`` and ``versions/``: ``canon.migrations``, else the checkout's."""
+    try:
+        found = Path(str(importlib.resources.files("canon.migrations")))
+        if (found / "env.py").is_file():
+            return found
+    except (ModuleNotFoundError, TypeError):
+        pass
+    checkout = Path(__file__).resolve().parents[2] / "migrations"
+    if (checkout / "env.py").is_file():
+        return checkout
+    raise CorruptZooError(
+        "canon's database migrations are missing: neither the package `canon.migrations` nor "
+        f"`{checkout}` exists; reinstall canon"
+    )
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config pointing at canon's migrations (and at ``url`` when given)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+def make_engine(path: Path, *, immediate: bool, foreign_keys: bool = True) -> Engine:
+    """A SQLite engine on ``path``: WAL journal, busy timeout, optional ``BEGIN IMMEDIATE``.
+
+    pysqlite's own transaction handling is switched off so that the ``begin``
+    event decides how a transaction starts: writers take the write lock up
+    front (``BEGIN IMMEDIATE``) and wait for it up to the busy timeout
+    instead of failing halfway through.
+    """
+    engine = create_engine(
+        f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_S}, future=True
+    )
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def head_revision() -> str:
+    """The newest revision id of canon's migrations."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the index at ``engine`` is at (None for an empty file)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(path: Path, revision: str = "head") -> None:
+    """Upgrade the index at ``path`` to ``revision`` (creating it when new).
+
+    Runs in one ``BEGIN IMMEDIATE`` transaction with foreign keys off (SQLite
+    batch migrations rebuild tables, which must not cascade), so concurrent
+    openers wait and then find the work done.
+    """
+    engine = make_engine(path, immediate=True, foreign_keys=False)
+    try:
+        script = ScriptDirectory.from_config(alembic_config())
+        current = current_revision(engine)
+        known = {s.revision for s in script.walk_revisions()}
+        if current is not None and current not in known:
+            raise CorruptZooError(
+                f"the zoo index `{path}` is at schema revision {current!r}, which this version "
+                "of canon does not know (it was written by a newer canon); upgrade canon"
+            )
+        if revision == "head" and current == script.get_current_head():
+            return
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    finally:
+        engine.dispose()

@@ -1,0 +1,137 @@
+"""SQLAlchemy models of the zoo index (private: rows never leave the store).
+
+Every cached row carries the ids it depends on, with ``ON DELETE CASCADE``
+so removing an entry removes what was derived from it. JSON columns hold
+canonical JSON text (sorted keys, no spaces) written by the store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base",
+    "CanonicalCacheModel",
+    "EntryModel",
+    "FamilyModel",
+    "PairCacheModel",
+    "ParentModel",
+    "TagModel",
+]
+
+# Named constraints, so Alembic's batch mode (SQLite table rebuilds) can address them.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SHA = 64
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding the zoo's metadata."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class FamilyModel(Base):
+    """A family: entries of one architecture and config, aligned to one reference."""
+
+    __tablename__ = "families"
+
+    key: Mapped[str] = mapped_column(String(SHA), primary_key=True)
+    architecture: Mapped[str] = mapped_column(String(256))
+    config: Mapped[str] = mapped_column(Text)
+    reference_id: Mapped[str | None] = mapped_column(
+        String(SHA), ForeignKey("entries.id", ondelete="SET NULL")
+    )
+
+
+class EntryModel(Base):
+    """One stored network; ``id`` is the sha256 of its object file."""
+
+    __tablename__ = "entries"
+
+    id: Mapped[str] = mapped_column(String(SHA), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    architecture: Mapped[str] = mapped_column(String(256))
+    config: Mapped[str] = mapped_column(Text)
+    family: Mapped[str] = mapped_column(String(SHA), index=True)
+    dataset: Mapped[str | None] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(16))
+    created: Mapped[datetime] = mapped_column(DateTime)
+    metrics: Mapped[str] = mapped_column(Text)
+
+
+class TagModel(Base):
+    """A ``key=value`` tag of an entry (one value per key)."""
+
+    __tablename__ = "tags"
+    __table_args__ = (
+        UniqueConstraint("entry_id", "key"),
+        Index("ix_tags_key_value", "key", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[str] = mapped_column(String(SHA), ForeignKey("entries.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class ParentModel(Base):
+    """A parent link: ``child_id`` was made from ``parent_id`` (``position`` orders them)."""
+
+    __tablename__ = "parents"
+
+    child_id: Mapped[str] = mapped_column(
+        String(SHA), ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_id: Mapped[str] = mapped_column(String(SHA), ForeignKey("entries.id"), index=True)
+
+
+class CanonicalCacheModel(Base):
+    """The alignment (permutations and signs) of an entry to a reference."""
+
+    __tablename__ = "canonical_cache"
+
+    entry_id: Mapped[str] = mapped_column(
+        String(SHA), ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    reference_id: Mapped[str] = mapped_column(
+        String(SHA), ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    cache_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alignment: Mapped[str] = mapped_column(Text)
+
+
+class PairCacheModel(Base):
+    """A pairwise result (distances, curves) keyed by everything it depends on."""
+
+    __tablename__ = "pair_cache"
+
+    entry_a: Mapped[str] = mapped_column(
+        String(SHA), ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    entry_b: Mapped[str] = mapped_column(
+        String(SHA), ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    path_kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    options_hash: Mapped[str] = mapped_column(String(SHA), primary_key=True)
+    cache_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result: Mapped[str] = mapped_column(Text)

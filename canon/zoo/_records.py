@@ -1,0 +1,131 @@
+"""Frozen records the zoo hands out, and validation of what goes into an entry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from canon.errors import InvalidEntryError
+
+__all__ = [
+    "CACHE_VERSION",
+    "FORMAT_VERSION",
+    "KINDS",
+    "Entry",
+    "VerifyReport",
+    "canonical_json",
+    "check_kind",
+    "check_metrics",
+    "check_name",
+    "check_tags",
+    "family_key",
+]
+
+#: Bumped whenever cached values (alignments, pair results) would be computed differently.
+CACHE_VERSION = 1
+#: Written into every stored object's metadata as ``canon.format_version``.
+FORMAT_VERSION = "1"
+KINDS = ("solution", "midpoint")
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_TAG_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_MAX_TAG_VALUE = 256
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One network in a zoo: its object id (sha256), name and everything recorded about it."""
+
+    id: str
+    name: str
+    architecture: str
+    config: Mapping[str, Any]
+    family: str
+    dataset: str | None
+    kind: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    parents: tuple[str, ...] = ()
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`Zoo.verify` found; ``ok`` when every list is empty."""
+
+    ok: bool
+    checked: int = 0
+    bad_hashes: tuple[str, ...] = ()
+    missing_objects: tuple[str, ...] = ()
+    orphan_objects: tuple[str, ...] = ()
+    orphan_temp_files: tuple[Path, ...] = ()
+    repaired: tuple[str, ...] = ()
+
+
+def canonical_json(value: Any) -> str:
+    """``value`` as canonical JSON: sorted keys, no spaces, finite numbers only."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def family_key(architecture: str, config_json: str) -> str:
+    """The family of an architecture and its canonical config JSON (a sha256 hex digest)."""
+    return hashlib.sha256(f"{architecture}\n{config_json}".encode()).hexdigest()
+
+
+def check_name(name: object) -> str:
+    """A valid entry name (letters, digits, ``._-``; starting with a letter or digit)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise InvalidEntryError(
+            f"invalid entry name {name!r}: use 1-128 letters, digits, `.`, `_` or `-`, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_kind(kind: object) -> str:
+    """``kind`` if it is one of :data:`KINDS`."""
+    if kind not in KINDS:
+        raise InvalidEntryError(f"invalid kind {kind!r}: expected one of {', '.join(KINDS)}")
+    return str(kind)
+
+
+def check_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
+    """Tags as ``{key: value}`` strings; numbers become strings, other values are refused."""
+    out: dict[str, str] = {}
+    for key, value in (tags or {}).items():
+        if not isinstance(key, str) or not _TAG_KEY_RE.fullmatch(key):
+            raise InvalidEntryError(
+                f"invalid tag key {key!r}: use up to 64 letters, digits, `_`, `.` or `-`, "
+                "starting with a letter or `_`"
+            )
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise InvalidEntryError(f"tag `{key}` must be a string or a number, got {value!r}")
+        text = str(value)
+        if len(text) > _MAX_TAG_VALUE or any(ord(c) < 32 for c in text):
+            raise InvalidEntryError(
+                f"tag `{key}` value must be at most {_MAX_TAG_VALUE} printable characters"
+            )
+        out[key] = text
+    return out
+
+
+def check_metrics(metrics: Mapping[str, Any] | None) -> str:
+    """Metrics as canonical JSON; keys must be strings and numbers finite."""
+    if metrics is None:
+        return "{}"
+    if not isinstance(metrics, Mapping) or not all(isinstance(k, str) for k in metrics):
+        raise InvalidEntryError("metrics must be a mapping with string keys")
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidEntryError(f"metric `{key}` is {value}; metrics must be finite")
+    try:
+        return canonical_json(dict(metrics))
+    except (TypeError, ValueError) as exc:
+        raise InvalidEntryError(f"metrics must be JSON-serializable: {exc}") from None

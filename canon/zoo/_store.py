@@ -1,0 +1,369 @@
+"""The zoo: a SQLite index (SQLAlchemy, upgraded by Alembic) over content-addressed objects.
+
+ORM rows never leave this module: every public method returns frozen
+records (:class:`Entry`, :class:`VerifyReport`, :class:`~canon.core.Alignment`).
+Each write is one transaction in its own session (``BEGIN IMMEDIATE``, so
+concurrent writers queue on the busy timeout instead of failing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+from sqlalchemy import delete, or_, select
+from sqlalchemy.orm import Session
+from torch import Tensor, nn
+
+from canon.architectures import build_model
+from canon.checkpoint import load_state
+from canon.core import Alignment, Spec, apply_alignment, match, normalize
+from canon.errors import (
+    CorruptZooError,
+    DuplicateObjectError,
+    EntryInUseError,
+    InvalidEntryError,
+    NameClashError,
+)
+from canon.zoo._index import ZooIndex
+from canon.zoo._ingest import Source, prepare, spec_for
+from canon.zoo._models import (
+    CanonicalCacheModel,
+    EntryModel,
+    FamilyModel,
+    PairCacheModel,
+    ParentModel,
+    TagModel,
+)
+from canon.zoo._objects import check_sha, sha256_bytes
+from canon.zoo._records import (
+    CACHE_VERSION,
+    Entry,
+    VerifyReport,
+    canonical_json,
+    check_kind,
+    check_metrics,
+    check_name,
+    check_tags,
+)
+
+__all__ = ["Zoo"]
+
+
+def _identity(spec: Spec) -> Alignment:
+    perms = {g.name: torch.arange(g.size) for g in spec.groups}
+    signs = {g.name: torch.ones(g.size) for g in spec.groups if g.symmetry == "sign"}
+    return Alignment(perms, signs)
+
+
+class Zoo(ZooIndex):
+    """A zoo of networks: add, look up, align, cache, remove and verify entries."""
+
+    # -- adding --------------------------------------------------------------------------
+
+    def add(
+        self,
+        source: Source,
+        *,
+        name: str,
+        architecture: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        dataset: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        kind: str = "solution",
+        parents: Sequence[Entry | str] = (),
+        metrics: Mapping[str, Any] | None = None,
+    ) -> Entry:
+        """Add a network (safetensors or ``.pt`` path, state dict or module) as ``name``.
+
+        Everything is checked before anything is written: the name, tags,
+        kind, metrics and parents; the architecture (from ``architecture`` /
+        ``config`` or the file's canon metadata) builds and the tensors match
+        it; no NaN or Inf. Then the object is written atomically and one
+        transaction records the entry (and, for a new family, makes it the
+        reference). Its alignment to the family reference is cached.
+        """
+        check_name(name)
+        check_kind(kind)
+        tag_values = check_tags(tags)
+        metrics_json = check_metrics(metrics)
+        if dataset is not None and not isinstance(dataset, str):
+            raise InvalidEntryError(f"dataset must be a name (a string), got {dataset!r}")
+        prepared = prepare(source, architecture, config)
+        sha = sha256_bytes(prepared.data)
+        with self._session() as s:
+            self._check_new(s, name, sha)
+            parent_ids = [self._row(s, p).id for p in parents]
+            family = s.get(FamilyModel, prepared.family)
+            ref_id = family.reference_id if family is not None else None
+        self._specs.setdefault(prepared.family, prepared.spec)
+        if ref_id is None:
+            alignment, aligned_to = _identity(prepared.spec), sha
+        else:
+            reference = self._load(ref_id, prepared.spec)
+            alignment = self._match(prepared.state, reference, prepared.spec)
+            aligned_to = ref_id
+        _, created_object = self.objects.put(prepared.data)
+        try:
+            with self._session(write=True) as s:
+                self._check_new(s, name, sha)
+                family = s.get(FamilyModel, prepared.family)
+                if family is None:
+                    family = FamilyModel(
+                        key=prepared.family,
+                        architecture=prepared.architecture,
+                        config=prepared.config_json,
+                        reference_id=None,
+                    )
+                    s.add(family)
+                s.add(
+                    EntryModel(
+                        id=sha,
+                        name=name,
+                        architecture=prepared.architecture,
+                        config=prepared.config_json,
+                        family=prepared.family,
+                        dataset=dataset,
+                        kind=kind,
+                        created=datetime.now(UTC).replace(tzinfo=None),
+                        metrics=metrics_json,
+                    )
+                )
+                s.flush()
+                if family.reference_id is None:
+                    family.reference_id = sha
+                s.add_all(TagModel(entry_id=sha, key=k, value=v) for k, v in tag_values.items())
+                s.add_all(
+                    ParentModel(child_id=sha, parent_id=p, position=i)
+                    for i, p in enumerate(parent_ids)
+                )
+                if family.reference_id == aligned_to:
+                    s.add(self._cache_row(sha, aligned_to, alignment))
+                s.flush()
+                return self._record(s, s.get(EntryModel, sha))  # type: ignore[arg-type]
+        except BaseException:
+            if created_object:
+                with self._session() as s:
+                    if s.get(EntryModel, sha) is None:
+                        self.objects.remove(sha)
+            raise
+
+    def _check_new(self, s: Session, name: str, sha: str) -> None:
+        if s.scalar(select(EntryModel.id).where(EntryModel.name == name)) is not None:
+            raise NameClashError(f"an entry named `{name}` already exists in {self!r}", name=name)
+        existing = s.scalar(select(EntryModel.name).where(EntryModel.id == sha))
+        if existing is not None:
+            raise DuplicateObjectError(
+                f"these weights are already in the zoo as `{existing}` (id {sha[:12]}…); "
+                "identical weights are stored once",
+                existing=existing,
+            )
+
+    # -- weights -------------------------------------------------------------------------
+
+    def spec(self, entry: Entry | str) -> Spec:
+        """The structure spec of an entry's architecture."""
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        if e.family not in self._specs:
+            self._specs[e.family] = spec_for(e.architecture, e.config)
+        return self._specs[e.family]
+
+    def model(self, entry: Entry | str) -> nn.Module:
+        """A fresh module of the entry's architecture and config (weights not loaded)."""
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        return build_model(e.architecture, e.config)
+
+    def _load(
+        self, sha: str, spec: Spec | None, device: str | torch.device = "cpu"
+    ) -> dict[str, Tensor]:
+        path = self.objects.path(check_sha(sha))
+        if not path.is_file():
+            raise CorruptZooError(f"object {sha} is missing from {self!r}; run verify")
+        return load_state(path, spec, device=device)
+
+    def state(self, entry: Entry | str, device: str | torch.device = "cpu") -> dict[str, Tensor]:
+        """The entry's weights as a state dict on ``device``."""
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        return self._load(e.id, self.spec(e), device)
+
+    # -- families, alignment, canonical forms --------------------------------------------
+
+    def reference(self, entry_or_family: Entry | str) -> Entry:
+        """The reference entry of a family (given by key) or of an entry's family."""
+        with self._session() as s:
+            family = None
+            if isinstance(entry_or_family, str):
+                family = s.get(FamilyModel, entry_or_family)
+            if family is None:
+                family = s.get(FamilyModel, self._row(s, entry_or_family).family)
+            if family is None or family.reference_id is None:
+                raise CorruptZooError(f"family has no reference entry in {self!r}")
+            return self._record(s, self._row(s, family.reference_id))
+
+    def set_reference(self, name: Entry | str) -> Entry:
+        """Make ``name`` its family's reference; drop the caches that depended on the old one."""
+        with self._session(write=True) as s:
+            row = self._row(s, name)
+            family = s.get(FamilyModel, row.family)
+            if family is None:
+                raise CorruptZooError(f"entry `{row.name}` has no family row in {self!r}")
+            if family.reference_id != row.id:
+                family.reference_id = row.id
+                members = select(EntryModel.id).where(EntryModel.family == row.family)
+                s.execute(
+                    delete(CanonicalCacheModel).where(CanonicalCacheModel.entry_id.in_(members))
+                )
+                s.execute(
+                    delete(PairCacheModel).where(
+                        or_(
+                            PairCacheModel.entry_a.in_(members), PairCacheModel.entry_b.in_(members)
+                        )
+                    )
+                )
+            return self._record(s, row)
+
+    @staticmethod
+    def _match(
+        state: Mapping[str, Tensor], reference: Mapping[str, Tensor], spec: Spec
+    ) -> Alignment:
+        return match(normalize(state, spec), normalize(reference, spec), spec)
+
+    @staticmethod
+    def _cache_row(entry_id: str, ref_id: str, alignment: Alignment) -> CanonicalCacheModel:
+        return CanonicalCacheModel(
+            entry_id=entry_id,
+            reference_id=ref_id,
+            cache_version=CACHE_VERSION,
+            alignment=canonical_json(alignment.to_dict()),
+        )
+
+    def alignment(self, entry: Entry | str) -> Alignment:
+        """The permutations (and signs) aligning the entry to its family reference (cached)."""
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        ref = self.reference(e)
+        with self._session() as s:
+            cached = s.get(CanonicalCacheModel, (e.id, ref.id, CACHE_VERSION))
+            if cached is not None:
+                return Alignment.from_dict(json.loads(cached.alignment))
+        spec = self.spec(e)
+        if ref.id == e.id:
+            alignment = _identity(spec)
+        else:
+            alignment = self._match(self.state(e), self.state(ref), spec)
+        with self._session(write=True) as s:
+            if s.get(CanonicalCacheModel, (e.id, ref.id, CACHE_VERSION)) is None:
+                s.add(self._cache_row(e.id, ref.id, alignment))
+        return alignment
+
+    def canonical(
+        self, entry: Entry | str, device: str | torch.device = "cpu"
+    ) -> dict[str, Tensor]:
+        """The canonical form: normalized, then sign-fixed and aligned to the family reference."""
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        spec = self.spec(e)
+        return apply_alignment(normalize(self.state(e, device), spec), self.alignment(e), spec)
+
+    # -- pair cache ----------------------------------------------------------------------
+
+    def cached_pair(self, a: str, b: str, kind: str, options_hash: str) -> dict[str, Any] | None:
+        """The cached result for entries ``a`` and ``b`` (ids, either order), or None."""
+        a, b = sorted((check_sha(a), check_sha(b)))
+        with self._session() as s:
+            row = s.get(PairCacheModel, (a, b, kind, options_hash, CACHE_VERSION))
+            return None if row is None else dict(json.loads(row.result))
+
+    def store_pair(
+        self, a: str, b: str, kind: str, options_hash: str, result: Mapping[str, Any]
+    ) -> None:
+        """Cache ``result`` for entries ``a`` and ``b`` (stored under the sorted pair)."""
+        a, b = sorted((check_sha(a), check_sha(b)))
+        text = canonical_json(dict(result))
+        with self._session(write=True) as s:
+            s.merge(
+                PairCacheModel(
+                    entry_a=a,
+                    entry_b=b,
+                    path_kind=kind,
+                    options_hash=options_hash,
+                    cache_version=CACHE_VERSION,
+                    result=text,
+                )
+            )
+
+    # -- removing and checking -----------------------------------------------------------
+
+    def rm(self, name: Entry | str) -> None:
+        """Remove an entry, its tags, caches and object file.
+
+        Refused for an entry that is another's parent, or the reference of a
+        family with other members (``set_reference`` another member first).
+        """
+        with self._session(write=True) as s:
+            row = self._row(s, name)
+            children = list(
+                s.scalars(
+                    select(EntryModel.name)
+                    .join(ParentModel, ParentModel.child_id == EntryModel.id)
+                    .where(ParentModel.parent_id == row.id)
+                )
+            )
+            if children:
+                raise EntryInUseError(
+                    f"`{row.name}` is a parent of {', '.join(f'`{c}`' for c in children)}; "
+                    "remove those first",
+                    name=row.name,
+                )
+            family = s.get(FamilyModel, row.family)
+            others = list(
+                s.scalars(
+                    select(EntryModel.name).where(
+                        EntryModel.family == row.family, EntryModel.id != row.id
+                    )
+                )
+            )
+            if family is not None and family.reference_id == row.id:
+                if others:
+                    raise EntryInUseError(
+                        f"`{row.name}` is the reference of its family; make another member "
+                        f"(e.g. `{others[0]}`) the reference with set_reference first",
+                        name=row.name,
+                    )
+                s.delete(family)
+            sha = row.id
+            s.delete(row)
+        self.objects.remove(sha)
+
+    def verify(self, repair: bool = False) -> VerifyReport:
+        """Check every object's hash and that every entry's object exists.
+
+        Objects without an entry and temp files of interrupted writes are
+        reported; ``repair=True`` deletes them (do not run it while another
+        process is adding to the zoo).
+        """
+        with self._session() as s:
+            ids = set(s.scalars(select(EntryModel.id)))
+        present = set(self.objects.iter())
+        bad = tuple(sha for sha in sorted(present) if not self.objects.verify(sha))
+        missing = tuple(sorted(ids - present))
+        orphans = tuple(sorted(present - ids))
+        temps = tuple(self.objects.temp_files())
+        repaired: list[str] = []
+        if repair:
+            for sha in orphans:
+                self.objects.remove(sha)
+                repaired.append(sha)
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
+                repaired.append(str(tmp))
+        return VerifyReport(
+            ok=not (bad or missing or orphans or temps),
+            checked=len(present),
+            bad_hashes=bad,
+            missing_objects=missing,
+            orphan_objects=orphans,
+            orphan_temp_files=temps,
+            repaired=tuple(repaired),
+        )

@@ -1,0 +1,1 @@
+"""Alembic migrations of the zoo index (installed as ``canon.migrations``)."""
