@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
+from canon.cli import _analysis_commands as analysis
+from canon.cli import _zoo_commands as zoo
 from canon.cli._app import App, canon_command, common_options, emit, pass_app
+from canon.cli._common import parse_json
 from canon.device import resolve_device
 
 __all__ = ["cli", "main"]
@@ -60,7 +63,7 @@ def spec(app: App, architecture: str, config_json: str) -> None:
     from canon.architectures import build_model, resolve_config
     from canon.core import spec_from_module
 
-    config = _parse_json(config_json)
+    config = parse_json(config_json)
     model = build_model(architecture, config)
     derived = spec_from_module(model)
 
@@ -86,18 +89,22 @@ def spec(app: App, architecture: str, config_json: str) -> None:
     emit(app, {"architecture": architecture, "spec": derived.to_dict()}, text)
 
 
-def _parse_json(text: str) -> dict[str, object]:
-    import json
-
-    from canon.errors import ConfigError
-
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"`--config` is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigError("`--config` must be a JSON object")
-    return value
+for _command in (
+    zoo.init,
+    zoo.add,
+    zoo.list_entries,
+    zoo.show,
+    zoo.rm,
+    zoo.verify,
+    zoo.reference,
+    analysis.compare,
+    analysis.table,
+    analysis.train,
+    analysis.energy,
+    analysis.plane,
+    analysis.midpoint,
+):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import click
 
 from canon.errors import CanonError
 
-__all__ = ["App", "canon_command", "common_options", "emit", "pass_app"]
+__all__ = ["App", "canon_command", "common_options", "emit", "pass_app", "zoo_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,6 +25,7 @@ class App:
     json: bool = False
     quiet: bool = False
     device: str = "auto"
+    zoo: str | None = None
 
     @property
     def progress(self) -> bool:
@@ -77,6 +78,19 @@ def common_options(func: F) -> F:
         help="Print one JSON object on stdout.",
     )(func)
     return func
+
+
+def zoo_option(func: F) -> F:
+    """The ``--zoo PATH`` option (else ``$CANON_ZOO``, else ``./zoo``)."""
+    return click.option(
+        "--zoo",
+        envvar="CANON_ZOO",
+        default="zoo",
+        show_default=True,
+        expose_value=False,
+        callback=_set("zoo"),
+        help="The zoo folder (else $CANON_ZOO, else ./zoo).",
+    )(func)
 
 
 def canon_command(func: F) -> F:

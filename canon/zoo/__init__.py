@@ -4,11 +4,22 @@
 needed); entries come back as frozen :class:`Entry` records. See DESIGN §5.
 """
 
+from canon.zoo._analysis import Comparison as Comparison
+from canon.zoo._analysis import Table as Table
+from canon.zoo._analysis import Zoo as Zoo
 from canon.zoo._objects import ObjectStore as ObjectStore
 from canon.zoo._records import CACHE_VERSION as CACHE_VERSION
 from canon.zoo._records import KINDS as KINDS
 from canon.zoo._records import Entry as Entry
 from canon.zoo._records import VerifyReport as VerifyReport
-from canon.zoo._store import Zoo as Zoo
 
-__all__ = ["CACHE_VERSION", "KINDS", "Entry", "ObjectStore", "VerifyReport", "Zoo"]
+__all__ = [
+    "CACHE_VERSION",
+    "KINDS",
+    "Comparison",
+    "Entry",
+    "ObjectStore",
+    "Table",
+    "VerifyReport",
+    "Zoo",
+]

@@ -50,7 +50,7 @@ from canon.zoo._records import (
     check_tags,
 )
 
-__all__ = ["Zoo"]
+__all__ = ["ZooStore"]
 
 
 def _identity(spec: Spec) -> Alignment:
@@ -59,7 +59,7 @@ def _identity(spec: Spec) -> Alignment:
     return Alignment(perms, signs)
 
 
-class Zoo(ZooIndex):
+class ZooStore(ZooIndex):
     """A zoo of networks: add, look up, align, cache, remove and verify entries."""
 
     # -- adding --------------------------------------------------------------------------
@@ -274,6 +274,28 @@ class Zoo(ZooIndex):
         with self._session() as s:
             row = s.get(PairCacheModel, (a, b, kind, options_hash, CACHE_VERSION))
             return None if row is None else dict(json.loads(row.result))
+
+    def cached_pairs(
+        self, ids: Sequence[str], kind: str, options_hash: str
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every cached result among the entries ``ids`` (one query), keyed by sorted id pair."""
+        wanted = sorted({check_sha(i) for i in ids})
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        with self._session() as s:
+            for start in range(0, len(wanted), 400):  # SQLite's bound-parameter limit
+                chunk = wanted[start : start + 400]
+                rows = s.execute(
+                    select(PairCacheModel.entry_a, PairCacheModel.entry_b, PairCacheModel.result)
+                    .where(PairCacheModel.path_kind == kind)
+                    .where(PairCacheModel.options_hash == options_hash)
+                    .where(PairCacheModel.cache_version == CACHE_VERSION)
+                    .where(PairCacheModel.entry_a.in_(chunk))
+                )
+                members = set(wanted)
+                for a, b, text in rows:
+                    if b in members:
+                        found[(a, b)] = json.loads(text)
+        return found
 
     def store_pair(
         self, a: str, b: str, kind: str, options_hash: str, result: Mapping[str, Any]

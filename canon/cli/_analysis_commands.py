@@ -1,0 +1,343 @@
+"""Analysis commands: compare, table, train, energy, plane, midpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import click
+
+from canon.cli._app import App, canon_command, common_options, emit, pass_app, zoo_option
+from canon.cli._common import (
+    entry_dict,
+    entry_summary,
+    open_zoo,
+    parse_json,
+    parse_tags,
+    pct,
+    progress,
+)
+
+if TYPE_CHECKING:
+    from canon.engine import TrainProgress
+
+__all__ = ["compare", "energy", "midpoint", "plane", "table", "train"]
+
+DEFAULT_PATHS = ("linear", "linear_aligned", "geodesic")
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _epochs(update: Callable[[int, int], None] | None) -> Callable[[TrainProgress], None] | None:
+    """Adapt a ``progress(done, total)`` callback to the trainer's per-epoch reports."""
+    if update is None:
+        return None
+    return lambda p: update(p.epoch, p.epochs)
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.option(
+    "--path", "paths", multiple=True, help="Path kind (repeatable); default the three main ones."
+)
+@click.option("--points", default=25, show_default=True, help="Points along each path.")
+@click.option("--plot", "plot_file", default=None, help="Draw the curves to FILE.png/svg/pdf.")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def compare(
+    app: App, a: str, b: str, paths: tuple[str, ...], points: int, plot_file: str | None
+) -> None:
+    """Distances between A and B, and the barrier along each path kind."""
+    from canon.errors import ConfigError
+
+    if plot_file is not None and not plot_file.lower().endswith(PLOT_SUFFIXES):
+        raise ConfigError(f"`--plot` must end in {', '.join(PLOT_SUFFIXES)}, got `{plot_file}`")
+    with open_zoo(app) as zoo, progress(app, "paths") as bar:
+        result = zoo.compare(
+            a, b, paths=paths or DEFAULT_PATHS, points=points, device=app.device, progress=bar
+        )
+    if plot_file is not None:
+        from canon.plots import plot_curves
+
+        plot_curves(result.curves, plot_file, title=f"{result.a} vs {result.b}")
+        app.log(f"wrote {plot_file}")
+
+    def text() -> str:
+        lines = [f"{result.a} vs {result.b}", "distances:"]
+        lines += [f"  {k:<26} {v:.4g}" for k, v in result.distances.to_dict().items()]
+        lines.append(f"  {'path':<16} {'barrier':>9} {'excess':>9}")
+        lines += [
+            f"  {kind:<16} {pct(c.barrier):>9} {pct(c.excess):>9}"
+            for kind, c in result.curves.items()
+        ]
+        return "\n".join(lines)
+
+    emit(app, result.to_dict(), text)
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@click.option("--tag", "tags", multiple=True, metavar="K=V", help="Select by tag (repeatable).")
+@click.option("--path", default="geodesic", show_default=True, help="Path kind for barriers.")
+@click.option(
+    "--metric", default="barrier", show_default=True, help="barrier, excess or a distance."
+)
+@click.option("--points", default=25, show_default=True, help="Points along each path.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def table(
+    app: App,
+    names: tuple[str, ...],
+    tags: tuple[str, ...],
+    path: str,
+    metric: str,
+    points: int,
+    fmt: str,
+) -> None:
+    """The pairwise matrix of NAMES (or of the entries with --tag; default all)."""
+    from canon.errors import ConfigError
+
+    wanted = parse_tags(tags)
+    with open_zoo(app) as zoo:
+        entries = [zoo.get(n) for n in names] if names else zoo.select(tags=wanted)
+        if names and wanted:
+            entries = [e for e in entries if all(e.tags.get(k) == v for k, v in wanted.items())]
+        if len(entries) < 2:
+            raise ConfigError("`table` needs at least two entries; the selection has fewer")
+        with progress(app, "pairs") as bar:
+            result = zoo.barrier_table(
+                entries, path=path, metric=metric, points=points, device=app.device, progress=bar
+            )
+    app.log(f"{result.computed} pair(s) computed, the rest from the cache")
+    if app.json or fmt == "json":
+        click.echo(result.to_json())
+    elif fmt == "csv":
+        click.echo(result.to_csv(), nl=False)
+    else:
+        click.echo(_matrix_text(result.names, result.matrix.tolist(), metric))
+
+
+def _matrix_text(names: list[str], matrix: list[list[float]], metric: str) -> str:
+    as_pct = metric in ("barrier", "excess") or metric.endswith("fraction")
+    cells = [[pct(v) if as_pct else f"{v:.4g}" for v in row] for row in matrix]
+    width = max(8, *(len(c) for row in cells for c in row))
+    label = max(len(n) for n in names)
+    head = " " * label + "  " + " ".join(f"{i:>{width}}" for i in range(len(names)))
+    lines = [f"{metric}", head]
+    for i, (name, row) in enumerate(zip(names, cells, strict=True)):
+        lines.append(f"{name:<{label}}  " + " ".join(f"{c:>{width}}" for c in row) + f"  [{i}]")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--arch", required=True, help="Architecture name or module:function.")
+@click.option("--config", "config_json", default="{}", help="Architecture config as JSON.")
+@click.option("--dataset", required=True, help="Dataset name (see canon.data).")
+@click.option("--algo", type=click.Choice(["sgd", "rsgd", "adv"]), default="sgd")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", default=300, show_default=True)
+@click.option("--name", required=True, help="The new entry's name.")
+@click.option("--tag", "tags", multiple=True, metavar="K=V", help="A tag (repeatable).")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def train(
+    app: App,
+    arch: str,
+    config_json: str,
+    dataset: str,
+    algo: str,
+    seed: int,
+    epochs: int,
+    name: str,
+    tags: tuple[str, ...],
+) -> None:
+    """Train a network and add it to the zoo (tags algo and seed, train/test error)."""
+    from canon.architectures import build_model
+    from canon.data import load_dataset
+    from canon.engine import train as run_train
+    from canon.errors import NameClashError
+    from canon.zoo._records import check_name
+
+    config = parse_json(config_json)
+    tag_values = {**parse_tags(tags), "algo": algo, "seed": str(seed)}
+    with open_zoo(app) as zoo:
+        check_name(name)
+        if name in zoo:  # fail before training
+            raise NameClashError(f"an entry named `{name}` already exists in {zoo!r}", name=name)
+        model = build_model(arch, config)
+        data = load_dataset(dataset)
+        with progress(app, "epochs") as bar:
+            result = run_train(
+                model,
+                data,
+                algo,  # type: ignore[arg-type]
+                seed,
+                epochs,
+                device=app.device,
+                progress=_epochs(bar),
+            )
+        metrics = {"train_error": result.train_error}
+        if result.test_error is not None:
+            metrics["test_error"] = result.test_error
+        entry = zoo.add(
+            {k: v.cpu() for k, v in result.state.items()},
+            name=name,
+            architecture=arch,
+            config=config,
+            dataset=dataset,
+            tags=tag_values,
+            metrics=metrics,
+        )
+    emit(
+        app,
+        {"entry": entry_dict(entry), "epochs": result.epochs},
+        lambda: f"trained {result.epochs} epochs; added {entry_summary(entry)}",
+    )
+
+
+@click.command()
+@click.argument("name")
+@click.option("--sigma", "sigmas", multiple=True, type=float, help="Noise level (repeatable).")
+@click.option("--draws", default=10, show_default=True, help="Noise draws per sigma.")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def energy(app: App, name: str, sigmas: tuple[float, ...], draws: int) -> None:
+    """The local energy (flatness) of an entry on its dataset."""
+    from canon.engine import local_energy
+
+    with open_zoo(app) as zoo:
+        entry = zoo.get(name)
+        data = zoo.dataset(entry)
+        result = local_energy(
+            zoo.state(entry),
+            zoo.model(entry),
+            data,
+            sigmas=sigmas or (0.1, 0.2, 0.3, 0.4, 0.5),
+            draws=draws,
+            device=app.device,
+            spec=zoo.spec(entry),
+        )
+
+    def text() -> str:
+        lines = [f"{entry.name}: train error {pct(result.base_error)}", "  sigma   dE (mean ± std)"]
+        lines += [
+            f"  {s:<6.3g}  {pct(m)} ± {pct(d)}"
+            for s, m, d in zip(result.sigmas, result.mean, result.std, strict=True)
+        ]
+        return "\n".join(lines)
+
+    emit(app, {"name": entry.name, **result.to_dict()}, text)
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.argument("c")
+@click.option("--grid", default=21, show_default=True, help="Grid points per axis.")
+@click.option("--margin", default=0.2, show_default=True, help="Margin around the anchors.")
+@click.option("--normalized", is_flag=True, help="Normalize the three networks first.")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def plane(app: App, a: str, b: str, c: str, grid: int, margin: float, normalized: bool) -> None:
+    """Train errors on the plane through A, B and C."""
+    from canon.engine import plane as run_plane
+    from canon.errors import CanonError, ConfigError
+
+    with open_zoo(app) as zoo:
+        ea, eb, ec = (zoo.get(n) for n in (a, b, c))
+        try:
+            result = run_plane(
+                zoo.state(ea),
+                zoo.state(eb),
+                zoo.state(ec),
+                zoo.model(ea),
+                zoo.dataset(ea),
+                grid=grid,
+                margin=margin,
+                normalized=normalized,
+                device=app.device,
+                spec=zoo.spec(ea),
+            )
+        except ValueError as exc:  # e.g. three networks on one line
+            if isinstance(exc, CanonError):
+                raise
+            raise ConfigError(f"cannot make the plane through {a}, {b}, {c}: {exc}") from None
+
+    def text() -> str:
+        lines = [f"train error (%) on the plane through {a}, {b}, {c}; rows alpha, columns beta"]
+        lines.append("        " + " ".join(f"{v:>5.2f}" for v in result.betas))
+        for alpha, row in zip(result.alphas, result.errors, strict=True):
+            lines.append(f"{alpha:>6.2f}  " + " ".join(f"{100 * v:>5.1f}" for v in row))
+        return "\n".join(lines)
+
+    emit(app, {"a": a, "b": b, "c": c, **result.to_dict()}, text)
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--name", required=True, help="The midpoint entry's name.")
+@click.option(
+    "--path",
+    type=click.Choice(["geodesic", "linear", "linear_aligned"]),
+    default="geodesic",
+    show_default=True,
+)
+@click.option("--epochs", default=300, show_default=True, help="Most epochs of training.")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def midpoint(app: App, a: str, b: str, name: str, path: str, epochs: int) -> None:
+    """Optimize a midpoint between A and B and add it to the zoo (kind midpoint)."""
+    from canon.engine import optimize_midpoint
+    from canon.errors import NameClashError
+    from canon.zoo._records import check_name
+
+    with open_zoo(app) as zoo:
+        check_name(name)
+        if name in zoo:
+            raise NameClashError(f"an entry named `{name}` already exists in {zoo!r}", name=name)
+        ea, eb = zoo.get(a), zoo.get(b)
+        with progress(app, "epochs") as bar:
+            result = optimize_midpoint(
+                zoo.state(ea),
+                zoo.state(eb),
+                zoo.model(ea),
+                zoo.dataset(ea),
+                path,  # type: ignore[arg-type]
+                epochs=epochs,
+                device=app.device,
+                progress=_epochs(bar),
+            )
+        entry = zoo.add(
+            {k: v.cpu() for k, v in result.state.items()},
+            name=name,
+            architecture=ea.architecture,
+            config=ea.config,
+            dataset=ea.dataset,
+            kind="midpoint",
+            parents=(ea, eb),
+            tags={"path": path},
+            metrics={"train_error": result.train_error, "bend_barrier": result.barrier},
+        )
+    emit(
+        app,
+        {
+            "entry": entry_dict(entry),
+            "bend_barrier": result.barrier,
+            "curve": result.curve.to_dict(),
+        },
+        lambda: f"bend barrier {pct(result.barrier)}; added {entry_summary(entry)}",
+    )

@@ -1,0 +1,118 @@
+"""Helpers the zoo and analysis commands share: parsing, opening the zoo, formatting."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from canon.cli._app import App
+from canon.errors import ConfigError, InvalidEntryError
+
+if TYPE_CHECKING:
+    from canon.zoo import Entry, Zoo
+
+__all__ = [
+    "entry_dict",
+    "entry_summary",
+    "open_zoo",
+    "parse_json",
+    "parse_tags",
+    "pct",
+    "progress",
+]
+
+
+def parse_json(text: str, option: str = "--config") -> dict[str, Any]:
+    """A JSON object given on the command line (one-line error otherwise)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"`{option}` is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"`{option}` must be a JSON object")
+    return value
+
+
+def parse_tags(values: Sequence[str]) -> dict[str, str]:
+    """``--tag KEY=VALUE`` options as a dict (the zoo checks keys and values)."""
+    tags: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidEntryError(f"`--tag` must be KEY=VALUE, got {item!r}")
+        tags[key.strip()] = value
+    return tags
+
+
+def open_zoo(app: App, *, create: bool = False) -> Zoo:
+    """The zoo named by ``--zoo`` / ``$CANON_ZOO`` / ``./zoo``; must exist unless ``create``."""
+    from pathlib import Path
+
+    from canon.errors import CorruptZooError
+    from canon.zoo import Zoo
+
+    path = Path(app.zoo or "zoo")
+    if not create and not Zoo.exists(path):
+        raise CorruptZooError(
+            f"`{path}` is not a zoo (no canon.sqlite or manifest.json); create it with `canon init`"
+        )
+    return Zoo.open(path, create=create)
+
+
+@contextmanager
+def progress(app: App, desc: str, unit: str = "it") -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback drawing a tqdm bar, or None when bars are off."""
+    if not app.progress:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def pct(value: Any) -> str:
+    """A fraction as a percentage, or ``-`` when missing."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return "-"
+    return f"{100 * value:.2f}%"
+
+
+def entry_dict(e: Entry) -> dict[str, Any]:
+    """JSON-ready form of an entry."""
+    return {
+        "id": e.id,
+        "name": e.name,
+        "architecture": e.architecture,
+        "config": dict(e.config),
+        "family": e.family,
+        "dataset": e.dataset,
+        "kind": e.kind,
+        "tags": dict(e.tags),
+        "parents": list(e.parents),
+        "metrics": dict(e.metrics),
+        "created": e.created.isoformat() if e.created else None,
+    }
+
+
+def entry_summary(e: Entry) -> str:
+    """One line: id prefix, name, family and metrics."""
+    metrics = ", ".join(
+        f"{k} {pct(v) if k.endswith(('error', 'barrier')) else v}" for k, v in e.metrics.items()
+    )
+    return f"{e.id[:12]}  {e.name}  ({e.kind}, {e.architecture}, family {e.family[:12]})" + (
+        f"  {metrics}" if metrics else ""
+    )

@@ -1,0 +1,271 @@
+"""Zoo bookkeeping commands: init, add, list, show, rm, verify, reference."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from canon.cli._app import App, canon_command, common_options, emit, pass_app, zoo_option
+from canon.cli._common import entry_dict, entry_summary, open_zoo, parse_json, parse_tags, pct
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["add", "init", "list_entries", "reference", "rm", "show", "verify"]
+
+KIND_CHOICE = click.Choice(["solution", "midpoint"])
+tag_option = click.option("--tag", "tags", multiple=True, metavar="K=V", help="A tag (repeatable).")
+
+
+@click.command()
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def init(app: App) -> None:
+    """Create a zoo (fine if it already exists)."""
+    from pathlib import Path
+
+    from canon.zoo._index import INDEX
+
+    root = Path(app.zoo or "zoo")
+    existed = (root / INDEX).is_file()
+    with open_zoo(app, create=True) as zoo:
+        count = len(zoo)
+    message = f"zoo at {root} " + (f"already exists ({count} entries)" if existed else "created")
+    emit(app, {"zoo": str(root), "created": not existed, "entries": count}, lambda: message)
+
+
+def errors_on(
+    state: dict[str, Tensor], architecture: str, config: Any, dataset: str, app: App
+) -> dict[str, float]:
+    """Train and test error of ``state`` on ``dataset``; empty when it cannot be loaded here."""
+    from canon.architectures import build_model
+    from canon.data import load_dataset
+    from canon.device import resolve_device
+    from canon.engine import Evaluator
+    from canon.errors import CanonError, ConfigError
+
+    try:
+        ds = load_dataset(dataset)
+    except CanonError as exc:
+        app.log(f"note: dataset `{dataset}` cannot be loaded here ({exc}); no errors computed")
+        return {}
+    dev = resolve_device(app.device)
+    model = build_model(architecture, config)
+    try:
+        return {
+            f"{split}_error": float(
+                Evaluator(model, x, y, dev).error(dict(state)).errors[0]  # one network
+            )
+            for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test))
+        }
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"`{architecture}` does not run on dataset `{dataset}`: {first}; "
+            "check --arch/--config against the dataset"
+        ) from None
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="A unique entry name.")
+@click.option("--arch", default=None, help="Architecture name or module:function.")
+@click.option("--config", "config_json", default=None, help="Architecture config as JSON.")
+@click.option("--dataset", default=None, help="The dataset it was trained on.")
+@tag_option
+@click.option("--kind", type=KIND_CHOICE, default="solution", show_default=True)
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def add(
+    app: App,
+    file: str,
+    name: str,
+    arch: str | None,
+    config_json: str | None,
+    dataset: str | None,
+    tags: tuple[str, ...],
+    kind: str,
+) -> None:
+    """Add a checkpoint (.safetensors or .pt) to the zoo."""
+    from canon.zoo._ingest import prepare
+
+    config = parse_json(config_json) if config_json is not None else None
+    tag_values = parse_tags(tags)
+    with open_zoo(app) as zoo:
+        prepared = prepare(file, arch, config)  # checks shapes and NaN before anything else
+        metrics = (
+            errors_on(prepared.state, prepared.architecture, prepared.config, dataset, app)
+            if dataset is not None
+            else {}
+        )
+        entry = zoo.add(
+            prepared.state,
+            name=name,
+            architecture=prepared.architecture,
+            config=prepared.config,
+            dataset=dataset,
+            tags=tag_values,
+            kind=kind,
+            metrics=metrics,
+        )
+    emit(app, {"entry": entry_dict(entry)}, lambda: f"added {entry_summary(entry)}")
+
+
+@click.command("list")
+@tag_option
+@click.option("--arch", default=None, help="Only this architecture.")
+@click.option("--dataset", default=None, help="Only this dataset.")
+@click.option("--kind", type=KIND_CHOICE, default=None, help="Only this kind.")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def list_entries(
+    app: App, tags: tuple[str, ...], arch: str | None, dataset: str | None, kind: str | None
+) -> None:
+    """List the entries (optionally filtered), one per line."""
+    with open_zoo(app) as zoo:
+        entries = zoo.select(architecture=arch, dataset=dataset, kind=kind, tags=parse_tags(tags))
+
+    def table() -> str:
+        if not entries:
+            return "no entries"
+        rows = [
+            (
+                e.name,
+                e.kind,
+                e.architecture,
+                e.dataset or "-",
+                ",".join(f"{k}={v}" for k, v in e.tags.items()) or "-",
+                pct(e.metrics.get("train_error")),
+                pct(e.metrics.get("test_error")),
+                e.id[:12],
+            )
+            for e in entries
+        ]
+        head = ("name", "kind", "architecture", "dataset", "tags", "train", "test", "id")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+        header = "  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True))
+        return "\n".join(
+            [header.rstrip(), "-" * len(header.rstrip()), *(x.rstrip() for x in lines)]
+        )
+
+    emit(app, {"entries": [entry_dict(e) for e in entries]}, table)
+
+
+@click.command()
+@click.argument("name")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def show(app: App, name: str) -> None:
+    """Show everything recorded about an entry."""
+    with open_zoo(app) as zoo:
+        entry = zoo.get(name)
+        parents = [zoo.get(p).name for p in entry.parents]
+        ref = zoo.reference(entry).name
+    data = {**entry_dict(entry), "parent_names": parents, "reference": ref}
+
+    def text() -> str:
+        lines = [
+            f"name:         {entry.name}",
+            f"id:           {entry.id}",
+            f"kind:         {entry.kind}",
+            f"architecture: {entry.architecture} {dict(entry.config)}",
+            f"family:       {entry.family[:12]} (reference `{ref}`)",
+            f"dataset:      {entry.dataset or '-'}",
+            f"tags:         {', '.join(f'{k}={v}' for k, v in entry.tags.items()) or '-'}",
+            f"parents:      {', '.join(parents) or '-'}",
+            f"created:      {entry.created.isoformat() if entry.created else '-'}",
+        ]
+        lines += [f"metric {k}: {v}" for k, v in entry.metrics.items()]
+        return "\n".join(lines)
+
+    emit(app, data, text)
+
+
+@click.command()
+@click.argument("name")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def rm(app: App, name: str) -> None:
+    """Remove an entry and its object."""
+    with open_zoo(app) as zoo:
+        entry = zoo.get(name)
+        zoo.rm(entry)
+    emit(app, {"removed": entry.name, "id": entry.id}, lambda: f"removed `{entry.name}`")
+
+
+@click.command()
+@click.option("--repair", is_flag=True, help="Delete orphan objects and temp files.")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def verify(app: App, repair: bool) -> None:
+    """Check every object's hash and that every entry has its object."""
+    with open_zoo(app) as zoo:
+        report = zoo.verify(repair=repair)
+    problems = {
+        "bad hashes": report.bad_hashes,
+        "missing objects": report.missing_objects,
+        "orphan objects": report.orphan_objects,
+        "orphan temp files": tuple(str(p) for p in report.orphan_temp_files),
+    }
+    data = {"ok": report.ok, "checked": report.checked, "repaired": list(report.repaired)}
+    data.update({k.replace(" ", "_"): list(v) for k, v in problems.items()})
+    summary = ", ".join(f"{len(v)} {k}" for k, v in problems.items() if v)
+    fixed = f"; repaired {len(report.repaired)}" if report.repaired else ""
+    if report.ok:
+        emit(app, data, lambda: f"ok: {report.checked} objects checked")
+        return
+    if app.json:
+        emit(app, data, str)
+    raise click.ClickException(f"zoo is not consistent: {summary}{fixed}")
+
+
+@click.group()
+def reference() -> None:
+    """Show or set the reference entry of a family."""
+
+
+def _show_reference(app: App, name: str, setting: bool) -> None:
+    with open_zoo(app) as zoo:
+        entry = zoo.set_reference(name) if setting else zoo.reference(zoo.get(name))
+    verb = "is now" if setting else "is"
+    emit(
+        app,
+        {"family": entry.family, "reference": entry.name},
+        lambda: f"`{entry.name}` {verb} the reference of family {entry.family[:12]}",
+    )
+
+
+@reference.command("show")
+@click.argument("name")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def reference_show(app: App, name: str) -> None:
+    """The reference entry of NAME's family."""
+    _show_reference(app, name, setting=False)
+
+
+@reference.command("set")
+@click.argument("name")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def reference_set(app: App, name: str) -> None:
+    """Make NAME the reference of its family (drops the caches tied to the old one)."""
+    _show_reference(app, name, setting=True)

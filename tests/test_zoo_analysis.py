@@ -1,0 +1,146 @@
+"""Comparisons and pairwise tables over a zoo, the pair cache, and manifests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from canon.data import load_dataset, subset
+from canon.engine import train
+from canon.errors import ConfigError, CorruptZooError
+from canon.zoo import Zoo
+
+NET = ("mlp", {"in_features": 64, "hidden": [12], "classes": 10})
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def solutions():
+    digits = subset(load_dataset("digits"), limit_train=300)
+    return [train(NET, digits, "sgd", seed=s, epochs=40).state for s in range(5)]
+
+
+@pytest.fixture
+def zoo(tmp_path, solutions):
+    z = Zoo.open(tmp_path / "zoo")
+    for i, state in enumerate(solutions[:4]):
+        z.add(
+            state,
+            name=f"net-{i}",
+            architecture=NET[0],
+            config=NET[1],
+            dataset="digits",
+            tags={"algo": "sgd"},
+        )
+    return z
+
+
+def test_table_computes_only_new_pairs(zoo, solutions):
+    """A cached table computes nothing; one more entry costs exactly N new pairs."""
+    first = zoo.barrier_table(points=5, device="cpu")
+    assert first.computed == 6 and first.matrix.shape == (4, 4)
+    assert np.allclose(first.matrix, first.matrix.T) and np.all(np.diag(first.matrix) == 0)
+    again = zoo.barrier_table(points=5, device="cpu")
+    assert again.computed == 0 and np.array_equal(again.matrix, first.matrix)
+    zoo.add(solutions[4], name="net-4", architecture=NET[0], config=NET[1], dataset="digits")
+    bigger = zoo.barrier_table(points=5, device="cpu")
+    assert bigger.computed == 4
+    assert np.array_equal(bigger.matrix[:4, :4], first.matrix)
+    reopened = Zoo.open(zoo.root)
+    assert reopened.barrier_table(points=5, device="cpu").computed == 0
+
+
+def test_table_options_are_part_of_the_key(zoo):
+    """Other points or another metric family are computed afresh, not served stale."""
+    zoo.barrier_table(["net-0", "net-1"], points=5, device="cpu")
+    assert zoo.barrier_table(["net-0", "net-1"], points=7, device="cpu").computed == 1
+    geo = zoo.barrier_table(["net-0", "net-1"], metric="geodesic", device="cpu")
+    assert geo.computed == 1 and geo.path is None and geo.matrix[0, 1] > 0
+    assert (
+        zoo.barrier_table(["net-1", "net-0"], metric="excess", points=5, device="cpu").computed == 0
+    )
+
+
+def test_table_serializations(zoo):
+    """to_json, to_csv and to_dict carry the names and the matrix."""
+    table = zoo.barrier_table(["net-0", "net-1", "net-2"], points=5, device="cpu")
+    data = json.loads(table.to_json())
+    assert data["names"] == ["net-0", "net-1", "net-2"] and data["metric"] == "barrier"
+    lines = table.to_csv().strip().splitlines()
+    assert lines[0] == ",net-0,net-1,net-2" and lines[1].startswith("net-0,0,")
+
+
+def test_compare_is_cached_and_oriented(zoo):
+    """compare(a, b) and compare(b, a) share cached results, each curve oriented from a."""
+    ab = zoo.compare("net-0", "net-1", points=5, device="cpu")
+    before = zoo.pair_computations
+    ba = zoo.compare("net-1", "net-0", points=5, device="cpu")
+    assert zoo.pair_computations == before
+    for kind in ("linear", "linear_aligned", "geodesic"):
+        assert ba.curves[kind].train_error == list(reversed(ab.curves[kind].train_error))
+        assert ba.curves[kind].barrier == ab.curves[kind].barrier
+        assert ab.curves[kind].train_error[0] == pytest.approx(
+            zoo["net-0"].metrics.get("train_error", ab.curves[kind].train_error[0])
+        )
+    assert ab.distances == ba.distances
+    assert json.loads(json.dumps(ab.to_dict()))["a"] == "net-0"
+
+
+def test_bad_requests(zoo, tmp_path):
+    """Unknown metrics and kinds, and mixed families, are clear errors."""
+    with pytest.raises(ConfigError, match="unknown metric"):
+        zoo.barrier_table(metric="height")
+    with pytest.raises(ConfigError, match="cannot be compared directly"):
+        zoo.compare("net-0", "net-1", paths=["bend"])
+    other = ("mlp", {"in_features": 64, "hidden": [13], "classes": 10})
+    from canon.architectures import build_model
+
+    zoo.add(
+        build_model(*other), name="odd", architecture=other[0], config=other[1], dataset="digits"
+    )
+    with pytest.raises(ConfigError, match="different architectures"):
+        zoo.barrier_table(["net-0", "odd"], points=5, device="cpu")
+
+
+def test_manifest_rebuilds_the_index(zoo, tmp_path):
+    """A zoo folder with only manifest.json and objects/ gets its index rebuilt on open,
+    with the same entries, tags, metrics and references."""
+    zoo.set_reference("net-2")
+    zoo.write_manifest()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(zoo.root / "manifest.json", copy / "manifest.json")
+    shutil.copytree(zoo.root / "objects", copy / "objects")
+    rebuilt = Zoo.open(copy)
+    assert [e.name for e in rebuilt.entries()] == [e.name for e in zoo.entries()]
+    for e in zoo.entries():
+        r = rebuilt[e.name]
+        assert (r.id, r.tags, r.dataset, r.family) == (e.id, e.tags, e.dataset, e.family)
+    assert rebuilt.reference("net-0").name == "net-2"
+
+
+def test_manifest_with_missing_object_leaves_no_index(zoo, tmp_path):
+    """A manifest naming a missing object is an error, and no half-built index remains."""
+    zoo.write_manifest()
+    copy = tmp_path / "broken"
+    copy.mkdir()
+    shutil.copy(zoo.root / "manifest.json", copy / "manifest.json")
+    with pytest.raises(CorruptZooError, match="is missing"):
+        Zoo.open(copy)
+    assert not (copy / "canon.sqlite").exists()
+
+
+def test_embedded_default_zoo_manifest():
+    """The committed default zoo lists nine digits MLPs from sgd, rsgd and adv, and every
+    listed object is committed."""
+    data = json.loads((ROOT / "zoo" / "manifest.json").read_text())
+    entries = data["entries"]
+    assert len(entries) == 9
+    assert sorted({e["tags"]["algo"] for e in entries}) == ["adv", "rsgd", "sgd"]
+    assert all(e["dataset"] == "digits" and e["metrics"]["train_error"] < 0.01 for e in entries)
+    for e in entries:
+        assert (ROOT / "zoo" / e["object"]).is_file()
