@@ -13,9 +13,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from canon.core import Spec
@@ -106,19 +106,30 @@ class ZooIndex:
             .where(ParentModel.child_id == row.id)
             .order_by(ParentModel.position)
         )
-        return Entry(
-            id=row.id,
-            name=row.name,
-            architecture=row.architecture,
-            config=json.loads(row.config),
-            family=row.family,
-            dataset=row.dataset,
-            kind=row.kind,
-            tags=dict(sorted((k, v) for k, v in tags)),
-            parents=tuple(parents),
-            metrics=json.loads(row.metrics),
-            created=row.created.replace(tzinfo=UTC),
-        )
+        return _entry(row, {key: value for key, value in tags}, tuple(parents))
+
+    @staticmethod
+    def _records(s: Session, query: Select[Any]) -> list[Entry]:
+        """Records for every row of ``query``, with tags and parents in two more queries."""
+        ids = query.with_only_columns(EntryModel.id).order_by(None)
+        tags: dict[str, dict[str, str]] = {}
+        for entry_id, key, value in s.execute(
+            select(TagModel.entry_id, TagModel.key, TagModel.value).where(
+                TagModel.entry_id.in_(ids)
+            )
+        ):
+            tags.setdefault(entry_id, {})[key] = value
+        parents: dict[str, list[str]] = {}
+        for child, parent in s.execute(
+            select(ParentModel.child_id, ParentModel.parent_id)
+            .where(ParentModel.child_id.in_(ids))
+            .order_by(ParentModel.child_id, ParentModel.position)
+        ):
+            parents.setdefault(child, []).append(parent)
+        return [
+            _entry(row, tags.get(row.id, {}), tuple(parents.get(row.id, ())))
+            for row in s.scalars(query)
+        ]
 
     def _row(self, s: Session, ref: Entry | str) -> EntryModel:
         if isinstance(ref, Entry):
@@ -180,4 +191,21 @@ class ZooIndex:
             tagged = select(TagModel.entry_id).where(TagModel.key == key, TagModel.value == value)
             query = query.where(EntryModel.id.in_(tagged))
         with self._session() as s:
-            return [self._record(s, row) for row in s.scalars(query)]
+            return self._records(s, query)
+
+
+def _entry(row: EntryModel, tags: Mapping[str, str], parents: tuple[str, ...]) -> Entry:
+    """The frozen record of an entry row (rows never leave the store)."""
+    return Entry(
+        id=row.id,
+        name=row.name,
+        architecture=row.architecture,
+        config=json.loads(row.config),
+        family=row.family,
+        dataset=row.dataset,
+        kind=row.kind,
+        tags=dict(sorted(tags.items())),
+        parents=parents,
+        metrics=json.loads(row.metrics),
+        created=row.created.replace(tzinfo=UTC),
+    )
