@@ -144,3 +144,32 @@ def test_embedded_default_zoo_manifest():
     assert all(e["dataset"] == "digits" and e["metrics"]["train_error"] < 0.01 for e in entries)
     for e in entries:
         assert (ROOT / "zoo" / e["object"]).is_file()
+
+
+def test_add_records_errors_on_a_known_dataset(zoo, solutions):
+    """Adding with a dataset that loads records train and test error; a network that cannot
+    run on that dataset is rejected and nothing is added."""
+    entry = zoo["net-0"]
+    assert entry.metrics["train_error"] < 0.2 and "test_error" in entry.metrics
+    wrong = ("mlp", {"in_features": 8, "hidden": [4], "classes": 10})
+    from canon.architectures import build_model
+
+    before = [e.name for e in zoo.entries()]
+    with pytest.raises(ConfigError, match="does not run on dataset `digits`"):
+        zoo.add(
+            build_model(*wrong),
+            name="wrong",
+            architecture=wrong[0],
+            config=wrong[1],
+            dataset="digits",
+        )
+    assert [e.name for e in zoo.entries()] == before
+    kept = zoo.add(
+        solutions[4],
+        name="given",
+        architecture=NET[0],
+        config=NET[1],
+        dataset="digits",
+        metrics={"train_error": 0.5},
+    )
+    assert kept.metrics == {"train_error": 0.5}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,7 +10,7 @@ from canon.cli._app import App, canon_command, common_options, emit, pass_app, z
 from canon.cli._common import entry_dict, entry_summary, open_zoo, parse_json, parse_tags, pct
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    pass
 
 __all__ = ["add", "init", "list_entries", "reference", "rm", "show", "verify"]
 
@@ -37,38 +37,6 @@ def init(app: App) -> None:
     emit(app, {"zoo": str(root), "created": not existed, "entries": count}, lambda: message)
 
 
-def errors_on(
-    state: dict[str, Tensor], architecture: str, config: Any, dataset: str, app: App
-) -> dict[str, float]:
-    """Train and test error of ``state`` on ``dataset``; empty when it cannot be loaded here."""
-    from canon.architectures import build_model
-    from canon.data import load_dataset
-    from canon.device import resolve_device
-    from canon.engine import Evaluator
-    from canon.errors import CanonError, ConfigError
-
-    try:
-        ds = load_dataset(dataset)
-    except CanonError as exc:
-        app.log(f"note: dataset `{dataset}` cannot be loaded here ({exc}); no errors computed")
-        return {}
-    dev = resolve_device(app.device)
-    model = build_model(architecture, config)
-    try:
-        return {
-            f"{split}_error": float(
-                Evaluator(model, x, y, dev).error(dict(state)).errors[0]  # one network
-            )
-            for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test))
-        }
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"`{architecture}` does not run on dataset `{dataset}`: {first}; "
-            "check --arch/--config against the dataset"
-        ) from None
-
-
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--name", required=True, help="A unique entry name.")
@@ -92,27 +60,21 @@ def add(
     kind: str,
 ) -> None:
     """Add a checkpoint (.safetensors or .pt) to the zoo."""
-    from canon.zoo._ingest import prepare
-
     config = parse_json(config_json) if config_json is not None else None
     tag_values = parse_tags(tags)
     with open_zoo(app) as zoo:
-        prepared = prepare(file, arch, config)  # checks shapes and NaN before anything else
-        metrics = (
-            errors_on(prepared.state, prepared.architecture, prepared.config, dataset, app)
-            if dataset is not None
-            else {}
-        )
         entry = zoo.add(
-            prepared.state,
+            file,
             name=name,
-            architecture=prepared.architecture,
-            config=prepared.config,
+            architecture=arch,
+            config=config,
             dataset=dataset,
             tags=tag_values,
             kind=kind,
-            metrics=metrics,
+            device=app.device,
         )
+    if dataset is not None and "train_error" not in entry.metrics:
+        app.log(f"note: dataset `{dataset}` cannot be loaded here; no errors computed")
     emit(app, {"entry": entry_dict(entry)}, lambda: f"added {entry_summary(entry)}")
 
 

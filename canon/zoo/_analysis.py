@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, cast
@@ -21,13 +21,15 @@ from typing import Any, Self, cast
 import numpy as np
 import torch
 
+from canon.architectures import build_model
 from canon.core.geometry import Distances, distances
 from canon.data import Dataset, load_dataset
 from canon.device import resolve_device
-from canon.engine import PATH_KINDS, PathCurve, path_curve
+from canon.engine import PATH_KINDS, Evaluator, PathCurve, path_curve
 from canon.engine.landscape import PathKind
-from canon.errors import ConfigError, InvalidEntryError
+from canon.errors import ConfigError, DatasetError, InvalidEntryError
 from canon.zoo._index import INDEX
+from canon.zoo._ingest import Source, prepare
 from canon.zoo._manifest import MANIFEST, import_manifest, write_manifest
 from canon.zoo._records import Entry, canonical_json
 from canon.zoo._store import ZooStore
@@ -140,6 +142,48 @@ class Zoo(ZooStore):
                     (root / (INDEX + suffix)).unlink(missing_ok=True)
                 raise
         return zoo
+
+    def add(
+        self,
+        source: Source,
+        *,
+        name: str,
+        architecture: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        dataset: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        kind: str = "solution",
+        parents: Sequence[Entry | str] = (),
+        metrics: Mapping[str, Any] | None = None,
+        evaluate: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> Entry:
+        """Add a network (see :meth:`ZooStore.add`), recording its train and test error.
+
+        With ``evaluate`` and a ``dataset`` that loads here, the errors are
+        computed (unless ``metrics`` already gives ``train_error``) and stored as
+        metrics ``train_error`` and ``test_error``. A dataset that cannot be
+        loaded here (files elsewhere) is recorded by name without errors.
+        """
+        if evaluate and dataset is not None and "train_error" not in (metrics or {}):
+            prepared = prepare(source, architecture, config)
+            errors = _errors(
+                prepared.state, prepared.architecture, prepared.config, dataset, device
+            )
+            metrics = {**errors, **(metrics or {})}
+            source = prepared.state
+            architecture, config = prepared.architecture, prepared.config
+        return super().add(
+            source,
+            name=name,
+            architecture=architecture,
+            config=config,
+            dataset=dataset,
+            tags=tags,
+            kind=kind,
+            parents=parents,
+            metrics=metrics,
+        )
 
     @staticmethod
     def exists(path: str | os.PathLike[str]) -> bool:
@@ -309,6 +353,36 @@ class Zoo(ZooStore):
             return {}  # _pair reports the mismatch for the first offending pair
         options = self._pair_options(chosen[0], chosen[-1], kind, points)
         return self.cached_pairs([e.id for e in chosen], kind, options_hash(options))
+
+
+def _errors(
+    state: Mapping[str, torch.Tensor],
+    architecture: str,
+    config: Mapping[str, Any],
+    dataset: str,
+    device: str | torch.device,
+) -> dict[str, float]:
+    """Train and test error of ``state`` on ``dataset``; empty when it does not load here."""
+    try:
+        data = load_dataset(dataset)
+    except DatasetError:
+        return {}
+    model = build_model(architecture, config)
+    dev = resolve_device(device)
+    try:
+        return {
+            f"{split}_error": float(Evaluator(model, x, y, dev).error(dict(state)).errors[0])
+            for split, x, y in (
+                ("train", data.x_train, data.y_train),
+                ("test", data.x_test, data.y_test),
+            )
+        }
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"`{architecture}` does not run on dataset `{dataset}`: {first}; "
+            "check the architecture's config against the dataset"
+        ) from None
 
 
 def _reversed(curve: PathCurve) -> PathCurve:

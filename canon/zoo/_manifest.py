@@ -12,12 +12,10 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from canon.errors import CorruptZooError
-
-if TYPE_CHECKING:
-    from canon.zoo._store import ZooStore
+from canon.zoo._store import ZooStore
 
 __all__ = ["MANIFEST", "SCHEMA_VERSION", "import_manifest", "manifest", "write_manifest"]
 
@@ -108,7 +106,8 @@ def import_manifest(zoo: ZooStore, data: Mapping[str, Any]) -> int:
         path = zoo.objects.path(entry["id"])
         if not path.is_file():
             raise CorruptZooError(f"{MANIFEST} lists `{entry['name']}` but {path} is missing")
-        added = zoo.add(
+        added = ZooStore.add(  # the manifest's metrics are kept as they are
+            zoo,
             path,
             name=entry["name"],
             architecture=entry["architecture"],
