@@ -402,3 +402,10 @@ def test_sigkill_during_adds_leaves_a_consistent_zoo(tmp_path: Path) -> None:
             assert same(zoo.state(name), mlp_state(int(name.removeprefix("net"))))
         zoo.close()
     assert len(added) >= 3
+
+
+def test_head_revision_constant_matches_the_scripts() -> None:
+    """HEAD_REVISION (which lets an up-to-date index open without Alembic) is the scripts' head."""
+    from canon.zoo._migrate import HEAD_REVISION
+
+    assert head_revision() == HEAD_REVISION

@@ -8,7 +8,6 @@ from canon.cli import _analysis_commands as analysis
 from canon.cli import _zoo_commands as zoo
 from canon.cli._app import App, canon_command, common_options, emit, pass_app
 from canon.cli._common import parse_json
-from canon.device import resolve_device
 
 __all__ = ["cli", "main"]
 
@@ -27,6 +26,7 @@ def cli() -> None:
 def demo(app: App, seed: int) -> None:
     """Show that symmetry-scrambled copies of networks have the same canonical form."""
     from canon.demo import run_demo
+    from canon.device import resolve_device
 
     rows = run_demo(resolve_device(app.device), seed=seed)
 

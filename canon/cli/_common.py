@@ -7,6 +7,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from canon.cli._app import App
@@ -14,10 +15,12 @@ from canon.errors import ConfigError, InvalidEntryError
 
 if TYPE_CHECKING:
     from canon.zoo import Entry, Zoo
+    from canon.zoo._index import ZooIndex
 
 __all__ = [
     "entry_dict",
     "entry_summary",
+    "open_index",
     "open_zoo",
     "parse_json",
     "parse_tags",
@@ -48,19 +51,32 @@ def parse_tags(values: Sequence[str]) -> dict[str, str]:
     return tags
 
 
-def open_zoo(app: App, *, create: bool = False) -> Zoo:
-    """The zoo named by ``--zoo`` / ``$CANON_ZOO`` / ``./zoo``; must exist unless ``create``."""
-    from pathlib import Path
-
+def _zoo_path(app: App, create: bool) -> Path:
     from canon.errors import CorruptZooError
-    from canon.zoo import Zoo
+    from canon.zoo._index import ZooIndex
 
     path = Path(app.zoo or "zoo")
-    if not create and not Zoo.exists(path):
+    if not create and not ZooIndex.exists(path):
         raise CorruptZooError(
             f"`{path}` is not a zoo (no canon.sqlite or manifest.json); create it with `canon init`"
         )
-    return Zoo.open(path, create=create)
+    return path
+
+
+def open_zoo(app: App, *, create: bool = False) -> Zoo:
+    """The zoo named by ``--zoo`` / ``$CANON_ZOO`` / ``./zoo``; must exist unless ``create``."""
+    from canon.zoo import Zoo
+
+    return Zoo.open(_zoo_path(app, create), create=create)
+
+
+def open_index(app: App) -> ZooIndex:
+    """The zoo's index alone, for commands that only read it (no torch is imported),
+    or the whole zoo when its index must first be rebuilt from the manifest."""
+    from canon.zoo._index import INDEX, ZooIndex
+
+    path = _zoo_path(app, create=False)
+    return ZooIndex.open(path) if (path / INDEX).is_file() else open_zoo(app)
 
 
 @contextmanager

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING
 import click
 
 from canon.cli._app import App, canon_command, common_options, emit, pass_app, zoo_option
-from canon.cli._common import entry_dict, entry_summary, open_zoo, parse_json, parse_tags, pct
+from canon.cli._common import (
+    entry_dict,
+    entry_summary,
+    open_index,
+    open_zoo,
+    parse_json,
+    parse_tags,
+    pct,
+)
 
 if TYPE_CHECKING:
     pass
@@ -91,7 +99,7 @@ def list_entries(
     app: App, tags: tuple[str, ...], arch: str | None, dataset: str | None, kind: str | None
 ) -> None:
     """List the entries (optionally filtered), one per line."""
-    with open_zoo(app) as zoo:
+    with open_index(app) as zoo:
         entries = zoo.select(architecture=arch, dataset=dataset, kind=kind, tags=parse_tags(tags))
 
     def table() -> str:

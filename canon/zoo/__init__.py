@@ -2,24 +2,47 @@
 
 ``Zoo.open(path)`` gives a zoo (created and upgraded to the newest schema as
 needed); entries come back as frozen :class:`Entry` records. See DESIGN §5.
+Exports load on first use (PEP 562): reading the index alone imports no torch.
 """
 
-from canon.zoo._analysis import Comparison as Comparison
-from canon.zoo._analysis import Table as Table
-from canon.zoo._analysis import Zoo as Zoo
-from canon.zoo._objects import ObjectStore as ObjectStore
-from canon.zoo._records import CACHE_VERSION as CACHE_VERSION
-from canon.zoo._records import KINDS as KINDS
-from canon.zoo._records import Entry as Entry
-from canon.zoo._records import VerifyReport as VerifyReport
+from __future__ import annotations
 
-__all__ = [
-    "CACHE_VERSION",
-    "KINDS",
-    "Comparison",
-    "Entry",
-    "ObjectStore",
-    "Table",
-    "VerifyReport",
-    "Zoo",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "CACHE_VERSION": "canon.zoo._records",
+    "KINDS": "canon.zoo._records",
+    "Entry": "canon.zoo._records",
+    "VerifyReport": "canon.zoo._records",
+    "ObjectStore": "canon.zoo._objects",
+    "Comparison": "canon.zoo._analysis",
+    "Table": "canon.zoo._analysis",
+    "Zoo": "canon.zoo._analysis",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'canon.zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]
+
+
+if TYPE_CHECKING:
+    from canon.zoo._analysis import Comparison as Comparison
+    from canon.zoo._analysis import Table as Table
+    from canon.zoo._analysis import Zoo as Zoo
+    from canon.zoo._objects import ObjectStore as ObjectStore
+    from canon.zoo._records import CACHE_VERSION as CACHE_VERSION
+    from canon.zoo._records import KINDS as KINDS
+    from canon.zoo._records import Entry as Entry
+    from canon.zoo._records import VerifyReport as VerifyReport

@@ -185,12 +185,6 @@ class Zoo(ZooStore):
             metrics=metrics,
         )
 
-    @staticmethod
-    def exists(path: str | os.PathLike[str]) -> bool:
-        """Whether ``path`` holds a zoo: an index, or a manifest to rebuild one from."""
-        root = Path(path)
-        return (root / INDEX).is_file() or (root / MANIFEST).is_file()
-
     def write_manifest(self) -> Path:
         """Write ``manifest.json``, the portable list of entries, families and references."""
         return write_manifest(self)

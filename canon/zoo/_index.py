@@ -13,22 +13,25 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from canon.core import Spec
 from canon.errors import CorruptZooError, EntryNotFoundError
 from canon.zoo._migrate import make_engine, upgrade
 from canon.zoo._models import EntryModel, ParentModel, TagModel
 from canon.zoo._objects import ObjectStore
 from canon.zoo._records import Entry, check_tags
 
-__all__ = ["INDEX", "OBJECTS", "ZooIndex"]
+if TYPE_CHECKING:
+    from canon.core import Spec
+
+__all__ = ["INDEX", "MANIFEST", "OBJECTS", "ZooIndex"]
 
 INDEX = "canon.sqlite"
 OBJECTS = "objects"
+MANIFEST = "manifest.json"
 
 
 class ZooIndex:
@@ -61,6 +64,12 @@ class ZooIndex:
             (root / OBJECTS).mkdir(parents=True, exist_ok=True)
         upgrade(root / INDEX)
         return cls(root)
+
+    @staticmethod
+    def exists(path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` holds a zoo: an index, or a manifest to rebuild one from."""
+        root = Path(path)
+        return (root / INDEX).is_file() or (root / MANIFEST).is_file()
 
     @classmethod
     def init(cls, path: str | os.PathLike[str]) -> Self:
