@@ -173,3 +173,16 @@ def test_add_records_errors_on_a_known_dataset(zoo, solutions):
         metrics={"train_error": 0.5},
     )
     assert kept.metrics == {"train_error": 0.5}
+
+
+def test_normalized_forms_are_cached(zoo):
+    """zoo.normalized returns the normalized state, served from memory the second time,
+    and callers cannot corrupt the cache by editing what they got."""
+    from canon.core import normalize
+
+    first = zoo.normalized("net-0")
+    expected = normalize(zoo.state("net-0"), zoo.spec("net-0"))
+    assert all(first[k].equal(expected[k]) for k in expected)
+    first["fc1.weight"] = first["fc1.weight"] * 0
+    again = zoo.normalized("net-0")
+    assert again["fc1.weight"].equal(expected["fc1.weight"])

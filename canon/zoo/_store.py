@@ -9,6 +9,7 @@ concurrent writers queue on the busy timeout instead of failing).
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,8 @@ from canon.zoo._records import (
 )
 
 __all__ = ["ZooStore"]
+
+NORMALIZED_CACHE_SIZE = 64  # normalized forms kept in memory per open zoo
 
 
 def _identity(spec: Spec) -> Alignment:
@@ -258,13 +261,35 @@ class ZooStore(ZooIndex):
                 s.add(self._cache_row(e.id, ref.id, alignment))
         return alignment
 
+    def normalized(
+        self, entry: Entry | str, device: str | torch.device = "cpu"
+    ) -> dict[str, Tensor]:
+        """The entry's normalized form (Alg. 1), cached in memory for the most recent entries.
+
+        Objects never change (they are named by their hash), so a cached form
+        is always valid; it is not kept on disk because it is derived from the
+        object in milliseconds.
+        """
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        key = (e.id, str(torch.device(device)))
+        cache: OrderedDict[tuple[str, str], dict[str, Tensor]] = self.__dict__.setdefault(
+            "_normalized", OrderedDict()
+        )
+        if key in cache:
+            cache.move_to_end(key)
+            return dict(cache[key])
+        form = normalize(self.state(e, device), self.spec(e))
+        cache[key] = form
+        if len(cache) > NORMALIZED_CACHE_SIZE:
+            cache.popitem(last=False)
+        return dict(form)
+
     def canonical(
         self, entry: Entry | str, device: str | torch.device = "cpu"
     ) -> dict[str, Tensor]:
         """The canonical form: normalized, then sign-fixed and aligned to the family reference."""
         e = entry if isinstance(entry, Entry) else self.get(entry)
-        spec = self.spec(e)
-        return apply_alignment(normalize(self.state(e, device), spec), self.alignment(e), spec)
+        return apply_alignment(self.normalized(e, device), self.alignment(e), self.spec(e))
 
     # -- pair cache ----------------------------------------------------------------------
 
