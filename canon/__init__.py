@@ -11,8 +11,9 @@ networks), ``canon.engine`` (evaluation along paths), ``canon.data`` (datasets),
 # command line call does not pay for importing torch.
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from canon._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -55,18 +56,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'canon' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return [*globals(), *__all__]
-
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
 
 if TYPE_CHECKING:
     from canon.architectures import build_model as build_model

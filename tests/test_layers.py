@@ -52,3 +52,23 @@ def test_layer_imports_only_downward(layer, allowed_canon):
             assert top not in OUTER, f"{path.name} imports {name}"
             if top == "canon":
                 assert name.startswith(allowed_canon), f"{path.name} imports {name}"
+
+
+def test_every_public_name_resolves():
+    """Each name in canon.__all__ and canon.zoo.__all__ loads (the lazy export table is right)."""
+    import canon.zoo
+
+    for package in (canon, canon.zoo):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, name
+        assert set(package.__all__) <= set(dir(package))
+
+
+def test_command_line_import_loads_no_torch():
+    """Importing the command line (as every `canon` call does) imports neither torch nor scipy."""
+    import subprocess
+    import sys
+
+    code = "import sys, canon.cli; print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -109,19 +109,7 @@ def pct(value: Any) -> str:
 
 def entry_dict(e: Entry) -> dict[str, Any]:
     """JSON-ready form of an entry."""
-    return {
-        "id": e.id,
-        "name": e.name,
-        "architecture": e.architecture,
-        "config": dict(e.config),
-        "family": e.family,
-        "dataset": e.dataset,
-        "kind": e.kind,
-        "tags": dict(e.tags),
-        "parents": list(e.parents),
-        "metrics": dict(e.metrics),
-        "created": e.created.isoformat() if e.created else None,
-    }
+    return e.to_dict()
 
 
 def entry_summary(e: Entry) -> str:

@@ -34,21 +34,7 @@ def manifest(zoo: ZooStore) -> dict[str, Any]:
         "format": "canon-zoo",
         "schema_version": SCHEMA_VERSION,
         "entries": [
-            {
-                "id": e.id,
-                "name": e.name,
-                "architecture": e.architecture,
-                "config": dict(e.config),
-                "family": e.family,
-                "dataset": e.dataset,
-                "kind": e.kind,
-                "tags": dict(e.tags),
-                "parents": list(e.parents),
-                "metrics": dict(e.metrics),
-                "created": e.created.isoformat() if e.created else None,
-                "object": f"objects/{e.id[:2]}/{e.id}.safetensors",
-            }
-            for e in entries
+            {**e.to_dict(), "object": f"objects/{e.id[:2]}/{e.id}.safetensors"} for e in entries
         ],
         "references": dict(sorted(references.items())),
     }

@@ -55,6 +55,22 @@ class Entry:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     created: datetime | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "architecture": self.architecture,
+            "config": dict(self.config),
+            "family": self.family,
+            "dataset": self.dataset,
+            "kind": self.kind,
+            "tags": dict(self.tags),
+            "parents": list(self.parents),
+            "metrics": dict(self.metrics),
+            "created": self.created.isoformat() if self.created else None,
+        }
+
 
 @dataclass(frozen=True)
 class VerifyReport:
