@@ -406,6 +406,6 @@ def test_sigkill_during_adds_leaves_a_consistent_zoo(tmp_path: Path) -> None:
 
 def test_head_revision_constant_matches_the_scripts() -> None:
     """HEAD_REVISION (which lets an up-to-date index open without Alembic) is the scripts' head."""
-    from canon.zoo._migrate import HEAD_REVISION
+    from canon.zoo._layout import HEAD_REVISION
 
     assert head_revision() == HEAD_REVISION

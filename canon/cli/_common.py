@@ -15,17 +15,16 @@ from canon.errors import ConfigError, InvalidEntryError
 
 if TYPE_CHECKING:
     from canon.zoo import Entry, Zoo
-    from canon.zoo._index import ZooIndex
 
 __all__ = [
     "entry_dict",
     "entry_summary",
-    "open_index",
     "open_zoo",
     "parse_json",
     "parse_tags",
     "pct",
     "progress",
+    "read_entries",
 ]
 
 
@@ -53,10 +52,10 @@ def parse_tags(values: Sequence[str]) -> dict[str, str]:
 
 def _zoo_path(app: App, create: bool) -> Path:
     from canon.errors import CorruptZooError
-    from canon.zoo._index import ZooIndex
+    from canon.zoo._layout import is_zoo
 
     path = Path(app.zoo or "zoo")
-    if not create and not ZooIndex.exists(path):
+    if not create and not is_zoo(path):
         raise CorruptZooError(
             f"`{path}` is not a zoo (no canon.sqlite or manifest.json); create it with `canon init`"
         )
@@ -70,13 +69,17 @@ def open_zoo(app: App, *, create: bool = False) -> Zoo:
     return Zoo.open(_zoo_path(app, create), create=create)
 
 
-def open_index(app: App) -> ZooIndex:
-    """The zoo's index alone, for commands that only read it (no torch is imported),
-    or the whole zoo when its index must first be rebuilt from the manifest."""
-    from canon.zoo._index import INDEX, ZooIndex
+def read_entries(app: App, **filters: Any) -> list[Entry]:
+    """The zoo's entries matching ``filters``, read straight from the index (no SQLAlchemy,
+    no torch) once the index exists at the current schema; it is first upgraded, or
+    rebuilt from the manifest, when it is not."""
+    from canon.zoo._layout import HEAD_REVISION, INDEX, recorded_revision
+    from canon.zoo._listing import list_entries
 
     path = _zoo_path(app, create=False)
-    return ZooIndex.open(path) if (path / INDEX).is_file() else open_zoo(app)
+    if recorded_revision(path / INDEX) != HEAD_REVISION:
+        open_zoo(app).close()
+    return list_entries(path / INDEX, **filters)
 
 
 @contextmanager

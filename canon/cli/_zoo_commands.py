@@ -10,11 +10,11 @@ from canon.cli._app import App, canon_command, common_options, emit, pass_app, z
 from canon.cli._common import (
     entry_dict,
     entry_summary,
-    open_index,
     open_zoo,
     parse_json,
     parse_tags,
     pct,
+    read_entries,
 )
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def init(app: App) -> None:
     """Create a zoo (fine if it already exists)."""
     from pathlib import Path
 
-    from canon.zoo._index import INDEX
+    from canon.zoo._layout import INDEX
 
     root = Path(app.zoo or "zoo")
     existed = (root / INDEX).is_file()
@@ -99,8 +99,9 @@ def list_entries(
     app: App, tags: tuple[str, ...], arch: str | None, dataset: str | None, kind: str | None
 ) -> None:
     """List the entries (optionally filtered), one per line."""
-    with open_index(app) as zoo:
-        entries = zoo.select(architecture=arch, dataset=dataset, kind=kind, tags=parse_tags(tags))
+    entries = read_entries(
+        app, architecture=arch, dataset=dataset, kind=kind, tags=parse_tags(tags)
+    )
 
     def table() -> str:
         if not entries:

@@ -28,8 +28,8 @@ from canon.device import resolve_device
 from canon.engine import PATH_KINDS, Evaluator, PathCurve, path_curve
 from canon.engine.landscape import PathKind
 from canon.errors import ConfigError, DatasetError, InvalidEntryError
-from canon.zoo._index import INDEX
 from canon.zoo._ingest import Source, prepare
+from canon.zoo._layout import INDEX
 from canon.zoo._manifest import MANIFEST, import_manifest, write_manifest
 from canon.zoo._records import Entry, canonical_json
 from canon.zoo._store import ZooStore

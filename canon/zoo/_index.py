@@ -13,25 +13,23 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from canon.errors import CorruptZooError, EntryNotFoundError
+from canon.zoo._layout import INDEX, OBJECTS, is_zoo
+from canon.zoo._listing import list_entries
 from canon.zoo._migrate import make_engine, upgrade
 from canon.zoo._models import EntryModel, ParentModel, TagModel
 from canon.zoo._objects import ObjectStore
-from canon.zoo._records import Entry, check_tags
+from canon.zoo._records import Entry
 
 if TYPE_CHECKING:
     from canon.core import Spec
 
-__all__ = ["INDEX", "MANIFEST", "OBJECTS", "ZooIndex"]
-
-INDEX = "canon.sqlite"
-OBJECTS = "objects"
-MANIFEST = "manifest.json"
+__all__ = ["ZooIndex"]
 
 
 class ZooIndex:
@@ -68,8 +66,7 @@ class ZooIndex:
     @staticmethod
     def exists(path: str | os.PathLike[str]) -> bool:
         """Whether ``path`` holds a zoo: an index, or a manifest to rebuild one from."""
-        root = Path(path)
-        return (root / INDEX).is_file() or (root / MANIFEST).is_file()
+        return is_zoo(Path(path))
 
     @classmethod
     def init(cls, path: str | os.PathLike[str]) -> Self:
@@ -116,29 +113,6 @@ class ZooIndex:
             .order_by(ParentModel.position)
         )
         return _entry(row, {key: value for key, value in tags}, tuple(parents))
-
-    @staticmethod
-    def _records(s: Session, query: Select[Any]) -> list[Entry]:
-        """Records for every row of ``query``, with tags and parents in two more queries."""
-        ids = query.with_only_columns(EntryModel.id).order_by(None)
-        tags: dict[str, dict[str, str]] = {}
-        for entry_id, key, value in s.execute(
-            select(TagModel.entry_id, TagModel.key, TagModel.value).where(
-                TagModel.entry_id.in_(ids)
-            )
-        ):
-            tags.setdefault(entry_id, {})[key] = value
-        parents: dict[str, list[str]] = {}
-        for child, parent in s.execute(
-            select(ParentModel.child_id, ParentModel.parent_id)
-            .where(ParentModel.child_id.in_(ids))
-            .order_by(ParentModel.child_id, ParentModel.position)
-        ):
-            parents.setdefault(child, []).append(parent)
-        return [
-            _entry(row, tags.get(row.id, {}), tuple(parents.get(row.id, ())))
-            for row in s.scalars(query)
-        ]
 
     def _row(self, s: Session, ref: Entry | str) -> EntryModel:
         if isinstance(ref, Entry):
@@ -188,19 +162,13 @@ class ZooIndex:
         **tag_filters: object,
     ) -> list[Entry]:
         """Entries matching every given filter and tag (``key=value``), sorted by name."""
-        wanted = check_tags({**(tags or {}), **tag_filters})
-        query = select(EntryModel).order_by(EntryModel.name)
-        if architecture is not None:
-            query = query.where(EntryModel.architecture == architecture)
-        if dataset is not None:
-            query = query.where(EntryModel.dataset == dataset)
-        if kind is not None:
-            query = query.where(EntryModel.kind == kind)
-        for key, value in wanted.items():
-            tagged = select(TagModel.entry_id).where(TagModel.key == key, TagModel.value == value)
-            query = query.where(EntryModel.id.in_(tagged))
-        with self._session() as s:
-            return self._records(s, query)
+        return list_entries(
+            self.root / INDEX,
+            architecture=architecture,
+            dataset=dataset,
+            kind=kind,
+            tags={**(tags or {}), **tag_filters},
+        )
 
 
 def _entry(row: EntryModel, tags: Mapping[str, str], parents: tuple[str, ...]) -> Entry:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from canon.errors import CorruptZooError
-from canon.zoo._index import MANIFEST
+from canon.zoo._layout import MANIFEST
 from canon.zoo._store import ZooStore
 
 __all__ = ["MANIFEST", "SCHEMA_VERSION", "import_manifest", "manifest", "write_manifest"]

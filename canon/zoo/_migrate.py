@@ -7,13 +7,13 @@ source checkout they are the repository's top-level ``migrations/`` folder.
 from __future__ import annotations
 
 import importlib.resources
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 
 from canon.errors import CorruptZooError
+from canon.zoo._layout import HEAD_REVISION, recorded_revision
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -21,10 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["HEAD_REVISION", "alembic_config", "make_engine", "migrations_dir", "upgrade"]
 
 BUSY_TIMEOUT_S = 30.0
-# The newest migration's id. Opening an index already at this revision skips Alembic
-# entirely (importing it and scanning the scripts cost ~0.3 s); a test keeps it equal
-# to the scripts' head.
-HEAD_REVISION = "0002"
 
 
 def migrations_dir() -> Path:
@@ -108,7 +104,7 @@ def upgrade(path: Path, revision: str = "head") -> None:
     batch migrations rebuild tables, which must not cascade), so concurrent
     openers wait and then find the work done.
     """
-    if revision == "head" and _recorded_revision(path) == HEAD_REVISION:
+    if revision == "head" and recorded_revision(path) == HEAD_REVISION:
         return
     from alembic import command
     from alembic.script import ScriptDirectory
@@ -131,18 +127,3 @@ def upgrade(path: Path, revision: str = "head") -> None:
             command.upgrade(cfg, revision)
     finally:
         engine.dispose()
-
-
-def _recorded_revision(path: Path) -> str | None:
-    """The revision stored in the index's ``alembic_version`` table, read with plain sqlite3."""
-    if not path.is_file():
-        return None
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
-        try:
-            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None
-    return None if row is None else str(row[0])

@@ -1,0 +1,80 @@
+"""Listing entries straight from the SQLite index (the standard library's sqlite3).
+
+Listing is the one read that must be fast from a cold start (``canon list``):
+this path imports neither SQLAlchemy nor torch. It is the only implementation
+of the entry query; :meth:`ZooIndex.select` uses it too. The table and column
+names are those of :mod:`canon.zoo._models`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from canon.zoo._records import Entry, check_tags
+
+__all__ = ["list_entries"]
+
+_BUSY_TIMEOUT_S = 30.0
+
+
+def list_entries(
+    index: Path,
+    *,
+    architecture: str | None = None,
+    dataset: str | None = None,
+    kind: str | None = None,
+    tags: Mapping[str, object] | None = None,
+) -> list[Entry]:
+    """Entries of the index at ``index`` matching every filter and tag, sorted by name."""
+    wanted = check_tags(tags)
+    where, params = [], []
+    for column, value in (("architecture", architecture), ("dataset", dataset), ("kind", kind)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    for key, value in wanted.items():
+        where.append("id IN (SELECT entry_id FROM tags WHERE key = ? AND value = ?)")
+        params += [key, value]
+    condition = " AND ".join(where) or "1"
+    matching = f"SELECT id FROM entries WHERE {condition}"
+    con = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S)
+    try:
+        rows = con.execute(
+            "SELECT id, name, architecture, config, family, dataset, kind, created, metrics "
+            f"FROM entries WHERE {condition} ORDER BY name",
+            params,
+        ).fetchall()
+        entry_tags: dict[str, dict[str, str]] = {}
+        for entry_id, key, value in con.execute(
+            f"SELECT entry_id, key, value FROM tags WHERE entry_id IN ({matching})", params
+        ):
+            entry_tags.setdefault(entry_id, {})[key] = value
+        parents: dict[str, list[str]] = {}
+        for child, parent in con.execute(
+            "SELECT child_id, parent_id FROM parents "
+            f"WHERE child_id IN ({matching}) ORDER BY child_id, position",
+            params,
+        ):
+            parents.setdefault(child, []).append(parent)
+    finally:
+        con.close()
+    return [
+        Entry(
+            id=entry_id,
+            name=name,
+            architecture=arch,
+            config=json.loads(config),
+            family=family,
+            dataset=data,
+            kind=entry_kind,
+            tags=dict(sorted(entry_tags.get(entry_id, {}).items())),
+            parents=tuple(parents.get(entry_id, ())),
+            metrics=json.loads(metrics),
+            created=datetime.fromisoformat(created).replace(tzinfo=UTC),
+        )
+        for entry_id, name, arch, config, family, data, entry_kind, created, metrics in rows
+    ]
