@@ -252,27 +252,21 @@ def energy(app: App, name: str, sigmas: tuple[float, ...], draws: int) -> None:
 def plane(app: App, a: str, b: str, c: str, grid: int, margin: float, normalized: bool) -> None:
     """Train errors on the plane through A, B and C."""
     from canon.engine import plane as run_plane
-    from canon.errors import CanonError, ConfigError
 
     with open_zoo(app) as zoo:
         ea, eb, ec = (zoo.get(n) for n in (a, b, c))
-        try:
-            result = run_plane(
-                zoo.state(ea),
-                zoo.state(eb),
-                zoo.state(ec),
-                zoo.model(ea),
-                zoo.dataset(ea),
-                grid=grid,
-                margin=margin,
-                normalized=normalized,
-                device=app.device,
-                spec=zoo.spec(ea),
-            )
-        except ValueError as exc:  # e.g. three networks on one line
-            if isinstance(exc, CanonError):
-                raise
-            raise ConfigError(f"cannot make the plane through {a}, {b}, {c}: {exc}") from None
+        result = run_plane(
+            zoo.state(ea),
+            zoo.state(eb),
+            zoo.state(ec),
+            zoo.model(ea),
+            zoo.dataset(ea),
+            grid=grid,
+            margin=margin,
+            normalized=normalized,
+            device=app.device,
+            spec=zoo.spec(ea),
+        )
 
     def text() -> str:
         lines = [f"train error (%) on the plane through {a}, {b}, {c}; rows alpha, columns beta"]

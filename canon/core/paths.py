@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from canon.core.spec import Spec
+from canon.errors import ConfigError
 
 __all__ = [
     "Combination",
@@ -122,7 +123,7 @@ class Path:
 def positions(points: int) -> Tensor:
     """``points`` evenly spaced positions from 0 to 1 inclusive (float64)."""
     if points < 2:
-        raise ValueError(f"a path needs at least 2 points, got `points`={points}")
+        raise ConfigError(f"a path needs at least 2 points, got `points`={points}")
     return torch.linspace(0.0, 1.0, points, dtype=torch.float64)
 
 
@@ -237,7 +238,7 @@ def bend_path(
     """
     split = int(torch.searchsorted(x, torch.tensor(0.5, dtype=x.dtype)))
     if split >= len(x) or not math.isclose(float(x[split]), 0.5):
-        raise ValueError("a bend path needs an odd number of points (x = 0.5 is the midpoint)")
+        raise ConfigError("a bend path needs an odd number of points (x = 0.5 is the midpoint)")
     if legs == "geodesic":
         leg1 = geodesic_path(a, m, spec, x[: split + 1] * 2)
         leg2 = geodesic_path(m, b, spec, x[split:] * 2 - 1)
@@ -245,7 +246,7 @@ def bend_path(
         leg1 = linear_path(a, m, x[: split + 1] * 2)
         leg2 = linear_path(m, b, x[split:] * 2 - 1)
     else:
-        raise ValueError(f"`legs` must be geodesic or linear, got {legs!r}")
+        raise ConfigError(f"`legs` must be geodesic or linear, got {legs!r}")
     k1 = split + 1
     tensors = {n: _join(leg1.tensors[n], leg2.tensors[n], k1) for n in a}
     return Path(x, tensors)
@@ -266,7 +267,7 @@ def flip_path(
     """
     names = spec.binary_weights
     if not names:
-        raise ValueError("random-flip paths need a network with binary weights")
+        raise ConfigError("random-flip paths need a network with binary weights")
     starts = {n: torch.sign(a[n]) for n in names}
     ends = {n: torch.sign(b[n]) for n in names}
     differ = torch.cat([(starts[n] != ends[n]).reshape(-1) for n in names])
@@ -318,13 +319,13 @@ def plane_grid(
     u = vec_b - vec_a
     length = u.norm()
     if float(length) <= 1e-12 * float(vec_a.norm()):
-        raise ValueError("a plane needs three distinct networks: a and b are equal")
+        raise ConfigError("a plane needs three distinct networks: a and b are equal")
     u = u / length
     w = vec_c - vec_a
     v = w - (w @ u) * u
     height = v.norm()
     if float(height) <= 1e-9 * float(w.norm()):
-        raise ValueError("a plane needs three networks not on one line")
+        raise ConfigError("a plane needs three networks not on one line")
     v = v / height
     anchors = torch.tensor(
         [[0.0, 0.0], [float(length), 0.0], [float(w @ u), float(height)]], dtype=torch.float64
