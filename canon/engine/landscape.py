@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -65,16 +65,7 @@ PathKind = Literal[
     "random_flip",
     "random_flip_aligned",
 ]
-PATH_KINDS: tuple[str, ...] = (
-    "linear",
-    "linear_aligned",
-    "geodesic",
-    "bend",
-    "bend_linear",
-    "bend_linear_aligned",
-    "random_flip",
-    "random_flip_aligned",
-)
+PATH_KINDS: tuple[str, ...] = get_args(PathKind)
 BNMode = Literal["recompute", "interpolate"]
 
 ModelLike = nn.Module | str | tuple[str, Mapping[str, Any]]
