@@ -1,0 +1,1 @@
+"""Push and pull zoos through the Hugging Face Hub."""

@@ -1,0 +1,1 @@
+"""``canon serve``: an HTTP API and web view over a zoo."""
