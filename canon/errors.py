@@ -17,9 +17,12 @@ __all__ = [
     "DuplicateObjectError",
     "EntryInUseError",
     "EntryNotFoundError",
+    "HubError",
     "InvalidEntryError",
+    "InvalidManifestError",
     "NameClashError",
     "NonFiniteError",
+    "PushConflictError",
     "SpecMismatchError",
     "UnknownNameError",
     "UnsupportedModuleError",
@@ -132,3 +135,27 @@ class EntryInUseError(ZooError, ValueError):
 
 class CorruptZooError(ZooError, RuntimeError):
     """A zoo whose files or index are damaged or from an unknown schema."""
+
+
+class InvalidManifestError(CorruptZooError, ValueError):
+    """A zoo manifest (local or from the Hub): malformed, hostile or of an unknown schema."""
+
+    def __init__(self, message: str, *, source: str = "") -> None:
+        super().__init__(message)
+        self.source = source
+
+
+class HubError(CanonError, OSError):
+    """A push or pull that the Hub (or the local Hub cache, offline) could not serve."""
+
+    def __init__(self, message: str, *, repo_id: str = "", revision: str | None = None) -> None:
+        super().__init__(message)
+        self.repo_id = repo_id
+        self.revision = revision
+
+    def __str__(self) -> str:  # OSError would format its args as (errno, strerror)
+        return str(self.args[0])
+
+
+class PushConflictError(HubError):
+    """A push refused because the remote changed (a concurrent push) or holds entries not pulled."""

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 
+# The Hub tests' server speaks the git-LFS upload protocol, not Xet; the Hub client reads
+# these when it is imported, and subprocesses inherit them.
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
 import torch
 from hypothesis import HealthCheck, settings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from canon.cli import _analysis_commands as analysis
+from canon.cli import _hub_commands as hub
 from canon.cli import _zoo_commands as zoo
 from canon.cli._app import App, canon_command, common_options, emit, pass_app
 from canon.cli._common import parse_json
@@ -103,6 +104,8 @@ for _command in (
     analysis.energy,
     analysis.plane,
     analysis.midpoint,
+    hub.push,
+    hub.pull,
 ):
     cli.add_command(_command)
 

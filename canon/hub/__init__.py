@@ -1,1 +1,31 @@
-"""Push and pull zoos through the Hugging Face Hub."""
+"""Push and pull zoos through the Hugging Face Hub.
+
+A zoo on the Hub is a repository holding ``canon-manifest.json`` (entries,
+tags, metrics, families, references, schema version), the objects under
+``objects/ab/<sha256>.safetensors``, cached pair results in
+``canon-results.json`` and a model card ``README.md``. :func:`push` writes it
+as one atomic commit; :func:`pull` merges it into a local zoo, checking
+everything it reads.
+"""
+
+from __future__ import annotations
+
+from canon.hub._card import model_card as model_card
+from canon.hub._pull import PullResult as PullResult
+from canon.hub._pull import pull as pull
+from canon.hub._push import PushResult as PushResult
+from canon.hub._push import push as push
+from canon.hub._remote import CARD_FILE as CARD_FILE
+from canon.hub._remote import MANIFEST_FILE as MANIFEST_FILE
+from canon.hub._remote import RESULTS_FILE as RESULTS_FILE
+
+__all__ = [
+    "CARD_FILE",
+    "MANIFEST_FILE",
+    "RESULTS_FILE",
+    "PullResult",
+    "PushResult",
+    "model_card",
+    "pull",
+    "push",
+]

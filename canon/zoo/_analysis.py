@@ -15,8 +15,9 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Self, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from canon.zoo._layout import INDEX
 from canon.zoo._manifest import MANIFEST, import_manifest, write_manifest
 from canon.zoo._records import Entry, canonical_json
 from canon.zoo._store import ZooStore
+
+if TYPE_CHECKING:  # the Hub layer sits above the store; imported when used
+    from canon.hub import PullResult, PushResult
 
 __all__ = ["CURVE_METRICS", "DISTANCE_METRICS", "Comparison", "Table", "Zoo"]
 
@@ -155,6 +159,7 @@ class Zoo(ZooStore):
         kind: str = "solution",
         parents: Sequence[Entry | str] = (),
         metrics: Mapping[str, Any] | None = None,
+        created: datetime | None = None,
         evaluate: bool = True,
         device: str | torch.device = "cpu",
     ) -> Entry:
@@ -183,11 +188,24 @@ class Zoo(ZooStore):
             kind=kind,
             parents=parents,
             metrics=metrics,
+            created=created,
         )
 
     def write_manifest(self) -> Path:
         """Write ``manifest.json``, the portable list of entries, families and references."""
         return write_manifest(self)
+
+    def push(self, repo_id: str, **options: Any) -> PushResult:
+        """Push this zoo to a Hub repository (see :func:`canon.hub.push` for the options)."""
+        from canon.hub import push
+
+        return push(self, repo_id, **options)
+
+    def pull(self, repo_id: str, **options: Any) -> PullResult:
+        """Merge a zoo from a Hub repository into this one (see :func:`canon.hub.pull`)."""
+        from canon.hub import pull
+
+        return pull(self, repo_id, **options)
 
     def dataset(self, entry: Entry | str) -> Dataset:
         """The entry's dataset, loaded by name (once per zoo object)."""
@@ -289,12 +307,14 @@ class Zoo(ZooStore):
         points: int = 25,
         device: str | torch.device = "auto",
         progress: Progress | None = None,
+        compute: bool = True,
     ) -> Table:
         """The pairwise ``metric`` matrix of ``entries`` (default: every entry).
 
         ``metric`` is ``barrier`` or ``excess`` along ``path``, or a distance
         (``geodesic``, ``euclidean``, ``euclidean_aligned``, ``hamming``, …).
-        Only the pairs not already cached are computed.
+        Only the pairs not already cached are computed; with ``compute=False``
+        nothing is, and pairs not in the cache are NaN.
         """
         if metric not in CURVE_METRICS + DISTANCE_METRICS:
             raise ConfigError(
@@ -314,6 +334,9 @@ class Zoo(ZooStore):
         for done, (i, j) in enumerate(pairs, start=1):
             first, second = sorted((chosen[i].id, chosen[j].id))
             result = found.get((first, second))
+            if result is None and not compute:
+                matrix[i, j] = matrix[j, i] = np.nan
+                continue
             if result is None:
                 result = self._pair(chosen[i], chosen[j], kind, points, dev)
             value = result[metric]

@@ -19,6 +19,7 @@ __all__ = [
     "FORMAT_VERSION",
     "KINDS",
     "Entry",
+    "PairResult",
     "VerifyReport",
     "canonical_json",
     "check_kind",
@@ -69,6 +70,27 @@ class Entry:
             "parents": list(self.parents),
             "metrics": dict(self.metrics),
             "created": self.created.isoformat() if self.created else None,
+        }
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """A cached result for two entries (ids): a path curve or distances, keyed by its options."""
+
+    a: str
+    b: str
+    kind: str
+    options_hash: str
+    result: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "a": self.a,
+            "b": self.b,
+            "kind": self.kind,
+            "options_hash": self.options_hash,
+            "result": dict(self.result),
         }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ from canon.zoo._objects import check_sha, sha256_bytes
 from canon.zoo._records import (
     CACHE_VERSION,
     Entry,
+    PairResult,
     VerifyReport,
     canonical_json,
     check_kind,
@@ -54,6 +55,11 @@ from canon.zoo._records import (
 __all__ = ["ZooStore"]
 
 NORMALIZED_CACHE_SIZE = 64  # normalized forms kept in memory per open zoo
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """``moment`` as naive UTC, how the index stores times (naive input is taken as UTC)."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _identity(spec: Spec) -> Alignment:
@@ -79,6 +85,7 @@ class ZooStore(ZooIndex):
         kind: str = "solution",
         parents: Sequence[Entry | str] = (),
         metrics: Mapping[str, Any] | None = None,
+        created: datetime | None = None,
     ) -> Entry:
         """Add a network (safetensors or ``.pt`` path, state dict or module) as ``name``.
 
@@ -88,6 +95,7 @@ class ZooStore(ZooIndex):
         it; no NaN or Inf. Then the object is written atomically and one
         transaction records the entry (and, for a new family, makes it the
         reference). Its alignment to the family reference is cached.
+        ``created`` (default: now) keeps an imported entry's creation time.
         """
         check_name(name)
         check_kind(kind)
@@ -131,7 +139,7 @@ class ZooStore(ZooIndex):
                         family=prepared.family,
                         dataset=dataset,
                         kind=kind,
-                        created=datetime.now(UTC).replace(tzinfo=None),
+                        created=_naive_utc(created or datetime.now(UTC)),
                         metrics=metrics_json,
                     )
                 )
@@ -326,19 +334,53 @@ class ZooStore(ZooIndex):
         self, a: str, b: str, kind: str, options_hash: str, result: Mapping[str, Any]
     ) -> None:
         """Cache ``result`` for entries ``a`` and ``b`` (stored under the sorted pair)."""
-        a, b = sorted((check_sha(a), check_sha(b)))
-        text = canonical_json(dict(result))
-        with self._session(write=True) as s:
-            s.merge(
+        self.store_pairs([PairResult(a, b, kind, options_hash, dict(result))])
+
+    def store_pairs(self, results: Iterable[PairResult]) -> int:
+        """Cache many pair results in one transaction (each under its sorted pair); the count."""
+        rows = []
+        for r in results:
+            a, b = sorted((check_sha(r.a), check_sha(r.b)))
+            rows.append(
                 PairCacheModel(
                     entry_a=a,
                     entry_b=b,
-                    path_kind=kind,
-                    options_hash=options_hash,
+                    path_kind=r.kind,
+                    options_hash=r.options_hash,
                     cache_version=CACHE_VERSION,
-                    result=text,
+                    result=canonical_json(dict(r.result)),
                 )
             )
+        with self._session(write=True) as s:
+            for row in rows:
+                s.merge(row)
+        return len(rows)
+
+    def pair_results(self, ids: Iterable[str] | None = None) -> list[PairResult]:
+        """Every cached pair result of this code's cache version (among ``ids`` if given)."""
+        wanted = None if ids is None else {check_sha(i) for i in ids}
+        with self._session() as s:
+            rows = s.execute(
+                select(
+                    PairCacheModel.entry_a,
+                    PairCacheModel.entry_b,
+                    PairCacheModel.path_kind,
+                    PairCacheModel.options_hash,
+                    PairCacheModel.result,
+                )
+                .where(PairCacheModel.cache_version == CACHE_VERSION)
+                .order_by(
+                    PairCacheModel.entry_a,
+                    PairCacheModel.entry_b,
+                    PairCacheModel.path_kind,
+                    PairCacheModel.options_hash,
+                )
+            ).all()
+        return [
+            PairResult(a, b, kind, key, json.loads(text))
+            for a, b, kind, key, text in rows
+            if wanted is None or (a in wanted and b in wanted)
+        ]
 
     # -- removing and checking -----------------------------------------------------------
 

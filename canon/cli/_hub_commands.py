@@ -1,0 +1,129 @@
+"""Hub commands: push and pull (options named as ``hf upload`` / ``hf download`` name them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from canon.cli._app import App, canon_command, common_options, emit, pass_app, zoo_option
+from canon.cli._common import open_zoo
+
+__all__ = ["pull", "push"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _repo_options(func: F) -> F:
+    """--revision, --token and --repo-type, shared by push and pull."""
+    for option in reversed(
+        (
+            click.option("--revision", default=None, help="Branch, tag or commit (default main)."),
+            click.option(
+                "--token",
+                envvar="HF_TOKEN",
+                default=None,
+                help="Hub access token (else $HF_TOKEN, else the saved login).",
+            ),
+            click.option(
+                "--repo-type",
+                type=click.Choice(["model", "dataset"]),
+                default="model",
+                show_default=True,
+            ),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+@click.command()
+@click.argument("repo_id")
+@_repo_options
+@click.option("--private", is_flag=True, default=None, help="Create the repository private.")
+@click.option("--commit-message", default=None, help="The commit's summary.")
+@click.option("--force", is_flag=True, help="Delete remote entries this zoo lacks.")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def push(
+    app: App,
+    repo_id: str,
+    revision: str | None,
+    token: str | None,
+    repo_type: str,
+    private: bool | None,
+    commit_message: str | None,
+    force: bool,
+) -> None:
+    """Push the zoo to Hub repository REPO_ID as one commit (only new objects are uploaded)."""
+    with open_zoo(app) as zoo:
+        result = zoo.push(
+            repo_id,
+            revision=revision,
+            private=private,
+            token=token,
+            commit_message=commit_message,
+            repo_type=repo_type,
+            force=force,
+            progress=app.progress,
+        )
+
+    def text() -> str:
+        if result.commit is None:
+            return f"{repo_id}@{result.revision} is up to date ({result.entries} entries)"
+        deleted = f", {result.deleted} deleted" if result.deleted else ""
+        return (
+            f"pushed {result.entries} entries to {repo_id}@{result.revision} "
+            f"({result.uploaded} objects uploaded, {result.kept} already there{deleted}; "
+            f"{result.results} cached results)\n{result.url}"
+        )
+
+    emit(app, result.to_dict(), text)
+
+
+@click.command()
+@click.argument("repo_id")
+@_repo_options
+@click.option("--cache-dir", default=None, help="The Hub cache (default: the Hub client's).")
+@click.option("--rename", is_flag=True, help="Add entries whose names clash as NAME-<id>.")
+@click.option("--no-results", is_flag=True, help="Skip the cached results; recompute here.")
+@zoo_option
+@common_options
+@pass_app
+@canon_command
+def pull(
+    app: App,
+    repo_id: str,
+    revision: str | None,
+    token: str | None,
+    repo_type: str,
+    cache_dir: str | None,
+    rename: bool,
+    no_results: bool,
+) -> None:
+    """Merge the zoo at Hub repository REPO_ID into this zoo (created if needed)."""
+    with open_zoo(app, create=True) as zoo:
+        result = zoo.pull(
+            repo_id,
+            revision=revision,
+            token=token,
+            repo_type=repo_type,
+            cache_dir=cache_dir,
+            rename=rename,
+            results=not no_results,
+            progress=app.progress,
+        )
+
+    def text() -> str:
+        at = f"{repo_id}@{result.revision}" + (f" ({result.commit[:12]})" if result.commit else "")
+        lines = [
+            f"pulled {len(result.added)} new entries from {at}; {result.present} already here, "
+            f"{result.downloaded} objects downloaded, {result.results} cached results"
+        ]
+        lines += [f"  renamed {old} -> {new}" for old, new in result.renamed.items()]
+        return "\n".join(lines)
+
+    emit(app, result.to_dict(), text)

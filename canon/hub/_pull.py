@@ -1,0 +1,226 @@
+"""Pull a zoo (or a revision of one) from a Hub repository into a local zoo."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from canon.errors import HubError, InvalidManifestError, NameClashError
+from canon.hub._remote import (
+    MANIFEST_FILE,
+    REPO_TYPES,
+    RESULTS_FILE,
+    check_repo_id,
+    hub_errors,
+    quiet_hub_bars,
+)
+from canon.zoo import CACHE_VERSION, Zoo
+from canon.zoo._manifest import import_entries, object_path, parse_manifest
+from canon.zoo._objects import check_sha, sha256_file
+from canon.zoo._records import PairResult, check_name
+
+__all__ = ["PullResult", "pull"]
+
+MAX_MANIFEST_BYTES = 64 << 20
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull did: the remote commit it read and the entries it added."""
+
+    repo_id: str
+    revision: str
+    commit: str | None
+    added: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)  # remote name -> local name
+    present: int = 0  # entries the zoo already held (same weights)
+    downloaded: int = 0  # objects fetched (from the Hub or its local cache)
+    results: int = 0  # cached pair results imported
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def pull(
+    zoo: Zoo,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    repo_type: str = "model",
+    endpoint: str | None = None,
+    cache_dir: str | Path | None = None,
+    rename: bool = False,
+    results: bool = True,
+    progress: bool = False,
+) -> PullResult:
+    """Merge the zoo at ``repo_id`` (branch, tag or commit ``revision``) into ``zoo``.
+
+    Everything is checked before the zoo changes: the manifest field by field
+    (ids are sha256s, objects live at ``objects/ab/<id>.safetensors``, no
+    unknown schema version, no user architectures), names against the zoo's
+    (a clash is an error, or with ``rename`` the entry becomes
+    ``<name>-<id[:8]>``), and every downloaded object's sha256 against its id.
+    Only objects the zoo lacks are downloaded, through the Hub's local cache
+    (so with ``HF_HUB_OFFLINE=1`` a cached revision pulls offline). Entries the
+    zoo already holds are skipped; cached pair results come along unless
+    ``results`` is false. On failure nothing is added.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    check_repo_id(repo_id)
+    if repo_type not in REPO_TYPES:
+        raise HubError(f"--repo-type must be one of {', '.join(REPO_TYPES)}", repo_id=repo_id)
+    wanted = revision or "main"
+
+    def download(filename: str, at: str) -> Path:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=at,
+                repo_type=repo_type,
+                cache_dir=cache_dir,
+                token=token,
+                endpoint=endpoint,
+            )
+        )
+
+    with hub_errors(repo_id, wanted, "pull"), quiet_hub_bars(False):
+        manifest_file = download(MANIFEST_FILE, wanted)
+        # The Hub cache keeps each file under snapshots/<commit>/: the commit this revision is.
+        snapshot = manifest_file.parent.name
+        commit = snapshot if _COMMIT_RE.fullmatch(snapshot) else None
+        at = commit or wanted
+        source = f"{repo_id}@{at[:12]}"
+        checked = parse_manifest(_read_json(manifest_file, source), source=source, trusted=False)
+
+        held = {e.id: e for e in zoo.entries()}
+        new = [e for e in checked.entries if e["id"] not in held]
+        names = _local_names(new, {e.name for e in held.values()}, rename, repo_id)
+
+        fetch = [e for e in new if not zoo.objects.exists(e["id"])]
+        paths = {e["id"]: zoo.objects.path(e["id"]) for e in new}
+        bar = _bar(progress, len(fetch), repo_id)
+        try:
+            for e in fetch:
+                path = download(object_path(e["id"]), at)
+                if sha256_file(path) != e["id"]:
+                    raise InvalidManifestError(
+                        f"{source}: the object of `{e['name']}` does not hash to its id "
+                        f"{e['id']}; nothing was pulled",
+                        source=source,
+                    )
+                paths[e["id"]] = path
+                bar.update(1)
+        finally:
+            bar.close()
+
+        pairs: list[PairResult] = []
+        if results:
+            try:
+                results_file = download(RESULTS_FILE, at)
+            except EntryNotFoundError:
+                results_file = None
+            if results_file is not None:
+                ids = {e["id"] for e in checked.entries} | set(held)
+                pairs = _check_results(_read_json(results_file, source), ids, source)
+
+    added = import_entries(zoo, new, paths.__getitem__, names=names)
+    stored = zoo.store_pairs(pairs) if pairs else 0
+    return PullResult(
+        repo_id=repo_id,
+        revision=wanted,
+        commit=commit,
+        added=[e.name for e in added],
+        renamed={e["name"]: names[e["id"]] for e in new if e["id"] in names},
+        present=len(checked.entries) - len(new),
+        downloaded=len(fetch),
+        results=stored,
+    )
+
+
+def _read_json(path: Path, source: str) -> Any:
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise InvalidManifestError(
+            f"{source}: {path.name} is larger than {MAX_MANIFEST_BYTES >> 20} MiB", source=source
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidManifestError(
+            f"{source}: {path.name} is not JSON: {exc}", source=source
+        ) from None
+
+
+def _local_names(
+    new: Iterable[Mapping[str, Any]], taken: set[str], rename: bool, repo_id: str
+) -> dict[str, str]:
+    """Local names for new entries whose remote name the zoo already uses (by entry id)."""
+    clashes = [e for e in new if e["name"] in taken]
+    if clashes and not rename:
+        listed = ", ".join(f"`{e['name']}`" for e in clashes[:5])
+        more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
+        raise NameClashError(
+            f"{len(clashes)} entries of {repo_id} have names this zoo uses for other weights: "
+            f"{listed}{more}; pull with --rename to add them as <name>-<id prefix>",
+            name=clashes[0]["name"],
+        )
+    taken = taken | {e["name"] for e in new}
+    names: dict[str, str] = {}
+    for e in clashes:
+        base = f"{e['name'][:110]}-{e['id'][:8]}"
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}-{n}"
+        names[e["id"]] = check_name(name)
+        taken.add(name)
+    return names
+
+
+def _check_results(data: Any, ids: set[str], source: str) -> list[PairResult]:
+    """Pair results of this code's cache version between known entries (others are dropped)."""
+    if not isinstance(data, dict) or data.get("format") != "canon-results":
+        raise InvalidManifestError(f"{source}: {RESULTS_FILE} is not canon results", source=source)
+    if data.get("cache_version") != CACHE_VERSION:
+        return []  # computed by another version of canon's mathematics: recompute here
+    pairs = data.get("pairs")
+    if not isinstance(pairs, list):
+        raise InvalidManifestError(f"{source}: `pairs` must be a list", source=source)
+    out = []
+    for raw in pairs:
+        try:
+            pair = PairResult(
+                a=check_sha(raw["a"]),
+                b=check_sha(raw["b"]),
+                kind=_short_text(raw["kind"]),
+                options_hash=_short_text(raw["options_hash"]),
+                result=dict(raw["result"]),
+            )
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InvalidManifestError(
+                f"{source}: a cached result is malformed ({exc})", source=source
+            ) from None
+        if pair.a in ids and pair.b in ids:
+            out.append(pair)
+    return out
+
+
+def _short_text(value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 128 or not value.isprintable():
+        raise ValueError(f"{value!r} is not a short printable string")
+    return value
+
+
+def _bar(show: bool, total: int, repo_id: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"pull {repo_id}", unit="obj", disable=not show or total == 0)

@@ -1,0 +1,156 @@
+"""Push a zoo to a Hub repository as one atomic commit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from canon.errors import HubError, PushConflictError
+from canon.hub._card import model_card
+from canon.hub._remote import (
+    CARD_FILE,
+    MANIFEST_FILE,
+    REPO_TYPES,
+    RESULTS_FILE,
+    check_repo_id,
+    hub_errors,
+    quiet_hub_bars,
+)
+from canon.zoo import CACHE_VERSION, Zoo
+from canon.zoo._manifest import manifest, object_path
+
+__all__ = ["PushResult", "push", "results_document"]
+
+_OBJECT_PREFIX = "objects/"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did: the commit it made (None when the remote was already up to date)."""
+
+    repo_id: str
+    revision: str
+    commit: str | None
+    url: str | None
+    entries: int
+    uploaded: int  # objects the remote lacked
+    kept: int  # objects the remote already had
+    deleted: int  # remote objects of entries this zoo lacks (only with force)
+    results: int  # cached pair results pushed
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def results_document(zoo: Zoo) -> dict[str, Any]:
+    """The zoo's cached pair results as pushed to ``canon-results.json``."""
+    return {
+        "format": "canon-results",
+        "cache_version": CACHE_VERSION,
+        "pairs": [r.to_dict() for r in zoo.pair_results()],
+    }
+
+
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=1, sort_keys=True) + "\n").encode()
+
+
+def push(
+    zoo: Zoo,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+    repo_type: str = "model",
+    endpoint: str | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> PushResult:
+    """Push ``zoo`` to ``repo_id`` (created if needed) as one commit on ``revision``.
+
+    The commit holds ``canon-manifest.json``, ``canon-results.json``, the model
+    card ``README.md`` and the objects the remote lacks (those it has are not
+    uploaded again). It is made against the remote head read at the start
+    (``parent_commit``), so a concurrent push makes this one fail with
+    :class:`PushConflictError` instead of overwriting it. A remote holding
+    entries this zoo lacks is refused too (pull them first), unless ``force``,
+    which deletes them from the remote.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.hf_api import RepoFile
+
+    check_repo_id(repo_id)
+    if repo_type not in REPO_TYPES:
+        raise HubError(f"--repo-type must be one of {', '.join(REPO_TYPES)}", repo_id=repo_id)
+    branch = revision or "main"
+    api = HfApi(endpoint=endpoint, token=token)
+    with hub_errors(repo_id, branch, "push to"), quiet_hub_bars(progress):
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        if branch != "main":
+            api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
+        head = api.repo_info(repo_id, repo_type=repo_type, revision=branch).sha
+        remote = {
+            f.path
+            for f in api.list_repo_tree(repo_id, recursive=True, revision=head, repo_type=repo_type)
+            if isinstance(f, RepoFile)
+        }
+        entries = zoo.entries()
+        local = {object_path(e.id) for e in entries}
+        stale = sorted(p for p in remote if p.startswith(_OBJECT_PREFIX) and p not in local)
+        if stale and not force:
+            raise PushConflictError(
+                f"`{repo_id}@{branch}` holds {len(stale)} objects of entries this zoo lacks; "
+                f"pull them first (canon pull {repo_id}), or push with --force to delete them "
+                "from the remote",
+                repo_id=repo_id,
+                revision=branch,
+            )
+        missing = [e for e in entries if object_path(e.id) not in remote]
+        results = results_document(zoo)
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
+            CommitOperationAdd(object_path(e.id), str(zoo.objects.path(e.id))) for e in missing
+        ]
+        operations += [CommitOperationDelete(p) for p in stale]
+        operations += [
+            CommitOperationAdd(MANIFEST_FILE, _json_bytes(manifest(zoo))),
+            CommitOperationAdd(RESULTS_FILE, _json_bytes(results)),
+            CommitOperationAdd(CARD_FILE, model_card(zoo, repo_id).encode()),
+        ]
+        message = commit_message or (
+            f"canon push: {len(entries)} entries ({len(missing)} new objects)"
+        )
+        try:
+            info = api.create_commit(
+                repo_id,
+                operations,
+                commit_message=message,
+                parent_commit=head,
+                revision=branch,
+                repo_type=repo_type,
+            )
+        except HfHubHTTPError as exc:
+            if exc.response is not None and exc.response.status_code in (409, 412):
+                raise PushConflictError(
+                    f"`{repo_id}@{branch}` changed while this push ran (another push?); "
+                    "nothing was committed: pull, then push again",
+                    repo_id=repo_id,
+                    revision=branch,
+                ) from None
+            raise
+    made = info.oid != head
+    return PushResult(
+        repo_id=repo_id,
+        revision=branch,
+        commit=info.oid if made else None,
+        url=info.commit_url if made else None,
+        entries=len(entries),
+        uploaded=len(missing),
+        kept=len(entries) - len(missing),
+        deleted=len(stale),
+        results=len(results["pairs"]),
+    )

@@ -1,0 +1,112 @@
+"""What a zoo looks like on the Hub, and the one place Hub client errors become canon's."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from canon.errors import HubError
+
+__all__ = [
+    "CARD_FILE",
+    "MANIFEST_FILE",
+    "REPO_TYPES",
+    "RESULTS_FILE",
+    "check_repo_id",
+    "hub_errors",
+    "quiet_hub_bars",
+]
+
+MANIFEST_FILE = "canon-manifest.json"  # entries, tags, metrics, families, references
+RESULTS_FILE = "canon-results.json"  # cached pair results (curves, distances)
+CARD_FILE = "README.md"  # the model card
+REPO_TYPES = ("model", "dataset")
+
+_REPO_ID_RE = re.compile(r"(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}")
+
+
+def check_repo_id(repo_id: object) -> str:
+    """``repo_id`` if it looks like a Hub repository id (``name`` or ``owner/name``)."""
+    if (
+        not isinstance(repo_id, str)
+        or not _REPO_ID_RE.fullmatch(repo_id)
+        or ".." in repo_id
+        or repo_id.endswith((".git", "."))
+    ):
+        raise HubError(
+            f"invalid repository id {repo_id!r}: use `owner/name` (letters, digits, `-`, `_`, `.`)",
+            repo_id=str(repo_id),
+        )
+    return repo_id
+
+
+@contextmanager
+def hub_errors(repo_id: str, revision: str | None, action: str) -> Iterator[None]:
+    """Turn the Hub client's exceptions into :class:`HubError` naming the repo and revision."""
+    import httpx2
+    from huggingface_hub import errors as hf
+
+    at = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        yield
+    except hf.RevisionNotFoundError:
+        raise HubError(
+            f"cannot {action}: `{repo_id}` has no revision `{revision}`",
+            repo_id=repo_id,
+            revision=revision,
+        ) from None
+    except hf.RepositoryNotFoundError:
+        raise HubError(
+            f"cannot {action}: no repository `{repo_id}` (or it is private: pass --token)",
+            repo_id=repo_id,
+            revision=revision,
+        ) from None
+    except hf.RemoteEntryNotFoundError:
+        raise HubError(
+            f"cannot {action}: `{at}` holds no canon zoo (no {MANIFEST_FILE})",
+            repo_id=repo_id,
+            revision=revision,
+        ) from None
+    except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled) as exc:
+        raise HubError(
+            f"cannot {action} `{at}`: the Hub is unreachable or offline (HF_HUB_OFFLINE=1) "
+            f"and the local Hub cache does not hold it ({_first_line(exc)})",
+            repo_id=repo_id,
+            revision=revision,
+        ) from None
+    except hf.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        server = getattr(exc, "server_message", None) or _first_line(exc)
+        raise HubError(
+            f"cannot {action} `{at}`: the Hub answered {status}: {server}",
+            repo_id=repo_id,
+            revision=revision,
+        ) from None
+    except (httpx2.TransportError, ConnectionError) as exc:  # refused, DNS, timeouts
+        raise HubError(
+            f"cannot {action} `{at}`: {_first_line(exc)}", repo_id=repo_id, revision=revision
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@contextmanager
+def quiet_hub_bars(show: bool) -> Iterator[None]:
+    """Hide the Hub client's own progress bars unless ``show`` (restored afterwards)."""
+    from huggingface_hub.utils.tqdm import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    was_disabled = are_progress_bars_disabled()
+    if not show:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_disabled != are_progress_bars_disabled():
+            (disable_progress_bars if was_disabled else enable_progress_bars)()

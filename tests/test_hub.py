@@ -1,0 +1,325 @@
+"""Push and pull through the real Hub client against a Hub-protocol server on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hub_server import FakeHub
+from huggingface_hub import HfApi
+
+from canon.architectures import build_model
+from canon.errors import HubError, InvalidManifestError, NameClashError, PushConflictError
+from canon.hub import CARD_FILE, MANIFEST_FILE, RESULTS_FILE
+from canon.zoo import Zoo
+from canon.zoo._manifest import manifest, object_path
+
+TOKEN = "hf_test_token"
+CONFIG = {"in_features": 64, "hidden": [12], "classes": 10}
+POINTS = 25  # the default: the model card shows cached default tables
+
+
+def _net(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return build_model("mlp", CONFIG).state_dict()
+
+
+def _fill(zoo: Zoo, seeds: range, prefix: str = "net") -> None:
+    for seed in seeds:
+        zoo.add(
+            _net(seed),
+            name=f"{prefix}{seed}",
+            architecture="mlp",
+            config=CONFIG,
+            dataset="digits",
+            tags={"algo": "sgd" if seed % 2 else "rsgd", "seed": seed},
+        )
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[FakeHub]:
+    with FakeHub(token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def options(hub: FakeHub, tmp_path: Path) -> dict[str, Any]:
+    """Client options: the loopback endpoint, the token, a Hub cache of this test's own."""
+    return {"endpoint": hub.endpoint, "token": TOKEN}
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    return tmp_path / "hf-cache"
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[Zoo]:
+    """A zoo of three small MLPs on digits, with its geodesic barrier table cached."""
+    zoo = Zoo.open(tmp_path / "source")
+    _fill(zoo, range(3))
+    zoo.barrier_table(path="geodesic", points=POINTS, device="cpu")
+    yield zoo
+    zoo.close()
+
+
+def test_push_then_pull_gives_identical_entries_and_table(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """Push, then pull into an empty zoo: same entries, and the same barrier table from cache."""
+    pushed = source.push("lab/roundtrip", **options)
+    assert (pushed.uploaded, pushed.kept, pushed.entries) == (3, 0, 3)
+    assert pushed.commit == hub.head("lab/roundtrip")
+    files = hub.files("lab/roundtrip")
+    assert {MANIFEST_FILE, RESULTS_FILE, CARD_FILE} <= set(files)
+    assert {object_path(e.id) for e in source.entries()} <= set(files)
+    card = files[CARD_FILE].decode()
+    assert "library_name: canon" in card and "- digits" in card
+    assert "| net0 | mlp | digits | solution |" in card
+    assert "## Geodesic barriers" in card
+
+    with Zoo.open(tmp_path / "copy") as copy:
+        pulled = copy.pull("lab/roundtrip", cache_dir=cache, **options)
+        assert sorted(pulled.added) == ["net0", "net1", "net2"]
+        assert pulled.commit == pushed.commit and pulled.downloaded == 3
+        assert [e.to_dict() for e in copy.entries()] == [e.to_dict() for e in source.entries()]
+        assert manifest(copy) == manifest(source)
+        table = copy.barrier_table(path="geodesic", points=POINTS, device="cpu")
+        assert table.computed == 0  # every pair came with the pull
+        expected = source.barrier_table(path="geodesic", points=POINTS, device="cpu")
+        assert table.names == expected.names
+        assert table.matrix.tolist() == expected.matrix.tolist()
+        for e in copy.entries():
+            assert copy.objects.path(e.id).read_bytes() == source.objects.path(e.id).read_bytes()
+
+
+def test_second_push_uploads_only_new_objects(
+    hub: FakeHub, source: Zoo, options: dict[str, Any]
+) -> None:
+    """A second push uploads only the new entry's object (counted at the server); a third none."""
+    source.push("lab/incremental", **options)
+    before = len(hub.lfs_uploads)
+    _fill(source, range(3, 4))
+    second = source.push("lab/incremental", **options)
+    assert (second.uploaded, second.kept) == (1, 3)
+    assert hub.lfs_uploads[before:] == [source.get("net3").id]
+    third = source.push("lab/incremental", **options)
+    assert third.commit is None and third.uploaded == 0
+    assert len(hub.lfs_uploads) == before + 1
+
+
+def test_concurrent_push_fails_cleanly(hub: FakeHub, source: Zoo, options: dict[str, Any]) -> None:
+    """A commit landing between a push's read of the head and its commit makes the push fail."""
+    source.push("lab/race", **options)
+    _fill(source, range(3, 4))
+    hub.interleave("lab/race", {"notes.txt": b"another client's push"})
+    with pytest.raises(PushConflictError, match="changed while this push ran"):
+        source.push("lab/race", **options)
+    files = hub.files("lab/race")
+    assert files["notes.txt"] == b"another client's push"  # not clobbered
+    assert object_path(source.get("net3").id) not in files  # and nothing of ours committed
+    assert source.push("lab/race", **options).uploaded == 1  # a retry goes through
+
+
+def test_push_refuses_to_drop_remote_entries(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], tmp_path: Path
+) -> None:
+    """Pushing a zoo that lacks the remote's entries is refused, unless forced (which deletes)."""
+    source.push("lab/shared", **options)
+    with Zoo.open(tmp_path / "other") as other:
+        _fill(other, range(10, 11), prefix="other")
+        head = hub.head("lab/shared")
+        with pytest.raises(PushConflictError, match="pull them first"):
+            other.push("lab/shared", **options)
+        assert hub.head("lab/shared") == head
+        forced = other.push("lab/shared", force=True, **options)
+        assert forced.deleted == 3
+        objects = [p for p in hub.files("lab/shared") if p.startswith("objects/")]
+        assert objects == [object_path(other.get("other10").id)]
+
+
+def test_pull_name_clash_is_an_error_or_renamed(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """A remote entry named like a local one with other weights: an error, or --rename."""
+    source.push("lab/clash", **options)
+    with Zoo.open(tmp_path / "local") as local:
+        local.add(_net(1), name="net1", architecture="mlp", config=CONFIG, dataset="digits")
+        local.add(_net(99), name="net0", architecture="mlp", config=CONFIG, dataset="digits")
+        before = (local.entries(), _files(local.root))
+        with pytest.raises(NameClashError, match="--rename"):
+            local.pull("lab/clash", cache_dir=cache, **options)
+        assert (local.entries(), _files(local.root)) == before
+        result = local.pull("lab/clash", cache_dir=cache, rename=True, **options)
+        renamed = f"net0-{source.get('net0').id[:8]}"
+        assert result.renamed == {"net0": renamed}
+        assert local.get(renamed).id == source.get("net0").id
+        assert local.get("net0").id != source.get("net0").id
+        assert result.present == 1 and sorted(result.added) == [renamed, "net2"]
+
+
+def test_pull_revision_commit_and_tag(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """Pulling a tag or a commit gives the zoo as it was then; main gives the newest."""
+    first = source.push("lab/versions", **options).commit
+    HfApi(endpoint=hub.endpoint, token=TOKEN).create_tag("lab/versions", tag="v1")
+    _fill(source, range(3, 5))
+    source.push("lab/versions", **options)
+    for revision, count in (("v1", 3), (first, 3), (None, 5)):
+        with Zoo.open(tmp_path / f"at-{revision}") as zoo:
+            result = zoo.pull("lab/versions", revision=revision, cache_dir=cache, **options)
+            assert len(zoo) == count and len(result.added) == count
+    with Zoo.open(tmp_path / "missing") as zoo, pytest.raises(HubError, match="no revision"):
+        zoo.pull("lab/versions", revision="v9", cache_dir=cache, **options)
+
+
+def _hostile(files: dict[str, Any], entry: dict[str, Any], case: str) -> dict[str, Any]:
+    data = json.loads(files[MANIFEST_FILE])
+    first = data["entries"][0]
+    if case == "absolute":
+        first["object"] = "/tmp/evil.safetensors"
+    elif case == "dotdot":
+        first["object"] = "../../evil.safetensors"
+    elif case == "id-path":
+        first["id"] = "../../../evil"
+    elif case == "schema":
+        data["schema_version"] = 99
+    elif case == "code":
+        first["architecture"] = "subprocess:run"
+    elif case == "hash":
+        pass  # the object at the first entry's path is replaced by other bytes below
+    return data
+
+
+@pytest.mark.parametrize("case", ["absolute", "dotdot", "id-path", "schema", "code", "hash"])
+def test_hostile_repository_is_rejected_with_nothing_written(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path, case: str
+) -> None:
+    """Absolute or `..` paths, bad ids, unknown schemas, code names, wrong hashes: refused."""
+    repo = f"evil/{case}"
+    source.push(repo, **options)
+    files = hub.files(repo)
+    data = _hostile(files, json.loads(files[MANIFEST_FILE])["entries"][0], case)
+    changes: dict[str, bytes | None] = {MANIFEST_FILE: json.dumps(data).encode()}
+    if case == "hash":
+        victim = data["entries"][0]["id"]
+        changes[object_path(victim)] = files[object_path(data["entries"][1]["id"])]
+    hub.commit(repo, changes)
+    zoo_root = tmp_path / "victim"
+    with Zoo.open(zoo_root) as zoo:
+        before = _files(tmp_path)
+        with pytest.raises(InvalidManifestError):
+            zoo.pull(repo, cache_dir=cache, **options)
+        assert len(zoo) == 0
+        written = {p for p in _files(tmp_path) - before if not p.startswith("victim/")}
+        assert all(p.startswith("hf-cache/") for p in written), written  # the Hub cache only
+        assert not list((zoo_root / "objects").rglob("*.safetensors"))
+    assert not Path("/tmp/evil.safetensors").exists()
+
+
+def test_private_repo_needs_the_token(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """A private repository pulls with the token and is invisible without it."""
+    source.push("lab/private", private=True, **options)
+    assert hub.repos["lab/private"].private
+    with Zoo.open(tmp_path / "anon") as zoo:
+        with pytest.raises(HubError, match="pass --token"):
+            zoo.pull("lab/private", endpoint=hub.endpoint, token=False, cache_dir=cache)  # type: ignore[arg-type]
+        assert len(zoo.pull("lab/private", cache_dir=cache, **options).added) == 3
+
+
+def test_bad_repo_ids_and_unreachable_hub_are_clear_errors(source: Zoo, tmp_path: Path) -> None:
+    """Malformed repository ids and an endpoint nobody listens on give one-line HubErrors."""
+    for bad in ("../x", "a/b/c", "", "x/y.git"):
+        with pytest.raises(HubError, match="invalid repository id"):
+            source.push(bad, endpoint="http://127.0.0.1:9")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(HubError, match="cannot push"):
+        source.push("lab/nowhere", endpoint=dead, token=TOKEN)
+
+
+def test_nothing_leaves_loopback(source: Zoo, cache: Path, tmp_path: Path) -> None:
+    """Every connection and name lookup of a push and a pull is for 127.0.0.1."""
+    connects: list[Any] = []
+    lookups: list[Any] = []
+    recording = True
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if recording and event == "socket.connect":
+            connects.append(args[1])
+        elif recording and event == "socket.getaddrinfo":
+            lookups.append(args[0])
+
+    with FakeHub(token=TOKEN) as fresh:  # a new port: no pooled connection can be reused
+        sys.addaudithook(hook)
+        try:
+            source.push("lab/loopback", endpoint=fresh.endpoint, token=TOKEN)
+            with Zoo.open(tmp_path / "copy") as copy:
+                copy.pull("lab/loopback", endpoint=fresh.endpoint, token=TOKEN, cache_dir=cache)
+        finally:
+            recording = False
+    assert connects, "the audit hook saw no connection"
+    assert {address[0] for address in connects} == {"127.0.0.1"}
+    assert set(lookups) <= {"127.0.0.1"}
+    assert fresh.clients == {"127.0.0.1"}
+
+
+def _canon(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "canon", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+
+
+def test_cli_push_pull_and_offline_pull_from_cache(
+    hub: FakeHub, source: Zoo, tmp_path: Path, cache: Path
+) -> None:
+    """`canon push`/`pull` from the shell; with HF_HUB_OFFLINE=1 a cached revision still pulls."""
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": TOKEN}
+    source.close()
+    done = _canon("push", "lab/cli", "--zoo", str(source.root), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    pushed = json.loads(done.stdout)
+    assert pushed["uploaded"] == 3 and pushed["commit"] == hub.head("lab/cli")
+
+    online = tmp_path / "online"
+    pull = ["pull", "lab/cli", "--cache-dir", str(cache), "--json"]
+    done = _canon(*pull, "--zoo", str(online), env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["downloaded"] == 3
+
+    offline_env = {**env, "HF_HUB_OFFLINE": "1"}
+    requests = sum(hub.requests.values())
+    done = _canon(*pull, "--zoo", str(tmp_path / "offline"), env=offline_env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(json.loads(done.stdout)["added"]) == ["net0", "net1", "net2"]
+    assert sum(hub.requests.values()) == requests  # served from the cache alone
+    with Zoo.open(online) as a, Zoo.open(tmp_path / "offline") as b:
+        assert manifest(a) == manifest(b)
+
+    done = _canon(
+        "pull", "lab/uncached", "--cache-dir", str(cache), "--zoo", str(tmp_path / "x"),
+        env=offline_env,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("Error: cannot pull `lab/uncached@main`")
+    assert len(done.stderr.strip().splitlines()) == 1
