@@ -8,6 +8,7 @@ tensor at fault, state the cause and, where there is one, the fix.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "CanonError",
     "CheckpointFormatError",
     "ConfigError",
@@ -20,9 +21,12 @@ __all__ = [
     "HubError",
     "InvalidEntryError",
     "InvalidManifestError",
+    "JobNotFoundError",
     "NameClashError",
     "NonFiniteError",
     "PushConflictError",
+    "ReadOnlyError",
+    "RequestTooLargeError",
     "SpecMismatchError",
     "UnknownNameError",
     "UnsupportedModuleError",
@@ -159,3 +163,30 @@ class HubError(CanonError, OSError):
 
 class PushConflictError(HubError):
     """A push refused because the remote changed (a concurrent push) or holds entries not pulled."""
+
+
+class JobNotFoundError(ZooError, KeyError):
+    """A job id that the zoo's job queue does not hold."""
+
+    def __init__(self, message: str, *, job_id: str = "") -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class AuthenticationError(CanonError, PermissionError):
+    """A write request to the service without a valid bearer token."""
+
+
+class ReadOnlyError(CanonError, PermissionError):
+    """A write request to a service started without a token (it serves reads only)."""
+
+
+class RequestTooLargeError(CanonError, ValueError):
+    """A request body larger than the service accepts."""
+
+    def __init__(self, message: str, *, limit: int = 0) -> None:
+        super().__init__(message)
+        self.limit = limit

@@ -114,6 +114,23 @@ def test_rev1_fixture_upgrades_with_data_intact(tmp_path: Path) -> None:
     assert zoo.verify().ok
 
 
+def test_rev2_fixture_upgrades_with_data_intact(tmp_path: Path) -> None:
+    """A zoo frozen at revision 0002 opens at head, keeps its entry and caches, and gains jobs."""
+    root = tmp_path / "old"
+    shutil.copytree(FIXTURES / "zoo_rev2", root)
+    assert sql(root, "SELECT version_num FROM alembic_version") == [("0002",)]
+    zoo = Zoo.open(root)
+    assert sql(root, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
+    assert sql(root, "SELECT name FROM sqlite_master WHERE name='jobs'") == [("jobs",)]
+    entry = zoo["old-b"]
+    assert entry.dataset == "digits" and entry.tags == {"seed": "1"}
+    assert entry.metrics == {"train_error": 0.125}
+    assert same(zoo.state(entry), mlp_state(0))
+    assert zoo.alignment(entry).is_identity
+    assert zoo.cached_pair(entry.id, entry.id, "linear", "0" * 32) == {"barrier": 0.0}
+    assert zoo.verify().ok
+
+
 def test_migrations_match_models(zoo: Zoo) -> None:
     """Alembic's check finds no drift between the models and the migrations at head."""
     command.check(alembic_config(f"sqlite:///{zoo.root / 'canon.sqlite'}"))

@@ -6,6 +6,7 @@ import click
 
 from canon.cli import _analysis_commands as analysis
 from canon.cli import _hub_commands as hub
+from canon.cli import _serve_command as serving
 from canon.cli import _zoo_commands as zoo
 from canon.cli._app import App, canon_command, common_options, emit, pass_app
 from canon.cli._common import parse_json
@@ -106,6 +107,7 @@ for _command in (
     analysis.midpoint,
     hub.push,
     hub.pull,
+    serving.serve,
 ):
     cli.add_command(_command)
 

@@ -26,6 +26,7 @@ __all__ = [
     "CanonicalCacheModel",
     "EntryModel",
     "FamilyModel",
+    "JobModel",
     "PairCacheModel",
     "ParentModel",
     "TagModel",
@@ -135,3 +136,31 @@ class PairCacheModel(Base):
     options_hash: Mapped[str] = mapped_column(String(SHA), primary_key=True)
     cache_version: Mapped[int] = mapped_column(Integer, primary_key=True)
     result: Mapped[str] = mapped_column(Text)
+
+
+class JobModel(Base):
+    """A unit of long work (a comparison, a table, a midpoint) queued by the service.
+
+    ``key`` identifies the request (kind and parameters); ``active_key`` holds
+    it while the job is queued or running and is NULL afterwards, so the unique
+    constraint lets at most one active job exist per request.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_created", "state", "created"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(SHA), index=True)
+    active_key: Mapped[str | None] = mapped_column(String(SHA), unique=True)
+    params: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    done: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer)
+    result: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(128))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(DateTime)
+    started: Mapped[datetime | None] = mapped_column(DateTime)
+    finished: Mapped[datetime | None] = mapped_column(DateTime)

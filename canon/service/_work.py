@@ -1,0 +1,261 @@
+"""What the service computes, through the zoo API only: cache probes, job requests, job handlers.
+
+A request for a comparison or a table is first answered from the pair cache
+(:class:`CacheOnlyZoo`); what is not cached becomes a job whose parameters
+name entries by id, so identical requests share one job. Handlers run jobs
+in a worker thread on the worker's own :class:`~canon.zoo.Zoo`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from canon.engine import PATH_KINDS
+from canon.errors import ConfigError, InvalidEntryError, NameClashError
+from canon.zoo import Comparison, Entry, Table, Zoo
+from canon.zoo._analysis import CURVE_METRICS, DISTANCE_METRICS
+from canon.zoo._records import check_name
+
+__all__ = [
+    "COMPARABLE_PATHS",
+    "DEFAULT_PATHS",
+    "JOB_KINDS",
+    "METRICS",
+    "MIDPOINT_PATHS",
+    "CacheOnlyZoo",
+    "NotCachedError",
+    "cached_comparison",
+    "cached_table",
+    "check_upload",
+    "compare_params",
+    "comparison_figure",
+    "midpoint_params",
+    "run_job",
+    "select_entries",
+    "table_params",
+]
+
+Progress = Callable[[int, int], None]
+COMPARABLE_PATHS: tuple[str, ...] = tuple(k for k in PATH_KINDS if not k.startswith("bend"))
+DEFAULT_PATHS: tuple[str, ...] = ("linear", "linear_aligned", "geodesic")
+MIDPOINT_PATHS: tuple[str, ...] = ("geodesic", "linear", "linear_aligned")
+METRICS: tuple[str, ...] = CURVE_METRICS + DISTANCE_METRICS
+JOB_KINDS: tuple[str, ...] = ("compare", "table", "midpoint")
+_FIGURE_LOCK = threading.Lock()  # matplotlib's font cache is shared by all figures
+
+
+class NotCachedError(Exception):
+    """Raised by :class:`CacheOnlyZoo` where a pair would have to be computed."""
+
+
+class CacheOnlyZoo(Zoo):
+    """A zoo whose comparisons and tables come from the pair cache only.
+
+    It keys and validates exactly as :class:`~canon.zoo.Zoo` does (same
+    ``compare`` and ``barrier_table``) but raises :class:`NotCachedError`
+    instead of computing a pair, so a request thread never runs mathematics.
+    """
+
+    def _compute(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise NotCachedError
+
+
+def _ids(zoo: Zoo, names: Sequence[str]) -> list[Entry]:
+    return [zoo.get(check_name(n)) for n in names]
+
+
+def compare_params(zoo: Zoo, a: str, b: str, paths: Sequence[str], points: int) -> dict[str, Any]:
+    """The job parameters of a comparison (entries by id); unknown entries raise."""
+    ea, eb = _ids(zoo, [a, b])
+    return {"a": ea.id, "b": eb.id, "paths": list(paths or DEFAULT_PATHS), "points": points}
+
+
+def select_entries(
+    zoo: Zoo, names: Sequence[str] | None, tags: Mapping[str, str] | None
+) -> list[Entry]:
+    """Entries named in ``names`` (all entries when empty), keeping those with every tag."""
+    wanted = dict(tags or {})
+    if names:
+        chosen = [e for e in _ids(zoo, names) if all(e.tags.get(k) == v for k, v in wanted.items())]
+    else:
+        chosen = zoo.select(tags=wanted)
+    if len(chosen) < 2:
+        raise ConfigError("a table needs at least two entries; the selection has fewer")
+    return chosen
+
+
+def table_params(
+    zoo: Zoo,
+    names: Sequence[str] | None,
+    tags: Mapping[str, str] | None,
+    path: str,
+    metric: str,
+    points: int,
+) -> dict[str, Any]:
+    """The job parameters of a table over a selection (entries by id, in order)."""
+    chosen = select_entries(zoo, names, tags)
+    return {"entries": [e.id for e in chosen], "path": path, "metric": metric, "points": points}
+
+
+def midpoint_params(zoo: Zoo, a: str, b: str, name: str, path: str, epochs: int) -> dict[str, Any]:
+    """The job parameters of a midpoint, checked before anything is queued."""
+    check_name(name)
+    if name in zoo:
+        raise NameClashError(f"an entry named `{name}` already exists in {zoo!r}", name=name)
+    ea, eb = _ids(zoo, [a, b])
+    if ea.family != eb.family or ea.dataset != eb.dataset:
+        raise ConfigError(
+            f"`{ea.name}` and `{eb.name}` must share architecture, config and dataset "
+            "for a midpoint"
+        )
+    if ea.dataset is None:
+        raise InvalidEntryError(f"entry `{ea.name}` has no dataset; a midpoint trains on it")
+    if path not in MIDPOINT_PATHS:
+        raise ConfigError(f"`path` must be one of {', '.join(MIDPOINT_PATHS)}, got `{path}`")
+    return {"a": ea.id, "b": eb.id, "name": name, "path": path, "epochs": epochs}
+
+
+def check_upload(zoo: Zoo, path: Path, architecture: str | None, dataset: str | None) -> None:
+    """Refuse what a client must not make the server load: stricter than ``canon add``.
+
+    Only registered architectures are built (a ``module:function`` one would
+    import and call server code chosen by the client), whether named in the
+    request or in the file's metadata; a dataset with a path (``npz:PATH``)
+    must be one the zoo already uses (it would read a server file).
+    """
+    from canon.architectures import list_architectures
+    from canon.checkpoint import read_header
+    from canon.zoo._ingest import META_ARCH
+
+    name = architecture or read_header(path).metadata.get(META_ARCH)
+    if name is not None and name not in list_architectures():
+        raise ConfigError(
+            f"architecture `{name}` is not registered on this server; uploads can use "
+            f"{', '.join(list_architectures())} (add others with `canon add` on the server)"
+        )
+    if dataset is not None and ":" in dataset and dataset not in {e.dataset for e in zoo.entries()}:
+        raise ConfigError(
+            f"dataset `{dataset}` names a file; uploads can name registered datasets or "
+            "those the zoo already uses"
+        )
+
+
+def cached_comparison(probe: CacheOnlyZoo, params: Mapping[str, Any]) -> Comparison | None:
+    """The comparison if every part of it is cached, else None (invalid requests raise)."""
+    try:
+        return probe.compare(
+            params["a"], params["b"], paths=params["paths"], points=params["points"], device="cpu"
+        )
+    except NotCachedError:
+        return None
+
+
+def cached_table(probe: CacheOnlyZoo, params: Mapping[str, Any]) -> Table | None:
+    """The table if every pair is cached, else None (invalid requests raise)."""
+    try:
+        return probe.barrier_table(
+            params["entries"],
+            path=params["path"],
+            metric=params["metric"],
+            points=params["points"],
+            device="cpu",
+        )
+    except NotCachedError:
+        return None
+
+
+def comparison_figure(comparison: Comparison, fmt: str = "svg") -> bytes:
+    """The error-along-path figure of a comparison (``svg`` or ``png``) as bytes."""
+    from canon.plots import plot_curves
+
+    with tempfile.TemporaryDirectory(prefix="canon-figure-") as tmp:
+        out = Path(tmp) / f"curves.{fmt}"
+        with _FIGURE_LOCK:
+            plot_curves(comparison.curves, out, title=f"{comparison.a} vs {comparison.b}")
+        return out.read_bytes()
+
+
+def _run_compare(
+    zoo: Zoo, params: Mapping[str, Any], device: str, progress: Progress
+) -> dict[str, Any]:
+    result = zoo.compare(
+        params["a"],
+        params["b"],
+        paths=params["paths"],
+        points=params["points"],
+        device=device,
+        progress=progress,
+    )
+    return result.to_dict()
+
+
+def _run_table(
+    zoo: Zoo, params: Mapping[str, Any], device: str, progress: Progress
+) -> dict[str, Any]:
+    result = zoo.barrier_table(
+        params["entries"],
+        path=params["path"],
+        metric=params["metric"],
+        points=params["points"],
+        device=device,
+        progress=progress,
+    )
+    return result.to_dict()
+
+
+def _run_midpoint(
+    zoo: Zoo, params: Mapping[str, Any], device: str, progress: Progress
+) -> dict[str, Any]:
+    from canon.engine import optimize_midpoint
+
+    ea, eb = zoo.get(params["a"]), zoo.get(params["b"])
+    result = optimize_midpoint(
+        zoo.state(ea),
+        zoo.state(eb),
+        zoo.model(ea),
+        zoo.dataset(ea),
+        params["path"],
+        epochs=params["epochs"],
+        device=device,
+        progress=lambda p: progress(p.epoch, p.epochs),
+    )
+    entry = zoo.add(
+        {k: v.cpu() for k, v in result.state.items()},
+        name=params["name"],
+        architecture=ea.architecture,
+        config=ea.config,
+        dataset=ea.dataset,
+        kind="midpoint",
+        parents=(ea, eb),
+        tags={"path": params["path"]},
+        metrics={"train_error": result.train_error, "bend_barrier": result.barrier},
+        device=device,
+    )
+    return {
+        "entry": entry.to_dict(),
+        "bend_barrier": result.barrier,
+        "epochs": result.epochs,
+        "curve": result.curve.to_dict(),
+    }
+
+
+_HANDLERS: dict[str, Callable[[Zoo, Mapping[str, Any], str, Progress], dict[str, Any]]] = {
+    "compare": _run_compare,
+    "table": _run_table,
+    "midpoint": _run_midpoint,
+}
+
+
+def run_job(
+    zoo: Zoo, kind: str, params: Mapping[str, Any], device: str | torch.device, progress: Progress
+) -> dict[str, Any]:
+    """Compute a job of ``kind`` on ``zoo`` and return its JSON-ready result."""
+    if kind not in _HANDLERS:
+        raise ConfigError(f"unknown job kind `{kind}`; expected one of {', '.join(JOB_KINDS)}")
+    return _HANDLERS[kind](zoo, params, str(device), progress)
