@@ -24,6 +24,7 @@ __all__ = [
     "JobNotFoundError",
     "NameClashError",
     "NonFiniteError",
+    "NotCachedError",
     "PushConflictError",
     "ReadOnlyError",
     "RequestTooLargeError",
@@ -190,3 +191,7 @@ class RequestTooLargeError(CanonError, ValueError):
     def __init__(self, message: str, *, limit: int = 0) -> None:
         super().__init__(message)
         self.limit = limit
+
+
+class NotCachedError(ZooError, LookupError):
+    """A result asked for from the cache alone (``compute=False``) that is not cached."""

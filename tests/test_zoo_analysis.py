@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from canon.architectures import build_model
 from canon.data import load_dataset, subset
 from canon.engine import train
-from canon.errors import ConfigError, CorruptZooError
+from canon.errors import ConfigError, CorruptZooError, NotCachedError
 from canon.zoo import Zoo
 
 NET = ("mlp", {"in_features": 64, "hidden": [12], "classes": 10})
@@ -63,6 +65,29 @@ def test_table_options_are_part_of_the_key(zoo):
     assert (
         zoo.barrier_table(["net-1", "net-0"], metric="excess", points=5, device="cpu").computed == 0
     )
+
+
+def test_cache_only_requests_compute_nothing(zoo):
+    """With compute=False: NaN or NotCachedError where nothing is cached, the cached values
+    once they are, and invalid requests still rejected."""
+    table = zoo.barrier_table(["net-0", "net-1", "net-2"], points=5, device="cpu", compute=False)
+    assert np.isnan(table.matrix[0, 1]) and table.computed == 0 and zoo.pair_computations == 0
+    with pytest.raises(NotCachedError):
+        zoo.compare("net-0", "net-1", points=5, device="cpu", compute=False)
+    assert zoo.pair_computations == 0
+    computed = zoo.barrier_table(["net-0", "net-1"], points=5, device="cpu")
+    partial = zoo.barrier_table(["net-0", "net-1", "net-2"], points=5, compute=False)
+    assert partial.matrix[0, 1] == computed.matrix[0, 1] and np.isnan(partial.matrix[0, 2])
+    cmp = zoo.compare("net-1", "net-0", points=5, device="cpu")
+    assert zoo.compare("net-1", "net-0", points=5, compute=False) == cmp
+    torch.manual_seed(0)
+    other = {"in_features": 64, "hidden": [8], "classes": 10}
+    zoo.add(build_model("mlp", other).state_dict(), name="narrow", architecture="mlp",
+            config=other, dataset="digits")  # fmt: skip
+    with pytest.raises(ConfigError, match="different architectures"):
+        zoo.barrier_table(["net-0", "narrow"], points=5, compute=False)
+    with pytest.raises(ConfigError):
+        zoo.barrier_table(["net-0", "net-1"], path="bend", compute=False)
 
 
 def test_table_serializations(zoo):

@@ -295,36 +295,9 @@ def plane(app: App, a: str, b: str, c: str, grid: int, margin: float, normalized
 @canon_command
 def midpoint(app: App, a: str, b: str, name: str, path: str, epochs: int) -> None:
     """Optimize a midpoint between A and B and add it to the zoo (kind midpoint)."""
-    from canon.engine import optimize_midpoint
-    from canon.errors import NameClashError
-    from canon.zoo._records import check_name
-
-    with open_zoo(app) as zoo:
-        check_name(name)
-        if name in zoo:
-            raise NameClashError(f"an entry named `{name}` already exists in {zoo!r}", name=name)
-        ea, eb = zoo.get(a), zoo.get(b)
-        with progress(app, "epochs") as bar:
-            result = optimize_midpoint(
-                zoo.state(ea),
-                zoo.state(eb),
-                zoo.model(ea),
-                zoo.dataset(ea),
-                path,  # type: ignore[arg-type]
-                epochs=epochs,
-                device=app.device,
-                progress=_epochs(bar),
-            )
-        entry = zoo.add(
-            {k: v.cpu() for k, v in result.state.items()},
-            name=name,
-            architecture=ea.architecture,
-            config=ea.config,
-            dataset=ea.dataset,
-            kind="midpoint",
-            parents=(ea, eb),
-            tags={"path": path},
-            metrics={"train_error": result.train_error, "bend_barrier": result.barrier},
+    with open_zoo(app) as zoo, progress(app, "epochs") as bar:
+        entry, result = zoo.midpoint(
+            a, b, name=name, path=path, epochs=epochs, device=app.device, progress=bar
         )
     emit(
         app,

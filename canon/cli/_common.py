@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from canon._options import parse_json, parse_tags
 from canon.cli._app import App
-from canon.errors import ConfigError, InvalidEntryError
 
 if TYPE_CHECKING:
     from canon.zoo import Entry, Zoo
@@ -26,28 +25,6 @@ __all__ = [
     "progress",
     "read_entries",
 ]
-
-
-def parse_json(text: str, option: str = "--config") -> dict[str, Any]:
-    """A JSON object given on the command line (one-line error otherwise)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"`{option}` is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"`{option}` must be a JSON object")
-    return value
-
-
-def parse_tags(values: Sequence[str]) -> dict[str, str]:
-    """``--tag KEY=VALUE`` options as a dict (the zoo checks keys and values)."""
-    tags: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidEntryError(f"`--tag` must be KEY=VALUE, got {item!r}")
-        tags[key.strip()] = value
-    return tags
 
 
 def _zoo_path(app: App, create: bool) -> Path:

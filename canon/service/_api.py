@@ -17,7 +17,7 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from canon.cli._common import parse_json, parse_tags
+from canon._options import parse_json, parse_tags
 from canon.errors import CanonError, CorruptZooError, RequestTooLargeError
 from canon.service._schemas import (
     MAX_POINTS,

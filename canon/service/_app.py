@@ -17,7 +17,7 @@ from canon.service._errors import error_body, install_error_handlers
 from canon.service._html import error_page
 from canon.service._jobs import JobRunner
 from canon.service._state import Service, canon_version
-from canon.service._work import CacheOnlyZoo
+from canon.zoo import Zoo
 
 __all__ = ["DEFAULT_MAX_JSON_BYTES", "DEFAULT_MAX_UPLOAD_BYTES", "create_app"]
 
@@ -129,7 +129,7 @@ def create_app(
     root = Path(zoo_path)
     service = Service(
         root=root,
-        zoo=CacheOnlyZoo.open(root, create=False),
+        zoo=Zoo.open(root, create=False),
         runner=JobRunner(root, device=device, workers=workers),
         token=token or None,
         device=device,

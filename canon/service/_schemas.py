@@ -10,7 +10,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from canon.service._work import COMPARABLE_PATHS, DEFAULT_PATHS, METRICS, MIDPOINT_PATHS
 from canon.zoo import Entry
 from canon.zoo._jobs import Job
-from canon.zoo._records import _NAME_RE, check_name
+from canon.zoo._records import NAME_PATTERN as _ENTRY_NAME
+from canon.zoo._records import check_name
 
 __all__ = [
     "NAME_PATTERN",
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 #: The entry-name rule of :func:`canon.zoo._records.check_name`, anchored for JSON Schema.
-NAME_PATTERN = f"^{_NAME_RE.pattern}$"
+NAME_PATTERN = f"^{_ENTRY_NAME}$"
 MAX_POINTS = 201
 MAX_SELECTION = 500
 

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from canon.errors import AuthenticationError, ReadOnlyError
 from canon.service._jobs import JobRunner
-from canon.service._work import CacheOnlyZoo
+from canon.zoo import Zoo
 from canon.zoo._jobs import Job, submit_job
 
 __all__ = [
@@ -33,7 +33,7 @@ class Service:
     """What every request needs: the zoo (cache-only for requests), the runner, the limits."""
 
     root: Path
-    zoo: CacheOnlyZoo
+    zoo: Zoo
     runner: JobRunner
     token: str | None
     device: str

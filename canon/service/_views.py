@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
-from canon.cli._common import parse_tags
+from canon._options import parse_tags
 from canon.service._api import figure_url
 from canon.service._html import (
     CSP,

@@ -1,7 +1,7 @@
 """What the service computes, through the zoo API only: cache probes, job requests, job handlers.
 
 A request for a comparison or a table is first answered from the pair cache
-(:class:`CacheOnlyZoo`); what is not cached becomes a job whose parameters
+(``compute=False``); what is not cached becomes a job whose parameters
 name entries by id, so identical requests share one job. Handlers run jobs
 in a worker thread on the worker's own :class:`~canon.zoo.Zoo`.
 """
@@ -12,14 +12,16 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+import numpy as np
 import torch
 
 from canon.engine import PATH_KINDS
-from canon.errors import ConfigError, InvalidEntryError, NameClashError
+from canon.errors import ConfigError, NotCachedError
 from canon.zoo import Comparison, Entry, Table, Zoo
 from canon.zoo._analysis import CURVE_METRICS, DISTANCE_METRICS
+from canon.zoo._midpoints import MIDPOINT_PATHS, check_midpoint
 from canon.zoo._records import check_name
 
 __all__ = [
@@ -28,8 +30,6 @@ __all__ = [
     "JOB_KINDS",
     "METRICS",
     "MIDPOINT_PATHS",
-    "CacheOnlyZoo",
-    "NotCachedError",
     "cached_comparison",
     "cached_table",
     "check_upload",
@@ -44,26 +44,9 @@ __all__ = [
 Progress = Callable[[int, int], None]
 COMPARABLE_PATHS: tuple[str, ...] = tuple(k for k in PATH_KINDS if not k.startswith("bend"))
 DEFAULT_PATHS: tuple[str, ...] = ("linear", "linear_aligned", "geodesic")
-MIDPOINT_PATHS: tuple[str, ...] = ("geodesic", "linear", "linear_aligned")
 METRICS: tuple[str, ...] = CURVE_METRICS + DISTANCE_METRICS
 JOB_KINDS: tuple[str, ...] = ("compare", "table", "midpoint")
 _FIGURE_LOCK = threading.Lock()  # matplotlib's font cache is shared by all figures
-
-
-class NotCachedError(Exception):
-    """Raised by :class:`CacheOnlyZoo` where a pair would have to be computed."""
-
-
-class CacheOnlyZoo(Zoo):
-    """A zoo whose comparisons and tables come from the pair cache only.
-
-    It keys and validates exactly as :class:`~canon.zoo.Zoo` does (same
-    ``compare`` and ``barrier_table``) but raises :class:`NotCachedError`
-    instead of computing a pair, so a request thread never runs mathematics.
-    """
-
-    def _compute(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise NotCachedError
 
 
 def _ids(zoo: Zoo, names: Sequence[str]) -> list[Entry]:
@@ -105,19 +88,7 @@ def table_params(
 
 def midpoint_params(zoo: Zoo, a: str, b: str, name: str, path: str, epochs: int) -> dict[str, Any]:
     """The job parameters of a midpoint, checked before anything is queued."""
-    check_name(name)
-    if name in zoo:
-        raise NameClashError(f"an entry named `{name}` already exists in {zoo!r}", name=name)
-    ea, eb = _ids(zoo, [a, b])
-    if ea.family != eb.family or ea.dataset != eb.dataset:
-        raise ConfigError(
-            f"`{ea.name}` and `{eb.name}` must share architecture, config and dataset "
-            "for a midpoint"
-        )
-    if ea.dataset is None:
-        raise InvalidEntryError(f"entry `{ea.name}` has no dataset; a midpoint trains on it")
-    if path not in MIDPOINT_PATHS:
-        raise ConfigError(f"`path` must be one of {', '.join(MIDPOINT_PATHS)}, got `{path}`")
+    ea, eb = check_midpoint(zoo, a, b, name, path)
     return {"a": ea.id, "b": eb.id, "name": name, "path": path, "epochs": epochs}
 
 
@@ -146,28 +117,32 @@ def check_upload(zoo: Zoo, path: Path, architecture: str | None, dataset: str | 
         )
 
 
-def cached_comparison(probe: CacheOnlyZoo, params: Mapping[str, Any]) -> Comparison | None:
+def cached_comparison(zoo: Zoo, params: Mapping[str, Any]) -> Comparison | None:
     """The comparison if every part of it is cached, else None (invalid requests raise)."""
     try:
-        return probe.compare(
-            params["a"], params["b"], paths=params["paths"], points=params["points"], device="cpu"
-        )
-    except NotCachedError:
-        return None
-
-
-def cached_table(probe: CacheOnlyZoo, params: Mapping[str, Any]) -> Table | None:
-    """The table if every pair is cached, else None (invalid requests raise)."""
-    try:
-        return probe.barrier_table(
-            params["entries"],
-            path=params["path"],
-            metric=params["metric"],
+        return zoo.compare(
+            params["a"],
+            params["b"],
+            paths=params["paths"],
             points=params["points"],
             device="cpu",
+            compute=False,
         )
     except NotCachedError:
         return None
+
+
+def cached_table(zoo: Zoo, params: Mapping[str, Any]) -> Table | None:
+    """The table if every pair is cached, else None (invalid requests raise)."""
+    table = zoo.barrier_table(
+        params["entries"],
+        path=params["path"],
+        metric=params["metric"],
+        points=params["points"],
+        device="cpu",
+        compute=False,
+    )
+    return None if bool(np.isnan(table.matrix).any()) else table
 
 
 def comparison_figure(comparison: Comparison, fmt: str = "svg") -> bytes:
@@ -212,30 +187,14 @@ def _run_table(
 def _run_midpoint(
     zoo: Zoo, params: Mapping[str, Any], device: str, progress: Progress
 ) -> dict[str, Any]:
-    from canon.engine import optimize_midpoint
-
-    ea, eb = zoo.get(params["a"]), zoo.get(params["b"])
-    result = optimize_midpoint(
-        zoo.state(ea),
-        zoo.state(eb),
-        zoo.model(ea),
-        zoo.dataset(ea),
-        params["path"],
+    entry, result = zoo.midpoint(
+        params["a"],
+        params["b"],
+        name=params["name"],
+        path=params["path"],
         epochs=params["epochs"],
         device=device,
-        progress=lambda p: progress(p.epoch, p.epochs),
-    )
-    entry = zoo.add(
-        {k: v.cpu() for k, v in result.state.items()},
-        name=params["name"],
-        architecture=ea.architecture,
-        config=ea.config,
-        dataset=ea.dataset,
-        kind="midpoint",
-        parents=(ea, eb),
-        tags={"path": params["path"]},
-        metrics={"train_error": result.train_error, "bend_barrier": result.barrier},
-        device=device,
+        progress=progress,
     )
     return {
         "entry": entry.to_dict(),

@@ -28,14 +28,16 @@ from canon.data import Dataset, load_dataset
 from canon.device import resolve_device
 from canon.engine import PATH_KINDS, Evaluator, PathCurve, path_curve
 from canon.engine.landscape import PathKind
-from canon.errors import ConfigError, DatasetError, InvalidEntryError
+from canon.errors import ConfigError, DatasetError, InvalidEntryError, NotCachedError
 from canon.zoo._ingest import Source, prepare
 from canon.zoo._layout import INDEX
 from canon.zoo._manifest import MANIFEST, import_manifest, write_manifest
+from canon.zoo._midpoints import add_midpoint
 from canon.zoo._records import Entry, canonical_json
 from canon.zoo._store import ZooStore
 
 if TYPE_CHECKING:  # the Hub layer sits above the store; imported when used
+    from canon.engine.midpoint import MidpointResult
     from canon.hub import PullResult, PushResult
 
 __all__ = ["CURVE_METRICS", "DISTANCE_METRICS", "Comparison", "Table", "Zoo"]
@@ -195,6 +197,12 @@ class Zoo(ZooStore):
         """Write ``manifest.json``, the portable list of entries, families and references."""
         return write_manifest(self)
 
+    def midpoint(
+        self, a: Entry | str, b: Entry | str, *, name: str, **options: Any
+    ) -> tuple[Entry, MidpointResult]:
+        """Optimize a midpoint between a and b and add it (see :func:`add_midpoint`)."""
+        return add_midpoint(self, a, b, name=name, **options)
+
     def push(self, repo_id: str, **options: Any) -> PushResult:
         """Push this zoo to a Hub repository (see :func:`canon.hub.push` for the options)."""
         from canon.hub import push
@@ -235,7 +243,13 @@ class Zoo(ZooStore):
         return {"kind": kind, "points": points, "dataset": a.dataset, "seed": 0}
 
     def _pair(
-        self, a: Entry, b: Entry, kind: str, points: int, device: torch.device
+        self,
+        a: Entry,
+        b: Entry,
+        kind: str,
+        points: int,
+        device: torch.device,
+        compute: bool = True,
     ) -> dict[str, Any]:
         """The cached or computed result for the sorted pair (a, b)."""
         first, second = sorted((a, b), key=lambda e: e.id)
@@ -244,6 +258,8 @@ class Zoo(ZooStore):
         cached = self.cached_pair(first.id, second.id, kind, key)
         if cached is not None:
             return cached
+        if not compute:
+            raise NotCachedError(f"`{kind}` of `{a.name}` and `{b.name}` is not cached")
         result = self._compute(first, second, kind, points, device)
         self.store_pair(first.id, second.id, kind, key, result)
         self.pair_computations += 1
@@ -277,8 +293,14 @@ class Zoo(ZooStore):
         points: int = 25,
         device: str | torch.device = "auto",
         progress: Progress | None = None,
+        compute: bool = True,
     ) -> Comparison:
-        """Distances between a and b and their error curves along ``paths`` (cached)."""
+        """Distances between a and b and their error curves along ``paths`` (cached).
+
+        With ``compute=False`` nothing is computed: a part not in the cache
+        raises :class:`~canon.errors.NotCachedError` (invalid requests still
+        raise their own errors first).
+        """
         ea = a if isinstance(a, Entry) else self.get(a)
         eb = b if isinstance(b, Entry) else self.get(b)
         for kind in paths:
@@ -289,10 +311,10 @@ class Zoo(ZooStore):
                 )
         dev = resolve_device(device)
         flipped = ea.id > eb.id  # results are stored for the pair in id order
-        dists = Distances.from_dict(self._pair(ea, eb, "distances", points, dev))
+        dists = Distances.from_dict(self._pair(ea, eb, "distances", points, dev, compute))
         curves: dict[str, PathCurve] = {}
         for done, kind in enumerate(paths, start=1):
-            curve = PathCurve.from_dict(self._pair(ea, eb, kind, points, dev))
+            curve = PathCurve.from_dict(self._pair(ea, eb, kind, points, dev, compute))
             curves[kind] = _reversed(curve) if flipped else curve
             if progress is not None:
                 progress(done, len(paths))
@@ -335,6 +357,7 @@ class Zoo(ZooStore):
             first, second = sorted((chosen[i].id, chosen[j].id))
             result = found.get((first, second))
             if result is None and not compute:
+                self._pair_options(chosen[i], chosen[j], kind, points)  # invalid pairs raise
                 matrix[i, j] = matrix[j, i] = np.nan
                 continue
             if result is None:

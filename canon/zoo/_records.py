@@ -18,6 +18,7 @@ __all__ = [
     "CACHE_VERSION",
     "FORMAT_VERSION",
     "KINDS",
+    "NAME_PATTERN",
     "Entry",
     "PairResult",
     "VerifyReport",
@@ -35,7 +36,9 @@ CACHE_VERSION = 1
 FORMAT_VERSION = "1"
 KINDS = ("solution", "midpoint")
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: What an entry name may be (letters, digits, ``._-``; starting with a letter or digit).
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_NAME_RE = re.compile(NAME_PATTERN)
 _TAG_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _MAX_TAG_VALUE = 256
 
