@@ -6,6 +6,8 @@ import click
 
 from canon.cli import _analysis_commands as analysis
 from canon.cli import _hub_commands as hub
+from canon.cli import _plot_commands as plots
+from canon.cli import _repro_command as reproduction
 from canon.cli import _serve_command as serving
 from canon.cli import _zoo_commands as zoo
 from canon.cli._app import App, canon_command, common_options, emit, pass_app
@@ -108,6 +110,8 @@ for _command in (
     hub.push,
     hub.pull,
     serving.serve,
+    plots.plot,
+    reproduction.repro,
 ):
     cli.add_command(_command)
 

@@ -1,0 +1,85 @@
+"""``canon repro``: the paper's findings reproduced at small scale, with a report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import click
+
+from canon.cli._app import App, canon_command, common_options, emit, pass_app
+
+__all__ = ["repro"]
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="The small plan (a few minutes; what CI runs).")
+@click.option(
+    "--out",
+    default="repro",
+    show_default=True,
+    help="Folder for reproduction.md, reproduction.json and figures/.",
+)
+@click.option("--seed", default=0, show_default=True, help="Base seed of every network.")
+@click.option(
+    "--keep-zoo",
+    default=None,
+    metavar="DIR",
+    help="Keep the trained networks as a zoo in DIR (new or empty; default: discarded).",
+)
+@common_options
+@pass_app
+@canon_command
+def repro(app: App, quick: bool, out: str, seed: int, keep_zoo: str | None) -> None:
+    """Reproduce the paper's findings at small scale and write a report with figures."""
+    from canon.repro import run_reproduction
+
+    command = "canon repro" + (" --quick" if quick else "") + f" --out {out} --seed {seed}"
+    with _stage_bar(app) as update:
+        result = run_reproduction(
+            out,
+            quick=quick,
+            seed=seed,
+            device=app.device,
+            zoo_dir=keep_zoo,
+            progress=update,
+            command=command,
+        )
+
+    def text() -> str:
+        held = sum(c.holds for c in result.claims)
+        lines = [
+            f"wrote {result.report} ({len(result.figures)} figures) in "
+            f"{result.wall_seconds / 60:.1f} min; {held} of {len(result.claims)} checks hold:"
+        ]
+        lines += [
+            f"  {'yes' if c.holds else 'NO '}  ({c.id}) {c.claim}: {c.measured}"
+            for c in result.claims
+        ]
+        return "\n".join(lines)
+
+    emit(app, result.to_dict(), text)
+
+
+@contextmanager
+def _stage_bar(app: App) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A tqdm bar whose description follows the stage, or None when bars are off."""
+    if not app.progress:
+        yield None
+        return
+    import sys
+
+    from tqdm import tqdm
+
+    bar = tqdm(unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar.set_description(stage, refresh=False)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()

@@ -1,0 +1,235 @@
+"""Measurements over a zoo's entries grouped into classes of solutions (the paper's
+sections 4 and 5): error curves per class of pairs, optimized bend paths through the
+zoo's midpoints, local energies per class, and the plane through three networks.
+
+Classes come from a tag (``algo`` by default: ``rsgd``, ``sgd``, ``adv``). A pair
+of entries belongs to the pair class ``"first-second"``, flatter class first
+(``rsgd-sgd``, never ``sgd-rsgd``), and its curves run from the flatter entry
+to the other, as in the paper's figures.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from canon.errors import ConfigError
+from canon.plots import order_classes, pair_class
+
+if TYPE_CHECKING:
+    import torch
+
+    from canon.engine import LocalEnergy, PathCurve, PlaneResult
+    from canon.zoo import Entry, Zoo
+
+__all__ = [
+    "BEND_KINDS",
+    "Progress",
+    "bend_curves",
+    "class_of",
+    "class_pairs",
+    "energies_by_class",
+    "path_curves",
+    "plane_sections",
+]
+
+Progress = Callable[[int, int], None]
+#: The bend path kind measured through a midpoint optimized from each starting path.
+BEND_KINDS = {"linear": "bend_linear", "linear_aligned": "bend_linear_aligned", "geodesic": "bend"}
+
+
+def class_of(entries: Sequence[Entry], by: str = "algo") -> dict[str, str]:
+    """Each entry's class: the value of its tag ``by`` (an entry without it is an error)."""
+    classes: dict[str, str] = {}
+    for e in entries:
+        value = e.tags.get(by)
+        if value is None:
+            raise ConfigError(f"entry `{e.name}` has no tag `{by}`; tag it or choose another --by")
+        classes[e.name] = value
+    return classes
+
+
+def class_pairs(
+    entries: Sequence[Entry],
+    classes: Mapping[str, str],
+    *,
+    within_only: bool = False,
+    per_class: int | None = None,
+) -> dict[str, list[tuple[Entry, Entry]]]:
+    """Pairs of entries grouped by pair class, each pair ordered flatter class first.
+
+    Within a class every pair (by name order); across two classes the pairs
+    (i, i), (i, i+1), ... cycle through the members so that a truncated list
+    (``per_class``) still uses every member. ``within_only`` keeps only pairs of
+    one class (``rsgd-rsgd``, ...), as the paper's binary-network figures do.
+    """
+    members: dict[str, list[Entry]] = {}
+    for e in sorted(entries, key=lambda e: e.name):
+        members.setdefault(classes[e.name], []).append(e)
+    groups: dict[str, list[tuple[Entry, Entry]]] = {}
+    for first, second in itertools.combinations_with_replacement(order_classes(members), 2):
+        if first == second:
+            pairs = list(itertools.combinations(members[first], 2))
+        elif within_only:
+            continue
+        else:
+            left, right = members[first], members[second]
+            pairs = [
+                (left[i], right[(i + k) % len(right)])
+                for k in range(len(right))
+                for i in range(len(left))
+            ]
+        if pairs:
+            groups[pair_class(first, second)] = pairs[:per_class]
+    return groups
+
+
+def _total(groups: Mapping[str, Sequence[Any]]) -> int:
+    return sum(len(g) for g in groups.values())
+
+
+def path_curves(
+    zoo: Zoo,
+    pairs: Mapping[str, Sequence[tuple[Entry, Entry]]],
+    kinds: Sequence[str] = ("linear", "linear_aligned", "geodesic"),
+    *,
+    points: int = 25,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+) -> dict[str, list[PathCurve]]:
+    """Error curves of every pair along each path kind, grouped by pair class.
+
+    Computed by :meth:`Zoo.compare`, so pairs already cached in the zoo are not
+    recomputed. Each curve runs from the pair's first entry to its second.
+    """
+    curves: dict[str, list[PathCurve]] = {}
+    done, total = 0, _total(pairs)
+    for cls, group in pairs.items():
+        for a, b in group:
+            comparison = zoo.compare(a, b, paths=kinds, points=points, device=device)
+            curves.setdefault(cls, []).extend(comparison.curves.values())
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return curves
+
+
+def bend_curves(
+    zoo: Zoo,
+    pairs: Mapping[str, Sequence[tuple[Entry, Entry]]],
+    *,
+    points: int = 25,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+) -> dict[str, list[PathCurve]]:
+    """Error along the single-bend paths through the zoo's optimized midpoints (Fig. 3).
+
+    For every pair, each ``midpoint`` entry whose parents are the pair's two
+    entries gives one curve: ``bend`` (geodesic legs), ``bend_linear`` or
+    ``bend_linear_aligned``, after the path the midpoint was optimized from
+    (its ``path`` tag, as ``canon midpoint`` records it).
+    """
+    from canon.device import resolve_device
+    from canon.engine import path_curve
+
+    device = resolve_device(device)
+    by_parents: dict[frozenset[str], list[Entry]] = {}
+    for m in zoo.select(kind="midpoint"):
+        by_parents.setdefault(frozenset(m.parents), []).append(m)
+    curves: dict[str, list[PathCurve]] = {}
+    done, total = 0, _total(pairs)
+    for cls, group in pairs.items():
+        for a, b in group:
+            for m in by_parents.get(frozenset((a.id, b.id)), []):
+                kind = BEND_KINDS.get(m.tags.get("path", "geodesic"))
+                if kind is None:
+                    continue
+                curve = path_curve(
+                    zoo.state(a, device),
+                    zoo.state(b, device),
+                    zoo.model(a),
+                    zoo.dataset(a),
+                    kind,  # type: ignore[arg-type]
+                    points,
+                    device,
+                    midpoint=zoo.state(m, device),
+                    spec=zoo.spec(a),
+                )
+                curves.setdefault(cls, []).append(curve)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return curves
+
+
+def energies_by_class(
+    zoo: Zoo,
+    entries: Sequence[Entry],
+    classes: Mapping[str, str],
+    *,
+    sigmas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
+    draws: int = 10,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+) -> tuple[dict[str, list[LocalEnergy]], dict[str, list[float]]]:
+    """Local energy of every entry on its dataset (Fig. 1), and its test error, per class.
+
+    The test error is the entry's recorded ``test_error`` metric (NaN when the
+    zoo has none for it).
+    """
+    from canon.device import resolve_device
+    from canon.engine import local_energy
+
+    device = resolve_device(device)
+    energies: dict[str, list[LocalEnergy]] = {}
+    tests: dict[str, list[float]] = {}
+    for done, e in enumerate(entries, start=1):
+        result = local_energy(
+            zoo.state(e, device),
+            zoo.model(e),
+            zoo.dataset(e),
+            sigmas,
+            draws,
+            seed,
+            device,
+            spec=zoo.spec(e),
+        )
+        cls = classes[e.name]
+        energies.setdefault(cls, []).append(result)
+        tests.setdefault(cls, []).append(float(e.metrics.get("test_error", float("nan"))))
+        if progress is not None:
+            progress(done, len(entries))
+    return energies, tests
+
+
+def plane_sections(
+    zoo: Zoo,
+    a: Entry,
+    b: Entry,
+    c: Entry | None = None,
+    *,
+    grid: int = 21,
+    margin: float = 0.2,
+    device: str | torch.device = "cpu",
+) -> tuple[PlaneResult, PlaneResult]:
+    """Train error on the plane through a, b and c, raw and normalized (Fig. 4).
+
+    Without ``c``, the third network is b aligned to a (not normalized), the
+    paper's choice: the plane then holds both the unaligned and the aligned
+    copy of b, and the raw section shows the linear and linear-aligned paths.
+    """
+    from canon.core import align
+    from canon.device import resolve_device
+    from canon.engine import plane
+
+    device = resolve_device(device)
+    spec = zoo.spec(a)
+    sa, sb = zoo.state(a, device), zoo.state(b, device)
+    sc = zoo.state(c, device) if c is not None else align(sb, sa, spec).state
+    model, data = zoo.model(a), zoo.dataset(a)
+    return (
+        plane(sa, sb, sc, model, data, grid, margin, False, device, spec=spec),
+        plane(sa, sb, sc, model, data, grid, margin, True, device, spec=spec),
+    )
