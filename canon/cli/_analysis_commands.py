@@ -100,15 +100,8 @@ def table(
     fmt: str,
 ) -> None:
     """The pairwise matrix of NAMES (or of the entries with --tag; default all)."""
-    from canon.errors import ConfigError
-
-    wanted = parse_tags(tags)
     with open_zoo(app) as zoo:
-        entries = [zoo.get(n) for n in names] if names else zoo.select(tags=wanted)
-        if names and wanted:
-            entries = [e for e in entries if all(e.tags.get(k) == v for k, v in wanted.items())]
-        if len(entries) < 2:
-            raise ConfigError("`table` needs at least two entries; the selection has fewer")
+        entries = zoo.choose(names, parse_tags(tags), least=2, what="`table`")
         with progress(app, "pairs") as bar:
             result = zoo.barrier_table(
                 entries, path=path, metric=metric, points=points, device=app.device, progress=bar

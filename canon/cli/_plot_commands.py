@@ -77,20 +77,7 @@ def _target(kind: str, out: str | None, fmt: str | None) -> Path:
 
 
 def _select(zoo: Zoo, names: Sequence[str], tags: Sequence[str], least: int) -> list[Entry]:
-    from canon.errors import ConfigError
-
-    wanted = parse_tags(tags)
-    if names:
-        entries = [zoo.get(n) for n in names]
-        entries = [e for e in entries if all(e.tags.get(k) == v for k, v in wanted.items())]
-    else:
-        entries = zoo.select(kind="solution", tags=wanted)
-    if len(entries) < least:
-        raise ConfigError(
-            f"this plot needs at least {least} entr{'y' if least == 1 else 'ies'}; "
-            f"the selection has {len(entries)}"
-        )
-    return entries
+    return zoo.choose(names, parse_tags(tags), kind="solution", least=least, what="this plot")
 
 
 def _done(app: App, kind: str, path: Path, data: dict[str, Any]) -> None:

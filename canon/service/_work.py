@@ -63,14 +63,9 @@ def select_entries(
     zoo: Zoo, names: Sequence[str] | None, tags: Mapping[str, str] | None
 ) -> list[Entry]:
     """Entries named in ``names`` (all entries when empty), keeping those with every tag."""
-    wanted = dict(tags or {})
-    if names:
-        chosen = [e for e in _ids(zoo, names) if all(e.tags.get(k) == v for k, v in wanted.items())]
-    else:
-        chosen = zoo.select(tags=wanted)
-    if len(chosen) < 2:
-        raise ConfigError("a table needs at least two entries; the selection has fewer")
-    return chosen
+    for name in names or ():
+        check_name(name)
+    return zoo.choose(names or (), tags, least=2, what="a table")
 
 
 def table_params(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Self
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from canon.errors import CorruptZooError, EntryNotFoundError
+from canon.errors import ConfigError, CorruptZooError, EntryNotFoundError
 from canon.zoo._layout import INDEX, OBJECTS, is_zoo
 from canon.zoo._listing import list_entries
 from canon.zoo._migrate import make_engine, upgrade
@@ -169,6 +169,29 @@ class ZooIndex:
             kind=kind,
             tags={**(tags or {}), **tag_filters},
         )
+
+    def choose(
+        self,
+        names: Sequence[str] = (),
+        tags: Mapping[str, object] | None = None,
+        *,
+        kind: str | None = None,
+        least: int = 1,
+        what: str = "this",
+    ) -> list[Entry]:
+        """The entries ``names`` (in that order) that carry every tag, or without names every
+        entry of ``kind`` with the tags; fewer than ``least`` is a :class:`ConfigError`
+        naming ``what`` needs them."""
+        wanted = {k: str(v) for k, v in (tags or {}).items()}
+        if names:
+            chosen = [self.get(n) for n in names]
+            chosen = [e for e in chosen if all(e.tags.get(k) == v for k, v in wanted.items())]
+        else:
+            chosen = self.select(kind=kind, tags=wanted)
+        if len(chosen) < least:
+            count = {1: "one entry", 2: "two entries"}.get(least, f"{least} entries")
+            raise ConfigError(f"{what} needs at least {count}; the selection has {len(chosen)}")
+        return chosen
 
 
 def _entry(row: EntryModel, tags: Mapping[str, str], parents: tuple[str, ...]) -> Entry:
