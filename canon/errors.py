@@ -27,10 +27,12 @@ __all__ = [
     "NotCachedError",
     "PushConflictError",
     "ReadOnlyError",
+    "ReadOnlyZooError",
     "RequestTooLargeError",
     "SpecMismatchError",
     "UnknownNameError",
     "UnsupportedModuleError",
+    "UntrustedCodeError",
     "ZooError",
 ]
 
@@ -140,6 +142,23 @@ class EntryInUseError(ZooError, ValueError):
 
 class CorruptZooError(ZooError, RuntimeError):
     """A zoo whose files or index are damaged or from an unknown schema."""
+
+
+class ReadOnlyZooError(ZooError, PermissionError):
+    """A write to a zoo whose folder or index this process cannot write."""
+
+
+class UntrustedCodeError(CanonError, PermissionError):
+    """A ``module:function`` architecture named by data (a file, a zoo, the Hub, a request).
+
+    Only an architecture the user typed may name code; data may name registered
+    architectures only, unless the user opts in (``--trust-code``,
+    ``trust_code=True``).
+    """
+
+    def __init__(self, message: str, *, architecture: str = "") -> None:
+        super().__init__(message)
+        self.architecture = architecture
 
 
 class InvalidManifestError(CorruptZooError, ValueError):

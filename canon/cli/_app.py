@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from canon._limits import clip
 from canon.errors import CanonError
 
 __all__ = ["App", "canon_command", "common_options", "emit", "pass_app", "zoo_option"]
@@ -26,6 +28,7 @@ class App:
     quiet: bool = False
     device: str = "auto"
     zoo: str | None = None
+    trust_code: bool = False
 
     @property
     def progress(self) -> bool:
@@ -40,8 +43,10 @@ class App:
 
 pass_app = click.make_pass_decorator(App, ensure=True)
 
-# Exception types the CLI reports as one-line errors (exit code 1).
-_USER_ERRORS: tuple[type[BaseException], ...] = (CanonError, FileNotFoundError, PermissionError)
+# Exception types the CLI reports as one-line errors (exit code 1); anything else is a bug,
+# also reported in one line (the traceback with CANON_DEBUG=1).
+_USER_ERRORS: tuple[type[BaseException], ...] = (CanonError, OSError, MemoryError)
+_MAX_ERROR = 500
 
 
 def _set(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -60,6 +65,14 @@ def common_options(func: F) -> F:
         expose_value=False,
         callback=_set("device"),
         help="auto, cpu, cuda or cuda:N.",
+    )(func)
+    func = click.option(
+        "--trust-code",
+        is_flag=True,
+        envvar="CANON_TRUST_CODE",
+        expose_value=False,
+        callback=_set("trust_code"),
+        help="Let files and zoos name module:function architectures (runs their code).",
     )(func)
     func = click.option(
         "--quiet",
@@ -100,17 +113,28 @@ def canon_command(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except click.ClickException:
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except _USER_ERRORS as exc:
             raise click.ClickException(_one_line(exc)) from exc
+        except Exception as exc:
+            if os.environ.get("CANON_DEBUG"):
+                raise
+            raise click.ClickException(
+                f"internal error ({type(exc).__name__}: {_one_line(exc)}); please report it "
+                "with the command; CANON_DEBUG=1 shows the traceback"
+            ) from exc
 
     return wrapper  # type: ignore[return-value]
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())
+    """The exception's message as one clipped line (no control characters reach the terminal)."""
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, CanonError):
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = str(exc).strip() or type(exc).__name__
+    return clip(" ".join(text.split()), _MAX_ERROR)
 
 
 def emit(app: App, payload: dict[str, Any], human: Callable[[], str]) -> None:

@@ -24,10 +24,12 @@ __all__ = [
     "pct",
     "progress",
     "read_entries",
+    "zoo_path",
 ]
 
 
-def _zoo_path(app: App, create: bool) -> Path:
+def zoo_path(app: App, create: bool = False) -> Path:
+    """The zoo folder the command names; it must hold a zoo unless ``create``."""
     from canon.errors import CorruptZooError
     from canon.zoo._layout import is_zoo
 
@@ -43,7 +45,7 @@ def open_zoo(app: App, *, create: bool = False) -> Zoo:
     """The zoo named by ``--zoo`` / ``$CANON_ZOO`` / ``./zoo``; must exist unless ``create``."""
     from canon.zoo import Zoo
 
-    return Zoo.open(_zoo_path(app, create), create=create)
+    return Zoo.open(zoo_path(app, create), create=create, trust_code=app.trust_code)
 
 
 def read_entries(app: App, **filters: Any) -> list[Entry]:
@@ -53,7 +55,7 @@ def read_entries(app: App, **filters: Any) -> list[Entry]:
     from canon.zoo._layout import HEAD_REVISION, INDEX, recorded_revision
     from canon.zoo._listing import list_entries
 
-    path = _zoo_path(app, create=False)
+    path = zoo_path(app, create=False)
     if recorded_revision(path / INDEX) != HEAD_REVISION:
         open_zoo(app).close()
     return list_entries(path / INDEX, **filters)

@@ -15,6 +15,7 @@ from canon.cli._common import (
     parse_tags,
     pct,
     read_entries,
+    zoo_path,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def init(app: App) -> None:
 
 
 @click.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option("--name", required=True, help="A unique entry name.")
 @click.option("--arch", default=None, help="Architecture name or module:function.")
 @click.option("--config", "config_json", default=None, help="Architecture config as JSON.")
@@ -177,31 +178,73 @@ def rm(app: App, name: str) -> None:
 
 
 @click.command()
-@click.option("--repair", is_flag=True, help="Delete orphan objects and temp files.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Reclaim garbage (orphan objects, temp files); rebuild a missing index without "
+    "the bad entries. Never deletes an entry's object.",
+)
 @zoo_option
 @common_options
 @pass_app
 @canon_command
 def verify(app: App, repair: bool) -> None:
-    """Check every object's hash and that every entry has its object."""
-    with open_zoo(app) as zoo:
-        report = zoo.verify(repair=repair)
+    """Check that every entry's object is present and intact; report garbage.
+
+    Exits 1 when an object is missing or damaged (or, for a zoo without an
+    index, when a manifest entry cannot be indexed). Orphan objects and temp
+    files left by interrupted adds are harmless: reported, not failures.
+    """
+    from canon.zoo import Zoo
+
+    report = Zoo.check(zoo_path(app), repair=repair, trust_code=app.trust_code)
     problems = {
         "bad hashes": report.bad_hashes,
         "missing objects": report.missing_objects,
+        "skipped entries": report.skipped_entries,
+    }
+    garbage = {
         "orphan objects": report.orphan_objects,
         "orphan temp files": tuple(str(p) for p in report.orphan_temp_files),
+        "unindexed objects": report.unindexed_objects,
     }
-    data = {"ok": report.ok, "checked": report.checked, "repaired": list(report.repaired)}
-    data.update({k.replace(" ", "_"): list(v) for k, v in problems.items()})
-    summary = ", ".join(f"{len(v)} {k}" for k, v in problems.items() if v)
-    fixed = f"; repaired {len(report.repaired)}" if report.repaired else ""
-    if report.ok:
-        emit(app, data, lambda: f"ok: {report.checked} objects checked")
-        return
-    if app.json:
-        emit(app, data, str)
-    raise click.ClickException(f"zoo is not consistent: {summary}{fixed}")
+    data: dict[str, object] = {
+        "ok": report.ok,
+        "checked": report.checked,
+        "rebuilt": report.rebuilt,
+        "repaired": list(report.repaired),
+    }
+    data.update({k.replace(" ", "_"): list(v) for k, v in {**problems, **garbage}.items()})
+
+    def summary(parts: dict[str, tuple[str, ...]]) -> str:
+        return ", ".join(f"{len(v)} {k}" for k, v in parts.items() if v)
+
+    if not report.ok:
+        if app.json:
+            emit(app, data, str)
+        bad = "; ".join(report.skipped_entries[:3]) or summary(problems)
+        raise click.ClickException(
+            f"zoo is not consistent: {bad}; `canon verify --repair` rebuilds a missing index "
+            "without bad entries (a damaged object needs its file restored)"
+            if report.skipped_entries
+            else f"zoo is not consistent: {summary(problems)}"
+        )
+
+    def text() -> str:
+        lines = [f"ok: {report.checked} objects checked"]
+        if report.rebuilt:
+            lines.append(f"index rebuilt from manifest.json; {len(report.skipped_entries)} skipped")
+            lines += [f"  skipped {s}" for s in report.skipped_entries]
+        if any(garbage.values()):
+            lines.append(
+                f"garbage (harmless): {summary(garbage)}"
+                + ("" if repair else "; `canon verify --repair` reclaims it")
+            )
+        if report.repaired:
+            lines.append(f"reclaimed {len(report.repaired)} files")
+        return "\n".join(lines)
+
+    emit(app, data, text)
 
 
 @click.group()

@@ -23,6 +23,7 @@ from canon.core.spec import Spec
 from canon.errors import ConfigError
 
 __all__ = [
+    "MAX_POINTS",
     "Combination",
     "Constant",
     "Flips",
@@ -31,6 +32,7 @@ __all__ = [
     "Table",
     "TensorPath",
     "bend_path",
+    "check_points",
     "flip_path",
     "geodesic_path",
     "linear_path",
@@ -120,11 +122,21 @@ class Path:
         return {name: path.at(k) for name, path in self.tensors.items()}
 
 
+MAX_POINTS = 4097  # points along one path: far beyond any curve's resolution need
+
+
+def check_points(points: int) -> int:
+    """``points`` if a path can have that many points (2 to ``MAX_POINTS``), else ConfigError."""
+    if isinstance(points, bool) or not isinstance(points, int) or not 2 <= points <= MAX_POINTS:
+        raise ConfigError(
+            f"a path needs 2 to {MAX_POINTS} points (endpoints included), got `points`={points!r}"
+        )
+    return points
+
+
 def positions(points: int) -> Tensor:
     """``points`` evenly spaced positions from 0 to 1 inclusive (float64)."""
-    if points < 2:
-        raise ConfigError(f"a path needs at least 2 points, got `points`={points}")
-    return torch.linspace(0.0, 1.0, points, dtype=torch.float64)
+    return torch.linspace(0.0, 1.0, check_points(points), dtype=torch.float64)
 
 
 def _linear(a: Tensor, b: Tensor, x: Tensor) -> Combination:

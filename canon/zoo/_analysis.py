@@ -14,7 +14,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, cast
@@ -24,17 +24,19 @@ import torch
 
 from canon.architectures import build_model
 from canon.core.geometry import Distances, distances
+from canon.core.paths import check_points
 from canon.data import Dataset, load_dataset
 from canon.device import resolve_device
 from canon.engine import PATH_KINDS, Evaluator, PathCurve, path_curve
 from canon.engine.landscape import PathKind
 from canon.errors import ConfigError, DatasetError, InvalidEntryError, NotCachedError
-from canon.zoo._ingest import Source, prepare
-from canon.zoo._layout import INDEX
-from canon.zoo._manifest import MANIFEST, import_manifest, write_manifest
+from canon.zoo._ingest import Source
+from canon.zoo._layout import INDEX, check_folder
+from canon.zoo._manifest import MANIFEST, write_manifest
 from canon.zoo._midpoints import add_midpoint
-from canon.zoo._records import Entry, canonical_json
-from canon.zoo._store import ZooStore
+from canon.zoo._rebuild import rebuild_index
+from canon.zoo._records import Entry, VerifyReport, canonical_json, check_metrics
+from canon.zoo._store import ZooStore, _fields
 
 if TYPE_CHECKING:  # the Hub layer sits above the store; imported when used
     from canon.engine.midpoint import MidpointResult
@@ -129,25 +131,51 @@ class Zoo(ZooStore):
     pair_computations: int = 0  # pairs computed (not found in the cache) by this object
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> Self:
+    def open(
+        cls, path: str | os.PathLike[str], *, create: bool = True, trust_code: bool = False
+    ) -> Self:
         """Open the zoo at ``path`` (see :meth:`ZooIndex.open`).
 
         A folder with ``manifest.json`` and ``objects/`` but no index (a zoo
         as it travels, like the embedded default zoo) gets its index rebuilt
-        from the manifest, every entry checked as ``add`` checks it.
+        from the manifest, every entry checked as ``add`` checks it; if any
+        entry is bad the folder is left exactly as it was and the error names
+        the entry (``canon verify --repair`` rebuilds without the bad ones).
+        ``trust_code`` lets the zoo's entries name ``module:function``
+        architectures, which canon imports and runs.
         """
         root = Path(path)
-        rebuild = not (root / INDEX).is_file() and (root / MANIFEST).is_file()
-        zoo = super().open(path, create=create or rebuild)
-        if rebuild:
-            try:
-                import_manifest(zoo, json.loads((root / MANIFEST).read_text()))
-            except BaseException:
-                zoo.close()
-                for suffix in ("", "-wal", "-shm"):
-                    (root / (INDEX + suffix)).unlink(missing_ok=True)
-                raise
-        return zoo
+        check_folder(root)
+        if not (root / INDEX).is_file() and (root / MANIFEST).is_file():
+            rebuild_index(root, trust_code=trust_code)
+        return super().open(path, create=create, trust_code=trust_code)
+
+    @classmethod
+    def check(
+        cls, path: str | os.PathLike[str], *, repair: bool = False, trust_code: bool = False
+    ) -> VerifyReport:
+        """Verify the zoo at ``path`` (see :meth:`verify`), also one whose index is missing.
+
+        Without an index, the manifest's entries are checked against the
+        objects with nothing written; ``repair`` then rebuilds the index from
+        the good entries, skipping (and reporting) the bad ones, deleting nothing.
+        """
+        root = Path(path)
+        check_folder(root)
+        rebuilt = None
+        if not (root / INDEX).is_file() and (root / MANIFEST).is_file():
+            rebuilt = rebuild_index(root, trust_code=trust_code, skip_bad=True, publish=repair)
+            if not repair:
+                return VerifyReport(
+                    ok=not rebuilt.skipped,
+                    checked=len(rebuilt.indexed),
+                    skipped_entries=rebuilt.skipped,
+                )
+        with cls.open(root, create=False, trust_code=trust_code) as zoo:
+            report = zoo.verify(repair=repair)
+        if rebuilt is None:
+            return report
+        return replace(report, skipped_entries=rebuilt.skipped, rebuilt=True)
 
     def add(
         self,
@@ -172,26 +200,14 @@ class Zoo(ZooStore):
         metrics ``train_error`` and ``test_error``. A dataset that cannot be
         loaded here (files elsewhere) is recorded by name without errors.
         """
+        fields = _fields(name, kind, tags, metrics, dataset, created)
+        prepared = self._prepare(source, architecture, config)
         if evaluate and dataset is not None and "train_error" not in (metrics or {}):
-            prepared = prepare(source, architecture, config)
             errors = _errors(
                 prepared.state, prepared.architecture, prepared.config, dataset, device
             )
-            metrics = {**errors, **(metrics or {})}
-            source = prepared.state
-            architecture, config = prepared.architecture, prepared.config
-        return super().add(
-            source,
-            name=name,
-            architecture=architecture,
-            config=config,
-            dataset=dataset,
-            tags=tags,
-            kind=kind,
-            parents=parents,
-            metrics=metrics,
-            created=created,
-        )
+            fields = replace(fields, metrics=check_metrics({**errors, **(metrics or {})}))
+        return self._add_prepared(prepared, parents, fields)
 
     def write_manifest(self) -> Path:
         """Write ``manifest.json``, the portable list of entries, families and references."""
@@ -301,6 +317,7 @@ class Zoo(ZooStore):
         raises :class:`~canon.errors.NotCachedError` (invalid requests still
         raise their own errors first).
         """
+        check_points(points)  # before anything is computed or cached
         ea = a if isinstance(a, Entry) else self.get(a)
         eb = b if isinstance(b, Entry) else self.get(b)
         for kind in paths:
@@ -343,6 +360,7 @@ class Zoo(ZooStore):
                 f"unknown metric `{metric}`; choose one of "
                 f"{', '.join(CURVE_METRICS + DISTANCE_METRICS)}"
             )
+        check_points(points)
         chosen = self._resolve(entries)
         kind = path if metric in CURVE_METRICS else "distances"
         if kind != "distances" and (kind not in PATH_KINDS or kind.startswith("bend")):

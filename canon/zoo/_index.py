@@ -16,15 +16,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from canon.errors import ConfigError, CorruptZooError, EntryNotFoundError
-from canon.zoo._layout import INDEX, OBJECTS, is_zoo
+from canon.errors import (
+    ConfigError,
+    CorruptZooError,
+    EntryNotFoundError,
+    ReadOnlyZooError,
+)
+from canon.zoo._layout import (
+    HEAD_REVISION,
+    INDEX,
+    OBJECTS,
+    check_folder,
+    index_error,
+    is_writable,
+    is_zoo,
+    recorded_revision,
+)
 from canon.zoo._listing import list_entries
-from canon.zoo._migrate import make_engine, upgrade
+from canon.zoo._migrate import make_engine, read_only_engine, upgrade
 from canon.zoo._models import EntryModel, ParentModel, TagModel
 from canon.zoo._objects import ObjectStore
 from canon.zoo._records import Entry
+from canon.zoo._trust import check_trusted
 
 if TYPE_CHECKING:
     from canon.core import Spec
@@ -33,35 +49,74 @@ __all__ = ["ZooIndex"]
 
 
 class ZooIndex:
-    """A folder of networks: ``canon.sqlite`` (the index) and ``objects/`` (safetensors)."""
+    """A folder of networks: ``canon.sqlite`` (the index) and ``objects/`` (safetensors).
 
-    """A folder of networks: ``canon.sqlite`` (the index) and ``objects/`` (safetensors)."""
+    ``read_only`` zoos (a folder this process cannot write) answer every read
+    and refuse writes with :class:`~canon.errors.ReadOnlyZooError`.
+    ``trust_code`` lets entries name ``module:function`` architectures (see
+    :mod:`canon.zoo._trust`); without it only registered ones build.
+    """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        index: Path | None = None,
+        read_only: bool = False,
+        trust_code: bool = False,
+    ) -> None:
         """Use :meth:`Zoo.open` or :meth:`Zoo.init`."""
         self.root = root
         self.objects = ObjectStore(root / OBJECTS)
-        index = root / INDEX
-        self._write = sessionmaker(make_engine(index, immediate=True), expire_on_commit=False)
-        self._read = sessionmaker(make_engine(index, immediate=False), expire_on_commit=False)
+        self.index_path = index or root / INDEX
+        self.read_only = read_only
+        self.trust_code = trust_code
+        self._typed: set[str] = set()  # code architectures the user typed in this session
+        if read_only:
+            self._write = None
+            self._read = sessionmaker(read_only_engine(self.index_path), expire_on_commit=False)
+        else:
+            self._write = sessionmaker(
+                make_engine(self.index_path, immediate=True), expire_on_commit=False
+            )
+            self._read = sessionmaker(
+                make_engine(self.index_path, immediate=False), expire_on_commit=False
+            )
         self._specs: dict[str, Spec] = {}
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> Self:
+    def open(
+        cls, path: str | os.PathLike[str], *, create: bool = True, trust_code: bool = False
+    ) -> Self:
         """Open the zoo at ``path``, upgrading its index to the newest schema.
 
         With ``create`` (the default) a missing zoo is created; without it a
         folder that holds no index raises :class:`~canon.errors.CorruptZooError`.
+        A zoo this process cannot write opens read-only.
         """
         root = Path(path)
-        if not (root / INDEX).is_file():
+        check_folder(root)
+        index = root / INDEX
+        if not index.is_file():
             if not create:
                 raise CorruptZooError(f"`{root}` is not a zoo (no `{INDEX}`); create it first")
-            (root / OBJECTS).mkdir(parents=True, exist_ok=True)
-        upgrade(root / INDEX)
-        return cls(root)
+            try:
+                (root / OBJECTS).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ReadOnlyZooError(
+                    f"cannot create a zoo at `{root}`: {exc.strerror or exc}"
+                ) from None
+        if is_writable(root):
+            upgrade(index)
+            return cls(root, trust_code=trust_code)
+        if recorded_revision(index) != HEAD_REVISION:
+            raise ReadOnlyZooError(
+                f"the zoo `{root}` is read-only here and its index needs an upgrade to this "
+                "canon's schema; open it once where it can be written"
+            )
+        return cls(root, read_only=True, trust_code=trust_code)
 
     @staticmethod
     def exists(path: str | os.PathLike[str]) -> bool:
@@ -76,8 +131,8 @@ class ZooIndex:
     def close(self) -> None:
         """Release the database connections."""
         for maker in (self._write, self._read):
-            bind = maker.kw["bind"]
-            bind.dispose()
+            if maker is not None:
+                maker.kw["bind"].dispose()
 
     def __enter__(self) -> Self:
         return self
@@ -90,17 +145,37 @@ class ZooIndex:
 
     @contextmanager
     def _session(self, write: bool = False) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        session = (self._write if write else self._read)()
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        SQLite errors become zoo errors (read-only, busy, damaged index).
+        """
+        maker = self._write if write else self._read
+        if maker is None:
+            raise ReadOnlyZooError(
+                f"the zoo `{self.root}` is read-only here; writing needs write access to it"
+            )
+        session = maker()
         try:
             yield session
             if write:
                 session.commit()
+        except DBAPIError as exc:
+            session.rollback()
+            raise index_error(self.index_path, exc) from None
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
+
+    def check_buildable(self, architecture: str, source: str) -> None:
+        """Refuse to build a ``module:function`` architecture read from the zoo's data
+        unless the zoo is trusted or the user typed that name in this session."""
+        check_trusted(
+            architecture,
+            trusted=self.trust_code or architecture in self._typed,
+            source=source,
+        )
 
     # -- records -------------------------------------------------------------------------
 
@@ -163,7 +238,7 @@ class ZooIndex:
     ) -> list[Entry]:
         """Entries matching every given filter and tag (``key=value``), sorted by name."""
         return list_entries(
-            self.root / INDEX,
+            self.index_path,
             architecture=architecture,
             dataset=dataset,
             kind=kind,

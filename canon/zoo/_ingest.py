@@ -13,11 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from canon import checkpoint
+from canon._limits import clip, loads_json
 from canon.architectures import build_model, resolve_config
 from canon.checkpoint import load_state, read_header
 from canon.core import Spec, check_state, spec_from_module
 from canon.errors import CheckpointFormatError, ConfigError
 from canon.zoo._records import FORMAT_VERSION, canonical_json, family_key
+from canon.zoo._trust import check_trusted
 
 __all__ = ["Prepared", "Source", "prepare", "serialize"]
 
@@ -41,8 +43,15 @@ class Prepared:
 
 
 def spec_for(architecture: str, config: Mapping[str, Any]) -> Spec:
-    """The structure spec of ``architecture`` built from ``config``."""
-    return spec_from_module(build_model(architecture, config))
+    """The structure spec of ``architecture`` built from ``config``.
+
+    The module is built on the meta device: the spec (names, shapes, groups)
+    costs no memory, so a config that lies about sizes is caught by comparing
+    the spec with a file's header before anything of that size is allocated.
+    """
+    with torch.device("meta"):
+        model = build_model(architecture, config)
+    return spec_from_module(model)
 
 
 def serialize(state: Mapping[str, Tensor], architecture: str, config_json: str) -> bytes:
@@ -57,10 +66,7 @@ def _from_metadata(meta: Mapping[str, str], where: str) -> tuple[str, dict[str, 
             f"{where} does not name its architecture (no `{META_ARCH}` metadata); "
             "pass architecture= (and config=)"
         )
-    try:
-        config = json.loads(meta.get(META_CONFIG, "{}"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where}: metadata `{META_CONFIG}` is not JSON ({exc})") from None
+    config = loads_json(meta.get(META_CONFIG, "{}"), what=f"{where}: metadata `{META_CONFIG}`")
     if not isinstance(config, dict):
         raise ConfigError(f"{where}: metadata `{META_CONFIG}` must be a JSON object")
     return meta[META_ARCH], config
@@ -83,8 +89,21 @@ def _load_pt(path: Path) -> dict[str, Tensor]:
     return dict(obj)
 
 
-def prepare(source: Source, architecture: str | None, config: Mapping[str, Any] | None) -> Prepared:
-    """Read ``source``, resolve its architecture and check it; nothing is written."""
+def prepare(
+    source: Source,
+    architecture: str | None,
+    config: Mapping[str, Any] | None,
+    *,
+    trust_code: bool = False,
+) -> Prepared:
+    """Read ``source``, resolve its architecture and check it; nothing is written.
+
+    ``architecture`` is what the user typed; without it the file's canon
+    metadata names it, and a ``module:function`` name read from there is
+    refused unless ``trust_code`` (:class:`~canon.errors.UntrustedCodeError`).
+    The file's header is checked against the architecture's spec before any
+    tensor is loaded.
+    """
     header_meta: Mapping[str, str] = {}
     path: Path | None = None
     state: dict[str, Tensor] | None = None
@@ -95,7 +114,11 @@ def prepare(source: Source, architecture: str | None, config: Mapping[str, Any] 
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise CheckpointFormatError(f"`{path}` does not exist or is not a file", path=str(path))
+            what = "is a folder" if path.is_dir() else "does not exist or is not a file"
+            raise CheckpointFormatError(
+                f"`{clip(str(path))}` {what}; give a .safetensors or .pt checkpoint file",
+                path=str(path),
+            )
         if path.suffix in (".pt", ".pth"):
             state = _load_pt(path)
         else:
@@ -110,6 +133,7 @@ def prepare(source: Source, architecture: str | None, config: Mapping[str, Any] 
         if path is None or state is not None:
             raise ConfigError(f"{where} needs architecture= (it carries no canon metadata)")
         architecture, meta_config = _from_metadata(header_meta, where)
+        check_trusted(architecture, trusted=trust_code, source=f"the metadata of {where}")
         config = meta_config if config is None else config
     full = resolve_config(architecture, config)
     config_json = canonical_json(full)

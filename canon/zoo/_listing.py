@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from canon.zoo._layout import index_error, read_connection
 from canon.zoo._records import Entry, check_tags
 
 __all__ = ["list_entries"]
-
-_BUSY_TIMEOUT_S = 30.0
 
 
 def list_entries(
@@ -41,7 +40,7 @@ def list_entries(
         params += [key, value]
     condition = " AND ".join(where) or "1"
     matching = f"SELECT id FROM entries WHERE {condition}"
-    con = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S)
+    con = read_connection(index)
     try:
         rows = con.execute(
             "SELECT id, name, architecture, config, family, dataset, kind, created, metrics "
@@ -60,6 +59,8 @@ def list_entries(
             params,
         ):
             parents.setdefault(child, []).append(parent)
+    except sqlite3.Error as exc:
+        raise index_error(index, exc) from None
     finally:
         con.close()
     return [

@@ -29,7 +29,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "Manifest",
     "import_entries",
-    "import_manifest",
     "manifest",
     "object_path",
     "parse_manifest",
@@ -213,9 +212,10 @@ def import_entries(
     Each entry is checked as ``add`` checks it, keeps its metrics and creation
     time, and is added under ``names.get(id, name)``; its object must hash to
     its id and its family must match. All or nothing: on any failure the
-    entries added so far are removed again before the error propagates.
+    entries added so far are removed again before the error propagates, with
+    the objects this call wrote (objects that were already there stay).
     """
-    added: list[Entry] = []
+    added: list[tuple[Entry, bool]] = []
     try:
         for entry in entries:
             path = source(entry["id"])
@@ -223,6 +223,7 @@ def import_entries(
                 raise InvalidManifestError(
                     f"the manifest lists `{entry['name']}` but its object {path} is missing"
                 )
+            existed = zoo.objects.exists(entry["id"])
             new = ZooStore.add(  # metrics are the manifest's, not recomputed
                 zoo,
                 path,
@@ -236,20 +237,14 @@ def import_entries(
                 metrics=entry["metrics"],
                 created=entry["created"],
             )
-            added.append(new)
+            added.append((new, existed))
             if new.id != entry["id"] or new.family != entry["family"]:
                 raise InvalidManifestError(
                     f"the object of `{entry['name']}` is {new.id} of family {new.family[:12]}…, "
                     f"not {entry['id']} of family {entry['family'][:12]}… as the manifest says"
                 )
     except BaseException:
-        for done in reversed(added):
-            zoo.rm(done)
+        for done, existed in reversed(added):
+            zoo.rm(done, keep_object=existed)
         raise
-    return added
-
-
-def import_manifest(zoo: ZooStore, data: Mapping[str, Any]) -> int:
-    """Rebuild the index from the zoo's own ``manifest.json`` and objects; returns the count."""
-    checked = parse_manifest(data, source=str(zoo.root / MANIFEST))
-    return len(import_entries(zoo, checked.entries, zoo.objects.path))
+    return [new for new, _ in added]

@@ -11,16 +11,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 
 from canon.errors import CorruptZooError
-from canon.zoo._layout import HEAD_REVISION, recorded_revision
+from canon.zoo._layout import (
+    BUSY_TIMEOUT_S,
+    HEAD_REVISION,
+    index_error,
+    read_connection,
+    recorded_revision,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["HEAD_REVISION", "alembic_config", "make_engine", "migrations_dir", "upgrade"]
-
-BUSY_TIMEOUT_S = 30.0
+__all__ = [
+    "HEAD_REVISION",
+    "alembic_config",
+    "make_engine",
+    "migrations_dir",
+    "read_only_engine",
+    "upgrade",
+]
 
 
 def migrations_dir() -> Path:
@@ -80,6 +92,11 @@ def make_engine(path: Path, *, immediate: bool, foreign_keys: bool = True) -> En
     return engine
 
 
+def read_only_engine(path: Path) -> Engine:
+    """A SQLite engine that only reads the index at ``path`` (see :func:`read_connection`)."""
+    return create_engine("sqlite://", creator=lambda: read_connection(path), future=True)
+
+
 def head_revision() -> str:
     """The newest revision id of canon's migrations."""
     from alembic.script import ScriptDirectory
@@ -106,6 +123,13 @@ def upgrade(path: Path, revision: str = "head") -> None:
     """
     if revision == "head" and recorded_revision(path) == HEAD_REVISION:
         return
+    try:
+        _upgrade(path, revision)
+    except DBAPIError as exc:
+        raise index_error(path, exc) from None
+
+
+def _upgrade(path: Path, revision: str) -> None:
     from alembic import command
     from alembic.script import ScriptDirectory
 

@@ -99,7 +99,14 @@ class PairResult:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """What :meth:`Zoo.verify` found; ``ok`` when every list is empty."""
+    """What :meth:`Zoo.verify` found.
+
+    ``ok`` when every entry's object is present and intact (no bad hashes, no
+    missing objects). Orphan objects and temp files are garbage (reported,
+    reclaimed by a repair); unindexed objects are listed in ``manifest.json``
+    but not in the index; skipped entries are manifest entries a rebuild of
+    the index left out, each with its reason.
+    """
 
     ok: bool
     checked: int = 0
@@ -107,6 +114,9 @@ class VerifyReport:
     missing_objects: tuple[str, ...] = ()
     orphan_objects: tuple[str, ...] = ()
     orphan_temp_files: tuple[Path, ...] = ()
+    unindexed_objects: tuple[str, ...] = ()
+    skipped_entries: tuple[str, ...] = ()
+    rebuilt: bool = False
     repaired: tuple[str, ...] = ()
 
 

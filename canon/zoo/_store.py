@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,8 @@ from canon.errors import (
     NameClashError,
 )
 from canon.zoo._index import ZooIndex
-from canon.zoo._ingest import Source, prepare, spec_for
+from canon.zoo._ingest import Prepared, Source, prepare, spec_for
+from canon.zoo._layout import listed_ids, stale_rebuilds
 from canon.zoo._models import (
     CanonicalCacheModel,
     EntryModel,
@@ -62,6 +64,39 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
+@dataclass(frozen=True)
+class _Fields:
+    """An entry's checked fields besides its weights, as the index stores them."""
+
+    name: str
+    kind: str
+    tags: dict[str, str]
+    metrics: str
+    dataset: str | None
+    created: datetime
+
+
+def _fields(
+    name: str,
+    kind: str,
+    tags: Mapping[str, object] | None,
+    metrics: Mapping[str, Any] | None,
+    dataset: str | None,
+    created: datetime | None,
+) -> _Fields:
+    """Check an entry's fields (before any weights are read)."""
+    if dataset is not None and not isinstance(dataset, str):
+        raise InvalidEntryError(f"dataset must be a name (a string), got {dataset!r}")
+    return _Fields(
+        name=check_name(name),
+        kind=check_kind(kind),
+        tags=check_tags(tags),
+        metrics=check_metrics(metrics),
+        dataset=dataset,
+        created=_naive_utc(created or datetime.now(UTC)),
+    )
+
+
 def _identity(spec: Spec) -> Alignment:
     perms = {g.name: torch.arange(g.size) for g in spec.groups}
     signs = {g.name: torch.ones(g.size) for g in spec.groups if g.symmetry == "sign"}
@@ -90,23 +125,39 @@ class ZooStore(ZooIndex):
         """Add a network (safetensors or ``.pt`` path, state dict or module) as ``name``.
 
         Everything is checked before anything is written: the name, tags,
-        kind, metrics and parents; the architecture (from ``architecture`` /
-        ``config`` or the file's canon metadata) builds and the tensors match
-        it; no NaN or Inf. Then the object is written atomically and one
-        transaction records the entry (and, for a new family, makes it the
-        reference). Its alignment to the family reference is cached.
+        kind, metrics and parents; the architecture (``architecture`` /
+        ``config`` as typed, else the file's canon metadata, which may name
+        code only in a trusted zoo) builds and the tensors match it; no NaN or
+        Inf. Then the object is written atomically and one transaction records
+        the entry (and, for a new family, makes it the reference). Its
+        alignment to the family reference is cached.
         ``created`` (default: now) keeps an imported entry's creation time.
         """
-        check_name(name)
-        check_kind(kind)
-        tag_values = check_tags(tags)
-        metrics_json = check_metrics(metrics)
-        if dataset is not None and not isinstance(dataset, str):
-            raise InvalidEntryError(f"dataset must be a name (a string), got {dataset!r}")
-        prepared = prepare(source, architecture, config)
+        fields = _fields(name, kind, tags, metrics, dataset, created)
+        return self._add_prepared(self._prepare(source, architecture, config), parents, fields)
+
+    def _prepare(
+        self, source: Source, architecture: str | None, config: Mapping[str, Any] | None
+    ) -> Prepared:
+        """Check ``source`` as an add would; an architecture typed here is trusted from now on."""
+        prepared = prepare(source, architecture, config, trust_code=self.trust_code)
+        if architecture is not None:
+            self._typed.add(architecture)
+        return prepared
+
+    def _add_prepared(
+        self,
+        prepared: Prepared,
+        parents: Sequence[Entry | str],
+        fields: _Fields,
+        *,
+        store_object: bool = True,
+    ) -> Entry:
+        """Record checked weights as a new entry; ``store_object=False`` when the object is
+        already in place (an index rebuild), so that nothing but the index is written."""
         sha = sha256_bytes(prepared.data)
         with self._session() as s:
-            self._check_new(s, name, sha)
+            self._check_new(s, fields.name, sha)
             parent_ids = [self._row(s, p).id for p in parents]
             family = s.get(FamilyModel, prepared.family)
             ref_id = family.reference_id if family is not None else None
@@ -117,10 +168,10 @@ class ZooStore(ZooIndex):
             reference = self._load(ref_id, prepared.spec)
             alignment = self._match(prepared.state, reference, prepared.spec)
             aligned_to = ref_id
-        _, created_object = self.objects.put(prepared.data)
+        created_object = store_object and self.objects.put(prepared.data)[1]
         try:
             with self._session(write=True) as s:
-                self._check_new(s, name, sha)
+                self._check_new(s, fields.name, sha)
                 family = s.get(FamilyModel, prepared.family)
                 if family is None:
                     family = FamilyModel(
@@ -133,20 +184,20 @@ class ZooStore(ZooIndex):
                 s.add(
                     EntryModel(
                         id=sha,
-                        name=name,
+                        name=fields.name,
                         architecture=prepared.architecture,
                         config=prepared.config_json,
                         family=prepared.family,
-                        dataset=dataset,
-                        kind=kind,
-                        created=_naive_utc(created or datetime.now(UTC)),
-                        metrics=metrics_json,
+                        dataset=fields.dataset,
+                        kind=fields.kind,
+                        created=fields.created,
+                        metrics=fields.metrics,
                     )
                 )
                 s.flush()
                 if family.reference_id is None:
                     family.reference_id = sha
-                s.add_all(TagModel(entry_id=sha, key=k, value=v) for k, v in tag_values.items())
+                s.add_all(TagModel(entry_id=sha, key=k, value=v) for k, v in fields.tags.items())
                 s.add_all(
                     ParentModel(child_id=sha, parent_id=p, position=i)
                     for i, p in enumerate(parent_ids)
@@ -156,6 +207,8 @@ class ZooStore(ZooIndex):
                 s.flush()
                 return self._record(s, s.get(EntryModel, sha))  # type: ignore[arg-type]
         except BaseException:
+            # An object this call wrote and no entry took is removed again; a crash before
+            # this point leaves it as garbage that `verify` reports and `--repair` reclaims.
             if created_object:
                 with self._session() as s:
                     if s.get(EntryModel, sha) is None:
@@ -179,12 +232,14 @@ class ZooStore(ZooIndex):
         """The structure spec of an entry's architecture."""
         e = entry if isinstance(entry, Entry) else self.get(entry)
         if e.family not in self._specs:
+            self.check_buildable(e.architecture, f"entry `{e.name}` of {self!r}")
             self._specs[e.family] = spec_for(e.architecture, e.config)
         return self._specs[e.family]
 
     def model(self, entry: Entry | str) -> nn.Module:
         """A fresh module of the entry's architecture and config (weights not loaded)."""
         e = entry if isinstance(entry, Entry) else self.get(entry)
+        self.check_buildable(e.architecture, f"entry `{e.name}` of {self!r}")
         return build_model(e.architecture, e.config)
 
     def _load(
@@ -264,9 +319,10 @@ class ZooStore(ZooIndex):
             alignment = _identity(spec)
         else:
             alignment = self._match(self.state(e), self.state(ref), spec)
-        with self._session(write=True) as s:
-            if s.get(CanonicalCacheModel, (e.id, ref.id, CACHE_VERSION)) is None:
-                s.add(self._cache_row(e.id, ref.id, alignment))
+        if not self.read_only:  # a read-only zoo computes what it has not cached, every time
+            with self._session(write=True) as s:
+                if s.get(CanonicalCacheModel, (e.id, ref.id, CACHE_VERSION)) is None:
+                    s.add(self._cache_row(e.id, ref.id, alignment))
         return alignment
 
     def normalized(
@@ -337,7 +393,10 @@ class ZooStore(ZooIndex):
         self.store_pairs([PairResult(a, b, kind, options_hash, dict(result))])
 
     def store_pairs(self, results: Iterable[PairResult]) -> int:
-        """Cache many pair results in one transaction (each under its sorted pair); the count."""
+        """Cache many pair results in one transaction (each under its sorted pair); the count
+        (none in a read-only zoo)."""
+        if self.read_only:
+            return 0
         rows = []
         for r in results:
             a, b = sorted((check_sha(r.a), check_sha(r.b)))
@@ -384,8 +443,8 @@ class ZooStore(ZooIndex):
 
     # -- removing and checking -----------------------------------------------------------
 
-    def rm(self, name: Entry | str) -> None:
-        """Remove an entry, its tags, caches and object file.
+    def rm(self, name: Entry | str, *, keep_object: bool = False) -> None:
+        """Remove an entry, its tags, caches and (unless ``keep_object``) its object file.
 
         Refused for an entry that is another's parent, or the reference of a
         family with other members (``set_reference`` another member first).
@@ -423,22 +482,28 @@ class ZooStore(ZooIndex):
                 s.delete(family)
             sha = row.id
             s.delete(row)
-        self.objects.remove(sha)
+        if not keep_object:
+            self.objects.remove(sha)
 
     def verify(self, repair: bool = False) -> VerifyReport:
-        """Check every object's hash and that every entry's object exists.
+        """Check that every entry's object exists and still hashes to the entry's id.
 
-        Objects without an entry and temp files of interrupted writes are
-        reported; ``repair=True`` deletes them (do not run it while another
-        process is adding to the zoo).
+        A damaged or missing object makes the report not ``ok``. Garbage is
+        reported but harmless: objects no entry references (an add killed
+        before its index commit) and temp files of interrupted writes. Objects
+        that ``manifest.json`` lists but the index lacks are reported as
+        unindexed, never garbage. ``repair=True`` deletes the garbage (do not
+        run it while another process is adding to the zoo).
         """
         with self._session() as s:
             ids = set(s.scalars(select(EntryModel.id)))
         present = set(self.objects.iter())
-        bad = tuple(sha for sha in sorted(present) if not self.objects.verify(sha))
+        bad = tuple(sha for sha in sorted(ids & present) if not self.objects.verify(sha))
         missing = tuple(sorted(ids - present))
-        orphans = tuple(sorted(present - ids))
-        temps = tuple(self.objects.temp_files())
+        listed = listed_ids(self.root)
+        unindexed = tuple(sorted((present - ids) & listed))
+        orphans = tuple(sorted(present - ids - listed))
+        temps = (*self.objects.temp_files(), *stale_rebuilds(self.root))
         repaired: list[str] = []
         if repair:
             for sha in orphans:
@@ -448,11 +513,12 @@ class ZooStore(ZooIndex):
                 tmp.unlink(missing_ok=True)
                 repaired.append(str(tmp))
         return VerifyReport(
-            ok=not (bad or missing or orphans or temps),
-            checked=len(present),
+            ok=not (bad or missing),
+            checked=len(ids & present),
             bad_hashes=bad,
             missing_objects=missing,
             orphan_objects=orphans,
-            orphan_temp_files=temps,
+            orphan_temp_files=tuple(temps),
+            unindexed_objects=unindexed,
             repaired=tuple(repaired),
         )
