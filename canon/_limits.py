@@ -42,7 +42,8 @@ MAX_DEPTH = 64
 MAX_DIM = 2**20
 #: The most items in a config list (layers of an MLP, say).
 MAX_ITEMS = 1024
-#: The most parameters a built-in architecture may be built with (8 GiB of float32).
+#: The most numbers (parameters and buffers) a registered architecture is built with (8 GiB of
+#: float32); checked on the meta device, so the check itself allocates nothing.
 MAX_PARAMS = 2**31
 #: The most tensors a checkpoint header may list.
 MAX_TENSORS = 2**16
@@ -105,7 +106,7 @@ def loads_json(
     try:
         return json.loads(text)
     except ValueError as exc:  # JSONDecodeError, or an integer of too many digits
-        raise error(f"{what} is not valid JSON: {clip(str(exc))}") from None
+        raise error(f"{what} is not valid JSON: {clip(str(exc), 160)}") from None
     except RecursionError:  # only with a max_depth beyond the interpreter's recursion limit
         raise error(f"{what} is nested too deeply to parse") from None
 

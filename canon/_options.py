@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from canon._limits import clip, loads_json
 from canon.errors import ConfigError, InvalidEntryError
 
-__all__ = ["parse_json", "parse_tags"]
+__all__ = ["MAX_JSON_OPTION_BYTES", "parse_json", "parse_tags"]
+
+#: The longest JSON option accepted (a config is a few hundred bytes).
+MAX_JSON_OPTION_BYTES = 2**16
 
 
 def parse_json(text: str, option: str = "--config") -> dict[str, Any]:
-    """A JSON object given on the command line (one-line error otherwise)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"`{option}` is not valid JSON: {exc}") from None
+    """A JSON object given as ``option`` (a CLI flag or an HTTP query parameter).
+
+    Text that is not JSON, nested too deeply, longer than
+    :data:`MAX_JSON_OPTION_BYTES` or not an object raises a one-line
+    :class:`~canon.errors.ConfigError`.
+    """
+    value = loads_json(text, what=f"`{option}`", max_bytes=MAX_JSON_OPTION_BYTES)
     if not isinstance(value, dict):
-        raise ConfigError(f"`{option}` must be a JSON object")
+        raise ConfigError(
+            f"`{option}` must be a JSON object such as '{{\"hidden\": [64]}}', "
+            f"got a {type(value).__name__}"
+        )
     return value
 
 
@@ -28,6 +36,6 @@ def parse_tags(values: Sequence[str]) -> dict[str, str]:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise InvalidEntryError(f"`--tag` must be KEY=VALUE, got {item!r}")
+            raise InvalidEntryError(f"`--tag` must be KEY=VALUE, got {clip(repr(item))}")
         tags[key.strip()] = value
     return tags

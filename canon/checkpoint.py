@@ -10,6 +10,7 @@ ever unpickled.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from canon._limits import MAX_RANK, MAX_TENSORS, clip, loads_json
 from canon.core.spec import Spec, check_finite, check_tensors, dtype_name
 from canon.errors import CheckpointFormatError
 
@@ -82,14 +84,19 @@ def read_header(path: str | os.PathLike[str], spec: Spec | None = None) -> Heade
         raise CheckpointFormatError(f"{where} does not exist", path=str(p)) from None
     except IsADirectoryError:
         raise CheckpointFormatError(f"{where} is a directory, not a file", path=str(p)) from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointFormatError(
-            f"{where} is not a safetensors file: its header is not JSON ({exc})", path=str(p)
-        ) from None
+    header = loads_json(
+        raw,
+        what=f"{where} is not a safetensors file: its header",
+        error=functools.partial(CheckpointFormatError, path=str(p)),
+    )
     if not isinstance(header, dict):
         raise CheckpointFormatError(f"{where}: safetensors header is not an object", path=str(p))
+    count = len(header) - ("__metadata__" in header)
+    if count > MAX_TENSORS:
+        raise CheckpointFormatError(
+            f"{where}: the header lists {count} tensors; canon reads at most {MAX_TENSORS}",
+            path=str(p),
+        )
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
@@ -105,24 +112,35 @@ def read_header(path: str | os.PathLike[str], spec: Spec | None = None) -> Heade
 
 def _entry(where: str, name: str, info: object, data_size: int) -> tuple[tuple[int, ...], str]:
     def bad(why: str) -> CheckpointFormatError:
-        return CheckpointFormatError(f"{where}: tensor `{name}` {why}", path=where.strip("`"))
+        return CheckpointFormatError(
+            f"{where}: tensor `{clip(name, 120)}` {why}", path=where.strip("`")
+        )
+
+    def show(value: object) -> str:
+        return clip(json.dumps(value), 120)
 
     if not isinstance(info, dict):
         raise bad("has no dtype/shape entry")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in _TORCH:
-        raise bad(f"has unsupported dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise bad(f"has an invalid shape {shape!r}")
+    if not isinstance(dtype, str) or dtype not in _TORCH:
+        raise bad(f"has unsupported dtype {show(dtype)}; supported: {', '.join(_TORCH)}")
+    if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
+        raise bad(f"has an invalid shape {show(shape)}: a list of integers >= 0 is needed")
+    if len(shape) > MAX_RANK:
+        raise bad(f"has {len(shape)} dimensions; canon reads at most {MAX_RANK}")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or not all(isinstance(o, int) for o in offsets)
-        or not 0 <= offsets[0] <= offsets[1] <= data_size
+        or not all(_is_count(o) for o in offsets)
+        or not offsets[0] <= offsets[1] <= data_size
         or offsets[1] - offsets[0] != math.prod(shape) * _TORCH[dtype].itemsize
     ):
-        raise bad(f"has data offsets {offsets!r} that do not match its shape and the file size")
+        raise bad(f"has data offsets {show(offsets)} that do not match its shape and the file size")
     return tuple(shape), dtype_name(_TORCH[dtype])
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def load_state(

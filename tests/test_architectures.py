@@ -44,7 +44,7 @@ def test_registering_twice_raises():
         ({"hidden": 3}, "`hidden` of `mlp` must be a list"),
         ({"in_features": "7"}, "`in_features` of `mlp` must be an integer"),
         ({"activation": "gelu"}, "`activation` of `mlp` must be one of"),
-        ({"hidden": [0]}, "`hidden` must be positive"),
+        ({"hidden": [0]}, "`hidden` of `mlp` must be a list of .*integers from 1 to 1048576"),
     ],
 )
 def test_bad_configs(config, pattern):

@@ -88,7 +88,7 @@ def _write(path, header: bytes, data: bytes = b"") -> None:
     [
         (b"", "too short"),
         (b"PK\x03\x04 this is a zip (a torch pickle)", "header length"),
-        (struct.pack("<Q", 5) + b"{nope", "not JSON"),
+        (struct.pack("<Q", 5) + b"{nope", "not valid JSON"),
         (struct.pack("<Q", 2) + b"[]", "not an object"),
     ],
 )

@@ -17,7 +17,13 @@ from hub_server import FakeHub
 from huggingface_hub import HfApi
 
 from canon.architectures import build_model
-from canon.errors import HubError, InvalidManifestError, NameClashError, PushConflictError
+from canon.errors import (
+    HubError,
+    InvalidManifestError,
+    NameClashError,
+    PushConflictError,
+    UntrustedCodeError,
+)
 from canon.hub import CARD_FILE, MANIFEST_FILE, RESULTS_FILE
 from canon.zoo import Zoo
 from canon.zoo._manifest import manifest, object_path
@@ -219,9 +225,10 @@ def test_hostile_repository_is_rejected_with_nothing_written(
         changes[object_path(victim)] = files[object_path(data["entries"][1]["id"])]
     hub.commit(repo, changes)
     zoo_root = tmp_path / "victim"
+    refused = UntrustedCodeError if case == "code" else InvalidManifestError
     with Zoo.open(zoo_root) as zoo:
         before = _files(tmp_path)
-        with pytest.raises(InvalidManifestError):
+        with pytest.raises(refused):
             zoo.pull(repo, cache_dir=cache, **options)
         assert len(zoo) == 0
         written = {p for p in _files(tmp_path) - before if not p.startswith("victim/")}

@@ -28,7 +28,7 @@ def imports_of(path: Path) -> set[str]:
     ("layer", "allowed_canon"),
     [
         ("core", ("canon.core", "canon.errors")),
-        ("architectures", ("canon.architectures", "canon.core", "canon.errors")),
+        ("architectures", ("canon.architectures", "canon.core", "canon.errors", "canon._limits")),
         (
             "engine",
             (
@@ -38,12 +38,13 @@ def imports_of(path: Path) -> set[str]:
                 "canon.data",
                 "canon.device",
                 "canon.errors",
+                "canon._limits",
             ),
         ),
     ],
 )
 def test_layer_imports_only_downward(layer, allowed_canon):
-    """Modules of a layer import only their own layer, lower layers and errors."""
+    """Modules of a layer import only their own layer, lower layers, errors and input bounds."""
     files = sorted((PACKAGE / layer).glob("*.py"))
     assert files
     for path in files:

@@ -3,6 +3,10 @@
 from canon.architectures import _builtin as _builtin  # registers the built-ins
 from canon.architectures._builtin import Network as Network
 from canon.architectures._registry import Architecture as Architecture
+from canon.architectures._registry import CheckedConfig as CheckedConfig
+from canon.architectures._registry import Count as Count
+from canon.architectures._registry import Range as Range
+from canon.architectures._registry import Size as Size
 from canon.architectures._registry import build_model as build_model
 from canon.architectures._registry import get_architecture as get_architecture
 from canon.architectures._registry import list_architectures as list_architectures
@@ -11,7 +15,11 @@ from canon.architectures._registry import resolve_config as resolve_config
 
 __all__ = [
     "Architecture",
+    "CheckedConfig",
+    "Count",
     "Network",
+    "Range",
+    "Size",
     "build_model",
     "get_architecture",
     "list_architectures",

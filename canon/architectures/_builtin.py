@@ -1,14 +1,20 @@
-"""The built-in architectures (the paper's networks, with sizes as config)."""
+"""The built-in architectures (the paper's networks, with sizes as config).
+
+Every size in a config is a :data:`~canon.architectures._registry.Size`: an
+integer from 1 to :data:`~canon._limits.MAX_DIM` (2**20), checked when the
+config is made, before any module is.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from torch import Tensor, nn
 
-from canon.architectures._registry import register_architecture
+from canon._limits import MAX_DIM
+from canon.architectures._registry import CheckedConfig, Count, Range, Size, register_architecture
 from canon.core.modules import BinaryConv2d, BinaryLinear, Sign
 from canon.errors import ConfigError
 
@@ -50,13 +56,6 @@ def _activation(name: str) -> nn.Module:
     raise ConfigError(f"unknown activation `{name}`; choose relu, tanh or sign")
 
 
-def _positive(**sizes: int | tuple[int, ...]) -> None:
-    for key, value in sizes.items():
-        values = value if isinstance(value, tuple) else (value,)
-        if any(int(v) < 1 for v in values):
-            raise ConfigError(f"config `{key}` must be positive, got {value!r}")
-
-
 def _conv_out(size: int, kernel: int, padding: int) -> int:
     return size + 2 * padding - kernel + 1
 
@@ -75,10 +74,10 @@ def _two_conv_side(name: str, channels: tuple[int, ...], size: int, k: int, p: i
 
 
 @dataclass(frozen=True)
-class MLPConfig:
-    in_features: int = 784
-    hidden: tuple[int, ...] = (512, 512)
-    classes: int = 10
+class MLPConfig(CheckedConfig):
+    in_features: Size = 784
+    hidden: tuple[Size, ...] = (512, 512)
+    classes: Size = 10
     activation: Activation = "relu"
     bias: bool = True
     batchnorm: bool = False
@@ -87,7 +86,6 @@ class MLPConfig:
 @register_architecture("mlp", MLPConfig)
 def mlp(config: MLPConfig) -> nn.Module:
     """Multi-layer perceptron: any depth and widths; relu, tanh or sign activations."""
-    _positive(in_features=config.in_features, hidden=config.hidden, classes=config.classes)
     layers: list[tuple[str, nn.Module]] = []
     fan_in = config.in_features
     for i, width in enumerate(config.hidden, start=1):
@@ -101,20 +99,19 @@ def mlp(config: MLPConfig) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class LeNetConfig:
-    in_channels: int = 1
-    input_size: int = 28
-    classes: int = 10
-    channels: tuple[int, int] = (20, 50)
-    kernel_size: int = 5
-    padding: int = 0
-    hidden: int = 500
+class LeNetConfig(CheckedConfig):
+    in_channels: Size = 1
+    input_size: Size = 28
+    classes: Size = 10
+    channels: tuple[Size, Size] = (20, 50)
+    kernel_size: Size = 5
+    padding: Count = 0
+    hidden: Size = 500
 
 
 @register_architecture("lenet", LeNetConfig)
 def lenet(config: LeNetConfig) -> nn.Module:
     """The paper's LeNet-like net: conv 20 and 50 filters 5x5, 2x2 max-pool, fc 500."""
-    _positive(channels=config.channels, hidden=config.hidden, classes=config.classes)
     k, p = config.kernel_size, config.padding
     side = _two_conv_side("lenet", config.channels, config.input_size, k, p)
     c1, c2 = config.channels
@@ -133,18 +130,20 @@ def lenet(config: LeNetConfig) -> nn.Module:
     return Network(layers, (config.in_channels, config.input_size, config.input_size))
 
 
-VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+VGG16: tuple[int | Literal["M"], ...] = (
+    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
-class VGGConfig:
-    layers: tuple[int | str, ...] = VGG16
-    width: float = 1.0
-    in_channels: int = 3
-    input_size: int = 32
-    classes: int = 10
-    hidden: tuple[int, ...] = (512, 512)
-    dropout: float = 0.5
+class VGGConfig(CheckedConfig):
+    layers: tuple[Size | Literal["M"], ...] = VGG16
+    width: Annotated[float, Range(1 / 64, 64)] = 1.0
+    in_channels: Size = 3
+    input_size: Size = 32
+    classes: Size = 10
+    hidden: tuple[Size, ...] = (512, 512)
+    dropout: Annotated[float, Range(0, 1)] = 0.5
 
 
 @register_architecture("vgg", VGGConfig)
@@ -158,10 +157,13 @@ def vgg(config: VGGConfig) -> nn.Module:
             layers.append((f"pool{pool}", nn.MaxPool2d(2)))
             side //= 2
             continue
-        if isinstance(item, str) or int(item) < 1:
-            raise ConfigError(f"vgg: `layers` holds channel counts and 'M', got {item!r}")
         conv += 1
         width = max(1, round(int(item) * config.width))
+        if width > MAX_DIM:
+            raise ConfigError(
+                f"vgg: `layers` item {item} times `width` {config.width:g} is {width} channels; "
+                f"at most {MAX_DIM}"
+            )
         layers += [
             (f"conv{conv}", nn.Conv2d(channels, width, 3, padding=1)),
             (f"bn{conv}", nn.BatchNorm2d(width)),
@@ -184,16 +186,15 @@ def vgg(config: VGGConfig) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class BinaryMLPConfig:
-    in_features: int = 784
-    hidden: tuple[int, ...] = (1001, 1001, 1001)
-    classes: int = 10
+class BinaryMLPConfig(CheckedConfig):
+    in_features: Size = 784
+    hidden: tuple[Size, ...] = (1001, 1001, 1001)
+    classes: Size = 10
 
 
 @register_architecture("binary_mlp", BinaryMLPConfig)
 def binary_mlp(config: BinaryMLPConfig) -> nn.Module:
     """Binary MLP: sign activations, weights binarized in the forward pass (BinaryNet)."""
-    _positive(in_features=config.in_features, hidden=config.hidden, classes=config.classes)
     layers: list[tuple[str, nn.Module]] = []
     fan_in = config.in_features
     for i, width in enumerate(config.hidden, start=1):
@@ -204,15 +205,14 @@ def binary_mlp(config: BinaryMLPConfig) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class CommitteeConfig:
-    in_features: int = 1000
-    hidden: int = 101
+class CommitteeConfig(CheckedConfig):
+    in_features: Size = 1000
+    hidden: Size = 101
 
 
 @register_architecture("committee", CommitteeConfig)
 def committee(config: CommitteeConfig) -> nn.Module:
     """Binary committee machine: one hidden sign layer, output weights fixed to 1."""
-    _positive(in_features=config.in_features, hidden=config.hidden)
     layers: list[tuple[str, nn.Module]] = [
         ("hidden", BinaryLinear(config.in_features, config.hidden, bias=False)),
         ("act", Sign()),
@@ -222,34 +222,32 @@ def committee(config: CommitteeConfig) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class PerceptronConfig:
-    in_features: int = 1000
+class PerceptronConfig(CheckedConfig):
+    in_features: Size = 1000
     binary: bool = True
 
 
 @register_architecture("perceptron", PerceptronConfig)
 def perceptron(config: PerceptronConfig) -> nn.Module:
     """A perceptron with one output (binary weights by default)."""
-    _positive(in_features=config.in_features)
     layer = (BinaryLinear if config.binary else nn.Linear)(config.in_features, 1, bias=False)
     return Network([("out", layer)], (config.in_features,))
 
 
 @dataclass(frozen=True)
-class BinaryConvConfig:
-    in_channels: int = 3
-    input_size: int = 32
-    classes: int = 10
-    channels: tuple[int, int] = (20, 50)
-    kernel_size: int = 5
-    padding: int = 0
-    hidden: tuple[int, ...] = (2001, 2001)
+class BinaryConvConfig(CheckedConfig):
+    in_channels: Size = 3
+    input_size: Size = 32
+    classes: Size = 10
+    channels: tuple[Size, Size] = (20, 50)
+    kernel_size: Size = 5
+    padding: Count = 0
+    hidden: tuple[Size, ...] = (2001, 2001)
 
 
 @register_architecture("binary_conv", BinaryConvConfig)
 def binary_conv(config: BinaryConvConfig) -> nn.Module:
     """The paper's binary convnet: 2 binary convs (5x5, max-pool, sign), binary fc layers."""
-    _positive(channels=config.channels, hidden=config.hidden, classes=config.classes)
     k, p = config.kernel_size, config.padding
     side = _two_conv_side("binary_conv", config.channels, config.input_size, k, p)
     c1, c2 = config.channels

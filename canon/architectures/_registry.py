@@ -3,27 +3,42 @@
 A factory takes one frozen config dataclass and returns a module. Configs
 are given as mappings (JSON objects) and checked against the dataclass: an
 unknown key is an error naming the valid ones, and a missing key takes the
-dataclass default. A name of the form ``module:function`` loads a user
-architecture: ``function(**config)`` must return an ``nn.Module``.
+dataclass default. Values are checked against the
+field's type hint (:func:`_check`): element types of lists, and bounds
+given as ``Annotated[int, Range(low, high)]`` (:data:`Size` is 1 to
+:data:`~canon._limits.MAX_DIM`), so an absurd size is refused before any
+module is made. A name of the form ``module:function`` loads a user
+architecture: ``function(**config)`` must return an ``nn.Module``; whatever
+it raises becomes a :class:`~canon.errors.ConfigError` naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import fnmatch
 import importlib
+import json
+import math
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union
 
+import torch
 from torch import nn
 
-from canon.errors import ConfigError, DuplicateNameError, UnknownNameError
+from canon._limits import MAX_DIM, MAX_ITEMS, MAX_PARAMS, clip
+from canon.errors import CanonError, ConfigError, DuplicateNameError, UnknownNameError
 
 __all__ = [
     "Architecture",
+    "CheckedConfig",
+    "Count",
+    "Range",
+    "Size",
     "build_model",
     "get_architecture",
     "list_architectures",
@@ -74,11 +89,12 @@ def get_architecture(name: str) -> Architecture:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3) if len(name) < 100 else []
         hint = f"; did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
         known = ", ".join(sorted(_REGISTRY))
         raise UnknownNameError(
-            f"unknown architecture `{name}`{hint} (known: {known}; or give module:function)",
+            f"unknown architecture `{clip(name, 100)}`{hint} (known: {known}; "
+            "or give module:function)",
             name=name,
         ) from None
 
@@ -93,23 +109,75 @@ def resolve_config(name: str, config: Mapping[str, Any] | None = None) -> dict[s
     return resolved
 
 
-def build_model(name: str, config: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build the architecture ``name`` (registered, or ``module:function``) from ``config``."""
+def build_model(
+    name: str,
+    config: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """Build the architecture ``name`` (registered, or ``module:function``) from ``config``.
+
+    With ``device``, the module is made under ``with torch.device(device)``:
+    ``device="meta"`` gives its structure (shapes, dtypes) with no memory
+    for its weights. A registered architecture is made on the meta device
+    first and refused (:class:`~canon.errors.ConfigError`) if it would hold
+    more than :data:`~canon._limits.MAX_PARAMS` numbers.
+    """
     if ":" in name:
-        return _build_user(name, dict(config or {}))
+        return _build_user(name, dict(config or {}), device)
     arch = get_architecture(name)
-    return arch.factory(_make_config(arch, config or {}))
+    made = _make_config(arch, config or {})
+    with torch.device("meta"):
+        skeleton = _call(arch, made)
+    numbers = _numel(skeleton)
+    if numbers > MAX_PARAMS:
+        raise ConfigError(
+            f"architecture `{name}` with this config holds {numbers:,} numbers; canon "
+            f"builds at most {MAX_PARAMS:,}: make `hidden`, channels or the input smaller"
+        )
+    if device is not None and _device(device).type == "meta":
+        return skeleton
+    if device is None:
+        return _call(arch, made)
+    with _device(device):
+        return _call(arch, made)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(
+            f"`device` {clip(repr(device), 100)} is not a torch device: {exc}"
+        ) from None
+
+
+def _call(arch: Architecture, config: Any) -> nn.Module:
+    """``arch.factory(config)``; torch's own complaints about sizes become a ConfigError."""
+    try:
+        return arch.factory(config)
+    except CanonError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"architecture `{arch.name}` cannot be built from this config: {clip(str(exc), 200)}"
+        ) from exc
+
+
+def _numel(module: nn.Module) -> int:
+    """The numbers in ``module``'s parameters and buffers."""
+    return sum(t.numel() for t in [*module.parameters(), *module.buffers()])
 
 
 def _make_config(arch: Architecture, config: Mapping[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(arch.config_type)}
-    unknown = sorted(set(config) - set(fields))
+    unknown = sorted(str(k) for k in set(config) - set(fields))
     if unknown:
+        listed = clip(", ".join(f"`{k}`" for k in unknown), 200)
         raise ConfigError(
-            f"unknown config key(s) {', '.join(f'`{k}`' for k in unknown)} for architecture "
+            f"unknown config key(s) {listed} for architecture "
             f"`{arch.name}`; valid keys: {', '.join(fields)}"
         )
-    hints = typing.get_type_hints(arch.config_type)
+    hints = _hints(arch.config_type)
     values = {k: _coerce(arch.name, k, v, hints.get(k)) for k, v in config.items()}
     try:
         return arch.config_type(**values)
@@ -117,23 +185,173 @@ def _make_config(arch: Architecture, config: Mapping[str, Any]) -> Any:
         raise ConfigError(f"invalid config for architecture `{arch.name}`: {exc}") from exc
 
 
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(config_type: type[Any]) -> dict[str, Any]:
+    """The type hints of a config dataclass's fields (``Annotated`` kept), computed once."""
+    if config_type not in _HINTS:
+        _HINTS[config_type] = typing.get_type_hints(config_type, include_extras=True)
+    return _HINTS[config_type]
+
+
+class CheckedConfig:
+    """Base of config dataclasses whose fields are checked against their hints when made.
+
+    A field given as a list becomes a tuple; a value that does not fit its
+    hint raises :class:`~canon.errors.ConfigError` naming the class and field.
+    """
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = _coerce(type(self).__name__, f.name, getattr(self, f.name), hints.get(f.name))
+            object.__setattr__(self, f.name, value)
+
+
 def _coerce(arch: str, key: str, value: Any, hint: Any) -> Any:
-    """JSON gives lists where configs hold tuples; check simple types on the way."""
-    origin = typing.get_origin(hint)
+    """``value`` checked against the type ``hint`` of config ``key``; JSON lists become tuples."""
+    try:
+        return _check(value, hint)
+    except _Mismatch as bad:
+        item = f" ({bad.where}: {_show(bad.value, 60)})" if bad.where else ""
+        raise ConfigError(
+            f"config `{key}` of `{arch}` must be {_describe(hint)}, got {_show(value)}{item}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Range:
+    """Inclusive bounds of a config number, as in ``Annotated[int, Range(1, MAX_DIM)]``."""
+
+    low: float
+    high: float
+
+    def describe(self, noun: str, plural: bool) -> str:
+        """``noun`` ("integer", "numbers") with the bounds, with an article if single."""
+        low, high = _number(self.low), _number(self.high)
+        text = f"{noun} from {low} to {high}"
+        return text if plural else f"{'an' if text[0] in 'aeiou' else 'a'} {text}"
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+#: A size (units in a layer, channels, an input side, a kernel): an integer in 1..MAX_DIM.
+Size = Annotated[int, Range(1, MAX_DIM)]
+#: A count that may be zero (padding): an integer in 0..MAX_DIM.
+Count = Annotated[int, Range(0, MAX_DIM)]
+
+
+class _Mismatch(Exception):
+    """A value that does not fit a hint; ``where`` names the list item at fault, if any."""
+
+    def __init__(self, value: Any = None, where: str = "") -> None:
+        super().__init__(where)
+        self.value = value
+        self.where = where
+
+
+def _check(value: Any, hint: Any) -> Any:
+    """``value`` if it fits ``hint`` (lists as tuples), else :class:`_Mismatch`.
+
+    Understood: ``int``, ``float``, ``bool``, ``str``, ``None``, ``Literal``,
+    unions, ``tuple[X, ...]`` and fixed tuples (at most :data:`MAX_ITEMS`
+    items), and ``Annotated[X, Range(...)]``; any other hint lets the value
+    through for the factory to check.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        value = _check(value, args[0])
+        for bound in args[1:]:
+            if isinstance(bound, Range) and not bound.low <= value <= bound.high:
+                raise _Mismatch()
+        return value
+    if origin in (Union, types.UnionType):
+        for arm in args:
+            try:
+                return _check(value, arm)
+            except _Mismatch:
+                continue
+        raise _Mismatch()
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config `{key}` of `{arch}` must be a list, got {value!r}")
-        return tuple(value)
-    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"config `{key}` of `{arch}` must be an integer, got {value!r}")
-    if hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"config `{key}` of `{arch}` must be true or false, got {value!r}")
-    if hint is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(f"config `{key}` of `{arch}` must be a number, got {value!r}")
-    if origin is typing.Literal and value not in typing.get_args(hint):
-        choices = ", ".join(repr(c) for c in typing.get_args(hint))
-        raise ConfigError(f"config `{key}` of `{arch}` must be one of {choices}, got {value!r}")
+            raise _Mismatch()
+        if len(value) > MAX_ITEMS:
+            raise _Mismatch(len(value), "its length")
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise _Mismatch()
+        checked = []
+        for i, (item, item_hint) in enumerate(zip(value, items, strict=True)):
+            try:
+                checked.append(_check(item, item_hint))
+            except _Mismatch:
+                raise _Mismatch(item, f"item {i}") from None
+        return tuple(checked)
+    if origin is Literal:
+        if any(type(value) is type(c) and value == c for c in args):
+            return value
+        raise _Mismatch()
+    fits = {
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ),
+        bool: lambda v: isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+        type(None): lambda v: v is None,
+    }.get(hint)
+    if fits is not None and not fits(value):
+        raise _Mismatch()
     return value
+
+
+_NOUNS = {
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    bool: ("true or false", "booleans"),
+    str: ("a string", "strings"),
+    type(None): ("null", "nulls"),
+}
+
+
+def _describe(hint: Any, plural: bool = False) -> str:
+    """What ``hint`` allows, in words ("a list of positive integers up to 1048576")."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        noun = _describe(args[0], plural)
+        ranges = [a for a in args[1:] if isinstance(a, Range)]
+        if not ranges:
+            return noun
+        return ranges[0].describe(noun.removeprefix("an ").removeprefix("a "), plural)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return ("one of " if len(args) > 1 else "") + ", ".join(_show(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            inner, count = args[0], f"at most {MAX_ITEMS} "
+        elif len(set(args)) == 1:
+            inner, count = args[0], f"{len(args)} "
+        else:
+            return "a list of " + ", then ".join(_describe(a) for a in args)
+        if typing.get_origin(inner) in (Union, types.UnionType, Literal):
+            return f"a list of {count}items, each {_describe(inner)}"
+        return f"a list of {count}{_describe(inner, plural=True)}"
+    if hint in _NOUNS:
+        return _NOUNS[hint][plural]
+    return f"a {getattr(hint, '__name__', hint)}"
+
+
+def _show(value: Any, limit: int = 100) -> str:
+    """``value`` as JSON (or repr), clipped for an error message."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = f"<{type(value).__name__}>"
+    return clip(text, limit)
 
 
 def _jsonable(value: Any) -> Any:
@@ -144,18 +362,31 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _build_user(name: str, config: dict[str, Any]) -> nn.Module:
+def _build_user(
+    name: str, config: dict[str, Any], device: str | torch.device | None = None
+) -> nn.Module:
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
-        raise ConfigError(f"user architecture `{name}` must be written module:function")
+        raise ConfigError(f"user architecture `{clip(name, 200)}` must be written module:function")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import module `{module_name}` for `{name}`: {exc}") from exc
+    except Exception as exc:  # ImportError, or whatever the module raises as it runs
+        raise ConfigError(
+            f"cannot import module `{clip(module_name, 100)}` for `{clip(name, 100)}`: "
+            f"{type(exc).__name__}: {clip(str(exc), 200)}"
+        ) from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ConfigError(f"module `{module_name}` has no callable `{attr}`")
-    model = factory(**config)
+        raise ConfigError(f"module `{module_name}` has no callable `{clip(attr, 100)}`")
+    place = _device(device) if device is not None else contextlib.nullcontext()
+    try:
+        with place:
+            model = factory(**config)
+    except Exception as exc:  # a user's code may raise anything: one line naming it
+        raise ConfigError(
+            f"user architecture `{clip(name, 80)}` failed: {type(exc).__name__}: "
+            f"{clip(str(exc), 120)}; give the keyword arguments it takes as the config"
+        ) from exc
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"`{name}` returned {type(model).__name__}, not an nn.Module")
+        raise ConfigError(f"`{clip(name, 200)}` returned {type(model).__name__}, not an nn.Module")
     return model

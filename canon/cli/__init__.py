@@ -10,13 +10,13 @@ from canon.cli import _plot_commands as plots
 from canon.cli import _repro_command as reproduction
 from canon.cli import _serve_command as serving
 from canon.cli import _zoo_commands as zoo
-from canon.cli._app import App, canon_command, common_options, emit, pass_app
+from canon.cli._app import App, CanonGroup, canon_command, common_options, emit, pass_app
 from canon.cli._common import parse_json
 
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CanonGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="canon-zoo", prog_name="canon")
 def cli() -> None:
     """canon: canonical forms, distances and error barriers between trained networks."""

@@ -15,7 +15,15 @@ import click
 from canon._limits import clip
 from canon.errors import CanonError
 
-__all__ = ["App", "canon_command", "common_options", "emit", "pass_app", "zoo_option"]
+__all__ = [
+    "App",
+    "CanonGroup",
+    "canon_command",
+    "common_options",
+    "emit",
+    "pass_app",
+    "zoo_option",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,10 +51,44 @@ class App:
 
 pass_app = click.make_pass_decorator(App, ensure=True)
 
+
+class CanonGroup(click.Group):
+    """The ``canon`` group: usage errors print one line, like every other error.
+
+    Exit codes: 0 on success, 1 for bad input or a failed operation, 2 for a
+    command line that does not parse (click's convention for usage errors).
+    """
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            message = clip(" ".join(exc.format_message().split()), _MAX_ERROR)
+            click.echo(f"Error: {message}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 # Exception types the CLI reports as one-line errors (exit code 1); anything else is a bug,
 # also reported in one line (the traceback with CANON_DEBUG=1).
 _USER_ERRORS: tuple[type[BaseException], ...] = (CanonError, OSError, MemoryError)
-_MAX_ERROR = 500
+_MAX_ERROR = 360
 
 
 def _set(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -113,7 +155,11 @@ def canon_command(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except click.ClickException as exc:
+            if type(exc) is not click.ClickException:  # usage errors print their own way
+                raise
+            raise click.ClickException(clip(" ".join(exc.message.split()), _MAX_ERROR)) from exc
+        except (click.exceptions.Exit, click.Abort):
             raise
         except _USER_ERRORS as exc:
             raise click.ClickException(_one_line(exc)) from exc

@@ -61,6 +61,7 @@ def serve(
         max_upload_bytes=int(max_upload_mb * 2**20),
         device=app.device,
         workers=workers,
+        trust_code=app.trust_code,
     )
     log = logging.getLogger("canon.service")
     log.setLevel(logging.WARNING if app.quiet else logging.INFO)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from canon._limits import clip
 from canon.cli._app import App, canon_command, common_options, emit, pass_app, zoo_option
 from canon.cli._common import (
     entry_dict,
@@ -108,15 +109,18 @@ def list_entries(
         if not entries:
             return "no entries"
         rows = [
-            (
-                e.name,
-                e.kind,
-                e.architecture,
-                e.dataset or "-",
-                ",".join(f"{k}={v}" for k, v in e.tags.items()) or "-",
-                pct(e.metrics.get("train_error")),
-                pct(e.metrics.get("test_error")),
-                e.id[:12],
+            tuple(
+                clip(cell, 60)  # stored text is echoed escaped: no terminal control from data
+                for cell in (
+                    e.name,
+                    e.kind,
+                    e.architecture,
+                    e.dataset or "-",
+                    ",".join(f"{k}={v}" for k, v in e.tags.items()) or "-",
+                    pct(e.metrics.get("train_error")),
+                    pct(e.metrics.get("test_error")),
+                    e.id[:12],
+                )
             )
             for e in entries
         ]
@@ -158,7 +162,7 @@ def show(app: App, name: str) -> None:
             f"created:      {entry.created.isoformat() if entry.created else '-'}",
         ]
         lines += [f"metric {k}: {v}" for k, v in entry.metrics.items()]
-        return "\n".join(lines)
+        return "\n".join(clip(line, 400) for line in lines)
 
     emit(app, data, text)
 
@@ -222,13 +226,13 @@ def verify(app: App, repair: bool) -> None:
     if not report.ok:
         if app.json:
             emit(app, data, str)
-        bad = "; ".join(report.skipped_entries[:3]) or summary(problems)
-        raise click.ClickException(
-            f"zoo is not consistent: {bad}; `canon verify --repair` rebuilds a missing index "
-            "without bad entries (a damaged object needs its file restored)"
-            if report.skipped_entries
-            else f"zoo is not consistent: {summary(problems)}"
-        )
+        if report.skipped_entries:
+            raise click.ClickException(
+                f"{len(report.skipped_entries)} manifest entries cannot be indexed (`canon verify "
+                f"--repair` indexes the rest; nothing was changed); first: "
+                f"{report.skipped_entries[0]}"
+            )
+        raise click.ClickException(f"zoo is not consistent: {summary(problems)}")
 
     def text() -> str:
         lines = [f"ok: {report.checked} objects checked"]

@@ -274,9 +274,11 @@ def check_tensors(found: Mapping[str, tuple[tuple[int, ...], str]], spec: Spec, 
         if (dtype in _FLOAT_DTYPES) != info.is_floating:
             problems.append(f"tensor `{name}` has dtype {dtype}, expected {info.dtype}")
     if problems:
+        shown = "; ".join(problems[:3]) + (
+            f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        )
         raise SpecMismatchError(
-            f"{what} does not match the architecture: " + "; ".join(problems),
-            problems=tuple(problems),
+            f"{what} does not match the architecture: {shown}", problems=tuple(problems)
         )
 
 

@@ -43,7 +43,7 @@ from canon.core.spec import (
 )
 from canon.errors import UnsupportedModuleError
 
-__all__ = ["spec_from_module", "tracer"]
+__all__ = ["spec_from_module", "tensors_of", "tracer"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,23 @@ def tracer() -> fx.Tracer:
     return _Tracer()
 
 
+def tensors_of(model: nn.Module) -> tuple[TensorInfo, ...]:
+    """Every tensor of ``model``'s state dict: name, shape, dtype, parameter or buffer, binary.
+
+    Needs no forward pass, so a module built on the meta device costs nothing here.
+    """
+    parameters = {name for name, _ in model.named_parameters()}
+    binary = {
+        f"{path}.weight"
+        for path, m in model.named_modules()
+        if isinstance(m, (BinaryLinear, BinaryConv2d))
+    }
+    return tuple(
+        TensorInfo(name, tuple(t.shape), dtype_name(t.dtype), name in parameters, name in binary)
+        for name, t in model.state_dict().items()
+    )
+
+
 def spec_from_module(model: nn.Module, input_shape: Sequence[int] | None = None) -> Spec:
     """Derive the structure spec of ``model`` by tracing it with torch.fx.
 
@@ -247,19 +264,7 @@ class _Walker:
                 output = self._output(node)
             elif _is_tensor(node):
                 self._step(node)
-        parameters = {name for name, _ in model.named_parameters()}
-        binary = {
-            f"{path}.weight"
-            for path, m in model.named_modules()
-            if isinstance(m, (BinaryLinear, BinaryConv2d))
-        }
-        tensors = tuple(
-            TensorInfo(
-                name, tuple(t.shape), dtype_name(t.dtype), name in parameters, name in binary
-            )
-            for name, t in model.state_dict().items()
-        )
-        return Spec(groups=tuple(self.groups), output=output, tensors=tensors)
+        return Spec(groups=tuple(self.groups), output=output, tensors=tensors_of(model))
 
     # -- one node ---------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -9,7 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from canon.errors import HubError, InvalidManifestError, NameClashError
+from canon._limits import clip, loads_json
+from canon.core import Spec
+from canon.errors import CanonError, HubError, InvalidManifestError, NameClashError
 from canon.hub._remote import (
     MANIFEST_FILE,
     REPO_TYPES,
@@ -73,7 +76,7 @@ def pull(
     ``results`` is false. On failure nothing is added.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, RemoteEntryNotFoundError
 
     check_repo_id(repo_id)
     if repo_type not in REPO_TYPES:
@@ -94,30 +97,43 @@ def pull(
         )
 
     with hub_errors(repo_id, wanted, "pull"), quiet_hub_bars(False):
-        manifest_file = download(MANIFEST_FILE, wanted)
+        manifest_file = download(MANIFEST_FILE, wanted)  # hub_errors names it if missing
         # The Hub cache keeps each file under snapshots/<commit>/: the commit this revision is.
         snapshot = manifest_file.parent.name
         commit = snapshot if _COMMIT_RE.fullmatch(snapshot) else None
         at = commit or wanted
         source = f"{repo_id}@{at[:12]}"
-        checked = parse_manifest(_read_json(manifest_file, source), source=source, trusted=False)
+        # A pulled manifest names code only into a zoo opened with trust_code (--trust-code).
+        checked = parse_manifest(
+            _read_json(manifest_file, source), source=source, trusted=zoo.trust_code
+        )
 
         held = {e.id: e for e in zoo.entries()}
         new = [e for e in checked.entries if e["id"] not in held]
         names = _local_names(new, {e.name for e in held.values()}, rename, repo_id)
+        specs = _check_configs(new, source)
 
         fetch = [e for e in new if not zoo.objects.exists(e["id"])]
         paths = {e["id"]: zoo.objects.path(e["id"]) for e in new}
         bar = _bar(progress, len(fetch), repo_id)
         try:
             for e in fetch:
-                path = download(object_path(e["id"]), at)
+                try:
+                    path = download(object_path(e["id"]), at)
+                except RemoteEntryNotFoundError:  # on the Hub (a local cache miss is not)
+                    raise InvalidManifestError(
+                        f"{source}: {MANIFEST_FILE} lists `{e['name']}` but the repository has "
+                        f"no object {object_path(e['id'])}; nothing was pulled (push the zoo "
+                        "again to repair the repository)",
+                        source=source,
+                    ) from None
                 if sha256_file(path) != e["id"]:
                     raise InvalidManifestError(
                         f"{source}: the object of `{e['name']}` does not hash to its id "
                         f"{e['id']}; nothing was pulled",
                         source=source,
                     )
+                _check_object(path, e, specs.get(e["id"]), source)
                 paths[e["id"]] = path
                 bar.update(1)
         finally:
@@ -148,15 +164,63 @@ def pull(
 
 
 def _read_json(path: Path, source: str) -> Any:
+    """A manifest or results file, refused (one line) when too large, too deep or not JSON."""
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise InvalidManifestError(
             f"{source}: {path.name} is larger than {MAX_MANIFEST_BYTES >> 20} MiB", source=source
         )
+    return loads_json(
+        path.read_bytes(),
+        what=f"{source}: {path.name}",
+        error=functools.partial(InvalidManifestError, source=source),
+        max_bytes=MAX_MANIFEST_BYTES,
+    )
+
+
+def _check_configs(entries: Iterable[Mapping[str, Any]], source: str) -> dict[str, Spec]:
+    """Each entry's declared tensors (built on the meta device: no memory), checked before
+    anything is downloaded.
+
+    A config the architecture refuses (a size out of bounds, a wrong type)
+    raises :class:`InvalidManifestError` naming the entry. User
+    architectures (``module:function``) are left to the zoo's own policy:
+    checking them here would import their code.
+    """
+    from canon.zoo import declared_spec
+
+    specs: dict[str, Spec] = {}
+    made: dict[str, Spec] = {}
+    for e in entries:
+        if ":" in e["architecture"]:
+            continue
+        key = json.dumps([e["architecture"], e["config"]], sort_keys=True)
+        if key not in made:
+            try:
+                made[key] = declared_spec(e["architecture"], e["config"])
+            except CanonError as exc:
+                raise InvalidManifestError(
+                    f"{source}: entry `{e['name']}` cannot be built: {clip(str(exc), 200)}; "
+                    "nothing was pulled",
+                    source=source,
+                ) from None
+        specs[e["id"]] = made[key]
+    return specs
+
+
+def _check_object(path: Path, entry: Mapping[str, Any], spec: Spec | None, source: str) -> None:
+    """The downloaded object's header against its entry's spec, before any tensor is read."""
+    from canon.checkpoint import read_header
+
+    if spec is None:
+        return
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        read_header(path, spec)
+    except CanonError as exc:
+        message = clip(str(exc).replace(f"`{path}`", "it"), 200)
         raise InvalidManifestError(
-            f"{source}: {path.name} is not JSON: {exc}", source=source
+            f"{source}: the object of `{entry['name']}` does not fit its architecture and "
+            f"config: {message}; nothing was pulled",
+            source=source,
         ) from None
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote
 
+from canon._limits import clip
 from canon.errors import HubError
 
 __all__ = [
@@ -62,11 +65,15 @@ def hub_errors(repo_id: str, revision: str | None, action: str) -> Iterator[None
             repo_id=repo_id,
             revision=revision,
         ) from None
-    except hf.RemoteEntryNotFoundError:
+    except hf.RemoteEntryNotFoundError as exc:
+        missing = _missing_file(exc)
+        what = (
+            f"holds no canon zoo (no {MANIFEST_FILE})"
+            if missing in (None, MANIFEST_FILE)
+            else f"has no file `{missing}`"
+        )
         raise HubError(
-            f"cannot {action}: `{at}` holds no canon zoo (no {MANIFEST_FILE})",
-            repo_id=repo_id,
-            revision=revision,
+            f"cannot {action}: `{at}` {what}", repo_id=repo_id, revision=revision
         ) from None
     except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled) as exc:
         raise HubError(
@@ -87,6 +94,16 @@ def hub_errors(repo_id: str, revision: str | None, action: str) -> Iterator[None
         raise HubError(
             f"cannot {action} `{at}`: {_first_line(exc)}", repo_id=repo_id, revision=revision
         ) from None
+
+
+def _missing_file(exc: Any) -> str | None:
+    """The repository file a Hub 404 was about, from its URL (``.../resolve/<rev>/<file>``)."""
+    response = getattr(exc, "response", None)
+    url = getattr(response, "url", None)
+    raw_path = str(getattr(url, "path", "") or "")
+    _, found, rest = raw_path.partition("/resolve/")
+    _, slash, filename = rest.partition("/")
+    return clip(unquote(filename), 200) if found and slash and filename else None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -117,20 +117,23 @@ def create_app(
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
     device: str = "auto",
     workers: int = 1,
+    trust_code: bool = False,
 ) -> FastAPI:
     """The HTTP service over the zoo at ``zoo_path`` (which must exist).
 
     Without ``token`` every write endpoint answers 403 (read-only). Jobs run
     on ``workers`` threads on ``device``, started and stopped with the app's
     lifespan; jobs a previous server left running are re-queued on start.
+    ``trust_code`` lets the zoo's entries name ``module:function`` architectures
+    (uploads never may).
     """
     if max_upload_bytes < 1 or max_json_bytes < 1 or workers < 1:
         raise ConfigError("`max_upload_bytes`, `max_json_bytes` and `workers` must be positive")
     root = Path(zoo_path)
     service = Service(
         root=root,
-        zoo=Zoo.open(root, create=False),
-        runner=JobRunner(root, device=device, workers=workers),
+        zoo=Zoo.open(root, create=False, trust_code=trust_code),
+        runner=JobRunner(root, device=device, workers=workers, trust_code=trust_code),
         token=token or None,
         device=device,
         max_upload_bytes=max_upload_bytes,

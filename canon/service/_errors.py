@@ -32,6 +32,7 @@ from canon.errors import (
     JobNotFoundError,
     NameClashError,
     NonFiniteError,
+    NotCachedError,
     ReadOnlyError,
     RequestTooLargeError,
     SpecMismatchError,
@@ -51,9 +52,12 @@ __all__ = [
 log = logging.getLogger("canon.service")
 
 #: The status code of each canon error; the most specific class in an exception's MRO wins.
+#: Errors about what a client sent (its body, query, config, names) are 4xx; a zoo damaged
+#: on the server is a 500, and so is any exception that is not a CanonError (a bug, logged).
 STATUS: dict[type[BaseException], int] = {
     EntryNotFoundError: 404,
     JobNotFoundError: 404,
+    NotCachedError: 404,
     NameClashError: 409,
     DuplicateObjectError: 409,
     EntryInUseError: 409,

@@ -45,9 +45,12 @@ class _Stopping(Exception):
 class JobRunner:
     """``workers`` threads running the zoo's queued jobs on ``device``."""
 
-    def __init__(self, root: Path, *, device: str = "auto", workers: int = 1) -> None:
+    def __init__(
+        self, root: Path, *, device: str = "auto", workers: int = 1, trust_code: bool = False
+    ) -> None:
         self.root = root
         self.device = device
+        self.trust_code = trust_code
         self.workers = workers
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -55,7 +58,7 @@ class JobRunner:
 
     def start(self) -> None:
         """Re-queue jobs a dead server left running, then start the worker threads."""
-        with Zoo.open(self.root, create=False) as zoo:
+        with Zoo.open(self.root, create=False, trust_code=self.trust_code) as zoo:
             requeued, failed = recover_jobs(zoo)
         if requeued or failed:
             log.info("jobs from a previous run: %d re-queued, %d given up", requeued, failed)
@@ -78,7 +81,7 @@ class JobRunner:
         self._threads = [t for t in self._threads if t.is_alive()]
 
     def _loop(self) -> None:
-        zoo = Zoo.open(self.root, create=False)
+        zoo = Zoo.open(self.root, create=False, trust_code=self.trust_code)
         try:
             while not self._stop.is_set():
                 try:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from canon._limits import clip
 from canon.engine import PATH_KINDS
 from canon.errors import ConfigError, NotCachedError
 from canon.zoo import Comparison, Entry, Table, Zoo
@@ -93,22 +94,24 @@ def check_upload(zoo: Zoo, path: Path, architecture: str | None, dataset: str | 
     Only registered architectures are built (a ``module:function`` one would
     import and call server code chosen by the client), whether named in the
     request or in the file's metadata; a dataset with a path (``npz:PATH``)
-    must be one the zoo already uses (it would read a server file).
+    must be one the zoo already uses (it would read a server file). The zoo's
+    add then checks the file's header against the architecture before it
+    allocates anything, so a config that lies about sizes costs no memory.
     """
     from canon.architectures import list_architectures
     from canon.checkpoint import read_header
-    from canon.zoo._ingest import META_ARCH
+    from canon.zoo import META_ARCH
 
     name = architecture or read_header(path).metadata.get(META_ARCH)
     if name is not None and name not in list_architectures():
         raise ConfigError(
-            f"architecture `{name}` is not registered on this server; uploads can use "
-            f"{', '.join(list_architectures())} (add others with `canon add` on the server)"
+            f"architecture `{clip(name, 100)}` is not registered on this server; uploads can "
+            f"use {', '.join(list_architectures())} (add others with `canon add` on the server)"
         )
     if dataset is not None and ":" in dataset and dataset not in {e.dataset for e in zoo.entries()}:
         raise ConfigError(
-            f"dataset `{dataset}` names a file; uploads can name registered datasets or "
-            "those the zoo already uses"
+            f"dataset `{clip(dataset, 100)}` names a file; uploads can name registered datasets "
+            "or those the zoo already uses"
         )
 
 

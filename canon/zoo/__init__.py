@@ -14,6 +14,8 @@ from canon._lazy import lazy_exports
 _EXPORTS = {
     "CACHE_VERSION": "canon.zoo._records",
     "KINDS": "canon.zoo._records",
+    "META_ARCH": "canon.zoo._ingest",
+    "declared_spec": "canon.zoo._ingest",
     "Entry": "canon.zoo._records",
     "VerifyReport": "canon.zoo._records",
     "ObjectStore": "canon.zoo._objects",
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from canon.zoo._analysis import Comparison as Comparison
     from canon.zoo._analysis import Table as Table
     from canon.zoo._analysis import Zoo as Zoo
+    from canon.zoo._ingest import META_ARCH as META_ARCH
+    from canon.zoo._ingest import declared_spec as declared_spec
     from canon.zoo._objects import ObjectStore as ObjectStore
     from canon.zoo._records import CACHE_VERSION as CACHE_VERSION
     from canon.zoo._records import KINDS as KINDS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,13 @@ from canon._limits import clip, loads_json
 from canon.architectures import build_model, resolve_config
 from canon.checkpoint import load_state, read_header
 from canon.core import Spec, check_state, spec_from_module
+from canon.core.spec import check_tensors
+from canon.core.trace import tensors_of
 from canon.errors import CheckpointFormatError, ConfigError
 from canon.zoo._records import FORMAT_VERSION, canonical_json, family_key
 from canon.zoo._trust import check_trusted
 
-__all__ = ["Prepared", "Source", "prepare", "serialize"]
+__all__ = ["META_ARCH", "Prepared", "Source", "declared_spec", "prepare", "serialize"]
 
 Source = str | os.PathLike[str] | Mapping[str, Tensor] | nn.Module
 META_ARCH = "canon.architecture"
@@ -49,9 +52,16 @@ def spec_for(architecture: str, config: Mapping[str, Any]) -> Spec:
     costs no memory, so a config that lies about sizes is caught by comparing
     the spec with a file's header before anything of that size is allocated.
     """
-    with torch.device("meta"):
-        model = build_model(architecture, config)
-    return spec_from_module(model)
+    return spec_from_module(build_model(architecture, config, device="meta"))
+
+
+def declared_spec(architecture: str, config: Mapping[str, Any]) -> Spec:
+    """A spec holding only the tensors (names, shapes, dtypes) the architecture declares,
+    read off a module built on the meta device: no memory, and no forward pass (a first
+    forward on the meta device loads torch's meta kernels, some 70 MiB). Checking a file's
+    header against it costs nothing, whatever sizes the config claims."""
+    model = build_model(architecture, config, device="meta")
+    return Spec(groups=(), output=None, tensors=tensors_of(model))
 
 
 def serialize(state: Mapping[str, Tensor], architecture: str, config_json: str) -> bytes:
@@ -75,9 +85,18 @@ def _from_metadata(meta: Mapping[str, str], where: str) -> tuple[str, dict[str, 
 def _load_pt(path: Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # torch raises many kinds for unreadable or unsafe files
+    except pickle.UnpicklingError:
         raise CheckpointFormatError(
-            f"`{path}` cannot be read as a weights-only torch checkpoint: {exc}", path=str(path)
+            f"`{clip(str(path))}` holds pickled Python objects (a whole module, or other classes), "
+            "which canon never unpickles; save the weights alone: "
+            "torch.save(model.state_dict(), path), or safetensors",
+            path=str(path),
+        ) from None
+    except Exception as exc:  # torch raises many kinds for unreadable files
+        first = str(exc).strip().split(". ")[0]
+        raise CheckpointFormatError(
+            f"`{clip(str(path))}` cannot be read as a torch checkpoint ({clip(first, 120)})",
+            path=str(path),
         ) from None
     if not isinstance(obj, Mapping) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
@@ -105,6 +124,7 @@ def prepare(
     tensor is loaded.
     """
     header_meta: Mapping[str, str] = {}
+    header: checkpoint.Header | None = None
     path: Path | None = None
     state: dict[str, Tensor] | None = None
     if isinstance(source, nn.Module):
@@ -122,7 +142,8 @@ def prepare(
         if path.suffix in (".pt", ".pth"):
             state = _load_pt(path)
         else:
-            header_meta = read_header(path).metadata
+            header = read_header(path)
+            header_meta = header.metadata
     else:
         raise CheckpointFormatError(
             f"cannot add a {type(source).__name__}: give a .safetensors or .pt path, "
@@ -137,6 +158,8 @@ def prepare(
         config = meta_config if config is None else config
     full = resolve_config(architecture, config)
     config_json = canonical_json(full)
+    if header is not None:  # a config that lies about sizes costs nothing before this check
+        check_tensors(header.tensors, declared_spec(architecture, full), where)
     spec = spec_for(architecture, full)
     if state is None:
         assert path is not None

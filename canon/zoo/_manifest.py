@@ -18,16 +18,28 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from canon.errors import CanonError, InvalidManifestError
+from canon._limits import clip
+from canon.errors import CanonError, InvalidManifestError, UntrustedCodeError
+from canon.zoo._ingest import Prepared
 from canon.zoo._layout import MANIFEST
-from canon.zoo._objects import check_sha
-from canon.zoo._records import Entry, check_kind, check_metrics, check_name, check_tags
-from canon.zoo._store import ZooStore
+from canon.zoo._objects import check_sha, sha256_bytes
+from canon.zoo._records import (
+    Entry,
+    check_dataset,
+    check_kind,
+    check_metrics,
+    check_name,
+    check_tags,
+)
+from canon.zoo._store import ZooStore, _Fields, _fields
+from canon.zoo._trust import check_trusted
 
 __all__ = [
     "MANIFEST",
     "SCHEMA_VERSION",
     "Manifest",
+    "check_object",
+    "entry_fields",
     "import_entries",
     "manifest",
     "object_path",
@@ -79,33 +91,41 @@ def write_manifest(zoo: ZooStore) -> Path:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A checked manifest: entries in import order (references first, parents before children)."""
+    """A checked manifest: entries in import order (references first, parents before children),
+    and, when parsed with ``skip_bad``, the entries left out (``label: reason``)."""
 
     entries: tuple[Mapping[str, Any], ...]
     references: Mapping[str, str]
+    rejected: tuple[str, ...] = ()
 
 
-def parse_manifest(data: object, *, source: str, trusted: bool = True) -> Manifest:
+def parse_manifest(
+    data: object, *, source: str, trusted: bool = True, skip_bad: bool = False
+) -> Manifest:
     """Check every field of a manifest and order its entries for import.
 
     Raises :class:`InvalidManifestError` (naming ``source``) for an unknown
     format or schema version, a missing or mistyped field, an id that is not a
     sha256, an object path other than ``objects/ab/<id>.safetensors``, an invalid
-    name, kind, tag or metric, duplicate ids or names, or parents and references
-    that point outside the manifest. Unless ``trusted``, user architectures
-    (``module:function``) are refused too: naming one would import and call
-    code chosen by whoever wrote the manifest.
+    name, kind, dataset, tag or metric, duplicate ids or names, or parents and
+    references that point outside the manifest. Unless ``trusted``, user
+    architectures (``module:function``) are refused too
+    (:class:`~canon.errors.UntrustedCodeError`): naming one would import and
+    call code chosen by whoever wrote the manifest. With ``skip_bad`` a bad
+    entry (and its descendants) is left out and listed in ``rejected``
+    instead; only a manifest that is not one at all still raises.
     """
 
     def fail(message: str) -> InvalidManifestError:
-        return InvalidManifestError(f"{source}: {message}", source=source)
+        return InvalidManifestError(f"{clip(source)}: {message}", source=source)
 
     if not isinstance(data, dict):
         raise fail("a manifest is a JSON object")
     if data.get("format") != "canon-zoo" or data.get("schema_version") != SCHEMA_VERSION:
         raise fail(
-            f"format {data.get('format')!r}, schema version {data.get('schema_version')!r}; "
-            f"this canon reads canon-zoo version {SCHEMA_VERSION} (upgrade canon for newer ones)"
+            f"format {clip(repr(data.get('format')), 40)}, schema version "
+            f"{clip(repr(data.get('schema_version')), 40)}; this canon reads canon-zoo version "
+            f"{SCHEMA_VERSION} (upgrade canon for newer ones)"
         )
     raw_entries = data.get("entries")
     references = data.get("references", {})
@@ -113,53 +133,73 @@ def parse_manifest(data: object, *, source: str, trusted: bool = True) -> Manife
         raise fail("`entries` must be a list and `references` an object")
     entries: dict[str, dict[str, Any]] = {}
     names: set[str] = set()
+    rejected: list[str] = []
+
+    def reject(label: str, reason: str) -> None:
+        if not skip_bad:
+            raise fail(f"{label}: {reason}")
+        rejected.append(f"{label}: {reason}")
+
     for position, raw in enumerate(raw_entries):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        label = f"entry {position} ({clip(repr(name), 80)})"
         try:
-            entry = _check_entry(raw, trusted)
+            entry = _check_entry(raw, trusted, source)
+        except UntrustedCodeError:
+            if not skip_bad:
+                raise
+            reject(label, "names code (module:function) and the manifest is not trusted")
+            continue
         except (CanonError, TypeError, ValueError, KeyError) as exc:
-            label = raw.get("name") if isinstance(raw, dict) else None
-            raise fail(f"entry {position} ({label!r}): {exc}") from None
+            reject(label, clip(str(exc)))
+            continue
         if entry["id"] in entries or entry["name"] in names:
-            raise fail(f"entry `{entry['name']}` ({entry['id'][:12]}…) is listed twice")
+            reject(f"entry `{entry['name']}` ({entry['id'][:12]}…)", "is listed twice")
+            continue
         entries[entry["id"]] = entry
         names.add(entry["name"])
-    for entry in entries.values():
-        missing = [p for p in entry["parents"] if p not in entries]
-        if missing:
-            raise fail(f"entry `{entry['name']}` has parents outside the manifest: {missing}")
+    orphaned = True
+    while orphaned:  # entries whose parents are missing (or were left out), transitively
+        orphaned = False
+        for entry_id, entry in list(entries.items()):
+            missing = [p for p in entry["parents"] if p not in entries]
+            if missing:
+                reject(f"entry `{entry['name']}`", f"has parents outside the manifest: {missing}")
+                del entries[entry_id]
+                names.discard(entry["name"])
+                orphaned = True
+    kept = {}
     for family, name in references.items():
         if not isinstance(family, str) or name not in names:
-            raise fail(f"reference {family!r} -> {name!r} names no entry of the manifest")
-    return Manifest(_import_order(entries, set(references.values())), dict(references))
+            reject(f"reference {clip(repr(family), 80)}", "names no entry of the manifest")
+            continue
+        kept[family] = name
+    return Manifest(_import_order(entries, set(kept.values())), kept, tuple(rejected))
 
 
-def _check_entry(raw: object, trusted: bool) -> dict[str, Any]:
+def _check_entry(raw: object, trusted: bool, source: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise TypeError("an entry is a JSON object")
     entry_id = check_sha(_typed(raw, "id", str))
     if raw.get("object") != object_path(entry_id):
-        raise ValueError(f"object path {raw.get('object')!r} is not {object_path(entry_id)!r}")
-    architecture = _typed(raw, "architecture", str)
-    if not trusted and ":" in architecture:
         raise ValueError(
-            f"user architecture `{architecture}` refused: a pulled manifest may only name "
-            "registered architectures (register yours with canon.architectures.register)"
+            f"object path {clip(repr(raw.get('object')), 80)} is not "
+            f"'objects/{entry_id[:2]}/{entry_id[:12]}….safetensors'"
         )
-    dataset = raw.get("dataset")
-    for label, text in (("architecture", architecture), ("dataset", dataset or "")):
-        if len(text) > _MAX_TEXT or any(ord(c) < 32 for c in text):
-            raise ValueError(f"{label} must be at most {_MAX_TEXT} printable characters")
-    if dataset is not None and not isinstance(dataset, str):
-        raise TypeError("dataset must be a string or null")
+    architecture = _typed(raw, "architecture", str)
+    if len(architecture) > _MAX_TEXT or not architecture.isprintable():
+        raise ValueError(f"architecture must be at most {_MAX_TEXT} printable characters")
+    name = check_name(raw.get("name"))
+    check_trusted(architecture, trusted=trusted, source=f"{clip(source)}: entry `{name}`")
     parents = _typed(raw, "parents", list, default=[])
     created = raw.get("created")
     return {
         "id": entry_id,
-        "name": check_name(raw.get("name")),
+        "name": name,
         "architecture": architecture,
         "config": _typed(raw, "config", dict),
         "family": _typed(raw, "family", str),
-        "dataset": dataset,
+        "dataset": check_dataset(raw.get("dataset")),
         "kind": check_kind(raw.get("kind", "solution")),
         "tags": check_tags(_typed(raw, "tags", dict, default={})),
         "parents": [check_sha(p) if isinstance(p, str) else _bad_parent(p) for p in parents],
@@ -171,12 +211,12 @@ def _check_entry(raw: object, trusted: bool) -> dict[str, Any]:
 def _typed(raw: Mapping[str, Any], key: str, kind: type, default: Any = ...) -> Any:
     value = raw.get(key, default)
     if value is ... or not isinstance(value, kind):
-        raise TypeError(f"`{key}` must be a {kind.__name__}, got {value!r}")
+        raise TypeError(f"`{key}` must be a {kind.__name__}, got {clip(repr(value), 80)}")
     return value
 
 
 def _bad_parent(value: object) -> str:
-    raise TypeError(f"a parent is an entry id, got {value!r}")
+    raise TypeError(f"a parent is an entry id, got {clip(repr(value), 80)}")
 
 
 def _import_order(
@@ -211,40 +251,50 @@ def import_entries(
 
     Each entry is checked as ``add`` checks it, keeps its metrics and creation
     time, and is added under ``names.get(id, name)``; its object must hash to
-    its id and its family must match. All or nothing: on any failure the
-    entries added so far are removed again before the error propagates, with
-    the objects this call wrote (objects that were already there stay).
+    its id and its family must match. All or nothing: every entry is checked
+    before anything is written (so a bad one changes nothing); should a write
+    fail midway, the entries added so far are removed again, with the objects
+    this call wrote (objects that were already there stay).
     """
+    for entry in entries:  # checks only: the weights are read and dropped
+        check_object(zoo, entry, source)
     added: list[tuple[Entry, bool]] = []
     try:
         for entry in entries:
-            path = source(entry["id"])
-            if not path.is_file():
-                raise InvalidManifestError(
-                    f"the manifest lists `{entry['name']}` but its object {path} is missing"
-                )
+            prepared = check_object(zoo, entry, source)
             existed = zoo.objects.exists(entry["id"])
-            new = ZooStore.add(  # metrics are the manifest's, not recomputed
-                zoo,
-                path,
-                name=(names or {}).get(entry["id"], entry["name"]),
-                architecture=entry["architecture"],
-                config=entry["config"],
-                dataset=entry["dataset"],
-                tags=entry["tags"],
-                kind=entry["kind"],
-                parents=list(entry["parents"]),
-                metrics=entry["metrics"],
-                created=entry["created"],
-            )
-            added.append((new, existed))
-            if new.id != entry["id"] or new.family != entry["family"]:
-                raise InvalidManifestError(
-                    f"the object of `{entry['name']}` is {new.id} of family {new.family[:12]}…, "
-                    f"not {entry['id']} of family {entry['family'][:12]}… as the manifest says"
-                )
+            fields = entry_fields(entry, (names or {}).get(entry["id"], entry["name"]))
+            added.append((zoo._add_prepared(prepared, list(entry["parents"]), fields), existed))
     except BaseException:
         for done, existed in reversed(added):
             zoo.rm(done, keep_object=existed)
         raise
     return [new for new, _ in added]
+
+
+def entry_fields(entry: Mapping[str, Any], name: str) -> _Fields:
+    """A checked manifest entry's fields as the index stores them (metrics as recorded)."""
+    return _fields(
+        name, entry["kind"], entry["tags"], entry["metrics"], entry["dataset"], entry["created"]
+    )
+
+
+def check_object(
+    zoo: ZooStore, entry: Mapping[str, Any], source: Callable[[str], Path]
+) -> Prepared:
+    """The entry's object read and checked against the entry: it must be the bytes canon
+    writes for these weights, this architecture and config (so its id and family agree)."""
+    path = source(entry["id"])
+    if not path.is_file():
+        raise InvalidManifestError(
+            f"the manifest lists `{entry['name']}` but its object {clip(str(path))} is missing"
+        )
+    zoo.check_buildable(entry["architecture"], f"manifest entry `{entry['name']}`")
+    prepared = zoo._prepare(path, entry["architecture"], entry["config"])
+    sha = sha256_bytes(prepared.data)
+    if sha != entry["id"] or prepared.family != entry["family"]:
+        raise InvalidManifestError(
+            f"the object of `{entry['name']}` is {sha[:12]}… of family {prepared.family[:12]}…, "
+            f"not {entry['id'][:12]}… of family {str(entry['family'])[:12]}… as the manifest says"
+        )
+    return prepared

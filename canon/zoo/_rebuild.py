@@ -29,10 +29,10 @@ from canon.zoo._layout import (
     check_folder,
     rebuild_path,
 )
-from canon.zoo._manifest import Manifest, object_path, parse_manifest
+from canon.zoo._manifest import Manifest, check_object, entry_fields, parse_manifest
 from canon.zoo._migrate import upgrade
-from canon.zoo._objects import sha256_bytes, sha256_file
-from canon.zoo._store import ZooStore, _fields
+from canon.zoo._objects import sha256_file
+from canon.zoo._store import ZooStore
 
 __all__ = ["Rebuild", "read_manifest", "rebuild_index"]
 
@@ -45,8 +45,9 @@ class Rebuild:
     skipped: tuple[str, ...]
 
 
-def read_manifest(root: Path) -> Manifest:
-    """The zoo's own ``manifest.json``, checked (bounded size and nesting, every field)."""
+def read_manifest(root: Path, *, skip_bad: bool = False) -> Manifest:
+    """The zoo's own ``manifest.json``, checked (bounded size and nesting, every field;
+    with ``skip_bad`` bad entries are left out and listed, see :func:`parse_manifest`)."""
     path = root / MANIFEST
     where = f"`{path}`"
     try:
@@ -55,9 +56,9 @@ def read_manifest(root: Path) -> Manifest:
         raw = path.read_bytes()
     except OSError as exc:
         raise CorruptZooError(f"{where} cannot be read: {exc.strerror or exc}") from None
-    data = loads_json(raw, what=where, error=lambda m: InvalidManifestError(m, source=str(path)))
+    data = loads_json(raw, what=MANIFEST, error=lambda m: InvalidManifestError(m, source=str(path)))
     # Code architectures are checked per entry (trust, and a clear skip on repair).
-    return parse_manifest(data, source=str(path), trusted=True)
+    return parse_manifest(data, source=MANIFEST, trusted=True, skip_bad=skip_bad)
 
 
 def rebuild_index(
@@ -80,7 +81,10 @@ def rebuild_index(
                     f"`{stale}` belongs to a lost index and would corrupt a rebuilt one; "
                     "move it out of the zoo, then retry"
                 )
-    manifest = read_manifest(root)
+    try:
+        manifest = read_manifest(root, skip_bad=skip_bad)
+    except InvalidManifestError as exc:
+        raise InvalidManifestError(_cannot(root, str(exc)), source=exc.source) from None
     with tempfile.TemporaryDirectory(prefix="canon-rebuild-") as scratch:
         tmp = rebuild_path(root if publish else Path(scratch))
         made = [tmp.with_name(tmp.name + s) for s in ("", "-wal", "-shm", "-journal")]
@@ -119,36 +123,33 @@ def _index_entries(store: ZooStore, manifest: Manifest, skip_bad: bool) -> Rebui
                 if isinstance(exc, UntrustedCodeError):
                     raise
                 raise CorruptZooError(
-                    f"cannot rebuild the index of `{store.root}` from {MANIFEST}: entry "
-                    f"`{entry['name']}`: {clip(str(exc), 400)}. Nothing was changed; "
-                    "`canon verify` lists every bad entry and `canon verify --repair` "
-                    "rebuilds the index without them"
+                    _cannot(store.root, f"entry `{entry['name']}`: {clip(str(exc))}")
                 ) from None
             skipped[entry["id"]] = f"{entry['name']}: {clip(str(exc), 400)}"
             continue
         indexed.append(entry["name"])
-    return Rebuild(tuple(indexed), tuple(skipped.values()))
+    return Rebuild(tuple(indexed), (*manifest.rejected, *skipped.values()))
+
+
+def _cannot(root: Path, detail: str) -> str:
+    """The message of a failed rebuild: the way forward first, then what is wrong."""
+    return (
+        f"`{root}`: cannot rebuild the index from {MANIFEST}; nothing was changed (`canon "
+        f"verify` lists the bad entries, `canon verify --repair` indexes the rest): {detail}"
+    )
 
 
 def _index_entry(store: ZooStore, entry: Mapping[str, Any]) -> None:
     """Index one manifest entry whose object must already be in place, intact."""
-    name, sha = entry["name"], entry["id"]
-    store.check_buildable(entry["architecture"], f"{MANIFEST} entry `{name}`")
+    sha = entry["id"]
     path = store.objects.path(sha)
-    where = f"{OBJECTS}/{sha[:2]}/{sha[:12]}…"
+    where = f"{OBJECTS}/{sha[:2]}/{sha[:12]}…"  # the id's start is enough to find it
     if not path.is_file():
         raise CorruptZooError(f"its object {where} is missing")
     if sha256_file(path) != sha:
         raise CorruptZooError(f"its object {where} is damaged (its bytes no longer hash to its id)")
-    prepared = store._prepare(path, entry["architecture"], entry["config"])
-    if sha256_bytes(prepared.data) != sha or prepared.family != entry["family"]:
-        raise CorruptZooError(
-            f"its object {object_path(sha)} does not hold the architecture and config the "
-            "manifest gives"
-        )
-    fields = _fields(
-        name, entry["kind"], entry["tags"], entry["metrics"], entry["dataset"], entry["created"]
-    )
+    prepared = check_object(store, entry, store.objects.path)
+    fields = entry_fields(entry, entry["name"])
     store._add_prepared(prepared, list(entry["parents"]), fields, store_object=False)
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from canon._limits import clip
 from canon.errors import InvalidEntryError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PairResult",
     "VerifyReport",
     "canonical_json",
+    "check_dataset",
     "check_kind",
     "check_metrics",
     "check_name",
@@ -134,8 +136,8 @@ def check_name(name: object) -> str:
     """A valid entry name (letters, digits, ``._-``; starting with a letter or digit)."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InvalidEntryError(
-            f"invalid entry name {name!r}: use 1-128 letters, digits, `.`, `_` or `-`, "
-            "starting with a letter or digit"
+            f"invalid entry name {clip(repr(name), 80)}: use 1-128 letters, digits, `.`, `_` "
+            "or `-`, starting with a letter or digit"
         )
     return name
 
@@ -143,7 +145,9 @@ def check_name(name: object) -> str:
 def check_kind(kind: object) -> str:
     """``kind`` if it is one of :data:`KINDS`."""
     if kind not in KINDS:
-        raise InvalidEntryError(f"invalid kind {kind!r}: expected one of {', '.join(KINDS)}")
+        raise InvalidEntryError(
+            f"invalid kind {clip(repr(kind), 80)}: expected one of {', '.join(KINDS)}"
+        )
     return str(kind)
 
 
@@ -153,11 +157,13 @@ def check_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
     for key, value in (tags or {}).items():
         if not isinstance(key, str) or not _TAG_KEY_RE.fullmatch(key):
             raise InvalidEntryError(
-                f"invalid tag key {key!r}: use up to 64 letters, digits, `_`, `.` or `-`, "
-                "starting with a letter or `_`"
+                f"invalid tag key {clip(repr(key), 80)}: use up to 64 letters, digits, `_`, `.` "
+                "or `-`, starting with a letter or `_`"
             )
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise InvalidEntryError(f"tag `{key}` must be a string or a number, got {value!r}")
+            raise InvalidEntryError(
+                f"tag `{key}` must be a string or a number, got {clip(repr(value), 80)}"
+            )
         text = str(value)
         if len(text) > _MAX_TAG_VALUE or any(ord(c) < 32 for c in text):
             raise InvalidEntryError(
@@ -165,6 +171,17 @@ def check_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
             )
         out[key] = text
     return out
+
+
+def check_dataset(dataset: object) -> str | None:
+    """``dataset`` if it is None or a name of at most 256 printable characters."""
+    if dataset is None:
+        return None
+    if not isinstance(dataset, str) or not dataset.isprintable() or not 0 < len(dataset) <= 256:
+        raise InvalidEntryError(
+            f"dataset must be a name of 1-256 printable characters, got {clip(repr(dataset), 80)}"
+        )
+    return dataset
 
 
 def check_metrics(metrics: Mapping[str, Any] | None) -> str:
@@ -175,8 +192,8 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> str:
         raise InvalidEntryError("metrics must be a mapping with string keys")
     for key, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidEntryError(f"metric `{key}` is {value}; metrics must be finite")
+            raise InvalidEntryError(f"metric `{clip(key, 80)}` is {value}; metrics must be finite")
     try:
         return canonical_json(dict(metrics))
     except (TypeError, ValueError) as exc:
-        raise InvalidEntryError(f"metrics must be JSON-serializable: {exc}") from None
+        raise InvalidEntryError(f"metrics must be JSON-serializable: {clip(str(exc))}") from None

@@ -27,7 +27,6 @@ from canon.errors import (
     CorruptZooError,
     DuplicateObjectError,
     EntryInUseError,
-    InvalidEntryError,
     NameClashError,
 )
 from canon.zoo._index import ZooIndex
@@ -48,6 +47,7 @@ from canon.zoo._records import (
     PairResult,
     VerifyReport,
     canonical_json,
+    check_dataset,
     check_kind,
     check_metrics,
     check_name,
@@ -85,14 +85,12 @@ def _fields(
     created: datetime | None,
 ) -> _Fields:
     """Check an entry's fields (before any weights are read)."""
-    if dataset is not None and not isinstance(dataset, str):
-        raise InvalidEntryError(f"dataset must be a name (a string), got {dataset!r}")
     return _Fields(
         name=check_name(name),
         kind=check_kind(kind),
         tags=check_tags(tags),
         metrics=check_metrics(metrics),
-        dataset=dataset,
+        dataset=check_dataset(dataset),
         created=_naive_utc(created or datetime.now(UTC)),
     )
 
