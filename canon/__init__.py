@@ -38,16 +38,22 @@ _EXPORTS = {
     "spec_from_module": "canon.core",
     "Distances": "canon.core.geometry",
     "distances": "canon.core.geometry",
+    "ALGORITHMS": "canon.engine",
+    "DEFAULT_PATHS": "canon.engine",
     "PATH_KINDS": "canon.engine",
     "LocalEnergy": "canon.engine",
     "MidpointResult": "canon.engine",
     "PathCurve": "canon.engine",
     "PlaneResult": "canon.engine",
     "TrainResult": "canon.engine",
+    "list_algorithms": "canon.engine",
+    "list_path_kinds": "canon.engine",
     "local_energy": "canon.engine",
     "optimize_midpoint": "canon.engine",
     "path_curve": "canon.engine",
     "plane": "canon.engine",
+    "register_algorithm": "canon.engine",
+    "register_path_kind": "canon.engine",
     "train": "canon.engine",
     "CanonError": "canon.errors",
     "Zoo": "canon.zoo",
@@ -79,16 +85,22 @@ if TYPE_CHECKING:
     from canon.core import spec_from_module as spec_from_module
     from canon.core.geometry import Distances as Distances
     from canon.core.geometry import distances as distances
+    from canon.engine import ALGORITHMS as ALGORITHMS
+    from canon.engine import DEFAULT_PATHS as DEFAULT_PATHS
     from canon.engine import PATH_KINDS as PATH_KINDS
     from canon.engine import LocalEnergy as LocalEnergy
     from canon.engine import MidpointResult as MidpointResult
     from canon.engine import PathCurve as PathCurve
     from canon.engine import PlaneResult as PlaneResult
     from canon.engine import TrainResult as TrainResult
+    from canon.engine import list_algorithms as list_algorithms
+    from canon.engine import list_path_kinds as list_path_kinds
     from canon.engine import local_energy as local_energy
     from canon.engine import optimize_midpoint as optimize_midpoint
     from canon.engine import path_curve as path_curve
     from canon.engine import plane as plane
+    from canon.engine import register_algorithm as register_algorithm
+    from canon.engine import register_path_kind as register_path_kind
     from canon.engine import train as train
     from canon.errors import CanonError as CanonError
     from canon.zoo import Zoo as Zoo

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from canon.zoo import CACHE_VERSION
+
 __all__ = [
     "CASES",
     "CONFIG",
@@ -1158,7 +1160,8 @@ _hub_case("results-deep", edit=_results(b"[" * DEEP))
 _hub_case("results-wrong-format", edit=_results(b'{"format": "evil"}'))
 _hub_case(
     "results-bad-pair", edit=_results(json.dumps(
-        {"format": "canon-results", "cache_version": 1, "pairs": [{"a": "../x"}]}).encode()),
+        {"format": "canon-results", "cache_version": CACHE_VERSION, "pairs": [{"a": "../x"}]}
+    ).encode()),
 )  # fmt: skip
 
 

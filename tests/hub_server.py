@@ -148,9 +148,7 @@ class FakeHub:
 
 
 class _HubError(Exception):
-    def __init__(
-        self, status: int, message: str, code: str | None = None, **extra: Any
-    ) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.extra = status, message, code, extra
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from canon.cli import cli
@@ -23,6 +24,8 @@ def test_demo_json_shows_collapse():
         assert row["same_predictions"] == 1.0
 
 
+# a real process importing torch; test_demo_json_shows_collapse runs it in-process
+@pytest.mark.slow
 def test_demo_runs_as_a_subprocess():
     """The installed console entry point runs the demo and prints a table."""
     out = subprocess.run(

@@ -70,6 +70,7 @@ def zoo(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # six `canon` processes; the in-process tests below cover the same commands
 def test_subprocess_flow(tmp_path: Path) -> None:
     """Concurrent adds, compare --json, table csv as processes; then list/show/rm/verify."""
     zoo = tmp_path / "zoo"

@@ -252,6 +252,7 @@ def test_kill_point_that_does_not_exist_fails_loudly(harness: Harness, base: Pat
 # -- random kills during `canon add` -------------------------------------------------------
 
 
+@pytest.mark.slow  # 20 adds killed at random; the targeted kills above stay fast
 def test_random_kills_during_add(harness: Harness, base: Path, tmp_path: Path) -> None:
     """20 adds, each SIGKILLed after a seeded random delay, into one zoo in turn."""
     zoo = copy_zoo(base, tmp_path / "zoo")
@@ -380,7 +381,12 @@ def peak_rss(cmd: list[str]) -> tuple[int, float, str]:
     return code, kib / 1024, proc.stderr
 
 
-@pytest.mark.parametrize("lie", list(LIES))
+@pytest.mark.parametrize(
+    "lie",
+    # two processes importing torch each (a memory measurement); the in-process refusals of
+    # lying configs stay fast in tests/test_hostile.py and tests/test_limits.py
+    [pytest.param(k, marks=pytest.mark.slow) for k in LIES],
+)
 def test_lying_config_add_refuses_within_memory(tmp_path: Path, lie: str) -> None:
     """The add is refused (exit 1, a one-line error) and never builds the config's model."""
     zoo = tmp_path / "zoo"

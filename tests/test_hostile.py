@@ -459,7 +459,14 @@ def test_corpus_size_and_shape() -> None:
     assert all(c.via in ("cli", "subprocess", "readonly", "service", "hub") for c in CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+# Real processes (a few seconds each on two cores) run under -m slow; every other case stays fast.
+SLOW_VIA = ("subprocess", "readonly")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, id=c.id, marks=pytest.mark.slow if c.via in SLOW_VIA else ()) for c in CASES],
+)
 def test_hostile_input(
     case: Case,
     world: World,
@@ -619,6 +626,7 @@ def test_control_service_upload_succeeds(world: World, service: tuple[Path, Any]
     assert snapshot(zoo) != before
 
 
+@pytest.mark.slow  # the control of the read-only (slow) cases: real processes
 def test_control_read_only_sandbox_still_reads(world: World, sandbox: Sandbox) -> None:
     """In the sandbox a process still reads a writable zoo copy (so refusals mean read-only)."""
     root = sandbox.base / uuid.uuid4().hex[:12]

@@ -24,7 +24,7 @@ from canon.errors import (
     PushConflictError,
     UntrustedCodeError,
 )
-from canon.hub import CARD_FILE, MANIFEST_FILE, RESULTS_FILE
+from canon.hub import CARD_FILE, MANIFEST_FILE, RESULTS_FILE, pull, push
 from canon.zoo import Zoo
 from canon.zoo._manifest import manifest, object_path
 
@@ -85,7 +85,7 @@ def test_push_then_pull_gives_identical_entries_and_table(
     hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
 ) -> None:
     """Push, then pull into an empty zoo: same entries, and the same barrier table from cache."""
-    pushed = source.push("lab/roundtrip", **options)
+    pushed = push(source, "lab/roundtrip", **options)
     assert (pushed.uploaded, pushed.kept, pushed.entries) == (3, 0, 3)
     assert pushed.commit == hub.head("lab/roundtrip")
     files = hub.files("lab/roundtrip")
@@ -97,7 +97,7 @@ def test_push_then_pull_gives_identical_entries_and_table(
     assert "## Geodesic barriers" in card
 
     with Zoo.open(tmp_path / "copy") as copy:
-        pulled = copy.pull("lab/roundtrip", cache_dir=cache, **options)
+        pulled = pull(copy, "lab/roundtrip", cache_dir=cache, **options)
         assert sorted(pulled.added) == ["net0", "net1", "net2"]
         assert pulled.commit == pushed.commit and pulled.downloaded == 3
         assert [e.to_dict() for e in copy.entries()] == [e.to_dict() for e in source.entries()]
@@ -115,42 +115,42 @@ def test_second_push_uploads_only_new_objects(
     hub: FakeHub, source: Zoo, options: dict[str, Any]
 ) -> None:
     """A second push uploads only the new entry's object (counted at the server); a third none."""
-    source.push("lab/incremental", **options)
+    push(source, "lab/incremental", **options)
     before = len(hub.lfs_uploads)
     _fill(source, range(3, 4))
-    second = source.push("lab/incremental", **options)
+    second = push(source, "lab/incremental", **options)
     assert (second.uploaded, second.kept) == (1, 3)
     assert hub.lfs_uploads[before:] == [source.get("net3").id]
-    third = source.push("lab/incremental", **options)
+    third = push(source, "lab/incremental", **options)
     assert third.commit is None and third.uploaded == 0
     assert len(hub.lfs_uploads) == before + 1
 
 
 def test_concurrent_push_fails_cleanly(hub: FakeHub, source: Zoo, options: dict[str, Any]) -> None:
     """A commit landing between a push's read of the head and its commit makes the push fail."""
-    source.push("lab/race", **options)
+    push(source, "lab/race", **options)
     _fill(source, range(3, 4))
     hub.interleave("lab/race", {"notes.txt": b"another client's push"})
     with pytest.raises(PushConflictError, match="changed while this push ran"):
-        source.push("lab/race", **options)
+        push(source, "lab/race", **options)
     files = hub.files("lab/race")
     assert files["notes.txt"] == b"another client's push"  # not clobbered
     assert object_path(source.get("net3").id) not in files  # and nothing of ours committed
-    assert source.push("lab/race", **options).uploaded == 1  # a retry goes through
+    assert push(source, "lab/race", **options).uploaded == 1  # a retry goes through
 
 
 def test_push_refuses_to_drop_remote_entries(
     hub: FakeHub, source: Zoo, options: dict[str, Any], tmp_path: Path
 ) -> None:
     """Pushing a zoo that lacks the remote's entries is refused, unless forced (which deletes)."""
-    source.push("lab/shared", **options)
+    push(source, "lab/shared", **options)
     with Zoo.open(tmp_path / "other") as other:
         _fill(other, range(10, 11), prefix="other")
         head = hub.head("lab/shared")
         with pytest.raises(PushConflictError, match="pull them first"):
-            other.push("lab/shared", **options)
+            push(other, "lab/shared", **options)
         assert hub.head("lab/shared") == head
-        forced = other.push("lab/shared", force=True, **options)
+        forced = push(other, "lab/shared", force=True, **options)
         assert forced.deleted == 3
         objects = [p for p in hub.files("lab/shared") if p.startswith("objects/")]
         assert objects == [object_path(other.get("other10").id)]
@@ -160,15 +160,15 @@ def test_pull_name_clash_is_an_error_or_renamed(
     hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
 ) -> None:
     """A remote entry named like a local one with other weights: an error, or --rename."""
-    source.push("lab/clash", **options)
+    push(source, "lab/clash", **options)
     with Zoo.open(tmp_path / "local") as local:
         local.add(_net(1), name="net1", architecture="mlp", config=CONFIG, dataset="digits")
         local.add(_net(99), name="net0", architecture="mlp", config=CONFIG, dataset="digits")
         before = (local.entries(), _files(local.root))
         with pytest.raises(NameClashError, match="--rename"):
-            local.pull("lab/clash", cache_dir=cache, **options)
+            pull(local, "lab/clash", cache_dir=cache, **options)
         assert (local.entries(), _files(local.root)) == before
-        result = local.pull("lab/clash", cache_dir=cache, rename=True, **options)
+        result = pull(local, "lab/clash", cache_dir=cache, rename=True, **options)
         renamed = f"net0-{source.get('net0').id[:8]}"
         assert result.renamed == {"net0": renamed}
         assert local.get(renamed).id == source.get("net0").id
@@ -180,16 +180,16 @@ def test_pull_revision_commit_and_tag(
     hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
 ) -> None:
     """Pulling a tag or a commit gives the zoo as it was then; main gives the newest."""
-    first = source.push("lab/versions", **options).commit
+    first = push(source, "lab/versions", **options).commit
     HfApi(endpoint=hub.endpoint, token=TOKEN).create_tag("lab/versions", tag="v1")
     _fill(source, range(3, 5))
-    source.push("lab/versions", **options)
+    push(source, "lab/versions", **options)
     for revision, count in (("v1", 3), (first, 3), (None, 5)):
         with Zoo.open(tmp_path / f"at-{revision}") as zoo:
-            result = zoo.pull("lab/versions", revision=revision, cache_dir=cache, **options)
+            result = pull(zoo, "lab/versions", revision=revision, cache_dir=cache, **options)
             assert len(zoo) == count and len(result.added) == count
     with Zoo.open(tmp_path / "missing") as zoo, pytest.raises(HubError, match="no revision"):
-        zoo.pull("lab/versions", revision="v9", cache_dir=cache, **options)
+        pull(zoo, "lab/versions", revision="v9", cache_dir=cache, **options)
 
 
 def _hostile(files: dict[str, Any], entry: dict[str, Any], case: str) -> dict[str, Any]:
@@ -210,13 +210,21 @@ def _hostile(files: dict[str, Any], entry: dict[str, Any], case: str) -> dict[st
     return data
 
 
-@pytest.mark.parametrize("case", ["absolute", "dotdot", "id-path", "schema", "code", "hash"])
+@pytest.mark.parametrize(
+    "case",
+    # each case builds and pushes its own zoo; `dotdot` and `code` stay fast (and the hub cases
+    # of tests/test_hostile.py run in-process)
+    [
+        c if c in ("dotdot", "code") else pytest.param(c, marks=pytest.mark.slow)
+        for c in ("absolute", "dotdot", "id-path", "schema", "code", "hash")
+    ],
+)
 def test_hostile_repository_is_rejected_with_nothing_written(
     hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path, case: str
 ) -> None:
     """Absolute or `..` paths, bad ids, unknown schemas, code names, wrong hashes: refused."""
     repo = f"evil/{case}"
-    source.push(repo, **options)
+    push(source, repo, **options)
     files = hub.files(repo)
     data = _hostile(files, json.loads(files[MANIFEST_FILE])["entries"][0], case)
     changes: dict[str, bytes | None] = {MANIFEST_FILE: json.dumps(data).encode()}
@@ -229,7 +237,7 @@ def test_hostile_repository_is_rejected_with_nothing_written(
     with Zoo.open(zoo_root) as zoo:
         before = _files(tmp_path)
         with pytest.raises(refused):
-            zoo.pull(repo, cache_dir=cache, **options)
+            pull(zoo, repo, cache_dir=cache, **options)
         assert len(zoo) == 0
         written = {p for p in _files(tmp_path) - before if not p.startswith("victim/")}
         assert all(p.startswith("hf-cache/") for p in written), written  # the Hub cache only
@@ -241,24 +249,24 @@ def test_private_repo_needs_the_token(
     hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
 ) -> None:
     """A private repository pulls with the token and is invisible without it."""
-    source.push("lab/private", private=True, **options)
+    push(source, "lab/private", private=True, **options)
     assert hub.repos["lab/private"].private
     with Zoo.open(tmp_path / "anon") as zoo:
         with pytest.raises(HubError, match="pass --token"):
-            zoo.pull("lab/private", endpoint=hub.endpoint, token=False, cache_dir=cache)  # type: ignore[arg-type]
-        assert len(zoo.pull("lab/private", cache_dir=cache, **options).added) == 3
+            pull(zoo, "lab/private", endpoint=hub.endpoint, token=False, cache_dir=cache)  # type: ignore[arg-type]
+        assert len(pull(zoo, "lab/private", cache_dir=cache, **options).added) == 3
 
 
 def test_bad_repo_ids_and_unreachable_hub_are_clear_errors(source: Zoo, tmp_path: Path) -> None:
     """Malformed repository ids and an endpoint nobody listens on give one-line HubErrors."""
     for bad in ("../x", "a/b/c", "", "x/y.git"):
         with pytest.raises(HubError, match="invalid repository id"):
-            source.push(bad, endpoint="http://127.0.0.1:9")
+            push(source, bad, endpoint="http://127.0.0.1:9")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(HubError, match="cannot push"):
-        source.push("lab/nowhere", endpoint=dead, token=TOKEN)
+        push(source, "lab/nowhere", endpoint=dead, token=TOKEN)
 
 
 def test_nothing_leaves_loopback(source: Zoo, cache: Path, tmp_path: Path) -> None:
@@ -276,9 +284,9 @@ def test_nothing_leaves_loopback(source: Zoo, cache: Path, tmp_path: Path) -> No
     with FakeHub(token=TOKEN) as fresh:  # a new port: no pooled connection can be reused
         sys.addaudithook(hook)
         try:
-            source.push("lab/loopback", endpoint=fresh.endpoint, token=TOKEN)
+            push(source, "lab/loopback", endpoint=fresh.endpoint, token=TOKEN)
             with Zoo.open(tmp_path / "copy") as copy:
-                copy.pull("lab/loopback", endpoint=fresh.endpoint, token=TOKEN, cache_dir=cache)
+                pull(copy, "lab/loopback", endpoint=fresh.endpoint, token=TOKEN, cache_dir=cache)
         finally:
             recording = False
     assert connects, "the audit hook saw no connection"
@@ -297,6 +305,7 @@ def _canon(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # four `canon` processes; the in-process push/pull tests stay fast
 def test_cli_push_pull_and_offline_pull_from_cache(
     hub: FakeHub, source: Zoo, tmp_path: Path, cache: Path
 ) -> None:

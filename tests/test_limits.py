@@ -41,7 +41,7 @@ from canon.errors import (
     HubError,
     InvalidManifestError,
 )
-from canon.hub import MANIFEST_FILE, RESULTS_FILE
+from canon.hub import MANIFEST_FILE, RESULTS_FILE, pull, push
 from canon.service import create_app
 from canon.zoo import Zoo
 from canon.zoo._manifest import object_path
@@ -427,14 +427,14 @@ def pushed(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
                 config={"in_features": 64, "hidden": [4]},
                 dataset="digits",
             )
-        zoo.push("lab/template", endpoint=hub.endpoint, token=HUB_TOKEN)
+        push(zoo, "lab/template", endpoint=hub.endpoint, token=HUB_TOKEN)
     return hub.files("lab/template")
 
 
 def _pull(hub: FakeHub, repo: str, files: dict[str, bytes | None], tmp_path: Path) -> None:
     hub.commit(repo, files)
     with Zoo.open(tmp_path / "victim") as zoo:
-        zoo.pull(repo, endpoint=hub.endpoint, token=HUB_TOKEN, cache_dir=tmp_path / "hf-cache")
+        pull(zoo, repo, endpoint=hub.endpoint, token=HUB_TOKEN, cache_dir=tmp_path / "hf-cache")
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,11 @@ def binary_records():
     return points
 
 
-@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+@pytest.mark.parametrize(
+    "fmt",
+    # png stays fast; svg and pdf draw every figure again
+    ["png", *(pytest.param(f, marks=pytest.mark.slow) for f in ("svg", "pdf"))],
+)
 def test_every_plot_writes_each_format(tmp_path, records, binary_records, fmt):
     """Each plot function writes a non-empty file of the format its suffix names."""
     raw, normalized = records["plane"]

@@ -271,6 +271,7 @@ def test_midpoint_job_adds_an_entry(server: Server) -> None:
     assert clash.status_code == 409
 
 
+@pytest.mark.slow  # kills and restarts a real server process
 def test_job_survives_a_restart(server: Server) -> None:
     """A job cut off by a killed server is queued again and finished by the next server."""
     names = ["adv-1", "adv-2", "rsgd-1", "sgd-1"]

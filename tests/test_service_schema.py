@@ -56,6 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.stop()
 
 
+@pytest.mark.slow  # about 250 generated requests to a real server process
 def test_no_server_errors_for_any_generated_request(server: Server) -> None:
     """Valid and invalid requests to every operation (with the token): no 5xx, as documented."""
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")

@@ -211,3 +211,26 @@ def test_normalized_forms_are_cached(zoo):
     first["fc1.weight"] = first["fc1.weight"] * 0
     again = zoo.normalized("net-0")
     assert again["fc1.weight"].equal(expected["fc1.weight"])
+
+
+def test_curve_cache_key_changes_with_every_path_option() -> None:
+    """Each field of the path options record (and the kind and dataset) is in the cache key,
+    so a changed option or default can never be served a stale result."""
+    import dataclasses
+
+    from canon.engine import PathOptions
+    from canon.zoo._analysis import curve_key
+
+    base = PathOptions()
+    key = curve_key("geodesic", "digits", base)
+    assert set(base.to_dict()) == {f.name for f in dataclasses.fields(PathOptions)}
+    changed = {
+        "points": 9, "bn": "interpolate", "bn_batches": 3, "bn_batch_size": 32, "orders": 2,
+        "seed": 1, "loss": True, "test": True,
+    }  # fmt: skip
+    assert set(changed) == set(base.to_dict())
+    keys = {curve_key("geodesic", "digits", dataclasses.replace(base, **{k: v}))
+            for k, v in changed.items()}  # fmt: skip
+    assert key not in keys and len(keys) == len(changed)
+    assert curve_key("linear", "digits", base) != key
+    assert curve_key("geodesic", "gaussian", base) != key

@@ -8,20 +8,7 @@ from pathlib import Path
 import pytest
 
 from canon.errors import JobNotFoundError
-from canon.zoo import Zoo
-from canon.zoo._jobs import (
-    MAX_ATTEMPTS,
-    claim_job,
-    fail_job,
-    finish_job,
-    get_job,
-    job_key,
-    list_jobs,
-    recover_jobs,
-    release_job,
-    report_progress,
-    submit_job,
-)
+from canon.zoo import MAX_ATTEMPTS, Zoo, job_key
 
 PARAMS = {"a": "1" * 64, "b": "2" * 64, "paths": ["geodesic"], "points": 25}
 
@@ -33,62 +20,62 @@ def zoo(tmp_path: Path) -> Zoo:
 
 def test_identical_requests_share_the_active_job(zoo: Zoo) -> None:
     """Submitting the same request twice gives one job; other params or kinds give others."""
-    first, created = submit_job(zoo, "compare", PARAMS)
-    again, created_again = submit_job(zoo, "compare", dict(reversed(PARAMS.items())))
+    first, created = zoo.jobs.submit("compare", PARAMS)
+    again, created_again = zoo.jobs.submit("compare", dict(reversed(PARAMS.items())))
     assert created and not created_again and again.id == first.id
     assert first.state == "queued" and first.key == job_key("compare", PARAMS)
-    other, _ = submit_job(zoo, "compare", {**PARAMS, "points": 9})
-    table, _ = submit_job(zoo, "table", PARAMS)
+    other, _ = zoo.jobs.submit("compare", {**PARAMS, "points": 9})
+    table, _ = zoo.jobs.submit("table", PARAMS)
     assert len({first.id, other.id, table.id}) == 3
 
 
 def test_claim_progress_finish(zoo: Zoo) -> None:
     """Workers claim the oldest job; progress and result are stored; done jobs are not shared."""
-    job, _ = submit_job(zoo, "compare", PARAMS)
-    later, _ = submit_job(zoo, "table", PARAMS)
-    claimed = claim_job(zoo)
+    job, _ = zoo.jobs.submit("compare", PARAMS)
+    later, _ = zoo.jobs.submit("table", PARAMS)
+    claimed = zoo.jobs.claim()
     assert claimed is not None and claimed.id == job.id
     assert claimed.state == "running" and claimed.attempts == 1 and claimed.started is not None
-    report_progress(zoo, job.id, 1, 3)
-    assert (get_job(zoo, job.id).done, get_job(zoo, job.id).total) == (1, 3)
-    done = finish_job(zoo, job.id, {"barrier": 0.25})
+    zoo.jobs.report_progress(job.id, 1, 3)
+    assert (zoo.jobs.get(job.id).done, zoo.jobs.get(job.id).total) == (1, 3)
+    done = zoo.jobs.finish(job.id, {"barrier": 0.25})
     assert done.state == "done" and done.result == {"barrier": 0.25} and done.finished
     assert not done.active
-    fresh, created = submit_job(zoo, "compare", PARAMS)
+    fresh, created = zoo.jobs.submit("compare", PARAMS)
     assert created and fresh.id != job.id
-    assert [j.id for j in list_jobs(zoo, state="done")] == [job.id]
-    assert claim_job(zoo).id == later.id  # type: ignore[union-attr]
+    assert [j.id for j in zoo.jobs.recent(state="done")] == [job.id]
+    assert zoo.jobs.claim().id == later.id  # type: ignore[union-attr]
 
 
 def test_failed_and_released_jobs(zoo: Zoo) -> None:
     """A failed job keeps its error and frees its key; a released one is queued again."""
-    job, _ = submit_job(zoo, "compare", PARAMS)
-    claim_job(zoo)
-    released = release_job(zoo, job.id)
+    job, _ = zoo.jobs.submit("compare", PARAMS)
+    zoo.jobs.claim()
+    released = zoo.jobs.release(job.id)
     assert released.state == "queued" and released.attempts == 0
-    claim_job(zoo)
-    failed = fail_job(zoo, job.id, "ConfigError", "bad options")
+    zoo.jobs.claim()
+    failed = zoo.jobs.fail(job.id, "ConfigError", "bad options")
     assert failed.state == "failed" and failed.error == {
         "type": "ConfigError",
         "message": "bad options",
     }
-    assert submit_job(zoo, "compare", PARAMS)[1]
+    assert zoo.jobs.submit("compare", PARAMS)[1]
     with pytest.raises(JobNotFoundError):
-        get_job(zoo, "0" * 32)
+        zoo.jobs.get("0" * 32)
     with pytest.raises(JobNotFoundError):
-        get_job(zoo, "../../etc/passwd")
+        zoo.jobs.get("../../etc/passwd")
 
 
 def test_recovery_requeues_running_jobs_until_attempts_run_out(zoo: Zoo) -> None:
     """Jobs left running by a dead process are re-queued, and failed after MAX_ATTEMPTS."""
-    job, _ = submit_job(zoo, "compare", PARAMS)
+    job, _ = zoo.jobs.submit("compare", PARAMS)
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        claimed = claim_job(zoo)
+        claimed = zoo.jobs.claim()
         assert claimed is not None and claimed.attempts == attempt
-        requeued, failed = recover_jobs(zoo)
+        requeued, failed = zoo.jobs.recover()
         expected = (0, 1) if attempt == MAX_ATTEMPTS else (1, 0)
         assert (requeued, failed) == expected
-    given_up = get_job(zoo, job.id)
+    given_up = zoo.jobs.get(job.id)
     assert given_up.state == "failed" and given_up.error is not None
     assert given_up.error["type"] == "InterruptedError"
 
@@ -98,8 +85,8 @@ def test_concurrent_submits_from_threads_and_zoos_make_one_job(zoo: Zoo) -> None
 
     def submit(_: int) -> str:
         with Zoo.open(zoo.root) as own:
-            return submit_job(own, "table", PARAMS)[0].id
+            return own.jobs.submit("table", PARAMS)[0].id
 
     with ThreadPoolExecutor(8) as pool:
         ids = set(pool.map(submit, range(8)))
-    assert len(ids) == 1 and len(list_jobs(zoo)) == 1
+    assert len(ids) == 1 and len(zoo.jobs.recent()) == 1

@@ -17,13 +17,15 @@ from canon.cli._common import (
     pct,
     progress,
 )
+from canon.engine import DEFAULT_PATHS, MIDPOINT_PATHS, list_algorithms, list_path_kinds
 
 if TYPE_CHECKING:
     from canon.engine import TrainProgress
 
 __all__ = ["compare", "energy", "midpoint", "plane", "table", "train"]
 
-DEFAULT_PATHS = ("linear", "linear_aligned", "geodesic")
+# Choices derive from the engine's registries (which load without torch).
+COMPARABLE = click.Choice(list_path_kinds(comparable=True))
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -38,7 +40,11 @@ def _epochs(update: Callable[[int, int], None] | None) -> Callable[[TrainProgres
 @click.argument("a")
 @click.argument("b")
 @click.option(
-    "--path", "paths", multiple=True, help="Path kind (repeatable); default the three main ones."
+    "--path",
+    "paths",
+    multiple=True,
+    type=COMPARABLE,
+    help=f"Path kind (repeatable); default {', '.join(DEFAULT_PATHS)}.",
 )
 @click.option("--points", default=25, show_default=True, help="Points along each path.")
 @click.option("--plot", "plot_file", default=None, help="Draw the curves to FILE.png/svg/pdf.")
@@ -80,7 +86,9 @@ def compare(
 @click.command()
 @click.argument("names", nargs=-1)
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Select by tag (repeatable).")
-@click.option("--path", default="geodesic", show_default=True, help="Path kind for barriers.")
+@click.option(
+    "--path", type=COMPARABLE, default="geodesic", show_default=True, help="Path kind for barriers."
+)
 @click.option(
     "--metric", default="barrier", show_default=True, help="barrier, excess or a distance."
 )
@@ -131,7 +139,7 @@ def _matrix_text(names: list[str], matrix: list[list[float]], metric: str) -> st
 @click.option("--arch", required=True, help="Architecture name or module:function.")
 @click.option("--config", "config_json", default="{}", help="Architecture config as JSON.")
 @click.option("--dataset", required=True, help="Dataset name (see canon.data).")
-@click.option("--algo", type=click.Choice(["sgd", "rsgd", "adv"]), default="sgd")
+@click.option("--algo", type=click.Choice(list_algorithms()), default="sgd")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--epochs", default=300, show_default=True)
 @click.option("--name", required=True, help="The new entry's name.")
@@ -156,7 +164,7 @@ def train(
     from canon.data import load_dataset
     from canon.engine import train as run_train
     from canon.errors import NameClashError
-    from canon.zoo._records import check_name
+    from canon.zoo import check_name
 
     config = parse_json(config_json)
     tag_values = {**parse_tags(tags), "algo": algo, "seed": str(seed)}
@@ -170,7 +178,7 @@ def train(
             result = run_train(
                 model,
                 data,
-                algo,  # type: ignore[arg-type]
+                algo,
                 seed,
                 epochs,
                 device=app.device,
@@ -277,7 +285,7 @@ def plane(app: App, a: str, b: str, c: str, grid: int, margin: float, normalized
 @click.option("--name", required=True, help="The midpoint entry's name.")
 @click.option(
     "--path",
-    type=click.Choice(["geodesic", "linear", "linear_aligned"]),
+    type=click.Choice(MIDPOINT_PATHS),
     default="geodesic",
     show_default=True,
 )

@@ -31,7 +31,7 @@ __all__ = [
 def zoo_path(app: App, create: bool = False) -> Path:
     """The zoo folder the command names; it must hold a zoo unless ``create``."""
     from canon.errors import CorruptZooError
-    from canon.zoo._layout import is_zoo
+    from canon.zoo import is_zoo
 
     path = Path(app.zoo or "zoo")
     if not create and not is_zoo(path):
@@ -52,8 +52,7 @@ def read_entries(app: App, **filters: Any) -> list[Entry]:
     """The zoo's entries matching ``filters``, read straight from the index (no SQLAlchemy,
     no torch) once the index exists at the current schema; it is first upgraded, or
     rebuilt from the manifest, when it is not."""
-    from canon.zoo._layout import HEAD_REVISION, INDEX, recorded_revision
-    from canon.zoo._listing import list_entries
+    from canon.zoo import HEAD_REVISION, INDEX, list_entries, recorded_revision
 
     path = zoo_path(app, create=False)
     if recorded_revision(path / INDEX) != HEAD_REVISION:

@@ -59,8 +59,11 @@ def push(
     force: bool,
 ) -> None:
     """Push the zoo to Hub repository REPO_ID as one commit (only new objects are uploaded)."""
+    from canon.hub import push
+
     with open_zoo(app) as zoo:
-        result = zoo.push(
+        result = push(
+            zoo,
             repo_id,
             revision=revision,
             private=private,
@@ -105,8 +108,11 @@ def pull(
     no_results: bool,
 ) -> None:
     """Merge the zoo at Hub repository REPO_ID into this zoo (created if needed)."""
+    from canon.hub import pull
+
     with open_zoo(app, create=True) as zoo:
-        result = zoo.pull(
+        result = pull(
+            zoo,
             repo_id,
             revision=revision,
             token=token,

@@ -17,6 +17,7 @@ import click
 
 from canon.cli._app import App, canon_command, common_options, emit, pass_app, zoo_option
 from canon.cli._common import open_zoo, parse_tags, progress
+from canon.engine import DEFAULT_PATHS, bend_kind, list_path_kinds
 
 if TYPE_CHECKING:
     from canon.zoo import Entry, Zoo
@@ -92,7 +93,7 @@ def _curve_data(curves: dict[str, list[Any]]) -> dict[str, Any]:
 @_selection_options
 @click.option(
     "--kinds",
-    default="linear,linear_aligned,geodesic",
+    default=",".join(DEFAULT_PATHS),
     show_default=True,
     help="Path kinds, comma-separated (one panel each).",
 )
@@ -116,17 +117,17 @@ def paths(
     title: str,
 ) -> None:
     """Error along paths per class of pairs, mean and std (the paper's Fig. 2)."""
-    from canon.engine import PATH_KINDS
     from canon.errors import ConfigError
     from canon.plots import plot_path_classes
-    from canon.repro._measure import class_of, class_pairs, path_curves
+    from canon.repro import class_of, class_pairs, path_curves
 
+    comparable = list_path_kinds(comparable=True)
     chosen = [k.strip() for k in kinds.split(",") if k.strip()]
-    bad = [k for k in chosen if k not in PATH_KINDS or k.startswith("bend")]
+    bad = [k for k in chosen if k not in comparable]
     if not chosen or bad:
         raise ConfigError(
             f"unknown path kind(s) {', '.join(f'`{k}`' for k in bad) or '(none given)'}; "
-            "choose from linear, linear_aligned, geodesic, random_flip, random_flip_aligned"
+            f"choose from {', '.join(comparable)}"
         )
     target = _target("paths", out, fmt)
     with open_zoo(app) as zoo:
@@ -159,7 +160,7 @@ def bend(
     """Error along the single-bend paths through the zoo's midpoints (the paper's Fig. 3)."""
     from canon.errors import ConfigError
     from canon.plots import plot_path_classes
-    from canon.repro._measure import bend_curves, class_of, class_pairs
+    from canon.repro import bend_curves, class_of, class_pairs
 
     target = _target("bend", out, fmt)
     with open_zoo(app) as zoo:
@@ -171,7 +172,7 @@ def bend(
         raise ConfigError(
             "no midpoint entries between the selected pairs; make them with `canon midpoint`"
         )
-    order = ("bend_linear", "bend_linear_aligned", "bend")
+    order = [bend_kind(p) for p in DEFAULT_PATHS]
     present = {c.kind for group in curves.values() for c in group}
     plot_path_classes(curves, target, kinds=[k for k in order if k in present], title=title)
     _done(app, "bend", target, _curve_data(curves))
@@ -199,7 +200,7 @@ def energy(
 ) -> None:
     """Local energy per class against noise and against test error (the paper's Fig. 1)."""
     from canon.plots import plot_local_energy
-    from canon.repro._measure import class_of, energies_by_class
+    from canon.repro import class_of, energies_by_class
 
     target = _target("energy", out, fmt)
     with open_zoo(app) as zoo:
@@ -247,7 +248,7 @@ def plane_figure(
 ) -> None:
     """The plane through A, B and C (default: B aligned to A), raw beside normalized (Fig. 4)."""
     from canon.plots import plot_plane
-    from canon.repro._measure import plane_sections
+    from canon.repro import plane_sections
 
     target = _target("plane", out, fmt)
     with open_zoo(app) as zoo:
@@ -287,8 +288,8 @@ def distances(
     """Distances between solutions per class of pairs (the paper's Fig. 5)."""
     from canon.errors import ConfigError
     from canon.plots import plot_distances
-    from canon.repro._measure import class_of
-    from canon.zoo._analysis import DISTANCE_METRICS
+    from canon.repro import class_of
+    from canon.zoo import DISTANCE_METRICS
 
     chosen = metrics or ("euclidean", "geodesic")
     bad = [m for m in chosen if m not in DISTANCE_METRICS]
@@ -362,7 +363,7 @@ def hamming(
     """Binary networks: error along random flip paths against Hamming distance, raw and
     aligned, per class of pairs within one class (the paper's Figs. 6 and 7)."""
     from canon.plots import plot_hamming_paths
-    from canon.repro._measure import class_of, class_pairs, path_curves
+    from canon.repro import class_of, class_pairs, path_curves
 
     target = _target("hamming", out, fmt)
     with open_zoo(app) as zoo:

@@ -37,7 +37,7 @@ def init(app: App) -> None:
     """Create a zoo (fine if it already exists)."""
     from pathlib import Path
 
-    from canon.zoo._layout import INDEX
+    from canon.zoo import INDEX
 
     root = Path(app.zoo or "zoo")
     existed = (root / INDEX).is_file()

@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,7 @@ from canon.core.records import JsonRecord
 from canon.device import resolve_device
 from canon.engine.batchnorm import has_batchnorm, with_recomputed_statistics
 from canon.engine.evaluate import Evaluator
+from canon.engine.kinds import PATH_KINDS, get_path_kind
 from canon.engine.noise import perturbation_path
 from canon.errors import ConfigError
 
@@ -47,6 +48,8 @@ __all__ = [
     "PATH_KINDS",
     "LocalEnergy",
     "PathCurve",
+    "PathEnds",
+    "PathOptions",
     "PlaneResult",
     "as_data",
     "as_model",
@@ -55,17 +58,8 @@ __all__ = [
     "plane",
 ]
 
-PathKind = Literal[
-    "linear",
-    "linear_aligned",
-    "geodesic",
-    "bend",
-    "bend_linear",
-    "bend_linear_aligned",
-    "random_flip",
-    "random_flip_aligned",
-]
-PATH_KINDS: tuple[str, ...] = get_args(PathKind)
+#: A registered path kind's name (:func:`~canon.engine.kinds.list_path_kinds`).
+PathKind: TypeAlias = str
 BNMode = Literal["recompute", "interpolate"]
 
 ModelLike = nn.Module | str | tuple[str, Mapping[str, Any]]
@@ -150,6 +144,32 @@ def _evaluator(
     return Evaluator(model, split[0], split[1], device, batch)
 
 
+@dataclass(frozen=True)
+class PathOptions:
+    """Every option a path curve's numbers depend on: one record that is passed to
+    :func:`path_curve` and hashed for a cache key, so no option can be left out of either.
+
+    ``points`` along the path; BatchNorm statistics at interior points
+    ``bn`` (``recompute`` on ``bn_batches`` training batches of
+    ``bn_batch_size``, or ``interpolate``); ``orders`` seeded random flip orders
+    (binary networks) from ``seed``; whether to report the ``loss`` and the
+    ``test`` error too.
+    """
+
+    points: int = 25
+    bn: BNMode = "recompute"
+    bn_batches: int = 20
+    bn_batch_size: int = 256
+    orders: int = 5
+    seed: int = 0
+    loss: bool = False
+    test: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (every field, defaults included)."""
+        return asdict(self)
+
+
 def path_curve(
     a: Mapping[str, Tensor],
     b: Mapping[str, Tensor],
@@ -168,11 +188,13 @@ def path_curve(
     bn_batch_size: int = 256,
     orders: int = 5,
     seed: int = 0,
+    options: PathOptions | None = None,
     batch_size: int = 10_000,
 ) -> PathCurve:
     """Evaluate the train error (optionally loss and test error) along a path from a to b.
 
-    ``kind``: ``linear`` (raw parameters), ``linear_aligned`` (b aligned to a,
+    ``kind`` names a registered path kind (:func:`~canon.engine.kinds.list_path_kinds`);
+    the built-ins: ``linear`` (raw parameters), ``linear_aligned`` (b aligned to a,
     not normalized), ``geodesic`` (normalized and aligned; per-unit slerp),
     ``bend`` (two geodesic legs through ``midpoint``, which is normalized and
     aligned to a), ``bend_linear`` / ``bend_linear_aligned`` (two straight legs
@@ -183,9 +205,24 @@ def path_curve(
     running statistics at interior points are recomputed on ``bn_batches``
     training batches of ``bn_batch_size`` (``bn="recompute"``) or interpolated
     (``bn="interpolate"``); the choice is recorded in ``options``.
+
+    ``options`` gives every option the numbers depend on as one record
+    (:class:`PathOptions`, what a cache keys results by) instead of the
+    keywords ``points`` … ``seed``; passing both is an error. ``batch_size``
+    bounds memory only.
     """
-    if kind not in PATH_KINDS:
-        raise ConfigError(f"unknown path kind `{kind}`; choose one of {', '.join(PATH_KINDS)}")
+    given = PathOptions(points, bn, bn_batches, bn_batch_size, orders, seed, loss, test)
+    if options is not None and given != PathOptions():
+        raise ConfigError("give path options either as `options` or as keywords, not both")
+    opts = options or given
+    points, bn, bn_batches, bn_batch_size = (
+        opts.points,
+        opts.bn,
+        opts.bn_batches,
+        opts.bn_batch_size,
+    )
+    orders, seed, loss, test = opts.orders, opts.seed, opts.loss, opts.test
+    info = get_path_kind(kind)
     template = as_model(model)
     spec = spec or spec_from_module(template)
     check_state(a, spec, "`a`")
@@ -200,17 +237,21 @@ def path_curve(
     norm_a, norm_b = normalize(a, spec, check=False), normalize(b, spec, check=False)
     alignment = match(norm_b, norm_a, spec)
     dists = distances(a, b, spec, alignment)
-    options: dict[str, Any] = {"points": points, "seed": seed}
-
-    paths = _build_paths(
-        kind, a, b, norm_a, norm_b, alignment, spec, x, midpoint, orders, seed, dev
-    )
-    if kind.startswith("random_flip"):
-        options["orders"] = orders
+    recorded: dict[str, Any] = {"points": points, "seed": seed}
+    m = None
+    if info.needs_midpoint:
+        if midpoint is None:
+            raise ConfigError(f"a `{kind}` path needs a `midpoint` network")
+        check_state(midpoint, spec, "`midpoint`")
+        m = {k: v.to(dev) for k, v in midpoint.items()}
+    ends = PathEnds(a, b, norm_a, norm_b, alignment, spec, x, m, orders, seed)
+    paths = info.build(ends)
+    if info.orders:
+        recorded["orders"] = orders
     if has_batchnorm(template):
-        options["bn"] = bn
+        recorded["bn"] = bn
         if bn == "recompute":
-            options |= {"bn_batches": bn_batches, "bn_batch_size": bn_batch_size}
+            recorded |= {"bn_batches": bn_batches, "bn_batch_size": bn_batch_size}
             interior = range(1, points - 1)
             train_x = train[0].to(dev)
             paths = [
@@ -240,7 +281,7 @@ def path_curve(
         barrier=float(barriers.mean()),
         excess=float(excesses.mean()),
         distances=dists,
-        options=options,
+        options=recorded,
         train_loss=_floats(losses),
         test_error=_floats(test_error),
         train_error_std=_floats(errors.std(0, unbiased=False)) if several else None,
@@ -248,45 +289,91 @@ def path_curve(
     )
 
 
-def _build_paths(
-    kind: str,
-    a: dict[str, Tensor],
-    b: dict[str, Tensor],
-    norm_a: dict[str, Tensor],
-    norm_b: dict[str, Tensor],
-    alignment: Alignment,
-    spec: Spec,
-    x: Tensor,
-    midpoint: Mapping[str, Tensor] | None,
-    orders: int,
-    seed: int,
-    device: torch.device,
-) -> list[Path]:
-    if kind == "linear":
-        return [linear_path(a, b, x)]
-    if kind == "linear_aligned":
-        return [linear_path(a, apply_alignment(b, alignment, spec), x)]
-    if kind == "geodesic":
-        return [geodesic_path(norm_a, apply_alignment(norm_b, alignment, spec), spec, x)]
-    if kind.startswith("bend"):
-        if midpoint is None:
+@dataclass(frozen=True)
+class PathEnds:
+    """What a path kind's builder gets (:func:`~canon.engine.kinds.register_path_kind`).
+
+    The endpoints raw (``a``, ``b``) and normalized, the alignment of normalized b
+    to normalized a, the positions ``x``, the ``midpoint`` (checked against the
+    spec and on the endpoints' device; ``None`` unless the kind needs one),
+    and the number of random ``orders`` with their first ``seed``.
+    """
+
+    a: dict[str, Tensor]
+    b: dict[str, Tensor]
+    norm_a: dict[str, Tensor]
+    norm_b: dict[str, Tensor]
+    alignment: Alignment
+    spec: Spec
+    x: Tensor
+    midpoint: dict[str, Tensor] | None = None
+    orders: int = 1
+    seed: int = 0
+
+    def aligned_b(self) -> dict[str, Tensor]:
+        """Raw b with a's unit order (the alignment found on the normalized networks)."""
+        return apply_alignment(self.b, self.alignment, self.spec)
+
+    def require_midpoint(self, kind: str) -> dict[str, Tensor]:
+        """The midpoint, or a ConfigError naming ``kind`` when there is none."""
+        if self.midpoint is None:
             raise ConfigError(f"a `{kind}` path needs a `midpoint` network")
-        check_state(midpoint, spec, "`midpoint`")
-        m = {k: v.to(device) for k, v in midpoint.items()}
-        if kind == "bend_linear":
-            return [bend_path(a, m, b, spec, x, legs="linear")]
-        if kind == "bend_linear_aligned":
-            aligned_b = apply_alignment(b, alignment, spec)
-            return [bend_path(a, m, aligned_b, spec, x, legs="linear")]
-        m = normalize(m, spec, check=False)
-        m = apply_alignment(m, match(m, norm_a, spec), spec)
-        return [bend_path(norm_a, m, apply_alignment(norm_b, alignment, spec), spec, x)]
-    if not spec.binary_weights:
+        return self.midpoint
+
+
+def build_linear(ends: PathEnds) -> list[Path]:
+    """Straight line between the raw parameters."""
+    return [linear_path(ends.a, ends.b, ends.x)]
+
+
+def build_linear_aligned(ends: PathEnds) -> list[Path]:
+    """Straight line from a to b aligned to a (not normalized)."""
+    return [linear_path(ends.a, ends.aligned_b(), ends.x)]
+
+
+def build_geodesic(ends: PathEnds) -> list[Path]:
+    """Per-unit slerp between the normalized networks, b aligned to a."""
+    end = apply_alignment(ends.norm_b, ends.alignment, ends.spec)
+    return [geodesic_path(ends.norm_a, end, ends.spec, ends.x)]
+
+
+def build_bend(ends: PathEnds) -> list[Path]:
+    """Two geodesic legs through the midpoint, normalized and aligned to a."""
+    spec = ends.spec
+    m = normalize(ends.require_midpoint("bend"), spec, check=False)
+    m = apply_alignment(m, match(m, ends.norm_a, spec), spec)
+    end = apply_alignment(ends.norm_b, ends.alignment, spec)
+    return [bend_path(ends.norm_a, m, end, spec, ends.x)]
+
+
+def build_bend_linear(ends: PathEnds) -> list[Path]:
+    """Two straight legs through the midpoint as given, to raw b."""
+    m = ends.require_midpoint("bend_linear")
+    return [bend_path(ends.a, m, ends.b, ends.spec, ends.x, legs="linear")]
+
+
+def build_bend_linear_aligned(ends: PathEnds) -> list[Path]:
+    """Two straight legs through the midpoint as given, to b aligned to a."""
+    m = ends.require_midpoint("bend_linear_aligned")
+    return [bend_path(ends.a, m, ends.aligned_b(), ends.spec, ends.x, legs="linear")]
+
+
+def _flips(ends: PathEnds, end: dict[str, Tensor], kind: str) -> list[Path]:
+    if not ends.spec.binary_weights:
         raise ConfigError(f"`{kind}` paths need a network with binary weights")
-    if orders < 1:
-        raise ConfigError(f"`orders` must be at least 1, got {orders}")
-    end = apply_alignment(b, alignment, spec) if kind == "random_flip_aligned" else b
-    return [flip_path(a, end, spec, x, seed + r) for r in range(orders)]
+    if ends.orders < 1:
+        raise ConfigError(f"`orders` must be at least 1, got {ends.orders}")
+    return [flip_path(ends.a, end, ends.spec, ends.x, ends.seed + r) for r in range(ends.orders)]
+
+
+def build_random_flip(ends: PathEnds) -> list[Path]:
+    """Binary networks: ``orders`` seeded random orders of flipping a's weights to b's."""
+    return _flips(ends, ends.b, "random_flip")
+
+
+def build_random_flip_aligned(ends: PathEnds) -> list[Path]:
+    """Binary networks: random flip orders from a to b aligned to a."""
+    return _flips(ends, ends.aligned_b(), "random_flip_aligned")
 
 
 @dataclass(frozen=True)

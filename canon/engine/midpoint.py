@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
@@ -12,18 +12,15 @@ from torch import Tensor
 from canon.core import apply_alignment, canonicalize, match, normalize, spec_from_module
 from canon.core.paths import geodesic_path
 from canon.device import resolve_device
-from canon.engine.landscape import ModelLike, PathCurve, PathKind, as_model, path_curve
+from canon.engine.kinds import bend_kind
+from canon.engine.landscape import ModelLike, PathCurve, as_model, path_curve
 from canon.engine.train import TrainProgress, train
 from canon.errors import ConfigError
 
 __all__ = ["MidpointResult", "optimize_midpoint"]
 
-MidpointPath = Literal["geodesic", "linear", "linear_aligned"]
-_BEND_KIND: dict[str, PathKind] = {
-    "geodesic": "bend",
-    "linear": "bend_linear",
-    "linear_aligned": "bend_linear_aligned",
-}
+#: A path a midpoint starts from (:data:`~canon.engine.kinds.MIDPOINT_PATHS`).
+MidpointPath: TypeAlias = str
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ def optimize_midpoint(
     target_error: float = 0.0,
     seed: int = 0,
     points: int = 25,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> MidpointResult:
     """Find a low-error midpoint m between a and b and evaluate the bend path a -> m -> b.
@@ -69,8 +66,7 @@ def optimize_midpoint(
     along the two legs (geodesic legs with m normalized and aligned to a, or
     straight legs); its barrier is the max error over both.
     """
-    if path not in _BEND_KIND:
-        raise ConfigError(f"`path` must be geodesic, linear or linear_aligned, got `{path}`")
+    kind = bend_kind(path)
     if points % 2 == 0:
         raise ConfigError(f"`points` must be odd so that m sits at x = 0.5, got {points}")
     dev = resolve_device(device)
@@ -103,9 +99,7 @@ def optimize_midpoint(
         device=dev,
         progress=progress,
     )
-    curve = path_curve(
-        a, b, template, data, _BEND_KIND[path], points, dev, midpoint=trained.state, spec=spec
-    )
+    curve = path_curve(a, b, template, data, kind, points, dev, midpoint=trained.state, spec=spec)
     return MidpointResult(
         state=trained.state,
         curve=curve,

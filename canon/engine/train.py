@@ -19,6 +19,10 @@ small problems where noted: adv's plain SGD uses 0.2, the effective step of
 sgd's momentum SGD, instead of the paper's 0.02. Everything is seeded: on CPU the
 same call gives the same network bit for bit. Training stops early once the
 train error reaches ``target_error``.
+
+The algorithms are registered in :mod:`canon.engine.kinds` (their trainers are
+:func:`train_sgd`, :func:`train_rsgd` and :func:`train_adv` here);
+:func:`train` dispatches through that registry.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import copy
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -36,13 +40,14 @@ from torch import Tensor, nn
 from canon.core import Spec, spec_from_module
 from canon.device import resolve_device
 from canon.engine.evaluate import Evaluator
+from canon.engine.kinds import ALGORITHMS, AlgorithmInfo, get_algorithm
 from canon.engine.landscape import ModelLike, as_data, as_model
 from canon.errors import ConfigError
 
-__all__ = ["ALGORITHMS", "TrainProgress", "TrainResult", "train"]
+__all__ = ["ALGORITHMS", "Fitted", "TrainProgress", "TrainResult", "TrainSetup", "train"]
 
-Algorithm = Literal["sgd", "rsgd", "adv"]
-ALGORITHMS: tuple[str, ...] = ("sgd", "rsgd", "adv")
+#: A registered algorithm's name (:func:`~canon.engine.kinds.list_algorithms`).
+Algorithm: TypeAlias = str
 
 
 @dataclass(frozen=True)
@@ -98,14 +103,10 @@ def _clip_binary(model: nn.Module, spec: Spec) -> None:
             model.get_parameter(name).clamp_(-1.0, 1.0)
 
 
-def _defaults(algo: str, binary: bool) -> dict[str, Any]:
+def _defaults(algo: AlgorithmInfo, binary: bool) -> dict[str, Any]:
     if binary:
         return {"lr": 1.0, "momentum": 0.0, "batch_size": 100, "cosine": False}
-    # adv runs plain SGD; the paper's 0.02 without momentum takes a tenth of sgd's effective
-    # step (0.02 / (1 - 0.9)), too slow for small datasets' few steps per epoch: 0.2 matches it
-    lr = {"sgd": 0.02, "rsgd": 0.05, "adv": 0.2}[algo]
-    momentum = 0.0 if algo == "adv" else 0.9
-    return {"lr": lr, "momentum": momentum, "batch_size": 128, "cosine": True}
+    return {"lr": algo.lr, "momentum": algo.momentum, "batch_size": 128, "cosine": True}
 
 
 class _Run:
@@ -268,6 +269,39 @@ def _adversarial_copy(
     return noisy.x_train.to(x.device, x.dtype), noisy.y_train.to(y.device, y.dtype)
 
 
+@dataclass(frozen=True)
+class TrainSetup:
+    """What a trainer (:func:`~canon.engine.kinds.register_algorithm`) gets from :func:`train`.
+
+    ``net`` is initialized and on ``device``; ``phase`` holds the data, the SGD
+    settings, the history and the progress callback; the rest are
+    :func:`train`'s arguments (``gamma1`` and ``adv_epochs`` not yet defaulted).
+    """
+
+    net: nn.Module
+    phase: _Phase
+    device: torch.device
+    epochs: int
+    target_error: float | None
+    seed: int
+    replicas: int
+    gamma0: float
+    gamma1: float | None
+    adv_epochs: int | None
+    adv_zero_fraction: float
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trainer's solution: epochs run in the final phase, its train error, its state and
+    the options the algorithm adds to the record."""
+
+    epochs: int
+    train_error: float
+    state: dict[str, Tensor] = field(repr=False)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
 def train(
     model: ModelLike,
     data: Any,
@@ -285,11 +319,12 @@ def train(
     gamma1: float | None = None,
     adv_epochs: int | None = None,
     adv_zero_fraction: float = 0.1,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
     """Train a network on the train split of ``data`` and return the solution.
 
+    ``algo`` names a registered algorithm (:func:`~canon.engine.kinds.list_algorithms`).
     ``model`` is a module template, an architecture name or (name, config);
     its parameters are re-initialized from ``seed`` unless ``init`` gives a
     starting state. ``gamma1`` defaults to the rate that takes the RSGD
@@ -298,19 +333,18 @@ def train(
     that copy is fitted. ``target_error=None`` runs every epoch (no early stop).
     ``progress`` is called after every epoch.
     """
-    if algo not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm `{algo}`; choose one of {', '.join(ALGORITHMS)}")
+    info = get_algorithm(algo)
     if epochs < 1:
         raise ConfigError(f"`epochs` must be at least 1, got {epochs}")
-    if algo == "rsgd" and replicas < 2:
-        raise ConfigError(f"`rsgd` needs at least 2 replicas, got {replicas}")
+    if replicas < info.min_replicas:
+        raise ConfigError(f"`{algo}` needs at least {info.min_replicas} replicas, got {replicas}")
     dev = resolve_device(device)
     template = as_model(model)
     spec = spec_from_module(template)
     (x, y), test = as_data(data)
     x, y = x.to(dev), y.to(dev)
     binary = bool(spec.binary_weights)
-    settings = _defaults(algo, binary)
+    settings = _defaults(info, binary)
     given = {"lr": lr, "momentum": momentum, "batch_size": batch_size}
     settings.update({k: v for k, v in given.items() if v is not None})
     net = copy.deepcopy(template).to(dev).train()
@@ -340,33 +374,73 @@ def train(
         **settings,
         "target_error": target_error,
     }
-    if algo == "adv":
-        ax, ay = _adversarial_copy(x, y, adv_zero_fraction, seed)
-        n_adv = adv_epochs or epochs
-        adv_phase = dataclasses.replace(phase, x=ax, y=ay, evaluator=Evaluator(net, ax, ay, dev))
-        _fit("adv", [net], adv_phase, n_adv, lambda t: 0.0, 0.0)
-        options |= {"adv_epochs": n_adv, "adv_zero_fraction": adv_zero_fraction}
-    if algo == "rsgd":
-        rate = gamma1 if gamma1 is not None else (1.0 / gamma0) ** (1.0 / max(1, epochs - 1)) - 1
-        # replicas start together and drift apart through their own minibatch orders
-        group = [net] + [copy.deepcopy(net) for _ in range(replicas - 1)]
-        ran, error = _fit(
-            "fit", group, phase, epochs, lambda t: gamma0 * (1 + rate) ** t, target_error
-        )
-        state = _center_state(group)
-        options |= {"replicas": replicas, "gamma0": gamma0, "gamma1": rate}
-    else:
-        ran, error = _fit("fit", [net], phase, epochs, lambda t: 0.0, target_error)
-        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    setup = TrainSetup(
+        net,
+        phase,
+        dev,
+        epochs,
+        target_error,
+        seed,
+        replicas,
+        gamma0,
+        gamma1,
+        adv_epochs,
+        adv_zero_fraction,
+    )
+    fitted = info.train(setup)
+    options |= fitted.options
     test_error = None
     if test is not None:
-        test_error = float(Evaluator(net, test[0], test[1], dev).error(state).errors[0])
+        test_error = float(Evaluator(net, test[0], test[1], dev).error(fitted.state).errors[0])
     return TrainResult(
-        state=state,
+        state=fitted.state,
         algo=algo,
-        epochs=ran,
-        train_error=error,
+        epochs=fitted.epochs,
+        train_error=fitted.train_error,
         test_error=test_error,
         history=history,
         options=options,
     )
+
+
+def train_sgd(setup: TrainSetup) -> Fitted:
+    """``sgd``: SGD (Nesterov momentum, cosine-annealed learning rate) from ``setup.net``."""
+    net = setup.net
+    ran, error = _fit("fit", [net], setup.phase, setup.epochs, lambda t: 0.0, setup.target_error)
+    return Fitted(ran, error, {k: v.detach().clone() for k, v in net.state_dict().items()})
+
+
+def train_rsgd(setup: TrainSetup) -> Fitted:
+    """``rsgd``: replicas coupled to their center with gamma_t = gamma0 (1 + gamma1)^t.
+
+    ``gamma1`` defaults to the rate that takes the coupling from ``gamma0`` to 1
+    over the epochs; the solution is the replicas' center.
+    """
+    gamma0, epochs = setup.gamma0, setup.epochs
+    rate = (
+        setup.gamma1
+        if setup.gamma1 is not None
+        else (1.0 / gamma0) ** (1.0 / max(1, epochs - 1)) - 1
+    )
+    # replicas start together and drift apart through their own minibatch orders
+    group = [setup.net] + [copy.deepcopy(setup.net) for _ in range(setup.replicas - 1)]
+    ran, error = _fit(
+        "fit", group, setup.phase, epochs, lambda t: gamma0 * (1 + rate) ** t, setup.target_error
+    )
+    options = {"replicas": setup.replicas, "gamma0": gamma0, "gamma1": rate}
+    return Fitted(ran, error, _center_state(group), options)
+
+
+def train_adv(setup: TrainSetup) -> Fitted:
+    """``adv``: fit a random-label copy of the data (a fraction of each input zeroed) for at
+    most ``adv_epochs``, then :func:`train_sgd` on the real data."""
+    phase, net = setup.phase, setup.net
+    ax, ay = _adversarial_copy(phase.x, phase.y, setup.adv_zero_fraction, setup.seed)
+    n_adv = setup.adv_epochs or setup.epochs
+    adv_phase = dataclasses.replace(
+        phase, x=ax, y=ay, evaluator=Evaluator(net, ax, ay, setup.device)
+    )
+    _fit("adv", [net], adv_phase, n_adv, lambda t: 0.0, 0.0)
+    fitted = train_sgd(setup)
+    options = {"adv_epochs": n_adv, "adv_zero_fraction": setup.adv_zero_fraction}
+    return dataclasses.replace(fitted, options=options)

@@ -21,10 +21,17 @@ from canon.hub._remote import (
     hub_errors,
     quiet_hub_bars,
 )
-from canon.zoo import CACHE_VERSION, Zoo
-from canon.zoo._manifest import import_entries, object_path, parse_manifest
-from canon.zoo._objects import check_sha, sha256_file
-from canon.zoo._records import PairResult, check_name
+from canon.zoo import (
+    CACHE_VERSION,
+    PairResult,
+    Zoo,
+    check_name,
+    check_sha,
+    import_entries,
+    object_path,
+    parse_manifest,
+    sha256_file,
+)
 
 __all__ = ["PullResult", "pull"]
 
@@ -150,7 +157,7 @@ def pull(
                 pairs = _check_results(_read_json(results_file, source), ids, source)
 
     added = import_entries(zoo, new, paths.__getitem__, names=names)
-    stored = zoo.store_pairs(pairs) if pairs else 0
+    stored = zoo.pairs.put(pairs) if pairs else 0
     return PullResult(
         repo_id=repo_id,
         revision=wanted,

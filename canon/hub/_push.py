@@ -17,8 +17,7 @@ from canon.hub._remote import (
     hub_errors,
     quiet_hub_bars,
 )
-from canon.zoo import CACHE_VERSION, Zoo
-from canon.zoo._manifest import manifest, object_path
+from canon.zoo import CACHE_VERSION, Zoo, manifest, object_path
 
 __all__ = ["PushResult", "push", "results_document"]
 
@@ -49,7 +48,7 @@ def results_document(zoo: Zoo) -> dict[str, Any]:
     return {
         "format": "canon-results",
         "cache_version": CACHE_VERSION,
-        "pairs": [r.to_dict() for r in zoo.pair_results()],
+        "pairs": [r.to_dict() for r in zoo.pairs.results()],
     }
 
 

@@ -15,6 +15,7 @@ from canon.plots._style import (
     SMALL,
     class_color,
     kind_label,
+    kind_through_midpoint,
     legend,
     new_figure,
     order_classes,
@@ -142,7 +143,7 @@ def plot_path_classes(
             low = [100 * max(0.0, m - s) for m, s in zip(mean, std, strict=True)]
             high = [100 * (m + s) for m, s in zip(mean, std, strict=True)]
             ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0)
-        if kind.startswith("bend"):
+        if kind_through_midpoint(kind):
             ax.axvline(0.5, color="0.4", linestyle=":", linewidth=1, label="optimized midpoint")
         ax.set_xlim(0.0, 1.0)
         style_axes(ax, "position along the path (rescaled to [0, 1])", Y_LABEL, kind_label(kind))

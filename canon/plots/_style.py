@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from canon.engine import PathKindInfo, get_path_kind
 from canon.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -20,10 +21,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMATS",
-    "KIND_LABELS",
     "class_color",
     "class_marker",
     "kind_label",
+    "kind_through_midpoint",
     "legend",
     "new_figure",
     "order_classes",
@@ -55,21 +56,25 @@ _CLASS_COLORS = {
 _CLASS_MARKERS = {"rsgd": "^", "sgd": "o", "adv": "s"}
 _CYCLE = ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#393b79", "#637939", "#843c39")
 
-KIND_LABELS = {
-    "linear": "linear",
-    "linear_aligned": "linear, aligned",
-    "geodesic": "geodesic (normalized, aligned)",
-    "bend": "one bend, geodesic legs",
-    "bend_linear": "one bend, linear legs",
-    "bend_linear_aligned": "one bend, aligned linear legs",
-    "random_flip": "random flips",
-    "random_flip_aligned": "random flips, aligned",
-}
+
+def _path_kind(kind: str) -> PathKindInfo | None:
+    """The registered path kind ``kind``; None for a curve of a kind not registered here."""
+    try:
+        return get_path_kind(kind)
+    except ConfigError:
+        return None
 
 
 def kind_label(kind: str) -> str:
-    """A readable name for a path kind."""
-    return KIND_LABELS.get(kind, kind)
+    """A readable name for a path kind (its registered label)."""
+    info = _path_kind(kind)
+    return kind if info is None else info.label
+
+
+def kind_through_midpoint(kind: str) -> bool:
+    """Whether paths of ``kind`` run through a midpoint (at x = 0.5 on single-bend paths)."""
+    info = _path_kind(kind)
+    return info is not None and info.needs_midpoint
 
 
 def _rank(label: str) -> tuple[int, str]:

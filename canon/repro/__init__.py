@@ -9,9 +9,27 @@ writes ``reproduction.md``, ``reproduction.json`` and ``figures/*.png``.
 """
 
 from canon.repro._claims import Claim as Claim
+from canon.repro._measure import bend_curves as bend_curves
+from canon.repro._measure import class_of as class_of
+from canon.repro._measure import class_pairs as class_pairs
+from canon.repro._measure import energies_by_class as energies_by_class
+from canon.repro._measure import path_curves as path_curves
+from canon.repro._measure import plane_sections as plane_sections
 from canon.repro._plan import Plan as Plan
 from canon.repro._plan import make_plan as make_plan
 from canon.repro._run import ReproductionResult as ReproductionResult
 from canon.repro._run import run_reproduction as run_reproduction
 
-__all__ = ["Claim", "Plan", "ReproductionResult", "make_plan", "run_reproduction"]
+__all__ = [
+    "Claim",
+    "Plan",
+    "ReproductionResult",
+    "bend_curves",
+    "class_of",
+    "class_pairs",
+    "energies_by_class",
+    "make_plan",
+    "path_curves",
+    "plane_sections",
+    "run_reproduction",
+]

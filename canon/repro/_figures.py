@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from canon.engine import DEFAULT_PATHS, bend_kind
 from canon.plots import (
     ScalingPoint,
     plot_binary_scaling,
@@ -55,13 +56,13 @@ def draw_figures(results: Measurements, out_dir: Path) -> dict[str, FigureFile]:
         plot_path_classes(
             net.curves,
             write(f"{label}-paths", f"{title}: train error along paths (Fig. 2)."),
-            kinds=("linear", "linear_aligned", "geodesic"),
+            kinds=DEFAULT_PATHS,
             title=f"{title}: error along paths between solutions",
         )
         plot_path_classes(
             net.bends,
             write(f"{label}-bend", f"{title}: optimized single-bend paths (Fig. 3)."),
-            kinds=("bend_linear", "bend_linear_aligned", "bend"),
+            kinds=tuple(bend_kind(p) for p in DEFAULT_PATHS),
             title=f"{title}: paths through an optimized midpoint",
         )
         raw, normalized = net.plane

@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from canon.engine import DEFAULT_PATHS, bend_kind
 from canon.errors import ConfigError
 from canon.plots import order_classes, pair_class
 
@@ -36,7 +37,7 @@ __all__ = [
 
 Progress = Callable[[int, int], None]
 #: The bend path kind measured through a midpoint optimized from each starting path.
-BEND_KINDS = {"linear": "bend_linear", "linear_aligned": "bend_linear_aligned", "geodesic": "bend"}
+BEND_KINDS = {path: bend_kind(path) for path in DEFAULT_PATHS}
 
 
 def class_of(entries: Sequence[Entry], by: str = "algo") -> dict[str, str]:
@@ -92,10 +93,10 @@ def _total(groups: Mapping[str, Sequence[Any]]) -> int:
 def path_curves(
     zoo: Zoo,
     pairs: Mapping[str, Sequence[tuple[Entry, Entry]]],
-    kinds: Sequence[str] = ("linear", "linear_aligned", "geodesic"),
+    kinds: Sequence[str] = DEFAULT_PATHS,
     *,
     points: int = 25,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     progress: Progress | None = None,
 ) -> dict[str, list[PathCurve]]:
     """Error curves of every pair along each path kind, grouped by pair class.
@@ -120,7 +121,7 @@ def bend_curves(
     pairs: Mapping[str, Sequence[tuple[Entry, Entry]]],
     *,
     points: int = 25,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     progress: Progress | None = None,
 ) -> dict[str, list[PathCurve]]:
     """Error along the single-bend paths through the zoo's optimized midpoints (Fig. 3).
@@ -150,7 +151,7 @@ def bend_curves(
                     zoo.state(b, device),
                     zoo.model(a),
                     zoo.dataset(a),
-                    kind,  # type: ignore[arg-type]
+                    kind,
                     points,
                     device,
                     midpoint=zoo.state(m, device),
@@ -171,7 +172,7 @@ def energies_by_class(
     sigmas: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
     draws: int = 10,
     seed: int = 0,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     progress: Progress | None = None,
 ) -> tuple[dict[str, list[LocalEnergy]], dict[str, list[float]]]:
     """Local energy of every entry on its dataset (Fig. 1), and its test error, per class.
@@ -212,7 +213,7 @@ def plane_sections(
     *,
     grid: int = 21,
     margin: float = 0.2,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
 ) -> tuple[PlaneResult, PlaneResult]:
     """Train error on the plane through a, b and c, raw and normalized (Fig. 4).
 

@@ -138,7 +138,7 @@ def _train_solutions(
     model = build_model(architecture, config)
     entries = []
     for algo, index, seed in seeds:
-        result = train(model, data, algo, seed, device=device, **train_options)  # type: ignore[arg-type]
+        result = train(model, data, algo, seed, device=device, **train_options)
         metrics = {
             "train_error": result.train_error,
             "test_error": result.test_error if result.test_error is not None else math.nan,
@@ -344,7 +344,7 @@ def measure_binary(
 
 
 def measure(
-    zoo: Zoo, plan: Plan, *, seed: int = 0, device: str = "cpu", progress: Stage | None = None
+    zoo: Zoo, plan: Plan, *, seed: int = 0, device: str = "auto", progress: Stage | None = None
 ) -> Measurements:
     """Run every training and measurement of ``plan`` into ``zoo`` (which should be empty)."""
     tracker = Tracker(_steps(plan), progress)

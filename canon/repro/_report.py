@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from canon.engine import DEFAULT_PATHS, bend_kind
 from canon.plots import class_pairs, order_classes
 from canon.repro._claims import mean, pct
 from canon.repro._plan import ALGOS
@@ -73,8 +74,8 @@ def _class_means(curves: Mapping[str, Sequence[PathCurve]], kind: str) -> dict[s
 
 def _net_table(net: NetResults) -> list[str]:
     """Mean barrier per pair class and path kind, and mean distances, for one network."""
-    kinds = ("linear", "linear_aligned", "geodesic")
-    bends = ("bend_linear", "bend_linear_aligned", "bend")
+    kinds = DEFAULT_PATHS
+    bends = tuple(bend_kind(p) for p in DEFAULT_PATHS)
     barriers = {k: _class_means(net.curves, k) for k in kinds}
     barriers |= {k: _class_means(net.bends, k) for k in bends}
     distances = {t.metric: class_pairs(t, net.classes) for t in net.distances}

@@ -72,7 +72,7 @@ def run_reproduction(
     *,
     quick: bool = False,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
     zoo_dir: str | os.PathLike[str] | None = None,
     progress: Stage | None = None,
     command: str | None = None,

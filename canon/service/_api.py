@@ -48,8 +48,7 @@ from canon.service._work import (
     midpoint_params,
     table_params,
 )
-from canon.zoo import Comparison, Entry
-from canon.zoo._jobs import JobState, get_job, list_jobs
+from canon.zoo import Comparison, Entry, JobState
 
 __all__ = ["UPLOAD_PATH", "comparison_out", "entry_detail", "figure_url", "router"]
 
@@ -308,10 +307,10 @@ def jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobList:
     """The most recent jobs, newest first."""
-    return JobList(jobs=[job_out(j) for j in list_jobs(service.zoo, state=state, limit=limit)])
+    return JobList(jobs=[job_out(j) for j in service.zoo.jobs.recent(state=state, limit=limit)])
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=_errors(404))
 def job(service: ServiceDep, job_id: JobId) -> JobOut:
     """A job's state, progress, and its result or error."""
-    return job_out(get_job(service.zoo, job_id))
+    return job_out(service.zoo.jobs.get(job_id))

@@ -11,8 +11,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import canon.service._api as _api
+import canon.service._views as _views
 from canon.errors import ConfigError
-from canon.service import _api, _views
 from canon.service._errors import error_body, install_error_handlers
 from canon.service._html import error_page
 from canon.service._jobs import JobRunner

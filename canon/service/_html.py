@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from canon.zoo._jobs import Job
+from canon.zoo import Job
 
 __all__ = [
     "CSP",

@@ -5,7 +5,7 @@ Jobs never run on the event loop. Each worker thread opens its own
 threads) and loops: claim the oldest queued job, run it, store the result or
 the error. Progress is written at most every :data:`PROGRESS_INTERVAL_S`. On
 an orderly stop a running job is put back in the queue at its next progress
-report; after a crash, :func:`~canon.zoo._jobs.recover_jobs` re-queues it when
+report; after a crash, :meth:`~canon.zoo.JobQueue.recover` re-queues it when
 the next server starts.
 """
 
@@ -20,16 +20,7 @@ from pathlib import Path
 from canon.errors import CanonError
 from canon.service._errors import public_message
 from canon.service._work import run_job
-from canon.zoo import Zoo
-from canon.zoo._jobs import (
-    Job,
-    claim_job,
-    fail_job,
-    finish_job,
-    recover_jobs,
-    release_job,
-    report_progress,
-)
+from canon.zoo import Job, Zoo
 
 __all__ = ["PROGRESS_INTERVAL_S", "JobRunner"]
 
@@ -59,7 +50,7 @@ class JobRunner:
     def start(self) -> None:
         """Re-queue jobs a dead server left running, then start the worker threads."""
         with Zoo.open(self.root, create=False, trust_code=self.trust_code) as zoo:
-            requeued, failed = recover_jobs(zoo)
+            requeued, failed = zoo.jobs.recover()
         if requeued or failed:
             log.info("jobs from a previous run: %d re-queued, %d given up", requeued, failed)
         for i in range(self.workers):
@@ -85,7 +76,7 @@ class JobRunner:
         try:
             while not self._stop.is_set():
                 try:
-                    job = claim_job(zoo)
+                    job = zoo.jobs.claim()
                 except Exception:  # a locked or broken index: log and retry later
                     log.exception("could not claim a job")
                     job = None
@@ -106,7 +97,7 @@ class JobRunner:
                 raise _Stopping
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL_S or done >= total:
-                report_progress(zoo, job.id, done, total)
+                zoo.jobs.report_progress(job.id, done, total)
                 last[0] = now
 
         return update
@@ -116,16 +107,16 @@ class JobRunner:
         try:
             result = run_job(zoo, job.kind, job.params, self.device, self._progress(zoo, job))
         except _Stopping:
-            release_job(zoo, job.id)
+            zoo.jobs.release(job.id)
             log.info("job %s (%s) re-queued: the server is stopping", job.id, job.kind)
             return
         except CanonError as exc:
-            fail_job(zoo, job.id, type(exc).__name__, public_message(exc, self.root))
+            zoo.jobs.fail(job.id, type(exc).__name__, public_message(exc, self.root))
             log.info("job %s (%s) failed: %s", job.id, job.kind, exc)
             return
         except Exception as exc:  # a bug, not bad input: keep the worker alive and say so
             log.exception("job %s (%s) crashed", job.id, job.kind)
-            fail_job(zoo, job.id, "InternalError", f"{type(exc).__name__}: {exc}")
+            zoo.jobs.fail(job.id, "InternalError", f"{type(exc).__name__}: {exc}")
             return
-        finish_job(zoo, job.id, result)
+        zoo.jobs.finish(job.id, result)
         log.info("job %s (%s) done", job.id, job.kind)

@@ -8,10 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from canon.service._work import COMPARABLE_PATHS, DEFAULT_PATHS, METRICS, MIDPOINT_PATHS
-from canon.zoo import Entry
-from canon.zoo._jobs import Job
-from canon.zoo._records import NAME_PATTERN as _ENTRY_NAME
-from canon.zoo._records import check_name
+from canon.zoo import NAME_PATTERN as _ENTRY_NAME
+from canon.zoo import Entry, Job, check_name
 
 __all__ = [
     "NAME_PATTERN",

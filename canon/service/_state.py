@@ -13,8 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from canon.errors import AuthenticationError, ReadOnlyError
 from canon.service._jobs import JobRunner
-from canon.zoo import Zoo
-from canon.zoo._jobs import Job, submit_job
+from canon.zoo import Job, Zoo
 
 __all__ = [
     "Service",
@@ -47,7 +46,7 @@ class Service:
 
     def submit(self, kind: str, params: dict[str, Any]) -> Job:
         """The job for this request (shared with an identical active one), workers woken."""
-        job, created = submit_job(self.zoo, kind, params)
+        job, created = self.zoo.jobs.submit(kind, params)
         if created:
             self.runner.wake()
         return job

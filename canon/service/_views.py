@@ -49,7 +49,6 @@ from canon.service._work import (
     table_params,
 )
 from canon.zoo import Comparison, Entry, Table
-from canon.zoo._jobs import get_job
 
 __all__ = ["router"]
 
@@ -200,7 +199,7 @@ def _waiting(
     The result's job (given, or the active one for ``params``, or a new one)
     is shown with its progress; a failed job shows its error and stops there.
     """
-    job = get_job(service.zoo, job_id) if job_id else None
+    job = service.zoo.jobs.get(job_id) if job_id else None
     if job is not None and job.state == "failed" and job.error:
         error = f'<p class="error"><strong>{esc(job.error["type"])}</strong>: '
         return error + f"{esc(job.error['message'])}</p>", None

@@ -18,12 +18,18 @@ import numpy as np
 import torch
 
 from canon._limits import clip
-from canon.engine import PATH_KINDS
+from canon.engine import DEFAULT_PATHS, MIDPOINT_PATHS, list_path_kinds
 from canon.errors import ConfigError, NotCachedError
-from canon.zoo import Comparison, Entry, Table, Zoo
-from canon.zoo._analysis import CURVE_METRICS, DISTANCE_METRICS
-from canon.zoo._midpoints import MIDPOINT_PATHS, check_midpoint
-from canon.zoo._records import check_name
+from canon.zoo import (
+    CURVE_METRICS,
+    DISTANCE_METRICS,
+    Comparison,
+    Entry,
+    Table,
+    Zoo,
+    check_midpoint,
+    check_name,
+)
 
 __all__ = [
     "COMPARABLE_PATHS",
@@ -43,8 +49,7 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
-COMPARABLE_PATHS: tuple[str, ...] = tuple(k for k in PATH_KINDS if not k.startswith("bend"))
-DEFAULT_PATHS: tuple[str, ...] = ("linear", "linear_aligned", "geodesic")
+COMPARABLE_PATHS: tuple[str, ...] = tuple(list_path_kinds(comparable=True))
 METRICS: tuple[str, ...] = CURVE_METRICS + DISTANCE_METRICS
 JOB_KINDS: tuple[str, ...] = ("compare", "table", "midpoint")
 _FIGURE_LOCK = threading.Lock()  # matplotlib's font cache is shared by all figures

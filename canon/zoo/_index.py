@@ -1,132 +1,83 @@
-"""The zoo's index: opening, sessions and read-only lookups (ORM rows stay here).
+"""The zoo's index: entries, tags, parents, families and cached alignments in SQLite.
 
-:class:`ZooIndex` turns rows into frozen :class:`Entry` records at the
-boundary; :class:`~canon.zoo.Zoo` adds the writes and caches on top.
+:class:`Index` owns the sessions; ORM rows never leave it (rows become
+frozen :class:`Entry` records and :class:`~canon.core.Alignment` at the
+boundary). Each write is one transaction (``BEGIN IMMEDIATE``, so concurrent
+writers queue on the busy timeout instead of failing); SQLite errors become
+zoo errors (read-only, busy, damaged index).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from canon.core import Alignment
 from canon.errors import (
-    ConfigError,
     CorruptZooError,
+    DuplicateObjectError,
+    EntryInUseError,
     EntryNotFoundError,
+    NameClashError,
     ReadOnlyZooError,
 )
-from canon.zoo._layout import (
-    HEAD_REVISION,
-    INDEX,
-    OBJECTS,
-    check_folder,
-    index_error,
-    is_writable,
-    is_zoo,
-    recorded_revision,
+from canon.zoo._layout import index_error
+from canon.zoo._migrate import make_engine, read_only_engine
+from canon.zoo._models import (
+    CanonicalCacheModel,
+    EntryModel,
+    FamilyModel,
+    PairCacheModel,
+    ParentModel,
+    TagModel,
 )
-from canon.zoo._listing import list_entries
-from canon.zoo._migrate import make_engine, read_only_engine, upgrade
-from canon.zoo._models import EntryModel, ParentModel, TagModel
-from canon.zoo._objects import ObjectStore
-from canon.zoo._records import Entry
-from canon.zoo._trust import check_trusted
+from canon.zoo._records import CACHE_VERSION, Entry, canonical_json
 
-if TYPE_CHECKING:
-    from canon.core import Spec
-
-__all__ = ["ZooIndex"]
+__all__ = ["Index", "NewEntry"]
 
 
-class ZooIndex:
-    """A folder of networks: ``canon.sqlite`` (the index) and ``objects/`` (safetensors).
+@dataclass(frozen=True)
+class NewEntry:
+    """What the index records for a new entry (its weights already checked and stored)."""
 
-    ``read_only`` zoos (a folder this process cannot write) answer every read
-    and refuse writes with :class:`~canon.errors.ReadOnlyZooError`.
-    ``trust_code`` lets entries name ``module:function`` architectures (see
-    :mod:`canon.zoo._trust`); without it only registered ones build.
+    id: str
+    name: str
+    architecture: str
+    config_json: str
+    family: str
+    dataset: str | None
+    kind: str
+    created: datetime  # naive UTC, as the index stores times
+    metrics_json: str
+    tags: Mapping[str, str]
+
+
+class Index:
+    """The index at ``path`` of the zoo named ``label`` (in messages).
+
+    A ``read_only`` index answers every read and refuses writes with
+    :class:`~canon.errors.ReadOnlyZooError`.
     """
 
-    def __init__(
-        self,
-        root: Path,
-        *,
-        index: Path | None = None,
-        read_only: bool = False,
-        trust_code: bool = False,
-    ) -> None:
-        """Use :meth:`Zoo.open` or :meth:`Zoo.init`."""
-        self.root = root
-        self.objects = ObjectStore(root / OBJECTS)
-        self.index_path = index or root / INDEX
+    def __init__(self, path: Path, *, label: str, read_only: bool = False) -> None:
+        self.path = path
+        self.label = label
         self.read_only = read_only
-        self.trust_code = trust_code
-        self._typed: set[str] = set()  # code architectures the user typed in this session
         if read_only:
-            self._write = None
-            self._read = sessionmaker(read_only_engine(self.index_path), expire_on_commit=False)
+            self._write: sessionmaker[Session] | None = None
+            self._read = sessionmaker(read_only_engine(path), expire_on_commit=False)
         else:
-            self._write = sessionmaker(
-                make_engine(self.index_path, immediate=True), expire_on_commit=False
-            )
-            self._read = sessionmaker(
-                make_engine(self.index_path, immediate=False), expire_on_commit=False
-            )
-        self._specs: dict[str, Spec] = {}
-
-    # -- opening -------------------------------------------------------------------------
-
-    @classmethod
-    def open(
-        cls, path: str | os.PathLike[str], *, create: bool = True, trust_code: bool = False
-    ) -> Self:
-        """Open the zoo at ``path``, upgrading its index to the newest schema.
-
-        With ``create`` (the default) a missing zoo is created; without it a
-        folder that holds no index raises :class:`~canon.errors.CorruptZooError`.
-        A zoo this process cannot write opens read-only.
-        """
-        root = Path(path)
-        check_folder(root)
-        index = root / INDEX
-        if not index.is_file():
-            if not create:
-                raise CorruptZooError(f"`{root}` is not a zoo (no `{INDEX}`); create it first")
-            try:
-                (root / OBJECTS).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ReadOnlyZooError(
-                    f"cannot create a zoo at `{root}`: {exc.strerror or exc}"
-                ) from None
-        if is_writable(root):
-            upgrade(index)
-            return cls(root, trust_code=trust_code)
-        if recorded_revision(index) != HEAD_REVISION:
-            raise ReadOnlyZooError(
-                f"the zoo `{root}` is read-only here and its index needs an upgrade to this "
-                "canon's schema; open it once where it can be written"
-            )
-        return cls(root, read_only=True, trust_code=trust_code)
-
-    @staticmethod
-    def exists(path: str | os.PathLike[str]) -> bool:
-        """Whether ``path`` holds a zoo: an index, or a manifest to rebuild one from."""
-        return is_zoo(Path(path))
-
-    @classmethod
-    def init(cls, path: str | os.PathLike[str]) -> Self:
-        """Create (or open) the zoo at ``path``."""
-        return cls.open(path, create=True)
+            self._write = sessionmaker(make_engine(path, immediate=True), expire_on_commit=False)
+            self._read = sessionmaker(make_engine(path, immediate=False), expire_on_commit=False)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -134,25 +85,13 @@ class ZooIndex:
             if maker is not None:
                 maker.kw["bind"].dispose()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"Zoo({str(self.root)!r})"
-
     @contextmanager
-    def _session(self, write: bool = False) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises.
-
-        SQLite errors become zoo errors (read-only, busy, damaged index).
-        """
+    def session(self, write: bool = False) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
         maker = self._write if write else self._read
         if maker is None:
             raise ReadOnlyZooError(
-                f"the zoo `{self.root}` is read-only here; writing needs write access to it"
+                f"the zoo {self.label} is read-only here; writing needs write access to it"
             )
         session = maker()
         try:
@@ -161,26 +100,18 @@ class ZooIndex:
                 session.commit()
         except DBAPIError as exc:
             session.rollback()
-            raise index_error(self.index_path, exc) from None
+            raise index_error(self.path, exc) from None
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
 
-    def check_buildable(self, architecture: str, source: str) -> None:
-        """Refuse to build a ``module:function`` architecture read from the zoo's data
-        unless the zoo is trusted or the user typed that name in this session."""
-        check_trusted(
-            architecture,
-            trusted=self.trust_code or architecture in self._typed,
-            source=source,
-        )
-
-    # -- records -------------------------------------------------------------------------
+    # -- reading entries -----------------------------------------------------------------
 
     @staticmethod
-    def _record(s: Session, row: EntryModel) -> Entry:
+    def record(s: Session, row: EntryModel) -> Entry:
+        """The frozen record of an entry row."""
         tags = s.execute(select(TagModel.key, TagModel.value).where(TagModel.entry_id == row.id))
         parents = s.scalars(
             select(ParentModel.parent_id)
@@ -189,7 +120,8 @@ class ZooIndex:
         )
         return _entry(row, {key: value for key, value in tags}, tuple(parents))
 
-    def _row(self, s: Session, ref: Entry | str) -> EntryModel:
+    def row(self, s: Session, ref: Entry | str) -> EntryModel:
+        """The row of an entry (by record, name or id); unknown names suggest close matches."""
         if isinstance(ref, Entry):
             row = s.get(EntryModel, ref.id)
             name = ref.name
@@ -202,75 +134,212 @@ class ZooIndex:
             names = list(s.scalars(select(EntryModel.name)))
             close = difflib.get_close_matches(str(name), names, n=3)
             hint = f"; did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
-            raise EntryNotFoundError(f"no entry `{name}` in {self!r}{hint}", name=str(name))
+            raise EntryNotFoundError(f"no entry `{name}` in {self.label}{hint}", name=str(name))
         return row
 
-    def get(self, name: Entry | str) -> Entry:
-        """The entry called ``name`` (or with that id); unknown names suggest close matches."""
-        with self._session() as s:
-            return self._record(s, self._row(s, name))
+    def get(self, ref: Entry | str) -> Entry:
+        """The entry called ``ref`` (or with that id)."""
+        with self.session() as s:
+            return self.record(s, self.row(s, ref))
 
-    def __getitem__(self, name: str) -> Entry:
-        return self.get(name)
-
-    def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        with self._session() as s:
+    def has_name(self, name: str) -> bool:
+        """Whether an entry is called ``name``."""
+        with self.session() as s:
             return s.scalar(select(EntryModel.id).where(EntryModel.name == name)) is not None
 
-    def __len__(self) -> int:
-        with self._session() as s:
+    def count(self) -> int:
+        """The number of entries."""
+        with self.session() as s:
             return int(s.scalar(select(func.count()).select_from(EntryModel)) or 0)
 
-    def entries(self) -> list[Entry]:
-        """Every entry, sorted by name."""
-        return self.select()
+    def ids(self) -> set[str]:
+        """Every entry's id."""
+        with self.session() as s:
+            return set(s.scalars(select(EntryModel.id)))
 
-    def select(
-        self,
-        *,
-        architecture: str | None = None,
-        dataset: str | None = None,
-        kind: str | None = None,
-        tags: Mapping[str, object] | None = None,
-        **tag_filters: object,
-    ) -> list[Entry]:
-        """Entries matching every given filter and tag (``key=value``), sorted by name."""
-        return list_entries(
-            self.index_path,
-            architecture=architecture,
-            dataset=dataset,
-            kind=kind,
-            tags={**(tags or {}), **tag_filters},
-        )
+    # -- families ------------------------------------------------------------------------
 
-    def choose(
-        self,
-        names: Sequence[str] = (),
-        tags: Mapping[str, object] | None = None,
-        *,
-        kind: str | None = None,
-        least: int = 1,
-        what: str = "this",
-    ) -> list[Entry]:
-        """The entries ``names`` (in that order) that carry every tag, or without names every
-        entry of ``kind`` with the tags; fewer than ``least`` is a :class:`ConfigError`
-        naming ``what`` needs them."""
-        wanted = {k: str(v) for k, v in (tags or {}).items()}
-        if names:
-            chosen = [self.get(n) for n in names]
-            chosen = [e for e in chosen if all(e.tags.get(k) == v for k, v in wanted.items())]
-        else:
-            chosen = self.select(kind=kind, tags=wanted)
-        if len(chosen) < least:
-            count = {1: "one entry", 2: "two entries"}.get(least, f"{least} entries")
-            raise ConfigError(f"{what} needs at least {count}; the selection has {len(chosen)}")
-        return chosen
+    def reference_id(self, family: str) -> str | None:
+        """The id of the family's reference entry (None for a family not yet in the index)."""
+        with self.session() as s:
+            row = s.get(FamilyModel, family)
+            return None if row is None else row.reference_id
+
+    def reference(self, entry_or_family: Entry | str) -> Entry:
+        """The reference entry of a family (given by key) or of an entry's family."""
+        with self.session() as s:
+            family = None
+            if isinstance(entry_or_family, str):
+                family = s.get(FamilyModel, entry_or_family)
+            if family is None:
+                family = s.get(FamilyModel, self.row(s, entry_or_family).family)
+            if family is None or family.reference_id is None:
+                raise CorruptZooError(f"family has no reference entry in {self.label}")
+            return self.record(s, self.row(s, family.reference_id))
+
+    def set_reference(self, ref: Entry | str) -> Entry:
+        """Make ``ref`` its family's reference; drop the caches that depended on the old one."""
+        with self.session(write=True) as s:
+            row = self.row(s, ref)
+            family = s.get(FamilyModel, row.family)
+            if family is None:
+                raise CorruptZooError(f"entry `{row.name}` has no family row in {self.label}")
+            if family.reference_id != row.id:
+                family.reference_id = row.id
+                members = select(EntryModel.id).where(EntryModel.family == row.family)
+                s.execute(
+                    delete(CanonicalCacheModel).where(CanonicalCacheModel.entry_id.in_(members))
+                )
+                s.execute(
+                    delete(PairCacheModel).where(
+                        or_(
+                            PairCacheModel.entry_a.in_(members), PairCacheModel.entry_b.in_(members)
+                        )
+                    )
+                )
+            return self.record(s, row)
+
+    # -- writing entries -----------------------------------------------------------------
+
+    def check_new(self, name: str, sha: str) -> None:
+        """Refuse a name already taken, or weights already stored under another name."""
+        with self.session() as s:
+            self._check_new(s, name, sha)
+
+    def _check_new(self, s: Session, name: str, sha: str) -> None:
+        if s.scalar(select(EntryModel.id).where(EntryModel.name == name)) is not None:
+            raise NameClashError(
+                f"an entry named `{name}` already exists in {self.label}", name=name
+            )
+        existing = s.scalar(select(EntryModel.name).where(EntryModel.id == sha))
+        if existing is not None:
+            raise DuplicateObjectError(
+                f"these weights are already in the zoo as `{existing}` (id {sha[:12]}…); "
+                "identical weights are stored once",
+                existing=existing,
+            )
+
+    def parent_ids(self, parents: Sequence[Entry | str]) -> list[str]:
+        """The ids of ``parents`` (each must be an entry)."""
+        with self.session() as s:
+            return [self.row(s, p).id for p in parents]
+
+    def insert(
+        self, new: NewEntry, parent_ids: Sequence[str], alignment: Alignment, aligned_to: str
+    ) -> Entry:
+        """Record a new entry in one transaction: its row, tags and parents, its family (a new
+        family gets it as reference) and its alignment, if it was made to the reference."""
+        with self.session(write=True) as s:
+            self._check_new(s, new.name, new.id)
+            family = s.get(FamilyModel, new.family)
+            if family is None:
+                family = FamilyModel(
+                    key=new.family,
+                    architecture=new.architecture,
+                    config=new.config_json,
+                    reference_id=None,
+                )
+                s.add(family)
+            s.add(
+                EntryModel(
+                    id=new.id,
+                    name=new.name,
+                    architecture=new.architecture,
+                    config=new.config_json,
+                    family=new.family,
+                    dataset=new.dataset,
+                    kind=new.kind,
+                    created=new.created,
+                    metrics=new.metrics_json,
+                )
+            )
+            s.flush()
+            if family.reference_id is None:
+                family.reference_id = new.id
+            s.add_all(TagModel(entry_id=new.id, key=k, value=v) for k, v in new.tags.items())
+            s.add_all(
+                ParentModel(child_id=new.id, parent_id=p, position=i)
+                for i, p in enumerate(parent_ids)
+            )
+            if family.reference_id == aligned_to:
+                s.add(_alignment_row(new.id, aligned_to, alignment))
+            s.flush()
+            return self.record(s, s.get(EntryModel, new.id))  # type: ignore[arg-type]
+
+    def has(self, entry_id: str) -> bool:
+        """Whether an entry has the id ``entry_id``."""
+        with self.session() as s:
+            return s.get(EntryModel, entry_id) is not None
+
+    def remove(self, ref: Entry | str) -> Entry:
+        """Remove an entry's rows (tags, parents and caches cascade); the removed record.
+
+        Refused for an entry that is another's parent, or the reference of a
+        family with other members (``set_reference`` another member first).
+        """
+        with self.session(write=True) as s:
+            row = self.row(s, ref)
+            children = list(
+                s.scalars(
+                    select(EntryModel.name)
+                    .join(ParentModel, ParentModel.child_id == EntryModel.id)
+                    .where(ParentModel.parent_id == row.id)
+                )
+            )
+            if children:
+                raise EntryInUseError(
+                    f"`{row.name}` is a parent of {', '.join(f'`{c}`' for c in children)}; "
+                    "remove those first",
+                    name=row.name,
+                )
+            family = s.get(FamilyModel, row.family)
+            others = list(
+                s.scalars(
+                    select(EntryModel.name).where(
+                        EntryModel.family == row.family, EntryModel.id != row.id
+                    )
+                )
+            )
+            if family is not None and family.reference_id == row.id:
+                if others:
+                    raise EntryInUseError(
+                        f"`{row.name}` is the reference of its family; make another member "
+                        f"(e.g. `{others[0]}`) the reference with set_reference first",
+                        name=row.name,
+                    )
+                s.delete(family)
+            removed = self.record(s, row)
+            s.delete(row)
+            return removed
+
+    # -- cached alignments ---------------------------------------------------------------
+
+    def cached_alignment(self, entry_id: str, reference_id: str) -> Alignment | None:
+        """The cached alignment of an entry to a reference (this code's cache version)."""
+        with self.session() as s:
+            row = s.get(CanonicalCacheModel, (entry_id, reference_id, CACHE_VERSION))
+            return None if row is None else Alignment.from_dict(json.loads(row.alignment))
+
+    def store_alignment(self, entry_id: str, reference_id: str, alignment: Alignment) -> None:
+        """Cache an alignment (nothing in a read-only index: it is computed again when asked)."""
+        if self.read_only:
+            return
+        with self.session(write=True) as s:
+            if s.get(CanonicalCacheModel, (entry_id, reference_id, CACHE_VERSION)) is None:
+                s.add(_alignment_row(entry_id, reference_id, alignment))
+
+
+def _alignment_row(entry_id: str, reference_id: str, alignment: Alignment) -> CanonicalCacheModel:
+    return CanonicalCacheModel(
+        entry_id=entry_id,
+        reference_id=reference_id,
+        cache_version=CACHE_VERSION,
+        alignment=canonical_json(alignment.to_dict()),
+    )
 
 
 def _entry(row: EntryModel, tags: Mapping[str, str], parents: tuple[str, ...]) -> Entry:
-    """The frozen record of an entry row (rows never leave the store)."""
+    """The frozen record of an entry row (rows never leave the index)."""
     return Entry(
         id=row.id,
         name=row.name,

@@ -16,22 +16,26 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from canon._limits import clip
 from canon.errors import CanonError, InvalidManifestError, UntrustedCodeError
 from canon.zoo._ingest import Prepared
+
+if TYPE_CHECKING:
+    from canon.zoo._zoo import Zoo
 from canon.zoo._layout import MANIFEST
 from canon.zoo._objects import check_sha, sha256_bytes
 from canon.zoo._records import (
     Entry,
+    EntryFields,
     check_dataset,
     check_kind,
     check_metrics,
     check_name,
     check_tags,
+    entry_fields,
 )
-from canon.zoo._store import ZooStore, _Fields, _fields
 from canon.zoo._trust import check_trusted
 
 __all__ = [
@@ -39,9 +43,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "Manifest",
     "check_object",
-    "entry_fields",
     "import_entries",
     "manifest",
+    "manifest_fields",
     "object_path",
     "parse_manifest",
     "write_manifest",
@@ -56,7 +60,7 @@ def object_path(entry_id: str) -> str:
     return f"objects/{entry_id[:2]}/{entry_id}.safetensors"
 
 
-def manifest(zoo: ZooStore) -> dict[str, Any]:
+def manifest(zoo: Zoo) -> dict[str, Any]:
     """The zoo's entries, families and references as a JSON-ready dict."""
     entries = zoo.entries()
     references = {}
@@ -71,7 +75,7 @@ def manifest(zoo: ZooStore) -> dict[str, Any]:
     }
 
 
-def write_manifest(zoo: ZooStore) -> Path:
+def write_manifest(zoo: Zoo) -> Path:
     """Write ``manifest.json`` atomically (temp file, fsync, rename); returns its path."""
     target = zoo.root / MANIFEST
     text = json.dumps(manifest(zoo), indent=1, sort_keys=True) + "\n"
@@ -241,7 +245,7 @@ def _import_order(
 
 
 def import_entries(
-    zoo: ZooStore,
+    zoo: Zoo,
     entries: Sequence[Mapping[str, Any]],
     source: Callable[[str], Path],
     *,
@@ -263,8 +267,8 @@ def import_entries(
         for entry in entries:
             prepared = check_object(zoo, entry, source)
             existed = zoo.objects.exists(entry["id"])
-            fields = entry_fields(entry, (names or {}).get(entry["id"], entry["name"]))
-            added.append((zoo._add_prepared(prepared, list(entry["parents"]), fields), existed))
+            fields = manifest_fields(entry, (names or {}).get(entry["id"], entry["name"]))
+            added.append((zoo.add_prepared(prepared, list(entry["parents"]), fields), existed))
     except BaseException:
         for done, existed in reversed(added):
             zoo.rm(done, keep_object=existed)
@@ -272,16 +276,14 @@ def import_entries(
     return [new for new, _ in added]
 
 
-def entry_fields(entry: Mapping[str, Any], name: str) -> _Fields:
+def manifest_fields(entry: Mapping[str, Any], name: str) -> EntryFields:
     """A checked manifest entry's fields as the index stores them (metrics as recorded)."""
-    return _fields(
+    return entry_fields(
         name, entry["kind"], entry["tags"], entry["metrics"], entry["dataset"], entry["created"]
     )
 
 
-def check_object(
-    zoo: ZooStore, entry: Mapping[str, Any], source: Callable[[str], Path]
-) -> Prepared:
+def check_object(zoo: Zoo, entry: Mapping[str, Any], source: Callable[[str], Path]) -> Prepared:
     """The entry's object read and checked against the entry: it must be the bytes canon
     writes for these weights, this architecture and config (so its id and family agree)."""
     path = source(entry["id"])
@@ -290,7 +292,7 @@ def check_object(
             f"the manifest lists `{entry['name']}` but its object {clip(str(path))} is missing"
         )
     zoo.check_buildable(entry["architecture"], f"manifest entry `{entry['name']}`")
-    prepared = zoo._prepare(path, entry["architecture"], entry["config"])
+    prepared = zoo.prepare(path, entry["architecture"], entry["config"])
     sha = sha256_bytes(prepared.data)
     if sha != entry["id"] or prepared.family != entry["family"]:
         raise InvalidManifestError(

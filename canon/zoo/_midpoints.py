@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 
-from canon.engine import optimize_midpoint
-from canon.engine.midpoint import MidpointPath, MidpointResult
+from canon.engine import MIDPOINT_PATHS, MidpointResult, optimize_midpoint
 from canon.errors import ConfigError, InvalidEntryError, NameClashError
 from canon.zoo._records import Entry, check_name
 
 if TYPE_CHECKING:
-    from canon.zoo._analysis import Zoo
+    from canon.zoo._zoo import Zoo
 
 __all__ = ["MIDPOINT_PATHS", "add_midpoint", "check_midpoint"]
-
-MIDPOINT_PATHS: tuple[str, ...] = ("geodesic", "linear", "linear_aligned")
 
 
 def check_midpoint(
@@ -68,7 +65,7 @@ def add_midpoint(
         zoo.state(eb),
         zoo.model(ea),
         zoo.dataset(ea),
-        cast(MidpointPath, path),
+        path,
         epochs=epochs,
         device=device,
         progress=None if progress is None else (lambda p: progress(p.epoch, p.epochs)),

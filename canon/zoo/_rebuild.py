@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from canon._limits import clip, loads_json
 from canon.errors import CanonError, CorruptZooError, InvalidManifestError, UntrustedCodeError
@@ -29,10 +29,12 @@ from canon.zoo._layout import (
     check_folder,
     rebuild_path,
 )
-from canon.zoo._manifest import Manifest, check_object, entry_fields, parse_manifest
+from canon.zoo._manifest import Manifest, check_object, manifest_fields, parse_manifest
 from canon.zoo._migrate import upgrade
 from canon.zoo._objects import sha256_file
-from canon.zoo._store import ZooStore
+
+if TYPE_CHECKING:
+    from canon.zoo._zoo import Zoo
 
 __all__ = ["Rebuild", "read_manifest", "rebuild_index"]
 
@@ -62,7 +64,12 @@ def read_manifest(root: Path, *, skip_bad: bool = False) -> Manifest:
 
 
 def rebuild_index(
-    root: Path, *, trust_code: bool, skip_bad: bool = False, publish: bool = True
+    root: Path,
+    zoo_type: type[Zoo],
+    *,
+    trust_code: bool,
+    skip_bad: bool = False,
+    publish: bool = True,
 ) -> Rebuild:
     """Build the index of the zoo at ``root`` from its manifest and objects.
 
@@ -70,7 +77,8 @@ def rebuild_index(
     matching the weights) stops the rebuild with one error naming it, unless
     ``skip_bad``, which leaves it (and its descendants) out and reports it.
     ``publish=False`` builds in a temporary folder outside the zoo and throws
-    the result away: a check that writes nothing in the zoo.
+    the result away: a check that writes nothing in the zoo. ``zoo_type`` is
+    the zoo class, whose ``add_prepared`` indexes each entry.
     """
     check_folder(root)
     if publish:
@@ -90,7 +98,7 @@ def rebuild_index(
         made = [tmp.with_name(tmp.name + s) for s in ("", "-wal", "-shm", "-journal")]
         try:
             upgrade(tmp)
-            store = ZooStore(root, index=tmp, trust_code=trust_code)
+            store = zoo_type(root, index=tmp, trust_code=trust_code)
             try:
                 result = _index_entries(store, manifest, skip_bad)
             finally:
@@ -109,7 +117,7 @@ def rebuild_index(
                 path.unlink(missing_ok=True)
 
 
-def _index_entries(store: ZooStore, manifest: Manifest, skip_bad: bool) -> Rebuild:
+def _index_entries(store: Zoo, manifest: Manifest, skip_bad: bool) -> Rebuild:
     indexed: list[str] = []
     skipped: dict[str, str] = {}  # id -> "name: reason"
     for entry in manifest.entries:
@@ -139,7 +147,7 @@ def _cannot(root: Path, detail: str) -> str:
     )
 
 
-def _index_entry(store: ZooStore, entry: Mapping[str, Any]) -> None:
+def _index_entry(store: Zoo, entry: Mapping[str, Any]) -> None:
     """Index one manifest entry whose object must already be in place, intact."""
     sha = entry["id"]
     path = store.objects.path(sha)
@@ -149,8 +157,8 @@ def _index_entry(store: ZooStore, entry: Mapping[str, Any]) -> None:
     if sha256_file(path) != sha:
         raise CorruptZooError(f"its object {where} is damaged (its bytes no longer hash to its id)")
     prepared = check_object(store, entry, store.objects.path)
-    fields = entry_fields(entry, entry["name"])
-    store._add_prepared(prepared, list(entry["parents"]), fields, store_object=False)
+    fields = manifest_fields(entry, entry["name"])
+    store.add_prepared(prepared, list(entry["parents"]), fields, store_object=False)
 
 
 def _publish(tmp: Path, index: Path) -> None:

@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ __all__ = [
     "KINDS",
     "NAME_PATTERN",
     "Entry",
+    "EntryFields",
     "PairResult",
     "VerifyReport",
     "canonical_json",
@@ -29,11 +30,13 @@ __all__ = [
     "check_metrics",
     "check_name",
     "check_tags",
+    "entry_fields",
     "family_key",
 ]
 
-#: Bumped whenever cached values (alignments, pair results) would be computed differently.
-CACHE_VERSION = 1
+#: Bumped whenever cached values (alignments, pair results) would be computed differently,
+#: or their keys change (2: pair keys hash every path option, defaults included).
+CACHE_VERSION = 2
 #: Written into every stored object's metadata as ``canon.format_version``.
 FORMAT_VERSION = "1"
 KINDS = ("solution", "midpoint")
@@ -120,6 +123,38 @@ class VerifyReport:
     skipped_entries: tuple[str, ...] = ()
     rebuilt: bool = False
     repaired: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EntryFields:
+    """An entry's checked fields besides its weights, as the index stores them."""
+
+    name: str
+    kind: str
+    tags: dict[str, str]
+    metrics: str  # canonical JSON
+    dataset: str | None
+    created: datetime  # naive UTC
+
+
+def entry_fields(
+    name: str,
+    kind: str = "solution",
+    tags: Mapping[str, object] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    created: datetime | None = None,
+) -> EntryFields:
+    """Check an entry's fields (before any weights are read); ``created`` defaults to now."""
+    moment = created or datetime.now(UTC)
+    return EntryFields(
+        name=check_name(name),
+        kind=check_kind(kind),
+        tags=check_tags(tags),
+        metrics=check_metrics(metrics),
+        dataset=check_dataset(dataset),
+        created=moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment,
+    )
 
 
 def canonical_json(value: Any) -> str:

@@ -1,0 +1,107 @@
+"""Cached results of pairs of entries, keyed so that a hit is always the right result.
+
+A pair's result is stored under the two entry ids (sorted), the path kind, a
+hash of every option it depends on, and the cache version. Rows live in the
+index (``pair_cache``) and cascade away with either entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from canon.zoo._index import Index
+from canon.zoo._models import PairCacheModel
+from canon.zoo._objects import check_sha
+from canon.zoo._records import CACHE_VERSION, PairResult, canonical_json
+
+__all__ = ["PairCache"]
+
+_CHUNK = 400  # ids per query: SQLite's bound-parameter limit
+
+
+class PairCache:
+    """The pair results cached in ``index``."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def get(self, a: str, b: str, kind: str, options_hash: str) -> dict[str, Any] | None:
+        """The cached result for entries ``a`` and ``b`` (ids, either order), or None."""
+        a, b = sorted((check_sha(a), check_sha(b)))
+        with self.index.session() as s:
+            row = s.get(PairCacheModel, (a, b, kind, options_hash, CACHE_VERSION))
+            return None if row is None else dict(json.loads(row.result))
+
+    def get_many(
+        self, ids: Sequence[str], kind: str, options_hash: str
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every cached result among the entries ``ids`` (few queries), keyed by sorted id pair."""
+        wanted = sorted({check_sha(i) for i in ids})
+        members = set(wanted)
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        with self.index.session() as s:
+            for start in range(0, len(wanted), _CHUNK):
+                rows = s.execute(
+                    select(PairCacheModel.entry_a, PairCacheModel.entry_b, PairCacheModel.result)
+                    .where(PairCacheModel.path_kind == kind)
+                    .where(PairCacheModel.options_hash == options_hash)
+                    .where(PairCacheModel.cache_version == CACHE_VERSION)
+                    .where(PairCacheModel.entry_a.in_(wanted[start : start + _CHUNK]))
+                )
+                for a, b, text in rows:
+                    if b in members:
+                        found[(a, b)] = json.loads(text)
+        return found
+
+    def put(self, results: Iterable[PairResult]) -> int:
+        """Cache many results in one transaction (each under its sorted pair); the count
+        (none in a read-only zoo, which computes what it has not cached every time)."""
+        if self.index.read_only:
+            return 0
+        rows = []
+        for r in results:
+            a, b = sorted((check_sha(r.a), check_sha(r.b)))
+            rows.append(
+                PairCacheModel(
+                    entry_a=a,
+                    entry_b=b,
+                    path_kind=r.kind,
+                    options_hash=r.options_hash,
+                    cache_version=CACHE_VERSION,
+                    result=canonical_json(dict(r.result)),
+                )
+            )
+        with self.index.session(write=True) as s:
+            for row in rows:
+                s.merge(row)
+        return len(rows)
+
+    def results(self, ids: Iterable[str] | None = None) -> list[PairResult]:
+        """Every cached result of this code's cache version (among ``ids`` if given)."""
+        wanted = None if ids is None else {check_sha(i) for i in ids}
+        with self.index.session() as s:
+            rows = s.execute(
+                select(
+                    PairCacheModel.entry_a,
+                    PairCacheModel.entry_b,
+                    PairCacheModel.path_kind,
+                    PairCacheModel.options_hash,
+                    PairCacheModel.result,
+                )
+                .where(PairCacheModel.cache_version == CACHE_VERSION)
+                .order_by(
+                    PairCacheModel.entry_a,
+                    PairCacheModel.entry_b,
+                    PairCacheModel.path_kind,
+                    PairCacheModel.options_hash,
+                )
+            ).all()
+        return [
+            PairResult(a, b, kind, key, json.loads(text))
+            for a, b, kind, key, text in rows
+            if wanted is None or (a in wanted and b in wanted)
+        ]

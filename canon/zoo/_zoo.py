@@ -1,0 +1,513 @@
+"""The zoo: a folder of trained networks, seen through one small facade.
+
+:class:`Zoo` holds four parts, each with one job: the :class:`Index` (entries,
+families, cached alignments in SQLite), the :class:`ObjectStore` (content-
+addressed safetensors files), the :class:`PairCache` (cached pair results)
+and the :class:`JobQueue` (persistent jobs). It adds, checks and removes
+entries, gives their weights and canonical forms, and answers comparisons
+and tables (:mod:`canon.zoo._analysis`) from the cache or by computing them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Self
+
+import torch
+from torch import Tensor, nn
+
+from canon.architectures import build_model
+from canon.checkpoint import load_state
+from canon.core import Alignment, Spec, apply_alignment, match, normalize
+from canon.data import Dataset, load_dataset
+from canon.errors import ConfigError, CorruptZooError, InvalidEntryError, ReadOnlyZooError
+from canon.zoo._analysis import barrier_table, compare, errors_on
+from canon.zoo._index import Index, NewEntry
+from canon.zoo._ingest import Prepared, Source, prepare, spec_for
+from canon.zoo._job_queue import JobQueue
+from canon.zoo._layout import (
+    HEAD_REVISION,
+    INDEX,
+    MANIFEST,
+    OBJECTS,
+    check_folder,
+    is_writable,
+    is_zoo,
+    listed_ids,
+    recorded_revision,
+    stale_rebuilds,
+)
+from canon.zoo._listing import list_entries
+from canon.zoo._midpoints import add_midpoint
+from canon.zoo._migrate import upgrade
+from canon.zoo._objects import ObjectStore, check_sha, sha256_bytes
+from canon.zoo._pair_cache import PairCache
+from canon.zoo._records import (
+    Entry,
+    EntryFields,
+    VerifyReport,
+    check_metrics,
+    entry_fields,
+)
+from canon.zoo._trust import check_trusted
+
+__all__ = ["Zoo"]
+
+NORMALIZED_CACHE_SIZE = 64  # normalized forms kept in memory per open zoo
+
+
+class Zoo:
+    """A zoo of networks: add, look up, align, compare and remove entries.
+
+    Open one with :meth:`open`. ``read_only`` zoos (a folder this process
+    cannot write) answer every read and refuse writes. ``trust_code`` lets
+    the zoo's entries name ``module:function`` architectures, which canon
+    imports and runs (see :mod:`canon.zoo._trust`).
+    """
+
+    pair_computations: int = 0  # pairs computed (not found in the cache) by this object
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        index: Path | None = None,
+        read_only: bool = False,
+        trust_code: bool = False,
+    ) -> None:
+        """Use :meth:`open` or :meth:`init`."""
+        self.root = root
+        self.trust_code = trust_code
+        self.objects = ObjectStore(root / OBJECTS)
+        self.index = Index(index or root / INDEX, label=repr(self), read_only=read_only)
+        self.pairs = PairCache(self.index)
+        self.jobs = JobQueue(self.index)
+        self._typed: set[str] = set()  # code architectures the user typed in this session
+        self._specs: dict[str, Spec] = {}
+        self._normalized: OrderedDict[tuple[str, str], dict[str, Tensor]] = OrderedDict()
+        self._datasets: dict[str, Dataset] = {}
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, create: bool = True, trust_code: bool = False
+    ) -> Self:
+        """Open the zoo at ``path``, upgrading its index to the newest schema.
+
+        With ``create`` (the default) a missing zoo is created; without it a
+        folder that holds no zoo raises :class:`~canon.errors.CorruptZooError`.
+        A folder with ``manifest.json`` and ``objects/`` but no index (a zoo
+        as it travels, like the embedded default zoo) gets its index rebuilt
+        from the manifest, every entry checked as ``add`` checks it; if any
+        entry is bad the folder is left exactly as it was and the error names
+        the entry (``canon verify --repair`` rebuilds without the bad ones).
+        A zoo this process cannot write opens read-only.
+        """
+        from canon.zoo._rebuild import rebuild_index
+
+        root = Path(path)
+        check_folder(root)
+        index = root / INDEX
+        if not index.is_file() and (root / MANIFEST).is_file():
+            rebuild_index(root, cls, trust_code=trust_code)
+        if not index.is_file():
+            if not create:
+                raise CorruptZooError(f"`{root}` is not a zoo (no `{INDEX}`); create it first")
+            try:
+                (root / OBJECTS).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ReadOnlyZooError(
+                    f"cannot create a zoo at `{root}`: {exc.strerror or exc}"
+                ) from None
+        if is_writable(root):
+            upgrade(index)
+            return cls(root, trust_code=trust_code)
+        if recorded_revision(index) != HEAD_REVISION:
+            raise ReadOnlyZooError(
+                f"the zoo `{root}` is read-only here and its index needs an upgrade to this "
+                "canon's schema; open it once where it can be written"
+            )
+        return cls(root, read_only=True, trust_code=trust_code)
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str]) -> Self:
+        """Create (or open) the zoo at ``path``."""
+        return cls.open(path, create=True)
+
+    @staticmethod
+    def exists(path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` holds a zoo: an index, or a manifest to rebuild one from."""
+        return is_zoo(Path(path))
+
+    @classmethod
+    def check(
+        cls, path: str | os.PathLike[str], *, repair: bool = False, trust_code: bool = False
+    ) -> VerifyReport:
+        """Verify the zoo at ``path`` (see :meth:`verify`), also one whose index is missing.
+
+        Without an index, the manifest's entries are checked against the
+        objects with nothing written; ``repair`` then rebuilds the index from
+        the good entries, skipping (and reporting) the bad ones, deleting nothing.
+        """
+        from canon.zoo._rebuild import rebuild_index
+
+        root = Path(path)
+        check_folder(root)
+        rebuilt = None
+        if not (root / INDEX).is_file() and (root / MANIFEST).is_file():
+            rebuilt = rebuild_index(root, cls, trust_code=trust_code, skip_bad=True, publish=repair)
+            if not repair:
+                return VerifyReport(
+                    ok=not rebuilt.skipped,
+                    checked=len(rebuilt.indexed),
+                    skipped_entries=rebuilt.skipped,
+                )
+        with cls.open(root, create=False, trust_code=trust_code) as zoo:
+            report = zoo.verify(repair=repair)
+        if rebuilt is None:
+            return report
+        return replace(report, skipped_entries=rebuilt.skipped, rebuilt=True)
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this process can only read the zoo."""
+        return self.index.read_only
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.index.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Zoo({str(self.root)!r})"
+
+    # -- looking up ----------------------------------------------------------------------
+
+    def get(self, name: Entry | str) -> Entry:
+        """The entry called ``name`` (or with that id); unknown names suggest close matches."""
+        return self.index.get(name)
+
+    def __getitem__(self, name: str) -> Entry:
+        return self.index.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.index.has_name(name)
+
+    def __len__(self) -> int:
+        return self.index.count()
+
+    def entries(self) -> list[Entry]:
+        """Every entry, sorted by name."""
+        return self.select()
+
+    def select(
+        self,
+        *,
+        architecture: str | None = None,
+        dataset: str | None = None,
+        kind: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        **tag_filters: object,
+    ) -> list[Entry]:
+        """Entries matching every given filter and tag (``key=value``), sorted by name."""
+        return list_entries(
+            self.index.path,
+            architecture=architecture,
+            dataset=dataset,
+            kind=kind,
+            tags={**(tags or {}), **tag_filters},
+        )
+
+    def choose(
+        self,
+        names: Sequence[str] = (),
+        tags: Mapping[str, object] | None = None,
+        *,
+        kind: str | None = None,
+        least: int = 1,
+        what: str = "this",
+    ) -> list[Entry]:
+        """The entries ``names`` (in that order) that carry every tag, or without names every
+        entry of ``kind`` with the tags; fewer than ``least`` is a :class:`ConfigError`
+        naming ``what`` needs them."""
+        wanted = {k: str(v) for k, v in (tags or {}).items()}
+        if names:
+            chosen = [self.get(n) for n in names]
+            chosen = [e for e in chosen if all(e.tags.get(k) == v for k, v in wanted.items())]
+        else:
+            chosen = self.select(kind=kind, tags=wanted)
+        if len(chosen) < least:
+            count = {1: "one entry", 2: "two entries"}.get(least, f"{least} entries")
+            raise ConfigError(f"{what} needs at least {count}; the selection has {len(chosen)}")
+        return chosen
+
+    def reference(self, entry_or_family: Entry | str) -> Entry:
+        """The reference entry of a family (given by key) or of an entry's family."""
+        return self.index.reference(entry_or_family)
+
+    def set_reference(self, name: Entry | str) -> Entry:
+        """Make ``name`` its family's reference; drop the caches that depended on the old one."""
+        return self.index.set_reference(name)
+
+    # -- adding and removing -------------------------------------------------------------
+
+    def add(
+        self,
+        source: Source,
+        *,
+        name: str,
+        architecture: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        dataset: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        kind: str = "solution",
+        parents: Sequence[Entry | str] = (),
+        metrics: Mapping[str, Any] | None = None,
+        created: datetime | None = None,
+        evaluate: bool = True,
+        device: str | torch.device = "auto",
+    ) -> Entry:
+        """Add a network (safetensors or ``.pt`` path, state dict or module) as ``name``.
+
+        Everything is checked before anything is written: the name, tags,
+        kind, metrics and parents; the architecture (``architecture`` /
+        ``config`` as typed, else the file's canon metadata, which may name
+        code only in a trusted zoo) builds and the tensors match it; no NaN or
+        Inf. With ``evaluate`` and a ``dataset`` that loads here, the train and
+        test errors are computed (unless ``metrics`` gives ``train_error``) and
+        stored as metrics. Then the object is written atomically and one
+        transaction records the entry (and, for a new family, makes it the
+        reference). Its alignment to the family reference is cached.
+        ``created`` (default: now) keeps an imported entry's creation time.
+        """
+        fields = entry_fields(name, kind, tags, metrics, dataset, created)
+        prepared = self.prepare(source, architecture, config)
+        if evaluate and dataset is not None and "train_error" not in (metrics or {}):
+            errors = errors_on(prepared, dataset, device)
+            fields = replace(fields, metrics=check_metrics({**errors, **(metrics or {})}))
+        return self.add_prepared(prepared, parents, fields)
+
+    def prepare(
+        self, source: Source, architecture: str | None, config: Mapping[str, Any] | None
+    ) -> Prepared:
+        """Read and check ``source`` as :meth:`add` does, writing nothing; an architecture
+        typed here (``architecture``) is trusted for the rest of the session."""
+        prepared = prepare(source, architecture, config, trust_code=self.trust_code)
+        if architecture is not None:
+            self._typed.add(architecture)
+        return prepared
+
+    def add_prepared(
+        self,
+        prepared: Prepared,
+        parents: Sequence[Entry | str],
+        fields: EntryFields,
+        *,
+        store_object: bool = True,
+    ) -> Entry:
+        """Record checked weights as a new entry; ``store_object=False`` when the object is
+        already in place (an index rebuild), so that nothing but the index is written."""
+        sha = sha256_bytes(prepared.data)
+        self.index.check_new(fields.name, sha)
+        parent_ids = self.index.parent_ids(parents)
+        ref_id = self.index.reference_id(prepared.family)
+        self._specs.setdefault(prepared.family, prepared.spec)
+        if ref_id is None:
+            alignment, aligned_to = _identity(prepared.spec), sha
+        else:
+            reference = self._load(ref_id, prepared.spec)
+            alignment = _match(prepared.state, reference, prepared.spec)
+            aligned_to = ref_id
+        new = NewEntry(
+            id=sha,
+            name=fields.name,
+            architecture=prepared.architecture,
+            config_json=prepared.config_json,
+            family=prepared.family,
+            dataset=fields.dataset,
+            kind=fields.kind,
+            created=fields.created,
+            metrics_json=fields.metrics,
+            tags=fields.tags,
+        )
+        created_object = store_object and self.objects.put(prepared.data)[1]
+        try:
+            return self.index.insert(new, parent_ids, alignment, aligned_to)
+        except BaseException:
+            # An object this call wrote and no entry took is removed again; a crash before
+            # this point leaves it as garbage that `verify` reports and `--repair` reclaims.
+            if created_object and not self.index.has(sha):
+                self.objects.remove(sha)
+            raise
+
+    def rm(self, name: Entry | str, *, keep_object: bool = False) -> None:
+        """Remove an entry, its tags, caches and (unless ``keep_object``) its object file.
+
+        Refused for an entry that is another's parent, or the reference of a
+        family with other members (``set_reference`` another member first).
+        """
+        removed = self.index.remove(name)
+        if not keep_object:
+            self.objects.remove(removed.id)
+
+    def verify(self, repair: bool = False) -> VerifyReport:
+        """Check that every entry's object exists and still hashes to the entry's id.
+
+        A damaged or missing object makes the report not ``ok``. Garbage is
+        reported but harmless: objects no entry references (an add killed
+        before its index commit) and temp files of interrupted writes. Objects
+        that ``manifest.json`` lists but the index lacks are reported as
+        unindexed, never garbage. ``repair=True`` deletes the garbage (do not
+        run it while another process is adding to the zoo).
+        """
+        ids = self.index.ids()
+        present = set(self.objects.iter())
+        bad = tuple(sha for sha in sorted(ids & present) if not self.objects.verify(sha))
+        missing = tuple(sorted(ids - present))
+        listed = listed_ids(self.root)
+        unindexed = tuple(sorted((present - ids) & listed))
+        orphans = tuple(sorted(present - ids - listed))
+        temps = (*self.objects.temp_files(), *stale_rebuilds(self.root))
+        repaired: list[str] = []
+        if repair:
+            for sha in orphans:
+                self.objects.remove(sha)
+                repaired.append(sha)
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
+                repaired.append(str(tmp))
+        return VerifyReport(
+            ok=not (bad or missing),
+            checked=len(ids & present),
+            bad_hashes=bad,
+            missing_objects=missing,
+            orphan_objects=orphans,
+            orphan_temp_files=tuple(temps),
+            unindexed_objects=unindexed,
+            repaired=tuple(repaired),
+        )
+
+    def write_manifest(self) -> Path:
+        """Write ``manifest.json``, the portable list of entries, families and references."""
+        from canon.zoo._manifest import write_manifest
+
+        return write_manifest(self)
+
+    # -- weights and canonical forms -----------------------------------------------------
+
+    def check_buildable(self, architecture: str, source: str) -> None:
+        """Refuse to build a ``module:function`` architecture read from the zoo's data
+        unless the zoo is trusted or the user typed that name in this session."""
+        check_trusted(
+            architecture, trusted=self.trust_code or architecture in self._typed, source=source
+        )
+
+    def spec(self, entry: Entry | str) -> Spec:
+        """The structure spec of an entry's architecture."""
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        if e.family not in self._specs:
+            self.check_buildable(e.architecture, f"entry `{e.name}` of {self!r}")
+            self._specs[e.family] = spec_for(e.architecture, e.config)
+        return self._specs[e.family]
+
+    def model(self, entry: Entry | str) -> nn.Module:
+        """A fresh module of the entry's architecture and config (weights not loaded)."""
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        self.check_buildable(e.architecture, f"entry `{e.name}` of {self!r}")
+        return build_model(e.architecture, e.config)
+
+    def _load(
+        self, sha: str, spec: Spec | None, device: str | torch.device = "cpu"
+    ) -> dict[str, Tensor]:
+        path = self.objects.path(check_sha(sha))
+        if not path.is_file():
+            raise CorruptZooError(f"object {sha} is missing from {self!r}; run verify")
+        return load_state(path, spec, device=device)
+
+    def state(self, entry: Entry | str, device: str | torch.device = "cpu") -> dict[str, Tensor]:
+        """The entry's weights as a state dict on ``device``."""
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        return self._load(e.id, self.spec(e), device)
+
+    def alignment(self, entry: Entry | str) -> Alignment:
+        """The permutations (and signs) aligning the entry to its family reference (cached)."""
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        ref = self.reference(e)
+        cached = self.index.cached_alignment(e.id, ref.id)
+        if cached is not None:
+            return cached
+        spec = self.spec(e)
+        if ref.id == e.id:
+            alignment = _identity(spec)
+        else:
+            alignment = _match(self.state(e), self.state(ref), spec)
+        self.index.store_alignment(e.id, ref.id, alignment)
+        return alignment
+
+    def normalized(
+        self, entry: Entry | str, device: str | torch.device = "cpu"
+    ) -> dict[str, Tensor]:
+        """The entry's normalized form (Alg. 1), cached in memory for the most recent entries.
+
+        Objects never change (they are named by their hash), so a cached form
+        is always valid; it is not kept on disk because it is derived from the
+        object in milliseconds.
+        """
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        key = (e.id, str(torch.device(device)))
+        cache = self._normalized
+        if key in cache:
+            cache.move_to_end(key)
+            return dict(cache[key])
+        form = normalize(self.state(e, device), self.spec(e))
+        cache[key] = form
+        if len(cache) > NORMALIZED_CACHE_SIZE:
+            cache.popitem(last=False)
+        return dict(form)
+
+    def canonical(
+        self, entry: Entry | str, device: str | torch.device = "cpu"
+    ) -> dict[str, Tensor]:
+        """The canonical form: normalized, then sign-fixed and aligned to the family reference."""
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        return apply_alignment(self.normalized(e, device), self.alignment(e), self.spec(e))
+
+    def dataset(self, entry: Entry | str) -> Dataset:
+        """The entry's dataset, loaded by name (once per zoo object)."""
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        if e.dataset is None:
+            raise InvalidEntryError(
+                f"entry `{e.name}` has no dataset; add it with a dataset to evaluate it"
+            )
+        if e.dataset not in self._datasets:
+            self._datasets[e.dataset] = load_dataset(e.dataset)
+        return self._datasets[e.dataset]
+
+    # -- analysis (the functions of canon.zoo._analysis and _midpoints, as methods) -------
+
+    compare = compare
+    barrier_table = barrier_table
+    midpoint = add_midpoint
+
+
+def _identity(spec: Spec) -> Alignment:
+    """The alignment that changes nothing (a reference's own)."""
+    perms = {g.name: torch.arange(g.size) for g in spec.groups}
+    signs = {g.name: torch.ones(g.size) for g in spec.groups if g.symmetry == "sign"}
+    return Alignment(perms, signs)
+
+
+def _match(state: Mapping[str, Tensor], reference: Mapping[str, Tensor], spec: Spec) -> Alignment:
+    """The alignment of ``state`` to ``reference``, both normalized first (Alg. 2)."""
+    return match(normalize(state, spec), normalize(reference, spec), spec)
