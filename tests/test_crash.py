@@ -34,6 +34,10 @@ from click.testing import CliRunner
 import canon
 from canon.cli import cli
 
+# Real processes killed by SIGKILL (a forked harness imports torch once, ~10 s): in CI and
+# `-m slow`; the fast loop keeps the in-process corpus of tests/test_hostile.py.
+pytestmark = pytest.mark.slow
+
 HARNESS = Path(__file__).with_name("crash_harness.py")
 EMBEDDED_ZOO = Path(__file__).resolve().parents[1] / "zoo"
 CONFIG = {"in_features": 64, "hidden": [16], "classes": 10}
@@ -252,7 +256,6 @@ def test_kill_point_that_does_not_exist_fails_loudly(harness: Harness, base: Pat
 # -- random kills during `canon add` -------------------------------------------------------
 
 
-@pytest.mark.slow  # 20 adds killed at random; the targeted kills above stay fast
 def test_random_kills_during_add(harness: Harness, base: Path, tmp_path: Path) -> None:
     """20 adds, each SIGKILLed after a seeded random delay, into one zoo in turn."""
     zoo = copy_zoo(base, tmp_path / "zoo")

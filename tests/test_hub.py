@@ -176,6 +176,7 @@ def test_pull_name_clash_is_an_error_or_renamed(
         assert result.present == 1 and sorted(result.added) == [renamed, "net2"]
 
 
+@pytest.mark.slow  # three pushes and pulls
 def test_pull_revision_commit_and_tag(
     hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
 ) -> None:

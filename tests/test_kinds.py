@@ -208,6 +208,7 @@ def test_registries_load_without_torch() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch
 def test_engine_exports_survive_submodule_imports() -> None:
     """`canon.engine.train` stays the function once the submodule of that name is imported."""
     code = (

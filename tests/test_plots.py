@@ -108,11 +108,8 @@ def binary_records():
     return points
 
 
-@pytest.mark.parametrize(
-    "fmt",
-    # png stays fast; svg and pdf draw every figure again
-    ["png", *(pytest.param(f, marks=pytest.mark.slow) for f in ("svg", "pdf"))],
-)
+@pytest.mark.slow  # draws every figure; test_cli_plot_writes_the_figure stays fast
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
 def test_every_plot_writes_each_format(tmp_path, records, binary_records, fmt):
     """Each plot function writes a non-empty file of the format its suffix names."""
     raw, normalized = records["plane"]
@@ -162,6 +159,7 @@ def test_path_classes_show_mean_of_pairs(records):
     assert std == pytest.approx([0.0] * len(x))
 
 
+@pytest.mark.slow  # `canon plot distances/table` stay fast
 def test_distances_and_table_from_a_zoo(tmp_path, digits):
     """Distance and table figures read a zoo's tables; the classes come from the algo tag."""
     with Zoo.open(tmp_path / "zoo") as zoo:

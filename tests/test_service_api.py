@@ -139,6 +139,7 @@ def test_upload_needs_the_token(server: Server, tmp_path: Path) -> None:
     assert snapshot(server.zoo) == before
 
 
+@pytest.mark.slow  # the corpus uploads in-process
 def test_upload_with_token_adds_an_entry(server: Server, tmp_path: Path) -> None:
     """An upload with the token is added as `canon add` adds it: evaluated, tagged, listed."""
     params = upload_params("up-1", dataset="digits", tag="algo=random")
@@ -308,6 +309,7 @@ def test_server_without_token_is_read_only(tmp_path_factory: pytest.TempPathFact
     assert len(snapshot(zoo)[1]) == 9
 
 
+@pytest.mark.slow  # a real `canon serve` process
 def test_serve_refuses_a_missing_zoo(tmp_path: Path) -> None:
     """`canon serve` on a folder that is not a zoo exits 1 with one line and creates nothing."""
     result = CliRunner().invoke(cli, ["serve", "--zoo", str(tmp_path / "none"), "--port", "0"])
