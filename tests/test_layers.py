@@ -15,7 +15,7 @@ PACKAGE = Path(canon.__file__).parent
 OUTER = ("sqlalchemy", "alembic", "huggingface_hub", "click", "safetensors", "tqdm", "matplotlib")
 
 # Modules every layer may use: errors, input bounds, lazy exports, device names.
-BASE = {"errors", "_limits", "_lazy", "device"}
+BASE = {"errors", "_limits", "_lazy", "_format", "device"}
 # What each part of canon may import besides itself and BASE (DESIGN §2: cli -> hub ->
 # zoo -> engine -> core, with plots, the reproduction and the service beside the CLI).
 ALLOWED: dict[str, set[str]] = {

@@ -10,7 +10,7 @@ from canon.cli import _plot_commands as plots
 from canon.cli import _repro_command as reproduction
 from canon.cli import _serve_command as serving
 from canon.cli import _zoo_commands as zoo
-from canon.cli._app import App, CanonGroup, canon_command, common_options, emit, pass_app
+from canon.cli._app import App, CanonGroup, command, emit
 from canon.cli._common import parse_json
 
 __all__ = ["cli", "main"]
@@ -22,11 +22,8 @@ def cli() -> None:
     """canon: canonical forms, distances and error barriers between trained networks."""
 
 
-@cli.command()
+@command(group=cli, zoo=False)
 @click.option("--seed", default=0, show_default=True, help="Seed of the networks and copies.")
-@common_options
-@pass_app
-@canon_command
 def demo(app: App, seed: int) -> None:
     """Show that symmetry-scrambled copies of networks have the same canonical form."""
     from canon.demo import run_demo
@@ -56,12 +53,9 @@ def demo(app: App, seed: int) -> None:
     emit(app, {"rows": [r.to_dict() for r in rows]}, table)
 
 
-@cli.command()
+@command(group=cli, zoo=False)
 @click.argument("architecture")
 @click.option("--config", "config_json", default="{}", help="Architecture config as JSON.")
-@common_options
-@pass_app
-@canon_command
 def spec(app: App, architecture: str, config_json: str) -> None:
     """Show the structure spec (unit groups and symmetries) of an architecture."""
     from canon.architectures import build_model, resolve_config

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from canon.cli._app import App, canon_command, common_options, emit, pass_app, zoo_option
+from canon.cli._app import App, command, emit
 from canon.cli._common import (
     entry_dict,
     entry_summary,
@@ -36,7 +36,7 @@ def _epochs(update: Callable[[int, int], None] | None) -> Callable[[TrainProgres
     return lambda p: update(p.epoch, p.epochs)
 
 
-@click.command()
+@command()
 @click.argument("a")
 @click.argument("b")
 @click.option(
@@ -48,10 +48,6 @@ def _epochs(update: Callable[[int, int], None] | None) -> Callable[[TrainProgres
 )
 @click.option("--points", default=25, show_default=True, help="Points along each path.")
 @click.option("--plot", "plot_file", default=None, help="Draw the curves to FILE.png/svg/pdf.")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def compare(
     app: App, a: str, b: str, paths: tuple[str, ...], points: int, plot_file: str | None
 ) -> None:
@@ -83,7 +79,7 @@ def compare(
     emit(app, result.to_dict(), text)
 
 
-@click.command()
+@command()
 @click.argument("names", nargs=-1)
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Select by tag (repeatable).")
 @click.option(
@@ -94,10 +90,6 @@ def compare(
 )
 @click.option("--points", default=25, show_default=True, help="Points along each path.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def table(
     app: App,
     names: tuple[str, ...],
@@ -135,7 +127,7 @@ def _matrix_text(names: list[str], matrix: list[list[float]], metric: str) -> st
     return "\n".join(lines)
 
 
-@click.command()
+@command()
 @click.option("--arch", required=True, help="Architecture name or module:function.")
 @click.option("--config", "config_json", default="{}", help="Architecture config as JSON.")
 @click.option("--dataset", required=True, help="Dataset name (see canon.data).")
@@ -144,10 +136,6 @@ def _matrix_text(names: list[str], matrix: list[list[float]], metric: str) -> st
 @click.option("--epochs", default=300, show_default=True)
 @click.option("--name", required=True, help="The new entry's name.")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="A tag (repeatable).")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def train(
     app: App,
     arch: str,
@@ -160,41 +148,18 @@ def train(
     tags: tuple[str, ...],
 ) -> None:
     """Train a network and add it to the zoo (tags algo and seed, train/test error)."""
-    from canon.architectures import build_model
-    from canon.data import load_dataset
-    from canon.engine import train as run_train
-    from canon.errors import NameClashError
-    from canon.zoo import check_name
-
-    config = parse_json(config_json)
-    tag_values = {**parse_tags(tags), "algo": algo, "seed": str(seed)}
-    with open_zoo(app) as zoo:
-        check_name(name)
-        if name in zoo:  # fail before training
-            raise NameClashError(f"an entry named `{name}` already exists in {zoo!r}", name=name)
-        model = build_model(arch, config)
-        data = load_dataset(dataset)
-        with progress(app, "epochs") as bar:
-            result = run_train(
-                model,
-                data,
-                algo,
-                seed,
-                epochs,
-                device=app.device,
-                progress=_epochs(bar),
-            )
-        metrics = {"train_error": result.train_error}
-        if result.test_error is not None:
-            metrics["test_error"] = result.test_error
-        entry = zoo.add(
-            {k: v.cpu() for k, v in result.state.items()},
+    with open_zoo(app) as zoo, progress(app, "epochs") as bar:
+        entry, result = zoo.train(
             name=name,
             architecture=arch,
-            config=config,
+            config=parse_json(config_json),
             dataset=dataset,
-            tags=tag_values,
-            metrics=metrics,
+            algo=algo,
+            seed=seed,
+            epochs=epochs,
+            tags=parse_tags(tags),
+            device=app.device,
+            progress=_epochs(bar),
         )
     emit(
         app,
@@ -203,29 +168,16 @@ def train(
     )
 
 
-@click.command()
+@command()
 @click.argument("name")
 @click.option("--sigma", "sigmas", multiple=True, type=float, help="Noise level (repeatable).")
 @click.option("--draws", default=10, show_default=True, help="Noise draws per sigma.")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def energy(app: App, name: str, sigmas: tuple[float, ...], draws: int) -> None:
     """The local energy (flatness) of an entry on its dataset."""
-    from canon.engine import local_energy
-
     with open_zoo(app) as zoo:
         entry = zoo.get(name)
-        data = zoo.dataset(entry)
-        result = local_energy(
-            zoo.state(entry),
-            zoo.model(entry),
-            data,
-            sigmas=sigmas or (0.1, 0.2, 0.3, 0.4, 0.5),
-            draws=draws,
-            device=app.device,
-            spec=zoo.spec(entry),
+        result = zoo.energy(
+            entry, sigmas=sigmas or (0.1, 0.2, 0.3, 0.4, 0.5), draws=draws, device=app.device
         )
 
     def text() -> str:
@@ -239,34 +191,18 @@ def energy(app: App, name: str, sigmas: tuple[float, ...], draws: int) -> None:
     emit(app, {"name": entry.name, **result.to_dict()}, text)
 
 
-@click.command()
+@command()
 @click.argument("a")
 @click.argument("b")
 @click.argument("c")
 @click.option("--grid", default=21, show_default=True, help="Grid points per axis.")
 @click.option("--margin", default=0.2, show_default=True, help="Margin around the anchors.")
 @click.option("--normalized", is_flag=True, help="Normalize the three networks first.")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def plane(app: App, a: str, b: str, c: str, grid: int, margin: float, normalized: bool) -> None:
     """Train errors on the plane through A, B and C."""
-    from canon.engine import plane as run_plane
-
     with open_zoo(app) as zoo:
-        ea, eb, ec = (zoo.get(n) for n in (a, b, c))
-        result = run_plane(
-            zoo.state(ea),
-            zoo.state(eb),
-            zoo.state(ec),
-            zoo.model(ea),
-            zoo.dataset(ea),
-            grid=grid,
-            margin=margin,
-            normalized=normalized,
-            device=app.device,
-            spec=zoo.spec(ea),
+        result = zoo.plane(
+            a, b, c, grid=grid, margin=margin, normalized=normalized, device=app.device
         )
 
     def text() -> str:
@@ -279,7 +215,7 @@ def plane(app: App, a: str, b: str, c: str, grid: int, margin: float, normalized
     emit(app, {"a": a, "b": b, "c": c, **result.to_dict()}, text)
 
 
-@click.command()
+@command()
 @click.argument("a")
 @click.argument("b")
 @click.option("--name", required=True, help="The midpoint entry's name.")
@@ -290,10 +226,6 @@ def plane(app: App, a: str, b: str, c: str, grid: int, margin: float, normalized
     show_default=True,
 )
 @click.option("--epochs", default=300, show_default=True, help="Most epochs of training.")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def midpoint(app: App, a: str, b: str, name: str, path: str, epochs: int) -> None:
     """Optimize a midpoint between A and B and add it to the zoo (kind midpoint)."""
     with open_zoo(app) as zoo, progress(app, "epochs") as bar:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,15 +15,7 @@ import click
 from canon._limits import clip
 from canon.errors import CanonError
 
-__all__ = [
-    "App",
-    "CanonGroup",
-    "canon_command",
-    "common_options",
-    "emit",
-    "pass_app",
-    "zoo_option",
-]
+__all__ = ["App", "CanonGroup", "command", "emit", "one_line_errors", "pass_app"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,7 +45,7 @@ pass_app = click.make_pass_decorator(App, ensure=True)
 
 
 class CanonGroup(click.Group):
-    """The ``canon`` group: usage errors print one line, like every other error.
+    """The ``canon`` group: every error of every command becomes one line (usage errors too).
 
     Exit codes: 0 on success, 1 for bad input or a failed operation, 2 for a
     command line that does not parse (click's convention for usage errors).
@@ -83,6 +75,10 @@ class CanonGroup(click.Group):
             click.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with one_line_errors():
+            return super().invoke(ctx)
 
 
 # Exception types the CLI reports as one-line errors (exit code 1); anything else is a bug,
@@ -148,30 +144,54 @@ def zoo_option(func: F) -> F:
     )(func)
 
 
-def canon_command(func: F) -> F:
-    """Turn canon's own errors into one-line click errors with exit code 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except click.ClickException as exc:
-            if type(exc) is not click.ClickException:  # usage errors print their own way
-                raise
-            raise click.ClickException(clip(" ".join(exc.message.split()), _MAX_ERROR)) from exc
-        except (click.exceptions.Exit, click.Abort):
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn every error into a one-line click error with exit code 1 (click's own usage
+    errors keep their code 2 and are printed in one line by :class:`CanonGroup`)."""
+    try:
+        yield
+    except click.ClickException as exc:
+        if type(exc) is not click.ClickException:  # usage errors print their own way
             raise
-        except _USER_ERRORS as exc:
-            raise click.ClickException(_one_line(exc)) from exc
-        except Exception as exc:
-            if os.environ.get("CANON_DEBUG"):
-                raise
-            raise click.ClickException(
-                f"internal error ({type(exc).__name__}: {_one_line(exc)}); please report it "
-                "with the command; CANON_DEBUG=1 shows the traceback"
-            ) from exc
+        raise click.ClickException(clip(" ".join(exc.message.split()), _MAX_ERROR)) from exc
+    except (click.exceptions.Exit, click.Abort):
+        raise
+    except _USER_ERRORS as exc:
+        raise click.ClickException(_one_line(exc)) from exc
+    except Exception as exc:
+        if os.environ.get("CANON_DEBUG"):
+            raise
+        raise click.ClickException(
+            f"internal error ({type(exc).__name__}: {_one_line(exc)}); please report it "
+            "with the command; CANON_DEBUG=1 shows the traceback"
+        ) from exc
 
-    return wrapper  # type: ignore[return-value]
+
+def command(
+    name: str | None = None,
+    *,
+    group: click.Group | None = None,
+    zoo: bool = True,
+    **attrs: Any,
+) -> Callable[[Callable[..., Any]], click.Command]:
+    """Make a canon command: the :class:`App` passed first, and after the command's own
+    options the shared ones (``--json``, ``--quiet``, ``--device``, ``--trust-code``, and
+    ``--zoo`` unless ``zoo=False``). Registered on ``group`` when given; the group maps
+    errors to one line (:class:`CanonGroup`)."""
+
+    def decorate(func: Callable[..., Any]) -> click.Command:
+        def carrier() -> None: ...
+
+        shared = common_options(carrier)
+        if zoo:
+            shared = zoo_option(shared)
+        func = pass_app(func)
+        own = getattr(func, "__click_params__", [])
+        func.__click_params__ = [*shared.__click_params__, *own]  # type: ignore[attr-defined]
+        make = group.command if group is not None else click.command
+        return make(name, **attrs)(func)
+
+    return decorate
 
 
 def _one_line(exc: BaseException) -> str:

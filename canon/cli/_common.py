@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from canon._format import pct
 from canon._options import parse_json, parse_tags
 from canon.cli._app import App
 
@@ -79,13 +79,6 @@ def progress(app: App, desc: str, unit: str = "it") -> Iterator[Callable[[int, i
         yield update
     finally:
         bar.close()
-
-
-def pct(value: Any) -> str:
-    """A fraction as a percentage, or ``-`` when missing."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        return "-"
-    return f"{100 * value:.2f}%"
 
 
 def entry_dict(e: Entry) -> dict[str, Any]:

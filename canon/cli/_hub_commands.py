@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from canon.cli._app import App, canon_command, common_options, emit, pass_app, zoo_option
+from canon.cli._app import App, command, emit
 from canon.cli._common import open_zoo
 
 __all__ = ["pull", "push"]
@@ -38,16 +38,12 @@ def _repo_options(func: F) -> F:
     return func
 
 
-@click.command()
+@command()
 @click.argument("repo_id")
 @_repo_options
 @click.option("--private", is_flag=True, default=None, help="Create the repository private.")
 @click.option("--commit-message", default=None, help="The commit's summary.")
 @click.option("--force", is_flag=True, help="Delete remote entries this zoo lacks.")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def push(
     app: App,
     repo_id: str,
@@ -87,16 +83,12 @@ def push(
     emit(app, result.to_dict(), text)
 
 
-@click.command()
+@command()
 @click.argument("repo_id")
 @_repo_options
 @click.option("--cache-dir", default=None, help="The Hub cache (default: the Hub client's).")
 @click.option("--rename", is_flag=True, help="Add entries whose names clash as NAME-<id>.")
 @click.option("--no-results", is_flag=True, help="Skip the cached results; recompute here.")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def pull(
     app: App,
     repo_id: str,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from canon.cli._app import App, canon_command, common_options, emit, pass_app, zoo_option
+from canon.cli._app import App, command, emit
 from canon.cli._common import open_zoo, parse_tags, progress
 from canon.engine import DEFAULT_PATHS, bend_kind, list_path_kinds
 
@@ -89,7 +89,7 @@ def _curve_data(curves: dict[str, list[Any]]) -> dict[str, Any]:
     return {cls: [c.to_dict() for c in group] for cls, group in curves.items()}
 
 
-@plot.command()
+@command(group=plot)
 @_selection_options
 @click.option(
     "--kinds",
@@ -100,10 +100,6 @@ def _curve_data(curves: dict[str, list[Any]]) -> dict[str, Any]:
 @click.option("--points", default=25, show_default=True, help="Points along each path.")
 @click.option("--max-pairs", type=int, default=None, help="At most this many pairs per class.")
 @_figure_options
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def paths(
     app: App,
     names: tuple[str, ...],
@@ -119,7 +115,7 @@ def paths(
     """Error along paths per class of pairs, mean and std (the paper's Fig. 2)."""
     from canon.errors import ConfigError
     from canon.plots import plot_path_classes
-    from canon.repro import class_of, class_pairs, path_curves
+    from canon.repro import class_of, entry_pairs_by_class, path_curves
 
     comparable = list_path_kinds(comparable=True)
     chosen = [k.strip() for k in kinds.split(",") if k.strip()]
@@ -132,21 +128,17 @@ def paths(
     target = _target("paths", out, fmt)
     with open_zoo(app) as zoo:
         entries = _select(zoo, names, tags, 2)
-        pairs = class_pairs(entries, class_of(entries, by), per_class=max_pairs)
+        pairs = entry_pairs_by_class(entries, class_of(entries, by), per_class=max_pairs)
         with progress(app, "pairs") as bar:
             curves = path_curves(zoo, pairs, chosen, points=points, device=app.device, progress=bar)
     plot_path_classes(curves, target, kinds=chosen, title=title)
     _done(app, "paths", target, _curve_data(curves))
 
 
-@plot.command()
+@command(group=plot)
 @_selection_options
 @click.option("--points", default=25, show_default=True, help="Points along each path.")
 @_figure_options
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def bend(
     app: App,
     names: tuple[str, ...],
@@ -160,12 +152,12 @@ def bend(
     """Error along the single-bend paths through the zoo's midpoints (the paper's Fig. 3)."""
     from canon.errors import ConfigError
     from canon.plots import plot_path_classes
-    from canon.repro import bend_curves, class_of, class_pairs
+    from canon.repro import bend_curves, class_of, entry_pairs_by_class
 
     target = _target("bend", out, fmt)
     with open_zoo(app) as zoo:
         entries = _select(zoo, names, tags, 2)
-        pairs = class_pairs(entries, class_of(entries, by))
+        pairs = entry_pairs_by_class(entries, class_of(entries, by))
         with progress(app, "pairs") as bar:
             curves = bend_curves(zoo, pairs, points=points, device=app.device, progress=bar)
     if not curves:
@@ -178,15 +170,11 @@ def bend(
     _done(app, "bend", target, _curve_data(curves))
 
 
-@plot.command()
+@command(group=plot)
 @_selection_options
 @click.option("--sigma", "sigmas", multiple=True, type=float, help="Noise level (repeatable).")
 @click.option("--draws", default=10, show_default=True, help="Noise draws per level.")
 @_figure_options
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def energy(
     app: App,
     names: tuple[str, ...],
@@ -224,17 +212,13 @@ def energy(
     _done(app, "energy", target, data)
 
 
-@plot.command(name="plane")
+@command(name="plane", group=plot)
 @click.argument("a")
 @click.argument("b")
 @click.argument("c", required=False)
 @click.option("--grid", default=21, show_default=True, help="Grid points per axis.")
 @click.option("--margin", default=0.2, show_default=True, help="Margin around the anchors.")
 @_figure_options
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def plane_figure(
     app: App,
     a: str,
@@ -262,7 +246,7 @@ def plane_figure(
     _done(app, "plane", target, {"raw": raw.to_dict(), "normalized": normalized.to_dict()})
 
 
-@plot.command()
+@command(group=plot)
 @_selection_options
 @click.option(
     "--metric",
@@ -271,10 +255,6 @@ def plane_figure(
     help="Distance (repeatable, one panel each); default euclidean and geodesic.",
 )
 @_figure_options
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def distances(
     app: App,
     names: tuple[str, ...],
@@ -304,7 +284,7 @@ def distances(
     _done(app, "distances", target, {t.metric: t.to_dict() for t in tables})
 
 
-@plot.command(name="table")
+@command(name="table", group=plot)
 @click.argument("names", nargs=-1)
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Select by tag (repeatable).")
 @click.option("--path", default="geodesic", show_default=True, help="Path kind for barriers.")
@@ -313,10 +293,6 @@ def distances(
 )
 @click.option("--points", default=25, show_default=True, help="Points along each path.")
 @_figure_options
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def table_figure(
     app: App,
     names: tuple[str, ...],
@@ -342,14 +318,10 @@ def table_figure(
     _done(app, "table", target, result.to_dict())
 
 
-@plot.command()
+@command(group=plot)
 @_selection_options
 @click.option("--points", default=25, show_default=True, help="Points along each path.")
 @_figure_options
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def hamming(
     app: App,
     names: tuple[str, ...],
@@ -363,12 +335,12 @@ def hamming(
     """Binary networks: error along random flip paths against Hamming distance, raw and
     aligned, per class of pairs within one class (the paper's Figs. 6 and 7)."""
     from canon.plots import plot_hamming_paths
-    from canon.repro import class_of, class_pairs, path_curves
+    from canon.repro import class_of, entry_pairs_by_class, path_curves
 
     target = _target("hamming", out, fmt)
     with open_zoo(app) as zoo:
         entries = _select(zoo, names, tags, 2)
-        pairs = class_pairs(entries, class_of(entries, by), within_only=True)
+        pairs = entry_pairs_by_class(entries, class_of(entries, by), within_only=True)
         with progress(app, "pairs") as bar:
             curves = path_curves(
                 zoo,

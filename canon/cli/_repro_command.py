@@ -7,12 +7,12 @@ from contextlib import contextmanager
 
 import click
 
-from canon.cli._app import App, canon_command, common_options, emit, pass_app
+from canon.cli._app import App, command, emit
 
 __all__ = ["repro"]
 
 
-@click.command()
+@command(zoo=False)
 @click.option("--quick", is_flag=True, help="The small plan (a few minutes; what CI runs).")
 @click.option(
     "--out",
@@ -27,9 +27,6 @@ __all__ = ["repro"]
     metavar="DIR",
     help="Keep the trained networks as a zoo in DIR (new or empty; default: discarded).",
 )
-@common_options
-@pass_app
-@canon_command
 def repro(app: App, quick: bool, out: str, seed: int, keep_zoo: str | None) -> None:
     """Reproduce the paper's findings at small scale and write a report with figures."""
     from canon.repro import run_reproduction

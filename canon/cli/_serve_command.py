@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from canon.cli._app import App, canon_command, common_options, pass_app, zoo_option
+from canon.cli._app import App, command
 from canon.cli._common import open_zoo
 
 __all__ = ["serve"]
@@ -22,7 +22,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-@click.command()
+@command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
@@ -41,10 +41,6 @@ def _loopback(host: str) -> bool:
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Job threads."
 )
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def serve(
     app: App, host: str, port: int, token: str | None, max_upload_mb: float, workers: int
 ) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from canon._limits import clip
-from canon.cli._app import App, canon_command, common_options, emit, pass_app, zoo_option
+from canon.cli._app import App, command, emit
 from canon.cli._common import (
     entry_dict,
     entry_summary,
@@ -28,11 +28,7 @@ KIND_CHOICE = click.Choice(["solution", "midpoint"])
 tag_option = click.option("--tag", "tags", multiple=True, metavar="K=V", help="A tag (repeatable).")
 
 
-@click.command()
-@zoo_option
-@common_options
-@pass_app
-@canon_command
+@command()
 def init(app: App) -> None:
     """Create a zoo (fine if it already exists)."""
     from pathlib import Path
@@ -47,7 +43,7 @@ def init(app: App) -> None:
     emit(app, {"zoo": str(root), "created": not existed, "entries": count}, lambda: message)
 
 
-@click.command()
+@command()
 @click.argument("file")
 @click.option("--name", required=True, help="A unique entry name.")
 @click.option("--arch", default=None, help="Architecture name or module:function.")
@@ -55,10 +51,6 @@ def init(app: App) -> None:
 @click.option("--dataset", default=None, help="The dataset it was trained on.")
 @tag_option
 @click.option("--kind", type=KIND_CHOICE, default="solution", show_default=True)
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def add(
     app: App,
     file: str,
@@ -88,15 +80,11 @@ def add(
     emit(app, {"entry": entry_dict(entry)}, lambda: f"added {entry_summary(entry)}")
 
 
-@click.command("list")
+@command("list")
 @tag_option
 @click.option("--arch", default=None, help="Only this architecture.")
 @click.option("--dataset", default=None, help="Only this dataset.")
 @click.option("--kind", type=KIND_CHOICE, default=None, help="Only this kind.")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def list_entries(
     app: App, tags: tuple[str, ...], arch: str | None, dataset: str | None, kind: str | None
 ) -> None:
@@ -135,12 +123,8 @@ def list_entries(
     emit(app, {"entries": [entry_dict(e) for e in entries]}, table)
 
 
-@click.command()
+@command()
 @click.argument("name")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def show(app: App, name: str) -> None:
     """Show everything recorded about an entry."""
     with open_zoo(app) as zoo:
@@ -167,12 +151,8 @@ def show(app: App, name: str) -> None:
     emit(app, data, text)
 
 
-@click.command()
+@command()
 @click.argument("name")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def rm(app: App, name: str) -> None:
     """Remove an entry and its object."""
     with open_zoo(app) as zoo:
@@ -181,17 +161,13 @@ def rm(app: App, name: str) -> None:
     emit(app, {"removed": entry.name, "id": entry.id}, lambda: f"removed `{entry.name}`")
 
 
-@click.command()
+@command()
 @click.option(
     "--repair",
     is_flag=True,
     help="Reclaim garbage (orphan objects, temp files); rebuild a missing index without "
     "the bad entries. Never deletes an entry's object.",
 )
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def verify(app: App, repair: bool) -> None:
     """Check that every entry's object is present and intact; report garbage.
 
@@ -267,23 +243,15 @@ def _show_reference(app: App, name: str, setting: bool) -> None:
     )
 
 
-@reference.command("show")
+@command("show", group=reference)
 @click.argument("name")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def reference_show(app: App, name: str) -> None:
     """The reference entry of NAME's family."""
     _show_reference(app, name, setting=False)
 
 
-@reference.command("set")
+@command("set", group=reference)
 @click.argument("name")
-@zoo_option
-@common_options
-@pass_app
-@canon_command
 def reference_set(app: App, name: str) -> None:
     """Make NAME the reference of its family (drops the caches tied to the old one)."""
     _show_reference(app, name, setting=True)

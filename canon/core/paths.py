@@ -1,6 +1,6 @@
 """Paths between networks as lazily evaluated sequences of state dicts (DESIGN §3 "Paths").
 
-A :class:`Path` holds positions x_0..x_{K-1} in [0, 1] and, for every tensor
+A :class:`NetworkPath` holds positions x_0..x_{K-1} in [0, 1] and, for every tensor
 of the state dict, a rule giving its value at point k. Along the linear,
 geodesic, bend and plane paths every tensor is a :class:`Combination` of a few
 fixed basis tensors with coefficients per unit (or one per tensor). The engine
@@ -27,9 +27,9 @@ __all__ = [
     "Combination",
     "Constant",
     "Flips",
-    "Path",
+    "NetworkPath",
     "PlaneGrid",
-    "Table",
+    "PointValues",
     "TensorPath",
     "bend_path",
     "check_points",
@@ -84,7 +84,7 @@ class Combination:
 
 
 @dataclass(frozen=True, eq=False)
-class Table:
+class PointValues:
     """Values given point by point: ``values[k]`` at point k."""
 
     values: Tensor
@@ -108,7 +108,7 @@ class Flips:
 
 
 @dataclass(frozen=True, eq=False)
-class Path:
+class NetworkPath:
     """Positions ``x`` ([K], in [0, 1]) and each tensor's rule along the path."""
 
     x: Tensor
@@ -148,9 +148,9 @@ def _constant_or_linear(a: Tensor, b: Tensor, x: Tensor) -> TensorPath:
     return _linear(a, b, x) if a.is_floating_point() else Constant(a)
 
 
-def linear_path(a: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor) -> Path:
+def linear_path(a: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor) -> NetworkPath:
     """(1 - x) a + x b for every floating tensor; other tensors stay at a's value."""
-    return Path(x, {n: _constant_or_linear(a[n], b[n], x) for n in a})
+    return NetworkPath(x, {n: _constant_or_linear(a[n], b[n], x) for n in a})
 
 
 def slerp_basis(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -203,7 +203,9 @@ def _great_circle(a: Tensor, b: Tensor, x: Tensor, per_unit: bool) -> Combinatio
     return Combination((a, u.reshape(a.shape), b), coefs)
 
 
-def geodesic_path(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec, x: Tensor) -> Path:
+def geodesic_path(
+    a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec, x: Tensor
+) -> NetworkPath:
     """The geodesic between two normalized, aligned networks.
 
     Every hidden unit's incoming weights move along their great circle at the
@@ -216,7 +218,7 @@ def geodesic_path(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec, 
     if spec.output is not None:
         name = spec.output.weight
         tensors[name] = _great_circle(a[name], b[name], x, False)
-    return Path(x, tensors)
+    return NetworkPath(x, tensors)
 
 
 def _join(first: TensorPath, second: TensorPath, k1: int) -> TensorPath:
@@ -242,7 +244,7 @@ def bend_path(
     spec: Spec,
     x: Tensor,
     legs: str = "geodesic",
-) -> Path:
+) -> NetworkPath:
     """Two legs a -> m -> b, geodesic (DESIGN §3 "bend") or ``legs="linear"``; m sits at x = 0.5.
 
     ``x`` must contain 0.5; points below it lie on the first leg, above it on
@@ -261,7 +263,7 @@ def bend_path(
         raise ConfigError(f"`legs` must be geodesic or linear, got {legs!r}")
     k1 = split + 1
     tensors = {n: _join(leg1.tensors[n], leg2.tensors[n], k1) for n in a}
-    return Path(x, tensors)
+    return NetworkPath(x, tensors)
 
 
 def flip_path(
@@ -270,7 +272,7 @@ def flip_path(
     spec: Spec,
     x: Tensor,
     seed: int,
-) -> Path:
+) -> NetworkPath:
     """A random shortest path between two binary networks.
 
     The binary weights that differ in sign are flipped from a's sign to b's
@@ -296,7 +298,7 @@ def flip_path(
         rank = ranks[offset : offset + size].reshape(starts[n].shape).to(starts[n].device)
         tensors[n] = Flips(starts[n], ends[n], rank, counts.to(starts[n].device))
         offset += size
-    return Path(x, tensors)
+    return NetworkPath(x, tensors)
 
 
 @dataclass(frozen=True, eq=False)
@@ -304,7 +306,7 @@ class PlaneGrid:
     """A grid on the plane through three networks: the path over its points, the
     grid axes (in parameter-space distance units), and the three networks' positions."""
 
-    path: Path
+    path: NetworkPath
     alphas: Tensor
     betas: Tensor
     anchors: Tensor  # [3, 2]: (alpha, beta) of a, b, c
@@ -359,4 +361,4 @@ def plane_grid(
         tensors[n] = Combination((a[n], u_n, v_n), coefs)
         offset += size
     x = torch.zeros(grid * grid, dtype=torch.float64)
-    return PlaneGrid(Path(x, tensors), alphas, betas, anchors)
+    return PlaneGrid(NetworkPath(x, tensors), alphas, betas, anchors)

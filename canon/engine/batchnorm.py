@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from canon.core.paths import Path, Table
+from canon.core.paths import NetworkPath, PointValues
 
 __all__ = ["has_batchnorm", "with_recomputed_statistics"]
 
@@ -20,13 +20,13 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 def with_recomputed_statistics(
-    path: Path,
+    path: NetworkPath,
     model: nn.Module,
     x: Tensor,
     points: Sequence[int],
     batches: int,
     batch_size: int,
-) -> Path:
+) -> NetworkPath:
     """``path`` with the BN running statistics at ``points`` recomputed on training data.
 
     For each of those points the network is run with its BatchNorm layers in
@@ -56,5 +56,5 @@ def with_recomputed_statistics(
             for s in stats:
                 tables[s][k] = work.get_buffer(s)
     tensors = dict(path.tensors)
-    tensors.update({s: Table(values) for s, values in tables.items()})
-    return Path(path.x, tensors)
+    tensors.update({s: PointValues(values) for s, values in tables.items()})
+    return NetworkPath(path.x, tensors)

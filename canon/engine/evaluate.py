@@ -25,7 +25,7 @@ from torch import Tensor, fx, nn
 from torch.func import functional_call
 
 from canon.core.modules import BinaryConv2d, BinaryLinear
-from canon.core.paths import Combination, Constant, Path
+from canon.core.paths import Combination, Constant, NetworkPath
 from canon.core.trace import tracer
 from canon.engine.fast_ops import optimize_graph
 
@@ -132,7 +132,7 @@ class Evaluator:
             ce = F.cross_entropy(logits, y, reduction="sum") if loss else None
         return wrong, ce
 
-    def evaluate(self, path: Path, loss: bool = False) -> Scores:
+    def evaluate(self, path: NetworkPath, loss: bool = False) -> Scores:
         """Error (and loss) of every point of ``path`` on the evaluator's data."""
         k_points = len(path)
         wrong = torch.zeros(k_points, dtype=torch.float64, device=self.device)
@@ -151,13 +151,15 @@ class Evaluator:
     def error(self, state: dict[str, Tensor], loss: bool = False) -> Scores:
         """Error (and loss) of one network."""
         return self.evaluate(
-            Path(torch.zeros(1, dtype=torch.float64), {n: Constant(t) for n, t in state.items()}),
+            NetworkPath(
+                torch.zeros(1, dtype=torch.float64), {n: Constant(t) for n, t in state.items()}
+            ),
             loss,
         )
 
     # -- the two ways of running K networks on a batch --------------------------
 
-    def _states(self, path: Path, names: list[str]) -> Callable[[int], dict[str, Tensor]]:
+    def _states(self, path: NetworkPath, names: list[str]) -> Callable[[int], dict[str, Tensor]]:
         """Point k's tensors (those in ``names``), cached when they fit in memory."""
         per_point = sum(path.tensors[n].at(0).numel() * 4 for n in names)
         if per_point * len(path) <= _STATE_CACHE_BYTES:
@@ -165,7 +167,7 @@ class Evaluator:
             return cache.__getitem__
         return lambda k: {n: path.tensors[n].at(k) for n in names}
 
-    def _plain(self, path: Path) -> Callable[[Tensor], Iterator[tuple[int, Tensor]]]:
+    def _plain(self, path: NetworkPath) -> Callable[[Tensor], Iterator[tuple[int, Tensor]]]:
         states = self._states(path, list(path.tensors))
 
         def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
@@ -174,7 +176,7 @@ class Evaluator:
 
         return run
 
-    def _fast(self, path: Path) -> Callable[[Tensor], Iterator[tuple[int, Tensor]]] | None:
+    def _fast(self, path: NetworkPath) -> Callable[[Tensor], Iterator[tuple[int, Tensor]]] | None:
         split = self.split
         if split is None or isinstance(split.layer, (BinaryLinear, BinaryConv2d)):
             return None

@@ -26,7 +26,7 @@ from canon._limits import clip
 from canon.errors import ConfigError, DuplicateNameError
 
 if TYPE_CHECKING:
-    from canon.core.paths import Path
+    from canon.core.paths import NetworkPath
     from canon.engine.landscape import PathEnds
     from canon.engine.train import Fitted, TrainSetup
 
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: Builds the path(s) between two networks: one path, or several (seeded random orders).
-PathBuilder = Callable[["PathEnds"], "list[Path]"]
+PathBuilder = Callable[["PathEnds"], "list[NetworkPath]"]
 #: Trains a network as set up by :func:`canon.engine.train` and returns the solution.
 Trainer = Callable[["TrainSetup"], "Fitted"]
 B = TypeVar("B", bound=Callable[..., Any])
@@ -124,7 +124,7 @@ def register_path_kind(
     bend_of: str | None = None,
     orders: bool = False,
 ) -> Callable[[B], B]:
-    """Decorator registering ``build(ends) -> list[Path]`` as the path kind ``name``.
+    """Decorator registering ``build(ends) -> list[NetworkPath]`` as the path kind ``name``.
 
     ``comparable`` defaults to ``not needs_midpoint`` (a path through a
     midpoint cannot be drawn from the two entries alone). A name registered

@@ -28,7 +28,7 @@ from canon.core import (
 )
 from canon.core.geometry import Distances, distances
 from canon.core.paths import (
-    Path,
+    NetworkPath,
     bend_path,
     flip_path,
     geodesic_path,
@@ -321,23 +321,23 @@ class PathEnds:
         return self.midpoint
 
 
-def build_linear(ends: PathEnds) -> list[Path]:
+def build_linear(ends: PathEnds) -> list[NetworkPath]:
     """Straight line between the raw parameters."""
     return [linear_path(ends.a, ends.b, ends.x)]
 
 
-def build_linear_aligned(ends: PathEnds) -> list[Path]:
+def build_linear_aligned(ends: PathEnds) -> list[NetworkPath]:
     """Straight line from a to b aligned to a (not normalized)."""
     return [linear_path(ends.a, ends.aligned_b(), ends.x)]
 
 
-def build_geodesic(ends: PathEnds) -> list[Path]:
+def build_geodesic(ends: PathEnds) -> list[NetworkPath]:
     """Per-unit slerp between the normalized networks, b aligned to a."""
     end = apply_alignment(ends.norm_b, ends.alignment, ends.spec)
     return [geodesic_path(ends.norm_a, end, ends.spec, ends.x)]
 
 
-def build_bend(ends: PathEnds) -> list[Path]:
+def build_bend(ends: PathEnds) -> list[NetworkPath]:
     """Two geodesic legs through the midpoint, normalized and aligned to a."""
     spec = ends.spec
     m = normalize(ends.require_midpoint("bend"), spec, check=False)
@@ -346,19 +346,19 @@ def build_bend(ends: PathEnds) -> list[Path]:
     return [bend_path(ends.norm_a, m, end, spec, ends.x)]
 
 
-def build_bend_linear(ends: PathEnds) -> list[Path]:
+def build_bend_linear(ends: PathEnds) -> list[NetworkPath]:
     """Two straight legs through the midpoint as given, to raw b."""
     m = ends.require_midpoint("bend_linear")
     return [bend_path(ends.a, m, ends.b, ends.spec, ends.x, legs="linear")]
 
 
-def build_bend_linear_aligned(ends: PathEnds) -> list[Path]:
+def build_bend_linear_aligned(ends: PathEnds) -> list[NetworkPath]:
     """Two straight legs through the midpoint as given, to b aligned to a."""
     m = ends.require_midpoint("bend_linear_aligned")
     return [bend_path(ends.a, m, ends.aligned_b(), ends.spec, ends.x, legs="linear")]
 
 
-def _flips(ends: PathEnds, end: dict[str, Tensor], kind: str) -> list[Path]:
+def _flips(ends: PathEnds, end: dict[str, Tensor], kind: str) -> list[NetworkPath]:
     if not ends.spec.binary_weights:
         raise ConfigError(f"`{kind}` paths need a network with binary weights")
     if ends.orders < 1:
@@ -366,12 +366,12 @@ def _flips(ends: PathEnds, end: dict[str, Tensor], kind: str) -> list[Path]:
     return [flip_path(ends.a, end, ends.spec, ends.x, ends.seed + r) for r in range(ends.orders)]
 
 
-def build_random_flip(ends: PathEnds) -> list[Path]:
+def build_random_flip(ends: PathEnds) -> list[NetworkPath]:
     """Binary networks: ``orders`` seeded random orders of flipping a's weights to b's."""
     return _flips(ends, ends.b, "random_flip")
 
 
-def build_random_flip_aligned(ends: PathEnds) -> list[Path]:
+def build_random_flip_aligned(ends: PathEnds) -> list[NetworkPath]:
     """Binary networks: random flip orders from a to b aligned to a."""
     return _flips(ends, ends.aligned_b(), "random_flip_aligned")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from canon.core.paths import Constant, Path, TensorPath
+from canon.core.paths import Constant, NetworkPath, TensorPath
 from canon.core.spec import Spec
 
 __all__ = ["perturbation_path"]
@@ -37,7 +37,7 @@ class _Perturbed:
 
 def perturbation_path(
     state: Mapping[str, Tensor], spec: Spec, sigmas: Sequence[float], draws: int, seed: int
-) -> Path:
+) -> NetworkPath:
     """``len(sigmas) * draws`` perturbed copies of ``state`` (sigma-major order).
 
     Networks with binary weights get a random fraction sigma of those weights
@@ -54,4 +54,4 @@ def perturbation_path(
         else:
             tensors[name] = Constant(tensor)
     x = torch.zeros(len(strengths), dtype=torch.float64)
-    return Path(x, tensors)
+    return NetworkPath(x, tensors)

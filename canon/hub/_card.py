@@ -6,6 +6,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
+from canon._format import pct
 from canon.zoo import Entry, Zoo
 
 __all__ = ["model_card"]
@@ -58,17 +59,13 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _percent(value: object) -> str:
-    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "-"
-
-
 def _entry_table(entries: Sequence[Entry]) -> str:
     head = "| name | architecture | dataset | kind | tags | train error | test error |"
     rows = [head, "|" + "---|" * 7]
     for e in entries:
         tags = ", ".join(f"{k}={v}" for k, v in sorted(e.tags.items()))
         cells = [e.name, e.architecture, e.dataset or "-", e.kind, tags or "-"]
-        cells += [_percent(e.metrics.get(m)) for m in _METRICS]
+        cells += [pct(e.metrics.get(m)) for m in _METRICS]
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(rows)
 
@@ -90,6 +87,6 @@ def _barrier_tables(zoo: Zoo, entries: Sequence[Entry]) -> list[tuple[str, str]]
         head = "| | " + " | ".join(_cell(n) for n in table.names) + " |"
         rows = [head, "|" + "---|" * (len(table.names) + 1)]
         for name, row in zip(table.names, values.tolist(), strict=True):
-            rows.append(f"| {_cell(name)} | " + " | ".join(_percent(v) for v in row) + " |")
+            rows.append(f"| {_cell(name)} | " + " | ".join(pct(v) for v in row) + " |")
         tables.append((f"{members[0].architecture} on {dataset} (train error)", "\n".join(rows)))
     return tables

@@ -11,8 +11,8 @@ writes ``reproduction.md``, ``reproduction.json`` and ``figures/*.png``.
 from canon.repro._claims import Claim as Claim
 from canon.repro._measure import bend_curves as bend_curves
 from canon.repro._measure import class_of as class_of
-from canon.repro._measure import class_pairs as class_pairs
 from canon.repro._measure import energies_by_class as energies_by_class
+from canon.repro._measure import entry_pairs_by_class as entry_pairs_by_class
 from canon.repro._measure import path_curves as path_curves
 from canon.repro._measure import plane_sections as plane_sections
 from canon.repro._plan import Plan as Plan
@@ -26,8 +26,8 @@ __all__ = [
     "ReproductionResult",
     "bend_curves",
     "class_of",
-    "class_pairs",
     "energies_by_class",
+    "entry_pairs_by_class",
     "make_plan",
     "path_curves",
     "plane_sections",

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from canon._format import pct
 from canon.plots import class_pairs
 from canon.repro._plan import ALGOS
 
@@ -43,11 +44,6 @@ class Claim:
 def mean(values: Sequence[float]) -> float:
     """The mean, NaN for no values."""
     return statistics.fmean(values) if values else math.nan
-
-
-def pct(value: float) -> str:
-    """A fraction as a percentage with two decimals ("-" for NaN)."""
-    return "-" if math.isnan(value) else f"{100 * value:.2f}%"
 
 
 def _barriers(curves: Mapping[str, Sequence[PathCurve]], kind: str) -> dict[str, list[float]]:

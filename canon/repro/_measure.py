@@ -29,8 +29,8 @@ __all__ = [
     "Progress",
     "bend_curves",
     "class_of",
-    "class_pairs",
     "energies_by_class",
+    "entry_pairs_by_class",
     "path_curves",
     "plane_sections",
 ]
@@ -51,7 +51,7 @@ def class_of(entries: Sequence[Entry], by: str = "algo") -> dict[str, str]:
     return classes
 
 
-def class_pairs(
+def entry_pairs_by_class(
     entries: Sequence[Entry],
     classes: Mapping[str, str],
     *,
@@ -131,10 +131,6 @@ def bend_curves(
     ``bend_linear_aligned``, after the path the midpoint was optimized from
     (its ``path`` tag, as ``canon midpoint`` records it).
     """
-    from canon.device import resolve_device
-    from canon.engine import path_curve
-
-    device = resolve_device(device)
     by_parents: dict[frozenset[str], list[Entry]] = {}
     for m in zoo.select(kind="midpoint"):
         by_parents.setdefault(frozenset(m.parents), []).append(m)
@@ -143,20 +139,9 @@ def bend_curves(
     for cls, group in pairs.items():
         for a, b in group:
             for m in by_parents.get(frozenset((a.id, b.id)), []):
-                kind = BEND_KINDS.get(m.tags.get("path", "geodesic"))
-                if kind is None:
+                if m.tags.get("path", "geodesic") not in BEND_KINDS:
                     continue
-                curve = path_curve(
-                    zoo.state(a, device),
-                    zoo.state(b, device),
-                    zoo.model(a),
-                    zoo.dataset(a),
-                    kind,
-                    points,
-                    device,
-                    midpoint=zoo.state(m, device),
-                    spec=zoo.spec(a),
-                )
+                curve = zoo.bend_curve(a, b, m, points=points, device=device)
                 curves.setdefault(cls, []).append(curve)
             done += 1
             if progress is not None:
@@ -180,23 +165,10 @@ def energies_by_class(
     The test error is the entry's recorded ``test_error`` metric (NaN when the
     zoo has none for it).
     """
-    from canon.device import resolve_device
-    from canon.engine import local_energy
-
-    device = resolve_device(device)
     energies: dict[str, list[LocalEnergy]] = {}
     tests: dict[str, list[float]] = {}
     for done, e in enumerate(entries, start=1):
-        result = local_energy(
-            zoo.state(e, device),
-            zoo.model(e),
-            zoo.dataset(e),
-            sigmas,
-            draws,
-            seed,
-            device,
-            spec=zoo.spec(e),
-        )
+        result = zoo.energy(e, sigmas=sigmas, draws=draws, seed=seed, device=device)
         cls = classes[e.name]
         energies.setdefault(cls, []).append(result)
         tests.setdefault(cls, []).append(float(e.metrics.get("test_error", float("nan"))))
@@ -221,16 +193,7 @@ def plane_sections(
     paper's choice: the plane then holds both the unaligned and the aligned
     copy of b, and the raw section shows the linear and linear-aligned paths.
     """
-    from canon.core import align
-    from canon.device import resolve_device
-    from canon.engine import plane
-
-    device = resolve_device(device)
-    spec = zoo.spec(a)
-    sa, sb = zoo.state(a, device), zoo.state(b, device)
-    sc = zoo.state(c, device) if c is not None else align(sb, sa, spec).state
-    model, data = zoo.model(a), zoo.dataset(a)
     return (
-        plane(sa, sb, sc, model, data, grid, margin, False, device, spec=spec),
-        plane(sa, sb, sc, model, data, grid, margin, True, device, spec=spec),
+        zoo.plane(a, b, c, grid=grid, margin=margin, normalized=False, device=device),
+        zoo.plane(a, b, c, grid=grid, margin=margin, normalized=True, device=device),
     )

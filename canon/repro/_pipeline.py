@@ -13,8 +13,8 @@ from canon.errors import ConfigError
 from canon.repro._measure import (
     BEND_KINDS,
     class_of,
-    class_pairs,
     energies_by_class,
+    entry_pairs_by_class,
     path_curves,
     plane_sections,
 )
@@ -227,7 +227,7 @@ def measure_net(
         device=device,
         progress=tracker.within(f"{net.label}: local energy"),
     )
-    pairs = class_pairs(solutions, classes, per_class=plan.pairs_per_class)
+    pairs = entry_pairs_by_class(solutions, classes, per_class=plan.pairs_per_class)
     curves = path_curves(
         zoo,
         pairs,
@@ -331,7 +331,7 @@ def measure_binary(
         device=device,
         progress=tracker.within(f"{label}: local energy"),
     )
-    pairs = class_pairs(solutions, classes, within_only=True)
+    pairs = entry_pairs_by_class(solutions, classes, within_only=True)
     curves = path_curves(
         zoo,
         pairs,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 from urllib.parse import urlencode
 
+from canon._format import pct
 from canon.zoo import Job
 
 __all__ = [
@@ -40,13 +39,6 @@ def href(path: str, query: Iterable[tuple[str, object]] = ()) -> str:
     """An escaped URL: ``path`` with an encoded query string."""
     pairs = [(k, str(v)) for k, v in query if v is not None]
     return esc(f"{path}?{urlencode(pairs)}" if pairs else path)
-
-
-def pct(value: Any) -> str:
-    """A fraction as a percentage, ``-`` when missing."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "-"
-    return f"{100 * value:.2f}%"
 
 
 def cell_value(value: float, metric: str) -> str:

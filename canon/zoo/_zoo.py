@@ -27,6 +27,7 @@ from canon.core import Alignment, Spec, apply_alignment, match, normalize
 from canon.data import Dataset, load_dataset
 from canon.errors import ConfigError, CorruptZooError, InvalidEntryError, ReadOnlyZooError
 from canon.zoo._analysis import barrier_table, compare, errors_on
+from canon.zoo._evaluation import bend_curve, energy, plane, train_entry
 from canon.zoo._index import Index, NewEntry
 from canon.zoo._ingest import Prepared, Source, prepare, spec_for
 from canon.zoo._job_queue import JobQueue
@@ -494,11 +495,15 @@ class Zoo:
             self._datasets[e.dataset] = load_dataset(e.dataset)
         return self._datasets[e.dataset]
 
-    # -- analysis (the functions of canon.zoo._analysis and _midpoints, as methods) -------
+    # -- analysis (functions of _analysis, _midpoints and _evaluation, as methods) --------
 
     compare = compare
     barrier_table = barrier_table
     midpoint = add_midpoint
+    energy = energy
+    plane = plane
+    bend_curve = bend_curve
+    train = train_entry
 
 
 def _identity(spec: Spec) -> Alignment:
