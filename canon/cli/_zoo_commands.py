@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 
 from canon._limits import clip
@@ -18,9 +16,6 @@ from canon.cli._common import (
     read_entries,
     zoo_path,
 )
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["add", "init", "list_entries", "reference", "rm", "show", "verify"]
 

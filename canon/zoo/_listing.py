@@ -2,7 +2,7 @@
 
 Listing is the one read that must be fast from a cold start (``canon list``):
 this path imports neither SQLAlchemy nor torch. It is the only implementation
-of the entry query; :meth:`ZooIndex.select` uses it too. The table and column
+of the entry query; :meth:`Zoo.select` uses it too. The table and column
 names are those of :mod:`canon.zoo._models`.
 """
 
