@@ -159,12 +159,6 @@ class Index:
 
     # -- families ------------------------------------------------------------------------
 
-    def reference_id(self, family: str) -> str | None:
-        """The id of the family's reference entry (None for a family not yet in the index)."""
-        with self.session() as s:
-            row = s.get(FamilyModel, family)
-            return None if row is None else row.reference_id
-
     def reference(self, entry_or_family: Entry | str) -> Entry:
         """The reference entry of a family (given by key) or of an entry's family."""
         with self.session() as s:
@@ -201,10 +195,17 @@ class Index:
 
     # -- writing entries -----------------------------------------------------------------
 
-    def check_new(self, name: str, sha: str) -> None:
-        """Refuse a name already taken, or weights already stored under another name."""
+    def before_insert(
+        self, name: str, sha: str, family: str, parents: Sequence[Entry | str]
+    ) -> tuple[list[str], str | None]:
+        """What an add needs before it writes, read in one transaction: the name must be
+        free and the weights new; the parents' ids and the family's reference id (None for
+        a new family)."""
         with self.session() as s:
             self._check_new(s, name, sha)
+            parent_ids = [self.row(s, p).id for p in parents]
+            row = s.get(FamilyModel, family)
+            return parent_ids, None if row is None else row.reference_id
 
     def _check_new(self, s: Session, name: str, sha: str) -> None:
         if s.scalar(select(EntryModel.id).where(EntryModel.name == name)) is not None:
@@ -218,11 +219,6 @@ class Index:
                 "identical weights are stored once",
                 existing=existing,
             )
-
-    def parent_ids(self, parents: Sequence[Entry | str]) -> list[str]:
-        """The ids of ``parents`` (each must be an entry)."""
-        with self.session() as s:
-            return [self.row(s, p).id for p in parents]
 
     def insert(
         self, new: NewEntry, parent_ids: Sequence[str], alignment: Alignment, aligned_to: str

@@ -320,9 +320,7 @@ class Zoo:
         """Record checked weights as a new entry; ``store_object=False`` when the object is
         already in place (an index rebuild), so that nothing but the index is written."""
         sha = sha256_bytes(prepared.data)
-        self.index.check_new(fields.name, sha)
-        parent_ids = self.index.parent_ids(parents)
-        ref_id = self.index.reference_id(prepared.family)
+        parent_ids, ref_id = self.index.before_insert(fields.name, sha, prepared.family, parents)
         self._specs.setdefault(prepared.family, prepared.spec)
         if ref_id is None:
             alignment, aligned_to = _identity(prepared.spec), sha
