@@ -32,8 +32,8 @@ def independent_geodesic(a, b, spec) -> float:
     """The geodesic distance recomputed with numpy: arccos of clipped cosines."""
     total = 0.0
     for group in spec.groups:
-        wa = a[group.weight].reshape(group.size, -1).numpy()
-        wb = b[group.weight].reshape(group.size, -1).numpy()
+        wa = a[group.weights[0]].reshape(group.size, -1).numpy()
+        wb = b[group.weights[0]].reshape(group.size, -1).numpy()
         for ra, rb in zip(wa, wb, strict=True):
             cos = np.dot(ra, rb) / (np.linalg.norm(ra) * np.linalg.norm(rb))
             total += math.acos(min(1.0, max(-1.0, cos))) ** 2
@@ -135,8 +135,8 @@ def test_interior_geodesic_points_lie_on_the_spheres(model, seed_a, seed_b):
     for k in range(len(path)):
         point = path.state(k)
         for group in spec.groups:
-            if group.normalized and group.batchnorm is None:
-                norms = point[group.weight].reshape(group.size, -1).norm(dim=1)
+            if group.normalized and group.producers[0].batchnorm is None:
+                norms = point[group.weights[0]].reshape(group.size, -1).norm(dim=1)
                 torch.testing.assert_close(norms, torch.ones_like(norms))
         if spec.output is not None:
             norm = float(point[spec.output.weight].norm())

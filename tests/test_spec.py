@@ -13,12 +13,28 @@ from canon.architectures import build_model
 from canon.core import Spec, spec_from_module
 from canon.core.spec import BatchNormTensors as BN
 from canon.core.spec import OutgoingAxis as Out
-from canon.core.spec import OutputLayer, UnitGroup
+from canon.core.spec import OutputLayer, Producer, UnitGroup
 from canon.errors import UnsupportedModuleError
 
 
 def bn(path: str, eps: float = 1e-5) -> BN:
     return BN(f"{path}.weight", f"{path}.bias", f"{path}.running_mean", f"{path}.running_var", eps)
+
+
+def chain(
+    name: str,
+    size: int,
+    symmetry: str,
+    weight: str,
+    bias: str | None,
+    batchnorm: BN | None,
+    outgoing: tuple[Out, ...],
+    scale_invariant: bool = False,
+) -> UnitGroup:
+    """A group with one producer: a hidden layer of a chain network."""
+    return UnitGroup(
+        name, size, symmetry, (Producer(weight, bias, batchnorm),), outgoing, scale_invariant
+    )
 
 
 def structure(spec: Spec) -> Spec:
@@ -31,8 +47,8 @@ EXPECTED = {
         ("mlp", {"in_features": 5, "hidden": [4, 3], "classes": 2}),
         Spec(
             groups=(
-                UnitGroup("fc1", 4, "scale", "fc1.weight", "fc1.bias", None, (Out("fc2.weight"),)),
-                UnitGroup("fc2", 3, "scale", "fc2.weight", "fc2.bias", None, (Out("out.weight"),)),
+                chain("fc1", 4, "scale", "fc1.weight", "fc1.bias", None, (Out("fc2.weight"),)),
+                chain("fc2", 3, "scale", "fc2.weight", "fc2.bias", None, (Out("out.weight"),)),
             ),
             output=OutputLayer("out.weight", "out.bias", 2),
         ),
@@ -41,7 +57,7 @@ EXPECTED = {
         ("mlp", {"in_features": 5, "hidden": [4], "activation": "tanh", "batchnorm": True}),
         Spec(
             groups=(
-                UnitGroup(
+                chain(
                     "fc1", 4, "sign", "fc1.weight", "fc1.bias", bn("bn1"), (Out("out.weight"),)
                 ),
             ),
@@ -52,7 +68,7 @@ EXPECTED = {
         ("mlp", {"in_features": 5, "hidden": [4], "activation": "sign", "bias": False}),
         Spec(
             groups=(
-                UnitGroup("fc1", 4, "sign", "fc1.weight", None, None, (Out("out.weight"),), True),
+                chain("fc1", 4, "sign", "fc1.weight", None, None, (Out("out.weight"),), True),
             ),
             output=OutputLayer("out.weight", None, 10),
         ),
@@ -61,10 +77,10 @@ EXPECTED = {
         ("lenet", {}),  # the paper's: 28x28 -> conv 24 -> pool 12 -> conv 8 -> pool 4
         Spec(
             groups=(
-                UnitGroup(
+                chain(
                     "conv1", 20, "scale", "conv1.weight", "conv1.bias", None, (Out("conv2.weight"),)
                 ),
-                UnitGroup(
+                chain(
                     "conv2",
                     50,
                     "scale",
@@ -73,7 +89,7 @@ EXPECTED = {
                     None,
                     (Out("fc1.weight", 1, 16),),
                 ),
-                UnitGroup(
+                chain(
                     "fc1", 500, "scale", "fc1.weight", "fc1.bias", None, (Out("out.weight"),)
                 ),
             ),
@@ -84,7 +100,7 @@ EXPECTED = {
         ("vgg", {"layers": [4, "M", 6, 6, "M"], "input_size": 8, "hidden": [5]}),
         Spec(
             groups=(
-                UnitGroup(
+                chain(
                     "conv1",
                     4,
                     "scale",
@@ -93,7 +109,7 @@ EXPECTED = {
                     bn("bn1"),
                     (Out("conv2.weight"),),
                 ),
-                UnitGroup(
+                chain(
                     "conv2",
                     6,
                     "scale",
@@ -102,7 +118,7 @@ EXPECTED = {
                     bn("bn2"),
                     (Out("conv3.weight"),),
                 ),
-                UnitGroup(
+                chain(
                     "conv3",
                     6,
                     "scale",
@@ -111,7 +127,7 @@ EXPECTED = {
                     bn("bn3"),
                     (Out("fc1.weight", 1, 4),),
                 ),
-                UnitGroup("fc1", 5, "scale", "fc1.weight", "fc1.bias", None, (Out("out.weight"),)),
+                chain("fc1", 5, "scale", "fc1.weight", "fc1.bias", None, (Out("out.weight"),)),
             ),
             output=OutputLayer("out.weight", "out.bias", 10),
         ),
@@ -120,8 +136,8 @@ EXPECTED = {
         ("binary_mlp", {"in_features": 6, "hidden": [5, 4], "classes": 3}),
         Spec(
             groups=(
-                UnitGroup("fc1", 5, "sign", "fc1.weight", None, None, (Out("fc2.weight"),), True),
-                UnitGroup("fc2", 4, "sign", "fc2.weight", None, None, (Out("out.weight"),), True),
+                chain("fc1", 5, "sign", "fc1.weight", None, None, (Out("fc2.weight"),), True),
+                chain("fc2", 4, "sign", "fc2.weight", None, None, (Out("out.weight"),), True),
             ),
             output=OutputLayer("out.weight", None, 3),
         ),
@@ -129,7 +145,7 @@ EXPECTED = {
     "committee": (
         ("committee", {"in_features": 6, "hidden": 5}),
         Spec(
-            groups=(UnitGroup("hidden", 5, "none", "hidden.weight", None, None, (), True),),
+            groups=(chain("hidden", 5, "none", "hidden.weight", None, None, (), True),),
             output=None,
         ),
     ),
@@ -142,14 +158,14 @@ EXPECTED = {
         Spec(
             groups=(
                 # max-pool before the sign breaks the odd symmetry: permutations only
-                UnitGroup(
+                chain(
                     "conv1", 3, "none", "conv1.weight", None, None, (Out("conv2.weight"),), True
                 ),
-                UnitGroup(
+                chain(
                     "conv2", 4, "none", "conv2.weight", None, None, (Out("fc1.weight", 1, 4),), True
                 ),
-                UnitGroup("fc1", 6, "sign", "fc1.weight", None, None, (Out("fc2.weight"),), True),
-                UnitGroup("fc2", 5, "sign", "fc2.weight", None, None, (Out("out.weight"),), True),
+                chain("fc1", 6, "sign", "fc1.weight", None, None, (Out("fc2.weight"),), True),
+                chain("fc2", 5, "sign", "fc2.weight", None, None, (Out("out.weight"),), True),
             ),
             output=OutputLayer("out.weight", None, 10),
         ),
@@ -181,10 +197,10 @@ def test_custom_functional_module():
     spec = spec_from_module(FunctionalConvNet(3, 5, 2))
     assert structure(spec) == Spec(
         groups=(
-            UnitGroup(
+            chain(
                 "conv", 3, "scale", "conv.weight", "conv.bias", bn("bn"), (Out("fc.weight", 1, 16),)
             ),
-            UnitGroup("fc", 5, "sign", "fc.weight", "fc.bias", None, (Out("head.weight"),)),
+            chain("fc", 5, "sign", "fc.weight", "fc.bias", None, (Out("head.weight"),)),
         ),
         output=OutputLayer("head.weight", "head.bias", 2),
     )
@@ -204,7 +220,7 @@ def test_conv1d_bn_avgpool():
     """Conv1d, BatchNorm1d, AvgPool1d and reshape are supported; blocks follow the length."""
     spec = spec_from_module(Conv1dNet(4, 2))
     assert spec.groups[0].outgoing == (Out("out.weight", 1, 3),)
-    assert spec.groups[0].batchnorm == bn("bn")
+    assert spec.groups[0].producers[0].batchnorm == bn("bn")
 
 
 @given(models())
@@ -289,6 +305,40 @@ class GroupedConv(nn.Module):
         return self.out(torch.relu(self.conv(x)).flatten(1))
 
 
+class InputSkip(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.fc(x)) + x)
+
+
+class ChannelMultiplier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 3)
+        self.conv = nn.Conv2d(2, 4, 3, groups=2)
+        self.out = nn.Linear(4, 2)
+        self.input_shape = (1, 8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.conv(torch.relu(self.stem(x))).mean((2, 3)))
+
+
+class ParamConcat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.extra = nn.Parameter(torch.zeros(1, 3))
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([self.extra, torch.relu(self.fc(x))], dim=0)
+        return self.out(h)
+
+
 class TanhOutput(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -302,20 +352,44 @@ class TanhOutput(nn.Module):
 @pytest.mark.parametrize(
     ("model", "pattern"),
     [
-        (Residual(), r"unsupported op `add` .*residual additions are not supported"),
-        (WithGELU(), r"unsupported module GELU at `block.1`"),
         (WithSoftmaxFn(), r"unsupported op `softmax` in the top-level forward"),
         (BranchAndConcat(), r"unsupported op `cat`|feeds two branches"),
         (Shared(), r"layer `fc` is called more than once"),
-        (BNAfterActivation(), r"BatchNorm `bn` must directly follow a Linear or Conv layer"),
+        (InputSkip(), r"op `add` in the top-level forward combines the network's input"),
+        (ChannelMultiplier(), r"convolution `conv` uses groups=2 \(2 -> 4 channels\)"),
+        (ParamConcat(), r"unsupported op `cat`"),
         (GroupedConv(), r"convolution `conv` uses groups=2"),
         (TanhOutput(), r"op `tanh` after the output layer `out`"),
     ],
 )
 def test_unsupported_modules_are_named(model, pattern):
-    """Anything outside the supported chain is one clear error naming the op and module path."""
+    """Anything canon cannot follow is one clear error naming the op and module path."""
     with pytest.raises(UnsupportedModuleError, match=pattern):
         spec_from_module(model)
+
+
+def test_residual_stream_is_one_shared_group():
+    """An identity shortcut joins the groups on both sides: one group, two producers."""
+    spec = spec_from_module(Residual())
+    assert [(g.name, g.symmetry, g.weights) for g in spec.groups] == [
+        ("a", "scale", ("a.weight", "b.weight"))
+    ]
+    assert spec.groups[0].outgoing == (Out("b.weight"), Out("out.weight"))
+    assert spec.shared
+
+
+def test_non_homogeneous_ops_leave_permutations_only():
+    """GELU and a BatchNorm after an activation: symmetry `none`, BN tensors only permuted."""
+    assert [g.symmetry for g in spec_from_module(WithGELU()).groups] == ["none"]
+    spec = spec_from_module(BNAfterActivation())
+    (group,) = spec.groups
+    assert group.symmetry == "none" and group.producers[0].batchnorm is None
+    assert {c.name for c in group.carried} == {
+        "bn.weight",
+        "bn.bias",
+        "bn.running_mean",
+        "bn.running_var",
+    }
 
 
 def test_unknown_input_shape_is_explained():

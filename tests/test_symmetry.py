@@ -74,8 +74,8 @@ def test_normalized_units_have_unit_norm(model, seed):
         if group.normalized:
             norms = unit_vectors(normalized, group).norm(dim=1)
             torch.testing.assert_close(norms, torch.ones_like(norms))
-        if group.batchnorm is not None:
-            assert (normalized[group.batchnorm.weight] >= 0).all()
+        if group.producers[0].batchnorm is not None:
+            assert (normalized[group.producers[0].batchnorm.weight] >= 0).all()
     if spec.output is not None:
         norm = normalized[spec.output.weight].norm()
         assert math.isclose(float(norm), math.sqrt(spec.output.size), rel_tol=1e-12)

@@ -5,16 +5,20 @@ computes on the device its tensors live on.
 """
 
 from canon.core.alignment import Aligned as Aligned
-from canon.core.alignment import Alignment as Alignment
 from canon.core.alignment import align as align
-from canon.core.alignment import apply_alignment as apply_alignment
 from canon.core.alignment import canonicalize as canonicalize
-from canon.core.alignment import match as match
-from canon.core.alignment import solve_assignment as solve_assignment
+from canon.core.matching import default_method as default_method
+from canon.core.matching import match as match
+from canon.core.matching import match_weights as match_weights
+from canon.core.matching import matching_objective as matching_objective
 from canon.core.normalization import normalize as normalize
+from canon.core.permutations import Alignment as Alignment
+from canon.core.permutations import apply_alignment as apply_alignment
+from canon.core.permutations import solve_assignment as solve_assignment
 from canon.core.spec import BatchNormTensors as BatchNormTensors
 from canon.core.spec import OutgoingAxis as OutgoingAxis
 from canon.core.spec import OutputLayer as OutputLayer
+from canon.core.spec import Producer as Producer
 from canon.core.spec import Spec as Spec
 from canon.core.spec import TensorAxis as TensorAxis
 from canon.core.spec import TensorInfo as TensorInfo
@@ -30,6 +34,7 @@ __all__ = [
     "BatchNormTensors",
     "OutgoingAxis",
     "OutputLayer",
+    "Producer",
     "Spec",
     "TensorAxis",
     "TensorInfo",
@@ -39,7 +44,10 @@ __all__ = [
     "canonicalize",
     "check_finite",
     "check_state",
+    "default_method",
     "match",
+    "match_weights",
+    "matching_objective",
     "normalize",
     "random_symmetry",
     "solve_assignment",

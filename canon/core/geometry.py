@@ -17,11 +17,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from canon.core.alignment import Alignment, apply_alignment, match
+from canon.core.matching import match
 from canon.core.normalization import normalize
+from canon.core.permutations import Alignment, apply_alignment
 from canon.core.spec import Spec, check_state
+from canon.core.units import unit_vectors
 
-__all__ = ["Distances", "angles", "distances", "flat", "geodesic_distance", "hamming"]
+__all__ = [
+    "Distances",
+    "angles",
+    "distances",
+    "flat",
+    "free_distance",
+    "geodesic_distance",
+    "hamming",
+]
 
 
 def angles(a: Tensor, b: Tensor) -> Tensor:
@@ -49,18 +59,39 @@ def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Sp
     """sqrt(sum_k angle_k^2 + (sqrt(H^L) angle_L)^2) between two normalized, aligned networks.
 
     angle_k is the angle between the incoming weights of hidden unit k in the
-    two networks, angle_L the angle between the two output-layer weights
-    (seen as one vector each). Biases and BatchNorm parameters do not count.
+    two networks (its rows in all the group's producers), angle_L the angle
+    between the two output-layer weights (seen as one vector each). Biases
+    and BatchNorm parameters do not count, nor do units without a scale or
+    sign symmetry (see :func:`free_distance`).
     """
     total = torch.zeros((), dtype=torch.float64)
     for group in spec.groups:
-        theta = angles(a[group.weight].double(), b[group.weight].double())
+        if not group.on_sphere:
+            continue
+        theta = angles(
+            unit_vectors(a, group, effective=False).double(),
+            unit_vectors(b, group, effective=False).double(),
+        )
         total = total + theta.square().sum().cpu()
     if spec.output is not None:
         w_a = a[spec.output.weight].double().reshape(1, -1)
         w_b = b[spec.output.weight].double().reshape(1, -1)
         theta_out = angles(w_a, w_b)[0]
         total = total + spec.output.size * theta_out.square().cpu()
+    return math.sqrt(float(total))
+
+
+def free_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> float | None:
+    """Euclidean distance between the incoming weights of the units that are not on a
+    sphere (symmetry ``none``: GELU, ReLU6, norm-layer streams) of two aligned networks;
+    ``None`` when the architecture has no such units (DESIGN §3b)."""
+    free = [g for g in spec.groups if not g.on_sphere]
+    if not free:
+        return None
+    total = torch.zeros((), dtype=torch.float64)
+    for group in free:
+        diff = unit_vectors(a, group, effective=False) - unit_vectors(b, group, effective=False)
+        total = total + diff.double().square().sum().cpu()
     return math.sqrt(float(total))
 
 
@@ -74,7 +105,10 @@ class Distances:
     """Every distance between two networks that applies to their architecture.
 
     ``euclidean``: raw parameters; ``euclidean_aligned``: b aligned to a (not
-    normalized); ``geodesic``: normalized and aligned (per-sphere sum).
+    normalized); ``geodesic``: normalized and aligned (per-sphere sum);
+    ``euclidean_free``: normalized and aligned, over the units with no scale or
+    sign symmetry, which are not on spheres (only for architectures that
+    have such units).
     Binary networks also get the Hamming distance between weight signs, raw and
     aligned, as a count and as a fraction of the binary weights.
     """
@@ -82,6 +116,7 @@ class Distances:
     euclidean: float
     euclidean_aligned: float
     geodesic: float
+    euclidean_free: float | None = None
     hamming: int | None = None
     hamming_fraction: float | None = None
     hamming_aligned: int | None = None
@@ -102,10 +137,11 @@ def distances(
     b: Mapping[str, Tensor],
     spec: Spec,
     alignment: Alignment | None = None,
+    method: str = "auto",
 ) -> Distances:
     """All distances between networks ``a`` and ``b`` (see :class:`Distances`).
 
-    ``b`` is aligned to ``a`` (Alg. 2 on the normalized networks) unless the
+    ``b`` is aligned to ``a`` (``method`` on the normalized networks) unless the
     alignment of ``b`` to ``a`` is given. Symmetric up to the alignment heuristic.
     """
     check_state(a, spec, "`a`")
@@ -113,13 +149,14 @@ def distances(
     params = spec.parameters
     norm_a, norm_b = normalize(a, spec, check=False), normalize(b, spec, check=False)
     if alignment is None:
-        alignment = match(norm_b, norm_a, spec)
+        alignment = match(norm_b, norm_a, spec, method)
     aligned_b = apply_alignment(b, alignment, spec)
     canon_b = apply_alignment(norm_b, alignment, spec)
     result: dict[str, Any] = {
         "euclidean": float((flat(a, params) - flat(b, params)).double().norm()),
         "euclidean_aligned": float((flat(a, params) - flat(aligned_b, params)).double().norm()),
         "geodesic": geodesic_distance(norm_a, canon_b, spec),
+        "euclidean_free": free_distance(norm_a, canon_b, spec),
     }
     binary = spec.binary_weights
     if binary:

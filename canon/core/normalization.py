@@ -11,8 +11,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from canon.core.spec import Spec, UnitGroup, check_state
-from canon.core.units import scale_units, unit_norms
+from canon.core.spec import Producer, Spec, UnitGroup, check_state, forward_order
+from canon.core.units import bn_gain, scale_units, unit_norms
 
 __all__ = ["normalize"]
 
@@ -22,7 +22,13 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
 
     For each group in forward order with a ``scale`` symmetry, unit ``k``'s
     incoming weights and bias are divided by n_k, the L2 norm of its incoming
-    weights, and its outgoing weights multiplied by n_k. A unit followed by
+    weights, and its outgoing weights multiplied by n_k. In a group with
+    several producers (a residual stream) n_k is the norm of the unit's
+    effective rows in the producers that determine it
+    (:func:`~canon.core.spec.forward_order`: those not downstream of the
+    group itself), and one factor divides every producer's slice (DESIGN
+    §3b). Counting every producer would ask for a fixed point that need not
+    exist: the blocks' contributions scale with the stream's own factor. A unit followed by
     BatchNorm is normalized through its effective weight
     gamma_k / sqrt(var_k + eps) * w_k: w_k goes to unit norm with the running
     mean and variance adjusted to match (exact up to the eps term), the sign
@@ -44,8 +50,13 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
     if check:
         check_state(state, spec, "`state`")
     out = dict(state)
-    for group in spec.groups:
-        _normalize_group(out, group)
+    done: set[str] = set()
+    for group, determining in forward_order(spec):
+        _normalize_group(out, group, determining, done)
+    for group in spec.groups:  # producers that did not determine their group's scale
+        for producer in group.producers:
+            if producer.batchnorm is not None and producer.weight not in done:
+                _normalize_batchnorm_input(out, producer)
     if spec.output is not None:
         layer = spec.output
         norm = torch.linalg.vector_norm(out[layer.weight])
@@ -61,34 +72,54 @@ def _safe(x: Tensor) -> Tensor:
     return torch.where(x > 0, x, torch.ones_like(x))
 
 
-def _normalize_group(out: dict[str, Tensor], group: UnitGroup) -> None:
-    bn = group.batchnorm
-    if bn is None and not group.normalized:
+def _normalize_batchnorm_input(out: dict[str, Tensor], producer: Producer) -> None:
+    """BN's input scale is a symmetry whatever follows: w -> w / n with mean -> mean / n,
+    var -> var / n^2; and so is (w, b, mean, gamma) -> -(...). Make |w_k| = 1, gamma_k >= 0."""
+    bn = producer.batchnorm
+    assert bn is not None
+    inverse = 1.0 / _safe(unit_norms(out[producer.weight]))
+    gamma = out[bn.weight]
+    # where gamma is 0 the unit's output does not depend on w: fix the sign of w's sum
+    w = out[producer.weight]
+    key = torch.where(gamma != 0, gamma, w.reshape(w.shape[0], -1).sum(1).to(gamma.dtype))
+    flip = torch.where(key < 0, -torch.ones_like(gamma), torch.ones_like(gamma))
+    out[producer.weight] = scale_units(out[producer.weight], 0, inverse * flip)
+    if producer.bias is not None:
+        out[producer.bias] = out[producer.bias] * inverse * flip
+    out[bn.running_mean] = out[bn.running_mean] * inverse * flip
+    out[bn.running_var] = out[bn.running_var] * inverse.square()
+    out[bn.weight] = gamma * flip
+
+
+def _output_scale(out: Mapping[str, Tensor], producer: Producer) -> Tensor:
+    """The norm of each unit's effective incoming weights in one producer (after its
+    BatchNorm's input was normalized, the BN gain)."""
+    gain = bn_gain(out, producer)
+    return unit_norms(out[producer.weight]) if gain is None else gain
+
+
+def _normalize_group(
+    out: dict[str, Tensor],
+    group: UnitGroup,
+    determining: tuple[Producer, ...],
+    done: set[str],
+) -> None:
+    for producer in determining:
+        if producer.batchnorm is not None:
+            _normalize_batchnorm_input(out, producer)
+        done.add(producer.weight)
+    if not group.normalized:
         return  # e.g. tanh: not homogeneous, the unit keeps its scale
-    norms = _safe(unit_norms(out[group.weight]))
+    scales = [_output_scale(out, p) for p in determining]
+    # one factor per unit for all producers: the norm of the concatenated effective rows
+    norms = _safe(scales[0] if len(scales) == 1 else torch.stack(scales).square().sum(0).sqrt())
     inverse = 1.0 / norms
-    weight = scale_units(out[group.weight], 0, inverse)
-    bias = None if group.bias is None else out[group.bias] * inverse
-    compensation = norms
-    if bn is not None:
-        # BN's input scale is a symmetry whatever the activation: w -> w / n with
-        # mean -> mean / n, var -> var / n^2; and so is (w, b, mean, gamma) -> -(...).
-        mean = out[bn.running_mean] * inverse
-        var = out[bn.running_var] * inverse.square()
-        gamma, beta = out[bn.weight], out[bn.bias]
-        flip = torch.where(gamma < 0, -torch.ones_like(gamma), torch.ones_like(gamma))
-        weight = scale_units(weight, 0, flip)
-        bias = None if bias is None else bias * flip
-        mean, gamma = mean * flip, gamma * flip
-        if group.normalized:
-            compensation = _safe(gamma / torch.sqrt(var + bn.eps))
-            gamma, beta = gamma / compensation, beta / compensation
-        out[bn.weight], out[bn.bias] = gamma, beta
-        out[bn.running_mean], out[bn.running_var] = mean, var
-    out[group.weight] = weight
-    if group.bias is not None:
-        assert bias is not None
-        out[group.bias] = bias
+    for producer in group.producers:
+        for name in producer.own_scale:
+            if producer.batchnorm is None:
+                out[name] = scale_units(out[name], 0, inverse)
+            else:  # BN's affine is per unit already
+                out[name] = out[name] / norms
     if group.symmetry == "scale":
         for axis in group.outgoing:
-            out[axis.name] = scale_units(out[axis.name], axis.axis, compensation, axis.block)
+            out[axis.name] = scale_units(out[axis.name], axis.axis, norms, axis.block)

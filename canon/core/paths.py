@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from canon.core.spec import Spec
+from canon.core.units import split_rows, unit_vectors
 from canon.errors import ConfigError
 
 __all__ = [
@@ -208,13 +209,27 @@ def geodesic_path(
 ) -> NetworkPath:
     """The geodesic between two normalized, aligned networks.
 
-    Every hidden unit's incoming weights move along their great circle at the
-    same fraction x (slerp), the output layer's weight along its sphere;
-    biases, BatchNorm parameters and running statistics move linearly.
+    Every hidden unit's incoming weights (its rows in all of its group's
+    producers) move along their great circle at the same fraction x (slerp),
+    the output layer's weight along its sphere; biases, BatchNorm parameters,
+    running statistics and units without a scale or sign symmetry move
+    linearly.
     """
     tensors: dict[str, TensorPath] = {n: _constant_or_linear(a[n], b[n], x) for n in a}
     for group in spec.groups:
-        tensors[group.weight] = _great_circle(a[group.weight], b[group.weight], x, True)
+        if not group.on_sphere:
+            continue  # units with no scale symmetry move linearly (DESIGN §3b)
+        if not group.shared:
+            name = group.weights[0]
+            tensors[name] = _great_circle(a[name], b[name], x, True)
+            continue
+        # one great circle per unit through its rows in every producer
+        rows_a = unit_vectors(a, group, effective=False)
+        rows_b = unit_vectors(b, group, effective=False)
+        circle = _great_circle(rows_a, rows_b, x, True)
+        parts = [split_rows(base, group, a) for base in circle.bases]
+        for name in group.weights:
+            tensors[name] = Combination(tuple(p[name] for p in parts), circle.coefs)
     if spec.output is not None:
         name = spec.output.weight
         tensors[name] = _great_circle(a[name], b[name], x, False)

@@ -2,12 +2,14 @@
 
 A :class:`Spec` is the contract between a network's state dict and every
 symmetry operation (DESIGN §3 "Spec"). It lists the network's *unit groups*
-(hidden layers, in forward order) and its output layer. Each group names its
-incoming tensors (the producing layer's weight rows or filters, its bias and,
-when the layer is followed by BatchNorm, the BN parameters and running
-statistics) and its outgoing tensors (the consuming layers' input axes; for
-conv -> flatten -> linear, contiguous blocks of ``block`` columns per
-channel), and states which activation symmetry the group has.
+(sets of hidden units that permute together, in forward order) and its output
+layer. Each group names its producers (the layers whose outputs are its units:
+weight rows or filters, bias and, when the layer is followed by BatchNorm, the
+BN parameters and running statistics; several for a residual stream), its
+outgoing tensors (the consuming layers' input axes; for conv -> flatten ->
+linear, contiguous blocks of ``block`` columns per channel) and the tensors
+only permuted with it (norm layers, depthwise filters), and states which
+activation symmetry the group has (DESIGN §3, §3b).
 
 Specs are plain frozen records: they compare by value, serialize to JSON and
 back, and carry the shape and dtype of every tensor of the state dict so that
@@ -26,16 +28,20 @@ from canon.errors import NonFiniteError, SpecMismatchError
 
 __all__ = [
     "BatchNormTensors",
+    "CarriedAxis",
     "OutgoingAxis",
     "OutputLayer",
+    "Producer",
     "Role",
     "Spec",
     "Symmetry",
+    "Tap",
     "TensorAxis",
     "TensorInfo",
     "UnitGroup",
     "check_finite",
     "check_state",
+    "forward_order",
 ]
 
 Symmetry = Literal["scale", "sign", "none"]
@@ -47,7 +53,7 @@ flip, compensated in the outgoing weights (odd activations: tanh, sign).
 ``none``: only the permutation symmetry.
 """
 
-Role = Literal["incoming", "outgoing"]
+Role = Literal["incoming", "outgoing", "carried"]
 
 SYMMETRIES: tuple[Symmetry, ...] = ("scale", "sign", "none")
 
@@ -96,6 +102,62 @@ class OutgoingAxis:
 
 
 @dataclass(frozen=True)
+class Producer:
+    """A layer whose outputs are the group's units: ``weight`` (units on axis 0:
+    Linear rows, Conv filters), its ``bias`` and the ``batchnorm`` that directly follows it."""
+
+    weight: str
+    bias: str | None = None
+    batchnorm: BatchNormTensors | None = None
+
+    @property
+    def incoming(self) -> tuple[str, ...]:
+        """Names of the producer's tensors indexed by the units on axis 0."""
+        names = [self.weight]
+        if self.bias is not None:
+            names.append(self.bias)
+        if self.batchnorm is not None:
+            bn = self.batchnorm
+            names += [bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        return tuple(names)
+
+    @property
+    def own_scale(self) -> tuple[str, ...]:
+        """The tensors that carry the units' output scale: BN's affine after BatchNorm,
+        else the weight and bias."""
+        if self.batchnorm is not None:
+            return (self.batchnorm.weight, self.batchnorm.bias)
+        return (self.weight,) if self.bias is None else (self.weight, self.bias)
+
+    @property
+    def odd(self) -> tuple[str, ...]:
+        """The tensors negated to negate the producer's output (a sign flip)."""
+        names = [self.weight] if self.bias is None else [self.weight, self.bias]
+        if self.batchnorm is not None:
+            names += [self.batchnorm.running_mean, self.batchnorm.bias]
+        return tuple(names)
+
+
+@dataclass(frozen=True)
+class CarriedAxis:
+    """A tensor that is only permuted with the group: a LayerNorm's or GroupNorm's
+    affine, a depthwise convolution's filters, a BatchNorm that does not follow a layer."""
+
+    name: str
+    axis: int = 0
+
+
+@dataclass(frozen=True)
+class Tap:
+    """A point of the traced graph whose output holds the group's units on ``axis``
+    (in blocks of ``block``): where activation matching reads them."""
+
+    node: str
+    axis: int = 1
+    block: int = 1
+
+
+@dataclass(frozen=True)
 class TensorAxis:
     """One tensor that moves with a unit group: its name, the units' axis and role."""
 
@@ -107,47 +169,63 @@ class TensorAxis:
 
 @dataclass(frozen=True)
 class UnitGroup:
-    """A hidden layer's units and everything that moves with them.
+    """A set of hidden units that permute together, and everything that moves with them.
 
-    ``weight`` is the producing layer's weight (units on axis 0: Linear rows,
-    Conv filters), ``bias`` its bias, ``batchnorm`` the BN that follows it.
-    ``scale_invariant`` is true when the units' outputs do not depend on their
-    incoming scale at all (a sign activation, reached through positively
-    homogeneous ops), so the incoming weights can be normalized without
-    compensation.
+    ``producers`` are the layers whose outputs are the units (one for a plain
+    hidden layer; several for a residual stream: the stem, every block's last
+    layer, projection shortcuts), ``outgoing`` the consuming layers' input
+    axes, ``carried`` the tensors that are only permuted with the units
+    (DESIGN §3b). Unit k's incoming vector is the concatenation of its rows in
+    all producers. ``scale_invariant`` is true when the units' outputs do not
+    depend on their incoming scale at all (a sign activation, reached through
+    positively homogeneous ops), so the incoming weights can be normalized
+    without compensation. ``blocks`` > 1 restricts permutations to within
+    each of that many contiguous blocks of units (GroupNorm groups).
     """
 
     name: str
     size: int
     symmetry: Symmetry
-    weight: str
-    bias: str | None = None
-    batchnorm: BatchNormTensors | None = None
+    producers: tuple[Producer, ...]
     outgoing: tuple[OutgoingAxis, ...] = ()
     scale_invariant: bool = False
+    carried: tuple[CarriedAxis, ...] = ()
+    blocks: int = 1
+    taps: tuple[Tap, ...] = field(default=(), compare=False)
+
+    @property
+    def weights(self) -> tuple[str, ...]:
+        """The producers' weights (units on axis 0)."""
+        return tuple(p.weight for p in self.producers)
 
     @property
     def incoming(self) -> tuple[str, ...]:
-        """Names of the tensors indexed by the units on axis 0."""
-        names = [self.weight]
-        if self.bias is not None:
-            names.append(self.bias)
-        if self.batchnorm is not None:
-            bn = self.batchnorm
-            names += [bn.weight, bn.bias, bn.running_mean, bn.running_var]
-        return tuple(names)
+        """Names of the producers' tensors indexed by the units on axis 0."""
+        return tuple(name for p in self.producers for name in p.incoming)
+
+    @property
+    def shared(self) -> bool:
+        """Whether several layers produce the units (a residual stream)."""
+        return len(self.producers) > 1
 
     @property
     def tensors(self) -> tuple[TensorAxis, ...]:
         """Every tensor that moves with the group, with its axis and role."""
         inc = [TensorAxis(name, 0, "incoming") for name in self.incoming]
         out = [TensorAxis(o.name, o.axis, "outgoing", o.block) for o in self.outgoing]
-        return tuple(inc + out)
+        kept = [TensorAxis(c.name, c.axis, "carried") for c in self.carried]
+        return tuple(inc + out + kept)
 
     @property
     def normalized(self) -> bool:
         """Whether normalization (Alg. 1) rescales this group's units."""
         return self.symmetry == "scale" or self.scale_invariant
+
+    @property
+    def on_sphere(self) -> bool:
+        """Whether the units are points on spheres (distances are angles), or move
+        freely (symmetry ``none``: Euclidean terms, DESIGN §3b)."""
+        return self.symmetry != "none" or self.scale_invariant
 
 
 @dataclass(frozen=True)
@@ -181,6 +259,11 @@ class Spec:
         raise KeyError(f"no unit group `{name}` in this spec (groups: {known})")
 
     @property
+    def shared(self) -> bool:
+        """Whether any group has several producers (residual streams)."""
+        return any(g.shared for g in self.groups)
+
+    @property
     def tensor_info(self) -> dict[str, TensorInfo]:
         """The state dict's tensors by name."""
         return {t.name: t for t in self.tensors}
@@ -203,11 +286,19 @@ class Spec:
                     "name": g.name,
                     "size": g.size,
                     "symmetry": g.symmetry,
-                    "weight": g.weight,
-                    "bias": g.bias,
-                    "batchnorm": None if g.batchnorm is None else vars(g.batchnorm).copy(),
+                    "producers": [
+                        {
+                            "weight": p.weight,
+                            "bias": p.bias,
+                            "batchnorm": None if p.batchnorm is None else vars(p.batchnorm).copy(),
+                        }
+                        for p in g.producers
+                    ],
                     "outgoing": [vars(o).copy() for o in g.outgoing],
                     "scale_invariant": g.scale_invariant,
+                    "carried": [vars(c).copy() for c in g.carried],
+                    "blocks": g.blocks,
+                    "taps": [vars(t).copy() for t in g.taps],
                 }
                 for g in self.groups
             ],
@@ -224,17 +315,26 @@ class Spec:
         for g in data["groups"]:
             if g["symmetry"] not in SYMMETRIES:
                 raise ValueError(f"unknown symmetry `{g['symmetry']}` in spec group {g['name']}")
-            bn = g.get("batchnorm")
             groups.append(
                 UnitGroup(
                     name=g["name"],
                     size=int(g["size"]),
                     symmetry=cast(Symmetry, g["symmetry"]),
-                    weight=g["weight"],
-                    bias=g.get("bias"),
-                    batchnorm=None if bn is None else BatchNormTensors(**bn),
+                    producers=tuple(
+                        Producer(
+                            p["weight"],
+                            p.get("bias"),
+                            None
+                            if p.get("batchnorm") is None
+                            else BatchNormTensors(**p["batchnorm"]),
+                        )
+                        for p in g["producers"]
+                    ),
                     outgoing=tuple(OutgoingAxis(**o) for o in g.get("outgoing", ())),
                     scale_invariant=bool(g.get("scale_invariant", False)),
+                    carried=tuple(CarriedAxis(**c) for c in g.get("carried", ())),
+                    blocks=int(g.get("blocks", 1)),
+                    taps=tuple(Tap(**t) for t in g.get("taps", ())),
                 )
             )
         out = data.get("output")
@@ -246,6 +346,37 @@ class Spec:
                 for name, shape, dtype, *flags in data.get("tensors", ())
             ),
         )
+
+
+def forward_order(spec: Spec) -> tuple[tuple[UnitGroup, tuple[Producer, ...]], ...]:
+    """The groups in the order normalization and Alg. 2 visit them, each with the
+    producers that determine its units' scale and match.
+
+    A producer counts once every group it reads is done. In a chain that is
+    each group's one producer, in forward order. In a residual stream the
+    stem (and, in later stages, the first block's last layer and its
+    projection shortcut) count; the later blocks' last layers read groups
+    that themselves read the stream, and they follow the stream's factor
+    instead (DESIGN §3b).
+    """
+    reads: dict[str, set[str]] = {}
+    for group in spec.groups:
+        for axis in group.outgoing:
+            reads.setdefault(axis.name, set()).add(group.name)
+    done: set[str] = set()
+    order: list[tuple[UnitGroup, tuple[Producer, ...]]] = []
+    remaining = list(spec.groups)
+    while remaining:
+        index, ready = 0, remaining[0].producers  # a spec written by hand may have cycles
+        for i, group in enumerate(remaining):
+            found = tuple(p for p in group.producers if reads.get(p.weight, set()) <= done)
+            if found:
+                index, ready = i, found
+                break
+        group = remaining.pop(index)
+        order.append((group, ready))
+        done.add(group.name)
+    return tuple(order)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -10,7 +10,7 @@ canonical forms remove the symmetries.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ from torch import Tensor
 from canon.core.spec import Spec, UnitGroup
 from canon.core.units import permute_units, scale_units
 
-__all__ = ["random_symmetry"]
+__all__ = ["random_permutation", "random_symmetry"]
 
 
 def random_symmetry(
@@ -31,13 +31,15 @@ def random_symmetry(
 ) -> dict[str, Tensor]:
     """Apply a random function-preserving transformation to ``state``.
 
-    Every group's units are permuted. ``scale`` groups are rescaled per unit by
+    Every group's units are permuted (within blocks where the group has
+    them), with every tensor that moves with them. ``scale`` groups are rescaled per unit by
     factors in [1/max_scale, max_scale] with compensation in the outgoing
     weights (after BatchNorm: gamma and beta are rescaled); scale-invariant
     groups have their incoming weights rescaled with no compensation;
     ``sign`` groups have random units negated along with their outgoing
-    weights. Units followed by BatchNorm also get the two BN symmetries: the
-    input scale (w, b, mean times c, var times c^2: exact up to eps; skip it
+    weights. A shared group (a residual stream) gets one factor, sign and
+    permutation per unit for all its producers. Units followed by BatchNorm
+    also get the two BN symmetries: the input scale (w, b, mean times c, var times c^2: exact up to eps; skip it
     with ``bn_input_scale=False``) and the sign of gamma (w, b, mean, gamma
     negated: exact). The output layer is scaled by one positive factor.
     """
@@ -62,6 +64,14 @@ def _signs(n: int, gen: torch.Generator) -> Tensor:
     return torch.randint(0, 2, (n,), generator=gen).to(torch.float64) * 2 - 1
 
 
+def random_permutation(n: int, blocks: int, gen: torch.Generator) -> Tensor:
+    """A random permutation of ``n`` units that keeps each of ``blocks`` contiguous blocks."""
+    if blocks == 1:
+        return torch.randperm(n, generator=gen)
+    m = n // blocks
+    return torch.cat([b * m + torch.randperm(m, generator=gen) for b in range(blocks)])
+
+
 def _transform_group(
     out: dict[str, Tensor],
     group: UnitGroup,
@@ -71,7 +81,7 @@ def _transform_group(
 ) -> None:
     n = group.size
 
-    def scale_incoming(names: list[str | None], factors: Tensor) -> None:
+    def scale_incoming(names: Sequence[str | None], factors: Tensor) -> None:
         for name in names:
             if name is not None:
                 out[name] = scale_units(out[name], 0, factors)
@@ -80,31 +90,27 @@ def _transform_group(
         for axis in group.outgoing:
             out[axis.name] = scale_units(out[axis.name], axis.axis, factors, axis.block)
 
-    bn = group.batchnorm
-    if bn is not None:
-        if bn_input_scale:
-            c = _factors(n, gen, max_scale)
-            scale_incoming([group.weight, group.bias, bn.running_mean], c)
-            scale_incoming([bn.running_var], c.square())
-        flip = _signs(n, gen)
-        scale_incoming([group.weight, group.bias, bn.running_mean, bn.weight], flip)
+    for producer in group.producers:
+        bn = producer.batchnorm
+        if bn is not None:
+            if bn_input_scale:
+                c = _factors(n, gen, max_scale)
+                scale_incoming([producer.weight, producer.bias, bn.running_mean], c)
+                scale_incoming([bn.running_var], c.square())
+            flip = _signs(n, gen)
+            scale_incoming([producer.weight, producer.bias, bn.running_mean, bn.weight], flip)
     # the units' own scale: the BN output after BatchNorm, the pre-activation without
-    own = [bn.weight, bn.bias] if bn is not None else [group.weight, group.bias]
     if group.normalized:
         a = _factors(n, gen, max_scale)
-        scale_incoming(list(own), a)
+        for producer in group.producers:
+            scale_incoming(producer.own_scale, a)
         if group.symmetry == "scale":
             scale_outgoing(1.0 / a)
     if group.symmetry == "sign":
         s = _signs(n, gen)
-        scale_incoming([group.weight, group.bias], s)
-        if bn is not None:
-            scale_incoming([bn.running_mean, bn.bias], s)
+        for producer in group.producers:
+            scale_incoming(producer.odd, s)
         scale_outgoing(s)
-    perm = torch.randperm(n, generator=gen)
-    for name in group.incoming:
-        out[name] = permute_units(out[name], 0, perm.to(out[name].device))
-    for axis in group.outgoing:
-        out[axis.name] = permute_units(
-            out[axis.name], axis.axis, perm.to(out[axis.name].device), axis.block
-        )
+    perm = random_permutation(n, group.blocks, gen)
+    for t in group.tensors:
+        out[t.name] = permute_units(out[t.name], t.axis, perm.to(out[t.name].device), t.block)

@@ -13,9 +13,17 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from canon.core.spec import UnitGroup
+from canon.core.spec import Producer, UnitGroup
 
-__all__ = ["bn_gain", "permute_units", "scale_units", "unit_norms", "unit_vectors"]
+__all__ = [
+    "bn_gain",
+    "permute_units",
+    "producer_rows",
+    "scale_units",
+    "split_rows",
+    "unit_norms",
+    "unit_vectors",
+]
 
 
 def _expand(values: Tensor, block: int) -> Tensor:
@@ -44,23 +52,41 @@ def unit_norms(weight: Tensor) -> Tensor:
     return norms
 
 
-def bn_gain(state: Mapping[str, Tensor], group: UnitGroup) -> Tensor | None:
-    """Per-unit factor gamma / sqrt(var + eps) of the group's BatchNorm, or None without one."""
-    bn = group.batchnorm
+def bn_gain(state: Mapping[str, Tensor], producer: Producer) -> Tensor | None:
+    """Per-unit factor gamma / sqrt(var + eps) of the producer's BatchNorm, or None without one."""
+    bn = producer.batchnorm
     if bn is None:
         return None
     gain: Tensor = state[bn.weight] / torch.sqrt(state[bn.running_var] + bn.eps)
     return gain
 
 
-def unit_vectors(state: Mapping[str, Tensor], group: UnitGroup) -> Tensor:
-    """Each unit's effective incoming weight as a row: ``[size, fan_in]``.
+def producer_rows(state: Mapping[str, Tensor], producer: Producer, effective: bool) -> Tensor:
+    """The producer's weight as one row per unit; with ``effective``, times its BN gain."""
+    w = state[producer.weight]
+    rows: Tensor = w.reshape(w.shape[0], -1)
+    gain = bn_gain(state, producer) if effective else None
+    return rows if gain is None else rows * gain.unsqueeze(1)
 
-    For a unit followed by BatchNorm the effective weight is
-    gamma / sqrt(var + eps) * w (DESIGN §3 "Normalization").
+
+def unit_vectors(state: Mapping[str, Tensor], group: UnitGroup, effective: bool = True) -> Tensor:
+    """Each unit's incoming vector as a row: ``[size, fan_in]``.
+
+    The concatenation of the unit's rows in every producer; with ``effective``
+    (the default) a producer followed by BatchNorm contributes its effective
+    weight gamma / sqrt(var + eps) * w (DESIGN §3 "Normalization", §3b).
     """
-    w: Tensor = state[group.weight].reshape(group.size, -1)
-    gain = bn_gain(state, group)
-    if gain is not None:
-        w = w * gain.unsqueeze(1)
-    return w
+    rows = [producer_rows(state, p, effective) for p in group.producers]
+    return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+
+
+def split_rows(rows: Tensor, group: UnitGroup, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Inverse of :func:`unit_vectors` without gains: the producers' weights from their rows."""
+    out: dict[str, Tensor] = {}
+    offset = 0
+    for p in group.producers:
+        w = like[p.weight]
+        width = w[0].numel() if w.shape[0] else 0
+        out[p.weight] = rows[:, offset : offset + width].reshape(w.shape)
+        offset += width
+    return out

@@ -1,0 +1,173 @@
+"""Alignments (per-group permutations and signs) and how they move a state dict.
+
+An :class:`Alignment` says, for every unit group, which old unit each new unit
+is and, for ``sign`` groups, which units are negated. :func:`apply_alignment`
+moves every tensor that carries a group's units along its axis;
+:func:`moved` does the same for one tensor, leaving out chosen groups (what
+weight matching needs for each step). :func:`solve_assignment` is the linear
+assignment every matching method ends in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from canon.core.spec import Spec
+from canon.core.units import permute_units, scale_units
+from canon.errors import SpecMismatchError
+
+__all__ = [
+    "Alignment",
+    "UnitAxis",
+    "apply_alignment",
+    "check_alignment",
+    "identity_alignment",
+    "moved",
+    "solve_assignment",
+    "unit_axes",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class Alignment:
+    """Per group: the permutation (new unit k is old unit ``perm[k]``) and, for
+    ``sign`` groups, the sign (+1 or -1) each unit is multiplied by after it."""
+
+    permutations: Mapping[str, Tensor]
+    signs: Mapping[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether every permutation is the identity and every sign positive."""
+        perms = all(
+            bool(torch.equal(p.cpu(), torch.arange(len(p)))) for p in self.permutations.values()
+        )
+        return perms and all(bool((s > 0).all()) for s in self.signs.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable form (inverse of :meth:`from_dict`)."""
+        return {
+            "permutations": {k: v.tolist() for k, v in self.permutations.items()},
+            "signs": {k: [int(x) for x in v.tolist()] for k, v in self.signs.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Alignment:
+        """Rebuild an alignment from :meth:`to_dict` output."""
+        return cls(
+            permutations={
+                k: torch.tensor(v, dtype=torch.int64) for k, v in data["permutations"].items()
+            },
+            signs={k: torch.tensor(v, dtype=torch.float32) for k, v in data["signs"].items()},
+        )
+
+
+def identity_alignment(spec: Spec) -> Alignment:
+    """The alignment that changes nothing: identity permutations, positive signs."""
+    return Alignment(
+        {g.name: torch.arange(g.size) for g in spec.groups},
+        {g.name: torch.ones(g.size) for g in spec.groups if g.symmetry == "sign"},
+    )
+
+
+def solve_assignment(similarity: Tensor, blocks: int = 1) -> Tensor:
+    """The permutation ``perm`` maximizing sum_k similarity[k, perm[k]] (a linear assignment).
+
+    Solved by ``scipy.optimize.linear_sum_assignment`` on the cost -similarity
+    after subtracting each row's minimum and then each column's minimum. The
+    reduction changes every assignment's total by the same constant, so the
+    optimal assignments are exactly those of the raw matrix; it hands the
+    shortest-augmenting-path solver a zero in every row and column, which
+    makes it about a third faster on dense cosine matrices. With ``blocks`` >
+    1 each unit may only move within its contiguous block (GroupNorm groups):
+    one assignment per diagonal block.
+    """
+    n = similarity.shape[0]
+    if blocks > 1:
+        m = n // blocks
+        parts = [
+            solve_assignment(similarity[b * m : (b + 1) * m, b * m : (b + 1) * m]) + b * m
+            for b in range(blocks)
+        ]
+        return torch.cat(parts)
+    cost = np.array(similarity.detach().cpu().numpy(), dtype=np.float64, order="C")
+    np.negative(cost, out=cost)
+    cost -= cost.min(axis=1, keepdims=True)
+    cost -= cost.min(axis=0, keepdims=True)
+    _, cols = linear_sum_assignment(cost)
+    return torch.from_numpy(cols).to(device=similarity.device, dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class UnitAxis:
+    """One axis of one tensor that carries a group's units; ``signed`` when a sign flip
+    of the units negates the tensor's slices."""
+
+    group: str
+    axis: int
+    block: int
+    signed: bool
+
+
+def unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
+    """For every tensor that moves with some group: the unit axes it has."""
+    axes: dict[str, list[UnitAxis]] = {}
+    for group in spec.groups:
+        odd = {name for p in group.producers for name in p.odd}
+        for t in group.tensors:
+            signed = group.symmetry == "sign" and (t.role == "outgoing" or t.name in odd)
+            axes.setdefault(t.name, []).append(UnitAxis(group.name, t.axis, t.block, signed))
+    return {name: tuple(found) for name, found in axes.items()}
+
+
+def _move(t: Tensor, axis: UnitAxis, alignment: Alignment) -> Tensor:
+    perm = alignment.permutations[axis.group].to(t.device)
+    out = permute_units(t, axis.axis, perm, axis.block)
+    sign = alignment.signs.get(axis.group) if axis.signed else None
+    return out if sign is None else scale_units(out, axis.axis, sign.to(t.device), axis.block)
+
+
+def moved(
+    t: Tensor,
+    axes: tuple[UnitAxis, ...],
+    alignment: Alignment,
+    skip: UnitAxis | None = None,
+) -> Tensor:
+    """Tensor ``t`` moved along each of its unit ``axes`` by ``alignment``, except ``skip``."""
+    for axis in axes:
+        if axis != skip:
+            t = _move(t, axis, alignment)
+    return t
+
+
+def check_alignment(alignment: Alignment, spec: Spec) -> None:
+    """Reject an alignment that lacks a permutation of the right size for some group."""
+    for group in spec.groups:
+        perm = alignment.permutations.get(group.name)
+        if perm is None or perm.shape != (group.size,):
+            raise SpecMismatchError(
+                f"alignment has no permutation of size {group.size} for group `{group.name}`"
+            )
+
+
+def apply_alignment(
+    state: Mapping[str, Tensor], alignment: Alignment, spec: Spec
+) -> dict[str, Tensor]:
+    """``state`` with every group's tensors permuted (and sign-flipped) by ``alignment``.
+
+    A sign flip negates the unit's weights and biases in every producer (and,
+    after BatchNorm, its running mean and beta, so the BN output is negated)
+    and its outgoing weights: the same function for odd activations.
+    """
+    check_alignment(alignment, spec)
+    out = dict(state)
+    for name, axes in unit_axes(spec).items():
+        out[name] = moved(state[name], axes, alignment)
+    return out
