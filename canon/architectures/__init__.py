@@ -1,6 +1,7 @@
 """Architectures by name: the built-ins and user factories (``module:function``)."""
 
 from canon.architectures import _builtin as _builtin  # registers the built-ins
+from canon.architectures import _registry
 from canon.architectures._builtin import Network as Network
 from canon.architectures._registry import Architecture as Architecture
 from canon.architectures._registry import CheckedConfig as CheckedConfig
@@ -13,16 +14,5 @@ from canon.architectures._registry import list_architectures as list_architectur
 from canon.architectures._registry import register_architecture as register_architecture
 from canon.architectures._registry import resolve_config as resolve_config
 
-__all__ = [
-    "Architecture",
-    "CheckedConfig",
-    "Count",
-    "Network",
-    "Range",
-    "Size",
-    "build_model",
-    "get_architecture",
-    "list_architectures",
-    "register_architecture",
-    "resolve_config",
-]
+# Every public name of the registry, and the built-ins' Network.
+__all__ = sorted(["Network", *_registry.__all__])

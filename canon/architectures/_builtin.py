@@ -7,7 +7,9 @@ config is made, before any module is.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -60,9 +62,31 @@ def _conv_out(size: int, kernel: int, padding: int) -> int:
     return size + 2 * padding - kernel + 1
 
 
-def _two_conv_side(name: str, channels: tuple[int, ...], size: int, k: int, p: int) -> int:
-    """Side of the feature map after two (conv k x k, padding p; 2x2 max-pool) stages."""
-    if len(channels) != 2:
+@dataclass(frozen=True)
+class _TwoConvConfig(CheckedConfig):
+    """Images of ``in_channels`` x ``input_size`` x ``input_size`` through two stages of a
+    ``kernel_size`` convolution (``padding``) to ``channels`` and a 2x2 max-pool."""
+
+    in_channels: Size = 1
+    input_size: Size = 28
+    classes: Size = 10
+    channels: tuple[Size, Size] = (20, 50)
+    kernel_size: Size = 5
+    padding: Count = 0
+
+
+def _two_conv_stages(
+    name: str,
+    config: _TwoConvConfig,
+    conv: Callable[..., nn.Module],
+    activation: Callable[[], nn.Module],
+    *,
+    pool_first: bool = False,
+) -> tuple[list[tuple[str, nn.Module]], int]:
+    """The two stages (conv, activation, pool; ``pool_first``: conv, pool, activation) and
+    the flatten, with the number of features they leave."""
+    k, p, size = config.kernel_size, config.padding, config.input_size
+    if len(config.channels) != 2:
         raise ConfigError(f"config `channels` of `{name}` must hold two sizes")
     side = _conv_out(_conv_out(size, k, p) // 2, k, p) // 2
     if side < 1:
@@ -70,7 +94,30 @@ def _two_conv_side(name: str, channels: tuple[int, ...], size: int, k: int, p: i
             f"{name}: input_size {size} is too small for two {k}x{k} convolutions with "
             f"padding {p} and 2x2 pooling; raise `padding` or `input_size`"
         )
-    return side
+    layers: list[tuple[str, nn.Module]] = []
+    fan_in = config.in_channels
+    for i, width in enumerate(config.channels, start=1):
+        act, pool = (f"act{i}", activation()), (f"pool{i}", nn.MaxPool2d(2))
+        layers += [
+            (f"conv{i}", conv(fan_in, width, k, padding=p)),
+            *((pool, act) if pool_first else (act, pool)),
+        ]
+        fan_in = width
+    layers.append(("flatten", nn.Flatten()))
+    return layers, fan_in * side * side
+
+
+def _binary_dense(
+    fan_in: int, hidden: tuple[int, ...], classes: int, act: str
+) -> list[tuple[str, nn.Module]]:
+    """Binary fully connected layers of widths ``hidden``, each followed by a sign
+    activation named ``{act}{i}``, then the binary output layer."""
+    layers: list[tuple[str, nn.Module]] = []
+    for i, width in enumerate(hidden, start=1):
+        layers += [(f"fc{i}", BinaryLinear(fan_in, width, bias=False)), (f"{act}{i}", Sign())]
+        fan_in = width
+    layers.append(("out", BinaryLinear(fan_in, classes, bias=False)))
+    return layers
 
 
 @dataclass(frozen=True)
@@ -99,31 +146,16 @@ def mlp(config: MLPConfig) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class LeNetConfig(CheckedConfig):
-    in_channels: Size = 1
-    input_size: Size = 28
-    classes: Size = 10
-    channels: tuple[Size, Size] = (20, 50)
-    kernel_size: Size = 5
-    padding: Count = 0
+class LeNetConfig(_TwoConvConfig):
     hidden: Size = 500
 
 
 @register_architecture("lenet", LeNetConfig)
 def lenet(config: LeNetConfig) -> nn.Module:
     """The paper's LeNet-like net: conv 20 and 50 filters 5x5, 2x2 max-pool, fc 500."""
-    k, p = config.kernel_size, config.padding
-    side = _two_conv_side("lenet", config.channels, config.input_size, k, p)
-    c1, c2 = config.channels
-    layers: list[tuple[str, nn.Module]] = [
-        ("conv1", nn.Conv2d(config.in_channels, c1, k, padding=p)),
-        ("act1", nn.ReLU()),
-        ("pool1", nn.MaxPool2d(2)),
-        ("conv2", nn.Conv2d(c1, c2, k, padding=p)),
-        ("act2", nn.ReLU()),
-        ("pool2", nn.MaxPool2d(2)),
-        ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(c2 * side * side, config.hidden)),
+    layers, fan_in = _two_conv_stages("lenet", config, nn.Conv2d, nn.ReLU)
+    layers += [
+        ("fc1", nn.Linear(fan_in, config.hidden)),
         ("act3", nn.ReLU()),
         ("out", nn.Linear(config.hidden, config.classes)),
     ]
@@ -195,12 +227,7 @@ class BinaryMLPConfig(CheckedConfig):
 @register_architecture("binary_mlp", BinaryMLPConfig)
 def binary_mlp(config: BinaryMLPConfig) -> nn.Module:
     """Binary MLP: sign activations, weights binarized in the forward pass (BinaryNet)."""
-    layers: list[tuple[str, nn.Module]] = []
-    fan_in = config.in_features
-    for i, width in enumerate(config.hidden, start=1):
-        layers += [(f"fc{i}", BinaryLinear(fan_in, width, bias=False)), (f"act{i}", Sign())]
-        fan_in = width
-    layers.append(("out", BinaryLinear(fan_in, config.classes, bias=False)))
+    layers = _binary_dense(config.in_features, config.hidden, config.classes, "act")
     return Network(layers, (config.in_features,))
 
 
@@ -235,34 +262,16 @@ def perceptron(config: PerceptronConfig) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class BinaryConvConfig(CheckedConfig):
+class BinaryConvConfig(_TwoConvConfig):
     in_channels: Size = 3
     input_size: Size = 32
-    classes: Size = 10
-    channels: tuple[Size, Size] = (20, 50)
-    kernel_size: Size = 5
-    padding: Count = 0
     hidden: tuple[Size, ...] = (2001, 2001)
 
 
 @register_architecture("binary_conv", BinaryConvConfig)
 def binary_conv(config: BinaryConvConfig) -> nn.Module:
     """The paper's binary convnet: 2 binary convs (5x5, max-pool, sign), binary fc layers."""
-    k, p = config.kernel_size, config.padding
-    side = _two_conv_side("binary_conv", config.channels, config.input_size, k, p)
-    c1, c2 = config.channels
-    layers: list[tuple[str, nn.Module]] = [
-        ("conv1", BinaryConv2d(config.in_channels, c1, k, padding=p, bias=False)),
-        ("pool1", nn.MaxPool2d(2)),
-        ("act1", Sign()),
-        ("conv2", BinaryConv2d(c1, c2, k, padding=p, bias=False)),
-        ("pool2", nn.MaxPool2d(2)),
-        ("act2", Sign()),
-        ("flatten", nn.Flatten()),
-    ]
-    fan_in = c2 * side * side
-    for i, width in enumerate(config.hidden, start=1):
-        layers += [(f"fc{i}", BinaryLinear(fan_in, width, bias=False)), (f"fc_act{i}", Sign())]
-        fan_in = width
-    layers.append(("out", BinaryLinear(fan_in, config.classes, bias=False)))
+    conv = functools.partial(BinaryConv2d, bias=False)
+    layers, fan_in = _two_conv_stages("binary_conv", config, conv, Sign, pool_first=True)
+    layers += _binary_dense(fan_in, config.hidden, config.classes, "fc_act")
     return Network(layers, (config.in_channels, config.input_size, config.input_size))

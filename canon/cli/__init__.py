@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from canon._options import parse_json
 from canon.cli import _analysis_commands as analysis
 from canon.cli import _hub_commands as hub
 from canon.cli import _plot_commands as plots
@@ -11,7 +12,6 @@ from canon.cli import _repro_command as reproduction
 from canon.cli import _serve_command as serving
 from canon.cli import _zoo_commands as zoo
 from canon.cli._app import App, CanonGroup, command, emit
-from canon.cli._common import parse_json
 
 __all__ = ["cli", "main"]
 
@@ -69,7 +69,14 @@ def spec(app: App, architecture: str, config_json: str) -> None:
         lines = [f"{architecture} {resolve_config(architecture, config)}"]
         for g in derived.groups:
             inv = ", scale-invariant" if g.scale_invariant else ""
-            bn = f", BatchNorm {g.batchnorm.weight.rsplit('.', 1)[0]}" if g.batchnorm else ""
+            layers = ", ".join(
+                p.weight.rsplit(".", 1)[0]
+                + (f" + BatchNorm {p.batchnorm.weight.rsplit('.', 1)[0]}" if p.batchnorm else "")
+                for p in g.producers
+            )
+            bn = f", produced by {layers}"
+            if g.carried:
+                bn += f", carries {len(g.carried)} tensors"
             outs = ", ".join(
                 f"{o.name}[axis {o.axis}{f', blocks of {o.block}' if o.block > 1 else ''}]"
                 for o in g.outgoing

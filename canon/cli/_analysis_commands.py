@@ -7,19 +7,22 @@ from typing import TYPE_CHECKING
 
 import click
 
+from canon._format import pct
+from canon._options import parse_json, parse_tags
 from canon.cli._app import App, command, emit
 from canon.cli._common import (
-    entry_dict,
+    barrier_table,
     entry_summary,
     open_zoo,
-    parse_json,
-    parse_tags,
-    pct,
+    plane_options,
+    points_option,
     progress,
+    table_options,
 )
 from canon.engine import DEFAULT_PATHS, MIDPOINT_PATHS, list_algorithms, list_path_kinds
 
 if TYPE_CHECKING:
+    from canon.cli._common import Selection
     from canon.engine import TrainProgress
 
 __all__ = ["compare", "energy", "midpoint", "plane", "table", "train"]
@@ -46,7 +49,7 @@ def _epochs(update: Callable[[int, int], None] | None) -> Callable[[TrainProgres
     type=COMPARABLE,
     help=f"Path kind (repeatable); default {', '.join(DEFAULT_PATHS)}.",
 )
-@click.option("--points", default=25, show_default=True, help="Points along each path.")
+@points_option
 @click.option("--plot", "plot_file", default=None, help="Draw the curves to FILE.png/svg/pdf.")
 def compare(
     app: App, a: str, b: str, paths: tuple[str, ...], points: int, plot_file: str | None
@@ -80,32 +83,13 @@ def compare(
 
 
 @command()
-@click.argument("names", nargs=-1)
-@click.option("--tag", "tags", multiple=True, metavar="K=V", help="Select by tag (repeatable).")
-@click.option(
-    "--path", type=COMPARABLE, default="geodesic", show_default=True, help="Path kind for barriers."
-)
-@click.option(
-    "--metric", default="barrier", show_default=True, help="barrier, excess or a distance."
-)
-@click.option("--points", default=25, show_default=True, help="Points along each path.")
+@table_options(COMPARABLE)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
-def table(
-    app: App,
-    names: tuple[str, ...],
-    tags: tuple[str, ...],
-    path: str,
-    metric: str,
-    points: int,
-    fmt: str,
-) -> None:
+def table(app: App, selection: Selection, path: str, metric: str, points: int, fmt: str) -> None:
     """The pairwise matrix of NAMES (or of the entries with --tag; default all)."""
     with open_zoo(app) as zoo:
-        entries = zoo.choose(names, parse_tags(tags), least=2, what="`table`")
-        with progress(app, "pairs") as bar:
-            result = zoo.barrier_table(
-                entries, path=path, metric=metric, points=points, device=app.device, progress=bar
-            )
+        entries = selection.choose(zoo, least=2, what="`table`")
+        result = barrier_table(app, zoo, entries, path, metric, points)
     app.log(f"{result.computed} pair(s) computed, the rest from the cache")
     if app.json or fmt == "json":
         click.echo(result.to_json())
@@ -163,7 +147,7 @@ def train(
         )
     emit(
         app,
-        {"entry": entry_dict(entry), "epochs": result.epochs},
+        {"entry": entry.to_dict(), "epochs": result.epochs},
         lambda: f"trained {result.epochs} epochs; added {entry_summary(entry)}",
     )
 
@@ -195,8 +179,7 @@ def energy(app: App, name: str, sigmas: tuple[float, ...], draws: int) -> None:
 @click.argument("a")
 @click.argument("b")
 @click.argument("c")
-@click.option("--grid", default=21, show_default=True, help="Grid points per axis.")
-@click.option("--margin", default=0.2, show_default=True, help="Margin around the anchors.")
+@plane_options
 @click.option("--normalized", is_flag=True, help="Normalize the three networks first.")
 def plane(app: App, a: str, b: str, c: str, grid: int, margin: float, normalized: bool) -> None:
     """Train errors on the plane through A, B and C."""
@@ -235,7 +218,7 @@ def midpoint(app: App, a: str, b: str, name: str, path: str, epochs: int) -> Non
     emit(
         app,
         {
-            "entry": entry_dict(entry),
+            "entry": entry.to_dict(),
             "bend_barrier": result.barrier,
             "curve": result.curve.to_dict(),
         },

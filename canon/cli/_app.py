@@ -87,59 +87,47 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (CanonError, OSError, MemoryErro
 _MAX_ERROR = 360
 
 
-def _set(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+def _app_option(field: str, *decls: str, **attrs: Any) -> Callable[[F], F]:
+    """An option that sets ``App.<field>`` (on ``ctx.obj``) instead of reaching the command."""
+
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         setattr(ctx.ensure_object(App), field, value)
 
-    return callback
+    return click.option(*decls, expose_value=False, callback=callback, **attrs)
 
 
-def common_options(func: F) -> F:
-    """The options every command takes: --json, --quiet, --device."""
-    func = click.option(
-        "--device",
-        default="auto",
-        show_default=True,
-        expose_value=False,
-        callback=_set("device"),
-        help="auto, cpu, cuda or cuda:N.",
-    )(func)
-    func = click.option(
+#: The options every command takes, as they are listed in its help.
+_COMMON_OPTIONS = (
+    _app_option("json", "--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
+    _app_option("quiet", "--quiet", "-q", is_flag=True, help="No progress bars or log lines."),
+    _app_option(
+        "trust_code",
         "--trust-code",
         is_flag=True,
         envvar="CANON_TRUST_CODE",
-        expose_value=False,
-        callback=_set("trust_code"),
         help="Let files and zoos name module:function architectures (runs their code).",
-    )(func)
-    func = click.option(
-        "--quiet",
-        "-q",
-        is_flag=True,
-        expose_value=False,
-        callback=_set("quiet"),
-        help="No progress bars or log lines.",
-    )(func)
-    func = click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        expose_value=False,
-        callback=_set("json"),
-        help="Print one JSON object on stdout.",
-    )(func)
+    ),
+    _app_option(
+        "device", "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+    ),
+)
+
+
+def common_options(func: F) -> F:
+    """The options every command takes: --json, --quiet, --trust-code, --device."""
+    for option in reversed(_COMMON_OPTIONS):
+        func = option(func)
     return func
 
 
 def zoo_option(func: F) -> F:
     """The ``--zoo PATH`` option (else ``$CANON_ZOO``, else ``./zoo``)."""
-    return click.option(
+    return _app_option(
+        "zoo",
         "--zoo",
         envvar="CANON_ZOO",
         default="zoo",
         show_default=True,
-        expose_value=False,
-        callback=_set("zoo"),
         help="The zoo folder (else $CANON_ZOO, else ./zoo).",
     )(func)
 

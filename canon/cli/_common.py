@@ -1,31 +1,47 @@
-"""Helpers the zoo and analysis commands share: parsing, opening the zoo, formatting."""
+"""Helpers the commands share: opening the zoo, progress bars, formatting, and the options
+several commands take alike."""
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import click
 
 from canon._format import pct
-from canon._options import parse_json, parse_tags
+from canon._options import parse_tags
 from canon.cli._app import App
 
 if TYPE_CHECKING:
-    from canon.zoo import Entry, Zoo
+    from canon.zoo import Entry, Table, Zoo
 
 __all__ = [
-    "entry_dict",
+    "Selection",
+    "barrier_table",
     "entry_summary",
     "open_zoo",
-    "parse_json",
-    "parse_tags",
-    "pct",
+    "plane_options",
+    "points_option",
     "progress",
     "read_entries",
+    "selection_options",
+    "show_progress",
+    "table_options",
+    "tqdm_bar",
     "zoo_path",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``--points`` of every command that evaluates paths.
+points_option = click.option(
+    "--points", default=25, show_default=True, help="Points along each path."
+)
 
 
 def zoo_path(app: App, create: bool = False) -> Path:
@@ -61,29 +77,110 @@ def read_entries(app: App, **filters: Any) -> list[Entry]:
 
 
 @contextmanager
-def progress(app: App, desc: str, unit: str = "it") -> Iterator[Callable[[int, int], None] | None]:
-    """A ``progress(done, total)`` callback drawing a tqdm bar, or None when bars are off."""
+def tqdm_bar(app: App, **options: Any) -> Iterator[Any | None]:
+    """A tqdm bar on stderr that clears itself when closed, or None when bars are off."""
     if not app.progress:
         yield None
         return
     from tqdm import tqdm
 
-    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    bar = tqdm(file=sys.stderr, leave=False, dynamic_ncols=True, **options)
     try:
-        yield update
+        yield bar
     finally:
         bar.close()
 
 
-def entry_dict(e: Entry) -> dict[str, Any]:
-    """JSON-ready form of an entry."""
-    return e.to_dict()
+def show_progress(bar: Any, done: int, total: int) -> None:
+    """Move a tqdm ``bar`` to ``done`` steps out of ``total``."""
+    bar.total = total
+    bar.n = done
+    bar.refresh()
+
+
+@contextmanager
+def progress(app: App, desc: str, unit: str = "it") -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback drawing a tqdm bar, or None when bars are off."""
+    with tqdm_bar(app, desc=desc, unit=unit) as bar:
+        yield None if bar is None else functools.partial(show_progress, bar)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The entries a command line names: NAMES, ``--tag K=V`` and (for plots) ``--by``."""
+
+    names: tuple[str, ...]
+    tags: tuple[str, ...]
+    by: str = "algo"
+
+    def choose(self, zoo: Zoo, *, least: int, what: str, kind: str | None = None) -> list[Entry]:
+        """The selected entries of ``zoo`` (:meth:`Zoo.choose`); ``what`` needs ``least``."""
+        return zoo.choose(self.names, parse_tags(self.tags), kind=kind, least=least, what=what)
+
+
+def _selection(func: F, *, by: bool) -> F:
+    """NAMES, ``--tag`` and (with ``by``) ``--by`` on ``func``, given to it as one
+    :class:`Selection` named ``selection``."""
+
+    @functools.wraps(func)
+    def run(*args: Any, names: tuple[str, ...], tags: tuple[str, ...], **kwargs: Any) -> Any:
+        grouping = {"by": kwargs.pop("by")} if by else {}
+        return func(*args, selection=Selection(names, tags, **grouping), **kwargs)
+
+    if by:
+        run = click.option(
+            "--by", default="algo", show_default=True, help="Tag whose value is an entry's class."
+        )(run)
+    run = click.option(
+        "--tag", "tags", multiple=True, metavar="K=V", help="Select by tag (repeatable)."
+    )(run)
+    return cast(F, click.argument("names", nargs=-1)(run))
+
+
+def selection_options(func: F) -> F:
+    """NAMES, ``--tag`` and ``--by`` (entries and their classes), given to the command as
+    one :class:`Selection` named ``selection``."""
+    return _selection(func, by=True)
+
+
+def table_options(path_type: click.ParamType[Any] | None = None) -> Callable[[F], F]:
+    """NAMES and ``--tag`` (as one :class:`Selection` named ``selection``), ``--path`` (of
+    type ``path_type``), ``--metric`` and ``--points``: what a pairwise table is of."""
+
+    def decorate(func: F) -> F:
+        func = points_option(func)
+        func = click.option(
+            "--metric", default="barrier", show_default=True, help="barrier, excess or a distance."
+        )(func)
+        func = click.option(
+            "--path",
+            type=path_type,
+            default="geodesic",
+            show_default=True,
+            help="Path kind for barriers.",
+        )(func)
+        return _selection(func, by=False)
+
+    return decorate
+
+
+def plane_options(func: F) -> F:
+    """``--grid`` and ``--margin`` of a plane through three networks."""
+    margin = click.option(
+        "--margin", default=0.2, show_default=True, help="Margin around the anchors."
+    )
+    grid = click.option("--grid", default=21, show_default=True, help="Grid points per axis.")
+    return grid(margin(func))
+
+
+def barrier_table(
+    app: App, zoo: Zoo, entries: Sequence[Entry], path: str, metric: str, points: int
+) -> Table:
+    """The pairwise table of ``entries`` (:meth:`Zoo.barrier_table`), with a bar over pairs."""
+    with progress(app, "pairs") as bar:
+        return zoo.barrier_table(
+            entries, path=path, metric=metric, points=points, device=app.device, progress=bar
+        )
 
 
 def entry_summary(e: Entry) -> str:

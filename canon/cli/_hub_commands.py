@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -15,10 +17,39 @@ __all__ = ["pull", "push"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass(frozen=True)
+class Repo:
+    """The Hub repository a command names: REPO_ID, --revision, --token and --repo-type."""
+
+    id: str
+    revision: str | None
+    token: str | None
+    type: str
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`canon.hub.push` and :func:`canon.hub.pull` that
+        name the revision, the token and the repository type."""
+        return {"revision": self.revision, "token": self.token, "repo_type": self.type}
+
+
 def _repo_options(func: F) -> F:
-    """--revision, --token and --repo-type, shared by push and pull."""
+    """REPO_ID, --revision, --token and --repo-type, shared by push and pull, given to the
+    command as one :class:`Repo` named ``repo``."""
+
+    @functools.wraps(func)
+    def run(
+        *args: Any,
+        repo_id: str,
+        revision: str | None,
+        token: str | None,
+        repo_type: str,
+        **kwargs: Any,
+    ) -> Any:
+        return func(*args, repo=Repo(repo_id, revision, token, repo_type), **kwargs)
+
     for option in reversed(
         (
+            click.argument("repo_id"),
             click.option("--revision", default=None, help="Branch, tag or commit (default main)."),
             click.option(
                 "--token",
@@ -34,25 +65,17 @@ def _repo_options(func: F) -> F:
             ),
         )
     ):
-        func = option(func)
-    return func
+        run = option(run)
+    return cast(F, run)
 
 
 @command()
-@click.argument("repo_id")
 @_repo_options
 @click.option("--private", is_flag=True, default=None, help="Create the repository private.")
 @click.option("--commit-message", default=None, help="The commit's summary.")
 @click.option("--force", is_flag=True, help="Delete remote entries this zoo lacks.")
 def push(
-    app: App,
-    repo_id: str,
-    revision: str | None,
-    token: str | None,
-    repo_type: str,
-    private: bool | None,
-    commit_message: str | None,
-    force: bool,
+    app: App, repo: Repo, private: bool | None, commit_message: str | None, force: bool
 ) -> None:
     """Push the zoo to Hub repository REPO_ID as one commit (only new objects are uploaded)."""
     from canon.hub import push
@@ -60,22 +83,20 @@ def push(
     with open_zoo(app) as zoo:
         result = push(
             zoo,
-            repo_id,
-            revision=revision,
+            repo.id,
             private=private,
-            token=token,
             commit_message=commit_message,
-            repo_type=repo_type,
             force=force,
             progress=app.progress,
+            **repo.options(),
         )
 
     def text() -> str:
         if result.commit is None:
-            return f"{repo_id}@{result.revision} is up to date ({result.entries} entries)"
+            return f"{repo.id}@{result.revision} is up to date ({result.entries} entries)"
         deleted = f", {result.deleted} deleted" if result.deleted else ""
         return (
-            f"pushed {result.entries} entries to {repo_id}@{result.revision} "
+            f"pushed {result.entries} entries to {repo.id}@{result.revision} "
             f"({result.uploaded} objects uploaded, {result.kept} already there{deleted}; "
             f"{result.results} cached results)\n{result.url}"
         )
@@ -84,39 +105,27 @@ def push(
 
 
 @command()
-@click.argument("repo_id")
 @_repo_options
 @click.option("--cache-dir", default=None, help="The Hub cache (default: the Hub client's).")
 @click.option("--rename", is_flag=True, help="Add entries whose names clash as NAME-<id>.")
 @click.option("--no-results", is_flag=True, help="Skip the cached results; recompute here.")
-def pull(
-    app: App,
-    repo_id: str,
-    revision: str | None,
-    token: str | None,
-    repo_type: str,
-    cache_dir: str | None,
-    rename: bool,
-    no_results: bool,
-) -> None:
+def pull(app: App, repo: Repo, cache_dir: str | None, rename: bool, no_results: bool) -> None:
     """Merge the zoo at Hub repository REPO_ID into this zoo (created if needed)."""
     from canon.hub import pull
 
     with open_zoo(app, create=True) as zoo:
         result = pull(
             zoo,
-            repo_id,
-            revision=revision,
-            token=token,
-            repo_type=repo_type,
+            repo.id,
             cache_dir=cache_dir,
             rename=rename,
             results=not no_results,
             progress=app.progress,
+            **repo.options(),
         )
 
     def text() -> str:
-        at = f"{repo_id}@{result.revision}" + (f" ({result.commit[:12]})" if result.commit else "")
+        at = f"{repo.id}@{result.revision}" + (f" ({result.commit[:12]})" if result.commit else "")
         lines = [
             f"pulled {len(result.added)} new entries from {at}; {result.present} already here, "
             f"{result.downloaded} objects downloaded, {result.results} cached results"

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import click
 
 from canon.cli._app import App, command, emit
+from canon.cli._common import show_progress, tqdm_bar
 
 __all__ = ["repro"]
 
@@ -61,22 +62,13 @@ def repro(app: App, quick: bool, out: str, seed: int, keep_zoo: str | None) -> N
 @contextmanager
 def _stage_bar(app: App) -> Iterator[Callable[[str, int, int], None] | None]:
     """A tqdm bar whose description follows the stage, or None when bars are off."""
-    if not app.progress:
-        yield None
-        return
-    import sys
+    with tqdm_bar(app, unit="step") as bar:
+        if bar is None:
+            yield None
+            return
 
-    from tqdm import tqdm
+        def update(stage: str, done: int, total: int) -> None:
+            bar.set_description(stage, refresh=False)
+            show_progress(bar, done, total)
 
-    bar = tqdm(unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
-
-    def update(stage: str, done: int, total: int) -> None:
-        bar.set_description(stage, refresh=False)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
         yield update
-    finally:
-        bar.close()

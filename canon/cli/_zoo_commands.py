@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import click
 
+from canon._format import pct
 from canon._limits import clip
+from canon._options import parse_json, parse_tags
 from canon.cli._app import App, command, emit
-from canon.cli._common import (
-    entry_dict,
-    entry_summary,
-    open_zoo,
-    parse_json,
-    parse_tags,
-    pct,
-    read_entries,
-    zoo_path,
-)
+from canon.cli._common import entry_summary, open_zoo, read_entries, zoo_path
 
 __all__ = ["add", "init", "list_entries", "reference", "rm", "show", "verify"]
 
@@ -72,7 +65,7 @@ def add(
         )
     if dataset is not None and "train_error" not in entry.metrics:
         app.log(f"note: dataset `{dataset}` cannot be loaded here; no errors computed")
-    emit(app, {"entry": entry_dict(entry)}, lambda: f"added {entry_summary(entry)}")
+    emit(app, {"entry": entry.to_dict()}, lambda: f"added {entry_summary(entry)}")
 
 
 @command("list")
@@ -115,7 +108,7 @@ def list_entries(
             [header.rstrip(), "-" * len(header.rstrip()), *(x.rstrip() for x in lines)]
         )
 
-    emit(app, {"entries": [entry_dict(e) for e in entries]}, table)
+    emit(app, {"entries": [e.to_dict() for e in entries]}, table)
 
 
 @command()
@@ -126,7 +119,7 @@ def show(app: App, name: str) -> None:
         entry = zoo.get(name)
         parents = [zoo.get(p).name for p in entry.parents]
         ref = zoo.reference(entry).name
-    data = {**entry_dict(entry), "parent_names": parents, "reference": ref}
+    data = {**entry.to_dict(), "parent_names": parents, "reference": ref}
 
     def text() -> str:
         lines = [

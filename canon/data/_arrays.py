@@ -8,6 +8,7 @@ optionally ``x_test`` and ``y_test``. Without a test pair, a seeded random split
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -119,17 +120,8 @@ def dataset_from_arrays(
     )
 
 
-@register_dataset("npz")
-def _npz(
-    path: str,
-    *,
-    test_fraction: float = 0.25,
-    seed: int = 0,
-    num_classes: int | None = None,
-    normalize: str = "auto",
-) -> Dataset:
+def _read_npz(file: Path) -> dict[str, torch.Tensor]:
     """Arrays from a NumPy ``.npz`` file, read with ``allow_pickle=False`` (never unpickled)."""
-    file = existing_file("npz", path, f"an .npz file with {_LAYOUT}")
     try:
         archive = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -150,38 +142,46 @@ def _npz(
                     "only bool, integer and float arrays are accepted"
                 )
             arrays[key] = torch.from_numpy(np.ascontiguousarray(value).copy())
-    return dataset_from_arrays(
-        "npz",
-        arrays,
-        test_fraction=test_fraction,
-        seed=seed,
-        num_classes=num_classes,
-        normalize=normalize,
-    )
+    return arrays
 
 
-@register_dataset("safetensors")
-def _safetensors(
-    path: str,
-    *,
-    test_fraction: float = 0.25,
-    seed: int = 0,
-    num_classes: int | None = None,
-    normalize: str = "auto",
-) -> Dataset:
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
     """Tensors from a ``.safetensors`` file (read with ``safetensors.torch.load_file``)."""
     from safetensors.torch import load_file
 
-    file = existing_file("safetensors", path, f"a .safetensors file with {_LAYOUT}")
     try:
-        arrays = load_file(str(file))
+        return load_file(str(file))
     except Exception as exc:  # safetensors raises its own error types for bad files
         raise DatasetError(f"safetensors: cannot read {file}: {exc}") from exc
-    return dataset_from_arrays(
-        "safetensors",
-        arrays,
-        test_fraction=test_fraction,
-        seed=seed,
-        num_classes=num_classes,
-        normalize=normalize,
-    )
+
+
+def _register_array_file(
+    fmt: str, what: str, read: Callable[[Path], dict[str, torch.Tensor]]
+) -> None:
+    """Register the dataset ``fmt``: the arrays that ``read`` gets from a file (``what``),
+    made into a dataset by :func:`dataset_from_arrays`."""
+
+    @register_dataset(fmt)
+    def load(
+        path: str,
+        *,
+        test_fraction: float = 0.25,
+        seed: int = 0,
+        num_classes: int | None = None,
+        normalize: str = "auto",
+    ) -> Dataset:
+        arrays = read(existing_file(fmt, path, f"{what} with {_LAYOUT}"))
+        return dataset_from_arrays(
+            fmt,
+            arrays,
+            test_fraction=test_fraction,
+            seed=seed,
+            num_classes=num_classes,
+            normalize=normalize,
+        )
+
+    load.__doc__ = read.__doc__
+
+
+_register_array_file("npz", "an .npz file", _read_npz)
+_register_array_file("safetensors", "a .safetensors file", _read_safetensors)

@@ -12,12 +12,11 @@ from typing import Any
 
 from canon._limits import clip, loads_json
 from canon.core import Spec
-from canon.errors import CanonError, HubError, InvalidManifestError, NameClashError
+from canon.errors import CanonError, InvalidManifestError, NameClashError
 from canon.hub._remote import (
     MANIFEST_FILE,
-    REPO_TYPES,
     RESULTS_FILE,
-    check_repo_id,
+    check_repo,
     hub_errors,
     quiet_hub_bars,
 )
@@ -85,9 +84,7 @@ def pull(
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, RemoteEntryNotFoundError
 
-    check_repo_id(repo_id)
-    if repo_type not in REPO_TYPES:
-        raise HubError(f"--repo-type must be one of {', '.join(REPO_TYPES)}", repo_id=repo_id)
+    check_repo(repo_id, repo_type)
     wanted = revision or "main"
 
     def download(filename: str, at: str) -> Path:

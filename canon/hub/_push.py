@@ -6,14 +6,13 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from canon.errors import HubError, PushConflictError
+from canon.errors import PushConflictError
 from canon.hub._card import model_card
 from canon.hub._remote import (
     CARD_FILE,
     MANIFEST_FILE,
-    REPO_TYPES,
     RESULTS_FILE,
-    check_repo_id,
+    check_repo,
     hub_errors,
     quiet_hub_bars,
 )
@@ -83,9 +82,7 @@ def push(
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.hf_api import RepoFile
 
-    check_repo_id(repo_id)
-    if repo_type not in REPO_TYPES:
-        raise HubError(f"--repo-type must be one of {', '.join(REPO_TYPES)}", repo_id=repo_id)
+    check_repo(repo_id, repo_type)
     branch = revision or "main"
     api = HfApi(endpoint=endpoint, token=token)
     with hub_errors(repo_id, branch, "push to"), quiet_hub_bars(progress):

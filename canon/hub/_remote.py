@@ -16,6 +16,7 @@ __all__ = [
     "MANIFEST_FILE",
     "REPO_TYPES",
     "RESULTS_FILE",
+    "check_repo",
     "check_repo_id",
     "hub_errors",
     "quiet_hub_bars",
@@ -42,6 +43,15 @@ def check_repo_id(repo_id: object) -> str:
             repo_id=str(repo_id),
         )
     return repo_id
+
+
+def check_repo(repo_id: object, repo_type: str) -> str:
+    """``repo_id`` checked by :func:`check_repo_id`, and ``repo_type`` one of
+    :data:`REPO_TYPES`."""
+    checked = check_repo_id(repo_id)
+    if repo_type not in REPO_TYPES:
+        raise HubError(f"--repo-type must be one of {', '.join(REPO_TYPES)}", repo_id=checked)
+    return checked
 
 
 @contextmanager

@@ -3,8 +3,6 @@ against the size of the network (the paper's Fig. 6, committee machine on the HM
 
 from __future__ import annotations
 
-import os
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -12,14 +10,15 @@ from typing import TYPE_CHECKING
 
 from canon.errors import ConfigError
 from canon.plots._style import (
+    PathLike,
     class_color,
     class_marker,
     legend,
+    mean_std,
     new_figure,
     order_classes,
     save,
     style_axes,
-    suptitle,
 )
 
 if TYPE_CHECKING:
@@ -29,8 +28,6 @@ if TYPE_CHECKING:
     from canon.engine import LocalEnergy, PathCurve
 
 __all__ = ["ScalingPoint", "plot_binary_scaling"]
-
-PathLike = str | os.PathLike[str]
 
 
 @dataclass(frozen=True)
@@ -42,10 +39,6 @@ class ScalingPoint:
     energies: Mapping[str, Sequence[LocalEnergy]]
     test_errors: Mapping[str, Sequence[float]]
     curves: Mapping[str, Sequence[PathCurve]]
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
 def _series(
@@ -61,7 +54,7 @@ def _series(
     for p in points:
         found = values(p)
         if found:
-            mean, std = _mean_std([100 * v for v in found])
+            mean, std = mean_std([100 * v for v in found])
             xs.append(p.size)
             means.append(mean)
             stds.append(std)
@@ -153,5 +146,4 @@ def plot_binary_scaling(
         ax.minorticks_off()
         legend(ax)
     axes[3].set_ylim(bottom=0.0)
-    suptitle(fig, title)
-    return save(fig, path, fmt)
+    return save(fig, path, fmt, title=title)

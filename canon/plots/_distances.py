@@ -3,21 +3,20 @@ and any pairwise table (barriers or distances) as a matrix."""
 
 from __future__ import annotations
 
-import os
-import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from canon.errors import ConfigError
 from canon.plots._style import (
     SMALL,
+    PathLike,
     class_color,
+    mean_std,
     new_figure,
     order_classes,
     pair_class,
     save,
     style_axes,
-    suptitle,
 )
 
 if TYPE_CHECKING:
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["METRIC_LABELS", "class_pairs", "plot_distances", "plot_table"]
 
-PathLike = str | os.PathLike[str]
 METRIC_LABELS = {
     "euclidean": "Euclidean distance\n(raw parameters)",
     "euclidean_aligned": "Euclidean distance\n(aligned)",
@@ -90,10 +88,10 @@ def plot_distances(
             values = [scale * v for v in groups[cls]]
             color = class_color(cls, x)
             ax.scatter([x] * len(values), values, color=color, alpha=0.35, s=12, linewidths=0)
-            spread = statistics.pstdev(values) if len(values) > 1 else 0.0
+            mean, spread = mean_std(values)
             ax.errorbar(
                 x,
-                statistics.fmean(values),
+                mean,
                 yerr=spread,
                 fmt="o",
                 color=color,
@@ -105,8 +103,7 @@ def plot_distances(
         style_axes(
             ax, "pair of solutions (class-class)", METRIC_LABELS.get(table.metric, table.metric)
         )
-    suptitle(fig, title)
-    return save(fig, path, fmt)
+    return save(fig, path, fmt, title=title)
 
 
 def plot_table(

@@ -3,22 +3,22 @@ and the train error on the plane through three networks, raw beside normalized (
 
 from __future__ import annotations
 
-import os
-import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from canon.errors import ConfigError
 from canon.plots._style import (
     SMALL,
+    PathLike,
     class_color,
     class_marker,
+    columns_mean_std,
     legend,
     new_figure,
     order_classes,
+    percent,
     save,
     style_axes,
-    suptitle,
 )
 
 if TYPE_CHECKING:
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from canon.engine import LocalEnergy, PlaneResult
 
 __all__ = ["plot_local_energy", "plot_plane"]
-
-PathLike = str | os.PathLike[str]
 
 
 def _noise_label(energies: Sequence[LocalEnergy]) -> str:
@@ -70,12 +68,7 @@ def plot_local_energy(
         group = energies[cls]
         if not group:
             continue
-        columns = list(zip(*(e.mean for e in group), strict=True))
-        mean = [100 * statistics.fmean(col) for col in columns]
-        if len(group) > 1:
-            std = [100 * statistics.pstdev(col) for col in columns]
-        else:
-            std = [100 * s for s in group[0].std]
+        mean, std = map(percent, columns_mean_std([e.mean for e in group], group[0].std))
         color = class_color(cls, index)
         ax.plot(
             sigmas,
@@ -99,8 +92,7 @@ def plot_local_energy(
     legend(ax, loc="upper left")
     if test_errors is not None:
         _energy_vs_test(axes[1], energies, test_errors, classes)
-    suptitle(fig, title)
-    return save(fig, path, fmt)
+    return save(fig, path, fmt, title=title)
 
 
 def _energy_vs_test(
@@ -195,5 +187,4 @@ def plot_plane(
         bar.minorticks_off()
         bar.set_label("train error (%)", fontsize=SMALL + 1)
         bar.ax.tick_params(labelsize=SMALL)
-    suptitle(fig, title)
-    return save(fig, path, fmt)
+    return save(fig, path, fmt, title=title)

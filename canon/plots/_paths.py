@@ -5,15 +5,16 @@ random-flip paths against the Hamming distance (Figs. 6 and 7)."""
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from canon.errors import ConfigError
 from canon.plots._style import (
     SMALL,
+    PathLike,
     class_color,
+    columns_mean_std,
     kind_label,
     kind_through_midpoint,
     legend,
@@ -22,17 +23,16 @@ from canon.plots._style import (
     percent,
     save,
     style_axes,
-    suptitle,
 )
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from canon.engine import PathCurve
 
 __all__ = ["class_curve", "plot_curves", "plot_hamming_paths", "plot_path_classes"]
 
-PathLike = str | os.PathLike[str]
 X_LABEL = "position along the path (0 = first network, 1 = second)"
 Y_LABEL = "train error (%)"
 
@@ -78,13 +78,10 @@ def class_curve(curves: Sequence[PathCurve]) -> tuple[list[float], list[float], 
         raise ConfigError(
             f"curves of one class must have the same number of points, got {sorted(points)}"
         )
-    columns = list(zip(*(c.train_error for c in curves), strict=True))
-    mean = [statistics.fmean(col) for col in columns]
-    if len(curves) > 1:
-        std = [statistics.pstdev(col) for col in columns]
-    else:
-        std = list(curves[0].train_error_std or [0.0] * len(mean))
-    return list(curves[0].x), mean, std
+    first = curves[0]
+    own = first.train_error_std or [0.0] * len(first.train_error)
+    mean, std = columns_mean_std([c.train_error for c in curves], own)
+    return list(first.x), mean, std
 
 
 def _barrier_text(curves: Sequence[PathCurve]) -> str:
@@ -94,6 +91,15 @@ def _barrier_text(curves: Sequence[PathCurve]) -> str:
 
 
 LEGEND_TITLE = "pairs: barrier mean ± std (count)"
+
+
+def _band(
+    ax: Axes, x: Sequence[float], mean: Sequence[float], std: Sequence[float], **style: Any
+) -> None:
+    """One standard deviation around the mean error, in percent (not below 0), shaded."""
+    low = [100 * max(0.0, m - s) for m, s in zip(mean, std, strict=True)]
+    high = [100 * (m + s) for m, s in zip(mean, std, strict=True)]
+    ax.fill_between(x, low, high, linewidth=0, **style)
 
 
 def plot_path_classes(
@@ -140,17 +146,14 @@ def plot_path_classes(
                 linewidth=1.6,
                 label=f"{cls}: {_barrier_text(group)}",
             )
-            low = [100 * max(0.0, m - s) for m, s in zip(mean, std, strict=True)]
-            high = [100 * (m + s) for m, s in zip(mean, std, strict=True)]
-            ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0)
+            _band(ax, x, mean, std, color=color, alpha=0.18)
         if kind_through_midpoint(kind):
             ax.axvline(0.5, color="0.4", linestyle=":", linewidth=1, label="optimized midpoint")
         ax.set_xlim(0.0, 1.0)
         style_axes(ax, "position along the path (rescaled to [0, 1])", Y_LABEL, kind_label(kind))
         legend(ax, title=LEGEND_TITLE, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     axes[0].set_ylim(bottom=0.0)  # once every panel is drawn: the shared top fits them all
-    suptitle(fig, title)
-    return save(fig, path, fmt)
+    return save(fig, path, fmt, title=title)
 
 
 def _hamming_length(curve: PathCurve) -> float:
@@ -199,9 +202,7 @@ def plot_hamming_paths(
                 linewidth=1.5,
                 label=f"{cls}, {tag}: {_barrier_text(group)}",
             )
-            low = [100 * max(0.0, m - s) for m, s in zip(mean, std, strict=True)]
-            high = [100 * (m + s) for m, s in zip(mean, std, strict=True)]
-            ax.fill_between(xs, low, high, color=color, alpha=0.12 * alpha, linewidth=0)
+            _band(ax, xs, mean, std, color=color, alpha=0.12 * alpha)
             drawn += 1
     if not drawn:
         raise ConfigError("no `random_flip` or `random_flip_aligned` curves to plot")

@@ -8,6 +8,7 @@ drawing from several threads cannot leak settings between figures.
 from __future__ import annotations
 
 import os
+import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,11 +22,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMATS",
+    "PathLike",
     "class_color",
     "class_marker",
+    "columns_mean_std",
     "kind_label",
     "kind_through_midpoint",
     "legend",
+    "mean_std",
     "new_figure",
     "order_classes",
     "output_path",
@@ -37,6 +41,8 @@ __all__ = [
 ]
 
 FORMATS = ("png", "svg", "pdf")
+#: Where a figure goes: a file name or path.
+PathLike = str | os.PathLike[str]
 #: PNG resolution: small files that stay readable in print at the figure sizes used here.
 DPI = 100
 FONT = 10
@@ -153,7 +159,7 @@ def suptitle(fig: Figure, title: str) -> None:
         fig.suptitle(title, fontsize=FONT + 1)
 
 
-def output_path(path: str | os.PathLike[str], fmt: str | None = None) -> tuple[Path, str]:
+def output_path(path: PathLike, fmt: str | None = None) -> tuple[Path, str]:
     """Where to write and in which format: the suffix of ``path`` picks the format
     (``.png``, ``.svg``, ``.pdf``); ``fmt`` is used when the path has no suffix and must
     agree with it when it has one."""
@@ -173,8 +179,10 @@ def output_path(path: str | os.PathLike[str], fmt: str | None = None) -> tuple[P
     return out, suffix
 
 
-def save(fig: Figure, path: str | os.PathLike[str] | None, fmt: str | None = None) -> Figure:
-    """Write ``fig`` to ``path`` (format from the suffix; PNG at 100 dpi) and return it."""
+def save(fig: Figure, path: PathLike | None, fmt: str | None = None, *, title: str = "") -> Figure:
+    """Put ``title`` over all panels (:func:`suptitle`), write ``fig`` to ``path`` (format
+    from the suffix; PNG at 100 dpi) and return it."""
+    suptitle(fig, title)
     if path is None:
         return fig
     out, chosen = output_path(path, fmt)
@@ -199,6 +207,22 @@ def _save_png(fig: Figure, out: Path) -> None:
     buffer.seek(0)
     with Image.open(buffer) as image:
         image.convert("RGB").quantize(colors=256).save(out, format="PNG", optimize=True)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and the (population) standard deviation of ``values``; 0 for one value."""
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def columns_mean_std(
+    rows: Sequence[Sequence[float]], single_std: Sequence[float]
+) -> tuple[list[float], list[float]]:
+    """Per position across ``rows`` (all of one length): the mean, and the standard deviation
+    across the rows; with a single row, ``single_std`` (that row's own spread) instead."""
+    columns = list(zip(*rows, strict=True))
+    mean = [statistics.fmean(col) for col in columns]
+    std = [statistics.pstdev(col) for col in columns] if len(rows) > 1 else list(single_std)
+    return mean, std
 
 
 def percent(values: Sequence[float]) -> list[float]:

@@ -11,8 +11,8 @@ to the other, as in the paper's figures.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from canon.engine import DEFAULT_PATHS, bend_kind
 from canon.errors import ConfigError
@@ -86,8 +86,18 @@ def entry_pairs_by_class(
     return groups
 
 
-def _total(groups: Mapping[str, Sequence[Any]]) -> int:
-    return sum(len(g) for g in groups.values())
+def _each_pair(
+    pairs: Mapping[str, Sequence[tuple[Entry, Entry]]], progress: Progress | None
+) -> Iterator[tuple[str, Entry, Entry]]:
+    """Every pair with its class; ``progress(done, total)`` after each pair is dealt with."""
+    total = sum(len(group) for group in pairs.values())
+    done = 0
+    for cls, group in pairs.items():
+        for a, b in group:
+            yield cls, a, b
+            done += 1
+            if progress is not None:
+                progress(done, total)
 
 
 def path_curves(
@@ -105,14 +115,9 @@ def path_curves(
     recomputed. Each curve runs from the pair's first entry to its second.
     """
     curves: dict[str, list[PathCurve]] = {}
-    done, total = 0, _total(pairs)
-    for cls, group in pairs.items():
-        for a, b in group:
-            comparison = zoo.compare(a, b, paths=kinds, points=points, device=device)
-            curves.setdefault(cls, []).extend(comparison.curves.values())
-            done += 1
-            if progress is not None:
-                progress(done, total)
+    for cls, a, b in _each_pair(pairs, progress):
+        comparison = zoo.compare(a, b, paths=kinds, points=points, device=device)
+        curves.setdefault(cls, []).extend(comparison.curves.values())
     return curves
 
 
@@ -135,17 +140,12 @@ def bend_curves(
     for m in zoo.select(kind="midpoint"):
         by_parents.setdefault(frozenset(m.parents), []).append(m)
     curves: dict[str, list[PathCurve]] = {}
-    done, total = 0, _total(pairs)
-    for cls, group in pairs.items():
-        for a, b in group:
-            for m in by_parents.get(frozenset((a.id, b.id)), []):
-                if m.tags.get("path", "geodesic") not in BEND_KINDS:
-                    continue
-                curve = zoo.bend_curve(a, b, m, points=points, device=device)
-                curves.setdefault(cls, []).append(curve)
-            done += 1
-            if progress is not None:
-                progress(done, total)
+    for cls, a, b in _each_pair(pairs, progress):
+        for m in by_parents.get(frozenset((a.id, b.id)), []):
+            if m.tags.get("path", "geodesic") not in BEND_KINDS:
+                continue
+            curve = zoo.bend_curve(a, b, m, points=points, device=device)
+            curves.setdefault(cls, []).append(curve)
     return curves
 
 

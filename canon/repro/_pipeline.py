@@ -4,7 +4,7 @@ sections 4 and 5, and keep the results as records for the claims, figures and re
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,47 +118,79 @@ def _seed(base: int, group: int, algo: str, index: int) -> int:
     return base * 100_000 + group * 1_000 + ALGOS.index(algo) * 100 + index
 
 
-def _train_solutions(
+@dataclass(frozen=True)
+class _Training:
+    """The solutions of one network: ``seeds_per_algo`` per algorithm of ``net`` trained
+    on ``dataset`` and tagged with ``tags``, and the noise levels ``sigmas`` of their local
+    energy."""
+
+    net: NetPlan
+    dataset: str
+    tags: dict[str, str]
+    seeds_per_algo: int
+    sigmas: tuple[float, ...]
+
+
+def _solutions(
     zoo: Zoo,
-    label: str,
-    architecture: str,
-    config: dict[str, Any],
-    dataset: str,
+    plan: Plan,
+    training: _Training,
     data: Dataset,
-    train_options: dict[str, Any],
-    seeds: Sequence[tuple[str, int, int]],
-    tags: dict[str, str],
+    group: int,
+    seed: int,
     tracker: Tracker,
     device: str,
-) -> list[Entry]:
-    """Train one solution per (algo, index, seed) and add it to the zoo."""
+) -> tuple[list[Entry], dict[str, str], dict[str, list[LocalEnergy]], dict[str, list[float]]]:
+    """Train the solutions of ``training`` (seeded by :func:`_seed`) and add them to the
+    zoo; return them, their classes (by algorithm), and per class their local energies and
+    test errors."""
     from canon.architectures import build_model
     from canon.engine import train
 
-    model = build_model(architecture, config)
-    entries = []
-    for algo, index, seed in seeds:
-        result = train(model, data, algo, seed, device=device, **train_options)
-        metrics = {
-            "train_error": result.train_error,
-            "test_error": result.test_error if result.test_error is not None else math.nan,
-            "epochs": result.epochs,
-        }
-        if algo == "rsgd":  # the coupling of the replicas in the last epoch run
-            gamma0, gamma1 = result.options["gamma0"], result.options["gamma1"]
-            metrics["coupling"] = gamma0 * (1 + gamma1) ** (result.epochs - 1)
-        entry = zoo.add(
-            {k: v.cpu() for k, v in result.state.items()},
-            name=f"{label}-{algo}-{index}",
-            architecture=architecture,
-            config=config,
-            dataset=dataset,
-            tags={**tags, "algo": algo, "seed": str(seed)},
-            metrics=metrics,
-        )
-        entries.append(entry)
-        tracker.step(f"{label}: training {algo}")
-    return entries
+    net = training.net
+    config = dict(net.config)
+    model = build_model(net.architecture, config)
+    options: dict[str, Any] = {
+        "epochs": net.epochs,
+        "adv_epochs": net.adv_epochs,
+        "target_error": plan.target_error,
+    }
+    solutions = []
+    for algo in ALGOS:
+        for index in range(training.seeds_per_algo):
+            algo_seed = _seed(seed, group, algo, index)
+            result = train(model, data, algo, algo_seed, device=device, **options)
+            metrics = {
+                "train_error": result.train_error,
+                "test_error": result.test_error if result.test_error is not None else math.nan,
+                "epochs": result.epochs,
+            }
+            if algo == "rsgd":  # the coupling of the replicas in the last epoch run
+                gamma0, gamma1 = result.options["gamma0"], result.options["gamma1"]
+                metrics["coupling"] = gamma0 * (1 + gamma1) ** (result.epochs - 1)
+            entry = zoo.add(
+                {k: v.cpu() for k, v in result.state.items()},
+                name=f"{net.label}-{algo}-{index}",
+                architecture=net.architecture,
+                config=config,
+                dataset=training.dataset,
+                tags={**training.tags, "algo": algo, "seed": str(algo_seed)},
+                metrics=metrics,
+            )
+            solutions.append(entry)
+            tracker.step(f"{net.label}: training {algo}")
+    classes = class_of(solutions)
+    energies, tests = energies_by_class(
+        zoo,
+        solutions,
+        classes,
+        sigmas=training.sigmas,
+        draws=plan.draws,
+        seed=seed,
+        device=device,
+        progress=tracker.within(f"{net.label}: local energy"),
+    )
+    return solutions, classes, energies, tests
 
 
 def _bends(
@@ -195,37 +227,9 @@ def measure_net(
     from canon.data import load_dataset
 
     data = load_dataset("digits")
-    seeds = [
-        (algo, i, _seed(seed, group, algo, i)) for algo in ALGOS for i in range(plan.seeds_per_algo)
-    ]
-    options = {
-        "epochs": net.epochs,
-        "adv_epochs": net.adv_epochs,
-        "target_error": plan.target_error,
-    }
-    solutions = _train_solutions(
-        zoo,
-        net.label,
-        net.architecture,
-        dict(net.config),
-        "digits",
-        data,
-        options,
-        seeds,
-        {"net": net.label},
-        tracker,
-        device,
-    )
-    classes = class_of(solutions)
-    energies, tests = energies_by_class(
-        zoo,
-        solutions,
-        classes,
-        sigmas=plan.sigmas,
-        draws=plan.draws,
-        seed=seed,
-        device=device,
-        progress=tracker.within(f"{net.label}: local energy"),
+    training = _Training(net, "digits", {"net": net.label}, plan.seeds_per_algo, plan.sigmas)
+    solutions, classes, energies, tests = _solutions(
+        zoo, plan, training, data, group, seed, tracker, device
     )
     pairs = entry_pairs_by_class(solutions, classes, per_class=plan.pairs_per_class)
     curves = path_curves(
@@ -296,40 +300,18 @@ def measure_binary(
     dataset = f"npz:{hmm_file(zoo.root / 'data', binary, N, seed).resolve()}"
     data = load_dataset(dataset)
     label = f"cm{N}"
-    seeds = [
-        (algo, i, _seed(seed, group, algo, i))
-        for algo in ALGOS
-        for i in range(binary.seeds_per_algo)
-    ]
-    options = {
-        "epochs": binary.epochs,
-        "adv_epochs": binary.adv_epochs,
-        "target_error": plan.target_error,
-    }
-    config = {"in_features": N, "hidden": binary.hidden}
-    solutions = _train_solutions(
-        zoo,
+    machine = NetPlan(
         label,
+        f"binary committee machine, N = {N}",
         "canon.repro.nets:committee_pm1",
-        config,
-        dataset,
-        data,
-        options,
-        seeds,
-        {"net": "committee", "N": str(N), "D": str(binary.D), "P": str(binary.P)},
-        tracker,
-        device,
+        {"in_features": N, "hidden": binary.hidden},
+        epochs=binary.epochs,
+        adv_epochs=binary.adv_epochs,
     )
-    classes = class_of(solutions)
-    energies, tests = energies_by_class(
-        zoo,
-        solutions,
-        classes,
-        sigmas=binary.flips,
-        draws=plan.draws,
-        seed=seed,
-        device=device,
-        progress=tracker.within(f"{label}: local energy"),
+    tags = {"net": "committee", "N": str(N), "D": str(binary.D), "P": str(binary.P)}
+    training = _Training(machine, dataset, tags, binary.seeds_per_algo, binary.flips)
+    solutions, classes, energies, tests = _solutions(
+        zoo, plan, training, data, group, seed, tracker, device
     )
     pairs = entry_pairs_by_class(solutions, classes, within_only=True)
     curves = path_curves(

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["ALGOS", "BinaryPlan", "NetPlan", "Plan", "make_plan"]
 
 #: The three ways of sampling solutions, flattest first (the paper's RSGD, SGD, ADV).
 ALGOS = ("rsgd", "sgd", "adv")
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class NetPlan:
-    """A continuous network trained on ``digits``: its label, architecture and config, and
-    the most epochs of training (``adv_epochs``: of adv's random-label phase)."""
+    """A network to train: its label, title, architecture and config, and the most epochs
+    of training (``adv_epochs``: of adv's random-label phase). The plan's ``nets`` are the
+    continuous networks, trained on ``digits``."""
 
     label: str
     title: str
@@ -81,76 +84,54 @@ class Plan:
 
 def make_plan(quick: bool = False) -> Plan:
     """The full plan (the default), or the quick one."""
-    if quick:
-        return Plan(
-            quick=True,
-            nets=(
-                NetPlan("mlp", "MLP 64-256-256-10", "mlp", _mlp(256), epochs=60, adv_epochs=30),
-                NetPlan(
-                    "lenet",
-                    "LeNet-like, conv 10 and 20 filters 5x5, fc 128",
-                    "canon.repro.nets:lenet_digits",
-                    {"channels": [10, 20], "hidden": 128},
-                    epochs=40,
-                    adv_epochs=20,
-                ),
-            ),
-            seeds_per_algo=2,
-            target_error=0.0,
-            pairs_per_class=2,
-            bend_pairs_per_class=1,
-            midpoint_epochs=10,
-            points=13,
-            sigmas=(0.1, 0.3, 0.5),
-            draws=4,
-            plane_grid=11,
-            plane_margin=0.2,
-            binary=BinaryPlan(
-                D=51,
-                P=153,
-                P_test=500,
-                hidden=21,
-                ratios=(1, 2, 4),
-                seeds_per_algo=2,
-                epochs=50,
-                adv_epochs=20,
-                flips=(0.02, 0.05, 0.1),
-            ),
-        )
+
+    def sized(full: T, small: T) -> T:
+        """A setting's value in the full plan, or its smaller value in the quick one."""
+        return small if quick else full
+
     return Plan(
-        quick=False,
-        nets=(
-            NetPlan("mlp", "MLP 64-512-512-10", "mlp", _mlp(512)),
-            NetPlan(
-                "lenet",
-                "LeNet-like, conv 20 and 50 filters 5x5, fc 500",
-                "canon.repro.nets:lenet_digits",
-                {"channels": [20, 50], "hidden": 500},
-            ),
+        quick=quick,
+        nets=sized(
+            (_mlp(512), _lenet((20, 50), 500)),
+            (_mlp(256, epochs=60, adv_epochs=30), _lenet((10, 20), 128, epochs=40, adv_epochs=20)),
         ),
-        seeds_per_algo=4,
+        seeds_per_algo=sized(4, 2),
         target_error=0.0,
-        pairs_per_class=4,
-        bend_pairs_per_class=2,
-        midpoint_epochs=100,
-        points=25,
-        sigmas=(0.1, 0.2, 0.3, 0.4, 0.5),
-        draws=10,
-        plane_grid=17,
+        pairs_per_class=sized(4, 2),
+        bend_pairs_per_class=sized(2, 1),
+        midpoint_epochs=sized(100, 10),
+        points=sized(25, 13),
+        sigmas=sized((0.1, 0.2, 0.3, 0.4, 0.5), (0.1, 0.3, 0.5)),
+        draws=sized(10, 4),
+        plane_grid=sized(17, 11),
         plane_margin=0.2,
         binary=BinaryPlan(
-            D=501,
-            P=1503,
-            P_test=1000,
-            hidden=101,
+            D=sized(501, 51),
+            P=sized(1503, 153),
+            P_test=sized(1000, 500),
+            hidden=sized(101, 21),
             ratios=(1, 2, 4),
-            seeds_per_algo=3,
-            epochs=200,
-            adv_epochs=200,
-            flips=(0.01, 0.025, 0.05, 0.1),
+            seeds_per_algo=sized(3, 2),
+            epochs=sized(200, 50),
+            adv_epochs=sized(200, 20),
+            flips=sized((0.01, 0.025, 0.05, 0.1), (0.02, 0.05, 0.1)),
         ),
     )
 
 
-def _mlp(width: int) -> dict[str, Any]:
-    return {"in_features": 64, "hidden": [width, width], "classes": 10}
+def _mlp(width: int, **epochs: int) -> NetPlan:
+    """The MLP 64-width-width-10 on digits."""
+    config = {"in_features": 64, "hidden": [width, width], "classes": 10}
+    return NetPlan("mlp", f"MLP 64-{width}-{width}-10", "mlp", config, **epochs)
+
+
+def _lenet(channels: tuple[int, int], hidden: int, **epochs: int) -> NetPlan:
+    """The LeNet-like net on digits: two 5x5 convolutions of ``channels``, fc ``hidden``."""
+    c1, c2 = channels
+    return NetPlan(
+        "lenet",
+        f"LeNet-like, conv {c1} and {c2} filters 5x5, fc {hidden}",
+        "canon.repro.nets:lenet_digits",
+        {"channels": [c1, c2], "hidden": hidden},
+        **epochs,
+    )

@@ -8,8 +8,9 @@ bytes, and hands the work to the pool.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -54,6 +55,7 @@ __all__ = ["UPLOAD_PATH", "comparison_out", "entry_detail", "figure_url", "route
 
 UPLOAD_PATH = "/api/entries"
 SAFETENSORS = "application/octet-stream"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -61,6 +63,23 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 router = APIRouter(prefix="/api", responses=_errors(400, 422))
+
+
+def _write_route(
+    path: str, *, status_code: int, response_model: Any, errors: tuple[int, ...], **extra: Any
+) -> Callable[[F], F]:
+    """A POST route that changes the zoo: it needs the write token (answering 401 and 403
+    without it), besides the ``errors`` of its own."""
+    return router.post(
+        path,
+        status_code=status_code,
+        response_model=response_model,
+        dependencies=[WriteAccess],
+        responses=_errors(401, 403, *errors),
+        **extra,
+    )
+
+
 ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {"model": JobOut, "description": "Not cached: a job computes it."}
 }
@@ -188,12 +207,11 @@ def _add_upload(service: Service, data: bytes, fields: dict[str, Any]) -> Entry:
             raise
 
 
-@router.post(
+@_write_route(
     "/entries",
     status_code=201,
     response_model=EntryDetail,
-    dependencies=[WriteAccess],
-    responses=_errors(401, 403, 409, 413),
+    errors=(409, 413),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -285,13 +303,7 @@ def table(service: ServiceDep, request: TableRequest) -> Response:
     return JSONResponse(TableOut.model_validate(found.to_dict()).model_dump(mode="json"))
 
 
-@router.post(
-    "/midpoints",
-    status_code=202,
-    response_model=JobOut,
-    dependencies=[WriteAccess],
-    responses=_errors(401, 403, 404, 409),
-)
+@_write_route("/midpoints", status_code=202, response_model=JobOut, errors=(404, 409))
 def midpoint(service: ServiceDep, request: MidpointRequest) -> Response:
     """Queue the optimization of a midpoint between two entries; needs the token."""
     params = midpoint_params(

@@ -120,31 +120,43 @@ def check_upload(zoo: Zoo, path: Path, architecture: str | None, dataset: str | 
         )
 
 
+def _compare(zoo: Zoo, params: Mapping[str, Any], device: str, **how: Any) -> Comparison:
+    """The comparison that ``params`` (:func:`compare_params`) ask for; ``how``: the
+    ``progress`` or ``compute`` of :meth:`Zoo.compare`."""
+    return zoo.compare(
+        params["a"],
+        params["b"],
+        paths=params["paths"],
+        points=params["points"],
+        device=device,
+        **how,
+    )
+
+
+def _table(zoo: Zoo, params: Mapping[str, Any], device: str, **how: Any) -> Table:
+    """The table that ``params`` (:func:`table_params`) ask for; ``how``: the ``progress``
+    or ``compute`` of :meth:`Zoo.barrier_table`."""
+    return zoo.barrier_table(
+        params["entries"],
+        path=params["path"],
+        metric=params["metric"],
+        points=params["points"],
+        device=device,
+        **how,
+    )
+
+
 def cached_comparison(zoo: Zoo, params: Mapping[str, Any]) -> Comparison | None:
     """The comparison if every part of it is cached, else None (invalid requests raise)."""
     try:
-        return zoo.compare(
-            params["a"],
-            params["b"],
-            paths=params["paths"],
-            points=params["points"],
-            device="cpu",
-            compute=False,
-        )
+        return _compare(zoo, params, "cpu", compute=False)
     except NotCachedError:
         return None
 
 
 def cached_table(zoo: Zoo, params: Mapping[str, Any]) -> Table | None:
     """The table if every pair is cached, else None (invalid requests raise)."""
-    table = zoo.barrier_table(
-        params["entries"],
-        path=params["path"],
-        metric=params["metric"],
-        points=params["points"],
-        device="cpu",
-        compute=False,
-    )
+    table = _table(zoo, params, "cpu", compute=False)
     return None if bool(np.isnan(table.matrix).any()) else table
 
 
@@ -162,29 +174,13 @@ def comparison_figure(comparison: Comparison, fmt: str = "svg") -> bytes:
 def _run_compare(
     zoo: Zoo, params: Mapping[str, Any], device: str, progress: Progress
 ) -> dict[str, Any]:
-    result = zoo.compare(
-        params["a"],
-        params["b"],
-        paths=params["paths"],
-        points=params["points"],
-        device=device,
-        progress=progress,
-    )
-    return result.to_dict()
+    return _compare(zoo, params, device, progress=progress).to_dict()
 
 
 def _run_table(
     zoo: Zoo, params: Mapping[str, Any], device: str, progress: Progress
 ) -> dict[str, Any]:
-    result = zoo.barrier_table(
-        params["entries"],
-        path=params["path"],
-        metric=params["metric"],
-        points=params["points"],
-        device=device,
-        progress=progress,
-    )
-    return result.to_dict()
+    return _table(zoo, params, device, progress=progress).to_dict()
 
 
 def _run_midpoint(

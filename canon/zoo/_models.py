@@ -8,6 +8,7 @@ canonical JSON text (sorted keys, no spaces) written by the store.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     DateTime,
@@ -42,6 +43,11 @@ NAMING = {
 }
 
 SHA = 64
+
+
+def _entry_id(**options: Any) -> Mapped[str]:
+    """A column holding an entry's id: removing the entry removes the row (``CASCADE``)."""
+    return mapped_column(String(SHA), ForeignKey("entries.id", ondelete="CASCADE"), **options)
 
 
 class Base(DeclarativeBase):
@@ -89,7 +95,7 @@ class TagModel(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    entry_id: Mapped[str] = mapped_column(String(SHA), ForeignKey("entries.id", ondelete="CASCADE"))
+    entry_id: Mapped[str] = _entry_id()
     key: Mapped[str] = mapped_column(String(64))
     value: Mapped[str] = mapped_column(String(256))
 
@@ -99,9 +105,7 @@ class ParentModel(Base):
 
     __tablename__ = "parents"
 
-    child_id: Mapped[str] = mapped_column(
-        String(SHA), ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
-    )
+    child_id: Mapped[str] = _entry_id(primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     parent_id: Mapped[str] = mapped_column(String(SHA), ForeignKey("entries.id"), index=True)
 
@@ -111,12 +115,8 @@ class CanonicalCacheModel(Base):
 
     __tablename__ = "canonical_cache"
 
-    entry_id: Mapped[str] = mapped_column(
-        String(SHA), ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
-    )
-    reference_id: Mapped[str] = mapped_column(
-        String(SHA), ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
-    )
+    entry_id: Mapped[str] = _entry_id(primary_key=True)
+    reference_id: Mapped[str] = _entry_id(primary_key=True)
     cache_version: Mapped[int] = mapped_column(Integer, primary_key=True)
     alignment: Mapped[str] = mapped_column(Text)
 
@@ -126,12 +126,8 @@ class PairCacheModel(Base):
 
     __tablename__ = "pair_cache"
 
-    entry_a: Mapped[str] = mapped_column(
-        String(SHA), ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
-    )
-    entry_b: Mapped[str] = mapped_column(
-        String(SHA), ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
-    )
+    entry_a: Mapped[str] = _entry_id(primary_key=True)
+    entry_b: Mapped[str] = _entry_id(primary_key=True)
     path_kind: Mapped[str] = mapped_column(String(64), primary_key=True)
     options_hash: Mapped[str] = mapped_column(String(SHA), primary_key=True)
     cache_version: Mapped[int] = mapped_column(Integer, primary_key=True)
