@@ -226,7 +226,7 @@ def test_curve_cache_key_changes_with_every_path_option() -> None:
     assert set(base.to_dict()) == {f.name for f in dataclasses.fields(PathOptions)}
     changed = {
         "points": 9, "bn": "interpolate", "bn_batches": 3, "bn_batch_size": 32, "orders": 2,
-        "seed": 1, "loss": True, "test": True,
+        "seed": 1, "loss": True, "test": True, "method": "weight", "match_batch": 64,
     }  # fmt: skip
     assert set(changed) == set(base.to_dict())
     keys = {curve_key("geodesic", "digits", dataclasses.replace(base, **{k: v}))

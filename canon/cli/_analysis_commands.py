@@ -13,6 +13,7 @@ from canon.cli._app import App, command, emit
 from canon.cli._common import (
     barrier_table,
     entry_summary,
+    match_option,
     open_zoo,
     plane_options,
     points_option,
@@ -50,9 +51,16 @@ def _epochs(update: Callable[[int, int], None] | None) -> Callable[[TrainProgres
     help=f"Path kind (repeatable); default {', '.join(DEFAULT_PATHS)}.",
 )
 @points_option
+@match_option
 @click.option("--plot", "plot_file", default=None, help="Draw the curves to FILE.png/svg/pdf.")
 def compare(
-    app: App, a: str, b: str, paths: tuple[str, ...], points: int, plot_file: str | None
+    app: App,
+    a: str,
+    b: str,
+    paths: tuple[str, ...],
+    points: int,
+    method: str,
+    plot_file: str | None,
 ) -> None:
     """Distances between A and B, and the barrier along each path kind."""
     from canon.errors import ConfigError
@@ -61,7 +69,13 @@ def compare(
         raise ConfigError(f"`--plot` must end in {', '.join(PLOT_SUFFIXES)}, got `{plot_file}`")
     with open_zoo(app) as zoo, progress(app, "paths") as bar:
         result = zoo.compare(
-            a, b, paths=paths or DEFAULT_PATHS, points=points, device=app.device, progress=bar
+            a,
+            b,
+            paths=paths or DEFAULT_PATHS,
+            points=points,
+            method=method,
+            device=app.device,
+            progress=bar,
         )
     if plot_file is not None:
         from canon.plots import plot_curves
@@ -85,11 +99,13 @@ def compare(
 @command()
 @table_options(COMPARABLE)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
-def table(app: App, selection: Selection, path: str, metric: str, points: int, fmt: str) -> None:
+def table(
+    app: App, selection: Selection, path: str, metric: str, points: int, method: str, fmt: str
+) -> None:
     """The pairwise matrix of NAMES (or of the entries with --tag; default all)."""
     with open_zoo(app) as zoo:
         entries = selection.choose(zoo, least=2, what="`table`")
-        result = barrier_table(app, zoo, entries, path, metric, points)
+        result = barrier_table(app, zoo, entries, path, metric, points, method)
     app.log(f"{result.computed} pair(s) computed, the rest from the cache")
     if app.json or fmt == "json":
         click.echo(result.to_json())

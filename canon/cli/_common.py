@@ -16,6 +16,7 @@ import click
 from canon._format import pct
 from canon._options import parse_tags
 from canon.cli._app import App
+from canon.engine import MATCHING_METHODS
 
 if TYPE_CHECKING:
     from canon.zoo import Entry, Table, Zoo
@@ -24,6 +25,7 @@ __all__ = [
     "Selection",
     "barrier_table",
     "entry_summary",
+    "match_option",
     "open_zoo",
     "plane_options",
     "points_option",
@@ -41,6 +43,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: ``--points`` of every command that evaluates paths.
 points_option = click.option(
     "--points", default=25, show_default=True, help="Points along each path."
+)
+
+#: ``--match`` of every command that aligns pairs; choices from the engine's registry.
+match_option = click.option(
+    "--match",
+    "method",
+    type=click.Choice(MATCHING_METHODS),
+    default="auto",
+    show_default=True,
+    help="How units are paired: auto (incoming for chains, weight for residual "
+    "networks), incoming, weight or activation.",
 )
 
 
@@ -145,9 +158,11 @@ def selection_options(func: F) -> F:
 
 def table_options(path_type: click.ParamType[Any] | None = None) -> Callable[[F], F]:
     """NAMES and ``--tag`` (as one :class:`Selection` named ``selection``), ``--path`` (of
-    type ``path_type``), ``--metric`` and ``--points``: what a pairwise table is of."""
+    type ``path_type``), ``--metric``, ``--points`` and ``--match``: what a pairwise table
+    is of."""
 
     def decorate(func: F) -> F:
+        func = match_option(func)
         func = points_option(func)
         func = click.option(
             "--metric", default="barrier", show_default=True, help="barrier, excess or a distance."
@@ -174,12 +189,24 @@ def plane_options(func: F) -> F:
 
 
 def barrier_table(
-    app: App, zoo: Zoo, entries: Sequence[Entry], path: str, metric: str, points: int
+    app: App,
+    zoo: Zoo,
+    entries: Sequence[Entry],
+    path: str,
+    metric: str,
+    points: int,
+    method: str,
 ) -> Table:
     """The pairwise table of ``entries`` (:meth:`Zoo.barrier_table`), with a bar over pairs."""
     with progress(app, "pairs") as bar:
         return zoo.barrier_table(
-            entries, path=path, metric=metric, points=points, device=app.device, progress=bar
+            entries,
+            path=path,
+            metric=metric,
+            points=points,
+            method=method,
+            device=app.device,
+            progress=bar,
         )
 
 

@@ -277,14 +277,21 @@ def distances(app: App, selection: Selection, metrics: tuple[str, ...], figure: 
 @table_options()
 @_figure_options
 def table_figure(
-    app: App, selection: Selection, path: str, metric: str, points: int, figure: _Figure
+    app: App,
+    selection: Selection,
+    path: str,
+    metric: str,
+    points: int,
+    method: str,
+    figure: _Figure,
 ) -> None:
     """The pairwise barrier or distance table of the selection as a colour matrix."""
     from canon.plots import plot_table
 
     target = figure.target()
     with open_zoo(app) as zoo:
-        result = barrier_table(app, zoo, _solutions(zoo, selection, 2), path, metric, points)
+        entries = _solutions(zoo, selection, 2)
+        result = barrier_table(app, zoo, entries, path, metric, points, method)
     plot_table(result, target, title=figure.title)
     figure.written(app, target, result.to_dict())
 

@@ -7,8 +7,10 @@ computes on the device its tensors live on.
 from canon.core.alignment import Aligned as Aligned
 from canon.core.alignment import align as align
 from canon.core.alignment import canonicalize as canonicalize
+from canon.core.matching import WEIGHT_METHODS as WEIGHT_METHODS
 from canon.core.matching import default_method as default_method
 from canon.core.matching import match as match
+from canon.core.matching import match_incoming as match_incoming
 from canon.core.matching import match_weights as match_weights
 from canon.core.matching import matching_objective as matching_objective
 from canon.core.normalization import normalize as normalize
@@ -27,8 +29,10 @@ from canon.core.spec import check_finite as check_finite
 from canon.core.spec import check_state as check_state
 from canon.core.symmetries import random_symmetry as random_symmetry
 from canon.core.trace import spec_from_module as spec_from_module
+from canon.core.trace import traced as traced
 
 __all__ = [
+    "WEIGHT_METHODS",
     "Aligned",
     "Alignment",
     "BatchNormTensors",
@@ -46,10 +50,12 @@ __all__ = [
     "check_state",
     "default_method",
     "match",
+    "match_incoming",
     "match_weights",
     "matching_objective",
     "normalize",
     "random_symmetry",
     "solve_assignment",
     "spec_from_module",
+    "traced",
 ]

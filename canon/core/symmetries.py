@@ -39,9 +39,10 @@ def random_symmetry(
     ``sign`` groups have random units negated along with their outgoing
     weights. A shared group (a residual stream) gets one factor, sign and
     permutation per unit for all its producers. Units followed by BatchNorm
-    also get the two BN symmetries: the input scale (w, b, mean times c, var times c^2: exact up to eps; skip it
-    with ``bn_input_scale=False``) and the sign of gamma (w, b, mean, gamma
-    negated: exact). The output layer is scaled by one positive factor.
+    also get the two BN symmetries: the input scale (w, b, mean times c, var
+    times c^2: exact up to eps; skip it with ``bn_input_scale=False``) and the
+    sign of gamma (w, b, mean, gamma negated: exact). The output layer is
+    scaled by one positive factor.
     """
     gen = torch.Generator().manual_seed(seed)
     out = dict(state)

@@ -124,6 +124,11 @@ def _unsupported(message: str, op: str, path: str) -> UnsupportedModuleError:
     return UnsupportedModuleError(message, op=op, path=path)
 
 
+def _hidden(inputs: list[tuple[fx.Node, _Value]]) -> list[tuple[fx.Node, _Units]]:
+    """The inputs that hold hidden units (not the network's input, not parameters)."""
+    return [(n, v) for n, v in inputs if isinstance(v, _Units) and not v.space.pinned]
+
+
 class Walker:
     """Walks a traced, shape-propagated graph and collects the unit groups."""
 
@@ -167,7 +172,7 @@ class Walker:
                 name,
                 _where(node),
             )
-        hidden = [(n, v) for n, v in inputs if isinstance(v, _Units) and not v.space.pinned]
+        hidden = _hidden(inputs)
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         if isinstance(module, LAYERS) and (
             not isinstance(module, nn.Linear) and module.groups != 1
@@ -267,7 +272,7 @@ class Walker:
         return _Units(new, axis, layer=path)
 
     def _grouped_conv(
-        self, node: fx.Node, module: nn.Module, hidden: list[tuple[fx.Node, _Value]]
+        self, node: fx.Node, module: nn.Module, hidden: list[tuple[fx.Node, _Units]]
     ) -> _Units:
         assert isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
         path = str(node.target)
@@ -323,8 +328,7 @@ class Walker:
                 type(module).__name__,
                 path,
             )
-        hidden = [(n, v) for n, v in inputs if isinstance(v, _Units) and not v.space.pinned]
-        return self._apply(node, op, source, units, hidden)
+        return self._apply(node, op, source, units, _hidden(inputs))
 
     def _batchnorm(
         self, node: fx.Node, module: nn.Module, source: fx.Node, units: _Units
@@ -426,7 +430,7 @@ class Walker:
         op: Op,
         source: fx.Node,
         units: _Units,
-        hidden: list[tuple[fx.Node, _Value]],
+        hidden: list[tuple[fx.Node, _Units]],
     ) -> _Value:
         name = op_name(node)
         where = _where(node)
@@ -484,7 +488,7 @@ class Walker:
 
     def _permute(self, node: fx.Node, source: fx.Node, units: _Units) -> _Units:
         ndim = len(_shape(source))
-        args = [a for a in node.args[1:]]
+        args: list[Any] = list(node.args[1:])
         if node.target in ("transpose", torch.transpose):
             a, b = (int(x) % ndim for x in args[:2])
             dims = list(range(ndim))
@@ -495,7 +499,7 @@ class Walker:
         return _Units(units.space.root(), dims.index(units.axis), units.block)
 
     def _reduced_dims(self, node: fx.Node) -> tuple[int, ...] | None:
-        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        dim: Any = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         if dim is None:
             return None
         return tuple(dim) if isinstance(dim, (list, tuple)) else (int(dim),)
@@ -526,6 +530,7 @@ class Walker:
                     where,
                 )
             space.read_out = True
+            space.taps.setdefault(source.name, Tap(source.name, units.axis, units.block))
             space.ops.append((self.order[node], READOUT))
             return _Ended()
         keep = len(out_shape) == ndim
@@ -542,7 +547,7 @@ class Walker:
         self,
         node: fx.Node,
         inputs: list[tuple[fx.Node, _Value]],
-        hidden: list[tuple[fx.Node, _Value]],
+        hidden: list[tuple[fx.Node, _Units]],
     ) -> _Units:
         """x + y, x * y, x / y with hidden units, parameters or numbers."""
         where = _where(node)
@@ -571,19 +576,19 @@ class Walker:
             self._join(first.space, other.space, node)
         space = first.space.root()
         params = [(n, v) for n, v in inputs if isinstance(v, _Param)]
-        for n, v in params:
-            assert isinstance(v, _Param)
+        for n, param in params:
+            assert isinstance(param, _Param)
             view = _shape(n)
             if math.prod(view) == 1:
                 continue  # one learnable number for all units: no unit moves it
-            at = v.axis + out_ndim - len(view)
-            if at != first.axis or view[v.axis] != space.size * first.block or first.block != 1:
+            at = param.axis + out_ndim - len(view)
+            if at != first.axis or view[param.axis] != space.size or first.block != 1:
                 raise _unsupported(
-                    f"parameter `{v.name}` in {where} is not one value per unit",
+                    f"parameter `{param.name}` in {where} is not one value per unit",
                     name,
                     where,
                 )
-            space.carried.append(CarriedAxis(v.name, 0))
+            space.carried.append(CarriedAxis(param.name, 0))
         scalar_only = len(inputs) == 1
         if target in _ADD:
             op = linear("add") if len(placed) > 1 and not params else plain("shift")
@@ -591,8 +596,6 @@ class Walker:
             op = plain("product")
         else:
             op = linear("scale") if scalar_only or params else plain("product")
-        if target in _ADD and params and all(math.prod(_shape(n)) == 1 for n, _ in params):
-            op = plain("shift")
         space.ops.append((self.order[node], op))
         return _Units(space, first.axis, first.block)
 

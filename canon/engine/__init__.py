@@ -17,6 +17,15 @@ _EXPORTS = {
     "Scores": "canon.engine.evaluate",
     "ALGORITHMS": "canon.engine.kinds",
     "DEFAULT_PATHS": "canon.engine.kinds",
+    "MATCHING_METHODS": "canon.engine.kinds",
+    "MatchingInfo": "canon.engine.kinds",
+    "get_matching": "canon.engine.kinds",
+    "list_matchings": "canon.engine.kinds",
+    "register_matching": "canon.engine.kinds",
+    "MatchInputs": "canon.engine.matching",
+    "find_alignment": "canon.engine.matching",
+    "match_activations": "canon.engine.matching",
+    "resolve_method": "canon.engine.matching",
     "MIDPOINT_PATHS": "canon.engine.kinds",
     "PATH_KINDS": "canon.engine.kinds",
     "AlgorithmInfo": "canon.engine.kinds",
@@ -83,16 +92,21 @@ if TYPE_CHECKING:
     from canon.engine.evaluate import Scores as Scores
     from canon.engine.kinds import ALGORITHMS as ALGORITHMS
     from canon.engine.kinds import DEFAULT_PATHS as DEFAULT_PATHS
+    from canon.engine.kinds import MATCHING_METHODS as MATCHING_METHODS
     from canon.engine.kinds import MIDPOINT_PATHS as MIDPOINT_PATHS
     from canon.engine.kinds import PATH_KINDS as PATH_KINDS
     from canon.engine.kinds import AlgorithmInfo as AlgorithmInfo
+    from canon.engine.kinds import MatchingInfo as MatchingInfo
     from canon.engine.kinds import PathKindInfo as PathKindInfo
     from canon.engine.kinds import bend_kind as bend_kind
     from canon.engine.kinds import get_algorithm as get_algorithm
+    from canon.engine.kinds import get_matching as get_matching
     from canon.engine.kinds import get_path_kind as get_path_kind
     from canon.engine.kinds import list_algorithms as list_algorithms
+    from canon.engine.kinds import list_matchings as list_matchings
     from canon.engine.kinds import list_path_kinds as list_path_kinds
     from canon.engine.kinds import register_algorithm as register_algorithm
+    from canon.engine.kinds import register_matching as register_matching
     from canon.engine.kinds import register_path_kind as register_path_kind
     from canon.engine.landscape import LocalEnergy as LocalEnergy
     from canon.engine.landscape import PathCurve as PathCurve
@@ -102,6 +116,10 @@ if TYPE_CHECKING:
     from canon.engine.landscape import local_energy as local_energy
     from canon.engine.landscape import path_curve as path_curve
     from canon.engine.landscape import plane as plane
+    from canon.engine.matching import MatchInputs as MatchInputs
+    from canon.engine.matching import find_alignment as find_alignment
+    from canon.engine.matching import match_activations as match_activations
+    from canon.engine.matching import resolve_method as resolve_method
     from canon.engine.midpoint import MidpointResult as MidpointResult
     from canon.engine.midpoint import optimize_midpoint as optimize_midpoint
     from canon.engine.train import Fitted as Fitted

@@ -1,12 +1,15 @@
-"""The registries of kinds: path kinds and training algorithms (DESIGN §2 "Registries").
+"""The registries of kinds: path kinds, training algorithms and matching methods
+(DESIGN §2 "Registries").
 
 A path kind names how the path between two networks is built (``linear``,
 ``geodesic``, ``bend``, ...): its builder, whether it runs through a
 midpoint network, and whether two zoo entries can be compared along it
-directly. A training algorithm names a trainer and its default step. Every
+directly. A training algorithm names a trainer and its default step. A
+matching method names how the units of two networks are paired (DESIGN §3b):
+``incoming``, ``weight``, ``activation``. Every
 list of choices (the CLI's, the service's, the plots') derives from these
-registries; users add their own with :func:`register_path_kind` and
-:func:`register_algorithm`.
+registries; users add their own with :func:`register_path_kind`,
+:func:`register_algorithm` and :func:`register_matching`.
 
 This module imports neither torch nor the core: the command line reads it to
 build its choices, and a built-in builder or trainer imports its module
@@ -27,24 +30,32 @@ from canon.errors import ConfigError, DuplicateNameError
 
 if TYPE_CHECKING:
     from canon.core.paths import NetworkPath
+    from canon.core.permutations import Alignment
     from canon.engine.landscape import PathEnds
+    from canon.engine.matching import MatchInputs
     from canon.engine.train import Fitted, TrainSetup
 
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_PATHS",
+    "MATCHING_METHODS",
     "MIDPOINT_PATHS",
     "PATH_KINDS",
     "AlgorithmInfo",
+    "Matcher",
+    "MatchingInfo",
     "PathBuilder",
     "PathKindInfo",
     "Trainer",
     "bend_kind",
     "get_algorithm",
+    "get_matching",
     "get_path_kind",
     "list_algorithms",
+    "list_matchings",
     "list_path_kinds",
     "register_algorithm",
+    "register_matching",
     "register_path_kind",
 ]
 
@@ -52,6 +63,8 @@ __all__ = [
 PathBuilder = Callable[["PathEnds"], "list[NetworkPath]"]
 #: Trains a network as set up by :func:`canon.engine.train` and returns the solution.
 Trainer = Callable[["TrainSetup"], "Fitted"]
+#: Pairs the units of two normalized networks: the alignment of one to the other.
+Matcher = Callable[["MatchInputs"], "Alignment"]
 B = TypeVar("B", bound=Callable[..., Any])
 
 
@@ -94,8 +107,20 @@ class AlgorithmInfo:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class MatchingInfo:
+    """A registered matching method; ``needs_data``: it runs the networks on a batch of
+    their dataset (the batch size is then an option of every result it gives)."""
+
+    name: str
+    match: Matcher
+    label: str = ""
+    needs_data: bool = False
+
+
 _PATH_KINDS: dict[str, PathKindInfo] = {}
 _ALGORITHMS: dict[str, AlgorithmInfo] = {}
+_MATCHINGS: dict[str, MatchingInfo] = {}
 
 
 def _check_new(name: str, registry: dict[str, Any], what: str) -> None:
@@ -217,6 +242,37 @@ def list_algorithms(pattern: str = "*") -> list[str]:
     return [n for n in _ALGORITHMS if fnmatch.fnmatchcase(n, pattern)]
 
 
+def register_matching(name: str, *, label: str = "", needs_data: bool = False) -> Callable[[B], B]:
+    """Decorator registering ``matcher(inputs) -> Alignment`` as the matching method ``name``.
+
+    ``auto`` is reserved (it picks the architecture's default method); a name
+    registered twice raises :class:`~canon.errors.DuplicateNameError`.
+    """
+    if name == "auto":
+        raise ConfigError("`auto` is reserved for the architecture's default matching method")
+    _check_new(name, _MATCHINGS, "matching method")
+
+    def decorate(matcher: B) -> B:
+        _check_new(name, _MATCHINGS, "matching method")
+        _MATCHINGS[name] = MatchingInfo(name, matcher, label, needs_data)
+        return matcher
+
+    return decorate
+
+
+def get_matching(name: str) -> MatchingInfo:
+    """The registered matching method ``name``; an unknown name suggests close matches."""
+    try:
+        return _MATCHINGS[name]
+    except (KeyError, TypeError):
+        raise _unknown(name, ["auto", *_MATCHINGS], "matching method") from None
+
+
+def list_matchings(pattern: str = "*") -> list[str]:
+    """Registered matching methods matching the fnmatch ``pattern``, in registration order."""
+    return [n for n in _MATCHINGS if fnmatch.fnmatchcase(n, pattern)]
+
+
 def _deferred(module: str, name: str) -> Callable[..., Any]:
     """``module.name``, imported on the first call (so that this registry loads without torch)."""
 
@@ -270,6 +326,17 @@ register_algorithm(
     description="adversarial initialization (Liu et al. 2020), then plain SGD",
 )(_deferred("canon.engine.train", "train_adv"))
 
+# DESIGN §3b "Matching": the paper's Alg. 2, weight matching, activation matching.
+register_matching("incoming", label="incoming weights, forward order (Alg. 2)")(
+    _deferred("canon.engine.matching", "by_incoming")
+)
+register_matching("weight", label="weight matching, coordinate descent over groups")(
+    _deferred("canon.engine.matching", "by_weight")
+)
+register_matching("activation", label="activation correlation on a data batch", needs_data=True)(
+    _deferred("canon.engine.matching", "by_activation")
+)
+
 #: The built-in path kinds (:func:`list_path_kinds` also sees kinds registered later).
 PATH_KINDS: tuple[str, ...] = tuple(list_path_kinds())
 #: The path kinds a comparison uses when none are named.
@@ -280,3 +347,5 @@ MIDPOINT_PATHS: tuple[str, ...] = tuple(
 )
 #: The built-in training algorithms (:func:`list_algorithms` also sees later ones).
 ALGORITHMS: tuple[str, ...] = tuple(list_algorithms())
+#: The built-in matching methods, after ``auto`` (the architecture's default).
+MATCHING_METHODS: tuple[str, ...] = ("auto", *list_matchings())

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from canon.architectures import build_model
 from canon.core import (
+    WEIGHT_METHODS,
     Alignment,
     Spec,
     apply_alignment,
@@ -40,7 +41,8 @@ from canon.core.records import JsonRecord
 from canon.device import resolve_device
 from canon.engine.batchnorm import has_batchnorm, with_recomputed_statistics
 from canon.engine.evaluate import Evaluator
-from canon.engine.kinds import PATH_KINDS, get_path_kind
+from canon.engine.kinds import PATH_KINDS, get_matching, get_path_kind
+from canon.engine.matching import MATCH_BATCH, find_alignment, resolve_method
 from canon.engine.noise import perturbation_path
 from canon.errors import ConfigError
 
@@ -153,7 +155,10 @@ class PathOptions:
     ``bn`` (``recompute`` on ``bn_batches`` training batches of
     ``bn_batch_size``, or ``interpolate``); ``orders`` seeded random flip orders
     (binary networks) from ``seed``; whether to report the ``loss`` and the
-    ``test`` error too.
+    ``test`` error too; the matching ``method`` that aligns b to a
+    (:data:`~canon.engine.kinds.MATCHING_METHODS`; ``auto`` is the
+    architecture's default) and, for methods that run the networks on data,
+    the ``match_batch`` of training inputs (drawn with ``seed``).
     """
 
     points: int = 25
@@ -164,6 +169,8 @@ class PathOptions:
     seed: int = 0
     loss: bool = False
     test: bool = False
+    method: str = "auto"
+    match_batch: int = MATCH_BATCH
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (every field, defaults included)."""
@@ -188,6 +195,8 @@ def path_curve(
     bn_batch_size: int = 256,
     orders: int = 5,
     seed: int = 0,
+    method: str = "auto",
+    match_batch: int = MATCH_BATCH,
     options: PathOptions | None = None,
     batch_size: int = 10_000,
 ) -> PathCurve:
@@ -204,14 +213,20 @@ def path_curve(
     are the endpoint networks themselves. For networks with BatchNorm, the
     running statistics at interior points are recomputed on ``bn_batches``
     training batches of ``bn_batch_size`` (``bn="recompute"``) or interpolated
-    (``bn="interpolate"``); the choice is recorded in ``options``.
+    (``bn="interpolate"``); the choice is recorded in ``options``. b is
+    aligned to a by the matching ``method`` (``auto``: ``incoming`` for
+    networks without shared groups, ``weight`` for residual ones;
+    ``activation`` runs both on ``match_batch`` training inputs); the method
+    used is recorded in ``options`` too.
 
     ``options`` gives every option the numbers depend on as one record
     (:class:`PathOptions`, what a cache keys results by) instead of the
     keywords ``points`` … ``seed``; passing both is an error. ``batch_size``
     bounds memory only.
     """
-    given = PathOptions(points, bn, bn_batches, bn_batch_size, orders, seed, loss, test)
+    given = PathOptions(
+        points, bn, bn_batches, bn_batch_size, orders, seed, loss, test, method, match_batch
+    )
     if options is not None and given != PathOptions():
         raise ConfigError("give path options either as `options` or as keywords, not both")
     opts = options or given
@@ -235,16 +250,28 @@ def path_curve(
     a = {k: v.to(dev) for k, v in a.items()}
     b = {k: v.to(dev) for k, v in b.items()}
     norm_a, norm_b = normalize(a, spec, check=False), normalize(b, spec, check=False)
-    alignment = match(norm_b, norm_a, spec)
+    method = resolve_method(opts.method, spec)
+    alignment = find_alignment(
+        norm_b,
+        norm_a,
+        spec,
+        method,
+        model=template,
+        inputs=train[0].to(dev),
+        batch=opts.match_batch,
+        seed=seed,
+    )
     dists = distances(a, b, spec, alignment)
-    recorded: dict[str, Any] = {"points": points, "seed": seed}
+    recorded: dict[str, Any] = {"points": points, "seed": seed, "method": method}
+    if get_matching(method).needs_data:
+        recorded["match_batch"] = opts.match_batch
     m = None
     if info.needs_midpoint:
         if midpoint is None:
             raise ConfigError(f"a `{kind}` path needs a `midpoint` network")
         check_state(midpoint, spec, "`midpoint`")
         m = {k: v.to(dev) for k, v in midpoint.items()}
-    ends = PathEnds(a, b, norm_a, norm_b, alignment, spec, x, m, orders, seed)
+    ends = PathEnds(a, b, norm_a, norm_b, alignment, spec, x, m, orders, seed, method)
     paths = info.build(ends)
     if info.orders:
         recorded["orders"] = orders
@@ -296,7 +323,9 @@ class PathEnds:
     The endpoints raw (``a``, ``b``) and normalized, the alignment of normalized b
     to normalized a, the positions ``x``, the ``midpoint`` (checked against the
     spec and on the endpoints' device; ``None`` unless the kind needs one),
-    and the number of random ``orders`` with their first ``seed``.
+    the number of random ``orders`` with their first ``seed``, and the matching
+    ``method`` that aligned b (a midpoint is aligned to a by it, or by the
+    architecture's weight-based default when the method needs data).
     """
 
     a: dict[str, Tensor]
@@ -309,6 +338,7 @@ class PathEnds:
     midpoint: dict[str, Tensor] | None = None
     orders: int = 1
     seed: int = 0
+    method: str = "auto"
 
     def aligned_b(self) -> dict[str, Tensor]:
         """Raw b with a's unit order (the alignment found on the normalized networks)."""
@@ -341,7 +371,8 @@ def build_bend(ends: PathEnds) -> list[NetworkPath]:
     """Two geodesic legs through the midpoint, normalized and aligned to a."""
     spec = ends.spec
     m = normalize(ends.require_midpoint("bend"), spec, check=False)
-    m = apply_alignment(m, match(m, ends.norm_a, spec), spec)
+    method = ends.method if ends.method in WEIGHT_METHODS else "auto"
+    m = apply_alignment(m, match(m, ends.norm_a, spec, method), spec)
     end = apply_alignment(ends.norm_b, ends.alignment, spec)
     return [bend_path(ends.norm_a, m, end, spec, ends.x)]
 

@@ -253,7 +253,9 @@ async def upload(
 )
 def compare(service: ServiceDep, request: CompareRequest) -> Response:
     """The comparison from the cache (200), or the job that computes it (202)."""
-    params = compare_params(service.zoo, request.a, request.b, request.paths, request.points)
+    params = compare_params(
+        service.zoo, request.a, request.b, request.paths, request.points, request.match
+    )
     found = cached_comparison(service.zoo, params)
     if found is None:
         return _accepted(service, "compare", params)
@@ -295,7 +297,13 @@ def compare_figure(
 def table(service: ServiceDep, request: TableRequest) -> Response:
     """The pairwise table from the cache (200), or the job that computes it (202)."""
     params = table_params(
-        service.zoo, request.names, request.tags, request.path, request.metric, request.points
+        service.zoo,
+        request.names,
+        request.tags,
+        request.path,
+        request.metric,
+        request.points,
+        request.match,
     )
     found = cached_table(service.zoo, params)
     if found is None:

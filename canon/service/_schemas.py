@@ -7,7 +7,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from canon.service._work import COMPARABLE_PATHS, DEFAULT_PATHS, METRICS, MIDPOINT_PATHS
+from canon.service._work import (
+    COMPARABLE_PATHS,
+    DEFAULT_PATHS,
+    MATCHING_METHODS,
+    METRICS,
+    MIDPOINT_PATHS,
+)
 from canon.zoo import NAME_PATTERN as _ENTRY_NAME
 from canon.zoo import Entry, Job, check_name
 
@@ -60,6 +66,9 @@ ComparablePath = Annotated[str, _member_of(COMPARABLE_PATHS, "path kind"), _enum
 MidpointPath = Annotated[str, _member_of(MIDPOINT_PATHS, "midpoint path"), _enum(MIDPOINT_PATHS)]
 Metric = Annotated[str, _member_of(METRICS, "metric"), _enum(METRICS)]
 Points = Annotated[int, Field(ge=3, le=MAX_POINTS, description="Points along each path.")]
+MatchMethod = Annotated[
+    str, _member_of(MATCHING_METHODS, "matching method"), _enum(MATCHING_METHODS)
+]
 TagValue = Annotated[str, Field(max_length=256)]
 JobKind = Literal["compare", "table", "midpoint"]
 JobStateName = Literal["queued", "running", "done", "failed"]
@@ -133,6 +142,7 @@ class CompareRequest(_Strict):
         default_factory=lambda: list(DEFAULT_PATHS), min_length=1, max_length=5
     )
     points: Points = 25
+    match: MatchMethod = "auto"
 
 
 class CurveOut(BaseModel):
@@ -171,6 +181,7 @@ class TableRequest(_Strict):
     path: ComparablePath = "geodesic"
     metric: Metric = "barrier"
     points: Points = 25
+    match: MatchMethod = "auto"
 
 
 class TableOut(BaseModel):

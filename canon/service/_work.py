@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from canon._limits import clip
-from canon.engine import DEFAULT_PATHS, MIDPOINT_PATHS, list_path_kinds
+from canon.engine import DEFAULT_PATHS, MATCHING_METHODS, MIDPOINT_PATHS, list_path_kinds
 from canon.errors import ConfigError, NotCachedError
 from canon.zoo import (
     CURVE_METRICS,
@@ -35,6 +35,7 @@ __all__ = [
     "COMPARABLE_PATHS",
     "DEFAULT_PATHS",
     "JOB_KINDS",
+    "MATCHING_METHODS",
     "METRICS",
     "MIDPOINT_PATHS",
     "cached_comparison",
@@ -59,10 +60,13 @@ def _ids(zoo: Zoo, names: Sequence[str]) -> list[Entry]:
     return [zoo.get(check_name(n)) for n in names]
 
 
-def compare_params(zoo: Zoo, a: str, b: str, paths: Sequence[str], points: int) -> dict[str, Any]:
+def compare_params(
+    zoo: Zoo, a: str, b: str, paths: Sequence[str], points: int, method: str = "auto"
+) -> dict[str, Any]:
     """The job parameters of a comparison (entries by id); unknown entries raise."""
     ea, eb = _ids(zoo, [a, b])
-    return {"a": ea.id, "b": eb.id, "paths": list(paths or DEFAULT_PATHS), "points": points}
+    paths = list(paths or DEFAULT_PATHS)
+    return {"a": ea.id, "b": eb.id, "paths": paths, "points": points, "method": method}
 
 
 def select_entries(
@@ -81,10 +85,12 @@ def table_params(
     path: str,
     metric: str,
     points: int,
+    method: str = "auto",
 ) -> dict[str, Any]:
     """The job parameters of a table over a selection (entries by id, in order)."""
     chosen = select_entries(zoo, names, tags)
-    return {"entries": [e.id for e in chosen], "path": path, "metric": metric, "points": points}
+    entries = [e.id for e in chosen]
+    return {"entries": entries, "path": path, "metric": metric, "points": points, "method": method}
 
 
 def midpoint_params(zoo: Zoo, a: str, b: str, name: str, path: str, epochs: int) -> dict[str, Any]:
@@ -128,6 +134,7 @@ def _compare(zoo: Zoo, params: Mapping[str, Any], device: str, **how: Any) -> Co
         params["b"],
         paths=params["paths"],
         points=params["points"],
+        method=params.get("method", "auto"),
         device=device,
         **how,
     )
@@ -141,6 +148,7 @@ def _table(zoo: Zoo, params: Mapping[str, Any], device: str, **how: Any) -> Tabl
         path=params["path"],
         metric=params["metric"],
         points=params["points"],
+        method=params.get("method", "auto"),
         device=device,
         **how,
     )

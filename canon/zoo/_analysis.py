@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from canon.architectures import build_model
+from canon.core import normalize
 from canon.core.geometry import Distances, distances
 from canon.core.paths import check_points
 from canon.data import load_dataset
@@ -29,8 +30,11 @@ from canon.engine import (
     Evaluator,
     PathCurve,
     PathOptions,
+    find_alignment,
+    get_matching,
     list_path_kinds,
     path_curve,
+    resolve_method,
 )
 from canon.errors import ConfigError, DatasetError, NotCachedError
 from canon.zoo._ingest import Prepared
@@ -141,10 +145,12 @@ class PairKey:
     kind: str
     options: PathOptions | None
     hash: str
+    matching: PathOptions | None = None  # the matching options, also for distances
 
 
-def pair_key(a: Entry, b: Entry, kind: str, points: int) -> PairKey:
-    """The cache key of ``kind`` for entries a and b; pairs that cannot be compared raise.
+def pair_key(a: Entry, b: Entry, kind: str, points: int, method: str) -> PairKey:
+    """The cache key of ``kind`` for entries a and b aligned by the (resolved) matching
+    ``method``; pairs that cannot be compared raise.
 
     The options record given to :func:`path_curve` is the one hashed, so no option
     (or changed default) can be left out of the key.
@@ -154,15 +160,20 @@ def pair_key(a: Entry, b: Entry, kind: str, points: int) -> PairKey:
             f"`{a.name}` and `{b.name}` have different architectures or configs; "
             "only networks of one family can be compared"
         )
-    if kind == "distances":
-        return PairKey(kind, None, options_hash({"kind": kind}))
-    if a.dataset != b.dataset:
+    needs_data = get_matching(method).needs_data
+    if a.dataset != b.dataset and (kind != "distances" or needs_data):
         raise ConfigError(
             f"`{a.name}` ({a.dataset}) and `{b.name}` ({b.dataset}) were not trained on "
             "the same dataset"
         )
-    options = PathOptions(points=points)
-    return PairKey(kind, options, curve_key(kind, a.dataset, options))
+    options = PathOptions(points=points, method=method)
+    if kind == "distances":
+        # the distances depend on the alignment only, and on the data when it is matched on
+        fields: dict[str, Any] = {"kind": kind, "method": method}
+        if needs_data:
+            fields |= {"dataset": a.dataset, "match_batch": options.match_batch, "seed": 0}
+        return PairKey(kind, None, options_hash(fields), options)
+    return PairKey(kind, options, curve_key(kind, a.dataset, options), options)
 
 
 def curve_key(kind: str, dataset: str | None, options: PathOptions) -> str:
@@ -177,12 +188,13 @@ def _pair(
     b: Entry,
     kind: str,
     points: int,
+    method: str,
     device: torch.device,
     compute: bool = True,
 ) -> dict[str, Any]:
     """The cached or computed result for the sorted pair (a, b)."""
     first, second = sorted((a, b), key=lambda e: e.id)
-    key = pair_key(first, second, kind, points)
+    key = pair_key(first, second, kind, points, method)
     cached = zoo.pairs.get(first.id, second.id, kind, key.hash)
     if cached is not None:
         return cached
@@ -198,7 +210,22 @@ def _compute(zoo: Zoo, a: Entry, b: Entry, key: PairKey, device: torch.device) -
     spec = zoo.spec(a)
     state_a, state_b = zoo.state(a, device), zoo.state(b, device)
     if key.options is None:
-        return distances(state_a, state_b, spec).to_dict()
+        assert key.matching is not None
+        method = key.matching.method
+        model, inputs = None, None
+        if get_matching(method).needs_data:
+            model, inputs = zoo.model(a), zoo.dataset(a).x_train.to(device)
+        alignment = find_alignment(
+            normalize(state_b, spec),
+            normalize(state_a, spec),
+            spec,
+            method,
+            model=model,
+            inputs=inputs,
+            batch=key.matching.match_batch,
+            seed=key.matching.seed,
+        )
+        return distances(state_a, state_b, spec, alignment).to_dict()
     curve = path_curve(
         state_a,
         state_b,
@@ -219,11 +246,15 @@ def compare(
     *,
     paths: Sequence[str] = DEFAULT_PATHS,
     points: int = 25,
+    method: str = "auto",
     device: str | torch.device = "auto",
     progress: Progress | None = None,
     compute: bool = True,
 ) -> Comparison:
     """Distances between a and b and their error curves along ``paths`` (cached).
+
+    b is aligned to a by the matching ``method`` (``auto``: the architecture's
+    default, :func:`~canon.core.default_method`); results are cached per method.
 
     With ``compute=False`` nothing is computed: a part not in the cache
     raises :class:`~canon.errors.NotCachedError` (invalid requests still
@@ -239,11 +270,12 @@ def compare(
                 f"`{kind}` cannot be compared directly; choose from {', '.join(comparable)}"
             )
     dev = resolve_device(device)
+    method = resolve_method(method, zoo.spec(ea))
     flipped = ea.id > eb.id  # results are stored for the pair in id order
-    dists = Distances.from_dict(_pair(zoo, ea, eb, "distances", points, dev, compute))
+    dists = Distances.from_dict(_pair(zoo, ea, eb, "distances", points, method, dev, compute))
     curves: dict[str, PathCurve] = {}
     for done, kind in enumerate(paths, start=1):
-        curve = PathCurve.from_dict(_pair(zoo, ea, eb, kind, points, dev, compute))
+        curve = PathCurve.from_dict(_pair(zoo, ea, eb, kind, points, method, dev, compute))
         curves[kind] = _reversed(curve) if flipped else curve
         if progress is not None:
             progress(done, len(paths))
@@ -257,11 +289,14 @@ def barrier_table(
     path: str = "geodesic",
     metric: str = "barrier",
     points: int = 25,
+    method: str = "auto",
     device: str | torch.device = "auto",
     progress: Progress | None = None,
     compute: bool = True,
 ) -> Table:
     """The pairwise ``metric`` matrix of ``entries`` (default: every entry).
+
+    Pairs are aligned by the matching ``method`` (as in :func:`compare`).
 
     ``metric`` is ``barrier`` or ``excess`` along ``path``, or a distance
     (``geodesic``, ``euclidean``, ``euclidean_aligned``, ``hamming``, …).
@@ -283,16 +318,17 @@ def barrier_table(
     matrix = np.zeros((n, n))
     before = zoo.pair_computations
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    found = _bulk(zoo, chosen, kind, points) if pairs else {}
+    method = resolve_method(method, zoo.spec(chosen[0])) if pairs else method
+    found = _bulk(zoo, chosen, kind, points, method) if pairs else {}
     for done, (i, j) in enumerate(pairs, start=1):
         first, second = sorted((chosen[i].id, chosen[j].id))
         result = found.get((first, second))
         if result is None and not compute:
-            pair_key(chosen[i], chosen[j], kind, points)  # invalid pairs raise
+            pair_key(chosen[i], chosen[j], kind, points, method)  # invalid pairs raise
             matrix[i, j] = matrix[j, i] = np.nan
             continue
         if result is None:
-            result = _pair(zoo, chosen[i], chosen[j], kind, points, dev)
+            result = _pair(zoo, chosen[i], chosen[j], kind, points, method, dev)
         value = result[metric]
         if value is None:
             raise ConfigError(f"metric `{metric}` does not apply to these networks")
@@ -305,7 +341,7 @@ def barrier_table(
         metric=metric,
         path=path if kind != "distances" else None,
         computed=zoo.pair_computations - before,
-        options={"points": points} if kind != "distances" else {},
+        options=({"points": points} if kind != "distances" else {}) | {"method": method},
     )
 
 
@@ -318,13 +354,15 @@ def _resolve(zoo: Zoo, entries: Sequence[Entry | str] | None) -> list[Entry]:
     return chosen
 
 
-def _bulk(zoo: Zoo, chosen: list[Entry], kind: str, points: int) -> dict[tuple[str, str], Any]:
+def _bulk(
+    zoo: Zoo, chosen: list[Entry], kind: str, points: int, method: str
+) -> dict[tuple[str, str], Any]:
     """Cached results for all pairs, when every pair shares one set of options."""
     families = {e.family for e in chosen}
     datasets = {e.dataset for e in chosen}
     if len(families) != 1 or (kind != "distances" and len(datasets) != 1):
         return {}  # _pair reports the mismatch for the first offending pair
-    key = pair_key(chosen[0], chosen[-1], kind, points)
+    key = pair_key(chosen[0], chosen[-1], kind, points, method)
     return zoo.pairs.get_many([e.id for e in chosen], kind, key.hash)
 
 

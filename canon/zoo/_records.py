@@ -36,7 +36,7 @@ __all__ = [
 
 #: Bumped whenever cached values (alignments, pair results) would be computed differently,
 #: or their keys change (2: pair keys hash every path option, defaults included).
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: Written into every stored object's metadata as ``canon.format_version``.
 FORMAT_VERSION = "1"
 KINDS = ("solution", "midpoint")

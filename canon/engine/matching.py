@@ -1,0 +1,197 @@
+"""Matching methods as the engine runs them, activation matching among them (DESIGN §3b).
+
+:func:`find_alignment` is the one entry point: it resolves ``auto`` to the
+architecture's default (:func:`~canon.core.default_method`) and calls the
+registered method (:mod:`canon.engine.kinds`). ``incoming`` and ``weight``
+need only the two normalized networks; ``activation`` also runs both on a
+seeded batch of training inputs and pairs units by the correlation of their
+activations at the points of the traced graph where each group's units are
+read (the spec's taps).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, fx, nn
+
+from canon.core import (
+    Alignment,
+    Spec,
+    default_method,
+    match_incoming,
+    match_weights,
+    solve_assignment,
+    traced,
+)
+from canon.engine.kinds import get_matching
+from canon.errors import ConfigError
+
+__all__ = [
+    "MATCH_BATCH",
+    "MatchInputs",
+    "by_activation",
+    "by_incoming",
+    "by_weight",
+    "find_alignment",
+    "match_activations",
+    "resolve_method",
+]
+
+MATCH_BATCH = 512
+"""Training inputs activation matching runs the two networks on, by default."""
+
+
+@dataclass(frozen=True, eq=False)
+class MatchInputs:
+    """What a matching method gets: the two *normalized* networks (``state`` is aligned
+    to ``reference``), their spec, and for methods that need data the model template,
+    the training inputs, the batch size and the seed that draws the batch."""
+
+    state: Mapping[str, Tensor]
+    reference: Mapping[str, Tensor]
+    spec: Spec
+    model: nn.Module | None = None
+    inputs: Tensor | None = None
+    batch: int = MATCH_BATCH
+    seed: int = 0
+
+
+def resolve_method(method: str, spec: Spec) -> str:
+    """``method``, or for ``auto`` the architecture's default; unknown names are an error."""
+    name = default_method(spec) if method == "auto" else method
+    get_matching(name)
+    return name
+
+
+def find_alignment(
+    state: Mapping[str, Tensor],
+    reference: Mapping[str, Tensor],
+    spec: Spec,
+    method: str = "auto",
+    *,
+    model: nn.Module | None = None,
+    inputs: Tensor | None = None,
+    batch: int = MATCH_BATCH,
+    seed: int = 0,
+) -> Alignment:
+    """The alignment of normalized ``state`` to normalized ``reference`` by ``method``."""
+    info = get_matching(resolve_method(method, spec))
+    if info.needs_data and (model is None or inputs is None):
+        raise ConfigError(f"`{info.name}` matching needs the model and a dataset")
+    return info.match(MatchInputs(state, reference, spec, model, inputs, batch, seed))
+
+
+def by_incoming(inputs: MatchInputs) -> Alignment:
+    """The paper's Alg. 2 (:func:`canon.core.matching.match_incoming`)."""
+    return match_incoming(inputs.state, inputs.reference, inputs.spec)
+
+
+def by_weight(inputs: MatchInputs) -> Alignment:
+    """Weight matching (:func:`canon.core.match_weights`)."""
+    return match_weights(inputs.state, inputs.reference, inputs.spec, seed=inputs.seed)
+
+
+def by_activation(inputs: MatchInputs) -> Alignment:
+    """Activation matching (:func:`match_activations`)."""
+    assert inputs.model is not None and inputs.inputs is not None
+    return match_activations(
+        inputs.state,
+        inputs.reference,
+        inputs.spec,
+        inputs.model,
+        inputs.inputs,
+        batch=inputs.batch,
+        seed=inputs.seed,
+    )
+
+
+class _Recorder(fx.Interpreter):
+    """Runs a traced model and keeps the outputs of the named nodes."""
+
+    def __init__(self, gm: fx.GraphModule, wanted: set[str]) -> None:
+        super().__init__(gm)
+        self.wanted = wanted
+        self.seen: dict[str, Tensor] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        if n.name in self.wanted:
+            self.seen[n.name] = out
+        return out
+
+
+def _activations(
+    template: nn.Module, state: Mapping[str, Tensor], x: Tensor, wanted: set[str]
+) -> dict[str, Tensor]:
+    model = copy.deepcopy(template).to(x.device)
+    model.load_state_dict(dict(state))
+    model.eval()
+    recorder = _Recorder(traced(model), wanted)
+    with torch.inference_mode():
+        recorder.run(x)
+    return recorder.seen
+
+
+def _unit_rows(t: Tensor, axis: int, block: int, units: int) -> Tensor:
+    """Activations as one row per unit: every sample, position and block entry."""
+    return t.movedim(axis, 0).reshape(units, -1)
+
+
+def match_activations(
+    state: Mapping[str, Tensor],
+    reference: Mapping[str, Tensor],
+    spec: Spec,
+    model: nn.Module,
+    inputs: Tensor,
+    *,
+    batch: int = MATCH_BATCH,
+    seed: int = 0,
+) -> Alignment:
+    """Pair units by the correlation of their activations on a seeded batch of ``inputs``.
+
+    Both networks run on the same ``batch`` inputs (drawn with ``seed``); for
+    each group, every point where its units are read contributes every
+    sample and position. C[k, j] is the Pearson correlation of reference
+    unit k and unit j of ``state``; the permutation maximizes the sum of C
+    (of |C| for ``sign`` groups, whose units take the sign of their matched
+    correlation), within blocks where the group has them. Each group is
+    matched on its own.
+    """
+    if batch < 1:
+        raise ConfigError(f"activation matching needs a batch of at least 1, got {batch}")
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(inputs.shape[0], generator=gen)[:batch]
+    x = inputs[pick.to(inputs.device)]
+    wanted = {tap.node for g in spec.groups for tap in g.taps}
+    seen_ref = _activations(model, reference, x, wanted)
+    seen = _activations(model, state, x, wanted)
+    perms: dict[str, Tensor] = {}
+    signs: dict[str, Tensor] = {}
+    for group in spec.groups:
+        if not group.taps:
+            raise ConfigError(f"group `{group.name}` has no activations to match on")
+        n = group.size
+        rows_ref = torch.cat(
+            [_unit_rows(seen_ref[t.node], t.axis, t.block, n) for t in group.taps], 1
+        ).double()
+        rows = torch.cat([_unit_rows(seen[t.node], t.axis, t.block, n) for t in group.taps], 1)
+        rows = rows.double()
+        corr = _standardized(rows_ref) @ _standardized(rows).T / rows.shape[1]
+        signed = group.symmetry == "sign"
+        perm = solve_assignment(corr.abs() if signed else corr, group.blocks).cpu()
+        perms[group.name] = perm
+        if signed:
+            matched = corr.cpu()[torch.arange(n), perm]
+            signs[group.name] = torch.where(matched < 0, -1.0, 1.0)
+    return Alignment(perms, signs)
+
+
+def _standardized(rows: Tensor) -> Tensor:
+    centered = rows - rows.mean(dim=1, keepdim=True)
+    scale = centered.square().mean(dim=1, keepdim=True).sqrt()
+    return centered / scale.clamp_min(torch.finfo(rows.dtype).tiny)
