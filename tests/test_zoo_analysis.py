@@ -234,3 +234,32 @@ def test_curve_cache_key_changes_with_every_path_option() -> None:
     assert key not in keys and len(keys) == len(changed)
     assert curve_key("linear", "digits", base) != key
     assert curve_key("geodesic", "gaussian", base) != key
+
+
+def test_bend_curves_are_cached_per_midpoint(zoo, solutions):
+    """A bend curve is computed once per (pair, midpoint); another midpoint is a miss."""
+    zoo.add(solutions[4], name="m", architecture=NET[0], config=NET[1], dataset="digits",
+            tags={"path": "linear"})  # fmt: skip
+    ab = zoo.bend_curve("net-0", "net-1", "m", points=5, device="cpu")
+    assert ab.kind == "bend_linear"
+    before = zoo.pair_computations
+    ba = zoo.bend_curve("net-1", "net-0", "m", points=5, device="cpu")
+    assert zoo.pair_computations == before
+    assert ba.train_error == list(reversed(ab.train_error))
+    zoo.bend_curve("net-0", "net-1", "net-2", points=5, device="cpu")
+    zoo.bend_curve("net-0", "net-1", "net-3", points=5, device="cpu")
+    assert zoo.pair_computations == before + 2
+
+
+def test_matching_method_is_part_of_the_key(zoo):
+    """Another matching method is computed afresh and recorded with the result."""
+    auto = zoo.compare("net-0", "net-1", paths=["geodesic"], points=5, device="cpu")
+    assert auto.curves["geodesic"].options["method"] == "incoming"  # a chain network
+    before = zoo.pair_computations
+    again = zoo.compare("net-0", "net-1", paths=["geodesic"], points=5, method="incoming")
+    assert zoo.pair_computations == before and again == auto
+    weight = zoo.compare("net-0", "net-1", paths=["geodesic"], points=5, method="weight")
+    assert zoo.pair_computations == before + 2  # distances and the curve
+    assert weight.curves["geodesic"].options["method"] == "weight"
+    with pytest.raises(ConfigError, match="unknown matching method `wieght`.*weight"):
+        zoo.compare("net-0", "net-1", points=5, method="wieght")

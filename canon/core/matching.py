@@ -180,8 +180,11 @@ def match_weights(
     """Weight matching of normalized ``state`` to normalized ``reference`` (module docstring).
 
     Starts from ``init`` (default: the ``incoming`` solution); visits the
-    groups in a seeded random order each sweep; stops when a sweep changes
-    nothing or after ``max_sweeps``.
+    groups in a seeded random order each sweep, skipping those none of whose
+    neighbours (groups sharing a tensor) changed since their last step, which
+    would only repeat it; stops when a sweep changes nothing or after
+    ``max_sweeps``. The products are taken in the networks' dtype and summed
+    in float64.
     """
     axes = unit_axes(spec)
     names = _objective_names(spec, state)
@@ -192,12 +195,23 @@ def match_weights(
     start = init or match_incoming(state, reference, spec)
     perms = dict(start.permutations)
     signs = dict(start.signs)
+    neighbours = {
+        g.name: {a.group for name, _ in by_group[g.name] for a in axes[name]} for g in spec.groups
+    }
+    dtype = next(iter(state.values())).dtype
+    eps = torch.finfo(dtype if dtype.is_floating_point else torch.float32).eps
     gen = torch.Generator().manual_seed(seed)
     groups = list(spec.groups)
+    # a group whose neighbours kept their permutations since its last step would repeat it
+    stale = {g.name for g in groups}
     for _ in range(max_sweeps):
-        changed = False
+        if not stale:
+            break
         for index in torch.randperm(len(groups), generator=gen).tolist():
             group = groups[index]
+            if group.name not in stale:
+                continue
+            stale.discard(group.name)
             even, odd = _step_terms(
                 state, reference, axes, by_group[group.name], group.size, Alignment(perms, signs)
             )
@@ -209,15 +223,13 @@ def match_weights(
             old_sign = signs[group.name].cpu().double() if signed else None
             new = _value(even, odd, perm, sign)
             old = _value(even, odd, old_perm, old_sign)
-            # only a strict gain counts: ties keep the current solution, so the sweeps end
-            if new <= old + 1e-12 * max(1.0, abs(old)):
+            # only a clear gain counts: ties keep the current solution, so the sweeps end
+            if new <= old + 64 * eps * max(1.0, abs(old)):
                 continue
             perms[group.name] = perm
             if sign is not None:
                 signs[group.name] = sign.float()
-            changed = True
-        if not changed:
-            break
+            stale |= neighbours[group.name] - {group.name}
     return Alignment(perms, signs)
 
 
@@ -235,9 +247,9 @@ def _step_terms(
     even = torch.zeros(units, units, dtype=torch.float64)
     odd = torch.zeros(units, units, dtype=torch.float64)
     for name, axis in touching:
-        ref = _slices(reference[name], axis, units).double()
-        other = _slices(moved(state[name], axes[name], alignment, axis), axis, units).double()
-        product = (ref @ other.T).cpu()
+        ref = _slices(reference[name], axis, units)
+        other = _slices(moved(state[name], axes[name], alignment, axis), axis, units)
+        product = (ref @ other.T.to(ref.dtype)).double().cpu()
         if axis.signed:
             odd += product
         else:

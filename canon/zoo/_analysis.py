@@ -50,10 +50,12 @@ __all__ = [
     "Progress",
     "Table",
     "barrier_table",
+    "cached_pair",
     "compare",
     "curve_key",
     "errors_on",
     "pair_key",
+    "reversed_curve",
 ]
 
 CURVE_METRICS = ("barrier", "excess")
@@ -195,13 +197,36 @@ def _pair(
     """The cached or computed result for the sorted pair (a, b)."""
     first, second = sorted((a, b), key=lambda e: e.id)
     key = pair_key(first, second, kind, points, method)
-    cached = zoo.pairs.get(first.id, second.id, kind, key.hash)
+    return cached_pair(
+        zoo,
+        first,
+        second,
+        kind,
+        key.hash,
+        lambda: _compute(zoo, first, second, key, device),
+        compute,
+    )
+
+
+def cached_pair(
+    zoo: Zoo,
+    first: Entry,
+    second: Entry,
+    kind: str,
+    key: str,
+    compute: Callable[[], dict[str, Any]],
+    allowed: bool = True,
+) -> dict[str, Any]:
+    """The result of ``kind`` for the pair (first, second) (sorted by id) cached under
+    ``key``; computed by ``compute`` and cached when missing (only if ``allowed``, else
+    :class:`~canon.errors.NotCachedError`)."""
+    cached = zoo.pairs.get(first.id, second.id, kind, key)
     if cached is not None:
         return cached
-    if not compute:
-        raise NotCachedError(f"`{kind}` of `{a.name}` and `{b.name}` is not cached")
-    result = _compute(zoo, first, second, key, device)
-    zoo.pairs.put([PairResult(first.id, second.id, kind, key.hash, result)])
+    if not allowed:
+        raise NotCachedError(f"`{kind}` of `{first.name}` and `{second.name}` is not cached")
+    result = compute()
+    zoo.pairs.put([PairResult(first.id, second.id, kind, key, result)])
     zoo.pair_computations += 1
     return result
 
@@ -276,7 +301,7 @@ def compare(
     curves: dict[str, PathCurve] = {}
     for done, kind in enumerate(paths, start=1):
         curve = PathCurve.from_dict(_pair(zoo, ea, eb, kind, points, method, dev, compute))
-        curves[kind] = _reversed(curve) if flipped else curve
+        curves[kind] = reversed_curve(curve) if flipped else curve
         if progress is not None:
             progress(done, len(paths))
     return Comparison(ea.name, eb.name, dists, curves)
@@ -392,7 +417,7 @@ def errors_on(prepared: Prepared, dataset: str, device: str | torch.device) -> d
         ) from None
 
 
-def _reversed(curve: PathCurve) -> PathCurve:
+def reversed_curve(curve: PathCurve) -> PathCurve:
     """The same curve seen from the other end (x -> 1 - x)."""
 
     def flip(values: list[float] | None) -> list[float] | None:

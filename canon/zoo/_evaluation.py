@@ -12,19 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 from canon.architectures import build_model
 from canon.core import align
+from canon.core.paths import check_points
 from canon.data import load_dataset
 from canon.device import resolve_device
-from canon.engine import local_energy, path_curve
+from canon.engine import PathCurve, local_energy, path_curve, resolve_method
 from canon.engine import plane as plane_section
 from canon.engine import train as train_network
 from canon.engine.kinds import bend_kind
 from canon.errors import ConfigError, NameClashError
+from canon.zoo._analysis import cached_pair, options_hash, pair_key, reversed_curve
 from canon.zoo._records import Entry, check_name
 
 if TYPE_CHECKING:
     import torch
 
-    from canon.engine import LocalEnergy, PathCurve, PlaneResult, TrainProgress, TrainResult
+    from canon.engine import LocalEnergy, PlaneResult, TrainProgress, TrainResult
     from canon.zoo._zoo import Zoo
 
 __all__ = ["bend_curve", "energy", "plane", "train_entry"]
@@ -83,20 +85,33 @@ def bend_curve(
     device: str | torch.device = "auto",
 ) -> PathCurve:
     """The error along the single-bend path from a to b through a stored midpoint entry,
-    of the bend kind of the path it was optimized from (its ``path`` tag)."""
+    of the bend kind of the path it was optimized from (its ``path`` tag); cached like a
+    comparison's curves, under a key that names the midpoint."""
+    check_points(points)
     ea, eb, m = (e if isinstance(e, Entry) else zoo.get(e) for e in (a, b, midpoint))
+    kind = bend_kind(m.tags.get("path", "geodesic"))
+    first, second = sorted((ea, eb), key=lambda e: e.id)
+    spec = zoo.spec(first)
+    key = pair_key(first, second, kind, points, resolve_method("auto", spec))
+    assert key.options is not None
     dev = resolve_device(device)
-    return path_curve(
-        zoo.state(ea, dev),
-        zoo.state(eb, dev),
-        zoo.model(ea),
-        zoo.dataset(ea),
-        bend_kind(m.tags.get("path", "geodesic")),
-        points,
-        dev,
-        midpoint=zoo.state(m, dev),
-        spec=zoo.spec(ea),
-    )
+
+    def compute() -> dict[str, Any]:
+        return path_curve(
+            zoo.state(first, dev),
+            zoo.state(second, dev),
+            zoo.model(first),
+            zoo.dataset(first),
+            kind,
+            device=dev,
+            midpoint=zoo.state(m, dev),
+            spec=spec,
+            options=key.options,
+        ).to_dict()
+
+    with_midpoint = options_hash({"curve": key.hash, "midpoint": m.id})
+    curve = PathCurve.from_dict(cached_pair(zoo, first, second, kind, with_midpoint, compute))
+    return curve if first is ea else reversed_curve(curve)
 
 
 def train_entry(
