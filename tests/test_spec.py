@@ -42,6 +42,15 @@ def structure(spec: Spec) -> Spec:
     return Spec(groups=spec.groups, output=spec.output)
 
 
+B0, B1, B2 = (f"stages.{i}.blocks.0." for i in range(3))
+S1, S2 = B1 + "shortcut.", B2 + "shortcut."
+
+
+def conv_bn(conv: str, norm: str) -> Producer:
+    """A bias-free convolution followed by BatchNorm, producing into a group."""
+    return Producer(f"{conv}.weight", None, bn(norm))
+
+
 EXPECTED = {
     "mlp relu": (
         ("mlp", {"in_features": 5, "hidden": [4, 3], "classes": 2}),
@@ -170,6 +179,42 @@ EXPECTED = {
             output=OutputLayer("out.weight", None, 10),
         ),
     ),
+    "resnet": (
+        # depth 8: one block per stage; the block computes its projection shortcut first
+        ("resnet", {"depth": 8}),
+        Spec(
+            groups=(
+                UnitGroup(
+                    "stem.conv", 16, "scale",
+                    (conv_bn("stem.conv", "stem.norm"), conv_bn(B0 + "conv2", B0 + "norm2")),
+                    (Out(B0 + "conv1.weight"), Out(S1 + "conv.weight"), Out(B1 + "conv1.weight")),
+                ),
+                UnitGroup(
+                    B0 + "conv1", 16, "scale", (conv_bn(B0 + "conv1", B0 + "norm1"),),
+                    (Out(B0 + "conv2.weight"),),
+                ),
+                UnitGroup(
+                    S1 + "conv", 32, "scale",
+                    (conv_bn(S1 + "conv", S1 + "norm"), conv_bn(B1 + "conv2", B1 + "norm2")),
+                    (Out(S2 + "conv.weight"), Out(B2 + "conv1.weight")),
+                ),
+                UnitGroup(
+                    B1 + "conv1", 32, "scale", (conv_bn(B1 + "conv1", B1 + "norm1"),),
+                    (Out(B1 + "conv2.weight"),),
+                ),
+                UnitGroup(
+                    S2 + "conv", 64, "scale",
+                    (conv_bn(S2 + "conv", S2 + "norm"), conv_bn(B2 + "conv2", B2 + "norm2")),
+                    (Out("head.weight"),),
+                ),
+                UnitGroup(
+                    B2 + "conv1", 64, "scale", (conv_bn(B2 + "conv1", B2 + "norm1"),),
+                    (Out(B2 + "conv2.weight"),),
+                ),
+            ),
+            output=OutputLayer("head.weight", "head.bias", 10),
+        ),
+    ),  # fmt: skip
 }
 
 
