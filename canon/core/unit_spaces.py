@@ -120,8 +120,17 @@ def _is_tensor(arg: object) -> bool:
     return isinstance(arg, fx.Node) and "tensor_meta" in arg.meta
 
 
+_WHAT_TO_DO = (
+    "; canon follows Linear and Conv layers (groups=1 or depthwise), residual additions, "
+    "products, BatchNorm/LayerNorm/GroupNorm, elementwise activations, pooling and reshapes: "
+    "write this part of forward with those (`canon spec` shows what canon derived)"
+)
+
+
 def _unsupported(message: str, op: str, path: str) -> UnsupportedModuleError:
-    return UnsupportedModuleError(message, op=op, path=path)
+    """The error for what the walk cannot follow: the op, where, and what to do."""
+    hint = "" if "canon supports" in message or "; return" in message else _WHAT_TO_DO
+    return UnsupportedModuleError(message + hint, op=op, path=path)
 
 
 def _hidden(inputs: list[tuple[fx.Node, _Value]]) -> list[tuple[fx.Node, _Units]]:
