@@ -33,6 +33,8 @@ _EXPORTS = {
     "align": "canon.core",
     "apply_alignment": "canon.core",
     "canonicalize": "canon.core",
+    "match": "canon.core",
+    "matching_objective": "canon.core",
     "normalize": "canon.core",
     "random_symmetry": "canon.core",
     "spec_from_module": "canon.core",
@@ -46,6 +48,7 @@ _EXPORTS = {
     "PathCurve": "canon.engine",
     "PlaneResult": "canon.engine",
     "TrainResult": "canon.engine",
+    "MATCHING_METHODS": "canon.engine",
     "list_algorithms": "canon.engine",
     "list_path_kinds": "canon.engine",
     "local_energy": "canon.engine",
@@ -80,6 +83,8 @@ if TYPE_CHECKING:
     from canon.core import align as align
     from canon.core import apply_alignment as apply_alignment
     from canon.core import canonicalize as canonicalize
+    from canon.core import match as match
+    from canon.core import matching_objective as matching_objective
     from canon.core import normalize as normalize
     from canon.core import random_symmetry as random_symmetry
     from canon.core import spec_from_module as spec_from_module
@@ -87,6 +92,7 @@ if TYPE_CHECKING:
     from canon.core.geometry import distances as distances
     from canon.engine import ALGORITHMS as ALGORITHMS
     from canon.engine import DEFAULT_PATHS as DEFAULT_PATHS
+    from canon.engine import MATCHING_METHODS as MATCHING_METHODS
     from canon.engine import PATH_KINDS as PATH_KINDS
     from canon.engine import LocalEnergy as LocalEnergy
     from canon.engine import MidpointResult as MidpointResult

@@ -1,8 +1,8 @@
 """Architectures by name: the built-ins and user factories (``module:function``)."""
 
 from canon.architectures import _builtin as _builtin  # registers the built-ins
-from canon.architectures import _resnet as _resnet  # registers resnet
 from canon.architectures import _registry
+from canon.architectures import _resnet as _resnet  # registers resnet
 from canon.architectures._builtin import Network as Network
 from canon.architectures._registry import Architecture as Architecture
 from canon.architectures._registry import CheckedConfig as CheckedConfig

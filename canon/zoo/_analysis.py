@@ -63,6 +63,7 @@ DISTANCE_METRICS = (
     "euclidean",
     "euclidean_aligned",
     "geodesic",
+    "euclidean_free",
     "hamming",
     "hamming_fraction",
     "hamming_aligned",
