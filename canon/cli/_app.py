@@ -29,11 +29,23 @@ class App:
     device: str = "auto"
     zoo: str | None = None
     trust_code: bool = False
+    progress_mode: str = "auto"
+
+    @property
+    def progress_style(self) -> str | None:
+        """How long work reports progress on stderr: ``bar`` (a redrawn bar), ``plain``
+        (a line now and then) or None. ``auto``: a bar on a terminal, else lines (a log
+        file, CI, a notebook's pipe); no bar with --json; nothing with --quiet."""
+        if self.quiet or self.progress_mode == "none":
+            return None
+        if self.progress_mode in ("bar", "plain"):
+            return self.progress_mode
+        return "bar" if sys.stderr.isatty() and not self.json else "plain"
 
     @property
     def progress(self) -> bool:
-        """Whether to draw progress bars: on a terminal, unless quiet or printing JSON."""
-        return not (self.quiet or self.json) and sys.stderr.isatty()
+        """Whether redrawn progress bars are on (the Hub client's bars follow this)."""
+        return self.progress_style == "bar"
 
     def log(self, message: str) -> None:
         """A line for the user on stderr (silent with --quiet)."""
@@ -110,11 +122,21 @@ _COMMON_OPTIONS = (
     _app_option(
         "device", "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
     ),
+    _app_option(
+        "progress_mode",
+        "--progress",
+        type=click.Choice(["auto", "bar", "plain", "none"]),
+        default="auto",
+        show_default=True,
+        envvar="CANON_PROGRESS",
+        help="Progress on stderr: a bar on a terminal and plain lines elsewhere (auto), "
+        "or always bar, plain or none.",
+    ),
 )
 
 
 def common_options(func: F) -> F:
-    """The options every command takes: --json, --quiet, --trust-code, --device."""
+    """The options every command takes: --json, --quiet, --trust-code, --device, --progress."""
     for option in reversed(_COMMON_OPTIONS):
         func = option(func)
     return func

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from canon.zoo import Entry, Table, Zoo
 
 __all__ = [
+    "Reporter",
     "Selection",
     "barrier_table",
     "entry_summary",
@@ -31,10 +33,9 @@ __all__ = [
     "points_option",
     "progress",
     "read_entries",
+    "reporter",
     "selection_options",
-    "show_progress",
     "table_options",
-    "tqdm_bar",
     "zoo_path",
 ]
 
@@ -89,33 +90,71 @@ def read_entries(app: App, **filters: Any) -> list[Entry]:
     return list_entries(path / INDEX, **filters)
 
 
+class Reporter:
+    """Progress of long work on stderr: a redrawn tqdm bar, or plain lines at most every
+    ``interval`` seconds (and at the first and last step) where no terminal redraws."""
+
+    def __init__(self, style: str, desc: str, unit: str, interval: float = 10.0) -> None:
+        self.style = style
+        self.desc = desc
+        self.unit = unit
+        self.interval = interval
+        self.started = time.monotonic()
+        self.last: float | None = None
+        self.bar: Any = None
+        if style == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                file=sys.stderr, leave=False, dynamic_ncols=True, desc=desc or None, unit=unit
+            )
+
+    def update(self, done: int, total: int, desc: str | None = None) -> None:
+        """Report ``done`` steps out of ``total`` (and a new description)."""
+        if desc is not None:
+            self.desc = desc
+        if self.bar is not None:
+            if desc is not None:
+                self.bar.set_description(desc, refresh=False)
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+            return
+        now = time.monotonic()
+        if done < total and self.last is not None and now - self.last < self.interval:
+            return
+        self.last = now
+        share = f" ({100 * done / total:.0f}%)" if total else ""
+        click.echo(
+            f"{self.desc}: {done}/{total} {self.unit}{share}, {now - self.started:.0f} s",
+            err=True,
+        )
+
+    def close(self) -> None:
+        """Clear a bar (lines stay)."""
+        if self.bar is not None:
+            self.bar.close()
+
+
 @contextmanager
-def tqdm_bar(app: App, **options: Any) -> Iterator[Any | None]:
-    """A tqdm bar on stderr that clears itself when closed, or None when bars are off."""
-    if not app.progress:
+def reporter(app: App, desc: str = "", unit: str = "it") -> Iterator[Reporter | None]:
+    """A :class:`Reporter` in the command's progress style, or None when progress is off."""
+    style = app.progress_style
+    if style is None:
         yield None
         return
-    from tqdm import tqdm
-
-    bar = tqdm(file=sys.stderr, leave=False, dynamic_ncols=True, **options)
+    report = Reporter(style, desc, unit)
     try:
-        yield bar
+        yield report
     finally:
-        bar.close()
-
-
-def show_progress(bar: Any, done: int, total: int) -> None:
-    """Move a tqdm ``bar`` to ``done`` steps out of ``total``."""
-    bar.total = total
-    bar.n = done
-    bar.refresh()
+        report.close()
 
 
 @contextmanager
 def progress(app: App, desc: str, unit: str = "it") -> Iterator[Callable[[int, int], None] | None]:
-    """A ``progress(done, total)`` callback drawing a tqdm bar, or None when bars are off."""
-    with tqdm_bar(app, desc=desc, unit=unit) as bar:
-        yield None if bar is None else functools.partial(show_progress, bar)
+    """A ``progress(done, total)`` callback reporting on stderr, or None when progress is off."""
+    with reporter(app, desc, unit) as report:
+        yield None if report is None else report.update
 
 
 @dataclass(frozen=True)

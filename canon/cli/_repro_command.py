@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import click
 
 from canon.cli._app import App, command, emit
-from canon.cli._common import show_progress, tqdm_bar
+from canon.cli._common import Reporter, reporter
 
 __all__ = ["repro"]
 
@@ -61,14 +61,13 @@ def repro(app: App, quick: bool, out: str, seed: int, keep_zoo: str | None) -> N
 
 @contextmanager
 def _stage_bar(app: App) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A tqdm bar whose description follows the stage, or None when bars are off."""
-    with tqdm_bar(app, unit="step") as bar:
-        if bar is None:
-            yield None
-            return
+    """A progress reporter whose description follows the stage, or None when it is off."""
+    with reporter(app, unit="step") as report:
+        yield None if report is None else _by_stage(report)
 
-        def update(stage: str, done: int, total: int) -> None:
-            bar.set_description(stage, refresh=False)
-            show_progress(bar, done, total)
 
-        yield update
+def _by_stage(report: Reporter) -> Callable[[str, int, int], None]:
+    def update(stage: str, done: int, total: int) -> None:
+        report.update(done, total, desc=stage)
+
+    return update
