@@ -66,9 +66,7 @@ EXPECTED = {
         ("mlp", {"in_features": 5, "hidden": [4], "activation": "tanh", "batchnorm": True}),
         Spec(
             groups=(
-                chain(
-                    "fc1", 4, "sign", "fc1.weight", "fc1.bias", bn("bn1"), (Out("out.weight"),)
-                ),
+                chain("fc1", 4, "sign", "fc1.weight", "fc1.bias", bn("bn1"), (Out("out.weight"),)),
             ),
             output=OutputLayer("out.weight", "out.bias", 10),
         ),
@@ -76,9 +74,7 @@ EXPECTED = {
     "mlp sign no bias": (
         ("mlp", {"in_features": 5, "hidden": [4], "activation": "sign", "bias": False}),
         Spec(
-            groups=(
-                chain("fc1", 4, "sign", "fc1.weight", None, None, (Out("out.weight"),), True),
-            ),
+            groups=(chain("fc1", 4, "sign", "fc1.weight", None, None, (Out("out.weight"),), True),),
             output=OutputLayer("out.weight", None, 10),
         ),
     ),
@@ -98,9 +94,7 @@ EXPECTED = {
                     None,
                     (Out("fc1.weight", 1, 16),),
                 ),
-                chain(
-                    "fc1", 500, "scale", "fc1.weight", "fc1.bias", None, (Out("out.weight"),)
-                ),
+                chain("fc1", 500, "scale", "fc1.weight", "fc1.bias", None, (Out("out.weight"),)),
             ),
             output=OutputLayer("out.weight", "out.bias", 10),
         ),
@@ -167,9 +161,7 @@ EXPECTED = {
         Spec(
             groups=(
                 # max-pool before the sign breaks the odd symmetry: permutations only
-                chain(
-                    "conv1", 3, "none", "conv1.weight", None, None, (Out("conv2.weight"),), True
-                ),
+                chain("conv1", 3, "none", "conv1.weight", None, None, (Out("conv2.weight"),), True),
                 chain(
                     "conv2", 4, "none", "conv2.weight", None, None, (Out("fc1.weight", 1, 4),), True
                 ),
@@ -185,36 +177,51 @@ EXPECTED = {
         Spec(
             groups=(
                 UnitGroup(
-                    "stem.conv", 16, "scale",
+                    "stem.conv",
+                    16,
+                    "scale",
                     (conv_bn("stem.conv", "stem.norm"), conv_bn(B0 + "conv2", B0 + "norm2")),
                     (Out(B0 + "conv1.weight"), Out(S1 + "conv.weight"), Out(B1 + "conv1.weight")),
                 ),
                 UnitGroup(
-                    B0 + "conv1", 16, "scale", (conv_bn(B0 + "conv1", B0 + "norm1"),),
+                    B0 + "conv1",
+                    16,
+                    "scale",
+                    (conv_bn(B0 + "conv1", B0 + "norm1"),),
                     (Out(B0 + "conv2.weight"),),
                 ),
                 UnitGroup(
-                    S1 + "conv", 32, "scale",
+                    S1 + "conv",
+                    32,
+                    "scale",
                     (conv_bn(S1 + "conv", S1 + "norm"), conv_bn(B1 + "conv2", B1 + "norm2")),
                     (Out(S2 + "conv.weight"), Out(B2 + "conv1.weight")),
                 ),
                 UnitGroup(
-                    B1 + "conv1", 32, "scale", (conv_bn(B1 + "conv1", B1 + "norm1"),),
+                    B1 + "conv1",
+                    32,
+                    "scale",
+                    (conv_bn(B1 + "conv1", B1 + "norm1"),),
                     (Out(B1 + "conv2.weight"),),
                 ),
                 UnitGroup(
-                    S2 + "conv", 64, "scale",
+                    S2 + "conv",
+                    64,
+                    "scale",
                     (conv_bn(S2 + "conv", S2 + "norm"), conv_bn(B2 + "conv2", B2 + "norm2")),
                     (Out("head.weight"),),
                 ),
                 UnitGroup(
-                    B2 + "conv1", 64, "scale", (conv_bn(B2 + "conv1", B2 + "norm1"),),
+                    B2 + "conv1",
+                    64,
+                    "scale",
+                    (conv_bn(B2 + "conv1", B2 + "norm1"),),
                     (Out(B2 + "conv2.weight"),),
                 ),
             ),
             output=OutputLayer("head.weight", "head.bias", 10),
         ),
-    ),  # fmt: skip
+    ),
 }
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from canon.core.spec import Producer, Spec, UnitGroup, check_state, forward_order
-from canon.core.units import bn_gain, scale_units, unit_norms
+from canon.core.units import bn_gain, scale_batchnorm_input, scale_units, unit_norms
 
 __all__ = ["normalize"]
 
@@ -73,22 +73,20 @@ def _safe(x: Tensor) -> Tensor:
 
 
 def _normalize_batchnorm_input(out: dict[str, Tensor], producer: Producer) -> None:
-    """BN's input scale is a symmetry whatever follows: w -> w / n with mean -> mean / n,
-    var -> var / n^2; and so is (w, b, mean, gamma) -> -(...). Make |w_k| = 1, gamma_k >= 0."""
+    """BN's input scale is a symmetry whatever follows (w -> w / n, mean -> mean / n,
+    var -> var / n^2, with gamma's eps correction: :func:`scale_batchnorm_input`), and so is
+    (w, b, mean, gamma) -> -(...). Make |w_k| = 1 and gamma_k >= 0."""
     bn = producer.batchnorm
     assert bn is not None
-    inverse = 1.0 / _safe(unit_norms(out[producer.weight]))
+    w = out[producer.weight]
     gamma = out[bn.weight]
     # where gamma is 0 the unit's output does not depend on w: fix the sign of w's sum
-    w = out[producer.weight]
     key = torch.where(gamma != 0, gamma, w.reshape(w.shape[0], -1).sum(1).to(gamma.dtype))
     flip = torch.where(key < 0, -torch.ones_like(gamma), torch.ones_like(gamma))
-    out[producer.weight] = scale_units(out[producer.weight], 0, inverse * flip)
-    if producer.bias is not None:
-        out[producer.bias] = out[producer.bias] * inverse * flip
-    out[bn.running_mean] = out[bn.running_mean] * inverse * flip
-    out[bn.running_var] = out[bn.running_var] * inverse.square()
-    out[bn.weight] = gamma * flip
+    scale_batchnorm_input(out, producer, 1.0 / _safe(unit_norms(w)))
+    for name in (producer.weight, producer.bias, bn.running_mean, bn.weight):
+        if name is not None:
+            out[name] = scale_units(out[name], 0, flip)
 
 
 def _output_scale(out: Mapping[str, Tensor], producer: Producer) -> Tensor:

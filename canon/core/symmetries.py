@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from canon.core.spec import Spec, UnitGroup
-from canon.core.units import permute_units, scale_units
+from canon.core.units import permute_units, scale_batchnorm_input, scale_units
 
 __all__ = ["random_permutation", "random_symmetry"]
 
@@ -40,8 +40,9 @@ def random_symmetry(
     weights. A shared group (a residual stream) gets one factor, sign and
     permutation per unit for all its producers. Units followed by BatchNorm
     also get the two BN symmetries: the input scale (w, b, mean times c, var
-    times c^2: exact up to eps; skip it with ``bn_input_scale=False``) and the
-    sign of gamma (w, b, mean, gamma negated: exact). The output layer is
+    times c^2, gamma corrected for eps so that it is exact; skip it with
+    ``bn_input_scale=False``) and the sign of gamma (w, b, mean, gamma
+    negated: exact). The output layer is
     scaled by one positive factor.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -95,9 +96,7 @@ def _transform_group(
         bn = producer.batchnorm
         if bn is not None:
             if bn_input_scale:
-                c = _factors(n, gen, max_scale)
-                scale_incoming([producer.weight, producer.bias, bn.running_mean], c)
-                scale_incoming([bn.running_var], c.square())
+                scale_batchnorm_input(out, producer, _factors(n, gen, max_scale))
             flip = _signs(n, gen)
             scale_incoming([producer.weight, producer.bias, bn.running_mean, bn.weight], flip)
     # the units' own scale: the BN output after BatchNorm, the pre-activation without

@@ -19,6 +19,7 @@ __all__ = [
     "bn_gain",
     "permute_units",
     "producer_rows",
+    "scale_batchnorm_input",
     "scale_units",
     "split_rows",
     "unit_norms",
@@ -59,6 +60,26 @@ def bn_gain(state: Mapping[str, Tensor], producer: Producer) -> Tensor | None:
         return None
     gain: Tensor = state[bn.weight] / torch.sqrt(state[bn.running_var] + bn.eps)
     return gain
+
+
+def scale_batchnorm_input(out: dict[str, Tensor], producer: Producer, factors: Tensor) -> None:
+    """Scale each unit's BatchNorm input by ``factors`` (> 0), keeping the BN output exact.
+
+    w, b and the running mean are multiplied by c_k, the running variance by c_k^2, and
+    gamma_k by sqrt(c_k^2 var_k + eps) / (c_k sqrt(var_k + eps)): without that last factor
+    the rescaling is exact only up to eps, an error that compounds with depth.
+    """
+    bn = producer.batchnorm
+    assert bn is not None
+    var = out[bn.running_var]
+    c = factors.to(device=var.device, dtype=var.dtype)
+    scaled = var * c.square()
+    out[bn.weight] = out[bn.weight] * (torch.sqrt(scaled + bn.eps) / (c * torch.sqrt(var + bn.eps)))
+    out[bn.running_var] = scaled
+    out[bn.running_mean] = out[bn.running_mean] * c
+    out[producer.weight] = scale_units(out[producer.weight], 0, c)
+    if producer.bias is not None:
+        out[producer.bias] = out[producer.bias] * c
 
 
 def producer_rows(state: Mapping[str, Tensor], producer: Producer, effective: bool) -> Tensor:
