@@ -175,7 +175,9 @@ VISION_MODELS = [
     pytest.param("torchvision:resnet18", id="tv-resnet18", marks=pytest.mark.slow),
     pytest.param("timm:resnet18", id="timm-resnet18", marks=pytest.mark.slow),
     pytest.param("torchvision:resnet50", id="tv-resnet50", marks=pytest.mark.slow),
-    pytest.param("torchvision:vgg11_bn", id="tv-vgg11_bn", marks=pytest.mark.slow),
+    pytest.param(
+        "torchvision:vgg11_bn", id="tv-vgg11_bn", marks=[pytest.mark.slow, pytest.mark.exhaustive]
+    ),
 ]
 
 
@@ -442,7 +444,15 @@ def test_weight_matching_recovers_planted_symmetry(kind: str, width: int) -> Non
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["resnet", "mlp"])
-@pytest.mark.parametrize("width", [8, 32, 128, 512])
+@pytest.mark.parametrize(
+    "width",
+    [
+        8,
+        32,
+        pytest.param(128, marks=pytest.mark.exhaustive),
+        pytest.param(512, marks=pytest.mark.exhaustive),
+    ],
+)
 def test_weight_matching_recovers_planted_symmetry_100_seeds(kind: str, width: int) -> None:
     for seed in range(100):
         _check_recovery(kind, width, seed)
