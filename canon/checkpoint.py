@@ -6,6 +6,13 @@ raw tensor bytes. :func:`read_header` parses and validates the header alone,
 so names, shapes and dtypes are checked before any tensor is loaded;
 :func:`load_state` then loads the tensors and rejects NaN or Inf. Nothing is
 ever unpickled.
+
+Checkpoints as training scripts save them hold the state dict under a key
+(``{"model": ..., "epoch": ...}``, Lightning's ``{"state_dict": ...}``,
+``{"model_state_dict": ...}``) and with wrapper prefixes on every name
+(``module.`` from DataParallel/DDP, Lightning's ``model.``, ``_orig_mod.``
+from ``torch.compile``). :func:`locate_state` finds the state dict among such
+names by the tensor names an architecture expects.
 """
 
 from __future__ import annotations
@@ -15,19 +22,35 @@ import json
 import math
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from canon._limits import MAX_RANK, MAX_TENSORS, clip, loads_json
 from canon.core.spec import Spec, check_finite, check_tensors, dtype_name
 from canon.errors import CheckpointFormatError
 
-__all__ = ["Header", "load_state", "read_header", "save_state", "serialize"]
+__all__ = [
+    "STATE_KEYS",
+    "WRAPPER_PREFIXES",
+    "Header",
+    "Located",
+    "load_state",
+    "locate_state",
+    "read_header",
+    "save_state",
+    "serialize",
+]
+
+#: Keys under which training scripts save the state dict in a checkpoint dict, tried in order.
+STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
+#: Prefixes wrappers put on every tensor name: DataParallel/DDP, Lightning, torch.compile.
+WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
 
 # safetensors dtype codes <-> torch dtypes
 _TORCH = {
@@ -144,19 +167,145 @@ def _is_count(value: object) -> bool:
 
 
 def load_state(
-    path: str | os.PathLike[str], spec: Spec | None = None, device: str | torch.device = "cpu"
+    path: str | os.PathLike[str],
+    spec: Spec | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Load a safetensors state dict after checking its header against ``spec``.
 
+    ``names`` (name in the state dict -> name in the file, as :meth:`Located.pick` gives)
+    loads those tensors only, under their new names; the header is checked as renamed.
     Tensors with NaN or Inf are rejected (:class:`~canon.errors.NonFiniteError`).
     """
-    read_header(path, spec)
+    if names is None:
+        read_header(path, spec)
+    else:
+        header = read_header(path)
+        missing = sorted(set(names.values()) - set(header.tensors))
+        if missing:
+            raise CheckpointFormatError(
+                f"`{path}` has no tensor `{clip(missing[0], 120)}`", path=str(path)
+            )
+        if spec is not None:
+            renamed = {new: header.tensors[old] for new, old in names.items()}
+            check_tensors(renamed, spec, f"`{path}`")
     try:
-        state = load_file(str(path), device=str(device))
+        if names is None:
+            state = load_file(str(path), device=str(device))
+        else:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                state = {new: f.get_tensor(old) for new, old in names.items()}
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointFormatError(f"`{path}` cannot be read: {exc}", path=str(path)) from exc
     check_finite(state, f"`{path}`")
     return state
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where :func:`locate_state` found the state dict: under ``key`` (None: the names as
+    given), with the wrapper ``prefix`` stripped from every name ("" for none); ``names``
+    maps each name of the state dict to its name under ``key``."""
+
+    key: str | None
+    prefix: str
+    names: Mapping[str, str]
+
+    def pick(self, groups: Mapping[str | None, Mapping[str, Any]]) -> dict[str, Any]:
+        """The items of ``groups[key]`` under the state dict's names."""
+        group = groups[self.key]
+        return {new: group[old] for new, old in self.names.items()}
+
+    def describe(self) -> str:
+        """One line saying which key and prefix were used ("" when the names were used as
+        they are)."""
+        if self.key is None and not self.prefix:
+            return ""
+        text = "read the state dict" + (
+            f" under '{clip(self.key, 80)}'" if self.key is not None else ""
+        )
+        return text + (f", prefix '{self.prefix}' stripped" if self.prefix else "")
+
+
+def locate_state(
+    groups: Mapping[str | None, Collection[str]],
+    expected: Collection[str],
+    *,
+    key: str | None = None,
+    where: str = "the checkpoint",
+) -> Located:
+    """Find the state dict an architecture expects (tensor names ``expected``) in a checkpoint.
+
+    ``groups`` maps each candidate to its tensor names: ``None`` to the checkpoint's
+    own names (a plain state dict), and each key of a checkpoint dict that holds tensors
+    to the names under it. With ``key`` only that candidate is read. Otherwise the plain
+    names are tried, then :data:`STATE_KEYS` in order; the first whose names are the
+    expected ones, as they are or after stripping :data:`WRAPPER_PREFIXES` that every name
+    carries, wins. If none fits, the first candidate is returned as it is (checking it
+    against the spec then names every mismatch); if there is none (a checkpoint dict with
+    no state dict under a usual key), :class:`~canon.errors.CheckpointFormatError` says to
+    pass ``--key``.
+    """
+    wanted = set(expected)
+    if key is not None:
+        if not groups.get(key):
+            held = [k for k in groups if k is not None and k != key and groups[k]]
+            listed = ", ".join(f"'{clip(k, 60)}'" for k in held[:10])
+            there = (
+                f"keys holding tensors: {listed}"
+                if held
+                else "it holds a plain state dict: leave out --key"
+                if groups.get(None)
+                else "it holds no tensors"
+            )
+            raise CheckpointFormatError(
+                f"{where} holds no tensors under the key '{clip(key, 80)}' ({there})"
+            )
+        order: list[str | None] = [key]
+    else:
+        order = [k for k in (None, *STATE_KEYS) if groups.get(k)]
+    for candidate in order:
+        names = list(groups[candidate])
+        prefix = _strip_to(names, wanted)
+        if prefix is not None:
+            return Located(candidate, prefix, {n[len(prefix) :]: n for n in names})
+    if not order and None in groups:
+        order = [None]  # a plain state dict with no tensors: the spec check names what is missing
+    if not order:
+        held = [k for k in groups if k is not None]
+        listed = ", ".join(f"'{clip(k, 60)}'" for k in held[:10])
+        usual = f"{where} holds no state dict under the usual keys ({', '.join(STATE_KEYS)})"
+        if held:
+            raise CheckpointFormatError(
+                f"{usual}; it holds tensors under {listed}: pass --key NAME (Python: key=) "
+                "naming the key that holds the weights"
+            )
+        raise CheckpointFormatError(
+            f"{usual} and no dict of tensor names to tensors; save the weights alone: "
+            "torch.save(model.state_dict(), path)"
+        )
+    first = order[0]
+    return Located(first, "", {n: n for n in groups[first]})
+
+
+def _strip_to(names: list[str], wanted: set[str]) -> str | None:
+    """The wrapper prefixes (:data:`WRAPPER_PREFIXES`, possibly several) that, stripped from
+    every name, leave exactly ``wanted``; "" if the names are ``wanted``; None if none do."""
+    stripped = ""
+    current = names
+    while True:
+        if len(current) == len(wanted) and set(current) == wanted:
+            return stripped
+        prefix = next(
+            (p for p in WRAPPER_PREFIXES if current and all(n.startswith(p) for n in current)),
+            None,
+        )
+        if prefix is None:
+            return None
+        current = [n[len(prefix) :] for n in current]
+        stripped += prefix
 
 
 def serialize(

@@ -521,7 +521,7 @@ PICKLES: dict[str, tuple[str, Callable[[Ctx], bytes], bool]] = {
     "pickled-module-no-arch": (".pt", lambda c: _torch_bytes(_module(c.world)), False),
     "list-of-tensors": (".pt", lambda c: _torch_bytes(list(c.world.state.values())), True),
     "non-tensor-values": (".pt", lambda c: _torch_bytes({"a": 1, "b": "two"}), True),
-    "nested-state": (".pt", lambda c: _torch_bytes({"model": c.world.state}), True),
+    "nested-state": (".pt", lambda c: _torch_bytes({"nested": c.world.state}), True),
     "int-keys": (".pt", lambda c: _torch_bytes(dict(enumerate(c.world.state.values()))), True),
     "garbage": (".pt", lambda c: b"PK\x03\x04 this is not a torch file" * 10, True),
     "empty": (".pt", lambda c: b"", True),

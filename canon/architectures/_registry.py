@@ -9,7 +9,12 @@ given as ``Annotated[int, Range(low, high)]`` (:data:`Size` is 1 to
 :data:`~canon._limits.MAX_DIM`), so an absurd size is refused before any
 module is made. A name of the form ``module:function`` loads a user
 architecture: ``function(**config)`` must return an ``nn.Module``; whatever
-it raises becomes a :class:`~canon.errors.ConfigError` naming it.
+it raises becomes a :class:`~canon.errors.ConfigError` naming it. The module
+is imported as ``python -m`` would: from the Python path, else from the
+current folder. A user config may record the shape of one input sample under
+:data:`INPUT_SHAPE` (what ``canon add --input-shape`` writes): it is passed to
+a function that takes ``input_shape``, else kept out of the call, and either
+way set as the module's ``input_shape``, which canon's tracer reads.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ import dataclasses
 import difflib
 import fnmatch
 import importlib
+import inspect
 import json
 import math
+import os
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -47,6 +55,15 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
+
+# The config key under which a user architecture's input shape (one sample) is recorded
+# (`canon add --input-shape`; canon.zoo writes it), and the bounds on that shape: at most
+# 4 axes, each at most 4096, 2**22 numbers in all (4 x 1024 x 1024; canon traces a batch
+# of two, and builds on the CPU what it evaluates).
+INPUT_SHAPE = "input_shape"
+MAX_INPUT_RANK = 4
+MAX_INPUT_SIDE = 4096
+MAX_INPUT_NUMBERS = 2**22
 
 
 @dataclass(frozen=True)
@@ -362,22 +379,125 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _check_input_shape(value: Any, name: str) -> tuple[int, ...]:
+    """``value`` as the shape of one input sample of user architecture ``name``: 1 to
+    :data:`MAX_INPUT_RANK` integers from 1 to :data:`MAX_INPUT_SIDE`, at most
+    :data:`MAX_INPUT_NUMBERS` numbers; else a one-line :class:`~canon.errors.ConfigError`."""
+    where = f"of `{clip(name, 80)}` (--input-shape, or `{INPUT_SHAPE}` in its config)"
+    if (
+        not isinstance(value, (list, tuple))
+        or not 1 <= len(value) <= MAX_INPUT_RANK
+        or not all(
+            isinstance(side, int) and not isinstance(side, bool) and 1 <= side <= MAX_INPUT_SIDE
+            for side in value
+        )
+    ):
+        raise ConfigError(
+            f"the input shape {where} must be 1 to {MAX_INPUT_RANK} integers from 1 to "
+            f"{MAX_INPUT_SIDE}, one sample without the batch axis, such as 3,32,32; "
+            f"got {_show(value)}"
+        )
+    shape = tuple(int(side) for side in value)
+    if math.prod(shape) > MAX_INPUT_NUMBERS:
+        raise ConfigError(
+            f"the input shape {list(shape)} {where} holds {math.prod(shape):,} numbers per "
+            f"sample; canon takes at most {MAX_INPUT_NUMBERS:,}"
+        )
+    return shape
+
+
+def _recorded_shape(name: str, value: Any, passed: bool) -> tuple[int, ...] | None:
+    """The input shape recorded under :data:`INPUT_SHAPE` in the config of user architecture
+    ``name``, checked. A value that is no list is left to a function that takes
+    ``input_shape`` (None here: the module is traced as it says)."""
+    if passed and not isinstance(value, (list, tuple)):
+        return None
+    return _check_input_shape(value, name)
+
+
+def _takes(factory: Callable[..., Any], key: str) -> bool:
+    """Whether ``factory`` accepts the keyword argument ``key`` (yes if it cannot be told)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        or (p.name == key and p.kind is not inspect.Parameter.POSITIONAL_ONLY)
+        for p in params
+    )
+
+
+def _import_user(module_name: str, name: str) -> types.ModuleType:
+    """Import a user architecture's module as ``python -m`` would: from the Python path, else
+    from the current folder (put on ``sys.path`` for this import only)."""
+
+    def failed(exc: BaseException) -> ConfigError:
+        return ConfigError(
+            f"cannot import module `{clip(module_name, 100)}` for `{clip(name, 100)}`: "
+            f"{type(exc).__name__}: {clip(str(exc), 200)}"
+        )
+
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if not missing or not (module_name + ".").startswith(missing + "."):
+            raise failed(exc) from exc  # the module exists; something it imports does not
+        first = exc
+    except Exception as exc:  # whatever the module raises as it runs
+        raise failed(exc) from exc
+    top = module_name.partition(".")[0]
+    try:
+        here = os.getcwd()
+    except OSError:
+        here = ""
+    on_path = {os.path.realpath(p or os.curdir) for p in sys.path if isinstance(p, str)}
+    holds = (
+        bool(here)
+        and top.isidentifier()
+        and (
+            os.path.isfile(os.path.join(here, f"{top}.py"))
+            or os.path.isdir(os.path.join(here, top))
+        )
+    )
+    if holds and os.path.realpath(here) in on_path:
+        raise failed(first) from first  # it is there, and still not found: say why
+    if not holds:
+        folder = f" ({clip(here, 120)})" if here else ""
+        raise ConfigError(
+            f"cannot import module `{clip(module_name, 100)}` for `{clip(name, 100)}`: it is "
+            f"not on the Python path, nor `{clip(top, 100)}.py` in the current folder{folder}; "
+            f"run canon from the folder that holds {clip(top, 100)}.py, or put that folder "
+            "on PYTHONPATH (PYTHONPATH=/path/to/folder canon ...)"
+        ) from first
+    sys.path.insert(0, here)
+    try:
+        importlib.invalidate_caches()
+        return importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or whatever the module raises as it runs
+        raise failed(exc) from exc
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(here)
+
+
 def _build_user(
     name: str, config: dict[str, Any], device: str | torch.device | None = None
 ) -> nn.Module:
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"user architecture `{clip(name, 200)}` must be written module:function")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or whatever the module raises as it runs
-        raise ConfigError(
-            f"cannot import module `{clip(module_name, 100)}` for `{clip(name, 100)}`: "
-            f"{type(exc).__name__}: {clip(str(exc), 200)}"
-        ) from exc
+    module = _import_user(module_name, name)
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"module `{module_name}` has no callable `{clip(attr, 100)}`")
+    shape: tuple[int, ...] | None = None
+    if INPUT_SHAPE in config:
+        passed = _takes(factory, INPUT_SHAPE)
+        shape = _recorded_shape(name, config[INPUT_SHAPE], passed)
+        if not passed:
+            config = {k: v for k, v in config.items() if k != INPUT_SHAPE}
     place = _device(device) if device is not None else contextlib.nullcontext()
     try:
         with place:
@@ -389,4 +509,11 @@ def _build_user(
         ) from exc
     if not isinstance(model, nn.Module):
         raise ConfigError(f"`{clip(name, 200)}` returned {type(model).__name__}, not an nn.Module")
+    if shape is not None:
+        try:
+            setattr(model, INPUT_SHAPE, shape)  # read by canon's tracer (spec_from_module)
+        except (AttributeError, TypeError) as exc:
+            raise ConfigError(
+                f"`{clip(name, 200)}` made a module whose `input_shape` cannot be set: {exc}"
+            ) from None
     return model

@@ -4,6 +4,8 @@ several commands take alike."""
 from __future__ import annotations
 
 import functools
+import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -90,17 +92,28 @@ def read_entries(app: App, **filters: Any) -> list[Entry]:
     return list_entries(path / INDEX, **filters)
 
 
-class Reporter:
-    """Progress of long work on stderr: a redrawn tqdm bar, or plain lines at most every
-    ``interval`` seconds (and at the first and last step) where no terminal redraws."""
+def progress_interval() -> float:
+    """Seconds between plain progress lines: ``$CANON_PROGRESS_INTERVAL``, default 10."""
+    raw = os.environ.get("CANON_PROGRESS_INTERVAL", "10")
+    try:
+        value = float(raw)
+    except ValueError:
+        return 10.0
+    return value if math.isfinite(value) and value >= 0 else 10.0
 
-    def __init__(self, style: str, desc: str, unit: str, interval: float = 10.0) -> None:
+
+class Reporter:
+    """Progress of long work on stderr: a redrawn tqdm bar, or where no terminal redraws,
+    a plain line each time ``interval`` seconds have passed (and the last step after one)."""
+
+    def __init__(self, style: str, desc: str, unit: str, interval: float | None = None) -> None:
         self.style = style
         self.desc = desc
         self.unit = unit
-        self.interval = interval
+        self.interval = progress_interval() if interval is None else interval
         self.started = time.monotonic()
-        self.last: float | None = None
+        self.last = self.started
+        self.printed = False
         self.bar: Any = None
         if style == "bar":
             from tqdm import tqdm
@@ -121,9 +134,12 @@ class Reporter:
             self.bar.refresh()
             return
         now = time.monotonic()
-        if done < total and self.last is not None and now - self.last < self.interval:
+        # quiet work stays quiet: a line once a whole interval has passed, and the last
+        # step only if an earlier one was reported
+        due = now - self.last >= self.interval
+        if not (due or (done >= total and self.printed)):
             return
-        self.last = now
+        self.last, self.printed = now, True
         share = f" ({100 * done / total:.0f}%)" if total else ""
         click.echo(
             f"{self.desc}: {done}/{total} {self.unit}{share}, {now - self.started:.0f} s",

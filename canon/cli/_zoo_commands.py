@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 
 from canon._format import pct
@@ -9,6 +16,7 @@ from canon._limits import clip
 from canon._options import parse_json, parse_tags
 from canon.cli._app import App, command, emit
 from canon.cli._common import entry_summary, open_zoo, read_entries, zoo_path
+from canon.errors import ConfigError
 
 __all__ = ["add", "init", "list_entries", "reference", "rm", "show", "verify"]
 
@@ -37,6 +45,20 @@ def init(app: App) -> None:
 @click.option("--arch", default=None, help="Architecture name or module:function.")
 @click.option("--config", "config_json", default=None, help="Architecture config as JSON.")
 @click.option("--dataset", default=None, help="The dataset it was trained on.")
+@click.option(
+    "--input-shape",
+    default=None,
+    metavar="SHAPE",
+    help="One input sample's shape, e.g. 3,32,32 or [3,32,32], for a module:function "
+    "network that does not say it (recorded; else taken from --dataset).",
+)
+@click.option(
+    "--key",
+    default=None,
+    metavar="NAME",
+    help="The key of the checkpoint dict that holds the state dict (default: a plain state "
+    "dict, else state_dict, model_state_dict, model, ...).",
+)
 @tag_option
 @click.option("--kind", type=KIND_CHOICE, default="solution", show_default=True)
 def add(
@@ -46,13 +68,22 @@ def add(
     arch: str | None,
     config_json: str | None,
     dataset: str | None,
+    input_shape: str | None,
+    key: str | None,
     tags: tuple[str, ...],
     kind: str,
 ) -> None:
-    """Add a checkpoint (.safetensors or .pt) to the zoo."""
+    """Add a checkpoint (.safetensors, or .pt/.pth/.ckpt read as weights only) to the zoo.
+
+    A checkpoint dict ({'model': ..., 'epoch': ...}, Lightning's {'state_dict': ...}) is
+    read under its usual key, or --key; prefixes such as DataParallel's 'module.' are
+    stripped when the architecture's names then match. A module:function architecture is
+    imported from the Python path or the current folder.
+    """
     config = parse_json(config_json) if config_json is not None else None
+    shape = _parse_shape(input_shape) if input_shape is not None else None
     tag_values = parse_tags(tags)
-    with open_zoo(app) as zoo:
+    with open_zoo(app) as zoo, _notes_to(app):
         entry = zoo.add(
             file,
             name=name,
@@ -62,10 +93,64 @@ def add(
             tags=tag_values,
             kind=kind,
             device=app.device,
+            input_shape=shape,
+            key=key,
         )
     if dataset is not None and "train_error" not in entry.metrics:
         app.log(f"note: dataset `{dataset}` cannot be loaded here; no errors computed")
     emit(app, {"entry": entry.to_dict()}, lambda: f"added {entry_summary(entry)}")
+
+
+def _parse_shape(text: str) -> list[int]:
+    """``--input-shape`` typed as 3,32,32, 3x32x32, (3, 32, 32) or JSON [3, 32, 32]: a list of
+    integers (the zoo checks their bounds)."""
+    raw = text.strip()
+    value: object = None
+    if len(raw) <= 200:
+        if raw.startswith("["):
+            with contextlib.suppress(ValueError):
+                value = json.loads(raw)
+        else:
+            parts = re.split(r"[\s,x]+", raw.strip("()").strip())
+            if all(p.isascii() and p.isdigit() for p in parts):
+                value = [int(p) for p in parts]
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise ConfigError(
+            "`--input-shape` must be the shape of one input sample without the batch axis, "
+            f"integers such as 3,32,32 or [3, 32, 32]; got {clip(repr(text), 80)}"
+        )
+    return value
+
+
+class _AppHandler(logging.Handler):
+    """Log records as the command's log lines (stderr, silent with --quiet)."""
+
+    def __init__(self, app: App) -> None:
+        super().__init__(logging.INFO)
+        self.app = app
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.app.log(clip(record.getMessage(), 400))
+
+
+@contextmanager
+def _notes_to(app: App) -> Iterator[None]:
+    """Show what reading the checkpoint noted (the key and prefix used, an inferred input
+    shape) as log lines while the block runs."""
+    logger = logging.getLogger("canon.zoo")
+    handler = _AppHandler(app)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @command("list")

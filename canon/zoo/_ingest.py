@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import pickle
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +20,14 @@ from torch import Tensor, nn
 from canon import checkpoint
 from canon._limits import clip, loads_json
 from canon.architectures import build_model, resolve_config
-from canon.checkpoint import load_state, read_header
+from canon.checkpoint import STATE_KEYS, Located, load_state, locate_state, read_header
 from canon.core import Spec, check_state, spec_from_module
 from canon.core.spec import check_tensors
 from canon.core.trace import tensors_of
-from canon.errors import CheckpointFormatError, ConfigError
+from canon.core.unit_spaces import BATCHNORMS, LAYERS
+from canon.errors import CanonError, CheckpointFormatError, ConfigError, UnsupportedModuleError
 from canon.zoo._records import FORMAT_VERSION, canonical_json, family_key
-from canon.zoo._trust import check_trusted
+from canon.zoo._trust import check_trusted, names_code
 
 __all__ = ["META_ARCH", "Prepared", "Source", "declared_spec", "prepare", "serialize"]
 
@@ -30,6 +35,14 @@ Source = str | os.PathLike[str] | Mapping[str, Tensor] | nn.Module
 META_ARCH = "canon.architecture"
 META_CONFIG = "canon.config"
 META_FORMAT = "canon.format_version"
+#: File suffixes read with ``torch.load(weights_only=True)``; any other file is safetensors.
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+#: The config key of a ``module:function`` architecture that records the shape of one input
+#: sample: ``build_model`` sets it as the module's ``input_shape`` (checking its bounds) and
+#: passes it on only to a function that takes ``input_shape``.
+INPUT_SHAPE = "input_shape"
+
+log = logging.getLogger("canon.zoo")
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,8 @@ def spec_for(architecture: str, config: Mapping[str, Any]) -> Spec:
     The module is built on the meta device: the spec (names, shapes, groups)
     costs no memory, so a config that lies about sizes is caught by comparing
     the spec with a file's header before anything of that size is allocated.
+    A ``module:function`` network is traced with the input shape its config
+    records under ``input_shape``, if any (``build_model`` sets it on the module).
     """
     return spec_from_module(build_model(architecture, config, device="meta"))
 
@@ -82,14 +97,20 @@ def _from_metadata(meta: Mapping[str, str], where: str) -> tuple[str, dict[str, 
     return meta[META_ARCH], config
 
 
-def _load_pt(path: Path) -> dict[str, Tensor]:
+def _load_pt(path: Path) -> object:
+    """What a torch checkpoint holds, read with ``weights_only=True``: tensors in (nested)
+    dicts, lists and plain values; a file that needs any other class is refused unread."""
     try:
-        obj = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        # torch names the first class it refused ("GLOBAL torch.nn...Sequential"); naming it
+        # here costs nothing (it is text, nothing is imported) and tells a module apart
+        found = re.search(r"GLOBAL ([A-Za-z_][\w.]*)", str(exc))
+        what = f" (`{clip(found.group(1), 100)}`)" if found else ""
         raise CheckpointFormatError(
-            f"`{clip(str(path))}` holds pickled Python objects (a whole module, or other classes), "
-            "which canon never unpickles; save the weights alone: "
-            "torch.save(model.state_dict(), path), or safetensors",
+            f"`{clip(str(path))}` holds pickled Python objects{what}, such as a whole module "
+            "saved with torch.save(model), which canon never unpickles; save the state dict "
+            "instead, torch.save(model.state_dict(), path), or safetensors, and add that file",
             path=str(path),
         ) from None
     except Exception as exc:  # torch raises many kinds for unreadable files
@@ -98,14 +119,58 @@ def _load_pt(path: Path) -> dict[str, Tensor]:
             f"`{clip(str(path))}` cannot be read as a torch checkpoint ({clip(first, 120)})",
             path=str(path),
         ) from None
-    if not isinstance(obj, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
-    ):
+
+
+def _tensor_dict(value: object, *, empty: bool = False) -> dict[str, Tensor] | None:
+    """``value`` if it is a dict of tensor names to tensors (non-empty unless ``empty``)."""
+    if not isinstance(value, Mapping) or (not value and not empty):
+        return None
+    if all(isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items()):
+        return dict(value)
+    return None
+
+
+def _tensor_groups(obj: object, key: str | None, where: str) -> dict[str | None, dict[str, Tensor]]:
+    """The candidate state dicts in what a checkpoint holds, for :func:`locate_state`:
+    ``None`` for a plain state dict, and each key whose value is one. ``key`` may walk
+    nested dicts (``"model.ema"``) or, in a plain state dict, name a prefix of its names."""
+    if not isinstance(obj, Mapping):
         raise CheckpointFormatError(
-            f"`{path}` must hold a flat dict of tensor names to tensors (a state dict)",
-            path=str(path),
+            f"{where} holds a {type(obj).__name__}, not a state dict (a dict of tensor names "
+            "to tensors) or a checkpoint dict holding one; save the weights with "
+            "torch.save(model.state_dict(), path)"
         )
-    return dict(obj)
+    flat = _tensor_dict(obj, empty=True)
+    groups: dict[str | None, dict[str, Tensor]] = {}
+    if flat is not None:
+        groups[None] = flat
+    else:
+        for k, v in obj.items():
+            sub = _tensor_dict(v)
+            if isinstance(k, str) and sub is not None:
+                groups[k] = sub
+    if key is not None and key not in groups:
+        node: object = obj
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        found = _tensor_dict(node)
+        if found is None and flat is not None:
+            found = {n[len(key) + 1 :]: t for n, t in flat.items() if n.startswith(f"{key}.")}
+        if found:
+            groups[key] = found
+    return groups
+
+
+def _name_groups(names: Sequence[str], key: str | None) -> dict[str | None, dict[str, str]]:
+    """The candidate state dicts among a safetensors file's tensor names: all of them, and the
+    names under each of :data:`STATE_KEYS` (or under ``key``) with ``KEY.`` taken off."""
+    groups: dict[str | None, dict[str, str]] = {None: {n: n for n in names}}
+    for k in (key,) if key is not None else STATE_KEYS:
+        start = f"{k}."
+        under = {n[len(start) :]: n for n in names if n.startswith(start)}
+        if under:
+            groups[k] = under
+    return groups
 
 
 def prepare(
@@ -114,6 +179,9 @@ def prepare(
     config: Mapping[str, Any] | None,
     *,
     trust_code: bool = False,
+    input_shape: Sequence[int] | None = None,
+    key: str | None = None,
+    dataset: str | None = None,
 ) -> Prepared:
     """Read ``source``, resolve its architecture and check it; nothing is written.
 
@@ -122,15 +190,23 @@ def prepare(
     refused unless ``trust_code`` (:class:`~canon.errors.UntrustedCodeError`).
     The file's header is checked against the architecture's spec before any
     tensor is loaded.
+
+    The state dict may sit under a key of a checkpoint dict and carry wrapper
+    prefixes (see :func:`~canon.checkpoint.locate_state`); ``key`` names the key.
+    Which key and prefix were used is logged (logger ``canon.zoo``, level INFO).
+    ``input_shape`` (one sample) is what a ``module:function`` network is traced
+    with; it is recorded in the config (key ``input_shape``) when the network
+    cannot tell it itself. Without it such a network takes the input shape of
+    ``dataset``, if that loads here.
     """
     header_meta: Mapping[str, str] = {}
     header: checkpoint.Header | None = None
     path: Path | None = None
-    state: dict[str, Tensor] | None = None
+    groups: dict[str | None, dict[str, Tensor]] | None = None
     if isinstance(source, nn.Module):
-        state = dict(source.state_dict())
+        groups = {None: dict(source.state_dict())}
     elif isinstance(source, Mapping):
-        state = dict(source)
+        groups = _tensor_groups(source, key, "the state dict")
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -139,8 +215,8 @@ def prepare(
                 f"`{clip(str(path))}` {what}; give a .safetensors or .pt checkpoint file",
                 path=str(path),
             )
-        if path.suffix in (".pt", ".pth"):
-            state = _load_pt(path)
+        if path.suffix in TORCH_SUFFIXES:
+            groups = _tensor_groups(_load_pt(path), key, f"`{clip(str(path))}`")
         else:
             header = read_header(path)
             header_meta = header.metadata
@@ -151,19 +227,56 @@ def prepare(
         )
     where = f"`{path}`" if path is not None else "the state dict"
     if architecture is None:
-        if path is None or state is not None:
+        if path is None or groups is not None:
             raise ConfigError(f"{where} needs architecture= (it carries no canon metadata)")
         architecture, meta_config = _from_metadata(header_meta, where)
         check_trusted(architecture, trusted=trust_code, source=f"the metadata of {where}")
         config = meta_config if config is None else config
     full = resolve_config(architecture, config)
+    # a config that lies about sizes costs nothing before the header is checked against this
+    declared = declared_spec(architecture, full)
+    state: dict[str, Tensor] | None = None
+    names: dict[str, str] | None = None
+    if header is not None:
+        stored = _name_groups(list(header.tensors), key)
+        located = locate_state(stored, declared.tensor_info, key=key, where=where)
+        names = located.pick(stored)
+        check_tensors({new: header.tensors[old] for new, old in names.items()}, declared, where)
+        if all(new == old for new, old in names.items()):
+            names = None
+    else:
+        assert groups is not None
+        located = locate_state(groups, declared.tensor_info, key=key, where=where)
+        state = located.pick(groups)
+    _note(located, where)
+    full, inferred = _with_input_shape(architecture, full, input_shape, dataset, where)
     config_json = canonical_json(full)
-    if header is not None:  # a config that lies about sizes costs nothing before this check
-        check_tensors(header.tensors, declared_spec(architecture, full), where)
-    spec = spec_for(architecture, full)
+    try:
+        # torch.fx prints the traceback of a module that fails on the input; the error says it
+        with contextlib.redirect_stderr(io.StringIO()):
+            spec = spec_for(architecture, full)
+    except UnsupportedModuleError as exc:
+        if exc.op != "shape" or not isinstance(full.get(INPUT_SHAPE), list):
+            raise
+        root: BaseException = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        cause = (str(root).strip().splitlines() or [""])[0]
+        whence = (
+            f"taken from dataset `{clip(inferred, 80)}`"
+            if inferred
+            else "as given"
+            if input_shape is not None
+            else "as its config records"
+        )
+        raise ConfigError(
+            f"`{clip(architecture, 80)}` does not run on inputs of shape {full[INPUT_SHAPE]} "
+            f"({whence}): {type(root).__name__}: {clip(cause, 160)}; pass --input-shape with "
+            "the shape of one sample, without the batch axis"
+        ) from None
     if state is None:
         assert path is not None
-        state = load_state(path, spec)  # checks the header against the spec first
+        state = load_state(path, spec, names=names)  # checks the header against the spec first
     check_state(state, spec, where)
     data = serialize(state, architecture, config_json)
     return Prepared(
@@ -175,3 +288,106 @@ def prepare(
         spec=spec,
         data=data,
     )
+
+
+def _note(located: Located, where: str) -> None:
+    """Say which key and prefix the state dict was read with, if any (logger ``canon.zoo``)."""
+    said = located.describe()
+    if said:
+        log.info("%s: %s", clip(where, 200), said)
+
+
+def _with_input_shape(
+    architecture: str,
+    full: dict[str, Any],
+    given: Sequence[int] | None,
+    dataset: str | None,
+    where: str,
+) -> tuple[dict[str, Any], str | None]:
+    """``full`` with the input shape the network is traced with recorded, where it must be,
+    and the dataset the shape was taken from (None if it was not).
+
+    A registered architecture knows its input shape from its config: a ``given`` one must
+    agree. A ``module:function`` network that cannot tell its own (no ``input_shape``
+    attribute, no first ``nn.Linear``) gets ``given``, or the shape already recorded in the
+    config, or else the samples' shape of ``dataset``; the shape is recorded under
+    ``input_shape`` so that every later process traces it alike.
+    """
+    shape = None if given is None else _as_shape(given)
+    if not names_code(architecture):
+        if shape is not None:
+            own = _own_shape(build_model(architecture, full, device="meta"))
+            if own != shape:
+                raise ConfigError(
+                    f"architecture `{architecture}` takes inputs of shape "
+                    f"{list(own) if own else '?'} as its config sets them, not {list(shape)}; "
+                    "the input shape of a registered architecture is set by its config "
+                    "(--input-shape is for module:function architectures)"
+                )
+        return full, None
+    recorded = full.get(INPUT_SHAPE)
+    if shape is not None:
+        if recorded is not None:
+            if recorded != list(shape):
+                raise ConfigError(
+                    f"the config's `{INPUT_SHAPE}` {clip(json.dumps(recorded), 60)} and the "
+                    f"input shape {list(shape)} differ; give one of them"
+                )
+            return full, None
+        try:
+            own = _own_shape(build_model(architecture, full, device="meta"))
+        except ConfigError:  # the function may need input_shape to build: record it
+            own = None
+        return (full if own == shape else {**full, INPUT_SHAPE: list(shape)}), None
+    if recorded is not None or _own_shape(build_model(architecture, full, device="meta")):
+        return full, None
+    inferred, why = _dataset_shape(dataset)
+    if inferred is None:
+        raise ConfigError(
+            f"cannot tell the input shape of `{clip(architecture, 80)}` for {where}: the module "
+            f"has no `input_shape` attribute and does not start with nn.Linear{why}; pass "
+            "--input-shape, one sample without the batch axis, such as --input-shape 3,32,32 "
+            "(Python: input_shape=(3, 32, 32))"
+        )
+    log.info("input shape %s taken from dataset `%s`", list(inferred), clip(str(dataset), 100))
+    return {**full, INPUT_SHAPE: list(inferred)}, dataset
+
+
+def _as_shape(given: object) -> tuple[int, ...]:
+    """``given`` as a tuple of integers (their bounds are checked where the module is built)."""
+    if isinstance(given, Sequence) and not isinstance(given, str):
+        items = list(given)
+        if all(isinstance(s, int) and not isinstance(s, bool) for s in items):
+            return tuple(items)
+    raise ConfigError(
+        f"the input shape must be integers, one sample without the batch axis, such as "
+        f"--input-shape 3,32,32 (Python: input_shape=(3, 32, 32)); got {clip(repr(given), 80)}"
+    )
+
+
+def _own_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """The input shape ``model`` tells itself, as canon's tracer reads it: its
+    ``input_shape``, or ``(in_features,)`` of a first layer that is an nn.Linear."""
+    own = getattr(model, "input_shape", None)
+    if own is not None:
+        try:
+            return tuple(int(s) for s in own)
+        except (TypeError, ValueError):
+            return None
+    first = next((m for m in model.modules() if isinstance(m, (*LAYERS, *BATCHNORMS))), None)
+    return (first.in_features,) if isinstance(first, nn.Linear) else None
+
+
+def _dataset_shape(dataset: str | None) -> tuple[tuple[int, ...] | None, str]:
+    """The shape of one sample of ``dataset`` (None if there is none or it does not load
+    here) and, if not, why (to end an error message)."""
+    if dataset is None:
+        return None, ", and no dataset was given to take it from"
+    from canon.data import load_dataset
+
+    try:
+        data = load_dataset(dataset)
+    except CanonError as exc:
+        why = clip(str(exc), 80)
+        return None, f", and dataset `{clip(dataset, 80)}` does not load here ({why})"
+    return tuple(int(s) for s in data.x_train.shape[1:]), ""

@@ -278,6 +278,8 @@ class Zoo:
         created: datetime | None = None,
         evaluate: bool = True,
         device: str | torch.device = "auto",
+        input_shape: Sequence[int] | None = None,
+        key: str | None = None,
     ) -> Entry:
         """Add a network (safetensors or ``.pt`` path, state dict or module) as ``name``.
 
@@ -291,20 +293,38 @@ class Zoo:
         transaction records the entry (and, for a new family, makes it the
         reference). Its alignment to the family reference is cached.
         ``created`` (default: now) keeps an imported entry's creation time.
+        ``input_shape`` and ``key`` are as in :func:`~canon.zoo._ingest.prepare`.
         """
         fields = entry_fields(name, kind, tags, metrics, dataset, created)
-        prepared = self.prepare(source, architecture, config)
+        prepared = self.prepare(
+            source, architecture, config, input_shape=input_shape, key=key, dataset=dataset
+        )
         if evaluate and dataset is not None and "train_error" not in (metrics or {}):
             errors = errors_on(prepared, dataset, device)
             fields = replace(fields, metrics=check_metrics({**errors, **(metrics or {})}))
         return self.add_prepared(prepared, parents, fields)
 
     def prepare(
-        self, source: Source, architecture: str | None, config: Mapping[str, Any] | None
+        self,
+        source: Source,
+        architecture: str | None,
+        config: Mapping[str, Any] | None,
+        *,
+        input_shape: Sequence[int] | None = None,
+        key: str | None = None,
+        dataset: str | None = None,
     ) -> Prepared:
         """Read and check ``source`` as :meth:`add` does, writing nothing; an architecture
         typed here (``architecture``) is trusted for the rest of the session."""
-        prepared = prepare(source, architecture, config, trust_code=self.trust_code)
+        prepared = prepare(
+            source,
+            architecture,
+            config,
+            trust_code=self.trust_code,
+            input_shape=input_shape,
+            key=key,
+            dataset=dataset,
+        )
         if architecture is not None:
             self._typed.add(architecture)
         return prepared
