@@ -2,11 +2,14 @@
 
 Each server runs as a subprocess (``python -m canon serve``) on a copy of the
 embedded default zoo; the copy's index is rebuilt once per test process and
-copied from there, so a server starts in a few seconds.
+copied from there, so a server starts in a few seconds. The servers of the
+service test modules (``SERVERS``) are started at the beginning of the session
+(``launch_early``, from tests/conftest.py), so those seconds overlap other tests.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from canon.zoo import Zoo
 
@@ -76,20 +80,58 @@ class Server:
             return c.post(path, **kwargs)
 
     def stop(self, *, kill: bool = False) -> None:
-        """SIGKILL the server, or stop it gracefully (SIGINT, then SIGKILL after 20 s)."""
+        """SIGKILL the server, or stop it gracefully: SIGINT, then SIGKILL once uvicorn has
+        logged the end of its shutdown (or after 20 s in any case).
+
+        After uvicorn's "Finished server process" (the app's shutdown, job runner included,
+        has completed) all that is left is the interpreter's own teardown, seconds of garbage
+        collection with torch loaded; the tests need none of it.
+        """
+        if self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+            self.process.wait(10)
+            return
+        start = self.log.stat().st_size if self.log.exists() else 0
+        finished = f"Finished server process [{self.process.pid}]".encode()
+        self.process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 20
+        while self.process.poll() is None and time.monotonic() < deadline:
+            with self.log.open("rb") as log:
+                log.seek(start)
+                if finished in log.read():
+                    break
+            time.sleep(0.05)
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL if kill else signal.SIGINT)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            self.process.kill()
+        self.process.wait(10)
 
     def restart(self, *, kill: bool = False) -> None:
         """Stop this server (SIGKILL with ``kill``); start a new one on the same zoo, in place."""
         self.stop(kill=kill)
         fresh = start_server(self.zoo, self.log, token=self.token, args=self.args)
         self.process, self.url = fresh.process, fresh.url
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Return once ``GET /api/info`` answers 200; raise if the process exits or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"canon serve exited with {self.process.returncode}:\n{self.log.read_text()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/api/info", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop(kill=True)
+                raise RuntimeError(
+                    f"canon serve did not answer in {timeout:.0f} s:\n{self.log.read_text()}"
+                )
+            time.sleep(0.1)
 
     def wait_job(
         self, job_id: str, *, until: str = "done", timeout: float = 120.0
@@ -109,6 +151,16 @@ def start_server(
     zoo: Path, log: Path, *, token: str | None = TOKEN, args: tuple[str, ...] = ()
 ) -> Server:
     """Start ``python -m canon serve`` on ``zoo`` on a free port; return once it answers."""
+    server = spawn_server(zoo, log, token=token, args=args)
+    server.wait_ready()
+    return server
+
+
+def spawn_server(
+    zoo: Path, log: Path, *, token: str | None = TOKEN, args: tuple[str, ...] = ()
+) -> Server:
+    """Start ``python -m canon serve`` on ``zoo`` on a free port; return at once (the process
+    takes seconds to import and bind: call ``wait_ready`` before using it)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("CANON_TOKEN", "CANON_ZOO")}
     if token is not None:
@@ -117,17 +169,40 @@ def start_server(
     cmd += ["--device", "cpu", *args]
     with log.open("ab") as out:
         process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    server = Server(process, f"http://127.0.0.1:{port}", zoo, log, token, args)
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"canon serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/api/info", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop(kill=True)
-            raise RuntimeError(f"canon serve did not answer in 90 s:\n{log.read_text()}")
-        time.sleep(0.1)
+    return Server(process, f"http://127.0.0.1:{port}", zoo, log, token, args)
+
+
+# -- the service test modules' servers, started early -----------------------------------------
+
+MAX_UPLOAD_MB = 1  # the API server's upload limit
+# server name -> (the test module that uses it, its extra `canon serve` arguments)
+SERVERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "api": ("test_service_api", ("--max-upload-mb", str(MAX_UPLOAD_MB))),
+    "browser": ("test_service_browser", ()),
+}
+_early: dict[str, Server] = {}
+
+
+def launch(name: str, factory: pytest.TempPathFactory) -> Server:
+    """The server ``name`` of ``SERVERS`` (with the token, on its own copy of the default zoo):
+    the one ``launch_early`` started, else a new process. Call ``wait_ready`` before use."""
+    early = _early.pop(name, None)
+    if early is not None:
+        return early
+    root = factory.mktemp(name)
+    zoo = default_zoo(factory.getbasetemp(), root / "zoo")
+    return spawn_server(zoo, root / "server.log", args=SERVERS[name][1])
+
+
+def launch_early(modules: set[str], factory: pytest.TempPathFactory) -> None:
+    """Start now the servers of those of ``modules`` (test module names) that use one."""
+    for name, (module, _) in SERVERS.items():
+        if module in modules and name not in _early:
+            _early[name] = launch(name, factory)
+
+
+@atexit.register  # also when the session ends without its fixtures' teardown
+def stop_early() -> None:
+    """Kill the early servers that no module took (all its tests were skipped, say)."""
+    while _early:
+        _early.popitem()[1].stop(kill=True)

@@ -360,6 +360,7 @@ def _plain_file(tmp_path: Path) -> str:
 # -- --input-shape -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_input_shape_is_recorded_and_used_by_a_second_process(
     nets_folder: Path, tmp_path: Path
 ) -> None:

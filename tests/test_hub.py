@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -71,12 +72,22 @@ def cache(tmp_path: Path) -> Path:
     return tmp_path / "hf-cache"
 
 
+@pytest.fixture(scope="module")
+def source_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A closed zoo of three small MLPs on digits, its geodesic barrier table cached; built once."""
+    root = tmp_path_factory.mktemp("hub-source") / "source"
+    with Zoo.open(root) as zoo:
+        _fill(zoo, range(3))
+        zoo.barrier_table(path="geodesic", points=POINTS, device="cpu")
+    return root
+
+
 @pytest.fixture
-def source(tmp_path: Path) -> Iterator[Zoo]:
-    """A zoo of three small MLPs on digits, with its geodesic barrier table cached."""
+def source(source_template: Path, tmp_path: Path) -> Iterator[Zoo]:
+    """A zoo of three small MLPs on digits, with its geodesic barrier table cached: a fresh
+    copy of the template for each test (tests add entries to it and push it)."""
+    shutil.copytree(source_template, tmp_path / "source")
     zoo = Zoo.open(tmp_path / "source")
-    _fill(zoo, range(3))
-    zoo.barrier_table(path="geodesic", points=POINTS, device="cpu")
     yield zoo
     zoo.close()
 

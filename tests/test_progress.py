@@ -11,6 +11,7 @@ import pytest
 from servers import default_zoo
 
 
+@pytest.mark.slow  # two processes on the embedded zoo
 def test_piped_stderr_gets_progress_lines(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -169,7 +169,7 @@ def vision_case(name: str) -> VisionCase:
 
 
 VISION_MODELS = [
-    pytest.param("timm:convnext_atto", id="timm-convnext_atto"),
+    pytest.param("timm:convnext_atto", id="timm-convnext_atto", marks=pytest.mark.slow),
     pytest.param("torchvision:mobilenet_v2", id="tv-mobilenet_v2"),
     # a few seconds to a few minutes each (vgg11_bn: 4096-wide assignments, 130M weights)
     pytest.param("torchvision:resnet18", id="tv-resnet18", marks=pytest.mark.slow),

@@ -18,23 +18,21 @@ import pytest
 import torch
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from servers import TOKEN, Server, default_zoo, start_server
+from servers import MAX_UPLOAD_MB, TOKEN, Server, default_zoo, launch
 
 import canon
 from canon.cli import cli
 from canon.service import create_app
 
 CONFIG = {"in_features": 64, "hidden": [256, 256], "classes": 10}
-MAX_UPLOAD_MB = 1
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server with the token and a 1 MiB upload limit on a copy of the default zoo."""
-    base = tmp_path_factory.getbasetemp()
-    root = tmp_path_factory.mktemp("api")
-    zoo = default_zoo(base, root / "zoo")
-    running = start_server(zoo, root / "server.log", args=("--max-upload-mb", str(MAX_UPLOAD_MB)))
+    """A server with the token and a 1 MiB upload limit on a copy of the default zoo
+    (started at the beginning of the session: see tests/conftest.py)."""
+    running = launch("api", tmp_path_factory)
+    running.wait_ready()
     yield running
     running.stop()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import Server, default_zoo, start_server
+from servers import Server, launch
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -25,13 +25,19 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server on a copy of the embedded default zoo."""
-    root = tmp_path_factory.mktemp("browser")
-    zoo = default_zoo(tmp_path_factory.getbasetemp(), root / "zoo")
-    running = start_server(zoo, root / "server.log")
+def spawned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server process on a copy of the embedded default zoo, started (at the beginning of the
+    session: see tests/conftest.py) but maybe not answering yet."""
+    running = launch("browser", tmp_path_factory)
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def server(spawned: Server, browser: Any) -> Server:
+    """The server, answering (Chromium launches while the server process starts up)."""
+    spawned.wait_ready()
+    return spawned
 
 
 @pytest.fixture(scope="module")

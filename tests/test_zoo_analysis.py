@@ -26,19 +26,30 @@ def solutions():
     return [train(NET, digits, "sgd", seed=s, epochs=40).state for s in range(5)]
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory, solutions):
+    """A closed zoo of the first four solutions (evaluated on digits when added), built once."""
+    root = tmp_path_factory.mktemp("analysis") / "template"
+    with Zoo.open(root) as z:
+        for i, state in enumerate(solutions[:4]):
+            z.add(
+                state,
+                name=f"net-{i}",
+                architecture=NET[0],
+                config=NET[1],
+                dataset="digits",
+                tags={"algo": "sgd"},
+            )
+    return root
+
+
 @pytest.fixture
-def zoo(tmp_path, solutions):
+def zoo(tmp_path, template):
+    """A fresh copy of the template zoo for each test (tests add entries and cache pairs)."""
+    shutil.copytree(template, tmp_path / "zoo")
     z = Zoo.open(tmp_path / "zoo")
-    for i, state in enumerate(solutions[:4]):
-        z.add(
-            state,
-            name=f"net-{i}",
-            architecture=NET[0],
-            config=NET[1],
-            dataset="digits",
-            tags={"algo": "sgd"},
-        )
-    return z
+    yield z
+    z.close()
 
 
 def test_table_computes_only_new_pairs(zoo, solutions):
@@ -261,5 +272,5 @@ def test_matching_method_is_part_of_the_key(zoo):
     weight = zoo.compare("net-0", "net-1", paths=["geodesic"], points=5, method="weight")
     assert zoo.pair_computations == before + 2  # distances and the curve
     assert weight.curves["geodesic"].options["method"] == "weight"
-    with pytest.raises(ConfigError, match="unknown matching method `wieght`.*weight"):
+    with pytest.raises(ConfigError, match=r"unknown matching method `wieght`.*weight"):
         zoo.compare("net-0", "net-1", points=5, method="wieght")
