@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -418,6 +422,61 @@ def test_unsupported_modules_are_named(model, pattern):
     """Anything canon cannot follow is one clear error naming the op and module path."""
     with pytest.raises(UnsupportedModuleError, match=pattern):
         spec_from_module(model)
+
+
+class DataDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) if x.sum() > 0 else self.fc(-x)
+
+
+def _passing_through(forward: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(forward)
+    def wrapped(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return forward(self, *args, **kwargs)
+
+    return wrapped
+
+
+class TransformersLike(nn.Module):
+    """Stands for a transformers model: its forward wrapped as theirs are (the class's module
+    is what canon reads to say so; transformers itself is not needed)."""
+
+    __module__ = "transformers.models.gpt2.modeling_gpt2"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    @_passing_through
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        return self.fc(input_ids)
+
+
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        (DataDependent(), "`TraceError: symbolically traced variables cannot be used as inputs"),
+        (TransformersLike(), "co_varnames is too small`. It cannot follow"),
+    ],
+)
+def test_untraceable_models_say_which_tracer_and_what_is_supported(model, said):
+    """A model torch.fx cannot trace: the tracer, its own first line, and what canon follows."""
+    with pytest.raises(UnsupportedModuleError) as caught:
+        spec_from_module(model)
+    message = str(caught.value)
+    assert "torch.fx symbolic tracing" in message and said in message
+    assert "canon follows Linear and Conv layers" in message
+    transformers = type(model).__module__.startswith("transformers.")
+    assert ("transformers models are not supported yet" in message) == transformers
 
 
 def test_residual_stream_is_one_shared_group():

@@ -32,7 +32,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from canon.core.modules import BinaryConv2d, BinaryLinear, Sign
 from canon.core.spec import Spec, TensorInfo, dtype_name
-from canon.core.unit_spaces import BATCHNORMS, LAYERS, Walker
+from canon.core.unit_spaces import BATCHNORMS, LAYERS, WHAT_TO_DO, Walker
 from canon.errors import UnsupportedModuleError
 
 __all__ = ["spec_from_module", "tensors_of", "traced", "tracer"]
@@ -94,10 +94,27 @@ def traced(model: nn.Module) -> fx.GraphModule:
     try:
         graph = _Tracer().trace(model)
     except Exception as exc:  # torch.fx raises many kinds; name the cause
-        raise UnsupportedModuleError(
-            f"cannot trace {type(model).__name__} with torch.fx: {exc}", op="trace"
-        ) from exc
+        raise UnsupportedModuleError(_untraceable(model, exc), op="trace") from exc
     return fx.GraphModule(model, graph)
+
+
+def _untraceable(model: nn.Module, exc: Exception) -> str:
+    """Which tracer failed on ``model``, its own words (first line), and what canon supports."""
+    name = type(model).__name__
+    said = str(exc).strip().splitlines()
+    cause = f"{type(exc).__name__}: {said[0][:200]}" if said else type(exc).__name__
+    message = (
+        f"cannot trace {name}: torch.fx symbolic tracing (canon's tracer) stopped with "
+        f"`{cause}`. It cannot follow Python control flow that depends on tensor values, "
+        "nor a forward wrapped in a decorator taking *args/**kwargs"
+    )
+    if type(model).__module__.split(".")[0] == "transformers":
+        return (
+            f"{message}. Hugging Face transformers models are not supported yet: their "
+            "forward is not symbolically traceable this way, and canon does not yet derive "
+            f"attention's symmetries{WHAT_TO_DO}"
+        )
+    return message + WHAT_TO_DO
 
 
 def _input_shape(model: nn.Module, given: Sequence[int] | None) -> tuple[int, ...]:

@@ -34,7 +34,7 @@ from canon.core.spec import (
 )
 from canon.errors import UnsupportedModuleError
 
-__all__ = ["BATCHNORMS", "LAYERS", "Walker"]
+__all__ = ["BATCHNORMS", "LAYERS", "WHAT_TO_DO", "Walker"]
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -120,7 +120,8 @@ def _is_tensor(arg: object) -> bool:
     return isinstance(arg, fx.Node) and "tensor_meta" in arg.meta
 
 
-_WHAT_TO_DO = (
+#: Appended to every error about what canon cannot follow: what it can, and what to do.
+WHAT_TO_DO = (
     "; canon follows Linear and Conv layers (groups=1 or depthwise), residual additions, "
     "products, BatchNorm/LayerNorm/GroupNorm, elementwise activations, pooling and reshapes: "
     "write this part of forward with those (`canon spec` shows what canon derived)"
@@ -129,7 +130,7 @@ _WHAT_TO_DO = (
 
 def _unsupported(message: str, op: str, path: str) -> UnsupportedModuleError:
     """The error for what the walk cannot follow: the op, where, and what to do."""
-    hint = "" if "canon supports" in message or "; return" in message else _WHAT_TO_DO
+    hint = "" if "canon supports" in message or "; return" in message else WHAT_TO_DO
     return UnsupportedModuleError(message + hint, op=op, path=path)
 
 
