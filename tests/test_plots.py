@@ -150,6 +150,16 @@ def test_line_plots_have_legends(records, binary_records):
     ]
 
 
+def test_comparison_legend_leaves_the_curves_free(records):
+    """The comparison figure's legend lies outside the axes, so it never hides the peak."""
+    fig = plots.plot_curves({c.kind: c for c in records["curves"]["sgd-sgd"][:3]}, None)
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    box, area = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert len(ax.get_legend().get_texts()) == 3
+    assert not box.overlaps(area)
+
+
 def test_path_classes_show_mean_of_pairs(records):
     """The line of a class is the mean error over its pairs, the band their spread."""
     group = [c for c in records["curves"]["adv-adv"] if c.kind == "linear"]

@@ -61,7 +61,8 @@ def plot_curves(
         )
     ax.set_xlim(0.0, 1.0)
     style_axes(ax, X_LABEL, Y_LABEL, title)
-    legend(ax)
+    # below the axes: inside, it covers the barrier's peak whenever the curves fill the plot
+    legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return save(fig, path, fmt)
 
 
