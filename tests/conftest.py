@@ -52,7 +52,10 @@ def early_servers(
     them over (servers.launch); any left untaken are killed at the end."""
     from servers import launch_early, stop_early
 
-    modules = {item.path.stem for item in request.session.items if _may_run(item)}
-    launch_early(modules, tmp_path_factory)
+    # Under pytest-xdist every worker collects every test but runs only those it is handed,
+    # which it cannot know in advance; the workers themselves provide the overlap then.
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        modules = {item.path.stem for item in request.session.items if _may_run(item)}
+        launch_early(modules, tmp_path_factory)
     yield
     stop_early()

@@ -80,6 +80,7 @@ def test_entry_list_renders_the_default_zoo(server: Server, page: Any, tmp_path:
     assert "download safetensors" in page.content()
 
 
+@pytest.mark.slow  # computes a comparison in the server, then renders it
 def test_comparison_page_shows_its_figure(server: Server, page: Any, tmp_path: Path) -> None:
     """The comparison page computes the pair as a job, reloads, then shows the figure."""
     page.goto(server.url + "/compare?a=sgd-0&b=sgd-2&points=9")
@@ -93,6 +94,7 @@ def test_comparison_page_shows_its_figure(server: Server, page: Any, tmp_path: P
     assert (tmp_path / "compare.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow  # computes a comparison in the server, then renders it
 def test_table_page_is_a_heatmap(server: Server, page: Any) -> None:
     """The barrier table of a selection renders as a coloured heatmap linking to comparisons."""
     page.goto(server.url + "/table?tag=algo=sgd&path=linear&points=9")
