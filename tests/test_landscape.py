@@ -136,6 +136,33 @@ def test_batchnorm_recomputed_at_an_endpoint_reproduces_its_error():
     assert curve.train_error[0] == own_error(model, a, (x, y))
 
 
+def test_plane_recomputes_batchnorm_statistics_at_every_point():
+    """On a BN net's plane no stored statistics are used: a's running statistics can be
+    anything and the errors stay the same; with statistics measured on the data used, the
+    corner at a has a's own error; the options record it."""
+    config = {**MLP, "batchnorm": True}
+    model = randomize(build_model("mlp", config), 0, bn_eps=None)
+    x, y = data_for(model, n=256)
+    a, b, c = (state_of(randomize(build_model("mlp", config), s, bn_eps=None)) for s in (1, 2, 3))
+    c["out.bias"] = b["out.bias"] + 1.0
+    kwargs = {"grid": 3, "margin": 0.0, "device": "cpu", "bn_batches": 4, "bn_batch_size": 64}
+    result = plane(a, b, c, model, (x, y), **kwargs)
+    assert result.options == {
+        "grid": 3,
+        "margin": 0.0,
+        "bn": "recompute",
+        "bn_batches": 4,
+        "bn_batch_size": 64,
+    }
+    spoiled = dict(a)
+    for name in ("bn1.running_mean", "bn1.running_var", "bn2.running_mean"):
+        spoiled[name] = torch.full_like(a[name], 50.0)
+    assert plane(spoiled, b, c, model, (x, y), **kwargs).errors == result.errors
+    redone = with_recomputed_statistics(linear_path(a, b, positions(3)), model, x, [0], 4, 64)
+    evaluator = Evaluator(model, x, y, CPU)
+    assert result.errors[0][0] == float(evaluator.evaluate(redone).errors[0])
+
+
 def test_path_curve_json_round_trip():
     """PathCurve serializes to JSON and back."""
     model = randomize(build_model("mlp", MLP), 0)

@@ -489,14 +489,19 @@ def plane(
     *,
     spec: Spec | None = None,
     batch_size: int = 10_000,
+    bn_batches: int = PathOptions.bn_batches,
+    bn_batch_size: int = PathOptions.bn_batch_size,
 ) -> PlaneResult:
     """Train error on a ``grid`` x ``grid`` section of the plane through a, b and c.
 
     The plane is spanned by the three networks' floating parameters
     (Gram-Schmidt, Garipov et al.); with ``normalized`` each network is
-    normalized first (the plane itself is not). Buffers (BN running
-    statistics) stay at a's values across the plane. Pass c = b aligned to a
-    to see the effect of alignment, as in the paper's Fig. 4.
+    normalized first (the plane itself is not). In a network with BatchNorm,
+    the running statistics at every grid point are recomputed on
+    ``bn_batches`` training batches of ``bn_batch_size`` (as at a path's
+    interior points; no stored statistics belong to a point off the three
+    networks), and ``options`` records it. Pass c = b aligned to a to see
+    the effect of alignment, as in the paper's Fig. 4.
     """
     if grid < 2:
         raise ConfigError(f"`grid` must be at least 2, got {grid}")
@@ -510,12 +515,19 @@ def plane(
     if normalized:
         sa, sb, sc = (normalize(s, spec, check=False) for s in (sa, sb, sc))
     section = plane_grid(sa, sb, sc, spec.parameters, grid, margin)
-    errors = _evaluator(template, train, dev, batch_size).evaluate(section.path).errors
+    options: dict[str, Any] = {"grid": grid, "margin": margin}
+    path = section.path
+    if has_batchnorm(template):
+        every = range(len(path))
+        train_x = train[0].to(dev)
+        path = with_recomputed_statistics(path, template, train_x, every, bn_batches, bn_batch_size)
+        options |= {"bn": "recompute", "bn_batches": bn_batches, "bn_batch_size": bn_batch_size}
+    errors = _evaluator(template, train, dev, batch_size).evaluate(path).errors
     return PlaneResult(
         alphas=_floats(section.alphas) or [],
         betas=_floats(section.betas) or [],
         errors=errors.reshape(grid, grid).tolist(),
         anchors=section.anchors.tolist(),
         normalized=normalized,
-        options={"grid": grid, "margin": margin},
+        options=options,
     )
