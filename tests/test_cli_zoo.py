@@ -121,7 +121,12 @@ def test_train_energy_plane_midpoint(zoo: Path, tmp_path: Path) -> None:
     assert "bend barrier" in out
     grid = json.loads(invoke(zoo, "plane", "s0", "s1", "m", "--grid", "3", "--json"))
     assert len(grid["errors"]) == 3 and len(grid["errors"][0]) == 3
-    assert "train error (%)" in invoke(zoo, "plane", "s0", "m", "s1", "--grid", "2")
+    text = invoke(zoo, "plane", "s0", "m", "s1", "--grid", "3", "--margin", "0")
+    assert "train error (%)" in text and "B at alpha" in text
+    rows = [line.split() for line in text.splitlines()[-3:]]
+    assert sorted(t for row in rows for t in row if t.isalpha()) == ["A", "B", "C"]
+    # A and B lie on the first axis (beta 0, the first column without a margin)
+    assert {row[2] for row in rows if row[2].isalpha()} == {"A", "B"}
     assert "not on one line" in one_line_error(zoo, "plane", "s0", "s1", "s0", "--grid", "2")
     shown = json.loads(invoke(zoo, "show", "m", "--json"))
     assert shown["kind"] == "midpoint" and shown["parent_names"] == ["s0", "s1"]
@@ -136,6 +141,9 @@ def test_train_energy_plane_midpoint(zoo: Path, tmp_path: Path) -> None:
     assert json.loads(invoke(zoo, "reference", "show", "s0", "--json"))["reference"] == "s1"
     table = invoke(zoo, "table", "s0", "s1", "--metric", "euclidean")
     assert table.startswith("euclidean") and "[1]" in table
+    for kind, names in (("solution", ["s0", "s1"]), ("any", ["m", "s0", "s1"])):
+        out = invoke(zoo, "table", "--kind", kind, "--metric", "euclidean", "--json")
+        assert json.loads(out)["names"] == names
     plot = tmp_path / "curves.png"
     invoke(zoo, "compare", "s0", "s1", "--path", "linear", "--points", "5", "--plot", str(plot))
     assert plot.read_bytes().startswith(b"\x89PNG")

@@ -268,6 +268,11 @@ def test_midpoint_job_adds_an_entry(server: Server) -> None:
     assert "bend_barrier" in entry["metrics"]
     clash = server.post("/api/midpoints", TOKEN, json=request)
     assert clash.status_code == 409
+    # A table without names takes the solutions only, as `canon table` does, unless `kind`
+    # says otherwise: one midpoint alone is too few for a table.
+    lone = server.post("/api/table", json={"kind": "midpoint", "metric": "euclidean"})
+    assert lone.status_code == 422 and "has 1" in lone.json()["error"]["message"], lone.text
+    assert server.post("/api/table", json={"kind": "midpoints"}).status_code == 422
 
 
 @pytest.mark.slow  # kills and restarts a real server process

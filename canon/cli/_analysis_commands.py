@@ -11,8 +11,10 @@ from canon._format import pct
 from canon._options import parse_json, parse_tags
 from canon.cli._app import App, command, emit
 from canon.cli._common import (
+    answers_from_cache,
     barrier_table,
     entry_summary,
+    index_path,
     match_option,
     open_zoo,
     plane_options,
@@ -24,7 +26,7 @@ from canon.engine import DEFAULT_PATHS, MIDPOINT_PATHS, list_algorithms, list_pa
 
 if TYPE_CHECKING:
     from canon.cli._common import Selection
-    from canon.engine import TrainProgress
+    from canon.engine import PlaneResult, TrainProgress
 
 __all__ = ["compare", "energy", "midpoint", "plane", "table", "train"]
 
@@ -67,33 +69,43 @@ def compare(
 
     if plot_file is not None and not plot_file.lower().endswith(PLOT_SUFFIXES):
         raise ConfigError(f"`--plot` must end in {', '.join(PLOT_SUFFIXES)}, got `{plot_file}`")
-    with open_zoo(app) as zoo, progress(app, "paths") as bar:
-        result = zoo.compare(
-            a,
-            b,
-            paths=paths or DEFAULT_PATHS,
-            points=points,
-            method=method,
-            device=app.device,
-            progress=bar,
-        )
-    if plot_file is not None:
-        from canon.plots import plot_curves
+    data = None
+    if plot_file is None and answers_from_cache(app):
+        from canon.zoo import cached_comparison
 
-        plot_curves(result.curves, plot_file, title=f"{result.a} vs {result.b}")
-        app.log(f"wrote {plot_file}")
+        data = cached_comparison(
+            index_path(app), a, b, paths=paths or DEFAULT_PATHS, points=points, method=method
+        )
+    if data is None:  # a part is not cached (or the request is refused): the full path
+        with open_zoo(app) as zoo, progress(app, "paths") as bar:
+            result = zoo.compare(
+                a,
+                b,
+                paths=paths or DEFAULT_PATHS,
+                points=points,
+                method=method,
+                device=app.device,
+                progress=bar,
+            )
+        if plot_file is not None:
+            from canon.plots import plot_curves
+
+            plot_curves(result.curves, plot_file, title=f"{result.a} vs {result.b}")
+            app.log(f"wrote {plot_file}")
+        data = result.to_dict()
+    answer = data
 
     def text() -> str:
-        lines = [f"{result.a} vs {result.b}", "distances:"]
-        lines += [f"  {k:<26} {v:.4g}" for k, v in result.distances.to_dict().items()]
+        lines = [f"{answer['a']} vs {answer['b']}", "distances:"]
+        lines += [f"  {k:<26} {v:.4g}" for k, v in answer["distances"].items()]
         lines.append(f"  {'path':<16} {'barrier':>9} {'excess':>9}")
         lines += [
-            f"  {kind:<16} {pct(c.barrier):>9} {pct(c.excess):>9}"
-            for kind, c in result.curves.items()
+            f"  {kind:<16} {pct(c['barrier']):>9} {pct(c['excess']):>9}"
+            for kind, c in answer["curves"].items()
         ]
         return "\n".join(lines)
 
-    emit(app, result.to_dict(), text)
+    emit(app, answer, text)
 
 
 @command()
@@ -103,16 +115,32 @@ def table(
     app: App, selection: Selection, path: str, metric: str, points: int, method: str, fmt: str
 ) -> None:
     """The pairwise matrix of NAMES (or of the entries with --tag; default all)."""
-    with open_zoo(app) as zoo:
-        entries = selection.choose(zoo, least=2, what="`table`")
-        result = barrier_table(app, zoo, entries, path, metric, points, method)
+    result = None
+    if answers_from_cache(app):
+        from canon.zoo import cached_table
+
+        tags = parse_tags(selection.tags)
+        result = cached_table(
+            index_path(app),
+            selection.names,
+            tags,
+            kind=selection.kind,
+            path=path,
+            metric=metric,
+            points=points,
+            method=method,
+        )
+    if result is None:  # a pair is not cached (or the request is refused): the full path
+        with open_zoo(app) as zoo:
+            entries = selection.choose(zoo, least=2, what="`table`")
+            result = barrier_table(app, zoo, entries, path, metric, points, method).to_data()
     app.log(f"{result.computed} pair(s) computed, the rest from the cache")
     if app.json or fmt == "json":
         click.echo(result.to_json())
     elif fmt == "csv":
         click.echo(result.to_csv(), nl=False)
     else:
-        click.echo(_matrix_text(result.names, result.matrix.tolist(), metric))
+        click.echo(_matrix_text(result.names, result.rows, metric))
 
 
 def _matrix_text(names: list[str], matrix: list[list[float]], metric: str) -> str:
@@ -204,14 +232,29 @@ def plane(app: App, a: str, b: str, c: str, grid: int, margin: float, normalized
             a, b, c, grid=grid, margin=margin, normalized=normalized, device=app.device
         )
 
-    def text() -> str:
-        lines = [f"train error (%) on the plane through {a}, {b}, {c}; rows alpha, columns beta"]
-        lines.append("        " + " ".join(f"{v:>5.2f}" for v in result.betas))
-        for alpha, row in zip(result.alphas, result.errors, strict=True):
-            lines.append(f"{alpha:>6.2f}  " + " ".join(f"{100 * v:>5.1f}" for v in row))
-        return "\n".join(lines)
+    emit(app, {"a": a, "b": b, "c": c, **result.to_dict()}, lambda: _plane_text(result, a, b, c))
 
-    emit(app, {"a": a, "b": b, "c": c, **result.to_dict()}, text)
+
+def _plane_text(result: PlaneResult, a: str, b: str, c: str) -> str:
+    """The plane's error grid, with A, B and C after the values nearest the three networks."""
+    marks: dict[tuple[int, int], str] = {}
+    for (x, y), letter in zip(result.anchors, "ABC", strict=True):
+        i = min(range(len(result.alphas)), key=lambda k: abs(result.alphas[k] - x))
+        j = min(range(len(result.betas)), key=lambda k: abs(result.betas[k] - y))
+        marks[i, j] = marks.get((i, j), "") + letter
+    lines = [
+        f"train error (%) on the plane through A = {a}, B = {b}, C = {c}",
+        "rows alpha, columns beta; a letter follows the grid value nearest each network",
+        *(
+            f"{letter} at alpha {x:.2f}, beta {y:.2f}"
+            for (x, y), letter in zip(result.anchors, "ABC", strict=True)
+        ),
+        "        " + " ".join(f"{v:>5.2f}   " for v in result.betas).rstrip(),
+    ]
+    for i, (alpha, row) in enumerate(zip(result.alphas, result.errors, strict=True)):
+        cells = (f"{100 * v:>5.1f} {marks.get((i, j), ''):<2}" for j, v in enumerate(row))
+        lines.append(f"{alpha:>6.2f}  " + " ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
 @command()

@@ -20,6 +20,7 @@ from canon._format import pct
 from canon._options import parse_tags
 from canon.cli._app import App
 from canon.engine import MATCHING_METHODS
+from canon.zoo import SELECTION_KINDS
 
 if TYPE_CHECKING:
     from canon.zoo import Entry, Table, Zoo
@@ -27,8 +28,10 @@ if TYPE_CHECKING:
 __all__ = [
     "Reporter",
     "Selection",
+    "answers_from_cache",
     "barrier_table",
     "entry_summary",
+    "index_path",
     "match_option",
     "open_zoo",
     "plane_options",
@@ -80,16 +83,30 @@ def open_zoo(app: App, *, create: bool = False) -> Zoo:
     return Zoo.open(zoo_path(app, create), create=create, trust_code=app.trust_code)
 
 
-def read_entries(app: App, **filters: Any) -> list[Entry]:
-    """The zoo's entries matching ``filters``, read straight from the index (no SQLAlchemy,
-    no torch) once the index exists at the current schema; it is first upgraded, or
-    rebuilt from the manifest, when it is not."""
-    from canon.zoo import HEAD_REVISION, INDEX, list_entries, recorded_revision
+def index_path(app: App) -> Path:
+    """The zoo's index, ready to be read straight (no SQLAlchemy, no torch): first upgraded
+    to the current schema, or rebuilt from the manifest, when it is not at it."""
+    from canon.zoo import HEAD_REVISION, INDEX, recorded_revision
 
     path = zoo_path(app, create=False)
     if recorded_revision(path / INDEX) != HEAD_REVISION:
         open_zoo(app).close()
-    return list_entries(path / INDEX, **filters)
+    return path / INDEX
+
+
+def answers_from_cache(app: App) -> bool:
+    """Whether a command may answer from the index alone: the device it names needs no
+    check (``auto`` or ``cpu``; any other is checked by the full path, which imports torch)."""
+    return app.device in ("auto", "cpu")
+
+
+def read_entries(app: App, **filters: Any) -> list[Entry]:
+    """The zoo's entries matching ``filters``, read straight from the index (no SQLAlchemy,
+    no torch) once the index exists at the current schema; it is first upgraded, or
+    rebuilt from the manifest, when it is not."""
+    from canon.zoo import list_entries
+
+    return list_entries(index_path(app), **filters)
 
 
 def progress_interval() -> float:
@@ -180,21 +197,32 @@ class Selection:
     names: tuple[str, ...]
     tags: tuple[str, ...]
     by: str = "algo"
+    kind: str = "solution"
 
-    def choose(self, zoo: Zoo, *, least: int, what: str, kind: str | None = None) -> list[Entry]:
-        """The selected entries of ``zoo`` (:meth:`Zoo.choose`); ``what`` needs ``least``."""
-        return zoo.choose(self.names, parse_tags(self.tags), kind=kind, least=least, what=what)
+    def choose(self, zoo: Zoo, *, least: int, what: str) -> list[Entry]:
+        """The selected entries of ``zoo`` (:meth:`Zoo.choose`; without names, those of
+        ``kind``); ``what`` needs ``least``."""
+        tags = parse_tags(self.tags)
+        return zoo.choose(self.names, tags, kind=self.kind, least=least, what=what)
 
 
-def _selection(func: F, *, by: bool) -> F:
-    """NAMES, ``--tag`` and (with ``by``) ``--by`` on ``func``, given to it as one
-    :class:`Selection` named ``selection``."""
+def _selection(func: F, *, by: bool, kind: bool = False) -> F:
+    """NAMES, ``--tag``, (with ``by``) ``--by`` and (with ``kind``) ``--kind`` on ``func``,
+    given to it as one :class:`Selection` named ``selection``."""
 
     @functools.wraps(func)
     def run(*args: Any, names: tuple[str, ...], tags: tuple[str, ...], **kwargs: Any) -> Any:
-        grouping = {"by": kwargs.pop("by")} if by else {}
-        return func(*args, selection=Selection(names, tags, **grouping), **kwargs)
+        extra = {key: kwargs.pop(key) for key in ("by", "kind") if key in kwargs}
+        return func(*args, selection=Selection(names, tags, **extra), **kwargs)
 
+    if kind:
+        run = click.option(
+            "--kind",
+            type=click.Choice(SELECTION_KINDS),
+            default="solution",
+            show_default=True,
+            help="Without NAMES, the entries of this kind (midpoints only when asked).",
+        )(run)
     if by:
         run = click.option(
             "--by", default="algo", show_default=True, help="Tag whose value is an entry's class."
@@ -229,7 +257,7 @@ def table_options(path_type: click.ParamType[Any] | None = None) -> Callable[[F]
             show_default=True,
             help="Path kind for barriers.",
         )(func)
-        return _selection(func, by=False)
+        return _selection(func, by=False, kind=True)
 
     return decorate
 

@@ -108,7 +108,7 @@ def _figure_options(func: F) -> F:
 
 
 def _solutions(zoo: Zoo, selection: Selection, least: int) -> list[Entry]:
-    return selection.choose(zoo, kind="solution", least=least, what="this plot")
+    return selection.choose(zoo, least=least, what="this plot")
 
 
 def _pair_curves(
@@ -290,7 +290,7 @@ def table_figure(
 
     target = figure.target()
     with open_zoo(app) as zoo:
-        entries = _solutions(zoo, selection, 2)
+        entries = selection.choose(zoo, least=2, what="a table")
         result = barrier_table(app, zoo, entries, path, metric, points, method)
     plot_table(result, target, title=figure.title)
     figure.written(app, target, result.to_dict())

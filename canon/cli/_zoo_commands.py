@@ -15,7 +15,7 @@ from canon._format import pct
 from canon._limits import clip
 from canon._options import parse_json, parse_tags
 from canon.cli._app import App, command, emit
-from canon.cli._common import entry_summary, open_zoo, read_entries, zoo_path
+from canon.cli._common import entry_summary, index_path, open_zoo, read_entries, zoo_path
 from canon.errors import ConfigError
 
 __all__ = ["add", "init", "list_entries", "reference", "rm", "show", "verify"]
@@ -200,10 +200,16 @@ def list_entries(
 @click.argument("name")
 def show(app: App, name: str) -> None:
     """Show everything recorded about an entry."""
-    with open_zoo(app) as zoo:
-        entry = zoo.get(name)
-        parents = [zoo.get(p).name for p in entry.parents]
-        ref = zoo.reference(entry).name
+    from canon.zoo import entry_details
+
+    details = entry_details(index_path(app), name)  # straight from the index: no torch
+    if details is not None:
+        entry, parents, ref = details.entry, details.parent_names, details.reference
+    else:  # not found (the zoo's error suggests close names) or not readable that way
+        with open_zoo(app) as zoo:
+            entry = zoo.get(name)
+            parents = [zoo.get(p).name for p in entry.parents]
+            ref = zoo.reference(entry).name
     data = {**entry.to_dict(), "parent_names": parents, "reference": ref}
 
     def text() -> str:

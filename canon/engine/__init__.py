@@ -40,7 +40,7 @@ _EXPORTS = {
     "LocalEnergy": "canon.engine.landscape",
     "PathCurve": "canon.engine.landscape",
     "PathEnds": "canon.engine.landscape",
-    "PathOptions": "canon.engine.landscape",
+    "PathOptions": "canon.engine.options",
     "PlaneResult": "canon.engine.landscape",
     "local_energy": "canon.engine.landscape",
     "path_curve": "canon.engine.landscape",
@@ -111,7 +111,6 @@ if TYPE_CHECKING:
     from canon.engine.landscape import LocalEnergy as LocalEnergy
     from canon.engine.landscape import PathCurve as PathCurve
     from canon.engine.landscape import PathEnds as PathEnds
-    from canon.engine.landscape import PathOptions as PathOptions
     from canon.engine.landscape import PlaneResult as PlaneResult
     from canon.engine.landscape import local_energy as local_energy
     from canon.engine.landscape import path_curve as path_curve
@@ -122,6 +121,7 @@ if TYPE_CHECKING:
     from canon.engine.matching import resolve_method as resolve_method
     from canon.engine.midpoint import MidpointResult as MidpointResult
     from canon.engine.midpoint import optimize_midpoint as optimize_midpoint
+    from canon.engine.options import PathOptions as PathOptions
     from canon.engine.train import Fitted as Fitted
     from canon.engine.train import TrainProgress as TrainProgress
     from canon.engine.train import TrainResult as TrainResult

@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -42,8 +42,9 @@ from canon.device import resolve_device
 from canon.engine.batchnorm import has_batchnorm, with_recomputed_statistics
 from canon.engine.evaluate import Evaluator
 from canon.engine.kinds import PATH_KINDS, get_matching, get_path_kind
-from canon.engine.matching import MATCH_BATCH, find_alignment, resolve_method
+from canon.engine.matching import find_alignment, resolve_method
 from canon.engine.noise import perturbation_path
+from canon.engine.options import MATCH_BATCH, BNMode, PathOptions
 from canon.errors import ConfigError
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
 
 #: A registered path kind's name (:func:`~canon.engine.kinds.list_path_kinds`).
 PathKind: TypeAlias = str
-BNMode = Literal["recompute", "interpolate"]
 
 ModelLike = nn.Module | str | tuple[str, Mapping[str, Any]]
 
@@ -144,37 +144,6 @@ def _evaluator(
     model: nn.Module, split: tuple[Tensor, Tensor], device: torch.device, batch: int
 ) -> Evaluator:
     return Evaluator(model, split[0], split[1], device, batch)
-
-
-@dataclass(frozen=True)
-class PathOptions:
-    """Every option a path curve's numbers depend on: one record that is passed to
-    :func:`path_curve` and hashed for a cache key, so no option can be left out of either.
-
-    ``points`` along the path; BatchNorm statistics at interior points
-    ``bn`` (``recompute`` on ``bn_batches`` training batches of
-    ``bn_batch_size``, or ``interpolate``); ``orders`` seeded random flip orders
-    (binary networks) from ``seed``; whether to report the ``loss`` and the
-    ``test`` error too; the matching ``method`` that aligns b to a
-    (:data:`~canon.engine.kinds.MATCHING_METHODS`; ``auto`` is the
-    architecture's default) and, for methods that run the networks on data,
-    the ``match_batch`` of training inputs (drawn with ``seed``).
-    """
-
-    points: int = 25
-    bn: BNMode = "recompute"
-    bn_batches: int = 20
-    bn_batch_size: int = 256
-    orders: int = 5
-    seed: int = 0
-    loss: bool = False
-    test: bool = False
-    method: str = "auto"
-    match_batch: int = MATCH_BATCH
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (every field, defaults included)."""
-        return asdict(self)
 
 
 def path_curve(

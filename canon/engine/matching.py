@@ -29,6 +29,7 @@ from canon.core import (
     traced,
 )
 from canon.engine.kinds import get_matching
+from canon.engine.options import MATCH_BATCH
 from canon.errors import ConfigError
 
 __all__ = [
@@ -41,9 +42,6 @@ __all__ = [
     "match_activations",
     "resolve_method",
 ]
-
-MATCH_BATCH = 512
-"""Training inputs activation matching runs the two networks on, by default."""
 
 
 @dataclass(frozen=True, eq=False)

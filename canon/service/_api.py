@@ -304,6 +304,7 @@ def table(service: ServiceDep, request: TableRequest) -> Response:
         request.metric,
         request.points,
         request.match,
+        request.kind,
     )
     found = cached_table(service.zoo, params)
     if found is None:

@@ -15,7 +15,7 @@ from canon.service._work import (
     MIDPOINT_PATHS,
 )
 from canon.zoo import NAME_PATTERN as _ENTRY_NAME
-from canon.zoo import Entry, Job, check_name
+from canon.zoo import SELECTION_KINDS, Entry, Job, check_name
 
 __all__ = [
     "NAME_PATTERN",
@@ -30,6 +30,7 @@ __all__ = [
     "JobList",
     "JobOut",
     "MidpointRequest",
+    "SelectionKind",
     "TableOut",
     "TableRequest",
     "entry_out",
@@ -69,6 +70,7 @@ Points = Annotated[int, Field(ge=3, le=MAX_POINTS, description="Points along eac
 MatchMethod = Annotated[
     str, _member_of(MATCHING_METHODS, "matching method"), _enum(MATCHING_METHODS)
 ]
+SelectionKind = Annotated[str, _member_of(SELECTION_KINDS, "entry kind"), _enum(SELECTION_KINDS)]
 TagValue = Annotated[str, Field(max_length=256)]
 JobKind = Literal["compare", "table", "midpoint"]
 JobStateName = Literal["queued", "running", "done", "failed"]
@@ -182,6 +184,7 @@ class TableRequest(_Strict):
     metric: Metric = "barrier"
     points: Points = 25
     match: MatchMethod = "auto"
+    kind: SelectionKind = "solution"
 
 
 class TableOut(BaseModel):

@@ -37,6 +37,7 @@ from canon.service._schemas import (
     ComparablePath,
     EntryName,
     Metric,
+    SelectionKind,
 )
 from canon.service._state import Service, ServiceDep
 from canon.service._work import (
@@ -48,7 +49,7 @@ from canon.service._work import (
     compare_params,
     table_params,
 )
-from canon.zoo import Comparison, Entry, Table
+from canon.zoo import SELECTION_KINDS, Comparison, Entry, Table
 
 __all__ = ["router"]
 
@@ -297,14 +298,16 @@ def table_page(
     path: ComparablePath = "geodesic",
     metric: Metric = "barrier",
     points: Points = 25,
+    kind: SelectionKind = "solution",
     job: JobParam = None,
 ) -> HTMLResponse:
-    """The pairwise barrier (or distance) table of a selection, as a heatmap."""
+    """The pairwise barrier (or distance) table of a selection, as a heatmap; without names,
+    of the entries of ``kind`` (solutions unless asked, as ``canon table``)."""
     wanted = parse_tags([t for t in tag if t])
-    params = table_params(service.zoo, name, wanted, path, metric, points)
+    params = table_params(service.zoo, name, wanted, path, metric, points, kind=kind)
     found = cached_table(service.zoo, params)
     query: list[tuple[str, object]] = [("path", path), ("metric", metric), ("points", points)]
-    query += [("name", n) for n in name] + [("tag", t) for t in tag]
+    query += [("kind", kind)] + [("name", n) for n in name] + [("tag", t) for t in tag]
 
     def retry(job_id: str) -> str:
         return href("/table", [*query, ("job", job_id)])
@@ -314,6 +317,7 @@ def table_page(
         f"{_tag_inputs(tag)}{_hidden([('name', n) for n in name] + [('points', points)])}"
         f'<label>path <select name="path">{options(COMPARABLE_PATHS, path)}</select>'
         f'</label><label>metric <select name="metric">{options(METRICS, metric)}</select>'
+        f'</label><label>kind <select name="kind">{options(SELECTION_KINDS, kind)}</select>'
         '</label><button type="submit">show</button></form>'
     )
     title = f"{metric} ({path})" if metric in ("barrier", "excess") else f"{metric} distance"

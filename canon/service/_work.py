@@ -70,12 +70,16 @@ def compare_params(
 
 
 def select_entries(
-    zoo: Zoo, names: Sequence[str] | None, tags: Mapping[str, str] | None
+    zoo: Zoo,
+    names: Sequence[str] | None,
+    tags: Mapping[str, str] | None,
+    kind: str = "solution",
 ) -> list[Entry]:
-    """Entries named in ``names`` (all entries when empty), keeping those with every tag."""
+    """Entries named in ``names`` (without names, the entries of ``kind``), keeping those
+    with every tag: the rule of ``canon table`` (:meth:`Zoo.choose`)."""
     for name in names or ():
         check_name(name)
-    return zoo.choose(names or (), tags, least=2, what="a table")
+    return zoo.choose(names or (), tags, kind=kind, least=2, what="a table")
 
 
 def table_params(
@@ -86,9 +90,10 @@ def table_params(
     metric: str,
     points: int,
     method: str = "auto",
+    kind: str = "solution",
 ) -> dict[str, Any]:
     """The job parameters of a table over a selection (entries by id, in order)."""
-    chosen = select_entries(zoo, names, tags)
+    chosen = select_entries(zoo, names, tags, kind)
     entries = [e.id for e in chosen]
     return {"entries": entries, "path": path, "metric": metric, "points": points, "method": method}
 

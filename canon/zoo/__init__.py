@@ -20,6 +20,7 @@ _EXPORTS = {
     "VerifyReport": "canon.zoo._records",
     "CACHE_VERSION": "canon.zoo._records",
     "KINDS": "canon.zoo._records",
+    "SELECTION_KINDS": "canon.zoo._records",
     "NAME_PATTERN": "canon.zoo._records",
     "check_name": "canon.zoo._records",
     # its parts
@@ -38,8 +39,14 @@ _EXPORTS = {
     # comparisons, tables and midpoints
     "Comparison": "canon.zoo._analysis",
     "Table": "canon.zoo._analysis",
-    "CURVE_METRICS": "canon.zoo._analysis",
-    "DISTANCE_METRICS": "canon.zoo._analysis",
+    "CURVE_METRICS": "canon.zoo._keys",
+    "DISTANCE_METRICS": "canon.zoo._keys",
+    # answers from the index and the pair cache alone (no SQLAlchemy, numpy or torch)
+    "EntryDetails": "canon.zoo._answers",
+    "TableData": "canon.zoo._answers",
+    "cached_comparison": "canon.zoo._answers",
+    "cached_table": "canon.zoo._answers",
+    "entry_details": "canon.zoo._answers",
     "MIDPOINT_PATHS": "canon.zoo._midpoints",  # re-exported from canon.engine
     "check_midpoint": "canon.zoo._midpoints",
     # checkpoints coming in
@@ -64,10 +71,13 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
 
 if TYPE_CHECKING:
-    from canon.zoo._analysis import CURVE_METRICS as CURVE_METRICS
-    from canon.zoo._analysis import DISTANCE_METRICS as DISTANCE_METRICS
     from canon.zoo._analysis import Comparison as Comparison
     from canon.zoo._analysis import Table as Table
+    from canon.zoo._answers import EntryDetails as EntryDetails
+    from canon.zoo._answers import TableData as TableData
+    from canon.zoo._answers import cached_comparison as cached_comparison
+    from canon.zoo._answers import cached_table as cached_table
+    from canon.zoo._answers import entry_details as entry_details
     from canon.zoo._index import Index as Index
     from canon.zoo._ingest import META_ARCH as META_ARCH
     from canon.zoo._ingest import declared_spec as declared_spec
@@ -78,6 +88,8 @@ if TYPE_CHECKING:
     from canon.zoo._job_queue import JobQueue as JobQueue
     from canon.zoo._job_queue import JobState as JobState
     from canon.zoo._job_queue import job_key as job_key
+    from canon.zoo._keys import CURVE_METRICS as CURVE_METRICS
+    from canon.zoo._keys import DISTANCE_METRICS as DISTANCE_METRICS
     from canon.zoo._layout import HEAD_REVISION as HEAD_REVISION
     from canon.zoo._layout import INDEX as INDEX
     from canon.zoo._layout import MANIFEST as MANIFEST
@@ -97,6 +109,7 @@ if TYPE_CHECKING:
     from canon.zoo._records import CACHE_VERSION as CACHE_VERSION
     from canon.zoo._records import KINDS as KINDS
     from canon.zoo._records import NAME_PATTERN as NAME_PATTERN
+    from canon.zoo._records import SELECTION_KINDS as SELECTION_KINDS
     from canon.zoo._records import Entry as Entry
     from canon.zoo._records import EntryFields as EntryFields
     from canon.zoo._records import PairResult as PairResult

@@ -8,10 +8,6 @@ it does not find, so adding one entry to a table of N costs N computations.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,11 +30,17 @@ from canon.engine import (
     get_matching,
     list_path_kinds,
     path_curve,
-    resolve_method,
 )
 from canon.errors import ConfigError, DatasetError, NotCachedError
+from canon.zoo._answers import TableData
 from canon.zoo._ingest import Prepared
-from canon.zoo._records import Entry, PairResult, canonical_json
+from canon.zoo._keys import (
+    CURVE_METRICS,
+    DISTANCE_METRICS,
+    curve_hash,
+    pair_hash,
+)
+from canon.zoo._records import Entry, PairResult
 
 if TYPE_CHECKING:
     from canon.zoo._zoo import Zoo
@@ -58,17 +60,6 @@ __all__ = [
     "reversed_curve",
 ]
 
-CURVE_METRICS = ("barrier", "excess")
-DISTANCE_METRICS = (
-    "euclidean",
-    "euclidean_aligned",
-    "geodesic",
-    "euclidean_free",
-    "hamming",
-    "hamming_fraction",
-    "hamming_aligned",
-    "hamming_aligned_fraction",
-)
 Progress = Callable[[int, int], None]
 
 
@@ -102,29 +93,23 @@ class Table:
     computed: int
     options: dict[str, Any] = field(default_factory=dict)
 
+    def to_data(self) -> TableData:
+        """The table as plain lists (as a table answered from the cache alone comes)."""
+        return TableData(
+            self.names, self.matrix.tolist(), self.metric, self.path, self.computed, self.options
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {
-            "names": self.names,
-            "metric": self.metric,
-            "path": self.path,
-            "matrix": self.matrix.tolist(),
-            "computed": self.computed,
-            "options": self.options,
-        }
+        return self.to_data().to_dict()
 
     def to_json(self) -> str:
         """One JSON object."""
-        return json.dumps(self.to_dict())
+        return self.to_data().to_json()
 
     def to_csv(self) -> str:
         """The matrix as CSV with a header row and a name column."""
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["", *self.names])
-        for name, row in zip(self.names, self.matrix.tolist(), strict=True):
-            writer.writerow([name, *(f"{v:.6g}" for v in row)])
-        return out.getvalue()
+        return self.to_data().to_csv()
 
     def to_pandas(self) -> Any:
         """The matrix as a pandas DataFrame (needs pandas installed)."""
@@ -133,11 +118,6 @@ class Table:
         except ImportError as exc:  # pandas is optional
             raise ImportError("Table.to_pandas needs pandas: pip install pandas") from exc
         return pd.DataFrame(self.matrix, index=self.names, columns=self.names)
-
-
-def options_hash(options: dict[str, Any]) -> str:
-    """A short stable hash of the options a pair result depends on."""
-    return hashlib.sha256(canonical_json(options).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -158,31 +138,15 @@ def pair_key(a: Entry, b: Entry, kind: str, points: int, method: str) -> PairKey
     The options record given to :func:`path_curve` is the one hashed, so no option
     (or changed default) can be left out of the key.
     """
-    if a.family != b.family:
-        raise ConfigError(
-            f"`{a.name}` and `{b.name}` have different architectures or configs; "
-            "only networks of one family can be compared"
-        )
-    needs_data = get_matching(method).needs_data
-    if a.dataset != b.dataset and (kind != "distances" or needs_data):
-        raise ConfigError(
-            f"`{a.name}` ({a.dataset}) and `{b.name}` ({b.dataset}) were not trained on "
-            "the same dataset"
-        )
     options = PathOptions(points=points, method=method)
-    if kind == "distances":
-        # the distances depend on the alignment only, and on the data when it is matched on
-        fields: dict[str, Any] = {"kind": kind, "method": method}
-        if needs_data:
-            fields |= {"dataset": a.dataset, "match_batch": options.match_batch, "seed": 0}
-        return PairKey(kind, None, options_hash(fields), options)
-    return PairKey(kind, options, curve_key(kind, a.dataset, options), options)
+    key = pair_hash(a, b, kind, options.to_dict())
+    return PairKey(kind, None if kind == "distances" else options, key, options)
 
 
 def curve_key(kind: str, dataset: str | None, options: PathOptions) -> str:
     """The hash a curve along ``kind`` on ``dataset`` with ``options`` is cached under:
     every field of the options record, defaults included."""
-    return options_hash({"kind": kind, "dataset": dataset, **options.to_dict()})
+    return curve_hash(kind, dataset, options.to_dict())
 
 
 def _pair(
@@ -296,7 +260,7 @@ def compare(
                 f"`{kind}` cannot be compared directly; choose from {', '.join(comparable)}"
             )
     dev = resolve_device(device)
-    method = resolve_method(method, zoo.spec(ea))
+    method = zoo.matching_method(ea, method)
     flipped = ea.id > eb.id  # results are stored for the pair in id order
     dists = Distances.from_dict(_pair(zoo, ea, eb, "distances", points, method, dev, compute))
     curves: dict[str, PathCurve] = {}
@@ -344,7 +308,7 @@ def barrier_table(
     matrix = np.zeros((n, n))
     before = zoo.pair_computations
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    method = resolve_method(method, zoo.spec(chosen[0])) if pairs else method
+    method = zoo.matching_method(chosen[0], method) if pairs else method
     found = _bulk(zoo, chosen, kind, points, method) if pairs else {}
     for done, (i, j) in enumerate(pairs, start=1):
         first, second = sorted((chosen[i].id, chosen[j].id))

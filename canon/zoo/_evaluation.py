@@ -20,7 +20,8 @@ from canon.engine import plane as plane_section
 from canon.engine import train as train_network
 from canon.engine.kinds import bend_kind
 from canon.errors import ConfigError, NameClashError
-from canon.zoo._analysis import cached_pair, options_hash, pair_key, reversed_curve
+from canon.zoo._analysis import cached_pair, pair_key, reversed_curve
+from canon.zoo._keys import options_hash
 from canon.zoo._records import Entry, check_name
 
 if TYPE_CHECKING:

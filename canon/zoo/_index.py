@@ -35,6 +35,7 @@ from canon.zoo._migrate import make_engine, read_only_engine
 from canon.zoo._models import (
     CanonicalCacheModel,
     EntryModel,
+    FamilyMatchingModel,
     FamilyModel,
     PairCacheModel,
     ParentModel,
@@ -59,6 +60,7 @@ class NewEntry:
     created: datetime  # naive UTC, as the index stores times
     metrics_json: str
     tags: Mapping[str, str]
+    matching: str | None = None  # the family's resolved ``auto`` matching method
 
 
 class Index:
@@ -259,6 +261,8 @@ class Index:
             )
             if family.reference_id == aligned_to:
                 s.add(_alignment_row(new.id, aligned_to, alignment))
+            if new.matching is not None:
+                self._record_matching(s, new.family, new.matching)
             s.flush()
             return self.record(s, s.get(EntryModel, new.id))  # type: ignore[arg-type]
 
@@ -307,6 +311,33 @@ class Index:
             removed = self.record(s, row)
             s.delete(row)
             return removed
+
+    # -- the families' default matching methods -----------------------------------------
+
+    def family_matching(self, family: str) -> str | None:
+        """The matching method ``auto`` resolves to for ``family``, as recorded under this
+        code's cache version (None when not recorded)."""
+        with self.session() as s:
+            row = s.get(FamilyMatchingModel, (family, CACHE_VERSION))
+            return None if row is None else row.method
+
+    def store_family_matching(self, family: str, method: str) -> None:
+        """Record what ``auto`` resolves to for ``family`` (nothing in a read-only index, or
+        for a family that has no row)."""
+        if self.read_only:
+            return
+        with self.session(write=True) as s:
+            self._record_matching(s, family, method)
+
+    @staticmethod
+    def _record_matching(s: Session, family: str, method: str) -> None:
+        if s.get(FamilyModel, family) is None:
+            return
+        row = s.get(FamilyMatchingModel, (family, CACHE_VERSION))
+        if row is None:
+            s.add(FamilyMatchingModel(family=family, cache_version=CACHE_VERSION, method=method))
+        elif row.method != method:
+            row.method = method
 
     # -- cached alignments ---------------------------------------------------------------
 

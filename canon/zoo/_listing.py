@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from canon.zoo._layout import index_error, read_connection
 from canon.zoo._records import Entry, check_tags
 
-__all__ = ["list_entries"]
+__all__ = ["find_entries", "list_entries"]
+
+_CHUNK = 200  # names per query (each bound twice): under SQLite's parameter limit
 
 
 def list_entries(
@@ -39,30 +41,50 @@ def list_entries(
         where.append("id IN (SELECT entry_id FROM tags WHERE key = ? AND value = ?)")
         params += [key, value]
     condition = " AND ".join(where) or "1"
-    matching = f"SELECT id FROM entries WHERE {condition}"
     con = read_connection(index)
     try:
-        rows = con.execute(
-            "SELECT id, name, architecture, config, family, dataset, kind, created, metrics "
-            f"FROM entries WHERE {condition} ORDER BY name",
-            params,
-        ).fetchall()
-        entry_tags: dict[str, dict[str, str]] = {}
-        for entry_id, key, value in con.execute(
-            f"SELECT entry_id, key, value FROM tags WHERE entry_id IN ({matching})", params
-        ):
-            entry_tags.setdefault(entry_id, {})[key] = value
-        parents: dict[str, list[str]] = {}
-        for child, parent in con.execute(
-            "SELECT child_id, parent_id FROM parents "
-            f"WHERE child_id IN ({matching}) ORDER BY child_id, position",
-            params,
-        ):
-            parents.setdefault(child, []).append(parent)
+        return _select(con, condition, params)
     except sqlite3.Error as exc:
         raise index_error(index, exc) from None
     finally:
         con.close()
+
+
+def find_entries(con: sqlite3.Connection, refs: Sequence[str]) -> list[Entry | None]:
+    """The entry each of ``refs`` names (by name, else a 64-character id as its id, as
+    :meth:`Index.get <canon.zoo.Index.get>` finds them), None where none is, read on the
+    open connection ``con`` to the index."""
+    found: list[Entry] = []
+    for start in range(0, len(refs), _CHUNK):
+        chunk = list(refs[start : start + _CHUNK])
+        marks = ", ".join("?" for _ in chunk)
+        found += _select(con, f"name IN ({marks}) OR id IN ({marks})", [*chunk, *chunk])
+    by_name = {e.name: e for e in found}
+    by_id = {e.id: e for e in found}
+    return [by_name.get(r) or (by_id.get(r) if len(r) == 64 else None) for r in refs]
+
+
+def _select(con: sqlite3.Connection, condition: str, params: Sequence[object]) -> list[Entry]:
+    """The entries where ``condition`` (SQL on the entries table, with ``params``) holds,
+    with their tags and parents, sorted by name."""
+    matching = f"SELECT id FROM entries WHERE {condition}"
+    rows = con.execute(
+        "SELECT id, name, architecture, config, family, dataset, kind, created, metrics "
+        f"FROM entries WHERE {condition} ORDER BY name",
+        params,
+    ).fetchall()
+    entry_tags: dict[str, dict[str, str]] = {}
+    for entry_id, key, value in con.execute(
+        f"SELECT entry_id, key, value FROM tags WHERE entry_id IN ({matching})", params
+    ):
+        entry_tags.setdefault(entry_id, {})[key] = value
+    parents: dict[str, list[str]] = {}
+    for child, parent in con.execute(
+        "SELECT child_id, parent_id FROM parents "
+        f"WHERE child_id IN ({matching}) ORDER BY child_id, position",
+        params,
+    ):
+        parents.setdefault(child, []).append(parent)
     return [
         Entry(
             id=entry_id,

@@ -26,6 +26,7 @@ __all__ = [
     "Base",
     "CanonicalCacheModel",
     "EntryModel",
+    "FamilyMatchingModel",
     "FamilyModel",
     "JobModel",
     "PairCacheModel",
@@ -67,6 +68,20 @@ class FamilyModel(Base):
     reference_id: Mapped[str | None] = mapped_column(
         String(SHA), ForeignKey("entries.id", ondelete="SET NULL")
     )
+
+
+class FamilyMatchingModel(Base):
+    """The matching method ``auto`` resolves to for a family (its architecture's default),
+    recorded when a member is added or first compared, so that cached results are found
+    without building the network; valid for the cache version it was recorded under."""
+
+    __tablename__ = "family_matching"
+
+    family: Mapped[str] = mapped_column(
+        String(SHA), ForeignKey("families.key", ondelete="CASCADE"), primary_key=True
+    )
+    cache_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    method: Mapped[str] = mapped_column(String(64))
 
 
 class EntryModel(Base):

@@ -20,6 +20,7 @@ __all__ = [
     "FORMAT_VERSION",
     "KINDS",
     "NAME_PATTERN",
+    "SELECTION_KINDS",
     "Entry",
     "EntryFields",
     "PairResult",
@@ -40,6 +41,9 @@ CACHE_VERSION = 3
 #: Written into every stored object's metadata as ``canon.format_version``.
 FORMAT_VERSION = "1"
 KINDS = ("solution", "midpoint")
+#: What a selection without names takes: one kind, or ``any``. Tables and plots default to
+#: ``solution`` (a midpoint is derived from two solutions, so it enters only when asked for).
+SELECTION_KINDS = (*KINDS, "any")
 
 #: What an entry name may be (letters, digits, ``._-``; starting with a letter or digit).
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"

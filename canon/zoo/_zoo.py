@@ -25,6 +25,7 @@ from canon.architectures import build_model
 from canon.checkpoint import load_state
 from canon.core import Alignment, Spec, apply_alignment, match, normalize
 from canon.data import Dataset, load_dataset
+from canon.engine import resolve_method
 from canon.errors import ConfigError, CorruptZooError, InvalidEntryError, ReadOnlyZooError
 from canon.zoo._analysis import barrier_table, compare, errors_on
 from canon.zoo._evaluation import bend_curve, energy, plane, train_entry
@@ -240,9 +241,10 @@ class Zoo:
         what: str = "this",
     ) -> list[Entry]:
         """The entries ``names`` (in that order) that carry every tag, or without names every
-        entry of ``kind`` with the tags; fewer than ``least`` is a :class:`ConfigError`
-        naming ``what`` needs them."""
+        entry of ``kind`` (``None`` or ``any``: every kind) with the tags; fewer than
+        ``least`` is a :class:`ConfigError` naming ``what`` needs them."""
         wanted = {k: str(v) for k, v in (tags or {}).items()}
+        kind = None if kind == "any" else kind
         if names:
             chosen = [self.get(n) for n in names]
             chosen = [e for e in chosen if all(e.tags.get(k) == v for k, v in wanted.items())]
@@ -359,6 +361,7 @@ class Zoo:
             created=fields.created,
             metrics_json=fields.metrics,
             tags=fields.tags,
+            matching=resolve_method("auto", prepared.spec),
         )
         created_object = store_object and self.objects.put(prepared.data)[1]
         try:
@@ -439,6 +442,19 @@ class Zoo:
             self.check_buildable(e.architecture, f"entry `{e.name}` of {self!r}")
             self._specs[e.family] = spec_for(e.architecture, e.config)
         return self._specs[e.family]
+
+    def matching_method(self, entry: Entry | str, method: str = "auto") -> str:
+        """The matching ``method`` that aligns the entry's family, ``auto`` resolved to its
+        architecture's default (:func:`~canon.engine.resolve_method`); unknown names raise.
+
+        What ``auto`` resolves to is recorded in the index (once per family and cache
+        version), so that cached results can be found without building the network.
+        """
+        e = entry if isinstance(entry, Entry) else self.get(entry)
+        resolved = resolve_method(method, self.spec(e))
+        if method == "auto" and self.index.family_matching(e.family) != resolved:
+            self.index.store_family_matching(e.family, resolved)
+        return resolved
 
     def model(self, entry: Entry | str) -> nn.Module:
         """A fresh module of the entry's architecture and config (weights not loaded)."""

@@ -1,0 +1,339 @@
+"""Answers read straight from the index and its pair cache: an entry as ``canon show``
+gives it, a comparison and a pairwise table when every part of them is cached.
+
+Like :mod:`canon.zoo._listing`, this path imports neither SQLAlchemy, numpy nor torch,
+so that a command answered from the cache starts fast. It never computes and never
+writes: each function returns None whenever it cannot give exactly what the full
+path (:mod:`canon.zoo._analysis` through :class:`~canon.zoo.Zoo`) would, whether a
+part is not cached, the request is invalid (the full path then raises its error),
+or what ``auto`` matching resolves to is not recorded yet for the family. Keys are
+computed by the same function as the full path's (:func:`canon.zoo._keys.pair_hash`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from canon.engine.kinds import get_matching, list_path_kinds
+from canon.errors import CanonError
+from canon.zoo._keys import (
+    CURVE_FIELDS,
+    CURVE_METRICS,
+    DISTANCE_METRICS,
+    MAX_POINTS,
+    pair_hash,
+    path_options,
+)
+from canon.zoo._layout import read_connection
+from canon.zoo._listing import find_entries, list_entries
+from canon.zoo._records import CACHE_VERSION, Entry
+
+__all__ = [
+    "EntryDetails",
+    "TableData",
+    "cached_comparison",
+    "cached_table",
+    "curve_dict",
+    "distances_dict",
+    "entry_details",
+]
+
+_REQUIRED_DISTANCES = DISTANCE_METRICS[:3]
+_REQUIRED_CURVE = CURVE_FIELDS[:6]
+_CHUNK = 400  # ids per query: SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class TableData:
+    """A pairwise table as plain lists (what :class:`~canon.zoo.Table` prints and serializes)."""
+
+    names: list[str]
+    rows: list[list[float]]
+    metric: str
+    path: str | None
+    computed: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "names": self.names,
+            "metric": self.metric,
+            "path": self.path,
+            "matrix": self.rows,
+            "computed": self.computed,
+            "options": self.options,
+        }
+
+    def to_json(self) -> str:
+        """One JSON object."""
+        return json.dumps(self.to_dict())
+
+    def to_csv(self) -> str:
+        """The matrix as CSV with a header row and a name column."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["", *self.names])
+        for name, row in zip(self.names, self.rows, strict=True):
+            writer.writerow([name, *(f"{v:.6g}" for v in row)])
+        return out.getvalue()
+
+
+@dataclass(frozen=True)
+class EntryDetails:
+    """An entry with the names of its parents and of its family's reference."""
+
+    entry: Entry
+    parent_names: list[str]
+    reference: str
+
+
+def entry_details(index: Path, ref: str) -> EntryDetails | None:
+    """The entry ``ref`` names (name, or id) with its parents' and reference's names;
+    None when it is not found (the full path then says so, suggesting close names)."""
+    try:
+        con = read_connection(index)
+    except CanonError:
+        return None
+    try:
+        (entry,) = find_entries(con, [ref])
+        if entry is None:
+            return None
+        names = _names(con, [*entry.parents])
+        row = con.execute(
+            "SELECT e.name FROM families f JOIN entries e ON e.id = f.reference_id WHERE f.key = ?",
+            (entry.family,),
+        ).fetchone()
+    except (sqlite3.Error, ValueError):
+        return None
+    finally:
+        con.close()
+    if row is None or any(p not in names for p in entry.parents):
+        return None
+    return EntryDetails(entry, [names[p] for p in entry.parents], str(row[0]))
+
+
+def cached_comparison(
+    index: Path,
+    a: str,
+    b: str,
+    *,
+    paths: Sequence[str],
+    points: int,
+    method: str,
+) -> dict[str, Any] | None:
+    """``Zoo.compare(a, b, paths=paths, points=points, method=method).to_dict()`` when the
+    distances and every curve are cached, else None."""
+    if not _valid_points(points):
+        return None
+    comparable = list_path_kinds(comparable=True)
+    if any(kind not in comparable for kind in paths):
+        return None
+    try:
+        con = read_connection(index)
+    except CanonError:
+        return None
+    try:
+        ea, eb = find_entries(con, [a, b])
+        if ea is None or eb is None:
+            return None
+        resolved = _resolve(con, ea, method)
+        if resolved is None:
+            return None
+        first, second = sorted((ea, eb), key=lambda e: e.id)
+        options = path_options(points, resolved)
+        found: dict[str, Mapping[str, Any]] = {}
+        for kind in ("distances", *paths):
+            key = pair_hash(first, second, kind, options)
+            result = _result(con, first.id, second.id, kind, key)
+            if result is None:
+                return None
+            found[kind] = result
+    except (CanonError, sqlite3.Error, ValueError):
+        return None
+    finally:
+        con.close()
+    dists = distances_dict(found["distances"])
+    curves = {kind: curve_dict(found[kind], flipped=ea.id > eb.id) for kind in paths}
+    if dists is None or any(c is None for c in curves.values()):
+        return None
+    return {"a": ea.name, "b": eb.name, "distances": dists, "curves": curves}
+
+
+def cached_table(
+    index: Path,
+    names: Sequence[str],
+    tags: Mapping[str, object],
+    *,
+    kind: str | None = None,
+    path: str,
+    metric: str,
+    points: int,
+    method: str,
+) -> TableData | None:
+    """The table ``Zoo.barrier_table`` gives for the entries ``Zoo.choose`` picks (``names``
+    that carry ``tags``; without names every entry of ``kind``, None or ``any`` for all,
+    with the tags), when all its pairs are cached, else None."""
+    if metric not in CURVE_METRICS + DISTANCE_METRICS or not _valid_points(points):
+        return None
+    pair_kind = path if metric in CURVE_METRICS else "distances"
+    if pair_kind != "distances" and pair_kind not in list_path_kinds(comparable=True):
+        return None
+    wanted = {k: str(v) for k, v in tags.items()}
+    try:
+        con = read_connection(index)
+    except CanonError:
+        return None
+    try:
+        if names:
+            picked = find_entries(con, names)
+            if any(e is None for e in picked):
+                return None
+            chosen = [e for e in picked if e is not None]
+            chosen = [e for e in chosen if all(e.tags.get(k) == v for k, v in wanted.items())]
+        else:
+            chosen = list_entries(index, kind=None if kind == "any" else kind, tags=wanted)
+        ids = [e.id for e in chosen]
+        if len(chosen) < 2 or len(set(ids)) != len(ids):
+            return None
+        if len({e.family for e in chosen}) != 1 or (
+            pair_kind != "distances" and len({e.dataset for e in chosen}) != 1
+        ):
+            return None
+        resolved = _resolve(con, chosen[0], method)
+        if resolved is None:
+            return None
+        key = pair_hash(chosen[0], chosen[-1], pair_kind, path_options(points, resolved))
+        found = _results(con, ids, pair_kind, key)
+    except (CanonError, sqlite3.Error, ValueError):
+        return None
+    finally:
+        con.close()
+    n = len(chosen)
+    rows = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            result = found.get((min(ids[i], ids[j]), max(ids[i], ids[j])))
+            value = None if result is None else result.get(metric)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return None
+            rows[i][j] = rows[j][i] = float(value)
+    return TableData(
+        names=[e.name for e in chosen],
+        rows=rows,
+        metric=metric,
+        path=path if pair_kind != "distances" else None,
+        computed=0,
+        options=({"points": points} if pair_kind != "distances" else {}) | {"method": resolved},
+    )
+
+
+def distances_dict(raw: object) -> dict[str, Any] | None:
+    """``Distances.from_dict(raw).to_dict()`` (None where that would fail)."""
+    if not isinstance(raw, Mapping) or not set(raw) <= set(DISTANCE_METRICS):
+        return None
+    if any(k not in raw for k in _REQUIRED_DISTANCES):
+        return None
+    return {k: raw[k] for k in DISTANCE_METRICS if raw.get(k) is not None}
+
+
+def curve_dict(raw: object, *, flipped: bool = False) -> dict[str, Any] | None:
+    """``PathCurve.from_dict(raw).to_dict()``, seen from the other end when ``flipped``
+    (``reversed_curve``); None where that would fail."""
+    if not isinstance(raw, Mapping) or not set(raw) <= set(CURVE_FIELDS):
+        return None
+    if any(k not in raw for k in _REQUIRED_CURVE):
+        return None
+    data = {k: raw.get(k, {} if k == "options" else None) for k in CURVE_FIELDS}
+    dists = distances_dict(data["distances"])
+    if dists is None or not isinstance(data["options"], dict):
+        return None
+    data["distances"] = dists
+    data["options"] = dict(data["options"])
+    lists = ("x", "train_error", "train_loss", "test_error", "train_error_std")
+    if any(data[k] is not None and not isinstance(data[k], list) for k in lists):
+        return None
+    if flipped:
+        data["x"] = [1.0 - v for v in reversed(data["x"])]
+        for k in lists[1:]:
+            if data[k] is not None:
+                data[k] = list(reversed(data[k]))
+    else:
+        for k in lists:
+            if data[k] is not None:
+                data[k] = list(data[k])
+    return data
+
+
+def _valid_points(points: object) -> bool:
+    return isinstance(points, int) and not isinstance(points, bool) and 2 <= points <= MAX_POINTS
+
+
+def _resolve(con: sqlite3.Connection, entry: Entry, method: str) -> str | None:
+    """``method`` (registered), or for ``auto`` what the index records it resolves to for
+    the entry's family; None when unknown or not recorded."""
+    if method == "auto":
+        row = con.execute(
+            "SELECT method FROM family_matching WHERE family = ? AND cache_version = ?",
+            (entry.family, CACHE_VERSION),
+        ).fetchone()
+        if row is None:
+            return None
+        method = str(row[0])
+    try:
+        get_matching(method)
+    except CanonError:
+        return None
+    return method
+
+
+def _names(con: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = list(ids[start : start + _CHUNK])
+        marks = ", ".join("?" for _ in chunk)
+        names.update(con.execute(f"SELECT id, name FROM entries WHERE id IN ({marks})", chunk))
+    return names
+
+
+def _result(
+    con: sqlite3.Connection, a: str, b: str, kind: str, key: str
+) -> Mapping[str, Any] | None:
+    row = con.execute(
+        "SELECT result FROM pair_cache WHERE entry_a = ? AND entry_b = ? AND path_kind = ? "
+        "AND options_hash = ? AND cache_version = ?",
+        (a, b, kind, key, CACHE_VERSION),
+    ).fetchone()
+    if row is None:
+        return None
+    value = json.loads(row[0])
+    return value if isinstance(value, dict) else None
+
+
+def _results(
+    con: sqlite3.Connection, ids: Sequence[str], kind: str, key: str
+) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """Every cached result among the entries ``ids``, keyed by sorted id pair."""
+    wanted = sorted(set(ids))
+    members = set(wanted)
+    found: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        rows = con.execute(
+            "SELECT entry_a, entry_b, result FROM pair_cache WHERE path_kind = ? "
+            f"AND options_hash = ? AND cache_version = ? AND entry_a IN ({marks})",
+            (kind, key, CACHE_VERSION, *chunk),
+        )
+        for a, b, text in rows:
+            value = json.loads(text)
+            if b in members and isinstance(value, dict):
+                found[(a, b)] = value
+    return found
