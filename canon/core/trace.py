@@ -28,7 +28,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.node import map_aggregate
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from canon.core.modules import BinaryConv2d, BinaryLinear, Sign
 from canon.core.spec import Spec, TensorInfo, dtype_name
@@ -133,13 +134,39 @@ def _input_shape(model: nn.Module, given: Sequence[int] | None) -> tuple[int, ..
     )
 
 
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the graph and records in each node's ``meta["tensor_meta"]`` what torch.fx's
+    ShapeProp records there (shape, dtype, ...; a tuple of them for a tuple of tensors).
+
+    ShapeProp itself imports torch's symbolic-shapes machinery (and with it torch._dynamo)
+    on its first node, seconds of every process that traces a model, for fake-tensor
+    support canon never uses.
+    """
+
+    def run_node(self, n: fx.Node) -> object:
+        result = super().run_node(n)
+        found = False
+
+        def metadata(value: object) -> object:
+            nonlocal found
+            if isinstance(value, torch.Tensor):
+                found = True
+                return _extract_tensor_metadata(value)
+            return value
+
+        meta = map_aggregate(result, metadata)
+        if found:
+            n.meta["tensor_meta"] = meta
+        return result
+
+
 def _propagate_shapes(model: nn.Module, gm: fx.GraphModule, shape: tuple[int, ...]) -> None:
     param = next(iter(model.parameters()), None)
     dtype = param.dtype if param is not None else torch.float32
     device = param.device if param is not None else torch.device("cpu")
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros((2, *shape), dtype=dtype, device=device))
+            _ShapeRecorder(gm).run(torch.zeros((2, *shape), dtype=dtype, device=device))
     except Exception as exc:
         raise UnsupportedModuleError(
             f"{type(model).__name__} does not run on an input of shape {list(shape)}: {exc}",
