@@ -154,7 +154,7 @@ class _ShapeRecorder(fx.Interpreter):
                 return _extract_tensor_metadata(value)
             return value
 
-        meta = map_aggregate(result, metadata)
+        meta = map_aggregate(result, metadata)  # type: ignore[arg-type]  # any value passes
         if found:
             n.meta["tensor_meta"] = meta
         return result
