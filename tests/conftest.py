@@ -12,27 +12,34 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # see torch.set_num_threads below
 
 import pytest
-import torch
-from hypothesis import HealthCheck, settings
 
-settings.register_profile(
-    "dev",
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-# CI runs the same examples every time, so a landing is never decided by luck.
-settings.register_profile("ci", parent=settings.get_profile("dev"), derandomize=True)
-settings.register_profile("thorough", parent=settings.get_profile("dev"), max_examples=300)
-settings.load_profile(
-    os.environ.get("CANON_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
-)
 
-# One torch thread per process unless OMP_NUM_THREADS says otherwise: the tests' networks
-# are small, so a second thread buys little, and on a busy two-core machine OpenMP threads
-# waiting on each other make torch several times slower. Set in the environment before torch
-# is imported, so subprocesses (`canon serve`, `python -m canon`) get it too.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis profiles and torch's threads, in every process that runs tests (not in
+    pytest-xdist's controller, which only hands tests out: it starts faster without them)."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import torch
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "dev",
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    # CI runs the same examples every time, so a landing is never decided by luck.
+    settings.register_profile("ci", parent=settings.get_profile("dev"), derandomize=True)
+    settings.register_profile("thorough", parent=settings.get_profile("dev"), max_examples=300)
+    settings.load_profile(
+        os.environ.get("CANON_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
+    )
+    # One torch thread per process unless OMP_NUM_THREADS says otherwise: the tests'
+    # networks are small, so a second thread buys little, and on a busy two-core machine
+    # OpenMP threads waiting on each other make torch several times slower. Set in the
+    # environment before torch is imported, so subprocesses (`canon serve`, `python -m
+    # canon`) get it too.
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def _may_run(item: pytest.Item) -> bool:
