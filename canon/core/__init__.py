@@ -9,6 +9,7 @@ from canon.core.alignment import align as align
 from canon.core.alignment import canonicalize as canonicalize
 from canon.core.matching import WEIGHT_METHODS as WEIGHT_METHODS
 from canon.core.matching import default_method as default_method
+from canon.core.matching import layer_weights as layer_weights
 from canon.core.matching import match as match
 from canon.core.matching import match_incoming as match_incoming
 from canon.core.matching import match_weights as match_weights
@@ -49,6 +50,7 @@ __all__ = [
     "check_finite",
     "check_state",
     "default_method",
+    "layer_weights",
     "match",
     "match_incoming",
     "match_weights",

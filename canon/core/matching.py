@@ -13,7 +13,11 @@ compares directions only. Two methods need nothing but the weights:
   the two networks' slices with every other group's current permutation
   applied; started from the ``incoming`` solution, repeated until a whole
   sweep changes no permutation. Each step can only raise the objective
-  (:func:`matching_objective`), so it ends.
+  (:func:`matching_objective`), so it ends. Each layer's inner products are
+  divided by the norms of the two networks' layers (:func:`layer_weights`),
+  so the objective is a sum of per-layer cosines: in a normalized network
+  every unit's scale has moved to the last layer, whose raw inner products
+  would otherwise outweigh all the others.
 
 ``activation`` matching needs the model and data and lives in the engine.
 """
@@ -21,7 +25,8 @@ compares directions only. Two methods need nothing but the weights:
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +40,14 @@ from canon.core.permutations import (
     solve_assignment,
     unit_axes,
 )
-from canon.core.spec import Spec, UnitGroup, forward_order
+from canon.core.spec import Producer, Spec, UnitGroup, forward_order
 from canon.core.units import producer_rows
 from canon.errors import ConfigError
 
 __all__ = [
     "WEIGHT_METHODS",
     "default_method",
+    "layer_weights",
     "match",
     "match_incoming",
     "match_weights",
@@ -118,10 +124,8 @@ def match_incoming(
             },
             dict(state),
         )
-        ref_units = F.normalize(
-            torch.cat([producer_rows(reference, p, True) for p in ready], 1), dim=1
-        )
-        units = F.normalize(torch.cat([producer_rows(view, p, True) for p in ready], 1), dim=1)
+        ref_units = F.normalize(_rows(reference, ready), dim=1)
+        units = F.normalize(_rows(view, ready), dim=1)
         cosine = ref_units @ units.T
         similarity = cosine.abs() if group.symmetry == "sign" else cosine
         if record is not None:
@@ -132,6 +136,12 @@ def match_incoming(
             signs[group.name] = torch.where(matched < 0, -1.0, 1.0).to(cosine.dtype)
         perms[group.name] = perm
     return Alignment(perms, signs)
+
+
+def _rows(state: Mapping[str, Tensor], producers: tuple[Producer, ...]) -> Tensor:
+    """The units' incoming effective weights in ``producers``, one row per unit."""
+    rows = [producer_rows(state, p, True) for p in producers]
+    return rows[0] if len(rows) == 1 else torch.cat(rows, 1)
 
 
 def _own(axes: dict[str, tuple[UnitAxis, ...]], name: str, group: UnitGroup) -> UnitAxis | None:
@@ -155,16 +165,45 @@ def _slices(t: Tensor, axis: UnitAxis, units: int) -> Tensor:
     return front.reshape(units, -1)
 
 
+def layer_weights(
+    state: Mapping[str, Tensor], reference: Mapping[str, Tensor], names: Iterable[str]
+) -> dict[str, float]:
+    """For each tensor of ``names``: 1 / (norm of its layer in ``reference`` x norm of its
+    layer in ``state``), 0 where either is zero.
+
+    A layer is the tensors of ``names`` of one module (the name up to its last dot: a
+    weight and its bias, a norm layer's affine pair), its norm that of all of them
+    together. Weighted so, a layer's inner products sum to the cosine between the two
+    networks' layers, whatever the layers' scales.
+    """
+    layers: dict[str, list[str]] = {}
+    for name in names:
+        layers.setdefault(name.rpartition(".")[0], []).append(name)
+    weights: dict[str, float] = {}
+    for members in layers.values():
+        norms = [
+            float(sum(float(s[n].double().square().sum()) for n in members)) ** 0.5
+            for s in (reference, state)
+        ]
+        weight = 1.0 / (norms[0] * norms[1]) if norms[0] * norms[1] > 0 else 0.0
+        weights |= dict.fromkeys(members, weight)
+    return weights
+
+
 def matching_objective(
     state: Mapping[str, Tensor], reference: Mapping[str, Tensor], spec: Spec, alignment: Alignment
 ) -> float:
-    """Sum over the matched parameters of <reference, state moved by ``alignment``>."""
+    """What ``weight`` matching maximizes: the sum over the matched parameters of
+    <reference, state moved by ``alignment``>, each weighted by :func:`layer_weights`
+    (a sum of per-layer cosines)."""
     axes = unit_axes(spec)
+    names = sorted(_objective_names(spec, state))
+    weights = layer_weights(state, reference, names)
     total = 0.0
-    for name in sorted(_objective_names(spec, state)):
+    for name in names:
         a = reference[name].double()
         b = moved(state[name], axes[name], alignment).double()
-        total += float((a * b).sum())
+        total += weights[name] * float((a * b).sum())
     return total
 
 
@@ -184,24 +223,47 @@ def match_weights(
     neighbours (groups sharing a tensor) changed since their last step, which
     would only repeat it; stops when a sweep changes nothing or after
     ``max_sweeps``. The products are taken in the networks' dtype and summed
-    in float64.
+    in float64; a tensor's product for a group is taken again only once a
+    permutation of another of its axes changed (:class:`_Similarity`).
     """
+    with torch.no_grad():
+        similarities = _similarities(state, reference, spec)
+        start = init or match_incoming(state, reference, spec)
+        dtype = next(iter(state.values())).dtype
+        return _descend(spec, similarities, start, dtype, seed, max_sweeps)
+
+
+def _similarities(
+    state: Mapping[str, Tensor], reference: Mapping[str, Tensor], spec: Spec
+) -> dict[str, _Similarity]:
+    """Each group's :class:`_Similarity`, its tensors in the order of their names."""
     axes = unit_axes(spec)
-    names = _objective_names(spec, state)
-    by_group: dict[str, list[tuple[str, UnitAxis]]] = {g.name: [] for g in spec.groups}
-    for name in sorted(names):
+    terms: dict[str, list[_Term]] = {g.name: [] for g in spec.groups}
+    names = sorted(_objective_names(spec, state))
+    weights = layer_weights(state, reference, names)
+    for name in names:
         for axis in axes[name]:
-            by_group[axis.group].append((name, axis))
-    start = init or match_incoming(state, reference, spec)
+            term = _Term(state[name], reference[name], weights[name], axis, axes[name])
+            terms[axis.group].append(term)
+    return {g.name: _Similarity(g, terms[g.name]) for g in spec.groups}
+
+
+def _descend(
+    spec: Spec,
+    similarities: Mapping[str, _Similarity],
+    start: Alignment,
+    dtype: torch.dtype,
+    seed: int,
+    max_sweeps: int,
+) -> Alignment:
+    """The coordinate descent of :func:`match_weights` from ``start``."""
     perms = dict(start.permutations)
     signs = dict(start.signs)
-    neighbours = {
-        g.name: {a.group for name, _ in by_group[g.name] for a in axes[name]} for g in spec.groups
-    }
-    dtype = next(iter(state.values())).dtype
     eps = torch.finfo(dtype if dtype.is_floating_point else torch.float32).eps
     gen = torch.Generator().manual_seed(seed)
     groups = list(spec.groups)
+    # how often each group's permutation changed: what the kept products depend on
+    versions = {g.name: 0 for g in groups}
     # a group whose neighbours kept their permutations since its last step would repeat it
     stale = {g.name for g in groups}
     for _ in range(max_sweeps):
@@ -212,15 +274,13 @@ def match_weights(
             if group.name not in stale:
                 continue
             stale.discard(group.name)
-            even, odd = _step_terms(
-                state, reference, axes, by_group[group.name], group.size, Alignment(perms, signs)
-            )
-            signed = group.symmetry == "sign"
-            perm = solve_assignment(even + odd.abs() if signed else even + odd, group.blocks)
+            similarity = similarities[group.name]
+            even, odd = similarity.value(Alignment(perms, signs), versions)
+            perm = solve_assignment(even if odd is None else even + odd.abs(), group.blocks)
             rows = torch.arange(group.size)
-            sign = torch.where(odd[rows, perm] < 0, -1.0, 1.0).double() if signed else None
+            sign = None if odd is None else torch.where(odd[rows, perm] < 0, -1.0, 1.0).double()
             old_perm = perms[group.name].cpu()
-            old_sign = signs[group.name].cpu().double() if signed else None
+            old_sign = None if odd is None else signs[group.name].cpu().double()
             new = _value(even, odd, perm, sign)
             old = _value(even, odd, old_perm, old_sign)
             # only a clear gain counts: ties keep the current solution, so the sweeps end
@@ -229,35 +289,107 @@ def match_weights(
             perms[group.name] = perm
             if sign is not None:
                 signs[group.name] = sign.float()
-            stale |= neighbours[group.name] - {group.name}
+            versions[group.name] += 1
+            stale |= similarity.neighbours - {group.name}
     return Alignment(perms, signs)
 
 
-def _step_terms(
-    state: Mapping[str, Tensor],
-    reference: Mapping[str, Tensor],
-    axes: dict[str, tuple[UnitAxis, ...]],
-    touching: list[tuple[str, UnitAxis]],
-    units: int,
-    alignment: Alignment,
-) -> tuple[Tensor, Tensor]:
-    """S[k, j] = sum of <reference unit k's slice, state unit j's slice> over the tensors
-    touching a group, every other axis moved by ``alignment``; split into the terms a
-    sign flip of unit j negates (``odd``) and the others (``even``)."""
-    even = torch.zeros(units, units, dtype=torch.float64)
-    odd = torch.zeros(units, units, dtype=torch.float64)
-    for name, axis in touching:
-        ref = _slices(reference[name], axis, units)
-        other = _slices(moved(state[name], axes[name], alignment, axis), axis, units)
-        product = (ref @ other.T.to(ref.dtype)).double().cpu()
-        if axis.signed:
-            odd += product
-        else:
-            even += product
-    return even, odd
+class _Term:
+    """One tensor's part in its group's similarity: ``weight`` (its layer's, from
+    :func:`layer_weights`) times <reference unit k's slice, state unit j's slice> along
+    ``axis``, the tensor's other unit axes (``others``) moved.
+
+    Both tensors are laid out once per matching: the reference with the group's
+    axis first (a unit's slice is a row), the state with it last (a unit's slice is
+    a column). A step then only gathers the state's other axes, whole contiguous
+    blocks, and takes one matrix product of the same numbers that moving the tensor
+    and reshaping it would give. The product is kept with the versions of the other
+    axes' groups it was taken for, and taken again only when one of them changed:
+    most steps leave most of a group's tensors as they were.
+    """
+
+    def __init__(
+        self,
+        state: Tensor,
+        reference: Tensor,
+        weight: float,
+        axis: UnitAxis,
+        axes: tuple[UnitAxis, ...],
+    ) -> None:
+        self.units = state.shape[axis.axis] // axis.block
+        self.signed = axis.signed
+        self.groups = {a.group for a in axes}
+        self.reference = _slices(reference, axis, self.units) * weight  # layer_weights
+        # the state as (block, other dims..., units): unit j's slice is column j of the
+        # matrix it reshapes to, and each other axis sits where it does in the reference's
+        # group-first layout
+        front = state.to(self.reference.dtype).movedim(axis.axis, 0)
+        shaped = front.reshape(self.units, axis.block, *front.shape[1:])
+        self.state = shaped.movedim(0, -1).contiguous()
+        self.others = tuple(
+            replace(a, axis=a.axis + 1 if a.axis < axis.axis else a.axis) for a in axes if a != axis
+        )
+        self.key: tuple[int, ...] | None = None
+        self.product = torch.empty(0)
+
+    def value(self, alignment: Alignment, versions: Mapping[str, int]) -> Tensor:
+        """The product for the state moved by ``alignment``, at group ``versions``."""
+        key = tuple(versions[a.group] for a in self.others)
+        if self.key != key:
+            other = moved(self.state, self.others, alignment)
+            self.product = self.reference @ other.reshape(-1, self.units)
+            self.key = key
+        return self.product.cpu()
 
 
-def _value(even: Tensor, odd: Tensor, perm: Tensor, sign: Tensor | None) -> float:
+class _Similarity:
+    """A group's weight-matching similarity S[k, j]: the sum of its tensors' products
+    (:class:`_Term`), split into the terms a sign flip of unit j negates (``odd``, for
+    ``sign`` groups) and the others (``even``).
+
+    The products of the tensors without another unit axis (biases, norm affines, a
+    first or last layer) never change: they are summed once, ahead of the others
+    (in float64 a few float32 products add up exactly in any order, unless they
+    differ by many orders of magnitude).
+    """
+
+    def __init__(self, group: UnitGroup, terms: list[_Term]) -> None:
+        self.neighbours = {name for term in terms for name in term.groups}
+        self.moving = [t for t in terms if t.others]
+        fixed = [(t.signed, t.value(Alignment({}), {})) for t in terms if not t.others]
+        zeros = torch.zeros(group.size, group.size, dtype=torch.float64)
+        self.even = _added(zeros, [p for signed, p in fixed if not signed])
+        self.odd = (
+            _added(zeros, [p for signed, p in fixed if signed])
+            if group.symmetry == "sign"
+            else None
+        )
+
+    def value(
+        self, alignment: Alignment, versions: Mapping[str, int]
+    ) -> tuple[Tensor, Tensor | None]:
+        """(even, odd) for the state moved by ``alignment`` (at group ``versions``);
+        ``odd`` is None for groups without a sign symmetry."""
+        products = [(t.signed, t.value(alignment, versions)) for t in self.moving]
+        even = _added(self.even, [p for signed, p in products if not signed])
+        if self.odd is None:
+            return even, None
+        return even, _added(self.odd, [p for signed, p in products if signed])
+
+
+def _added(base: Tensor, products: list[Tensor]) -> Tensor:
+    """``base`` (float64) plus ``products``: a new tensor, or ``base`` itself if none."""
+    if not products:
+        return base
+    total = base + products[0]  # float32 + float64 -> float64, as converting first
+    for product in products[1:]:
+        total.add_(product)
+    return total
+
+
+def _value(even: Tensor, odd: Tensor | None, perm: Tensor, sign: Tensor | None) -> float:
     rows = torch.arange(even.shape[0])
+    if odd is None:
+        return float(even[rows, perm].sum())
     gain = odd[rows, perm] if sign is None else odd[rows, perm] * sign
     return float((even[rows, perm] + gain).sum())
