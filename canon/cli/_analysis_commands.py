@@ -140,7 +140,7 @@ def table(
     elif fmt == "csv":
         click.echo(result.to_csv(), nl=False)
     else:
-        click.echo(_matrix_text(result.names, result.rows, metric))
+        click.echo(_matrix_text(result.names, result.matrix, metric))
 
 
 def _matrix_text(names: list[str], matrix: list[list[float]], metric: str) -> str:

@@ -96,7 +96,7 @@ class Table:
     def to_data(self) -> TableData:
         """The table as plain lists (as a table answered from the cache alone comes)."""
         return TableData(
-            self.names, self.matrix.tolist(), self.metric, self.path, self.computed, self.options
+            self.names, self.metric, self.path, self.matrix.tolist(), self.computed, self.options
         )
 
     def to_dict(self) -> dict[str, Any]:

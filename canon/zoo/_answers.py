@@ -17,7 +17,7 @@ import io
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +55,15 @@ class TableData:
     """A pairwise table as plain lists (what :class:`~canon.zoo.Table` prints and serializes)."""
 
     names: list[str]
-    rows: list[list[float]]
     metric: str
     path: str | None
+    matrix: list[list[float]]
     computed: int
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "names": self.names,
-            "metric": self.metric,
-            "path": self.path,
-            "matrix": self.rows,
-            "computed": self.computed,
-            "options": self.options,
-        }
+        """JSON-ready form (the fields in order)."""
+        return asdict(self)
 
     def to_json(self) -> str:
         """One JSON object."""
@@ -81,7 +74,7 @@ class TableData:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["", *self.names])
-        for name, row in zip(self.names, self.rows, strict=True):
+        for name, row in zip(self.names, self.matrix, strict=True):
             writer.writerow([name, *(f"{v:.6g}" for v in row)])
         return out.getvalue()
 
@@ -227,9 +220,9 @@ def cached_table(
             rows[i][j] = rows[j][i] = float(value)
     return TableData(
         names=[e.name for e in chosen],
-        rows=rows,
         metric=metric,
         path=path if pair_kind != "distances" else None,
+        matrix=rows,
         computed=0,
         options=({"points": points} if pair_kind != "distances" else {}) | {"method": resolved},
     )
