@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from canon.errors import NotCachedError
 from canon.zoo import Zoo, cached_comparison, cached_table, entry_details
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +146,11 @@ def test_misses_and_refusals_fall_back(embedded: Path) -> None:
         con.execute("DELETE FROM family_matching")
     con.close()
     assert compare() is None and compare(method="incoming") is not None
-    with Zoo.open(embedded) as zoo:  # recorded again on first need, from the cache
+    before = index.read_bytes()
+    with Zoo.open(embedded) as zoo, pytest.raises(NotCachedError):  # a failed comparison
+        zoo.compare("sgd-0", "sgd-1", points=4, device="cpu", compute=False)
+    assert index.read_bytes() == before  # ... records nothing
+    with Zoo.open(embedded) as zoo:  # recorded again once one succeeds, from the cache
         zoo.compare("sgd-0", "sgd-1", points=3, device="cpu")
         assert zoo.pair_computations == 0
     con = sqlite3.connect(index)

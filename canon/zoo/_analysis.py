@@ -269,6 +269,7 @@ def compare(
         curves[kind] = reversed_curve(curve) if flipped else curve
         if progress is not None:
             progress(done, len(paths))
+    zoo.remember_matching(ea)
     return Comparison(ea.name, eb.name, dists, curves)
 
 
@@ -325,6 +326,8 @@ def barrier_table(
         matrix[i, j] = matrix[j, i] = float(value)
         if progress is not None:
             progress(done, len(pairs))
+    if pairs:
+        zoo.remember_matching(chosen[0])
     return Table(
         names=[e.name for e in chosen],
         matrix=matrix,

@@ -445,16 +445,18 @@ class Zoo:
 
     def matching_method(self, entry: Entry | str, method: str = "auto") -> str:
         """The matching ``method`` that aligns the entry's family, ``auto`` resolved to its
-        architecture's default (:func:`~canon.engine.resolve_method`); unknown names raise.
-
-        What ``auto`` resolves to is recorded in the index (once per family and cache
-        version), so that cached results can be found without building the network.
-        """
+        architecture's default (:func:`~canon.engine.resolve_method`); unknown names raise."""
         e = entry if isinstance(entry, Entry) else self.get(entry)
-        resolved = resolve_method(method, self.spec(e))
-        if method == "auto" and self.index.family_matching(e.family) != resolved:
-            self.index.store_family_matching(e.family, resolved)
-        return resolved
+        return resolve_method(method, self.spec(e))
+
+    def remember_matching(self, entry: Entry) -> None:
+        """Record in the index what ``auto`` resolves to for the entry's family (once per
+        family and cache version), so that cached results can be found without building
+        the network. Called once a comparison or table has succeeded: a failed one leaves
+        the index as it was."""
+        resolved = self.matching_method(entry)
+        if self.index.family_matching(entry.family) != resolved:
+            self.index.store_family_matching(entry.family, resolved)
 
     def model(self, entry: Entry | str) -> nn.Module:
         """A fresh module of the entry's architecture and config (weights not loaded)."""
