@@ -124,6 +124,8 @@ def test_compare_is_cached_and_oriented(zoo):
         )
     assert ab.distances == ba.distances
     assert json.loads(json.dumps(ab.to_dict()))["a"] == "net-0"
+    again = zoo.compare("net-0", "net-1", points=5, device="cpu")  # from the cache
+    assert json.dumps(again.to_dict()) == json.dumps(ab.to_dict())  # printed alike, key order too
 
 
 def test_bad_requests(zoo, tmp_path):
