@@ -123,7 +123,7 @@ def test_push_then_pull_gives_identical_entries_and_table(
 
 
 def test_second_push_uploads_only_new_objects(
-    hub: FakeHub, source: Zoo, options: dict[str, Any]
+    hub: FakeHub, source: Zoo, options: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A second push uploads only the new entry's object (counted at the server); a third none."""
     push(source, "lab/incremental", **options)
@@ -132,9 +132,13 @@ def test_second_push_uploads_only_new_objects(
     second = push(source, "lab/incremental", **options)
     assert (second.uploaded, second.kept) == (1, 3)
     assert hub.lfs_uploads[before:] == [source.get("net3").id]
+    commits = len(hub.repos["lab/incremental"].commits)
     third = push(source, "lab/incremental", **options)
     assert third.commit is None and third.uploaded == 0
     assert len(hub.lfs_uploads) == before + 1
+    assert len(hub.repos["lab/incremental"].commits) == commits
+    # canon saw the remote up to date itself: the Hub client was not asked for an empty commit
+    assert not [r for r in caplog.records if "No files have been modified" in r.getMessage()]
 
 
 def test_concurrent_push_fails_cleanly(hub: FakeHub, source: Zoo, options: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -91,7 +92,7 @@ def push(
             api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
         head = api.repo_info(repo_id, repo_type=repo_type, revision=branch).sha
         remote = {
-            f.path
+            f.path: f
             for f in api.list_repo_tree(repo_id, recursive=True, revision=head, repo_type=repo_type)
             if isinstance(f, RepoFile)
         }
@@ -108,15 +109,22 @@ def push(
             )
         missing = [e for e in entries if object_path(e.id) not in remote]
         results = results_document(zoo)
+        documents = {
+            MANIFEST_FILE: _json_bytes(manifest(zoo)),
+            RESULTS_FILE: _json_bytes(results),
+            CARD_FILE: model_card(zoo, repo_id).encode(),
+        }
+        changed = {p: data for p, data in documents.items() if not _holds(remote.get(p), data)}
+        summary = {"entries": len(entries), "results": len(results["pairs"])}
+        if not (missing or stale or changed):  # up to date: no commit to make
+            return PushResult(
+                repo_id, branch, None, None, uploaded=0, kept=len(entries), deleted=0, **summary
+            )
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationAdd(object_path(e.id), str(zoo.objects.path(e.id))) for e in missing
         ]
         operations += [CommitOperationDelete(p) for p in stale]
-        operations += [
-            CommitOperationAdd(MANIFEST_FILE, _json_bytes(manifest(zoo))),
-            CommitOperationAdd(RESULTS_FILE, _json_bytes(results)),
-            CommitOperationAdd(CARD_FILE, model_card(zoo, repo_id).encode()),
-        ]
+        operations += [CommitOperationAdd(p, data) for p, data in changed.items()]
         message = commit_message or (
             f"canon push: {len(entries)} entries ({len(missing)} new objects)"
         )
@@ -144,9 +152,18 @@ def push(
         revision=branch,
         commit=info.oid if made else None,
         url=info.commit_url if made else None,
-        entries=len(entries),
         uploaded=len(missing),
         kept=len(entries) - len(missing),
         deleted=len(stale),
-        results=len(results["pairs"]),
+        **summary,
     )
+
+
+def _holds(remote: Any, data: bytes) -> bool:
+    """Whether the remote file (a ``RepoFile`` or None) has exactly these bytes: by its
+    LFS sha256, or by its git blob id."""
+    if remote is None:
+        return False
+    if remote.lfs is not None:
+        return bool(remote.lfs.sha256 == hashlib.sha256(data).hexdigest())
+    return bool(remote.blob_id == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
