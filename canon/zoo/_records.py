@@ -36,8 +36,9 @@ __all__ = [
 ]
 
 #: Bumped whenever cached values (alignments, pair results) would be computed differently,
-#: or their keys change (2: pair keys hash every path option, defaults included).
-CACHE_VERSION = 3
+#: or their keys change (2: pair keys hash every path option, defaults included; 4: weight
+#: matching's objective is a sum of per-layer cosines).
+CACHE_VERSION = 4
 #: Written into every stored object's metadata as ``canon.format_version``.
 FORMAT_VERSION = "1"
 KINDS = ("solution", "midpoint")
