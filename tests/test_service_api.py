@@ -223,9 +223,8 @@ def test_bad_requests_get_json_errors(server: Server) -> None:
 def test_comparison_job_runs_to_completion(server: Server) -> None:
     """An uncached comparison is a job (202) that finishes; then it is served from the cache."""
     request = {"a": "rsgd-0", "b": "rsgd-2", "paths": ["linear", "geodesic"], "points": 9}
-    started = time.monotonic()
     response = server.post("/api/compare", json=request)
-    assert response.status_code == 202 and time.monotonic() - started < 2.0  # not computed inline
+    assert response.status_code == 202  # not computed inline: the answer is the job, not done
     job = response.json()
     assert job["state"] in ("queued", "running") and response.headers["location"] == job["url"]
     done = server.wait_job(job["id"])
