@@ -52,7 +52,6 @@ __all__ = [
     "LocalEnergy",
     "PathCurve",
     "PathEnds",
-    "PathOptions",
     "PlaneResult",
     "as_data",
     "as_model",

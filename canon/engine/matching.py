@@ -33,7 +33,6 @@ from canon.engine.options import MATCH_BATCH
 from canon.errors import ConfigError
 
 __all__ = [
-    "MATCH_BATCH",
     "MatchInputs",
     "by_activation",
     "by_incoming",
