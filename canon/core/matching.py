@@ -35,13 +35,13 @@ from torch import Tensor
 from canon.core.permutations import (
     Alignment,
     UnitAxis,
+    assign,
     identity_alignment,
     moved,
-    solve_assignment,
     unit_axes,
 )
-from canon.core.spec import Producer, Spec, UnitGroup, forward_order
-from canon.core.units import producer_rows
+from canon.core.spec import Producer, Spec, UnitGroup, forward_order, linked
+from canon.core.units import producer_rows, unit_slices
 from canon.errors import ConfigError
 
 __all__ = [
@@ -104,8 +104,10 @@ def match_incoming(
     For each group in forward order, C[k, j] is the cosine between reference
     unit k and unit j of ``state`` (incoming effective weights, after the
     previous groups' permutations and signs were applied to the input axis);
-    the permutation maximizes the sum of C (of |C| for ``sign`` groups, whose
-    units then take the sign of their matched cosine). The groups and the
+    the permutation maximizes the sum of C (of |C| for ``sign`` and ``linear``
+    groups, whose units then take the sign of their matched cosine); the
+    groups of one attention layer are matched together, their heads as
+    blocks (:func:`~canon.core.permutations.solve_heads`). The groups and the
     producers that count come from :func:`~canon.core.spec.forward_order`
     (in a residual stream, the stem first).
     """
@@ -113,8 +115,52 @@ def match_incoming(
     current = identity_alignment(spec)
     perms = dict(current.permutations)
     signs = dict(current.signs)
+    done: set[str] = set()
     for group, ready in forward_order(spec):
+        if group.name in done:
+            continue
         alignment = Alignment(perms, signs)
+        mates = linked(spec, group)
+        cosines = [_incoming_cosine(state, reference, g, ready, axes, alignment) for g in mates]
+        similarities = [c.abs() if g.signed else c for g, c in zip(mates, cosines, strict=True)]
+        if record is not None:
+            record |= {g.name: s for g, s in zip(mates, similarities, strict=True)}
+        for g, perm, cosine in zip(mates, assign(mates, similarities), cosines, strict=True):
+            if g.signed:
+                matched = cosine.gather(1, perm.unsqueeze(1)).squeeze(1)
+                signs[g.name] = torch.where(matched < 0, -1.0, 1.0).to(cosine.dtype)
+            perms[g.name] = perm
+            done.add(g.name)
+    return Alignment(perms, signs)
+
+
+def _incoming_cosine(
+    state: Mapping[str, Tensor],
+    reference: Mapping[str, Tensor],
+    group: UnitGroup,
+    ready: tuple[Producer, ...],
+    axes: dict[str, tuple[UnitAxis, ...]],
+    alignment: Alignment,
+) -> Tensor:
+    """C[k, j]: the cosine between reference unit k and unit j of ``state``, by their
+    incoming effective weights in ``ready`` (other groups' permutations applied to the
+    inputs). A ``linear`` group's units (attention) are compared by their slices of
+    every weight that moves with them, whose other axes are all aligned by then."""
+    if group.symmetry == "linear":
+        tensors = [t for t in group.tensors if state[t.name].ndim > 1 and t.role != "carried"]
+
+        def slices(net: Mapping[str, Tensor], moving: bool) -> Tensor:
+            parts = []
+            for t in tensors:
+                value = net[t.name]
+                if moving:  # the tensor's other groups' axes (never this group's)
+                    others = tuple(a for a in axes[t.name] if a.group != group.name)
+                    value = moved(value, others, alignment)
+                parts.append(unit_slices(value, t.axis, group.size, t.block, t.start))
+            return torch.cat(parts, 1)
+
+        ref_units, units = slices(reference, False), slices(state, True)
+    else:
         view = ChainMap(
             {
                 p.weight: moved(
@@ -124,18 +170,8 @@ def match_incoming(
             },
             dict(state),
         )
-        ref_units = F.normalize(_rows(reference, ready), dim=1)
-        units = F.normalize(_rows(view, ready), dim=1)
-        cosine = ref_units @ units.T
-        similarity = cosine.abs() if group.symmetry == "sign" else cosine
-        if record is not None:
-            record[group.name] = similarity
-        perm = solve_assignment(similarity, group.blocks)
-        if group.symmetry == "sign":
-            matched = cosine.gather(1, perm.unsqueeze(1)).squeeze(1)
-            signs[group.name] = torch.where(matched < 0, -1.0, 1.0).to(cosine.dtype)
-        perms[group.name] = perm
-    return Alignment(perms, signs)
+        ref_units, units = _rows(reference, ready), _rows(view, ready)
+    return F.normalize(ref_units, dim=1) @ F.normalize(units, dim=1).T
 
 
 def _rows(state: Mapping[str, Tensor], producers: tuple[Producer, ...]) -> Tensor:
@@ -157,12 +193,6 @@ def _objective_names(spec: Spec, state: Mapping[str, Tensor]) -> set[str]:
         else {n for n, t in state.items() if t.is_floating_point()}
     )
     return {n for n in unit_axes(spec) if n in names}
-
-
-def _slices(t: Tensor, axis: UnitAxis, units: int) -> Tensor:
-    """``t`` as one row per unit along ``axis`` (a unit's block of columns together)."""
-    front = t.movedim(axis.axis, 0)
-    return front.reshape(units, -1)
 
 
 def layer_weights(
@@ -243,7 +273,8 @@ def _similarities(
     weights = layer_weights(state, reference, names)
     for name in names:
         for axis in axes[name]:
-            term = _Term(state[name], reference[name], weights[name], axis, axes[name])
+            size = spec.group(axis.group).size
+            term = _Term(state[name], reference[name], weights[name], axis, axes[name], size)
             terms[axis.group].append(term)
     return {g.name: _Similarity(g, terms[g.name]) for g in spec.groups}
 
@@ -273,24 +304,32 @@ def _descend(
             group = groups[index]
             if group.name not in stale:
                 continue
-            stale.discard(group.name)
-            similarity = similarities[group.name]
-            even, odd = similarity.value(Alignment(perms, signs), versions)
-            perm = solve_assignment(even if odd is None else even + odd.abs(), group.blocks)
-            rows = torch.arange(group.size)
-            sign = None if odd is None else torch.where(odd[rows, perm] < 0, -1.0, 1.0).double()
-            old_perm = perms[group.name].cpu()
-            old_sign = None if odd is None else signs[group.name].cpu().double()
-            new = _value(even, odd, perm, sign)
-            old = _value(even, odd, old_perm, old_sign)
+            mates = linked(spec, group)  # one attention layer's groups step together
+            stale -= {g.name for g in mates}
+            current = Alignment(perms, signs)
+            values = [similarities[g.name].value(current, versions) for g in mates]
+            found = assign(
+                mates, [even if odd is None else even + odd.abs() for even, odd in values]
+            )
+            new = old = 0.0
+            steps = []
+            for (even, odd), perm, g in zip(values, found, mates, strict=True):
+                rows = torch.arange(g.size)
+                sign = None if odd is None else torch.where(odd[rows, perm] < 0, -1.0, 1.0)
+                old_sign = None if odd is None else signs[g.name].cpu().double()
+                new += _value(even, odd, perm, None if sign is None else sign.double())
+                old += _value(even, odd, perms[g.name].cpu(), old_sign)
+                steps.append((g, perm, sign))
             # only a clear gain counts: ties keep the current solution, so the sweeps end
             if new <= old + 64 * eps * max(1.0, abs(old)):
                 continue
-            perms[group.name] = perm
-            if sign is not None:
-                signs[group.name] = sign.float()
-            versions[group.name] += 1
-            stale |= similarity.neighbours - {group.name}
+            for g, perm, sign in steps:
+                perms[g.name] = perm
+                if sign is not None:
+                    signs[g.name] = sign.float()
+                versions[g.name] += 1
+                stale |= similarities[g.name].neighbours
+            stale -= {g.name for g in mates}
     return Alignment(perms, signs)
 
 
@@ -315,19 +354,25 @@ class _Term:
         weight: float,
         axis: UnitAxis,
         axes: tuple[UnitAxis, ...],
+        units: int,
     ) -> None:
-        self.units = state.shape[axis.axis] // axis.block
+        self.units = units
         self.signed = axis.signed
         self.groups = {a.group for a in axes}
-        self.reference = _slices(reference, axis, self.units) * weight  # layer_weights
+        ref = unit_slices(reference, axis.axis, units, axis.block, axis.start)
+        self.reference = ref * weight  # layer_weights
         # the state as (block, other dims..., units): unit j's slice is column j of the
         # matrix it reshapes to, and each other axis sits where it does in the reference's
         # group-first layout
         front = state.to(self.reference.dtype).movedim(axis.axis, 0)
+        front = front.narrow(0, axis.start, units * axis.block)
         shaped = front.reshape(self.units, axis.block, *front.shape[1:])
         self.state = shaped.movedim(0, -1).contiguous()
+        # other axes: of other groups, and not other parts of this same (fused) axis
         self.others = tuple(
-            replace(a, axis=a.axis + 1 if a.axis < axis.axis else a.axis) for a in axes if a != axis
+            replace(a, axis=a.axis + 1 if a.axis < axis.axis else a.axis)
+            for a in axes
+            if a.axis != axis.axis
         )
         self.key: tuple[int, ...] | None = None
         self.product = torch.empty(0)
@@ -359,11 +404,7 @@ class _Similarity:
         fixed = [(t.signed, t.value(Alignment({}), {})) for t in terms if not t.others]
         zeros = torch.zeros(group.size, group.size, dtype=torch.float64)
         self.even = _added(zeros, [p for signed, p in fixed if not signed])
-        self.odd = (
-            _added(zeros, [p for signed, p in fixed if signed])
-            if group.symmetry == "sign"
-            else None
-        )
+        self.odd = _added(zeros, [p for signed, p in fixed if signed]) if group.signed else None
 
     def value(
         self, alignment: Alignment, versions: Mapping[str, int]

@@ -11,8 +11,21 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from canon.core.spec import Producer, Spec, UnitGroup, check_state, forward_order
-from canon.core.units import bn_gain, scale_batchnorm_input, scale_units, unit_norms
+from canon.core.spec import (
+    Producer,
+    Spec,
+    TensorAxis,
+    UnitGroup,
+    check_state,
+    forward_order,
+)
+from canon.core.units import (
+    bn_gain,
+    scale_batchnorm_input,
+    scale_units,
+    unit_norms,
+    unit_slices,
+)
 
 __all__ = ["normalize"]
 
@@ -40,6 +53,12 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
     its unit-norm w_k and non-negative gamma_k. The output layer is scaled globally so the
     Frobenius norm of its weight is sqrt(H^L).
 
+    ``linear`` groups (attention's query/key and value/output dimensions,
+    DESIGN §3b) are balanced last: unit k's producer slices are multiplied
+    and its outgoing slices divided by sqrt(|out_k| / |in_k|), the norms of
+    its weights on each side (biases, 1-D, follow but do not count), so
+    that the two norms become equal.
+
     The eval-mode function is preserved up to the output layer's global
     positive factor (the argmax is unchanged), and ``normalize`` is
     idempotent. Units with all-zero incoming weights are left as they are.
@@ -57,6 +76,9 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
         for producer in group.producers:
             if producer.batchnorm is not None and producer.weight not in done:
                 _normalize_batchnorm_input(out, producer)
+    for group in spec.groups:  # last: every other factor on their tensors is in place
+        if group.symmetry == "linear":
+            _balance(out, group)
     if spec.output is not None:
         layer = spec.output
         norm = torch.linalg.vector_norm(out[layer.weight])
@@ -94,6 +116,29 @@ def _output_scale(out: Mapping[str, Tensor], producer: Producer) -> Tensor:
     BatchNorm's input was normalized, the BN gain)."""
     gain = bn_gain(out, producer)
     return unit_norms(out[producer.weight]) if gain is None else gain
+
+
+def _balance(out: dict[str, Tensor], group: UnitGroup) -> None:
+    """Make each unit's incoming and outgoing weight norms equal (a ``linear`` group)."""
+    moving = [t for t in group.tensors if t.role != "carried"]
+    n_in, n_out = (
+        _slice_norms(out, group, [t for t in moving if (t.role == "incoming") == incoming])
+        for incoming in (True, False)
+    )
+    factors = torch.where((n_in > 0) & (n_out > 0), (n_out / _safe(n_in)).sqrt(), 1.0)
+    for t in moving:
+        f = factors if t.role == "incoming" else 1.0 / factors
+        out[t.name] = scale_units(out[t.name], t.axis, f, t.block, t.start)
+
+
+def _slice_norms(out: Mapping[str, Tensor], group: UnitGroup, tensors: list[TensorAxis]) -> Tensor:
+    """Each unit's norm over its slices of the weights (not the 1-D biases) in ``tensors``."""
+    total = torch.zeros(group.size, dtype=torch.float64)
+    for t in tensors:
+        if out[t.name].ndim > 1:
+            rows = unit_slices(out[t.name], t.axis, group.size, t.block, t.start)
+            total = total + rows.double().square().sum(1).cpu()
+    return total.sqrt()
 
 
 def _normalize_group(

@@ -10,7 +10,7 @@ assignment every matching method ends in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from canon.core.spec import Spec
+from canon.core.spec import Spec, UnitGroup
 from canon.core.units import permute_units, scale_units
 from canon.errors import SpecMismatchError
 
@@ -27,10 +27,12 @@ __all__ = [
     "Alignment",
     "UnitAxis",
     "apply_alignment",
+    "assign",
     "check_alignment",
     "identity_alignment",
     "moved",
     "solve_assignment",
+    "solve_heads",
     "unit_axes",
 ]
 
@@ -73,7 +75,7 @@ def identity_alignment(spec: Spec) -> Alignment:
     """The alignment that changes nothing: identity permutations, positive signs."""
     return Alignment(
         {g.name: torch.arange(g.size) for g in spec.groups},
-        {g.name: torch.ones(g.size) for g in spec.groups if g.symmetry == "sign"},
+        {g.name: torch.ones(g.size) for g in spec.groups if g.signed},
     )
 
 
@@ -105,6 +107,48 @@ def solve_assignment(similarity: Tensor, blocks: int = 1) -> Tensor:
     return torch.from_numpy(cols).to(device=similarity.device, dtype=torch.int64)
 
 
+def assign(groups: Sequence[UnitGroup], similarities: Sequence[Tensor]) -> list[Tensor]:
+    """Each group's permutation maximizing its similarity: one linear assignment (within
+    blocks), or, for the groups of one attention layer (:func:`~canon.core.spec.linked`),
+    one order of the heads for all (:func:`solve_heads`)."""
+    if groups[0].heads > 1:
+        return solve_heads(similarities, groups[0].heads)
+    return [solve_assignment(similarities[0], groups[0].blocks)]
+
+
+def solve_heads(similarities: Sequence[Tensor], heads: int) -> list[Tensor]:
+    """The block-structured permutations maximizing the summed assignments of several
+    groups whose units form ``heads`` blocks that move together (DESIGN §3b, attention).
+
+    ``similarities[g]`` is group g's [heads * d_g, heads * d_g] matrix. Block b of
+    the second network goes to block a of the first by one permutation for all
+    groups, each group's units permuting within the block: the value of
+    pairing (a, b) is the sum over groups of the best within-block assignment,
+    and the pairing of blocks is the assignment maximizing that sum. Returns
+    each group's permutation of all its units.
+    """
+    inner: list[list[list[Tensor]]] = []
+    value = torch.zeros(heads, heads, dtype=torch.float64)
+    for similarity in similarities:
+        d = similarity.shape[0] // heads
+        blocks = similarity.detach().double().cpu().reshape(heads, d, heads, d)
+        solved = [
+            [solve_assignment(blocks[a, :, b, :]) for b in range(heads)] for a in range(heads)
+        ]
+        rows = torch.arange(d)
+        for a in range(heads):
+            for b in range(heads):
+                value[a, b] += blocks[a, :, b, :][rows, solved[a][b]].sum()
+        inner.append(solved)
+    pairing = solve_assignment(value)
+    perms = []
+    for similarity, solved in zip(similarities, inner, strict=True):
+        d = similarity.shape[0] // heads
+        parts = [int(b) * d + solved[a][int(b)] for a, b in enumerate(pairing.tolist())]
+        perms.append(torch.cat(parts).to(similarity.device))
+    return perms
+
+
 @dataclass(frozen=True)
 class UnitAxis:
     """One axis of one tensor that carries a group's units; ``signed`` when a sign flip
@@ -114,6 +158,7 @@ class UnitAxis:
     axis: int
     block: int
     signed: bool
+    start: int = 0
 
 
 def unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
@@ -122,16 +167,23 @@ def unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
     for group in spec.groups:
         odd = {name for p in group.producers for name in p.odd}
         for t in group.tensors:
-            signed = group.symmetry == "sign" and (t.role == "outgoing" or t.name in odd)
-            axes.setdefault(t.name, []).append(UnitAxis(group.name, t.axis, t.block, signed))
+            # a linear group's units are projections' rows and columns: all of them negate
+            signed = group.symmetry == "linear" or (
+                group.symmetry == "sign" and (t.role == "outgoing" or t.name in odd)
+            )
+            axes.setdefault(t.name, []).append(
+                UnitAxis(group.name, t.axis, t.block, signed, t.start)
+            )
     return {name: tuple(found) for name, found in axes.items()}
 
 
 def _move(t: Tensor, axis: UnitAxis, alignment: Alignment) -> Tensor:
     perm = alignment.permutations[axis.group].to(t.device)
-    out = permute_units(t, axis.axis, perm, axis.block)
+    out = permute_units(t, axis.axis, perm, axis.block, axis.start)
     sign = alignment.signs.get(axis.group) if axis.signed else None
-    return out if sign is None else scale_units(out, axis.axis, sign.to(t.device), axis.block)
+    if sign is None:
+        return out
+    return scale_units(out, axis.axis, sign.to(t.device), axis.block, axis.start)
 
 
 def moved(

@@ -42,20 +42,24 @@ __all__ = [
     "check_finite",
     "check_state",
     "forward_order",
+    "linked",
 ]
 
-Symmetry = Literal["scale", "sign", "none"]
+Symmetry = Literal["scale", "sign", "linear", "none"]
 """Activation symmetry of a unit group.
 
 ``scale``: positive per-unit rescaling, compensated in the outgoing weights
 (ReLU, leaky ReLU, max/avg pooling, no activation). ``sign``: per-unit sign
 flip, compensated in the outgoing weights (odd activations: tanh, sign).
+``linear``: any non-zero per-unit factor, compensated in the outgoing
+weights (attention's query/key and value/output dimensions, DESIGN §3b):
+normalized by balancing the two sides' norms, the sign fixed by alignment.
 ``none``: only the permutation symmetry.
 """
 
 Role = Literal["incoming", "outgoing", "carried"]
 
-SYMMETRIES: tuple[Symmetry, ...] = ("scale", "sign", "none")
+SYMMETRIES: tuple[Symmetry, ...] = ("scale", "sign", "linear", "none")
 
 
 @dataclass(frozen=True)
@@ -93,22 +97,31 @@ class OutgoingAxis:
     """A consuming layer's weight, indexed by the group's units along ``axis``.
 
     Unit ``k`` owns the contiguous slice ``[k * block, (k + 1) * block)`` of the
-    axis (``block`` > 1 after a conv output is flattened into a linear layer).
+    axis (``block`` > 1 after a conv output is flattened into a linear layer),
+    counted from ``start`` (> 0 for a part of a fused tensor, such as the keys'
+    rows of a fused query-key-value projection).
     """
 
     name: str
     axis: int = 1
     block: int = 1
+    start: int = 0
 
 
 @dataclass(frozen=True)
 class Producer:
     """A layer whose outputs are the group's units: ``weight`` (units on axis 0:
-    Linear rows, Conv filters), its ``bias`` and the ``batchnorm`` that directly follows it."""
+    Linear rows, Conv filters), its ``bias`` and the ``batchnorm`` that directly follows it.
+
+    ``start`` > 0 when the units are a part of a fused layer's outputs (the
+    values' rows of a fused query-key-value projection): they are its rows
+    from ``start`` on.
+    """
 
     weight: str
     bias: str | None = None
     batchnorm: BatchNormTensors | None = None
+    start: int = 0
 
     @property
     def incoming(self) -> tuple[str, ...]:
@@ -155,6 +168,7 @@ class Tap:
     node: str
     axis: int = 1
     block: int = 1
+    start: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,6 +179,7 @@ class TensorAxis:
     axis: int
     role: Role
     block: int = 1
+    start: int = 0
 
 
 @dataclass(frozen=True)
@@ -181,6 +196,10 @@ class UnitGroup:
     positively homogeneous ops), so the incoming weights can be normalized
     without compensation. ``blocks`` > 1 restricts permutations to within
     each of that many contiguous blocks of units (GroupNorm groups).
+    ``heads`` > 1 splits the units into that many contiguous blocks (attention
+    heads) that permute as wholes, units also permuting within their block;
+    groups with the same non-empty ``link`` (one attention layer's
+    query/key and value/output dimensions) move their blocks together.
     """
 
     name: str
@@ -192,6 +211,8 @@ class UnitGroup:
     carried: tuple[CarriedAxis, ...] = ()
     blocks: int = 1
     taps: tuple[Tap, ...] = field(default=(), compare=False)
+    heads: int = 1
+    link: str = ""
 
     @property
     def weights(self) -> tuple[str, ...]:
@@ -211,21 +232,29 @@ class UnitGroup:
     @property
     def tensors(self) -> tuple[TensorAxis, ...]:
         """Every tensor that moves with the group, with its axis and role."""
-        inc = [TensorAxis(name, 0, "incoming") for name in self.incoming]
-        out = [TensorAxis(o.name, o.axis, "outgoing", o.block) for o in self.outgoing]
+        inc = [
+            TensorAxis(n, 0, "incoming", start=p.start) for p in self.producers for n in p.incoming
+        ]
+        out = [TensorAxis(o.name, o.axis, "outgoing", o.block, o.start) for o in self.outgoing]
         kept = [TensorAxis(c.name, c.axis, "carried") for c in self.carried]
         return tuple(inc + out + kept)
 
     @property
     def normalized(self) -> bool:
-        """Whether normalization (Alg. 1) rescales this group's units."""
+        """Whether normalization (Alg. 1) rescales this group's units to unit norm."""
         return self.symmetry == "scale" or self.scale_invariant
+
+    @property
+    def signed(self) -> bool:
+        """Whether the units' signs are free (fixed by alignment against a reference)."""
+        return self.symmetry in ("sign", "linear")
 
     @property
     def on_sphere(self) -> bool:
         """Whether the units are points on spheres (distances are angles), or move
-        freely (symmetry ``none``: Euclidean terms, DESIGN §3b)."""
-        return self.symmetry != "none" or self.scale_invariant
+        freely (symmetry ``none``, and the balanced ``linear`` units of attention:
+        Euclidean terms, DESIGN §3b)."""
+        return self.symmetry in ("scale", "sign") or self.scale_invariant
 
 
 @dataclass(frozen=True)
@@ -287,19 +316,25 @@ class Spec:
                     "size": g.size,
                     "symmetry": g.symmetry,
                     "producers": [
-                        {
-                            "weight": p.weight,
-                            "bias": p.bias,
-                            "batchnorm": None if p.batchnorm is None else vars(p.batchnorm).copy(),
-                        }
+                        _sparse(
+                            {
+                                "weight": p.weight,
+                                "bias": p.bias,
+                                "batchnorm": None
+                                if p.batchnorm is None
+                                else vars(p.batchnorm).copy(),
+                                "start": p.start,
+                            }
+                        )
                         for p in g.producers
                     ],
-                    "outgoing": [vars(o).copy() for o in g.outgoing],
+                    "outgoing": [_sparse(vars(o).copy()) for o in g.outgoing],
                     "scale_invariant": g.scale_invariant,
                     "carried": [vars(c).copy() for c in g.carried],
                     "blocks": g.blocks,
-                    "taps": [vars(t).copy() for t in g.taps],
+                    "taps": [_sparse(vars(t).copy()) for t in g.taps],
                 }
+                | _sparse({"heads": g.heads, "link": g.link})
                 for g in self.groups
             ],
             "output": None if self.output is None else vars(self.output).copy(),
@@ -327,6 +362,7 @@ class Spec:
                             None
                             if p.get("batchnorm") is None
                             else BatchNormTensors(**p["batchnorm"]),
+                            int(p.get("start", 0)),
                         )
                         for p in g["producers"]
                     ),
@@ -335,6 +371,8 @@ class Spec:
                     carried=tuple(CarriedAxis(**c) for c in g.get("carried", ())),
                     blocks=int(g.get("blocks", 1)),
                     taps=tuple(Tap(**t) for t in g.get("taps", ())),
+                    heads=int(g.get("heads", 1)),
+                    link=str(g.get("link", "")),
                 )
             )
         out = data.get("output")
@@ -346,6 +384,25 @@ class Spec:
                 for name, shape, dtype, *flags in data.get("tensors", ())
             ),
         )
+
+
+# Fields added after specs were first stored: written only when they differ from their
+# defaults, so that every earlier spec serializes (and hashes) exactly as before.
+_ADDED_DEFAULTS: dict[str, Any] = {"start": 0, "heads": 1, "link": ""}
+
+
+def _sparse(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v for k, v in record.items() if not (k in _ADDED_DEFAULTS and v == _ADDED_DEFAULTS[k])
+    }
+
+
+def linked(spec: Spec, group: UnitGroup) -> list[UnitGroup]:
+    """``group`` and the groups that share its heads' order (one attention layer), in
+    spec order: what every matching method assigns together."""
+    if not group.link:
+        return [group]
+    return [g for g in spec.groups if g.link == group.link]
 
 
 def forward_order(spec: Spec) -> tuple[tuple[UnitGroup, tuple[Producer, ...]], ...]:

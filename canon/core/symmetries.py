@@ -37,7 +37,10 @@ def random_symmetry(
     weights (after BatchNorm: gamma and beta are rescaled); scale-invariant
     groups have their incoming weights rescaled with no compensation;
     ``sign`` groups have random units negated along with their outgoing
-    weights. A shared group (a residual stream) gets one factor, sign and
+    weights; ``linear`` groups (attention) are multiplied by random factors of
+    either sign, their outgoing weights divided by them. Groups in heads have
+    their blocks permuted (one order for all the groups of a link) and their
+    units within each block. A shared group (a residual stream) gets one factor, sign and
     permutation per unit for all its producers. Units followed by BatchNorm
     also get the two BN symmetries: the input scale (w, b, mean times c, var
     times c^2, gamma corrected for eps so that it is exact; skip it with
@@ -47,8 +50,11 @@ def random_symmetry(
     """
     gen = torch.Generator().manual_seed(seed)
     out = dict(state)
+    head_orders: dict[str, Tensor] = {}  # one order of the blocks per link (attention layer)
     for group in spec.groups:
-        _transform_group(out, group, gen, max_scale, bn_input_scale)
+        if group.heads > 1 and group.link not in head_orders:
+            head_orders[group.link] = torch.randperm(group.heads, generator=gen)
+        _transform_group(out, group, gen, max_scale, bn_input_scale, head_orders.get(group.link))
     if spec.output is not None:
         factor = _factors(1, gen, max_scale)[0]
         out[spec.output.weight] = out[spec.output.weight] * factor
@@ -66,8 +72,15 @@ def _signs(n: int, gen: torch.Generator) -> Tensor:
     return torch.randint(0, 2, (n,), generator=gen).to(torch.float64) * 2 - 1
 
 
-def random_permutation(n: int, blocks: int, gen: torch.Generator) -> Tensor:
-    """A random permutation of ``n`` units that keeps each of ``blocks`` contiguous blocks."""
+def random_permutation(
+    n: int, blocks: int, gen: torch.Generator, order: Tensor | None = None
+) -> Tensor:
+    """A random permutation of ``n`` units that keeps each of ``blocks`` contiguous blocks,
+    or, given the ``order`` of the blocks (heads), moves block ``order[a]`` to block a
+    and permutes the units within it."""
+    if order is not None:
+        m = n // len(order)
+        return torch.cat([int(b) * m + torch.randperm(m, generator=gen) for b in order])
     if blocks == 1:
         return torch.randperm(n, generator=gen)
     m = n // blocks
@@ -80,6 +93,7 @@ def _transform_group(
     gen: torch.Generator,
     max_scale: float,
     bn_input_scale: bool,
+    order: Tensor | None,
 ) -> None:
     n = group.size
 
@@ -90,7 +104,7 @@ def _transform_group(
 
     def scale_outgoing(factors: Tensor) -> None:
         for axis in group.outgoing:
-            out[axis.name] = scale_units(out[axis.name], axis.axis, factors, axis.block)
+            out[axis.name] = scale_units(out[axis.name], axis.axis, factors, axis.block, axis.start)
 
     for producer in group.producers:
         bn = producer.batchnorm
@@ -111,6 +125,13 @@ def _transform_group(
         for producer in group.producers:
             scale_incoming(producer.odd, s)
         scale_outgoing(s)
-    perm = random_permutation(n, group.blocks, gen)
+    if group.symmetry == "linear":
+        c = _factors(n, gen, max_scale) * _signs(n, gen)
+        for t in group.tensors:
+            if t.role == "incoming":
+                out[t.name] = scale_units(out[t.name], 0, c, start=t.start)
+        scale_outgoing(1.0 / c)
+    perm = random_permutation(n, group.blocks, gen, order)
     for t in group.tensors:
-        out[t.name] = permute_units(out[t.name], t.axis, perm.to(out[t.name].device), t.block)
+        device = out[t.name].device
+        out[t.name] = permute_units(out[t.name], t.axis, perm.to(device), t.block, t.start)

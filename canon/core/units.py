@@ -2,8 +2,9 @@
 
 Unit ``k`` of a group owns index ``k`` of a tensor's unit axis, or the
 contiguous block ``[k * block, (k + 1) * block)`` when a conv output was
-flattened into a linear layer. These helpers are the only place that knows
-that layout.
+flattened into a linear layer, counted from ``start`` when the units are a
+part of a fused tensor (the rest of the axis is left as it is). These
+helpers are the only place that knows that layout.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "scale_units",
     "split_rows",
     "unit_norms",
+    "unit_slices",
     "unit_vectors",
 ]
 
@@ -31,20 +33,45 @@ def _expand(values: Tensor, block: int) -> Tensor:
     return values if block == 1 else values.repeat_interleave(block)
 
 
-def scale_units(t: Tensor, axis: int, factors: Tensor, block: int = 1) -> Tensor:
+def _padded(values: Tensor, start: int, total: int, fill: Tensor) -> Tensor:
+    """``values`` placed at ``start`` of an axis of length ``total``, ``fill`` elsewhere."""
+    if start == 0 and len(values) == total:
+        return values
+    head = fill.expand(start)
+    tail = fill.expand(total - start - len(values))
+    return torch.cat([head, values, tail])
+
+
+def scale_units(t: Tensor, axis: int, factors: Tensor, block: int = 1, start: int = 0) -> Tensor:
     """``t`` with unit ``k``'s slice along ``axis`` multiplied by ``factors[k]``."""
     shape = [1] * t.ndim
     shape[axis] = -1
-    return t * _expand(factors, block).to(device=t.device, dtype=t.dtype).reshape(shape)
+    values = _expand(factors, block).to(device=t.device, dtype=t.dtype)
+    values = _padded(values, start, t.shape[axis], torch.ones(1, device=t.device, dtype=t.dtype))
+    return t * values.reshape(shape)
 
 
-def permute_units(t: Tensor, axis: int, perm: Tensor, block: int = 1) -> Tensor:
+def permute_units(t: Tensor, axis: int, perm: Tensor, block: int = 1, start: int = 0) -> Tensor:
     """``t`` with its units reordered along ``axis``: new unit ``k`` is old unit ``perm[k]``."""
     if block == 1:
-        return t.index_select(axis, perm)
-    offsets = torch.arange(block, device=perm.device)
-    index = (perm.unsqueeze(1) * block + offsets).reshape(-1)
+        index = perm
+    else:
+        offsets = torch.arange(block, device=perm.device)
+        index = (perm.unsqueeze(1) * block + offsets).reshape(-1)
+    total = t.shape[axis]
+    if start or len(index) != total:
+        rest = torch.arange(total, device=perm.device)
+        index = torch.cat([rest[:start], index + start, rest[start + len(index) :]])
     return t.index_select(axis, index)
+
+
+def unit_slices(t: Tensor, axis: int, units: int, block: int = 1, start: int = 0) -> Tensor:
+    """``t`` as one row per unit along ``axis`` (a unit's block of entries and everything
+    on the other axes): ``[units, -1]``."""
+    front = t.movedim(axis, 0)
+    if start or units * block != front.shape[0]:
+        front = front.narrow(0, start, units * block)
+    return front.reshape(units, -1)
 
 
 def unit_norms(weight: Tensor) -> Tensor:
@@ -82,9 +109,17 @@ def scale_batchnorm_input(out: dict[str, Tensor], producer: Producer, factors: T
         out[producer.bias] = out[producer.bias] * c
 
 
-def producer_rows(state: Mapping[str, Tensor], producer: Producer, effective: bool) -> Tensor:
-    """The producer's weight as one row per unit; with ``effective``, times its BN gain."""
+def producer_rows(
+    state: Mapping[str, Tensor], producer: Producer, effective: bool, size: int | None = None
+) -> Tensor:
+    """The producer's weight as one row per unit; with ``effective``, times its BN gain.
+
+    ``size``: the number of units, when they are a part of the layer's outputs
+    (from the producer's ``start``; default: all of them).
+    """
     w = state[producer.weight]
+    if size is not None and (producer.start or size != w.shape[0]):
+        w = w.narrow(0, producer.start, size)
     rows: Tensor = w.reshape(w.shape[0], -1)
     gain = bn_gain(state, producer) if effective else None
     return rows if gain is None else rows * gain.unsqueeze(1)
@@ -97,7 +132,7 @@ def unit_vectors(state: Mapping[str, Tensor], group: UnitGroup, effective: bool 
     (the default) a producer followed by BatchNorm contributes its effective
     weight gamma / sqrt(var + eps) * w (DESIGN §3 "Normalization", §3b).
     """
-    rows = [producer_rows(state, p, effective) for p in group.producers]
+    rows = [producer_rows(state, p, effective, group.size) for p in group.producers]
     return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
 
 

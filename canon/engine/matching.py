@@ -22,12 +22,15 @@ from torch import Tensor, fx, nn
 from canon.core import (
     Alignment,
     Spec,
+    UnitGroup,
     default_method,
     match_incoming,
     match_weights,
-    solve_assignment,
     traced,
 )
+from canon.core.permutations import assign
+from canon.core.spec import linked
+from canon.core.units import unit_slices
 from canon.engine.kinds import get_matching
 from canon.engine.options import MATCH_BATCH
 from canon.errors import ConfigError
@@ -134,11 +137,6 @@ def _activations(
     return recorder.seen
 
 
-def _unit_rows(t: Tensor, axis: int, block: int, units: int) -> Tensor:
-    """Activations as one row per unit: every sample, position and block entry."""
-    return t.movedim(axis, 0).reshape(units, -1)
-
-
 def match_activations(
     state: Mapping[str, Tensor],
     reference: Mapping[str, Tensor],
@@ -155,9 +153,10 @@ def match_activations(
     each group, every point where its units are read contributes every
     sample and position. C[k, j] is the Pearson correlation of reference
     unit k and unit j of ``state``; the permutation maximizes the sum of C
-    (of |C| for ``sign`` groups, whose units take the sign of their matched
-    correlation), within blocks where the group has them. Each group is
-    matched on its own.
+    (of |C| for ``sign`` and ``linear`` groups, whose units take the sign of
+    their matched correlation), within blocks where the group has them. Each
+    group is matched on its own, except one attention layer's groups, whose
+    heads are matched as blocks together.
     """
     if batch < 1:
         raise ConfigError(f"activation matching needs a batch of at least 1, got {batch}")
@@ -170,22 +169,36 @@ def match_activations(
     perms: dict[str, Tensor] = {}
     signs: dict[str, Tensor] = {}
     for group in spec.groups:
-        if not group.taps:
-            raise ConfigError(f"group `{group.name}` has no activations to match on")
-        n = group.size
-        rows_ref = torch.cat(
-            [_unit_rows(seen_ref[t.node], t.axis, t.block, n) for t in group.taps], 1
-        ).double()
-        rows = torch.cat([_unit_rows(seen[t.node], t.axis, t.block, n) for t in group.taps], 1)
-        rows = rows.double()
-        corr = _standardized(rows_ref) @ _standardized(rows).T / rows.shape[1]
-        signed = group.symmetry == "sign"
-        perm = solve_assignment(corr.abs() if signed else corr, group.blocks).cpu()
-        perms[group.name] = perm
-        if signed:
-            matched = corr.cpu()[torch.arange(n), perm]
-            signs[group.name] = torch.where(matched < 0, -1.0, 1.0)
+        if group.name in perms:
+            continue
+        mates = linked(spec, group)  # one attention layer's groups: heads as blocks
+        correlations = [_correlation(g, seen_ref, seen) for g in mates]
+        similarities = [
+            c.abs() if g.signed else c for g, c in zip(mates, correlations, strict=True)
+        ]
+        for g, perm, corr in zip(mates, assign(mates, similarities), correlations, strict=True):
+            perms[g.name] = perm.cpu()
+            if g.signed:
+                matched = corr.cpu()[torch.arange(g.size), perms[g.name]]
+                signs[g.name] = torch.where(matched < 0, -1.0, 1.0)
     return Alignment(perms, signs)
+
+
+def _correlation(
+    group: UnitGroup, seen_ref: Mapping[str, Tensor], seen: Mapping[str, Tensor]
+) -> Tensor:
+    """C[k, j]: the Pearson correlation of reference unit k and unit j of the state,
+    over every sample and position of every point where the group's units are read."""
+    if not group.taps:
+        raise ConfigError(f"group `{group.name}` has no activations to match on")
+    n = group.size
+    rows_ref = torch.cat(
+        [unit_slices(seen_ref[t.node], t.axis, n, t.block, t.start) for t in group.taps], 1
+    ).double()
+    rows = torch.cat(
+        [unit_slices(seen[t.node], t.axis, n, t.block, t.start) for t in group.taps], 1
+    ).double()
+    return _standardized(rows_ref) @ _standardized(rows).T / rows.shape[1]
 
 
 def _standardized(rows: Tensor) -> Tensor:

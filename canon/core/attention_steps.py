@@ -1,0 +1,344 @@
+"""The walk's steps through multi-head attention, embeddings and fused projections
+(DESIGN §3b "Attention").
+
+A projection's output is split into heads by a view to ``(..., heads, d)``;
+queries times keys (``q @ k.transpose(-2, -1)`` or inside
+``F.scaled_dot_product_attention``) contract their head dimensions, so the
+query and key spaces form one ``linear`` group (a query dimension times c,
+its key dimension divided by c); the scores' softmax weights the values,
+whose space forms a second ``linear`` group with the output projection's
+columns. The two groups share the order of the heads (one ``link``): a head
+moves as a block, its dimensions permuting within it. A fused projection's
+output cut by ``split`` / ``chunk`` gives each part its own space, with the
+fused layer's rows from the part's offset as producer.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from canon.core.ops import linear, op_name, plain
+from canon.core.spec import CarriedAxis, OutgoingAxis, Producer, Tap, UnitGroup
+from canon.core.walk_values import (
+    ADD,
+    DIV,
+    MUL,
+    PERMUTE,
+    Heads,
+    Parts,
+    Scores,
+    Space,
+    Units,
+    Value,
+    hidden_units,
+    location,
+    permuted_dims,
+    shape_of,
+    unsupported,
+)
+
+__all__ = ["AttentionSteps"]
+
+_MATMUL = {operator.matmul, torch.matmul, "matmul", torch.bmm, "bmm"}
+_SOFTMAX = {F.softmax, torch.softmax, "softmax"}
+_KEEP = {"contiguous", "clone", "float", "type_as", "to", F.dropout, "masked_fill", "masked_fill_"}
+_RESHAPES = {"view", "reshape", torch.reshape, "flatten", torch.flatten}
+_SUPPORTED = (
+    "; canon supports multi-head attention whose queries, keys and values are linear "
+    "projections split into heads by a view, as F.scaled_dot_product_attention(q, k, v) "
+    "or softmax(q @ k.transpose(-2, -1) * scale) @ v, merged back by a transpose and a view"
+)
+
+
+@dataclass(frozen=True)
+class _Attention:
+    """One attention call: the spaces of its queries, keys and values, and its heads."""
+
+    query: Space
+    key: Space
+    value: Space
+    heads: int
+    where: str
+
+
+class AttentionSteps:
+    """The :class:`~canon.core.unit_spaces.Walker`'s steps for attention, embeddings and
+    fused projections (a mixin: it shares the walker's ``values`` and ``order``)."""
+
+    gm: fx.GraphModule
+    values: dict[fx.Node, Value]
+    order: dict[fx.Node, int]
+    attentions: list[_Attention]
+
+    # -- where they start ----------------------------------------------------------
+
+    def _embedding(self, node: fx.Node, module: nn.Embedding) -> Units:
+        """A lookup table starts a space: its columns are the units (carried, axis 1)."""
+        path = str(node.target)
+        space = Space(size=module.embedding_dim, created=self.order[node])
+        space.carried.append(CarriedAxis(f"{path}.weight", 1))
+        space.ops.append((self.order[node], plain("embedding")))
+        return Units(space, len(shape_of(node)) - 1)
+
+    def _split_heads(self, node: fx.Node, source: fx.Node, units: Units) -> Heads | None:
+        """A view that splits the unit axis into (heads, d), or None if it does not."""
+        in_shape, out_shape = shape_of(source), shape_of(node)
+        if units.block != 1 or units.space.pinned:
+            return None
+        before = math.prod(in_shape[: units.axis])
+        width = in_shape[units.axis]
+        for j in range(len(out_shape) - 1):
+            heads, d = out_shape[j], out_shape[j + 1]
+            if math.prod(out_shape[:j]) == before and heads * d == width and min(heads, d) > 1:
+                space = units.space.root()
+                space.taps.setdefault(source.name, Tap(source.name, units.axis))
+                return Heads(space, j, j + 1, heads)
+        return None
+
+    def _carve(self, node: fx.Node, source: fx.Node, units: Units) -> Parts:
+        """``split`` / ``chunk`` of a layer's outputs along the unit axis (a fused projection)."""
+        at = location(node)
+        metas = node.meta["tensor_meta"]
+        in_shape = shape_of(source)
+        sizes = tuple(int(m.shape[units.axis]) for m in metas)
+        space = units.space.root()
+        same = all(
+            tuple(m.shape)[: units.axis] == in_shape[: units.axis]
+            and tuple(m.shape)[units.axis + 1 :] == in_shape[units.axis + 1 :]
+            for m in metas
+        )
+        if not same or units.block != 1 or len(space.producers) != 1 or units.layer is None:
+            raise unsupported(
+                f"op `{op_name(node)}` in {at} cuts hidden units; canon supports cutting one "
+                "layer's outputs into parts along their unit axis (a fused projection)",
+                op_name(node),
+                at,
+            )
+        space.carved = True
+        return Parts(space, units.axis, sizes)
+
+    def _part(self, node: fx.Node, parts: Parts) -> Units:
+        """Part ``i`` of a carved layer output: a space of its own, the layer's rows from
+        the part's offset its producer."""
+        index = node.args[1]
+        if not isinstance(index, int):
+            raise unsupported(f"cannot tell which part `{node.name}` takes", "getitem", node.name)
+        index %= len(parts.sizes)
+        order, path, bias, start = parts.space.producers[0]
+        space = Space(size=parts.sizes[index], created=self.order[node])
+        space.producers.append((order, path, bias, start + sum(parts.sizes[:index])))
+        space.taps[node.name] = Tap(node.name, parts.axis)
+        return Units(space, parts.axis)
+
+    # -- through attention -----------------------------------------------------------
+
+    def _attention_step(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
+        """Any op that reads heads, scores or parts."""
+        name, at, target = op_name(node), location(node), node.target
+        parts = [v for _, v in inputs if isinstance(v, Parts)]
+        if parts:
+            if target is operator.getitem and len(inputs) == 1:
+                return self._part(node, parts[0])
+            raise unsupported(f"op `{name}` in {at} reads a tuple of parts", name, at)
+        if target is F.scaled_dot_product_attention:
+            return self._sdpa(node, inputs)
+        if target in _MATMUL:
+            return self._matmul(node, inputs)
+        if hidden_units(inputs):
+            raise unsupported(
+                f"op `{name}` in {at} combines attention heads with hidden units" + _SUPPORTED,
+                name,
+                at,
+            )
+        found = [v for _, v in inputs if isinstance(v, (Heads, Scores))]
+        if len(found) != 1:
+            raise unsupported(f"op `{name}` in {at} combines two attention tensors", name, at)
+        value = found[0]
+        source = next(n for n, v in inputs if v is value)
+        module = self._module_of(node)
+        if target in PERMUTE:
+            return self._permute_heads(node, source, value)
+        if target in _RESHAPES:
+            return self._reshape_heads(node, source, value)
+        keeps = shape_of(node) == shape_of(source)
+        if keeps and (target in _KEEP or isinstance(module, nn.Dropout)):
+            return value
+        if keeps and (target in MUL or target in DIV) and len(inputs) == 1:
+            if isinstance(value, Heads):  # a scalar factor: linear in every unit
+                value.space.root().ops.append((self.order[node], linear("scale")))
+            return value
+        if keeps and isinstance(value, Scores) and (target in _SOFTMAX or target in ADD):
+            return value  # softmax over keys, an additive mask: per head
+        raise unsupported(
+            f"unsupported op `{name}` on attention heads in {at}" + _SUPPORTED, name, at
+        )
+
+    def _module_of(self, node: fx.Node) -> nn.Module | None:
+        if node.op != "call_module":
+            return None
+        gm = self.gm  # the walker's traced module
+        module: nn.Module = gm.get_submodule(str(node.target))
+        return module
+
+    def _permute_heads(self, node: fx.Node, source: fx.Node, value: Heads | Scores) -> Value:
+        dims = permuted_dims(node, len(shape_of(source)))
+        if isinstance(value, Scores):
+            return replace(value, head_axis=dims.index(value.head_axis))
+        return replace(
+            value, head_axis=dims.index(value.head_axis), dim_axis=dims.index(value.dim_axis)
+        )
+
+    def _reshape_heads(self, node: fx.Node, source: fx.Node, value: Heads | Scores) -> Value:
+        """A view that keeps the heads, or merges (heads, d) back into one unit axis."""
+        in_shape, out_shape = shape_of(source), shape_of(node)
+        if in_shape == out_shape:
+            return value
+        at = location(node)
+        if isinstance(value, Heads) and value.dim_axis == value.head_axis + 1:
+            before = math.prod(in_shape[: value.head_axis])
+            width = in_shape[value.head_axis] * in_shape[value.dim_axis]
+            for j, size in enumerate(out_shape):
+                if math.prod(out_shape[:j]) == before and size == width:
+                    return Units(value.space.root(), j)
+        raise unsupported(
+            f"op `{op_name(node)}` in {at} maps attention heads of shape {list(in_shape)} to "
+            f"{list(out_shape)}" + _SUPPORTED,
+            op_name(node),
+            at,
+        )
+
+    def _sdpa(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Heads:
+        at = location(node)
+        args = list(node.args[:3]) + [node.kwargs.get(k) for k in ("query", "key", "value")]
+        found = [self.values.get(a) for a in args if isinstance(a, fx.Node)][:3]
+        if len(found) != 3 or not all(isinstance(v, Heads) for v in found):
+            raise unsupported(
+                f"scaled_dot_product_attention in {at} does not read three projections split "
+                "into heads" + _SUPPORTED,
+                "scaled_dot_product_attention",
+                at,
+            )
+        if node.kwargs.get("enable_gqa"):
+            raise unsupported(
+                f"grouped-query attention in {at}" + _SUPPORTED,
+                "scaled_dot_product_attention",
+                at,
+            )
+        mask = node.kwargs.get("attn_mask", node.args[3] if len(node.args) > 3 else None)
+        if isinstance(mask, fx.Node) and isinstance(self.values.get(mask), (Units, Heads)):
+            value = self.values[mask]
+            if not (isinstance(value, Units) and value.space.pinned):
+                raise unsupported(
+                    f"the attention mask in {at} depends on hidden units",
+                    "scaled_dot_product_attention",
+                    at,
+                )
+        q, k, v = (h for h in found if isinstance(h, Heads))
+        ndim = len(shape_of(node))
+        for h in (q, k, v):
+            if (h.head_axis, h.dim_axis) != (ndim - 3, ndim - 1) or h.heads != q.heads:
+                raise unsupported(
+                    f"scaled_dot_product_attention in {at} reads heads that are not laid out "
+                    "as (batch, heads, tokens, d) with the same number of heads" + _SUPPORTED,
+                    "scaled_dot_product_attention",
+                    at,
+                )
+        self._record(q.space, k.space, v.space, q.heads, node)
+        return Heads(v.space.root(), ndim - 3, ndim - 1, q.heads)
+
+    def _matmul(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
+        at, name = location(node), op_name(node)
+        ndim = len(shape_of(node))
+        values = [self.values.get(a) for a in node.args[:2] if isinstance(a, fx.Node)]
+        if len(values) == 2:
+            a, b = values
+            if (
+                isinstance(a, Heads)
+                and isinstance(b, Heads)
+                and (a.head_axis, a.dim_axis) == (ndim - 3, ndim - 1)
+                and (b.head_axis, b.dim_axis) == (ndim - 3, ndim - 2)
+                and a.heads == b.heads
+                and a.space.root().size == b.space.root().size
+            ):
+                return Scores(a.space.root(), b.space.root(), ndim - 3, a.heads)
+            if (
+                isinstance(a, Scores)
+                and isinstance(b, Heads)
+                and a.head_axis == ndim - 3
+                and (b.head_axis, b.dim_axis) == (ndim - 3, ndim - 1)
+                and a.heads == b.heads
+            ):
+                self._record(a.query, a.key, b.space, a.heads, node)
+                return Heads(b.space.root(), ndim - 3, ndim - 1, a.heads)
+        raise unsupported(f"op `{name}` in {at} multiplies hidden tensors" + _SUPPORTED, name, at)
+
+    def _record(self, query: Space, key: Space, value: Space, heads: int, node: fx.Node) -> None:
+        value.root().ops.append((self.order[node], linear("attention")))
+        self.attentions.append(
+            _Attention(query.root(), key.root(), value.root(), heads, location(node))
+        )
+
+    # -- the groups they make -----------------------------------------------------------
+
+    def _attention_spaces(self) -> set[int]:
+        """The ids of the spaces that attention groups are made of."""
+        return {id(s) for a in self.attentions for s in (a.query, a.key, a.value)}
+
+    def _attention_groups(self, plain_group: object) -> list[tuple[int, UnitGroup]]:
+        """Two ``linear`` groups per attention call, with their creation order:
+        queries/keys (the key rows as outgoing axes) and values/output columns."""
+        groups: list[tuple[int, UnitGroup]] = []
+        seen: set[int] = set()
+        for att in self.attentions:
+            q, k, v = att.query.root(), att.key.root(), att.value.root()
+            ids = {id(q), id(k), id(v)}
+            if len(ids) != 3 or ids & seen:
+                raise unsupported(
+                    f"attention in {att.where} shares its projections with another" + _SUPPORTED,
+                    "attention",
+                    att.where,
+                )
+            seen |= ids
+            for space, role in ((q, "queries"), (k, "keys"), (v, "values")):
+                extra = space.carried or space.batchnorms or (space.outgoing and space is not v)
+                nonlinear = [op.name for _, op in space.ops if not (op.homogeneous and op.odd)]
+                if len(space.producers) != 1 or extra or nonlinear:
+                    what = f"op `{nonlinear[0]}`" if nonlinear else "more than one projection"
+                    raise unsupported(
+                        f"the {role} of the attention in {att.where} pass through {what}"
+                        + _SUPPORTED,
+                        "attention",
+                        att.where,
+                    )
+            _, q_path, q_bias, q_start = q.producers[0]
+            _, k_path, k_bias, k_start = k.producers[0]
+            link = f"{q_path}#heads"
+            keys = [OutgoingAxis(f"{k_path}.weight", 0, 1, k_start)]
+            if k_bias:
+                keys.append(OutgoingAxis(f"{k_path}.bias", 0, 1, k_start))
+            qk = UnitGroup(
+                name=q_path if not q_start else f"{q_path}@{q_start}",
+                size=q.size,
+                symmetry="linear",
+                producers=(
+                    Producer(
+                        f"{q_path}.weight", f"{q_path}.bias" if q_bias else None, None, q_start
+                    ),
+                ),
+                outgoing=tuple(keys),
+                taps=tuple(q.taps.values()) + tuple(k.taps.values()),
+                heads=att.heads,
+                link=link,
+            )
+            vo = plain_group(v)  # type: ignore[operator]
+            assert isinstance(vo, UnitGroup)
+            name = vo.name if not v.producers[0][3] else f"{vo.name}@{v.producers[0][3]}"
+            vo = replace(vo, name=name, symmetry="linear", heads=att.heads, link=link)
+            groups += [(q.created, qk), (v.created, vo)]
+        return groups

@@ -1,0 +1,151 @@
+"""What the walk over a traced graph (:mod:`canon.core.unit_spaces`) knows about each
+tensor: the unit spaces, where a tensor holds their units, and the helpers its
+steps share."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx
+
+from canon.core.ops import Op
+from canon.core.spec import BatchNormTensors, CarriedAxis, OutgoingAxis, Tap
+from canon.errors import UnsupportedModuleError
+
+ADD = {operator.add, operator.iadd, torch.add, "add", "add_", operator.sub, torch.sub, "sub"}
+MUL = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
+DIV = {operator.truediv, torch.div, "div", "div_"}
+PERMUTE = {"permute", torch.permute, "transpose", torch.transpose}
+
+
+@dataclass(eq=False)
+class Space:
+    """Units that permute together: a node of the union-find over unit spaces."""
+
+    size: int
+    pinned: bool = False  # the network's input: never permuted
+    parent: Space | None = None
+    # (order, path, bias, start): the layers whose outputs (from row ``start``) are the units
+    producers: list[tuple[int, str, bool, int]] = field(default_factory=list)
+    batchnorms: dict[str, BatchNormTensors] = field(default_factory=dict)
+    outgoing: list[tuple[int, OutgoingAxis]] = field(default_factory=list)
+    carried: list[CarriedAxis] = field(default_factory=list)
+    ops: list[tuple[int, Op]] = field(default_factory=list)
+    taps: dict[str, Tap] = field(default_factory=dict)
+    blocks: int = 1
+    read_out: bool = False
+    created: int = 0  # the order of the node that made the space: the groups' order
+    carved: bool = False  # cut into parts (a fused projection's queries, keys, values)
+
+    def root(self) -> Space:
+        space = self
+        while space.parent is not None:
+            space = space.parent
+        return space
+
+
+@dataclass(frozen=True)
+class Units:
+    """A tensor whose ``axis`` holds a space's units (``block`` entries each)."""
+
+    space: Space
+    axis: int
+    block: int = 1
+    layer: str | None = None  # set on a layer's direct output: a BatchNorm may attach to it
+
+
+@dataclass(frozen=True)
+class Param:
+    """A view of a parameter used directly in forward; its first axis sits at ``axis``."""
+
+    name: str
+    axis: int
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What follows a sum over the units (a committee machine's read-out)."""
+
+
+@dataclass(frozen=True)
+class Heads:
+    """A tensor whose ``space``'s units are split over two axes: unit ``h * d + j`` at
+    index ``h`` of ``head_axis`` and ``j`` of ``dim_axis`` (attention heads of width d)."""
+
+    space: Space
+    head_axis: int
+    dim_axis: int
+    heads: int
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Attention scores (queries times keys): heads on ``head_axis``, no units; the
+    query and key spaces they came from."""
+
+    query: Space
+    key: Space
+    head_axis: int
+    heads: int
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A tuple of tensors that cut ``space``'s units (on ``axis``) into consecutive parts
+    of ``sizes`` units (``split``/``chunk`` of a fused projection)."""
+
+    space: Space
+    axis: int
+    sizes: tuple[int, ...]
+
+
+Value = Units | Param | Ended | Heads | Scores | Parts
+
+
+def location(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    path = list(stack.keys())[-1] if stack else ""
+    return f"module `{path}`" if path else "the top-level forward"
+
+
+def shape_of(node: fx.Node) -> tuple[int, ...]:
+    return tuple(node.meta["tensor_meta"].shape)
+
+
+def is_tensor(arg: object) -> bool:
+    return isinstance(arg, fx.Node) and "tensor_meta" in arg.meta
+
+
+#: Appended to every error about what canon cannot follow: what it can, and what to do.
+WHAT_TO_DO = (
+    "; canon follows Linear and Conv layers (groups=1 or depthwise), embeddings, residual "
+    "additions, products, BatchNorm/LayerNorm/GroupNorm, elementwise activations, pooling, "
+    "reshapes and multi-head attention (scaled_dot_product_attention or softmax(q @ k^T) @ v): "
+    "write this part of forward with those (`canon spec` shows what canon derived)"
+)
+
+
+def unsupported(message: str, op: str, path: str) -> UnsupportedModuleError:
+    """The error for what the walk cannot follow: the op, where, and what to do."""
+    hint = "" if "canon supports" in message or "; return" in message else WHAT_TO_DO
+    return UnsupportedModuleError(message + hint, op=op, path=path)
+
+
+def permuted_dims(node: fx.Node, ndim: int) -> list[int]:
+    """For a ``permute`` or ``transpose`` node: the input axis at each output axis."""
+    args: list[Any] = list(node.args[1:])
+    if node.target in ("transpose", torch.transpose):
+        a, b = (int(x) % ndim for x in args[:2])
+        dims = list(range(ndim))
+        dims[a], dims[b] = dims[b], dims[a]
+        return dims
+    flat = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+    return [int(d) % ndim for d in flat]
+
+
+def hidden_units(inputs: list[tuple[fx.Node, Value]]) -> list[tuple[fx.Node, Units]]:
+    """The inputs that hold hidden units (not the network's input, not parameters)."""
+    return [(n, v) for n, v in inputs if isinstance(v, Units) and not v.space.pinned]
