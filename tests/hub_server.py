@@ -40,6 +40,7 @@ def git_blob_sha1(data: bytes) -> str:
 class _File:
     data: bytes
     lfs: bool
+    served: bytes | None = None  # what `resolve` sends instead of `data` (a damaged transfer)
 
     @property
     def sha256(self) -> str:
@@ -118,6 +119,15 @@ class FakeHub:
             else:
                 tree[path] = _File(data, lfs=path.endswith(".safetensors"))
         return self._store_commit(repo, branch, parent, tree)
+
+    def tamper(self, repo_id: str, path: str, served: bytes, revision: str = "main") -> None:
+        """Serve ``served`` for ``path`` from now on while every header (ETag, X-Linked-Etag,
+        the tree's LFS oid) still describes the committed bytes: a damaged transfer."""
+        with self.lock:
+            repo = self.repos[repo_id]
+            commit = repo.resolve(revision)
+            assert commit is not None
+            repo.commits[commit][path].served = served
 
     def head(self, repo_id: str, branch: str = "main") -> str:
         """The commit a branch points at."""
@@ -386,8 +396,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             headers = {"X-Repo-Commit": commit, "ETag": f'"{git_blob_sha1(f.data)}"'}
             if f.lfs:
                 headers |= {"X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(len(f.data))}
+            body = f.data if f.served is None else f.served
             self._send(
-                200, f.data, {"Content-Type": "application/octet-stream", **headers}, head=head
+                200, body, {"Content-Type": "application/octet-stream", **headers}, head=head
             )
 
     return Handler

@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "demo": {"architectures", "core"},
     "engine": {"architectures", "core", "data"},
     "zoo": {"architectures", "checkpoint", "core", "data", "engine"},
-    "hub": {"checkpoint", "core", "zoo"},
+    "hub": {"architectures", "checkpoint", "core", "zoo"},
     "plots": {"engine", "zoo"},
     "repro": {"architectures", "core", "data", "engine", "plots", "zoo"},
     "service": {"_options", "architectures", "checkpoint", "engine", "plots", "zoo"},

@@ -16,8 +16,8 @@ from torch import nn
 from canon.architectures import build_model
 from canon.core import Spec, spec_from_module
 from canon.core.spec import BatchNormTensors as BN
+from canon.core.spec import CarriedAxis, OutputLayer, Producer, UnitGroup
 from canon.core.spec import OutgoingAxis as Out
-from canon.core.spec import OutputLayer, Producer, UnitGroup
 from canon.errors import UnsupportedModuleError
 
 
@@ -53,6 +53,71 @@ S1, S2 = B1 + "shortcut.", B2 + "shortcut."
 def conv_bn(conv: str, norm: str) -> Producer:
     """A bias-free convolution followed by BatchNorm, producing into a group."""
     return Producer(f"{conv}.weight", None, bn(norm))
+
+
+A0 = "blocks.0."
+_HEAD = OutputLayer("head.weight", "head.bias", 5)
+
+
+def _stream(inputs: tuple[str, ...]) -> UnitGroup:
+    """The gpt's residual stream: made by the embeddings, the attention's output
+    projection and the MLP; read by the projections, the MLP and the head; LayerNorm: `none`."""
+    return UnitGroup(
+        "tokens",
+        8,
+        "none",
+        (
+            Producer(A0 + "attn.proj.weight", A0 + "attn.proj.bias"),
+            Producer(A0 + "out.weight", A0 + "out.bias"),
+        ),
+        (
+            *(Out(f"{A0}attn.{n}.weight") for n in inputs),
+            Out(A0 + "fc.weight"),
+            Out("head.weight"),
+        ),
+        carried=(
+            CarriedAxis("tokens.weight", 1),
+            CarriedAxis("positions", 2),
+            *(CarriedAxis(f"{A0}{ln}.{p}") for ln in ("ln1", "ln2") for p in ("weight", "bias")),
+            CarriedAxis("ln.weight"),
+            CarriedAxis("ln.bias"),
+        ),
+    )
+
+
+def _attention(
+    query: str, key: tuple[str, int], value: str, value_start: int
+) -> tuple[UnitGroup, UnitGroup]:
+    """The two linear groups of one attention (two heads of 4): queries with the key rows
+    as outgoing axes, values with the output projection's columns; one link."""
+    q, k, v = (f"{A0}attn.{n}" for n in (query, key[0], value))
+    link = f"{q}#heads"
+    return (
+        UnitGroup(
+            q,
+            8,
+            "linear",
+            (Producer(q + ".weight", q + ".bias"),),
+            (Out(k + ".weight", 0, 1, key[1]), Out(k + ".bias", 0, 1, key[1])),
+            heads=2,
+            link=link,
+        ),
+        UnitGroup(
+            v if not value_start else f"{v}@{value_start}",
+            8,
+            "linear",
+            (Producer(v + ".weight", v + ".bias", None, value_start),),
+            (Out(A0 + "attn.proj.weight"),),
+            heads=2,
+            link=link,
+        ),
+    )
+
+
+def _mlp_hidden() -> UnitGroup:
+    return chain(
+        A0 + "fc", 32, "none", A0 + "fc.weight", A0 + "fc.bias", None, (Out(A0 + "out.weight"),)
+    )
 
 
 EXPECTED = {
@@ -226,6 +291,17 @@ EXPECTED = {
             output=OutputLayer("head.weight", "head.bias", 10),
         ),
     ),
+    **{
+        f"gpt {kind}": (
+            # one block: the stream is named after the token embedding, which starts it
+            ("gpt", {"vocab": 5, "context": 3, "width": 8, "heads": 2, "depth": 1, **config}),
+            Spec(groups=(_stream(inputs), *attention, _mlp_hidden()), output=_HEAD),
+        )
+        for kind, config, inputs, attention in (
+            ("separate", {}, ("q", "k", "v"), _attention("q", ("k", 0), "v", 0)),
+            ("fused", {"fused": True}, ("qkv",), _attention("qkv", ("qkv", 8), "qkv", 16)),
+        )
+    },
 }
 
 

@@ -1,8 +1,13 @@
 """Architectures by name: the built-ins and user factories (``module:function``)."""
 
+from canon.architectures import _adapters as _adapters  # Hub adapters: timm/, hf-transformers/
 from canon.architectures import _builtin as _builtin  # registers the built-ins
 from canon.architectures import _registry
 from canon.architectures import _resnet as _resnet  # registers resnet
+from canon.architectures import _transformer as _transformer  # registers gpt
+from canon.architectures._adapters import MAX_CONFIG_BYTES as MAX_CONFIG_BYTES
+from canon.architectures._adapters import adapter_name as adapter_name
+from canon.architectures._adapters import check_hub_config as check_hub_config
 from canon.architectures._builtin import Network as Network
 from canon.architectures._registry import Architecture as Architecture
 from canon.architectures._registry import CheckedConfig as CheckedConfig
@@ -16,4 +21,6 @@ from canon.architectures._registry import register_architecture as register_arch
 from canon.architectures._registry import resolve_config as resolve_config
 
 # Every public name of the registry, and the built-ins' Network.
-__all__ = sorted(["Network", *_registry.__all__])
+__all__ = sorted(
+    ["MAX_CONFIG_BYTES", "Network", "adapter_name", "check_hub_config", *_registry.__all__]
+)

@@ -77,6 +77,21 @@ class Architecture:
 
 
 _REGISTRY: dict[str, Architecture] = {}
+# Families of architectures named ``prefix/<model>`` (the Hub adapters of
+# canon.architectures._adapters): made by ``make(model)`` when looked up, which raises
+# UnknownNameError for a malformed model. Not stored in _REGISTRY, so that looking up
+# hostile names cannot grow it.
+_FAMILIES: dict[str, Callable[[str], Architecture]] = {}
+
+
+def register_family(prefix: str, make: Callable[[str], Architecture]) -> None:
+    """Resolve every name ``prefix/<model>`` through ``make(model)``; names under ``prefix``
+    are reserved for it (``register_architecture`` refuses them)."""
+    if prefix in _FAMILIES or any(n.partition("/")[0] == prefix for n in _REGISTRY):
+        raise DuplicateNameError(f"architecture prefix `{prefix}/` is already in use")
+    if ":" in prefix or "/" in prefix:
+        raise ValueError(f"architecture family prefix `{prefix}` may not contain ':' or '/'")
+    _FAMILIES[prefix] = make
 
 
 def register_architecture(name: str, config_type: type[Any]) -> Callable[[F], F]:
@@ -89,6 +104,11 @@ def register_architecture(name: str, config_type: type[Any]) -> Callable[[F], F]
             raise DuplicateNameError(f"architecture `{name}` is already registered")
         if ":" in name:
             raise ValueError(f"architecture name `{name}` may not contain ':'")
+        if "/" in name and name.partition("/")[0] in _FAMILIES:
+            raise DuplicateNameError(
+                f"architecture `{name}`: names under `{name.partition('/')[0]}/` are the "
+                "Hub adapters'"
+            )
         doc = (factory.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = Architecture(name, config_type, factory, doc[0] if doc else "")
         return factory
@@ -102,18 +122,22 @@ def list_architectures(pattern: str = "*") -> list[str]:
 
 
 def get_architecture(name: str) -> Architecture:
-    """The registered architecture ``name``; an unknown name suggests close matches."""
-    try:
+    """The registered architecture ``name``, or the Hub adapter it names (``timm/<model>``,
+    ``hf-transformers/<model_type>``); an unknown name suggests close matches."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3) if len(name) < 100 else []
-        hint = f"; did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
-        known = ", ".join(sorted(_REGISTRY))
-        raise UnknownNameError(
-            f"unknown architecture `{clip(name, 100)}`{hint} (known: {known}; "
-            "or give module:function)",
-            name=name,
-        ) from None
+    prefix, slash, model = name.partition("/")
+    if slash and prefix in _FAMILIES:
+        return _FAMILIES[prefix](model)
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3) if len(name) < 100 else []
+    hint = f"; did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
+    known = ", ".join(sorted(_REGISTRY))
+    families = "".join(f", {p}/MODEL" for p in sorted(_FAMILIES))
+    raise UnknownNameError(
+        f"unknown architecture `{clip(name, 100)}`{hint} (known: {known}{families}; "
+        "or give module:function)",
+        name=name,
+    )
 
 
 def resolve_config(name: str, config: Mapping[str, Any] | None = None) -> dict[str, Any]:

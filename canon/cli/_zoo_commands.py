@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from canon._options import parse_json, parse_tags
 from canon.cli._app import App, command, emit
 from canon.cli._common import entry_summary, index_path, open_zoo, read_entries, zoo_path
 from canon.errors import ConfigError
+
+if TYPE_CHECKING:
+    from canon.zoo import Entry
 
 __all__ = ["add", "init", "list_entries", "reference", "rm", "show", "verify"]
 
@@ -41,7 +45,9 @@ def init(app: App) -> None:
 
 @command()
 @click.argument("file")
-@click.option("--name", required=True, help="A unique entry name.")
+@click.option(
+    "--name", default=None, help="A unique entry name (for hf://, default the repository's name)."
+)
 @click.option("--arch", default=None, help="Architecture name or module:function.")
 @click.option("--config", "config_json", default=None, help="Architecture config as JSON.")
 @click.option("--dataset", default=None, help="The dataset it was trained on.")
@@ -61,10 +67,29 @@ def init(app: App) -> None:
 )
 @tag_option
 @click.option("--kind", type=KIND_CHOICE, default="solution", show_default=True)
+@click.option(
+    "--sha256",
+    default=None,
+    metavar="HEX",
+    help="hf:// only: the sha256 the weights file must have (as sha256sum prints it).",
+)
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="hf:// only: accept a repository whose config.json names its own code (auto_map); "
+    "canon builds the library's own model type and never runs that code.",
+)
+@click.option(
+    "--token",
+    envvar="HF_TOKEN",
+    default=None,
+    help="hf:// only: Hub access token (else $HF_TOKEN, else the saved login).",
+)
+@click.option("--cache-dir", default=None, help="hf:// only: the Hub cache folder.")
 def add(
     app: App,
     file: str,
-    name: str,
+    name: str | None,
     arch: str | None,
     config_json: str | None,
     dataset: str | None,
@@ -72,14 +97,53 @@ def add(
     key: str | None,
     tags: tuple[str, ...],
     kind: str,
+    sha256: str | None,
+    trust_remote_code: bool,
+    token: str | None,
+    cache_dir: str | None,
 ) -> None:
-    """Add a checkpoint (.safetensors, or .pt/.pth/.ckpt read as weights only) to the zoo.
+    """Add a checkpoint (.safetensors, or .pt/.pth/.ckpt read as weights only) to the zoo,
+    or the model of a Hub repository, hf://ORG/REPO[@REVISION][/FILE].
 
     A checkpoint dict ({'model': ..., 'epoch': ...}, Lightning's {'state_dict': ...}) is
     read under its usual key, or --key; prefixes such as DataParallel's 'module.' are
     stripped when the architecture's names then match. A module:function architecture is
-    imported from the Python path or the current folder.
+    imported from the Python path or the current folder. From the Hub, config.json names
+    the architecture (transformers or timm) and the safetensors weights are checked
+    against it; the repository, commit and sha256s are recorded as hf.* tags.
     """
+    from canon.hub import is_hub_url
+
+    hub_flags = {"--sha256": sha256, "--trust-remote-code": trust_remote_code or None}
+    hub_flags["--cache-dir"] = cache_dir
+    if is_hub_url(file):
+        local = {
+            "--arch": arch,
+            "--config": config_json,
+            "--input-shape": input_shape,
+            "--key": key,
+        }
+        given = [flag for flag, value in local.items() if value is not None]
+        if given:
+            raise ConfigError(
+                f"`{given[0]}` does not apply to hf:// models: their config.json names the "
+                "architecture and its config"
+            )
+        from canon.hub import add_from_hub  # the Hub client loads only when it is used
+
+        with open_zoo(app) as zoo, _notes_to(app):
+            entry = add_from_hub(
+                zoo, file, name=name, dataset=dataset, tags=parse_tags(tags), kind=kind,
+                token=token, device=app.device, sha256=sha256,
+                trust_remote_code=trust_remote_code, cache_dir=cache_dir,
+            )  # fmt: skip
+        _added(app, entry, dataset)
+        return
+    given = [flag for flag, value in hub_flags.items() if value is not None]
+    if given:
+        raise ConfigError(f"`{given[0]}` applies to hf:// models only")
+    if name is None:
+        raise ConfigError("`--name` is required: give the entry a unique name")
     config = parse_json(config_json) if config_json is not None else None
     shape = _parse_shape(input_shape) if input_shape is not None else None
     tag_values = parse_tags(tags)
@@ -96,6 +160,11 @@ def add(
             input_shape=shape,
             key=key,
         )
+    _added(app, entry, dataset)
+
+
+def _added(app: App, entry: Entry, dataset: str | None) -> None:
+    """Say what ``add`` added (and that no errors were computed when the dataset is absent)."""
     if dataset is not None and "train_error" not in entry.metrics:
         app.log(f"note: dataset `{dataset}` cannot be loaded here; no errors computed")
     emit(app, {"entry": entry.to_dict()}, lambda: f"added {entry_summary(entry)}")

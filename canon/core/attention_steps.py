@@ -81,7 +81,7 @@ class AttentionSteps:
     def _embedding(self, node: fx.Node, module: nn.Embedding) -> Units:
         """A lookup table starts a space: its columns are the units (carried, axis 1)."""
         path = str(node.target)
-        space = Space(size=module.embedding_dim, created=self.order[node])
+        space = Space(size=module.embedding_dim, created=self.order[node], origin=path)
         space.carried.append(CarriedAxis(f"{path}.weight", 1))
         space.ops.append((self.order[node], plain("embedding")))
         return Units(space, len(shape_of(node)) - 1)
@@ -131,8 +131,10 @@ class AttentionSteps:
             raise unsupported(f"cannot tell which part `{node.name}` takes", "getitem", node.name)
         index %= len(parts.sizes)
         order, path, bias, start = parts.space.producers[0]
-        space = Space(size=parts.sizes[index], created=self.order[node])
-        space.producers.append((order, path, bias, start + sum(parts.sizes[:index])))
+        offset = start + sum(parts.sizes[:index])
+        origin = f"{path}@{offset}" if offset else path
+        space = Space(size=parts.sizes[index], created=self.order[node], origin=origin)
+        space.producers.append((order, path, bias, offset))
         space.taps[node.name] = Tap(node.name, parts.axis)
         return Units(space, parts.axis)
 
@@ -323,7 +325,7 @@ class AttentionSteps:
             if k_bias:
                 keys.append(OutgoingAxis(f"{k_path}.bias", 0, 1, k_start))
             qk = UnitGroup(
-                name=q_path if not q_start else f"{q_path}@{q_start}",
+                name=q.origin,
                 size=q.size,
                 symmetry="linear",
                 producers=(
@@ -338,7 +340,6 @@ class AttentionSteps:
             )
             vo = plain_group(v)  # type: ignore[operator]
             assert isinstance(vo, UnitGroup)
-            name = vo.name if not v.producers[0][3] else f"{vo.name}@{v.producers[0][3]}"
-            vo = replace(vo, name=name, symmetry="linear", heads=att.heads, link=link)
+            vo = replace(vo, symmetry="linear", heads=att.heads, link=link)
             groups += [(q.created, qk), (v.created, vo)]
         return groups

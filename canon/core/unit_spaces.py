@@ -13,6 +13,7 @@ read off every op it passed through.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import torch
@@ -133,6 +134,9 @@ class Walker(AttentionSteps):
         if hidden and node.target in _CARVE:
             self.values[node] = self._carve(node, *hidden[0])
             return
+        if hidden and node.target is operator.getitem and len(inputs) == 1:
+            self.values[node] = self._index(node, *hidden[0])
+            return
         if isinstance(module, LAYERS) and (
             not isinstance(module, nn.Linear) and module.groups != 1
         ):
@@ -228,7 +232,7 @@ class Walker(AttentionSteps):
                 (self.order[node], OutgoingAxis(f"{path}.weight", 1, units.block))
             )
             space.taps.setdefault(source.name, Tap(source.name, units.axis, units.block))
-        new = Space(size=size, created=self.order[node])
+        new = Space(size=size, created=self.order[node], origin=path)
         new.producers.append((self.order[node], path, module.bias is not None, 0))
         return Units(new, axis, layer=path)
 
@@ -448,6 +452,39 @@ class Walker(AttentionSteps):
             where,
         )
 
+    def _index(self, node: fx.Node, source: fx.Node, units: Units) -> Units:
+        """``x[...]`` that picks positions on other axes and keeps every unit (``x[:, -1]``:
+        a sequence model's last position)."""
+        index = node.args[1]
+        entries = list(index) if isinstance(index, tuple) else [index]
+        ndim = len(shape_of(source))
+        if entries.count(Ellipsis) == 1:
+            dots = entries.index(Ellipsis)
+            fill = ndim - (len(entries) - 1 - entries.count(None))
+            entries[dots : dots + 1] = [slice(None)] * fill
+        axis, new_axis = 0, units.axis
+        for entry in entries:
+            if entry is None:
+                new_axis += axis <= units.axis
+                continue
+            if axis == units.axis and entry != slice(None):
+                break
+            if isinstance(entry, int) and axis < units.axis:
+                new_axis -= 1
+            elif not isinstance(entry, (int, slice)):
+                break
+            axis += 1
+        else:
+            if units.block == 1:
+                return Units(units.space.root(), new_axis)
+        at = location(node)
+        raise unsupported(
+            f"indexing in {at} picks among the units; canon supports indexing other axes "
+            "with numbers and slices (x[:, -1])",
+            "getitem",
+            at,
+        )
+
     def _permute(self, node: fx.Node, source: fx.Node, units: Units) -> Units:
         dims = permuted_dims(node, len(shape_of(source)))
         return Units(units.space.root(), dims.index(units.axis), units.block)
@@ -539,7 +576,7 @@ class Walker(AttentionSteps):
             own = first.axis - (out_ndim - len(view))  # the unit axis among the parameter's
             if at == first.axis and view[param.axis] == space.size and first.block == 1:
                 space.carried.append(CarriedAxis(param.name, 0))
-            elif n.op == "get_attr" and 0 <= own and view[own] == space.size and first.block == 1:
+            elif n.op == "get_attr" and own >= 0 and view[own] == space.size and first.block == 1:
                 space.carried.append(CarriedAxis(param.name, own))  # e.g. positions x units
             else:
                 raise unsupported(
@@ -595,7 +632,8 @@ class Walker(AttentionSteps):
         a.ops += b.ops
         a.taps |= b.taps
         a.blocks = math.lcm(a.blocks, b.blocks)
-        a.created = min(a.created, b.created)
+        if b.created < a.created:
+            a.created, a.origin = b.created, b.origin
         a.read_out = a.read_out or b.read_out
 
     # -- the end -----------------------------------------------------------------
@@ -682,7 +720,7 @@ def _group(space: Space) -> UnitGroup:
     elif outgoing and all(o.odd for o in ops):
         symmetry = "sign"
     return UnitGroup(
-        name=producers[0][1],
+        name=space.origin or producers[0][1],
         size=space.size,
         symmetry=symmetry,
         producers=tuple(

@@ -38,6 +38,7 @@ class Space:
     blocks: int = 1
     read_out: bool = False
     created: int = 0  # the order of the node that made the space: the groups' order
+    origin: str = ""  # the module that made it (a layer, an embedding): the group's name
     carved: bool = False  # cut into parts (a fused projection's queries, keys, values)
 
     def root(self) -> Space:

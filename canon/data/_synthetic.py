@@ -10,6 +10,7 @@ import torch
 from canon.data._checks import check_bool, check_fraction, check_int, check_positive_float
 from canon.data._dataset import Dataset, normalize_inputs, split_indices
 from canon.data._registry import register_dataset
+from canon.errors import DatasetError
 
 __all__: list[str] = []
 
@@ -151,4 +152,78 @@ def _gaussian(
         y_test=ys[1],
         num_classes=classes,
         input_shape=(dim,),
+    )
+
+
+#: The most contexts (vocab ** order) of a ``grammar`` language: its transition table's rows.
+MAX_GRAMMAR_CONTEXTS = 1 << 20
+
+
+@register_dataset("grammar")
+def _grammar(
+    *,
+    vocab: int = 16,
+    order: int = 2,
+    branching: int = 3,
+    context: int = 16,
+    n_train: int = 4000,
+    n_test: int = 1000,
+    seed: int = 0,
+) -> Dataset:
+    """A synthetic character language (a seeded regular grammar): predict the next token.
+
+    The language is an order-``order`` Markov chain over ``vocab`` tokens: after
+    each run of ``order`` tokens, ``branching`` tokens may follow (drawn per run,
+    with Dirichlet(1) weights). One text of ``n_train + context`` tokens and
+    another of ``n_test + context`` are drawn from it; sample ``i`` is the window
+    of ``context`` tokens starting at ``i`` and its label the token after it.
+    Inputs are the token ids as float32 (not standardized: a sequence model
+    embeds them), shape ``(context,)``; ``vocab`` classes. With ``branching`` > 1
+    no model reaches zero error: the best possible is the chain's own entropy.
+    """
+    vocab = check_int("grammar", "vocab", vocab, minimum=2)
+    order = check_int("grammar", "order", order, minimum=1)
+    branching = check_int("grammar", "branching", branching, minimum=1)
+    context = check_int("grammar", "context", context, minimum=order)
+    n_train = check_int("grammar", "n_train", n_train, minimum=1)
+    n_test = check_int("grammar", "n_test", n_test, minimum=1)
+    seed = check_int("grammar", "seed", seed, minimum=0)
+    if branching > vocab:
+        raise DatasetError(f"grammar: branching ({branching}) must be at most vocab ({vocab})")
+    if vocab**order > MAX_GRAMMAR_CONTEXTS:
+        raise DatasetError(
+            f"grammar: vocab ** order = {vocab}**{order} contexts is more than "
+            f"{MAX_GRAMMAR_CONTEXTS}; lower vocab or order"
+        )
+    limit = 1 << 24
+    if (n_train + context) * context > limit or (n_test + context) * context > limit:
+        raise DatasetError(f"grammar: (n + context) * context must be at most {limit}")
+    rng = np.random.default_rng(seed)
+    contexts = vocab**order
+    allowed = np.argsort(rng.random((contexts, vocab)), axis=1)[:, :branching]
+    weights = rng.dirichlet(np.ones(branching), size=contexts)
+    cumulative = np.cumsum(weights, axis=1)
+    splits = []
+    for count in (n_train, n_test):
+        text = np.empty(count + context, dtype=np.int64)
+        text[:order] = rng.integers(0, vocab, order)
+        draws = rng.random(len(text))
+        state = int(np.ravel_multi_index(tuple(text[:order]), (vocab,) * order))
+        for t in range(order, len(text)):  # a Markov chain: each token needs the last
+            pick = min(int(np.searchsorted(cumulative[state], draws[t])), branching - 1)
+            text[t] = allowed[state, pick]
+            state = (state * vocab + int(text[t])) % contexts
+        windows = np.lib.stride_tricks.sliding_window_view(text[:-1], context)[:count]
+        splits.append(
+            (torch.from_numpy(windows.astype(np.float32)), torch.from_numpy(text[context:]))
+        )
+    (x_train, y_train), (x_test, y_test) = splits
+    return Dataset(
+        name="grammar",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=vocab,
+        input_shape=(context,),
     )

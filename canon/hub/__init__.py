@@ -5,12 +5,18 @@ tags, metrics, families, references, schema version), the objects under
 ``objects/ab/<sha256>.safetensors``, cached pair results in
 ``canon-results.json`` and a model card ``README.md``. :func:`push` writes it
 as one atomic commit; :func:`pull` merges it into a local zoo, checking
-everything it reads.
+everything it reads. :func:`add_from_hub` adds the model of an ordinary model
+repository (``hf://ORG/REPO``: ``config.json`` and safetensors weights).
 """
 
 from __future__ import annotations
 
 from canon.hub._card import model_card as model_card
+from canon.hub._from_hub import HubSource as HubSource
+from canon.hub._from_hub import Provenance as Provenance
+from canon.hub._from_hub import add_from_hub as add_from_hub
+from canon.hub._from_hub import is_hub_url as is_hub_url
+from canon.hub._from_hub import parse_hub_url as parse_hub_url
 from canon.hub._pull import PullResult as PullResult
 from canon.hub._pull import pull as pull
 from canon.hub._push import PushResult as PushResult
@@ -23,9 +29,14 @@ __all__ = [
     "CARD_FILE",
     "MANIFEST_FILE",
     "RESULTS_FILE",
+    "HubSource",
+    "Provenance",
     "PullResult",
     "PushResult",
+    "add_from_hub",
+    "is_hub_url",
     "model_card",
+    "parse_hub_url",
     "pull",
     "push",
 ]

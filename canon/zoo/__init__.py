@@ -52,6 +52,7 @@ _EXPORTS = {
     # checkpoints coming in
     "META_ARCH": "canon.zoo._ingest",
     "declared_spec": "canon.zoo._ingest",
+    "Shards": "canon.zoo._ingest",
     # the folder, the manifest and reading the index without SQLAlchemy or torch
     "INDEX": "canon.zoo._layout",
     "MANIFEST": "canon.zoo._layout",

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from canon import checkpoint
-from canon._limits import clip, loads_json
+from canon._limits import MAX_TENSORS, clip, loads_json
 from canon.architectures import build_model, resolve_config
 from canon.checkpoint import STATE_KEYS, Located, load_state, locate_state, read_header
 from canon.core import Spec, check_state, spec_from_module
@@ -29,9 +29,19 @@ from canon.errors import CanonError, CheckpointFormatError, ConfigError, Unsuppo
 from canon.zoo._records import FORMAT_VERSION, canonical_json, family_key
 from canon.zoo._trust import check_trusted, names_code
 
-__all__ = ["META_ARCH", "Prepared", "Source", "declared_spec", "prepare", "serialize"]
+__all__ = ["META_ARCH", "Prepared", "Shards", "Source", "declared_spec", "prepare", "serialize"]
 
-Source = str | os.PathLike[str] | Mapping[str, Tensor] | nn.Module
+
+@dataclass(frozen=True)
+class Shards:
+    """One checkpoint split over several safetensors files (a sharded Hub checkpoint, as
+    ``model.safetensors.index.json`` lists it): their headers are checked as one, then the
+    tensors are read shard by shard."""
+
+    paths: tuple[Path, ...]
+
+
+Source = str | os.PathLike[str] | Mapping[str, Tensor] | nn.Module | Shards
 META_ARCH = "canon.architecture"
 META_CONFIG = "canon.config"
 META_FORMAT = "canon.format_version"
@@ -202,8 +212,11 @@ def prepare(
     header_meta: Mapping[str, str] = {}
     header: checkpoint.Header | None = None
     path: Path | None = None
+    shard_of: dict[str, Path] = {}  # tensor name in the files -> the shard holding it
     groups: dict[str | None, dict[str, Tensor]] | None = None
-    if isinstance(source, nn.Module):
+    if isinstance(source, Shards):
+        header, shard_of = _merged_header(source)
+    elif isinstance(source, nn.Module):
         groups = {None: dict(source.state_dict())}
     elif isinstance(source, Mapping):
         groups = _tensor_groups(source, key, "the state dict")
@@ -225,7 +238,12 @@ def prepare(
             f"cannot add a {type(source).__name__}: give a .safetensors or .pt path, "
             "a state dict or a module"
         )
-    where = f"`{path}`" if path is not None else "the state dict"
+    if path is not None:
+        where = f"`{path}`"
+    elif isinstance(source, Shards):
+        where = f"the {len(source.paths)} shards in `{source.paths[0].parent}`"
+    else:
+        where = "the state dict"
     if architecture is None:
         if path is None or groups is not None:
             raise ConfigError(f"{where} needs architecture= (it carries no canon metadata)")
@@ -274,6 +292,8 @@ def prepare(
             f"({whence}): {type(root).__name__}: {clip(cause, 160)}; pass --input-shape with "
             "the shape of one sample, without the batch axis"
         ) from None
+    if state is None and shard_of:
+        state = _load_shards(shard_of, names, spec, where)
     if state is None:
         assert path is not None
         state = load_state(path, spec, names=names)  # checks the header against the spec first
@@ -288,6 +308,44 @@ def prepare(
         spec=spec,
         data=data,
     )
+
+
+def _merged_header(shards: Shards) -> tuple[checkpoint.Header, dict[str, Path]]:
+    """The headers of ``shards`` as one (each read and bounded alone; at most
+    :data:`~canon._limits.MAX_TENSORS` in all) and which shard holds each tensor.
+    A tensor in two shards is refused."""
+    tensors: dict[str, tuple[tuple[int, ...], str]] = {}
+    shard_of: dict[str, Path] = {}
+    for path in shards.paths:
+        for name, info in read_header(path).tensors.items():
+            if name in shard_of:
+                raise CheckpointFormatError(
+                    f"tensor `{clip(name, 120)}` is in two shards, `{shard_of[name].name}` and "
+                    f"`{path.name}`",
+                    path=str(path),
+                )
+            tensors[name], shard_of[name] = info, path
+        if len(tensors) > MAX_TENSORS:
+            raise CheckpointFormatError(
+                f"the shards list more than {MAX_TENSORS} tensors; canon reads at most that",
+                path=str(path),
+            )
+    return checkpoint.Header(tensors=tensors), shard_of
+
+
+def _load_shards(
+    shard_of: Mapping[str, Path], names: Mapping[str, str] | None, spec: Spec, where: str
+) -> dict[str, Tensor]:
+    """The tensors of a sharded checkpoint, read one shard at a time (each shard's header
+    was checked against ``spec`` as part of the whole; here each is checked for NaN/Inf)."""
+    wanted = dict(names) if names is not None else {n: n for n in shard_of}
+    state: dict[str, Tensor] = {}
+    for path in dict.fromkeys(shard_of.values()):
+        part = {new: old for new, old in wanted.items() if shard_of[old] == path}
+        if part:
+            state.update(load_state(path, None, names=part))
+    check_state(state, spec, where)
+    return state
 
 
 def _note(located: Located, where: str) -> None:

@@ -1,0 +1,297 @@
+"""Adapters: architectures named by a Hub repository's ``config.json``.
+
+A model repository on the Hub describes its network in ``config.json``: a
+transformers config names its ``model_type`` (and the class, under
+``architectures``), a timm config its ``architecture`` (``resnet18.a1_in1k``).
+Each library and model type is an architecture of its own, named
+``hf-transformers/<model_type>`` or ``timm/<model>``. Such names hold a ``/``
+and never a ``:``, so they cannot be mistaken for a ``module:function`` name
+(code): a manifest pulled from the Hub may name them, and building one runs
+only the library's own code, never a repository's (``auto_map`` is dropped).
+
+Their config is one key, ``config``: the repository's ``config.json`` object,
+checked before anything is built (at most :data:`MAX_CONFIG_BYTES` of JSON,
+:data:`~canon._limits.MAX_DEPTH` levels, every size at most
+:data:`~canon._limits.MAX_DIM`); the registry then builds the network on the
+meta device and refuses more than :data:`~canon._limits.MAX_PARAMS` numbers
+before any memory is allocated. transformers and timm are imported only when
+such a network is built (``pip install 'canon[transformers]'``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from canon._limits import MAX_DEPTH, MAX_DIM, clip, json_depth
+from canon.architectures._registry import (
+    INPUT_SHAPE,
+    Architecture,
+    _check_input_shape,
+    register_family,
+)
+from canon.errors import CanonError, ConfigError, UnknownNameError
+
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "TIMM",
+    "TRANSFORMERS",
+    "HubConfig",
+    "adapter_name",
+    "check_hub_config",
+]
+
+#: The family prefixes of the adapters' names.
+TRANSFORMERS = "hf-transformers"
+TIMM = "timm"
+#: The largest config.json an adapter takes (real ones are a few KiB).
+MAX_CONFIG_BYTES = 1 << 20
+#: The pip extra that installs both libraries.
+EXTRA = "pip install 'canon[transformers]'"
+
+# A transformers model_type ("gpt2", "xlm-roberta", "qwen2_moe"); a timm model without its
+# pretrained tag ("vit_tiny_patch16_224"). Neither may hold ':' (code) nor '/' (paths).
+_MODEL_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_TIMM_MODEL_RE = re.compile(r"[a-z0-9][a-z0-9_]{0,127}")
+# Keys whose integers are sizes (units, layers, heads, positions, channels, classes).
+_SIZE_KEY_RE = re.compile(
+    r"(?:^|_)(?:size|sizes|dim|dims|features|channels|chans|layer|layers|head|heads|embd|embed|"
+    r"embeddings|positions|depth|width|inner|experts|classes|labels|ctx)$|^(?:n|num)_"
+)
+# Arguments of timm.create_model that read files or download weights: never from a config.
+_TIMM_REFUSED = frozenset(
+    {"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"}
+)
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """The config of an adapter: a Hub repository's ``config.json`` object, checked
+    (:func:`check_hub_config`) when made."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_hub_config(self.config)
+
+
+def check_hub_config(config: object, where: str = "config.json") -> dict[str, Any]:
+    """``config`` if it is a JSON object within canon's bounds, else a one-line
+    :class:`~canon.errors.ConfigError` naming the key at fault.
+
+    At most :data:`MAX_CONFIG_BYTES` of JSON and :data:`~canon._limits.MAX_DEPTH`
+    levels; every integer under a size key (``hidden_size``, ``n_layer``,
+    ``num_heads``, ``img_size``, ...) from 0 to :data:`~canon._limits.MAX_DIM`.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {type(config).__name__}")
+    try:
+        text = json.dumps(config, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"{where} is not plain JSON: {clip(str(exc), 120)}") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where} is {len(text)} bytes long; canon reads at most 1 MiB")
+    if json_depth(text) > MAX_DEPTH:
+        raise ConfigError(f"{where} is nested more than {MAX_DEPTH} levels deep")
+    _check_sizes(config, where)
+    return config
+
+
+def _check_sizes(node: object, where: str, key: str = "") -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_sizes(v, where, str(k))
+    elif isinstance(node, list):
+        for v in node:
+            _check_sizes(v, where, key)
+    elif (
+        isinstance(node, int)
+        and not isinstance(node, bool)
+        and _SIZE_KEY_RE.search(key)
+        and not 0 <= node <= MAX_DIM
+    ):
+        raise ConfigError(
+            f"{where}: `{clip(key, 80)}` is {clip(str(node), 40)}; canon builds sizes from 0 "
+            f"to {MAX_DIM}"
+        )
+
+
+def adapter_name(config: Mapping[str, Any]) -> str:
+    """The adapter a ``config.json`` object names: ``hf-transformers/<model_type>`` for a
+    transformers config, ``timm/<model>`` for a timm one; else a ConfigError."""
+    model_type = config.get("model_type")
+    if isinstance(model_type, str):
+        return f"{TRANSFORMERS}/{_model_type(model_type)}"
+    architecture = config.get("architecture")
+    if isinstance(architecture, str):
+        return f"{TIMM}/{_timm_model(architecture)}"
+    raise ConfigError(
+        "config.json names no `model_type` (transformers) nor `architecture` (timm); canon "
+        "builds models of these two libraries from the Hub"
+    )
+
+
+def _model_type(text: str) -> str:
+    if not _MODEL_TYPE_RE.fullmatch(text):
+        raise UnknownNameError(
+            f"`{clip(text, 80)}` is not a transformers model type (lower-case letters, "
+            "digits, `_` and `-`)",
+            name=text,
+        )
+    return text
+
+
+def _timm_model(text: str) -> str:
+    """A timm model name with its pretrained tag (``.a1_in1k``) taken off, checked."""
+    base = text.split(".", 1)[0]
+    if not _TIMM_MODEL_RE.fullmatch(base):
+        raise UnknownNameError(
+            f"`{clip(text, 80)}` is not a timm model name (lower-case letters, digits and `_`, "
+            "then an optional .tag)",
+            name=text,
+        )
+    return base
+
+
+def _library(name: str, architecture: str) -> ModuleType:
+    """Import ``name`` (transformers or timm) for ``architecture``; missing: how to install."""
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # ImportError, or whatever a broken install raises as it runs
+        raise ConfigError(
+            f"architecture `{architecture}` needs {name}, which does not import here "
+            f"({type(exc).__name__}: {clip(str(exc), 120)}); {EXTRA}"
+        ) from None
+
+
+def _built(architecture: str, make: Callable[[], nn.Module]) -> nn.Module:
+    """``make()``; whatever the library raises on a config it refuses becomes a ConfigError."""
+    try:
+        return make()
+    except CanonError:
+        raise
+    except Exception as exc:  # library code raises many kinds (ValueError, AssertionError, ...)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"architecture `{architecture}` cannot be built from this config.json: "
+            f"{type(exc).__name__}: {clip(first, 200)}"
+        ) from None
+
+
+def _transformers_model(model_type: str, made: HubConfig) -> nn.Module:
+    """A transformers model of ``model_type`` from its config, weights not loaded: the class
+    ``architectures`` names when transformers maps it to this model type, else ``AutoModel``.
+    Only transformers' own classes are used; a repository's code (``auto_map``) never is."""
+    architecture = f"{TRANSFORMERS}/{model_type}"
+    raw = made.config
+    if raw.get("model_type") != model_type:
+        raise ConfigError(
+            f"architecture `{architecture}` needs a config with model_type `{model_type}`, got "
+            f"{clip(json.dumps(raw.get('model_type')), 80)}"
+        )
+    transformers = _library("transformers", architecture)
+    from transformers.models.auto import modeling_auto
+
+    values = {k: v for k, v in raw.items() if k not in ("model_type", "auto_map")}
+    config = _built(architecture, lambda: transformers.AutoConfig.for_model(model_type, **values))
+    names = raw.get("architectures")
+    wanted = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
+    known: set[str] = set()
+    for key, table in vars(modeling_auto).items():
+        if key.startswith("MODEL") and key.endswith("_MAPPING_NAMES") and model_type in table:
+            found = table[model_type]
+            known.update(found if isinstance(found, (tuple, list)) else (found,))
+    if wanted is None:
+        return _built(
+            architecture,
+            lambda: transformers.AutoModel.from_config(
+                config, trust_remote_code=False, dtype=torch.float32
+            ),
+        )
+    if wanted not in known:
+        listed = ", ".join(sorted(n for n in known if isinstance(n, str))[:8]) or "none"
+        raise ConfigError(
+            f"config.json names the class `{clip(wanted, 80)}`, which transformers does not "
+            f"have for model type `{model_type}` (it has: {listed})"
+        )
+    # the name comes from transformers' own tables, so the attribute is one of its classes
+    cls = getattr(transformers, wanted)
+    return _built(architecture, lambda: cls._from_config(config, dtype=torch.float32))
+
+
+def _timm_model_of(model: str, made: HubConfig) -> nn.Module:
+    """A timm model from a timm ``config.json`` (``architecture``, ``num_classes``,
+    ``model_args``, ``pretrained_cfg``), weights not loaded. Its input shape is
+    ``pretrained_cfg.input_size`` when given (what canon traces it with)."""
+    architecture = f"{TIMM}/{model}"
+    raw = made.config
+    named = raw.get("architecture")
+    if not isinstance(named, str) or _timm_model(named) != model:
+        raise ConfigError(
+            f"architecture `{architecture}` needs a config whose `architecture` is `{model}` "
+            f"(with an optional .tag), got {clip(json.dumps(named), 80)}"
+        )
+    args = raw.get("model_args") or {}
+    pretrained = raw.get("pretrained_cfg") or {}
+    if not isinstance(args, dict) or not isinstance(pretrained, dict):
+        raise ConfigError("config.json: `model_args` and `pretrained_cfg` must be JSON objects")
+    refused = sorted(k for k in args if not str(k).isidentifier() or k in _TIMM_REFUSED)
+    if refused:
+        listed = ", ".join(f"`{clip(k, 40)}`" for k in refused)
+        raise ConfigError(
+            f"config.json: `model_args` may not set {listed} (canon builds the network and "
+            "loads the weights itself)"
+        )
+    kwargs = dict(args)
+    classes = raw.get("num_classes", pretrained.get("num_classes"))
+    if classes is not None:
+        kwargs.setdefault("num_classes", classes)
+    shape = pretrained.get("input_size")
+    checked = _check_input_shape(shape, architecture) if shape is not None else None
+    timm = _library("timm", architecture)
+    if not timm.is_model(model):
+        raise ConfigError(f"timm {timm.__version__} has no model `{model}`")
+    net = _built(architecture, lambda: timm.create_model(model, pretrained=False, **kwargs))
+    if checked is not None:
+        setattr(net, INPUT_SHAPE, checked)  # read by canon's tracer (spec_from_module)
+    return net
+
+
+def _family(
+    prefix: str,
+    check: Callable[[str], str],
+    build: Callable[[str, HubConfig], nn.Module],
+    what: str,
+) -> Callable[[str], Architecture]:
+    """The maker of ``prefix/<model>`` architectures for the registry's family hook."""
+
+    @functools.lru_cache(maxsize=256)
+    def make(model: str) -> Architecture:
+        if check(model) != model:  # a bare name: `timm/resnet18`, not `timm/resnet18.tag`
+            raise UnknownNameError(
+                f"`{prefix}/{clip(model, 80)}` is not an adapter name; write {prefix}/MODEL",
+                name=model,
+            )
+        return Architecture(
+            f"{prefix}/{model}",
+            HubConfig,
+            functools.partial(build, model),
+            f"{what} `{model}` built from a Hub repository's config.json",
+        )
+
+    return make
+
+
+register_family(
+    TRANSFORMERS, _family(TRANSFORMERS, _model_type, _transformers_model, "transformers model type")
+)
+register_family(TIMM, _family(TIMM, _timm_model, _timm_model_of, "timm model"))

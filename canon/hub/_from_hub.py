@@ -1,0 +1,346 @@
+"""Add a model straight from a Hub model repository (``hf://ORG/REPO[@REVISION][/FILE]``).
+
+The repository's ``config.json`` names the architecture (a transformers
+``model_type`` or a timm ``architecture``: the adapters of
+:mod:`canon.architectures`), its safetensors weights are downloaded through
+the Hub client's cache (so a cached revision adds again offline, with
+``HF_HUB_OFFLINE=1``), each file's sha256 is checked against the one the Hub
+gave for it (its LFS etag, the name of the cached blob) and against
+``sha256`` when given, and the weights then go through the zoo's own add:
+the headers are checked against the architecture before any tensor is read.
+A sharded checkpoint (``model.safetensors.index.json``) is read shard by
+shard. Pickled weights (``pytorch_model.bin``, ``.pt``) are refused unread.
+The entry records where it came from in its tags (:class:`Provenance`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import torch
+
+from canon._limits import clip, loads_json
+from canon.architectures import MAX_CONFIG_BYTES, adapter_name, check_hub_config
+from canon.errors import CheckpointFormatError, ConfigError, HubError, UntrustedCodeError
+from canon.hub._remote import check_repo_id, hub_errors, quiet_hub_bars
+from canon.zoo import Shards, check_name, sha256_file
+
+if TYPE_CHECKING:
+    from canon.zoo import Entry, Zoo
+
+__all__ = ["HUB_SCHEME", "HubSource", "Provenance", "add_from_hub", "is_hub_url", "parse_hub_url"]
+
+HUB_SCHEME = "hf://"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+INDEX_SUFFIX = ".safetensors.index.json"
+INDEX_FILE = "model" + INDEX_SUFFIX
+#: Weights files that are pickles: never downloaded, never read.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+#: Bounds on a shard index: its size and the shards it may list.
+MAX_INDEX_BYTES = 16 << 20
+MAX_SHARDS = 1024
+#: The tag keys of the provenance record (``hf.shard.N`` for the N-th shard, from 1).
+TAG_PREFIX = "hf."
+
+_REVISION_RE = re.compile(r"[A-Za-z0-9][\w.\-/]{0,199}")
+_FILE_RE = re.compile(r"[\w.\-]+(?:/[\w.\-]+){0,7}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """What an ``hf://`` address names: a repository, a revision (None: main) and a file
+    (None: ``model.safetensors``, else ``model.safetensors.index.json``)."""
+
+    repo_id: str
+    revision: str | None = None
+    filename: str | None = None
+
+    def __str__(self) -> str:
+        at = f"@{self.revision}" if self.revision else ""
+        return f"{HUB_SCHEME}{self.repo_id}{at}" + (f"/{self.filename}" if self.filename else "")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where an entry added from the Hub came from: the repository, the commit its revision
+    resolved to, and each weights file with its sha256 (a sharded checkpoint lists its
+    index file, then every shard)."""
+
+    repo_id: str
+    revision: str
+    files: tuple[tuple[str, str], ...]  # (file name, sha256)
+
+    def tags(self) -> dict[str, str]:
+        """The record as entry tags: ``hf.repo``, ``hf.revision``, ``hf.file`` and
+        ``hf.sha256`` of the file named, and ``hf.shard.N`` = ``<sha256> <file>`` (as
+        ``sha256sum`` prints it) for the shards of a sharded checkpoint."""
+        (first, digest), *shards = self.files
+        tags = {"hf.repo": self.repo_id, "hf.revision": self.revision, "hf.file": first}
+        tags["hf.sha256"] = digest
+        for i, (name, sha) in enumerate(shards, start=1):
+            tags[f"hf.shard.{i}"] = f"{sha} {name}"
+        return tags
+
+
+def is_hub_url(text: object) -> bool:
+    """Whether ``text`` is an ``hf://`` address rather than a file path."""
+    return isinstance(text, str) and text.startswith(HUB_SCHEME)
+
+
+def parse_hub_url(url: str) -> HubSource:
+    """``hf://ORG/REPO[@REVISION][/FILE]`` checked, as a :class:`HubSource`.
+
+    A revision holding ``/`` (``refs/pr/1``) is written with ``%2F``. FILE is a
+    path inside the repository: safetensors (``.safetensors``) or a shard index
+    (``.safetensors.index.json``); pickled weights are refused.
+    """
+    if not is_hub_url(url):
+        raise ConfigError(f"`{clip(url, 120)}` is not an address of the form hf://ORG/REPO")
+    rest = url[len(HUB_SCHEME) :]
+    owner, _, tail = rest.partition("/")
+    name_at, _, filename = tail.partition("/")
+    name, at, revision = name_at.partition("@")
+    if not owner or not name:
+        raise ConfigError(
+            f"`{clip(url, 120)}` does not name a repository: write hf://ORG/REPO[@REVISION][/FILE]"
+        )
+    repo_id = check_repo_id(f"{owner}/{name}")
+    rev = unquote(revision) if at else None
+    if rev is not None and (not _REVISION_RE.fullmatch(rev) or ".." in rev):
+        raise ConfigError(
+            f"`{clip(url, 120)}`: the revision must be a branch, tag or commit (letters, digits, "
+            "`_.-`, and `/` written as %2F)"
+        )
+    return HubSource(repo_id, rev, check_weights_file(filename) if filename else None)
+
+
+def check_weights_file(filename: str) -> str:
+    """``filename`` if it is a relative path to safetensors weights or a shard index;
+    pickles and anything else are refused before any download."""
+    if not _FILE_RE.fullmatch(filename) or any(p in (".", "..") for p in filename.split("/")):
+        raise ConfigError(
+            f"`{clip(filename, 120)}` is not a file path inside a repository (letters, digits, "
+            "`_.-`, folders separated by /)"
+        )
+    if filename.lower().endswith(PICKLE_SUFFIXES):
+        raise CheckpointFormatError(
+            f"`{clip(filename, 120)}` holds pickled Python objects, which canon never "
+            "downloads nor unpickles; add the repository's .safetensors weights instead",
+            path=filename,
+        )
+    if not filename.endswith((".safetensors", INDEX_SUFFIX)):
+        raise ConfigError(
+            f"`{clip(filename, 120)}`: canon reads weights from .safetensors files (or a "
+            f"sharded checkpoint's {INDEX_FILE})"
+        )
+    return filename
+
+
+def add_from_hub(
+    zoo: Zoo,
+    url: str | HubSource,
+    *,
+    name: str | None = None,
+    dataset: str | None = None,
+    tags: Mapping[str, object] | None = None,
+    kind: str = "solution",
+    sha256: str | None = None,
+    trust_remote_code: bool = False,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+    created: datetime | None = None,
+    evaluate: bool = True,
+    device: str | torch.device = "auto",
+) -> Entry:
+    """Add the model of a Hub repository (``hf://ORG/REPO[@REVISION][/FILE]``) to ``zoo``.
+
+    ``config.json`` names the architecture (``hf-transformers/<model_type>`` or
+    ``timm/<model>``; its config is the file's content). A config naming the
+    repository's own code (``auto_map``) is refused unless ``trust_remote_code``;
+    even then canon never runs that code: it builds the library's own
+    implementation of the model type, and the header check refuses weights
+    that do not fit it. The weights file's sha256 must be the one the Hub gave
+    for it and, when given, ``sha256``. ``name`` defaults to the repository's
+    name. Downloads go through the Hub cache (``cache_dir``, ``endpoint``, ``token``
+    and ``local_files_only`` as :func:`huggingface_hub.hf_hub_download` takes them;
+    ``HF_HUB_OFFLINE=1`` makes every call ``local_files_only``). The rest
+    is :meth:`canon.zoo.Zoo.add`'s: on any failure the zoo is unchanged.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    source = url if isinstance(url, HubSource) else parse_hub_url(url)
+    repo_id = source.repo_id
+    entry_name = check_name(name if name is not None else repo_id.split("/")[-1])
+    expected = _expected_sha(sha256)
+    own_tags = dict(tags or {})
+    clashes = sorted(k for k in own_tags if str(k).startswith(TAG_PREFIX))
+    if clashes:
+        raise ConfigError(
+            f"tag `{clip(str(clashes[0]), 60)}`: tags under `{TAG_PREFIX}` record where an entry "
+            "came from; canon writes them"
+        )
+    wanted = source.revision or "main"
+
+    def download(filename: str, at: str) -> Path:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=at,
+                cache_dir=None if cache_dir is None else Path(cache_dir),
+                token=token,
+                endpoint=endpoint,
+                local_files_only=local_files_only,
+            )
+        )
+
+    with hub_errors(repo_id, wanted, "add"), quiet_hub_bars(False):
+        config_file = download(CONFIG_FILE, wanted)
+        # the Hub cache keeps each file under snapshots/<commit>/: the commit the revision is
+        snapshot = config_file.parent.name
+        at = snapshot if _COMMIT_RE.fullmatch(snapshot) else wanted
+        where = f"{repo_id}@{at[:12]}"
+        config = _read_config(config_file, where)
+        architecture = adapter_name(config)
+        _check_code(config, architecture, where, trust_remote_code)
+        filename = source.filename
+        if filename is None:
+            try:
+                weights = download(WEIGHTS_FILE, at)
+                filename = WEIGHTS_FILE
+            except EntryNotFoundError:
+                weights = download(INDEX_FILE, at)  # hub_errors names the file if it is missing
+                filename = INDEX_FILE
+        else:
+            weights = download(filename, at)
+        files = [(filename, _verified(weights, filename, where))]
+        checkpoint: Path | Shards = weights
+        if filename.endswith(INDEX_SUFFIX):
+            shards = _shard_names(weights, filename, where)
+            if expected is not None:
+                raise ConfigError(
+                    f"`sha256` pins one weights file, and {where} is a checkpoint of "
+                    f"{len(shards)} shards; add it without `sha256` (the Hub's sha256 of every "
+                    "shard is checked and recorded)"
+                )
+            paths = []
+            for shard in shards:
+                path = download(shard, at)
+                files.append((shard, _verified(path, shard, where)))
+                paths.append(path)
+            checkpoint = Shards(tuple(paths))
+        if expected is not None and files[0][1] != expected:
+            raise HubError(
+                f"cannot add `{where}`: {filename} has sha256 {files[0][1]}, not the expected "
+                f"{expected}; nothing was added",
+                repo_id=repo_id,
+                revision=at,
+            )
+    provenance = Provenance(repo_id, at, tuple(files))
+    return zoo.add(
+        checkpoint,
+        name=entry_name,
+        architecture=architecture,
+        config={"config": config},
+        dataset=dataset,
+        tags={**own_tags, **provenance.tags()},
+        kind=kind,
+        created=created,
+        evaluate=evaluate,
+        device=device,
+    )
+
+
+def _expected_sha(sha256: str | None) -> str | None:
+    if sha256 is None:
+        return None
+    digest = sha256.strip().lower()
+    if not _SHA256_RE.fullmatch(digest):
+        raise ConfigError(
+            f"`sha256` must be 64 hexadecimal digits (as sha256sum prints), got "
+            f"{clip(repr(sha256), 80)}"
+        )
+    return digest
+
+
+def _read_config(path: Path, where: str) -> dict[str, Any]:
+    """The repository's ``config.json``: bounded JSON, checked by the adapters' rules."""
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: {CONFIG_FILE} is {size} bytes long; canon reads at most 1 MiB")
+    what = f"{where}: {CONFIG_FILE}"
+    value = loads_json(path.read_bytes(), what=what, max_bytes=MAX_CONFIG_BYTES)
+    return check_hub_config(value, what)
+
+
+def _check_code(config: Mapping[str, Any], architecture: str, where: str, trusted: bool) -> None:
+    """Refuse a config naming the repository's own code (``auto_map``) unless ``trusted``."""
+    if "auto_map" not in config or trusted:
+        return
+    auto_map = config["auto_map"]
+    named = (
+        ", ".join(sorted(str(v) for v in auto_map.values())) if isinstance(auto_map, dict) else ""
+    )
+    raise UntrustedCodeError(
+        f"{where}: config.json names the repository's own Python code (auto_map: "
+        f"{clip(named or str(auto_map), 120)}), which transformers would import and run; "
+        "nothing was added. If you trust its author, pass --trust-remote-code (Python: "
+        f"trust_remote_code=True): canon then builds `{architecture}` with the library's own "
+        "code, never the repository's, and refuses weights that do not fit it",
+        architecture=architecture,
+    )
+
+
+def _verified(path: Path, filename: str, where: str) -> str:
+    """The sha256 of a downloaded file, checked against the Hub's: the cache names an LFS
+    file's blob by the sha256 the Hub sent for it (its ``X-Linked-Etag``)."""
+    digest = sha256_file(path)
+    blob = Path(os.path.realpath(path)).name
+    if _SHA256_RE.fullmatch(blob) and blob != digest:
+        raise HubError(
+            f"cannot add `{where}`: {filename} does not hash to the sha256 the Hub gave for it "
+            f"({blob[:12]}…, the file hashes to {digest[:12]}…): the download or the Hub cache "
+            f"is damaged; delete {clip(str(path), 160)} and add again",
+            repo_id=where.partition("@")[0],
+        )
+    return digest
+
+
+def _shard_names(index_file: Path, filename: str, where: str) -> list[str]:
+    """The shard files a ``model.safetensors.index.json`` lists (its ``weight_map``
+    values), checked: at most :data:`MAX_SHARDS` safetensors files next to the index."""
+    what = f"{where}: {filename}"
+    if index_file.stat().st_size > MAX_INDEX_BYTES:
+        raise CheckpointFormatError(f"{what} is larger than 16 MiB", path=filename)
+    index = loads_json(
+        index_file.read_bytes(), what=what, error=CheckpointFormatError, max_bytes=MAX_INDEX_BYTES
+    )
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointFormatError(f"{what} has no `weight_map` of tensor names to shard files")
+    names = sorted({str(v) for v in weight_map.values()})
+    if len(names) > MAX_SHARDS:
+        raise CheckpointFormatError(f"{what} lists {len(names)} shards; canon reads at most 1024")
+    folder = PurePosixPath(filename).parent
+    shards = []
+    for shard in names:
+        checked = check_weights_file(shard)
+        if not checked.endswith(".safetensors") or "/" in checked:
+            raise CheckpointFormatError(
+                f"{what} lists `{clip(shard, 80)}`; shards are .safetensors files beside the index"
+            )
+        shards.append(str(folder / checked) if str(folder) != "." else checked)
+    return shards

@@ -1,0 +1,373 @@
+"""`canon add hf://...`: models from ordinary Hub model repositories, through the real Hub
+client against the loopback Hub of tests/hub_server.py (no mocks).
+
+The test builds a timm repository (a small resnet18: config.json and model.safetensors,
+also sharded) and a transformers one (a tiny GPT-2). The timm model goes all the way into
+the zoo; canon cannot derive a transformers model's spec yet, so that one is checked up
+to the spec (config, header check, trust_remote_code) and must leave the zoo unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hub_server import FakeHub
+from safetensors.torch import save
+from vision_models import vision
+
+from canon.architectures import build_model, get_architecture
+from canon.errors import (
+    CheckpointFormatError,
+    ConfigError,
+    HubError,
+    SpecMismatchError,
+    UnknownNameError,
+    UnsupportedModuleError,
+    UntrustedCodeError,
+)
+from canon.hub import add_from_hub, parse_hub_url, pull, push
+from canon.zoo import Zoo
+
+TOKEN = "hf_test_token"
+TIMM_CONFIG: dict[str, Any] = {
+    "architecture": "resnet18.canon_test",
+    "num_classes": 10,
+    "num_features": 32,
+    "global_pool": "avg",
+    "model_args": {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 32], "stem_width": 8},
+    "pretrained_cfg": {"input_size": [3, 16, 16], "num_classes": 10},
+}
+GPT2_CONFIG: dict[str, Any] = {
+    "model_type": "gpt2",
+    "architectures": ["GPT2Model"],
+    "n_embd": 16,
+    "n_layer": 1,
+    "n_head": 2,
+    "n_positions": 16,
+    "vocab_size": 64,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+}
+
+
+def _weights(architecture: str, config: dict[str, Any], seed: int = 0) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return build_model(architecture, {"config": config}).state_dict()
+
+
+def _config_bytes(config: dict[str, Any]) -> bytes:
+    return json.dumps(config, indent=2).encode()
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """The sha256 of every file under ``root``, by path: a zoo's bytes."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def libraries() -> None:
+    vision()  # timm (and transformers' torchvision import) need the op schemas first
+
+
+@pytest.fixture(scope="module")
+def timm_state(libraries: None) -> dict[str, torch.Tensor]:
+    return _weights("timm/resnet18", TIMM_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def hub(timm_state: dict[str, torch.Tensor]) -> Iterator[FakeHub]:
+    """A loopback Hub holding the timm repository, whole (lab/resnet) and in two shards
+    (lab/resnet-sharded)."""
+    with FakeHub(token=TOKEN) as server:
+        config = _config_bytes(TIMM_CONFIG)
+        server.commit("lab/resnet", {"config.json": config, "model.safetensors": save(timm_state)})
+        names = list(timm_state)
+        half = {n: timm_state[n] for n in names[: len(names) // 2]}
+        rest = {n: timm_state[n] for n in names[len(names) // 2 :]}
+        shards = {
+            "model-00001-of-00002.safetensors": half,
+            "model-00002-of-00002.safetensors": rest,
+        }
+        index = {"weight_map": {n: f for f, part in shards.items() for n in part}}
+        server.commit(
+            "lab/resnet-sharded",
+            {
+                "config.json": config,
+                "model.safetensors.index.json": json.dumps(index).encode(),
+                **{f: save(part) for f, part in shards.items()},
+            },
+        )
+        yield server
+
+
+@pytest.fixture
+def options(hub: FakeHub, tmp_path: Path) -> dict[str, Any]:
+    """Client options: the loopback endpoint, the token, a Hub cache of this test's own."""
+    return {"endpoint": hub.endpoint, "token": TOKEN, "cache_dir": tmp_path / "hf-cache"}
+
+
+@pytest.fixture
+def zoo(tmp_path: Path) -> Iterator[Zoo]:
+    with Zoo.open(tmp_path / "zoo") as z:
+        yield z
+
+
+def test_timm_repo_is_added_with_its_provenance(
+    hub: FakeHub, zoo: Zoo, options: dict[str, Any], timm_state: dict[str, torch.Tensor]
+) -> None:
+    """A timm repository becomes an entry of adapter `timm/resnet18` whose config is the
+    repository's config.json; repo, commit, file and sha256 are recorded as tags."""
+    entry = add_from_hub(zoo, "hf://lab/resnet", **options)
+    data = hub.files("lab/resnet")["model.safetensors"]
+    assert entry.name == "resnet"
+    assert entry.architecture == "timm/resnet18"
+    assert entry.config == {"config": TIMM_CONFIG}
+    assert entry.tags == {
+        "hf.repo": "lab/resnet",
+        "hf.revision": hub.head("lab/resnet"),
+        "hf.file": "model.safetensors",
+        "hf.sha256": hashlib.sha256(data).hexdigest(),
+    }
+    state = zoo.state(entry)
+    assert state.keys() == timm_state.keys()
+    assert all(torch.equal(state[k], timm_state[k]) for k in state)
+    assert zoo.spec(entry).groups  # traced through the adapter: the residual streams
+
+
+def test_sharded_checkpoint_is_read_shard_by_shard(
+    hub: FakeHub, zoo: Zoo, options: dict[str, Any], tmp_path: Path
+) -> None:
+    """model.safetensors.index.json: the shards are checked as one checkpoint, every shard's
+    sha256 is recorded, and the entry holds the same weights as the whole file's."""
+    entry = add_from_hub(zoo, "hf://lab/resnet-sharded@main", name="sharded", **options)
+    files = hub.files("lab/resnet-sharded")
+    assert entry.tags["hf.file"] == "model.safetensors.index.json"
+    for i in (1, 2):
+        shard = f"model-0000{i}-of-00002.safetensors"
+        assert entry.tags[f"hf.shard.{i}"] == f"{hashlib.sha256(files[shard]).hexdigest()} {shard}"
+    with Zoo.open(tmp_path / "whole") as whole:
+        assert add_from_hub(whole, "hf://lab/resnet", **options).id == entry.id
+
+
+def test_wrong_sha256_is_refused_and_the_zoo_is_unchanged(
+    hub: FakeHub, zoo: Zoo, options: dict[str, Any]
+) -> None:
+    """An expected sha256 the file does not have, and a transfer that does not hash to the
+    Hub's LFS etag, are refused; the zoo's bytes stay as they were."""
+    good = hub.files("lab/resnet")
+    right = hashlib.sha256(good["model.safetensors"]).hexdigest()
+    entry = add_from_hub(zoo, "hf://lab/resnet", name="pinned", sha256=right.upper(), **options)
+    assert entry.tags["hf.sha256"] == right
+    before = _snapshot(zoo.root)
+    with pytest.raises(HubError, match="not the expected 0000"):
+        add_from_hub(zoo, "hf://lab/resnet", name="second", sha256="0" * 64, **options)
+    assert _snapshot(zoo.root) == before
+    with pytest.raises(ConfigError, match="64 hexadecimal digits"):
+        add_from_hub(zoo, "hf://lab/resnet", name="second", sha256="abc", **options)
+
+    hub.commit("lab/damaged", good)
+    served = bytearray(good["model.safetensors"])
+    served[-1] ^= 0xFF  # same size, other bytes
+    hub.tamper("lab/damaged", "model.safetensors", bytes(served))
+    with pytest.raises(HubError, match="does not hash to the sha256 the Hub gave"):
+        add_from_hub(zoo, "hf://lab/damaged", **options)
+    assert _snapshot(zoo.root) == before
+
+
+def test_pickles_and_bad_addresses_are_refused_before_any_request(
+    hub: FakeHub, zoo: Zoo, options: dict[str, Any]
+) -> None:
+    """pytorch_model.bin is never downloaded; malformed addresses fail before the Hub is asked."""
+    requests = sum(hub.requests.values())
+    with pytest.raises(CheckpointFormatError, match="never downloads nor unpickles"):
+        add_from_hub(zoo, "hf://lab/resnet/pytorch_model.bin", **options)
+    for bad in ("hf://lab", "hf://../x", "hf://lab/resnet/../secret.safetensors", "hf://a/b@"):
+        with pytest.raises((ConfigError, HubError)):
+            add_from_hub(zoo, bad, **options)
+    assert sum(hub.requests.values()) == requests
+    assert parse_hub_url("hf://lab/resnet@refs%2Fpr%2F1/sub/w.safetensors") == parse_hub_url(
+        "hf://lab/resnet@refs%2Fpr%2F1/sub/w.safetensors"
+    )
+    source = parse_hub_url("hf://lab/resnet@v1/sub/w.safetensors")
+    assert (source.repo_id, source.revision, source.filename) == (
+        "lab/resnet",
+        "v1",
+        "sub/w.safetensors",
+    )
+    assert parse_hub_url("hf://lab/resnet@refs%2Fpr%2F1").revision == "refs/pr/1"
+
+
+def test_readd_is_served_from_the_cache_alone(
+    hub: FakeHub, zoo: Zoo, options: dict[str, Any], tmp_path: Path
+) -> None:
+    """Once cached, a revision (whole or sharded) adds again from the Hub cache alone, with
+    no request (``local_files_only``; the shell's HF_HUB_OFFLINE=1 is the slow test below)."""
+    online = add_from_hub(zoo, "hf://lab/resnet", **options)
+    with Zoo.open(tmp_path / "sharded") as other:
+        sharded = add_from_hub(other, "hf://lab/resnet-sharded", **options)
+    requests = sum(hub.requests.values())
+    offline = {**options, "local_files_only": True}
+    with Zoo.open(tmp_path / "offline") as other:
+        again = add_from_hub(other, "hf://lab/resnet", **offline)
+        assert (again.id, again.tags) == (online.id, online.tags)
+        other.rm(again)
+        again = add_from_hub(other, "hf://lab/resnet-sharded", **offline)
+        assert (again.id, again.tags) == (sharded.id, sharded.tags)
+        with pytest.raises(HubError, match="unreachable or offline"):
+            add_from_hub(other, "hf://lab/uncached", **offline)
+    assert sum(hub.requests.values()) == requests
+
+
+def test_adapter_entries_push_and_pull(
+    hub: FakeHub, zoo: Zoo, options: dict[str, Any], tmp_path: Path
+) -> None:
+    """A zoo of Hub-adapter entries pushes and pulls: the pulled manifest names `timm/resnet18`,
+    which builds from the registered adapter (no code is imported), and its weights match."""
+    entry = add_from_hub(zoo, "hf://lab/resnet", **options)
+    push(zoo, "lab/adapter-zoo", endpoint=hub.endpoint, token=TOKEN)
+    with Zoo.open(tmp_path / "copy") as copy:
+        pulled = pull(copy, "lab/adapter-zoo", **options)
+        assert pulled.added == ["resnet"]
+        got = copy.get("resnet")
+        assert got.to_dict() == entry.to_dict()
+        assert zoo.state(entry).keys() == copy.state(got).keys()
+
+
+def test_adapter_names_and_configs_are_checked(libraries: None) -> None:
+    """Adapter names are never code; malformed names and out-of-bounds sizes are refused before
+    anything is built."""
+    assert get_architecture("timm/resnet18").name == "timm/resnet18"
+    for bad in ("timm/resnet18.tag", "timm/Res Net", "hf-transformers/GPT2", "timm/a/b"):
+        with pytest.raises(UnknownNameError):
+            get_architecture(bad)
+    with pytest.raises(ConfigError, match="`channels` is 4194304"):
+        build_model(
+            "timm/resnet18", {"config": {**TIMM_CONFIG, "model_args": {"channels": [2**22]}}}
+        )
+    with pytest.raises(ConfigError, match="may not set `checkpoint_path`"):
+        args = {**TIMM_CONFIG["model_args"], "checkpoint_path": "/etc/passwd"}
+        build_model("timm/resnet18", {"config": {**TIMM_CONFIG, "model_args": args}})
+    with pytest.raises(ConfigError, match="`architecture` is `resnet18`"):
+        build_model("timm/resnet18", {"config": {**TIMM_CONFIG, "architecture": "resnet34"}})
+    wide = {**TIMM_CONFIG, "model_args": {"channels": [2**17] * 4, "stem_width": 2**17}}
+    with pytest.raises(ConfigError, match="canon builds at most"):
+        build_model("timm/resnet18", {"config": wide})  # refused on the meta device
+
+
+@pytest.fixture(scope="module")
+def transformers_hub(hub: FakeHub, libraries: None) -> FakeHub:
+    """The tiny GPT-2 repositories: plain (lab/gpt2), with a header that lies about a shape
+    (lab/gpt2-bad), and naming its own code (lab/gpt2-code, whose code exits if run)."""
+    pytest.importorskip("transformers")
+    state = _weights("hf-transformers/gpt2", GPT2_CONFIG)
+    config = _config_bytes(GPT2_CONFIG)
+    hub.commit("lab/gpt2", {"config.json": config, "model.safetensors": save(state)})
+    bad = {**state, "wte.weight": torch.zeros(65, 16)}
+    hub.commit("lab/gpt2-bad", {"config.json": config, "model.safetensors": save(bad)})
+    code = {**GPT2_CONFIG, "auto_map": {"AutoModel": "modeling_tiny.TinyModel"}}
+    hub.commit(
+        "lab/gpt2-code",
+        {
+            "config.json": _config_bytes(code),
+            "model.safetensors": save(state),
+            "modeling_tiny.py": b"raise SystemExit('the repository code ran')\n",
+        },
+    )
+    return hub
+
+
+@pytest.mark.slow  # imports transformers and builds GPT-2 (some seconds)
+def test_transformers_repo_is_checked_up_to_the_spec(
+    transformers_hub: FakeHub, zoo: Zoo, options: dict[str, Any]
+) -> None:
+    """config.json builds `hf-transformers/gpt2` through AutoConfig (no weights downloaded by
+    transformers); a header that does not fit is refused before any tensor is read; a fitting
+    one stops where canon cannot derive the spec. The zoo is unchanged throughout."""
+    assert len(zoo) == 0  # the index is open (SQLite's -wal/-shm files exist) from here on
+    before = _snapshot(zoo.root)
+    with pytest.raises(SpecMismatchError, match=r"`wte.weight` has shape \[65, 16\]"):
+        add_from_hub(zoo, "hf://lab/gpt2-bad", **options)
+    with pytest.raises(UnsupportedModuleError):
+        add_from_hub(zoo, "hf://lab/gpt2", **options)
+    with pytest.raises(UnsupportedModuleError):  # auto_map accepted: on to the spec
+        add_from_hub(zoo, "hf://lab/gpt2-code", trust_remote_code=True, **options)
+    assert len(zoo) == 0 and _snapshot(zoo.root) == before
+
+
+def test_remote_code_is_refused_without_the_flag(
+    hub: FakeHub, zoo: Zoo, options: dict[str, Any]
+) -> None:
+    """A config naming the repository's own code (auto_map) is refused unless
+    trust_remote_code, before any weights are downloaded; the zoo is unchanged."""
+    code = {**GPT2_CONFIG, "auto_map": {"AutoModel": "modeling_tiny.TinyModel"}}
+    hub.commit(
+        "lab/code-only",
+        {
+            "config.json": _config_bytes(code),
+            "modeling_tiny.py": b"raise SystemExit('the repository code ran')\n",
+        },
+    )
+    assert len(zoo) == 0
+    before = _snapshot(zoo.root)
+    with pytest.raises(UntrustedCodeError, match=r"modeling_tiny\.TinyModel.*--trust-remote-code"):
+        add_from_hub(zoo, "hf://lab/code-only", **options)
+    assert _snapshot(zoo.root) == before
+
+
+# `canon` as the shell runs it, with torchvision's op schemas defined first where this
+# torch build needs them (tests/vision_models.py): timm imports torchvision
+_CANON = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); from vision_models import vision; "
+    "vision(); from canon.cli import main; main()"
+)
+
+
+def _canon(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _CANON, str(Path(__file__).parent), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+
+
+@pytest.mark.slow  # two `canon` processes; the in-process adds stay fast
+def test_cli_add_from_hub_and_offline_readd(hub: FakeHub, tmp_path: Path) -> None:
+    """`canon add hf://...` from the shell, then again with HF_HUB_OFFLINE=1 from the cache
+    alone (no request reaches the Hub)."""
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": TOKEN}
+    cache = str(tmp_path / "hf-cache")
+    for folder in ("online", "offline"):
+        Zoo.open(tmp_path / folder).close()
+    add = ["add", "hf://lab/resnet", "--cache-dir", cache, "--tag", "origin=hub", "--json"]
+    done = _canon(*add, "--zoo", str(tmp_path / "online"), env=env)
+    assert done.returncode == 0, done.stderr
+    online = json.loads(done.stdout)["entry"]
+    assert online["architecture"] == "timm/resnet18"
+    assert online["tags"]["hf.revision"] == hub.head("lab/resnet")
+    assert online["tags"]["origin"] == "hub"
+
+    requests = sum(hub.requests.values())
+    offline_env = {**env, "HF_HUB_OFFLINE": "1"}
+    done = _canon(*add, "--zoo", str(tmp_path / "offline"), env=offline_env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["entry"]["id"] == online["id"]
+    assert sum(hub.requests.values()) == requests
+
+    done = _canon("add", "hf://lab/resnet", "--arch", "mlp", "--zoo", str(tmp_path / "x"), env=env)
+    assert done.returncode == 1
+    assert "does not apply to hf:// models" in done.stderr
