@@ -1,0 +1,362 @@
+"""Multi-head attention (DESIGN §3b "Attention"): heads as blocks, the query/key and
+value/output dimensions as ``linear`` groups, on canon's gpt and hand-written attention.
+
+1. The structure the tracer finds (the hand-checked gpt specs live in test_spec.py),
+   serialized and back; specs without attention serialize as before.
+2. Random symmetries (heads, dimensions within heads, non-zero factors of either sign)
+   keep the function; normalization keeps it, balances both sides, is idempotent.
+3. Canonical forms remove the symmetry: a planted head-and-dimension permutation with
+   signs and factors is recovered exactly by weight and by activation matching.
+4. What canon cannot follow is refused with an error naming it.
+5. A zoo of gpt entries compares and tables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+from canon.architectures import build_model
+from canon.core import (
+    Alignment,
+    Spec,
+    apply_alignment,
+    canonicalize,
+    match_weights,
+    normalize,
+    random_symmetry,
+    spec_from_module,
+)
+from canon.core.geometry import distances
+from canon.core.permutations import identity_alignment
+from canon.core.units import unit_slices
+from canon.engine.matching import match_activations
+from canon.errors import UnsupportedModuleError
+
+TINY = {"vocab": 7, "context": 6, "width": 12, "heads": 3, "depth": 2}
+
+
+class ExplicitAttention(nn.Module):
+    """softmax(q @ k^T / sqrt(d)) @ v written out, a learned scale on the queries, and a
+    tanh MLP: the other way attention is written, and other symmetries beside it."""
+
+    def __init__(self, features: int = 5, width: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Linear(features, width)
+        self.q = nn.Linear(width, width, bias=False)
+        self.k = nn.Linear(width, width)
+        self.v = nn.Linear(width, width)
+        self.o = nn.Linear(width, width)
+        self.ln = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, 6)
+        self.head = nn.Linear(6, 3)
+        self.input_shape = (4, features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x)
+        b, t, w = h.shape
+        d = w // self.heads
+        q = self.q(h).view(b, t, self.heads, d).permute(0, 2, 1, 3) * 0.5
+        k = self.k(h).view(b, t, self.heads, d).permute(0, 2, 1, 3)
+        v = self.v(h).view(b, t, self.heads, d).permute(0, 2, 1, 3)
+        scores = F.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=-1)
+        y = (scores @ v).transpose(1, 2).reshape(b, t, w)
+        h = self.ln(h + self.o(y))
+        out: Tensor = self.head(torch.tanh(self.fc(h.mean(1))))
+        return out
+
+
+def _model(kind: str) -> nn.Module:
+    if kind == "explicit":
+        return ExplicitAttention().double()
+    return build_model("gpt", {**TINY, "fused": kind == "fused"}).double()
+
+
+def _inputs(kind: str, n: int = 5, seed: int = 0) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "explicit":
+        return torch.randn(n, 4, 5, generator=gen, dtype=torch.float64)
+    return torch.randint(0, TINY["vocab"], (n, TINY["context"]), generator=gen).double()
+
+
+def _randomized(model: nn.Module, seed: int) -> dict[str, Tensor]:
+    """The model's state with every parameter redrawn (LayerNorm affines too, so that no
+    unit is special)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        k: torch.randn(v.shape, generator=gen, dtype=v.dtype) * 0.5
+        for k, v in model.state_dict().items()
+    }
+
+
+def _logits(model: nn.Module, state: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        out: Tensor = model(x)
+    return out
+
+
+def _same_function(y: Tensor, y_ref: Tensor) -> float:
+    """The relative gap between two logit tensors up to one positive factor (the output
+    layer's global scale, which canon normalizes)."""
+    return float((y / y.norm() - y_ref / y_ref.norm()).norm())
+
+
+def _gap(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+KINDS = ("separate", "fused", "explicit")
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def case(request: pytest.FixtureRequest) -> tuple[str, nn.Module, Spec]:
+    model = _model(request.param)
+    return request.param, model, spec_from_module(model)
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_explicit_attention_structure() -> None:
+    """softmax(q @ k^T) @ v gives the same two linear groups as the fused kernel; the
+    embedding's stream (LayerNorm) is `none`, the tanh MLP `sign`."""
+    spec = spec_from_module(ExplicitAttention())
+    found = {g.name: (g.symmetry, g.heads, g.link) for g in spec.groups}
+    assert found == {
+        "embed": ("none", 1, ""),
+        "q": ("linear", 2, "q#heads"),
+        "v": ("linear", 2, "q#heads"),
+        "fc": ("sign", 1, ""),
+    }
+    assert [o.name for o in spec.group("q").outgoing] == ["k.weight", "k.bias"]
+    assert [o.name for o in spec.group("v").outgoing] == ["o.weight"]
+
+
+def test_attention_specs_round_trip(case: tuple[str, nn.Module, Spec]) -> None:
+    """Heads, links and fused offsets survive to_dict/from_dict."""
+    _, _, spec = case
+    assert Spec.from_dict(spec.to_dict()) == spec
+
+
+def test_specs_without_attention_serialize_as_before() -> None:
+    """The fields attention added are written only where they differ from their defaults,
+    so every stored spec keeps its bytes (and its hash)."""
+    spec = spec_from_module(build_model("mlp", {"in_features": 4, "hidden": [3], "classes": 2}))
+    group = spec.to_dict()["groups"][0]
+    assert set(group) == {
+        "name",
+        "size",
+        "symmetry",
+        "producers",
+        "outgoing",
+        "scale_invariant",
+        "carried",
+        "blocks",
+        "taps",
+    }
+    assert set(group["producers"][0]) == {"weight", "bias", "batchnorm"}
+    assert set(group["outgoing"][0]) == {"name", "axis", "block"}
+
+
+# --------------------------------------------------------------------------- symmetries
+
+
+@given(seed=st.integers(0, 2**16), kind=st.sampled_from(KINDS))
+def test_random_symmetries_keep_the_function(seed: int, kind: str) -> None:
+    """Heads permuted as blocks (one order for queries/keys and values/outputs),
+    dimensions permuted within heads, q_d * c with k_d / c and v_d * c with o_d / c for
+    factors of either sign: the same logits up to the output layer's scale."""
+    model = _model(kind)
+    spec = spec_from_module(model)
+    state = _randomized(model, seed)
+    x = _inputs(kind)
+    moved = random_symmetry(state, spec, seed=seed + 1)
+    assert _gap(moved, state) > 0.1  # the symmetry really moved the weights
+    assert _same_function(_logits(model, moved, x), _logits(model, state, x)) < 1e-10
+
+
+def test_normalization_balances_and_is_idempotent(case: tuple[str, nn.Module, Spec]) -> None:
+    """|q_d| = |k_d| and |v_d| = |o_d| (weights only) after normalize, the function is
+    kept, and a second normalize changes nothing."""
+    kind, model, spec = case
+    state = random_symmetry(_randomized(model, 3), spec, seed=4)
+    normal = normalize(state, spec)
+    x = _inputs(kind)
+    assert _same_function(_logits(model, normal, x), _logits(model, state, x)) < 1e-10
+    assert _gap(normalize(normal, spec), normal) < 1e-12
+    for group in spec.groups:
+        if group.symmetry != "linear":
+            continue
+        sides = []
+        for role in ("incoming", "outgoing"):
+            squares = sum(
+                unit_slices(normal[t.name], t.axis, group.size, t.block, t.start).square().sum(1)
+                for t in group.tensors
+                if t.role == role and normal[t.name].ndim > 1
+            )
+            sides.append(torch.as_tensor(squares).sqrt())
+        torch.testing.assert_close(sides[0], sides[1], rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- matching
+
+
+@pytest.mark.parametrize("method", ["weight", "activation"])
+def test_planted_heads_and_dimensions_are_recovered(
+    case: tuple[str, nn.Module, Spec], method: str
+) -> None:
+    """A random symmetry copy (heads, dimensions, signs, factors, the stream and MLP
+    permuted too) has exactly the canonical form of the original."""
+    kind, model, spec = case
+    state = _randomized(model, 11)
+    reference = normalize(state, spec)
+    copy = random_symmetry(state, spec, seed=12)
+    if method == "weight":
+        aligned = canonicalize(copy, spec, reference=state, method="weight")
+    else:
+        alignment = match_activations(
+            normalize(copy, spec), reference, spec, model, _inputs(kind, 64, 1), batch=64
+        )
+        aligned = apply_alignment(normalize(copy, spec), alignment, spec)
+    assert _gap(aligned, reference) < 1e-9
+
+
+def test_weight_matching_pairs_heads_before_dimensions() -> None:
+    """Only the heads move: weight matching puts each head back whole (its block of
+    dimensions in order), not a mix of dimensions from several heads."""
+    model = _model("separate")
+    spec = spec_from_module(model)
+    state = normalize(_randomized(model, 5), spec)
+    group = spec.group("blocks.0.attn.q")
+    d = group.size // group.heads
+    order = torch.tensor([2, 0, 1])
+    perm = torch.cat([int(h) * d + torch.arange(d) for h in order])
+    planted = identity_alignment(spec)
+    perms = dict(planted.permutations)
+    perms["blocks.0.attn.q"] = perm
+    perms["blocks.0.attn.v"] = perm
+    moved = apply_alignment(state, Alignment(perms, dict(planted.signs)), spec)
+    found = match_weights(moved, state, spec)
+    assert torch.equal(found.permutations["blocks.0.attn.q"][perm], torch.arange(group.size))
+    assert torch.equal(found.permutations["blocks.0.attn.v"][perm], torch.arange(group.size))
+
+
+def test_distances_vanish_between_symmetric_copies(case: tuple[str, nn.Module, Spec]) -> None:
+    """The geodesic and the free (Euclidean, not-on-sphere) distances between a network
+    and its symmetry copy are 0; their raw Euclidean distance is not."""
+    _, model, spec = case
+    state = _randomized(model, 21)
+    found = distances(state, random_symmetry(state, spec, seed=22), spec, method="weight")
+    assert found.euclidean > 1
+    assert found.geodesic < 1e-6
+    assert found.euclidean_free is not None and found.euclidean_free < 1e-6
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+class _GroupedQuery(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Linear(8, 8)
+        self.k = nn.Linear(8, 4)
+        self.v = nn.Linear(8, 4)
+        self.o = nn.Linear(8, 3)
+        self.input_shape = (5, 8)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, 4, 2).transpose(1, 2)
+        k = self.k(x).view(b, t, 2, 2).transpose(1, 2)
+        v = self.v(x).view(b, t, 2, 2).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        out: Tensor = self.o(y.transpose(1, 2).reshape(b, t, 8)).mean(1)
+        return out
+
+
+class _HeadsAddedToUnits(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 8)
+        self.o = nn.Linear(4, 3)
+        self.input_shape = (8,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        heads = self.a(x).view(-1, 2, 4)
+        mixed = heads + self.b(x).view(-1, 2, 4).transpose(1, 2).transpose(1, 2)
+        out: Tensor = self.o(torch.relu(mixed).sum(1))
+        return out
+
+
+class _FusedUsedWhole(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(6, 12)
+        self.gate = nn.Linear(6, 4)
+        self.whole = nn.Linear(12, 4)
+        self.out = nn.Linear(4, 2)
+        self.input_shape = (6,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.qkv(x)
+        a, b = h.chunk(2, dim=1)
+        out: Tensor = self.out(self.gate(a * b) + self.whole(h))
+        return out
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [
+        (_GroupedQuery(), "grouped-query attention"),
+        (_HeadsAddedToUnits(), "combines two attention tensors"),
+        (_FusedUsedWhole(), "cut into parts and also used whole"),
+    ],
+    ids=["gqa", "heads-mixed", "fused-used-whole"],
+)
+def test_what_canon_cannot_follow_is_named(model: nn.Module, words: str) -> None:
+    with pytest.raises(UnsupportedModuleError, match=words):
+        spec_from_module(model)
+
+
+# --------------------------------------------------------------------------- the zoo
+
+
+def test_a_zoo_of_gpts_compares_and_tables(tmp_path: pytest.TempPathFactory) -> None:
+    """gpt entries on the grammar dataset: added (errors evaluated), compared along the
+    linear and geodesic paths (endpoints equal the entries' own errors; a symmetry copy
+    is at geodesic distance 0), and tabled."""
+    from canon.zoo import Zoo
+
+    config = {"width": 8, "heads": 2, "depth": 1}
+    model = build_model("gpt", config)
+    spec = spec_from_module(model)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    zoo = Zoo.open(tmp_path / "zoo")  # type: ignore[operator]
+    a = zoo.add(state, name="a", architecture="gpt", config=config, dataset="grammar")
+    b = zoo.add(
+        random_symmetry(state, spec, seed=1),
+        name="b",
+        architecture="gpt",
+        config=config,
+        dataset="grammar",
+    )
+    result = zoo.compare("a", "b", paths=("linear", "geodesic"), points=3)
+    assert result.distances.geodesic < 1e-4
+    for curve in result.curves.values():
+        assert curve.train_error[0] == pytest.approx(a.metrics["train_error"])
+        assert curve.train_error[-1] == pytest.approx(b.metrics["train_error"])
+    geodesic = result.curves["geodesic"].train_error
+    assert max(geodesic) - min(geodesic) < 0.01  # the same function all along
+    table = zoo.barrier_table(["a", "b"], path="geodesic", points=3)
+    assert table.to_dict()["names"] == ["a", "b"]
