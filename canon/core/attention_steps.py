@@ -34,6 +34,7 @@ from canon.core.walk_values import (
     Parts,
     Scores,
     Space,
+    Stacked,
     Units,
     Value,
     hidden_units,
@@ -101,6 +102,67 @@ class AttentionSteps:
                 return Heads(space, j, j + 1, heads)
         return None
 
+    def _stack_heads(self, node: fx.Node, source: fx.Node, units: Units) -> Stacked | None:
+        """A view of one layer's outputs as (parts, heads, d): a fused query-key-value
+        projection split into heads at once, or None if the view is not that."""
+        in_shape, out_shape = shape_of(source), shape_of(node)
+        if units.block != 1 or units.space.pinned or units.layer is None:
+            return None
+        before = math.prod(in_shape[: units.axis])
+        width = in_shape[units.axis]
+        for j in range(len(out_shape) - 2):
+            parts, heads, d = out_shape[j : j + 3]
+            if math.prod(out_shape[:j]) == before and parts * heads * d == width and parts > 1:
+                space = units.space.root()
+                if len(space.producers) != 1:
+                    return None
+                space.carved = True
+                return Stacked(space, j, j + 1, j + 2, parts, heads, source.name)
+        return None
+
+    def _stacked_step(self, node: fx.Node, stacked: Stacked) -> Value:
+        """Permutes of a (parts, heads, d) view, ``unbind`` over its parts, and a part."""
+        target, at, name = node.target, location(node), op_name(node)
+        source = node.args[0]
+        ndim = 0 if stacked.unbound or not isinstance(source, fx.Node) else len(shape_of(source))
+        if target in PERMUTE and not stacked.unbound:
+            dims = permuted_dims(node, ndim)
+            return replace(
+                stacked,
+                part_axis=dims.index(stacked.part_axis),
+                head_axis=dims.index(stacked.head_axis),
+                dim_axis=dims.index(stacked.dim_axis),
+            )
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        unbinds = target in ("unbind", torch.unbind) and not stacked.unbound
+        if unbinds and isinstance(dim, int) and dim % ndim == stacked.part_axis:
+            return replace(stacked, unbound=True)
+        index = node.args[1] if len(node.args) > 1 else None
+        picks = stacked.unbound or stacked.part_axis == 0
+        if target is operator.getitem and isinstance(index, int) and picks:
+            return self._stacked_part(node, stacked, index % stacked.parts)
+        raise unsupported(
+            f"op `{name}` in {at} on a fused projection's (parts, heads, d) view" + _SUPPORTED,
+            name,
+            at,
+        )
+
+    def _stacked_part(self, node: fx.Node, stacked: Stacked, index: int) -> Heads:
+        """Part ``index`` of a (parts, heads, d) view: its own space, split into heads."""
+        order, path, bias, start = stacked.space.producers[0]
+        size = stacked.space.size // stacked.parts
+        offset = start + index * size
+        origin = f"{path}@{offset}" if offset else path
+        space = Space(size=size, created=self.order[node], origin=origin)
+        space.producers.append((order, path, bias, offset))
+        # activation matching reads the part where the layer's output is flat (units last)
+        space.taps[f"{stacked.source}@{offset}"] = Tap(stacked.source, -1, 1, offset)
+
+        def shifted(a: int) -> int:
+            return a - (a > stacked.part_axis)
+
+        return Heads(space, shifted(stacked.head_axis), shifted(stacked.dim_axis), stacked.heads)
+
     def _carve(self, node: fx.Node, source: fx.Node, units: Units) -> Parts:
         """``split`` / ``chunk`` of a layer's outputs along the unit axis (a fused projection)."""
         at = location(node)
@@ -143,6 +205,11 @@ class AttentionSteps:
     def _attention_step(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
         """Any op that reads heads, scores or parts."""
         name, at, target = op_name(node), location(node), node.target
+        stacked = [v for _, v in inputs if isinstance(v, Stacked)]
+        if stacked and len(inputs) == 1:
+            return self._stacked_step(node, stacked[0])
+        if stacked:
+            raise unsupported(f"op `{name}` in {at} mixes a fused projection's parts", name, at)
         parts = [v for _, v in inputs if isinstance(v, Parts)]
         if parts:
             if target is operator.getitem and len(inputs) == 1:
@@ -169,7 +236,7 @@ class AttentionSteps:
         if target in _RESHAPES:
             return self._reshape_heads(node, source, value)
         keeps = shape_of(node) == shape_of(source)
-        if keeps and (target in _KEEP or isinstance(module, nn.Dropout)):
+        if keeps and (target in _KEEP or isinstance(module, (nn.Dropout, nn.Identity))):
             return value
         if keeps and (target in MUL or target in DIV) and len(inputs) == 1:
             if isinstance(value, Heads):  # a scalar factor: linear in every unit

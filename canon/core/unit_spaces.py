@@ -44,6 +44,7 @@ from canon.core.walk_values import (
     Parts,
     Scores,
     Space,
+    Stacked,
     Units,
     Value,
     hidden_units,
@@ -119,7 +120,7 @@ class Walker(AttentionSteps):
                 name,
                 location(node),
             )
-        if any(isinstance(v, (Heads, Scores, Parts)) for _, v in inputs):
+        if any(isinstance(v, (Heads, Scores, Parts, Stacked)) for _, v in inputs):
             self.values[node] = self._attention_step(node, inputs)
             return
         hidden = hidden_units(inputs)
@@ -133,6 +134,9 @@ class Walker(AttentionSteps):
             return
         if hidden and node.target in _CARVE:
             self.values[node] = self._carve(node, *hidden[0])
+            return
+        if hidden and node.target in (torch.cat, torch.concat):
+            self.values[node] = self._concat(node, inputs, hidden)
             return
         if hidden and node.target is operator.getitem and len(inputs) == 1:
             self.values[node] = self._index(node, *hidden[0])
@@ -426,7 +430,9 @@ class Walker(AttentionSteps):
         space.ops.append((self.order[node], op))
         return Units(space, units.axis, units.block)
 
-    def _reshape(self, node: fx.Node, op: Op, source: fx.Node, units: Units) -> Units | Heads:
+    def _reshape(
+        self, node: fx.Node, op: Op, source: fx.Node, units: Units
+    ) -> Units | Heads | Stacked:
         """A view that keeps the unit axis whole, or flattens the axes after it into blocks."""
         in_shape, out_shape = shape_of(source), shape_of(node)
         before = math.prod(in_shape[: units.axis])
@@ -443,6 +449,9 @@ class Walker(AttentionSteps):
         heads = self._split_heads(node, source, units)
         if heads is not None:
             return heads
+        stacked = self._stack_heads(node, source, units)
+        if stacked is not None:
+            return stacked
         where = location(node)
         raise unsupported(
             f"op `{op_name(node)}` in {where} maps shape {list(in_shape)} to {list(out_shape)}, "
@@ -484,6 +493,46 @@ class Walker(AttentionSteps):
             "getitem",
             at,
         )
+
+    def _concat(
+        self,
+        node: fx.Node,
+        inputs: list[tuple[fx.Node, Value]],
+        hidden: list[tuple[fx.Node, Units]],
+    ) -> Units:
+        """``torch.cat`` along an axis other than the units' (a class token before the
+        patches): the hidden tensors' spaces join, a parameter among them is carried."""
+        at, name = location(node), op_name(node)
+        out_ndim = len(shape_of(node))
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        first = hidden[0][1]
+        if not isinstance(dim, int) or dim % out_ndim == first.axis or first.block != 1:
+            raise unsupported(f"op `{name}` in {at} concatenates units", name, at)
+        for _, other in hidden[1:]:
+            if (other.axis, other.block) != (first.axis, first.block):
+                raise unsupported(
+                    f"op `{name}` in {at} combines tensors whose units sit on different axes",
+                    name,
+                    at,
+                )
+            self._join(first.space, other.space, node)
+        space = first.space.root()
+        for n, value in inputs:
+            if isinstance(value, Units) and value.space.pinned:
+                raise unsupported(
+                    f"op `{name}` in {at} concatenates the network's input with hidden units",
+                    name,
+                    at,
+                )
+            if isinstance(value, Param):
+                view = shape_of(n)
+                if len(view) != out_ndim or view[first.axis] != space.size:
+                    raise unsupported(
+                        f"parameter `{value.name}` in {at} is not one value per unit", name, at
+                    )
+                space.carried.append(CarriedAxis(value.name, first.axis - value.axis))
+        space.ops.append((self.order[node], plain("concatenate")))
+        return Units(space, first.axis)
 
     def _permute(self, node: fx.Node, source: fx.Node, units: Units) -> Units:
         dims = permuted_dims(node, len(shape_of(source)))
@@ -600,6 +649,8 @@ class Walker(AttentionSteps):
         assert isinstance(value, Param)
         if node.op == "call_method" and node.target in ("reshape", "view", "unsqueeze", "expand"):
             in_shape, out_shape = shape_of(source), shape_of(node)
+            if node.target == "expand" and len(out_shape) == len(in_shape):
+                return value  # broadcast along axes of size 1: every axis stays
             before = math.prod(in_shape[: value.axis])
             for j in range(len(out_shape)):
                 if math.prod(out_shape[:j]) == before and out_shape[j] == in_shape[value.axis]:

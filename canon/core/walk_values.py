@@ -103,7 +103,23 @@ class Parts:
     sizes: tuple[int, ...]
 
 
-Value = Units | Param | Ended | Heads | Scores | Parts
+@dataclass(frozen=True)
+class Stacked:
+    """A fused projection's output viewed as (parts, heads, d) on three axes: unit
+    ``p * heads * d + h * d + j`` of ``space`` at index p, h, j of those axes (timm's
+    ``qkv.reshape(B, N, 3, heads, d)``), ``source`` the node that holds it flat."""
+
+    space: Space
+    part_axis: int
+    head_axis: int
+    dim_axis: int
+    parts: int
+    heads: int
+    source: str
+    unbound: bool = False  # after ``unbind(part_axis)``: a tuple of the parts
+
+
+Value = Units | Param | Ended | Heads | Scores | Parts | Stacked
 
 
 def location(node: fx.Node) -> str:
