@@ -74,15 +74,35 @@ class ExplicitAttention(nn.Module):
         return out
 
 
+class TorchMultihead(nn.Module):
+    """torch's own nn.MultiheadAttention (packed input projection) on a LayerNorm stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(5, 12)
+        self.attn = nn.MultiheadAttention(12, 3, batch_first=True)
+        self.ln = nn.LayerNorm(12)
+        self.head = nn.Linear(12, 3)
+        self.input_shape = (4, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x)
+        h = self.ln(h + self.attn(h, h, h, need_weights=False)[0])
+        out: Tensor = self.head(h.mean(1))
+        return out
+
+
 def _model(kind: str) -> nn.Module:
     if kind == "explicit":
         return ExplicitAttention().double()
+    if kind == "multihead":
+        return TorchMultihead().double()
     return build_model("gpt", {**TINY, "fused": kind == "fused"}).double()
 
 
 def _inputs(kind: str, n: int = 5, seed: int = 0) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
-    if kind == "explicit":
+    if kind in ("explicit", "multihead"):
         return torch.randn(n, 4, 5, generator=gen, dtype=torch.float64)
     return torch.randint(0, TINY["vocab"], (n, TINY["context"]), generator=gen).double()
 
@@ -115,7 +135,7 @@ def _gap(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-KINDS = ("separate", "fused", "explicit")
+KINDS = ("separate", "fused", "explicit", "multihead")
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -140,6 +160,20 @@ def test_explicit_attention_structure() -> None:
     }
     assert [o.name for o in spec.group("q").outgoing] == ["k.weight", "k.bias"]
     assert [o.name for o in spec.group("v").outgoing] == ["o.weight"]
+
+
+def test_torch_multihead_structure() -> None:
+    """nn.MultiheadAttention's packed projection is cut into queries (rows 0..E), keys
+    (E..2E, outgoing of the queries) and values (2E..3E, read by out_proj)."""
+    spec = spec_from_module(TorchMultihead())
+    qk, vo = spec.group("attn"), spec.group("attn@24")
+    assert (qk.symmetry, qk.heads, vo.heads, qk.link) == ("linear", 3, 3, vo.link)
+    assert [(o.name, o.axis, o.start) for o in qk.outgoing] == [
+        ("attn.in_proj_weight", 0, 12),
+        ("attn.in_proj_bias", 0, 12),
+    ]
+    assert (vo.producers[0].weight, vo.producers[0].start) == ("attn.in_proj_weight", 24)
+    assert [o.name for o in vo.outgoing] == ["attn.out_proj.weight"]
 
 
 def test_attention_specs_round_trip(case: tuple[str, nn.Module, Spec]) -> None:

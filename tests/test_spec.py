@@ -485,11 +485,11 @@ class TanhOutput(nn.Module):
     ("model", "pattern"),
     [
         (WithSoftmaxFn(), r"unsupported op `softmax` in the top-level forward"),
-        (BranchAndConcat(), r"unsupported op `cat`|feeds two branches"),
+        (BranchAndConcat(), r"op `cat` .*concatenates units|feeds two branches"),
         (Shared(), r"layer `fc` is called more than once"),
         (InputSkip(), r"op `add` in the top-level forward combines the network's input"),
         (ChannelMultiplier(), r"convolution `conv` uses groups=2 \(2 -> 4 channels\)"),
-        (ParamConcat(), r"unsupported op `cat`"),
+        (ParamConcat(), r"op `cat` .*concatenates along the batch axis"),
         (GroupedConv(), r"convolution `conv` uses groups=2"),
         (TanhOutput(), r"op `tanh` after the output layer `out`"),
     ],

@@ -30,7 +30,9 @@ from canon.core.walk_values import (
     DIV,
     MUL,
     PERMUTE,
+    Attended,
     Heads,
+    Made,
     Parts,
     Scores,
     Space,
@@ -149,12 +151,10 @@ class AttentionSteps:
 
     def _stacked_part(self, node: fx.Node, stacked: Stacked, index: int) -> Heads:
         """Part ``index`` of a (parts, heads, d) view: its own space, split into heads."""
-        order, path, bias, start = stacked.space.producers[0]
+        made = stacked.space.producers[0]
         size = stacked.space.size // stacked.parts
-        offset = start + index * size
-        origin = f"{path}@{offset}" if offset else path
-        space = Space(size=size, created=self.order[node], origin=origin)
-        space.producers.append((order, path, bias, offset))
+        offset = made.start + index * size
+        space = self._part_space(node, made, size, offset)
         # activation matching reads the part where the layer's output is flat (units last)
         space.taps[f"{stacked.source}@{offset}"] = Tap(stacked.source, -1, 1, offset)
 
@@ -162,6 +162,13 @@ class AttentionSteps:
             return a - (a > stacked.part_axis)
 
         return Heads(space, shifted(stacked.head_axis), shifted(stacked.dim_axis), stacked.heads)
+
+    def _part_space(self, node: fx.Node, made: Made, size: int, start: int) -> Space:
+        """A space of ``size`` units made by ``made``'s layer from its row ``start`` on."""
+        origin = f"{made.path}@{start}" if start else made.path
+        space = Space(size=size, created=self.order[node], origin=origin)
+        space.producers.append(replace(made, start=start))
+        return space
 
     def _carve(self, node: fx.Node, source: fx.Node, units: Units) -> Parts:
         """``split`` / ``chunk`` of a layer's outputs along the unit axis (a fused projection)."""
@@ -192,19 +199,90 @@ class AttentionSteps:
         if not isinstance(index, int):
             raise unsupported(f"cannot tell which part `{node.name}` takes", "getitem", node.name)
         index %= len(parts.sizes)
-        order, path, bias, start = parts.space.producers[0]
-        offset = start + sum(parts.sizes[:index])
-        origin = f"{path}@{offset}" if offset else path
-        space = Space(size=parts.sizes[index], created=self.order[node], origin=origin)
-        space.producers.append((order, path, bias, offset))
+        made = parts.space.producers[0]
+        offset = made.start + sum(parts.sizes[:index])
+        space = self._part_space(node, made, parts.sizes[index], offset)
         space.taps[node.name] = Tap(node.name, parts.axis)
         return Units(space, parts.axis)
+
+    def _multihead(
+        self, node: fx.Node, module: nn.MultiheadAttention, inputs: list[tuple[fx.Node, Value]]
+    ) -> Attended:
+        """torch's ``nn.MultiheadAttention`` as self-attention on one hidden tensor: its
+        packed input projection cut into queries, keys and values, its output projection
+        starting a new space."""
+        path, at = str(node.target), location(node)
+        given = list(node.args[:3]) + [node.kwargs.get(k) for k in ("query", "key", "value")]
+        sources = [a for a in given if isinstance(a, fx.Node)]
+        source = sources[0] if len(sources) == 3 and len(set(sources)) == 1 else None
+        value = self.values.get(source) if source is not None else None
+        fits = (
+            source is not None
+            and isinstance(value, Units)
+            and not value.space.pinned
+            and value.block == 1
+            and value.axis == len(shape_of(source)) - 1
+            and module.batch_first
+            and module._qkv_same_embed_dim
+            and module.bias_k is None
+            and not module.add_zero_attn
+        )
+        if not fits:
+            raise unsupported(
+                f"nn.MultiheadAttention `{path}` is not self-attention on one batch-first "
+                "tensor with one packed input projection (canon supports attn(x, x, x) with "
+                "batch_first=True, no bias_k/bias_v, no add_zero_attn)",
+                "MultiheadAttention",
+                path,
+            )
+        assert isinstance(value, Units) and source is not None
+        for name, arg in node.kwargs.items():
+            mask = self.values.get(arg) if isinstance(arg, fx.Node) else None
+            if isinstance(mask, Units) and not mask.space.pinned:
+                raise unsupported(
+                    f"the `{name}` of `{path}` depends on hidden units", "MultiheadAttention", at
+                )
+        order, width = self.order[node], module.embed_dim
+        stream = value.space.root()
+        stream.outgoing.append((order, OutgoingAxis(f"{path}.in_proj_weight", 1)))
+        stream.taps.setdefault(source.name, Tap(source.name, value.axis))
+        bias = f"{path}.in_proj_bias" if module.in_proj_bias is not None else None
+        made = Made(order, path, f"{path}.in_proj_weight", bias)
+        q, k, v = (self._part_space(node, made, width, i * width) for i in range(3))
+        for space in (q, k, v):
+            start = space.producers[0].start
+            space.taps[f"{path}@{start}"] = Tap(
+                source.name, -1, 1, start, made.weight, made.bias or ""
+            )
+        self._record(q, k, v, module.num_heads, node)
+        out = f"{path}.out_proj"
+        v.outgoing.append((order, OutgoingAxis(f"{out}.weight", 1)))
+        result = Space(size=width, created=order, origin=out)
+        result.producers.append(
+            Made(
+                order,
+                out,
+                f"{out}.weight",
+                f"{out}.bias" if module.out_proj.bias is not None else None,
+            )
+        )
+        return Attended(Units(result, value.axis))
 
     # -- through attention -----------------------------------------------------------
 
     def _attention_step(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
         """Any op that reads heads, scores or parts."""
         name, at, target = op_name(node), location(node), node.target
+        attended = [v for _, v in inputs if isinstance(v, Attended)]
+        if attended and target is operator.getitem and node.args[1] == 0:
+            return attended[0].output
+        if attended:
+            raise unsupported(
+                f"op `{name}` in {at} reads nn.MultiheadAttention's attention weights; canon "
+                "supports its output (`attn(x, x, x)[0]`)",
+                name,
+                at,
+            )
         stacked = [v for _, v in inputs if isinstance(v, Stacked)]
         if stacked and len(inputs) == 1:
             return self._stacked_step(node, stacked[0])
@@ -385,21 +463,16 @@ class AttentionSteps:
                         "attention",
                         att.where,
                     )
-            _, q_path, q_bias, q_start = q.producers[0]
-            _, k_path, k_bias, k_start = k.producers[0]
-            link = f"{q_path}#heads"
-            keys = [OutgoingAxis(f"{k_path}.weight", 0, 1, k_start)]
-            if k_bias:
-                keys.append(OutgoingAxis(f"{k_path}.bias", 0, 1, k_start))
+            made_q, made_k = q.producers[0], k.producers[0]
+            link = f"{q.origin}#heads"
+            keys = [OutgoingAxis(made_k.weight, 0, 1, made_k.start)]
+            if made_k.bias is not None:
+                keys.append(OutgoingAxis(made_k.bias, 0, 1, made_k.start))
             qk = UnitGroup(
                 name=q.origin,
                 size=q.size,
                 symmetry="linear",
-                producers=(
-                    Producer(
-                        f"{q_path}.weight", f"{q_path}.bias" if q_bias else None, None, q_start
-                    ),
-                ),
+                producers=(Producer(made_q.weight, made_q.bias, None, made_q.start),),
                 outgoing=tuple(keys),
                 taps=tuple(q.taps.values()) + tuple(k.taps.values()),
                 heads=att.heads,

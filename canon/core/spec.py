@@ -163,12 +163,20 @@ class CarriedAxis:
 @dataclass(frozen=True)
 class Tap:
     """A point of the traced graph whose output holds the group's units on ``axis``
-    (in blocks of ``block``): where activation matching reads them."""
+    (in blocks of ``block``, from ``start``): where activation matching reads them.
+
+    With a ``projection`` (a weight inside a module the trace does not enter,
+    ``nn.MultiheadAttention``'s packed input projection) the units are that
+    weight's rows from ``start``, plus ``projection_bias``, applied to the
+    point's output (units on its last axis).
+    """
 
     node: str
     axis: int = 1
     block: int = 1
     start: int = 0
+    projection: str = ""
+    projection_bias: str = ""
 
 
 @dataclass(frozen=True)
@@ -388,7 +396,13 @@ class Spec:
 
 # Fields added after specs were first stored: written only when they differ from their
 # defaults, so that every earlier spec serializes (and hashes) exactly as before.
-_ADDED_DEFAULTS: dict[str, Any] = {"start": 0, "heads": 1, "link": ""}
+_ADDED_DEFAULTS: dict[str, Any] = {
+    "start": 0,
+    "heads": 1,
+    "link": "",
+    "projection": "",
+    "projection_bias": "",
+}
 
 
 def _sparse(record: dict[str, Any]) -> dict[str, Any]:

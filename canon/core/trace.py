@@ -41,13 +41,14 @@ __all__ = ["spec_from_module", "tensors_of", "traced", "tracer"]
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, (*LAYERS, *BATCHNORMS, Sign)):
+        if isinstance(m, (*LAYERS, *BATCHNORMS, Sign, nn.MultiheadAttention)):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
 
 def tracer() -> fx.Tracer:
-    """The torch.fx tracer canon uses: layers, BatchNorm and sign activations are leaves."""
+    """The torch.fx tracer canon uses: layers, BatchNorm, sign activations and
+    ``nn.MultiheadAttention`` (whose functional form fx cannot follow) are leaves."""
     return _Tracer()
 
 

@@ -38,8 +38,10 @@ from canon.core.walk_values import (
     MUL,
     PERMUTE,
     WHAT_TO_DO,
+    Attended,
     Ended,
     Heads,
+    Made,
     Param,
     Parts,
     Scores,
@@ -120,11 +122,14 @@ class Walker(AttentionSteps):
                 name,
                 location(node),
             )
-        if any(isinstance(v, (Heads, Scores, Parts, Stacked)) for _, v in inputs):
+        if any(isinstance(v, (Heads, Scores, Parts, Stacked, Attended)) for _, v in inputs):
             self.values[node] = self._attention_step(node, inputs)
             return
         hidden = hidden_units(inputs)
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, nn.MultiheadAttention):
+            self.values[node] = self._multihead(node, module, inputs)
+            return
         if isinstance(module, nn.Embedding):
             if hidden:
                 raise unsupported(
@@ -237,7 +242,8 @@ class Walker(AttentionSteps):
             )
             space.taps.setdefault(source.name, Tap(source.name, units.axis, units.block))
         new = Space(size=size, created=self.order[node], origin=path)
-        new.producers.append((self.order[node], path, module.bias is not None, 0))
+        bias = f"{path}.bias" if module.bias is not None else None
+        new.producers.append(Made(self.order[node], path, f"{path}.weight", bias))
         return Units(new, axis, layer=path)
 
     def _grouped_conv(
@@ -508,6 +514,8 @@ class Walker(AttentionSteps):
         first = hidden[0][1]
         if not isinstance(dim, int) or dim % out_ndim == first.axis or first.block != 1:
             raise unsupported(f"op `{name}` in {at} concatenates units", name, at)
+        if dim % out_ndim == 0:
+            raise unsupported(f"op `{name}` in {at} concatenates along the batch axis", name, at)
         for _, other in hidden[1:]:
             if (other.axis, other.block) != (first.axis, first.block):
                 raise unsupported(
@@ -700,7 +708,8 @@ class Walker(AttentionSteps):
         if not isinstance(value, Units) or value.space.pinned:
             raise unsupported("the model has no Linear or Conv layer", "output", "output")
         space = value.space.root()
-        _, path, has_bias, _ = space.producers[0]
+        made = space.producers[0]
+        path = made.path
         if len(space.producers) != 1 or space.outgoing or space.carried:
             raise unsupported(
                 f"the output of `{path}` is also read or added elsewhere; canon needs the "
@@ -724,9 +733,7 @@ class Walker(AttentionSteps):
                 bad[0],
                 path,
             )
-        self.output = OutputLayer(
-            weight=f"{path}.weight", bias=f"{path}.bias" if has_bias else None, size=space.size
-        )
+        self.output = OutputLayer(weight=made.weight, bias=made.bias, size=space.size)
         self.output_space = space
 
     def _groups(self) -> tuple[UnitGroup, ...]:
@@ -743,7 +750,7 @@ class Walker(AttentionSteps):
                 continue
             if space.carved:
                 if space.outgoing or space.carried or space.batchnorms:
-                    _, path, _, _ = space.producers[0]
+                    path = space.producers[0].path
                     raise unsupported(
                         f"the outputs of `{path}` are cut into parts and also used whole",
                         "split",
@@ -771,17 +778,12 @@ def _group(space: Space) -> UnitGroup:
     elif outgoing and all(o.odd for o in ops):
         symmetry = "sign"
     return UnitGroup(
-        name=space.origin or producers[0][1],
+        name=space.origin or producers[0].path,
         size=space.size,
         symmetry=symmetry,
         producers=tuple(
-            Producer(
-                f"{path}.weight",
-                f"{path}.bias" if bias else None,
-                space.batchnorms.get(path),
-                start,
-            )
-            for _, path, bias, start in producers
+            Producer(made.weight, made.bias, space.batchnorms.get(made.path), made.start)
+            for made in producers
         ),
         outgoing=outgoing,
         scale_invariant=_scale_invariant(ops),

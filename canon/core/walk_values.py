@@ -21,6 +21,17 @@ DIV = {operator.truediv, torch.div, "div", "div_"}
 PERMUTE = {"permute", torch.permute, "transpose", torch.transpose}
 
 
+@dataclass(frozen=True, order=True)
+class Made:
+    """A layer whose outputs (from row ``start`` of ``weight``) are a space's units."""
+
+    order: int  # the node's place in the graph: producers sort by it
+    path: str  # the module: where a BatchNorm that follows it is found
+    weight: str
+    bias: str | None
+    start: int = 0
+
+
 @dataclass(eq=False)
 class Space:
     """Units that permute together: a node of the union-find over unit spaces."""
@@ -28,8 +39,7 @@ class Space:
     size: int
     pinned: bool = False  # the network's input: never permuted
     parent: Space | None = None
-    # (order, path, bias, start): the layers whose outputs (from row ``start``) are the units
-    producers: list[tuple[int, str, bool, int]] = field(default_factory=list)
+    producers: list[Made] = field(default_factory=list)
     batchnorms: dict[str, BatchNormTensors] = field(default_factory=dict)
     outgoing: list[tuple[int, OutgoingAxis]] = field(default_factory=list)
     carried: list[CarriedAxis] = field(default_factory=list)
@@ -119,7 +129,14 @@ class Stacked:
     unbound: bool = False  # after ``unbind(part_axis)``: a tuple of the parts
 
 
-Value = Units | Param | Ended | Heads | Scores | Parts | Stacked
+@dataclass(frozen=True)
+class Attended:
+    """What ``nn.MultiheadAttention`` returns: (its output, the attention weights)."""
+
+    output: Units
+
+
+Value = Units | Param | Ended | Heads | Scores | Parts | Stacked | Attended
 
 
 def location(node: fx.Node) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from canon.core import (
@@ -29,7 +30,7 @@ from canon.core import (
     traced,
 )
 from canon.core.permutations import assign
-from canon.core.spec import linked
+from canon.core.spec import Tap, linked
 from canon.core.units import unit_slices
 from canon.engine.kinds import get_matching
 from canon.engine.options import MATCH_BATCH
@@ -172,7 +173,7 @@ def match_activations(
         if group.name in perms:
             continue
         mates = linked(spec, group)  # one attention layer's groups: heads as blocks
-        correlations = [_correlation(g, seen_ref, seen) for g in mates]
+        correlations = [_correlation(g, (reference, seen_ref), (state, seen)) for g in mates]
         similarities = [
             c.abs() if g.signed else c for g, c in zip(mates, correlations, strict=True)
         ]
@@ -185,20 +186,33 @@ def match_activations(
 
 
 def _correlation(
-    group: UnitGroup, seen_ref: Mapping[str, Tensor], seen: Mapping[str, Tensor]
+    group: UnitGroup,
+    reference: tuple[Mapping[str, Tensor], Mapping[str, Tensor]],
+    state: tuple[Mapping[str, Tensor], Mapping[str, Tensor]],
 ) -> Tensor:
     """C[k, j]: the Pearson correlation of reference unit k and unit j of the state,
-    over every sample and position of every point where the group's units are read."""
+    over every sample and position of every point where the group's units are read.
+    ``reference`` and ``state`` are each (weights, activations at the taps)."""
     if not group.taps:
         raise ConfigError(f"group `{group.name}` has no activations to match on")
-    n = group.size
-    rows_ref = torch.cat(
-        [unit_slices(seen_ref[t.node], t.axis, n, t.block, t.start) for t in group.taps], 1
-    ).double()
-    rows = torch.cat(
-        [unit_slices(seen[t.node], t.axis, n, t.block, t.start) for t in group.taps], 1
-    ).double()
+    rows_ref, rows = (
+        torch.cat([_tapped(group, tap, *net) for tap in group.taps], 1).double()
+        for net in (reference, state)
+    )
     return _standardized(rows_ref) @ _standardized(rows).T / rows.shape[1]
+
+
+def _tapped(
+    group: UnitGroup, tap: Tap, weights: Mapping[str, Tensor], seen: Mapping[str, Tensor]
+) -> Tensor:
+    """The group's units at ``tap`` as one row per unit."""
+    out = seen[tap.node]
+    if not tap.projection:
+        return unit_slices(out, tap.axis, group.size, tap.block, tap.start)
+    rows = slice(tap.start, tap.start + group.size)
+    bias = weights[tap.projection_bias][rows] if tap.projection_bias else None
+    projected = F.linear(out, weights[tap.projection][rows].to(out.dtype), bias)
+    return unit_slices(projected, -1, group.size)
 
 
 def _standardized(rows: Tensor) -> Tensor:
