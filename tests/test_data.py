@@ -547,3 +547,23 @@ def test_missing_array_file_is_named(tmp_path: Path, name: str) -> None:
     missing = tmp_path / "absent.file"
     with pytest.raises(DatasetError, match=f"{name}: .*absent.file not found"):
         load_dataset(f"{name}:{missing}")
+
+
+def test_grammar_is_a_seeded_markov_language() -> None:
+    """Windows slide over one text (each window's label is the next window's last token),
+    each pair of tokens is followed by at most `branching` tokens, the same seed gives
+    the same tensors, and impossible options are refused."""
+    ds = load_dataset("grammar", vocab=6, order=2, branching=2, context=5, n_train=300)
+    x, y = ds.x_train.long(), ds.y_train
+    assert ds.input_shape == (5,) and ds.num_classes == 6 and x.dtype == torch.int64
+    assert torch.equal(x[1:, :-1], x[:-1, 1:]) and torch.equal(y[:-1], x[1:, -1])
+    follows: dict[tuple[int, int], set[int]] = {}
+    for window, label in zip(x.tolist(), y.tolist(), strict=True):
+        follows.setdefault((window[-2], window[-1]), set()).add(label)
+    assert max(len(s) for s in follows.values()) <= 2
+    again = load_dataset("grammar", vocab=6, order=2, branching=2, context=5, n_train=300)
+    assert torch.equal(again.x_train, ds.x_train) and torch.equal(again.y_test, ds.y_test)
+    with pytest.raises(DatasetError, match="branching"):
+        load_dataset("grammar", vocab=3, branching=4)
+    with pytest.raises(DatasetError, match="contexts"):
+        load_dataset("grammar", vocab=256, order=4)

@@ -71,14 +71,18 @@ def spec(app: App, architecture: str, config_json: str) -> None:
             inv = ", scale-invariant" if g.scale_invariant else ""
             layers = ", ".join(
                 p.weight.rsplit(".", 1)[0]
+                + (f" rows {p.start}+" if p.start else "")
                 + (f" + BatchNorm {p.batchnorm.weight.rsplit('.', 1)[0]}" if p.batchnorm else "")
                 for p in g.producers
             )
+            if g.heads > 1:
+                inv += f", in {g.heads} heads of {g.size // g.heads} (order shared: {g.link})"
             bn = f", produced by {layers}"
             if g.carried:
                 bn += f", carries {len(g.carried)} tensors"
             outs = ", ".join(
-                f"{o.name}[axis {o.axis}{f', blocks of {o.block}' if o.block > 1 else ''}]"
+                f"{o.name}[axis {o.axis}{f', blocks of {o.block}' if o.block > 1 else ''}"
+                f"{f', from {o.start}' if o.start else ''}]"
                 for o in g.outgoing
             )
             lines.append(

@@ -4,7 +4,7 @@
 >>> ds = load_dataset("digits", limit_train=256)  # doctest: +SKIP
 >>> ds = load_dataset("mnist:/data/mnist", adv=True)  # doctest: +SKIP
 
-Built-in names: ``digits``, ``hmm``, ``gaussian`` (made in memory), ``npz:PATH``,
+Built-in names: ``digits``, ``hmm``, ``gaussian``, ``grammar`` (made in memory), ``npz:PATH``,
 ``safetensors:PATH`` (array files), ``mnist:DIR``, ``fashion-mnist:DIR``, ``cifar10:DIR``
 (original binary files already on disk). Every dataset also takes the options
 ``limit_train``, ``limit_test``, ``limit_seed``, ``adv``, ``adv_zero_fraction`` and
