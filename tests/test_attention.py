@@ -93,6 +93,9 @@ class TorchMultihead(nn.Module):
 
 
 def _model(kind: str) -> nn.Module:
+    if kind == "grouped":  # grouped-query attention: 2 key/value heads for 4 query heads
+        config = {**TINY, "heads": 4, "kv_heads": 2}
+        return build_model("gpt", config).double()
     if kind == "explicit":
         return ExplicitAttention().double()
     if kind == "multihead":
@@ -135,7 +138,7 @@ def _gap(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-KINDS = ("separate", "fused", "explicit", "multihead")
+KINDS = ("separate", "fused", "grouped", "explicit", "multihead")
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -160,6 +163,22 @@ def test_explicit_attention_structure() -> None:
     }
     assert [o.name for o in spec.group("q").outgoing] == ["k.weight", "k.bias"]
     assert [o.name for o in spec.group("v").outgoing] == ["o.weight"]
+
+
+def test_grouped_query_structure() -> None:
+    """With 2 key/value heads for 4 query heads the units are the key dimensions (the
+    key projection produces them) and each one's query rows, like each value
+    dimension's output columns, repeat over the 2 query heads that share its head."""
+    spec = spec_from_module(_model("grouped"))
+    qk, vo = spec.group("blocks.0.attn.k"), spec.group("blocks.0.attn.v")
+    assert (qk.size, qk.heads, vo.size, vo.heads) == (6, 2, 6, 2)
+    assert [(o.name, o.axis, o.repeat, o.head) for o in qk.outgoing] == [
+        ("blocks.0.attn.q.weight", 0, 2, 3),
+        ("blocks.0.attn.q.bias", 0, 2, 3),
+    ]
+    assert [(o.name, o.axis, o.repeat, o.head) for o in vo.outgoing] == [
+        ("blocks.0.attn.proj.weight", 1, 2, 3)
+    ]
 
 
 def test_torch_multihead_structure() -> None:
@@ -234,7 +253,17 @@ def test_normalization_balances_and_is_idempotent(case: tuple[str, nn.Module, Sp
         sides = []
         for role in ("incoming", "outgoing"):
             squares = sum(
-                unit_slices(normal[t.name], t.axis, group.size, t.block, t.start).square().sum(1)
+                unit_slices(
+                    normal[t.name],
+                    t.axis,
+                    group.size,
+                    t.block,
+                    t.start,
+                    repeat=t.repeat,
+                    head=t.head,
+                )
+                .square()
+                .sum(1)
                 for t in group.tensors
                 if t.role == role and normal[t.name].ndim > 1
             )
@@ -314,7 +343,7 @@ class _GroupedQuery(nn.Module):
         k = self.k(x).view(b, t, 2, 2).transpose(1, 2)
         v = self.v(x).view(b, t, 2, 2).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-        out: Tensor = self.o(y.transpose(1, 2).reshape(b, t, 8)).mean(1)
+        out: Tensor = self.o(torch.relu(y.transpose(1, 2).reshape(b, t, 8))).mean(1)
         return out
 
 
@@ -352,7 +381,7 @@ class _FusedUsedWhole(nn.Module):
 @pytest.mark.parametrize(
     ("model", "words"),
     [
-        (_GroupedQuery(), "grouped-query attention"),
+        (_GroupedQuery(), "reads the output of grouped-query attention"),
         (_HeadsAddedToUnits(), "combines two attention tensors"),
         (_FusedUsedWhole(), "cut into parts and also used whole"),
     ],

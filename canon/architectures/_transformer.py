@@ -10,6 +10,7 @@ classifier over the ``vocab`` tokens (the ``grammar`` dataset).
 
 ``fused`` builds one query-key-value projection per block (GPT-2's
 ``c_attn``) instead of three; canon derives the same symmetries from both.
+``kv_heads`` < ``heads`` gives grouped-query attention (Llama 2/3's).
 """
 
 from __future__ import annotations
@@ -30,32 +31,42 @@ __all__ = ["GPT", "GPTConfig"]
 MAX_CONTEXT = 4096
 #: The most blocks.
 MAX_DEPTH = 128
+#: The most key/value heads.
+MAX_HEADS = 4096
 
 
 class SelfAttention(nn.Module):
-    """Causal multi-head self-attention with ``heads`` heads of width ``width // heads``."""
+    """Causal multi-head self-attention with ``heads`` heads of width ``width // heads``;
+    with ``kv_heads`` < ``heads``, grouped-query attention (each key/value head serves
+    ``heads // kv_heads`` query heads in a row)."""
 
-    def __init__(self, width: int, heads: int, fused: bool) -> None:
+    def __init__(self, width: int, heads: int, kv_heads: int, fused: bool) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.kv_heads = heads, kv_heads
         self.fused = fused
+        kv_width = kv_heads * (width // heads)
+        self.sizes = [width, kv_width, kv_width]
         if fused:
-            self.qkv = nn.Linear(width, 3 * width)
+            self.qkv = nn.Linear(width, width + 2 * kv_width)
         else:
             self.q = nn.Linear(width, width)
-            self.k = nn.Linear(width, width)
-            self.v = nn.Linear(width, width)
+            self.k = nn.Linear(width, kv_width)
+            self.v = nn.Linear(width, kv_width)
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: Tensor) -> Tensor:
         batch, tokens, width = x.shape
         if self.fused:
-            q, k, v = self.qkv(x).split(width, dim=2)
+            q, k, v = self.qkv(x).split(self.sizes, dim=2)
         else:
             q, k, v = self.q(x), self.k(x), self.v(x)
-        shape = (batch, tokens, self.heads, width // self.heads)
-        q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        d = width // self.heads
+        q = q.view(batch, tokens, self.heads, d).transpose(1, 2)
+        k, v = (t.view(batch, tokens, self.kv_heads, d).transpose(1, 2) for t in (k, v))
+        if self.kv_heads == self.heads:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         out: Tensor = self.proj(y.transpose(1, 2).reshape(batch, tokens, width))
         return out
 
@@ -63,10 +74,10 @@ class SelfAttention(nn.Module):
 class Block(nn.Module):
     """x + attention(LayerNorm(x)), then x + MLP(LayerNorm(x))."""
 
-    def __init__(self, width: int, heads: int, mlp: int, fused: bool) -> None:
+    def __init__(self, width: int, heads: int, kv_heads: int, mlp: int, fused: bool) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(width)
-        self.attn = SelfAttention(width, heads, fused)
+        self.attn = SelfAttention(width, heads, kv_heads, fused)
         self.ln2 = nn.LayerNorm(width)
         self.fc = nn.Linear(width, mlp * width)
         self.act = nn.GELU()
@@ -87,7 +98,13 @@ class GPT(nn.Module):
         self.positions = nn.Parameter(torch.randn(1, config.context, config.width) * 0.02)
         self.blocks = nn.Sequential(
             *(
-                Block(config.width, config.heads, config.mlp, config.fused)
+                Block(
+                    config.width,
+                    config.heads,
+                    config.kv_heads or config.heads,
+                    config.mlp,
+                    config.fused,
+                )
                 for _ in range(config.depth)
             )
         )
@@ -104,7 +121,9 @@ class GPT(nn.Module):
 @dataclass(frozen=True)
 class GPTConfig(CheckedConfig):
     """``vocab`` tokens, windows of ``context``, ``depth`` blocks of ``width`` units in
-    ``heads`` heads, MLPs ``mlp`` times as wide; ``fused`` query-key-value projections."""
+    ``heads`` heads (``kv_heads`` key/value heads, default ``heads``: fewer is
+    grouped-query attention), MLPs ``mlp`` times as wide; ``fused`` query-key-value
+    projections."""
 
     vocab: Size = 16
     context: Annotated[int, Range(1, MAX_CONTEXT)] = 16
@@ -113,6 +132,7 @@ class GPTConfig(CheckedConfig):
     depth: Annotated[int, Range(1, MAX_DEPTH)] = 2
     mlp: Annotated[int, Range(1, 16)] = 4
     fused: bool = False
+    kv_heads: Annotated[int, Range(0, MAX_HEADS)] = 0  # 0: as many as `heads`
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,6 +140,11 @@ class GPTConfig(CheckedConfig):
             raise ConfigError(
                 f"config `width` of `{type(self).__name__}` must be a multiple of `heads` "
                 f"({self.heads}), got {self.width}"
+            )
+        if self.kv_heads and self.heads % self.kv_heads:
+            raise ConfigError(
+                f"config `heads` of `{type(self).__name__}` must be a multiple of `kv_heads` "
+                f"({self.kv_heads}), got {self.heads}"
             )
 
 

@@ -66,8 +66,9 @@ class _Attention:
     query: Space
     key: Space
     value: Space
-    heads: int
+    heads: int  # of the keys and values
     where: str
+    repeat: int = 1  # query heads per key/value head (grouped-query attention)
 
 
 class AttentionSteps:
@@ -352,7 +353,13 @@ class AttentionSteps:
             width = in_shape[value.head_axis] * in_shape[value.dim_axis]
             for j, size in enumerate(out_shape):
                 if math.prod(out_shape[:j]) == before and size == width:
-                    return Units(value.space.root(), j)
+                    d = in_shape[value.dim_axis]
+                    return Units(
+                        value.space.root(),
+                        j,
+                        repeat=value.repeat,
+                        head=d if value.repeat > 1 else 1,
+                    )
         raise unsupported(
             f"op `{op_name(node)}` in {at} maps attention heads of shape {list(in_shape)} to "
             f"{list(out_shape)}" + _SUPPORTED,
@@ -371,12 +378,6 @@ class AttentionSteps:
                 "scaled_dot_product_attention",
                 at,
             )
-        if node.kwargs.get("enable_gqa"):
-            raise unsupported(
-                f"grouped-query attention in {at}" + _SUPPORTED,
-                "scaled_dot_product_attention",
-                at,
-            )
         mask = node.kwargs.get("attn_mask", node.args[3] if len(node.args) > 3 else None)
         if isinstance(mask, fx.Node) and isinstance(self.values.get(mask), (Units, Heads)):
             value = self.values[mask]
@@ -388,16 +389,21 @@ class AttentionSteps:
                 )
         q, k, v = (h for h in found if isinstance(h, Heads))
         ndim = len(shape_of(node))
+        # grouped-query attention: each key/value head serves `repeat` query heads in a row
+        grouped = bool(node.kwargs.get("enable_gqa")) and q.heads % k.heads == 0
+        repeat = q.heads // k.heads if grouped else 1
         for h in (q, k, v):
-            if (h.head_axis, h.dim_axis) != (ndim - 3, ndim - 1) or h.heads != q.heads:
+            heads = q.heads if h is q else k.heads * repeat
+            if (h.head_axis, h.dim_axis) != (ndim - 3, ndim - 1) or heads != q.heads:
                 raise unsupported(
                     f"scaled_dot_product_attention in {at} reads heads that are not laid out "
-                    "as (batch, heads, tokens, d) with the same number of heads" + _SUPPORTED,
+                    "as (batch, heads, tokens, d) with the same number of heads (or, with "
+                    "enable_gqa=True, query heads a multiple of key/value heads)" + _SUPPORTED,
                     "scaled_dot_product_attention",
                     at,
                 )
-        self._record(q.space, k.space, v.space, q.heads, node)
-        return Heads(v.space.root(), ndim - 3, ndim - 1, q.heads)
+        self._record(q.space, k.space, v.space, k.heads, node, repeat)
+        return Heads(v.space.root(), ndim - 3, ndim - 1, q.heads, repeat)
 
     def _matmul(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
         at, name = location(node), op_name(node)
@@ -425,10 +431,12 @@ class AttentionSteps:
                 return Heads(b.space.root(), ndim - 3, ndim - 1, a.heads)
         raise unsupported(f"op `{name}` in {at} multiplies hidden tensors" + _SUPPORTED, name, at)
 
-    def _record(self, query: Space, key: Space, value: Space, heads: int, node: fx.Node) -> None:
+    def _record(
+        self, query: Space, key: Space, value: Space, heads: int, node: fx.Node, repeat: int = 1
+    ) -> None:
         value.root().ops.append((self.order[node], linear("attention")))
         self.attentions.append(
-            _Attention(query.root(), key.root(), value.root(), heads, location(node))
+            _Attention(query.root(), key.root(), value.root(), heads, location(node), repeat)
         )
 
     # -- the groups they make -----------------------------------------------------------
@@ -463,18 +471,23 @@ class AttentionSteps:
                         "attention",
                         att.where,
                     )
-            made_q, made_k = q.producers[0], k.producers[0]
             link = f"{q.origin}#heads"
-            keys = [OutgoingAxis(made_k.weight, 0, 1, made_k.start)]
-            if made_k.bias is not None:
-                keys.append(OutgoingAxis(made_k.bias, 0, 1, made_k.start))
+            # the units are the key dimensions; with grouped-query attention each one's
+            # query rows are repeated over the query heads that share its key head
+            first, second = (q, k) if att.repeat == 1 else (k, q)
+            made, other = first.producers[0], second.producers[0]
+            layout = {"repeat": att.repeat, "head": k.size // att.heads if att.repeat > 1 else 1}
+            rows = [OutgoingAxis(other.weight, 0, 1, other.start, **layout)]
+            if other.bias is not None:
+                rows.append(OutgoingAxis(other.bias, 0, 1, other.start, **layout))
+            taps = (*q.taps.values(), *k.taps.values()) if att.repeat == 1 else k.taps.values()
             qk = UnitGroup(
-                name=q.origin,
-                size=q.size,
+                name=first.origin,
+                size=first.size,
                 symmetry="linear",
-                producers=(Producer(made_q.weight, made_q.bias, None, made_q.start),),
-                outgoing=tuple(keys),
-                taps=tuple(q.taps.values()) + tuple(k.taps.values()),
+                producers=(Producer(made.weight, made.bias, None, made.start),),
+                outgoing=tuple(rows),
+                taps=tuple(taps),
                 heads=att.heads,
                 link=link,
             )

@@ -41,7 +41,7 @@ from canon.core.permutations import (
     unit_axes,
 )
 from canon.core.spec import Producer, Spec, UnitGroup, forward_order, linked
-from canon.core.units import producer_rows, unit_slices
+from canon.core.units import gather_units, producer_rows, unit_slices
 from canon.errors import ConfigError
 
 __all__ = [
@@ -156,7 +156,11 @@ def _incoming_cosine(
                 if moving:  # the tensor's other groups' axes (never this group's)
                     others = tuple(a for a in axes[t.name] if a.group != group.name)
                     value = moved(value, others, alignment)
-                parts.append(unit_slices(value, t.axis, group.size, t.block, t.start))
+                parts.append(
+                    unit_slices(
+                        value, t.axis, group.size, t.block, t.start, repeat=t.repeat, head=t.head
+                    )
+                )
             return torch.cat(parts, 1)
 
         ref_units, units = slices(reference, False), slices(state, True)
@@ -359,14 +363,14 @@ class _Term:
         self.units = units
         self.signed = axis.signed
         self.groups = {a.group for a in axes}
-        ref = unit_slices(reference, axis.axis, units, axis.block, axis.start)
+        layout = {"repeat": axis.repeat, "head": axis.head}
+        ref = unit_slices(reference, axis.axis, units, axis.block, axis.start, **layout)
         self.reference = ref * weight  # layer_weights
         # the state as (block, other dims..., units): unit j's slice is column j of the
         # matrix it reshapes to, and each other axis sits where it does in the reference's
         # group-first layout
-        front = state.to(self.reference.dtype).movedim(axis.axis, 0)
-        front = front.narrow(0, axis.start, units * axis.block)
-        shaped = front.reshape(self.units, axis.block, *front.shape[1:])
+        state = state.to(self.reference.dtype)
+        shaped = gather_units(state, axis.axis, units, axis.block, axis.start, **layout)
         self.state = shaped.movedim(0, -1).contiguous()
         # other axes: of other groups, and not other parts of this same (fused) axis
         self.others = tuple(

@@ -128,7 +128,9 @@ def _balance(out: dict[str, Tensor], group: UnitGroup) -> None:
     factors = torch.where((n_in > 0) & (n_out > 0), (n_out / _safe(n_in)).sqrt(), 1.0)
     for t in moving:
         f = factors if t.role == "incoming" else 1.0 / factors
-        out[t.name] = scale_units(out[t.name], t.axis, f, t.block, t.start)
+        out[t.name] = scale_units(
+            out[t.name], t.axis, f, t.block, t.start, repeat=t.repeat, head=t.head
+        )
 
 
 def _slice_norms(out: Mapping[str, Tensor], group: UnitGroup, tensors: list[TensorAxis]) -> Tensor:
@@ -136,7 +138,9 @@ def _slice_norms(out: Mapping[str, Tensor], group: UnitGroup, tensors: list[Tens
     total = torch.zeros(group.size, dtype=torch.float64)
     for t in tensors:
         if out[t.name].ndim > 1:
-            rows = unit_slices(out[t.name], t.axis, group.size, t.block, t.start)
+            rows = unit_slices(
+                out[t.name], t.axis, group.size, t.block, t.start, repeat=t.repeat, head=t.head
+            )
             total = total + rows.double().square().sum(1).cpu()
     return total.sqrt()
 
@@ -165,4 +169,6 @@ def _normalize_group(
                 out[name] = out[name] / norms
     if group.symmetry == "scale":
         for axis in group.outgoing:
-            out[axis.name] = scale_units(out[axis.name], axis.axis, norms, axis.block)
+            out[axis.name] = scale_units(
+                out[axis.name], axis.axis, norms, axis.block, repeat=axis.repeat, head=axis.head
+            )

@@ -159,6 +159,8 @@ class UnitAxis:
     block: int
     signed: bool
     start: int = 0
+    repeat: int = 1
+    head: int = 1
 
 
 def unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
@@ -172,18 +174,19 @@ def unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
                 group.symmetry == "sign" and (t.role == "outgoing" or t.name in odd)
             )
             axes.setdefault(t.name, []).append(
-                UnitAxis(group.name, t.axis, t.block, signed, t.start)
+                UnitAxis(group.name, t.axis, t.block, signed, t.start, t.repeat, t.head)
             )
     return {name: tuple(found) for name, found in axes.items()}
 
 
 def _move(t: Tensor, axis: UnitAxis, alignment: Alignment) -> Tensor:
     perm = alignment.permutations[axis.group].to(t.device)
-    out = permute_units(t, axis.axis, perm, axis.block, axis.start)
+    layout = {"repeat": axis.repeat, "head": axis.head}
+    out = permute_units(t, axis.axis, perm, axis.block, axis.start, **layout)
     sign = alignment.signs.get(axis.group) if axis.signed else None
     if sign is None:
         return out
-    return scale_units(out, axis.axis, sign.to(t.device), axis.block, axis.start)
+    return scale_units(out, axis.axis, sign.to(t.device), axis.block, axis.start, **layout)
 
 
 def moved(

@@ -99,13 +99,18 @@ class OutgoingAxis:
     Unit ``k`` owns the contiguous slice ``[k * block, (k + 1) * block)`` of the
     axis (``block`` > 1 after a conv output is flattened into a linear layer),
     counted from ``start`` (> 0 for a part of a fused tensor, such as the keys'
-    rows of a fused query-key-value projection).
+    rows of a fused query-key-value projection). With ``repeat`` > 1 the units
+    come in groups of ``head`` and the axis holds each group ``repeat`` times
+    (the query rows of the heads that share one key head, grouped-query
+    attention: :func:`~canon.core.units.unit_positions`).
     """
 
     name: str
     axis: int = 1
     block: int = 1
     start: int = 0
+    repeat: int = 1  # > 1: groups of ``head`` units, each repeated (grouped-query attention)
+    head: int = 1
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,8 @@ class TensorAxis:
     role: Role
     block: int = 1
     start: int = 0
+    repeat: int = 1
+    head: int = 1
 
 
 @dataclass(frozen=True)
@@ -243,7 +250,10 @@ class UnitGroup:
         inc = [
             TensorAxis(n, 0, "incoming", start=p.start) for p in self.producers for n in p.incoming
         ]
-        out = [TensorAxis(o.name, o.axis, "outgoing", o.block, o.start) for o in self.outgoing]
+        out = [
+            TensorAxis(o.name, o.axis, "outgoing", o.block, o.start, o.repeat, o.head)
+            for o in self.outgoing
+        ]
         kept = [TensorAxis(c.name, c.axis, "carried") for c in self.carried]
         return tuple(inc + out + kept)
 
@@ -402,6 +412,8 @@ _ADDED_DEFAULTS: dict[str, Any] = {
     "link": "",
     "projection": "",
     "projection_bias": "",
+    "repeat": 1,
+    "head": 1,
 }
 
 

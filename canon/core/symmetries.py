@@ -104,7 +104,15 @@ def _transform_group(
 
     def scale_outgoing(factors: Tensor) -> None:
         for axis in group.outgoing:
-            out[axis.name] = scale_units(out[axis.name], axis.axis, factors, axis.block, axis.start)
+            out[axis.name] = scale_units(
+                out[axis.name],
+                axis.axis,
+                factors,
+                axis.block,
+                axis.start,
+                repeat=axis.repeat,
+                head=axis.head,
+            )
 
     for producer in group.producers:
         bn = producer.batchnorm
@@ -134,4 +142,6 @@ def _transform_group(
     perm = random_permutation(n, group.blocks, gen, order)
     for t in group.tensors:
         device = out[t.name].device
-        out[t.name] = permute_units(out[t.name], t.axis, perm.to(device), t.block, t.start)
+        out[t.name] = permute_units(
+            out[t.name], t.axis, perm.to(device), t.block, t.start, repeat=t.repeat, head=t.head
+        )

@@ -127,6 +127,8 @@ class Walker(AttentionSteps):
             return
         hidden = hidden_units(inputs)
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if any(u.repeat > 1 for _, u in hidden) and not isinstance(module, nn.Linear):
+            self._check_repeated(node, module, hidden)
         if isinstance(module, nn.MultiheadAttention):
             self.values[node] = self._multihead(node, module, inputs)
             return
@@ -230,17 +232,19 @@ class Walker(AttentionSteps):
                 )
         if not units.space.pinned:
             space = units.space.root()
-            if fan_in != space.size * units.block:
+            if fan_in != space.size * units.block * units.repeat:
                 raise unsupported(
                     f"layer `{path}` has {fan_in} inputs, not the {space.size} units "
                     f"(x {units.block}) it reads",
                     type(module).__name__,
                     path,
                 )
+            layout = {"repeat": units.repeat, "head": units.head}
             space.outgoing.append(
-                (self.order[node], OutgoingAxis(f"{path}.weight", 1, units.block))
+                (self.order[node], OutgoingAxis(f"{path}.weight", 1, units.block, **layout))
             )
-            space.taps.setdefault(source.name, Tap(source.name, units.axis, units.block))
+            if units.repeat == 1:  # repeated units are read where they are made
+                space.taps.setdefault(source.name, Tap(source.name, units.axis, units.block))
         new = Space(size=size, created=self.order[node], origin=path)
         bias = f"{path}.bias" if module.bias is not None else None
         new.producers.append(Made(self.order[node], path, f"{path}.weight", bias))
@@ -434,7 +438,7 @@ class Walker(AttentionSteps):
             )
         space = units.space.root()
         space.ops.append((self.order[node], op))
-        return Units(space, units.axis, units.block)
+        return Units(space, units.axis, units.block, repeat=units.repeat, head=units.head)
 
     def _reshape(
         self, node: fx.Node, op: Op, source: fx.Node, units: Units
@@ -466,6 +470,24 @@ class Walker(AttentionSteps):
             op_name(node),
             where,
         )
+
+    def _check_repeated(
+        self, node: fx.Node, module: nn.Module | None, hidden: list[tuple[fx.Node, Units]]
+    ) -> None:
+        """The output of grouped-query attention may only pass through ops that keep its
+        shape and are linear (contiguous, dropout) before a linear layer reads it."""
+        op = module_op(module) if module is not None else function_op(node)
+        keeps = len(hidden) == 1 and shape_of(node) == shape_of(hidden[0][0])
+        if not (
+            keeps and op is not None and op.homogeneous and op.odd and op.kind == "elementwise"
+        ):
+            at = location(node)
+            raise unsupported(
+                f"op `{op_name(node)}` in {at} reads the output of grouped-query attention; "
+                "canon supports a linear layer reading it",
+                op_name(node),
+                at,
+            )
 
     def _index(self, node: fx.Node, source: fx.Node, units: Units) -> Units:
         """``x[...]`` that picks positions on other axes and keeps every unit (``x[:, -1]``:

@@ -3,8 +3,10 @@
 Unit ``k`` of a group owns index ``k`` of a tensor's unit axis, or the
 contiguous block ``[k * block, (k + 1) * block)`` when a conv output was
 flattened into a linear layer, counted from ``start`` when the units are a
-part of a fused tensor (the rest of the axis is left as it is). These
-helpers are the only place that knows that layout.
+part of a fused tensor (the rest of the axis is left as it is), and
+``repeat`` times over when several query heads share a key/value head
+(:func:`unit_positions`). These helpers are the only place that knows that
+layout.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from canon.core.spec import Producer, UnitGroup
 
 __all__ = [
     "bn_gain",
+    "gather_units",
     "permute_units",
     "producer_rows",
     "scale_batchnorm_input",
     "scale_units",
     "split_rows",
     "unit_norms",
+    "unit_positions",
     "unit_slices",
     "unit_vectors",
 ]
@@ -42,18 +46,68 @@ def _padded(values: Tensor, start: int, total: int, fill: Tensor) -> Tensor:
     return torch.cat([head, values, tail])
 
 
-def scale_units(t: Tensor, axis: int, factors: Tensor, block: int = 1, start: int = 0) -> Tensor:
+def unit_positions(
+    units: int, block: int = 1, repeat: int = 1, head: int = 1, device: torch.device | None = None
+) -> Tensor:
+    """``[units, repeat * block]``: the indices along an axis (counted from the units'
+    start) that each unit owns.
+
+    Unit k owns its ``block`` entries; with ``repeat`` > 1 the units come in groups of
+    ``head`` (a key/value head's dimensions) and the axis holds each group ``repeat``
+    times in a row (the query heads that share it, grouped-query attention): laid out
+    as [groups, repeat, head, block].
+    """
+    if repeat == 1:
+        return torch.arange(units * block, device=device).reshape(units, block)
+    groups = units // head
+    g = torch.arange(groups, device=device).view(groups, 1, 1, 1)
+    i = torch.arange(repeat, device=device).view(1, repeat, 1, 1)
+    j = torch.arange(head, device=device).view(1, 1, head, 1)
+    c = torch.arange(block, device=device).view(1, 1, 1, block)
+    positions = ((g * repeat + i) * head + j) * block + c
+    return positions.permute(0, 2, 1, 3).reshape(units, repeat * block)
+
+
+def scale_units(
+    t: Tensor,
+    axis: int,
+    factors: Tensor,
+    block: int = 1,
+    start: int = 0,
+    *,
+    repeat: int = 1,
+    head: int = 1,
+) -> Tensor:
     """``t`` with unit ``k``'s slice along ``axis`` multiplied by ``factors[k]``."""
     shape = [1] * t.ndim
     shape[axis] = -1
-    values = _expand(factors, block).to(device=t.device, dtype=t.dtype)
+    factors = factors.to(device=t.device, dtype=t.dtype)
+    if repeat == 1:
+        values = _expand(factors, block)
+    else:
+        positions = unit_positions(len(factors), block, repeat, head, t.device).reshape(-1)
+        values = torch.empty(len(positions), device=t.device, dtype=t.dtype)
+        values[positions] = factors.repeat_interleave(repeat * block)
     values = _padded(values, start, t.shape[axis], torch.ones(1, device=t.device, dtype=t.dtype))
     return t * values.reshape(shape)
 
 
-def permute_units(t: Tensor, axis: int, perm: Tensor, block: int = 1, start: int = 0) -> Tensor:
+def permute_units(
+    t: Tensor,
+    axis: int,
+    perm: Tensor,
+    block: int = 1,
+    start: int = 0,
+    *,
+    repeat: int = 1,
+    head: int = 1,
+) -> Tensor:
     """``t`` with its units reordered along ``axis``: new unit ``k`` is old unit ``perm[k]``."""
-    if block == 1:
+    if repeat > 1:
+        positions = unit_positions(len(perm), block, repeat, head, perm.device)
+        index = torch.empty(positions.numel(), dtype=torch.int64, device=perm.device)
+        index[positions.reshape(-1)] = positions[perm].reshape(-1)
+    elif block == 1:
         index = perm
     else:
         offsets = torch.arange(block, device=perm.device)
@@ -65,13 +119,40 @@ def permute_units(t: Tensor, axis: int, perm: Tensor, block: int = 1, start: int
     return t.index_select(axis, index)
 
 
-def unit_slices(t: Tensor, axis: int, units: int, block: int = 1, start: int = 0) -> Tensor:
+def gather_units(
+    t: Tensor,
+    axis: int,
+    units: int,
+    block: int = 1,
+    start: int = 0,
+    *,
+    repeat: int = 1,
+    head: int = 1,
+) -> Tensor:
+    """``t`` with the units' axis first as ``[units, repeat * block, *other axes]``: unit
+    k's entries of that axis together (in the order :func:`unit_positions` gives)."""
+    front = t.movedim(axis, 0)
+    if start or units * block * repeat != front.shape[0]:
+        front = front.narrow(0, start, units * block * repeat)
+    if repeat > 1:
+        positions = unit_positions(units, block, repeat, head, t.device)
+        front = front.index_select(0, positions.reshape(-1))
+    return front.reshape(units, repeat * block, *front.shape[1:])
+
+
+def unit_slices(
+    t: Tensor,
+    axis: int,
+    units: int,
+    block: int = 1,
+    start: int = 0,
+    *,
+    repeat: int = 1,
+    head: int = 1,
+) -> Tensor:
     """``t`` as one row per unit along ``axis`` (a unit's block of entries and everything
     on the other axes): ``[units, -1]``."""
-    front = t.movedim(axis, 0)
-    if start or units * block != front.shape[0]:
-        front = front.narrow(0, start, units * block)
-    return front.reshape(units, -1)
+    return gather_units(t, axis, units, block, start, repeat=repeat, head=head).reshape(units, -1)
 
 
 def unit_norms(weight: Tensor) -> Tensor:

@@ -60,12 +60,16 @@ class Space:
 
 @dataclass(frozen=True)
 class Units:
-    """A tensor whose ``axis`` holds a space's units (``block`` entries each)."""
+    """A tensor whose ``axis`` holds a space's units (``block`` entries each; with
+    ``repeat`` > 1, groups of ``head`` units each held ``repeat`` times: the output of
+    grouped-query attention, one copy of a value head per query head that shares it)."""
 
     space: Space
     axis: int
     block: int = 1
     layer: str | None = None  # set on a layer's direct output: a BatchNorm may attach to it
+    repeat: int = 1
+    head: int = 1
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class Heads:
     head_axis: int
     dim_axis: int
     heads: int
+    repeat: int = 1  # each of the space's heads appears this many times in a row (GQA)
 
 
 @dataclass(frozen=True)
