@@ -538,14 +538,7 @@ class Walker(AttentionSteps):
             raise unsupported(f"op `{name}` in {at} concatenates units", name, at)
         if dim % out_ndim == 0:
             raise unsupported(f"op `{name}` in {at} concatenates along the batch axis", name, at)
-        for _, other in hidden[1:]:
-            if (other.axis, other.block) != (first.axis, first.block):
-                raise unsupported(
-                    f"op `{name}` in {at} combines tensors whose units sit on different axes",
-                    name,
-                    at,
-                )
-            self._join(first.space, other.space, node)
+        self._join_all(node, [u for _, u in hidden])
         space = first.space.root()
         for n, value in inputs:
             if isinstance(value, Units) and value.space.pinned:
@@ -636,14 +629,7 @@ class Walker(AttentionSteps):
             assert isinstance(v, Units)
             placed.append(Units(v.space.root(), v.axis + out_ndim - len(shape_of(n)), v.block))
         first = placed[0]
-        for other in placed[1:]:
-            if (other.axis, other.block) != (first.axis, first.block):
-                raise unsupported(
-                    f"op `{name}` in {where} combines tensors whose units sit on different axes",
-                    name,
-                    where,
-                )
-            self._join(first.space, other.space, node)
+        self._join_all(node, placed)
         space = first.space.root()
         params = [(n, v) for n, v in inputs if isinstance(v, Param)]
         for n, param in params:
@@ -693,6 +679,20 @@ class Walker(AttentionSteps):
             "get_attr",
             value.name,
         )
+
+    def _join_all(self, node: fx.Node, units: list[Units]) -> None:
+        """Join the spaces of tensors that ``node`` combines; their units must sit alike."""
+        first = units[0]
+        for other in units[1:]:
+            if (other.axis, other.block) != (first.axis, first.block):
+                at = location(node)
+                raise unsupported(
+                    f"op `{op_name(node)}` in {at} combines tensors whose units sit on "
+                    "different axes",
+                    op_name(node),
+                    at,
+                )
+            self._join(first.space, other.space, node)
 
     def _join(self, a: Space, b: Space, node: fx.Node) -> None:
         a, b = a.root(), b.root()
