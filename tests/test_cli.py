@@ -61,3 +61,25 @@ def test_bad_input_is_one_line_exit_1():
         assert result.exit_code == 1, (args, result.output)
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and text in lines[0], (args, result.output)
+
+
+def test_train_stops_early_unless_told_to_run_every_epoch(tmp_path):
+    """`canon train` stops at --target-error by default; --no-early-stop runs every epoch
+    (the paper's protocol, which its help names); the two options exclude each other."""
+    runner = CliRunner()
+    common = [
+        "train", "--arch", "mlp", "--config", json.dumps({"in_features": 64, "hidden": [16],
+        "classes": 10}), "--dataset", "digits", "--epochs", "6", "--zoo", str(tmp_path / "zoo"),
+        "--device", "cpu", "--json",
+    ]  # fmt: skip
+    assert runner.invoke(cli, ["init", "--zoo", str(tmp_path / "zoo")]).exit_code == 0
+    runs = {}
+    for name, extra in (("early", ["--target-error", "0.5"]), ("full", ["--no-early-stop"])):
+        result = runner.invoke(cli, [*common, "--name", name, *extra])
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads(result.stdout)["epochs"]
+    assert runs["early"] < 6 and runs["full"] == 6
+    clash = runner.invoke(cli, [*common, "--name", "x", "--target-error", "0.1", "--no-early-stop"])
+    assert clash.exit_code == 2 and "exclude each other" in clash.output
+    help_text = " ".join(runner.invoke(cli, ["train", "--help"]).output.split())
+    assert "The paper's protocol (appendix A.1) runs every epoch" in help_text

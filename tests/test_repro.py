@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from pathlib import Path
@@ -12,10 +11,14 @@ from click.testing import CliRunner
 
 from canon.cli import cli
 from canon.errors import ConfigError
-from canon.repro import make_plan, run_reproduction
+from canon.repro import Claim, ReproductionResult, make_plan, run_reproduction
 
-CLAIM_IDS = [f"{n}-{net}" for n in range(1, 6) for net in ("mlp", "lenet")] + ["6"]
-ROW = re.compile(r"^\| (?P<id>[\w-]+) \| (?P<cells>.*) \| \*\*(?P<verdict>yes|no)\*\* \|$")
+CLAIM_IDS = [f"{n}-{net}" for n in (1, 2, 3, 4, 5, 7) for net in ("mlp", "lenet")] + ["6"]
+VERDICTS = ("holds", "does not hold", "inconclusive at this scale")
+ROW = re.compile(
+    r"^\| (?P<id>[\w-]+) \| (?P<cells>.*) \| \*\*(?P<verdict>holds|does not hold|"
+    r"inconclusive at this scale)\*\* \|$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,8 @@ def run(tmp_path_factory):
 
 @pytest.mark.slow  # the quick reproduction (module fixture) trains for minutes
 def test_report_has_every_claim_with_numbers_and_verdict(run):
-    """Each claim has a row in the report's table with a measured number and yes or no."""
+    """Each claim has a row in the report's table with a measured number, its bootstrap
+    interval and one of the three verdicts."""
     payload, out = run
     text = (out / "reproduction.md").read_text()
     rows = {m["id"]: m for m in map(ROW.match, text.splitlines()) if m}
@@ -40,9 +44,10 @@ def test_report_has_every_claim_with_numbers_and_verdict(run):
     for claim_id, row in rows.items():
         measured = row["cells"].split(" | ")[-1]
         assert re.search(r"\d+\.\d+%|\d+\.\d+", measured), measured
-        assert row["verdict"] == ("yes" if claims[claim_id]["holds"] else "no")
-    held = sum(c["holds"] for c in payload["claims"])
-    assert f"**{held} of {len(CLAIM_IDS)} checks hold.**" in text
+        assert "95% bootstrap intervals" in measured
+        assert row["verdict"] == claims[claim_id]["verdict"]
+    counts = ", ".join(f"{sum(c['verdict'] == v for c in payload['claims'])} {v}" for v in VERDICTS)
+    assert f"**{len(CLAIM_IDS)} checks: {counts}.**" in text
 
 
 @pytest.mark.slow  # the quick reproduction (module fixture) trains for minutes
@@ -51,7 +56,7 @@ def test_figures_exist_and_are_referenced(run):
     payload, out = run
     text = (out / "reproduction.md").read_text()
     figures = [Path(f) for f in payload["figures"]]
-    assert len(figures) == 13
+    assert len(figures) == 15
     for figure in figures:
         assert figure.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
         assert f"](figures/{figure.name})" in text
@@ -75,26 +80,29 @@ def test_report_records_settings_and_time(run):
 
 @pytest.mark.slow  # the quick reproduction (module fixture) trains for minutes
 def test_verdicts_follow_the_numbers(run):
-    """Each verdict is the stated comparison of its measured values (nothing else decides)."""
+    """Each verdict follows from its checks' intervals (nothing else decides): all above 0
+    and beyond the tie tolerance: holds; one below 0 and beyond it: does not hold; else
+    inconclusive."""
     payload, _ = run
     for claim in payload["claims"]:
-        v = claim["values"]
-        kind = claim["id"].split("-")[0]
-        if kind == "1":
-            expected = v["linear_aligned"] < v["linear"]
-        elif kind in ("2", "4"):
-            expected = v["rsgd-rsgd"] < v["sgd-sgd"] < v["adv-adv"]
-        elif kind == "3":
-            expected = max(v["bend"], v["bend_linear_aligned"]) < v["near_zero"]
-        elif kind == "5":
-            energy, test = v["local_energy"], v["test_error"]
-            expected = (energy["rsgd"] < energy["sgd"] < energy["adv"]) and (
-                test["rsgd"] < test["sgd"] < test["adv"]
-            )
+        verdicts = []
+        for e in claim["values"]["evidence"]:
+            low, high, estimate, tie = e["low"], e["high"], e["estimate"], e["tolerance"]
+            if low is not None and low > 0 and estimate > tie:
+                verdicts.append("holds")
+            elif high is not None and high < 0 and estimate < -tie:
+                verdicts.append("does not hold")
+            else:
+                verdicts.append("inconclusive at this scale")
+            assert e["verdict"] == verdicts[-1], e
+        if verdicts and all(v == "holds" for v in verdicts):
+            expected = "holds"
+        elif "does not hold" in verdicts:
+            expected = "does not hold"
         else:
-            barriers = v["random_flip"]
-            expected = all(a > b for a, b in itertools.pairwise(barriers))
-        assert claim["holds"] == expected, claim
+            expected = "inconclusive at this scale"
+        assert claim["verdict"] == expected, claim
+        assert claim["holds"] == (expected == "holds")
 
 
 def test_zoo_folder_must_be_empty(tmp_path):
@@ -107,10 +115,36 @@ def test_zoo_folder_must_be_empty(tmp_path):
 
 
 def test_plans_full_and_quick():
-    """The full plan uses the paper's networks and HMM sizes; quick is a smaller copy."""
+    """The full plan uses the paper's networks, HMM sizes and protocols (every epoch, budgets
+    scaled by one factor, at least 5 solutions per algorithm); quick is a smaller copy."""
     full, quick = make_plan(), make_plan(quick=True)
+    assert full.target_error is None and full.seeds_per_algo >= 5
+    assert full.binary.seeds_per_algo >= 5 and full.pairs_per_class >= 5
+    scale = full.epoch_scale
+    assert full.nets[0].epochs == full.midpoint_epochs == round(300 * scale)
+    assert (full.binary.epochs, full.binary.adv_epochs) == (round(200 * scale), round(500 * scale))
+    assert all(n.adv_lr == 0.02 for n in full.nets)
     assert [n.label for n in full.nets] == [n.label for n in quick.nets] == ["mlp", "lenet"]
     assert full.nets[1].config == {"channels": [20, 50], "hidden": 500}
     assert (full.binary.D, full.binary.P, full.binary.hidden) == (501, 1503, 101)
     assert len(full.binary.ratios) >= 2 and full.binary.ratios == tuple(sorted(full.binary.ratios))
     assert quick.seeds_per_algo <= full.seeds_per_algo and quick.points <= full.points
+
+
+def test_summary_prints_each_claims_verdict(tmp_path):
+    """What `canon repro` prints: the count of each verdict, then every claim with its
+    three-way verdict (not a yes/no)."""
+    claims = [
+        Claim(str(k), f"claim {k}", "paper", "scope", f"measured {k}", verdict)
+        for k, verdict in enumerate(VERDICTS)
+    ]
+    result = ReproductionResult(tmp_path / "r.md", tmp_path / "r.json", [], claims, 90.0)
+    lines = result.summary().splitlines()
+    assert lines[0].endswith(
+        "1.5 min; 3 checks: 1 holds, 1 does not hold, 1 inconclusive at this scale"
+    )
+    assert lines[1:] == [
+        "  [holds] (0) claim 0: measured 0",
+        "  [does not hold] (1) claim 1: measured 1",
+        "  [inconclusive at this scale] (2) claim 2: measured 2",
+    ]

@@ -9,7 +9,14 @@ from canon.core.geometry import distances
 from canon.data import load_dataset, subset
 from canon.engine import path_curve
 from canon.engine.midpoint import optimize_midpoint
-from canon.engine.train import train
+from canon.engine.train import (
+    PAPER_PROTOCOL,
+    auto_gamma0,
+    black_level,
+    gamma_rate,
+    replica_spread,
+    train,
+)
 from canon.errors import ConfigError
 
 SMALL = ("mlp", {"in_features": 4, "hidden": [16], "classes": 3})
@@ -46,17 +53,85 @@ def test_sgd_stops_at_the_target_and_reports_progress(blobs):
     assert result.test_error is not None
 
 
+@pytest.mark.slow  # every epoch of the paper's protocol, 5 replicas for rsgd
 @pytest.mark.parametrize("algo", ["sgd", "rsgd", "adv"])
 def test_each_algorithm_fits_digits(digits, algo):
-    """sgd, rsgd and adv each reach train error < 1% on (a subset of) digits."""
+    """sgd, rsgd and adv each reach train error < 1% on (a subset of) digits, running every
+    epoch (the paper's protocol)."""
     net = ("mlp", {"in_features": 64, "hidden": [64, 64], "classes": 10})
-    result = train(net, digits, algo, seed=0, epochs=300)
-    assert result.train_error < 0.01
+    result = train(net, digits, algo, seed=0, epochs=60, target_error=None)
+    assert result.train_error < 0.01 and result.epochs == 60
     if algo == "adv":
         assert any(h["adv"] == 1.0 for h in result.history)
         assert result.options["momentum"] == 0.0
     if algo == "rsgd":
-        assert result.options["replicas"] == 5 and result.options["gamma1"] > 0
+        assert result.options["replicas"] == 5
+        assert result.options["gamma1"] == pytest.approx(1e4 ** (1 / 60) - 1)
+
+
+def test_rsgd_replicas_start_apart_and_collapse_onto_the_center(blobs):
+    """Independently initialized replicas run every epoch (no early stop) and end at the
+    center: their spread shrinks from its initial value to near 0."""
+    result = train(SMALL, blobs, "rsgd", seed=0, epochs=20, replicas=3, target_error=0.5)
+    start, end = result.options["spread"]
+    assert result.epochs == 20 and len(result.history) == 20
+    assert start > 0.5 and end < 1e-3 * start
+    spreads = [h["spread"] for h in result.history]
+    assert spreads[-1] < spreads[0]
+    assert result.options["gamma0_rule"] == "auto"
+
+
+def test_automatic_gamma0_balances_coupling_and_data_loss(blobs):
+    """gamma_0 = mean replica loss / mean squared distance to the center at initialization
+    (checked against the replicas rebuilt from their seeds), and gamma_1 = 1e4^(1/epochs) - 1."""
+    from canon.architectures import build_model
+    from canon.engine.evaluate import Evaluator
+    from canon.engine.train import _reset
+
+    result = train(SMALL, blobs, "rsgd", seed=4, epochs=1, replicas=2)
+    model = build_model(*SMALL)
+    replicas = []
+    for seed in (4, 4 * 7919 + 104_729):
+        replica = build_model(*SMALL)
+        _reset(replica, seed)
+        replicas.append(replica)
+    evaluator = Evaluator(model, blobs.x_train, blobs.y_train, torch.device("cpu"))
+    losses = [float(evaluator.error(r.state_dict(), loss=True).losses[0]) for r in replicas]
+    flat = [torch.cat([p.detach().flatten() for p in r.parameters()]) for r in replicas]
+    center = (flat[0] + flat[1]) / 2
+    distances = [float((f - center).square().sum()) for f in flat]
+    expected = (sum(losses) / 2) / (sum(distances) / 2)
+    assert result.options["gamma0"] == pytest.approx(expected, rel=1e-6)
+    assert auto_gamma0(losses, distances) == pytest.approx(expected)
+    assert replica_spread(replicas) == pytest.approx((sum(distances) / 2) ** 0.5, rel=1e-5)
+    assert gamma_rate(300) == pytest.approx(1e4 ** (1 / 300) - 1)
+    assert (1 + gamma_rate(300)) ** 300 == pytest.approx(1e4)
+    with pytest.raises(ConfigError, match="give `gamma0`"):
+        auto_gamma0([1.0, 1.0], [0.0, 0.0])
+
+
+def test_adv_zeroes_raw_pixels_and_binary_nets_follow_appendix_b(digits):
+    """adv's zeroed pixels are black (raw 0 = the feature's train minimum after
+    standardization), not the mean; binary nets get appendix B's settings."""
+    from canon.engine.train import _adversarial_copy
+
+    x, y = digits.x_train, digits.y_train
+    noisy, _ = _adversarial_copy(x, y, 0.25, seed=0)
+    changed = noisy != x
+    black = black_level(x).expand_as(x)
+    assert changed.any() and torch.equal(noisy[changed], black[changed])
+    assert "300" in PAPER_PROTOCOL and "cosine" in PAPER_PROTOCOL
+    hmm = load_dataset("hmm", D=11, P=40, N=40, P_test=10)
+    net = ("committee", {"in_features": 40, "hidden": 3})
+    adv = train(net, hmm, "adv", seed=0, epochs=1, adv_epochs=1)
+    assert (adv.options["lr"], adv.options["adv_lr"], adv.options["adv_zero_fraction"]) == (
+        5.0,
+        10.0,
+        0.0,
+    )
+    rsgd = train(net, hmm, "rsgd", seed=0, epochs=2, replicas=2)
+    assert (rsgd.options["gamma0"], rsgd.options["gamma1"]) == (0.002, 0.002)
+    assert [h["gamma"] for h in rsgd.history] == pytest.approx([0.002, 0.002 * 1.002])
 
 
 def test_binary_committee_reaches_zero_error():
@@ -91,8 +166,9 @@ def test_optimized_midpoint_lowers_the_barrier(digits):
     assert result.train_error <= 0.0
     assert result.curve.kind == "bend"
     assert result.barrier <= geodesic.barrier
-    linear = optimize_midpoint(a, b, net, digits, "linear", points=13)
-    assert linear.curve.kind == "bend_linear" and linear.train_error == 0.0
+    linear = optimize_midpoint(a, b, net, digits, "linear", points=13, epochs=20)
+    assert linear.curve.kind == "bend_linear" and linear.epochs == 20
+    assert linear.options["target_error"] is None  # every epoch runs (Fig. 10)
 
 
 def test_bad_training_requests(blobs):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from canon._format import pct
 from canon._options import parse_json, parse_tags
@@ -23,6 +24,7 @@ from canon.cli._common import (
     table_options,
 )
 from canon.engine import DEFAULT_PATHS, MIDPOINT_PATHS, list_algorithms, list_path_kinds
+from canon.engine.kinds import PAPER_PROTOCOL
 
 if TYPE_CHECKING:
     from canon.cli._common import Selection
@@ -161,7 +163,25 @@ def _matrix_text(names: list[str], matrix: list[list[float]], metric: str) -> st
 @click.option("--dataset", required=True, help="Dataset name (see canon.data).")
 @click.option("--algo", type=click.Choice(list_algorithms()), default="sgd")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--epochs", default=300, show_default=True)
+@click.option(
+    "--epochs",
+    default=300,
+    show_default=True,
+    help="Epochs of training: the most with early stopping, all with --no-early-stop.",
+)
+@click.option(
+    "--target-error",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Early stopping: sgd and adv stop at the first epoch whose train error is at most "
+    "this (rsgd runs every epoch).",
+)
+@click.option(
+    "--no-early-stop",
+    is_flag=True,
+    help=f"Run every epoch, whatever the train error. {PAPER_PROTOCOL}",
+)
 @click.option("--name", required=True, help="The new entry's name.")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="A tag (repeatable).")
 def train(
@@ -172,10 +192,19 @@ def train(
     algo: str,
     seed: int,
     epochs: int,
+    target_error: float,
+    no_early_stop: bool,
     name: str,
     tags: tuple[str, ...],
 ) -> None:
-    """Train a network and add it to the zoo (tags algo and seed, train/test error)."""
+    """Train a network and add it to the zoo (tags algo and seed, train/test error).
+
+    By default training stops early, at the first epoch with zero train error
+    (--target-error); --no-early-stop runs the paper's fixed budget instead.
+    """
+    source = click.get_current_context().get_parameter_source("target_error")
+    if no_early_stop and source is not ParameterSource.DEFAULT:
+        raise click.UsageError("--target-error and --no-early-stop exclude each other")
     with open_zoo(app) as zoo, progress(app, "epochs") as bar:
         entry, result = zoo.train(
             name=name,
@@ -185,6 +214,7 @@ def train(
             algo=algo,
             seed=seed,
             epochs=epochs,
+            target_error=None if no_early_stop else target_error,
             tags=parse_tags(tags),
             device=app.device,
             progress=_epochs(bar),
@@ -267,7 +297,13 @@ def _plane_text(result: PlaneResult, a: str, b: str, c: str) -> str:
     default="geodesic",
     show_default=True,
 )
-@click.option("--epochs", default=300, show_default=True, help="Most epochs of training.")
+@click.option(
+    "--epochs",
+    default=300,
+    show_default=True,
+    help="Epochs of training, every one run (the paper's protocol, Fig. 10: 300 epochs, "
+    "cosine-annealed).",
+)
 def midpoint(app: App, a: str, b: str, name: str, path: str, epochs: int) -> None:
     """Optimize a midpoint between A and B and add it to the zoo (kind midpoint)."""
     with open_zoo(app) as zoo, progress(app, "epochs") as bar:

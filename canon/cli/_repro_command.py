@@ -44,19 +44,7 @@ def repro(app: App, quick: bool, out: str, seed: int, keep_zoo: str | None) -> N
             command=command,
         )
 
-    def text() -> str:
-        held = sum(c.holds for c in result.claims)
-        lines = [
-            f"wrote {result.report} ({len(result.figures)} figures) in "
-            f"{result.wall_seconds / 60:.1f} min; {held} of {len(result.claims)} checks hold:"
-        ]
-        lines += [
-            f"  {'yes' if c.holds else 'NO '}  ({c.id}) {c.claim}: {c.measured}"
-            for c in result.claims
-        ]
-        return "\n".join(lines)
-
-    emit(app, result.to_dict(), text)
+    emit(app, result.to_dict(), result.summary)
 
 
 @contextmanager

@@ -143,7 +143,7 @@ def add(
     if given:
         raise ConfigError(f"`{given[0]}` applies to hf:// models only")
     if name is None:
-        raise ConfigError("`--name` is required: give the entry a unique name")
+        raise click.UsageError("Missing option '--name': give the entry a unique name")
     config = parse_json(config_json) if config_json is not None else None
     shape = _parse_shape(input_shape) if input_shape is not None else None
     tag_values = parse_tags(tags)

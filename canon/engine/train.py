@@ -1,24 +1,38 @@
 """Trainers that sample solutions of different flatness (DESIGN §3 "Training").
 
 - ``sgd``: SGD with Nesterov momentum and a cosine-annealed learning rate;
-- ``rsgd``: replicated SGD (Pittorino et al. 2021): ``replicas`` copies trained
-  side by side, each pulled towards their center (the replicas' mean) with a
-  coupling gamma_t = gamma_0 (1 + gamma_1)^t growing every epoch; the result
-  is the center;
+- ``rsgd``: replicated SGD (Pittorino et al. 2021; Baldassi et al. 2020):
+  ``replicas`` networks initialized independently and trained side by side,
+  each on its own minibatches, with the coupling term gamma_t ||w_a - c||^2 to
+  their center c (the replicas' mean, held fixed within a step) added to its
+  loss. gamma_t = gamma_0 (1 + gamma_1)^t grows every epoch t; gamma_0 is chosen
+  so that the coupling term equals the data loss at initialization
+  (:func:`auto_gamma0`) and gamma_1 = 1e4^(1/epochs) - 1 (:func:`gamma_rate`), so
+  the coupling grows 10^4-fold over the run. Every epoch runs (the replicas
+  collapse onto the center by the end) and the result is the center;
 - ``adv``: adversarial initialization (Liu et al. 2020): first fit a copy of
-  the training data with random labels and a fraction of the inputs zeroed,
-  then plain SGD (no momentum) on the real data;
+  the training data with random labels and a fraction of each input's pixels
+  set to black (raw value 0, see :func:`black_level`), then plain SGD (no
+  momentum) on the real data;
 - networks with binary weights train as BinaryNet: the forward pass uses the
   signs of the latent weights, gradients pass straight through, and the
   latent weights are clipped to [-1, 1] after every step.
 
-Defaults follow the paper's appendix A.1 (continuous networks: batch 128,
-learning rates 0.02 / 0.05 with Nesterov momentum 0.9) and B (binary
-networks: SGD without momentum, learning rate 1.0, batch 100), scaled for
-small problems where noted: adv's plain SGD uses 0.2, the effective step of
-sgd's momentum SGD, instead of the paper's 0.02. Everything is seeded: on CPU the
-same call gives the same network bit for bit. Training stops early once the
-train error reaches ``target_error``.
+Settings follow the paper's appendix A.1 for continuous networks (batch 128,
+cosine annealing, Nesterov momentum 0.9 with learning rates 0.02 for sgd and
+0.05 for rsgd, 5 replicas; adv: vanilla SGD) and appendix B for binary ones
+(batch 100, SGD without momentum, constant learning rate 1.0; rsgd's coupling
+gamma_t = 0.002 * 1.002^t; adv: learning rate 10 on random labels, then 5).
+The default learning rate of each algorithm comes from its registration in
+:mod:`canon.engine.kinds`; adv's, 0.2, departs from the paper's vanilla-SGD
+0.02 (which ``canon repro`` passes), for the reason given there. Everything
+is seeded: on CPU the same call gives the same network bit for bit.
+
+:data:`PAPER_PROTOCOL` says which protocol is the paper's: a fixed epoch
+budget, every epoch run (``target_error=None``). ``target_error`` (default 0.0)
+stops sgd and adv at the first epoch whose train error reaches it: faster, and
+kept for exploration, but the learning rate is then still near its initial
+value and the solutions are sharper than the paper's. rsgd never stops early.
 
 The algorithms are registered in :mod:`canon.engine.kinds` (their trainers are
 :func:`train_sgd`, :func:`train_rsgd` and :func:`train_adv` here);
@@ -29,7 +43,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Mapping
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeAlias
 
@@ -40,14 +56,34 @@ from torch import Tensor, nn
 from canon.core import Spec, spec_from_module
 from canon.device import resolve_device
 from canon.engine.evaluate import Evaluator
-from canon.engine.kinds import ALGORITHMS, AlgorithmInfo, get_algorithm
+from canon.engine.kinds import ALGORITHMS, PAPER_PROTOCOL, AlgorithmInfo, get_algorithm
 from canon.engine.landscape import ModelLike, as_data, as_model
 from canon.errors import ConfigError
 
-__all__ = ["ALGORITHMS", "Fitted", "TrainProgress", "TrainResult", "TrainSetup", "train"]
+__all__ = [
+    "ALGORITHMS",
+    "GAMMA_GROWTH",
+    "PAPER_PROTOCOL",
+    "Fitted",
+    "TrainProgress",
+    "TrainResult",
+    "TrainSetup",
+    "auto_gamma0",
+    "black_level",
+    "gamma_rate",
+    "replica_spread",
+    "train",
+]
 
 #: A registered algorithm's name (:func:`~canon.engine.kinds.list_algorithms`).
 Algorithm: TypeAlias = str
+
+#: How much rsgd's coupling grows over a run: gamma_1 = GAMMA_GROWTH^(1/epochs) - 1
+#: (``gmax = 1e4`` in the RSGD authors' code, Pittorino et al. 2021).
+GAMMA_GROWTH = 1e4
+
+#: Appendix B's coupling for binary networks: gamma_t = 0.002 * 1.002^t.
+BINARY_GAMMA = (0.002, 0.002)
 
 
 @dataclass(frozen=True)
@@ -103,10 +139,72 @@ def _clip_binary(model: nn.Module, spec: Spec) -> None:
             model.get_parameter(name).clamp_(-1.0, 1.0)
 
 
+#: Appendix B's learning rates for binary networks (adv: the second phase; its random-label
+#: phase uses :data:`BINARY_ADV_LR`); any other algorithm uses 1.0.
+BINARY_LR = {"sgd": 1.0, "rsgd": 1.0, "adv": 5.0}
+BINARY_ADV_LR = 10.0
+
+
 def _defaults(algo: AlgorithmInfo, binary: bool) -> dict[str, Any]:
     if binary:
-        return {"lr": 1.0, "momentum": 0.0, "batch_size": 100, "cosine": False}
+        lr = BINARY_LR.get(algo.name, 1.0)
+        return {"lr": lr, "momentum": 0.0, "batch_size": 100, "cosine": False}
     return {"lr": algo.lr, "momentum": algo.momentum, "batch_size": 128, "cosine": True}
+
+
+def gamma_rate(epochs: int) -> float:
+    """gamma_1 = GAMMA_GROWTH^(1/epochs) - 1: the coupling grows 10^4-fold over ``epochs``."""
+    return float(GAMMA_GROWTH ** (1.0 / max(1, epochs)) - 1.0)
+
+
+def auto_gamma0(losses: Sequence[float], sq_distances: Sequence[float]) -> float:
+    """gamma_0 that makes the coupling term equal the data loss at initialization.
+
+    gamma_0 = mean_a L(w_a) / mean_a ||w_a - c||^2 over the replicas a, with L the
+    mean train loss and c the replicas' mean (all parameters, biases included):
+    the rule of the RSGD authors' code (Pittorino et al. 2021, ``g = None``:
+    "balance coupling and data loss at epoch 0").
+    """
+    distance = statistics.fmean(sq_distances)
+    if not distance > 0:
+        raise ConfigError(
+            "rsgd's automatic gamma0 needs replicas that start apart; they start identical "
+            "(from `init`): give `gamma0`"
+        )
+    return statistics.fmean(losses) / distance
+
+
+def _sq_distances(models: Sequence[nn.Module]) -> list[float]:
+    """||w_a - c||^2 of every replica a to the replicas' mean c (all parameters)."""
+    center = _mean_parameters(list(models))
+    with torch.no_grad():
+        return [
+            sum(float((p - center[k]).square().sum()) for k, p in m.named_parameters())
+            for m in models
+        ]
+
+
+def _loss(evaluator: Evaluator, model: nn.Module) -> float:
+    """The mean train loss of ``model`` (eval mode)."""
+    losses = evaluator.error(model.state_dict(), loss=True).losses
+    assert losses is not None
+    return float(losses[0])
+
+
+def replica_spread(models: Sequence[nn.Module]) -> float:
+    """The replicas' spread around their center: sqrt(mean_a ||w_a - c||^2)."""
+    return math.sqrt(statistics.fmean(_sq_distances(models)))
+
+
+def black_level(x: Tensor) -> Tensor:
+    """Per input feature, the value of a black (raw 0) pixel in the standardized inputs ``x``.
+
+    canon's image datasets standardize raw pixel intensities (darkest 0) with
+    train statistics, so raw 0 becomes (0 - mean) / std, the smallest value the
+    feature takes on the train split (every pixel of digits, MNIST and CIFAR is
+    black in some train image). That minimum is returned (shape ``x.shape[1:]``).
+    """
+    return x.amin(dim=0)
 
 
 class _Run:
@@ -152,10 +250,11 @@ class _Run:
                 loss = loss_fn(model(self.x[idx]), self.y[idx])
                 loss.backward()  # type: ignore[no-untyped-call]
                 if center is not None:
+                    # the gradient of the coupling term gamma ||w - c||^2, c held fixed
                     with torch.no_grad():
                         for name, p in model.named_parameters():
                             if p.grad is not None:
-                                p.grad.add_(p - center[name], alpha=gamma)
+                                p.grad.add_(p - center[name], alpha=2.0 * gamma)
                 opt.step()
                 if self.spec.binary_weights:
                     _clip_binary(model, self.spec)
@@ -230,18 +329,22 @@ def _fit(
         for m in models:
             m.train()
         lr = run.lr
-        loss = run.epoch(gamma(epoch))
+        # A coupling step lr * 2 gamma above 1 would throw a replica past the center and
+        # diverge (short runs, where gamma grows fast while lr is still large); cap it there.
+        coupling = min(gamma(epoch), 0.5 / lr) if lr > 0 else gamma(epoch)
+        loss = run.epoch(coupling)
         center = _center_state(models) if len(models) > 1 else models[0].state_dict()
         error = float(phase.evaluator.error(center).errors[0])
-        phase.history.append(
-            {
-                "adv": float(name == "adv"),
-                "epoch": epoch + 1,
-                "loss": loss,
-                "train_error": error,
-                "lr": lr,
-            }
-        )
+        record = {
+            "adv": float(name == "adv"),
+            "epoch": epoch + 1,
+            "loss": loss,
+            "train_error": error,
+            "lr": lr,
+        }
+        if len(models) > 1:
+            record |= {"gamma": coupling, "spread": replica_spread(models)}
+        phase.history.append(record)
         if phase.progress is not None:
             phase.progress(TrainProgress(name, epoch + 1, epochs, loss, error, lr))
         if stop_error is not None and error <= stop_error:
@@ -252,13 +355,19 @@ def _fit(
 def _adversarial_copy(
     x: Tensor, y: Tensor, zero_fraction: float, seed: int
 ) -> tuple[Tensor, Tensor]:
-    """The ADV data: random labels and a fraction of every input zeroed (canon.data.adversarial)."""
+    """The ADV data: random labels and a fraction of every input's pixels set to black.
+
+    :func:`canon.data.adversarial` zeroes entries; it runs on the inputs shifted by
+    :func:`black_level`, so a zeroed entry is a black pixel (raw 0, as in Liu et
+    al.), not the pixel mean (0 after standardization).
+    """
     from canon.data import Dataset, adversarial
 
     binary = y.is_floating_point()
+    black = black_level(x.float().cpu())
     dataset = Dataset(
         "train",
-        x.float().cpu(),
+        x.float().cpu() - black,
         (y.float() if binary else y.long()).cpu(),
         x.float().cpu()[:1],
         (y.float() if binary else y.long()).cpu()[:1],
@@ -266,7 +375,10 @@ def _adversarial_copy(
         input_shape=tuple(x.shape[1:]),
     )
     noisy = adversarial(dataset, zero_fraction=zero_fraction, seed=seed)
-    return noisy.x_train.to(x.device, x.dtype), noisy.y_train.to(y.device, y.dtype)
+    # where the shifted copy is 0 the pixel is black (set, or already black); elsewhere
+    # keep x itself (adding the shift back would round)
+    inputs = torch.where(noisy.x_train == 0, black, x.float().cpu())
+    return inputs.to(x.device, x.dtype), noisy.y_train.to(y.device, y.dtype)
 
 
 @dataclass(frozen=True)
@@ -285,10 +397,12 @@ class TrainSetup:
     target_error: float | None
     seed: int
     replicas: int
-    gamma0: float
+    gamma0: float | None
     gamma1: float | None
     adv_epochs: int | None
-    adv_zero_fraction: float
+    adv_zero_fraction: float | None
+    adv_lr: float | None = None
+    from_init: bool = False
 
 
 @dataclass(frozen=True)
@@ -315,10 +429,11 @@ def train(
     target_error: float | None = 0.0,
     init: Mapping[str, Tensor] | None = None,
     replicas: int = 5,
-    gamma0: float = 1e-3,
+    gamma0: float | None = None,
     gamma1: float | None = None,
     adv_epochs: int | None = None,
-    adv_zero_fraction: float = 0.1,
+    adv_zero_fraction: float | None = None,
+    adv_lr: float | None = None,
     device: str | torch.device = "auto",
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
@@ -327,11 +442,19 @@ def train(
     ``algo`` names a registered algorithm (:func:`~canon.engine.kinds.list_algorithms`).
     ``model`` is a module template, an architecture name or (name, config);
     its parameters are re-initialized from ``seed`` unless ``init`` gives a
-    starting state. ``gamma1`` defaults to the rate that takes the RSGD
-    coupling from ``gamma0`` to 1 over ``epochs``. ``adv_epochs`` (default
-    ``epochs``) bounds the random-label phase of ``adv``, which stops as soon as
-    that copy is fitted. ``target_error=None`` runs every epoch (no early stop).
-    ``progress`` is called after every epoch.
+    starting state.
+
+    ``target_error`` stops sgd and adv at the first epoch whose train error is at
+    most it; ``None`` runs every epoch, the paper's protocol
+    (:data:`PAPER_PROTOCOL`). rsgd always runs every epoch.
+
+    rsgd: ``gamma0`` defaults to :func:`auto_gamma0` (binary networks: appendix
+    B's 0.002), ``gamma1`` to :func:`gamma_rate` of ``epochs`` (binary: 0.002).
+    adv: ``adv_epochs`` (default ``epochs``) bounds the random-label phase, which
+    stops as soon as that copy is fitted; ``adv_lr`` is its learning rate
+    (default ``lr``; binary: 10); ``adv_zero_fraction`` of each input's pixels
+    are set to black there (default 0.1, Liu et al.; binary: 0, appendix B only
+    randomizes labels). ``progress`` is called after every epoch.
     """
     info = get_algorithm(algo)
     if epochs < 1:
@@ -386,6 +509,8 @@ def train(
         gamma1,
         adv_epochs,
         adv_zero_fraction,
+        adv_lr,
+        from_init=init is not None,
     )
     fitted = info.train(setup)
     options |= fitted.options
@@ -411,36 +536,61 @@ def train_sgd(setup: TrainSetup) -> Fitted:
 
 
 def train_rsgd(setup: TrainSetup) -> Fitted:
-    """``rsgd``: replicas coupled to their center with gamma_t = gamma0 (1 + gamma1)^t.
+    """``rsgd``: independently initialized replicas coupled to their center with
+    gamma_t = gamma0 (1 + gamma1)^t for every epoch t; the solution is the center.
 
-    ``gamma1`` defaults to the rate that takes the coupling from ``gamma0`` to 1
-    over the epochs; the solution is the replicas' center.
+    gamma0 and gamma1 default to :func:`auto_gamma0` and :func:`gamma_rate`
+    (binary networks: :data:`BINARY_GAMMA`). Replica r > 0 is initialized from
+    its own seed (without ``init``; with it, all start there). For stability
+    the coupling used in an epoch is at most 1 / (2 lr_t) (a step lr_t 2 gamma
+    never passes the center); with the paper's 300 epochs and cosine annealing
+    the product stays below that, and ``history`` records the gamma used.
     """
-    gamma0, epochs = setup.gamma0, setup.epochs
-    rate = (
-        setup.gamma1
-        if setup.gamma1 is not None
-        else (1.0 / gamma0) ** (1.0 / max(1, epochs - 1)) - 1
-    )
-    # replicas start together and drift apart through their own minibatch orders
+    phase, epochs = setup.phase, setup.epochs
+    binary = bool(phase.spec.binary_weights)
     group = [setup.net] + [copy.deepcopy(setup.net) for _ in range(setup.replicas - 1)]
-    ran, error = _fit(
-        "fit", group, setup.phase, epochs, lambda t: gamma0 * (1 + rate) ** t, setup.target_error
-    )
-    options = {"replicas": setup.replicas, "gamma0": gamma0, "gamma1": rate}
+    if not setup.from_init:
+        for r, replica in enumerate(group[1:], start=1):
+            _reset(replica, setup.seed * 7919 + 104_729 * r)
+    gamma0, rule = setup.gamma0, "given"
+    if gamma0 is None and binary:
+        gamma0, rule = BINARY_GAMMA[0], "appendix B"
+    elif gamma0 is None:
+        losses = [_loss(phase.evaluator, m) for m in group]
+        gamma0, rule = auto_gamma0(losses, _sq_distances(group)), "auto"
+    rate = setup.gamma1
+    if rate is None:
+        rate = BINARY_GAMMA[1] if binary else gamma_rate(epochs)
+    start = replica_spread(group)
+    ran, error = _fit("fit", group, phase, epochs, lambda t: gamma0 * (1 + rate) ** t, None)
+    options = {
+        "replicas": setup.replicas,
+        "gamma0": gamma0,
+        "gamma1": rate,
+        "gamma0_rule": rule,
+        "spread": [start, replica_spread(group)],
+        "target_error": None,
+    }
     return Fitted(ran, error, _center_state(group), options)
 
 
 def train_adv(setup: TrainSetup) -> Fitted:
-    """``adv``: fit a random-label copy of the data (a fraction of each input zeroed) for at
-    most ``adv_epochs``, then :func:`train_sgd` on the real data."""
+    """``adv``: fit a random-label copy of the data (a fraction of each input's pixels set
+    to black) for at most ``adv_epochs``, then :func:`train_sgd` on the real data."""
     phase, net = setup.phase, setup.net
-    ax, ay = _adversarial_copy(phase.x, phase.y, setup.adv_zero_fraction, setup.seed)
+    binary = bool(phase.spec.binary_weights)
+    zero = setup.adv_zero_fraction
+    if zero is None:
+        zero = 0.0 if binary else 0.1
+    adv_lr = setup.adv_lr
+    if adv_lr is None:
+        adv_lr = BINARY_ADV_LR if binary else phase.lr
+    ax, ay = _adversarial_copy(phase.x, phase.y, zero, setup.seed)
     n_adv = setup.adv_epochs or setup.epochs
     adv_phase = dataclasses.replace(
-        phase, x=ax, y=ay, evaluator=Evaluator(net, ax, ay, setup.device)
+        phase, x=ax, y=ay, lr=adv_lr, evaluator=Evaluator(net, ax, ay, setup.device)
     )
     _fit("adv", [net], adv_phase, n_adv, lambda t: 0.0, 0.0)
     fitted = train_sgd(setup)
-    options = {"adv_epochs": n_adv, "adv_zero_fraction": setup.adv_zero_fraction}
+    options = {"adv_epochs": n_adv, "adv_zero_fraction": zero, "adv_lr": adv_lr}
     return dataclasses.replace(fitted, options=options)

@@ -18,6 +18,7 @@ from canon.plots._binary import ScalingPoint as ScalingPoint
 from canon.plots._binary import plot_binary_scaling as plot_binary_scaling
 from canon.plots._distances import class_pairs as class_pairs
 from canon.plots._distances import plot_distances as plot_distances
+from canon.plots._distances import plot_midpoint_distances as plot_midpoint_distances
 from canon.plots._distances import plot_table as plot_table
 from canon.plots._landscape import plot_local_energy as plot_local_energy
 from canon.plots._landscape import plot_plane as plot_plane
@@ -43,6 +44,7 @@ __all__ = [
     "plot_distances",
     "plot_hamming_paths",
     "plot_local_energy",
+    "plot_midpoint_distances",
     "plot_path_classes",
     "plot_plane",
     "plot_table",

@@ -24,7 +24,13 @@ if TYPE_CHECKING:
 
     from canon.zoo import Table
 
-__all__ = ["METRIC_LABELS", "class_pairs", "plot_distances", "plot_table"]
+__all__ = [
+    "METRIC_LABELS",
+    "class_pairs",
+    "plot_distances",
+    "plot_midpoint_distances",
+    "plot_table",
+]
 
 METRIC_LABELS = {
     "euclidean": "Euclidean distance\n(raw parameters)",
@@ -103,6 +109,40 @@ def plot_distances(
         style_axes(
             ax, "pair of solutions (class-class)", METRIC_LABELS.get(table.metric, table.metric)
         )
+    return save(fig, path, fmt, title=title)
+
+
+def plot_midpoint_distances(
+    distances: Mapping[str, Sequence[tuple[float, float]]],
+    path: PathLike | None = None,
+    *,
+    title: str = "",
+    fmt: str | None = None,
+) -> Figure:
+    """Distances from optimized midpoints to their endpoints (the paper's Fig. 5, middle and
+    right).
+
+    ``distances`` maps a pair class (``"rsgd-adv"``: flatter class first) to one
+    (distance to the first endpoint, distance to the second) per optimized
+    midpoint. The left panel shows the distances to the first (flatter)
+    endpoint, the right panel to the second, each class as mean and standard
+    deviation with every midpoint as a faint dot.
+    """
+    order = order_classes([cls for cls, group in distances.items() if group])
+    if not order:
+        raise ConfigError("no midpoint distances to plot")
+    fig, axes = new_figure(2, width=4.4, height=3.5)
+    sides = ("to the left (flatter) endpoint", "to the right endpoint")
+    for side, (ax, label) in enumerate(zip(axes, sides, strict=True)):
+        for x, cls in enumerate(order):
+            values = [pair[side] for pair in distances[cls]]
+            color = class_color(cls, x)
+            ax.scatter([x] * len(values), values, color=color, alpha=0.35, s=12, linewidths=0)
+            mean, spread = mean_std(values)
+            ax.errorbar(x, mean, yerr=spread, fmt="o", color=color, markersize=6, capsize=4)
+        ax.set_xticks(range(len(order)), order, rotation=35, ha="right")
+        ax.set_xlim(-0.6, len(order) - 0.4)
+        style_axes(ax, "pair of endpoints (left-right)", f"midpoint's distance\n{label}")
     return save(fig, path, fmt, title=title)
 
 

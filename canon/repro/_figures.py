@@ -13,6 +13,7 @@ from canon.plots import (
     plot_distances,
     plot_hamming_paths,
     plot_local_energy,
+    plot_midpoint_distances,
     plot_path_classes,
     plot_plane,
 )
@@ -79,6 +80,16 @@ def draw_figures(results: Measurements, out_dir: Path) -> dict[str, FigureFile]:
             write(f"{label}-distances", f"{title}: distances between solutions (Fig. 5)."),
             title=f"{title}: distances between solutions",
         )
+        if any(net.midpoint_distances.values()):
+            plot_midpoint_distances(
+                net.midpoint_distances,
+                write(
+                    f"{label}-midpoints",
+                    f"{title}: normalized aligned distances from optimized midpoints to the "
+                    "endpoints (Fig. 5, middle and right).",
+                ),
+                title=f"{title}: where optimized midpoints end up",
+            )
     if results.binary:
         largest = results.binary[-1]
         points = [

@@ -20,7 +20,9 @@ from canon.plots import order_classes, pair_class
 
 if TYPE_CHECKING:
     import torch
+    from torch import Tensor
 
+    from canon.core import Spec
     from canon.engine import LocalEnergy, PathCurve, PlaneResult
     from canon.zoo import Entry, Zoo
 
@@ -31,6 +33,7 @@ __all__ = [
     "class_of",
     "energies_by_class",
     "entry_pairs_by_class",
+    "normalized_distance",
     "path_curves",
     "plane_sections",
 ]
@@ -197,3 +200,15 @@ def plane_sections(
         zoo.plane(a, b, c, grid=grid, margin=margin, normalized=False, device=device),
         zoo.plane(a, b, c, grid=grid, margin=margin, normalized=True, device=device),
     )
+
+
+def normalized_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> float:
+    """The Euclidean distance between a and b once both are normalized and b is aligned to a
+    (all parameters): the distance of the paper's Fig. 5."""
+    from canon.core import canonicalize, normalize
+    from canon.core.geometry import flat
+
+    names = spec.parameters
+    first = flat(normalize(a, spec), names).double()
+    second = flat(canonicalize(b, spec, reference=a), names).double()
+    return float((first - second).norm())

@@ -15,6 +15,7 @@ from canon.repro._measure import (
     class_of,
     energies_by_class,
     entry_pairs_by_class,
+    normalized_distance,
     path_curves,
     plane_sections,
 )
@@ -72,6 +73,13 @@ class NetResults:
     plane: tuple[PlaneResult, PlaneResult]
     plane_labels: tuple[str, str, str]
     split: tuple[int, int]  # train and test samples
+    #: per pair class, the Euclidean distance of the normalized, aligned solutions
+    closeness: dict[str, list[float]] = field(default_factory=dict)
+    #: the same distance between pairs of untrained networks (claim 4's baseline)
+    untrained: list[float] = field(default_factory=list)
+    #: per pair class, (distance to the flatter endpoint, to the other) of each optimized
+    #: geodesic midpoint (Fig. 5 middle and right)
+    midpoint_distances: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,17 +165,18 @@ def _solutions(
     }
     solutions = []
     for algo in ALGOS:
+        lr: dict[str, Any] = {"lr": net.adv_lr} if algo == "adv" and net.adv_lr else {}
         for index in range(training.seeds_per_algo):
             algo_seed = _seed(seed, group, algo, index)
-            result = train(model, data, algo, algo_seed, device=device, **options)
+            result = train(model, data, algo, algo_seed, device=device, **options, **lr)
             metrics = {
                 "train_error": result.train_error,
                 "test_error": result.test_error if result.test_error is not None else math.nan,
                 "epochs": result.epochs,
             }
-            if algo == "rsgd":  # the coupling of the replicas in the last epoch run
-                gamma0, gamma1 = result.options["gamma0"], result.options["gamma1"]
-                metrics["coupling"] = gamma0 * (1 + gamma1) ** (result.epochs - 1)
+            if algo == "rsgd":  # the last coupling, and the replicas' spread start -> end
+                metrics["coupling"] = result.history[-1]["gamma"]
+                metrics["spread_start"], metrics["spread_end"] = result.options["spread"]
             entry = zoo.add(
                 {k: v.cpu() for k, v in result.state.items()},
                 name=f"{net.label}-{algo}-{index}",
@@ -199,11 +208,13 @@ def _bends(
     plan: Plan,
     tracker: Tracker,
     device: str,
-) -> dict[str, list[PathCurve]]:
+) -> tuple[dict[str, list[PathCurve]], dict[str, list[tuple[float, float]]]]:
     """Optimize a midpoint from each starting path for each pair (:meth:`Zoo.midpoint`: SGD
-    until zero train error, the bend curve on 25 points) and keep the bend curves; the
-    midpoints stay in the zoo as ``midpoint`` entries."""
+    for every epoch of the budget, the bend curve on 25 points); keep the bend curves and,
+    for the geodesic midpoints, their normalized aligned distances to the pair's flatter
+    and other endpoint. The midpoints stay in the zoo as ``midpoint`` entries."""
     curves: dict[str, list[PathCurve]] = {}
+    distances: dict[str, list[tuple[float, float]]] = {}
     for cls, group in pairs.items():
         for a, b in group[: plan.bend_pairs_per_class]:
             for path in BEND_KINDS:
@@ -216,8 +227,45 @@ def _bends(
                     device=device,
                 )
                 curves.setdefault(cls, []).append(result.curve)
+                if path == "geodesic":
+                    spec, m = zoo.spec(a), result.state
+                    near = normalized_distance(m, zoo.state(a, device), spec)
+                    far = normalized_distance(m, zoo.state(b, device), spec)
+                    distances.setdefault(cls, []).append((near, far))
                 tracker.step(f"bend paths {cls}")
-    return curves
+    return curves, distances
+
+
+def _closeness(
+    zoo: Zoo, pairs: dict[str, list[tuple[Entry, Entry]]], device: str
+) -> dict[str, list[float]]:
+    """Per pair class, the normalized aligned Euclidean distance of each pair."""
+    return {
+        cls: [
+            normalized_distance(zoo.state(a, device), zoo.state(b, device), zoo.spec(a))
+            for a, b in group
+        ]
+        for cls, group in pairs.items()
+    }
+
+
+def _untrained(net: NetPlan, count: int, seed: int) -> list[float]:
+    """The normalized aligned distance between ``count`` pairs of freshly initialized nets."""
+    import torch
+
+    from canon.architectures import build_model
+    from canon.core import spec_from_module
+
+    model = build_model(net.architecture, dict(net.config))
+    spec = spec_from_module(model)
+    found = []
+    for k in range(count):
+        states = []
+        for s in (2 * k, 2 * k + 1):
+            torch.manual_seed(seed * 100_000 + 99_000 + s)
+            states.append(build_model(net.architecture, dict(net.config)).state_dict())
+        found.append(normalized_distance(states[0], states[1], spec))
+    return found
 
 
 def measure_net(
@@ -239,7 +287,7 @@ def measure_net(
         device=device,
         progress=tracker.within(f"{net.label}: paths"),
     )
-    bends = _bends(zoo, pairs, plan, tracker, device)
+    bends, midpoint_distances = _bends(zoo, pairs, plan, tracker, device)
     metrics = ("euclidean", "euclidean_aligned", "geodesic")
     tables = [zoo.barrier_table(solutions, metric=m, device=device) for m in metrics]
     tracker.step(f"{net.label}: distances")
@@ -261,6 +309,9 @@ def measure_net(
         section,
         labels,
         (data.num_train, data.num_test),
+        _closeness(zoo, pairs, device),
+        _untrained(net, plan.untrained_pairs, seed),
+        midpoint_distances,
     )
 
 

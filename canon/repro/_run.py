@@ -18,6 +18,7 @@ from canon.repro._figures import draw_figures
 from canon.repro._pipeline import Stage, measure
 from canon.repro._plan import make_plan
 from canon.repro._report import render_report
+from canon.repro._stats import count_verdicts
 
 __all__ = ["REPORT", "ReproductionResult", "run_reproduction"]
 
@@ -35,6 +36,17 @@ class ReproductionResult:
     claims: list[Claim]
     wall_seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """What ``canon repro`` prints: where the report went, the count of each verdict,
+        then each claim with its verdict and what was measured."""
+        counts = count_verdicts([c.verdict for c in self.claims])
+        lines = [
+            f"wrote {self.report} ({len(self.figures)} figures) in "
+            f"{self.wall_seconds / 60:.1f} min; {len(self.claims)} checks: {counts}"
+        ]
+        lines += [f"  [{c.verdict}] ({c.id}) {c.claim}: {c.measured}" for c in self.claims]
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -80,7 +92,7 @@ def run_reproduction(
     """Run the reproduction and write ``reproduction.md`` (with ``figures/``) to ``out_dir``.
 
     ``quick`` runs the small plan (for CI, a few minutes) instead of the full one
-    (under 30 minutes on 2 CPU cores). The networks go into a fresh zoo at
+    (at most 45 minutes on 2 CPU cores). The networks go into a fresh zoo at
     ``zoo_dir`` (which must be new or empty; default: a temporary folder, removed
     afterwards). ``progress(stage, done, total)`` is called after every step.
     ``command`` is how the run was started, for the report.

@@ -125,6 +125,7 @@ def train_entry(
     algo: str = "sgd",
     seed: int = 0,
     epochs: int = 300,
+    target_error: float | None = 0.0,
     tags: Mapping[str, object] | None = None,
     device: str | torch.device = "auto",
     progress: Callable[[TrainProgress], None] | None = None,
@@ -132,7 +133,10 @@ def train_entry(
     """Train a network (:func:`canon.engine.train`) and add it as ``name``, tagged with its
     ``algo`` and ``seed`` and with its train and test error as metrics.
 
-    The name is checked before training starts.
+    ``target_error`` stops sgd and adv at the first epoch whose train error is at most
+    it; ``None`` runs all ``epochs``, the paper's protocol
+    (:data:`~canon.engine.kinds.PAPER_PROTOCOL`). The name is checked before training
+    starts.
     """
     check_name(name)
     if name in zoo:
@@ -141,7 +145,14 @@ def train_entry(
         raise ConfigError("`dataset` must be a dataset name")
     model = build_model(architecture, config or {})
     result = train_network(
-        model, load_dataset(dataset), algo, seed, epochs, device=device, progress=progress
+        model,
+        load_dataset(dataset),
+        algo,
+        seed,
+        epochs,
+        target_error=target_error,
+        device=device,
+        progress=progress,
     )
     metrics = {"train_error": result.train_error}
     if result.test_error is not None:
