@@ -67,4 +67,4 @@ def canonicalize(
         return normalized
     check_state(reference, spec, "`reference`")
     alignment = match(normalized, normalize(reference, spec, check=False), spec, method)
-    return apply_alignment(normalized, alignment, spec)
+    return apply_alignment(normalized, alignment, spec, in_place=True)  # a dict of our own

@@ -270,17 +270,28 @@ def match_weights(
 def _similarities(
     state: Mapping[str, Tensor], reference: Mapping[str, Tensor], spec: Spec
 ) -> dict[str, _Similarity]:
-    """Each group's :class:`_Similarity`, its tensors in the order of their names."""
+    """Each group's :class:`_Similarity`, its tensors in the order of their names.
+
+    Built one group at a time: the products that never change are taken as the
+    group's similarity is made, and their tensors' layouts are let go at once.
+    """
     axes = unit_axes(spec)
-    terms: dict[str, list[_Term]] = {g.name: [] for g in spec.groups}
     names = sorted(_objective_names(spec, state))
     weights = layer_weights(state, reference, names)
+    touching: dict[str, list[tuple[str, UnitAxis]]] = {g.name: [] for g in spec.groups}
     for name in names:
         for axis in axes[name]:
-            size = spec.group(axis.group).size
-            term = _Term(state[name], reference[name], weights[name], axis, axes[name], size)
-            terms[axis.group].append(term)
-    return {g.name: _Similarity(g, terms[g.name]) for g in spec.groups}
+            touching[axis.group].append((name, axis))
+    return {
+        g.name: _Similarity(
+            g,
+            [
+                _Term(state[n], reference[n], weights[n], axis, axes[n], g.size)
+                for n, axis in touching[g.name]
+            ],
+        )
+        for g in spec.groups
+    }
 
 
 def _descend(
@@ -364,8 +375,10 @@ class _Term:
         self.signed = axis.signed
         self.groups = {a.group for a in axes}
         layout = {"repeat": axis.repeat, "head": axis.head}
-        ref = unit_slices(reference, axis.axis, units, axis.block, axis.start, **layout)
-        self.reference = ref * weight  # layer_weights
+        # a view where the layout allows (no copy of the reference's weights); the
+        # layer's weight multiplies each product instead, a units x units matrix
+        self.reference = unit_slices(reference, axis.axis, units, axis.block, axis.start, **layout)
+        self.weight = weight  # layer_weights
         # the state as (block, other dims..., units): unit j's slice is column j of the
         # matrix it reshapes to, and each other axis sits where it does in the reference's
         # group-first layout
@@ -386,7 +399,7 @@ class _Term:
         key = tuple(versions[a.group] for a in self.others)
         if self.key != key:
             other = moved(self.state, self.others, alignment)
-            self.product = self.reference @ other.reshape(-1, self.units)
+            self.product = (self.reference @ other.reshape(-1, self.units)).mul_(self.weight)
             self.key = key
         return self.product.cpu()
 

@@ -213,16 +213,19 @@ def check_alignment(alignment: Alignment, spec: Spec) -> None:
 
 
 def apply_alignment(
-    state: Mapping[str, Tensor], alignment: Alignment, spec: Spec
+    state: Mapping[str, Tensor], alignment: Alignment, spec: Spec, *, in_place: bool = False
 ) -> dict[str, Tensor]:
     """``state`` with every group's tensors permuted (and sign-flipped) by ``alignment``.
 
     A sign flip negates the unit's weights and biases in every producer (and,
     after BatchNorm, its running mean and beta, so the BN output is negated)
-    and its outgoing weights: the same function for odd activations.
+    and its outgoing weights: the same function for odd activations. With
+    ``in_place`` (``state`` a dict the caller gives up) each entry is replaced
+    as it is moved, so a tensor's old values are freed as soon as nothing else
+    holds them: at most one tensor more than the network at any time.
     """
     check_alignment(alignment, spec)
-    out = dict(state)
+    out = state if in_place and isinstance(state, dict) else dict(state)
     for name, axes in unit_axes(spec).items():
-        out[name] = moved(state[name], axes, alignment)
+        out[name] = moved(out[name], axes, alignment)
     return out
