@@ -34,7 +34,7 @@ from canon.core import (
     random_symmetry,
     spec_from_module,
 )
-from canon.core.geometry import distances
+from canon.core.geometry import distances, free_distance
 from canon.core.permutations import identity_alignment
 from canon.core.units import unit_slices
 from canon.engine.matching import match_activations
@@ -323,6 +323,18 @@ def test_distances_vanish_between_symmetric_copies(case: tuple[str, nn.Module, S
     assert found.euclidean > 1
     assert found.geodesic < 1e-6
     assert found.euclidean_free is not None and found.euclidean_free < 1e-6
+
+
+def test_free_distance_counts_the_keys() -> None:
+    """The key rows belong to no group's incoming weights: the query/key group counts
+    them, so networks that differ only there are apart."""
+    model = _model("separate")
+    spec = spec_from_module(model)
+    state = normalize(_randomized(model, 31), spec)
+    other = dict(state)
+    other["blocks.0.attn.k.weight"] = state["blocks.0.attn.k.weight"] + 0.1
+    numel = state["blocks.0.attn.k.weight"].numel()
+    assert free_distance(state, other, spec) == pytest.approx(0.1 * math.sqrt(numel))
 
 
 # --------------------------------------------------------------------------- refusals

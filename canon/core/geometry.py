@@ -20,8 +20,8 @@ from torch import Tensor
 from canon.core.matching import match
 from canon.core.normalization import normalize
 from canon.core.permutations import Alignment, apply_alignment
-from canon.core.spec import Spec, check_state
-from canon.core.units import unit_vectors
+from canon.core.spec import Spec, UnitGroup, check_state
+from canon.core.units import unit_slices, unit_vectors
 
 __all__ = [
     "Distances",
@@ -83,16 +83,29 @@ def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Sp
 
 def free_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> float | None:
     """Euclidean distance between the incoming weights of the units that are not on a
-    sphere (symmetry ``none``: GELU, ReLU6, norm-layer streams) of two aligned networks;
-    ``None`` when the architecture has no such units (DESIGN §3b)."""
+    sphere (symmetry ``none``: GELU, ReLU6, norm-layer streams; attention's ``linear``
+    dimensions, with the key rows) of two aligned networks; ``None`` when the
+    architecture has no such units (DESIGN §3b)."""
     free = [g for g in spec.groups if not g.on_sphere]
     if not free:
         return None
     total = torch.zeros((), dtype=torch.float64)
     for group in free:
-        diff = unit_vectors(a, group, effective=False) - unit_vectors(b, group, effective=False)
+        diff = _free_rows(a, group) - _free_rows(b, group)
         total = total + diff.double().square().sum().cpu()
     return math.sqrt(float(total))
+
+
+def _free_rows(state: Mapping[str, Tensor], group: UnitGroup) -> Tensor:
+    """A free group's units as rows: their incoming weights and, for attention's query
+    dimensions, the key rows that no other group counts (DESIGN §3b)."""
+    rows = unit_vectors(state, group, effective=False)
+    keys = [
+        unit_slices(state[o.name], 0, group.size, o.block, o.start, repeat=o.repeat, head=o.head)
+        for o in group.outgoing
+        if group.symmetry == "linear" and o.axis == 0 and state[o.name].ndim > 1
+    ]
+    return torch.cat([rows, *keys], 1) if keys else rows
 
 
 def hamming(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]) -> int:
