@@ -440,6 +440,7 @@ def test_a_zoo_of_gpts_compares_and_tables(tmp_path: pytest.TempPathFactory) -> 
 # --------------------------------------------------------------------------- timm
 
 
+@pytest.mark.slow  # imports timm and torchvision (seconds, on a fresh worker)
 def test_timm_vision_transformer() -> None:
     """timm's ViT (fused qkv viewed as (3, heads, d) and unbound, a class token
     concatenated before the patches, a position embedding, x[:, 0] read out): traced,
