@@ -463,3 +463,45 @@ def test_timm_vision_transformer() -> None:
     assert _same_function(_logits(model, copy, x), _logits(model, state, x)) < 1e-10
     aligned = canonicalize(copy, spec, reference=state, method="weight")
     assert _gap(aligned, normalize(state, spec)) < 1e-9
+
+
+@pytest.mark.slow  # trains two gpts and starts a server
+def test_command_line_and_service_on_a_zoo_of_gpts(tmp_path: pytest.TempPathFactory) -> None:
+    """`canon train`, `canon compare`, `canon table` and `canon serve` on gpts: weight
+    matching by default (shared streams), heads assigned as blocks."""
+    import json
+
+    from click.testing import CliRunner
+    from servers import start_server
+
+    from canon.cli import cli
+
+    zoo = str(tmp_path / "zoo")  # type: ignore[operator]
+    arch = ["--arch", "gpt", "--config", json.dumps({"width": 16, "heads": 2, "depth": 1})]
+
+    def invoke(*args: str) -> str:
+        result = CliRunner().invoke(cli, [*args, "--zoo", zoo, "--device", "cpu"])
+        assert result.exit_code == 0, (args, result.output)
+        return result.stdout
+
+    invoke("init")
+    for seed in (0, 1):
+        invoke(
+            "train", *arch, "--dataset", "grammar", "--seed", str(seed), "--epochs", "1",
+            "--name", f"g{seed}",
+        )  # fmt: skip
+    compared = json.loads(invoke("compare", "g0", "g1", "--points", "3", "--json"))
+    assert compared["curves"]["geodesic"]["options"]["method"] == "weight"
+    table = json.loads(invoke("table", "--points", "3", "--json"))
+    assert table["names"] == ["g0", "g1"]
+    server = start_server(tmp_path / "zoo", tmp_path / "serve.log")  # type: ignore[operator]
+    try:
+        request = {"a": "g1", "b": "g0", "paths": ["linear_aligned"], "points": 3}
+        response = server.post("/api/compare", json=request)
+        assert response.status_code in (200, 202), response.text
+        if response.status_code == 202:
+            server.wait_job(response.json()["id"])
+            response = server.post("/api/compare", json=request)
+        assert response.json()["curves"]["linear_aligned"]["options"]["method"] == "weight"
+    finally:
+        server.stop()
