@@ -77,6 +77,11 @@ def _snapshot(root: Path) -> dict[str, str]:
     }
 
 
+# timm and torchvision take seconds to import on a fresh worker, and every test here
+# builds a model through them or serves a Hub: the fast loop leaves them to CI
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def libraries() -> None:
     vision()  # timm (and transformers' torchvision import) need the op schemas first
