@@ -9,14 +9,19 @@ its key dimension divided by c); the scores' softmax weights the values,
 whose space forms a second ``linear`` group with the output projection's
 columns. The two groups share the order of the heads (one ``link``): a head
 moves as a block, its dimensions permuting within it. A fused projection's
-output cut by ``split`` / ``chunk`` gives each part its own space, with the
-fused layer's rows from the part's offset as producer.
+output cut by ``split`` / ``chunk``, or viewed as ``(parts, heads, d)`` and
+unbound (timm), gives each part its own space, with the fused layer's rows
+from the part's offset as producer; torch's ``nn.MultiheadAttention`` is cut
+the same way from its packed projection. With grouped-query attention the
+key dimensions are the units, each one's query rows (and each value
+dimension's output columns) repeated over the query heads that share it.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -445,7 +450,9 @@ class AttentionSteps:
         """The ids of the spaces that attention groups are made of."""
         return {id(s) for a in self.attentions for s in (a.query, a.key, a.value)}
 
-    def _attention_groups(self, plain_group: object) -> list[tuple[int, UnitGroup]]:
+    def _attention_groups(
+        self, plain_group: Callable[[Space], UnitGroup]
+    ) -> list[tuple[int, UnitGroup]]:
         """Two ``linear`` groups per attention call, with their creation order:
         queries/keys (the key rows as outgoing axes) and values/output columns."""
         groups: list[tuple[int, UnitGroup]] = []
@@ -491,8 +498,6 @@ class AttentionSteps:
                 heads=att.heads,
                 link=link,
             )
-            vo = plain_group(v)  # type: ignore[operator]
-            assert isinstance(vo, UnitGroup)
-            vo = replace(vo, symmetry="linear", heads=att.heads, link=link)
+            vo = replace(plain_group(v), symmetry="linear", heads=att.heads, link=link)
             groups += [(q.created, qk), (v.created, vo)]
         return groups

@@ -17,9 +17,10 @@ through:
 
 A sign activation reached through positively homogeneous ops makes the group
 scale-invariant. A sum or mean over the unit axis (a committee machine's fixed
-read-out) ends the network without an output layer. Anything else
-(concatenation, attention, grouped convolutions) is rejected with an error
-that names the op and the module path.
+read-out) ends the network without an output layer. Multi-head attention
+gives two ``linear`` groups per call (:mod:`canon.core.attention_steps`).
+Anything else (concatenating units, grouped convolutions, rotary embeddings)
+is rejected with an error that names the op and the module path.
 """
 
 from __future__ import annotations
