@@ -111,7 +111,7 @@ def make_plan(quick: bool = False, epoch_scale: float | None = None) -> Plan:
         """A setting's value in the full plan, or its smaller value in the quick one."""
         return small if quick else full
 
-    scale = epoch_scale if epoch_scale is not None else sized(1 / 3, 1 / 30)
+    scale = epoch_scale if epoch_scale is not None else sized(1 / 3, 1 / 60)
 
     def budget(kind: str) -> int:
         return max(1, round(PAPER_EPOCHS[kind] * scale))
