@@ -7,6 +7,8 @@ source checkout they are the repository's top-level ``migrations/`` folder.
 from __future__ import annotations
 
 import importlib.resources
+import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +82,7 @@ def make_engine(path: Path, *, immediate: bool, foreign_keys: bool = True) -> En
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-        cur.execute("PRAGMA journal_mode=WAL")
+        _to_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cur.close()
@@ -90,6 +92,21 @@ def make_engine(path: Path, *, immediate: bool, foreign_keys: bool = True) -> En
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _to_wal(cur: Any) -> None:
+    """Switch the file to WAL. On a file that several processes are creating at once the
+    switch can fail as locked without waiting on the busy timeout (it needs the file to
+    itself): it is tried again until the busy timeout has passed."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def read_only_engine(path: Path) -> Engine:
