@@ -29,7 +29,13 @@ import torch
 from canon._limits import clip, loads_json
 from canon.architectures import MAX_CONFIG_BYTES, adapter_name, check_hub_config
 from canon.errors import CheckpointFormatError, ConfigError, HubError, UntrustedCodeError
-from canon.hub._remote import check_repo_id, hub_errors, quiet_hub_bars
+from canon.hub._remote import (
+    check_repo_id,
+    downloader,
+    hub_errors,
+    quiet_hub_bars,
+    snapshot_commit,
+)
 from canon.zoo import Shards, check_name, sha256_file
 
 if TYPE_CHECKING:
@@ -53,7 +59,6 @@ TAG_PREFIX = "hf."
 _REVISION_RE = re.compile(r"[A-Za-z0-9][\w.\-/]{0,199}")
 _FILE_RE = re.compile(r"[\w.\-]+(?:/[\w.\-]+){0,7}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,6 @@ def add_from_hub(
     ``HF_HUB_OFFLINE=1`` makes every call ``local_files_only``). The rest
     is :meth:`canon.zoo.Zoo.add`'s: on any failure the zoo is unchanged.
     """
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
     source = url if isinstance(url, HubSource) else parse_hub_url(url)
@@ -194,24 +198,14 @@ def add_from_hub(
         )
     wanted = source.revision or "main"
 
-    def download(filename: str, at: str) -> Path:
-        return Path(
-            hf_hub_download(
-                repo_id,
-                filename,
-                revision=at,
-                cache_dir=None if cache_dir is None else Path(cache_dir),
-                token=token,
-                endpoint=endpoint,
-                local_files_only=local_files_only,
-            )
-        )
+    download = downloader(
+        repo_id, cache_dir=cache_dir, token=token, endpoint=endpoint,
+        local_files_only=local_files_only,
+    )  # fmt: skip
 
     with hub_errors(repo_id, wanted, "add"), quiet_hub_bars(False):
         config_file = download(CONFIG_FILE, wanted)
-        # the Hub cache keeps each file under snapshots/<commit>/: the commit the revision is
-        snapshot = config_file.parent.name
-        at = snapshot if _COMMIT_RE.fullmatch(snapshot) else wanted
+        at = snapshot_commit(config_file) or wanted  # the commit the revision is
         where = f"{repo_id}@{at[:12]}"
         config = _read_config(config_file, where)
         architecture = adapter_name(config)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,8 +16,10 @@ from canon.hub._remote import (
     MANIFEST_FILE,
     RESULTS_FILE,
     check_repo,
+    downloader,
     hub_errors,
     quiet_hub_bars,
+    snapshot_commit,
 )
 from canon.zoo import (
     CACHE_VERSION,
@@ -35,7 +36,6 @@ from canon.zoo import (
 __all__ = ["PullResult", "pull"]
 
 MAX_MANIFEST_BYTES = 64 << 20
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -81,30 +81,18 @@ def pull(
     zoo already holds are skipped; cached pair results come along unless
     ``results`` is false. On failure nothing is added.
     """
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, RemoteEntryNotFoundError
 
     check_repo(repo_id, repo_type)
     wanted = revision or "main"
 
-    def download(filename: str, at: str) -> Path:
-        return Path(
-            hf_hub_download(
-                repo_id,
-                filename,
-                revision=at,
-                repo_type=repo_type,
-                cache_dir=cache_dir,
-                token=token,
-                endpoint=endpoint,
-            )
-        )
+    download = downloader(
+        repo_id, repo_type=repo_type, cache_dir=cache_dir, token=token, endpoint=endpoint
+    )
 
     with hub_errors(repo_id, wanted, "pull"), quiet_hub_bars(False):
         manifest_file = download(MANIFEST_FILE, wanted)  # hub_errors names it if missing
-        # The Hub cache keeps each file under snapshots/<commit>/: the commit this revision is.
-        snapshot = manifest_file.parent.name
-        commit = snapshot if _COMMIT_RE.fullmatch(snapshot) else None
+        commit = snapshot_commit(manifest_file)  # the commit this revision is
         at = commit or wanted
         source = f"{repo_id}@{at[:12]}"
         # A pulled manifest names code only into a zoo opened with trust_code (--trust-code).

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -28,6 +30,45 @@ CARD_FILE = "README.md"  # the model card
 REPO_TYPES = ("model", "dataset")
 
 _REPO_ID_RE = re.compile(r"(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}")
+
+
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+
+
+def downloader(
+    repo_id: str,
+    *,
+    repo_type: str = "model",
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    local_files_only: bool = False,
+) -> Callable[[str, str], Path]:
+    """``download(filename, revision)``: the file's path in the Hub client's cache."""
+    from huggingface_hub import hf_hub_download
+
+    def download(filename: str, at: str) -> Path:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=at,
+                repo_type=repo_type,
+                cache_dir=None if cache_dir is None else Path(cache_dir),
+                token=token,
+                endpoint=endpoint,
+                local_files_only=local_files_only,
+            )
+        )
+
+    return download
+
+
+def snapshot_commit(cached: Path) -> str | None:
+    """The commit a cached file was downloaded at: the cache keeps each file under
+    ``snapshots/<commit>/`` (None if the folder is not named by one)."""
+    snapshot = cached.parent.name
+    return snapshot if _COMMIT_RE.fullmatch(snapshot) else None
 
 
 def check_repo_id(repo_id: object) -> str:
