@@ -437,34 +437,6 @@ def test_a_zoo_of_gpts_compares_and_tables(tmp_path: pytest.TempPathFactory) -> 
     assert table.to_dict()["names"] == ["a", "b"]
 
 
-# --------------------------------------------------------------------------- timm
-
-
-@pytest.mark.slow  # imports timm and torchvision (seconds, on a fresh worker)
-def test_timm_vision_transformer() -> None:
-    """timm's ViT (fused qkv viewed as (3, heads, d) and unbound, a class token
-    concatenated before the patches, a position embedding, x[:, 0] read out): traced,
-    its symmetries keep the function, and its canonical form removes them."""
-    from vision_models import vision
-
-    _, timm = vision()
-    model = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2,
-        num_classes=10,
-    ).double()  # fmt: skip
-    spec = spec_from_module(model, (3, 32, 32))
-    assert [(g.symmetry, g.heads) for g in spec.groups if g.link] == [("linear", 3)] * 4
-    stream = spec.group("patch_embed.proj")
-    carried = {c.name: c.axis for c in stream.carried}
-    assert (carried["cls_token"], carried["pos_embed"]) == (2, 2)
-    state = _randomized(model, 0)
-    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    copy = random_symmetry(state, spec, seed=1)
-    assert _same_function(_logits(model, copy, x), _logits(model, state, x)) < 1e-10
-    aligned = canonicalize(copy, spec, reference=state, method="weight")
-    assert _gap(aligned, normalize(state, spec)) < 1e-9
-
-
 @pytest.mark.slow  # trains two gpts and starts a server
 def test_command_line_and_service_on_a_zoo_of_gpts(tmp_path: pytest.TempPathFactory) -> None:
     """`canon train`, `canon compare`, `canon table` and `canon serve` on gpts: weight

@@ -2,9 +2,8 @@
 client against the loopback Hub of tests/hub_server.py (no mocks).
 
 The test builds a timm repository (a small resnet18: config.json and model.safetensors,
-also sharded) and a transformers one (a tiny GPT-2). The timm model goes all the way into
-the zoo; canon cannot derive a transformers model's spec yet, so that one is checked up
-to the spec (config, header check, trust_remote_code) and must leave the zoo unchanged.
+also sharded) and a transformers one (a tiny GPT-2 as transformers' save_pretrained writes
+it: Conv1D weights, no tied output layer in the file).
 """
 
 from __future__ import annotations
@@ -21,17 +20,18 @@ from typing import Any
 import pytest
 import torch
 from hub_server import FakeHub
-from safetensors.torch import save
+from safetensors.torch import load, save
+from torch import nn
 from vision_models import vision
 
 from canon.architectures import build_model, get_architecture
+from canon.core.trace import load_into
 from canon.errors import (
     CheckpointFormatError,
     ConfigError,
     HubError,
     SpecMismatchError,
     UnknownNameError,
-    UnsupportedModuleError,
     UntrustedCodeError,
 )
 from canon.hub import add_from_hub, parse_hub_url, pull, push
@@ -48,7 +48,7 @@ TIMM_CONFIG: dict[str, Any] = {
 }
 GPT2_CONFIG: dict[str, Any] = {
     "model_type": "gpt2",
-    "architectures": ["GPT2Model"],
+    "architectures": ["GPT2LMHeadModel"],
     "n_embd": 16,
     "n_layer": 1,
     "n_head": 2,
@@ -273,43 +273,79 @@ def test_adapter_names_and_configs_are_checked(libraries: None) -> None:
 
 
 @pytest.fixture(scope="module")
-def transformers_hub(hub: FakeHub, libraries: None) -> FakeHub:
-    """The tiny GPT-2 repositories: plain (lab/gpt2), with a header that lies about a shape
-    (lab/gpt2-bad), and naming its own code (lab/gpt2-code, whose code exits if run)."""
-    pytest.importorskip("transformers")
-    state = _weights("hf-transformers/gpt2", GPT2_CONFIG)
-    config = _config_bytes(GPT2_CONFIG)
-    hub.commit("lab/gpt2", {"config.json": config, "model.safetensors": save(state)})
-    bad = {**state, "wte.weight": torch.zeros(65, 16)}
-    hub.commit("lab/gpt2-bad", {"config.json": config, "model.safetensors": save(bad)})
-    code = {**GPT2_CONFIG, "auto_map": {"AutoModel": "modeling_tiny.TinyModel"}}
+def gpt2(libraries: None) -> nn.Module:
+    """A tiny GPT-2 language model as transformers itself builds it (Conv1D projections,
+    an output layer tied to the token embedding), random weights."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(**{k: v for k, v in GPT2_CONFIG.items() if k != "model_type"})
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="module")
+def transformers_hub(
+    hub: FakeHub, gpt2: nn.Module, tmp_path_factory: pytest.TempPathFactory
+) -> FakeHub:
+    """The tiny GPT-2 as transformers' save_pretrained writes it (its config.json, its
+    safetensors without the tied output layer) in lab/gpt2; with a header that lies about
+    a shape (lab/gpt2-bad); naming its own code (lab/gpt2-code, whose code exits if run)."""
+    folder = tmp_path_factory.mktemp("gpt2")
+    gpt2.save_pretrained(folder)
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    hub.commit("lab/gpt2", files)
+    state = load(files["model.safetensors"])
+    bad = {**state, "transformer.wte.weight": torch.zeros(65, 16)}
+    hub.commit("lab/gpt2-bad", {**files, "model.safetensors": save(bad)})
+    code = {**json.loads(files["config.json"]), "auto_map": {"AutoModel": "modeling_tiny.Tiny"}}
     hub.commit(
         "lab/gpt2-code",
         {
+            **files,
             "config.json": _config_bytes(code),
-            "model.safetensors": save(state),
             "modeling_tiny.py": b"raise SystemExit('the repository code ran')\n",
         },
     )
     return hub
 
 
-@pytest.mark.slow  # imports transformers and builds GPT-2 (some seconds)
-def test_transformers_repo_is_checked_up_to_the_spec(
+def test_transformers_repo_is_added_in_canons_layout(
+    transformers_hub: FakeHub, gpt2: nn.Module, zoo: Zoo, options: dict[str, Any]
+) -> None:
+    """A GPT-2 saved by transformers becomes an `hf-transformers/gpt2` entry: the Conv1D
+    weights transposed into canon's linear layers, the tied output layer held once (as the
+    token embedding), provenance recorded, and the same logits as transformers' model."""
+    entry = add_from_hub(zoo, "hf://lab/gpt2", **options)
+    data = transformers_hub.files("lab/gpt2")["model.safetensors"]
+    assert entry.architecture == "hf-transformers/gpt2"
+    assert entry.tags["hf.sha256"] == hashlib.sha256(data).hexdigest()
+    assert entry.tags["hf.revision"] == transformers_hub.head("lab/gpt2")
+    state, original = zoo.state(entry), gpt2.state_dict()
+    assert set(state) == set(original) - {"lm_head.weight"}
+    conv1d = ("c_attn.weight", "c_fc.weight", "c_proj.weight")  # stored (in, out)
+    for name, value in state.items():
+        expected = original[name].t() if name.endswith(conv1d) else original[name]
+        assert torch.equal(value, expected), name
+    model = build_model(entry.architecture, entry.config).eval()
+    load_into(model, state)
+    tokens = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model(tokens).logits, gpt2(tokens).logits, atol=1e-5)
+    assert len([g for g in zoo.spec(entry).groups if g.link]) == 2
+
+
+def test_transformers_repo_is_checked_before_it_is_read(
     transformers_hub: FakeHub, zoo: Zoo, options: dict[str, Any]
 ) -> None:
-    """config.json builds `hf-transformers/gpt2` through AutoConfig (no weights downloaded by
-    transformers); a header that does not fit is refused before any tensor is read; a fitting
-    one stops where canon cannot derive the spec. The zoo is unchanged throughout."""
+    """A header that does not fit the config is refused before any tensor is read, the zoo
+    unchanged; with --trust-remote-code a config naming the repository's code builds
+    transformers' own GPT-2 (the repository's code, which would exit, never runs)."""
     assert len(zoo) == 0  # the index is open (SQLite's -wal/-shm files exist) from here on
     before = _snapshot(zoo.root)
-    with pytest.raises(SpecMismatchError, match=r"`wte.weight` has shape \[65, 16\]"):
+    with pytest.raises(SpecMismatchError, match=r"`transformer.wte.weight` has shape \[65, 16\]"):
         add_from_hub(zoo, "hf://lab/gpt2-bad", **options)
-    with pytest.raises(UnsupportedModuleError):
-        add_from_hub(zoo, "hf://lab/gpt2", **options)
-    with pytest.raises(UnsupportedModuleError):  # auto_map accepted: on to the spec
-        add_from_hub(zoo, "hf://lab/gpt2-code", trust_remote_code=True, **options)
     assert len(zoo) == 0 and _snapshot(zoo.root) == before
+    entry = add_from_hub(zoo, "hf://lab/gpt2-code", trust_remote_code=True, **options)
+    assert entry.architecture == "hf-transformers/gpt2"
 
 
 def test_remote_code_is_refused_without_the_flag(

@@ -6,8 +6,10 @@ from canon.architectures import _registry
 from canon.architectures import _resnet as _resnet  # registers resnet
 from canon.architectures import _transformer as _transformer  # registers gpt
 from canon.architectures._adapters import MAX_CONFIG_BYTES as MAX_CONFIG_BYTES
+from canon.architectures._adapters import LibraryLayout as LibraryLayout
 from canon.architectures._adapters import adapter_name as adapter_name
 from canon.architectures._adapters import check_hub_config as check_hub_config
+from canon.architectures._adapters import library_layout as library_layout
 from canon.architectures._builtin import Network as Network
 from canon.architectures._registry import Architecture as Architecture
 from canon.architectures._registry import CheckedConfig as CheckedConfig
@@ -22,5 +24,13 @@ from canon.architectures._registry import resolve_config as resolve_config
 
 # Every public name of the registry, and the built-ins' Network.
 __all__ = sorted(
-    ["MAX_CONFIG_BYTES", "Network", "adapter_name", "check_hub_config", *_registry.__all__]
+    [
+        "MAX_CONFIG_BYTES",
+        "LibraryLayout",
+        "Network",
+        "adapter_name",
+        "check_hub_config",
+        "library_layout",
+        *_registry.__all__,
+    ]
 )

@@ -39,6 +39,7 @@ from canon.architectures._registry import (
     _check_input_shape,
     register_family,
 )
+from canon.core import tied_names
 from canon.errors import CanonError, ConfigError, UnknownNameError
 
 __all__ = [
@@ -46,8 +47,10 @@ __all__ = [
     "TIMM",
     "TRANSFORMERS",
     "HubConfig",
+    "LibraryLayout",
     "adapter_name",
     "check_hub_config",
+    "library_layout",
 ]
 
 #: The family prefixes of the adapters' names.
@@ -203,6 +206,8 @@ def _transformers_model(model_type: str, made: HubConfig) -> nn.Module:
 
     values = {k: v for k, v in raw.items() if k not in ("model_type", "auto_map")}
     config = _built(architecture, lambda: transformers.AutoConfig.for_model(model_type, **values))
+    if hasattr(config, "use_cache"):
+        setattr(config, "use_cache", False)  # noqa: B010  # whole sequences: no key/value cache
     names = raw.get("architectures")
     wanted = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
     known: set[str] = set()
@@ -211,11 +216,14 @@ def _transformers_model(model_type: str, made: HubConfig) -> nn.Module:
             found = table[model_type]
             known.update(found if isinstance(found, (tuple, list)) else (found,))
     if wanted is None:
-        return _built(
-            architecture,
-            lambda: transformers.AutoModel.from_config(
-                config, trust_remote_code=False, dtype=torch.float32
+        return _in_canon_layout(
+            _built(
+                architecture,
+                lambda: transformers.AutoModel.from_config(
+                    config, trust_remote_code=False, dtype=torch.float32
+                ),
             ),
+            config,
         )
     if wanted not in known:
         listed = ", ".join(sorted(n for n in known if isinstance(n, str))[:8]) or "none"
@@ -225,7 +233,77 @@ def _transformers_model(model_type: str, made: HubConfig) -> nn.Module:
         )
     # the name comes from transformers' own tables, so the attribute is one of its classes
     cls = getattr(transformers, wanted)
-    return _built(architecture, lambda: cls._from_config(config, dtype=torch.float32))
+    return _in_canon_layout(
+        _built(architecture, lambda: cls._from_config(config, dtype=torch.float32)), config
+    )
+
+
+#: The attribute of a built transformers model that lists the weights its library's files
+#: hold transposed (:func:`library_layout`).
+_TRANSPOSED = "canon_library_transposed"
+#: The tokens in the input canon traces a language model with.
+_TRACE_TOKENS = 8
+
+
+def _in_canon_layout(net: nn.Module, config: Any) -> nn.Module:
+    """``net`` with every ``Conv1D`` (GPT-2's projections: ``x @ W + b``, W of shape
+    (in, out)) replaced by the ``nn.Linear`` it is (W transposed), and the shape of the
+    input canon traces it with. The weights keep their names; the library's files hold the
+    replaced ones transposed, which :func:`library_layout` lists."""
+    transposed = []
+    for path, module in list(net.named_modules()):
+        for name, child in list(module.named_children()):
+            if type(child).__name__ != "Conv1D" or not type(child).__module__.startswith(
+                "transformers."
+            ):
+                continue
+            weight, bias = child.weight, getattr(child, "bias", None)
+            layer = nn.Linear(
+                weight.shape[0], weight.shape[1], bias=bias is not None, device=weight.device,
+                dtype=weight.dtype,
+            )  # fmt: skip
+            with torch.no_grad():
+                layer.weight.copy_(weight.t())
+                if bias is not None:
+                    layer.bias.copy_(bias)
+            setattr(module, name, layer)
+            transposed.append(f"{path}.{name}.weight" if path else f"{name}.weight")
+    setattr(net, _TRANSPOSED, tuple(transposed))
+    shape = _traced_input(net, config)
+    if shape is not None:
+        setattr(net, INPUT_SHAPE, shape)  # read by canon's tracer (spec_from_module)
+    return net
+
+
+def _traced_input(net: nn.Module, config: Any) -> tuple[int, ...] | None:
+    """One input sample canon traces a transformers model with: a few token ids, or an
+    image of the config's size; None when the config does not tell."""
+    main = getattr(net, "main_input_name", None)
+    if main == "input_ids":
+        positions = [
+            getattr(config, key, None) for key in ("max_position_embeddings", "n_positions")
+        ]
+        limits = [p for p in positions if isinstance(p, int) and p > 0]
+        return (min([_TRACE_TOKENS, *limits]),)
+    size, channels = getattr(config, "image_size", None), getattr(config, "num_channels", 3)
+    if main == "pixel_values" and isinstance(size, int) and isinstance(channels, int):
+        return (channels, size, size)
+    return None
+
+
+@dataclass(frozen=True)
+class LibraryLayout:
+    """How a library's checkpoint files differ from canon's layout of the same network:
+    ``transposed`` weights (stored (in, out)), ``tied`` names (another name's tensor: a
+    language model's output layer that is its token embedding, which files may omit)."""
+
+    transposed: frozenset[str] = frozenset()
+    tied: frozenset[str] = frozenset()
+
+
+def library_layout(model: nn.Module) -> LibraryLayout:
+    """The :class:`LibraryLayout` of a model an adapter built (empty for any other)."""
+    return LibraryLayout(frozenset(getattr(model, _TRANSPOSED, ())), frozenset(tied_names(model)))
 
 
 def _timm_model_of(model: str, made: HubConfig) -> nn.Module:

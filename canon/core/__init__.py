@@ -31,6 +31,7 @@ from canon.core.spec import check_state as check_state
 from canon.core.symmetries import random_symmetry as random_symmetry
 from canon.core.trace import spec_from_module as spec_from_module
 from canon.core.trace import traced as traced
+from canon.core.unit_spaces import tied_names as tied_names
 
 __all__ = [
     "WEIGHT_METHODS",
@@ -59,5 +60,6 @@ __all__ = [
     "random_symmetry",
     "solve_assignment",
     "spec_from_module",
+    "tied_names",
     "traced",
 ]

@@ -40,6 +40,7 @@ from canon.core.walk_values import (
     Made,
     Parts,
     Scores,
+    Sliced,
     Space,
     Stacked,
     Units,
@@ -303,6 +304,9 @@ class AttentionSteps:
             return self._sdpa(node, inputs)
         if target in _MATMUL:
             return self._matmul(node, inputs)
+        rotated = self._rotary(node, inputs)
+        if rotated is not None:
+            return rotated
         if hidden_units(inputs):
             raise unsupported(
                 f"op `{name}` in {at} combines attention heads with hidden units" + _SUPPORTED,
@@ -331,6 +335,98 @@ class AttentionSteps:
         raise unsupported(
             f"unsupported op `{name}` on attention heads in {at}" + _SUPPORTED, name, at
         )
+
+    # -- rotary position embeddings -------------------------------------------------------
+
+    def _rotary(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value | None:
+        """A step of ``q * cos + rotate_half(q) * sin`` (rotary position embeddings), or
+        None for any other op: factors that differ between a head's dimensions but not
+        between heads, a head's dimensions cut in parts, negated and put back in another
+        order. Each pins the dimensions in their heads: only whole heads still permute
+        (the space becomes ``heads_only``)."""
+        target = node.target
+        heads = [(n, v) for n, v in inputs if isinstance(v, (Heads, Sliced))]
+        constants = [n for n, v in inputs if isinstance(v, Units) and v.space.pinned]
+        if len(heads) + len(constants) != len(inputs) or not heads:
+            return None
+        value = heads[0][1]
+        if target is operator.getitem and len(inputs) == 1 and isinstance(value, Heads):
+            return self._slice_heads(node, heads[0][0], value)
+        if target in (operator.neg, torch.neg, "neg") and len(inputs) == 1:
+            return value
+        if target in (torch.cat, torch.concat) and not constants:
+            return self._join_slices(node, [v for _, v in heads])
+        if target in MUL and len(heads) == 1 and isinstance(value, Heads) and constants:
+            return self._dimension_factors(node, value, constants)
+        if target in ADD and len(heads) == 2 and not constants:
+            a, b = (v for _, v in heads)
+            if (
+                isinstance(a, Heads)
+                and isinstance(b, Heads)
+                and a.space.root() is b.space.root()
+                and replace(a, space=b.space) == b
+            ):
+                return a
+        return None
+
+    def _slice_heads(self, node: fx.Node, source: fx.Node, value: Heads) -> Value | None:
+        """``q[..., a:b]``: a part of every head's dimensions (a rotary half)."""
+        ndim = len(shape_of(source))
+        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        if any(not isinstance(i, slice) and i is not Ellipsis for i in index):
+            return None
+        if index.count(Ellipsis) > 1:
+            return None
+        if Ellipsis in index:
+            at = index.index(Ellipsis)
+            fill = (slice(None),) * (ndim - len(index) + 1)
+            index = index[:at] + fill + index[at + 1 :]
+        cut = [
+            (axis, i)
+            for axis, i in enumerate(index)
+            if i.indices(shape_of(source)[axis]) != (0, shape_of(source)[axis], 1)
+        ]
+        if len(cut) != 1 or cut[0][0] != value.dim_axis:
+            return None
+        start, stop, step = cut[0][1].indices(shape_of(source)[value.dim_axis])
+        if step != 1 or start >= stop:
+            return None
+        return Sliced(value, start, stop)
+
+    def _join_slices(self, node: fx.Node, parts: list[Heads | Sliced]) -> Value | None:
+        """``cat((-q2, q1), dim=-1)``: the parts of every head's dimensions, reordered."""
+        if not all(isinstance(p, Sliced) for p in parts):
+            return None
+        sliced = [p for p in parts if isinstance(p, Sliced)]
+        first = sliced[0].heads
+        ndim = len(shape_of(node))
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        if not isinstance(dim, int):
+            return None
+        d = shape_of(node)[first.dim_axis] if first.dim_axis < ndim else -1
+        covered = sorted(i for p in sliced for i in range(p.start, p.stop))
+        if (
+            dim % ndim != first.dim_axis
+            or any(p.heads != first for p in sliced)
+            or covered != list(range(d))
+        ):
+            return None
+        first.space.root().heads_only = True
+        return first
+
+    def _dimension_factors(
+        self, node: fx.Node, value: Heads, constants: list[fx.Node]
+    ) -> Value | None:
+        """``q * cos``: factors shared by all heads; ones that differ between a head's
+        dimensions pin them."""
+        ndim = len(shape_of(node))
+        for constant in constants:
+            shape = (1,) * (ndim - len(shape_of(constant))) + shape_of(constant)
+            if len(shape) != ndim or shape[value.head_axis] != 1:
+                return None
+            if shape[value.dim_axis] != 1:
+                value.space.root().heads_only = True
+        return value
 
     def _module_of(self, node: fx.Node) -> nn.Module | None:
         if node.op != "call_module":
@@ -488,15 +584,19 @@ class AttentionSteps:
             if other.bias is not None:
                 rows.append(OutgoingAxis(other.bias, 0, 1, other.start, **layout))
             taps = (*q.taps.values(), *k.taps.values()) if att.repeat == 1 else k.taps.values()
+            # rotary embeddings pin the query/key dimensions (and so their scales: a
+            # factor on one dimension of a rotated pair is no symmetry; DESIGN §3b)
+            pinned = q.heads_only or k.heads_only
             qk = UnitGroup(
                 name=first.origin,
                 size=first.size,
-                symmetry="linear",
+                symmetry="none" if pinned else "linear",
                 producers=(Producer(made.weight, made.bias, None, made.start),),
                 outgoing=tuple(rows),
                 taps=tuple(taps),
                 heads=att.heads,
                 link=link,
+                heads_only=pinned,
             )
             vo = replace(plain_group(v), symmetry="linear", heads=att.heads, link=link)
             groups += [(q.created, qk), (v.created, vo)]

@@ -134,6 +134,9 @@ _METHOD_OPS: dict[str, Op] = {
     "unsqueeze": RESHAPE,
     "contiguous": linear("contiguous"),
     "clone": linear("clone"),
+    "to": linear("to"),  # a dtype or device change
+    "float": linear("float"),
+    "type_as": linear("type_as"),
     "sum": READOUT,
     "mean": READOUT,
 }
@@ -144,7 +147,39 @@ def module_op(module: nn.Module) -> Op | None:
     for types, op in _MODULE_OPS:
         if isinstance(module, types):
             return op
+    if library_activation(module):
+        return plain(type(module).__name__)
     return None
+
+
+#: Modules of libraries whose every activation class is elementwise (GELU variants, SiLU,
+#: ReLU squared, ...): canon keeps them whole and permutes their units, nothing more.
+_ACTIVATION_MODULES = frozenset({"transformers.activations"})
+
+
+def library_activation(module: nn.Module) -> bool:
+    """Whether ``module`` is a parameter-free activation of a library whose activations are
+    all elementwise (:data:`_ACTIVATION_MODULES`)."""
+    return (
+        type(module).__module__ in _ACTIVATION_MODULES and next(module.parameters(), None) is None
+    )
+
+
+def library_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a library's own LayerNorm or RMSNorm over the last axis
+    (``LlamaRMSNorm``, ``T5LayerNorm``): a class named ``...RMSNorm`` or ``...LayerNorm``
+    with no submodules and only a 1-D ``weight`` (and ``bias``) of one length.
+
+    Such a norm commutes with a permutation of the units it normalizes (and nothing else),
+    which is all canon assumes of it.
+    """
+    name = type(module).__name__
+    if not name.endswith(("RMSNorm", "LayerNorm")) or next(module.children(), None) is not None:
+        return False
+    params = dict(module.named_parameters(recurse=False))
+    if "weight" not in params or not set(params) <= {"weight", "bias"}:
+        return False
+    return len({tuple(p.shape) for p in params.values()}) == 1 and params["weight"].ndim == 1
 
 
 def op_name(node: fx.Node) -> str:

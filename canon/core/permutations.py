@@ -112,11 +112,13 @@ def assign(groups: Sequence[UnitGroup], similarities: Sequence[Tensor]) -> list[
     blocks), or, for the groups of one attention layer (:func:`~canon.core.spec.linked`),
     one order of the heads for all (:func:`solve_heads`)."""
     if groups[0].heads > 1:
-        return solve_heads(similarities, groups[0].heads)
+        return solve_heads(similarities, groups[0].heads, [g.heads_only for g in groups])
     return [solve_assignment(similarities[0], groups[0].blocks)]
 
 
-def solve_heads(similarities: Sequence[Tensor], heads: int) -> list[Tensor]:
+def solve_heads(
+    similarities: Sequence[Tensor], heads: int, whole: Sequence[bool] | None = None
+) -> list[Tensor]:
     """The block-structured permutations maximizing the summed assignments of several
     groups whose units form ``heads`` blocks that move together (DESIGN §3b, attention).
 
@@ -124,16 +126,21 @@ def solve_heads(similarities: Sequence[Tensor], heads: int) -> list[Tensor]:
     the second network goes to block a of the first by one permutation for all
     groups, each group's units permuting within the block: the value of
     pairing (a, b) is the sum over groups of the best within-block assignment,
-    and the pairing of blocks is the assignment maximizing that sum. Returns
-    each group's permutation of all its units.
+    and the pairing of blocks is the assignment maximizing that sum. A group
+    marked in ``whole`` keeps its units in place within the block (rotary
+    queries and keys): its value is the block's diagonal. Returns each group's
+    permutation of all its units.
     """
     inner: list[list[list[Tensor]]] = []
     value = torch.zeros(heads, heads, dtype=torch.float64)
-    for similarity in similarities:
+    fixed = list(whole) if whole is not None else [False] * len(similarities)
+    for similarity, kept in zip(similarities, fixed, strict=True):
         d = similarity.shape[0] // heads
         blocks = similarity.detach().double().cpu().reshape(heads, d, heads, d)
+        same = torch.arange(d)
         solved = [
-            [solve_assignment(blocks[a, :, b, :]) for b in range(heads)] for a in range(heads)
+            [same if kept else solve_assignment(blocks[a, :, b, :]) for b in range(heads)]
+            for a in range(heads)
         ]
         rows = torch.arange(d)
         for a in range(heads):

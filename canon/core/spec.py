@@ -215,6 +215,9 @@ class UnitGroup:
     heads) that permute as wholes, units also permuting within their block;
     groups with the same non-empty ``link`` (one attention layer's
     query/key and value/output dimensions) move their blocks together.
+    ``heads_only``: only whole heads permute, each unit keeping its place in
+    its head (queries and keys under rotary position embeddings, whose
+    dimensions are pinned to their frequencies, DESIGN §3b).
     """
 
     name: str
@@ -228,6 +231,7 @@ class UnitGroup:
     taps: tuple[Tap, ...] = field(default=(), compare=False)
     heads: int = 1
     link: str = ""
+    heads_only: bool = False
 
     @property
     def weights(self) -> tuple[str, ...]:
@@ -352,7 +356,7 @@ class Spec:
                     "blocks": g.blocks,
                     "taps": [_sparse(vars(t).copy()) for t in g.taps],
                 }
-                | _sparse({"heads": g.heads, "link": g.link})
+                | _sparse({"heads": g.heads, "link": g.link, "heads_only": g.heads_only})
                 for g in self.groups
             ],
             "output": None if self.output is None else vars(self.output).copy(),
@@ -391,6 +395,7 @@ class Spec:
                     taps=tuple(Tap(**t) for t in g.get("taps", ())),
                     heads=int(g.get("heads", 1)),
                     link=str(g.get("link", "")),
+                    heads_only=bool(g.get("heads_only", False)),
                 )
             )
         out = data.get("output")
@@ -410,6 +415,7 @@ _ADDED_DEFAULTS: dict[str, Any] = {
     "start": 0,
     "heads": 1,
     "link": "",
+    "heads_only": False,
     "projection": "",
     "projection_bias": "",
     "repeat": 1,

@@ -73,14 +73,23 @@ def _signs(n: int, gen: torch.Generator) -> Tensor:
 
 
 def random_permutation(
-    n: int, blocks: int, gen: torch.Generator, order: Tensor | None = None
+    n: int,
+    blocks: int,
+    gen: torch.Generator,
+    order: Tensor | None = None,
+    whole: bool = False,
 ) -> Tensor:
     """A random permutation of ``n`` units that keeps each of ``blocks`` contiguous blocks,
     or, given the ``order`` of the blocks (heads), moves block ``order[a]`` to block a
-    and permutes the units within it."""
+    and permutes the units within it (not with ``whole``: the blocks move as they are)."""
     if order is not None:
         m = n // len(order)
-        return torch.cat([int(b) * m + torch.randperm(m, generator=gen) for b in order])
+        return torch.cat(
+            [
+                int(b) * m + (torch.arange(m) if whole else torch.randperm(m, generator=gen))
+                for b in order
+            ]
+        )
     if blocks == 1:
         return torch.randperm(n, generator=gen)
     m = n // blocks
@@ -139,7 +148,7 @@ def _transform_group(
             if t.role == "incoming":
                 out[t.name] = scale_units(out[t.name], 0, c, start=t.start)
         scale_outgoing(1.0 / c)
-    perm = random_permutation(n, group.blocks, gen, order)
+    perm = random_permutation(n, group.blocks, gen, order, group.heads_only)
     for t in group.tensors:
         device = out[t.name].device
         out[t.name] = permute_units(

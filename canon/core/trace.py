@@ -19,30 +19,43 @@ A sign activation reached through positively homogeneous ops makes the group
 scale-invariant. A sum or mean over the unit axis (a committee machine's fixed
 read-out) ends the network without an output layer. Multi-head attention
 gives two ``linear`` groups per call (:mod:`canon.core.attention_steps`).
-Anything else (concatenating units, grouped convolutions, rotary embeddings)
-is rejected with an error that names the op and the module path.
+Anything else (concatenating units, grouped convolutions) is rejected with
+an error that names the op and the module path.
+
+A forward that symbolic tracing cannot follow (Hugging Face transformers'
+models) is recorded by running it once (:mod:`canon.core.record`); a tied
+output layer (a language model's head that is its token embedding) is the
+embedding's tensor, listed once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from copy import deepcopy
+from typing import Any
 
 import torch
-from torch import fx, nn
+from torch import Tensor, fx, nn
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from canon.core.modules import BinaryConv2d, BinaryLinear, Sign
+from canon.core.ops import library_activation, library_norm
+from canon.core.record import record
 from canon.core.spec import Spec, TensorInfo, dtype_name
-from canon.core.unit_spaces import BATCHNORMS, LAYERS, WHAT_TO_DO, Walker
+from canon.core.unit_spaces import BATCHNORMS, LAYERS, WHAT_TO_DO, Walker, tied_names
 from canon.errors import UnsupportedModuleError
 
-__all__ = ["spec_from_module", "tensors_of", "traced", "tracer"]
+__all__ = ["activations", "load_into", "spec_from_module", "tensors_of", "traced", "tracer"]
 
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, (*LAYERS, *BATCHNORMS, Sign, nn.MultiheadAttention)):
+            return True
+        if library_activation(m) or library_norm(m):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -55,10 +68,12 @@ def tracer() -> fx.Tracer:
 
 def tensors_of(model: nn.Module) -> tuple[TensorInfo, ...]:
     """Every tensor of ``model``'s state dict: name, shape, dtype, parameter or buffer, binary.
+    A tied tensor appears once, under its first name (:func:`~canon.core.unit_spaces.tied_names`).
 
     Needs no forward pass, so a module built on the meta device costs nothing here.
     """
     parameters = {name for name, _ in model.named_parameters()}
+    tied = tied_names(model)
     binary = {
         f"{path}.weight"
         for path, m in model.named_modules()
@@ -67,29 +82,139 @@ def tensors_of(model: nn.Module) -> tuple[TensorInfo, ...]:
     return tuple(
         TensorInfo(name, tuple(t.shape), dtype_name(t.dtype), name in parameters, name in binary)
         for name, t in model.state_dict().items()
+        if name not in tied
     )
 
 
 def spec_from_module(model: nn.Module, input_shape: Sequence[int] | None = None) -> Spec:
-    """Derive the structure spec of ``model`` by tracing it with torch.fx.
+    """Derive the structure spec of ``model`` by tracing it.
 
     ``input_shape`` is the shape of one input sample (no batch axis). Without
     it, canon uses ``model.input_shape`` if the model has one, or
     ``(in_features,)`` when the first layer is ``nn.Linear``. The model is
     traced in eval mode (what canon evaluates) and not changed: its
     train/eval flags are restored afterwards.
+
+    torch.fx's symbolic tracer is tried first; a forward it cannot follow
+    (Python that depends on values, decorators: Hugging Face transformers'
+    models) is recorded by running it once on zeros instead
+    (:func:`~canon.core.record.record`; token ids when the model's main input is
+    ``input_ids``). Both give the walker the same kind of graph.
     """
     shape = _input_shape(model, input_shape)
+    with _eval(model):
+        gm = _graph(model, shape)
+    groups, output = Walker(gm).walk()
+    return Spec(groups, output, tensors=tensors_of(model))
+
+
+def load_into(model: nn.Module, state: Mapping[str, Tensor]) -> None:
+    """Load ``state`` (a spec's tensors: a tied tensor under its first name only) into
+    ``model``; any other missing or unexpected name is an error, as in
+    ``load_state_dict``."""
+    result = model.load_state_dict(dict(state), strict=False)
+    missing = set(result.missing_keys) - set(tied_names(model))
+    if missing or result.unexpected_keys:
+        raise KeyError(
+            f"state does not fit {type(model).__name__}: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(result.unexpected_keys)[:5]}"
+        )
+
+
+def activations(model: nn.Module, x: Tensor, wanted: set[str]) -> dict[str, Tensor]:
+    """The values of the graph nodes named ``wanted`` (a spec's taps) when ``model`` runs
+    on ``x``, from the graph :func:`spec_from_module` derives the spec from."""
+    with _eval(model), torch.inference_mode():
+        try:
+            gm = traced(model)
+        except UnsupportedModuleError:
+            return record(model, x, _Tracer().is_leaf_module, frozenset(wanted)).kept
+        recorder = _Keeper(gm, wanted)
+        recorder.run(x)
+    return recorder.kept
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside, its modules' train/eval flags restored after."""
     flags = {m: m.training for m in model.modules()}
     try:
         model.eval()
-        gm = traced(model)
-        _propagate_shapes(model, gm, shape)
+        yield
     finally:
         for m, training in flags.items():
             m.training = training
-    groups, output = Walker(gm).walk()
-    return Spec(groups, output, tensors=tensors_of(model))
+
+
+def _graph(model: nn.Module, shape: tuple[int, ...]) -> fx.GraphModule:
+    """The shape-annotated graph of ``model``: symbolically traced, else recorded."""
+    try:
+        gm = traced(model)
+    except UnsupportedModuleError as traced_error:
+        try:
+            return _recorded(model, shape)
+        except Exception as exc:
+            raise UnsupportedModuleError(
+                f"{traced_error} Running it once to record its graph failed too: "
+                f"{type(exc).__name__}: {_first_line(exc)}{WHAT_TO_DO}",
+                op="trace",
+            ) from exc
+    _propagate_shapes(model, gm, shape)
+    return gm
+
+
+def _recorded(model: nn.Module, shape: tuple[int, ...]) -> fx.GraphModule:
+    """``model``'s graph recorded by running it on zeros. A model on the meta device whose
+    forward reads a value (``.item()`` in a mask's set-up) runs as a zero-filled copy on the
+    CPU instead, the graph still over ``model``."""
+    leaf = _Tracer().is_leaf_module
+    try:
+        return record(model, _zeros(model, shape), leaf).gm
+    except Exception:
+        if not _on_meta(model):
+            raise
+    copy = _zero_copy(model)
+    gm = record(copy, _zeros(copy, shape), leaf).gm
+    return fx.GraphModule(model, gm.graph)
+
+
+def _on_meta(model: nn.Module) -> bool:
+    return any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def _zero_copy(model: nn.Module) -> nn.Module:
+    """A copy of meta-device ``model`` on the CPU, every tensor zero (buffers the module
+    made itself, such as rotary frequencies, made again by value would be lost: so every
+    tensor that was not on the meta device keeps its value)."""
+    copy = deepcopy(model).to_empty(device="cpu")
+    with torch.no_grad():
+        for (_, new), (_, old) in zip(
+            itertools.chain(
+                copy.named_parameters(remove_duplicate=False),
+                copy.named_buffers(remove_duplicate=False),
+            ),
+            itertools.chain(
+                model.named_parameters(remove_duplicate=False),
+                model.named_buffers(remove_duplicate=False),
+            ),
+            strict=True,
+        ):
+            if old.is_meta:
+                new.zero_()
+            else:
+                new.copy_(old)
+    return copy
+
+
+def _zeros(model: nn.Module, shape: tuple[int, ...]) -> Tensor:
+    """A batch of two zero inputs of ``shape``: token ids for a model whose main input is
+    ``input_ids`` (transformers' convention), else numbers of the parameters' dtype."""
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    if getattr(model, "main_input_name", None) == "input_ids":
+        return torch.zeros((2, *shape), dtype=torch.long, device=device)
+    dtype = param.dtype if param is not None else torch.float32
+    return torch.zeros((2, *shape), dtype=dtype, device=device)
 
 
 def traced(model: nn.Module) -> fx.GraphModule:
@@ -101,23 +226,19 @@ def traced(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, graph)
 
 
-def _untraceable(model: nn.Module, exc: Exception) -> str:
-    """Which tracer failed on ``model``, its own words (first line), and what canon supports."""
-    name = type(model).__name__
+def _first_line(exc: BaseException) -> str:
     said = str(exc).strip().splitlines()
-    cause = f"{type(exc).__name__}: {said[0][:200]}" if said else type(exc).__name__
-    message = (
-        f"cannot trace {name}: torch.fx symbolic tracing (canon's tracer) stopped with "
-        f"`{cause}`. It cannot follow Python control flow that depends on tensor values, "
-        "nor a forward wrapped in a decorator taking *args/**kwargs"
+    return said[0][:200] if said else ""
+
+
+def _untraceable(model: nn.Module, exc: Exception) -> str:
+    """Which tracer failed on ``model`` and its own words (first line)."""
+    said = _first_line(exc)
+    cause = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+    return (
+        f"cannot trace {type(model).__name__}: torch.fx symbolic tracing (canon's tracer) "
+        f"stopped with `{cause}`."
     )
-    if type(model).__module__.split(".")[0] == "transformers":
-        return (
-            f"{message}. Hugging Face transformers models are not supported yet: their "
-            "forward is not symbolically traceable this way, and canon does not yet derive "
-            f"attention's symmetries{WHAT_TO_DO}"
-        )
-    return message + WHAT_TO_DO
 
 
 def _input_shape(model: nn.Module, given: Sequence[int] | None) -> tuple[int, ...]:
@@ -134,6 +255,21 @@ def _input_shape(model: nn.Module, given: Sequence[int] | None) -> tuple[int, ..
         "(one sample, without the batch axis, e.g. (1, 28, 28)) or set `model.input_shape`",
         op="input_shape",
     )
+
+
+class _Keeper(fx.Interpreter):
+    """Runs a traced model and keeps the outputs of the named nodes."""
+
+    def __init__(self, gm: fx.GraphModule, wanted: set[str]) -> None:
+        super().__init__(gm)
+        self.wanted = wanted
+        self.kept: dict[str, Tensor] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        if n.name in self.wanted:
+            self.kept[n.name] = out
+        return out
 
 
 class _ShapeRecorder(fx.Interpreter):

@@ -21,7 +21,16 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from canon.core.attention_steps import AttentionSteps
-from canon.core.ops import READOUT, Op, function_op, linear, module_op, op_name, plain
+from canon.core.ops import (
+    READOUT,
+    Op,
+    function_op,
+    library_norm,
+    linear,
+    module_op,
+    op_name,
+    plain,
+)
 from canon.core.spec import (
     BatchNormTensors,
     CarriedAxis,
@@ -45,6 +54,7 @@ from canon.core.walk_values import (
     Param,
     Parts,
     Scores,
+    Sliced,
     Space,
     Stacked,
     Units,
@@ -57,7 +67,7 @@ from canon.core.walk_values import (
     unsupported,
 )
 
-__all__ = ["BATCHNORMS", "LAYERS", "WHAT_TO_DO", "Walker"]
+__all__ = ["BATCHNORMS", "LAYERS", "WHAT_TO_DO", "Walker", "tied_names"]
 
 _CARVE = {"split", torch.split, "chunk", torch.chunk}
 
@@ -90,6 +100,7 @@ class Walker(AttentionSteps):
         self.output: OutputLayer | None = None
         self.output_space: Space | None = None
         self.attentions = []
+        self.tied = tied_names(gm)
 
     # -- the walk ------------------------------------------------------------
 
@@ -122,7 +133,7 @@ class Walker(AttentionSteps):
                 name,
                 location(node),
             )
-        if any(isinstance(v, (Heads, Scores, Parts, Stacked, Attended)) for _, v in inputs):
+        if any(isinstance(v, (Heads, Scores, Parts, Stacked, Attended, Sliced)) for _, v in inputs):
             self.values[node] = self._attention_step(node, inputs)
             return
         hidden = hidden_units(inputs)
@@ -293,10 +304,14 @@ class Walker(AttentionSteps):
         path = str(node.target)
         if isinstance(module, BATCHNORMS):
             return self._batchnorm(node, module, source, units)
-        if isinstance(module, (*_LAYERNORMS, *_INSTANCENORMS, nn.GroupNorm)):
+        if isinstance(module, (*_LAYERNORMS, *_INSTANCENORMS, nn.GroupNorm)) or library_norm(
+            module
+        ):
             tensors = [f"{path}.{n}" for n, t in module.state_dict().items() if t.ndim >= 1]
             groups = module.num_groups if isinstance(module, nn.GroupNorm) else None
             shape = getattr(module, "normalized_shape", None)
+            if library_norm(module):
+                shape = tuple(module.state_dict()["weight"].shape)
             return self._norm(node, units, source, tensors, shape, groups)
         op = module_op(module)
         if op is None:
@@ -719,6 +734,26 @@ class Walker(AttentionSteps):
 
     # -- the end -----------------------------------------------------------------
 
+    def _untie(self, space: Space) -> None:
+        """Drop the outgoing axes of tied weights (a language model's output layer that is
+        its token embedding): the tensor they name is the one the group carries on that
+        axis already, so it moves once. Any other tie is refused."""
+        kept = []
+        for order, axis in space.outgoing:
+            primary = self.tied.get(axis.name)
+            if primary is None:
+                kept.append((order, axis))
+                continue
+            if not any(c.name == primary and c.axis == axis.axis for c in space.carried):
+                raise unsupported(
+                    f"`{axis.name}` is tied to `{primary}`, which does not move with the same "
+                    "units; canon supports a tied output layer that reads the units its "
+                    "embedding writes",
+                    "tied weights",
+                    axis.name,
+                )
+        space.outgoing = kept
+
     def _output(self, node: fx.Node) -> None:
         result = node.args[0]
         if not is_tensor(result):
@@ -755,8 +790,10 @@ class Walker(AttentionSteps):
                 bad[0],
                 path,
             )
-        self.output = OutputLayer(weight=made.weight, bias=made.bias, size=space.size)
         self.output_space = space
+        if made.weight in self.tied:  # tied to the embedding: its scale is no symmetry
+            return
+        self.output = OutputLayer(weight=made.weight, bias=made.bias, size=space.size)
 
     def _groups(self) -> tuple[UnitGroup, ...]:
         spaces: dict[int, Space] = {}
@@ -786,8 +823,21 @@ class Walker(AttentionSteps):
                     "Embedding",
                     space.carried[0].name,
                 )
+            self._untie(space)
             found.append((space.created, _group(space)))
         return tuple(group for _, group in sorted(found, key=lambda item: item[0]))
+
+
+def tied_names(module: nn.Module) -> dict[str, str]:
+    """Each name of a parameter or buffer that is another's tensor (tied weights), mapped
+    to the first name it has in the state dict."""
+    first: dict[int, str] = {}
+    tied: dict[str, str] = {}
+    for name, t in module.state_dict(keep_vars=True).items():
+        primary = first.setdefault(id(t), name)
+        if primary != name:
+            tied[name] = primary
+    return tied
 
 
 def _group(space: Space) -> UnitGroup:

@@ -50,6 +50,7 @@ class Space:
     created: int = 0  # the order of the node that made the space: the groups' order
     origin: str = ""  # the module that made it (a layer, an embedding): the group's name
     carved: bool = False  # cut into parts (a fused projection's queries, keys, values)
+    heads_only: bool = False  # dimensions pinned in their heads (rotary embeddings)
 
     def root(self) -> Space:
         space = self
@@ -135,13 +136,23 @@ class Stacked:
 
 
 @dataclass(frozen=True)
+class Sliced:
+    """Entries ``start`` to ``stop`` of every head's dimensions (on ``heads.dim_axis``):
+    a half of the queries or keys that a rotary embedding rotates."""
+
+    heads: Heads
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
 class Attended:
     """What ``nn.MultiheadAttention`` returns: (its output, the attention weights)."""
 
     output: Units
 
 
-Value = Units | Param | Ended | Heads | Scores | Parts | Stacked | Attended
+Value = Units | Param | Ended | Heads | Scores | Parts | Stacked | Attended | Sliced
 
 
 def location(node: fx.Node) -> str:

@@ -14,11 +14,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
 
 from canon.core import (
     Alignment,
@@ -27,10 +26,10 @@ from canon.core import (
     default_method,
     match_incoming,
     match_weights,
-    traced,
 )
 from canon.core.permutations import assign
 from canon.core.spec import Tap, linked
+from canon.core.trace import activations, load_into
 from canon.core.units import unit_slices
 from canon.engine.kinds import get_matching
 from canon.engine.options import MATCH_BATCH
@@ -111,31 +110,12 @@ def by_activation(inputs: MatchInputs) -> Alignment:
     )
 
 
-class _Recorder(fx.Interpreter):
-    """Runs a traced model and keeps the outputs of the named nodes."""
-
-    def __init__(self, gm: fx.GraphModule, wanted: set[str]) -> None:
-        super().__init__(gm)
-        self.wanted = wanted
-        self.seen: dict[str, Tensor] = {}
-
-    def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
-        if n.name in self.wanted:
-            self.seen[n.name] = out
-        return out
-
-
 def _activations(
     template: nn.Module, state: Mapping[str, Tensor], x: Tensor, wanted: set[str]
 ) -> dict[str, Tensor]:
     model = copy.deepcopy(template).to(x.device)
-    model.load_state_dict(dict(state))
-    model.eval()
-    recorder = _Recorder(traced(model), wanted)
-    with torch.inference_mode():
-        recorder.run(x)
-    return recorder.seen
+    load_into(model, state)
+    return activations(model, x, wanted)
 
 
 def match_activations(

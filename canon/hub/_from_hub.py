@@ -8,8 +8,12 @@ the Hub client's cache (so a cached revision adds again offline, with
 gave for it (its LFS etag, the name of the cached blob) and against
 ``sha256`` when given, and the weights then go through the zoo's own add:
 the headers are checked against the architecture before any tensor is read.
-A sharded checkpoint (``model.safetensors.index.json``) is read shard by
-shard. Pickled weights (``pytorch_model.bin``, ``.pt``) are refused unread.
+Where the library's files differ from canon's layout of the network (GPT-2's
+``Conv1D`` weights stored transposed, a tied output layer left out:
+:class:`~canon.architectures.LibraryLayout`) the tensors are brought into it
+first, after the same header check. A sharded checkpoint
+(``model.safetensors.index.json``) is read shard by shard. Pickled weights
+(``pytorch_model.bin``, ``.pt``) are refused unread.
 The entry records where it came from in its tags (:class:`Provenance`).
 """
 
@@ -27,7 +31,17 @@ from urllib.parse import unquote
 import torch
 
 from canon._limits import clip, loads_json
-from canon.architectures import MAX_CONFIG_BYTES, adapter_name, check_hub_config
+from canon.architectures import (
+    MAX_CONFIG_BYTES,
+    LibraryLayout,
+    adapter_name,
+    build_model,
+    check_hub_config,
+    library_layout,
+)
+from canon.checkpoint import load_state, read_header
+from canon.core import Spec
+from canon.core.spec import check_tensors
 from canon.errors import CheckpointFormatError, ConfigError, HubError, UntrustedCodeError
 from canon.hub._remote import (
     check_repo_id,
@@ -36,7 +50,7 @@ from canon.hub._remote import (
     quiet_hub_bars,
     snapshot_commit,
 )
-from canon.zoo import Shards, check_name, sha256_file
+from canon.zoo import Shards, check_name, declared_spec, sha256_file
 
 if TYPE_CHECKING:
     from canon.zoo import Entry, Zoo
@@ -244,8 +258,14 @@ def add_from_hub(
                 revision=at,
             )
     provenance = Provenance(repo_id, at, tuple(files))
+    added: Path | Shards | dict[str, torch.Tensor] = checkpoint
+    layout = library_layout(build_model(architecture, {"config": config}, device="meta"))
+    if layout.transposed or layout.tied:
+        files_in = checkpoint.paths if isinstance(checkpoint, Shards) else (checkpoint,)
+        spec = declared_spec(architecture, {"config": config})
+        added = _in_canon_layout(files_in, layout, spec)
     return zoo.add(
-        checkpoint,
+        added,
         name=entry_name,
         architecture=architecture,
         config={"config": config},
@@ -256,6 +276,34 @@ def add_from_hub(
         evaluate=evaluate,
         device=device,
     )
+
+
+def _in_canon_layout(
+    paths: tuple[Path, ...], layout: LibraryLayout, spec: Spec
+) -> dict[str, torch.Tensor]:
+    """The tensors of a library's checkpoint files in canon's layout of the network: the
+    weights the library stores transposed (GPT-2's ``Conv1D``) transposed back, the tied
+    names (an output layer that is the token embedding) left out. Every file's header is
+    checked against ``spec`` as it will read before any tensor is; files are read one by
+    one."""
+    headers = {path: read_header(path) for path in paths}
+    found: dict[str, tuple[tuple[int, ...], str]] = {}
+    for header in headers.values():
+        for name, (shape, dtype) in header.tensors.items():
+            if name in layout.tied:
+                continue
+            if name in found:
+                raise CheckpointFormatError(f"tensor `{clip(name, 120)}` is in two shards")
+            flipped = name in layout.transposed and len(shape) == 2
+            found[name] = (tuple(reversed(shape)) if flipped else tuple(shape), dtype)
+    check_tensors(found, spec, f"the {len(paths)} weights file(s)")
+    state: dict[str, torch.Tensor] = {}
+    for path, header in headers.items():
+        wanted = {name: name for name in header.tensors if name not in layout.tied}
+        state.update(load_state(path, names=wanted))
+    for name in layout.transposed & set(state):
+        state[name] = state[name].t().contiguous()
+    return state
 
 
 def _expected_sha(sha256: str | None) -> str | None:

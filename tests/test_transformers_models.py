@@ -1,0 +1,177 @@
+"""Hugging Face transformers' own models (GPT-2, BERT, ViT, a Llama-style decoder with
+grouped-query attention and rotary embeddings) and timm's ViT, built from a config.json
+through canon's adapters, with random weights (nothing is downloaded).
+
+Their forwards defeat torch.fx's symbolic tracer, so canon records their graph by running
+them once (canon.core.record). For each: random symmetries keep the logits, and the
+canonical form of a symmetric copy is the canonical form of the original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from vision_models import vision
+
+from canon.architectures import build_model, library_layout
+from canon.core import (
+    Spec,
+    apply_alignment,
+    canonicalize,
+    match_weights,
+    normalize,
+    random_symmetry,
+    spec_from_module,
+)
+from canon.core.trace import load_into
+
+# transformers takes seconds to import on a fresh worker: the fast loop leaves these to CI
+pytestmark = pytest.mark.slow
+
+TINY: dict[str, dict[str, Any]] = {
+    "gpt2": {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "n_layer": 2, "n_embd": 16, "n_head": 4, "vocab_size": 40, "n_positions": 12,
+        "bos_token_id": 0, "eos_token_id": 0,
+    },
+    "bert": {
+        "model_type": "bert",
+        "architectures": ["BertForSequenceClassification"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 12,
+        "num_labels": 3,
+    },
+    "vit": {
+        "model_type": "vit",
+        "architectures": ["ViTForImageClassification"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "intermediate_size": 32, "image_size": 16, "patch_size": 4, "num_labels": 3,
+    },
+    "llama": {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
+        "max_position_embeddings": 12,
+    },
+}  # fmt: skip
+TIMM_VIT: dict[str, Any] = {
+    "architecture": "vit_tiny_patch16_224",
+    "num_classes": 5,
+    "model_args": {"img_size": 16, "patch_size": 8, "depth": 2, "embed_dim": 24, "num_heads": 3},
+    "pretrained_cfg": {"input_size": [3, 16, 16]},
+}
+
+
+def _architecture(kind: str) -> tuple[str, dict[str, Any]]:
+    if kind == "timm-vit":
+        return "timm/vit_tiny_patch16_224", {"config": TIMM_VIT}
+    return f"hf-transformers/{kind}", {"config": TINY[kind]}
+
+
+@pytest.fixture(scope="module")
+def libraries() -> None:
+    vision()  # transformers and timm import torchvision: its op schemas first
+
+
+@pytest.fixture(scope="module", params=[*TINY, "timm-vit"])
+def case(request: pytest.FixtureRequest, libraries: None) -> tuple[str, nn.Module, Spec]:
+    architecture, config = _architecture(request.param)
+    model = build_model(architecture, config).double().eval()
+    return request.param, model, spec_from_module(model)
+
+
+def _random(spec: Spec, seed: int) -> dict[str, Tensor]:
+    """Every tensor of the spec redrawn (norm affines too, so that no unit is special)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        t.name: torch.randn(t.shape, generator=gen, dtype=torch.float64) * 0.5 for t in spec.tensors
+    }
+
+
+def _inputs(model: nn.Module, n: int = 3) -> Tensor:
+    gen = torch.Generator().manual_seed(0)
+    shape = tuple(model.input_shape)
+    if getattr(model, "main_input_name", None) == "input_ids":
+        return torch.randint(0, 40, (n, *shape), generator=gen)
+    return torch.randn((n, *shape), generator=gen, dtype=torch.float64)
+
+
+def _logits(model: nn.Module, state: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    load_into(model, state)
+    with torch.no_grad():
+        out = model(x)
+    logits: Tensor = out if isinstance(out, Tensor) else out.logits
+    return logits
+
+
+def _relative(y: Tensor, y_ref: Tensor) -> float:
+    """The relative gap between two logit tensors up to one positive factor (the output
+    layer's global scale, which canon normalizes)."""
+    return float((y / y.norm() - y_ref / y_ref.norm()).norm())
+
+
+def _gap(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max() / b[k].abs().max().clamp_min(1e-12)) for k in a)
+
+
+def test_structure_is_derived(case: tuple[str, nn.Module, Spec]) -> None:
+    """Two linked attention groups per layer; rotary embeddings (llama) pin the query/key
+    dimensions, so only whole heads move there; GPT-2's output layer is its tied token
+    embedding (listed once, its scale not normalized), and its Conv1D projections are
+    canon's linear layers (the library's files hold them transposed)."""
+    kind, model, spec = case
+    attention = [g for g in spec.groups if g.link]
+    assert len(attention) == 4  # 2 layers x (queries/keys, values/output)
+    queries_keys = attention[0::2]
+    if kind == "llama":
+        assert all(g.heads_only and g.symmetry == "none" for g in queries_keys)
+        assert [g.size for g in queries_keys] == [8, 8]  # 2 key heads of 4 dimensions
+    else:
+        assert all(not g.heads_only and g.symmetry == "linear" for g in queries_keys)
+    layout = library_layout(model)
+    if kind == "gpt2":
+        assert spec.output is None and layout.tied == {"lm_head.weight"}
+        assert "lm_head.weight" not in spec.tensor_info
+        assert "transformer.h.0.attn.c_attn.weight" in layout.transposed
+    else:
+        assert spec.output is not None and not layout.transposed
+    if kind == "timm-vit":  # class token and position embedding ride on the stream
+        carried = {c.name: c.axis for c in spec.group("patch_embed.proj").carried}
+        assert (carried["cls_token"], carried["pos_embed"]) == (2, 2)
+
+
+def test_symmetries_keep_the_function_and_canonical_forms_agree(
+    case: tuple[str, nn.Module, Spec],
+) -> None:
+    """random_symmetry keeps the logits (1e-4 relative; llama's RMSNorm computes in
+    float32); the canonical form of the copy, aligned to the original by weight matching,
+    is the original's canonical form (1e-5), and computes the same function."""
+    _, model, spec = case
+    state = _random(spec, 0)
+    x = _inputs(model)
+    y = _logits(model, state, x)
+    for seed in (1, 2):
+        copy = random_symmetry(state, spec, seed=seed)
+        assert _relative(_logits(model, copy, x), y) < 1e-4
+        aligned = canonicalize(copy, spec, reference=state, method="weight")
+        assert _gap(aligned, canonicalize(state, spec, reference=state, method="weight")) < 1e-5
+        assert _relative(_logits(model, aligned, x), y) < 1e-4
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_weight_matching_recovers_planted_heads_and_dimensions(libraries: None, seed: int) -> None:
+    """A tiny GPT-2 against a copy with its heads, dimensions and residual-stream units
+    permuted (and rescaled): weight matching finds the permutation that undoes it exactly."""
+    model = build_model("hf-transformers/gpt2", {"config": TINY["gpt2"]}).double()
+    spec = spec_from_module(model)
+    state = normalize(_random(spec, seed), spec)
+    planted = normalize(random_symmetry(state, spec, seed=seed + 10), spec)
+    found = match_weights(planted, state, spec)
+    assert _gap(apply_alignment(planted, found, spec), state) < 1e-9
