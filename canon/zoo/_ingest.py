@@ -265,7 +265,7 @@ def prepare(
     else:
         assert groups is not None
         located = locate_state(groups, declared.tensor_info, key=key, where=where)
-        state = located.pick(groups)
+        state = _without_aliases(located.pick(groups), declared)
     _note(located, where)
     full, inferred = _with_input_shape(architecture, full, input_shape, dataset, where)
     config_json = canonical_json(full)
@@ -308,6 +308,20 @@ def prepare(
         spec=spec,
         data=data,
     )
+
+
+def _without_aliases(state: dict[str, Tensor], declared: Spec) -> dict[str, Tensor]:
+    """``state`` without the names the spec does not list that hold another name's very
+    tensor (tied weights: a language model's output layer that is its token embedding,
+    which the spec lists once)."""
+    seen: dict[tuple[int, tuple[int, ...], tuple[int, ...], torch.dtype], str] = {}
+    aliases = set()
+    for name, t in state.items():
+        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if key in seen and name not in declared.tensor_info and t.numel():
+            aliases.add(name)
+        seen.setdefault(key, name)
+    return {n: t for n, t in state.items() if n not in aliases}
 
 
 def _merged_header(shards: Shards) -> tuple[checkpoint.Header, dict[str, Path]]:
