@@ -2,7 +2,7 @@
 
 Two ``gpt`` networks of GPT-2 small's shape (12 blocks, width 768, 12 heads,
 vocabulary 50,257, context 1,024: 124M parameters, 497 MB of float32 each) are
-saved as safetensors. A fresh process loads both, notes its resident memory,
+saved as safetensors. A fresh process loads both (resident), notes its memory,
 then runs ``canonicalize(state, spec, reference, method="weight")`` (normalize
 both, weight matching with the heads as blocks, apply) and reports the peak
 resident memory above that baseline divided by one network's weights. The
@@ -35,7 +35,10 @@ from canon.core import Spec, canonicalize
 torch.set_num_threads(int(sys.argv[4]))
 with open(sys.argv[3]) as f:
     spec = Spec.from_dict(json.load(f))
-state, reference = load_file(sys.argv[1]), load_file(sys.argv[2])
+# copies, so that both networks are resident before the baseline (a loaded file may be
+# mapped and read in only as canonicalize touches it)
+state = {k: v.clone() for k, v in load_file(sys.argv[1]).items()}
+reference = {k: v.clone() for k, v in load_file(sys.argv[2]).items()}
 def resident():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()

@@ -58,6 +58,8 @@ WEIGHT_METHODS = ("incoming", "weight")
 """The matching methods that need only the two networks' weights."""
 
 MAX_SWEEPS = 100
+# a product over at most this many numbers per unit is retaken rather than kept
+_CHEAP_CONTRACTION = 8
 
 
 def default_method(spec: Spec) -> str:
@@ -359,7 +361,8 @@ class _Term:
     blocks, and takes one matrix product of the same numbers that moving the tensor
     and reshaping it would give. The product is kept with the versions of the other
     axes' groups it was taken for, and taken again only when one of them changed:
-    most steps leave most of a group's tensors as they were.
+    most steps leave most of a group's tensors as they were. Where keeping it cannot
+    save a product (``keep`` False, set by :class:`_Similarity`) it is not kept.
     """
 
     def __init__(
@@ -393,15 +396,24 @@ class _Term:
         )
         self.key: tuple[int, ...] | None = None
         self.product = torch.empty(0)
+        self.keep = True
+
+    @property
+    def cheap(self) -> bool:
+        """Whether the product is cheaper to take again than to keep (units x units
+        numbers): a bias's or a norm affine's outer product, a few numbers per unit."""
+        return self.reference[0].numel() <= _CHEAP_CONTRACTION
 
     def value(self, alignment: Alignment, versions: Mapping[str, int]) -> Tensor:
         """The product for the state moved by ``alignment``, at group ``versions``."""
         key = tuple(versions[a.group] for a in self.others)
-        if self.key != key:
-            other = moved(self.state, self.others, alignment)
-            self.product = (self.reference @ other.reshape(-1, self.units)).mul_(self.weight)
-            self.key = key
-        return self.product.cpu()
+        if self.key == key:
+            return self.product.cpu()
+        other = moved(self.state, self.others, alignment)
+        product = (self.reference @ other.reshape(-1, self.units)).mul_(self.weight)
+        if self.keep:
+            self.product, self.key = product, key
+        return product.cpu()
 
 
 class _Similarity:
@@ -409,37 +421,59 @@ class _Similarity:
     (:class:`_Term`), split into the terms a sign flip of unit j negates (``odd``, for
     ``sign`` groups) and the others (``even``).
 
-    The products of the tensors without another unit axis (biases, norm affines, a
-    first or last layer) never change: they are summed once, ahead of the others
-    (in float64 a few float32 products add up exactly in any order, unless they
-    differ by many orders of magnitude).
+    The products of the tensors without another unit axis (a first or last layer)
+    never change: they are summed once, ahead of the others (in float64 a few
+    float32 products add up exactly in any order, unless they differ by many
+    orders of magnitude). Products that cost less than they would hold (biases,
+    norm affines: :attr:`_Term.cheap`) are taken again at each step instead, and
+    so are moving products when every moving tensor of the group reads the same
+    other groups (when the group is stepped again, one of those changed: a kept
+    product would be stale). A group of 3,072 units then holds no 3,072 x 3,072
+    matrix between its steps.
     """
 
     def __init__(self, group: UnitGroup, terms: list[_Term]) -> None:
+        self.size = group.size
+        self.signed = group.signed
         self.neighbours = {name for term in terms for name in term.groups}
         self.moving = [t for t in terms if t.others]
-        fixed = [(t.signed, t.value(Alignment({}), {})) for t in terms if not t.others]
-        zeros = torch.zeros(group.size, group.size, dtype=torch.float64)
-        self.even = _added(zeros, [p for signed, p in fixed if not signed])
-        self.odd = _added(zeros, [p for signed, p in fixed if signed]) if group.signed else None
+        if len({frozenset(a.group for a in t.others) for t in self.moving}) <= 1:
+            for term in self.moving:
+                term.keep = False
+        self.retaken = [t for t in terms if not t.others and t.cheap]
+        for term in self.retaken:
+            term.keep = False
+        fixed = [
+            (t.signed, t.value(Alignment({}), {})) for t in terms if not t.others and not t.cheap
+        ]
+        even = [p for signed, p in fixed if not signed]
+        odd = [p for signed, p in fixed if signed]
+        self.even = _added(None, even, self.size) if even else None
+        self.odd = _added(None, odd, self.size) if odd else None
 
     def value(
         self, alignment: Alignment, versions: Mapping[str, int]
     ) -> tuple[Tensor, Tensor | None]:
         """(even, odd) for the state moved by ``alignment`` (at group ``versions``);
         ``odd`` is None for groups without a sign symmetry."""
-        products = [(t.signed, t.value(alignment, versions)) for t in self.moving]
-        even = _added(self.even, [p for signed, p in products if not signed])
-        if self.odd is None:
+        products = [(t.signed, t.value(alignment, versions)) for t in self.moving + self.retaken]
+        even = _added(self.even, [p for signed, p in products if not signed], self.size)
+        if not self.signed:
             return even, None
-        return even, _added(self.odd, [p for signed, p in products if signed])
+        return even, _added(self.odd, [p for signed, p in products if signed], self.size)
 
 
-def _added(base: Tensor, products: list[Tensor]) -> Tensor:
-    """``base`` (float64) plus ``products``: a new tensor, or ``base`` itself if none."""
-    if not products:
+def _added(base: Tensor | None, products: list[Tensor], size: int) -> Tensor:
+    """``base`` (float64; None: zeros of ``size`` x ``size``) plus ``products``: a new
+    tensor, or ``base`` itself if there are none."""
+    if base is None:
+        if not products:
+            return torch.zeros(size, size, dtype=torch.float64)
+        total = products[0].to(torch.float64, copy=True)  # as adding to zeros
+    elif not products:
         return base
-    total = base + products[0]  # float32 + float64 -> float64, as converting first
+    else:
+        total = base + products[0]  # float32 + float64 -> float64, as converting first
     for product in products[1:]:
         total.add_(product)
     return total
