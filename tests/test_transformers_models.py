@@ -10,10 +10,12 @@ canonical form of a symmetric copy is the canonical form of the original.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from torch import Tensor, nn
 from vision_models import vision
 
@@ -28,6 +30,7 @@ from canon.core import (
     spec_from_module,
 )
 from canon.core.trace import load_into
+from canon.service import create_app
 
 # transformers takes seconds to import on a fresh worker: the fast loop leaves these to CI
 pytestmark = pytest.mark.slow
@@ -175,3 +178,40 @@ def test_weight_matching_recovers_planted_heads_and_dimensions(libraries: None, 
     planted = normalize(random_symmetry(state, spec, seed=seed + 10), spec)
     found = match_weights(planted, state, spec)
     assert _gap(apply_alignment(planted, found, spec), state) < 1e-9
+
+
+def test_a_zoo_of_transformers_models_compares_tables_and_serves(
+    libraries: None, tmp_path: Path
+) -> None:
+    """transformers' GPT-2s on `grammar` (16 tokens, windows of 16; the next token is read
+    at the last position): added with their errors, compared along the linear and geodesic
+    paths (a symmetric copy: geodesic distance 0, the same error all along), tabled by
+    barrier and by distance, and served from the cache by `canon serve`'s API."""
+    from canon.zoo import Zoo
+
+    architecture = "hf-transformers/gpt2"
+    config = {"config": {**TINY["gpt2"], "vocab_size": 16, "n_positions": 16}}
+    model = build_model(architecture, config)
+    spec = spec_from_module(model)
+    state = {t.name: model.state_dict()[t.name].clone() for t in spec.tensors}
+    torch.manual_seed(1)
+    other = {k: v.clone() for k, v in build_model(architecture, config).state_dict().items()}
+    with Zoo.open(tmp_path / "zoo") as zoo:
+        add = {"architecture": architecture, "config": config, "dataset": "grammar"}
+        a = zoo.add(state, name="a", **add)
+        zoo.add(random_symmetry(state, spec, seed=1), name="b", **add)
+        zoo.add(other, name="c", **add)
+        assert 0.5 < a.metrics["train_error"] < 1  # untrained: about chance among 16
+        result = zoo.compare("a", "b", paths=("linear", "geodesic"), points=3)
+        assert result.distances.euclidean_free < 1e-4 < result.distances.euclidean
+        geodesic = result.curves["geodesic"].train_error
+        assert geodesic[0] == pytest.approx(a.metrics["train_error"])
+        assert max(geodesic) - min(geodesic) < 1e-9  # the same function all along
+        barriers = zoo.barrier_table(path="geodesic", metric="excess", points=3)
+        assert barriers.names == ["a", "b", "c"] and barriers.matrix[0, 1] < 1e-9
+        assert zoo.barrier_table(metric="euclidean_free").matrix[0, 2] > 0
+    request = {"names": ["a", "b", "c"], "path": "geodesic", "metric": "excess", "points": 3}
+    with TestClient(create_app(tmp_path / "zoo")) as client:
+        served = client.post("/api/table", json=request)
+    assert served.status_code == 200  # from the cache: no job
+    assert served.json()["matrix"] == barriers.matrix.tolist()

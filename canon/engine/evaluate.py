@@ -1,7 +1,8 @@
 """Batched evaluation of many networks of one architecture on data resident on a device.
 
-The model is traced once and split at its first layer. When a path moves the
-first layer's weight as a :class:`~canon.core.paths.Combination` of a few basis
+The model is traced once and split at its first layer (a model torch.fx cannot
+trace, such as transformers' own, runs whole, its token ids as integers). When a
+path moves the first layer's weight as a :class:`~canon.core.paths.Combination` of a few basis
 tensors (linear, geodesic, bend and plane paths) and the layer uses its
 weights linearly, the layer's outputs for every point combine from one product
 per basis: the expensive first-layer products are computed J times per data
@@ -26,6 +27,7 @@ from torch.func import functional_call
 
 from canon.core.modules import BinaryConv2d, BinaryLinear
 from canon.core.paths import Combination, Constant, NetworkPath
+from canon.core.record import main_output
 from canon.core.trace import tracer
 from canon.engine.fast_ops import optimize_graph
 
@@ -93,6 +95,17 @@ def _split(gm: fx.GraphModule) -> _Split | None:
     )
 
 
+def _logits(out: object) -> Tensor:
+    """The logits a network returns: a tensor itself, or a library's output record's
+    (:func:`~canon.core.record.main_output`); a language model's ``(batch, tokens,
+    vocabulary)`` logits give those of the token after the last (canon's convention for
+    next-token data such as ``grammar``)."""
+    logits = main_output(out)
+    if logits is None:
+        raise TypeError(f"the network returned {type(out).__name__}, which holds no tensor")
+    return logits[:, -1] if logits.ndim == 3 else logits
+
+
 class Evaluator:
     """Evaluates networks of one architecture on one dataset, kept on ``device``.
 
@@ -115,8 +128,16 @@ class Evaluator:
         self.x = x.to(device)
         self.y = y.to(device)
         self.batch_size = max(1, int(batch_size))
-        self.graph = optimize_graph(fx.GraphModule(self.model, tracer().trace(self.model)), device)
-        self.split = _split(self.graph)
+        self.graph: nn.Module = self.model
+        self.split: _Split | None = None
+        try:
+            traced = fx.GraphModule(self.model, tracer().trace(self.model))
+        except Exception:  # torch.fx raises many kinds: run the model itself
+            self.tokens = getattr(self.model, "main_input_name", None) == "input_ids"
+        else:
+            self.tokens = False
+            self.graph = optimize_graph(traced, device)
+            self.split = _split(self.graph)
 
     def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         for start in range(0, self.x.shape[0], self.batch_size):
@@ -171,8 +192,9 @@ class Evaluator:
         states = self._states(path, list(path.tensors))
 
         def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
+            inputs = xb.long() if self.tokens else xb
             for k in range(len(path)):
-                yield k, functional_call(self.graph, states(k), (xb,))
+                yield k, _logits(functional_call(self.graph, states(k), (inputs,)))
 
         return run
 

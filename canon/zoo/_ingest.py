@@ -21,11 +21,17 @@ from canon import checkpoint
 from canon._limits import MAX_TENSORS, clip, loads_json
 from canon.architectures import build_model, resolve_config
 from canon.checkpoint import STATE_KEYS, Located, load_state, locate_state, read_header
-from canon.core import Spec, check_state, spec_from_module
+from canon.core import Spec, check_state, spec_from_module, tied_names
 from canon.core.spec import check_tensors
 from canon.core.trace import tensors_of
 from canon.core.unit_spaces import BATCHNORMS, LAYERS
-from canon.errors import CanonError, CheckpointFormatError, ConfigError, UnsupportedModuleError
+from canon.errors import (
+    CanonError,
+    CheckpointFormatError,
+    ConfigError,
+    SpecMismatchError,
+    UnsupportedModuleError,
+)
 from canon.zoo._records import FORMAT_VERSION, canonical_json, family_key
 from canon.zoo._trust import check_trusted, names_code
 
@@ -265,7 +271,7 @@ def prepare(
     else:
         assert groups is not None
         located = locate_state(groups, declared.tensor_info, key=key, where=where)
-        state = _without_aliases(located.pick(groups), declared)
+        state = _without_ties(located.pick(groups), architecture, full, where)
     _note(located, where)
     full, inferred = _with_input_shape(architecture, full, input_shape, dataset, where)
     config_json = canonical_json(full)
@@ -310,18 +316,25 @@ def prepare(
     )
 
 
-def _without_aliases(state: dict[str, Tensor], declared: Spec) -> dict[str, Tensor]:
-    """``state`` without the names the spec does not list that hold another name's very
-    tensor (tied weights: a language model's output layer that is its token embedding,
-    which the spec lists once)."""
-    seen: dict[tuple[int, tuple[int, ...], tuple[int, ...], torch.dtype], str] = {}
-    aliases = set()
-    for name, t in state.items():
-        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
-        if key in seen and name not in declared.tensor_info and t.numel():
-            aliases.add(name)
-        seen.setdefault(key, name)
-    return {n: t for n, t in state.items() if n not in aliases}
+def _without_ties(
+    state: dict[str, Tensor], architecture: str, config: Mapping[str, Any], where: str
+) -> dict[str, Tensor]:
+    """``state`` without the names the architecture ties to another (a language model's
+    output layer that is its token embedding: the spec lists the tensor once, under the
+    first name), each checked to hold its first name's values."""
+    if not state:
+        return state
+    tied = tied_names(build_model(architecture, config, device="meta"))
+    for alias, primary in tied.items():
+        if alias in state and primary in state:
+            a, b = state[alias], state[primary]
+            if a.shape != b.shape or not torch.equal(a, b.to(a.dtype)):
+                raise SpecMismatchError(
+                    f"{where}: `{alias}` is tied to `{primary}` in this architecture but "
+                    "holds other values",
+                    problems=(f"tensor `{alias}` differs from `{primary}`",),
+                )
+    return {n: t for n, t in state.items() if n not in tied}
 
 
 def _merged_header(shards: Shards) -> tuple[checkpoint.Header, dict[str, Path]]:
