@@ -31,7 +31,7 @@ from canon.core.record import main_output
 from canon.core.trace import tracer
 from canon.engine.fast_ops import optimize_graph
 
-__all__ = ["Evaluator", "Scores"]
+__all__ = ["Evaluator", "Scores", "as_logits", "logits_of", "reads_tokens"]
 
 _LINEAR_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _STATE_CACHE_BYTES = 1 << 30
@@ -95,7 +95,13 @@ def _split(gm: fx.GraphModule) -> _Split | None:
     )
 
 
-def _logits(out: object) -> Tensor:
+def reads_tokens(model: nn.Module) -> bool:
+    """Whether ``model``'s main input is token ids (transformers' ``input_ids``), which
+    datasets hold as numbers and the model takes as integers."""
+    return getattr(model, "main_input_name", None) == "input_ids"
+
+
+def as_logits(out: object) -> Tensor:
     """The logits a network returns: a tensor itself, or a library's output record's
     (:func:`~canon.core.record.main_output`); a language model's ``(batch, tokens,
     vocabulary)`` logits give those of the token after the last (canon's convention for
@@ -104,6 +110,12 @@ def _logits(out: object) -> Tensor:
     if logits is None:
         raise TypeError(f"the network returned {type(out).__name__}, which holds no tensor")
     return logits[:, -1] if logits.ndim == 3 else logits
+
+
+def logits_of(model: nn.Module, x: Tensor) -> Tensor:
+    """``model(x)`` as logits (:func:`as_logits`), token ids given as integers to a model
+    that reads them (:func:`reads_tokens`)."""
+    return as_logits(model(x.long() if reads_tokens(model) else x))
 
 
 class Evaluator:
@@ -133,7 +145,7 @@ class Evaluator:
         try:
             traced = fx.GraphModule(self.model, tracer().trace(self.model))
         except Exception:  # torch.fx raises many kinds: run the model itself
-            self.tokens = getattr(self.model, "main_input_name", None) == "input_ids"
+            self.tokens = reads_tokens(self.model)
         else:
             self.tokens = False
             self.graph = optimize_graph(traced, device)
@@ -194,7 +206,7 @@ class Evaluator:
         def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
             inputs = xb.long() if self.tokens else xb
             for k in range(len(path)):
-                yield k, _logits(functional_call(self.graph, states(k), (inputs,)))
+                yield k, as_logits(functional_call(self.graph, states(k), (inputs,)))
 
         return run
 

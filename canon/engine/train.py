@@ -53,9 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from canon.core import Spec, spec_from_module
+from canon.core import Spec, spec_from_module, tied_names
 from canon.device import resolve_device
-from canon.engine.evaluate import Evaluator
+from canon.engine.evaluate import Evaluator, logits_of
 from canon.engine.kinds import ALGORITHMS, PAPER_PROTOCOL, AlgorithmInfo, get_algorithm
 from canon.engine.landscape import ModelLike, as_data, as_model
 from canon.errors import ConfigError
@@ -247,7 +247,7 @@ class _Run:
             for r, (model, opt) in enumerate(zip(self.models, self.optimizers, strict=True)):
                 idx = orders[r][start : start + self.batch_size]
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(self.x[idx]), self.y[idx])
+                loss = loss_fn(logits_of(model, self.x[idx]), self.y[idx])
                 loss.backward()  # type: ignore[no-untyped-call]
                 if center is not None:
                     # the gradient of the coupling term gamma ||w - c||^2, c held fixed
@@ -517,8 +517,9 @@ def train(
     test_error = None
     if test is not None:
         test_error = float(Evaluator(net, test[0], test[1], dev).error(fitted.state).errors[0])
+    tied = tied_names(net)  # a tied tensor is returned once, under its first name
     return TrainResult(
-        state=fitted.state,
+        state={k: v for k, v in fitted.state.items() if k not in tied},
         algo=algo,
         epochs=fitted.epochs,
         train_error=fitted.train_error,
