@@ -215,3 +215,35 @@ def test_a_zoo_of_transformers_models_compares_tables_and_serves(
         served = client.post("/api/table", json=request)
     assert served.status_code == 200  # from the cache: no job
     assert served.json()["matrix"] == barriers.matrix.tolist()
+
+
+def test_rotary_pairs_do_not_permute(libraries: None) -> None:
+    """Why rotary queries/keys move only as whole heads: exchanging two dimension pairs
+    (i, i + d/2) of one head in both the query and key rows changes the logits (the pairs
+    turn at different frequencies), while exchanging whole key heads with their query heads
+    does not."""
+    model = build_model("hf-transformers/llama", {"config": TINY["llama"]}).double().eval()
+    spec = spec_from_module(model)
+    state = _random(spec, 0)
+    x = _inputs(model)
+    y = _logits(model, state, x)
+    attn = "model.layers.0.self_attn"
+    d = 4  # head dimension: 16 wide, 4 query heads; 2 key heads share them
+    pairs = torch.tensor([1, 0, 3, 2])  # (0, 2) <-> (1, 3) in every head
+    swapped = dict(state)
+    for name, heads in ((f"{attn}.q_proj.weight", 4), (f"{attn}.k_proj.weight", 2)):
+        rows = torch.cat([h * d + pairs for h in range(heads)])
+        swapped[name] = state[name][rows]
+    assert _relative(_logits(model, swapped, x), y) > 1e-3
+    heads = dict(state)
+    key_heads = torch.cat([torch.arange(4, 8), torch.arange(0, 4)])
+    query_heads = torch.cat([torch.arange(8, 16), torch.arange(0, 8)])
+    for name, rows in (
+        (f"{attn}.k_proj.weight", key_heads),
+        (f"{attn}.q_proj.weight", query_heads),
+    ):
+        heads[name] = state[name][rows]
+    heads[f"{attn}.v_proj.weight"] = state[f"{attn}.v_proj.weight"][key_heads]
+    o = f"{attn}.o_proj.weight"
+    heads[o] = state[o][:, query_heads]
+    assert _relative(_logits(model, heads, x), y) < 1e-6

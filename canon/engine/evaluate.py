@@ -29,6 +29,7 @@ from canon.core.modules import BinaryConv2d, BinaryLinear
 from canon.core.paths import Combination, Constant, NetworkPath
 from canon.core.record import main_output
 from canon.core.trace import tracer
+from canon.core.unit_spaces import tied_names
 from canon.engine.fast_ops import optimize_graph
 
 __all__ = ["Evaluator", "Scores", "as_logits", "logits_of", "reads_tokens"]
@@ -142,6 +143,7 @@ class Evaluator:
         self.batch_size = max(1, int(batch_size))
         self.graph: nn.Module = self.model
         self.split: _Split | None = None
+        self.tied = set(tied_names(self.model))
         try:
             traced = fx.GraphModule(self.model, tracer().trace(self.model))
         except Exception:  # torch.fx raises many kinds: run the model itself
@@ -201,7 +203,8 @@ class Evaluator:
         return lambda k: {n: path.tensors[n].at(k) for n in names}
 
     def _plain(self, path: NetworkPath) -> Callable[[Tensor], Iterator[tuple[int, Tensor]]]:
-        states = self._states(path, list(path.tensors))
+        # a tied tensor goes in once, under its first name (functional_call ties the rest)
+        states = self._states(path, [n for n in path.tensors if n not in self.tied])
 
         def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
             inputs = xb.long() if self.tokens else xb
