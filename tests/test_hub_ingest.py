@@ -287,13 +287,19 @@ def transformers_hub(
     hub: FakeHub, gpt2: nn.Module, tmp_path_factory: pytest.TempPathFactory
 ) -> FakeHub:
     """The tiny GPT-2 as transformers' save_pretrained writes it (its config.json, its
-    safetensors without the tied output layer) in lab/gpt2; with a header that lies about
-    a shape (lab/gpt2-bad); naming its own code (lab/gpt2-code, whose code exits if run)."""
+    safetensors without the tied output layer) in lab/gpt2; as GPT-2's own repositories
+    hold it (lab/gpt2-legacy); with a header that lies about a shape (lab/gpt2-bad);
+    naming its own code (lab/gpt2-code, whose code exits if run)."""
     folder = tmp_path_factory.mktemp("gpt2")
     gpt2.save_pretrained(folder)
     files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     hub.commit("lab/gpt2", files)
     state = load(files["model.safetensors"])
+    # as GPT-2's own repositories hold it: the base model's names (no `transformer.`) and
+    # the causal-mask buffers of older transformers versions, which transformers ignores
+    legacy = {k.removeprefix("transformer."): v for k, v in state.items()}
+    legacy["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 16, 16))
+    hub.commit("lab/gpt2-legacy", {**files, "model.safetensors": save(legacy)})
     bad = {**state, "transformer.wte.weight": torch.zeros(65, 16)}
     hub.commit("lab/gpt2-bad", {**files, "model.safetensors": save(bad)})
     code = {**json.loads(files["config.json"]), "auto_map": {"AutoModel": "modeling_tiny.Tiny"}}
@@ -309,11 +315,16 @@ def transformers_hub(
 
 
 def test_transformers_repo_is_added_in_canons_layout(
-    transformers_hub: FakeHub, gpt2: nn.Module, zoo: Zoo, options: dict[str, Any]
+    transformers_hub: FakeHub,
+    gpt2: nn.Module,
+    zoo: Zoo,
+    options: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     """A GPT-2 saved by transformers becomes an `hf-transformers/gpt2` entry: the Conv1D
     weights transposed into canon's linear layers, the tied output layer held once (as the
-    token embedding), provenance recorded, and the same logits as transformers' model."""
+    token embedding), provenance recorded, and the same logits as transformers' model. The
+    layout of GPT-2's own repositories (base-model names, old mask buffers) reads the same."""
     entry = add_from_hub(zoo, "hf://lab/gpt2", **options)
     data = transformers_hub.files("lab/gpt2")["model.safetensors"]
     assert entry.architecture == "hf-transformers/gpt2"
@@ -331,6 +342,9 @@ def test_transformers_repo_is_added_in_canons_layout(
     with torch.no_grad():
         assert torch.allclose(model(tokens).logits, gpt2(tokens).logits, atol=1e-5)
     assert len([g for g in zoo.spec(entry).groups if g.link]) == 2
+    with Zoo.open(tmp_path / "legacy") as other:
+        legacy = add_from_hub(other, "hf://lab/gpt2-legacy", **options)
+    assert legacy.id == entry.id  # the same weights: the same object
 
 
 def test_transformers_repo_is_checked_before_it_is_read(

@@ -295,15 +295,43 @@ def _traced_input(net: nn.Module, config: Any) -> tuple[int, ...] | None:
 class LibraryLayout:
     """How a library's checkpoint files differ from canon's layout of the same network:
     ``transposed`` weights (stored (in, out)), ``tied`` names (another name's tensor: a
-    language model's output layer that is its token embedding, which files may omit)."""
+    language model's output layer that is its token embedding, which files may omit);
+    ``prefix``, the base model's attribute (``transformer.``) that a file saved from the
+    base model alone leaves off every name; ``ignored``, patterns of names the library
+    itself skips when it loads a file (buffers of older versions, such as GPT-2's
+    ``attn.bias`` causal masks; searched with ``re.search``)."""
 
     transposed: frozenset[str] = frozenset()
     tied: frozenset[str] = frozenset()
+    prefix: str = ""
+    ignored: tuple[str, ...] = ()
+
+    def name_in(self, name: str, expected: Mapping[str, object]) -> str | None:
+        """The name a file's tensor ``name`` has in canon's layout (whose tensors are
+        ``expected``), or None for an unexpected name the library ignores (as the library
+        does, the patterns apply to unexpected names only: `attn.bias` is found in
+        `c_attn.bias` too)."""
+        if name in expected:
+            return name
+        if self.prefix and f"{self.prefix}{name}" in expected:
+            return f"{self.prefix}{name}"
+        if any(re.search(pattern, name) for pattern in self.ignored):
+            return None
+        return name
 
 
 def library_layout(model: nn.Module) -> LibraryLayout:
-    """The :class:`LibraryLayout` of a model an adapter built (empty for any other)."""
-    return LibraryLayout(frozenset(getattr(model, _TRANSPOSED, ())), frozenset(tied_names(model)))
+    """The :class:`LibraryLayout` of a model an adapter built (tied names only, for any
+    other model)."""
+    base = getattr(model, "base_model_prefix", "")
+    prefix = f"{base}." if isinstance(base, str) and base and hasattr(model, base) else ""
+    ignored = getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ()
+    return LibraryLayout(
+        frozenset(getattr(model, _TRANSPOSED, ())),
+        frozenset(tied_names(model)),
+        prefix,
+        tuple(sorted(p for p in ignored if isinstance(p, str))),
+    )
 
 
 def _timm_model_of(model: str, made: HubConfig) -> nn.Module:

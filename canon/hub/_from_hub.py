@@ -9,7 +9,8 @@ gave for it (its LFS etag, the name of the cached blob) and against
 ``sha256`` when given, and the weights then go through the zoo's own add:
 the headers are checked against the architecture before any tensor is read.
 Where the library's files differ from canon's layout of the network (GPT-2's
-``Conv1D`` weights stored transposed, a tied output layer left out:
+``Conv1D`` weights stored transposed, a tied output layer left out, a base
+model's weights saved without its prefix, buffers the library ignores:
 :class:`~canon.architectures.LibraryLayout`) the tensors are brought into it
 first, after the same header check. A sharded checkpoint
 (``model.safetensors.index.json``) is read shard by shard. Pickled weights
@@ -260,7 +261,7 @@ def add_from_hub(
     provenance = Provenance(repo_id, at, tuple(files))
     added: Path | Shards | dict[str, torch.Tensor] = checkpoint
     layout = library_layout(build_model(architecture, {"config": config}, device="meta"))
-    if layout.transposed or layout.tied:
+    if layout != LibraryLayout():
         files_in = checkpoint.paths if isinstance(checkpoint, Shards) else (checkpoint,)
         spec = declared_spec(architecture, {"config": config})
         added = _in_canon_layout(files_in, layout, spec)
@@ -281,25 +282,29 @@ def add_from_hub(
 def _in_canon_layout(
     paths: tuple[Path, ...], layout: LibraryLayout, spec: Spec
 ) -> dict[str, torch.Tensor]:
-    """The tensors of a library's checkpoint files in canon's layout of the network: the
-    weights the library stores transposed (GPT-2's ``Conv1D``) transposed back, the tied
-    names (an output layer that is the token embedding) left out. Every file's header is
-    checked against ``spec`` as it will read before any tensor is; files are read one by
-    one."""
+    """The tensors of a library's checkpoint files in canon's layout of the network
+    (:class:`~canon.architectures.LibraryLayout`): names the library ignores and tied
+    names left out, a base model's names given its prefix, the weights the library stores
+    transposed (GPT-2's ``Conv1D``) transposed back. Every file's header is checked against
+    ``spec`` as it will read before any tensor is; files are read one by one."""
+    expected = spec.tensor_info
     headers = {path: read_header(path) for path in paths}
+    names: dict[Path, dict[str, str]] = {}  # per file: canon's name -> the file's
     found: dict[str, tuple[tuple[int, ...], str]] = {}
-    for header in headers.values():
+    for path, header in headers.items():
+        names[path] = {}
         for name, (shape, dtype) in header.tensors.items():
-            if name in layout.tied:
+            new = layout.name_in(name, expected)
+            if new is None or new in layout.tied:
                 continue
-            if name in found:
-                raise CheckpointFormatError(f"tensor `{clip(name, 120)}` is in two shards")
-            flipped = name in layout.transposed and len(shape) == 2
-            found[name] = (tuple(reversed(shape)) if flipped else tuple(shape), dtype)
+            if new in found:
+                raise CheckpointFormatError(f"tensor `{clip(new, 120)}` is in the files twice")
+            flipped = new in layout.transposed and len(shape) == 2
+            found[new] = (tuple(reversed(shape)) if flipped else tuple(shape), dtype)
+            names[path][new] = name
     check_tensors(found, spec, f"the {len(paths)} weights file(s)")
     state: dict[str, torch.Tensor] = {}
-    for path, header in headers.items():
-        wanted = {name: name for name in header.tensors if name not in layout.tied}
+    for path, wanted in names.items():
         state.update(load_state(path, names=wanted))
     for name in layout.transposed & set(state):
         state[name] = state[name].t().contiguous()
