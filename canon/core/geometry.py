@@ -19,7 +19,7 @@ from torch import Tensor
 
 from canon.core.matching import match
 from canon.core.normalization import normalize
-from canon.core.permutations import Alignment, apply_alignment
+from canon.core.permutations import Alignment, Moved
 from canon.core.spec import Spec, UnitGroup, check_state
 from canon.core.units import unit_slices, unit_vectors
 
@@ -32,6 +32,10 @@ __all__ = [
     "geodesic_distance",
     "hamming",
 ]
+
+
+#: The most numbers a distance holds in float64 at once (a block of units).
+_BLOCK = 1 << 22
 
 
 def angles(a: Tensor, b: Tensor) -> Tensor:
@@ -55,6 +59,15 @@ def flat(state: Mapping[str, Tensor], names: tuple[str, ...]) -> Tensor:
     return torch.cat([state[n].reshape(-1) for n in names])
 
 
+def _euclidean(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]) -> float:
+    """||a - b|| over the named tensors, a tensor at a time (differences in the networks'
+    dtype, summed in float64)."""
+    total = torch.zeros((), dtype=torch.float64)
+    for name in names:
+        total += (a[name] - b[name]).double().square().sum().cpu()
+    return math.sqrt(float(total))
+
+
 def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> float:
     """sqrt(sum_k angle_k^2 + (sqrt(H^L) angle_L)^2) between two normalized, aligned networks.
 
@@ -68,11 +81,14 @@ def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Sp
     for group in spec.groups:
         if not group.on_sphere:
             continue
-        theta = angles(
-            unit_vectors(a, group, effective=False).double(),
-            unit_vectors(b, group, effective=False).double(),
-        )
-        total = total + theta.square().sum().cpu()
+        rows_a = unit_vectors(a, group, effective=False)
+        rows_b = unit_vectors(b, group, effective=False)
+        step = max(1, _BLOCK // max(1, rows_a[0].numel()))  # float64 a block of rows at a time
+        for start in range(0, group.size, step):
+            theta = angles(
+                rows_a[start : start + step].double(), rows_b[start : start + step].double()
+            )
+            total = total + theta.square().sum().cpu()
     if spec.output is not None:
         w_a = a[spec.output.weight].double().reshape(1, -1)
         w_b = b[spec.output.weight].double().reshape(1, -1)
@@ -151,23 +167,29 @@ def distances(
     spec: Spec,
     alignment: Alignment | None = None,
     method: str = "auto",
+    normalized: tuple[Mapping[str, Tensor], Mapping[str, Tensor]] | None = None,
 ) -> Distances:
     """All distances between networks ``a`` and ``b`` (see :class:`Distances`).
 
     ``b`` is aligned to ``a`` (``method`` on the normalized networks) unless the
     alignment of ``b`` to ``a`` is given. Symmetric up to the alignment heuristic.
+    ``normalized``: the two networks normalized, when the caller has them already.
     """
     check_state(a, spec, "`a`")
     check_state(b, spec, "`b`")
     params = spec.parameters
-    norm_a, norm_b = normalize(a, spec, check=False), normalize(b, spec, check=False)
+    norm_a, norm_b = normalized if normalized is not None else (
+        normalize(a, spec, check=False),
+        normalize(b, spec, check=False),
+    )  # fmt: skip
     if alignment is None:
         alignment = match(norm_b, norm_a, spec, method)
-    aligned_b = apply_alignment(b, alignment, spec)
-    canon_b = apply_alignment(norm_b, alignment, spec)
+    # b moved a tensor at a time as each is read: no aligned copy of a whole network
+    aligned_b = Moved(b, alignment, spec)
+    canon_b = Moved(norm_b, alignment, spec)
     result: dict[str, Any] = {
-        "euclidean": float((flat(a, params) - flat(b, params)).double().norm()),
-        "euclidean_aligned": float((flat(a, params) - flat(aligned_b, params)).double().norm()),
+        "euclidean": _euclidean(a, b, params),
+        "euclidean_aligned": _euclidean(a, aligned_b, params),
         "geodesic": geodesic_distance(norm_a, canon_b, spec),
         "euclidean_free": free_distance(norm_a, canon_b, spec),
     }

@@ -145,6 +145,10 @@ def _linear(a: Tensor, b: Tensor, x: Tensor) -> Combination:
     return Combination((a, b), coefs)
 
 
+#: The most numbers :func:`slerp_basis` holds in float64 at once (a block of rows).
+_SLERP_BLOCK = 1 << 22
+
+
 def _constant_or_linear(a: Tensor, b: Tensor, x: Tensor) -> TensorPath:
     return _linear(a, b, x) if a.is_floating_point() else Constant(a)
 
@@ -161,26 +165,49 @@ def slerp_basis(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     orthogonal unit vector when b is parallel or antiparallel to a) and theta
     the angle from a to b, so that the great circle from a's direction is
     cos(x theta) a_hat + sin(x theta) u and reaches b's direction at x = 1.
+    Computed in float64 a block of rows at a time (at most
+    :data:`_SLERP_BLOCK` numbers), so a wide layer needs no float64 copy of itself.
     """
-    rows_a = a.reshape(a.shape[0], -1).double()
-    rows_b = b.reshape(b.shape[0], -1).double()
+    rows_a = a.reshape(a.shape[0], -1)
+    rows_b = b.reshape(b.shape[0], -1)
+    n, width = rows_a.shape
+    u = torch.empty_like(rows_a)
+    parts: list[tuple[Tensor, Tensor, Tensor]] = []
+    step = max(1, _SLERP_BLOCK // max(1, width))
+    for start in range(0, n, step):
+        block_u, *rest = _slerp_rows(rows_a[start : start + step], rows_b[start : start + step])
+        u[start : start + step] = block_u
+        parts.append((rest[0], rest[1], rest[2]))
+    if not parts:  # no units
+        empty = torch.empty(0, dtype=torch.float64, device=a.device)
+        return u.reshape(a.shape), empty, empty, empty
+    theta, norm_a, norm_b = (torch.cat(t) for t in zip(*parts, strict=True))
+    return u.reshape(a.shape), theta, norm_a, norm_b
+
+
+def _slerp_rows(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`slerp_basis` of a block of rows (u in the rows' dtype)."""
+    # copies (worked on in place), whatever the rows' dtype
+    rows_a, rows_b = a.to(torch.float64, copy=True), b.to(torch.float64, copy=True)
     tiny = torch.finfo(torch.float64).tiny
     norm_a = rows_a.norm(dim=1)
     norm_b = rows_b.norm(dim=1)
-    a_hat = rows_a / norm_a.clamp_min(tiny).unsqueeze(1)
-    b_hat = rows_b / norm_b.clamp_min(tiny).unsqueeze(1)
+    a_hat = rows_a.div_(norm_a.clamp_min(tiny).unsqueeze(1))
+    b_hat = rows_b.div_(norm_b.clamp_min(tiny).unsqueeze(1))
     cos = (a_hat * b_hat).sum(dim=1)
-    perp = b_hat - cos.unsqueeze(1) * a_hat
+    perp = b_hat.sub_(cos.unsqueeze(1) * a_hat)
     sin = perp.norm(dim=1)
     theta = torch.atan2(sin, cos)
-    # fallback direction where b is (anti)parallel to a: the axis where a is smallest,
-    # made orthogonal to a
-    axis = a_hat.abs().argmin(dim=1)
-    e = torch.zeros_like(a_hat).scatter_(1, axis.unsqueeze(1), 1.0)
-    fallback = e - (e * a_hat).sum(dim=1, keepdim=True) * a_hat
-    fallback = fallback / fallback.norm(dim=1, keepdim=True).clamp_min(tiny)
-    u = torch.where((sin > 0).unsqueeze(1), perp / sin.clamp_min(tiny).unsqueeze(1), fallback)
-    return u.reshape(a.shape).to(a.dtype), theta, norm_a, norm_b
+    u = perp.div_(sin.clamp_min(tiny).unsqueeze(1))
+    flat = (sin <= 0).nonzero().flatten()
+    if flat.numel():
+        # where b is (anti)parallel to a: the axis where a is smallest, made orthogonal to a
+        hat = a_hat[flat]
+        axis = hat.abs().argmin(dim=1)
+        e = torch.zeros_like(hat).scatter_(1, axis.unsqueeze(1), 1.0)
+        fallback = e - (e * hat).sum(dim=1, keepdim=True) * hat
+        u[flat] = fallback / fallback.norm(dim=1, keepdim=True).clamp_min(tiny)
+    return u.to(a.dtype), theta, norm_a, norm_b
 
 
 def _great_circle(a: Tensor, b: Tensor, x: Tensor, per_unit: bool) -> Combination:

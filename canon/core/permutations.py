@@ -10,7 +10,7 @@ assignment every matching method ends in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from canon.errors import SpecMismatchError
 
 __all__ = [
     "Alignment",
+    "Moved",
     "UnitAxis",
     "apply_alignment",
     "assign",
@@ -217,6 +218,29 @@ def check_alignment(alignment: Alignment, spec: Spec) -> None:
             raise SpecMismatchError(
                 f"alignment has no permutation of size {group.size} for group `{group.name}`"
             )
+
+
+class Moved(Mapping[str, Tensor]):
+    """``state`` seen through ``alignment``: each tensor moved as :func:`apply_alignment`
+    moves it, when it is read. Nothing is copied ahead, so a pass over the tensors holds
+    one moved tensor at a time."""
+
+    def __init__(self, state: Mapping[str, Tensor], alignment: Alignment, spec: Spec) -> None:
+        check_alignment(alignment, spec)
+        self.state = state
+        self.alignment = alignment
+        self.axes = unit_axes(spec)
+
+    def __getitem__(self, name: str) -> Tensor:
+        tensor = self.state[name]
+        axes = self.axes.get(name)
+        return moved(tensor, axes, self.alignment) if axes else tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.state)
+
+    def __len__(self) -> int:
+        return len(self.state)
 
 
 def apply_alignment(

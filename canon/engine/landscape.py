@@ -229,7 +229,7 @@ def path_curve(
         batch=opts.match_batch,
         seed=seed,
     )
-    dists = distances(a, b, spec, alignment)
+    dists = distances(a, b, spec, alignment, normalized=(norm_a, norm_b))
     recorded: dict[str, Any] = {"points": points, "seed": seed, "method": method}
     if get_matching(method).needs_data:
         recorded["match_batch"] = opts.match_batch
