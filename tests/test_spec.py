@@ -609,3 +609,21 @@ def test_tracing_leaves_the_model_unchanged():
     assert model.training and not model.fc1.training and model.bn1.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+class Branches(nn.Module):
+    """Two layers, one of them taken by the inputs a zero input does not stand for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.other = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) if x.sum() <= 0 else self.other(x)
+
+
+def test_a_recorded_forward_must_read_every_tensor() -> None:
+    """The recording run takes one branch: a layer it never reads is refused, by name."""
+    with pytest.raises(UnsupportedModuleError, match=r"never read `other\.weight`, `other\.bias`"):
+        spec_from_module(Branches(), (4,))

@@ -169,13 +169,37 @@ def _recorded(model: nn.Module, shape: tuple[int, ...]) -> fx.GraphModule:
     CPU instead, the graph still over ``model``."""
     leaf = _Tracer().is_leaf_module
     try:
-        return record(model, _zeros(model, shape), leaf).gm
+        gm = record(model, _zeros(model, shape), leaf).gm
     except Exception:
         if not _on_meta(model):
             raise
-    copy = _zero_copy(model)
-    gm = record(copy, _zeros(copy, shape), leaf).gm
-    return fx.GraphModule(model, gm.graph)
+        copy = _zero_copy(model)
+        gm = fx.GraphModule(model, record(copy, _zeros(copy, shape), leaf).gm.graph)
+    _check_all_used(model, gm)
+    return gm
+
+
+def _check_all_used(model: nn.Module, gm: fx.GraphModule) -> None:
+    """Refuse a recorded graph that leaves a tensor of the state dict unread: the run on
+    zeros took one branch of the forward, and what the other branches do with their
+    layers is not known (the symmetries they would have to keep could be others)."""
+    used: set[str] = set()
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            used.add(str(node.target))
+        elif node.op == "call_module":
+            sub = gm.get_submodule(str(node.target))
+            used.update(f"{node.target}.{name}" for name in sub.state_dict())
+    tied = tied_names(model)
+    unread = [n for n in model.state_dict() if n not in used and n not in tied]
+    if unread:
+        listed = ", ".join(f"`{n}`" for n in unread[:3])
+        more = f" and {len(unread) - 3} more" if len(unread) > 3 else ""
+        raise UnsupportedModuleError(
+            f"run once on zeros, {type(model).__name__} never read {listed}{more}: its forward "
+            "takes other branches on other inputs, whose structure canon cannot tell",
+            op="trace",
+        )
 
 
 def _on_meta(model: nn.Module) -> bool:
