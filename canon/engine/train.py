@@ -125,12 +125,20 @@ def loss_fn(logits: Tensor, y: Tensor) -> Tensor:
 
 
 def _reset(model: nn.Module, seed: int) -> None:
+    """Draw ``model``'s parameters afresh from ``seed``: every module's own
+    ``reset_parameters``, then, for a library model that has one (transformers'
+    ``_init_weights``: GPT-2's normal(0, 0.02) embeddings and projections), the library's
+    initialization of each module."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for module in model.modules():
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
                 reset()
+        library_init = getattr(model, "_init_weights", None)
+        if callable(library_init):
+            with torch.no_grad():
+                model.apply(library_init)
 
 
 def _clip_binary(model: nn.Module, spec: Spec) -> None:
