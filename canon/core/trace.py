@@ -207,9 +207,8 @@ def _on_meta(model: nn.Module) -> bool:
 
 
 def _zero_copy(model: nn.Module) -> nn.Module:
-    """A copy of meta-device ``model`` on the CPU, every tensor zero (buffers the module
-    made itself, such as rotary frequencies, made again by value would be lost: so every
-    tensor that was not on the meta device keeps its value)."""
+    """A copy of meta-device ``model`` on the CPU: its meta tensors zero, any other tensor
+    with its value."""
     copy = deepcopy(model).to_empty(device="cpu")
     with torch.no_grad():
         for (_, new), (_, old) in zip(
