@@ -129,6 +129,17 @@ def test_plans_full_and_quick():
     assert (full.binary.D, full.binary.P, full.binary.hidden) == (501, 1503, 101)
     assert len(full.binary.ratios) >= 2 and full.binary.ratios == tuple(sorted(full.binary.ratios))
     assert quick.seeds_per_algo <= full.seeds_per_algo and quick.points <= full.points
+    paper = make_plan(epoch_scale=1)  # `canon repro --epoch-scale 1`: the paper's budgets
+    assert (paper.nets[0].epochs, paper.nets[0].adv_epochs, paper.midpoint_epochs) == (300,) * 3
+    assert (paper.binary.epochs, paper.binary.adv_epochs) == (200, 500)
+
+
+def test_epoch_scale_is_checked_before_anything_runs(tmp_path):
+    """`--epoch-scale` is a fraction of the paper's budgets: 0 or above 1 is refused."""
+    for bad in ("0", "1.5"):
+        done = CliRunner().invoke(cli, ["repro", "--epoch-scale", bad, "--out", str(tmp_path)])
+        assert done.exit_code == 2 and "--epoch-scale" in done.output
+    assert not any(tmp_path.iterdir())
 
 
 def test_summary_prints_each_claims_verdict(tmp_path):

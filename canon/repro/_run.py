@@ -88,6 +88,7 @@ def run_reproduction(
     zoo_dir: str | os.PathLike[str] | None = None,
     progress: Stage | None = None,
     command: str | None = None,
+    epoch_scale: float | None = None,
 ) -> ReproductionResult:
     """Run the reproduction and write ``reproduction.md`` (with ``figures/``) to ``out_dir``.
 
@@ -95,12 +96,14 @@ def run_reproduction(
     (at most 45 minutes on 2 CPU cores). The networks go into a fresh zoo at
     ``zoo_dir`` (which must be new or empty; default: a temporary folder, removed
     afterwards). ``progress(stage, done, total)`` is called after every step.
-    ``command`` is how the run was started, for the report.
+    ``command`` is how the run was started, for the report. ``epoch_scale`` sets every
+    training budget as a fraction of the paper's (1: the paper's own; default: the
+    plan's, 1/3 for the full run and 1/60 for the quick one).
     """
     from canon.device import resolve_device
 
     out = Path(out_dir)
-    plan = make_plan(quick)
+    plan = make_plan(quick, epoch_scale)
     dev = str(resolve_device(device))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="canon-repro-") as scratch:
@@ -115,7 +118,8 @@ def run_reproduction(
     out.mkdir(parents=True, exist_ok=True)
     figures = draw_figures(results, out)
     wall = time.perf_counter() - start
-    how = command or f"canon repro{' --quick' if quick else ''} --seed {seed}"
+    scale = "" if epoch_scale is None else f" --epoch-scale {epoch_scale:g}"
+    how = command or f"canon repro{' --quick' if quick else ''} --seed {seed}{scale}"
     report = out / REPORT
     report.write_text(
         render_report(results, claims, figures, wall_seconds=wall, machine=_machine(), command=how)
