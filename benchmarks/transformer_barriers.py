@@ -32,6 +32,8 @@ GPT2 = {
     "config": {
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 2, "n_embd": 64,
         "n_head": 4, "vocab_size": 16, "n_positions": 16, "bos_token_id": 0, "eos_token_id": 0,
+        # no dropout, as canon's gpt
+        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
     }
 }  # fmt: skip
 MODELS = {"gpt": ("gpt", CONFIG), "gpt2": ("hf-transformers/gpt2", GPT2)}
