@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.func import functional_call
 
+from canon.core import tied_names
 from canon.core.modules import BinaryConv2d, BinaryLinear
 from canon.core.paths import Combination, Constant, NetworkPath
 from canon.core.record import main_output
 from canon.core.trace import tracer
-from canon.core.unit_spaces import tied_names
 from canon.engine.fast_ops import optimize_graph
 
 __all__ = ["Evaluator", "Scores", "as_logits", "logits_of", "reads_tokens"]

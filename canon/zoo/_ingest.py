@@ -91,8 +91,13 @@ def declared_spec(architecture: str, config: Mapping[str, Any]) -> Spec:
     read off a module built on the meta device: no memory, and no forward pass (a first
     forward on the meta device loads torch's meta kernels, some 70 MiB). Checking a file's
     header against it costs nothing, whatever sizes the config claims."""
+    return _declared(architecture, config)[0]
+
+
+def _declared(architecture: str, config: Mapping[str, Any]) -> tuple[Spec, dict[str, str]]:
+    """:func:`declared_spec` and the architecture's tied names (one meta-device build)."""
     model = build_model(architecture, config, device="meta")
-    return Spec(groups=(), output=None, tensors=tensors_of(model))
+    return Spec(groups=(), output=None, tensors=tensors_of(model)), tied_names(model)
 
 
 def serialize(state: Mapping[str, Tensor], architecture: str, config_json: str) -> bytes:
@@ -258,7 +263,7 @@ def prepare(
         config = meta_config if config is None else config
     full = resolve_config(architecture, config)
     # a config that lies about sizes costs nothing before the header is checked against this
-    declared = declared_spec(architecture, full)
+    declared, tied = _declared(architecture, full)
     state: dict[str, Tensor] | None = None
     names: dict[str, str] | None = None
     if header is not None:
@@ -271,7 +276,7 @@ def prepare(
     else:
         assert groups is not None
         located = locate_state(groups, declared.tensor_info, key=key, where=where)
-        state = _without_ties(located.pick(groups), architecture, full, where)
+        state = _without_ties(located.pick(groups), tied, where)
     _note(located, where)
     full, inferred = _with_input_shape(architecture, full, input_shape, dataset, where)
     config_json = canonical_json(full)
@@ -317,14 +322,11 @@ def prepare(
 
 
 def _without_ties(
-    state: dict[str, Tensor], architecture: str, config: Mapping[str, Any], where: str
+    state: dict[str, Tensor], tied: Mapping[str, str], where: str
 ) -> dict[str, Tensor]:
     """``state`` without the names the architecture ties to another (a language model's
     output layer that is its token embedding: the spec lists the tensor once, under the
     first name), each checked to hold its first name's values."""
-    if not state:
-        return state
-    tied = tied_names(build_model(architecture, config, device="meta"))
     for alias, primary in tied.items():
         if alias in state and primary in state:
             a, b = state[alias], state[primary]
