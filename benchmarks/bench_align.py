@@ -48,6 +48,7 @@ from scipy.optimize import linear_sum_assignment
 from torch.profiler import ProfilerActivity, profile
 
 import canon.core.matching as core_matching
+import canon.core.permutations as core_permutations
 from canon.architectures import build_model
 from canon.core import (
     Alignment,
@@ -125,17 +126,24 @@ def _torchvision() -> Any:
 def _recorded_solves(fn: Callable[[], object]) -> list[tuple[torch.Tensor, int]]:
     """Every (similarity, blocks) that canon's matching hands to its solver while ``fn`` runs."""
     seen: list[tuple[torch.Tensor, int]] = []
-    original = solve_assignment  # the function canon.core.matching calls
+    original = core_permutations.solve_assignment  # what matching's `assign` calls
+    depth = 0
 
     def recording(similarity: torch.Tensor, blocks: int = 1) -> torch.Tensor:
-        seen.append((similarity.detach().clone(), blocks))
-        return original(similarity, blocks)
+        nonlocal depth
+        if depth == 0:  # a blocked solve calls itself once per block: count it once
+            seen.append((similarity.detach().clone(), blocks))
+        depth += 1
+        try:
+            return original(similarity, blocks)
+        finally:
+            depth -= 1
 
-    core_matching.solve_assignment = recording  # type: ignore[attr-defined]
+    core_permutations.solve_assignment = recording  # type: ignore[attr-defined]
     try:
         fn()
     finally:
-        core_matching.solve_assignment = original  # type: ignore[attr-defined]
+        core_permutations.solve_assignment = original  # type: ignore[attr-defined]
     return seen
 
 

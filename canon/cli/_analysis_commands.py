@@ -25,6 +25,7 @@ from canon.cli._common import (
 )
 from canon.engine import DEFAULT_PATHS, MIDPOINT_PATHS, list_algorithms, list_path_kinds
 from canon.engine.kinds import PAPER_PROTOCOL
+from canon.zoo import EXECUTORS
 
 if TYPE_CHECKING:
     from canon.cli._common import Selection
@@ -113,10 +114,34 @@ def compare(
 @command()
 @table_options(COMPARABLE)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option(
+    "--executor",
+    type=click.Choice(EXECUTORS),
+    default="local",
+    show_default=True,
+    help="Where uncached pairs are computed: this process, or tasks on a Ray cluster "
+    "(pip install 'canon[ray]').",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="ADDR",
+    help="The Ray cluster to run on (e.g. ray://head:10001; default: a new local one).",
+)
 def table(
-    app: App, selection: Selection, path: str, metric: str, points: int, method: str, fmt: str
+    app: App,
+    selection: Selection,
+    path: str,
+    metric: str,
+    points: int,
+    method: str,
+    fmt: str,
+    executor: str,
+    address: str | None,
 ) -> None:
     """The pairwise matrix of NAMES (or of the entries with --tag; default all)."""
+    if address is not None and executor != "ray":
+        raise click.UsageError("--address is for --executor ray")
     result = None
     if answers_from_cache(app):
         from canon.zoo import cached_table
@@ -135,7 +160,9 @@ def table(
     if result is None:  # a pair is not cached (or the request is refused): the full path
         with open_zoo(app) as zoo:
             entries = selection.choose(zoo, least=2, what="`table`")
-            result = barrier_table(app, zoo, entries, path, metric, points, method).to_data()
+            result = barrier_table(
+                app, zoo, entries, path, metric, points, method, executor, address
+            ).to_data()
     app.log(f"{result.computed} pair(s) computed, the rest from the cache")
     if app.json or fmt == "json":
         click.echo(result.to_json())

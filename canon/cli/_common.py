@@ -279,6 +279,8 @@ def barrier_table(
     metric: str,
     points: int,
     method: str,
+    executor: str = "local",
+    address: str | None = None,
 ) -> Table:
     """The pairwise table of ``entries`` (:meth:`Zoo.barrier_table`), with a bar over pairs."""
     with progress(app, "pairs") as bar:
@@ -290,6 +292,8 @@ def barrier_table(
             method=method,
             device=app.device,
             progress=bar,
+            executor=executor,
+            address=address,
         )
 
 

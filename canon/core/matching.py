@@ -217,8 +217,10 @@ def layer_weights(
         layers.setdefault(name.rpartition(".")[0], []).append(name)
     weights: dict[str, float] = {}
     for members in layers.values():
+        # each tensor's norm in its own dtype (no float64 copy of every weight), the
+        # squares summed in Python floats
         norms = [
-            float(sum(float(s[n].double().square().sum()) for n in members)) ** 0.5
+            sum(float(torch.linalg.vector_norm(s[n])) ** 2 for n in members) ** 0.5
             for s in (reference, state)
         ]
         weight = 1.0 / (norms[0] * norms[1]) if norms[0] * norms[1] > 0 else 0.0

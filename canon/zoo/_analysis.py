@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from canon.architectures import build_model
-from canon.core import normalize
-from canon.core.geometry import Distances, distances
+from canon.core.geometry import Distances
 from canon.core.paths import check_points
 from canon.data import load_dataset
 from canon.device import resolve_device
@@ -27,20 +26,14 @@ from canon.engine import (
     Evaluator,
     PathCurve,
     PathOptions,
-    find_alignment,
-    get_matching,
     list_path_kinds,
-    path_curve,
 )
 from canon.errors import ConfigError, DatasetError, NotCachedError
 from canon.zoo._answers import TableData
+from canon.zoo._executors import run_pairs
 from canon.zoo._ingest import Prepared
-from canon.zoo._keys import (
-    CURVE_METRICS,
-    DISTANCE_METRICS,
-    curve_hash,
-    pair_hash,
-)
+from canon.zoo._keys import CURVE_METRICS, DISTANCE_METRICS, curve_hash
+from canon.zoo._pair_work import PairTask, compute_pair, pair_key
 from canon.zoo._records import Entry, PairResult, canonical_json
 
 if TYPE_CHECKING:
@@ -121,29 +114,6 @@ class Table:
         return pd.DataFrame(self.matrix, index=self.names, columns=self.names)
 
 
-@dataclass(frozen=True)
-class PairKey:
-    """What a pair's result depends on besides the two entries: the path options (None for
-    distances) and the hash of everything, the cache key."""
-
-    kind: str
-    options: PathOptions | None
-    hash: str
-    matching: PathOptions | None = None  # the matching options, also for distances
-
-
-def pair_key(a: Entry, b: Entry, kind: str, points: int, method: str) -> PairKey:
-    """The cache key of ``kind`` for entries a and b aligned by the (resolved) matching
-    ``method``; pairs that cannot be compared raise.
-
-    The options record given to :func:`path_curve` is the one hashed, so no option
-    (or changed default) can be left out of the key.
-    """
-    options = PathOptions(points=points, method=method)
-    key = pair_hash(a, b, kind, options.to_dict())
-    return PairKey(kind, None if kind == "distances" else options, key, options)
-
-
 def curve_key(kind: str, dataset: str | None, options: PathOptions) -> str:
     """The hash a curve along ``kind`` on ``dataset`` with ``options`` is cached under:
     every field of the options record, defaults included."""
@@ -169,7 +139,7 @@ def _pair(
         second,
         kind,
         key.hash,
-        lambda: _compute(zoo, first, second, key, device),
+        lambda: compute_pair(zoo, PairTask(first, second, key), device),
         compute,
     )
 
@@ -196,39 +166,6 @@ def cached_pair(
     zoo.pair_computations += 1
     # as the cache holds it (keys sorted), so a fresh answer prints as a cached one does
     return dict(json.loads(canonical_json(result)))
-
-
-def _compute(zoo: Zoo, a: Entry, b: Entry, key: PairKey, device: torch.device) -> dict[str, Any]:
-    spec = zoo.spec(a)
-    state_a, state_b = zoo.state(a, device), zoo.state(b, device)
-    if key.options is None:
-        assert key.matching is not None
-        method = key.matching.method
-        model, inputs = None, None
-        if get_matching(method).needs_data:
-            model, inputs = zoo.model(a), zoo.dataset(a).x_train.to(device)
-        alignment = find_alignment(
-            normalize(state_b, spec),
-            normalize(state_a, spec),
-            spec,
-            method,
-            model=model,
-            inputs=inputs,
-            batch=key.matching.match_batch,
-            seed=key.matching.seed,
-        )
-        return distances(state_a, state_b, spec, alignment).to_dict()
-    curve = path_curve(
-        state_a,
-        state_b,
-        zoo.model(a),
-        zoo.dataset(a),
-        key.kind,
-        device=device,
-        spec=spec,
-        options=key.options,
-    )
-    return curve.to_dict()
 
 
 def compare(
@@ -286,10 +223,17 @@ def barrier_table(
     device: str | torch.device = "auto",
     progress: Progress | None = None,
     compute: bool = True,
+    executor: str = "local",
+    address: str | None = None,
 ) -> Table:
     """The pairwise ``metric`` matrix of ``entries`` (default: every entry).
 
     Pairs are aligned by the matching ``method`` (as in :func:`compare`).
+    The pairs not cached are computed by ``executor``: ``local`` (this process) or
+    ``ray`` (blocks of pairs as tasks on the Ray cluster at ``address``, default the
+    one this process is connected to or a new local one; this process alone writes
+    the results to the index). Results are cached as they arrive, so an interrupted
+    table keeps every pair it finished.
 
     ``metric`` is ``barrier`` or ``excess`` along ``path``, or a distance
     (``geodesic``, ``euclidean``, ``euclidean_aligned``, ``hamming``, …).
@@ -313,21 +257,33 @@ def barrier_table(
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     method = zoo.matching_method(chosen[0], method) if pairs else method
     found = _bulk(zoo, chosen, kind, points, method) if pairs else {}
-    for done, (i, j) in enumerate(pairs, start=1):
+    tasks = []
+    for i, j in pairs:
+        low, high = sorted((chosen[i], chosen[j]), key=lambda e: e.id)
+        if (low.id, high.id) not in found:  # keyed now: a pair that cannot be, raises
+            tasks.append(PairTask(low, high, pair_key(low, high, kind, points, method)))
+    count = len(pairs) - len(tasks)
+
+    def counted(computed: int) -> None:
+        nonlocal count
+        count += computed
+        if progress is not None:
+            progress(count, len(pairs))
+
+    if progress is not None and pairs:
+        progress(count, len(pairs))
+    if tasks and compute:
+        found |= run_pairs(zoo, tasks, dev, executor=executor, address=address, done=counted)
+    for i, j in pairs:
         first, second = sorted((chosen[i].id, chosen[j].id))
         result = found.get((first, second))
-        if result is None and not compute:
-            pair_key(chosen[i], chosen[j], kind, points, method)  # invalid pairs raise
+        if result is None:
             matrix[i, j] = matrix[j, i] = np.nan
             continue
-        if result is None:
-            result = _pair(zoo, chosen[i], chosen[j], kind, points, method, dev)
         value = result[metric]
         if value is None:
             raise ConfigError(f"metric `{metric}` does not apply to these networks")
         matrix[i, j] = matrix[j, i] = float(value)
-        if progress is not None:
-            progress(done, len(pairs))
     if pairs:
         zoo.remember_matching(chosen[0])
     return Table(

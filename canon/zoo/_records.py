@@ -17,6 +17,7 @@ from canon.errors import InvalidEntryError
 
 __all__ = [
     "CACHE_VERSION",
+    "EXECUTORS",
     "FORMAT_VERSION",
     "KINDS",
     "NAME_PATTERN",
@@ -45,6 +46,8 @@ KINDS = ("solution", "midpoint")
 #: What a selection without names takes: one kind, or ``any``. Tables and plots default to
 #: ``solution`` (a midpoint is derived from two solutions, so it enters only when asked for).
 SELECTION_KINDS = (*KINDS, "any")
+#: Where a table's uncached pairs can be computed (:func:`~canon.zoo._executors.run_pairs`).
+EXECUTORS = ("local", "ray")
 
 #: What an entry name may be (letters, digits, ``._-``; starting with a letter or digit).
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"

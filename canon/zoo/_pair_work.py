@@ -1,0 +1,261 @@
+"""One pair's computation, and blocks of pairs as plain data that any process can compute.
+
+:func:`compute_pair` is the single place a pair's result (distances, or an error curve
+along a path kind) is computed from two entries. It reads the entries through a
+:class:`PairSource`: the :class:`~canon.zoo.Zoo` itself in-process, or, in a worker
+of another process or machine, an :class:`ObjectSource` that holds what the driver
+sent (:class:`PairBlock`: architecture, config, dataset name and each entry's object,
+as a file path or as its bytes) and never opens the zoo's index. Only the driver
+writes results to the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from canon.architectures import build_model
+from canon.checkpoint import load_state
+from canon.core import Spec, normalize
+from canon.core.geometry import distances
+from canon.data import Dataset, load_dataset
+from canon.engine import PathOptions, find_alignment, get_matching, path_curve
+from canon.errors import CorruptZooError
+from canon.zoo._ingest import spec_for
+from canon.zoo._keys import pair_hash
+from canon.zoo._records import Entry, canonical_json
+
+__all__ = [
+    "ObjectSource",
+    "PairBlock",
+    "PairKey",
+    "PairSource",
+    "PairTask",
+    "compute_block",
+    "compute_pair",
+    "pair_key",
+]
+
+
+@dataclass(frozen=True)
+class PairKey:
+    """What a pair's result depends on besides the two entries: the path options (None for
+    distances) and the hash of everything, the cache key."""
+
+    kind: str
+    options: PathOptions | None
+    hash: str
+    matching: PathOptions | None = None  # the matching options, also for distances
+
+
+def pair_key(a: Entry, b: Entry, kind: str, points: int, method: str) -> PairKey:
+    """The cache key of ``kind`` for entries a and b aligned by the (resolved) matching
+    ``method``; pairs that cannot be compared raise.
+
+    The options record given to :func:`path_curve` is the one hashed, so no option
+    (or changed default) can be left out of the key.
+    """
+    options = PathOptions(points=points, method=method)
+    key = pair_hash(a, b, kind, options.to_dict())
+    return PairKey(kind, None if kind == "distances" else options, key, options)
+
+
+@dataclass(frozen=True)
+class PairTask:
+    """One pair to compute: ``first`` and ``second`` sorted by id, and its key."""
+
+    first: Entry
+    second: Entry
+    key: PairKey
+
+
+class PairSource(Protocol):
+    """Where a pair computation reads its entries from (a zoo, or an :class:`ObjectSource`)."""
+
+    def spec(self, entry: Entry) -> Spec: ...
+
+    def state(self, entry: Entry, device: str | torch.device = "cpu") -> dict[str, Tensor]: ...
+
+    def model(self, entry: Entry) -> nn.Module: ...
+
+    def dataset(self, entry: Entry) -> Dataset: ...
+
+
+def compute_pair(source: PairSource, task: PairTask, device: torch.device) -> dict[str, Any]:
+    """The result of ``task``: the distances of its pair, or its error curve (as a dict)."""
+    a, b, key = task.first, task.second, task.key
+    spec = source.spec(a)
+    state_a, state_b = source.state(a, device), source.state(b, device)
+    if key.options is None:
+        assert key.matching is not None
+        method = key.matching.method
+        model, inputs = None, None
+        if get_matching(method).needs_data:
+            model, inputs = source.model(a), source.dataset(a).x_train.to(device)
+        alignment = find_alignment(
+            normalize(state_b, spec),
+            normalize(state_a, spec),
+            spec,
+            method,
+            model=model,
+            inputs=inputs,
+            batch=key.matching.match_batch,
+            seed=key.matching.seed,
+        )
+        return distances(state_a, state_b, spec, alignment).to_dict()
+    curve = path_curve(
+        state_a,
+        state_b,
+        source.model(a),
+        source.dataset(a),
+        key.kind,
+        device=device,
+        spec=spec,
+        options=key.options,
+    )
+    return curve.to_dict()
+
+
+# -- blocks: pairs as plain data ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairBlock:
+    """Pairs of one family as plain data (strings, numbers, bytes): what a worker needs.
+
+    ``entries`` holds each entry's record (:func:`_entry_record`); ``objects`` each
+    entry's weights, a file path (workers that share the zoo's disk) or the object's
+    bytes; ``pairs`` the (first id, second id, cache key) to compute; ``kind``,
+    ``points`` and ``method`` the options they share.
+    """
+
+    entries: dict[str, dict[str, Any]]
+    objects: dict[str, Any]
+    pairs: list[tuple[str, str, str]]
+    kind: str
+    points: int
+    method: str
+
+    @classmethod
+    def of(cls, tasks: Sequence[PairTask], objects: Mapping[str, Any]) -> PairBlock:
+        """The block of ``tasks`` (one kind, points and method) with ``objects`` by entry id."""
+        first = tasks[0]
+        options = first.key.matching
+        assert options is not None
+        entries = {e.id: _entry_record(e) for t in tasks for e in (t.first, t.second)}
+        return cls(
+            entries=entries,
+            objects={i: objects[i] for i in entries},
+            pairs=[(t.first.id, t.second.id, t.key.hash) for t in tasks],
+            kind=first.key.kind,
+            points=options.points,
+            method=options.method,
+        )
+
+
+def _entry_record(e: Entry) -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "architecture": e.architecture,
+        "config": json.loads(canonical_json(e.config)),
+        "family": e.family,
+        "dataset": e.dataset,
+        "kind": e.kind,
+    }
+
+
+class ObjectSource:
+    """Entries' specs, weights, models and datasets from a :class:`PairBlock` alone.
+
+    An object given as bytes is checked against its id (the SHA-256 of its bytes)
+    and read through a private temporary file, as a zoo reads its objects: the
+    header is checked against the spec before any tensor is loaded.
+    """
+
+    def __init__(self, block: PairBlock) -> None:
+        self.block = block
+        self._specs: dict[str, Spec] = {}
+        self._datasets: dict[str, Dataset] = {}
+
+    def entry(self, entry_id: str) -> Entry:
+        """The entry record of ``entry_id``."""
+        r = self.block.entries[entry_id]
+        return Entry(
+            id=entry_id,
+            name=r["name"],
+            architecture=r["architecture"],
+            config=r["config"],
+            family=r["family"],
+            dataset=r["dataset"],
+            kind=r["kind"],
+        )
+
+    def spec(self, entry: Entry) -> Spec:
+        """The spec of the entry's architecture (once per family)."""
+        if entry.family not in self._specs:
+            self._specs[entry.family] = spec_for(entry.architecture, entry.config)
+        return self._specs[entry.family]
+
+    def state(self, entry: Entry, device: str | torch.device = "cpu") -> dict[str, Tensor]:
+        """The entry's weights, checked against its spec, on ``device``."""
+        held = self.block.objects[entry.id]
+        if isinstance(held, str):
+            path = Path(held)
+            if not path.is_file():
+                raise CorruptZooError(
+                    f"object {entry.id} of entry `{entry.name}` is not at `{held}` on this "
+                    "worker; workers that do not share the zoo's folder get objects sent"
+                )
+            return load_state(path, self.spec(entry), device=device)
+        data = bytes(held)
+        if hashlib.sha256(data).hexdigest() != entry.id:
+            raise CorruptZooError(f"object {entry.id} of entry `{entry.name}` arrived damaged")
+        fd, name = tempfile.mkstemp(suffix=".safetensors")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return load_state(name, self.spec(entry), device=device)
+        finally:
+            os.unlink(name)
+
+    def model(self, entry: Entry) -> nn.Module:
+        """A fresh module of the entry's architecture (weights not loaded)."""
+        return build_model(entry.architecture, entry.config)
+
+    def dataset(self, entry: Entry) -> Dataset:
+        """The entry's dataset, loaded by name on this worker (once)."""
+        if entry.dataset is None:
+            raise CorruptZooError(f"entry `{entry.name}` has no dataset")
+        if entry.dataset not in self._datasets:
+            self._datasets[entry.dataset] = load_dataset(entry.dataset)
+        return self._datasets[entry.dataset]
+
+
+def compute_block(block: PairBlock, device: str = "auto") -> list[tuple[str, str, str, str]]:
+    """Every pair of ``block`` computed here: (first id, second id, key, the result as
+    canonical JSON), in the block's order."""
+    from canon.device import resolve_device
+
+    source = ObjectSource(block)
+    dev = resolve_device(device)
+    out = []
+    for first, second, key_hash in block.pairs:
+        a, b = source.entry(first), source.entry(second)
+        key = pair_key(a, b, block.kind, block.points, block.method)
+        if key.hash != key_hash:  # the worker's canon keys this pair otherwise
+            raise CorruptZooError(
+                f"the pair `{a.name}`, `{b.name}` keys differently on this worker "
+                "(another canon version?); install the driver's version on the workers"
+            )
+        result = compute_pair(source, PairTask(a, b, key), dev)
+        out.append((first, second, key_hash, canonical_json(result)))
+    return out

@@ -1,0 +1,178 @@
+"""Tables computed in this process and as tasks on a local Ray cluster: the same results,
+written by the driver alone, every finished pair kept when a table fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from canon.architectures import build_model
+from canon.cli import cli
+from canon.errors import ConfigError, CorruptZooError
+from canon.zoo import Zoo
+
+NET = ("mlp", {"in_features": 64, "hidden": [10], "classes": 10})
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A zoo of 6 random MLPs on digits (not evaluated when added), built once."""
+    root = tmp_path_factory.mktemp("executors") / "template"
+    with Zoo.open(root) as z:
+        for i in range(6):
+            torch.manual_seed(i)
+            state = build_model(*NET).state_dict()
+            z.add(state, name=f"n{i}", architecture=NET[0], config=NET[1], dataset="digits",
+                  evaluate=False)  # fmt: skip
+    return root
+
+
+def _copy(template: Path, where: Path) -> Zoo:
+    shutil.copytree(template, where)
+    return Zoo.open(where)
+
+
+def _cached(zoo: Zoo) -> dict[tuple[str, str, str], str]:
+    """Every cached pair result as the index holds it (canonical JSON)."""
+    import sqlite3
+
+    with sqlite3.connect(zoo.root / "canon.sqlite") as db:
+        rows = db.execute("SELECT entry_a, entry_b, path_kind, result FROM pair_cache").fetchall()
+    return {(a, b, kind): result for a, b, kind, result in rows}
+
+
+def test_a_failed_table_keeps_every_pair_it_finished(template, tmp_path):
+    """A pair that cannot be computed (its object is gone) stops the table; the pairs
+    finished before it stay cached, and the rerun computes only the others."""
+    zoo = _copy(template, tmp_path / "zoo")
+    entries = zoo.entries()
+    bad = entries[-1]  # in table order the pairs (0, 1) .. (0, 4) come before (0, 5)
+    moved = tmp_path / "object"
+    shutil.move(zoo.objects.path(bad.id), moved)
+    with pytest.raises(CorruptZooError, match="missing"):
+        zoo.barrier_table(points=3, device="cpu")
+    kept = _cached(zoo)
+    assert len(kept) == zoo.pair_computations == 4
+    assert all(bad.id not in (a, b) for a, b, _ in kept)
+    shutil.move(moved, zoo.objects.path(bad.id))
+    table = zoo.barrier_table(points=3, device="cpu")
+    assert table.computed == 11 and not np.isnan(table.matrix).any()
+    assert {k: v for k, v in _cached(zoo).items() if k in kept} == kept
+    zoo.close()
+
+
+def test_unknown_executor_and_stray_address_are_refused(template, tmp_path):
+    zoo = _copy(template, tmp_path / "zoo")
+    with pytest.raises(ConfigError, match="unknown executor `spark`"):
+        zoo.barrier_table(points=3, device="cpu", executor="spark")
+    with pytest.raises(ConfigError, match="`address` is for the `ray` executor"):
+        zoo.barrier_table(points=3, device="cpu", address="ray://nowhere:10001")
+    assert _cached(zoo) == {}
+    result = CliRunner().invoke(
+        cli, ["table", "--zoo", str(zoo.root), "--address", "ray://nowhere:10001"]
+    )
+    assert result.exit_code == 2 and "--address is for --executor ray" in result.output
+    zoo.close()
+
+
+# -- Ray ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster of 2 CPUs for this module."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metric", ["barrier", "geodesic"])
+def test_ray_table_equals_the_in_process_table(template, tmp_path, ray_cluster, metric):
+    """Barriers and distances through Ray are the in-process ones, number for number, and
+    the driver cached them under the same keys; the rerun computes nothing."""
+    local = _copy(template, tmp_path / "local")
+    distributed = _copy(template, tmp_path / "ray")
+    expected = local.barrier_table(metric=metric, points=5, device="cpu")
+    seen: list[tuple[int, int]] = []
+    table = distributed.barrier_table(
+        metric=metric, points=5, device="cpu", executor="ray",
+        progress=lambda done, total: seen.append((done, total)),
+    )  # fmt: skip
+    assert table.computed == 15 and np.array_equal(table.matrix, expected.matrix)
+    assert _cached(distributed) == _cached(local)
+    assert seen[0] == (0, 15) and seen[-1] == (15, 15)
+    assert distributed.barrier_table(metric=metric, points=5, executor="ray").computed == 0
+    local.close()
+    distributed.close()
+
+
+@pytest.mark.slow
+def test_ray_with_an_address_sends_objects(template, tmp_path, ray_cluster):
+    """Given a cluster address, workers get each object through Ray's object store: the
+    table is computed even though no worker could read the zoo's folder by the path."""
+    zoo = _copy(template, tmp_path / "zoo")
+    local = _copy(template, tmp_path / "local")
+    address = ray_cluster.get_runtime_context().gcs_address
+    table = zoo.barrier_table(points=3, device="cpu", executor="ray", address=address)
+    assert np.array_equal(table.matrix, local.barrier_table(points=3, device="cpu").matrix)
+    zoo.close()
+    local.close()
+
+
+@pytest.mark.slow
+def test_ray_retries_a_lost_worker(template, tmp_path, ray_cluster):
+    """A worker killed while it computes a block: Ray runs the block again, and the table
+    is the in-process one."""
+    zoo = _copy(template, tmp_path / "zoo")
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_first_worker() -> None:
+        while not stop.is_set() and not killed:
+            ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True)
+            for line in ps.stdout.splitlines():
+                pid, _, args = line.strip().partition(" ")
+                if args.startswith("ray::_ray_block"):
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                    break
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_first_worker)
+    watcher.start()
+    try:
+        table = zoo.barrier_table(points=9, device="cpu", executor="ray")
+    finally:
+        stop.set()
+        watcher.join()
+    assert killed, "no worker was seen computing"
+    local = _copy(template, tmp_path / "local")
+    assert np.array_equal(table.matrix, local.barrier_table(points=9, device="cpu").matrix)
+    zoo.close()
+    local.close()
+
+
+@pytest.mark.slow
+def test_cli_table_on_ray(template, tmp_path, ray_cluster):
+    zoo = _copy(template, tmp_path / "zoo")
+    zoo.close()
+    result = CliRunner().invoke(
+        cli,
+        ["table", "--zoo", str(zoo.root), "--json", "--metric", "geodesic", "--executor", "ray"],
+    )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["computed"] == 15 and len(answer["matrix"]) == 6
