@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -58,6 +61,25 @@ def test_endpoints_reproduce_their_own_errors(kind, arch):
     assert curve.train_error[0] == own_error(model, a, data)
     assert curve.train_error[-1] == own_error(model, b, data)
     assert curve.barrier == max(curve.train_error)
+
+
+def test_curves_through_one_template_equal_fresh_ones():
+    """Curves of several pairs through one template module (which share its evaluator)
+    are the curves each pair gets through a fresh module, train and test errors alike."""
+    template = build_model("lenet", {"input_size": 8, "padding": 2, "channels": [3, 4],
+                                     "hidden": 5, "classes": 3})  # fmt: skip
+    states = [state_of(randomize(template, s)) for s in range(4)]
+    train, test = data_for(template), data_for(template, n=50, seed=1)
+    data = SimpleNamespace(x_train=train[0], y_train=train[1], x_test=test[0], y_test=test[1])
+    pairs = list(itertools.pairwise(states))
+    shared = [
+        path_curve(a, b, template, data, "geodesic", points=5, device="cpu", test=True)
+        for a, b in pairs
+    ]
+    for (a, b), curve in zip(pairs, shared, strict=True):
+        fresh = copy.deepcopy(template)
+        assert path_curve(a, b, fresh, data, "geodesic", points=5, device="cpu",
+                          test=True).to_dict() == curve.to_dict()  # fmt: skip
 
 
 def test_random_flip_endpoints_and_orders():

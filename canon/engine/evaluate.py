@@ -137,6 +137,7 @@ class Evaluator:
         batch_size: int = 10_000,
     ) -> None:
         self.device = device
+        self.source = (x, y)  # the data as given (what a cache of evaluators compares)
         self.model = copy.deepcopy(model).to(device).eval()
         self.x = x.to(device)
         self.y = y.to(device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeAlias
@@ -139,10 +140,32 @@ def barrier_and_excess(x: Tensor, errors: Tensor) -> tuple[float, float]:
     return float(errors.max()), float((errors - line).max())
 
 
+# Evaluators of recent templates: building one (a deep copy, a trace, the graph's fast ops)
+# costs about as much as evaluating a small network's 25 points, so the curves of one
+# template on one data split (a table's pairs) share it. Keyed weakly by the template
+# module; an evaluator is reused only for the very same data tensors.
+_EVALUATORS: weakref.WeakKeyDictionary[nn.Module, list[Evaluator]] = weakref.WeakKeyDictionary()
+_EVALUATORS_PER_TEMPLATE = 2  # a train and a test split
+
+
 def _evaluator(
     model: nn.Module, split: tuple[Tensor, Tensor], device: torch.device, batch: int
 ) -> Evaluator:
-    return Evaluator(model, split[0], split[1], device, batch)
+    """An evaluator of ``model``'s architecture on ``split``: the one made for the same
+    template, data tensors, device and batch size before, if it is still kept."""
+    kept = _EVALUATORS.setdefault(model, [])
+    for evaluator in kept:
+        if (
+            evaluator.source[0] is split[0]
+            and evaluator.source[1] is split[1]
+            and evaluator.device == device
+            and evaluator.batch_size == max(1, int(batch))
+        ):
+            return evaluator
+    evaluator = Evaluator(model, split[0], split[1], device, batch)
+    kept.append(evaluator)
+    del kept[:-_EVALUATORS_PER_TEMPLATE]
+    return evaluator
 
 
 def path_curve(

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from canon.errors import CanonError, ConfigError
-from canon.zoo._pair_work import PairBlock, PairTask, compute_block, compute_pair
+from canon.zoo._pair_work import (
+    PairBlock,
+    PairTask,
+    SharedTemplates,
+    compute_block,
+    compute_pair,
+)
 from canon.zoo._records import EXECUTORS, PairResult, canonical_json
 
 if TYPE_CHECKING:
@@ -58,8 +64,9 @@ def run_pairs(
         if executor == "ray":
             _run_on_ray(zoo, tasks, device, address, writer)
         else:
+            source = SharedTemplates(zoo)
             for task in tasks:
-                result = canonical_json(compute_pair(zoo, task, device))
+                result = canonical_json(compute_pair(source, task, device))
                 writer.add(task.first.id, task.second.id, task.key.kind, task.key.hash, result)
     finally:
         writer.flush()

@@ -40,6 +40,7 @@ __all__ = [
     "PairKey",
     "PairSource",
     "PairTask",
+    "SharedTemplates",
     "compute_block",
     "compute_pair",
     "pair_key",
@@ -123,6 +124,33 @@ def compute_pair(source: PairSource, task: PairTask, device: torch.device) -> di
         options=key.options,
     )
     return curve.to_dict()
+
+
+class SharedTemplates:
+    """A :class:`PairSource` that hands out one template module per family: the curves of
+    many pairs then share one evaluator (built once per template and data split)."""
+
+    def __init__(self, source: PairSource) -> None:
+        self.source = source
+        self._models: dict[str, nn.Module] = {}
+
+    def spec(self, entry: Entry) -> Spec:
+        """The source's spec."""
+        return self.source.spec(entry)
+
+    def state(self, entry: Entry, device: str | torch.device = "cpu") -> dict[str, Tensor]:
+        """The source's weights."""
+        return self.source.state(entry, device)
+
+    def dataset(self, entry: Entry) -> Dataset:
+        """The source's dataset."""
+        return self.source.dataset(entry)
+
+    def model(self, entry: Entry) -> nn.Module:
+        """The family's template module (made once; weights not loaded, never changed)."""
+        if entry.family not in self._models:
+            self._models[entry.family] = self.source.model(entry)
+        return self._models[entry.family]
 
 
 # -- blocks: pairs as plain data ---------------------------------------------------------
@@ -245,11 +273,12 @@ def compute_block(block: PairBlock, device: str = "auto") -> list[tuple[str, str
     canonical JSON), in the block's order."""
     from canon.device import resolve_device
 
-    source = ObjectSource(block)
+    objects = ObjectSource(block)
+    source = SharedTemplates(objects)
     dev = resolve_device(device)
     out = []
     for first, second, key_hash in block.pairs:
-        a, b = source.entry(first), source.entry(second)
+        a, b = objects.entry(first), objects.entry(second)
         key = pair_key(a, b, block.kind, block.points, block.method)
         if key.hash != key_hash:  # the worker's canon keys this pair otherwise
             raise CorruptZooError(
