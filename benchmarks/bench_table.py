@@ -6,9 +6,16 @@ N MLPs 784-512-512-10 (random weights) enter a fresh zoo on 10,000 synthetic inp
 on all inputs). The floor, measured in the same run: 25 networks pre-built as modules
 and run on the same inputs by a plain torch loop at the same batch size, once per pair.
 Prints the time per pair, table / (pairs x floor) (the issue's goal on CPU: <= 1.1),
-the cached rerun's time and the peak resident memory. Asserts nothing.
+the cached rerun's time and the peak resident memory (and what it was before the table:
+the table's own memory does not grow with N). Asserts nothing.
 
-    python benchmarks/bench_table.py [--n 8] [--width 512] [--points 25] [--json]
+``--executor ray`` computes the table as Ray tasks (a new local cluster, or the one at
+``--address``); ``--check-local`` then also computes it in-process and says whether every
+number is the same. ``--n 200 --width 16 --inputs 1000`` is the many-pairs case (19,900
+pairs of tiny networks).
+
+    python benchmarks/bench_table.py [--n 8] [--width 512] [--points 25] [--inputs 10000]
+        [--executor local|ray] [--address ADDR] [--check-local] [--json]
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from _timing import median_time, synchronizer  # benchmarks/ is on sys.path when run
+from tqdm import tqdm
 
 from canon.architectures import build_model
 from canon.device import resolve_device
@@ -38,13 +47,24 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=10_000)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--executor", choices=["local", "ray"], default="local", help="where pairs run"
+    )
+    parser.add_argument("--address", help="a Ray cluster (default: a new local one)")
+    parser.add_argument(
+        "--check-local",
+        action="store_true",
+        help="with --executor ray: also compute the table in-process and compare every number",
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     config = {"in_features": 784, "hidden": [args.width, args.width], "classes": 10}
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.inputs, 784, generator=gen)
     y = torch.randint(0, 10, (args.inputs,), generator=gen)
-    result: dict[str, Any] = {"n": args.n, "config": config, "points": args.points}
+    result: dict[str, Any] = {
+        "n": args.n, "config": config, "points": args.points, "executor": args.executor,
+    }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "inputs.npz"
         np.savez(data, x=x.numpy(), y=y.numpy(), x_test=x[:10].numpy(), y_test=y[:10].numpy())
@@ -57,19 +77,31 @@ def main() -> None:
                     state, name=f"m{i}", architecture="mlp", config=config, dataset=dataset,
                     evaluate=False,
                 )  # fmt: skip
+            if args.check_local:
+                shutil.copytree(Path(tmp) / "zoo", Path(tmp) / "local")
+            rss_before = _rss_mb()
             start = time.perf_counter()
-            table = zoo.barrier_table(path="geodesic", points=args.points, device=device)
+            with tqdm(desc="pairs", unit="pair", disable=args.json) as bar:
+                table = zoo.barrier_table(
+                    path="geodesic", points=args.points, device=device,
+                    executor=args.executor, address=args.address, progress=_bar(bar),
+                )  # fmt: skip
             result["table_s"] = time.perf_counter() - start
+            result["rss_before_table_mb"] = rss_before
+            result["peak_rss_mb"] = _rss_mb()
             start = time.perf_counter()
             zoo.barrier_table(path="geodesic", points=args.points, device=device)
             result["cached_s"] = time.perf_counter() - start
             result["computed"] = table.computed
+        if args.check_local:
+            with Zoo.open(Path(tmp) / "local") as local:
+                expected = local.barrier_table(path="geodesic", points=args.points, device=device)
+            result["identical_to_in_process"] = bool(np.array_equal(table.matrix, expected.matrix))
     pairs = args.n * (args.n - 1) // 2
     result["pairs"] = pairs
     result["floor_s"] = _floor(config, args.points, x, y, device)
     result["per_pair_s"] = result["table_s"] / pairs
     result["ratio"] = result["table_s"] / (pairs * result["floor_s"])
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["device"] = str(device)
     if args.json:
         print(json.dumps(result))
@@ -84,8 +116,26 @@ def main() -> None:
     )
     print(
         f"cached rerun {result['cached_s']:.3f} s; peak resident memory "
-        f"{result['peak_rss_mb']:.0f} MB"
+        f"{result['peak_rss_mb']:.0f} MB ({result['rss_before_table_mb']:.0f} MB before the table)"
     )
+    if "identical_to_in_process" in result:
+        print(f"identical to the in-process table: {result['identical_to_in_process']}")
+
+
+def _rss_mb() -> float:
+    """This process's peak resident memory so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _bar(bar: Any) -> Any:
+    """A table's progress callback (done, total) driving a tqdm bar."""
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update
 
 
 def _floor(

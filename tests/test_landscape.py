@@ -13,7 +13,7 @@ from nets import randomize, state_of, traced
 
 from canon.architectures import build_model
 from canon.core import normalize, random_symmetry
-from canon.core.paths import geodesic_path, linear_path, positions
+from canon.core.paths import bend_path, geodesic_path, linear_path, positions
 from canon.engine import Evaluator, PathCurve, local_energy, path_curve, plane
 from canon.engine.batchnorm import with_recomputed_statistics
 from canon.errors import ConfigError
@@ -127,6 +127,42 @@ def test_fast_first_layer_matches_plain_evaluation():
         got, expected = fast.evaluate(path, loss=True), plain.evaluate(path, loss=True)
         assert torch.equal(got.errors, expected.errors)
         torch.testing.assert_close(got.losses, expected.losses)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"in_features": 200, "hidden": [16, 8], "classes": 3},  # first layer from its bases
+        {"in_features": 6, "hidden": [8, 7], "classes": 3, "activation": "tanh"},  # whole
+        {"in_features": 40, "hidden": [12], "classes": 3, "batchnorm": True},
+    ],
+)
+def test_stacked_points_equal_point_by_point(config):
+    """A small network's points run stacked under one vmap give every point's error as
+    running the points one by one (the loss to rounding), along every kind of path (also
+    with BatchNorm statistics recomputed per point)."""
+    model = build_model("mlp", config).double()
+    spec = traced(model)
+    a, b, m = (state_of(randomize(copy.deepcopy(model), s, bn_eps=None)) for s in (1, 2, 3))
+    na, nb = normalize(a, spec), normalize(b, spec)
+    x, y = data_for(model, n=300)
+    paths = [
+        linear_path(a, b, positions(9)),
+        geodesic_path(na, nb, spec, positions(9)),
+        bend_path(na, normalize(m, spec), nb, spec, positions(9)),
+    ]
+    if config.get("batchnorm"):
+        paths = [with_recomputed_statistics(p, model, x, range(1, 8), 2, 64) for p in paths]
+    for path in paths:
+        stacked = Evaluator(model, x, y, CPU, batch_size=128)
+        assert stacked.stackable and stacked._chunk(path, stacked.weights, True) > 1
+        single = Evaluator(model, x, y, CPU, batch_size=128)
+        single.stackable = False
+        got, expected = stacked.evaluate(path, loss=True), single.evaluate(path, loss=True)
+        assert stacked.stackable  # no fallback was needed
+        assert torch.equal(got.errors, expected.errors)
+        # batched products may sum in another order: the losses agree to rounding
+        torch.testing.assert_close(got.losses, expected.losses, rtol=1e-12, atol=0)
 
 
 def test_batchnorm_recomputed_at_an_endpoint_reproduces_its_error():

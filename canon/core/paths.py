@@ -32,6 +32,7 @@ __all__ = [
     "PlaneGrid",
     "PointValues",
     "TensorPath",
+    "at_points",
     "bend_path",
     "check_points",
     "flip_path",
@@ -51,6 +52,15 @@ class TensorPath(Protocol):
         ...
 
 
+def at_points(path: TensorPath, ks: Sequence[int]) -> Tensor:
+    """The tensor at each point of ``ks``, stacked on a new first axis: the values ``at``
+    gives, number for number (one vectorized step where the rule has one, ``at_many``)."""
+    many = getattr(path, "at_many", None)
+    if many is not None:
+        return many(ks)  # type: ignore[no-any-return]
+    return torch.stack([path.at(k) for k in ks])
+
+
 @dataclass(frozen=True, eq=False)
 class Constant:
     """A tensor that does not move (integer buffers such as BN's batch counter)."""
@@ -59,6 +69,9 @@ class Constant:
 
     def at(self, k: int) -> Tensor:
         return self.value
+
+    def at_many(self, ks: Sequence[int]) -> Tensor:
+        return self.value.expand(len(ks), *self.value.shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,6 +96,18 @@ class Combination:
             out = out + c[j].reshape(shape) * self.bases[j]
         return out
 
+    def at_many(self, ks: Sequence[int]) -> Tensor:
+        # the same products and sums as ``at``, each point's on its own slice
+        base = self.bases[0]
+        c = self.coefs[list(ks)].to(device=base.device, dtype=base.dtype)
+        shape = (len(ks), self.coefs.shape[2]) + (1,) * max(base.ndim - 1, 0)
+        if base.ndim == 0:
+            shape = (len(ks),)
+        out = c[:, 0].reshape(shape) * base
+        for j in range(1, len(self.bases)):
+            out = out + c[:, j].reshape(shape) * self.bases[j]
+        return out
+
 
 @dataclass(frozen=True, eq=False)
 class PointValues:
@@ -92,6 +117,9 @@ class PointValues:
 
     def at(self, k: int) -> Tensor:
         return self.values[k]
+
+    def at_many(self, ks: Sequence[int]) -> Tensor:
+        return self.values[list(ks)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +134,10 @@ class Flips:
 
     def at(self, k: int) -> Tensor:
         return torch.where(self.rank < self.counts[k], self.end, self.start)
+
+    def at_many(self, ks: Sequence[int]) -> Tensor:
+        counts = self.counts[list(ks)].reshape((len(ks),) + (1,) * self.rank.ndim)
+        return torch.where(self.rank < counts, self.end, self.start)
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from canon.core import tied_names
 from canon.core.modules import BinaryConv2d, BinaryLinear
-from canon.core.paths import Combination, Constant, NetworkPath
+from canon.core.paths import Combination, Constant, NetworkPath, at_points
 from canon.core.record import main_output
 from canon.core.trace import tracer
 from canon.engine.fast_ops import optimize_graph
@@ -39,6 +39,14 @@ _STATE_CACHE_BYTES = 1 << 30
 # Combining a layer's outputs costs about as much per element as a product with fan-in
 # ~30 on CPU (it is memory-bound); below that the layer is cheaper to run per point.
 _FAN_IN_PER_BASIS = 32
+# A network whose weights x a batch's rows stay under this runs several points per call,
+# their weights stacked under one ``vmap``: point by point, the calls' own overhead (about
+# half a millisecond each on CPU) would outweigh the work. Bigger networks run point by
+# point, where plain batched calls are faster than vmap's batched products.
+_STACK_WORK = 1 << 24
+# Layers whose work is not bounded by their weights (convolutions: by positions too), or
+# whose kernels vmap cannot batch: their networks always run point by point.
+_UNSTACKED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, BinaryLinear, BinaryConv2d)
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,8 @@ class Evaluator:
         self.graph: nn.Module = self.model
         self.split: _Split | None = None
         self.tied = set(tied_names(self.model))
+        self.weights = sum(p.numel() for p in self.model.parameters())
+        self.stackable = False  # whether small networks' points run stacked (``_chunk``)
         try:
             traced = fx.GraphModule(self.model, tracer().trace(self.model))
         except Exception:  # torch.fx raises many kinds: run the model itself
@@ -153,6 +163,7 @@ class Evaluator:
             self.tokens = False
             self.graph = optimize_graph(traced, device)
             self.split = _split(self.graph)
+            self.stackable = not any(isinstance(m, _UNSTACKED) for m in self.model.modules())
 
     def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         for start in range(0, self.x.shape[0], self.batch_size):
@@ -170,10 +181,18 @@ class Evaluator:
 
     def evaluate(self, path: NetworkPath, loss: bool = False) -> Scores:
         """Error (and loss) of every point of ``path`` on the evaluator's data."""
+        if self.stackable:
+            try:
+                return self._evaluate(path, loss, stacked=True)
+            except Exception:  # an op vmap cannot batch: run point by point from now on
+                self.stackable = False
+        return self._evaluate(path, loss, stacked=False)
+
+    def _evaluate(self, path: NetworkPath, loss: bool, stacked: bool) -> Scores:
         k_points = len(path)
         wrong = torch.zeros(k_points, dtype=torch.float64, device=self.device)
         total_loss = torch.zeros(k_points, dtype=torch.float64, device=self.device)
-        run = self._fast(path) or self._plain(path)
+        run = self._fast(path, stacked) or self._plain(path, stacked)
         with torch.inference_mode():
             for xb, yb in self._batches():
                 for k, logits in run(xb):
@@ -203,9 +222,46 @@ class Evaluator:
             return cache.__getitem__
         return lambda k: {n: path.tensors[n].at(k) for n in names}
 
-    def _plain(self, path: NetworkPath) -> Callable[[Tensor], Iterator[tuple[int, Tensor]]]:
+    def _chunk(self, path: NetworkPath, weights: int, stacked: bool) -> int:
+        """Points per call: several, stacked and run by one ``vmap``, when the network is
+        so small (``weights`` x a batch's rows below :data:`_STACK_WORK`) that running it
+        point by point would be mostly per-call overhead; else 1."""
+        if not stacked:
+            return 1
+        rows = min(self.batch_size, int(self.x.shape[0]))
+        return max(1, min(len(path), _STACK_WORK // max(1, weights * rows)))
+
+    def _stacks(
+        self, path: NetworkPath, names: list[str], chunk: int
+    ) -> Callable[[], Iterator[tuple[range, dict[str, Tensor]]]]:
+        """The points in runs of ``chunk``, each with its tensors (``names``) stacked on a
+        first axis; kept for every data batch (a small network's points are small)."""
+        runs = [range(s, min(s + chunk, len(path))) for s in range(0, len(path), chunk)]
+        stacks = [(ks, {n: at_points(path.tensors[n], ks) for n in names}) for ks in runs]
+        return lambda: iter(stacks)
+
+    def _plain(
+        self, path: NetworkPath, stacked: bool = False
+    ) -> Callable[[Tensor], Iterator[tuple[int, Tensor]]]:
         # a tied tensor goes in once, under its first name (functional_call ties the rest)
-        states = self._states(path, [n for n in path.tensors if n not in self.tied])
+        names = [n for n in path.tensors if n not in self.tied]
+        chunk = self._chunk(path, self.weights, stacked)
+        if chunk > 1:
+            stacks = self._stacks(path, names, chunk)
+            graph = self.graph
+
+            def call(params: dict[str, Tensor], x: Tensor) -> Tensor:
+                return as_logits(functional_call(graph, params, (x,)))
+
+            batched = vmap(call, in_dims=(0, None))
+
+            def run_stacked(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
+                for ks, params in stacks():
+                    out = batched(params, xb)
+                    yield from zip(ks, out, strict=True)
+
+            return run_stacked
+        states = self._states(path, names)
 
         def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
             inputs = xb.long() if self.tokens else xb
@@ -214,7 +270,9 @@ class Evaluator:
 
         return run
 
-    def _fast(self, path: NetworkPath) -> Callable[[Tensor], Iterator[tuple[int, Tensor]]] | None:
+    def _fast(
+        self, path: NetworkPath, stacked: bool = False
+    ) -> Callable[[Tensor], Iterator[tuple[int, Tensor]]] | None:
         split = self.split
         if split is None or isinstance(split.layer, (BinaryLinear, BinaryConv2d)):
             return None
@@ -228,7 +286,6 @@ class Evaluator:
         if fan_in < _FAN_IN_PER_BASIS * len(weight.bases):
             return None  # combining J outputs would cost more than the layer itself
         tail_names = [n for n in path.tensors if n not in (f"{split.name}.weight", bias_name)]
-        states = self._states(path, tail_names)
         units = weight.coefs.shape[2]
         coefs = weight.coefs.to(device=self.device)
 
@@ -239,18 +296,49 @@ class Evaluator:
             out: Tensor = layer._conv_forward(inputs, w, None)
             return out
 
+        def combined(parts: list[Tensor], ks: range | int) -> Tensor:
+            """The layer's outputs at point(s) ``ks`` from its outputs for each basis (for a
+            run of points, on a new first axis; per point the same products and sums)."""
+            if isinstance(ks, range):
+                c = coefs[ks.start : ks.stop].to(parts[0].dtype)
+                lead: tuple[int, ...] = (len(ks), 1)
+                b = None if bias is None else at_points(bias, ks)
+            else:
+                c = coefs[ks].to(parts[0].dtype)
+                lead = (1,)
+                b = None if bias is None else bias.at(ks)
+            shape = lead + (units,) + (1,) * (parts[0].ndim - 2)
+            z = parts[0] * c[..., 0, :].reshape(shape)
+            for j in range(1, len(parts)):
+                z.addcmul_(parts[j], c[..., j, :].reshape(shape))
+            if b is not None:
+                z = z + b.reshape(lead + (-1,) + (1,) * (z.ndim - len(lead) - 1))
+            return z
+
+        layer_weights = sum(p.numel() for p in layer.parameters())
+        chunk = self._chunk(path, self.weights - layer_weights, stacked)
+        if chunk > 1:
+            stacks = self._stacks(path, tail_names, chunk)
+            tail = split.tail
+
+            def call(params: dict[str, Tensor], z: Tensor) -> Tensor:
+                return as_logits(functional_call(tail, params, (z,)))
+
+            batched = vmap(call, in_dims=(0, 0))
+
+            def run_stacked(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
+                inputs = split.head(xb)
+                parts = [project(inputs, base) for base in weight.bases]
+                for ks, params in stacks():
+                    yield from zip(ks, batched(params, combined(parts, ks)), strict=True)
+
+            return run_stacked
+        states = self._states(path, tail_names)
+
         def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
             inputs = split.head(xb)
             parts = [project(inputs, base) for base in weight.bases]
-            shape = (1, units) + (1,) * (parts[0].ndim - 2)
             for k in range(len(path)):
-                c = coefs[k].to(parts[0].dtype)
-                z = parts[0] * c[0].reshape(shape)
-                for j in range(1, len(parts)):
-                    z.addcmul_(parts[j], c[j].reshape(shape))
-                if bias is not None:
-                    b = bias.at(k)
-                    z = z + b.reshape((1, -1) + (1,) * (z.ndim - 2))
-                yield k, functional_call(split.tail, states(k), (z,))
+                yield k, functional_call(split.tail, states(k), (combined(parts, k),))
 
         return run
