@@ -165,6 +165,25 @@ def test_stacked_points_equal_point_by_point(config):
         torch.testing.assert_close(got.losses, expected.losses, rtol=1e-12, atol=0)
 
 
+def test_data_batches_are_sized_by_their_activations(monkeypatch):
+    """The rows of a data batch shrink until the activations of the networks in flight fit
+    the evaluator's budget; errors do not depend on it."""
+    import canon.engine.evaluate as evaluate_module
+
+    model = build_model("lenet", {"input_size": 8, "padding": 2, "channels": [3, 4],
+                                  "hidden": 5, "classes": 3}).double()  # fmt: skip
+    a, b = (state_of(randomize(copy.deepcopy(model), s)) for s in (1, 2))
+    x, y = data_for(model, n=300)
+    path = linear_path(a, b, positions(5))
+    whole = Evaluator(model, x, y, CPU).evaluate(path)
+    row = Evaluator(model, x, y, CPU)._activation_bytes()
+    assert row > x[0].numel() * 8  # the input's and every layer's outputs
+    monkeypatch.setattr(evaluate_module, "ACTIVATION_BYTES", 20 * row)
+    small = Evaluator(model, x, y, CPU)
+    assert small.rows(1) == 20 and small.rows(4) == 5 and small.rows(10**6) == 1
+    assert torch.equal(small.evaluate(path).errors, whole.errors)
+
+
 def test_batchnorm_recomputed_at_an_endpoint_reproduces_its_error():
     """For a BN net whose statistics were measured on the training data, recomputing them
     at the endpoint on the same batches gives the same statistics and the same error."""

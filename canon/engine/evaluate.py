@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,26 @@ _STACK_WORK = 1 << 24
 # Layers whose work is not bounded by their weights (convolutions: by positions too), or
 # whose kernels vmap cannot batch: their networks always run point by point.
 _UNSTACKED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, BinaryLinear, BinaryConv2d)
+
+
+# runs the networks of a path on one data batch: (point, logits) for every point
+Runner = Callable[[Tensor], Iterator[tuple[int, Tensor]]]
+# the bytes of activations one evaluation may hold at once (rows of a data batch times
+# networks in flight times one input's activations); fixed, so that the batches, and so
+# the sums of the results, never depend on the memory free at the time
+ACTIVATION_BYTES = 1 << 30
+
+
+class _Sizes(fx.Interpreter):
+    """Runs a graph and sums the bytes of every node's tensor output."""
+
+    total = 0
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        if isinstance(out, Tensor):
+            self.total += out.numel() * out.element_size()
+        return out
 
 
 @dataclass(frozen=True)
@@ -154,6 +175,7 @@ class Evaluator:
         self.split: _Split | None = None
         self.tied = set(tied_names(self.model))
         self.weights = sum(p.numel() for p in self.model.parameters())
+        self._row_bytes: int | None = None  # activation bytes per input (``rows``)
         self.stackable = False  # whether small networks' points run stacked (``_chunk``)
         try:
             traced = fx.GraphModule(self.model, tracer().trace(self.model))
@@ -165,9 +187,29 @@ class Evaluator:
             self.split = _split(self.graph)
             self.stackable = not any(isinstance(m, _UNSTACKED) for m in self.model.modules())
 
-    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for start in range(0, self.x.shape[0], self.batch_size):
-            yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+    def _batches(self, rows: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for start in range(0, self.x.shape[0], rows):
+            yield self.x[start : start + rows], self.y[start : start + rows]
+
+    def rows(self, in_flight: int = 1) -> int:
+        """Inputs per data batch when ``in_flight`` networks' activations are held at once:
+        ``batch_size`` at most, and few enough that their activations (every node's
+        output for one input, measured once, times the rows and networks) stay within
+        :data:`ACTIVATION_BYTES`."""
+        if self._row_bytes is None:
+            traced = isinstance(self.graph, fx.GraphModule)
+            self._row_bytes = self._activation_bytes() if traced else 0
+        if self._row_bytes == 0:
+            return self.batch_size
+        fit = ACTIVATION_BYTES // (self._row_bytes * max(1, in_flight))
+        return max(1, min(self.batch_size, fit))
+
+    def _activation_bytes(self) -> int:
+        """The bytes of every node's output of the traced graph for one input."""
+        sizes = _Sizes(self.graph)
+        with torch.inference_mode():
+            sizes.run(self.x[:1])
+        return sizes.total
 
     def _score(self, logits: Tensor, y: Tensor, loss: bool) -> tuple[Tensor, Tensor | None]:
         if logits.ndim == 2 and logits.shape[1] == 1:
@@ -192,9 +234,9 @@ class Evaluator:
         k_points = len(path)
         wrong = torch.zeros(k_points, dtype=torch.float64, device=self.device)
         total_loss = torch.zeros(k_points, dtype=torch.float64, device=self.device)
-        run = self._fast(path, stacked) or self._plain(path, stacked)
+        run, in_flight = self._fast(path, stacked) or self._plain(path, stacked)
         with torch.inference_mode():
-            for xb, yb in self._batches():
+            for xb, yb in self._batches(self.rows(in_flight)):
                 for k, logits in run(xb):
                     w, ce = self._score(logits, yb, loss)
                     wrong[k] += w
@@ -228,7 +270,7 @@ class Evaluator:
         point by point would be mostly per-call overhead; else 1."""
         if not stacked:
             return 1
-        rows = min(self.batch_size, int(self.x.shape[0]))
+        rows = min(self.rows(), int(self.x.shape[0]))
         return max(1, min(len(path), _STACK_WORK // max(1, weights * rows)))
 
     def _stacks(
@@ -240,9 +282,7 @@ class Evaluator:
         stacks = [(ks, {n: at_points(path.tensors[n], ks) for n in names}) for ks in runs]
         return lambda: iter(stacks)
 
-    def _plain(
-        self, path: NetworkPath, stacked: bool = False
-    ) -> Callable[[Tensor], Iterator[tuple[int, Tensor]]]:
+    def _plain(self, path: NetworkPath, stacked: bool = False) -> tuple[Runner, int]:
         # a tied tensor goes in once, under its first name (functional_call ties the rest)
         names = [n for n in path.tensors if n not in self.tied]
         chunk = self._chunk(path, self.weights, stacked)
@@ -260,7 +300,7 @@ class Evaluator:
                     out = batched(params, xb)
                     yield from zip(ks, out, strict=True)
 
-            return run_stacked
+            return run_stacked, chunk
         states = self._states(path, names)
 
         def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
@@ -268,11 +308,9 @@ class Evaluator:
             for k in range(len(path)):
                 yield k, as_logits(functional_call(self.graph, states(k), (inputs,)))
 
-        return run
+        return run, 1
 
-    def _fast(
-        self, path: NetworkPath, stacked: bool = False
-    ) -> Callable[[Tensor], Iterator[tuple[int, Tensor]]] | None:
+    def _fast(self, path: NetworkPath, stacked: bool = False) -> tuple[Runner, int] | None:
         split = self.split
         if split is None or isinstance(split.layer, (BinaryLinear, BinaryConv2d)):
             return None
@@ -332,7 +370,7 @@ class Evaluator:
                 for ks, params in stacks():
                     yield from zip(ks, batched(params, combined(parts, ks)), strict=True)
 
-            return run_stacked
+            return run_stacked, chunk
         states = self._states(path, tail_names)
 
         def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
@@ -341,4 +379,4 @@ class Evaluator:
             for k in range(len(path)):
                 yield k, functional_call(split.tail, states(k), (combined(parts, k),))
 
-        return run
+        return run, len(weight.bases) + 1  # the layer's outputs per basis, then a point's
