@@ -241,7 +241,8 @@ class ObjectSource:
             if not path.is_file():
                 raise CorruptZooError(
                     f"object {entry.id} of entry `{entry.name}` is not at `{held}` on this "
-                    "worker; workers that do not share the zoo's folder get objects sent"
+                    "worker; for workers that do not share the zoo's folder, give the "
+                    "cluster's address (--address), and each object is sent to them"
                 )
             return load_state(path, self.spec(entry), device=device)
         data = bytes(held)
