@@ -276,3 +276,30 @@ def test_matching_method_is_part_of_the_key(zoo):
     assert weight.curves["geodesic"].options["method"] == "weight"
     with pytest.raises(ConfigError, match=r"unknown matching method `wieght`.*weight"):
         zoo.compare("net-0", "net-1", points=5, method="wieght")
+
+
+def test_cached_metrics_equal_the_whole_results(zoo):
+    """A table reads each pair's metric alone from SQLite (``->``), the number json gives
+    for the whole result; an SQLite without ``->`` gets the same from whole results."""
+    import sqlite3
+
+    from canon.zoo._answers import cached_metrics
+
+    table = zoo.barrier_table(points=5, device="cpu", metric="barrier")
+    ids = [e.id for e in zoo.entries()]
+    with sqlite3.connect(zoo.root / "canon.sqlite") as con:
+        rows = con.execute("SELECT entry_a, entry_b, options_hash, result FROM pair_cache")
+        whole = {(a, b): json.loads(r) for a, b, _, r in rows}
+        key = con.execute("SELECT options_hash FROM pair_cache").fetchone()[0]
+
+        def without_arrow(sql, params):
+            if "->" in sql:
+                raise sqlite3.OperationalError('near "->": syntax error')  # SQLite < 3.38
+            return con.execute(sql, params)
+
+        for execute in (con.execute, without_arrow):
+            for metric in ("barrier", "excess", "train_loss"):
+                got = cached_metrics(execute, ids, "geodesic", key, metric)
+                assert got == {pair: r.get(metric) for pair, r in whole.items()}
+        barriers = cached_metrics(con.execute, ids, "geodesic", key, "barrier")
+    assert sorted(barriers.values()) == sorted(table.matrix[np.triu_indices(4, 1)].tolist())

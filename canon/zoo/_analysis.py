@@ -256,7 +256,7 @@ def barrier_table(
     before = zoo.pair_computations
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     method = zoo.matching_method(chosen[0], method) if pairs else method
-    found = _bulk(zoo, chosen, kind, points, method) if pairs else {}
+    found = _bulk(zoo, chosen, kind, points, method, metric) if pairs else {}
     tasks = []
     for i, j in pairs:
         low, high = sorted((chosen[i], chosen[j]), key=lambda e: e.id)
@@ -273,15 +273,15 @@ def barrier_table(
     if progress is not None and pairs:
         progress(count, len(pairs))
     if tasks and compute:
-        found |= run_pairs(zoo, tasks, dev, executor=executor, address=address, done=counted)
+        done = run_pairs(zoo, tasks, dev, executor=executor, address=address, done=counted)
+        found |= {pair: result.get(metric) for pair, result in done.items()}
     for i, j in pairs:
         first, second = sorted((chosen[i].id, chosen[j].id))
-        result = found.get((first, second))
-        if result is None:
+        if (first, second) not in found:
             matrix[i, j] = matrix[j, i] = np.nan
             continue
-        value = result[metric]
-        if value is None:
+        value = found[(first, second)]
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"metric `{metric}` does not apply to these networks")
         matrix[i, j] = matrix[j, i] = float(value)
     if pairs:
@@ -306,15 +306,15 @@ def _resolve(zoo: Zoo, entries: Sequence[Entry | str] | None) -> list[Entry]:
 
 
 def _bulk(
-    zoo: Zoo, chosen: list[Entry], kind: str, points: int, method: str
-) -> dict[tuple[str, str], Any]:
-    """Cached results for all pairs, when every pair shares one set of options."""
+    zoo: Zoo, chosen: list[Entry], kind: str, points: int, method: str, metric: str
+) -> dict[tuple[str, str], object]:
+    """The cached ``metric`` of all pairs, when every pair shares one set of options."""
     families = {e.family for e in chosen}
     datasets = {e.dataset for e in chosen}
     if len(families) != 1 or (kind != "distances" and len(datasets) != 1):
-        return {}  # _pair reports the mismatch for the first offending pair
+        return {}  # pair_key reports the mismatch for the first offending pair
     key = pair_key(chosen[0], chosen[-1], kind, points, method)
-    return zoo.pairs.get_many([e.id for e in chosen], kind, key.hash)
+    return zoo.pairs.metric_many([e.id for e in chosen], kind, key.hash, metric)
 
 
 def errors_on(prepared: Prepared, dataset: str, device: str | torch.device) -> dict[str, float]:

@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,7 +204,7 @@ def cached_table(
         if resolved is None:
             return None
         key = pair_hash(chosen[0], chosen[-1], pair_kind, path_options(points, resolved))
-        found = _results(con, ids, pair_kind, key)
+        found = cached_metrics(con.execute, ids, pair_kind, key, metric)
     except (CanonError, sqlite3.Error, ValueError):
         return None
     finally:
@@ -213,8 +213,7 @@ def cached_table(
     rows = [[0.0] * n for _ in range(n)]
     for i in range(n):
         for j in range(i + 1, n):
-            result = found.get((min(ids[i], ids[j]), max(ids[i], ids[j])))
-            value = None if result is None else result.get(metric)
+            value = found.get((min(ids[i], ids[j]), max(ids[i], ids[j])))
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return None
             rows[i][j] = rows[j][i] = float(value)
@@ -310,23 +309,47 @@ def _result(
     return value if isinstance(value, dict) else None
 
 
-def _results(
-    con: sqlite3.Connection, ids: Sequence[str], kind: str, key: str
-) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """Every cached result among the entries ``ids``, keyed by sorted id pair."""
+Execute = Callable[[str, tuple[Any, ...]], Iterable[Sequence[Any]]]
+
+
+def cached_metrics(
+    execute: Execute, ids: Sequence[str], kind: str, key: str, metric: str
+) -> dict[tuple[str, str], object]:
+    """The value of ``metric`` in every cached result among the entries ``ids`` (keyed by
+    sorted id pair; None where the result holds none), read by ``execute`` (SQL with
+    ``?`` parameters, on a connection to the index).
+
+    SQLite hands over each result's ``metric`` alone (``->``, its JSON text as stored),
+    so a table of thousands of pairs does not parse thousands of whole curves; an SQLite
+    older than 3.38, which lacks ``->``, hands over the whole results instead.
+    """
     wanted = sorted(set(ids))
     members = set(wanted)
-    found: dict[tuple[str, str], Mapping[str, Any]] = {}
+    found: dict[tuple[str, str], object] = {}
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
         marks = ", ".join("?" for _ in chunk)
-        rows = con.execute(
-            "SELECT entry_a, entry_b, result FROM pair_cache WHERE path_kind = ? "
-            f"AND options_hash = ? AND cache_version = ? AND entry_a IN ({marks})",
-            (kind, key, CACHE_VERSION, *chunk),
+        where = (
+            "FROM pair_cache WHERE path_kind = ? AND options_hash = ? AND cache_version = ? "
+            f"AND entry_a IN ({marks})"
         )
+        params = (kind, key, CACHE_VERSION, *chunk)
+        try:
+            rows = list(
+                execute(f"SELECT entry_a, entry_b, result -> ? {where}", (f"$.{metric}", *params))
+            )
+            whole = False
+        except Exception as exc:  # no `->`: sqlite3's or SQLAlchemy's OperationalError
+            if "OperationalError" not in type(exc).__name__:
+                raise
+            rows = list(execute(f"SELECT entry_a, entry_b, result {where}", params))
+            whole = True
         for a, b, text in rows:
-            value = json.loads(text)
-            if b in members and isinstance(value, dict):
-                found[(a, b)] = value
+            if b not in members:
+                continue
+            if whole:
+                value = json.loads(text)
+                found[(a, b)] = value.get(metric) if isinstance(value, dict) else None
+            else:
+                found[(a, b)] = None if text is None else json.loads(text)
     return found

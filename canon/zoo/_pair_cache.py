@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from canon.zoo._answers import cached_metrics
 from canon.zoo._index import Index
 from canon.zoo._models import PairCacheModel
 from canon.zoo._objects import check_sha
@@ -36,26 +37,21 @@ class PairCache:
             row = s.get(PairCacheModel, (a, b, kind, options_hash, CACHE_VERSION))
             return None if row is None else dict(json.loads(row.result))
 
-    def get_many(
-        self, ids: Sequence[str], kind: str, options_hash: str
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        """Every cached result among the entries ``ids`` (few queries), keyed by sorted id pair."""
-        wanted = sorted({check_sha(i) for i in ids})
-        members = set(wanted)
-        found: dict[tuple[str, str], dict[str, Any]] = {}
+    def metric_many(
+        self, ids: Sequence[str], kind: str, options_hash: str, metric: str
+    ) -> dict[tuple[str, str], object]:
+        """The ``metric`` of every cached result among the entries ``ids``, keyed by sorted
+        id pair (:func:`~canon.zoo._answers.cached_metrics`: no result parsed whole)."""
+        wanted = [check_sha(i) for i in ids]
         with self.index.session() as s:
-            for start in range(0, len(wanted), _CHUNK):
-                rows = s.execute(
-                    select(PairCacheModel.entry_a, PairCacheModel.entry_b, PairCacheModel.result)
-                    .where(PairCacheModel.path_kind == kind)
-                    .where(PairCacheModel.options_hash == options_hash)
-                    .where(PairCacheModel.cache_version == CACHE_VERSION)
-                    .where(PairCacheModel.entry_a.in_(wanted[start : start + _CHUNK]))
-                )
-                for a, b, text in rows:
-                    if b in members:
-                        found[(a, b)] = json.loads(text)
-        return found
+            connection = s.connection()
+            return cached_metrics(
+                lambda sql, params: connection.exec_driver_sql(sql, params),
+                wanted,
+                kind,
+                options_hash,
+                metric,
+            )
 
     def put(self, results: Iterable[PairResult]) -> int:
         """Cache many results in one transaction (each under its sorted pair); the count
