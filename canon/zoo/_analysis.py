@@ -273,8 +273,9 @@ def barrier_table(
     if progress is not None and pairs:
         progress(count, len(pairs))
     if tasks and compute:
-        done = run_pairs(zoo, tasks, dev, executor=executor, address=address, done=counted)
-        found |= {pair: result.get(metric) for pair, result in done.items()}
+        found |= run_pairs(
+            zoo, tasks, dev, executor=executor, address=address, done=counted, metric=metric
+        )
     for i, j in pairs:
         first, second = sorted((chosen[i].id, chosen[j].id))
         if (first, second) not in found:

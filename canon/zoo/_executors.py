@@ -48,9 +48,11 @@ def run_pairs(
     executor: str = "local",
     address: str | None = None,
     done: Counter | None = None,
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """Compute ``tasks`` with ``executor`` and cache their results; the results by
-    (first id, second id). ``done(n)`` is told of each n newly cached results.
+    metric: str,
+) -> dict[tuple[str, str], object]:
+    """Compute ``tasks`` with ``executor`` and cache their results; each result's
+    ``metric`` by (first id, second id) (only that is kept: a table's memory does not grow
+    with whole curves). ``done(n)`` is told of each n newly cached results.
 
     ``ray`` runs blocks of pairs as Ray tasks (:func:`_run_on_ray`) on the cluster at
     ``address`` (default: the one this process is connected to, or a new local one).
@@ -59,7 +61,7 @@ def run_pairs(
         raise ConfigError(f"unknown executor `{executor}`; choose one of {', '.join(EXECUTORS)}")
     if address is not None and executor != "ray":
         raise ConfigError("an `address` is for the `ray` executor")
-    writer = _Writer(zoo, done)
+    writer = _Writer(zoo, done, metric)
     try:
         if executor == "ray":
             _run_on_ray(zoo, tasks, device, address, writer)
@@ -76,11 +78,12 @@ def run_pairs(
 class _Writer:
     """Caches results in the zoo's index in batches (one transaction each)."""
 
-    def __init__(self, zoo: Zoo, done: Counter | None) -> None:
+    def __init__(self, zoo: Zoo, done: Counter | None, metric: str) -> None:
         self.zoo = zoo
         self.done = done
+        self.metric = metric
         self.pending: list[PairResult] = []
-        self.results: dict[tuple[str, str], dict[str, Any]] = {}
+        self.results: dict[tuple[str, str], object] = {}
         self.last = time.monotonic()
 
     def add(self, first: str, second: str, kind: str, key: str, result: str) -> None:
@@ -88,7 +91,7 @@ class _Writer:
         :data:`_FLUSH_RESULTS` are held or :data:`_FLUSH_SECONDS` have passed."""
         value = json.loads(result)
         self.pending.append(PairResult(first, second, kind, key, value))
-        self.results[(first, second)] = value
+        self.results[(first, second)] = value.get(self.metric)
         if len(self.pending) >= _FLUSH_RESULTS or time.monotonic() - self.last > _FLUSH_SECONDS:
             self.flush()
 
