@@ -113,7 +113,7 @@ def test_ray_table_equals_the_in_process_table(template, tmp_path, ray_cluster, 
     )  # fmt: skip
     assert table.computed == 15 and np.array_equal(table.matrix, expected.matrix)
     assert _cached(distributed) == _cached(local)
-    assert seen[0] == (0, 15) and seen[-1] == (15, 15)
+    assert seen[0] == (1, 15) and seen[-1] == (15, 15)
     assert distributed.barrier_table(metric=metric, points=5, executor="ray").computed == 0
     local.close()
     distributed.close()

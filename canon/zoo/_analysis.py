@@ -270,7 +270,7 @@ def barrier_table(
         if progress is not None:
             progress(count, len(pairs))
 
-    if progress is not None and pairs:
+    if progress is not None and count:  # the cached pairs, at once
         progress(count, len(pairs))
     if tasks and compute:
         found |= run_pairs(

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["EXECUTORS", "run_pairs"]
 
 _FLUSH_RESULTS = 64  # results written to the index in one transaction, at most …
-_FLUSH_SECONDS = 2.0  # … or after this long
+_FLUSH_SECONDS = 1.0  # … or once this long has passed since the last write (the first
+# result is written at once): a kill loses at most about a second of finished pairs
 _TASKS_PER_CPU = 4  # Ray blocks per cluster CPU: small enough to balance, large to amortize
 _MAX_BLOCK = 64  # pairs per Ray task, at most
 
@@ -52,7 +53,8 @@ def run_pairs(
 ) -> dict[tuple[str, str], object]:
     """Compute ``tasks`` with ``executor`` and cache their results; each result's
     ``metric`` by (first id, second id) (only that is kept: a table's memory does not grow
-    with whole curves). ``done(n)`` is told of each n newly cached results.
+    with whole curves). ``done(n)`` is told of each n results computed (and cached at
+    once, or within about a second).
 
     ``ray`` runs blocks of pairs as Ray tasks (:func:`_run_on_ray`) on the cluster at
     ``address`` (default: the one this process is connected to, or a new local one).
@@ -84,7 +86,7 @@ class _Writer:
         self.metric = metric
         self.pending: list[PairResult] = []
         self.results: dict[tuple[str, str], object] = {}
-        self.last = time.monotonic()
+        self.last = -math.inf  # the first result is written at once
 
     def add(self, first: str, second: str, kind: str, key: str, result: str) -> None:
         """Hold one result (canonical JSON); written at the next flush, which comes once
@@ -92,6 +94,8 @@ class _Writer:
         value = json.loads(result)
         self.pending.append(PairResult(first, second, kind, key, value))
         self.results[(first, second)] = value.get(self.metric)
+        if self.done is not None:
+            self.done(1)
         if len(self.pending) >= _FLUSH_RESULTS or time.monotonic() - self.last > _FLUSH_SECONDS:
             self.flush()
 
@@ -101,8 +105,6 @@ class _Writer:
             return
         self.zoo.pairs.put(self.pending)
         self.zoo.pair_computations += len(self.pending)
-        if self.done is not None:
-            self.done(len(self.pending))
         self.pending = []
         self.last = time.monotonic()
 
