@@ -152,7 +152,8 @@ def _run_on_ray(
     cluster at an ``address`` each object is sent once through Ray's object store,
     since its nodes need not share the disk. Ray runs a task again when its worker
     or node is lost (up to 3 times); an error in a task, or an interrupt, cancels
-    the blocks not yet returned.
+    the blocks not yet returned. With a CUDA ``device`` each task takes one of the
+    cluster's GPUs.
     """
     ray = _import_ray()
     started = not ray.is_initialized()
@@ -165,8 +166,10 @@ def _run_on_ray(
         else:
             objects = {i: ray.put(zoo.objects.path(i).read_bytes()) for i in ids}
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        remote = ray.remote(num_cpus=1, max_retries=3)(_ray_block)
-        where = str(device) if device.type != "cuda" else "auto"
+        # on a GPU, each task asks Ray for one and sees it as the only device, `cuda`
+        gpus = 1 if device.type == "cuda" else 0
+        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3)(_ray_block)
+        where = "cuda" if gpus else str(device)
         pending = {
             remote.remote(PairBlock.of(block, objects), where): block
             for block in _blocks(tasks, cpus)
