@@ -63,6 +63,7 @@ def page(browser: Any) -> Iterator[Any]:
     assert not errors, errors
 
 
+@pytest.mark.slow  # starts a server on the default zoo and a browser
 def test_entry_list_renders_the_default_zoo(server: Server, page: Any, tmp_path: Path) -> None:
     """The front page lists the nine default entries with their tags and errors; links work."""
     page.goto(server.url + "/")
