@@ -79,6 +79,9 @@ def test_unknown_executor_and_stray_address_are_refused(template, tmp_path):
     with pytest.raises(ConfigError, match="`address` is for the `ray` executor"):
         zoo.barrier_table(points=3, device="cpu", address="ray://nowhere:10001")
     assert _cached(zoo) == {}
+    zoo.barrier_table(points=3, device="cpu")
+    with pytest.raises(ConfigError, match="unknown executor"):  # also when all is cached
+        zoo.barrier_table(points=3, device="cpu", executor="spark")
     result = CliRunner().invoke(
         cli, ["table", "--zoo", str(zoo.root), "--address", "ray://nowhere:10001"]
     )

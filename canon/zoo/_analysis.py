@@ -30,7 +30,7 @@ from canon.engine import (
 )
 from canon.errors import ConfigError, DatasetError, NotCachedError
 from canon.zoo._answers import TableData
-from canon.zoo._executors import run_pairs
+from canon.zoo._executors import check_executor, run_pairs
 from canon.zoo._ingest import Prepared
 from canon.zoo._keys import CURVE_METRICS, DISTANCE_METRICS, curve_hash
 from canon.zoo._pair_work import PairTask, compute_pair, pair_key
@@ -246,6 +246,7 @@ def barrier_table(
             f"{', '.join(CURVE_METRICS + DISTANCE_METRICS)}"
         )
     check_points(points)
+    check_executor(executor, address)
     chosen = _resolve(zoo, entries)
     kind = path if metric in CURVE_METRICS else "distances"
     if kind != "distances" and kind not in list_path_kinds(comparable=True):

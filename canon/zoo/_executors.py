@@ -30,7 +30,7 @@ from canon.zoo._records import EXECUTORS, PairResult, canonical_json
 if TYPE_CHECKING:
     from canon.zoo._zoo import Zoo
 
-__all__ = ["EXECUTORS", "run_pairs"]
+__all__ = ["EXECUTORS", "check_executor", "run_pairs"]
 
 _FLUSH_RESULTS = 64  # results written to the index in one transaction, at most …
 _FLUSH_SECONDS = 1.0  # … or once this long has passed since the last write (the first
@@ -59,10 +59,7 @@ def run_pairs(
     ``ray`` runs blocks of pairs as Ray tasks (:func:`_run_on_ray`) on the cluster at
     ``address`` (default: the one this process is connected to, or a new local one).
     """
-    if executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor `{executor}`; choose one of {', '.join(EXECUTORS)}")
-    if address is not None and executor != "ray":
-        raise ConfigError("an `address` is for the `ray` executor")
+    check_executor(executor, address)
     writer = _Writer(zoo, done, metric)
     try:
         if executor == "ray":
@@ -75,6 +72,14 @@ def run_pairs(
     finally:
         writer.flush()
     return writer.results
+
+
+def check_executor(executor: str, address: str | None) -> None:
+    """Refuse an unknown ``executor``, or an ``address`` without the ``ray`` executor."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor `{executor}`; choose one of {', '.join(EXECUTORS)}")
+    if address is not None and executor != "ray":
+        raise ConfigError("an `address` is for the `ray` executor")
 
 
 class _Writer:
