@@ -179,3 +179,42 @@ def test_cli_table_on_ray(template, tmp_path, ray_cluster):
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["computed"] == 15 and len(answer["matrix"]) == 6
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_a_ray_table_and_keeps_what_was_written(tmp_path):
+    """Ctrl-C during `canon table --executor ray`: the command stops, the blocks still
+    running are cancelled (nothing is written after it ends), every cached result is
+    whole, and a table finds exactly those."""
+    import sqlite3
+    import sys
+
+    net = ("mlp", {"in_features": 64, "hidden": [96, 96], "classes": 10})
+    root = tmp_path / "zoo"
+    with Zoo.open(root) as z:
+        for i in range(10):  # 45 pairs: 8 blocks of 6, two at a time
+            torch.manual_seed(i)
+            z.add(build_model(*net).state_dict(), name=f"n{i}", architecture=net[0],
+                  config=net[1], dataset="digits", evaluate=False)  # fmt: skip
+
+    def cached() -> list[str]:
+        with sqlite3.connect(root / "canon.sqlite") as db:
+            return [r for (r,) in db.execute("SELECT result FROM pair_cache")]
+
+    command = [sys.executable, "-m", "canon", "table", "--zoo", str(root), "--executor", "ray",
+               "--device", "cpu", "--progress", "none"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not cached() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1 and "Aborted!" in stderr, stderr
+    kept = cached()
+    assert 0 < len(kept) < 45, len(kept)
+    assert all("barrier" in json.loads(r) for r in kept)
+    time.sleep(2)
+    assert len(cached()) == len(kept)  # no block wrote anything after the driver stopped
+    with Zoo.open(root) as z:  # the table reads the kept pairs; the others are to compute
+        table = z.barrier_table(device="cpu", compute=False)
+        assert np.isnan(table.matrix).sum() == 2 * (45 - len(kept))

@@ -163,7 +163,8 @@ def _run_on_ray(
     ray = _import_ray()
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        # "local": a cluster of our own, never one that `ray start` left running here
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
     try:
         ids = sorted({e.id for t in tasks for e in (t.first, t.second)})
         if address is None:
@@ -193,8 +194,9 @@ def _run_on_ray(
                     for first, second, key, result in rows:
                         writer.add(first, second, kind, key, result)
         finally:  # an error or an interrupt: the blocks still running are not wanted
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            if not started:  # (a cluster of our own stops below, and its tasks with it)
+                for ref in pending:
+                    ray.cancel(ref)  # not force: Ray 2.60 can abort the driver on a race
     finally:
         if started:
             ray.shutdown()
