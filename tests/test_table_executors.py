@@ -189,10 +189,10 @@ def test_ctrl_c_cancels_a_ray_table_and_keeps_what_was_written(tmp_path):
     import sqlite3
     import sys
 
-    net = ("mlp", {"in_features": 64, "hidden": [96, 96], "classes": 10})
+    net = ("mlp", {"in_features": 64, "hidden": [64, 64], "classes": 10})
     root = tmp_path / "zoo"
     with Zoo.open(root) as z:
-        for i in range(10):  # 45 pairs: 8 blocks of 6, two at a time
+        for i in range(9):  # 36 pairs: 8 blocks of 5, two at a time
             torch.manual_seed(i)
             z.add(build_model(*net).state_dict(), name=f"n{i}", architecture=net[0],
                   config=net[1], dataset="digits", evaluate=False)  # fmt: skip
@@ -211,10 +211,10 @@ def test_ctrl_c_cancels_a_ray_table_and_keeps_what_was_written(tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1 and "Aborted!" in stderr, stderr
     kept = cached()
-    assert 0 < len(kept) < 45, len(kept)
+    assert 0 < len(kept) < 36, len(kept)
     assert all("barrier" in json.loads(r) for r in kept)
-    time.sleep(2)
+    time.sleep(0.5)
     assert len(cached()) == len(kept)  # no block wrote anything after the driver stopped
     with Zoo.open(root) as z:  # the table reads the kept pairs; the others are to compute
         table = z.barrier_table(device="cpu", compute=False)
-        assert np.isnan(table.matrix).sum() == 2 * (45 - len(kept))
+        assert np.isnan(table.matrix).sum() == 2 * (36 - len(kept))
