@@ -50,8 +50,9 @@ _STACK_WORK = 1 << 24
 _UNSTACKED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, BinaryLinear, BinaryConv2d)
 
 
-# runs the networks of a path on one data batch: (point, logits) for every point
-Runner = Callable[[Tensor], Iterator[tuple[int, Tensor]]]
+# runs the networks of a path on one data batch: for each run of points, their logits
+# stacked ([points, rows, outputs]), so that a stacked run is scored in one step
+Runner = Callable[[Tensor], Iterator[tuple[range, Tensor]]]
 # the bytes of activations one evaluation may hold at once (rows of a data batch times
 # networks in flight times one input's activations); fixed, so that the batches, and so
 # the sums of the results, never depend on the memory free at the time
@@ -212,13 +213,18 @@ class Evaluator:
         return sizes.total
 
     def _score(self, logits: Tensor, y: Tensor, loss: bool) -> tuple[Tensor, Tensor | None]:
-        if logits.ndim == 2 and logits.shape[1] == 1:
-            out = logits[:, 0]
-            wrong = (torch.sign(out) != y).sum()
-            ce = F.softplus(-y.to(out.dtype) * out).sum() if loss else None
+        """Per network of ``logits`` ([networks, rows, outputs]): the wrong predictions
+        and, with ``loss``, the summed cross-entropy on the rows ``y``."""
+        if logits.shape[-1] == 1:
+            out = logits[..., 0]
+            wrong = (torch.sign(out) != y).sum(-1)
+            ce = F.softplus(-y.to(out.dtype) * out).sum(-1) if loss else None
         else:
-            wrong = (logits.argmax(dim=1) != y).sum()
-            ce = F.cross_entropy(logits, y, reduction="sum") if loss else None
+            wrong = (logits.argmax(dim=-1) != y).sum(-1)
+            ce = None
+            if loss:
+                target = y.expand(logits.shape[0], -1)
+                ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(-1)
         return wrong, ce
 
     def evaluate(self, path: NetworkPath, loss: bool = False) -> Scores:
@@ -237,11 +243,11 @@ class Evaluator:
         run, in_flight = self._fast(path, stacked) or self._plain(path, stacked)
         with torch.inference_mode():
             for xb, yb in self._batches(self.rows(in_flight)):
-                for k, logits in run(xb):
+                for ks, logits in run(xb):
                     w, ce = self._score(logits, yb, loss)
-                    wrong[k] += w
+                    wrong[ks.start : ks.stop] += w
                     if ce is not None:
-                        total_loss[k] += ce
+                        total_loss[ks.start : ks.stop] += ce
         n = float(self.x.shape[0])
         return Scores(errors=(wrong / n).cpu(), losses=(total_loss / n).cpu() if loss else None)
 
@@ -295,18 +301,19 @@ class Evaluator:
 
             batched = vmap(call, in_dims=(0, None))
 
-            def run_stacked(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
+            def run_stacked(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
                 for ks, params in stacks():
                     out = batched(params, xb)
-                    yield from zip(ks, out, strict=True)
+                    yield ks, out
 
             return run_stacked, chunk
         states = self._states(path, names)
 
-        def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
+        def run(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
             inputs = xb.long() if self.tokens else xb
             for k in range(len(path)):
-                yield k, as_logits(functional_call(self.graph, states(k), (inputs,)))
+                out = as_logits(functional_call(self.graph, states(k), (inputs,)))
+                yield range(k, k + 1), out.unsqueeze(0)
 
         return run, 1
 
@@ -364,19 +371,20 @@ class Evaluator:
 
             batched = vmap(call, in_dims=(0, 0))
 
-            def run_stacked(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
+            def run_stacked(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
                 inputs = split.head(xb)
                 parts = [project(inputs, base) for base in weight.bases]
                 for ks, params in stacks():
-                    yield from zip(ks, batched(params, combined(parts, ks)), strict=True)
+                    yield ks, batched(params, combined(parts, ks))
 
             return run_stacked, chunk
         states = self._states(path, tail_names)
 
-        def run(xb: Tensor) -> Iterator[tuple[int, Tensor]]:
+        def run(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
             inputs = split.head(xb)
             parts = [project(inputs, base) for base in weight.bases]
             for k in range(len(path)):
-                yield k, functional_call(split.tail, states(k), (combined(parts, k),))
+                out = functional_call(split.tail, states(k), (combined(parts, k),))
+                yield range(k, k + 1), out.unsqueeze(0)
 
         return run, len(weight.bases) + 1  # the layer's outputs per basis, then a point's
