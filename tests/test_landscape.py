@@ -9,12 +9,22 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from nets import randomize, state_of, traced
 
 from canon.architectures import build_model
 from canon.core import normalize, random_symmetry
 from canon.core.paths import bend_path, geodesic_path, linear_path, positions
-from canon.engine import Evaluator, PathCurve, local_energy, path_curve, plane
+from canon.engine import (
+    Evaluator,
+    PathCurve,
+    PathOptions,
+    local_energy,
+    path_curve,
+    path_curves,
+    plane,
+)
 from canon.engine.batchnorm import with_recomputed_statistics
 from canon.errors import ConfigError
 
@@ -121,7 +131,7 @@ def test_fast_first_layer_matches_plain_evaluation():
     data = data_for(model, n=500)
     for path in (geodesic_path(a, b, spec, positions(9)), linear_path(a, b, positions(9))):
         fast = Evaluator(model, *data, CPU, batch_size=128)
-        assert fast._fast(path) is not None
+        assert fast._fast([path]) is not None
         plain = Evaluator(model, *data, CPU, batch_size=128)
         plain.split = None
         got, expected = fast.evaluate(path, loss=True), plain.evaluate(path, loss=True)
@@ -155,7 +165,7 @@ def test_stacked_points_equal_point_by_point(config):
         paths = [with_recomputed_statistics(p, model, x, range(1, 8), 2, 64) for p in paths]
     for path in paths:
         stacked = Evaluator(model, x, y, CPU, batch_size=128)
-        assert stacked.stackable and stacked._chunk(path, stacked.weights, True) > 1
+        assert stacked.stackable and stacked._chunk(len(path), stacked.weights, True) > 1
         single = Evaluator(model, x, y, CPU, batch_size=128)
         single.stackable = False
         got, expected = stacked.evaluate(path, loss=True), single.evaluate(path, loss=True)
@@ -163,6 +173,77 @@ def test_stacked_points_equal_point_by_point(config):
         assert torch.equal(got.errors, expected.errors)
         # batched products may sum in another order: the losses agree to rounding
         torch.testing.assert_close(got.losses, expected.losses, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"in_features": 200, "hidden": [16, 8], "classes": 3},  # first layer from its bases
+        {"in_features": 6, "hidden": [8, 7], "classes": 3, "activation": "tanh"},  # whole
+        {"in_features": 40, "hidden": [12], "classes": 3, "batchnorm": True},
+    ],
+)
+def test_paths_evaluated_together_equal_each_alone(config, stacked):
+    """Several paths evaluated in one go (their points stacked across the paths'
+    boundaries when the network is small) score every point as evaluating each path
+    alone does (the loss to rounding)."""
+    model = build_model("mlp", config).double()
+    spec = traced(model)
+    a, b, m = (state_of(randomize(copy.deepcopy(model), s, bn_eps=None)) for s in (1, 2, 3))
+    na, nb = normalize(a, spec), normalize(b, spec)
+    x, y = data_for(model, n=300)
+    paths = [
+        linear_path(a, b, positions(9)),
+        geodesic_path(na, nb, spec, positions(5)),
+        bend_path(na, normalize(m, spec), nb, spec, positions(7)),
+        geodesic_path(nb, na, spec, positions(9)),
+    ]
+    if config.get("batchnorm"):
+        paths = [
+            with_recomputed_statistics(p, model, x, range(1, len(p) - 1), 2, 64) for p in paths
+        ]
+    together = Evaluator(model, x, y, CPU, batch_size=128)
+    together.stackable = stacked
+    if stacked:  # runs of points cross from one path into the next
+        assert together.points_per_call() > 9
+    got = together.evaluate_many(paths, loss=True)
+    assert together.stackable == stacked  # no fallback was needed
+    for path, scores in zip(paths, got, strict=True):
+        alone = Evaluator(model, x, y, CPU, batch_size=128)
+        alone.stackable = False
+        expected = alone.evaluate(path, loss=True)
+        assert torch.equal(scores.errors, expected.errors)
+        torch.testing.assert_close(scores.losses, expected.losses, rtol=1e-12, atol=0)
+    assert together.evaluate_many([]) == []
+
+
+@given(sizes=st.lists(st.integers(1, 30), min_size=1, max_size=8), chunk=st.integers(1, 70))
+def test_runs_cover_every_point_of_every_path_once_in_order(sizes, chunk):
+    """The runs of several paths' points: each at most ``chunk`` points, numbered one
+    after another, and their pieces name every point of every path once, in order."""
+    from canon.engine.evaluate import _runs
+
+    runs = _runs(sizes, chunk)
+    assert [k for run, _ in runs for k in run] == list(range(sum(sizes)))
+    assert all(len(run) <= chunk for run, _ in runs)
+    assert all(sum(len(ks) for _, ks in pieces) == len(run) for run, pieces in runs)
+    seen = [(p, k) for _, pieces in runs for p, ks in pieces for k in ks]
+    assert seen == [(p, k) for p, n in enumerate(sizes) for k in range(n)]
+
+
+@pytest.mark.parametrize("config", [MLP, {**MLP, "batchnorm": True}])
+def test_curves_of_several_pairs_equal_each_pair_alone(config):
+    """``path_curves`` of several pairs gives each pair's ``path_curve``, number for number."""
+    model = randomize(build_model("mlp", config), 0, bn_eps=None)
+    states = [state_of(randomize(copy.deepcopy(model), s, bn_eps=None)) for s in range(1, 5)]
+    pairs = list(itertools.combinations(states, 2))
+    data = data_for(model)
+    options = PathOptions(points=7, bn_batches=2, bn_batch_size=64)
+    together = path_curves(pairs, model, data, "geodesic", "cpu", options=options)
+    for (a, b), curve in zip(pairs, together, strict=True):
+        assert curve == path_curve(a, b, model, data, "geodesic", device="cpu", options=options)
+    assert len({c.barrier for c in together}) > 1  # the pairs differ
 
 
 def test_data_batches_are_sized_by_their_activations(monkeypatch):

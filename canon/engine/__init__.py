@@ -44,6 +44,8 @@ _EXPORTS = {
     "PlaneResult": "canon.engine.landscape",
     "local_energy": "canon.engine.landscape",
     "path_curve": "canon.engine.landscape",
+    "path_curves": "canon.engine.landscape",
+    "pairs_per_call": "canon.engine.landscape",
     "plane": "canon.engine.landscape",
     "MidpointResult": "canon.engine.midpoint",
     "optimize_midpoint": "canon.engine.midpoint",
@@ -113,7 +115,9 @@ if TYPE_CHECKING:
     from canon.engine.landscape import PathEnds as PathEnds
     from canon.engine.landscape import PlaneResult as PlaneResult
     from canon.engine.landscape import local_energy as local_energy
+    from canon.engine.landscape import pairs_per_call as pairs_per_call
     from canon.engine.landscape import path_curve as path_curve
+    from canon.engine.landscape import path_curves as path_curves
     from canon.engine.landscape import plane as plane
     from canon.engine.matching import MatchInputs as MatchInputs
     from canon.engine.matching import find_alignment as find_alignment

@@ -17,7 +17,7 @@ exact faster equivalents are swapped in the evaluator's traced copy
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +40,14 @@ _STATE_CACHE_BYTES = 1 << 30
 # Combining a layer's outputs costs about as much per element as a product with fan-in
 # ~30 on CPU (it is memory-bound); below that the layer is cheaper to run per point.
 _FAN_IN_PER_BASIS = 32
-# A network whose weights x a batch's rows stay under this runs several points per call,
-# their weights stacked under one ``vmap``: point by point, the calls' own overhead (about
-# half a millisecond each on CPU) would outweigh the work. Bigger networks run point by
-# point, where plain batched calls are faster than vmap's batched products.
-_STACK_WORK = 1 << 24
+# A network whose weights x a batch's rows stay under this (by device type) runs several
+# points per call, their weights stacked under one ``vmap``, also across the paths of one
+# call (a table's pairs): point by point, the calls' own overhead (about half a
+# millisecond each on CPU) would outweigh the work. Bigger networks run point by point,
+# where on CPU plain batched calls are faster than vmap's batched products. On a GPU a
+# call's fixed cost is larger against its work, so far larger networks stack (how many
+# points at once stays bounded by :data:`ACTIVATION_BYTES` through the batch's rows).
+_STACK_WORK = {"cpu": 1 << 24, "cuda": 1 << 32}
 # Layers whose work is not bounded by their weights (convolutions: by positions too), or
 # whose kernels vmap cannot batch: their networks always run point by point.
 _UNSTACKED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, BinaryLinear, BinaryConv2d)
@@ -229,18 +232,27 @@ class Evaluator:
 
     def evaluate(self, path: NetworkPath, loss: bool = False) -> Scores:
         """Error (and loss) of every point of ``path`` on the evaluator's data."""
+        return self.evaluate_many([path], loss)[0]
+
+    def evaluate_many(self, paths: Sequence[NetworkPath], loss: bool = False) -> list[Scores]:
+        """Error (and loss) of every point of each of ``paths`` (paths of this architecture
+        with the same tensors, such as the curves of a table's pairs) on the evaluator's
+        data: a small network's points run stacked across the paths' boundaries, so that
+        several paths share one call; the scores are those :meth:`evaluate` gives each."""
+        if not paths:
+            return []
         if self.stackable:
             try:
-                return self._evaluate(path, loss, stacked=True)
+                return self._evaluate(paths, loss, stacked=True)
             except Exception:  # an op vmap cannot batch: run point by point from now on
                 self.stackable = False
-        return self._evaluate(path, loss, stacked=False)
+        return self._evaluate(paths, loss, stacked=False)
 
-    def _evaluate(self, path: NetworkPath, loss: bool, stacked: bool) -> Scores:
-        k_points = len(path)
-        wrong = torch.zeros(k_points, dtype=torch.float64, device=self.device)
-        total_loss = torch.zeros(k_points, dtype=torch.float64, device=self.device)
-        run, in_flight = self._fast(path, stacked) or self._plain(path, stacked)
+    def _evaluate(self, paths: Sequence[NetworkPath], loss: bool, stacked: bool) -> list[Scores]:
+        total = sum(len(p) for p in paths)
+        wrong = torch.zeros(total, dtype=torch.float64, device=self.device)
+        total_loss = torch.zeros(total, dtype=torch.float64, device=self.device)
+        run, in_flight = self._fast(paths, stacked) or self._plain(paths, stacked)
         with torch.inference_mode():
             for xb, yb in self._batches(self.rows(in_flight)):
                 for ks, logits in run(xb):
@@ -249,7 +261,13 @@ class Evaluator:
                     if ce is not None:
                         total_loss[ks.start : ks.stop] += ce
         n = float(self.x.shape[0])
-        return Scores(errors=(wrong / n).cpu(), losses=(total_loss / n).cpu() if loss else None)
+        errors, losses = (wrong / n).cpu(), (total_loss / n).cpu()
+        out, start = [], 0
+        for p in paths:
+            part = slice(start, start + len(p))
+            out.append(Scores(errors=errors[part], losses=losses[part] if loss else None))
+            start += len(p)
+        return out
 
     def error(self, state: dict[str, Tensor], loss: bool = False) -> Scores:
         """Error (and loss) of one network."""
@@ -270,30 +288,46 @@ class Evaluator:
             return cache.__getitem__
         return lambda k: {n: path.tensors[n].at(k) for n in names}
 
-    def _chunk(self, path: NetworkPath, weights: int, stacked: bool) -> int:
-        """Points per call: several, stacked and run by one ``vmap``, when the network is
-        so small (``weights`` x a batch's rows below :data:`_STACK_WORK`) that running it
-        point by point would be mostly per-call overhead; else 1."""
+    def points_per_call(self) -> int:
+        """How many points one stacked call runs at most (1: point by point): the network
+        after its first layer, whose outputs are combined per point where a path allows."""
+        weights = self.weights
+        if self.split is not None:
+            weights -= sum(q.numel() for q in self.split.layer.parameters())
+        return self._chunk(1 << 62, weights, self.stackable)
+
+    def _chunk(self, points: int, weights: int, stacked: bool) -> int:
+        """Points per call, of ``points`` in all: several, stacked and run by one ``vmap``,
+        when the network is so small (``weights`` x a batch's rows below the device's
+        :data:`_STACK_WORK`) that running it point by point would be mostly per-call
+        overhead; else 1."""
         if not stacked:
             return 1
         rows = min(self.rows(), int(self.x.shape[0]))
-        return max(1, min(len(path), _STACK_WORK // max(1, weights * rows)))
+        work = _STACK_WORK.get(self.device.type, _STACK_WORK["cuda"])
+        return max(1, min(points, work // max(1, weights * rows)))
 
     def _stacks(
-        self, path: NetworkPath, names: list[str], chunk: int
-    ) -> Callable[[], Iterator[tuple[range, dict[str, Tensor]]]]:
-        """The points in runs of ``chunk``, each with its tensors (``names``) stacked on a
-        first axis; kept for every data batch (a small network's points are small)."""
-        runs = [range(s, min(s + chunk, len(path))) for s in range(0, len(path), chunk)]
-        stacks = [(ks, {n: at_points(path.tensors[n], ks) for n in names}) for ks in runs]
-        return lambda: iter(stacks)
+        self, paths: Sequence[NetworkPath], names: list[str], chunk: int
+    ) -> list[tuple[range, list[tuple[int, range]], dict[str, Tensor]]]:
+        """The paths' points in runs of ``chunk`` (:func:`_runs`), each with its tensors
+        (``names``) stacked on a first axis; kept for every data batch (a small network's
+        points are small)."""
+        return [
+            (
+                run,
+                pieces,
+                {n: _cat([at_points(paths[p].tensors[n], ks) for p, ks in pieces]) for n in names},
+            )
+            for run, pieces in _runs([len(p) for p in paths], chunk)
+        ]
 
-    def _plain(self, path: NetworkPath, stacked: bool = False) -> tuple[Runner, int]:
+    def _plain(self, paths: Sequence[NetworkPath], stacked: bool = False) -> tuple[Runner, int]:
         # a tied tensor goes in once, under its first name (functional_call ties the rest)
-        names = [n for n in path.tensors if n not in self.tied]
-        chunk = self._chunk(path, self.weights, stacked)
+        names = [n for n in paths[0].tensors if n not in self.tied]
+        chunk = self._chunk(sum(len(p) for p in paths), self.weights, stacked)
         if chunk > 1:
-            stacks = self._stacks(path, names, chunk)
+            stacks = self._stacks(paths, names, chunk)
             graph = self.graph
 
             def call(params: dict[str, Tensor], x: Tensor) -> Tensor:
@@ -302,37 +336,42 @@ class Evaluator:
             batched = vmap(call, in_dims=(0, None))
 
             def run_stacked(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
-                for ks, params in stacks():
-                    out = batched(params, xb)
-                    yield ks, out
+                for run, _, params in stacks:
+                    yield run, batched(params, xb)
 
             return run_stacked, chunk
-        states = self._states(path, names)
+        states = [self._states(p, names) for p in paths]
 
         def run(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
             inputs = xb.long() if self.tokens else xb
-            for k in range(len(path)):
-                out = as_logits(functional_call(self.graph, states(k), (inputs,)))
+            points = (s(i) for s, p in zip(states, paths, strict=True) for i in range(len(p)))
+            for k, point in enumerate(points):
+                out = as_logits(functional_call(self.graph, point, (inputs,)))
                 yield range(k, k + 1), out.unsqueeze(0)
 
         return run, 1
 
-    def _fast(self, path: NetworkPath, stacked: bool = False) -> tuple[Runner, int] | None:
+    def _fast(
+        self, paths: Sequence[NetworkPath], stacked: bool = False
+    ) -> tuple[Runner, int] | None:
         split = self.split
         if split is None or isinstance(split.layer, (BinaryLinear, BinaryConv2d)):
             return None
-        weight = path.tensors.get(f"{split.name}.weight")
-        bias_name = f"{split.name}.bias"
-        bias = path.tensors.get(bias_name)
-        if not isinstance(weight, Combination) or len(weight.bases) >= len(path):
+        weight_name, bias_name = f"{split.name}.weight", f"{split.name}.bias"
+        weights = [p.tensors.get(weight_name) for p in paths]
+        if not all(
+            isinstance(w, Combination) and len(w.bases) < len(p)
+            for w, p in zip(weights, paths, strict=True)
+        ):
             return None
-        layer = split.layer
-        fan_in = weight.bases[0][0].numel()
-        if fan_in < _FAN_IN_PER_BASIS * len(weight.bases):
+        combos: list[Combination] = weights  # type: ignore[assignment]
+        bases = max(len(w.bases) for w in combos)
+        if combos[0].bases[0][0].numel() < _FAN_IN_PER_BASIS * bases:
             return None  # combining J outputs would cost more than the layer itself
-        tail_names = [n for n in path.tensors if n not in (f"{split.name}.weight", bias_name)]
-        units = weight.coefs.shape[2]
-        coefs = weight.coefs.to(device=self.device)
+        biases = [p.tensors.get(bias_name) for p in paths]
+        tail_names = [n for n in paths[0].tensors if n not in (weight_name, bias_name)]
+        coefs = [w.coefs.to(device=self.device) for w in combos]
+        layer = split.layer
 
         def project(inputs: Tensor, w: Tensor) -> Tensor:
             if isinstance(layer, nn.Linear):
@@ -341,29 +380,38 @@ class Evaluator:
             out: Tensor = layer._conv_forward(inputs, w, None)
             return out
 
-        def combined(parts: list[Tensor], ks: range | int) -> Tensor:
-            """The layer's outputs at point(s) ``ks`` from its outputs for each basis (for a
-            run of points, on a new first axis; per point the same products and sums)."""
-            if isinstance(ks, range):
-                c = coefs[ks.start : ks.stop].to(parts[0].dtype)
-                lead: tuple[int, ...] = (len(ks), 1)
-                b = None if bias is None else at_points(bias, ks)
-            else:
-                c = coefs[ks].to(parts[0].dtype)
-                lead = (1,)
-                b = None if bias is None else bias.at(ks)
-            shape = lead + (units,) + (1,) * (parts[0].ndim - 2)
+        def combined(p: int, parts: list[Tensor], ks: range) -> Tensor:
+            """Path p's layer outputs at the points ``ks`` (on a new first axis) from its
+            outputs for each basis: per point the same products and sums."""
+            c = coefs[p][ks.start : ks.stop].to(parts[0].dtype)
+            lead = (len(ks), 1)
+            shape = lead + (c.shape[-1],) + (1,) * (parts[0].ndim - 2)  # units, or 1
             z = parts[0] * c[..., 0, :].reshape(shape)
             for j in range(1, len(parts)):
                 z.addcmul_(parts[j], c[..., j, :].reshape(shape))
-            if b is not None:
+            bias = biases[p]
+            if bias is not None:
+                b = at_points(bias, ks)
                 z = z + b.reshape(lead + (-1,) + (1,) * (z.ndim - len(lead) - 1))
             return z
 
-        layer_weights = sum(p.numel() for p in layer.parameters())
-        chunk = self._chunk(path, self.weights - layer_weights, stacked)
+        def layer_outputs(inputs: Tensor) -> Callable[[int], list[Tensor]]:
+            """Path p's layer outputs per basis on ``inputs``, made when first asked for
+            and kept only while the runs still reach the path (they run in order)."""
+            held: dict[int, list[Tensor]] = {}
+
+            def of(p: int) -> list[Tensor]:
+                if p not in held:
+                    held.clear()
+                    held[p] = [project(inputs, base) for base in combos[p].bases]
+                return held[p]
+
+            return of
+
+        layer_weights = sum(q.numel() for q in layer.parameters())
+        chunk = self._chunk(sum(len(p) for p in paths), self.weights - layer_weights, stacked)
         if chunk > 1:
-            stacks = self._stacks(path, tail_names, chunk)
+            stacks = self._stacks(paths, tail_names, chunk)
             tail = split.tail
 
             def call(params: dict[str, Tensor], z: Tensor) -> Tensor:
@@ -372,19 +420,44 @@ class Evaluator:
             batched = vmap(call, in_dims=(0, 0))
 
             def run_stacked(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
-                inputs = split.head(xb)
-                parts = [project(inputs, base) for base in weight.bases]
-                for ks, params in stacks():
-                    yield ks, batched(params, combined(parts, ks))
+                parts = layer_outputs(split.head(xb))
+                for run, pieces, params in stacks:
+                    z = _cat([combined(p, parts(p), ks) for p, ks in pieces])
+                    yield run, batched(params, z)
 
             return run_stacked, chunk
-        states = self._states(path, tail_names)
+        states = [self._states(p, tail_names) for p in paths]
 
         def run(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
-            inputs = split.head(xb)
-            parts = [project(inputs, base) for base in weight.bases]
-            for k in range(len(path)):
-                out = functional_call(split.tail, states(k), (combined(parts, k),))
-                yield range(k, k + 1), out.unsqueeze(0)
+            parts = layer_outputs(split.head(xb))
+            k = 0
+            for p, path in enumerate(paths):
+                for i in range(len(path)):
+                    z = combined(p, parts(p), range(i, i + 1))[0]
+                    out = functional_call(split.tail, states[p](i), (z,))
+                    yield range(k, k + 1), out.unsqueeze(0)
+                    k += 1
 
-        return run, len(weight.bases) + 1  # the layer's outputs per basis, then a point's
+        return run, bases + 1  # the layer's outputs per basis, then a point's
+
+
+def _runs(sizes: Sequence[int], chunk: int) -> list[tuple[range, list[tuple[int, range]]]]:
+    """Runs of at most ``chunk`` consecutive points of paths of ``sizes`` points numbered
+    one after another: each run's numbers and its pieces (path index, that path's points)."""
+    starts = [sum(sizes[:p]) for p in range(len(sizes))]
+    total = sum(sizes)
+    runs = []
+    for s in range(0, total, chunk):
+        e = min(s + chunk, total)
+        pieces = [
+            (p, range(max(s, a) - a, min(e, a + n) - a))
+            for p, (a, n) in enumerate(zip(starts, sizes, strict=True))
+            if max(s, a) < min(e, a + n)
+        ]
+        runs.append((range(s, e), pieces))
+    return runs
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    """``parts`` joined on their first axis (one part as it is)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeAlias
 
@@ -41,8 +41,8 @@ from canon.core.paths import (
 from canon.core.records import JsonRecord
 from canon.device import resolve_device
 from canon.engine.batchnorm import has_batchnorm, with_recomputed_statistics
-from canon.engine.evaluate import Evaluator
-from canon.engine.kinds import PATH_KINDS, get_matching, get_path_kind
+from canon.engine.evaluate import Evaluator, Scores
+from canon.engine.kinds import PATH_KINDS, PathKindInfo, get_matching, get_path_kind
 from canon.engine.matching import find_alignment, resolve_method
 from canon.engine.noise import perturbation_path
 from canon.engine.options import MATCH_BATCH, BNMode, PathOptions
@@ -57,7 +57,9 @@ __all__ = [
     "as_data",
     "as_model",
     "local_energy",
+    "pairs_per_call",
     "path_curve",
+    "path_curves",
     "plane",
 ]
 
@@ -220,24 +222,119 @@ def path_curve(
     )
     if options is not None and given != PathOptions():
         raise ConfigError("give path options either as `options` or as keywords, not both")
-    opts = options or given
-    points, bn, bn_batches, bn_batch_size = (
-        opts.points,
-        opts.bn,
-        opts.bn_batches,
-        opts.bn_batch_size,
+    return _curves(
+        [(a, b, midpoint)], model, data, kind, options or given, device, spec, batch_size
+    )[0]
+
+
+def path_curves(
+    pairs: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor]]],
+    model: ModelLike,
+    data: Any,
+    kind: PathKind = "geodesic",
+    device: str | torch.device = "auto",
+    *,
+    options: PathOptions | None = None,
+    spec: Spec | None = None,
+    batch_size: int = 10_000,
+) -> list[PathCurve]:
+    """The curves of several pairs (a, b) of one architecture along ``kind`` (one without
+    a midpoint): ``[path_curve(a, b, model, data, kind, options=options) for a, b in
+    pairs]``, with the points of every pair's path evaluated together, so that a small
+    network's points share calls across pairs (:meth:`Evaluator.evaluate_many`)."""
+    return _curves(
+        [(a, b, None) for a, b in pairs],
+        model,
+        data,
+        kind,
+        options or PathOptions(),
+        device,
+        spec,
+        batch_size,
     )
-    orders, seed, loss, test = opts.orders, opts.seed, opts.loss, opts.test
+
+
+#: pairs in one :func:`path_curves` call at most, so that results come in steadily
+MAX_PAIRS_PER_CALL = 64
+
+
+def pairs_per_call(
+    model: ModelLike,
+    data: Any,
+    points: int,
+    device: str | torch.device = "auto",
+    batch_size: int = 10_000,
+) -> int:
+    """How many pairs' curves of ``points`` points to hand :func:`path_curves` at once:
+    as many as the evaluator runs stacked in one call (at most
+    :data:`MAX_PAIRS_PER_CALL`); 1 for networks that run point by point, where
+    evaluating pairs together would only hold more paths in memory."""
+    train, _ = as_data(data)
+    evaluator = _evaluator(as_model(model), train, resolve_device(device), batch_size)
+    return max(1, min(MAX_PAIRS_PER_CALL, evaluator.points_per_call() // max(1, points)))
+
+
+@dataclass(frozen=True)
+class _CurveWork:
+    """A pair's curve before its paths are evaluated: the paths and what the curve records."""
+
+    paths: list[NetworkPath]
+    distances: Distances
+    recorded: dict[str, Any]
+
+
+def _curves(
+    pairs: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor], Mapping[str, Tensor] | None]],
+    model: ModelLike,
+    data: Any,
+    kind: PathKind,
+    opts: PathOptions,
+    device: str | torch.device,
+    spec: Spec | None,
+    batch_size: int,
+) -> list[PathCurve]:
+    """:func:`path_curve` of each (a, b, midpoint), the paths of all evaluated together."""
     info = get_path_kind(kind)
     template = as_model(model)
     spec = spec or spec_from_module(template)
-    check_state(a, spec, "`a`")
-    check_state(b, spec, "`b`")
     dev = resolve_device(device)
     train, test_split = as_data(data)
-    if test and test_split is None:
+    if opts.test and test_split is None:
         raise ConfigError("`test=True` needs a dataset with a test split")
-    x = positions(points)
+    x = positions(opts.points)
+    works = [_prepare(a, b, m, template, spec, train, info, opts, x, dev) for a, b, m in pairs]
+    paths = [p for w in works for p in w.paths]
+    evaluator = _evaluator(template, train, dev, batch_size)
+    scores = iter(evaluator.evaluate_many(paths, loss=opts.loss))
+    tests: Iterator[Scores] | None = None
+    if opts.test and test_split is not None:
+        tests = iter(_evaluator(template, test_split, dev, batch_size).evaluate_many(paths))
+    curves = []
+    for work in works:
+        mine = [next(scores) for _ in work.paths]
+        test_error = None
+        if tests is not None:
+            test_error = torch.stack([next(tests).errors for _ in work.paths]).mean(0)
+        curves.append(_finish(kind, x, work, mine, test_error))
+    return curves
+
+
+def _prepare(
+    a: Mapping[str, Tensor],
+    b: Mapping[str, Tensor],
+    midpoint: Mapping[str, Tensor] | None,
+    template: nn.Module,
+    spec: Spec,
+    train: tuple[Tensor, Tensor],
+    info: PathKindInfo,
+    opts: PathOptions,
+    x: Tensor,
+    dev: torch.device,
+) -> _CurveWork:
+    """One pair's paths (aligned, BN statistics recomputed where asked) and its record."""
+    check_state(a, spec, "`a`")
+    check_state(b, spec, "`b`")
+    points, seed = opts.points, opts.seed
     a = {k: v.to(dev) for k, v in a.items()}
     b = {k: v.to(dev) for k, v in b.items()}
     norm_a, norm_b = normalize(a, spec, check=False), normalize(b, spec, check=False)
@@ -259,47 +356,48 @@ def path_curve(
     m = None
     if info.needs_midpoint:
         if midpoint is None:
-            raise ConfigError(f"a `{kind}` path needs a `midpoint` network")
+            raise ConfigError(f"a `{info.name}` path needs a `midpoint` network")
         check_state(midpoint, spec, "`midpoint`")
         m = {k: v.to(dev) for k, v in midpoint.items()}
-    ends = PathEnds(a, b, norm_a, norm_b, alignment, spec, x, m, orders, seed, method)
+    ends = PathEnds(a, b, norm_a, norm_b, alignment, spec, x, m, opts.orders, seed, method)
     paths = info.build(ends)
     if info.orders:
-        recorded["orders"] = orders
+        recorded["orders"] = opts.orders
     if has_batchnorm(template):
-        recorded["bn"] = bn
-        if bn == "recompute":
-            recorded |= {"bn_batches": bn_batches, "bn_batch_size": bn_batch_size}
+        recorded["bn"] = opts.bn
+        if opts.bn == "recompute":
+            recorded |= {"bn_batches": opts.bn_batches, "bn_batch_size": opts.bn_batch_size}
             interior = range(1, points - 1)
             train_x = train[0].to(dev)
             paths = [
                 with_recomputed_statistics(
-                    p, template, train_x, interior, bn_batches, bn_batch_size
+                    p, template, train_x, interior, opts.bn_batches, opts.bn_batch_size
                 )
                 for p in paths
             ]
-    evaluator = _evaluator(template, train, dev, batch_size)
-    scores = [evaluator.evaluate(p, loss=loss) for p in paths]
+    return _CurveWork(paths, dists, recorded)
+
+
+def _finish(
+    kind: str, x: Tensor, work: _CurveWork, scores: list[Scores], test_error: Tensor | None
+) -> PathCurve:
+    """The curve from the scores of its paths (several: random orders, averaged)."""
     errors = torch.stack([s.errors for s in scores])  # [R, K]
     per_order = [barrier_and_excess(x, e) for e in errors]
     barriers = torch.tensor([b for b, _ in per_order], dtype=torch.float64)
     excesses = torch.tensor([e for _, e in per_order], dtype=torch.float64)
-    test_error = None
-    if test and test_split is not None:
-        test_eval = _evaluator(template, test_split, dev, batch_size)
-        test_error = torch.stack([test_eval.evaluate(p).errors for p in paths]).mean(0)
     losses = None
-    if loss:
+    if any(s.losses is not None for s in scores):
         losses = torch.stack([s.losses for s in scores if s.losses is not None]).mean(0)
-    several = len(paths) > 1
+    several = len(scores) > 1
     return PathCurve(
         kind=kind,
         x=_floats(x) or [],
         train_error=_floats(errors.mean(0)) or [],
         barrier=float(barriers.mean()),
         excess=float(excesses.mean()),
-        distances=dists,
-        options=recorded,
+        distances=work.distances,
+        options=work.recorded,
         train_loss=_floats(losses),
         test_error=_floats(test_error),
         train_error_std=_floats(errors.std(0, unbiased=False)) if several else None,

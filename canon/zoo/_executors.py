@@ -23,7 +23,7 @@ from canon.zoo._pair_work import (
     PairTask,
     SharedTemplates,
     compute_block,
-    compute_pair,
+    compute_pairs,
 )
 from canon.zoo._records import EXECUTORS, PairResult, canonical_json
 
@@ -65,10 +65,14 @@ def run_pairs(
         if executor == "ray":
             _run_on_ray(zoo, tasks, device, address, writer)
         else:
-            source = SharedTemplates(zoo)
-            for task in tasks:
-                result = canonical_json(compute_pair(source, task, device))
-                writer.add(task.first.id, task.second.id, task.key.kind, task.key.hash, result)
+            for task, result in compute_pairs(SharedTemplates(zoo), tasks, device):
+                writer.add(
+                    task.first.id,
+                    task.second.id,
+                    task.key.kind,
+                    task.key.hash,
+                    canonical_json(result),
+                )
     finally:
         writer.flush()
     return writer.results

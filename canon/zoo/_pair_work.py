@@ -1,7 +1,8 @@
 """One pair's computation, and blocks of pairs as plain data that any process can compute.
 
-:func:`compute_pair` is the single place a pair's result (distances, or an error curve
-along a path kind) is computed from two entries. It reads the entries through a
+:func:`compute_pairs` is the single place pairs' results (distances, or error curves
+along a path kind) are computed from their entries (:func:`compute_pair` for one; a
+table's curves of one family are evaluated several pairs at a time). It reads the entries through a
 :class:`PairSource`: the :class:`~canon.zoo.Zoo` itself in-process, or, in a worker
 of another process or machine, an :class:`ObjectSource` that holds what the driver
 sent (:class:`PairBlock`: architecture, config, dataset name and each entry's object,
@@ -15,7 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +29,13 @@ from canon.checkpoint import load_state
 from canon.core import Spec, normalize
 from canon.core.geometry import distances
 from canon.data import Dataset, load_dataset
-from canon.engine import PathOptions, find_alignment, get_matching, path_curve
+from canon.engine import (
+    PathOptions,
+    find_alignment,
+    get_matching,
+    pairs_per_call,
+    path_curves,
+)
 from canon.errors import CorruptZooError
 from canon.zoo._ingest import spec_for
 from canon.zoo._keys import pair_hash
@@ -43,6 +50,7 @@ __all__ = [
     "SharedTemplates",
     "compute_block",
     "compute_pair",
+    "compute_pairs",
     "pair_key",
 ]
 
@@ -93,37 +101,85 @@ class PairSource(Protocol):
 
 def compute_pair(source: PairSource, task: PairTask, device: torch.device) -> dict[str, Any]:
     """The result of ``task``: the distances of its pair, or its error curve (as a dict)."""
+    return next(compute_pairs(source, [task], device))[1]
+
+
+def compute_pairs(
+    source: PairSource, tasks: Sequence[PairTask], device: torch.device
+) -> Iterator[tuple[PairTask, dict[str, Any]]]:
+    """Each of ``tasks`` with its result (:func:`compute_pair`), in order, as computed.
+
+    Consecutive curves of one family and key options are evaluated together, as many
+    pairs at once as their points share calls (:func:`~canon.engine.pairs_per_call`):
+    a small network's path points then run stacked across pairs. The results are the
+    same as one pair at a time.
+    """
+    start = 0
+    while start < len(tasks):
+        task = tasks[start]
+        if task.key.options is None:
+            yield task, _distances(source, task, device)
+            start += 1
+            continue
+        model, data = source.model(task.first), source.dataset(task.first)
+        size = pairs_per_call(model, data, task.key.options.points, device)
+        group = [task]
+        for later in tasks[start + 1 : start + size]:
+            if later.first.family != task.first.family or later.key.options != task.key.options:
+                break
+            group.append(later)
+        try:
+            curves = _curves(source, group, model, data, device)
+        except Exception:
+            if len(group) == 1:
+                raise
+            # one pair failed: the pairs before it are still wanted (a table keeps them)
+            for t in group:
+                yield t, _curves(source, [t], model, data, device)[0]
+        else:
+            yield from zip(group, curves, strict=True)
+        start += len(group)
+
+
+def _curves(
+    source: PairSource, group: list[PairTask], model: nn.Module, data: Dataset, device: torch.device
+) -> list[dict[str, Any]]:
+    """The curves of ``group`` (one family and key options) evaluated together."""
+    first = group[0]
+    assert first.key.options is not None
+    curves = path_curves(
+        [(source.state(t.first, device), source.state(t.second, device)) for t in group],
+        model,
+        data,
+        first.key.kind,
+        device,
+        spec=source.spec(first.first),
+        options=first.key.options,
+    )
+    return [c.to_dict() for c in curves]
+
+
+def _distances(source: PairSource, task: PairTask, device: torch.device) -> dict[str, Any]:
+    """The distances of ``task``'s pair, b aligned to a by the key's matching method."""
     a, b, key = task.first, task.second, task.key
+    assert key.matching is not None
     spec = source.spec(a)
     state_a, state_b = source.state(a, device), source.state(b, device)
-    if key.options is None:
-        assert key.matching is not None
-        method = key.matching.method
-        model, inputs = None, None
-        if get_matching(method).needs_data:
-            model, inputs = source.model(a), source.dataset(a).x_train.to(device)
-        alignment = find_alignment(
-            normalize(state_b, spec),
-            normalize(state_a, spec),
-            spec,
-            method,
-            model=model,
-            inputs=inputs,
-            batch=key.matching.match_batch,
-            seed=key.matching.seed,
-        )
-        return distances(state_a, state_b, spec, alignment).to_dict()
-    curve = path_curve(
-        state_a,
-        state_b,
-        source.model(a),
-        source.dataset(a),
-        key.kind,
-        device=device,
-        spec=spec,
-        options=key.options,
+    method = key.matching.method
+    model, inputs = None, None
+    if get_matching(method).needs_data:
+        model, inputs = source.model(a), source.dataset(a).x_train.to(device)
+    alignment = find_alignment(
+        normalize(state_b, spec),
+        normalize(state_a, spec),
+        spec,
+        method,
+        model=model,
+        inputs=inputs,
+        batch=key.matching.match_batch,
+        seed=key.matching.seed,
     )
-    return curve.to_dict()
+    return distances(state_a, state_b, spec, alignment).to_dict()
 
 
 class SharedTemplates:
@@ -277,7 +333,7 @@ def compute_block(block: PairBlock, device: str = "auto") -> list[tuple[str, str
     objects = ObjectSource(block)
     source = SharedTemplates(objects)
     dev = resolve_device(device)
-    out = []
+    tasks = []
     for first, second, key_hash in block.pairs:
         a, b = objects.entry(first), objects.entry(second)
         key = pair_key(a, b, block.kind, block.points, block.method)
@@ -286,6 +342,8 @@ def compute_block(block: PairBlock, device: str = "auto") -> list[tuple[str, str
                 f"the pair `{a.name}`, `{b.name}` keys differently on this worker "
                 "(another canon version?); install the driver's version on the workers"
             )
-        result = compute_pair(source, PairTask(a, b, key), dev)
-        out.append((first, second, key_hash, canonical_json(result)))
-    return out
+        tasks.append(PairTask(a, b, key))
+    return [
+        (t.first.id, t.second.id, t.key.hash, canonical_json(result))
+        for t, result in compute_pairs(source, tasks, dev)
+    ]
