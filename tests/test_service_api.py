@@ -253,6 +253,23 @@ def test_identical_requests_share_one_job(server: Server) -> None:
     assert table.json()["names"] == ["adv-0", "rsgd-1", "sgd-2"]
 
 
+def test_tables_through_the_family_reference_are_their_own_jobs(server: Server) -> None:
+    """``align: reference`` asks for a table through the family reference: a job of its
+    own (not the pairwise table's), whose result says so and is then read from the cache."""
+    request = {"names": ["adv-0", "sgd-1", "sgd-2"], "path": "linear_aligned", "points": 5}
+    through = server.post("/api/table", json={**request, "align": "reference"})
+    direct = server.post("/api/table", json=request)
+    assert through.status_code == direct.status_code == 202
+    assert through.json()["id"] != direct.json()["id"]
+    done = server.wait_job(through.json()["id"])
+    assert done["result"]["options"]["align"] == "reference"
+    again = server.post("/api/table", json={**request, "align": "reference"})
+    assert again.status_code == 200 and again.json()["matrix"] == done["result"]["matrix"]
+    server.wait_job(direct.json()["id"])
+    refused = server.post("/api/table", json={**request, "align": "nearest"})
+    assert refused.status_code == 422
+
+
 def test_midpoint_job_adds_an_entry(server: Server) -> None:
     """A midpoint needs the token, runs as a job and adds a `midpoint` entry with its parents."""
     request = {"a": "sgd-0", "b": "sgd-1", "name": "mid-01", "epochs": 2}

@@ -20,7 +20,16 @@ from nets import (
 from strategies import models
 
 from canon.architectures import build_model
-from canon.core import align, canonicalize, normalize, random_symmetry
+from canon.core import (
+    Alignment,
+    align,
+    apply_alignment,
+    canonicalize,
+    match,
+    normalize,
+    random_symmetry,
+)
+from canon.core.permutations import compose_alignments, invert_alignment, through_reference
 from canon.core.units import unit_vectors
 from canon.errors import NonFiniteError, SpecMismatchError
 
@@ -193,3 +202,46 @@ def test_bad_state_is_rejected():
     nan["out.weight"][0, 0] = float("nan")
     with pytest.raises(NonFiniteError, match=r"out\.weight"):
         canonicalize(nan, spec, reference=state)
+
+
+def _random_alignment(spec, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return Alignment(
+        {g.name: torch.randperm(g.size, generator=gen) for g in spec.groups},
+        {
+            g.name: torch.randint(0, 2, (g.size,), generator=gen).float() * 2 - 1
+            for g in spec.groups
+            if g.signed
+        },
+    )
+
+
+@given(models(), seeds, seeds, seeds)
+def test_composed_and_inverted_alignments_move_states_as_their_parts(model, seed, s1, s2):
+    """Moving a state by ``compose_alignments(A, B)`` is moving it by A and then by B, and
+    ``invert_alignment(A)`` moves it back: tensor for tensor, exactly."""
+    model = randomize(model, seed)
+    spec, state = traced(model), state_of(model)
+    first, then = _random_alignment(spec, s1), _random_alignment(spec, s2)
+    twice = apply_alignment(apply_alignment(state, first, spec), then, spec)
+    assert_states_close(
+        apply_alignment(state, compose_alignments(first, then), spec), twice, atol=0
+    )
+    back = apply_alignment(apply_alignment(state, first, spec), invert_alignment(first), spec)
+    assert_states_close(back, state, atol=0)
+
+
+@given(models(), seeds, seeds, seeds, seeds)
+def test_alignment_through_a_reference_aligns_two_copies(model, seed, ref_seed, s1, s2):
+    """Two scrambled copies of one network, each aligned to an unrelated reference once:
+    their alignments to it, composed (``through_reference``), align one copy to the other
+    as aligning the pair directly does."""
+    model = randomize(model, seed)
+    spec, state = traced(model), state_of(model)
+    reference = normalize(state_of(randomize(model, ref_seed)), spec)
+    a = normalize(random_symmetry(state, spec, seed=s1), spec)
+    b = normalize(random_symmetry(state, spec, seed=s2), spec)
+    a_to_ref, b_to_ref = match(a, reference, spec), match(b, reference, spec)
+    via = apply_alignment(b, through_reference(b_to_ref, a_to_ref), spec)
+    assert_states_close(via, apply_alignment(b, match(b, a, spec), spec), 1e-6)
+    assert_states_close(via, a, 1e-5)

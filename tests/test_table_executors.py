@@ -102,22 +102,26 @@ def ray_cluster():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("metric", ["barrier", "geodesic"])
-def test_ray_table_equals_the_in_process_table(template, tmp_path, ray_cluster, metric):
+@pytest.mark.parametrize(
+    ("metric", "align"), [("barrier", "pair"), ("geodesic", "pair"), ("barrier", "reference")]
+)
+def test_ray_table_equals_the_in_process_table(template, tmp_path, ray_cluster, metric, align):
     """Barriers and distances through Ray are the in-process ones, number for number, and
-    the driver cached them under the same keys; the rerun computes nothing."""
+    the driver cached them under the same keys; the rerun computes nothing. Pairs aligned
+    through the family reference get each entry's alignment to it from the driver."""
     local = _copy(template, tmp_path / "local")
     distributed = _copy(template, tmp_path / "ray")
-    expected = local.barrier_table(metric=metric, points=5, device="cpu")
+    expected = local.barrier_table(metric=metric, points=5, device="cpu", align=align)
     seen: list[tuple[int, int]] = []
     table = distributed.barrier_table(
-        metric=metric, points=5, device="cpu", executor="ray",
+        metric=metric, points=5, device="cpu", executor="ray", align=align,
         progress=lambda done, total: seen.append((done, total)),
     )  # fmt: skip
     assert table.computed == 15 and np.array_equal(table.matrix, expected.matrix)
     assert _cached(distributed) == _cached(local)
     assert seen[0] == (1, 15) and seen[-1] == (15, 15)
-    assert distributed.barrier_table(metric=metric, points=5, executor="ray").computed == 0
+    again = distributed.barrier_table(metric=metric, points=5, executor="ray", align=align)
+    assert again.computed == 0
     local.close()
     distributed.close()
 

@@ -12,6 +12,7 @@ from canon._format import pct
 from canon._options import parse_json, parse_tags
 from canon.cli._app import App, command, emit
 from canon.cli._common import (
+    align_option,
     answers_from_cache,
     barrier_table,
     entry_summary,
@@ -57,6 +58,7 @@ def _epochs(update: Callable[[int, int], None] | None) -> Callable[[TrainProgres
 )
 @points_option
 @match_option
+@align_option
 @click.option("--plot", "plot_file", default=None, help="Draw the curves to FILE.png/svg/pdf.")
 def compare(
     app: App,
@@ -65,6 +67,7 @@ def compare(
     paths: tuple[str, ...],
     points: int,
     method: str,
+    align: str,
     plot_file: str | None,
 ) -> None:
     """Distances between A and B, and the barrier along each path kind."""
@@ -77,7 +80,13 @@ def compare(
         from canon.zoo import cached_comparison
 
         data = cached_comparison(
-            index_path(app), a, b, paths=paths or DEFAULT_PATHS, points=points, method=method
+            index_path(app),
+            a,
+            b,
+            paths=paths or DEFAULT_PATHS,
+            points=points,
+            method=method,
+            align=align,
         )
     if data is None:  # a part is not cached (or the request is refused): the full path
         with open_zoo(app) as zoo, progress(app, "paths") as bar:
@@ -89,6 +98,7 @@ def compare(
                 method=method,
                 device=app.device,
                 progress=bar,
+                align=align,
             )
         if plot_file is not None:
             from canon.plots import plot_curves
@@ -135,6 +145,7 @@ def table(
     metric: str,
     points: int,
     method: str,
+    align: str,
     fmt: str,
     executor: str,
     address: str | None,
@@ -156,12 +167,13 @@ def table(
             metric=metric,
             points=points,
             method=method,
+            align=align,
         )
     if result is None:  # a pair is not cached (or the request is refused): the full path
         with open_zoo(app) as zoo:
             entries = selection.choose(zoo, least=2, what="`table`")
             result = barrier_table(
-                app, zoo, entries, path, metric, points, method, executor, address
+                app, zoo, entries, path, metric, points, method, executor, address, align
             ).to_data()
     app.log(f"{result.computed} pair(s) computed, the rest from the cache")
     if app.json or fmt == "json":

@@ -20,7 +20,7 @@ from canon._format import pct
 from canon._options import parse_tags
 from canon.cli._app import App
 from canon.engine import MATCHING_METHODS
-from canon.zoo import SELECTION_KINDS
+from canon.zoo import ALIGN_MODES, SELECTION_KINDS
 
 if TYPE_CHECKING:
     from canon.zoo import Entry, Table, Zoo
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Reporter",
     "Selection",
+    "align_option",
     "answers_from_cache",
     "barrier_table",
     "entry_summary",
@@ -60,6 +61,16 @@ match_option = click.option(
     show_default=True,
     help="How units are paired: auto (incoming for chains, weight for residual "
     "networks), incoming, weight or activation.",
+)
+
+#: ``--align`` of the commands that compare pairs of a zoo's entries.
+align_option = click.option(
+    "--align",
+    type=click.Choice(ALIGN_MODES),
+    default="pair",
+    show_default=True,
+    help="pair: match each pair directly; reference: compose each entry's cached alignment "
+    "to its family reference (one matching per entry, not per pair: fast for large tables).",
 )
 
 
@@ -245,6 +256,7 @@ def table_options(path_type: click.ParamType[Any] | None = None) -> Callable[[F]
     is of."""
 
     def decorate(func: F) -> F:
+        func = align_option(func)
         func = match_option(func)
         func = points_option(func)
         func = click.option(
@@ -281,6 +293,7 @@ def barrier_table(
     method: str,
     executor: str = "local",
     address: str | None = None,
+    align: str = "pair",
 ) -> Table:
     """The pairwise table of ``entries`` (:meth:`Zoo.barrier_table`), with a bar over pairs."""
     with progress(app, "pairs") as bar:
@@ -294,6 +307,7 @@ def barrier_table(
             progress=bar,
             executor=executor,
             address=address,
+            align=align,
         )
 
 

@@ -283,6 +283,7 @@ def table_figure(
     metric: str,
     points: int,
     method: str,
+    align: str,
     figure: _Figure,
 ) -> None:
     """The pairwise barrier or distance table of the selection as a colour matrix."""
@@ -291,7 +292,7 @@ def table_figure(
     target = figure.target()
     with open_zoo(app) as zoo:
         entries = selection.choose(zoo, least=2, what="a table")
-        result = barrier_table(app, zoo, entries, path, metric, points, method)
+        result = barrier_table(app, zoo, entries, path, metric, points, method, align=align)
     plot_table(result, target, title=figure.title)
     figure.written(app, target, result.to_dict())
 

@@ -18,6 +18,7 @@ from canon.core.normalization import normalize as normalize
 from canon.core.permutations import Alignment as Alignment
 from canon.core.permutations import apply_alignment as apply_alignment
 from canon.core.permutations import solve_assignment as solve_assignment
+from canon.core.permutations import through_reference as through_reference
 from canon.core.spec import BatchNormTensors as BatchNormTensors
 from canon.core.spec import OutgoingAxis as OutgoingAxis
 from canon.core.spec import OutputLayer as OutputLayer
@@ -60,6 +61,7 @@ __all__ = [
     "random_symmetry",
     "solve_assignment",
     "spec_from_module",
+    "through_reference",
     "tied_names",
     "traced",
 ]

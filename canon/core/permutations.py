@@ -30,10 +30,13 @@ __all__ = [
     "apply_alignment",
     "assign",
     "check_alignment",
+    "compose_alignments",
     "identity_alignment",
+    "invert_alignment",
     "moved",
     "solve_assignment",
     "solve_heads",
+    "through_reference",
     "unit_axes",
 ]
 
@@ -78,6 +81,41 @@ def identity_alignment(spec: Spec) -> Alignment:
         {g.name: torch.arange(g.size) for g in spec.groups},
         {g.name: torch.ones(g.size) for g in spec.groups if g.signed},
     )
+
+
+def compose_alignments(first: Alignment, then: Alignment) -> Alignment:
+    """The alignment that moves a state as ``first`` and then ``then`` do: new unit k is
+    old unit ``first.perm[then.perm[k]]`` with the sign ``then.sign[k] *
+    first.sign[then.perm[k]]`` (a missing sign is +1)."""
+    perms, signs = {}, {}
+    for name, p in then.permutations.items():
+        perms[name] = first.permutations[name].to(p.device)[p]
+        if name in first.signs or name in then.signs:
+            s_first = first.signs.get(name)
+            s_then = then.signs.get(name)
+            own = torch.ones(len(p)) if s_first is None else s_first.to(p.device)[p]
+            signs[name] = own if s_then is None else s_then.to(own.device) * own
+    return Alignment(perms, signs)
+
+
+def invert_alignment(alignment: Alignment) -> Alignment:
+    """The alignment that undoes ``alignment``: moving a state by ``alignment`` and then by
+    this one gives the state back (the inverse permutation; unit j takes the sign that
+    its new place k = inverse[j] had)."""
+    perms, signs = {}, {}
+    for name, p in alignment.permutations.items():
+        inverse = torch.empty_like(p)
+        inverse[p] = torch.arange(len(p), device=p.device)
+        perms[name] = inverse
+        if name in alignment.signs:
+            signs[name] = alignment.signs[name].to(p.device)[inverse]
+    return Alignment(perms, signs)
+
+
+def through_reference(b_to_reference: Alignment, a_to_reference: Alignment) -> Alignment:
+    """The alignment of network b to network a from each one's alignment to a common
+    reference: b moved into the reference's unit order, then out of it into a's."""
+    return compose_alignments(b_to_reference, invert_alignment(a_to_reference))
 
 
 def solve_assignment(similarity: Tensor, blocks: int = 1) -> Tensor:

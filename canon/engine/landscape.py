@@ -38,6 +38,7 @@ from canon.core.paths import (
     plane_grid,
     positions,
 )
+from canon.core.permutations import check_alignment
 from canon.core.records import JsonRecord
 from canon.device import resolve_device
 from canon.engine.batchnorm import has_batchnorm, with_recomputed_statistics
@@ -237,11 +238,20 @@ def path_curves(
     options: PathOptions | None = None,
     spec: Spec | None = None,
     batch_size: int = 10_000,
+    alignments: Sequence[Alignment] | None = None,
 ) -> list[PathCurve]:
     """The curves of several pairs (a, b) of one architecture along ``kind`` (one without
     a midpoint): ``[path_curve(a, b, model, data, kind, options=options) for a, b in
     pairs]``, with the points of every pair's path evaluated together, so that a small
-    network's points share calls across pairs (:meth:`Evaluator.evaluate_many`)."""
+    network's points share calls across pairs (:meth:`Evaluator.evaluate_many`).
+
+    ``alignments`` gives each pair's alignment of b to a, found elsewhere (such as
+    through a family reference, :func:`~canon.core.through_reference`): no pair is
+    then matched, and ``options.method`` is recorded as the method that found them.
+    """
+    if alignments is not None and len(alignments) != len(pairs):
+        raise ConfigError(f"{len(alignments)} alignments for {len(pairs)} pairs")
+    given: Sequence[Alignment | None] = alignments or [None] * len(pairs)
     return _curves(
         [(a, b, None) for a, b in pairs],
         model,
@@ -251,6 +261,7 @@ def path_curves(
         device,
         spec,
         batch_size,
+        given,
     )
 
 
@@ -292,8 +303,10 @@ def _curves(
     device: str | torch.device,
     spec: Spec | None,
     batch_size: int,
+    alignments: Sequence[Alignment | None] | None = None,
 ) -> list[PathCurve]:
-    """:func:`path_curve` of each (a, b, midpoint), the paths of all evaluated together."""
+    """:func:`path_curve` of each (a, b, midpoint), the paths of all evaluated together;
+    b aligned to a by ``alignments`` where given, else matched by ``opts.method``."""
     info = get_path_kind(kind)
     template = as_model(model)
     spec = spec or spec_from_module(template)
@@ -302,7 +315,11 @@ def _curves(
     if opts.test and test_split is None:
         raise ConfigError("`test=True` needs a dataset with a test split")
     x = positions(opts.points)
-    works = [_prepare(a, b, m, template, spec, train, info, opts, x, dev) for a, b, m in pairs]
+    given = alignments or [None] * len(pairs)
+    works = [
+        _prepare(a, b, m, template, spec, train, info, opts, x, dev, alignment)
+        for (a, b, m), alignment in zip(pairs, given, strict=True)
+    ]
     paths = [p for w in works for p in w.paths]
     evaluator = _evaluator(template, train, dev, batch_size)
     scores = iter(evaluator.evaluate_many(paths, loss=opts.loss))
@@ -330,8 +347,10 @@ def _prepare(
     opts: PathOptions,
     x: Tensor,
     dev: torch.device,
+    alignment: Alignment | None = None,
 ) -> _CurveWork:
-    """One pair's paths (aligned, BN statistics recomputed where asked) and its record."""
+    """One pair's paths (b aligned to a by ``alignment``, or matched by ``opts.method``;
+    BN statistics recomputed where asked) and its record."""
     check_state(a, spec, "`a`")
     check_state(b, spec, "`b`")
     points, seed = opts.points, opts.seed
@@ -339,16 +358,19 @@ def _prepare(
     b = {k: v.to(dev) for k, v in b.items()}
     norm_a, norm_b = normalize(a, spec, check=False), normalize(b, spec, check=False)
     method = resolve_method(opts.method, spec)
-    alignment = find_alignment(
-        norm_b,
-        norm_a,
-        spec,
-        method,
-        model=template,
-        inputs=train[0].to(dev),
-        batch=opts.match_batch,
-        seed=seed,
-    )
+    if alignment is None:
+        alignment = find_alignment(
+            norm_b,
+            norm_a,
+            spec,
+            method,
+            model=template,
+            inputs=train[0].to(dev),
+            batch=opts.match_batch,
+            seed=seed,
+        )
+    else:
+        check_alignment(alignment, spec)
     dists = distances(a, b, spec, alignment, normalized=(norm_a, norm_b))
     recorded: dict[str, Any] = {"points": points, "seed": seed, "method": method}
     if get_matching(method).needs_data:

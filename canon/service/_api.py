@@ -254,7 +254,13 @@ async def upload(
 def compare(service: ServiceDep, request: CompareRequest) -> Response:
     """The comparison from the cache (200), or the job that computes it (202)."""
     params = compare_params(
-        service.zoo, request.a, request.b, request.paths, request.points, request.match
+        service.zoo,
+        request.a,
+        request.b,
+        request.paths,
+        request.points,
+        request.match,
+        request.align,
     )
     found = cached_comparison(service.zoo, params)
     if found is None:
@@ -305,6 +311,7 @@ def table(service: ServiceDep, request: TableRequest) -> Response:
         request.points,
         request.match,
         request.kind,
+        request.align,
     )
     found = cached_table(service.zoo, params)
     if found is None:

@@ -14,8 +14,8 @@ from canon.service._work import (
     METRICS,
     MIDPOINT_PATHS,
 )
+from canon.zoo import ALIGN_MODES, SELECTION_KINDS, Entry, Job, check_name
 from canon.zoo import NAME_PATTERN as _ENTRY_NAME
-from canon.zoo import SELECTION_KINDS, Entry, Job, check_name
 
 __all__ = [
     "NAME_PATTERN",
@@ -70,6 +70,7 @@ Points = Annotated[int, Field(ge=3, le=MAX_POINTS, description="Points along eac
 MatchMethod = Annotated[
     str, _member_of(MATCHING_METHODS, "matching method"), _enum(MATCHING_METHODS)
 ]
+AlignMode = Annotated[str, _member_of(ALIGN_MODES, "alignment"), _enum(ALIGN_MODES)]
 SelectionKind = Annotated[str, _member_of(SELECTION_KINDS, "entry kind"), _enum(SELECTION_KINDS)]
 TagValue = Annotated[str, Field(max_length=256)]
 JobKind = Literal["compare", "table", "midpoint"]
@@ -145,6 +146,7 @@ class CompareRequest(_Strict):
     )
     points: Points = 25
     match: MatchMethod = "auto"
+    align: AlignMode = "pair"
 
 
 class CurveOut(BaseModel):
@@ -184,6 +186,7 @@ class TableRequest(_Strict):
     metric: Metric = "barrier"
     points: Points = 25
     match: MatchMethod = "auto"
+    align: AlignMode = "pair"
     kind: SelectionKind = "solution"
 
 

@@ -61,12 +61,25 @@ def _ids(zoo: Zoo, names: Sequence[str]) -> list[Entry]:
 
 
 def compare_params(
-    zoo: Zoo, a: str, b: str, paths: Sequence[str], points: int, method: str = "auto"
+    zoo: Zoo,
+    a: str,
+    b: str,
+    paths: Sequence[str],
+    points: int,
+    method: str = "auto",
+    align: str = "pair",
 ) -> dict[str, Any]:
     """The job parameters of a comparison (entries by id); unknown entries raise."""
     ea, eb = _ids(zoo, [a, b])
     paths = list(paths or DEFAULT_PATHS)
-    return {"a": ea.id, "b": eb.id, "paths": paths, "points": points, "method": method}
+    params = {"a": ea.id, "b": eb.id, "paths": paths, "points": points, "method": method}
+    return params | _align(align)
+
+
+def _align(align: str) -> dict[str, str]:
+    """The job parameter of an alignment through the family reference (none for pairs,
+    so that jobs queued before there was a choice read the same)."""
+    return {} if align == "pair" else {"align": align}
 
 
 def select_entries(
@@ -91,11 +104,13 @@ def table_params(
     points: int,
     method: str = "auto",
     kind: str = "solution",
+    align: str = "pair",
 ) -> dict[str, Any]:
     """The job parameters of a table over a selection (entries by id, in order)."""
     chosen = select_entries(zoo, names, tags, kind)
     entries = [e.id for e in chosen]
-    return {"entries": entries, "path": path, "metric": metric, "points": points, "method": method}
+    params = {"entries": entries, "path": path, "metric": metric, "points": points}
+    return params | {"method": method} | _align(align)
 
 
 def midpoint_params(zoo: Zoo, a: str, b: str, name: str, path: str, epochs: int) -> dict[str, Any]:
@@ -140,6 +155,7 @@ def _compare(zoo: Zoo, params: Mapping[str, Any], device: str, **how: Any) -> Co
         paths=params["paths"],
         points=params["points"],
         method=params.get("method", "auto"),
+        align=params.get("align", "pair"),
         device=device,
         **how,
     )
@@ -154,6 +170,7 @@ def _table(zoo: Zoo, params: Mapping[str, Any], device: str, **how: Any) -> Tabl
         metric=params["metric"],
         points=params["points"],
         method=params.get("method", "auto"),
+        align=params.get("align", "pair"),
         device=device,
         **how,
     )

@@ -39,6 +39,7 @@ _EXPORTS = {
     # comparisons, tables and midpoints
     "Comparison": "canon.zoo._analysis",
     "Table": "canon.zoo._analysis",
+    "ALIGN_MODES": "canon.zoo._records",
     "EXECUTORS": "canon.zoo._records",
     "CURVE_METRICS": "canon.zoo._keys",
     "DISTANCE_METRICS": "canon.zoo._keys",

@@ -32,9 +32,9 @@ from canon.errors import ConfigError, DatasetError, NotCachedError
 from canon.zoo._answers import TableData
 from canon.zoo._executors import check_executor, run_pairs
 from canon.zoo._ingest import Prepared
-from canon.zoo._keys import CURVE_METRICS, DISTANCE_METRICS, curve_hash
+from canon.zoo._keys import CURVE_METRICS, DISTANCE_METRICS, curve_hash, reference_fields
 from canon.zoo._pair_work import PairTask, compute_pair, pair_key
-from canon.zoo._records import Entry, PairResult, canonical_json
+from canon.zoo._records import ALIGN_MODES, Entry, PairResult, canonical_json
 
 if TYPE_CHECKING:
     from canon.zoo._zoo import Zoo
@@ -120,6 +120,27 @@ def curve_key(kind: str, dataset: str | None, options: PathOptions) -> str:
     return curve_hash(kind, dataset, options.to_dict())
 
 
+def reference_id(zoo: Zoo, entry: Entry, align: str, method: str) -> str | None:
+    """The id of the family reference that pairs of ``entry``'s family are aligned
+    through (``align="reference"``), or None for pairs matched directly (``pair``).
+
+    Each entry's alignment to the reference is the zoo's cached one, found by the
+    family's own matching method: another ``method`` cannot be used through it.
+    """
+    if align not in ALIGN_MODES:
+        raise ConfigError(f"unknown alignment `{align}`; choose one of {', '.join(ALIGN_MODES)}")
+    if align == "pair":
+        return None
+    family_method = zoo.matching_method(entry)
+    if method != family_method:
+        raise ConfigError(
+            f"aligning through the family reference uses each entry's cached alignment to "
+            f"it, found by the family's matching method `{family_method}`, not `{method}`: "
+            "leave the matching method out, or align the pairs directly"
+        )
+    return zoo.reference(entry).id
+
+
 def _pair(
     zoo: Zoo,
     a: Entry,
@@ -129,10 +150,12 @@ def _pair(
     method: str,
     device: torch.device,
     compute: bool = True,
+    reference: str | None = None,
 ) -> dict[str, Any]:
-    """The cached or computed result for the sorted pair (a, b)."""
+    """The cached or computed result for the sorted pair (a, b) (aligned through the
+    family ``reference``, given its id)."""
     first, second = sorted((a, b), key=lambda e: e.id)
-    key = pair_key(first, second, kind, points, method)
+    key = pair_key(first, second, kind, points, method, reference)
     return cached_pair(
         zoo,
         first,
@@ -179,11 +202,16 @@ def compare(
     device: str | torch.device = "auto",
     progress: Progress | None = None,
     compute: bool = True,
+    align: str = "pair",
 ) -> Comparison:
     """Distances between a and b and their error curves along ``paths`` (cached).
 
     b is aligned to a by the matching ``method`` (``auto``: the architecture's
     default, :func:`~canon.core.default_method`); results are cached per method.
+    With ``align="reference"`` b is aligned to a through the family reference
+    instead: each entry's cached alignment to it, composed (one matching per entry,
+    so a table of N entries matches N times, not N(N-1)/2; pairs matched directly
+    can align better); results are cached apart, under the reference.
 
     With ``compute=False`` nothing is computed: a part not in the cache
     raises :class:`~canon.errors.NotCachedError` (invalid requests still
@@ -200,11 +228,16 @@ def compare(
             )
     dev = resolve_device(device)
     method = zoo.matching_method(ea, method)
+    reference = reference_id(zoo, ea, align, method)
     flipped = ea.id > eb.id  # results are stored for the pair in id order
-    dists = Distances.from_dict(_pair(zoo, ea, eb, "distances", points, method, dev, compute))
+    dists = Distances.from_dict(
+        _pair(zoo, ea, eb, "distances", points, method, dev, compute, reference)
+    )
     curves: dict[str, PathCurve] = {}
     for done, kind in enumerate(paths, start=1):
-        curve = PathCurve.from_dict(_pair(zoo, ea, eb, kind, points, method, dev, compute))
+        curve = PathCurve.from_dict(
+            _pair(zoo, ea, eb, kind, points, method, dev, compute, reference)
+        )
         curves[kind] = reversed_curve(curve) if flipped else curve
         if progress is not None:
             progress(done, len(paths))
@@ -225,10 +258,12 @@ def barrier_table(
     compute: bool = True,
     executor: str = "local",
     address: str | None = None,
+    align: str = "pair",
 ) -> Table:
     """The pairwise ``metric`` matrix of ``entries`` (default: every entry).
 
-    Pairs are aligned by the matching ``method`` (as in :func:`compare`).
+    Pairs are aligned by the matching ``method``, directly or (``align="reference"``)
+    through the family reference, as in :func:`compare`.
     The pairs not cached are computed by ``executor``: ``local`` (this process) or
     ``ray`` (blocks of pairs as tasks on the Ray cluster at ``address``, default the
     one this process is connected to or a new local one; this process alone writes
@@ -257,12 +292,14 @@ def barrier_table(
     before = zoo.pair_computations
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     method = zoo.matching_method(chosen[0], method) if pairs else method
-    found = _bulk(zoo, chosen, kind, points, method, metric) if pairs else {}
+    reference = reference_id(zoo, chosen[0], align, method) if pairs else None
+    found = _bulk(zoo, chosen, kind, points, method, metric, reference) if pairs else {}
     tasks = []
     for i, j in pairs:
         low, high = sorted((chosen[i], chosen[j]), key=lambda e: e.id)
         if (low.id, high.id) not in found:  # keyed now: a pair that cannot be, raises
-            tasks.append(PairTask(low, high, pair_key(low, high, kind, points, method)))
+            key = pair_key(low, high, kind, points, method, reference)
+            tasks.append(PairTask(low, high, key))
     count = len(pairs) - len(tasks)
 
     def counted(computed: int) -> None:
@@ -294,7 +331,9 @@ def barrier_table(
         metric=metric,
         path=path if kind != "distances" else None,
         computed=zoo.pair_computations - before,
-        options=({"points": points} if kind != "distances" else {}) | {"method": method},
+        options=({"points": points} if kind != "distances" else {})
+        | {"method": method}
+        | reference_fields(reference),
     )
 
 
@@ -308,14 +347,20 @@ def _resolve(zoo: Zoo, entries: Sequence[Entry | str] | None) -> list[Entry]:
 
 
 def _bulk(
-    zoo: Zoo, chosen: list[Entry], kind: str, points: int, method: str, metric: str
+    zoo: Zoo,
+    chosen: list[Entry],
+    kind: str,
+    points: int,
+    method: str,
+    metric: str,
+    reference: str | None,
 ) -> dict[tuple[str, str], object]:
     """The cached ``metric`` of all pairs, when every pair shares one set of options."""
     families = {e.family for e in chosen}
     datasets = {e.dataset for e in chosen}
     if len(families) != 1 or (kind != "distances" and len(datasets) != 1):
         return {}  # pair_key reports the mismatch for the first offending pair
-    key = pair_key(chosen[0], chosen[-1], kind, points, method)
+    key = pair_key(chosen[0], chosen[-1], kind, points, method, reference)
     return zoo.pairs.metric_many([e.id for e in chosen], kind, key.hash, metric)
 
 

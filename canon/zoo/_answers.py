@@ -30,6 +30,7 @@ from canon.zoo._keys import (
     MAX_POINTS,
     pair_hash,
     path_options,
+    reference_fields,
 )
 from canon.zoo._layout import read_connection
 from canon.zoo._listing import find_entries, list_entries
@@ -121,9 +122,10 @@ def cached_comparison(
     paths: Sequence[str],
     points: int,
     method: str,
+    align: str = "pair",
 ) -> dict[str, Any] | None:
-    """``Zoo.compare(a, b, paths=paths, points=points, method=method).to_dict()`` when the
-    distances and every curve are cached, else None."""
+    """``Zoo.compare(a, b, paths=paths, points=points, method=method, align=align)
+    .to_dict()`` when the distances and every curve are cached, else None."""
     if not _valid_points(points):
         return None
     comparable = list_path_kinds(comparable=True)
@@ -140,11 +142,12 @@ def cached_comparison(
         resolved = _resolve(con, ea, method)
         if resolved is None:
             return None
+        reference = _reference(con, ea, align, resolved)
         first, second = sorted((ea, eb), key=lambda e: e.id)
         options = path_options(points, resolved)
         found: dict[str, Mapping[str, Any]] = {}
         for kind in ("distances", *paths):
-            key = pair_hash(first, second, kind, options)
+            key = pair_hash(first, second, kind, options, reference)
             result = _result(con, first.id, second.id, kind, key)
             if result is None:
                 return None
@@ -170,6 +173,7 @@ def cached_table(
     metric: str,
     points: int,
     method: str,
+    align: str = "pair",
 ) -> TableData | None:
     """The table ``Zoo.barrier_table`` gives for the entries ``Zoo.choose`` picks (``names``
     that carry ``tags``; without names every entry of ``kind``, None or ``any`` for all,
@@ -203,7 +207,9 @@ def cached_table(
         resolved = _resolve(con, chosen[0], method)
         if resolved is None:
             return None
-        key = pair_hash(chosen[0], chosen[-1], pair_kind, path_options(points, resolved))
+        reference = _reference(con, chosen[0], align, resolved)
+        options = path_options(points, resolved)
+        key = pair_hash(chosen[0], chosen[-1], pair_kind, options, reference)
         found = cached_metrics(con.execute, ids, pair_kind, key, metric)
     except (CanonError, sqlite3.Error, ValueError):
         return None
@@ -223,7 +229,9 @@ def cached_table(
         path=path if pair_kind != "distances" else None,
         matrix=rows,
         computed=0,
-        options=({"points": points} if pair_kind != "distances" else {}) | {"method": resolved},
+        options=({"points": points} if pair_kind != "distances" else {})
+        | {"method": resolved}
+        | reference_fields(reference),
     )
 
 
@@ -284,6 +292,20 @@ def _resolve(con: sqlite3.Connection, entry: Entry, method: str) -> str | None:
     except CanonError:
         return None
     return method
+
+
+def _reference(con: sqlite3.Connection, entry: Entry, align: str, method: str) -> str | None:
+    """The id of the family reference that pairs are aligned through (``reference``), or
+    None for pairs matched directly (``pair``); ValueError where only the full path can
+    answer (an unknown mode, a method other than the family's, no reference recorded)."""
+    if align == "pair":
+        return None
+    if align != "reference" or _resolve(con, entry, "auto") != method:
+        raise ValueError(f"align `{align}` with `{method}`")
+    row = con.execute("SELECT reference_id FROM families WHERE key = ?", (entry.family,)).fetchone()
+    if row is None or row[0] is None:
+        raise ValueError("no family reference")
+    return str(row[0])
 
 
 def _names(con: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:

@@ -180,8 +180,11 @@ def _run_on_ray(
         gpus = 1 if device.type == "cuda" else 0
         remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3)(_ray_block)
         where = "cuda" if gpus else str(device)
+        alignments = None
+        if tasks and tasks[0].key.reference is not None:  # found here once, sent with blocks
+            alignments = {e.id: zoo.alignment(e) for t in tasks for e in (t.first, t.second)}
         pending = {
-            remote.remote(PairBlock.of(block, objects), where): block
+            remote.remote(PairBlock.of(block, objects, alignments), where): block
             for block in _blocks(tasks, cpus)
         }
         try:

@@ -33,6 +33,7 @@ __all__ = [
     "options_hash",
     "pair_hash",
     "path_options",
+    "reference_fields",
 ]
 
 #: The metrics of a path curve a table can show.
@@ -99,19 +100,29 @@ def check_pair(a: Entry, b: Entry, kind: str, method: str) -> None:
         )
 
 
-def pair_hash(a: Entry, b: Entry, kind: str, options: Mapping[str, Any]) -> str:
+def reference_fields(reference: str | None) -> dict[str, str]:
+    """What a result aligned through a family ``reference`` (an entry id) records and its
+    key hashes beyond the path options; nothing for a pair matched directly."""
+    return {} if reference is None else {"align": "reference", "reference": reference}
+
+
+def pair_hash(
+    a: Entry, b: Entry, kind: str, options: Mapping[str, Any], reference: str | None = None
+) -> str:
     """The cache key of ``kind`` for entries a and b under the path ``options`` (every field
     of :class:`~canon.engine.PathOptions`, its ``method`` resolved); pairs that cannot be
-    compared raise.
+    compared raise. With a ``reference`` (an entry id), b was aligned to a through each
+    one's alignment to that family reference (by ``method``), not by matching the pair.
 
     Distances depend on the alignment only, and on the data when it is matched on;
     a curve on every option, its kind and the dataset.
     """
     method = str(options["method"])
     check_pair(a, b, kind, method)
+    through = reference_fields(reference)
     if kind == "distances":
-        fields: dict[str, Any] = {"kind": kind, "method": method}
+        fields: dict[str, Any] = {"kind": kind, "method": method, **through}
         if get_matching(method).needs_data:
             fields |= {"dataset": a.dataset, "match_batch": options["match_batch"], "seed": 0}
         return options_hash(fields)
-    return curve_hash(kind, a.dataset, options)
+    return curve_hash(kind, a.dataset, {**options, **through})

@@ -26,8 +26,9 @@ from torch import Tensor, nn
 
 from canon.architectures import build_model
 from canon.checkpoint import load_state
-from canon.core import Spec, normalize
+from canon.core import Alignment, Spec, normalize, through_reference
 from canon.core.geometry import distances
+from canon.core.permutations import check_alignment
 from canon.data import Dataset, load_dataset
 from canon.engine import (
     PathOptions,
@@ -38,7 +39,7 @@ from canon.engine import (
 )
 from canon.errors import CorruptZooError
 from canon.zoo._ingest import spec_for
-from canon.zoo._keys import pair_hash
+from canon.zoo._keys import pair_hash, reference_fields
 from canon.zoo._records import Entry, canonical_json
 
 __all__ = [
@@ -64,18 +65,22 @@ class PairKey:
     options: PathOptions | None
     hash: str
     matching: PathOptions | None = None  # the matching options, also for distances
+    reference: str | None = None  # aligned through this family reference (an entry id)
 
 
-def pair_key(a: Entry, b: Entry, kind: str, points: int, method: str) -> PairKey:
+def pair_key(
+    a: Entry, b: Entry, kind: str, points: int, method: str, reference: str | None = None
+) -> PairKey:
     """The cache key of ``kind`` for entries a and b aligned by the (resolved) matching
-    ``method``; pairs that cannot be compared raise.
+    ``method``, directly or, given the family ``reference``'s id, through each one's
+    alignment to it; pairs that cannot be compared raise.
 
     The options record given to :func:`path_curve` is the one hashed, so no option
     (or changed default) can be left out of the key.
     """
     options = PathOptions(points=points, method=method)
-    key = pair_hash(a, b, kind, options.to_dict())
-    return PairKey(kind, None if kind == "distances" else options, key, options)
+    key = pair_hash(a, b, kind, options.to_dict(), reference)
+    return PairKey(kind, None if kind == "distances" else options, key, options, reference)
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ class PairSource(Protocol):
     def model(self, entry: Entry) -> nn.Module: ...
 
     def dataset(self, entry: Entry) -> Dataset: ...
+
+    def alignment(self, entry: Entry) -> Alignment: ...
 
 
 def compute_pair(source: PairSource, task: PairTask, device: torch.device) -> dict[str, Any]:
@@ -147,6 +154,11 @@ def _curves(
     """The curves of ``group`` (one family and key options) evaluated together."""
     first = group[0]
     assert first.key.options is not None
+    given = None
+    if first.key.reference is not None:
+        given = [
+            through_reference(source.alignment(t.second), source.alignment(t.first)) for t in group
+        ]
     curves = path_curves(
         [(source.state(t.first, device), source.state(t.second, device)) for t in group],
         model,
@@ -155,31 +167,43 @@ def _curves(
         device,
         spec=source.spec(first.first),
         options=first.key.options,
+        alignments=given,
     )
-    return [c.to_dict() for c in curves]
+    through = reference_fields(first.key.reference)
+    return [c.to_dict() | {"options": c.options | through} for c in curves]
 
 
 def _distances(source: PairSource, task: PairTask, device: torch.device) -> dict[str, Any]:
-    """The distances of ``task``'s pair, b aligned to a by the key's matching method."""
+    """The distances of ``task``'s pair, b aligned to a by the key's matching method
+    (directly, or through the family reference)."""
     a, b, key = task.first, task.second, task.key
     assert key.matching is not None
     spec = source.spec(a)
     state_a, state_b = source.state(a, device), source.state(b, device)
-    method = key.matching.method
-    model, inputs = None, None
-    if get_matching(method).needs_data:
-        model, inputs = source.model(a), source.dataset(a).x_train.to(device)
-    alignment = find_alignment(
-        normalize(state_b, spec),
-        normalize(state_a, spec),
-        spec,
-        method,
-        model=model,
-        inputs=inputs,
-        batch=key.matching.match_batch,
-        seed=key.matching.seed,
-    )
+    if key.reference is not None:
+        alignment = _through_reference(source, task)
+    else:
+        method = key.matching.method
+        model, inputs = None, None
+        if get_matching(method).needs_data:
+            model, inputs = source.model(a), source.dataset(a).x_train.to(device)
+        alignment = find_alignment(
+            normalize(state_b, spec),
+            normalize(state_a, spec),
+            spec,
+            method,
+            model=model,
+            inputs=inputs,
+            batch=key.matching.match_batch,
+            seed=key.matching.seed,
+        )
     return distances(state_a, state_b, spec, alignment).to_dict()
+
+
+def _through_reference(source: PairSource, task: PairTask) -> Alignment:
+    """The pair's b aligned to a through the family reference: each one's (cached)
+    alignment to the reference, composed."""
+    return through_reference(source.alignment(task.second), source.alignment(task.first))
 
 
 class SharedTemplates:
@@ -202,6 +226,10 @@ class SharedTemplates:
         """The source's dataset."""
         return self.source.dataset(entry)
 
+    def alignment(self, entry: Entry) -> Alignment:
+        """The source's alignment of the entry to its family reference."""
+        return self.source.alignment(entry)
+
     def model(self, entry: Entry) -> nn.Module:
         """The family's template module (made once; weights not loaded, never changed)."""
         if entry.family not in self._models:
@@ -219,7 +247,9 @@ class PairBlock:
     ``entries`` holds each entry's record (:func:`_entry_record`); ``objects`` each
     entry's weights, a file path (workers that share the zoo's disk) or the object's
     bytes; ``pairs`` the (first id, second id, cache key) to compute; ``kind``,
-    ``points`` and ``method`` the options they share.
+    ``points`` and ``method`` the options they share. Pairs aligned through their
+    family ``reference`` (its id) carry each entry's alignment to it in ``alignments``
+    (:meth:`~canon.core.Alignment.to_dict`).
     """
 
     entries: dict[str, dict[str, Any]]
@@ -228,10 +258,18 @@ class PairBlock:
     kind: str
     points: int
     method: str
+    reference: str | None = None
+    alignments: dict[str, dict[str, Any]] | None = None
 
     @classmethod
-    def of(cls, tasks: Sequence[PairTask], objects: Mapping[str, Any]) -> PairBlock:
-        """The block of ``tasks`` (one kind, points and method) with ``objects`` by entry id."""
+    def of(
+        cls,
+        tasks: Sequence[PairTask],
+        objects: Mapping[str, Any],
+        alignments: Mapping[str, Alignment] | None = None,
+    ) -> PairBlock:
+        """The block of ``tasks`` (one kind, points, method and reference) with ``objects``
+        (and, for pairs aligned through the reference, ``alignments``) by entry id."""
         first = tasks[0]
         options = first.key.matching
         assert options is not None
@@ -243,6 +281,10 @@ class PairBlock:
             kind=first.key.kind,
             points=options.points,
             method=options.method,
+            reference=first.key.reference,
+            alignments=None
+            if first.key.reference is None or alignments is None
+            else {i: alignments[i].to_dict() for i in entries},
         )
 
 
@@ -316,6 +358,15 @@ class ObjectSource:
         """A fresh module of the entry's architecture (weights not loaded)."""
         return build_model(entry.architecture, entry.config)
 
+    def alignment(self, entry: Entry) -> Alignment:
+        """The entry's alignment to its family reference, as the driver sent it."""
+        held = (self.block.alignments or {}).get(entry.id)
+        if held is None:
+            raise CorruptZooError(f"no alignment to the family reference came with `{entry.name}`")
+        alignment = Alignment.from_dict(held)
+        check_alignment(alignment, self.spec(entry))
+        return alignment
+
     def dataset(self, entry: Entry) -> Dataset:
         """The entry's dataset, loaded by name on this worker (once)."""
         if entry.dataset is None:
@@ -336,7 +387,7 @@ def compute_block(block: PairBlock, device: str = "auto") -> list[tuple[str, str
     tasks = []
     for first, second, key_hash in block.pairs:
         a, b = objects.entry(first), objects.entry(second)
-        key = pair_key(a, b, block.kind, block.points, block.method)
+        key = pair_key(a, b, block.kind, block.points, block.method, block.reference)
         if key.hash != key_hash:  # the worker's canon keys this pair otherwise
             raise CorruptZooError(
                 f"the pair `{a.name}`, `{b.name}` keys differently on this worker "

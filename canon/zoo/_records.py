@@ -16,6 +16,7 @@ from canon._limits import clip
 from canon.errors import InvalidEntryError
 
 __all__ = [
+    "ALIGN_MODES",
     "CACHE_VERSION",
     "EXECUTORS",
     "FORMAT_VERSION",
@@ -48,6 +49,9 @@ KINDS = ("solution", "midpoint")
 SELECTION_KINDS = (*KINDS, "any")
 #: Where a table's uncached pairs can be computed (:func:`~canon.zoo._executors.run_pairs`).
 EXECUTORS = ("local", "ray")
+#: How a comparison aligns b to a: ``pair`` matches the two directly; ``reference`` composes
+#: each one's cached alignment to the family reference (one matching per entry, not per pair).
+ALIGN_MODES = ("pair", "reference")
 
 #: What an entry name may be (letters, digits, ``._-``; starting with a letter or digit).
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
