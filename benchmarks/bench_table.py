@@ -15,7 +15,8 @@ number is the same. ``--n 200 --width 16 --inputs 1000`` is the many-pairs case 
 pairs of tiny networks).
 
     python benchmarks/bench_table.py [--n 8] [--width 512] [--points 25] [--inputs 10000]
-        [--executor local|ray] [--address ADDR] [--check-local] [--json]
+        [--executor local|ray] [--address ADDR] [--check-local] [--align pair|reference]
+        [--json]
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def main() -> None:
     )
     parser.add_argument("--address", help="a Ray cluster (default: a new local one)")
     parser.add_argument(
+        "--align", choices=["pair", "reference"], default="pair", help="how pairs are aligned"
+    )
+    parser.add_argument(
         "--check-local",
         action="store_true",
         help="with --executor ray: also compute the table in-process and compare every number",
@@ -64,6 +68,7 @@ def main() -> None:
     y = torch.randint(0, 10, (args.inputs,), generator=gen)
     result: dict[str, Any] = {
         "n": args.n, "config": config, "points": args.points, "executor": args.executor,
+        "align": args.align,
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "inputs.npz"
@@ -85,17 +90,20 @@ def main() -> None:
                 table = zoo.barrier_table(
                     path="geodesic", points=args.points, device=device,
                     executor=args.executor, address=args.address, progress=_bar(bar),
+                    align=args.align,
                 )  # fmt: skip
             result["table_s"] = time.perf_counter() - start
             result["rss_before_table_mb"] = rss_before
             result["peak_rss_mb"] = _rss_mb()
             start = time.perf_counter()
-            zoo.barrier_table(path="geodesic", points=args.points, device=device)
+            zoo.barrier_table(path="geodesic", points=args.points, device=device, align=args.align)
             result["cached_s"] = time.perf_counter() - start
             result["computed"] = table.computed
         if args.check_local:
             with Zoo.open(Path(tmp) / "local") as local:
-                expected = local.barrier_table(path="geodesic", points=args.points, device=device)
+                expected = local.barrier_table(
+                    path="geodesic", points=args.points, device=device, align=args.align
+                )
             result["identical_to_in_process"] = bool(np.array_equal(table.matrix, expected.matrix))
     pairs = args.n * (args.n - 1) // 2
     result["pairs"] = pairs
@@ -108,7 +116,7 @@ def main() -> None:
         return
     print(
         f"{args.n} MLPs 784-{args.width}-{args.width}-10, {pairs} pairs, {args.points} points, "
-        f"{args.inputs} inputs on {device}"
+        f"{args.inputs} inputs on {device}, pairs aligned by `{args.align}`"
     )
     print(
         f"table {result['table_s']:.1f} s ({result['per_pair_s']:.3f} s per pair); floor "
