@@ -46,7 +46,7 @@ _FAN_IN_PER_BASIS = 32
 # millisecond each on CPU) would outweigh the work. Bigger networks run point by point,
 # where on CPU plain batched calls are faster than vmap's batched products. On a GPU a
 # call's fixed cost is larger against its work, so far larger networks stack (how many
-# points at once stays bounded by :data:`ACTIVATION_BYTES` through the batch's rows).
+# points at once stays bounded by :func:`activation_budget` through the batch's rows).
 _STACK_WORK = {"cpu": 1 << 24, "cuda": 1 << 32}
 # Layers whose work is not bounded by their weights (convolutions: by positions too), or
 # whose kernels vmap cannot batch: their networks always run point by point.
@@ -56,10 +56,20 @@ _UNSTACKED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, BinaryLinear, Binar
 # runs the networks of a path on one data batch: for each run of points, their logits
 # stacked ([points, rows, outputs]), so that a stacked run is scored in one step
 Runner = Callable[[Tensor], Iterator[tuple[range, Tensor]]]
-# the bytes of activations one evaluation may hold at once (rows of a data batch times
-# networks in flight times one input's activations); fixed, so that the batches, and so
-# the sums of the results, never depend on the memory free at the time
+# the bytes of activations one evaluation may hold at once on CPU (rows of a data batch
+# times networks in flight times one input's activations); fixed, so that the batches, and
+# so the sums of the results, never depend on the memory free at the time
 ACTIVATION_BYTES = 1 << 30
+
+
+def activation_budget(device: torch.device) -> int:
+    """The bytes of activations one evaluation may hold on ``device``: on CPU
+    :data:`ACTIVATION_BYTES`; on a GPU a quarter of its memory (its total, not what is
+    free now, so that batches never depend on what else runs), and no less."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return max(ACTIVATION_BYTES, total // 4)
+    return ACTIVATION_BYTES
 
 
 class _Sizes(fx.Interpreter):
@@ -199,13 +209,13 @@ class Evaluator:
         """Inputs per data batch when ``in_flight`` networks' activations are held at once:
         ``batch_size`` at most, and few enough that their activations (every node's
         output for one input, measured once, times the rows and networks) stay within
-        :data:`ACTIVATION_BYTES`."""
+        the device's :func:`activation_budget`."""
         if self._row_bytes is None:
             traced = isinstance(self.graph, fx.GraphModule)
             self._row_bytes = self._activation_bytes() if traced else 0
         if self._row_bytes == 0:
             return self.batch_size
-        fit = ACTIVATION_BYTES // (self._row_bytes * max(1, in_flight))
+        fit = activation_budget(self.device) // (self._row_bytes * max(1, in_flight))
         return max(1, min(self.batch_size, fit))
 
     def _activation_bytes(self) -> int:
