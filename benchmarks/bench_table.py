@@ -9,12 +9,19 @@ Prints the time per pair, table / (pairs x floor) (the issue's goal on CPU: <= 1
 the cached rerun's time and the peak resident memory (and what it was before the table:
 the table's own memory does not grow with N). Asserts nothing.
 
+``--arch resnet20`` takes N CIFAR ResNet-20s (the built-in ``resnet``, ``--resnet-width``
+times 16/32/64 channels) on 3x32x32 inputs instead. Their BatchNorm statistics are
+recomputed at every interior point (20 batches of 256 inputs, the default), work that
+bare forward passes do not do: the run also reports that recomputation done by a plain
+torch loop, and the ratio to the floor with it.
+
 ``--executor ray`` computes the table as Ray tasks (a new local cluster, or the one at
 ``--address``); ``--check-local`` then also computes it in-process and says whether every
 number is the same. ``--n 200 --width 16 --inputs 1000`` is the many-pairs case (19,900
 pairs of tiny networks).
 
-    python benchmarks/bench_table.py [--n 8] [--width 512] [--points 25] [--inputs 10000]
+    python benchmarks/bench_table.py [--n 8] [--arch mlp|resnet20] [--width 512]
+        [--resnet-width 1] [--points 25] [--inputs 10000]
         [--executor local|ray] [--address ADDR] [--check-local] [--align pair|reference]
         [--json]
 """
@@ -43,7 +50,9 @@ from canon.zoo import Zoo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="networks (the issue: 30)")
-    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--arch", choices=["mlp", "resnet20"], default="mlp")
+    parser.add_argument("--width", type=int, default=512, help="the MLPs' hidden width")
+    parser.add_argument("--resnet-width", type=int, default=1, help="ResNet width multiplier")
     parser.add_argument("--points", type=int, default=25)
     parser.add_argument("--inputs", type=int, default=10_000)
     parser.add_argument("--device", default="auto")
@@ -62,12 +71,23 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = resolve_device(args.device)
-    config = {"in_features": 784, "hidden": [args.width, args.width], "classes": 10}
+    if args.arch == "mlp":
+        arch = "mlp"
+        shape: tuple[int, ...] = (784,)
+        config: dict[str, Any] = {
+            "in_features": 784, "hidden": [args.width, args.width], "classes": 10,
+        }  # fmt: skip
+        label = f"MLPs 784-{args.width}-{args.width}-10"
+    else:
+        arch, shape = "resnet", (3, 32, 32)
+        config = {"depth": 20, "width": args.resnet_width, "classes": 10}
+        label = f"ResNet-20s (width {args.resnet_width})"
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(args.inputs, 784, generator=gen)
+    x = torch.randn(args.inputs, *shape, generator=gen)
     y = torch.randint(0, 10, (args.inputs,), generator=gen)
     result: dict[str, Any] = {
-        "n": args.n, "config": config, "points": args.points, "executor": args.executor,
+        "n": args.n, "arch": arch, "config": config, "points": args.points,
+        "executor": args.executor,
         "align": args.align,
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,9 +97,9 @@ def main() -> None:
         with Zoo.open(Path(tmp) / "zoo") as zoo:
             for i in range(args.n):
                 torch.manual_seed(i)
-                state = build_model("mlp", config).state_dict()
+                state = build_model(arch, config).state_dict()
                 zoo.add(
-                    state, name=f"m{i}", architecture="mlp", config=config, dataset=dataset,
+                    state, name=f"m{i}", architecture=arch, config=config, dataset=dataset,
                     evaluate=False,
                 )  # fmt: skip
             if args.check_local:
@@ -107,15 +127,19 @@ def main() -> None:
             result["identical_to_in_process"] = bool(np.array_equal(table.matrix, expected.matrix))
     pairs = args.n * (args.n - 1) // 2
     result["pairs"] = pairs
-    result["floor_s"] = _floor(config, args.points, x, y, device)
+    result["floor_s"] = _floor(arch, config, args.points, x, y, device)
     result["per_pair_s"] = result["table_s"] / pairs
     result["ratio"] = result["table_s"] / (pairs * result["floor_s"])
+    if arch == "resnet":
+        result["bn_floor_s"] = _bn_floor(arch, config, args.points - 2, x, device)
+        with_bn = result["floor_s"] + result["bn_floor_s"]
+        result["ratio_with_bn"] = result["table_s"] / (pairs * with_bn)
     result["device"] = str(device)
     if args.json:
         print(json.dumps(result))
         return
     print(
-        f"{args.n} MLPs 784-{args.width}-{args.width}-10, {pairs} pairs, {args.points} points, "
+        f"{args.n} {label}, {pairs} pairs, {args.points} points, "
         f"{args.inputs} inputs on {device}, pairs aligned by `{args.align}`"
     )
     print(
@@ -126,6 +150,12 @@ def main() -> None:
         f"cached rerun {result['cached_s']:.3f} s; peak resident memory "
         f"{result['peak_rss_mb']:.0f} MB ({result['rss_before_table_mb']:.0f} MB before the table)"
     )
+    if "bn_floor_s" in result:
+        print(
+            f"BatchNorm statistics at the interior points by a plain loop: "
+            f"{result['bn_floor_s']:.3f} s per pair; ratio to the floor with them "
+            f"{result['ratio_with_bn']:.2f}"
+        )
     if "identical_to_in_process" in result:
         print(f"identical to the in-process table: {result['identical_to_in_process']}")
 
@@ -147,11 +177,16 @@ def _bar(bar: Any) -> Any:
 
 
 def _floor(
-    config: dict[str, Any], points: int, x: torch.Tensor, y: torch.Tensor, device: torch.device
+    arch: str,
+    config: dict[str, Any],
+    points: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
 ) -> float:
     """One pair's floor: ``points`` networks pre-built as modules, each run on every input
     by a plain loop at the evaluator's batch size (10,000), in inference mode."""
-    networks = [build_model("mlp", config).to(device).eval() for _ in range(points)]
+    networks = [build_model(arch, config).to(device).eval() for _ in range(points)]
     xs, ys = x.to(device), y.to(device)
     batch = 10_000
 
@@ -163,6 +198,28 @@ def _floor(
                     logits = net(xs[start : start + batch])
                     wrong += (logits.argmax(1) != ys[start : start + batch]).sum()
                 float(wrong)
+
+    return median_time(run, 3, synchronizer(device))
+
+
+def _bn_floor(
+    arch: str, config: dict[str, Any], interior: int, x: torch.Tensor, device: torch.device
+) -> float:
+    """The BatchNorm statistics of ``interior`` networks recomputed by a plain loop: each
+    network in train mode with cumulative averages, run on 20 batches of 256 inputs."""
+    networks = [build_model(arch, config).to(device) for _ in range(interior)]
+    batches = [x[(i * 256) % len(x) :][:256].to(device) for i in range(20)]
+
+    def run() -> None:
+        with torch.no_grad():
+            for net in networks:
+                for m in net.modules():
+                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                        m.reset_running_stats()
+                        m.momentum = None
+                net.train()
+                for xb in batches:
+                    net(xb)
 
     return median_time(run, 3, synchronizer(device))
 

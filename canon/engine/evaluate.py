@@ -47,7 +47,7 @@ _FAN_IN_PER_BASIS = 32
 # where on CPU plain batched calls are faster than vmap's batched products. On a GPU a
 # call's fixed cost is larger against its work, so far larger networks stack (how many
 # points at once stays bounded by :func:`activation_budget` through the batch's rows).
-_STACK_WORK = {"cpu": 1 << 24, "cuda": 1 << 32}
+_STACK_WORK = {"cpu": 1 << 24, "cuda": 1 << 36}
 # Layers whose work is not bounded by their weights (convolutions: by positions too), or
 # whose kernels vmap cannot batch: their networks always run point by point.
 _UNSTACKED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, BinaryLinear, BinaryConv2d)

@@ -251,7 +251,6 @@ def path_curves(
     """
     if alignments is not None and len(alignments) != len(pairs):
         raise ConfigError(f"{len(alignments)} alignments for {len(pairs)} pairs")
-    given: Sequence[Alignment | None] = alignments or [None] * len(pairs)
     return _curves(
         [(a, b, None) for a, b in pairs],
         model,
@@ -261,7 +260,7 @@ def path_curves(
         device,
         spec,
         batch_size,
-        given,
+        alignments,
     )
 
 

@@ -2,12 +2,12 @@
 
 :func:`compute_pairs` is the single place pairs' results (distances, or error curves
 along a path kind) are computed from their entries (:func:`compute_pair` for one; a
-table's curves of one family are evaluated several pairs at a time). It reads the entries through a
-:class:`PairSource`: the :class:`~canon.zoo.Zoo` itself in-process, or, in a worker
-of another process or machine, an :class:`ObjectSource` that holds what the driver
-sent (:class:`PairBlock`: architecture, config, dataset name and each entry's object,
-as a file path or as its bytes) and never opens the zoo's index. Only the driver
-writes results to the index.
+table's curves of one family are evaluated several pairs at a time). It reads the
+entries through a :class:`PairSource`: the :class:`~canon.zoo.Zoo` itself in-process,
+or, in a worker of another process or machine, an :class:`ObjectSource` that holds
+what the driver sent (:class:`PairBlock`: architecture, config, dataset name and each
+entry's object, as a file path or as its bytes) and never opens the zoo's index. Only
+the driver writes results to the index.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def compute_pairs(
         size = pairs_per_call(model, data, task.key.options.points, device)
         group = [task]
         for later in tasks[start + 1 : start + size]:
-            if later.first.family != task.first.family or later.key.options != task.key.options:
+            if not _together(task, later):
                 break
             group.append(later)
         try:
@@ -148,6 +148,17 @@ def compute_pairs(
         start += len(group)
 
 
+def _together(first: PairTask, later: PairTask) -> bool:
+    """Whether ``later``'s curve can be evaluated with ``first``'s: one family, one path
+    kind, the same options and alignment."""
+    same_key = (first.key.kind, first.key.options, first.key.reference) == (
+        later.key.kind,
+        later.key.options,
+        later.key.reference,
+    )
+    return same_key and first.first.family == later.first.family
+
+
 def _curves(
     source: PairSource, group: list[PairTask], model: nn.Module, data: Dataset, device: torch.device
 ) -> list[dict[str, Any]]:
@@ -156,9 +167,7 @@ def _curves(
     assert first.key.options is not None
     given = None
     if first.key.reference is not None:
-        given = [
-            through_reference(source.alignment(t.second), source.alignment(t.first)) for t in group
-        ]
+        given = [_through_reference(source, t) for t in group]
     curves = path_curves(
         [(source.state(t.first, device), source.state(t.second, device)) for t in group],
         model,
