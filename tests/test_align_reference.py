@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 
 import pytest
 import torch
 from click.testing import CliRunner
+from zoos import copy_zoo, random_zoo
 
-from canon.architectures import build_model
 from canon.cli import cli
 from canon.core import random_symmetry
 from canon.core.geometry import distances
@@ -27,13 +26,8 @@ POINTS = 5
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """Four random digits MLPs and a scrambled copy of the second (permuted, rescaled)."""
-    root = tmp_path_factory.mktemp("reference") / "template"
+    root = random_zoo(tmp_path_factory.mktemp("reference") / "template", NET, 4, "net-{}")
     with Zoo.open(root) as z:
-        for seed in range(4):
-            torch.manual_seed(seed)
-            state = build_model(*NET).state_dict()
-            z.add(state, name=f"net-{seed}", architecture=NET[0], config=NET[1],
-                  dataset="digits", evaluate=False)  # fmt: skip
         copy = random_symmetry(z.state("net-1"), z.spec("net-1"), seed=7)
         z.add(copy, name="copy-1", architecture=NET[0], config=NET[1], dataset="digits",
               evaluate=False)  # fmt: skip
@@ -42,8 +36,7 @@ def template(tmp_path_factory):
 
 @pytest.fixture
 def zoo(tmp_path, template):
-    shutil.copytree(template, tmp_path / "zoo")
-    z = Zoo.open(tmp_path / "zoo")
+    z = copy_zoo(template, tmp_path / "zoo")
     yield z
     z.close()
 

@@ -139,30 +139,43 @@ def test_fast_first_layer_matches_plain_evaluation():
         torch.testing.assert_close(got.losses, expected.losses)
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        {"in_features": 200, "hidden": [16, 8], "classes": 3},  # first layer from its bases
-        {"in_features": 6, "hidden": [8, 7], "classes": 3, "activation": "tanh"},  # whole
-        {"in_features": 40, "hidden": [12], "classes": 3, "batchnorm": True},
-    ],
-)
-def test_stacked_points_equal_point_by_point(config):
-    """A small network's points run stacked under one vmap give every point's error as
-    running the points one by one (the loss to rounding), along every kind of path (also
-    with BatchNorm statistics recomputed per point)."""
+# small MLPs whose points run stacked: first layer from its bases, whole (tanh), with BN
+STACKED_MLPS = [
+    {"in_features": 200, "hidden": [16, 8], "classes": 3},
+    {"in_features": 6, "hidden": [8, 7], "classes": 3, "activation": "tanh"},
+    {"in_features": 40, "hidden": [12], "classes": 3, "batchnorm": True},
+]
+
+
+def _paths_of(config, sizes):
+    """A float64 MLP of ``config``, 300 random inputs, and paths of every kind between
+    random networks (linear, geodesic, bend, geodesic back) of ``sizes`` points, their BN
+    statistics recomputed at interior points where the network has BN."""
     model = build_model("mlp", config).double()
     spec = traced(model)
     a, b, m = (state_of(randomize(copy.deepcopy(model), s, bn_eps=None)) for s in (1, 2, 3))
     na, nb = normalize(a, spec), normalize(b, spec)
     x, y = data_for(model, n=300)
-    paths = [
-        linear_path(a, b, positions(9)),
-        geodesic_path(na, nb, spec, positions(9)),
-        bend_path(na, normalize(m, spec), nb, spec, positions(9)),
+    build = [
+        lambda k: linear_path(a, b, positions(k)),
+        lambda k: geodesic_path(na, nb, spec, positions(k)),
+        lambda k: bend_path(na, normalize(m, spec), nb, spec, positions(k)),
+        lambda k: geodesic_path(nb, na, spec, positions(k)),
     ]
+    paths = [make(k) for make, k in zip(build, sizes, strict=False)]
     if config.get("batchnorm"):
-        paths = [with_recomputed_statistics(p, model, x, range(1, 8), 2, 64) for p in paths]
+        paths = [
+            with_recomputed_statistics(p, model, x, range(1, len(p) - 1), 2, 64) for p in paths
+        ]
+    return model, x, y, paths
+
+
+@pytest.mark.parametrize("config", STACKED_MLPS)
+def test_stacked_points_equal_point_by_point(config):
+    """A small network's points run stacked under one vmap give every point's error as
+    running the points one by one (the loss to rounding), along every kind of path (also
+    with BatchNorm statistics recomputed per point)."""
+    model, x, y, paths = _paths_of(config, [9, 9, 9])
     for path in paths:
         stacked = Evaluator(model, x, y, CPU, batch_size=128)
         assert stacked.stackable and stacked._chunk(len(path), stacked.weights, True) > 1
@@ -176,33 +189,12 @@ def test_stacked_points_equal_point_by_point(config):
 
 
 @pytest.mark.parametrize("stacked", [True, False])
-@pytest.mark.parametrize(
-    "config",
-    [
-        {"in_features": 200, "hidden": [16, 8], "classes": 3},  # first layer from its bases
-        {"in_features": 6, "hidden": [8, 7], "classes": 3, "activation": "tanh"},  # whole
-        {"in_features": 40, "hidden": [12], "classes": 3, "batchnorm": True},
-    ],
-)
+@pytest.mark.parametrize("config", STACKED_MLPS)
 def test_paths_evaluated_together_equal_each_alone(config, stacked):
     """Several paths evaluated in one go (their points stacked across the paths'
     boundaries when the network is small) score every point as evaluating each path
     alone does (the loss to rounding)."""
-    model = build_model("mlp", config).double()
-    spec = traced(model)
-    a, b, m = (state_of(randomize(copy.deepcopy(model), s, bn_eps=None)) for s in (1, 2, 3))
-    na, nb = normalize(a, spec), normalize(b, spec)
-    x, y = data_for(model, n=300)
-    paths = [
-        linear_path(a, b, positions(9)),
-        geodesic_path(na, nb, spec, positions(5)),
-        bend_path(na, normalize(m, spec), nb, spec, positions(7)),
-        geodesic_path(nb, na, spec, positions(9)),
-    ]
-    if config.get("batchnorm"):
-        paths = [
-            with_recomputed_statistics(p, model, x, range(1, len(p) - 1), 2, 64) for p in paths
-        ]
+    model, x, y, paths = _paths_of(config, [9, 5, 7, 9])
     together = Evaluator(model, x, y, CPU, batch_size=128)
     together.stackable = stacked
     if stacked:  # runs of points cross from one path into the next

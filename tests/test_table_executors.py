@@ -10,12 +10,12 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from zoos import copy_zoo, random_zoo
 
 from canon.architectures import build_model
 from canon.cli import cli
@@ -28,19 +28,7 @@ NET = ("mlp", {"in_features": 64, "hidden": [10], "classes": 10})
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """A zoo of 6 random MLPs on digits (not evaluated when added), built once."""
-    root = tmp_path_factory.mktemp("executors") / "template"
-    with Zoo.open(root) as z:
-        for i in range(6):
-            torch.manual_seed(i)
-            state = build_model(*NET).state_dict()
-            z.add(state, name=f"n{i}", architecture=NET[0], config=NET[1], dataset="digits",
-                  evaluate=False)  # fmt: skip
-    return root
-
-
-def _copy(template: Path, where: Path) -> Zoo:
-    shutil.copytree(template, where)
-    return Zoo.open(where)
+    return random_zoo(tmp_path_factory.mktemp("executors") / "template", NET, 6)
 
 
 def _cached(zoo: Zoo) -> dict[tuple[str, str, str], str]:
@@ -55,7 +43,7 @@ def _cached(zoo: Zoo) -> dict[tuple[str, str, str], str]:
 def test_a_failed_table_keeps_every_pair_it_finished(template, tmp_path):
     """A pair that cannot be computed (its object is gone) stops the table; the pairs
     finished before it stay cached, and the rerun computes only the others."""
-    zoo = _copy(template, tmp_path / "zoo")
+    zoo = copy_zoo(template, tmp_path / "zoo")
     entries = zoo.entries()
     bad = entries[-1]  # in table order the pairs (0, 1) .. (0, 4) come before (0, 5)
     moved = tmp_path / "object"
@@ -73,7 +61,7 @@ def test_a_failed_table_keeps_every_pair_it_finished(template, tmp_path):
 
 
 def test_unknown_executor_and_stray_address_are_refused(template, tmp_path):
-    zoo = _copy(template, tmp_path / "zoo")
+    zoo = copy_zoo(template, tmp_path / "zoo")
     with pytest.raises(ConfigError, match="unknown executor `spark`"):
         zoo.barrier_table(points=3, device="cpu", executor="spark")
     with pytest.raises(ConfigError, match="`address` is for the `ray` executor"):
@@ -109,8 +97,8 @@ def test_ray_table_equals_the_in_process_table(template, tmp_path, ray_cluster, 
     """Barriers and distances through Ray are the in-process ones, number for number, and
     the driver cached them under the same keys; the rerun computes nothing. Pairs aligned
     through the family reference get each entry's alignment to it from the driver."""
-    local = _copy(template, tmp_path / "local")
-    distributed = _copy(template, tmp_path / "ray")
+    local = copy_zoo(template, tmp_path / "local")
+    distributed = copy_zoo(template, tmp_path / "ray")
     expected = local.barrier_table(metric=metric, points=5, device="cpu", align=align)
     seen: list[tuple[int, int]] = []
     table = distributed.barrier_table(
@@ -130,8 +118,8 @@ def test_ray_table_equals_the_in_process_table(template, tmp_path, ray_cluster, 
 def test_ray_with_an_address_sends_objects(template, tmp_path, ray_cluster):
     """Given a cluster address, workers get each object through Ray's object store: the
     table is computed even though no worker could read the zoo's folder by the path."""
-    zoo = _copy(template, tmp_path / "zoo")
-    local = _copy(template, tmp_path / "local")
+    zoo = copy_zoo(template, tmp_path / "zoo")
+    local = copy_zoo(template, tmp_path / "local")
     address = ray_cluster.get_runtime_context().gcs_address
     table = zoo.barrier_table(points=3, device="cpu", executor="ray", address=address)
     assert np.array_equal(table.matrix, local.barrier_table(points=3, device="cpu").matrix)
@@ -143,7 +131,7 @@ def test_ray_with_an_address_sends_objects(template, tmp_path, ray_cluster):
 def test_ray_retries_a_lost_worker(template, tmp_path, ray_cluster):
     """A worker killed while it computes a block: Ray runs the block again, and the table
     is the in-process one."""
-    zoo = _copy(template, tmp_path / "zoo")
+    zoo = copy_zoo(template, tmp_path / "zoo")
     killed: list[int] = []
     stop = threading.Event()
 
@@ -166,7 +154,7 @@ def test_ray_retries_a_lost_worker(template, tmp_path, ray_cluster):
         stop.set()
         watcher.join()
     assert killed, "no worker was seen computing"
-    local = _copy(template, tmp_path / "local")
+    local = copy_zoo(template, tmp_path / "local")
     assert np.array_equal(table.matrix, local.barrier_table(points=9, device="cpu").matrix)
     zoo.close()
     local.close()
@@ -174,7 +162,7 @@ def test_ray_retries_a_lost_worker(template, tmp_path, ray_cluster):
 
 @pytest.mark.slow
 def test_cli_table_on_ray(template, tmp_path, ray_cluster):
-    zoo = _copy(template, tmp_path / "zoo")
+    zoo = copy_zoo(template, tmp_path / "zoo")
     zoo.close()
     result = CliRunner().invoke(
         cli,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from zoos import copy_zoo
 
 from canon.architectures import build_model
 from canon.data import load_dataset, subset
@@ -46,8 +47,7 @@ def template(tmp_path_factory, solutions):
 @pytest.fixture
 def zoo(tmp_path, template):
     """A fresh copy of the template zoo for each test (tests add entries and cache pairs)."""
-    shutil.copytree(template, tmp_path / "zoo")
-    z = Zoo.open(tmp_path / "zoo")
+    z = copy_zoo(template, tmp_path / "zoo")
     yield z
     z.close()
 
