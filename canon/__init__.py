@@ -54,6 +54,7 @@ _EXPORTS = {
     "local_energy": "canon.engine",
     "optimize_midpoint": "canon.engine",
     "path_curve": "canon.engine",
+    "path_curves": "canon.engine",
     "plane": "canon.engine",
     "register_algorithm": "canon.engine",
     "register_path_kind": "canon.engine",
@@ -104,6 +105,7 @@ if TYPE_CHECKING:
     from canon.engine import local_energy as local_energy
     from canon.engine import optimize_midpoint as optimize_midpoint
     from canon.engine import path_curve as path_curve
+    from canon.engine import path_curves as path_curves
     from canon.engine import plane as plane
     from canon.engine import register_algorithm as register_algorithm
     from canon.engine import register_path_kind as register_path_kind
