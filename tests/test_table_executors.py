@@ -195,7 +195,15 @@ def test_ctrl_c_cancels_a_ray_table_and_keeps_what_was_written(tmp_path):
 
     command = [sys.executable, "-m", "canon", "table", "--zoo", str(root), "--executor", "ray",
                "--device", "cpu", "--progress", "none", "--points", "101"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal delivers it: a shell that started this run in the background
+    # left SIGINT ignored, and ignored signals stay ignored in children unless restored
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while not cached() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
