@@ -17,6 +17,7 @@ exact faster equivalents are swapped in the evaluator's traced copy
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -301,10 +302,13 @@ class Evaluator:
     def points_per_call(self) -> int:
         """How many points one stacked call runs at most (1: point by point): the network
         after its first layer, whose outputs are combined per point where a path allows."""
-        weights = self.weights
-        if self.split is not None:
-            weights -= sum(q.numel() for q in self.split.layer.parameters())
-        return self._chunk(1 << 62, weights, self.stackable)
+        return self._chunk(1 << 62, self._tail_weights(), self.stackable)
+
+    def _tail_weights(self) -> int:
+        """The weights after the first layer (all of them when the graph is not split)."""
+        if self.split is None:
+            return self.weights
+        return self.weights - sum(q.numel() for q in self.split.layer.parameters())
 
     def _chunk(self, points: int, weights: int, stacked: bool) -> int:
         """Points per call, of ``points`` in all: several, stacked and run by one ``vmap``,
@@ -418,8 +422,7 @@ class Evaluator:
 
             return of
 
-        layer_weights = sum(q.numel() for q in layer.parameters())
-        chunk = self._chunk(sum(len(p) for p in paths), self.weights - layer_weights, stacked)
+        chunk = self._chunk(sum(len(p) for p in paths), self._tail_weights(), stacked)
         if chunk > 1:
             stacks = self._stacks(paths, tail_names, chunk)
             tail = split.tail
@@ -454,7 +457,7 @@ class Evaluator:
 def _runs(sizes: Sequence[int], chunk: int) -> list[tuple[range, list[tuple[int, range]]]]:
     """Runs of at most ``chunk`` consecutive points of paths of ``sizes`` points numbered
     one after another: each run's numbers and its pieces (path index, that path's points)."""
-    starts = [sum(sizes[:p]) for p in range(len(sizes))]
+    starts = [0, *itertools.accumulate(sizes)][:-1]
     total = sum(sizes)
     runs = []
     for s in range(0, total, chunk):
