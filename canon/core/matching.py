@@ -111,7 +111,10 @@ def match_incoming(
     groups of one attention layer are matched together, their heads as
     blocks (:func:`~canon.core.permutations.solve_heads`). The groups and the
     producers that count come from :func:`~canon.core.spec.forward_order`
-    (in a residual stream, the stem first).
+    (in a residual stream, the stem first). A stream none of whose producers
+    reads aligned units (a transformer's, whose stem is an embedding, carried)
+    is matched by its slices of the tensors whose other axes are all aligned:
+    the embeddings and norm affines.
     """
     axes = unit_axes(spec)
     current = identity_alignment(spec)
@@ -123,7 +126,9 @@ def match_incoming(
             continue
         alignment = Alignment(perms, signs)
         mates = linked(spec, group)
-        cosines = [_incoming_cosine(state, reference, g, ready, axes, alignment) for g in mates]
+        cosines = [
+            _incoming_cosine(state, reference, g, ready, axes, alignment, done) for g in mates
+        ]
         similarities = [c.abs() if g.signed else c for g, c in zip(mates, cosines, strict=True)]
         if record is not None:
             record |= {g.name: s for g, s in zip(mates, similarities, strict=True)}
@@ -143,13 +148,21 @@ def _incoming_cosine(
     ready: tuple[Producer, ...],
     axes: dict[str, tuple[UnitAxis, ...]],
     alignment: Alignment,
+    done: set[str],
 ) -> Tensor:
     """C[k, j]: the cosine between reference unit k and unit j of ``state``, by their
     incoming effective weights in ``ready`` (other groups' permutations applied to the
     inputs). A ``linear`` group's units (attention) are compared by their slices of
-    every weight that moves with them, whose other axes are all aligned by then."""
+    every weight that moves with them, whose other axes are all aligned by then; so
+    are the units of a group whose ``ready`` producers read units not yet aligned (a
+    stream whose stem is carried: their slices of the embeddings and norm affines)."""
     if group.symmetry == "linear":
         tensors = [t for t in group.tensors if state[t.name].ndim > 1 and t.role != "carried"]
+    elif _reads_aligned(ready, axes, group, done):
+        tensors = []
+    else:
+        tensors = [t for t in group.tensors if _others(axes[t.name], group) <= done]
+    if tensors:
 
         def slices(net: Mapping[str, Tensor], moving: bool) -> Tensor:
             parts = []
@@ -178,6 +191,23 @@ def _incoming_cosine(
         )
         ref_units, units = _rows(reference, ready), _rows(view, ready)
     return F.normalize(ref_units, dim=1) @ F.normalize(units, dim=1).T
+
+
+def _others(axes: tuple[UnitAxis, ...], group: UnitGroup) -> set[str]:
+    """The groups other than ``group`` that a tensor's ``axes`` carry."""
+    return {a.group for a in axes if a.group != group.name}
+
+
+def _reads_aligned(
+    ready: tuple[Producer, ...],
+    axes: dict[str, tuple[UnitAxis, ...]],
+    group: UnitGroup,
+    done: set[str],
+) -> bool:
+    """Whether every producer in ``ready`` reads only units already aligned (``done``);
+    :func:`~canon.core.spec.forward_order` falls back to producers that do not when
+    none does."""
+    return all(_others(axes[p.weight], group) <= done for p in ready)
 
 
 def _rows(state: Mapping[str, Tensor], producers: tuple[Producer, ...]) -> Tensor:
