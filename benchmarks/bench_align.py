@@ -43,7 +43,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from _timing import median_time, synchronizer  # benchmarks/ is on sys.path when run
+from _libraries import torchvision_or_none  # benchmarks/ is on sys.path when run
+from _timing import median_time, synchronizer
 from scipy.optimize import linear_sum_assignment
 from torch.profiler import ProfilerActivity, profile
 
@@ -101,26 +102,6 @@ def bench_width(width: int, repeats: int, device: torch.device) -> dict[str, Any
 
 
 # ---------------------------------------------------------------- resnet18
-
-
-_KEEP: list[Any] = []
-
-
-def _torchvision() -> Any:
-    """torchvision, imported after defining the op schemas its C extension would register
-    (``nms``, ``qnms``), which a CPU torch without that extension lacks; None when absent."""
-    if importlib.util.find_spec("torchvision") is None:
-        return None
-    try:
-        lib = torch.library.Library("torchvision", "DEF")  # type: ignore[no-untyped-call]
-        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")  # type: ignore[no-untyped-call]
-        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")  # type: ignore[no-untyped-call]
-        _KEEP.append(lib)  # the schemas live as long as the library object
-    except RuntimeError:
-        pass  # the schemas are registered already (torchvision's own extension)
-    import torchvision
-
-    return torchvision
 
 
 def _recorded_solves(fn: Callable[[], object]) -> list[tuple[torch.Tensor, int]]:
@@ -237,7 +218,7 @@ def _rebasin_alignment(
 
 
 def bench_resnet18(repeats: int, device: torch.device, with_rebasin: bool) -> dict[str, Any] | None:
-    torchvision = _torchvision()
+    torchvision = torchvision_or_none()
     if torchvision is None:
         print("resnet18: skipped (torchvision is not installed)")
         return None

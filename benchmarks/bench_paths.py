@@ -12,24 +12,36 @@ filters, 2x2 max-pool, fc 128, on 1x16x16 inputs) on
 
 Targets on CPU: canon / floor <= 1.15 and baseline / canon >= 2.
 
+``--vgg`` adds torchvision's vgg11_bn (129M parameters, 10 classes, 3x32x32 inputs; by
+default 1,000 inputs, 25 points, one timed run): canon's time against two floors made
+one point at a time (25 networks of 515 MB do not fit side by side), the bare forward
+passes and those plus the BatchNorm statistics recomputed at the 23 interior points as
+the path recomputes them; and canon's peak resident memory, in all and above what the
+process held before the call (the two endpoints, the model, the data: 1.5 GB of networks).
+
     python benchmarks/bench_paths.py [--device cpu|cuda] [--repeats 3] [--json]
+    python benchmarks/bench_paths.py --vgg [--samples 1000] [--repeats 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import threading
 from typing import Any
 
 import torch
-from _timing import median_time, synchronizer  # benchmarks/ is on sys.path when run
+from _floors import count_wrong, recompute_batchnorm  # benchmarks/ is on sys.path when run
+from _libraries import torchvision_or_none
+from _timing import median_time, synchronizer
 from torch.utils.data import DataLoader, TensorDataset
 
 from canon.architectures import build_model
 from canon.core import apply_alignment, match, normalize, spec_from_module
 from canon.core.paths import geodesic_path, positions
 from canon.device import resolve_device
-from canon.engine import path_curve
+from canon.engine import Evaluator, PathOptions, path_curve
 
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "mlp 784-512-512-10": ("mlp", {"in_features": 784, "hidden": [512, 512], "classes": 10}),
@@ -71,13 +83,8 @@ def bench_case(
         networks.append(net)
 
     def floor_run() -> None:
-        with torch.inference_mode():
-            for net in networks:
-                wrong = torch.zeros((), device=device)
-                for start in range(0, samples, batch):
-                    logits = net(x[start : start + batch])
-                    wrong += (logits.argmax(1) != y[start : start + batch]).sum()
-                float(wrong)
+        for net in networks:
+            count_wrong(net, x, y, batch)
 
     def baseline_run() -> None:
         net = build_model(name, config).to(device).eval()
@@ -105,6 +112,92 @@ def bench_case(
     }
 
 
+def bench_vgg(
+    points: int, samples: int, repeats: int, device: torch.device
+) -> dict[str, Any] | None:
+    """torchvision's vgg11_bn along the geodesic: time against the floors, peak memory."""
+    torchvision = torchvision_or_none()
+    if torchvision is None:
+        return None
+    torch.manual_seed(0)
+    model = torchvision.models.vgg11_bn(num_classes=10).to(device).eval()
+    spec = spec_from_module(model, input_shape=(3, 32, 32))
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(1)
+    b = {k: v.to(device) for k, v in torchvision.models.vgg11_bn(num_classes=10).state_dict().items()}
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn((samples, 3, 32, 32), generator=gen).to(device)
+    y = torch.randint(0, 10, (samples,), generator=gen).to(device)
+    options = PathOptions(points=points)
+    sync = synchronizer(device)
+    held = _resident_mb()
+    with _PeakMemory() as peak:
+        canon_s = median_time(
+            lambda: path_curve(
+                a, b, model, (x, y), "geodesic", device=device, spec=spec, options=options
+            ),
+            repeats,
+            sync,
+        )
+
+    # the floors: the path's networks one at a time, each loaded outside the timing
+    norm_a, norm_b = normalize(a, spec), normalize(b, spec)
+    aligned_b = apply_alignment(norm_b, match(norm_b, norm_a, spec), spec)
+    del norm_b
+    path = geodesic_path(norm_a, aligned_b, spec, positions(points))
+    batch = Evaluator(model, x, y, device).rows()
+    net = torchvision.models.vgg11_bn(num_classes=10).to(device).eval()
+    floor_s = bn_s = 0.0
+    for k in range(points):
+        net.load_state_dict(path.state(k))
+        floor_s += median_time(lambda: count_wrong(net, x, y, batch), repeats, sync)
+        if 0 < k < points - 1:
+            bn_s += median_time(
+                lambda: recompute_batchnorm(net, x, options.bn_batches, options.bn_batch_size),
+                repeats,
+                sync,
+            )
+    return {
+        "case": "vgg11_bn 3x32x32",
+        "points": points,
+        "samples": samples,
+        "batch_size": batch,
+        "canon_s": canon_s,
+        "floor_s": floor_s,
+        "bn_floor_s": bn_s,
+        "canon_over_floor": canon_s / floor_s,
+        "canon_over_floor_with_bn": canon_s / (floor_s + bn_s),
+        "peak_rss_mb": peak.mb,
+        "peak_over_held_mb": peak.mb - held,
+    }
+
+
+def _resident_mb() -> float:
+    """This process's resident memory now, in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _PeakMemory:
+    """The highest resident memory seen (every 10 ms) while the block runs, in MB."""
+
+    def __enter__(self) -> _PeakMemory:
+        self.mb = _resident_mb()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.01):
+            self.mb = max(self.mb, _resident_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.mb = max(self.mb, _resident_mb())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -113,8 +206,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--vgg", action="store_true", help="torchvision's vgg11_bn alone (1,000 inputs by default)"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
+    if args.vgg:
+        _report_vgg(args, device)
+        return
     rows = [
         bench_case(label, args.points, args.samples, args.batch_size, args.repeats, device)
         for label in CASES
@@ -143,6 +242,38 @@ def main() -> None:
             f"{r['baseline_s']:>8.3f}s {r['canon_over_floor']:>12.2f} "
             f"{r['baseline_over_canon']:>15.2f}"
         )
+    print(f"targets: {result['targets']}")
+
+
+def _report_vgg(args: argparse.Namespace, device: torch.device) -> None:
+    samples = 1_000 if args.samples == 10_000 else args.samples
+    row = bench_vgg(args.points, samples, 1 if args.repeats == 3 else args.repeats, device)
+    if row is None:
+        print("vgg11_bn: skipped (torchvision is not installed)")
+        return
+    result = {
+        "benchmark": "paths",
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "targets": "peak memory under 2 GB, canon/floor <= 1.2 (CPU)",
+        "rows": [row],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(
+        f"vgg11_bn geodesic path, {row['points']} points, {row['samples']} inputs (batch "
+        f"{row['batch_size']}), BN statistics recomputed at the interior points, {device}"
+    )
+    print(
+        f"canon {row['canon_s']:.1f}s, floor {row['floor_s']:.1f}s bare + "
+        f"{row['bn_floor_s']:.1f}s BN recompute: ratio {row['canon_over_floor']:.2f} bare, "
+        f"{row['canon_over_floor_with_bn']:.2f} with BN"
+    )
+    print(
+        f"peak memory {row['peak_rss_mb']:.0f} MB in all, {row['peak_over_held_mb']:.0f} MB "
+        "above the endpoints, model and data held before the call"
+    )
     print(f"targets: {result['targets']}")
 
 

@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from _timing import median_time, synchronizer  # benchmarks/ is on sys.path when run
+from _floors import count_wrong, recompute_batchnorm  # benchmarks/ is on sys.path when run
+from _timing import median_time, synchronizer
 from tqdm import tqdm
 
 from canon.architectures import build_model
@@ -195,13 +196,8 @@ def _floor(
     batch = Evaluator(networks[0], xs, ys, device).rows()
 
     def run() -> None:
-        with torch.inference_mode():
-            for net in networks:
-                wrong = torch.zeros((), device=device)
-                for start in range(0, xs.shape[0], batch):
-                    logits = net(xs[start : start + batch])
-                    wrong += (logits.argmax(1) != ys[start : start + batch]).sum()
-                float(wrong)
+        for net in networks:
+            count_wrong(net, xs, ys, batch)
 
     return median_time(run, repeats, synchronizer(device))
 
@@ -219,18 +215,10 @@ def _bn_floor(
     goes): each network's BatchNorm layers in train mode with cumulative averages."""
     networks = [build_model(arch, config).to(device).eval() for _ in range(interior)]
     xs = x.to(device)
-    batches = [xs[start : start + 256] for start in range(0, min(20 * 256, len(xs)), 256)]
 
     def run() -> None:
-        with torch.no_grad():
-            for net in networks:
-                for m in net.modules():
-                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                        m.reset_running_stats()
-                        m.momentum = None
-                        m.train()
-                for xb in batches:
-                    net(xb)
+        for net in networks:
+            recompute_batchnorm(net, xs, 20, 256)
 
     return median_time(run, repeats, synchronizer(device))
 

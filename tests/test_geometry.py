@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from nets import randomize, state_of, traced
 from strategies import models
@@ -121,6 +121,48 @@ def test_slerp_is_stable_near_zero_and_pi(theta):
     assert torch.equal(path.tensors["fc1.weight"].at(len(x) - 1), b)
     u, _, _, _ = slerp_basis(a, b)
     assert float((u * a).sum()) == pytest.approx(0.0, abs=1e-12)
+
+
+@given(
+    st.lists(st.floats(0.0, math.pi), min_size=1, max_size=6),
+    st.lists(st.floats(0.5, 2.0), min_size=6, max_size=6),
+    seeds,
+)
+def test_great_circles_in_float32_follow_slerp_whichever_bases_they_keep(thetas, norms, seed):
+    """A float32 layer's points are slerp's (float64, independently) to float32 rounding,
+    norms interpolated linearly; written in the endpoints alone when every unit's angle
+    is at most 2.5 rad, with the orthogonal vector u beside them when one is wider."""
+    assume(not any(2.49 < t < 2.51 for t in thetas))  # float32 rounding moves the angles
+    gen = torch.Generator().manual_seed(seed)
+    width = 5
+    e1 = torch.randn(len(thetas), width, generator=gen, dtype=torch.float64)
+    e1 = e1 / e1.norm(dim=1, keepdim=True)
+    e2 = torch.randn(len(thetas), width, generator=gen, dtype=torch.float64)
+    e2 = e2 - (e2 * e1).sum(1, keepdim=True) * e1
+    e2 = e2 / e2.norm(dim=1, keepdim=True)
+    theta = torch.tensor(thetas, dtype=torch.float64).unsqueeze(1)
+    r_a = torch.tensor(norms[: len(thetas)], dtype=torch.float64).unsqueeze(1)
+    r_b = torch.tensor(norms[::-1][: len(thetas)], dtype=torch.float64).unsqueeze(1)
+    a = (r_a * e1).float()
+    b = (r_b * (torch.cos(theta) * e1 + torch.sin(theta) * e2)).float()
+    spec = traced(build_model("mlp", {"in_features": width, "hidden": [len(thetas)]}))
+    bias = torch.zeros(len(thetas))
+    out = {"out.weight": torch.ones(10, len(thetas)), "out.bias": torch.zeros(10)}
+    x = positions(9)
+    path = geodesic_path(
+        {"fc1.weight": a, "fc1.bias": bias, **out}, {"fc1.weight": b, "fc1.bias": bias, **out}, spec, x
+    )
+    weights = path.tensors["fc1.weight"]
+    assert len(weights.bases) == (2 if max(thetas) <= 2.5 else 3)  # type: ignore[attr-defined]
+    a64, b64 = a.double(), b.double()
+    angle = angles(a64, b64).unsqueeze(1)
+    u = slerp_basis(a64, b64)[0]
+    a_hat = a64 / a64.norm(dim=1, keepdim=True)
+    for k, t in enumerate(x.tolist()):
+        radius = (1 - t) * a64.norm(dim=1, keepdim=True) + t * b64.norm(dim=1, keepdim=True)
+        expected = radius * (torch.cos(t * angle) * a_hat + torch.sin(t * angle) * u)
+        torch.testing.assert_close(weights.at(k).double(), expected, atol=2e-6, rtol=0)
+    assert torch.equal(weights.at(0), a) and torch.equal(weights.at(len(x) - 1), b)
 
 
 @given(models(), seeds, seeds)

@@ -286,6 +286,33 @@ def test_batchnorm_recomputed_at_an_endpoint_reproduces_its_error():
     assert curve.train_error[0] == own_error(model, a, (x, y))
 
 
+def test_a_curve_leaves_the_callers_module_and_networks_as_they_were():
+    """The evaluator and the BN recomputation run the caller's module through working
+    copies that share its tensors (no copy of a parameter is made) and never write into
+    them: after a BN net's curve the module and both endpoints are byte-for-byte as
+    given, down to the batch counters."""
+    from canon.engine._modules import working_copy
+
+    config = {**MLP, "batchnorm": True}
+    model = randomize(build_model("mlp", config), 0, bn_eps=None)
+    x, y = data_for(model, n=128)
+    a = state_of(model)
+    b = state_of(randomize(build_model("mlp", config), 1, bn_eps=None))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [(m.training, getattr(m, "momentum", None)) for m in model.modules()]
+    given = [{k: v.clone() for k, v in s.items()} for s in (a, b)]
+    copy_ = working_copy(model, CPU)
+    assert copy_ is not model and copy_.bn1 is not model.bn1
+    assert copy_.fc1.weight.data_ptr() == model.fc1.weight.data_ptr()
+    for kind in ("linear", "geodesic"):
+        path_curve(a, b, model, (x, y), kind, points=4, device="cpu", bn_batches=2)
+    assert [(m.training, getattr(m, "momentum", None)) for m in model.modules()] == modes
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    for state, original in zip((a, b), given, strict=True):
+        assert all(torch.equal(state[k], original[k]) for k in original)
+
+
 def test_plane_recomputes_batchnorm_statistics_at_every_point():
     """On a BN net's plane no stored statistics are used: a's running statistics can be
     anything and the errors stay the same; with statistics measured on the data used, the

@@ -61,10 +61,16 @@ def flat(state: Mapping[str, Tensor], names: tuple[str, ...]) -> Tensor:
 
 def _euclidean(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]) -> float:
     """||a - b|| over the named tensors, a tensor at a time (differences in the networks'
-    dtype, summed in float64)."""
+    dtype, squared and summed in float64 a block of ``_BLOCK`` numbers at a time)."""
     total = torch.zeros((), dtype=torch.float64)
     for name in names:
-        total += (a[name] - b[name]).double().square().sum().cpu()
+        diff = (a[name] - b[name]).reshape(-1)
+        blocks = [
+            diff[start : start + _BLOCK].double().square().sum()
+            for start in range(0, diff.numel(), _BLOCK)
+        ]
+        if blocks:
+            total += torch.stack(blocks).sum().cpu()
     return math.sqrt(float(total))
 
 

@@ -29,7 +29,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from canon.core.permutations import (
@@ -190,7 +189,17 @@ def _incoming_cosine(
             dict(state),
         )
         ref_units, units = _rows(reference, ready), _rows(view, ready)
-    return F.normalize(ref_units, dim=1) @ F.normalize(units, dim=1).T
+    return _cosines(ref_units, units)
+
+
+def _cosines(ref_units: Tensor, units: Tensor) -> Tensor:
+    """C[k, j]: the cosine between row k of ``ref_units`` and row j of ``units`` (a zero
+    row: 0), the products divided by the norms afterwards, so that no normalized copy of
+    either side is made (a wide layer's rows are large)."""
+    eps = 1e-12  # as F.normalize's
+    ref_norms = torch.linalg.vector_norm(ref_units, dim=1).clamp_min(eps)
+    norms = torch.linalg.vector_norm(units, dim=1).clamp_min(eps)
+    return (ref_units @ units.T).div_(ref_norms.unsqueeze(1)).div_(norms.unsqueeze(0))
 
 
 def _others(axes: tuple[UnitAxis, ...], group: UnitGroup) -> set[str]:

@@ -92,8 +92,8 @@ class Combination:
             shape = ()
         c = self.coefs[k].to(device=base.device, dtype=base.dtype)
         out = c[0].reshape(shape) * base
-        for j in range(1, len(self.bases)):
-            out = out + c[j].reshape(shape) * self.bases[j]
+        for j in range(1, len(self.bases)):  # in place: one tensor the size of a basis
+            out.addcmul_(c[j].reshape(shape), self.bases[j])
         return out
 
     def at_many(self, ks: Sequence[int]) -> Tensor:
@@ -105,7 +105,7 @@ class Combination:
             shape = (len(ks),)
         out = c[:, 0].reshape(shape) * base
         for j in range(1, len(self.bases)):
-            out = out + c[:, j].reshape(shape) * self.bases[j]
+            out.addcmul_(c[:, j].reshape(shape), self.bases[j])
         return out
 
 
@@ -200,25 +200,33 @@ def slerp_basis(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     Computed in float64 a block of rows at a time (at most
     :data:`_SLERP_BLOCK` numbers), so a wide layer needs no float64 copy of itself.
     """
+    u, theta, norm_a, norm_b = _circle(a, b, True)
+    assert u is not None
+    return u, theta, norm_a, norm_b
+
+
+def _circle(a: Tensor, b: Tensor, with_u: bool) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
+    """:func:`slerp_basis`, without ``u`` (``None``) unless ``with_u``."""
     rows_a = a.reshape(a.shape[0], -1)
     rows_b = b.reshape(b.shape[0], -1)
     n, width = rows_a.shape
-    u = torch.empty_like(rows_a)
+    u = torch.empty_like(rows_a) if with_u else None
     parts: list[tuple[Tensor, Tensor, Tensor]] = []
     step = max(1, _SLERP_BLOCK // max(1, width))
     for start in range(0, n, step):
         block_u, *rest = _slerp_rows(rows_a[start : start + step], rows_b[start : start + step])
-        u[start : start + step] = block_u
+        if u is not None:
+            u[start : start + step] = block_u.to(a.dtype)
         parts.append((rest[0], rest[1], rest[2]))
     if not parts:  # no units
         empty = torch.empty(0, dtype=torch.float64, device=a.device)
-        return u.reshape(a.shape), empty, empty, empty
+        return (None if u is None else u.reshape(a.shape)), empty, empty, empty
     theta, norm_a, norm_b = (torch.cat(t) for t in zip(*parts, strict=True))
-    return u.reshape(a.shape), theta, norm_a, norm_b
+    return (None if u is None else u.reshape(a.shape)), theta, norm_a, norm_b
 
 
 def _slerp_rows(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:func:`slerp_basis` of a block of rows (u in the rows' dtype)."""
+    """:func:`slerp_basis` of a block of rows (u in float64)."""
     # copies (worked on in place), whatever the rows' dtype
     rows_a, rows_b = a.to(torch.float64, copy=True), b.to(torch.float64, copy=True)
     tiny = torch.finfo(torch.float64).tiny
@@ -239,25 +247,44 @@ def _slerp_rows(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         e = torch.zeros_like(hat).scatter_(1, axis.unsqueeze(1), 1.0)
         fallback = e - (e * hat).sum(dim=1, keepdim=True) * hat
         u[flat] = fallback / fallback.norm(dim=1, keepdim=True).clamp_min(tiny)
-    return u.to(a.dtype), theta, norm_a, norm_b
+    return u, theta, norm_a, norm_b
+
+
+#: The largest angle at which a great circle is written in its endpoints alone, as
+#: slerp's sin((1 - x) theta) / sin(theta) a + sin(x theta) / sin(theta) b: rounding grows
+#: as 1 / sin(theta), at most 1.7-fold here. Beyond it, and for zero rows, the circle also
+#: holds the unit vector u orthogonal to a (:func:`slerp_basis`), exact at every angle.
+_ENDS_ONLY_ANGLE = 2.5
 
 
 def _great_circle(a: Tensor, b: Tensor, x: Tensor, per_unit: bool) -> Combination:
     """Each unit (or the whole tensor) moves along its great circle at fraction x, with its
-    norm interpolated linearly (constant on the spheres of normalized networks)."""
+    norm interpolated linearly (constant on the spheres of normalized networks); bases
+    (a, b) where every unit's angle allows (:data:`_ENDS_ONLY_ANGLE`), else (a, u, b)."""
     rows_a = a if per_unit else a.reshape(1, -1)
     rows_b = b if per_unit else b.reshape(1, -1)
-    u, theta, norm_a, norm_b = slerp_basis(rows_a, rows_b)
+    theta, norm_a, norm_b = (t.cpu() for t in _circle(rows_a, rows_b, False)[1:])
+    tiny = torch.finfo(torch.float64).tiny
     # coefficients live on the CPU with the positions, like every path's; bases stay put
-    theta, norm_a, norm_b = theta.cpu(), norm_a.cpu(), norm_b.cpu()
     xs = x.cpu().unsqueeze(1)  # [K, 1]
     radius = (1 - xs) * norm_a + xs * norm_b  # [K, U]
-    coef_a = radius * torch.cos(xs * theta) / norm_a.clamp_min(torch.finfo(torch.float64).tiny)
+    at_start, at_end = x == 0, x == 1
+    if theta.numel() == 0 or (
+        bool((theta <= _ENDS_ONLY_ANGLE).all()) and bool((norm_a > 0).all() & (norm_b > 0).all())
+    ):
+        sin = torch.sin(theta)
+        turning = theta > 0  # else a and b share a direction: the weights are 1 - x and x
+        weight_a = torch.where(turning, torch.sin((1 - xs) * theta) / sin.clamp_min(tiny), 1 - xs)
+        weight_b = torch.where(turning, torch.sin(xs * theta) / sin.clamp_min(tiny), xs)
+        coef_a, coef_b = radius * weight_a / norm_a, radius * weight_b / norm_b
+        coef_a[at_start], coef_b[at_start] = 1.0, 0.0  # exact endpoints
+        coef_a[at_end], coef_b[at_end] = 0.0, 1.0
+        return Combination((a, b), torch.stack([coef_a, coef_b], dim=1))  # [K, 2, U]
+    u = slerp_basis(rows_a, rows_b)[0]
+    coef_a = radius * torch.cos(xs * theta) / norm_a.clamp_min(tiny)
     coef_u = radius * torch.sin(xs * theta)
     coef_b = torch.zeros_like(coef_a)
-    # exact endpoints
-    at_end = x == 1
-    coef_a[x == 0], coef_u[x == 0] = 1.0, 0.0
+    coef_a[at_start], coef_u[at_start] = 1.0, 0.0  # exact endpoints
     coef_a[at_end], coef_u[at_end], coef_b[at_end] = 0.0, 0.0, 1.0
     coefs = torch.stack([coef_a, coef_u, coef_b], dim=1)  # [K, 3, U]
     return Combination((a, u.reshape(a.shape), b), coefs)

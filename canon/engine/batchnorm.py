@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from canon.core.paths import NetworkPath, PointValues
+from canon.engine._modules import working_copy
 
 __all__ = ["has_batchnorm", "with_recomputed_statistics"]
 
@@ -32,29 +33,36 @@ def with_recomputed_statistics(
     For each of those points the network is run with its BatchNorm layers in
     training mode (every other layer in eval mode) over the first ``batches``
     batches of ``batch_size`` inputs of ``x``, accumulating the exact average
-    of the batch statistics (momentum None). Other points keep the path's
-    statistics.
+    of the batch statistics (momentum None) in fresh tensors. Other points keep
+    the path's statistics. ``model`` is not touched, nor copied tensor by tensor.
     """
-    work = copy.deepcopy(model).to(x.device).eval()
-    norms = {name: m for name, m in work.named_modules() if isinstance(m, _BatchNorm)}
+    work = working_copy(model, x.device).eval()
+    norms = {
+        name: m
+        for name, m in work.named_modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats
+    }
     stats = [f"{name}.{s}" for name in norms for s in ("running_mean", "running_var")]
     tables = {s: torch.stack([path.tensors[s].at(k) for k in range(len(path))]) for s in stats}
-    chosen = set(points)
+    for m in norms.values():
+        m.momentum = None  # the running statistics: the plain average over the batches
+        m.train()
     with torch.no_grad():
-        for k in range(len(path)):
-            if k not in chosen:
-                continue
-            work.load_state_dict(path.state(k))
-            for m in norms.values():
-                m.reset_running_stats()
-                m.momentum = None
-                m.train()
+        for k in sorted(set(points)):
+            state = path.state(k)
+            fresh = {}
+            for name in norms:
+                mean = state[f"{name}.running_mean"]
+                fresh[f"{name}.running_mean"] = torch.zeros_like(mean)
+                fresh[f"{name}.running_var"] = torch.ones_like(mean)
+                fresh[f"{name}.num_batches_tracked"] = torch.zeros(
+                    (), dtype=torch.long, device=mean.device
+                )
+            tensors = {**state, **fresh}  # BN's training updates land in the fresh ones
             for start in range(0, min(batches * batch_size, x.shape[0]), batch_size):
-                work(x[start : start + batch_size])
-            for m in norms.values():
-                m.eval()
+                functional_call(work, tensors, (x[start : start + batch_size],))
             for s in stats:
-                tables[s][k] = work.get_buffer(s)
+                tables[s][k] = fresh[s]
     tensors = dict(path.tensors)
     tensors.update({s: PointValues(values) for s, values in tables.items()})
     return NetworkPath(path.x, tensors)

@@ -16,7 +16,6 @@ exact faster equivalents are swapped in the evaluator's traced copy
 
 from __future__ import annotations
 
-import copy
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from canon.core.modules import BinaryConv2d, BinaryLinear
 from canon.core.paths import Combination, Constant, NetworkPath, at_points
 from canon.core.record import main_output
 from canon.core.trace import tracer
+from canon.engine._modules import working_copy
 from canon.engine.fast_ops import optimize_graph
 
 __all__ = ["Evaluator", "Scores", "as_logits", "logits_of", "reads_tokens"]
@@ -182,7 +182,7 @@ class Evaluator:
     ) -> None:
         self.device = device
         self.source = (x, y)  # the data as given (what a cache of evaluators compares)
-        self.model = copy.deepcopy(model).to(device).eval()
+        self.model = working_copy(model, device).eval()  # runs passed-in tensors only
         self.x = x.to(device)
         self.y = y.to(device)
         self.batch_size = max(1, int(batch_size))

@@ -350,6 +350,39 @@ def _prepare(
 ) -> _CurveWork:
     """One pair's paths (b aligned to a by ``alignment``, or matched by ``opts.method``;
     BN statistics recomputed where asked) and its record."""
+    work = _built(a, b, midpoint, template, spec, train, info, opts, x, dev, alignment)
+    # the normalized endpoints are let go by now: only the paths' bases stay held
+    if not has_batchnorm(template):
+        return work
+    recorded = work.recorded | {"bn": opts.bn}
+    paths = work.paths
+    if opts.bn == "recompute":
+        recorded |= {"bn_batches": opts.bn_batches, "bn_batch_size": opts.bn_batch_size}
+        interior = range(1, opts.points - 1)
+        train_x = train[0].to(dev)
+        paths = [
+            with_recomputed_statistics(
+                p, template, train_x, interior, opts.bn_batches, opts.bn_batch_size
+            )
+            for p in paths
+        ]
+    return _CurveWork(paths, work.distances, recorded)
+
+
+def _built(
+    a: Mapping[str, Tensor],
+    b: Mapping[str, Tensor],
+    midpoint: Mapping[str, Tensor] | None,
+    template: nn.Module,
+    spec: Spec,
+    train: tuple[Tensor, Tensor],
+    info: PathKindInfo,
+    opts: PathOptions,
+    x: Tensor,
+    dev: torch.device,
+    alignment: Alignment | None,
+) -> _CurveWork:
+    """:func:`_prepare` before any BN statistics are recomputed."""
     check_state(a, spec, "`a`")
     check_state(b, spec, "`b`")
     points, seed = opts.points, opts.seed
@@ -384,18 +417,6 @@ def _prepare(
     paths = info.build(ends)
     if info.orders:
         recorded["orders"] = opts.orders
-    if has_batchnorm(template):
-        recorded["bn"] = opts.bn
-        if opts.bn == "recompute":
-            recorded |= {"bn_batches": opts.bn_batches, "bn_batch_size": opts.bn_batch_size}
-            interior = range(1, points - 1)
-            train_x = train[0].to(dev)
-            paths = [
-                with_recomputed_statistics(
-                    p, template, train_x, interior, opts.bn_batches, opts.bn_batch_size
-                )
-                for p in paths
-            ]
     return _CurveWork(paths, dists, recorded)
 
 
