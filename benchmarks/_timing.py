@@ -16,10 +16,14 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs, after one warm-up run."""
-    fn()
-    sync()
+def median_time(
+    fn: Callable[[], object], repeats: int, sync: Callable[[], None], warm_up: bool = True
+) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs, after one warm-up run (unless
+    ``warm_up`` is false: for runs of minutes, whose one-time costs are negligible)."""
+    if warm_up:
+        fn()
+        sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -212,11 +212,17 @@ def _circle(a: Tensor, b: Tensor, with_u: bool) -> tuple[Tensor | None, Tensor, 
     n, width = rows_a.shape
     u = torch.empty_like(rows_a) if with_u else None
     parts: list[tuple[Tensor, Tensor, Tensor]] = []
-    step = max(1, _SLERP_BLOCK // max(1, width))
+    step = max(1, min(n, _SLERP_BLOCK // max(1, width)))
+    # float64 workspaces that every block reuses: blocks that allocated their own left
+    # the heap fragmented (resident memory grew by 1.7 GB over one 102M-weight layer)
+    space = [torch.empty((step, width), dtype=torch.float64, device=a.device) for _ in range(3)]
     for start in range(0, n, step):
-        block_u, *rest = _slerp_rows(rows_a[start : start + step], rows_b[start : start + step])
+        stop = min(start + step, n)
+        block_u, *rest = _slerp_rows(
+            rows_a[start:stop], rows_b[start:stop], [w[: stop - start] for w in space]
+        )
         if u is not None:
-            u[start : start + step] = block_u.to(a.dtype)
+            u[start:stop] = block_u.to(a.dtype)
         parts.append((rest[0], rest[1], rest[2]))
     if not parts:  # no units
         empty = torch.empty(0, dtype=torch.float64, device=a.device)
@@ -225,17 +231,21 @@ def _circle(a: Tensor, b: Tensor, with_u: bool) -> tuple[Tensor | None, Tensor, 
     return (None if u is None else u.reshape(a.shape)), theta, norm_a, norm_b
 
 
-def _slerp_rows(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:func:`slerp_basis` of a block of rows (u in float64)."""
-    # copies (worked on in place), whatever the rows' dtype
-    rows_a, rows_b = a.to(torch.float64, copy=True), b.to(torch.float64, copy=True)
+def _slerp_rows(
+    a: Tensor, b: Tensor, space: list[Tensor]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`slerp_basis` of a block of rows, worked in the three float64 tensors of
+    ``space`` (their shape); u is the second of them."""
+    rows_a, rows_b, work = space
+    rows_a.copy_(a)
+    rows_b.copy_(b)
     tiny = torch.finfo(torch.float64).tiny
     norm_a = rows_a.norm(dim=1)
     norm_b = rows_b.norm(dim=1)
     a_hat = rows_a.div_(norm_a.clamp_min(tiny).unsqueeze(1))
     b_hat = rows_b.div_(norm_b.clamp_min(tiny).unsqueeze(1))
-    cos = (a_hat * b_hat).sum(dim=1)
-    perp = b_hat.sub_(cos.unsqueeze(1) * a_hat)
+    cos = torch.mul(a_hat, b_hat, out=work).sum(dim=1)
+    perp = b_hat.sub_(torch.mul(a_hat, cos.unsqueeze(1), out=work))
     sin = perp.norm(dim=1)
     theta = torch.atan2(sin, cos)
     u = perp.div_(sin.clamp_min(tiny).unsqueeze(1))
