@@ -15,7 +15,7 @@ from nets import randomize, state_of, traced
 
 from canon.architectures import build_model
 from canon.core import normalize, random_symmetry
-from canon.core.paths import bend_path, geodesic_path, linear_path, positions
+from canon.core.paths import Combination, bend_path, geodesic_path, linear_path, positions
 from canon.engine import (
     Evaluator,
     PathCurve,
@@ -255,6 +255,37 @@ def test_data_batches_are_sized_by_their_activations(monkeypatch):
     small = Evaluator(model, x, y, CPU)
     assert small.rows(1) == 20 and small.rows(4) == 5 and small.rows(10**6) == 1
     assert torch.equal(small.evaluate(path).errors, whole.errors)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "lenet"])
+def test_points_too_large_to_keep_run_one_at_a_time_with_the_same_scores(monkeypatch, arch):
+    """Where a path's points do not all fit in memory at once, each point is made once and
+    run on every data batch in turn (instead of made anew for every batch): the errors and
+    losses are those of the batch-by-batch order, number for number."""
+    import canon.engine.evaluate as evaluate_module
+
+    config = MLP if arch == "mlp" else {"input_size": 8, "padding": 2, "channels": [3, 4],
+                                        "hidden": 5, "classes": 3}  # fmt: skip
+    model = build_model(arch, config).double()
+    a, b = (state_of(randomize(copy.deepcopy(model), s)) for s in (1, 2))
+    x, y = data_for(model, n=300)
+    paths = [linear_path(a, b, positions(4)), geodesic_path(a, b, traced(model), positions(3))]
+    kept = Evaluator(model, x, y, CPU, batch_size=64)
+    kept.stackable = False  # both orders point by point
+    expected = [kept.evaluate_many(paths, loss=True), kept.evaluate_many(paths)]
+    made: list[int] = []
+    at = Combination.at
+    monkeypatch.setattr(Combination, "at", lambda rule, k: made.append(k) or at(rule, k))
+    monkeypatch.setattr(evaluate_module, "_STATE_CACHE_BYTES", 0)
+    one_at_a_time = Evaluator(model, x, y, CPU, batch_size=64)
+    one_at_a_time.stackable = False
+    for loss, scores in zip((True, False), expected, strict=True):
+        got = one_at_a_time.evaluate_many(paths, loss=loss)
+        for g, e in zip(got, scores, strict=True):
+            assert torch.equal(g.errors, e.errors)
+            assert (g.losses is None) == (e.losses is None)
+            assert g.losses is None or torch.equal(g.losses, e.losses)
+    assert len(made) == 2 * 7 * len(paths[0].tensors)  # each point made once per evaluation
 
 
 def test_batchnorm_recomputed_at_an_endpoint_reproduces_its_error():

@@ -56,7 +56,9 @@ _UNSTACKED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, BinaryLinear, Binar
 
 # runs the networks of a path on one data batch: for each run of points, their logits
 # stacked ([points, rows, outputs]), so that a stacked run is scored in one step
-Runner = Callable[[Tensor], Iterator[tuple[range, Tensor]]]
+BatchRunner = Callable[[Tensor], Iterator[tuple[range, Tensor]]]
+# runs them on every data batch of a list: each run of points' logits with the batch's labels
+Runner = Callable[[list[tuple[Tensor, Tensor]]], Iterator[tuple[range, Tensor, Tensor]]]
 # the bytes of activations one evaluation may hold at once on CPU (rows of a data batch
 # times networks in flight times one input's activations); fixed, so that the batches, and
 # so the sums of the results, never depend on the memory free at the time
@@ -264,13 +266,13 @@ class Evaluator:
         wrong = torch.zeros(total, dtype=torch.float64, device=self.device)
         total_loss = torch.zeros(total, dtype=torch.float64, device=self.device)
         run, in_flight = self._fast(paths, stacked) or self._plain(paths, stacked)
+        batches = list(self._batches(self.rows(in_flight)))
         with torch.inference_mode():
-            for xb, yb in self._batches(self.rows(in_flight)):
-                for ks, logits in run(xb):
-                    w, ce = self._score(logits, yb, loss)
-                    wrong[ks.start : ks.stop] += w
-                    if ce is not None:
-                        total_loss[ks.start : ks.stop] += ce
+            for ks, logits, yb in run(batches):
+                w, ce = self._score(logits, yb, loss)
+                wrong[ks.start : ks.stop] += w
+                if ce is not None:
+                    total_loss[ks.start : ks.stop] += ce
         n = float(self.x.shape[0])
         errors, losses = (wrong / n).cpu(), (total_loss / n).cpu()
         out, start = [], 0
@@ -291,10 +293,19 @@ class Evaluator:
 
     # -- the two ways of running K networks on a batch --------------------------
 
-    def _states(self, path: NetworkPath, names: list[str]) -> Callable[[int], dict[str, Tensor]]:
-        """Point k's tensors (those in ``names``), cached when they fit in memory."""
-        per_point = sum(path.tensors[n].at(0).numel() * 4 for n in names)
-        if per_point * len(path) <= _STATE_CACHE_BYTES:
+    def _cacheable(self, paths: Sequence[NetworkPath], names: list[str]) -> bool:
+        """Whether every point's tensors (those in ``names``) fit in memory at once
+        (:data:`_STATE_CACHE_BYTES`, counted at 4 bytes a number)."""
+        sizes = {n: t.numel() for n, t in self.model.state_dict(keep_vars=True).items()}
+        per_point = sum(sizes.get(n, 0) for n in names) * 4
+        return per_point * sum(len(p) for p in paths) <= _STATE_CACHE_BYTES
+
+    @staticmethod
+    def _states(
+        path: NetworkPath, names: list[str], cached: bool
+    ) -> Callable[[int], dict[str, Tensor]]:
+        """Point k's tensors (those in ``names``), all made at once if ``cached``."""
+        if cached:
             cache = [{n: path.tensors[n].at(k) for n in names} for k in range(len(path))]
             return cache.__getitem__
         return lambda k: {n: path.tensors[n].at(k) for n in names}
@@ -353,17 +364,30 @@ class Evaluator:
                 for run, _, params in stacks:
                     yield run, batched(params, xb)
 
-            return run_stacked, chunk
-        states = [self._states(p, names) for p in paths]
+            return _batch_major(run_stacked), chunk
+        cached = self._cacheable(paths, names)
+        states = [self._states(p, names, cached) for p in paths]
+
+        def logits(point: dict[str, Tensor], xb: Tensor) -> Tensor:
+            inputs = xb.long() if self.tokens else xb
+            return as_logits(functional_call(self.graph, point, (inputs,))).unsqueeze(0)
+
+        def points() -> Iterator[dict[str, Tensor]]:
+            return (s(i) for s, p in zip(states, paths, strict=True) for i in range(len(p)))
 
         def run(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
-            inputs = xb.long() if self.tokens else xb
-            points = (s(i) for s, p in zip(states, paths, strict=True) for i in range(len(p)))
-            for k, point in enumerate(points):
-                out = as_logits(functional_call(self.graph, point, (inputs,)))
-                yield range(k, k + 1), out.unsqueeze(0)
+            for k, point in enumerate(points()):
+                yield range(k, k + 1), logits(point, xb)
 
-        return run, 1
+        def run_points(
+            batches: list[tuple[Tensor, Tensor]],
+        ) -> Iterator[tuple[range, Tensor, Tensor]]:
+            # each point made once and run on every batch: the same sums, in the same order
+            for k, point in enumerate(points()):
+                for xb, yb in batches:
+                    yield range(k, k + 1), logits(point, xb), yb
+
+        return (_batch_major(run) if cached else run_points), 1
 
     def _fast(
         self, paths: Sequence[NetworkPath], stacked: bool = False
@@ -438,8 +462,9 @@ class Evaluator:
                     z = _cat([combined(p, parts(p), ks) for p, ks in pieces])
                     yield run, batched(params, z)
 
-            return run_stacked, chunk
-        states = [self._states(p, tail_names) for p in paths]
+            return _batch_major(run_stacked), chunk
+        cached = self._cacheable(paths, tail_names)
+        states = [self._states(p, tail_names, cached) for p in paths]
 
         def run(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
             parts = layer_outputs(split.head(xb))
@@ -451,7 +476,18 @@ class Evaluator:
                     yield range(k, k + 1), out.unsqueeze(0)
                     k += 1
 
-        return run, bases + 1  # the layer's outputs per basis, then a point's
+        return _batch_major(run), bases + 1  # the layer's outputs per basis, then a point's
+
+
+def _batch_major(run: BatchRunner) -> Runner:
+    """``run`` on each data batch in turn, every run of points on it before the next."""
+
+    def on(batches: list[tuple[Tensor, Tensor]]) -> Iterator[tuple[range, Tensor, Tensor]]:
+        for xb, yb in batches:
+            for ks, logits in run(xb):
+                yield ks, logits, yb
+
+    return on
 
 
 def _runs(sizes: Sequence[int], chunk: int) -> list[tuple[range, list[tuple[int, range]]]]:
