@@ -124,7 +124,9 @@ def bench_vgg(
     spec = spec_from_module(model, input_shape=(3, 32, 32))
     a = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(1)
-    b = {k: v.to(device) for k, v in torchvision.models.vgg11_bn(num_classes=10).state_dict().items()}
+    other = torchvision.models.vgg11_bn(num_classes=10)
+    b = {k: v.to(device) for k, v in other.state_dict().items()}
+    del other
     gen = torch.Generator().manual_seed(2)
     x = torch.randn((samples, 3, 32, 32), generator=gen).to(device)
     y = torch.randint(0, 10, (samples,), generator=gen).to(device)

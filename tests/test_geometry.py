@@ -149,9 +149,8 @@ def test_great_circles_in_float32_follow_slerp_whichever_bases_they_keep(thetas,
     bias = torch.zeros(len(thetas))
     out = {"out.weight": torch.ones(10, len(thetas)), "out.bias": torch.zeros(10)}
     x = positions(9)
-    path = geodesic_path(
-        {"fc1.weight": a, "fc1.bias": bias, **out}, {"fc1.weight": b, "fc1.bias": bias, **out}, spec, x
-    )
+    ends = [{"fc1.weight": w, "fc1.bias": bias, **out} for w in (a, b)]
+    path = geodesic_path(ends[0], ends[1], spec, x)
     weights = path.tensors["fc1.weight"]
     assert len(weights.bases) == (2 if max(thetas) <= 2.5 else 3)  # type: ignore[attr-defined]
     a64, b64 = a.double(), b.double()

@@ -231,9 +231,7 @@ def _circle(a: Tensor, b: Tensor, with_u: bool) -> tuple[Tensor | None, Tensor, 
     return (None if u is None else u.reshape(a.shape)), theta, norm_a, norm_b
 
 
-def _slerp_rows(
-    a: Tensor, b: Tensor, space: list[Tensor]
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _slerp_rows(a: Tensor, b: Tensor, space: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`slerp_basis` of a block of rows, worked in the three float64 tensors of
     ``space`` (their shape); u is the second of them."""
     rows_a, rows_b, work = space

@@ -18,8 +18,6 @@ def working_copy(model: nn.Module, device: torch.device) -> nn.Module:
     tensors are passed in (``functional_call``), which must never write into its own.
     Its tensors elsewhere are copied to ``device``."""
     shared = {
-        id(t): t
-        for t in itertools.chain(model.parameters(), model.buffers())
-        if t.device == device
+        id(t): t for t in itertools.chain(model.parameters(), model.buffers()) if t.device == device
     }
     return copy.deepcopy(model, shared).to(device)

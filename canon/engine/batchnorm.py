@@ -58,9 +58,9 @@ def with_recomputed_statistics(
                 fresh[f"{name}.num_batches_tracked"] = torch.zeros(
                     (), dtype=torch.long, device=mean.device
                 )
-            tensors = {**state, **fresh}  # BN's training updates land in the fresh ones
+            inputs = {**state, **fresh}  # BN's training updates land in the fresh ones
             for start in range(0, min(batches * batch_size, x.shape[0]), batch_size):
-                functional_call(work, tensors, (x[start : start + batch_size],))
+                functional_call(work, inputs, (x[start : start + batch_size],))
             for s in stats:
                 tables[s][k] = fresh[s]
     tensors = dict(path.tensors)

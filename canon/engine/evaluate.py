@@ -298,7 +298,7 @@ class Evaluator:
         (:data:`_STATE_CACHE_BYTES`, counted at 4 bytes a number)."""
         sizes = {n: t.numel() for n, t in self.model.state_dict(keep_vars=True).items()}
         per_point = sum(sizes.get(n, 0) for n in names) * 4
-        return per_point * sum(len(p) for p in paths) <= _STATE_CACHE_BYTES
+        return bool(per_point * sum(len(p) for p in paths) <= _STATE_CACHE_BYTES)
 
     @staticmethod
     def _states(

@@ -316,7 +316,13 @@ def _curves(
     x = positions(opts.points)
     given = alignments or [None] * len(pairs)
     works = [
-        _prepare(a, b, m, template, spec, train, info, opts, x, dev, alignment)
+        _recomputed(
+            _prepare(a, b, m, template, spec, train, info, opts, x, dev, alignment),
+            template,
+            train,
+            opts,
+            dev,
+        )
         for (a, b, m), alignment in zip(pairs, given, strict=True)
     ]
     paths = [p for w in works for p in w.paths]
@@ -348,41 +354,8 @@ def _prepare(
     dev: torch.device,
     alignment: Alignment | None = None,
 ) -> _CurveWork:
-    """One pair's paths (b aligned to a by ``alignment``, or matched by ``opts.method``;
-    BN statistics recomputed where asked) and its record."""
-    work = _built(a, b, midpoint, template, spec, train, info, opts, x, dev, alignment)
-    # the normalized endpoints are let go by now: only the paths' bases stay held
-    if not has_batchnorm(template):
-        return work
-    recorded = work.recorded | {"bn": opts.bn}
-    paths = work.paths
-    if opts.bn == "recompute":
-        recorded |= {"bn_batches": opts.bn_batches, "bn_batch_size": opts.bn_batch_size}
-        interior = range(1, opts.points - 1)
-        train_x = train[0].to(dev)
-        paths = [
-            with_recomputed_statistics(
-                p, template, train_x, interior, opts.bn_batches, opts.bn_batch_size
-            )
-            for p in paths
-        ]
-    return _CurveWork(paths, work.distances, recorded)
-
-
-def _built(
-    a: Mapping[str, Tensor],
-    b: Mapping[str, Tensor],
-    midpoint: Mapping[str, Tensor] | None,
-    template: nn.Module,
-    spec: Spec,
-    train: tuple[Tensor, Tensor],
-    info: PathKindInfo,
-    opts: PathOptions,
-    x: Tensor,
-    dev: torch.device,
-    alignment: Alignment | None,
-) -> _CurveWork:
-    """:func:`_prepare` before any BN statistics are recomputed."""
+    """One pair's paths (b aligned to a by ``alignment``, or matched by ``opts.method``)
+    and its record; the BN statistics as the endpoints give them (:func:`_recomputed`)."""
     check_state(a, spec, "`a`")
     check_state(b, spec, "`b`")
     points, seed = opts.points, opts.seed
@@ -418,6 +391,32 @@ def _built(
     if info.orders:
         recorded["orders"] = opts.orders
     return _CurveWork(paths, dists, recorded)
+
+
+def _recomputed(
+    work: _CurveWork,
+    template: nn.Module,
+    train: tuple[Tensor, Tensor],
+    opts: PathOptions,
+    dev: torch.device,
+) -> _CurveWork:
+    """``work`` with the BN statistics recomputed where ``opts`` asks (called once the
+    endpoints' normalized copies are let go: only the paths' bases stay held)."""
+    if not has_batchnorm(template):
+        return work
+    recorded = work.recorded | {"bn": opts.bn}
+    paths = work.paths
+    if opts.bn == "recompute":
+        recorded |= {"bn_batches": opts.bn_batches, "bn_batch_size": opts.bn_batch_size}
+        interior = range(1, opts.points - 1)
+        train_x = train[0].to(dev)
+        paths = [
+            with_recomputed_statistics(
+                p, template, train_x, interior, opts.bn_batches, opts.bn_batch_size
+            )
+            for p in paths
+        ]
+    return _CurveWork(paths, work.distances, recorded)
 
 
 def _finish(
