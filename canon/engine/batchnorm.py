@@ -63,6 +63,7 @@ def with_recomputed_statistics(
                 functional_call(work, inputs, (x[start : start + batch_size],))
             for s in stats:
                 tables[s][k] = fresh[s]
+            del state, inputs  # before the next point is made: one held at a time
     tensors = dict(path.tensors)
     tensors.update({s: PointValues(values) for s, values in tables.items()})
     return NetworkPath(path.x, tensors)

@@ -386,6 +386,7 @@ class Evaluator:
             for k, point in enumerate(points()):
                 for xb, yb in batches:
                     yield range(k, k + 1), logits(point, xb), yb
+                del point  # before the next is made: one point held at a time
 
         return (_batch_major(run) if cached else run_points), 1
 
