@@ -66,11 +66,14 @@ def test_bootstrap_is_seeded():
     assert one == difference("d", LOW, HIGH, seed=3)
 
 
-samples = st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=2, max_size=8)
+# multiples of 2^-10 in [0, 1]: shifting them by another such multiple is exact in floats,
+# so the shift-invariance below is about the check, not about rounding (1 + 1e-308 == 1)
+_dyadic = st.integers(-1024, 1024).map(lambda k: k / 1024)
+samples = st.lists(_dyadic.map(abs), min_size=2, max_size=8)
 
 
 @settings(max_examples=25, deadline=None)
-@given(samples, samples, st.floats(-1.0, 1.0))
+@given(samples, samples, _dyadic)
 def test_order_verdict_is_antisymmetric_and_shift_invariant(lower, higher, shift):
     """Swapping the two classes swaps holds and does not hold; adding one constant to every
     value changes nothing (the check reads differences only)."""

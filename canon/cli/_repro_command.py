@@ -26,9 +26,8 @@ __all__ = ["repro"]
     "--epoch-scale",
     type=click.FloatRange(min=0.0, min_open=True, max=1.0),
     default=None,
-    help="Every training budget as this fraction of the paper's (1: the paper's own "
-    "300/200/500 epochs, about three times the default full run; default: 1/3, or 1/60 "
-    "with --quick).",
+    help="Every training budget as this fraction of the paper's 300/200/500 epochs "
+    "(default: 1, the paper's own; 1/60 with --quick).",
 )
 @click.option(
     "--keep-zoo",

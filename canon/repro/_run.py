@@ -97,8 +97,8 @@ def run_reproduction(
     ``zoo_dir`` (which must be new or empty; default: a temporary folder, removed
     afterwards). ``progress(stage, done, total)`` is called after every step.
     ``command`` is how the run was started, for the report. ``epoch_scale`` sets every
-    training budget as a fraction of the paper's (1: the paper's own; default: the
-    plan's, 1/3 for the full run and 1/60 for the quick one).
+    training budget as a fraction of the paper's (default: the plan's, 1, the paper's
+    own, for the full run and 1/60 for the quick one).
     """
     from canon.device import resolve_device
 
