@@ -7,6 +7,7 @@ computes on the device its tensors live on.
 from canon.core.alignment import Aligned as Aligned
 from canon.core.alignment import align as align
 from canon.core.alignment import canonicalize as canonicalize
+from canon.core.auction import auction_assignment as auction_assignment
 from canon.core.matching import WEIGHT_METHODS as WEIGHT_METHODS
 from canon.core.matching import default_method as default_method
 from canon.core.matching import layer_weights as layer_weights
@@ -15,6 +16,7 @@ from canon.core.matching import match_incoming as match_incoming
 from canon.core.matching import match_weights as match_weights
 from canon.core.matching import matching_objective as matching_objective
 from canon.core.normalization import normalize as normalize
+from canon.core.permutations import AUCTION_FROM as AUCTION_FROM
 from canon.core.permutations import Alignment as Alignment
 from canon.core.permutations import apply_alignment as apply_alignment
 from canon.core.permutations import solve_assignment as solve_assignment
@@ -35,6 +37,7 @@ from canon.core.trace import traced as traced
 from canon.core.unit_spaces import tied_names as tied_names
 
 __all__ = [
+    "AUCTION_FROM",
     "WEIGHT_METHODS",
     "Aligned",
     "Alignment",
@@ -48,6 +51,7 @@ __all__ = [
     "UnitGroup",
     "align",
     "apply_alignment",
+    "auction_assignment",
     "canonicalize",
     "check_finite",
     "check_state",

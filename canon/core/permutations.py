@@ -19,11 +19,13 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from canon.core.auction import auction_assignment
 from canon.core.spec import Spec, UnitGroup
 from canon.core.units import permute_units, scale_units
 from canon.errors import SpecMismatchError
 
 __all__ = [
+    "AUCTION_FROM",
     "Alignment",
     "Moved",
     "UnitAxis",
@@ -118,6 +120,19 @@ def through_reference(b_to_reference: Alignment, a_to_reference: Alignment) -> A
     return compose_alignments(b_to_reference, invert_alignment(a_to_reference))
 
 
+#: Per device type, the size from which matrices on that device are solved there by
+#: :func:`~canon.core.auction.auction_assignment` instead of by scipy on the host (absent:
+#: never). The CUDA value is provisional until ``benchmarks/bench_assign.py`` has
+#: measured the crossover on a GPU.
+AUCTION_FROM: dict[str, int] = {"cuda": 2048}
+
+
+def _on_device(similarity: Tensor, size: int) -> bool:
+    """Whether ``size`` x ``size`` problems on ``similarity``'s device go to the auction."""
+    start = AUCTION_FROM.get(similarity.device.type)
+    return start is not None and size >= start
+
+
 def solve_assignment(similarity: Tensor, blocks: int = 1) -> Tensor:
     """The permutation ``perm`` maximizing sum_k similarity[k, perm[k]] (a linear assignment).
 
@@ -126,18 +141,26 @@ def solve_assignment(similarity: Tensor, blocks: int = 1) -> Tensor:
     reduction changes every assignment's total by the same constant, so the
     optimal assignments are exactly those of the raw matrix; it hands the
     shortest-augmenting-path solver a zero in every row and column, which
-    makes it about a third faster on dense cosine matrices. With ``blocks`` >
+    makes it about a third faster on dense cosine matrices. Large matrices on a
+    device listed in :data:`AUCTION_FROM` are solved where they are, by the
+    batched auction (optimal to 1e-9 of the matrix's range). With ``blocks`` >
     1 each unit may only move within its contiguous block (GroupNorm groups):
     one assignment per diagonal block.
     """
     n = similarity.shape[0]
     if blocks > 1:
         m = n // blocks
+        if _on_device(similarity, m):
+            diagonal = similarity.reshape(blocks, m, blocks, m).diagonal(dim1=0, dim2=2)
+            offsets = torch.arange(blocks, device=similarity.device)[:, None] * m
+            return (auction_assignment(diagonal.permute(2, 0, 1)) + offsets).reshape(n)
         parts = [
             solve_assignment(similarity[b * m : (b + 1) * m, b * m : (b + 1) * m]) + b * m
             for b in range(blocks)
         ]
         return torch.cat(parts)
+    if _on_device(similarity, n):
+        return auction_assignment(similarity)
     cost = np.array(similarity.detach().cpu().numpy(), dtype=np.float64, order="C")
     np.negative(cost, out=cost)
     cost -= cost.min(axis=1, keepdims=True)
