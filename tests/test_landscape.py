@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import weakref
 from types import SimpleNamespace
 
 import pytest
@@ -274,8 +275,20 @@ def test_points_too_large_to_keep_run_one_at_a_time_with_the_same_scores(monkeyp
     kept.stackable = False  # both orders point by point
     expected = [kept.evaluate_many(paths, loss=True), kept.evaluate_many(paths)]
     made: list[int] = []
+    held: list[weakref.ref[torch.Tensor]] = []  # the tensors of the point being made
+    alive_at_next: list[int] = []  # how many of a point's tensors live when the next starts
     at = Combination.at
-    monkeypatch.setattr(Combination, "at", lambda rule, k: made.append(k) or at(rule, k))
+
+    def spy(rule: Combination, k: int) -> torch.Tensor:
+        if not made or k != made[-1]:  # the first tensor of the next point
+            alive_at_next.append(sum(r() is not None for r in held))
+            held.clear()
+        made.append(k)
+        tensor = at(rule, k)
+        held.append(weakref.ref(tensor))
+        return tensor
+
+    monkeypatch.setattr(Combination, "at", spy)
     monkeypatch.setattr(evaluate_module, "_STATE_CACHE_BYTES", 0)
     one_at_a_time = Evaluator(model, x, y, CPU, batch_size=64)
     one_at_a_time.stackable = False
@@ -286,6 +299,7 @@ def test_points_too_large_to_keep_run_one_at_a_time_with_the_same_scores(monkeyp
             assert (g.losses is None) == (e.losses is None)
             assert g.losses is None or torch.equal(g.losses, e.losses)
     assert len(made) == 2 * 7 * len(paths[0].tensors)  # each point made once per evaluation
+    assert len(alive_at_next) == 2 * 7 and set(alive_at_next) == {0}  # one point at a time
 
 
 def test_batchnorm_recomputed_at_an_endpoint_reproduces_its_error():

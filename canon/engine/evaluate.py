@@ -382,11 +382,15 @@ class Evaluator:
         def run_points(
             batches: list[tuple[Tensor, Tensor]],
         ) -> Iterator[tuple[range, Tensor, Tensor]]:
-            # each point made once and run on every batch: the same sums, in the same order
-            for k, point in enumerate(points()):
+            # each point made once and run on every batch: the same sums, in the same order.
+            # No enumerate: its recycled result tuple would keep the previous point alive
+            # while the next is made (two points held at a time).
+            k = 0
+            for point in points():
                 for xb, yb in batches:
                     yield range(k, k + 1), logits(point, xb), yb
                 del point  # before the next is made: one point held at a time
+                k += 1
 
         return (_batch_major(run) if cached else run_points), 1
 
