@@ -390,7 +390,7 @@ class Evaluator:
                 for xb, yb in batches:
                     yield range(k, k + 1), logits(point, xb), yb
                 del point  # before the next is made: one point held at a time
-                k += 1
+                k += 1  # noqa: SIM113 (see above: not enumerate)
 
         return (_batch_major(run) if cached else run_points), 1
 
