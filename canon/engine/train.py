@@ -89,7 +89,7 @@ BINARY_GAMMA = (0.002, 0.002)
 @dataclass(frozen=True)
 class TrainProgress:
     """Reported after every epoch: phase (``fit`` or ``adv``), epoch, mean minibatch loss,
-    train error (of the center, for rsgd: measured only on the epochs where a stop rule
+    train error (the center's, for rsgd; measured only on the epochs where a stop rule
     reads it and after the last one, else None) and learning rate."""
 
     phase: str
