@@ -13,7 +13,7 @@ from nets import randomize, state_of, traced
 from strategies import models
 
 from canon.architectures import build_model
-from canon.core import canonicalize, normalize, random_symmetry
+from canon.core import apply_alignment, canonicalize, match, normalize, random_symmetry
 from canon.core.geometry import angles, distances, geodesic_distance
 from canon.core.paths import (
     bend_path,
@@ -79,6 +79,31 @@ def test_symmetric_copy_is_at_distance_zero(model, seed, transform_seed):
     assert d.geodesic < 1e-6
     if d.hamming_aligned is not None:
         assert d.hamming_aligned == 0
+
+
+def test_euclidean_distances_of_a_layer_wider_than_a_block_are_exact():
+    """The raw and aligned Euclidean distances of float32 networks whose first layer spans
+    several of the blocks they are summed in equal numpy's float64 norms of the float32
+    differences (to rounding), and neither network is changed."""
+    config = {"in_features": 700, "hidden": [600], "classes": 10}  # 420,000 > 2**18 weights
+    model = build_model("mlp", config)
+    spec = traced(model)
+    a = {k: v.float() for k, v in state_of(randomize(model, 0)).items()}
+    b = {k: v.float() for k, v in state_of(randomize(build_model("mlp", config), 1)).items()}
+    before = {k: v.clone() for k, v in (a | {f"b.{k}": v for k, v in b.items()}).items()}
+    alignment = match(normalize(b, spec), normalize(a, spec), spec)
+    moved = apply_alignment(b, alignment, spec)
+
+    def norm(x, y):
+        diffs = [(x[n] - y[n]).double().numpy().ravel() for n in spec.parameters]
+        return math.sqrt(sum(float(np.dot(d, d)) for d in diffs))
+
+    d = distances(a, b, spec, alignment)
+    assert math.isclose(d.euclidean, norm(a, b), rel_tol=1e-12)
+    assert math.isclose(d.euclidean_aligned, norm(a, moved), rel_tol=1e-12)
+    assert d.euclidean_aligned < d.euclidean
+    for k, v in (a | {f"b.{k}": v for k, v in b.items()}).items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_binary_distances():

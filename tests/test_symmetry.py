@@ -29,8 +29,9 @@ from canon.core import (
     normalize,
     random_symmetry,
 )
+from canon.core.geometry import distances
 from canon.core.permutations import compose_alignments, invert_alignment, through_reference
-from canon.core.units import unit_vectors
+from canon.core.units import permute_units, unit_vectors
 from canon.errors import NonFiniteError, SpecMismatchError
 
 seeds = st.integers(0, 2**31 - 1)
@@ -88,6 +89,40 @@ def test_normalized_units_have_unit_norm(model, seed):
     if spec.output is not None:
         norm = normalized[spec.output.weight].norm()
         assert math.isclose(float(norm), math.sqrt(spec.output.size), rel_tol=1e-12)
+
+
+@given(models(), seeds, seeds)
+def test_normalize_and_alignment_leave_their_inputs_as_they_were(model, seed, ref_seed):
+    """Normalizing (which scales its own copies in place), aligning and measuring distances
+    change no tensor they were given, bit for bit."""
+    model = randomize(model, seed)
+    spec = traced(model)
+    state, reference = state_of(model), state_of(randomize(model, ref_seed))
+    before = {k: v.clone() for k, v in state.items()}
+    norm_state, norm_reference = normalize(state, spec), normalize(reference, spec)
+    apply_alignment(state, match(norm_state, norm_reference, spec), spec)
+    distances(reference, state, spec)
+    canonicalize(state, spec, reference=reference)
+    for k, v in state.items():
+        assert torch.equal(v, before[k]), k
+
+
+@given(
+    st.integers(1, 6), st.integers(1, 5), st.integers(0, 3), st.integers(0, 3), st.integers(0, 99)
+)
+def test_permute_units_moves_whole_blocks(units, block, head_pad, tail_pad, seed):
+    """Reordering units of ``block`` entries (a flattened conv output), alone on their axis
+    or between other entries, moves each unit's block as the index of its entries does."""
+    gen = torch.Generator().manual_seed(seed)
+    total = head_pad + units * block + tail_pad
+    t = torch.randn(3, total, 2, generator=gen)
+    perm = torch.randperm(units, generator=gen)
+    index = torch.arange(total)
+    index[head_pad : head_pad + units * block] = (
+        head_pad + (perm.unsqueeze(1) * block + torch.arange(block)).reshape(-1)
+    )
+    moved = permute_units(t, 1, perm, block, head_pad)
+    assert torch.equal(moved, t[:, index])
 
 
 @given(models(), seeds, seeds)

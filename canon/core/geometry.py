@@ -34,8 +34,9 @@ __all__ = [
 ]
 
 
-#: The most numbers a distance holds in float64 at once (a block of units).
-_BLOCK = 1 << 22
+#: How many numbers a distance holds in float64 at once (a block of a tensor, or of units'
+#: rows): small enough to stay in cache, so that no network-sized temporary is made.
+_BLOCK = 1 << 18
 
 
 def angles(a: Tensor, b: Tensor) -> Tensor:
@@ -60,18 +61,17 @@ def flat(state: Mapping[str, Tensor], names: tuple[str, ...]) -> Tensor:
 
 
 def _euclidean(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]) -> float:
-    """||a - b|| over the named tensors, a tensor at a time (differences in the networks'
-    dtype, squared and summed in float64 a block of ``_BLOCK`` numbers at a time)."""
-    total = torch.zeros((), dtype=torch.float64)
+    """||a - b|| over the named tensors: the differences in the networks' dtype, squared
+    and summed in float64, ``_BLOCK`` numbers at a time."""
+    total = 0.0
     for name in names:
-        diff = (a[name] - b[name]).reshape(-1)
-        blocks = [
-            diff[start : start + _BLOCK].double().square().sum()
-            for start in range(0, diff.numel(), _BLOCK)
-        ]
-        if blocks:
-            total += torch.stack(blocks).sum().cpu()
-    return math.sqrt(float(total))
+        x, y = a[name].reshape(-1), b[name].reshape(-1)
+        acc = torch.zeros((), dtype=torch.float64, device=x.device)
+        for start in range(0, x.numel(), _BLOCK):
+            diff = (x[start : start + _BLOCK] - y[start : start + _BLOCK]).double()
+            acc += torch.dot(diff, diff)
+        total += float(acc)
+    return math.sqrt(total)
 
 
 def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> float:

@@ -68,7 +68,7 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
     """
     if check:
         check_state(state, spec, "`state`")
-    out = dict(state)
+    out = _Copy(state)
     done: set[str] = set()
     for group, determining in forward_order(spec):
         _normalize_group(out, group, determining, done)
@@ -87,14 +87,42 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
             out[layer.weight] = out[layer.weight] * factor
             if layer.bias is not None:
                 out[layer.bias] = out[layer.bias] * factor
-    return out
+    return dict(out)
+
+
+class _Copy(dict[str, Tensor]):
+    """The network being normalized. A tensor is copied the first time one of its axes is
+    scaled and scaled in place after that (``owned``): a wide layer that several groups
+    touch (as producer of one, consumer of another) is copied once, not once per group."""
+
+    def __init__(self, state: Mapping[str, Tensor]) -> None:
+        super().__init__(state)
+        self.owned: set[str] = set()
+
+    def scale(
+        self,
+        name: str,
+        axis: int,
+        factors: Tensor,
+        block: int = 1,
+        start: int = 0,
+        *,
+        repeat: int = 1,
+        head: int = 1,
+    ) -> None:
+        """Multiply unit k's slice of tensor ``name`` along ``axis`` by ``factors[k]``."""
+        self[name] = scale_units(
+            self[name], axis, factors, block, start, repeat=repeat, head=head,
+            in_place=name in self.owned,
+        )  # fmt: skip
+        self.owned.add(name)
 
 
 def _safe(x: Tensor) -> Tensor:
     return torch.where(x > 0, x, torch.ones_like(x))
 
 
-def _normalize_batchnorm_input(out: dict[str, Tensor], producer: Producer) -> None:
+def _normalize_batchnorm_input(out: _Copy, producer: Producer) -> None:
     """BN's input scale is a symmetry whatever follows (w -> w / n, mean -> mean / n,
     var -> var / n^2, with gamma's eps correction: :func:`scale_batchnorm_input`), and so is
     (w, b, mean, gamma) -> -(...). Make |w_k| = 1 and gamma_k >= 0."""
@@ -106,9 +134,10 @@ def _normalize_batchnorm_input(out: dict[str, Tensor], producer: Producer) -> No
     key = torch.where(gamma != 0, gamma, w.reshape(w.shape[0], -1).sum(1).to(gamma.dtype))
     flip = torch.where(key < 0, -torch.ones_like(gamma), torch.ones_like(gamma))
     scale_batchnorm_input(out, producer, 1.0 / _safe(unit_norms(w)))
+    out.owned.add(producer.weight)  # a new tensor now
     for name in (producer.weight, producer.bias, bn.running_mean, bn.weight):
         if name is not None:
-            out[name] = scale_units(out[name], 0, flip)
+            out.scale(name, 0, flip)
 
 
 def _output_scale(out: Mapping[str, Tensor], producer: Producer) -> Tensor:
@@ -118,7 +147,7 @@ def _output_scale(out: Mapping[str, Tensor], producer: Producer) -> Tensor:
     return unit_norms(out[producer.weight]) if gain is None else gain
 
 
-def _balance(out: dict[str, Tensor], group: UnitGroup) -> None:
+def _balance(out: _Copy, group: UnitGroup) -> None:
     """Make each unit's incoming and outgoing weight norms equal (a ``linear`` group)."""
     moving = [t for t in group.tensors if t.role != "carried"]
     n_in, n_out = (
@@ -128,9 +157,7 @@ def _balance(out: dict[str, Tensor], group: UnitGroup) -> None:
     factors = torch.where((n_in > 0) & (n_out > 0), (n_out / _safe(n_in)).sqrt(), 1.0)
     for t in moving:
         f = factors if t.role == "incoming" else 1.0 / factors
-        out[t.name] = scale_units(
-            out[t.name], t.axis, f, t.block, t.start, repeat=t.repeat, head=t.head
-        )
+        out.scale(t.name, t.axis, f, t.block, t.start, repeat=t.repeat, head=t.head)
 
 
 def _slice_norms(out: Mapping[str, Tensor], group: UnitGroup, tensors: list[TensorAxis]) -> Tensor:
@@ -146,7 +173,7 @@ def _slice_norms(out: Mapping[str, Tensor], group: UnitGroup, tensors: list[Tens
 
 
 def _normalize_group(
-    out: dict[str, Tensor],
+    out: _Copy,
     group: UnitGroup,
     determining: tuple[Producer, ...],
     done: set[str],
@@ -164,11 +191,9 @@ def _normalize_group(
     for producer in group.producers:
         for name in producer.own_scale:
             if producer.batchnorm is None:
-                out[name] = scale_units(out[name], 0, inverse)
+                out.scale(name, 0, inverse)
             else:  # BN's affine is per unit already
                 out[name] = out[name] / norms
     if group.symmetry == "scale":
         for axis in group.outgoing:
-            out[axis.name] = scale_units(
-                out[axis.name], axis.axis, norms, axis.block, repeat=axis.repeat, head=axis.head
-            )
+            out.scale(axis.name, axis.axis, norms, axis.block, repeat=axis.repeat, head=axis.head)

@@ -255,7 +255,10 @@ def _move(t: Tensor, axis: UnitAxis, alignment: Alignment) -> Tensor:
     sign = alignment.signs.get(axis.group) if axis.signed else None
     if sign is None:
         return out
-    return scale_units(out, axis.axis, sign.to(t.device), axis.block, axis.start, **layout)
+    # ``out`` is a new tensor (index_select copies): negate its units where it is
+    return scale_units(
+        out, axis.axis, sign.to(t.device), axis.block, axis.start, **layout, in_place=True
+    )
 
 
 def moved(

@@ -77,8 +77,11 @@ def scale_units(
     *,
     repeat: int = 1,
     head: int = 1,
+    in_place: bool = False,
 ) -> Tensor:
-    """``t`` with unit ``k``'s slice along ``axis`` multiplied by ``factors[k]``."""
+    """``t`` with unit ``k``'s slice along ``axis`` multiplied by ``factors[k]``; with
+    ``in_place``, ``t`` itself is multiplied (a wide layer's new copy costs more than
+    the product)."""
     shape = [1] * t.ndim
     shape[axis] = -1
     factors = factors.to(device=t.device, dtype=t.dtype)
@@ -89,7 +92,7 @@ def scale_units(
         values = torch.empty(len(positions), device=t.device, dtype=t.dtype)
         values[positions] = factors.repeat_interleave(repeat * block)
     values = _padded(values, start, t.shape[axis], torch.ones(1, device=t.device, dtype=t.dtype))
-    return t * values.reshape(shape)
+    return t.mul_(values.reshape(shape)) if in_place else t * values.reshape(shape)
 
 
 def permute_units(
@@ -103,6 +106,10 @@ def permute_units(
     head: int = 1,
 ) -> Tensor:
     """``t`` with its units reordered along ``axis``: new unit ``k`` is old unit ``perm[k]``."""
+    if repeat == 1 and block > 1 and start == 0 and len(perm) * block == t.shape[axis]:
+        # whole blocks moved at once (a flattened conv output: 49 contiguous numbers)
+        blocks = t.reshape(*t.shape[:axis], len(perm), block, *t.shape[axis + 1 :])
+        return blocks.index_select(axis, perm).reshape(t.shape)
     if repeat > 1:
         positions = unit_positions(len(perm), block, repeat, head, perm.device)
         index = torch.empty(positions.numel(), dtype=torch.int64, device=perm.device)
