@@ -34,21 +34,23 @@ from canon.core.trace import tracer
 from canon.engine._modules import working_copy
 from canon.engine.fast_ops import optimize_graph
 
-__all__ = ["Evaluator", "Scores", "as_logits", "logits_of", "reads_tokens"]
+__all__ = ["STACK_WORK", "Evaluator", "Scores", "as_logits", "logits_of", "reads_tokens"]
 
 _LINEAR_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _STATE_CACHE_BYTES = 1 << 30
 # Combining a layer's outputs costs about as much per element as a product with fan-in
 # ~30 on CPU (it is memory-bound); below that the layer is cheaper to run per point.
 _FAN_IN_PER_BASIS = 32
-# A network whose weights x a batch's rows stay under this (by device type) runs several
-# points per call, their weights stacked under one ``vmap``, also across the paths of one
-# call (a table's pairs): point by point, the calls' own overhead (about half a
-# millisecond each on CPU) would outweigh the work. Bigger networks run point by point,
-# where on CPU plain batched calls are faster than vmap's batched products. On a GPU a
-# call's fixed cost is larger against its work, so far larger networks stack (how many
-# points at once stays bounded by :func:`activation_budget` through the batch's rows).
-_STACK_WORK = {"cpu": 1 << 24, "cuda": 1 << 36}
+#: The work one stacked call may hold, by device type: a network whose weights x a batch's
+#: rows stay under it runs several points per call (as many as fit), their weights stacked
+#: under one ``vmap``, also across the paths of one call (a table's pairs): point by point,
+#: the calls' own overhead (about half a millisecond each on CPU) would outweigh the work.
+#: Bigger networks run point by point, where on CPU plain batched calls are faster than
+#: vmap's batched products. On a GPU a call's fixed cost is larger against its work, so
+#: far larger networks stack (how many points at once stays bounded by
+#: :func:`activation_budget` through the batch's rows); the CUDA value is provisional
+#: until ``benchmarks/bench_stacking.py --device cuda`` measures it.
+STACK_WORK: dict[str, int] = {"cpu": 1 << 24, "cuda": 1 << 36}
 # Layers whose work is not bounded by their weights (convolutions: by positions too), or
 # whose kernels vmap cannot batch: their networks always run point by point.
 _UNSTACKED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, BinaryLinear, BinaryConv2d)
@@ -324,12 +326,12 @@ class Evaluator:
     def _chunk(self, points: int, weights: int, stacked: bool) -> int:
         """Points per call, of ``points`` in all: several, stacked and run by one ``vmap``,
         when the network is so small (``weights`` x a batch's rows below the device's
-        :data:`_STACK_WORK`) that running it point by point would be mostly per-call
+        :data:`STACK_WORK`) that running it point by point would be mostly per-call
         overhead; else 1."""
         if not stacked:
             return 1
         rows = min(self.rows(), int(self.x.shape[0]))
-        work = _STACK_WORK.get(self.device.type, _STACK_WORK["cuda"])
+        work = STACK_WORK.get(self.device.type, STACK_WORK["cuda"])
         return max(1, min(points, work // max(1, weights * rows)))
 
     def _stacks(
