@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -83,3 +84,23 @@ def test_train_stops_early_unless_told_to_run_every_epoch(tmp_path):
     assert clash.exit_code == 2 and "exclude each other" in clash.output
     help_text = " ".join(runner.invoke(cli, ["train", "--help"]).output.split())
     assert "The paper's protocol (appendix A.1) runs every epoch" in help_text
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("0", "0")])
+def test_the_command_asks_for_huge_pages_unless_told_otherwise(given, expected):
+    """The entry point sets THP_MEM_ALLOC_ENABLE=1 for the torch it imports later, and keeps
+    a value the user set (``0`` turns huge pages off)."""
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if given is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = given
+    script = (
+        "import atexit, os\n"
+        "atexit.register(lambda: print('THP', os.environ.get('THP_MEM_ALLOC_ENABLE')))\n"
+        "from canon.cli import main\n"
+        "main()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, "--version"], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["THP", expected]

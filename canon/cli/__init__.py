@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from canon._options import parse_json
@@ -123,4 +126,15 @@ for _command in (
 
 def main() -> None:
     """Console-script entry point."""
+    _allocator_defaults()
     cli()
+
+
+def _allocator_defaults() -> None:
+    """Have PyTorch (imported later, by the commands that compute) back its large CPU
+    tensors with transparent huge pages on Linux (``THP_MEM_ALLOC_ENABLE``, read at its
+    first allocation; a value already set is kept). A network-sized copy is then mostly
+    the copy: normalizing, matching and moving a VGG's 400 MB layer spend most of their
+    time in page faults on 4 KB pages."""
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
