@@ -99,22 +99,12 @@ class _Copy(dict[str, Tensor]):
         super().__init__(state)
         self.owned: set[str] = set()
 
-    def scale(
-        self,
-        name: str,
-        axis: int,
-        factors: Tensor,
-        block: int = 1,
-        start: int = 0,
-        *,
-        repeat: int = 1,
-        head: int = 1,
-    ) -> None:
-        """Multiply unit k's slice of tensor ``name`` along ``axis`` by ``factors[k]``."""
-        self[name] = scale_units(
-            self[name], axis, factors, block, start, repeat=repeat, head=head,
-            in_place=name in self.owned,
-        )  # fmt: skip
+    def scale(self, name: str, axis: int, factors: Tensor, **layout: int) -> None:
+        """Multiply unit k's slice of tensor ``name`` along ``axis`` by ``factors[k]``
+        (``layout``: the units' ``block``, ``start``, ``repeat`` and ``head``, as
+        :func:`~canon.core.units.scale_units` takes them)."""
+        owned = name in self.owned
+        self[name] = scale_units(self[name], axis, factors, **layout, in_place=owned)
         self.owned.add(name)
 
 
@@ -157,7 +147,7 @@ def _balance(out: _Copy, group: UnitGroup) -> None:
     factors = torch.where((n_in > 0) & (n_out > 0), (n_out / _safe(n_in)).sqrt(), 1.0)
     for t in moving:
         f = factors if t.role == "incoming" else 1.0 / factors
-        out.scale(t.name, t.axis, f, t.block, t.start, repeat=t.repeat, head=t.head)
+        out.scale(t.name, t.axis, f, block=t.block, start=t.start, repeat=t.repeat, head=t.head)
 
 
 def _slice_norms(out: Mapping[str, Tensor], group: UnitGroup, tensors: list[TensorAxis]) -> Tensor:
@@ -196,4 +186,6 @@ def _normalize_group(
                 out[name] = out[name] / norms
     if group.symmetry == "scale":
         for axis in group.outgoing:
-            out.scale(axis.name, axis.axis, norms, axis.block, repeat=axis.repeat, head=axis.head)
+            out.scale(
+                axis.name, axis.axis, norms, block=axis.block, repeat=axis.repeat, head=axis.head
+            )
