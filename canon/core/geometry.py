@@ -83,24 +83,26 @@ def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Sp
     and BatchNorm parameters do not count, nor do units without a scale or
     sign symmetry (see :func:`free_distance`).
     """
-    total = torch.zeros((), dtype=torch.float64)
+    total = 0.0
     for group in spec.groups:
         if not group.on_sphere:
             continue
         rows_a = unit_vectors(a, group, effective=False)
         rows_b = unit_vectors(b, group, effective=False)
+        acc = torch.zeros((), dtype=torch.float64, device=rows_a.device)  # one sync a group
         step = max(1, _BLOCK // max(1, rows_a[0].numel()))  # float64 a block of rows at a time
         for start in range(0, group.size, step):
             theta = angles(
                 rows_a[start : start + step].double(), rows_b[start : start + step].double()
             )
-            total = total + theta.square().sum().cpu()
+            acc += theta.square().sum()
+        total += float(acc)
     if spec.output is not None:
         w_a = a[spec.output.weight].double().reshape(1, -1)
         w_b = b[spec.output.weight].double().reshape(1, -1)
         theta_out = angles(w_a, w_b)[0]
-        total = total + spec.output.size * theta_out.square().cpu()
-    return math.sqrt(float(total))
+        total += spec.output.size * float(theta_out.square())
+    return math.sqrt(total)
 
 
 def free_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> float | None:
