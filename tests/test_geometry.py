@@ -83,7 +83,7 @@ def test_symmetric_copy_is_at_distance_zero(model, seed, transform_seed):
 
 def test_euclidean_distances_of_a_layer_wider_than_a_block_are_exact():
     """The raw and aligned Euclidean distances of float32 networks whose first layer spans
-    several of the blocks they are summed in equal numpy's float64 norms of the float32
+    several of the blocks they are summed in equal numpy's float64 norms of the
     differences (to rounding), and neither network is changed."""
     config = {"in_features": 700, "hidden": [600], "classes": 10}  # 420,000 > 2**18 weights
     model = build_model("mlp", config)
@@ -95,7 +95,7 @@ def test_euclidean_distances_of_a_layer_wider_than_a_block_are_exact():
     moved = apply_alignment(b, alignment, spec)
 
     def norm(x, y):
-        diffs = [(x[n] - y[n]).double().numpy().ravel() for n in spec.parameters]
+        diffs = [(x[n].double() - y[n].double()).numpy().ravel() for n in spec.parameters]
         return math.sqrt(sum(float(np.dot(d, d)) for d in diffs))
 
     d = distances(a, b, spec, alignment)
@@ -104,6 +104,32 @@ def test_euclidean_distances_of_a_layer_wider_than_a_block_are_exact():
     assert d.euclidean_aligned < d.euclidean
     for k, v in (a | {f"b.{k}": v for k, v in b.items()}).items():
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("gap", [0.0, 1e-9, 1e-4, 1.0, math.pi - 1e-4, math.pi])
+def test_output_angle_over_blocks_is_the_angle_of_the_whole_vectors(gap):
+    """The geodesic distance's output term for an output layer wider than a block is
+    sqrt(H^L) times the angle between the two weights as single vectors, as ``angles``
+    gives it on the whole rows, to 1e-12 and also near 0 and pi."""
+    config = {"in_features": 3, "hidden": [40_000], "classes": 8}  # 320,000 > 2**18
+    model = build_model("mlp", config)
+    spec = traced(model)
+    a = {k: v.float() for k, v in state_of(randomize(model, 0)).items()}
+    gen = torch.Generator().manual_seed(1)
+    w = a["out.weight"].double()
+    other = torch.randn(w.shape, generator=gen, dtype=torch.float64)
+    other -= (other * w).sum() / (w * w).sum() * w  # orthogonal to w
+    turned = math.cos(gap) * w / w.norm() + math.sin(gap) * other / other.norm()
+    b = dict(a) | {"out.weight": (3 * turned).float()}
+    expected = angles(
+        a["out.weight"].double().reshape(1, -1), b["out.weight"].double().reshape(1, -1)
+    )
+    assert math.isclose(
+        geodesic_distance(a, b, spec),
+        math.sqrt(8) * float(expected[0]),
+        rel_tol=1e-12,
+        abs_tol=1e-12,
+    )
 
 
 def test_binary_distances():

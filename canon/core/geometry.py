@@ -10,7 +10,7 @@ signs of their weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from canon.core.matching import match
 from canon.core.normalization import normalize
 from canon.core.permutations import Alignment, Moved
 from canon.core.spec import Spec, UnitGroup, check_state
-from canon.core.units import unit_slices, unit_vectors
+from canon.core.units import producer_rows, unit_slices, unit_vectors
 
 __all__ = [
     "Distances",
@@ -61,17 +61,43 @@ def flat(state: Mapping[str, Tensor], names: tuple[str, ...]) -> Tensor:
 
 
 def _euclidean(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]) -> float:
-    """||a - b|| over the named tensors: the differences in the networks' dtype, squared
-    and summed in float64, ``_BLOCK`` numbers at a time."""
-    total = 0.0
-    for name in names:
-        x, y = a[name].reshape(-1), b[name].reshape(-1)
-        acc = torch.zeros((), dtype=torch.float64, device=x.device)
-        for start in range(0, x.numel(), _BLOCK):
-            diff = (x[start : start + _BLOCK] - y[start : start + _BLOCK]).double()
-            acc += torch.dot(diff, diff)
-        total += float(acc)
-    return math.sqrt(total)
+    """||a - b|| over the named tensors."""
+    return math.sqrt(sum(float(_squared_difference(a[n], b[n])) for n in names))
+
+
+def _blocks(*tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:
+    """The tensors (of one size) flattened and cut into the same blocks of ``_BLOCK``
+    numbers, in float64."""
+    flat_views = [t.reshape(-1) for t in tensors]
+    for start in range(0, flat_views[0].numel(), _BLOCK):
+        yield tuple(t[start : start + _BLOCK].double() for t in flat_views)
+
+
+def _squared_difference(x: Tensor, y: Tensor) -> Tensor:
+    """||x - y||^2 as a float64 scalar on their device, a block at a time (no copy of
+    either)."""
+    acc = torch.zeros((), dtype=torch.float64, device=x.device)
+    for bx, by in _blocks(x, y):
+        diff = bx - by
+        acc += torch.dot(diff, diff)
+    return acc
+
+
+def _vector_angle(x: Tensor, y: Tensor) -> float:
+    """The angle between ``x`` and ``y`` seen as one vector each: :func:`angles` of the
+    two as single rows, computed in float64 a block at a time (an output layer as wide as
+    a vocabulary needs no float64 copy of itself)."""
+    tiny = torch.finfo(torch.float64).tiny
+    sums = torch.zeros(3, dtype=torch.float64, device=x.device)  # |x|^2, |y|^2, x.y
+    for bx, by in _blocks(x, y):
+        sums += torch.stack([torch.dot(bx, bx), torch.dot(by, by), torch.dot(bx, by)])
+    norm_x, norm_y = sums[0].sqrt().clamp_min(tiny), sums[1].sqrt().clamp_min(tiny)
+    cos = sums[2] / norm_x / norm_y
+    perp = torch.zeros((), dtype=torch.float64, device=x.device)  # |y_hat - cos x_hat|^2
+    for bx, by in _blocks(x, y):
+        rest = by / norm_y - cos * (bx / norm_x)
+        perp += torch.dot(rest, rest)
+    return float(torch.atan2(perp.sqrt(), cos))
 
 
 def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> float:
@@ -98,10 +124,8 @@ def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Sp
             acc += theta.square().sum()
         total += float(acc)
     if spec.output is not None:
-        w_a = a[spec.output.weight].double().reshape(1, -1)
-        w_b = b[spec.output.weight].double().reshape(1, -1)
-        theta_out = angles(w_a, w_b)[0]
-        total += spec.output.size * float(theta_out.square())
+        theta_out = _vector_angle(a[spec.output.weight], b[spec.output.weight])
+        total += spec.output.size * theta_out**2
     return math.sqrt(total)
 
 
@@ -113,23 +137,26 @@ def free_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) 
     free = [g for g in spec.groups if not g.on_sphere]
     if not free:
         return None
-    total = torch.zeros((), dtype=torch.float64)
+    total = 0.0
     for group in free:
-        diff = _free_rows(a, group) - _free_rows(b, group)
-        total = total + diff.double().square().sum().cpu()
-    return math.sqrt(float(total))
+        for part_a, part_b in zip(_free_parts(a, group), _free_parts(b, group), strict=True):
+            total += float(_squared_difference(part_a, part_b))
+    return math.sqrt(total)
 
 
-def _free_rows(state: Mapping[str, Tensor], group: UnitGroup) -> Tensor:
-    """A free group's units as rows: their incoming weights and, for attention's query
-    dimensions, the key rows that no other group counts (DESIGN §3b)."""
-    rows = unit_vectors(state, group, effective=False)
-    keys = [
-        unit_slices(state[o.name], 0, group.size, o.block, o.start, repeat=o.repeat, head=o.head)
-        for o in group.outgoing
-        if group.symmetry == "linear" and o.axis == 0 and state[o.name].ndim > 1
-    ]
-    return torch.cat([rows, *keys], 1) if keys else rows
+def _free_parts(state: Mapping[str, Tensor], group: UnitGroup) -> Iterator[Tensor]:
+    """A free group's units' rows, a part at a time (their squared distances add up): their
+    incoming weights in each producer and, for attention's query dimensions, the key rows
+    that no other group counts (DESIGN §3b)."""
+    for producer in group.producers:
+        yield producer_rows(state, producer, False, group.size)
+    if group.symmetry != "linear":
+        return
+    for o in group.outgoing:
+        if o.axis == 0 and state[o.name].ndim > 1:
+            yield unit_slices(
+                state[o.name], 0, group.size, o.block, o.start, repeat=o.repeat, head=o.head
+            )
 
 
 def hamming(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]) -> int:
