@@ -22,12 +22,15 @@ from strategies import models
 from canon.architectures import build_model
 from canon.core import (
     Alignment,
+    UnitScales,
     align,
     apply_alignment,
     canonicalize,
     match,
     normalize,
     random_symmetry,
+    rescale,
+    unit_scales,
 )
 from canon.core.geometry import distances
 from canon.core.permutations import compose_alignments, invert_alignment, through_reference
@@ -91,6 +94,40 @@ def test_normalized_units_have_unit_norm(model, seed):
         assert math.isclose(float(norm), math.sqrt(spec.output.size), rel_tol=1e-12)
 
 
+@given(models(), seeds, st.floats(0.25, 4.0))
+def test_rescale_puts_the_scales_back_with_the_same_function(model, seed, factor):
+    """``rescale(normalize(w), s)`` computes w's function and has the scales s (``s`` the
+    network's own scales, times a factor); with w's own scales, a network without
+    BatchNorm comes back exactly."""
+    model = randomize(model, seed)
+    spec, state, x = traced(model), state_of(model), inputs(model)
+    own = unit_scales(state, spec)
+    scaled = UnitScales(
+        {g: s * factor for g, s in own.groups.items()},
+        None if own.output is None else own.output * factor,
+    )
+    back = rescale(normalize(state, spec), spec, scaled)
+    assert_same_function(outputs(model, back, x), outputs(model, state, x))
+    found = unit_scales(back, spec)
+    assert found.groups.keys() == own.groups.keys()
+    for name in own.groups:
+        torch.testing.assert_close(found.groups[name], scaled.groups[name], rtol=1e-9, atol=0)
+    if own.output is not None:
+        assert math.isclose(found.output, scaled.output, rel_tol=1e-9)
+    has_bn = any(p.batchnorm is not None for g in spec.groups for p in g.producers)
+    if not has_bn:
+        assert_states_close(rescale(normalize(state, spec), spec, own), state, atol=1e-9)
+
+
+def test_rescale_rejects_scales_of_another_shape():
+    """Scales whose size is not the group's are refused, naming the group."""
+    model = randomize(build_model("mlp", {"in_features": 4, "hidden": [3], "classes": 2}), 0)
+    spec, state = traced(model), state_of(model)
+    wrong = UnitScales({"fc1": torch.ones(5, dtype=torch.float64)}, None)
+    with pytest.raises(SpecMismatchError, match="group `fc1`"):
+        rescale(normalize(state, spec), spec, wrong)
+
+
 @given(models(), seeds, seeds)
 def test_normalize_and_alignment_leave_their_inputs_as_they_were(model, seed, ref_seed):
     """Normalizing (which scales its own copies in place), aligning and measuring distances
@@ -118,9 +155,9 @@ def test_permute_units_moves_whole_blocks(units, block, head_pad, tail_pad, seed
     t = torch.randn(3, total, 2, generator=gen)
     perm = torch.randperm(units, generator=gen)
     index = torch.arange(total)
-    index[head_pad : head_pad + units * block] = (
-        head_pad + (perm.unsqueeze(1) * block + torch.arange(block)).reshape(-1)
-    )
+    index[head_pad : head_pad + units * block] = head_pad + (
+        perm.unsqueeze(1) * block + torch.arange(block)
+    ).reshape(-1)
     moved = permute_units(t, 1, perm, block, head_pad)
     assert torch.equal(moved, t[:, index])
 

@@ -171,6 +171,35 @@ def test_optimized_midpoint_lowers_the_barrier(digits):
     assert linear.options["target_error"] is None  # every epoch runs (Fig. 10)
 
 
+def test_geodesic_midpoint_starts_at_the_endpoints_scale(digits):
+    """Training starts from the geodesic midpoint put at the endpoints' scale: the same
+    predictions as the geodesic's point at x = 0.5, each unit's scale and the output
+    layer's norm the mean of the two endpoints' (with a learning rate of 0 the midpoint
+    stays where it starts)."""
+    from canon.architectures import build_model
+    from canon.core import apply_alignment, match, normalize, spec_from_module, unit_scales
+
+    net = ("mlp", {"in_features": 64, "hidden": [32, 32], "classes": 10})
+    spec = spec_from_module(build_model(*net))
+    a = train(net, digits, "sgd", seed=1, epochs=3).state
+    b = train(net, digits, "sgd", seed=2, epochs=3).state
+    start = optimize_midpoint(a, b, net, digits, "geodesic", points=13, epochs=1, lr=0.0).state
+    norm_a, norm_b = normalize(a, spec), normalize(b, spec)
+    alignment = match(norm_b, norm_a, spec)
+    expected = unit_scales(a, spec).mean(unit_scales(apply_alignment(b, alignment, spec), spec))
+    found = unit_scales(start, spec)
+    assert found.groups.keys() == expected.groups.keys() == {g.name for g in spec.groups}
+    for name, scales in expected.groups.items():
+        torch.testing.assert_close(found.groups[name], scales, rtol=1e-5, atol=0)
+    assert found.output == pytest.approx(expected.output, rel=1e-5)
+    curve = path_curve(a, b, net, digits, "geodesic", points=13, device="cpu")
+    model = build_model(*net).eval()
+    model.load_state_dict(start)
+    with torch.no_grad():
+        wrong = int((model(digits.x_train).argmax(1) != digits.y_train).sum())
+    assert wrong == round(curve.train_error[6] * len(digits.y_train))
+
+
 def test_bad_training_requests(blobs):
     """Unknown algorithms, zero epochs, one replica and even point counts are rejected."""
     with pytest.raises(ConfigError, match="unknown algorithm `adam`"):

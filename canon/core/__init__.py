@@ -15,7 +15,10 @@ from canon.core.matching import match as match
 from canon.core.matching import match_incoming as match_incoming
 from canon.core.matching import match_weights as match_weights
 from canon.core.matching import matching_objective as matching_objective
+from canon.core.normalization import UnitScales as UnitScales
 from canon.core.normalization import normalize as normalize
+from canon.core.normalization import rescale as rescale
+from canon.core.normalization import unit_scales as unit_scales
 from canon.core.permutations import AUCTION_FROM as AUCTION_FROM
 from canon.core.permutations import Alignment as Alignment
 from canon.core.permutations import apply_alignment as apply_alignment
@@ -49,6 +52,7 @@ __all__ = [
     "TensorAxis",
     "TensorInfo",
     "UnitGroup",
+    "UnitScales",
     "align",
     "apply_alignment",
     "auction_assignment",
@@ -63,9 +67,11 @@ __all__ = [
     "matching_objective",
     "normalize",
     "random_symmetry",
+    "rescale",
     "solve_assignment",
     "spec_from_module",
     "through_reference",
     "tied_names",
     "traced",
+    "unit_scales",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -26,8 +27,9 @@ from canon.core.units import (
     unit_norms,
     unit_slices,
 )
+from canon.errors import SpecMismatchError
 
-__all__ = ["normalize"]
+__all__ = ["UnitScales", "normalize", "rescale", "unit_scales"]
 
 
 def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) -> dict[str, Tensor]:
@@ -66,6 +68,74 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
     ``check=False`` skips validating ``state`` against ``spec`` (for callers
     that already did).
     """
+    return _normalized(state, spec, check)[0]
+
+
+@dataclass(frozen=True)
+class UnitScales:
+    """The scales :func:`normalize` takes out of a network: for each group it normalizes
+    (by name), the factor it divides each unit by (the norm of the unit's effective
+    incoming weights, counted in forward order), and the output layer's Frobenius norm
+    over sqrt(H^L) (``None`` without an output layer or with an all-zero one)."""
+
+    groups: dict[str, Tensor]
+    output: float | None
+
+    def mean(self, other: UnitScales) -> UnitScales:
+        """The arithmetic mean of two networks' scales, unit by unit (the two in one
+        unit order, such as a network and another aligned to it)."""
+        output = None
+        if self.output is not None and other.output is not None:
+            output = (self.output + other.output) / 2
+        groups = {g: (s + other.groups[g].to(s.device)) / 2 for g, s in self.groups.items()}
+        return UnitScales(groups, output)
+
+
+def unit_scales(state: Mapping[str, Tensor], spec: Spec) -> UnitScales:
+    """The scales :func:`normalize` takes out of ``state`` (see :class:`UnitScales`)."""
+    return _normalized(state, spec, True)[1]
+
+
+def rescale(state: Mapping[str, Tensor], spec: Spec, scales: UnitScales) -> dict[str, Tensor]:
+    """A normalized network with ``scales`` put back: each recorded group's units
+    multiplied by their factors (their producers' own scale; for ``scale`` groups their
+    outgoing weights divided by them) and the output layer by ``scales.output``. The same
+    function up to the output's positive factor; on ``normalize(w)`` with
+    ``unit_scales(w)`` it undoes normalization's per-unit rescalings (not BatchNorm's
+    input scale or sign, which it fixes too, nor attention's balancing). Trained from, such a network starts at the scale of the
+    networks the scales came from (SGD's steps depend on it)."""
+    check_state(state, spec, "`state`")
+    out = _Copy(state)
+    for group in spec.groups:
+        factors = scales.groups.get(group.name)
+        if factors is None:
+            continue
+        if factors.shape != (group.size,):
+            raise SpecMismatchError(
+                f"scales for group `{group.name}` have shape {tuple(factors.shape)}, "
+                f"expected ({group.size},)"
+            )
+        for producer in group.producers:
+            for name in producer.own_scale:
+                out.scale(name, 0, factors)
+        if group.symmetry == "scale":
+            for axis in group.outgoing:
+                out.scale(
+                    axis.name, axis.axis, 1.0 / factors,
+                    block=axis.block, repeat=axis.repeat, head=axis.head,
+                )  # fmt: skip
+    if spec.output is not None and scales.output is not None:
+        layer = spec.output
+        for tensor in (layer.weight, layer.bias):
+            if tensor is not None:
+                out[tensor] = out[tensor] * scales.output
+    return dict(out)
+
+
+def _normalized(
+    state: Mapping[str, Tensor], spec: Spec, check: bool
+) -> tuple[dict[str, Tensor], UnitScales]:
+    """:func:`normalize`, and the scales it took out."""
     if check:
         check_state(state, spec, "`state`")
     out = _Copy(state)
@@ -79,6 +149,7 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
     for group in spec.groups:  # last: every other factor on their tensors is in place
         if group.symmetry == "linear":
             _balance(out, group)
+    output = None
     if spec.output is not None:
         layer = spec.output
         norm = torch.linalg.vector_norm(out[layer.weight])
@@ -87,7 +158,8 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
             out[layer.weight] = out[layer.weight] * factor
             if layer.bias is not None:
                 out[layer.bias] = out[layer.bias] * factor
-    return dict(out)
+            output = float(1 / factor)
+    return dict(out), UnitScales(out.norms, output)
 
 
 class _Copy(dict[str, Tensor]):
@@ -98,6 +170,7 @@ class _Copy(dict[str, Tensor]):
     def __init__(self, state: Mapping[str, Tensor]) -> None:
         super().__init__(state)
         self.owned: set[str] = set()
+        self.norms: dict[str, Tensor] = {}  # what each normalized group's units were divided by
 
     def scale(self, name: str, axis: int, factors: Tensor, **layout: int) -> None:
         """Multiply unit k's slice of tensor ``name`` along ``axis`` by ``factors[k]``
@@ -177,6 +250,7 @@ def _normalize_group(
     scales = [_output_scale(out, p) for p in determining]
     # one factor per unit for all producers: the norm of the concatenated effective rows
     norms = _safe(scales[0] if len(scales) == 1 else torch.stack(scales).square().sum(0).sqrt())
+    out.norms[group.name] = norms
     inverse = 1.0 / norms
     for producer in group.producers:
         for name in producer.own_scale:

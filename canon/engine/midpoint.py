@@ -9,7 +9,14 @@ from typing import Any, TypeAlias
 import torch
 from torch import Tensor
 
-from canon.core import apply_alignment, canonicalize, match, normalize, spec_from_module
+from canon.core import (
+    apply_alignment,
+    match,
+    normalize,
+    rescale,
+    spec_from_module,
+    unit_scales,
+)
 from canon.core.paths import geodesic_path
 from canon.device import resolve_device
 from canon.engine.kinds import bend_kind
@@ -58,7 +65,9 @@ def optimize_midpoint(
     """Find a low-error midpoint m between a and b and evaluate the bend path a -> m -> b.
 
     m starts at the midpoint (x = 0.5) of the ``path`` between the endpoints:
-    the geodesic midpoint of the normalized, aligned endpoints, or the
+    the geodesic midpoint of the normalized, aligned endpoints (put at the endpoints'
+    scale: each unit's scale and the output layer's norm the mean of the two
+    endpoints', :func:`~canon.core.rescale`; the same function), or the
     arithmetic mean of the raw (``linear``) or aligned (``linear_aligned``)
     endpoints. It is trained with SGD (Nesterov momentum, learning rate 0.02
     cosine-annealed over ``epochs``, batch 128) for every epoch: the paper's
@@ -76,10 +85,15 @@ def optimize_midpoint(
     a = {k: v.to(dev) for k, v in a.items()}
     b = {k: v.to(dev) for k, v in b.items()}
     if path == "geodesic":
-        start = normalize(a, spec)
-        end = canonicalize(b, spec, reference=a)
+        start, norm_b = normalize(a, spec), normalize(b, spec)
+        alignment = match(norm_b, start, spec)
+        end = apply_alignment(norm_b, alignment, spec)
         half = torch.tensor([0.5], dtype=torch.float64)
-        m0 = geodesic_path(start, end, spec, half).state(0)
+        middle = geodesic_path(start, end, spec, half).state(0)
+        # the same function at the endpoints' scale: SGD's steps are not scale-invariant,
+        # and from unit-norm units they carried midpoints far from both endpoints
+        b_scales = unit_scales(apply_alignment(b, alignment, spec), spec)
+        m0 = rescale(middle, spec, unit_scales(a, spec).mean(b_scales))
     else:
         end = b
         if path == "linear_aligned":
