@@ -102,8 +102,9 @@ def rescale(state: Mapping[str, Tensor], spec: Spec, scales: UnitScales) -> dict
     outgoing weights divided by them) and the output layer by ``scales.output``. The same
     function up to the output's positive factor; on ``normalize(w)`` with
     ``unit_scales(w)`` it undoes normalization's per-unit rescalings (not BatchNorm's
-    input scale or sign, which it fixes too, nor attention's balancing). Trained from, such a network starts at the scale of the
-    networks the scales came from (SGD's steps depend on it)."""
+    input scale or sign, which it fixes too, nor attention's balancing). Trained from,
+    such a network starts at the scale of the networks the scales came from (SGD's
+    steps depend on it)."""
     check_state(state, spec, "`state`")
     out = _Copy(state)
     for group in spec.groups:
