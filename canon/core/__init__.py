@@ -17,6 +17,7 @@ from canon.core.matching import match_weights as match_weights
 from canon.core.matching import matching_objective as matching_objective
 from canon.core.normalization import UnitScales as UnitScales
 from canon.core.normalization import normalize as normalize
+from canon.core.normalization import normalize_with_scales as normalize_with_scales
 from canon.core.normalization import rescale as rescale
 from canon.core.normalization import unit_scales as unit_scales
 from canon.core.permutations import AUCTION_FROM as AUCTION_FROM
@@ -66,6 +67,7 @@ __all__ = [
     "match_weights",
     "matching_objective",
     "normalize",
+    "normalize_with_scales",
     "random_symmetry",
     "rescale",
     "solve_assignment",

@@ -29,7 +29,7 @@ from canon.core.units import (
 )
 from canon.errors import SpecMismatchError
 
-__all__ = ["UnitScales", "normalize", "rescale", "unit_scales"]
+__all__ = ["UnitScales", "normalize", "normalize_with_scales", "rescale", "unit_scales"]
 
 
 def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) -> dict[str, Tensor]:
@@ -68,7 +68,7 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
     ``check=False`` skips validating ``state`` against ``spec`` (for callers
     that already did).
     """
-    return _normalized(state, spec, check)[0]
+    return normalize_with_scales(state, spec, check=check)[0]
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class UnitScales:
 
 def unit_scales(state: Mapping[str, Tensor], spec: Spec) -> UnitScales:
     """The scales :func:`normalize` takes out of ``state`` (see :class:`UnitScales`)."""
-    return _normalized(state, spec, True)[1]
+    return normalize_with_scales(state, spec)[1]
 
 
 def rescale(state: Mapping[str, Tensor], spec: Spec, scales: UnitScales) -> dict[str, Tensor]:
@@ -133,10 +133,10 @@ def rescale(state: Mapping[str, Tensor], spec: Spec, scales: UnitScales) -> dict
     return dict(out)
 
 
-def _normalized(
-    state: Mapping[str, Tensor], spec: Spec, check: bool
+def normalize_with_scales(
+    state: Mapping[str, Tensor], spec: Spec, *, check: bool = True
 ) -> tuple[dict[str, Tensor], UnitScales]:
-    """:func:`normalize`, and the scales it took out."""
+    """:func:`normalize` and :func:`unit_scales` of ``state`` from one pass."""
     if check:
         check_state(state, spec, "`state`")
     out = _Copy(state)

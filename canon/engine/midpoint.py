@@ -13,6 +13,7 @@ from canon.core import (
     apply_alignment,
     match,
     normalize,
+    normalize_with_scales,
     rescale,
     spec_from_module,
     unit_scales,
@@ -85,7 +86,7 @@ def optimize_midpoint(
     a = {k: v.to(dev) for k, v in a.items()}
     b = {k: v.to(dev) for k, v in b.items()}
     if path == "geodesic":
-        start, norm_b = normalize(a, spec), normalize(b, spec)
+        (start, a_scales), norm_b = normalize_with_scales(a, spec), normalize(b, spec)
         alignment = match(norm_b, start, spec)
         end = apply_alignment(norm_b, alignment, spec)
         half = torch.tensor([0.5], dtype=torch.float64)
@@ -93,7 +94,7 @@ def optimize_midpoint(
         # the same function at the endpoints' scale: SGD's steps are not scale-invariant,
         # and from unit-norm units they carried midpoints far from both endpoints
         b_scales = unit_scales(apply_alignment(b, alignment, spec), spec)
-        m0 = rescale(middle, spec, unit_scales(a, spec).mean(b_scales))
+        m0 = rescale(middle, spec, a_scales.mean(b_scales))
     else:
         end = b
         if path == "linear_aligned":
