@@ -131,6 +131,7 @@ def test_train_energy_plane_midpoint(zoo: Path, tmp_path: Path) -> None:
     shown = json.loads(invoke(zoo, "show", "m", "--json"))
     assert shown["kind"] == "midpoint" and shown["parent_names"] == ["s0", "s1"]
     assert "bend_barrier" in shown["metrics"]
+    assert shown["metrics"]["lr"] == 0.02 and shown["metrics"]["restarts"] == 0
     assert "is a parent of `m`" in one_line_error(zoo, "rm", "s1")
     assert [
         e["name"]

@@ -278,6 +278,7 @@ def test_midpoint_job_adds_an_entry(server: Server) -> None:
     assert response.status_code == 202, response.text
     done = server.wait_job(response.json()["id"])
     assert done["result"]["entry"]["name"] == "mid-01"
+    assert done["result"]["restarts"] == 0 and done["result"]["lr"] == 0.02
     entry = server.get("/api/entries/mid-01").json()
     assert entry["kind"] == "midpoint" and entry["parent_names"] == ["sgd-0", "sgd-1"]
     assert "bend_barrier" in entry["metrics"]

@@ -200,6 +200,77 @@ def test_geodesic_midpoint_starts_at_the_endpoints_scale(digits):
     assert wrong == round(curve.train_error[6] * len(digits.y_train))
 
 
+def test_max_loss_stops_a_diverged_fit_and_changes_nothing_otherwise(blobs):
+    """An epoch whose mean loss exceeds ``max_loss`` (or is not a number) stops the fit
+    phase there, marked diverged; a cap never reached leaves the run bit for bit as it
+    is without one."""
+    plain = train(SMALL, blobs, "sgd", seed=3, epochs=4, target_error=None)
+    capped = train(SMALL, blobs, "sgd", seed=3, epochs=4, target_error=None, max_loss=1e6)
+    assert not plain.diverged and not capped.diverged and capped.epochs == 4
+    assert all(torch.equal(plain.state[k], capped.state[k]) for k in plain.state)
+    stopped = train(SMALL, blobs, "sgd", seed=3, epochs=4, target_error=None, max_loss=0.0)
+    assert stopped.diverged and stopped.epochs == 1 and len(stopped.history) == 1
+    assert stopped.options["max_loss"] == 0.0
+    wild = train(SMALL, blobs, "sgd", seed=3, epochs=4, lr=1e30, target_error=None, max_loss=1e6)
+    assert wild.diverged and wild.epochs < 4
+    # adv's random-label phase is not the fit: its losses near chance do not stop it
+    adv = train(SMALL, blobs, "adv", seed=3, epochs=2, adv_epochs=2, max_loss=1e6)
+    assert not adv.diverged and [h["adv"] for h in adv.history].count(1.0) == 2
+
+
+def test_divergence_loss_is_halfway_to_chance(blobs):
+    """The cap is halfway from the start's own loss to the loss of constant outputs (ln C;
+    ln 2 for one output), and never below the start's own loss."""
+    import math
+
+    from canon.architectures import build_model
+    from canon.engine.landscape import as_data
+    from canon.engine.midpoint import divergence_loss
+    from canon.engine.train import loss_fn
+
+    start = train(SMALL, blobs, "sgd", seed=0, epochs=30).state
+    (x, y), _ = as_data(blobs)
+    model = build_model(*SMALL).eval()
+    model.load_state_dict(start)
+    with torch.no_grad():
+        own = float(loss_fn(model(x), y))
+    assert own < math.log(3)
+    assert divergence_loss(SMALL, start, blobs) == pytest.approx((own + math.log(3)) / 2)
+    flat = {k: torch.zeros_like(v) if k.startswith("out") else v for k, v in start.items()}
+    assert divergence_loss(SMALL, flat, blobs) == pytest.approx(math.log(3))
+    worse = {k: -10 * v if k.startswith("out") else v for k, v in start.items()}
+    with torch.no_grad():
+        model.load_state_dict(worse)
+        own_worse = float(loss_fn(model(x), y))
+    assert own_worse > math.log(3)
+    assert divergence_loss(SMALL, worse, blobs) == pytest.approx(own_worse)
+
+
+def test_diverged_midpoint_training_restarts_at_half_the_rate(blobs):
+    """A midpoint whose training diverges restarts from the same start at half the learning
+    rate, at most ``lr_halvings`` times, the last try run to the end: the result is the
+    plain protocol at the rate it reached. One that does not diverge is untouched."""
+    a = train(SMALL, blobs, "sgd", seed=1, epochs=5).state
+    b = train(SMALL, blobs, "sgd", seed=2, epochs=5).state
+    calm = optimize_midpoint(a, b, SMALL, blobs, points=5, epochs=3)
+    plain = optimize_midpoint(a, b, SMALL, blobs, points=5, epochs=3, lr_halvings=0)
+    assert calm.restarts == 0 and calm.lr == 0.02
+    assert all(torch.equal(calm.state[k], plain.state[k]) for k in calm.state)
+    # at 64 the loss blows up; halved four times, at 4, it does not
+    settled = optimize_midpoint(a, b, SMALL, blobs, points=5, epochs=3, lr=64, lr_halvings=6)
+    assert settled.restarts == 4 and settled.lr == 4 and settled.epochs == 3
+    assert settled.options["lr"] == 64 and settled.options["lr_halvings"] == 6
+    at_four = optimize_midpoint(a, b, SMALL, blobs, points=5, epochs=3, lr=4, lr_halvings=0)
+    assert all(torch.equal(settled.state[k], at_four.state[k]) for k in settled.state)
+    # out of halvings: the last try (at 16) runs to the end whatever its loss
+    spent = optimize_midpoint(a, b, SMALL, blobs, points=5, epochs=3, lr=64, lr_halvings=2)
+    assert spent.restarts == 2 and spent.lr == 16 and spent.epochs == 3
+    at_16 = optimize_midpoint(a, b, SMALL, blobs, points=5, epochs=3, lr=16, lr_halvings=0)
+    assert all(torch.equal(spent.state[k], at_16.state[k]) for k in spent.state)
+    with pytest.raises(ConfigError, match="`lr_halvings` must be at least 0"):
+        optimize_midpoint(a, b, SMALL, blobs, points=5, epochs=1, lr_halvings=-1)
+
+
 def test_bad_training_requests(blobs):
     """Unknown algorithms, zero epochs, one replica and even point counts are rejected."""
     with pytest.raises(ConfigError, match="unknown algorithm `adam`"):

@@ -30,7 +30,7 @@ from canon.zoo import EXECUTORS
 
 if TYPE_CHECKING:
     from canon.cli._common import Selection
-    from canon.engine import PlaneResult, TrainProgress
+    from canon.engine import MidpointResult, PlaneResult, TrainProgress
 
 __all__ = ["compare", "energy", "midpoint", "plane", "table", "train"]
 
@@ -354,7 +354,19 @@ def midpoint(app: App, a: str, b: str, name: str, path: str, epochs: int) -> Non
         {
             "entry": entry.to_dict(),
             "bend_barrier": result.barrier,
+            "lr": result.lr,
+            "restarts": result.restarts,
             "curve": result.curve.to_dict(),
         },
-        lambda: f"bend barrier {pct(result.barrier)}; added {entry_summary(entry)}",
+        lambda: (
+            f"bend barrier {pct(result.barrier)}{_restarted(result)}; added {entry_summary(entry)}"
+        ),
     )
+
+
+def _restarted(result: MidpointResult) -> str:
+    """How a midpoint's training was restarted, if it was."""
+    if not result.restarts:
+        return ""
+    times = "once" if result.restarts == 1 else f"{result.restarts} times"
+    return f" (training diverged and restarted at half the learning rate {times}: lr {result.lr:g})"

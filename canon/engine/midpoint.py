@@ -20,12 +20,13 @@ from canon.core import (
 )
 from canon.core.paths import geodesic_path
 from canon.device import resolve_device
+from canon.engine.evaluate import Evaluator, logits_of
 from canon.engine.kinds import bend_kind
-from canon.engine.landscape import ModelLike, PathCurve, as_model, path_curve
-from canon.engine.train import TrainProgress, train
+from canon.engine.landscape import ModelLike, PathCurve, as_data, as_model, path_curve
+from canon.engine.train import TrainProgress, loss_fn, train
 from canon.errors import ConfigError
 
-__all__ = ["MidpointResult", "optimize_midpoint"]
+__all__ = ["MidpointResult", "divergence_loss", "optimize_midpoint"]
 
 #: A path a midpoint starts from (:data:`~canon.engine.kinds.MIDPOINT_PATHS`).
 MidpointPath: TypeAlias = str
@@ -40,6 +41,10 @@ class MidpointResult:
     train_error: float
     epochs: int
     options: dict[str, Any]
+    #: the learning rate the midpoint was trained with (``lr`` halved after divergences)
+    lr: float = 0.0
+    #: how many trainings diverged and were restarted at half the learning rate
+    restarts: int = 0
 
     @property
     def barrier(self) -> float:
@@ -58,6 +63,7 @@ def optimize_midpoint(
     lr: float = 0.02,
     batch_size: int = 128,
     target_error: float | None = None,
+    lr_halvings: int = 3,
     seed: int = 0,
     points: int = 25,
     device: str | torch.device = "auto",
@@ -73,7 +79,14 @@ def optimize_midpoint(
     endpoints. It is trained with SGD (Nesterov momentum, learning rate 0.02
     cosine-annealed over ``epochs``, batch 128) for every epoch: the paper's
     protocol (Fig. 10: 300 epochs). A ``target_error`` stops it at the first
-    epoch whose train error is at most that instead. The returned curve runs
+    epoch whose train error is at most that instead.
+
+    A training that diverges (an epoch's mean loss above :func:`divergence_loss`:
+    SGD threw m out of its basin, back toward chance level, and what it then
+    trains to is far from both endpoints) is stopped and restarted from the same
+    m at half the learning rate, at most ``lr_halvings`` times; the last try runs
+    to the end whatever its loss (``lr_halvings=0``: the protocol as is). The
+    result records the rate used and the restarts. The returned curve runs
     along the two legs (geodesic legs with m normalized and aligned to a, or
     straight legs); its barrier is the max error over both.
     """
@@ -101,20 +114,29 @@ def optimize_midpoint(
             alignment = match(normalize(b, spec), normalize(a, spec), spec)
             end = apply_alignment(b, alignment, spec)
         m0 = {k: (a[k] + end[k]) / 2 if a[k].is_floating_point() else a[k] for k in a}
-    trained = train(
-        template,
-        data,
-        "sgd",
-        seed=seed,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        momentum=0.9,
-        target_error=target_error,
-        init=m0,
-        device=dev,
-        progress=progress,
-    )
+    if lr_halvings < 0:
+        raise ConfigError(f"`lr_halvings` must be at least 0, got {lr_halvings}")
+    cap = divergence_loss(template, m0, data, dev) if lr_halvings else None
+    rate = lr
+    for restarts in range(lr_halvings + 1):
+        trained = train(
+            template,
+            data,
+            "sgd",
+            seed=seed,
+            epochs=epochs,
+            lr=rate,
+            batch_size=batch_size,
+            momentum=0.9,
+            target_error=target_error,
+            init=m0,
+            max_loss=cap if restarts < lr_halvings else None,
+            device=dev,
+            progress=progress,
+        )
+        if not trained.diverged:
+            break
+        rate /= 2
     curve = path_curve(a, b, template, data, kind, points, dev, midpoint=trained.state, spec=spec)
     return MidpointResult(
         state=trained.state,
@@ -127,6 +149,27 @@ def optimize_midpoint(
             "lr": lr,
             "batch_size": batch_size,
             "target_error": target_error,
+            "lr_halvings": lr_halvings,
             "seed": seed,
         },
+        lr=rate,
+        restarts=restarts,
     )
+
+
+def divergence_loss(
+    model: ModelLike, start: Mapping[str, Tensor], data: Any, device: str | torch.device = "cpu"
+) -> float:
+    """The mean train loss above which training from ``start`` has diverged: halfway from
+    ``start``'s own loss to chance level (the loss of constant outputs: ln C for C
+    classes, ln 2 for one output), and never below ``start``'s loss."""
+    dev = resolve_device(device)
+    (x, y), _ = as_data(data)
+    evaluator = Evaluator(as_model(model), x, y, dev)
+    losses = evaluator.error(dict(start), loss=True).losses
+    assert losses is not None
+    own = float(losses[0])
+    with torch.no_grad():  # every example's loss is the same at constant outputs
+        constant = torch.zeros_like(logits_of(evaluator.model, evaluator.x[:1]))
+        chance = float(loss_fn(constant, evaluator.y[:1]))
+    return max(own, (own + chance) / 2)

@@ -111,6 +111,8 @@ class TrainResult:
     test_error: float | None
     history: list[dict[str, float]]
     options: dict[str, Any]
+    #: the fit phase stopped at an epoch whose mean loss exceeded ``max_loss`` (:func:`train`)
+    diverged: bool = False
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready figures (without the weights)."""
@@ -311,6 +313,8 @@ class _Phase:
     seed: int
     history: list[dict[str, float]]
     progress: Callable[[TrainProgress], None] | None
+    max_loss: float | None = None
+    diverged: bool = False
 
 
 def _fit(
@@ -321,7 +325,9 @@ def _fit(
     gamma: Callable[[int], float],
     stop_error: float | None,
 ) -> tuple[int, float]:
-    """Train ``models`` for up to ``epochs``; stop once their center's error <= stop_error."""
+    """Train ``models`` for up to ``epochs``; stop once their center's error <= stop_error,
+    or (the ``fit`` phase) once an epoch's mean loss exceeds ``phase.max_loss`` or is NaN,
+    which marks ``phase`` diverged."""
     run = _Run(
         models,
         phase.spec,
@@ -357,6 +363,12 @@ def _fit(
         if phase.progress is not None:
             phase.progress(TrainProgress(name, epoch + 1, epochs, loss, measured, lr))
         if stop_error is not None and error <= stop_error:
+            return epoch + 1, error
+        if name == "fit" and phase.max_loss is not None and not loss <= phase.max_loss:
+            phase.diverged = True
+            if measured is None:
+                center = _center_state(models) if len(models) > 1 else models[0].state_dict()
+                error = float(phase.evaluator.error(center).errors[0])
             return epoch + 1, error
     return epochs, error
 
@@ -443,6 +455,7 @@ def train(
     adv_epochs: int | None = None,
     adv_zero_fraction: float | None = None,
     adv_lr: float | None = None,
+    max_loss: float | None = None,
     device: str | torch.device = "auto",
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
@@ -463,7 +476,9 @@ def train(
     stops as soon as that copy is fitted; ``adv_lr`` is its learning rate
     (default ``lr``; binary: 10); ``adv_zero_fraction`` of each input's pixels
     are set to black there (default 0.1, Liu et al.; binary: 0, appendix B only
-    randomizes labels). ``progress`` is called after every epoch.
+    randomizes labels). ``max_loss`` stops the fit phase (not adv's random-label
+    phase) at the first epoch whose mean minibatch loss exceeds it or is NaN; the
+    result is then marked ``diverged``. ``progress`` is called after every epoch.
     """
     info = get_algorithm(algo)
     if epochs < 1:
@@ -497,6 +512,7 @@ def train(
         seed,
         history,
         progress,
+        max_loss,
     )
     options: dict[str, Any] = {
         "algo": algo,
@@ -506,6 +522,8 @@ def train(
         **settings,
         "target_error": target_error,
     }
+    if max_loss is not None:
+        options["max_loss"] = max_loss
     setup = TrainSetup(
         net,
         phase,
@@ -535,6 +553,7 @@ def train(
         test_error=test_error,
         history=history,
         options=options,
+        diverged=phase.diverged,
     )
 
 

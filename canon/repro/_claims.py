@@ -208,6 +208,10 @@ def _geodesic_ranking(net: NetResults, seed: int, *, tie_samples: int) -> _Findi
     return finding._replace(measured=measured, values={**finding.values, "tie": tolerance})
 
 
+#: how the bend claim names the midpoints' starting paths
+_START = {"geodesic": "geodesic start", "linear_aligned": "aligned start", "linear": "raw start"}
+
+
 def _bend(net: NetResults, seed: int, *, near_zero: float) -> _Finding:
     found = {
         kind: [b for group in _barriers(net.bends, kind).values() for b in group]
@@ -216,17 +220,33 @@ def _bend(net: NetResults, seed: int, *, near_zero: float) -> _Finding:
     means = {kind: mean(v) for kind, v in found.items()}
     aligned = found["bend"] + found["bend_linear_aligned"]
     above = sum(b >= near_zero for b in aligned)
+    restarted = {path: sum(r > 0 for r in runs) for path, runs in net.midpoint_restarts.items()}
+    restarts = ", ".join(
+        f"{_START[path]} {count}/{len(net.midpoint_restarts[path])}"
+        for path, count in restarted.items()
+    )
     return _Finding(
         f"mean bend barrier over {len(found['bend'])} pairs: geodesic legs "
         f"{pct(means['bend'])}, aligned linear legs {pct(means['bend_linear_aligned'])} "
         f"(raw linear legs {pct(means['bend_linear'])}); {above}/{len(aligned)} aligned "
-        f"bends at or above {pct(near_zero)} (near zero: below {pct(near_zero)})",
+        f"bends at or above {pct(near_zero)} (near zero: below {pct(near_zero)})"
+        + (
+            f"; midpoint trainings that diverged and restarted at half the learning rate: "
+            f"{restarts}"
+            if restarts
+            else ""
+        ),
         [
             mean_above(
                 f"{pct(near_zero)} - mean aligned bend barrier %", aligned, near_zero, seed=seed
             )
         ],
-        {**means, "max_aligned": max(aligned, default=math.nan), "near_zero": near_zero},
+        {
+            **means,
+            "max_aligned": max(aligned, default=math.nan),
+            "near_zero": near_zero,
+            "restarted": restarted,
+        },
     )
 
 

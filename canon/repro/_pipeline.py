@@ -80,6 +80,9 @@ class NetResults:
     #: per pair class, (distance to the flatter endpoint, to the other) of each optimized
     #: geodesic midpoint (Fig. 5 middle and right)
     midpoint_distances: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    #: per starting path (``geodesic``, ``linear_aligned``, ``linear``), how many times each
+    #: midpoint's training diverged and restarted at half the learning rate
+    midpoint_restarts: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -208,13 +211,15 @@ def _bends(
     plan: Plan,
     tracker: Tracker,
     device: str,
-) -> tuple[dict[str, list[PathCurve]], dict[str, list[tuple[float, float]]]]:
+) -> tuple[dict[str, list[PathCurve]], dict[str, list[tuple[float, float]]], dict[str, list[int]]]:
     """Optimize a midpoint from each starting path for each pair (:meth:`Zoo.midpoint`: SGD
-    for every epoch of the budget, the bend curve on 25 points); keep the bend curves and,
-    for the geodesic midpoints, their normalized aligned distances to the pair's flatter
-    and other endpoint. The midpoints stay in the zoo as ``midpoint`` entries."""
+    for every epoch of the budget, the bend curve on 25 points); keep the bend curves,
+    for the geodesic midpoints their normalized aligned distances to the pair's flatter
+    and other endpoint, and per starting path each training's restarts after a
+    divergence. The midpoints stay in the zoo as ``midpoint`` entries."""
     curves: dict[str, list[PathCurve]] = {}
     distances: dict[str, list[tuple[float, float]]] = {}
+    restarts: dict[str, list[int]] = {}
     for cls, group in pairs.items():
         for a, b in group[: plan.bend_pairs_per_class]:
             for path in BEND_KINDS:
@@ -227,13 +232,14 @@ def _bends(
                     device=device,
                 )
                 curves.setdefault(cls, []).append(result.curve)
+                restarts.setdefault(path, []).append(result.restarts)
                 if path == "geodesic":
                     spec, m = zoo.spec(a), result.state
                     near = normalized_distance(m, zoo.state(a, device), spec)
                     far = normalized_distance(m, zoo.state(b, device), spec)
                     distances.setdefault(cls, []).append((near, far))
                 tracker.step(f"bend paths {cls}")
-    return curves, distances
+    return curves, distances, restarts
 
 
 def _closeness(
@@ -287,7 +293,7 @@ def measure_net(
         device=device,
         progress=tracker.within(f"{net.label}: paths"),
     )
-    bends, midpoint_distances = _bends(zoo, pairs, plan, tracker, device)
+    bends, midpoint_distances, restarts = _bends(zoo, pairs, plan, tracker, device)
     metrics = ("euclidean", "euclidean_aligned", "geodesic")
     tables = [zoo.barrier_table(solutions, metric=m, device=device) for m in metrics]
     tracker.step(f"{net.label}: distances")
@@ -312,6 +318,7 @@ def measure_net(
         _closeness(zoo, pairs, device),
         _untrained(net, plan.untrained_pairs, seed),
         midpoint_distances,
+        restarts,
     )
 
 

@@ -229,6 +229,8 @@ def _run_midpoint(
         "entry": entry.to_dict(),
         "bend_barrier": result.barrier,
         "epochs": result.epochs,
+        "lr": result.lr,
+        "restarts": result.restarts,
         "curve": result.curve.to_dict(),
     }
 

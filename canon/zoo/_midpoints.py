@@ -56,7 +56,8 @@ def add_midpoint(
     """Optimize a midpoint m between a and b (:func:`~canon.engine.optimize_midpoint`) and add it.
 
     The entry has kind ``midpoint``, parents (a, b), tag ``path``, and metrics
-    ``train_error`` and ``bend_barrier`` (the barrier of the bend path a -> m -> b).
+    ``train_error``, ``bend_barrier`` (the barrier of the bend path a -> m -> b), and
+    the learning rate ``lr`` it trained at after ``restarts`` divergences.
     ``progress(epoch, epochs)`` is called after each training epoch.
     """
     ea, eb = check_midpoint(zoo, a, b, name, path)
@@ -79,7 +80,12 @@ def add_midpoint(
         kind="midpoint",
         parents=(ea, eb),
         tags={"path": path},
-        metrics={"train_error": result.train_error, "bend_barrier": result.barrier},
+        metrics={
+            "train_error": result.train_error,
+            "bend_barrier": result.barrier,
+            "lr": result.lr,
+            "restarts": result.restarts,
+        },
         device=device,
     )
     return entry, result
