@@ -1301,6 +1301,14 @@ SERVICE: dict[str, Callable[[Ctx], Request]] = {
     "midpoint-epochs-huge": lambda c: Request("POST", "/api/midpoints",
                                               json={"a": "n0", "b": "n1", "name": "m",
                                                     "epochs": 10**12}),
+    "midpoint-lr-huge": lambda c: Request("POST", "/api/midpoints",
+                                          json={"a": "n0", "b": "n1", "name": "m", "lr": 1e300}),
+    "midpoint-lr-negative": lambda c: Request("POST", "/api/midpoints",
+                                              json={"a": "n0", "b": "n1", "name": "m",
+                                                    "lr": -1}),
+    "midpoint-halvings-huge": lambda c: Request("POST", "/api/midpoints",
+                                                json={"a": "n0", "b": "n1", "name": "m",
+                                                      "lr_halvings": 10**9}),
 }  # fmt: skip
 for _key, _make_request in SERVICE.items():
     add_case(f"serve-{_key}", "serve", _make_request, via="service")

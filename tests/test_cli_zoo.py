@@ -117,7 +117,10 @@ def test_train_energy_plane_midpoint(zoo: Path, tmp_path: Path) -> None:
         assert entry["metrics"]["train_error"] < 0.8 and "test_error" in entry["metrics"]
     energy = json.loads(invoke(zoo, "energy", "s0", "--sigma", "0.1", "--draws", "2", "--json"))
     assert energy["sigmas"] == [0.1] and len(energy["mean"]) == 1
-    out = invoke(zoo, "midpoint", "s0", "s1", "--name", "m", "--epochs", "1", "--path", "linear")
+    out = invoke(
+        zoo, "midpoint", "s0", "s1", "--name", "m", "--epochs", "1", "--path", "linear",
+        "--lr", "0.01", "--lr-halvings", "0",
+    )  # fmt: skip
     assert "bend barrier" in out
     grid = json.loads(invoke(zoo, "plane", "s0", "s1", "m", "--grid", "3", "--json"))
     assert len(grid["errors"]) == 3 and len(grid["errors"][0]) == 3
@@ -131,7 +134,7 @@ def test_train_energy_plane_midpoint(zoo: Path, tmp_path: Path) -> None:
     shown = json.loads(invoke(zoo, "show", "m", "--json"))
     assert shown["kind"] == "midpoint" and shown["parent_names"] == ["s0", "s1"]
     assert "bend_barrier" in shown["metrics"]
-    assert shown["metrics"]["lr"] == 0.02 and shown["metrics"]["restarts"] == 0
+    assert shown["metrics"]["lr"] == 0.01 and shown["metrics"]["restarts"] == 0
     assert "is a parent of `m`" in one_line_error(zoo, "rm", "s1")
     assert [
         e["name"]

@@ -269,6 +269,9 @@ def test_diverged_midpoint_training_restarts_at_half_the_rate(blobs):
     assert all(torch.equal(spent.state[k], at_16.state[k]) for k in spent.state)
     with pytest.raises(ConfigError, match="`lr_halvings` must be at least 0"):
         optimize_midpoint(a, b, SMALL, blobs, points=5, epochs=1, lr_halvings=-1)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="`lr` must be a finite number"):
+            optimize_midpoint(a, b, SMALL, blobs, points=5, epochs=1, lr=bad)
 
 
 def test_bad_training_requests(blobs):

@@ -343,11 +343,36 @@ def _plane_text(result: PlaneResult, a: str, b: str, c: str) -> str:
     help="Epochs of training, every one run (the paper's protocol, Fig. 10: 300 epochs, "
     "cosine-annealed).",
 )
-def midpoint(app: App, a: str, b: str, name: str, path: str, epochs: int) -> None:
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, max=100),
+    default=0.02,
+    show_default=True,
+    help="Starting learning rate (SGD, Nesterov momentum 0.9, cosine-annealed).",
+)
+@click.option(
+    "--lr-halvings",
+    type=click.IntRange(min=0, max=10),
+    default=3,
+    show_default=True,
+    help="How many times a training that diverges (loss more than halfway back to chance) "
+    "restarts at half the learning rate; 0: never.",
+)
+def midpoint(
+    app: App, a: str, b: str, name: str, path: str, epochs: int, lr: float, lr_halvings: int
+) -> None:
     """Optimize a midpoint between A and B and add it to the zoo (kind midpoint)."""
     with open_zoo(app) as zoo, progress(app, "epochs") as bar:
         entry, result = zoo.midpoint(
-            a, b, name=name, path=path, epochs=epochs, device=app.device, progress=bar
+            a,
+            b,
+            name=name,
+            path=path,
+            epochs=epochs,
+            lr=lr,
+            lr_halvings=lr_halvings,
+            device=app.device,
+            progress=bar,
         )
     emit(
         app,

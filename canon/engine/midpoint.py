@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -93,6 +94,10 @@ def optimize_midpoint(
     kind = bend_kind(path)
     if points % 2 == 0:
         raise ConfigError(f"`points` must be odd so that m sits at x = 0.5, got {points}")
+    if not lr >= 0 or math.isinf(lr):
+        raise ConfigError(f"`lr` must be a finite number at least 0, got {lr}")
+    if lr_halvings < 0:
+        raise ConfigError(f"`lr_halvings` must be at least 0, got {lr_halvings}")
     dev = resolve_device(device)
     template = as_model(model)
     spec = spec_from_module(template)
@@ -114,8 +119,6 @@ def optimize_midpoint(
             alignment = match(normalize(b, spec), normalize(a, spec), spec)
             end = apply_alignment(b, alignment, spec)
         m0 = {k: (a[k] + end[k]) / 2 if a[k].is_floating_point() else a[k] for k in a}
-    if lr_halvings < 0:
-        raise ConfigError(f"`lr_halvings` must be at least 0, got {lr_halvings}")
     cap = divergence_loss(template, m0, data, dev) if lr_halvings else None
     rate = lr
     for restarts in range(lr_halvings + 1):

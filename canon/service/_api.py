@@ -323,7 +323,14 @@ def table(service: ServiceDep, request: TableRequest) -> Response:
 def midpoint(service: ServiceDep, request: MidpointRequest) -> Response:
     """Queue the optimization of a midpoint between two entries; needs the token."""
     params = midpoint_params(
-        service.zoo, request.a, request.b, request.name, request.path, request.epochs
+        service.zoo,
+        request.a,
+        request.b,
+        request.name,
+        request.path,
+        request.epochs,
+        request.lr,
+        request.lr_halvings,
     )
     return _accepted(service, "midpoint", params)
 

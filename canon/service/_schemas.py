@@ -209,6 +209,8 @@ class MidpointRequest(_Strict):
     name: EntryName
     path: MidpointPath = "geodesic"
     epochs: int = Field(default=300, ge=1, le=10_000)
+    lr: float = Field(default=0.02, ge=0, le=100)
+    lr_halvings: int = Field(default=3, ge=0, le=10)
 
 
 class JobError(BaseModel):

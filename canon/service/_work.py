@@ -113,10 +113,27 @@ def table_params(
     return params | {"method": method} | _align(align)
 
 
-def midpoint_params(zoo: Zoo, a: str, b: str, name: str, path: str, epochs: int) -> dict[str, Any]:
+def midpoint_params(
+    zoo: Zoo,
+    a: str,
+    b: str,
+    name: str,
+    path: str,
+    epochs: int,
+    lr: float = 0.02,
+    lr_halvings: int = 3,
+) -> dict[str, Any]:
     """The job parameters of a midpoint, checked before anything is queued."""
     ea, eb = check_midpoint(zoo, a, b, name, path)
-    return {"a": ea.id, "b": eb.id, "name": name, "path": path, "epochs": epochs}
+    return {
+        "a": ea.id,
+        "b": eb.id,
+        "name": name,
+        "path": path,
+        "epochs": epochs,
+        "lr": lr,
+        "lr_halvings": lr_halvings,
+    }
 
 
 def check_upload(zoo: Zoo, path: Path, architecture: str | None, dataset: str | None) -> None:
@@ -222,6 +239,8 @@ def _run_midpoint(
         name=params["name"],
         path=params["path"],
         epochs=params["epochs"],
+        lr=params.get("lr", 0.02),
+        lr_halvings=params.get("lr_halvings", 3),
         device=device,
         progress=progress,
     )

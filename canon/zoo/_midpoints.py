@@ -50,6 +50,8 @@ def add_midpoint(
     name: str,
     path: str = "geodesic",
     epochs: int = 300,
+    lr: float = 0.02,
+    lr_halvings: int = 3,
     device: str | torch.device = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Entry, MidpointResult]:
@@ -58,6 +60,7 @@ def add_midpoint(
     The entry has kind ``midpoint``, parents (a, b), tag ``path``, and metrics
     ``train_error``, ``bend_barrier`` (the barrier of the bend path a -> m -> b), and
     the learning rate ``lr`` it trained at after ``restarts`` divergences.
+    ``lr`` and ``lr_halvings`` are :func:`~canon.engine.optimize_midpoint`'s.
     ``progress(epoch, epochs)`` is called after each training epoch.
     """
     ea, eb = check_midpoint(zoo, a, b, name, path)
@@ -68,6 +71,8 @@ def add_midpoint(
         zoo.dataset(ea),
         path,
         epochs=epochs,
+        lr=lr,
+        lr_halvings=lr_halvings,
         device=device,
         progress=None if progress is None else (lambda p: progress(p.epoch, p.epochs)),
     )
