@@ -24,7 +24,14 @@ from canon.cli._common import (
     progress,
     table_options,
 )
-from canon.engine import DEFAULT_PATHS, MIDPOINT_PATHS, list_algorithms, list_path_kinds
+from canon.engine import (
+    DEFAULT_PATHS,
+    MIDPOINT_LR,
+    MIDPOINT_LR_HALVINGS,
+    MIDPOINT_PATHS,
+    list_algorithms,
+    list_path_kinds,
+)
 from canon.engine.kinds import PAPER_PROTOCOL
 from canon.zoo import EXECUTORS
 
@@ -346,14 +353,14 @@ def _plane_text(result: PlaneResult, a: str, b: str, c: str) -> str:
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, max=100),
-    default=0.02,
+    default=MIDPOINT_LR,
     show_default=True,
     help="Starting learning rate (SGD, Nesterov momentum 0.9, cosine-annealed).",
 )
 @click.option(
     "--lr-halvings",
     type=click.IntRange(min=0, max=10),
-    default=3,
+    default=MIDPOINT_LR_HALVINGS,
     show_default=True,
     help="How many times a training that diverges (loss more than halfway back to chance) "
     "restarts at half the learning rate; 0: never.",

@@ -26,6 +26,8 @@ _EXPORTS = {
     "find_alignment": "canon.engine.matching",
     "match_activations": "canon.engine.matching",
     "resolve_method": "canon.engine.matching",
+    "MIDPOINT_LR": "canon.engine.kinds",
+    "MIDPOINT_LR_HALVINGS": "canon.engine.kinds",
     "MIDPOINT_PATHS": "canon.engine.kinds",
     "PATH_KINDS": "canon.engine.kinds",
     "AlgorithmInfo": "canon.engine.kinds",
@@ -95,6 +97,8 @@ if TYPE_CHECKING:
     from canon.engine.kinds import ALGORITHMS as ALGORITHMS
     from canon.engine.kinds import DEFAULT_PATHS as DEFAULT_PATHS
     from canon.engine.kinds import MATCHING_METHODS as MATCHING_METHODS
+    from canon.engine.kinds import MIDPOINT_LR as MIDPOINT_LR
+    from canon.engine.kinds import MIDPOINT_LR_HALVINGS as MIDPOINT_LR_HALVINGS
     from canon.engine.kinds import MIDPOINT_PATHS as MIDPOINT_PATHS
     from canon.engine.kinds import PATH_KINDS as PATH_KINDS
     from canon.engine.kinds import AlgorithmInfo as AlgorithmInfo

@@ -39,6 +39,8 @@ __all__ = [
     "ALGORITHMS",
     "DEFAULT_PATHS",
     "MATCHING_METHODS",
+    "MIDPOINT_LR",
+    "MIDPOINT_LR_HALVINGS",
     "MIDPOINT_PATHS",
     "PAPER_PROTOCOL",
     "PATH_KINDS",
@@ -356,6 +358,12 @@ DEFAULT_PATHS: tuple[str, ...] = ("linear", "linear_aligned", "geodesic")
 MIDPOINT_PATHS: tuple[str, ...] = tuple(
     k.bend_of for k in _PATH_KINDS.values() if k.bend_of is not None
 )
+#: A midpoint's starting learning rate (Fig. 10: the sgd solutions' 0.02) and how many
+#: times a training that diverges restarts at half of it
+#: (:func:`~canon.engine.optimize_midpoint`); here so that the command line reads them
+#: without torch.
+MIDPOINT_LR = 0.02
+MIDPOINT_LR_HALVINGS = 3
 #: The built-in training algorithms (:func:`list_algorithms` also sees later ones).
 ALGORITHMS: tuple[str, ...] = tuple(list_algorithms())
 #: The built-in matching methods, after ``auto`` (the architecture's default).

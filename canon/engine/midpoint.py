@@ -22,7 +22,7 @@ from canon.core import (
 from canon.core.paths import geodesic_path
 from canon.device import resolve_device
 from canon.engine.evaluate import Evaluator, logits_of
-from canon.engine.kinds import bend_kind
+from canon.engine.kinds import MIDPOINT_LR, MIDPOINT_LR_HALVINGS, bend_kind
 from canon.engine.landscape import ModelLike, PathCurve, as_data, as_model, path_curve
 from canon.engine.train import TrainProgress, loss_fn, train
 from canon.errors import ConfigError
@@ -61,10 +61,10 @@ def optimize_midpoint(
     path: MidpointPath = "geodesic",
     *,
     epochs: int = 300,
-    lr: float = 0.02,
+    lr: float = MIDPOINT_LR,
     batch_size: int = 128,
     target_error: float | None = None,
-    lr_halvings: int = 3,
+    lr_halvings: int = MIDPOINT_LR_HALVINGS,
     seed: int = 0,
     points: int = 25,
     device: str | torch.device = "auto",

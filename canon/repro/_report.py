@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from canon.engine import DEFAULT_PATHS, bend_kind
+from canon.engine import DEFAULT_PATHS, MIDPOINT_LR, MIDPOINT_LR_HALVINGS, bend_kind
 from canon.plots import class_pairs, order_classes
 from canon.repro._claims import mean, pct
 from canon.repro._plan import ALGOS
@@ -222,10 +222,10 @@ def _settings(results: Measurements) -> list[str]:
         f"- Paths: {plan.points} points each; up to {plan.pairs_per_class} pairs per class of "
         f"pairs (6 classes). Optimized single-bend paths: {plan.bend_pairs_per_class} pair(s) "
         f"per class, a midpoint optimized from each of the three starting paths "
-        f"({plan.midpoint_epochs} epochs of SGD with cosine annealing at learning rate 0.02, "
-        "every epoch run; a training whose epoch loss went more than halfway back to chance "
-        "level restarts from the same midpoint at half the learning rate, at most 3 times; "
-        "bend curves on 25 points).",
+        f"({plan.midpoint_epochs} epochs of SGD with cosine annealing at learning rate "
+        f"{MIDPOINT_LR:g}, every epoch run; a training whose epoch loss went more than "
+        "halfway back to chance level restarts from the same midpoint at half the learning "
+        f"rate, at most {MIDPOINT_LR_HALVINGS} times; bend curves on 25 points).",
         "- Local energy: multiplicative Gaussian noise at sigma = "
         f"{', '.join(f'{s:g}' for s in plan.sigmas)}, {plan.draws} draws each; planes: "
         f"{plan.plane_grid} x {plan.plane_grid} grids, margin {plan.plane_margin:g}.",

@@ -12,6 +12,8 @@ from canon.service._work import (
     DEFAULT_PATHS,
     MATCHING_METHODS,
     METRICS,
+    MIDPOINT_LR,
+    MIDPOINT_LR_HALVINGS,
     MIDPOINT_PATHS,
 )
 from canon.zoo import ALIGN_MODES, SELECTION_KINDS, Entry, Job, check_name
@@ -209,8 +211,8 @@ class MidpointRequest(_Strict):
     name: EntryName
     path: MidpointPath = "geodesic"
     epochs: int = Field(default=300, ge=1, le=10_000)
-    lr: float = Field(default=0.02, ge=0, le=100)
-    lr_halvings: int = Field(default=3, ge=0, le=10)
+    lr: float = Field(default=MIDPOINT_LR, ge=0, le=100)
+    lr_halvings: int = Field(default=MIDPOINT_LR_HALVINGS, ge=0, le=10)
 
 
 class JobError(BaseModel):

@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from canon._limits import clip
-from canon.engine import DEFAULT_PATHS, MATCHING_METHODS, MIDPOINT_PATHS, list_path_kinds
+from canon.engine import (
+    DEFAULT_PATHS,
+    MATCHING_METHODS,
+    MIDPOINT_LR,
+    MIDPOINT_LR_HALVINGS,
+    MIDPOINT_PATHS,
+    list_path_kinds,
+)
 from canon.errors import ConfigError, NotCachedError
 from canon.zoo import (
     CURVE_METRICS,
@@ -37,6 +44,8 @@ __all__ = [
     "JOB_KINDS",
     "MATCHING_METHODS",
     "METRICS",
+    "MIDPOINT_LR",
+    "MIDPOINT_LR_HALVINGS",
     "MIDPOINT_PATHS",
     "cached_comparison",
     "cached_table",
@@ -120,8 +129,8 @@ def midpoint_params(
     name: str,
     path: str,
     epochs: int,
-    lr: float = 0.02,
-    lr_halvings: int = 3,
+    lr: float = MIDPOINT_LR,
+    lr_halvings: int = MIDPOINT_LR_HALVINGS,
 ) -> dict[str, Any]:
     """The job parameters of a midpoint, checked before anything is queued."""
     ea, eb = check_midpoint(zoo, a, b, name, path)
@@ -239,8 +248,8 @@ def _run_midpoint(
         name=params["name"],
         path=params["path"],
         epochs=params["epochs"],
-        lr=params.get("lr", 0.02),
-        lr_halvings=params.get("lr_halvings", 3),
+        lr=params.get("lr", MIDPOINT_LR),
+        lr_halvings=params.get("lr_halvings", MIDPOINT_LR_HALVINGS),
         device=device,
         progress=progress,
     )

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from canon.engine import MIDPOINT_PATHS, MidpointResult, optimize_midpoint
+from canon.engine import (
+    MIDPOINT_LR,
+    MIDPOINT_LR_HALVINGS,
+    MIDPOINT_PATHS,
+    MidpointResult,
+    optimize_midpoint,
+)
 from canon.errors import ConfigError, InvalidEntryError, NameClashError
 from canon.zoo._records import Entry, check_name
 
@@ -50,8 +56,8 @@ def add_midpoint(
     name: str,
     path: str = "geodesic",
     epochs: int = 300,
-    lr: float = 0.02,
-    lr_halvings: int = 3,
+    lr: float = MIDPOINT_LR,
+    lr_halvings: int = MIDPOINT_LR_HALVINGS,
     device: str | torch.device = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Entry, MidpointResult]:
