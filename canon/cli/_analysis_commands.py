@@ -32,7 +32,7 @@ from canon.engine import (
     list_algorithms,
     list_path_kinds,
 )
-from canon.engine.kinds import PAPER_PROTOCOL
+from canon.engine.kinds import MIDPOINT_LR_HALVINGS_MAX, MIDPOINT_LR_MAX, PAPER_PROTOCOL
 from canon.zoo import EXECUTORS
 
 if TYPE_CHECKING:
@@ -352,14 +352,14 @@ def _plane_text(result: PlaneResult, a: str, b: str, c: str) -> str:
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, max=100),
+    type=click.FloatRange(min=0, max=MIDPOINT_LR_MAX),
     default=MIDPOINT_LR,
     show_default=True,
     help="Starting learning rate (SGD, Nesterov momentum 0.9, cosine-annealed).",
 )
 @click.option(
     "--lr-halvings",
-    type=click.IntRange(min=0, max=10),
+    type=click.IntRange(min=0, max=MIDPOINT_LR_HALVINGS_MAX),
     default=MIDPOINT_LR_HALVINGS,
     show_default=True,
     help="How many times a training that diverges (loss more than halfway back to chance) "

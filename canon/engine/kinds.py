@@ -41,6 +41,8 @@ __all__ = [
     "MATCHING_METHODS",
     "MIDPOINT_LR",
     "MIDPOINT_LR_HALVINGS",
+    "MIDPOINT_LR_HALVINGS_MAX",
+    "MIDPOINT_LR_MAX",
     "MIDPOINT_PATHS",
     "PAPER_PROTOCOL",
     "PATH_KINDS",
@@ -364,6 +366,9 @@ MIDPOINT_PATHS: tuple[str, ...] = tuple(
 #: without torch.
 MIDPOINT_LR = 0.02
 MIDPOINT_LR_HALVINGS = 3
+#: The largest of each that the command line and the service accept.
+MIDPOINT_LR_MAX = 100.0
+MIDPOINT_LR_HALVINGS_MAX = 10
 #: The built-in training algorithms (:func:`list_algorithms` also sees later ones).
 ALGORITHMS: tuple[str, ...] = tuple(list_algorithms())
 #: The built-in matching methods, after ``auto`` (the architecture's default).

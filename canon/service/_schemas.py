@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from canon.engine.kinds import MIDPOINT_LR_HALVINGS_MAX, MIDPOINT_LR_MAX
 from canon.service._work import (
     COMPARABLE_PATHS,
     DEFAULT_PATHS,
@@ -211,8 +212,8 @@ class MidpointRequest(_Strict):
     name: EntryName
     path: MidpointPath = "geodesic"
     epochs: int = Field(default=300, ge=1, le=10_000)
-    lr: float = Field(default=MIDPOINT_LR, ge=0, le=100)
-    lr_halvings: int = Field(default=MIDPOINT_LR_HALVINGS, ge=0, le=10)
+    lr: float = Field(default=MIDPOINT_LR, ge=0, le=MIDPOINT_LR_MAX)
+    lr_halvings: int = Field(default=MIDPOINT_LR_HALVINGS, ge=0, le=MIDPOINT_LR_HALVINGS_MAX)
 
 
 class JobError(BaseModel):
