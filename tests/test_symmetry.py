@@ -33,8 +33,15 @@ from canon.core import (
     unit_scales,
 )
 from canon.core.geometry import distances
-from canon.core.permutations import compose_alignments, invert_alignment, through_reference
-from canon.core.units import permute_units, unit_vectors
+from canon.core.permutations import (
+    MOVE_SLAB,
+    UnitAxis,
+    compose_alignments,
+    invert_alignment,
+    moved,
+    through_reference,
+)
+from canon.core.units import permute_units, scale_units, unit_vectors
 from canon.errors import NonFiniteError, SpecMismatchError
 
 seeds = st.integers(0, 2**31 - 1)
@@ -160,6 +167,43 @@ def test_permute_units_moves_whole_blocks(units, block, head_pad, tail_pad, seed
     ).reshape(-1)
     moved = permute_units(t, 1, perm, block, head_pad)
     assert torch.equal(moved, t[:, index])
+
+
+@given(st.sampled_from(["rows-cols", "cols-rows", "two-ranges", "rows-rows"]), seeds)
+def test_a_large_tensor_moved_along_several_axes_equals_the_moves_one_by_one(layout, seed):
+    """A tensor above MOVE_SLAB moved along several unit axes (copied once, its later axes
+    reordered in slabs, whatever their order) equals each axis's move applied in turn:
+    permutations, blocks, ranges of an axis and sign flips included."""
+    gen = torch.Generator().manual_seed(seed)
+    rows, blocks, block = 96, 1366, 8  # 96 x 10,928 numbers: above MOVE_SLAB
+    t = torch.randn(rows, blocks * block, generator=gen)
+    assert t.numel() > MOVE_SLAB
+    half = blocks // 2
+    axes = {
+        "rows-cols": (UnitAxis("r", 0, 1, True), UnitAxis("c", 1, block, True)),
+        "cols-rows": (UnitAxis("c", 1, block, False), UnitAxis("r", 0, 1, True)),
+        "two-ranges": (
+            UnitAxis("c", 1, block, True),
+            UnitAxis("d", 1, block, True, start=half * block),
+            UnitAxis("r", 0, 1, False),
+        ),
+        "rows-rows": (UnitAxis("r", 0, 1, True, start=48), UnitAxis("s", 0, 1, True)),
+    }[layout]
+    sizes = {"r": rows - 48 if layout == "rows-rows" else rows, "s": 48, "c": half, "d": half}
+    if layout != "two-ranges":
+        sizes["c"] = blocks
+    alignment = Alignment(
+        permutations={g: torch.randperm(n, generator=gen) for g, n in sizes.items()},
+        signs={g: torch.randint(0, 2, (n,), generator=gen) * 2.0 - 1 for g, n in sizes.items()},
+    )
+    expected = t
+    for a in axes:
+        expected = permute_units(expected, a.axis, alignment.permutations[a.group], a.block, a.start)
+        if a.signed:
+            expected = scale_units(expected, a.axis, alignment.signs[a.group], a.block, a.start)
+    before = t.clone()
+    assert torch.equal(moved(t, axes, alignment), expected)
+    assert torch.equal(t, before)  # the caller's tensor is not written into
 
 
 @given(models(), seeds, seeds)

@@ -26,6 +26,7 @@ from canon.errors import SpecMismatchError
 
 __all__ = [
     "AUCTION_FROM",
+    "MOVE_SLAB",
     "Alignment",
     "Moved",
     "UnitAxis",
@@ -261,6 +262,12 @@ def _move(t: Tensor, axis: UnitAxis, alignment: Alignment) -> Tensor:
     )
 
 
+#: elements above which a tensor moved along several axes is copied once: its later axes
+#: are reordered in the copy a slab at a time (a wide layer's second full copy would
+#: double the move's memory; a small tensor's slabs would only add calls)
+MOVE_SLAB = 1 << 20
+
+
 def moved(
     t: Tensor,
     axes: tuple[UnitAxis, ...],
@@ -268,10 +275,32 @@ def moved(
     skip: UnitAxis | None = None,
 ) -> Tensor:
     """Tensor ``t`` moved along each of its unit ``axes`` by ``alignment``, except ``skip``."""
-    for axis in axes:
-        if axis != skip:
-            t = _move(t, axis, alignment)
+    todo = [axis for axis in axes if axis != skip]
+    if len(todo) > 1 and t.numel() > MOVE_SLAB:
+        # the first axis copies; the others reorder that copy in slabs along dimension 0,
+        # contiguous, so an axis-0 move goes first (the axes' moves commute)
+        todo.sort(key=lambda axis: axis.axis != 0)
+        out = _move(t, todo[0], alignment)
+        for axis in todo[1:]:
+            _move_in_place(out, axis, alignment)
+        return out
+    for axis in todo:
+        t = _move(t, axis, alignment)
     return t
+
+
+def _move_in_place(t: Tensor, axis: UnitAxis, alignment: Alignment) -> None:
+    """:func:`_move` of ``t`` (a copy of the caller's own) written back into ``t``, one
+    slab of about :data:`MOVE_SLAB` elements along another dimension at a time."""
+    along = 0 if axis.axis != 0 else 1
+    if t.ndim < 2:
+        t.copy_(_move(t, axis, alignment))
+        return
+    size = t.shape[along]
+    step = max(1, MOVE_SLAB * size // t.numel())
+    for start in range(0, size, step):
+        slab = t.narrow(along, start, min(step, size - start))
+        slab.copy_(_move(slab, axis, alignment))
 
 
 def check_alignment(alignment: Alignment, spec: Spec) -> None:
