@@ -292,10 +292,10 @@ def moved(
 def _move_in_place(t: Tensor, axis: UnitAxis, alignment: Alignment) -> None:
     """:func:`_move` of ``t`` (a copy of the caller's own) written back into ``t``, one
     slab of about :data:`MOVE_SLAB` elements along another dimension at a time."""
-    along = 0 if axis.axis != 0 else 1
     if t.ndim < 2:
         t.copy_(_move(t, axis, alignment))
         return
+    along = 0 if axis.axis != 0 else 1
     size = t.shape[along]
     step = max(1, MOVE_SLAB * size // t.numel())
     for start in range(0, size, step):
