@@ -7,14 +7,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from canon.engine.kinds import MIDPOINT_LR_HALVINGS_MAX, MIDPOINT_LR_MAX
+from canon.engine.kinds import (
+    MIDPOINT_LR,
+    MIDPOINT_LR_HALVINGS,
+    MIDPOINT_LR_HALVINGS_MAX,
+    MIDPOINT_LR_MAX,
+)
 from canon.service._work import (
     COMPARABLE_PATHS,
     DEFAULT_PATHS,
     MATCHING_METHODS,
     METRICS,
-    MIDPOINT_LR,
-    MIDPOINT_LR_HALVINGS,
     MIDPOINT_PATHS,
 )
 from canon.zoo import ALIGN_MODES, SELECTION_KINDS, Entry, Job, check_name

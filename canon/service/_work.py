@@ -44,8 +44,6 @@ __all__ = [
     "JOB_KINDS",
     "MATCHING_METHODS",
     "METRICS",
-    "MIDPOINT_LR",
-    "MIDPOINT_LR_HALVINGS",
     "MIDPOINT_PATHS",
     "cached_comparison",
     "cached_table",
