@@ -13,7 +13,14 @@ the table's own memory does not grow with N). Asserts nothing.
 times 16/32/64 channels) on 3x32x32 inputs instead. Their BatchNorm statistics are
 recomputed at every interior point (20 batches of 256 inputs, the default), work that
 bare forward passes do not do: the run also reports that recomputation done by a plain
-torch loop, and the ratio to the floor with it.
+torch loop, and the ratio to the floor with it. The floors' loops lay the images out
+as canon does (channels-last on CPU, :mod:`canon.engine.layout`).
+
+A table too long for one sitting (N = 12 ResNet-20s on 10,000 inputs: hours on 2 CPU
+cores) runs in parts: ``--keep DIR`` keeps the zoo (and so every pair computed) in
+``DIR``, ``--budget-s S`` stops after the pair that ends past S seconds, and the next run
+with the same ``--keep`` computes the rest. Each run measures its own floors; the report
+sums the runs' times and pairs (``DIR/bench_table.json``).
 
 ``--executor ray`` computes the table as Ray tasks (a new local cluster, or the one at
 ``--address``); ``--check-local`` then also computes it in-process and says whether every
@@ -23,7 +30,7 @@ pairs of tiny networks).
     python benchmarks/bench_table.py [--n 8] [--arch mlp|resnet20] [--width 512]
         [--resnet-width 1] [--points 25] [--inputs 10000]
         [--executor local|ray] [--address ADDR] [--check-local] [--align pair|reference]
-        [--json]
+        [--keep DIR] [--budget-s S] [--json]
 """
 
 from __future__ import annotations
@@ -71,7 +78,21 @@ def main() -> None:
         action="store_true",
         help="with --executor ray: also compute the table in-process and compare every number",
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the zoo in this folder; a later run with it computes the pairs still "
+        "missing, and the report sums the runs",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        help="stop once this many seconds of table time have passed (at a pair's end; "
+        "go on later with --keep)",
+    )
     args = parser.parse_args()
+    if args.check_local and args.keep:
+        parser.error("--check-local compares a fresh table: not with --keep")
     device = resolve_device(args.device)
     if args.arch == "mlp":
         arch = "mlp"
@@ -87,17 +108,21 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.inputs, *shape, generator=gen)
     y = torch.randint(0, 10, (args.inputs,), generator=gen)
-    result: dict[str, Any] = {
+    setup = {
         "n": args.n, "arch": arch, "config": config, "points": args.points,
-        "executor": args.executor,
-        "align": args.align,
+        "inputs": args.inputs, "align": args.align,
     }  # fmt: skip
+    result: dict[str, Any] = {**setup, "executor": args.executor}
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "inputs.npz"
-        np.savez(data, x=x.numpy(), y=y.numpy(), x_test=x[:10].numpy(), y_test=y[:10].numpy())
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        log = _Runs(folder / "bench_table.json", setup)
+        data = folder / "inputs.npz"
+        if not data.exists():
+            np.savez(data, x=x.numpy(), y=y.numpy(), x_test=x[:10].numpy(), y_test=y[:10].numpy())
         dataset = f"npz:{data}"
-        with Zoo.open(Path(tmp) / "zoo") as zoo:
-            for i in range(args.n):
+        with Zoo.open(folder / "zoo") as zoo:
+            for i in range(len(zoo.entries()), args.n):
                 torch.manual_seed(i)
                 state = build_model(arch, config).state_dict()
                 zoo.add(
@@ -105,53 +130,70 @@ def main() -> None:
                     evaluate=False,
                 )  # fmt: skip
             if args.check_local:
-                shutil.copytree(Path(tmp) / "zoo", Path(tmp) / "local")
+                shutil.copytree(folder / "zoo", Path(tmp) / "local")
             rss_before = _rss_mb()
+            before = zoo.pair_computations
             start = time.perf_counter()
-            with tqdm(desc="pairs", unit="pair", disable=args.json) as bar:
-                table = zoo.barrier_table(
-                    path="geodesic", points=args.points, device=device,
-                    executor=args.executor, address=args.address, progress=_bar(bar),
-                    align=args.align,
-                )  # fmt: skip
-            result["table_s"] = time.perf_counter() - start
+            deadline = start + args.budget_s if args.budget_s else None
+            try:
+                with tqdm(desc="pairs", unit="pair", disable=args.json) as bar:
+                    table = zoo.barrier_table(
+                        path="geodesic", points=args.points, device=device,
+                        executor=args.executor, address=args.address,
+                        progress=_bar(bar, deadline), align=args.align,
+                    )  # fmt: skip
+            except _OutOfTime:
+                table = None
+            run: dict[str, Any] = {
+                "computed": zoo.pair_computations - before,
+                "table_s": time.perf_counter() - start,
+            }
             result["rss_before_table_mb"] = rss_before
             result["peak_rss_mb"] = _rss_mb()
-            start = time.perf_counter()
-            zoo.barrier_table(path="geodesic", points=args.points, device=device, align=args.align)
-            result["cached_s"] = time.perf_counter() - start
-            result["computed"] = table.computed
-        if args.check_local:
+            result["complete"] = table is not None
+            if table is not None:
+                start = time.perf_counter()
+                zoo.barrier_table(
+                    path="geodesic", points=args.points, device=device, align=args.align
+                )
+                result["cached_s"] = time.perf_counter() - start
+        if args.check_local and table is not None:
             with Zoo.open(Path(tmp) / "local") as local:
                 expected = local.barrier_table(
                     path="geodesic", points=args.points, device=device, align=args.align
                 )
             result["identical_to_in_process"] = bool(np.array_equal(table.matrix, expected.matrix))
-    pairs = args.n * (args.n - 1) // 2
-    result["pairs"] = pairs
-    repeats = 3 if arch == "mlp" else 1  # a ResNet's floor runs for minutes on CPU
-    result["floor_s"] = _floor(arch, config, args.points, x, y, device, repeats)
-    result["per_pair_s"] = result["table_s"] / pairs
-    result["ratio"] = result["table_s"] / (pairs * result["floor_s"])
-    if arch == "resnet":
-        result["bn_floor_s"] = _bn_floor(arch, config, args.points - 2, x, device, repeats)
-        with_bn = result["floor_s"] + result["bn_floor_s"]
-        result["ratio_with_bn"] = result["table_s"] / (pairs * with_bn)
+        if run["computed"]:
+            repeats = 3 if arch == "mlp" else 1  # a ResNet's floor runs for minutes on CPU
+            run["floor_s"] = _floor(arch, config, args.points, x, y, device, repeats)
+            if arch == "resnet":
+                run["bn_floor_s"] = _bn_floor(arch, config, args.points - 2, x, device, repeats)
+            log.add(run)
+        result |= {"this_run": run, **log.totals()}
     result["device"] = str(device)
     if args.json:
         print(json.dumps(result))
         return
     print(
-        f"{args.n} {label}, {pairs} pairs, {args.points} points, "
+        f"{args.n} {label}, {result['pairs']} pairs, {args.points} points, "
         f"{args.inputs} inputs on {device}, pairs aligned by `{args.align}`"
     )
+    if not result["complete"]:
+        print(
+            f"stopped at the budget: {result['computed']} of {result['pairs']} pairs computed so "
+            f"far; run again with the same --keep folder to go on"
+        )
+    if not result["computed"]:
+        return
+    runs = f" in {result['runs']} runs" if result["runs"] > 1 else ""
     print(
-        f"table {result['table_s']:.1f} s ({result['per_pair_s']:.3f} s per pair); floor "
+        f"table {result['table_s']:.1f} s{runs} ({result['per_pair_s']:.3f} s per pair); floor "
         f"{result['floor_s']:.3f} s per pair; ratio {result['ratio']:.2f} (goal on CPU <= 1.1)"
     )
+    cached = f"cached rerun {result['cached_s']:.3f} s; " if "cached_s" in result else ""
     print(
-        f"cached rerun {result['cached_s']:.3f} s; peak resident memory "
-        f"{result['peak_rss_mb']:.0f} MB ({result['rss_before_table_mb']:.0f} MB before the table)"
+        f"{cached}peak resident memory {result['peak_rss_mb']:.0f} MB "
+        f"({result['rss_before_table_mb']:.0f} MB before the table)"
     )
     if "bn_floor_s" in result:
         print(
@@ -168,15 +210,61 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _bar(bar: Any) -> Any:
-    """A table's progress callback (done, total) driving a tqdm bar."""
+class _OutOfTime(Exception):
+    """The run's budget is spent (raised after a pair is cached: the table keeps it)."""
+
+
+def _bar(bar: Any, deadline: float | None) -> Any:
+    """A table's progress callback (done, total) driving a tqdm bar, and stopping the
+    table once ``deadline`` (a ``perf_counter`` time) has passed."""
 
     def update(done: int, total: int) -> None:
         bar.total = total
         bar.n = done
         bar.refresh()
+        if deadline is not None and time.perf_counter() > deadline and done < total:
+            raise _OutOfTime
 
     return update
+
+
+class _Runs:
+    """The runs that computed one table's pairs, kept in a JSON file beside its zoo (a
+    table too long for one sitting is computed over several runs with ``--keep``)."""
+
+    def __init__(self, file: Path, setup: dict[str, Any]) -> None:
+        self.file, self.setup = file, setup
+        self.runs: list[dict[str, Any]] = []
+        if file.exists():
+            kept = json.loads(file.read_text())
+            if kept["setup"] != setup:
+                raise SystemExit(f"{file.parent} holds another table: {kept['setup']}")
+            self.runs = kept["runs"]
+
+    def add(self, run: dict[str, Any]) -> None:
+        """Record a run that computed pairs: its count, time and floors."""
+        self.runs.append(run)
+        self.file.write_text(json.dumps({"setup": self.setup, "runs": self.runs}, indent=1))
+
+    def totals(self) -> dict[str, Any]:
+        """Over every run: pairs computed, table time, time per pair, the floors per pair
+        (weighted by each run's pairs) and the ratios of the time to them."""
+        n = self.setup["n"]
+        out: dict[str, Any] = {"pairs": n * (n - 1) // 2, "runs": len(self.runs)}
+        computed = sum(r["computed"] for r in self.runs)
+        out["computed"] = computed
+        if not computed:
+            return out
+        table_s = sum(r["table_s"] for r in self.runs)
+        floor = sum(r["computed"] * r["floor_s"] for r in self.runs)
+        out |= {
+            "table_s": table_s, "per_pair_s": table_s / computed,
+            "floor_s": floor / computed, "ratio": table_s / floor,
+        }  # fmt: skip
+        if all("bn_floor_s" in r for r in self.runs):
+            bn = sum(r["computed"] * r["bn_floor_s"] for r in self.runs)
+            out |= {"bn_floor_s": bn / computed, "ratio_with_bn": table_s / (floor + bn)}
+        return out
 
 
 def _floor(

@@ -11,6 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from canon.core.paths import NetworkPath, PointValues
 from canon.engine._modules import working_copy
+from canon.engine.layout import input_layout
 
 __all__ = ["has_batchnorm", "with_recomputed_statistics"]
 
@@ -37,6 +38,7 @@ def with_recomputed_statistics(
     the path's statistics. ``model`` is not touched, nor copied tensor by tensor.
     """
     work = working_copy(model, x.device).eval()
+    layout = input_layout(work, x.device, x)
     norms = {
         name: m
         for name, m in work.named_modules()
@@ -60,7 +62,7 @@ def with_recomputed_statistics(
                 )
             inputs = {**state, **fresh}  # BN's training updates land in the fresh ones
             for start in range(0, min(batches * batch_size, x.shape[0]), batch_size):
-                functional_call(work, inputs, (x[start : start + batch_size],))
+                functional_call(work, inputs, (layout(x[start : start + batch_size]),))
             for s in stats:
                 tables[s][k] = fresh[s]
             del state, inputs  # before the next point is made: one held at a time

@@ -33,6 +33,7 @@ from canon.core.record import main_output
 from canon.core.trace import tracer
 from canon.engine._modules import working_copy
 from canon.engine.fast_ops import optimize_graph
+from canon.engine.layout import input_layout
 
 __all__ = ["STACK_WORK", "Evaluator", "Scores", "as_logits", "logits_of", "reads_tokens"]
 
@@ -209,10 +210,17 @@ class Evaluator:
             self.graph = optimize_graph(traced, device)
             self.split = _split(self.graph)
             self.stackable = not any(isinstance(m, _UNSTACKED) for m in self.model.modules())
+        self.layout = input_layout(self.graph, device, self.x)
 
     def _batches(self, rows: int) -> Iterator[tuple[Tensor, Tensor]]:
         for start in range(0, self.x.shape[0], rows):
             yield self.x[start : start + rows], self.y[start : start + rows]
+
+    def _input(self, xb: Tensor) -> Tensor:
+        """A data batch as the network takes it: token ids as integers, images in the
+        device's fastest layout (:func:`~canon.engine.layout.input_layout`), converted a
+        call at a time so that the data is never held twice."""
+        return xb.long() if self.tokens else self.layout(xb)
 
     def rows(self, in_flight: int = 1) -> int:
         """Inputs per data batch when ``in_flight`` networks' activations are held at once:
@@ -231,7 +239,7 @@ class Evaluator:
         """The bytes of every node's output of the traced graph for one input."""
         sizes = _Sizes(self.graph)
         with torch.inference_mode():
-            sizes.run(self.x[:1])
+            sizes.run(self._input(self.x[:1]))
         return sizes.total
 
     def _score(self, logits: Tensor, y: Tensor, loss: bool) -> tuple[Tensor, Tensor | None]:
@@ -368,15 +376,14 @@ class Evaluator:
 
             def run_stacked(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
                 for run, _, params in stacks:
-                    yield run, batched(params, xb)
+                    yield run, batched(params, self._input(xb))
 
             return _batch_major(run_stacked), chunk
         cached = self._cacheable(paths, names)
         states = [self._states(p, names, cached) for p in paths]
 
         def logits(point: dict[str, Tensor], xb: Tensor) -> Tensor:
-            inputs = xb.long() if self.tokens else xb
-            return as_logits(functional_call(self.graph, point, (inputs,))).unsqueeze(0)
+            return as_logits(functional_call(self.graph, point, (self._input(xb),))).unsqueeze(0)
 
         def points() -> Iterator[dict[str, Tensor]]:
             return (s(i) for s, p in zip(states, paths, strict=True) for i in range(len(p)))
@@ -468,7 +475,7 @@ class Evaluator:
             batched = vmap(call, in_dims=(0, 0))
 
             def run_stacked(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
-                parts = layer_outputs(split.head(xb))
+                parts = layer_outputs(split.head(self._input(xb)))
                 for run, pieces, params in stacks:
                     z = _cat([combined(p, parts(p), ks) for p, ks in pieces])
                     yield run, batched(params, z)
@@ -478,7 +485,7 @@ class Evaluator:
         states = [self._states(p, tail_names, cached) for p in paths]
 
         def run(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
-            parts = layer_outputs(split.head(xb))
+            parts = layer_outputs(split.head(self._input(xb)))
             k = 0
             for p, path in enumerate(paths):
                 for i in range(len(path)):

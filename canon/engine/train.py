@@ -58,6 +58,7 @@ from canon.device import resolve_device
 from canon.engine.evaluate import Evaluator, logits_of
 from canon.engine.kinds import ALGORITHMS, PAPER_PROTOCOL, AlgorithmInfo, get_algorithm
 from canon.engine.landscape import ModelLike, as_data, as_model
+from canon.engine.layout import input_layout
 from canon.errors import ConfigError
 
 __all__ = [
@@ -236,6 +237,7 @@ class _Run:
         seed: int,
     ) -> None:
         self.models, self.spec, self.x, self.y = models, spec, x, y
+        self.layout = input_layout(models[0], x.device, x)
         self.batch_size, self.epochs = batch_size, epochs
         self.optimizers = [
             torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0)
@@ -259,7 +261,7 @@ class _Run:
             for r, (model, opt) in enumerate(zip(self.models, self.optimizers, strict=True)):
                 idx = orders[r][start : start + self.batch_size]
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(logits_of(model, self.x[idx]), self.y[idx])
+                loss = loss_fn(logits_of(model, self.layout(self.x[idx])), self.y[idx])
                 loss.backward()  # type: ignore[no-untyped-call]
                 if center is not None:
                     # the gradient of the coupling term gamma ||w - c||^2, c held fixed
