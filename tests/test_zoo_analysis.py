@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,34 @@ def test_table_computes_only_new_pairs(zoo, solutions):
     assert np.array_equal(bigger.matrix[:4, :4], first.matrix)
     reopened = Zoo.open(zoo.root)
     assert reopened.barrier_table(points=5, device="cpu").computed == 0
+
+
+def test_a_cached_table_needs_no_architecture_code(tmp_path, monkeypatch):
+    """Once a table of a `module:function` family is cached, a later session answers it
+    from the cache without importing that module: it may have moved, and a zoo opened
+    without trust runs none of its code."""
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "table_net.py").write_text(
+        "from canon.architectures import build_model\n\n\n"
+        "def net():\n"
+        "    return build_model('mlp', {'in_features': 64, 'hidden': [6], 'classes': 10})\n"
+    )
+    monkeypatch.syspath_prepend(str(mods))
+    with Zoo.open(tmp_path / "zoo") as zoo:
+        for seed in range(3):
+            torch.manual_seed(seed)
+            state = build_model("table_net:net", {}).state_dict()
+            zoo.add(state, name=f"n{seed}", architecture="table_net:net", config={},
+                    dataset="digits", evaluate=False)  # fmt: skip
+        first = zoo.barrier_table(points=3, device="cpu")
+    assert first.computed == 3
+    (mods / "table_net.py").unlink()
+    monkeypatch.delitem(sys.modules, "table_net")
+    with Zoo.open(tmp_path / "zoo") as zoo:
+        again = zoo.barrier_table(points=3, device="cpu")
+    assert again.computed == 0 and np.array_equal(again.matrix, first.matrix)
+    assert "table_net" not in sys.modules
 
 
 def test_table_options_are_part_of_the_key(zoo):

@@ -445,8 +445,12 @@ class Zoo:
 
     def matching_method(self, entry: Entry | str, method: str = "auto") -> str:
         """The matching ``method`` that aligns the entry's family, ``auto`` resolved to its
-        architecture's default (:func:`~canon.engine.resolve_method`); unknown names raise."""
+        architecture's default (:func:`~canon.engine.resolve_method`); unknown names raise.
+        ``auto`` is read from the index once recorded (:meth:`remember_matching`): tracing
+        the network for its spec costs a new process seconds of imports."""
         e = entry if isinstance(entry, Entry) else self.get(entry)
+        if method == "auto" and (recorded := self.index.family_matching(e.family)) is not None:
+            return recorded
         return resolve_method(method, self.spec(e))
 
     def remember_matching(self, entry: Entry) -> None:
