@@ -9,6 +9,11 @@ from collections.abc import Callable
 import torch
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name for a CUDA device, else the device type (``cpu``)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
 def synchronizer(device: torch.device) -> Callable[[], None]:
     """A function that waits for the device's queued work (a no-op on CPU)."""
     if device.type == "cuda":

@@ -27,7 +27,7 @@ import json
 from typing import Any
 
 import torch
-from _timing import median_time, synchronizer
+from _timing import device_name, median_time, synchronizer
 from scipy.optimize import linear_sum_assignment
 
 from canon.core.auction import auction_assignment
@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     rows = [bench_size(n, args.batch, args.repeats, device) for n in args.sizes]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = device_name(device)
     result = {
         "benchmark": "assign",
         "device": str(device),

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from _libraries import torchvision_or_none  # benchmarks/ is on sys.path when run
-from _timing import median_time, synchronizer
+from _timing import device_name, median_time, synchronizer
 from torch import nn
 
 from canon.architectures import build_model
@@ -99,7 +99,7 @@ def main() -> None:
         for name, make in networks().items()
     }
     mean = math.exp(sum(math.log(r["speedup"]) for r in rows.values()) / len(rows))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = device_name(device)
     report = {
         "benchmark": "layout",
         "device": str(device),

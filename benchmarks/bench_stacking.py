@@ -26,7 +26,7 @@ import json
 from typing import Any
 
 import torch
-from _timing import median_time, synchronizer
+from _timing import device_name, median_time, synchronizer
 
 from canon.architectures import build_model
 from canon.core import apply_alignment, match, normalize, spec_from_module
@@ -109,7 +109,7 @@ def main() -> None:
     device = resolve_device(args.device)
     rows = [bench_width(w, args.inputs, args.points, args.repeats, device) for w in args.widths]
     work = suggested_work(rows, args.points)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = device_name(device)
     report = {
         "benchmark": "stacking",
         "device": str(device),

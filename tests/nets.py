@@ -33,6 +33,21 @@ def randomize(model: nn.Module, seed: int, bn_eps: float | None = 0.0) -> nn.Mod
     return model
 
 
+def measure_batch_statistics(model: nn.Module, x: Tensor, batch_size: int) -> nn.Module:
+    """Set every BatchNorm layer's running statistics to the cumulative average over the
+    batches of ``x`` (``momentum=None``: the exact statistics of those batches, as a plain
+    recomputation loop measures them); returns ``model`` in eval mode."""
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            model(x[start : start + batch_size])
+    return model.eval()
+
+
 def state_of(model: nn.Module) -> dict[str, Tensor]:
     """A detached copy of the model's state dict."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}

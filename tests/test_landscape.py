@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from nets import randomize, state_of, traced
+from nets import measure_batch_statistics, randomize, state_of, traced
 
 from canon.architectures import build_model
 from canon.core import normalize, random_symmetry
@@ -307,15 +307,7 @@ def test_batchnorm_recomputed_at_an_endpoint_reproduces_its_error():
     at the endpoint on the same batches gives the same statistics and the same error."""
     model = randomize(build_model("mlp", {**MLP, "batchnorm": True}), 0, bn_eps=None)
     x, y = data_for(model, n=256)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for start in range(0, 256, 64):
-            model(x[start : start + 64])
-    model.eval()
+    measure_batch_statistics(model, x, 64)
     a = state_of(model)
     b = state_of(randomize(build_model("mlp", {**MLP, "batchnorm": True}), 1, bn_eps=None))
     path = linear_path(a, b, positions(3))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nets import randomize, state_of
+from nets import measure_batch_statistics, randomize, state_of
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -105,15 +105,7 @@ def test_batchnorm_statistics_recomputed_channels_last_equal_a_plain_loop():
     redone = with_recomputed_statistics(path, net, x, [1], batches=4, batch_size=16)
     plain = _resnet(0)
     plain.load_state_dict(path.state(1))
-    for m in plain.modules():
-        if isinstance(m, _BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-            m.train()
-    with torch.no_grad():
-        for start in range(0, 64, 16):
-            plain(x[start : start + 16])
-    expected = plain.state_dict()
+    expected = measure_batch_statistics(plain, x, 16).state_dict()
     names = [n for n in a if n.endswith(("running_mean", "running_var"))]
     assert names
     for name in names:

@@ -12,6 +12,7 @@ from nets import (
     assert_same_function,
     assert_states_close,
     inputs,
+    measure_batch_statistics,
     outputs,
     randomize,
     state_of,
@@ -270,14 +271,7 @@ def test_bn_with_default_eps_is_preserved_within_eps():
         bn_eps=None,
     )
     x = inputs(model, n=256)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average: the exact batch statistics
-    model.train()
-    with torch.no_grad():
-        model(x)
-    model.eval()
+    measure_batch_statistics(model, x, 256)
     spec, state = traced(model), state_of(model)
     assert_same_function(outputs(model, normalize(state, spec), x), outputs(model, state, x), 1e-3)
 
