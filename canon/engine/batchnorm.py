@@ -6,11 +6,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from canon.core.paths import NetworkPath, PointValues
-from canon.engine._modules import working_copy
+from canon.engine._modules import loaded, working_copy
 from canon.engine.layout import input_layout
 
 __all__ = ["has_batchnorm", "with_recomputed_statistics"]
@@ -60,12 +59,13 @@ def with_recomputed_statistics(
                 fresh[f"{name}.num_batches_tracked"] = torch.zeros(
                     (), dtype=torch.long, device=mean.device
                 )
-            inputs = {**state, **fresh}  # BN's training updates land in the fresh ones
-            for start in range(0, min(batches * batch_size, x.shape[0]), batch_size):
-                functional_call(work, inputs, (layout(x[start : start + batch_size]),))
+            # BN's training updates land in the fresh ones
+            with loaded(work, {**state, **fresh}):
+                for start in range(0, min(batches * batch_size, x.shape[0]), batch_size):
+                    work(layout(x[start : start + batch_size]))
             for s in stats:
                 tables[s][k] = fresh[s]
-            del state, inputs  # before the next point is made: one held at a time
+            del state  # before the next point is made: one held at a time
     tensors = dict(path.tensors)
     tensors.update({s: PointValues(values) for s, values in tables.items()})
     return NetworkPath(path.x, tensors)

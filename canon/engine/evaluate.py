@@ -31,7 +31,7 @@ from canon.core.modules import BinaryConv2d, BinaryLinear
 from canon.core.paths import Combination, Constant, NetworkPath, at_points
 from canon.core.record import main_output
 from canon.core.trace import tracer
-from canon.engine._modules import working_copy
+from canon.engine._modules import loaded, working_copy
 from canon.engine.fast_ops import optimize_graph
 from canon.engine.layout import input_layout
 
@@ -362,12 +362,12 @@ class Evaluator:
         ]
 
     def _plain(self, paths: Sequence[NetworkPath], stacked: bool = False) -> tuple[Runner, int]:
-        # a tied tensor goes in once, under its first name (functional_call ties the rest)
+        # a tied tensor goes in once, under its first name (its other names take it too)
         names = [n for n in paths[0].tensors if n not in self.tied]
         chunk = self._chunk(sum(len(p) for p in paths), self.weights, stacked)
+        graph = self.graph
         if chunk > 1:
             stacks = self._stacks(paths, names, chunk)
-            graph = self.graph
 
             def call(params: dict[str, Tensor], x: Tensor) -> Tensor:
                 return as_logits(functional_call(graph, params, (x,)))
@@ -379,33 +379,23 @@ class Evaluator:
                     yield run, batched(params, self._input(xb))
 
             return _batch_major(run_stacked), chunk
-        cached = self._cacheable(paths, names)
-        states = [self._states(p, names, cached) for p in paths]
-
-        def logits(point: dict[str, Tensor], xb: Tensor) -> Tensor:
-            return as_logits(functional_call(self.graph, point, (self._input(xb),))).unsqueeze(0)
-
-        def points() -> Iterator[dict[str, Tensor]]:
-            return (s(i) for s, p in zip(states, paths, strict=True) for i in range(len(p)))
-
-        def run(xb: Tensor) -> Iterator[tuple[range, Tensor]]:
-            for k, point in enumerate(points()):
-                yield range(k, k + 1), logits(point, xb)
 
         def run_points(
             batches: list[tuple[Tensor, Tensor]],
         ) -> Iterator[tuple[range, Tensor, Tensor]]:
-            # each point made once and run on every batch: the same sums, in the same order.
-            # No enumerate: its recycled result tuple would keep the previous point alive
-            # while the next is made (two points held at a time).
+            # each point made once, loaded once (not swapped in per call) and run on every
+            # batch: per point the same sums in the same order as batch by batch, and one
+            # point held at a time (it is let go when its block ends)
             k = 0
-            for point in points():
-                for xb, yb in batches:
-                    yield range(k, k + 1), logits(point, xb), yb
-                del point  # before the next is made: one point held at a time
-                k += 1  # noqa: SIM113 (see above: not enumerate)
+            for path in paths:
+                for i in range(len(path)):
+                    with loaded(graph, {n: path.tensors[n].at(i) for n in names}):
+                        for xb, yb in batches:
+                            logits = as_logits(graph(self._input(xb)))
+                            yield range(k, k + 1), logits.unsqueeze(0), yb
+                    k += 1
 
-        return (_batch_major(run) if cached else run_points), 1
+        return run_points, 1
 
     def _fast(
         self, paths: Sequence[NetworkPath], stacked: bool = False
