@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,6 +35,21 @@ def test_round_trip(tmp_path, mlp):
     loaded = load_state(path, spec)
     for k, v in state_of(model).items():
         assert torch.equal(loaded[k], v)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc")
+def test_loaded_tensors_do_not_keep_the_file_mapped(tmp_path, mlp):
+    """Each loaded tensor has memory of its own: none is a view into a mapping of the file,
+    which one surviving tensor (a normalized copy shares BatchNorm's untouched batch
+    counters with the state it came from) would keep mapped whole."""
+    model, spec = mlp
+    path = tmp_path / "m.safetensors"
+    save_state(state_of(model), path)
+    loaded = load_state(path, spec)
+    counter = loaded["bn1.num_batches_tracked"]
+    del loaded
+    assert str(path) not in Path("/proc/self/maps").read_text()
+    assert int(counter) == int(model.bn1.num_batches_tracked)
 
 
 def test_every_mismatch_is_reported_by_name(tmp_path, mlp):
