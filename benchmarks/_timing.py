@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -9,9 +10,31 @@ from collections.abc import Callable
 import torch
 
 
+def path_arguments(parser: argparse.ArgumentParser, inputs: int, points: int) -> None:
+    """The options of a benchmark that times paths' points on a device: ``--device``,
+    ``--inputs``, ``--points``, ``--repeats`` (median of) and ``--json``."""
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--inputs", type=int, default=inputs)
+    parser.add_argument("--points", type=int, default=points)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def device_name(device: torch.device) -> str:
     """The GPU's name for a CUDA device, else the device type (``cpu``)."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def report_header(benchmark: str, device: torch.device, inputs: int, points: int) -> dict:
+    """The fields that open a path benchmark's JSON report: what ran, where, on how much."""
+    return {
+        "benchmark": benchmark,
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "inputs": inputs,
+        "points": points,
+    }
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:

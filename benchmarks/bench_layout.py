@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from _libraries import torchvision_or_none  # benchmarks/ is on sys.path when run
-from _timing import device_name, median_time, synchronizer
+from _timing import median_time, path_arguments, report_header, synchronizer
 from torch import nn
 
 from canon.architectures import build_model
@@ -87,11 +87,7 @@ def bench_network(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--inputs", type=int, default=1_000)
-    parser.add_argument("--points", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    path_arguments(parser, inputs=1_000, points=5)
     args = parser.parse_args()
     device = resolve_device(args.device)
     rows = {
@@ -99,14 +95,8 @@ def main() -> None:
         for name, make in networks().items()
     }
     mean = math.exp(sum(math.log(r["speedup"]) for r in rows.values()) / len(rows))
-    name = device_name(device)
     report = {
-        "benchmark": "layout",
-        "device": str(device),
-        "device_name": name,
-        "torch_threads": torch.get_num_threads(),
-        "inputs": args.inputs,
-        "points": args.points,
+        **report_header("layout", device, args.inputs, args.points),
         "networks": rows,
         "geometric_mean_speedup": mean,
         "current_channels_last": layout_module.CHANNELS_LAST.get(device.type, False),
@@ -115,7 +105,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"device {name}, {args.inputs} inputs, {args.points} points")
+    print(f"device {report['device_name']}, {args.inputs} inputs, {args.points} points")
     for net, r in rows.items():
         print(
             f"{net:13s} {r['rows']:5d} rows  NCHW {r['nchw_s']:.3f} s  channels-last "

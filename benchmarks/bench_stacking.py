@@ -26,7 +26,7 @@ import json
 from typing import Any
 
 import torch
-from _timing import device_name, median_time, synchronizer
+from _timing import median_time, path_arguments, report_header, synchronizer
 
 from canon.architectures import build_model
 from canon.core import apply_alignment, match, normalize, spec_from_module
@@ -99,24 +99,14 @@ def suggested_work(rows: list[dict[str, Any]], points: int) -> int | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
+    path_arguments(parser, inputs=10_000, points=25)
     parser.add_argument("--widths", type=int, nargs="+", default=WIDTHS)
-    parser.add_argument("--inputs", type=int, default=10_000)
-    parser.add_argument("--points", type=int, default=25)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     device = resolve_device(args.device)
     rows = [bench_width(w, args.inputs, args.points, args.repeats, device) for w in args.widths]
     work = suggested_work(rows, args.points)
-    name = device_name(device)
     report = {
-        "benchmark": "stacking",
-        "device": str(device),
-        "device_name": name,
-        "torch_threads": torch.get_num_threads(),
-        "inputs": args.inputs,
-        "points": args.points,
+        **report_header("stacking", device, args.inputs, args.points),
         "current_stack_work": evaluate_module.STACK_WORK.get(device.type),
         "suggested_stack_work": work,
         "rows": rows,
@@ -124,7 +114,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"device {name}, {args.inputs} inputs, {args.points} points")
+    print(f"device {report['device_name']}, {args.inputs} inputs, {args.points} points")
     for r in rows:
         print(
             f"H={r['width']:5d}  work/point {r['work_per_point']:.2e}  "
