@@ -73,3 +73,12 @@ def test_batchnorm_training_updates_land_in_the_loaded_buffers():
     assert int(tensors["norm.num_batches_tracked"]) == 1 and mean.abs().sum() > 0
     for name, t in model.state_dict().items():
         assert torch.equal(t, before[name]), name
+
+
+def test_a_tensor_the_module_does_not_have_is_refused_and_nothing_is_loaded():
+    model = _Tied()
+    own = _own(model)
+    tensors = _other_tensors(model, 3) | {"head.bias": torch.zeros(7)}
+    with pytest.raises(KeyError, match=r"head\.bias"), loaded(model, tensors):
+        pass
+    assert _own(model) == own

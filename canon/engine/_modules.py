@@ -40,11 +40,15 @@ def loaded(module: nn.Module, tensors: Mapping[str, Tensor]) -> Iterator[nn.Modu
     in training mode) updates the tensor given.
     """
     tied = tied_names(module)
+    names = list(module.state_dict(keep_vars=True))
+    unknown = set(tensors) - set(names)
+    if unknown:  # a tensor that would not be run is a caller's error, never ignored
+        raise KeyError(f"the module has no tensor `{sorted(unknown)[0]}`")
     # the parameter and buffer dicts are written directly, as functional_call does: a
     # plain tensor in a parameter's place is what a module's forward reads
     slots: list[tuple[dict[str, Any], str, Any]] = []
     try:
-        for name in module.state_dict(keep_vars=True):
+        for name in names:
             given = tensors.get(tied.get(name, name))
             if given is None:
                 continue
