@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -347,9 +347,8 @@ class Zoo:
         if ref_id is None:
             alignment, aligned_to = _identity(prepared.spec), sha
         else:
-            alignment = _match(
-                prepared.state, lambda: self._load(ref_id, prepared.spec), prepared.spec
-            )
+            reference = normalize(self._load(ref_id, prepared.spec), prepared.spec)
+            alignment = _match(prepared.state, reference, prepared.spec)
             aligned_to = ref_id
         new = NewEntry(
             id=sha,
@@ -493,7 +492,7 @@ class Zoo:
         if ref.id == e.id:
             alignment = _identity(spec)
         else:
-            alignment = _match(self.state(e), lambda: self.state(ref), spec)
+            alignment = _match(self.state(e), normalize(self.state(ref), spec), spec)
         self.index.store_alignment(e.id, ref.id, alignment)
         return alignment
 
@@ -554,13 +553,8 @@ def _identity(spec: Spec) -> Alignment:
     return Alignment(perms, signs)
 
 
-def _match(
-    state: Mapping[str, Tensor], reference: Callable[[], Mapping[str, Tensor]], spec: Spec
-) -> Alignment:
-    """The alignment of ``state`` to the reference, both normalized first (Alg. 2).
-
-    The reference is loaded here and normalized at once, first, so that its loaded
-    tensors are let go before ``state``'s normalized copy is made (a VGG's are 515 MB).
-    """
-    normalized_reference = normalize(reference(), spec)
-    return match(normalize(state, spec), normalized_reference, spec)
+def _match(state: Mapping[str, Tensor], reference: Mapping[str, Tensor], spec: Spec) -> Alignment:
+    """The alignment of ``state`` to the normalized ``reference``, ``state`` normalized here
+    (Alg. 2). Callers normalize the reference as they load it, so that its loaded tensors
+    are let go before ``state``'s normalized copy is made (a VGG's are 515 MB)."""
+    return match(normalize(state, spec), reference, spec)
