@@ -492,7 +492,7 @@ class Zoo:
         if ref.id == e.id:
             alignment = _identity(spec)
         else:
-            alignment = _match(self.state(e), normalize(self.state(ref), spec), spec)
+            alignment = _match(self.state(e), self.normalized(ref), spec)
         self.index.store_alignment(e.id, ref.id, alignment)
         return alignment
 
