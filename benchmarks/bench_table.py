@@ -20,7 +20,11 @@ A table too long for one sitting (N = 12 ResNet-20s on 10,000 inputs: hours on 2
 cores) runs in parts: ``--keep DIR`` keeps the zoo (and so every pair computed) in
 ``DIR``, ``--budget-s S`` stops after the pair that ends past S seconds, and the next run
 with the same ``--keep`` computes the rest. Each run measures its own floors; the report
-sums the runs' times and pairs (``DIR/bench_table.json``).
+sums the runs' times and pairs (``DIR/bench_table.json``). These cores' speed drifts by up
+to a fifth over minutes, so a floor measured once, after hours of table, may be measured
+in another state of the machine than the table ran in: ``--floor-every K`` (in-process
+tables) pauses the table after every K pairs it computes to measure the floors once
+(their time is not the table's), and the run's floors are the mean of those samples.
 
 ``--executor ray`` computes the table as Ray tasks (a new local cluster, or the one at
 ``--address``); ``--check-local`` then also computes it in-process and says whether every
@@ -30,7 +34,7 @@ pairs of tiny networks).
     python benchmarks/bench_table.py [--n 8] [--arch mlp|resnet20] [--width 512]
         [--resnet-width 1] [--points 25] [--inputs 10000]
         [--executor local|ray] [--address ADDR] [--check-local] [--align pair|reference]
-        [--keep DIR] [--budget-s S] [--json]
+        [--keep DIR] [--budget-s S] [--floor-every K] [--json]
 """
 
 from __future__ import annotations
@@ -90,9 +94,17 @@ def main() -> None:
         help="stop once this many seconds of table time have passed (at a pair's end; "
         "go on later with --keep)",
     )
+    parser.add_argument(
+        "--floor-every",
+        type=int,
+        help="measure the floors between the table's pairs, once per this many pairs computed "
+        "(in-process tables), instead of once after the table",
+    )
     args = parser.parse_args()
     if args.check_local and args.keep:
         parser.error("--check-local compares a fresh table: not with --keep")
+    if args.floor_every is not None and (args.floor_every < 1 or args.executor != "local"):
+        parser.error("--floor-every takes a positive count, with the local executor")
     device = resolve_device(args.device)
     if args.arch == "mlp":
         arch = "mlp"
@@ -133,20 +145,28 @@ def main() -> None:
                 shutil.copytree(folder / "zoo", Path(tmp) / "local")
             rss_before = _rss_mb()
             before = zoo.pair_computations
+            floors = _Floors(arch, config, args.points, x, y, device)
+            sampler = None
+            if args.floor_every:
+                cached = zoo.barrier_table(
+                    path="geodesic", points=args.points, align=args.align, compute=False
+                ).matrix
+                done_before = int(np.isfinite(cached[np.triu_indices(args.n, 1)]).sum())
+                sampler = _Sampler(floors, done_before, args.floor_every)
             start = time.perf_counter()
-            deadline = start + args.budget_s if args.budget_s else None
             try:
                 with tqdm(desc="pairs", unit="pair", disable=args.json) as bar:
                     table = zoo.barrier_table(
                         path="geodesic", points=args.points, device=device,
                         executor=args.executor, address=args.address,
-                        progress=_bar(bar, deadline), align=args.align,
+                        progress=_bar(bar, start, args.budget_s, sampler), align=args.align,
                     )  # fmt: skip
             except _OutOfTime:
                 table = None
+            paused = sampler.paused_s if sampler else 0.0
             run: dict[str, Any] = {
                 "computed": zoo.pair_computations - before,
-                "table_s": time.perf_counter() - start,
+                "table_s": time.perf_counter() - start - paused,
             }
             result["rss_before_table_mb"] = rss_before
             result["peak_rss_mb"] = _rss_mb()
@@ -164,10 +184,10 @@ def main() -> None:
                 )
             result["identical_to_in_process"] = bool(np.array_equal(table.matrix, expected.matrix))
         if run["computed"]:
-            repeats = 3 if arch == "mlp" else 1  # a ResNet's floor runs for minutes on CPU
-            run["floor_s"] = _floor(arch, config, args.points, x, y, device, repeats)
-            if arch == "resnet":
-                run["bn_floor_s"] = _bn_floor(arch, config, args.points - 2, x, device, repeats)
+            if sampler and sampler.samples:
+                run |= _mean_floors(sampler.samples) | {"floor_samples": sampler.samples}
+            else:
+                run |= floors.measure(repeats=3 if arch == "mlp" else 1)
             log.add(run)
         result |= {"this_run": run, **log.totals()}
     result["device"] = str(device)
@@ -214,18 +234,48 @@ class _OutOfTime(Exception):
     """The run's budget is spent (raised after a pair is cached: the table keeps it)."""
 
 
-def _bar(bar: Any, deadline: float | None) -> Any:
-    """A table's progress callback (done, total) driving a tqdm bar, and stopping the
-    table once ``deadline`` (a ``perf_counter`` time) has passed."""
+def _bar(bar: Any, start: float, budget_s: float | None, sampler: _Sampler | None) -> Any:
+    """A table's progress callback (done, total) driving a tqdm bar, measuring the floors
+    between pairs when ``sampler`` is given, and stopping the table once ``budget_s``
+    seconds of table time (the floors' pauses left out) have passed since ``start``."""
 
     def update(done: int, total: int) -> None:
         bar.total = total
         bar.n = done
         bar.refresh()
-        if deadline is not None and time.perf_counter() > deadline and done < total:
+        if sampler is not None:
+            sampler.after(done)
+        paused = sampler.paused_s if sampler else 0.0
+        spent = time.perf_counter() - start - paused
+        if budget_s is not None and spent > budget_s and done < total:
             raise _OutOfTime
 
     return update
+
+
+class _Sampler:
+    """Measures the floors once each time ``every`` more pairs have been computed (of
+    the table's pairs, ``done_before`` were cached when it began), and keeps the
+    samples and the time they took."""
+
+    def __init__(self, floors: _Floors, done_before: int, every: int) -> None:
+        self.floors, self.done_before, self.every = floors, done_before, every
+        self.samples: list[dict[str, float]] = []
+        self.paused_s = 0.0
+
+    def after(self, done: int) -> None:
+        """Sample the floors if another ``every`` pairs are done since the last sample
+        (``done``: the table's pairs done so far, cached ones included)."""
+        if done - self.done_before < self.every * (len(self.samples) + 1):
+            return
+        start = time.perf_counter()
+        self.samples.append(self.floors.measure(repeats=1, warm_up=False))
+        self.paused_s += time.perf_counter() - start
+
+
+def _mean_floors(samples: list[dict[str, float]]) -> dict[str, float]:
+    """Each floor's mean over the samples."""
+    return {k: sum(s[k] for s in samples) / len(samples) for k in samples[0]}
 
 
 class _Runs:
@@ -267,48 +317,44 @@ class _Runs:
         return out
 
 
-def _floor(
-    arch: str,
-    config: dict[str, Any],
-    points: int,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    device: torch.device,
-    repeats: int,
-) -> float:
-    """One pair's floor: ``points`` networks pre-built as modules, each run on every input
-    by a plain loop at the evaluator's batch size (the rows it runs at once: 10,000 for
-    the MLPs), in inference mode."""
-    networks = [build_model(arch, config).to(device).eval() for _ in range(points)]
-    xs, ys = x.to(device), y.to(device)
-    batch = Evaluator(networks[0], xs, ys, device).rows()
+class _Floors:
+    """One pair's floors: ``points`` networks pre-built as modules, each run on every
+    input by a plain loop at the evaluator's batch size (the rows it runs at once:
+    10,000 for the MLPs), in inference mode; and for networks with BatchNorm, the
+    statistics of the interior ``points - 2`` recomputed by a plain loop as the table
+    recomputes them (the default 20 batches of 256 inputs, as far as the data goes:
+    each network's BatchNorm layers in train mode with cumulative averages)."""
 
-    def run() -> None:
-        for net in networks:
-            count_wrong(net, xs, ys, batch)
+    def __init__(
+        self,
+        arch: str,
+        config: dict[str, Any],
+        points: int,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        device: torch.device,
+    ) -> None:
+        self.networks = [build_model(arch, config).to(device).eval() for _ in range(points)]
+        self.x, self.y, self.device = x.to(device), y.to(device), device
+        self.batch = Evaluator(self.networks[0], self.x, self.y, device).rows()
+        self.batchnorm = arch == "resnet"
 
-    return median_time(run, repeats, synchronizer(device))
+    def _forward(self) -> None:
+        for net in self.networks:
+            count_wrong(net, self.x, self.y, self.batch)
 
+    def _batchnorm(self) -> None:
+        for net in self.networks[1:-1]:
+            recompute_batchnorm(net, self.x, 20, 256)
 
-def _bn_floor(
-    arch: str,
-    config: dict[str, Any],
-    interior: int,
-    x: torch.Tensor,
-    device: torch.device,
-    repeats: int,
-) -> float:
-    """The BatchNorm statistics of ``interior`` networks recomputed by a plain loop as the
-    table recomputes them (the default 20 batches of 256 inputs, as far as the data
-    goes): each network's BatchNorm layers in train mode with cumulative averages."""
-    networks = [build_model(arch, config).to(device).eval() for _ in range(interior)]
-    xs = x.to(device)
-
-    def run() -> None:
-        for net in networks:
-            recompute_batchnorm(net, xs, 20, 256)
-
-    return median_time(run, repeats, synchronizer(device))
+    def measure(self, repeats: int, warm_up: bool = True) -> dict[str, float]:
+        """The floors' median times over ``repeats`` runs: ``floor_s`` and, for networks
+        with BatchNorm, ``bn_floor_s``."""
+        sync = synchronizer(self.device)
+        out = {"floor_s": median_time(self._forward, repeats, sync, warm_up)}
+        if self.batchnorm:
+            out["bn_floor_s"] = median_time(self._batchnorm, repeats, sync, warm_up)
+        return out
 
 
 if __name__ == "__main__":
