@@ -25,6 +25,8 @@ to a fifth over minutes, so a floor measured once, after hours of table, may be 
 in another state of the machine than the table ran in: ``--floor-every K`` (in-process
 tables) pauses the table after every K pairs it computes to measure the floors once
 (their time is not the table's), and the run's floors are the mean of those samples.
+In-process ResNet tables do so every 5 pairs by default (``--floor-every 0``: once,
+after the table); a ResNet pair and its floors each run for minutes on CPU.
 
 ``--executor ray`` computes the table as Ray tasks (a new local cluster, or the one at
 ``--address``); ``--check-local`` then also computes it in-process and says whether every
@@ -98,13 +100,15 @@ def main() -> None:
         "--floor-every",
         type=int,
         help="measure the floors between the table's pairs, once per this many pairs computed "
-        "(in-process tables), instead of once after the table",
+        "(in-process tables; default 5 for ResNets), or 0: once, after the table",
     )
     args = parser.parse_args()
     if args.check_local and args.keep:
         parser.error("--check-local compares a fresh table: not with --keep")
-    if args.floor_every is not None and (args.floor_every < 1 or args.executor != "local"):
-        parser.error("--floor-every takes a positive count, with the local executor")
+    if args.floor_every is None:
+        args.floor_every = 5 if args.arch == "resnet20" and args.executor == "local" else 0
+    if args.floor_every < 0 or (args.floor_every and args.executor != "local"):
+        parser.error("--floor-every takes a count of pairs (0: none), with the local executor")
     device = resolve_device(args.device)
     if args.arch == "mlp":
         arch = "mlp"
