@@ -20,10 +20,10 @@ A table too long for one sitting (N = 12 ResNet-20s on 10,000 inputs: hours on 2
 cores) runs in parts: ``--keep DIR`` keeps the zoo (and so every pair computed) in
 ``DIR``, ``--budget-s S`` stops after the pair that ends past S seconds, and the next run
 with the same ``--keep`` computes the rest. Each run measures its own floors; the report
-sums the runs' times and pairs (``DIR/bench_table.json``). These cores' speed drifts by up
-to a fifth over minutes, so a floor measured once, after hours of table, may be measured
-in another state of the machine than the table ran in: ``--floor-every K`` (in-process
-tables) pauses the table after every K pairs it computes to measure the floors once
+sums the runs' times and pairs (``DIR/bench_table.json``). Shared cores' speed can drift
+by a factor of two over tens of minutes, so a floor measured once, after hours of table,
+may be measured in another state of the machine than the table ran in: ``--floor-every
+K`` (in-process tables) pauses the table after every K pairs it computes to measure the floors once
 (their time is not the table's), and the run's floors are the mean of those samples.
 In-process ResNet tables do so every 5 pairs by default (``--floor-every 0``: once,
 after the table); a ResNet pair and its floors each run for minutes on CPU.
