@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import threading
 from typing import Any
 
 import torch
 from _floors import count_wrong, recompute_batchnorm  # benchmarks/ is on sys.path when run
 from _libraries import torchvision_or_none
+from _memory import PeakMemory, resident_mb
 from _timing import median_time, synchronizer
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -133,8 +132,8 @@ def bench_vgg(
     options = PathOptions(points=points)
     sync = synchronizer(device)
     count_wrong(model, x[:2], y[:2], 2)  # the kernels' one-time set-up, outside the timing
-    held = _resident_mb()
-    with _PeakMemory() as peak:
+    held = resident_mb()
+    with PeakMemory() as peak:
         canon_s = median_time(
             lambda: path_curve(
                 a, b, model, (x, y), "geodesic", device=device, spec=spec, options=options
@@ -175,32 +174,6 @@ def bench_vgg(
         "peak_rss_mb": peak.mb,
         "peak_over_held_mb": peak.mb - held,
     }
-
-
-def _resident_mb() -> float:
-    """This process's resident memory now, in MB."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class _PeakMemory:
-    """The highest resident memory seen (every 10 ms) while the block runs, in MB."""
-
-    def __enter__(self) -> _PeakMemory:
-        self.mb = _resident_mb()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._done.wait(0.01):
-            self.mb = max(self.mb, _resident_mb())
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-        self.mb = max(self.mb, _resident_mb())
 
 
 def main() -> None:

@@ -39,8 +39,10 @@ __all__ = [
     "WRAPPER_PREFIXES",
     "Header",
     "Located",
+    "Packed",
     "load_state",
     "locate_state",
+    "pack",
     "read_header",
     "save_state",
     "serialize",
@@ -314,34 +316,60 @@ def _strip_to(names: list[str], wanted: set[str]) -> str | None:
         stripped += prefix
 
 
-def serialize(
-    state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
-) -> bytes:
-    """``state`` as safetensors bytes: the same bytes for the same tensors and metadata, always.
+@dataclass(frozen=True)
+class Packed:
+    """Safetensors bytes and the tensors they hold: ``tensors`` are views into ``data``
+    (one copy of the weights in memory), so writing into one changes the bytes."""
+
+    data: memoryview  # read-only
+    tensors: dict[str, torch.Tensor]
+
+
+def pack(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Packed:
+    """``state`` as safetensors bytes, the same bytes for the same tensors and metadata,
+    always, and the tensors read back as views into those bytes.
 
     (The safetensors library writes its metadata in hash-map order, so its
     bytes vary between runs, which content addressing cannot have.) The JSON
     header's keys are sorted and the tensors laid out by item size, largest
-    first (every tensor stays aligned), then by name; data are contiguous
-    little-endian CPU copies. ``safetensors`` reads the result as usual.
+    first (every tensor stays aligned), then by name; data are little-endian.
+    ``safetensors`` reads the result as usual. The bytes are written once, into
+    one buffer: no per-tensor copies joined afterwards.
     """
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
-    chunks: list[bytes] = []
+    order = sorted(state.items(), key=lambda kv: (-kv[1].element_size(), kv[0]))
     offset = 0
-    for name, t in sorted(state.items(), key=lambda kv: (-kv[1].element_size(), kv[0])):
+    for name, t in order:
         if t.dtype not in _CODES:
             raise CheckpointFormatError(f"tensor `{name}` has unsupported dtype {t.dtype}")
-        raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        size = t.numel() * t.element_size()
         header[name] = {
             "dtype": _CODES[t.dtype],
             "shape": list(t.shape),
-            "data_offsets": [offset, offset + len(raw)],
+            "data_offsets": [offset, offset + size],
         }
-        chunks.append(raw)
-        offset += len(raw)
+        offset += size
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+    start = 8 + len(text)
+    buffer = bytearray(start + offset)
+    buffer[:start] = struct.pack("<Q", len(text)) + text
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in order:
+        if t.numel() == 0:
+            tensors[name] = torch.empty(t.shape, dtype=t.dtype)
+            continue
+        at = start + header[name]["data_offsets"][0]
+        view = torch.frombuffer(buffer, dtype=t.dtype, count=t.numel(), offset=at)
+        tensors[name] = view.view(t.shape).copy_(t.detach())
+    return Packed(memoryview(buffer).toreadonly(), tensors)
+
+
+def serialize(
+    state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """``state`` as safetensors bytes (:func:`pack`'s, as ``bytes``)."""
+    return pack(state, metadata).data.tobytes()
 
 
 def save_state(
@@ -350,4 +378,4 @@ def save_state(
     metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``state`` to ``path`` as safetensors (:func:`serialize`), with ``metadata``."""
-    Path(path).write_bytes(serialize(state, metadata))
+    Path(path).write_bytes(pack(state, metadata).data)

@@ -160,3 +160,34 @@ def test_serialization_is_deterministic_and_standard(tmp_path, mlp):
     loaded = load_file(str(path))
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
     assert read_header(path).metadata == meta
+
+
+def test_packed_tensors_are_views_into_their_bytes() -> None:
+    """pack holds the weights once: its tensors equal the state's, lie inside its read-only
+    bytes (which safetensors reads back as the same tensors), and own nothing else; empty,
+    0-d, bool and half tensors included."""
+    import numpy as np
+    from safetensors.torch import load
+
+    from canon.checkpoint import pack, serialize
+
+    gen = torch.Generator().manual_seed(0)
+    state = {
+        "w": torch.randn((5, 3), generator=gen).t(),  # not contiguous
+        "d": torch.randn(3, generator=gen, dtype=torch.float64),
+        "h": torch.randn(7, generator=gen).half(),
+        "n": torch.tensor(4),
+        "mask": torch.tensor([True, False, True]),
+        "empty": torch.zeros((0, 4)),
+    }
+    packed = pack(state, {"k": "v"})
+    assert packed.data.readonly and packed.data.tobytes() == serialize(state, {"k": "v"})
+    read = load(packed.data.tobytes())
+    start = np.frombuffer(packed.data, dtype=np.uint8).ctypes.data
+    for name, t in state.items():
+        view = packed.tensors[name]
+        assert view.dtype == t.dtype and torch.equal(view, t) and torch.equal(read[name], t)
+        if t.numel():
+            at = view.data_ptr() - start
+            assert 0 < at and at + t.numel() * t.element_size() <= len(packed.data)
+            assert at % t.element_size() == 0  # aligned

@@ -38,6 +38,8 @@ from canon.core import (
     random_symmetry,
     spec_from_module,
 )
+from canon.architectures import build_model
+from canon.core import matching
 from canon.core.matching import match_incoming
 
 INPUT = (3, 32, 32)
@@ -383,6 +385,9 @@ def _small(kind: str, width: int) -> tuple[nn.Module, Spec]:
         # two blocks a stage (streams of 3 producers) up to width 64; 1x1 convolutions
         # above 128 keep the 512-wide sweep to minutes (the assignments stay 512-wide)
         model = SmallResNet(width, blocks=2 if width <= 64 else 1, kernel=3 if width <= 128 else 1)
+    elif kind == "vgg":  # BatchNorm convolutions, then a flattened map into linear layers
+        config = {"layers": [width, "M", width], "input_size": 8, "hidden": [width]}
+        model = build_model("vgg", config)
     else:
         model = ResidualMLP(inputs=5, width=width, hidden=width, blocks=2)
     model = model.double().eval()
@@ -503,6 +508,36 @@ def test_weight_matching_never_lowers_the_objective(kind: str, width: int, seed:
     for group in spec.groups:
         assert torch.equal(again.permutations[group.name], weights.permutations[group.name])
     assert matching_objective(b, a, spec, again) == end
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    kind=st.sampled_from(["resnet", "mlp", "vgg"]),
+    slab=st.integers(1, 300),
+    seed=st.integers(0, 2**16),
+)
+def test_incoming_matching_by_blocks_of_units_equals_whole_layers(
+    kind: str, slab: int, seed: int
+) -> None:
+    """Incoming matching compares a wide layer's units a block of about ``COSINE_SLAB``
+    elements at a time (their moved rows are never copied whole): any block size, down to
+    one unit, gives the alignment and the similarities of whole layers."""
+    _, spec = _small(kind, 8)
+    a = normalize(random_state(kind, 8, seed), spec)
+    b = normalize(random_state(kind, 8, seed + 1), spec)
+    whole_record: dict[str, Tensor] = {}
+    blocks_record: dict[str, Tensor] = {}
+    whole = match_incoming(b, a, spec, record=whole_record)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matching, "COSINE_SLAB", slab)
+        blocks = match_incoming(b, a, spec, record=blocks_record)
+    for group in spec.groups:
+        assert torch.equal(blocks.permutations[group.name], whole.permutations[group.name])
+        if group.name in whole.signs:
+            assert torch.equal(blocks.signs[group.name], whole.signs[group.name])
+        torch.testing.assert_close(
+            blocks_record[group.name], whole_record[group.name], rtol=0, atol=1e-12
+        )
 
 
 # --------------------------------------------------------------------------- 5. hypothesis

@@ -173,6 +173,22 @@ def test_add_from_state_dict_safetensors_and_pt(zoo: Zoo, tmp_path: Path) -> Non
     assert isinstance(zoo.model(a), torch.nn.Module)
 
 
+def test_prepared_weights_are_held_once_and_stored_as_prepared(zoo: Zoo, tmp_path: Path) -> None:
+    """A prepared file's tensors are views into the bytes to store (not a second copy of the
+    weights), and the object the add writes is exactly those bytes."""
+    import numpy as np
+
+    path = tmp_path / "w.safetensors"
+    save_file(mlp_state(3), str(path))
+    prepared = zoo.prepare(path, "mlp", CONFIG)
+    start = np.frombuffer(prepared.data, dtype=np.uint8).ctypes.data
+    for name, t in prepared.state.items():
+        assert start < t.data_ptr() < start + len(prepared.data), name
+    assert same(prepared.state, mlp_state(3))
+    entry = zoo.add(path, name="w", architecture="mlp", config=CONFIG)
+    assert zoo.objects.path(entry.id).read_bytes() == prepared.data.tobytes()
+
+
 def test_metadata_round_trip(zoo: Zoo, tmp_path: Path) -> None:
     """An object written by the zoo carries its architecture: it adds without architecture=."""
     a = add(zoo, "a", 0)

@@ -63,7 +63,10 @@ log = logging.getLogger("canon.zoo")
 
 @dataclass(frozen=True)
 class Prepared:
-    """Weights checked against their architecture, serialized as the bytes to store."""
+    """Weights checked against their architecture, serialized as the bytes to store.
+
+    ``state``'s tensors are views into ``data`` (:func:`~canon.checkpoint.pack`): the
+    weights are held once, and must not be written into."""
 
     state: dict[str, Tensor]
     architecture: str
@@ -71,7 +74,7 @@ class Prepared:
     config_json: str
     family: str
     spec: Spec
-    data: bytes
+    data: memoryview  # read-only
 
 
 def spec_for(architecture: str, config: Mapping[str, Any]) -> Spec:
@@ -100,10 +103,13 @@ def _declared(architecture: str, config: Mapping[str, Any]) -> tuple[Spec, dict[
     return Spec(groups=(), output=None, tensors=tensors_of(model)), tied_names(model)
 
 
-def serialize(state: Mapping[str, Tensor], architecture: str, config_json: str) -> bytes:
-    """The bytes canon stores: deterministic safetensors carrying the architecture metadata."""
+def serialize(
+    state: Mapping[str, Tensor], architecture: str, config_json: str
+) -> checkpoint.Packed:
+    """The bytes canon stores, deterministic safetensors carrying the architecture metadata,
+    and the tensors as views into them."""
     meta = {META_ARCH: architecture, META_CONFIG: config_json, META_FORMAT: FORMAT_VERSION}
-    return checkpoint.serialize(state, meta)
+    return checkpoint.pack(state, meta)
 
 
 def _from_metadata(meta: Mapping[str, str], where: str) -> tuple[str, dict[str, Any]]:
@@ -309,15 +315,17 @@ def prepare(
         assert path is not None
         state = load_state(path, spec, names=names)  # checks the header against the spec first
     check_state(state, spec, where)
-    data = serialize(state, architecture, config_json)
+    # the loaded tensors are let go for their views into the bytes: the weights held once
+    packed = serialize(state, architecture, config_json)
+    del state
     return Prepared(
-        state=state,
+        state=packed.tensors,
         architecture=architecture,
         config=json.loads(config_json),
         config_json=config_json,
         family=family_key(architecture, config_json),
         spec=spec,
-        data=data,
+        data=packed.data,
     )
 
 

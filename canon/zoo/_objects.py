@@ -32,7 +32,7 @@ def check_sha(sha: str) -> str:
     return sha
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: bytes | memoryview) -> str:
     """The sha256 hex digest of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
@@ -69,12 +69,12 @@ class ObjectStore:
         """Whether the object ``sha`` is present."""
         return self.path(sha).is_file()
 
-    def put(self, data: bytes | str | os.PathLike[str]) -> tuple[str, bool]:
+    def put(self, data: bytes | memoryview | str | os.PathLike[str]) -> tuple[str, bool]:
         """Store ``data`` (bytes, or a file to copy); return (sha256, whether it was new).
 
         Idempotent: an object already present is left as it is.
         """
-        raw = data if isinstance(data, bytes) else Path(data).read_bytes()
+        raw = data if isinstance(data, (bytes, memoryview)) else Path(data).read_bytes()
         sha = sha256_bytes(raw)
         target = self.path(sha)
         if target.is_file():
