@@ -189,5 +189,5 @@ def test_packed_tensors_are_views_into_their_bytes() -> None:
         assert view.dtype == t.dtype and torch.equal(view, t) and torch.equal(read[name], t)
         if t.numel():
             at = view.data_ptr() - start
-            assert 0 < at and at + t.numel() * t.element_size() <= len(packed.data)
+            assert at > 0 and at + t.numel() * t.element_size() <= len(packed.data)
             assert at % t.element_size() == 0  # aligned

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from vision_models import vision
 
+from canon.architectures import build_model
 from canon.core import (
     Alignment,
     Spec,
@@ -33,13 +34,12 @@ from canon.core import (
     canonicalize,
     match,
     match_weights,
+    matching,
     matching_objective,
     normalize,
     random_symmetry,
     spec_from_module,
 )
-from canon.architectures import build_model
-from canon.core import matching
 from canon.core.matching import match_incoming
 
 INPUT = (3, 32, 32)
