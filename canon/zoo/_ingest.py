@@ -35,7 +35,7 @@ from canon.errors import (
 from canon.zoo._records import FORMAT_VERSION, canonical_json, family_key
 from canon.zoo._trust import check_trusted, names_code
 
-__all__ = ["META_ARCH", "Prepared", "Shards", "Source", "declared_spec", "prepare", "serialize"]
+__all__ = ["META_ARCH", "Prepared", "Shards", "Source", "declared_spec", "pack", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,7 @@ def _declared(architecture: str, config: Mapping[str, Any]) -> tuple[Spec, dict[
     return Spec(groups=(), output=None, tensors=tensors_of(model)), tied_names(model)
 
 
-def serialize(
-    state: Mapping[str, Tensor], architecture: str, config_json: str
-) -> checkpoint.Packed:
+def pack(state: Mapping[str, Tensor], architecture: str, config_json: str) -> checkpoint.Packed:
     """The bytes canon stores, deterministic safetensors carrying the architecture metadata,
     and the tensors as views into them."""
     meta = {META_ARCH: architecture, META_CONFIG: config_json, META_FORMAT: FORMAT_VERSION}
@@ -316,7 +314,7 @@ def prepare(
         state = load_state(path, spec, names=names)  # checks the header against the spec first
     check_state(state, spec, where)
     # the loaded tensors are let go for their views into the bytes: the weights held once
-    packed = serialize(state, architecture, config_json)
+    packed = pack(state, architecture, config_json)
     del state
     return Prepared(
         state=packed.tensors,
