@@ -106,8 +106,8 @@ def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Sp
     angle_k is the angle between the incoming weights of hidden unit k in the
     two networks (its rows in all the group's producers), angle_L the angle
     between the two output-layer weights (seen as one vector each). Biases
-    and BatchNorm parameters do not count, nor do units without a scale or
-    sign symmetry (see :func:`free_distance`).
+    and BatchNorm parameters do not count, nor do units that normalization
+    leaves at their own scale (see :func:`free_distance`).
     """
     total = 0.0
     for group in spec.groups:
@@ -131,9 +131,10 @@ def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Sp
 
 def free_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> float | None:
     """Euclidean distance between the incoming weights of the units that are not on a
-    sphere (symmetry ``none``: GELU, ReLU6, norm-layer streams; attention's ``linear``
-    dimensions, with the key rows) of two aligned networks; ``None`` when the
-    architecture has no such units (DESIGN §3b)."""
+    sphere (symmetry ``none``: GELU, ReLU6, norm-layer streams; tanh and softsign
+    units, sign-fixed but not normalized; attention's ``linear`` dimensions, with the
+    key rows) of two aligned networks; ``None`` when the architecture has no such
+    units (DESIGN §3b)."""
     free = [g for g in spec.groups if not g.on_sphere]
     if not free:
         return None
@@ -170,9 +171,9 @@ class Distances:
 
     ``euclidean``: raw parameters; ``euclidean_aligned``: b aligned to a (not
     normalized); ``geodesic``: normalized and aligned (per-sphere sum);
-    ``euclidean_free``: normalized and aligned, over the units with no scale or
-    sign symmetry, which are not on spheres (only for architectures that
-    have such units).
+    ``euclidean_free``: normalized and aligned, over the units that normalization
+    leaves at their own scale (no scale symmetry: tanh, GELU, norm-layer streams),
+    which are not on spheres (only for architectures that have such units).
     Binary networks also get the Hamming distance between weight signs, raw and
     aligned, as a count and as a fraction of the binary weights.
     """

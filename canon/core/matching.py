@@ -24,6 +24,8 @@ compares directions only. Two methods need nothing but the weights:
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 
@@ -50,6 +52,7 @@ __all__ = [
     "match_incoming",
     "match_weights",
     "matching_objective",
+    "similarity_dtype",
 ]
 
 WEIGHT_METHODS = ("incoming", "weight")
@@ -62,6 +65,13 @@ _CHEAP_CONTRACTION = 8
 #: layer's rows are compared a block at a time (for a VGG's 4096 x 25088 layer, seven
 #: blocks' products took as long as the whole one, within the noise of 2 CPU cores)
 COSINE_SLAB = 1 << 24
+
+
+def similarity_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype two networks' units are compared in: the widest of ``dtypes``, and at
+    least float32. Half-precision products lose the digits that tell near-ties apart,
+    and a float16 state may be matched to a float32 reference (and back)."""
+    return functools.reduce(torch.promote_types, dtypes, torch.float32)
 
 
 def default_method(spec: Spec) -> str:
@@ -188,11 +198,16 @@ def _cosines(ref_units: Tensor, blocks: Iterable[Tensor]) -> Tensor:
     """C[k, j]: the cosine between row k of ``ref_units`` and row j of the ``blocks`` (the
     other side's rows, a block of them at a time; a zero row: 0), the products divided by
     the norms afterwards, so that no normalized copy of either side is made (a wide
-    layer's rows are large)."""
+    layer's rows are large). Taken in :func:`similarity_dtype` of the two sides."""
     eps = 1e-12  # as F.normalize's
+    rest = iter(blocks)
+    first = next(rest)
+    dtype = similarity_dtype(ref_units.dtype, first.dtype)  # every block has first's dtype
+    ref_units = ref_units.to(dtype)
     ref_norms = torch.linalg.vector_norm(ref_units, dim=1).clamp_min(eps).unsqueeze(1)
     columns = []
-    for units in blocks:
+    for units in itertools.chain([first], rest):
+        units = units.to(dtype)
         norms = torch.linalg.vector_norm(units, dim=1).clamp_min(eps)
         columns.append((ref_units @ units.T).div_(ref_norms).div_(norms.unsqueeze(0)))
     return columns[0] if len(columns) == 1 else torch.cat(columns, 1)
@@ -282,15 +297,16 @@ def layer_weights(
         layers.setdefault(name.rpartition(".")[0], []).append(name)
     weights: dict[str, float] = {}
     for members in layers.values():
-        # each tensor's norm in its own dtype (no float64 copy of every weight), the
-        # squares summed in Python floats
-        norms = [
-            sum(float(torch.linalg.vector_norm(s[n])) ** 2 for n in members) ** 0.5
-            for s in (reference, state)
-        ]
+        # the squares summed in Python floats
+        norms = [sum(_norm(s[n]) ** 2 for n in members) ** 0.5 for s in (reference, state)]
         weight = 1.0 / (norms[0] * norms[1]) if norms[0] * norms[1] > 0 else 0.0
         weights |= dict.fromkeys(members, weight)
     return weights
+
+
+def _norm(t: Tensor) -> float:
+    """``t``'s L2 norm in :func:`similarity_dtype` (no float64 copy of every weight)."""
+    return float(torch.linalg.vector_norm(t, dtype=similarity_dtype(t.dtype)))
 
 
 def matching_objective(
@@ -325,14 +341,14 @@ def match_weights(
     groups in a seeded random order each sweep, skipping those none of whose
     neighbours (groups sharing a tensor) changed since their last step, which
     would only repeat it; stops when a sweep changes nothing or after
-    ``max_sweeps``. The products are taken in the networks' dtype and summed
-    in float64; a tensor's product for a group is taken again only once a
+    ``max_sweeps``. The products are taken in :func:`similarity_dtype` of the
+    networks and summed in float64; a tensor's product for a group is taken again only once a
     permutation of another of its axes changed (:class:`_Similarity`).
     """
     with torch.no_grad():
         similarities = _similarities(state, reference, spec)
         start = init or match_incoming(state, reference, spec)
-        dtype = next(iter(state.values())).dtype
+        dtype = similarity_dtype(*(next(iter(net.values())).dtype for net in (state, reference)))
         return _descend(spec, similarities, start, dtype, seed, max_sweeps)
 
 
@@ -445,8 +461,9 @@ class _Term:
         self.signed = axis.signed
         self.groups = {a.group for a in axes}
         layout = {"repeat": axis.repeat, "head": axis.head}
-        # a view where the layout allows (no copy of the reference's weights); the
-        # layer's weight multiplies each product instead, a units x units matrix
+        # a view where the layout and dtype allow (no copy of the reference's weights);
+        # the layer's weight multiplies each product instead, a units x units matrix
+        reference = reference.to(similarity_dtype(reference.dtype, state.dtype))
         self.reference = unit_slices(reference, axis.axis, units, axis.block, axis.start, **layout)
         self.weight = weight  # layer_weights
         # the state as (block, other dims..., units): unit j's slice is column j of the

@@ -306,13 +306,13 @@ def geodesic_path(
     Every hidden unit's incoming weights (its rows in all of its group's
     producers) move along their great circle at the same fraction x (slerp),
     the output layer's weight along its sphere; biases, BatchNorm parameters,
-    running statistics and units without a scale or sign symmetry move
-    linearly.
+    running statistics and the units that are not on spheres (not normalized:
+    tanh, GELU, attention's dimensions) move linearly.
     """
     tensors: dict[str, TensorPath] = {n: _constant_or_linear(a[n], b[n], x) for n in a}
     for group in spec.groups:
         if not group.on_sphere:
-            continue  # units with no scale symmetry move linearly (DESIGN §3b)
+            continue  # units not on spheres move linearly (DESIGN §3b)
         if not group.shared:
             name = group.weights[0]
             tensors[name] = _great_circle(a[name], b[name], x, True)

@@ -162,8 +162,8 @@ def solve_assignment(similarity: Tensor, blocks: int = 1) -> Tensor:
         return torch.cat(parts)
     if _on_device(similarity, n):
         return auction_assignment(similarity)
-    cost = np.array(similarity.detach().cpu().numpy(), dtype=np.float64, order="C")
-    np.negative(cost, out=cost)
+    # negated into a new float64 array (numpy has no bfloat16; the caller's matrix stays)
+    cost = np.ascontiguousarray(torch.neg(similarity.detach().to("cpu", torch.float64)).numpy())
     cost -= cost.min(axis=1, keepdims=True)
     cost -= cost.min(axis=0, keepdims=True)
     _, cols = linear_sum_assignment(cost)

@@ -18,7 +18,7 @@ checkpoints can be checked against them before any tensor is loaded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -41,6 +41,7 @@ __all__ = [
     "UnitGroup",
     "check_finite",
     "check_state",
+    "claimed_twice",
     "forward_order",
     "linked",
 ]
@@ -274,9 +275,13 @@ class UnitGroup:
     @property
     def on_sphere(self) -> bool:
         """Whether the units are points on spheres (distances are angles), or move
-        freely (symmetry ``none``, and the balanced ``linear`` units of attention:
-        Euclidean terms, DESIGN §3b)."""
-        return self.symmetry in ("scale", "sign") or self.scale_invariant
+        freely (Euclidean terms, DESIGN §3b).
+
+        Exactly the normalized units are on spheres: a unit whose norm is a real
+        degree of freedom (symmetry ``none``; tanh and softsign units, odd but not
+        homogeneous; the balanced ``linear`` units of attention) is not.
+        """
+        return self.normalized
 
 
 @dataclass(frozen=True)
@@ -300,6 +305,19 @@ class Spec:
     groups: tuple[UnitGroup, ...]
     output: OutputLayer | None
     tensors: tuple[TensorInfo, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        twice = claimed_twice(self.groups)
+        if twice:
+            problems = tuple(
+                f"tensor `{name}` axis {axis} moves with groups {', '.join(map(repr, owners))}"
+                for name, axis, owners in twice
+            )
+            raise SpecMismatchError(
+                f"invalid spec: {problems[0]}; a tensor axis may move with one unit group only "
+                "(it would be permuted once per group)",
+                problems=problems,
+            )
 
     def group(self, name: str) -> UnitGroup:
         """The unit group called ``name``."""
@@ -427,6 +445,20 @@ def _sparse(record: dict[str, Any]) -> dict[str, Any]:
     return {
         k: v for k, v in record.items() if not (k in _ADDED_DEFAULTS and v == _ADDED_DEFAULTS[k])
     }
+
+
+def claimed_twice(groups: Sequence[UnitGroup]) -> list[tuple[str, int, tuple[str, ...]]]:
+    """The tensor axes that several groups move from the same position, as (tensor name,
+    axis, the groups' names): such a tensor (one per-unit parameter multiplying two
+    layers' outputs) would be permuted once per group. The parts of a fused tensor
+    (query, key and value rows) start at different positions and are not counted."""
+    owners: dict[tuple[str, int, int], dict[str, None]] = {}
+    for group in groups:
+        for t in group.tensors:
+            owners.setdefault((t.name, t.axis, t.start), {})[group.name] = None
+    return [
+        (name, axis, tuple(names)) for (name, axis, _), names in owners.items() if len(names) > 1
+    ]
 
 
 def linked(spec: Spec, group: UnitGroup) -> list[UnitGroup]:

@@ -40,6 +40,7 @@ from canon.core.spec import (
     Symmetry,
     Tap,
     UnitGroup,
+    claimed_twice,
 )
 from canon.core.walk_values import (
     ADD,
@@ -117,7 +118,9 @@ class Walker(AttentionSteps):
                 self._output(node)
             elif is_tensor(node):
                 self._step(node)
-        return self._groups(), self.output
+        groups = self._groups()
+        _check_disjoint(groups)
+        return groups, self.output
 
     def _inputs(self, node: fx.Node) -> list[tuple[fx.Node, Value]]:
         found: list[fx.Node] = []
@@ -838,6 +841,21 @@ def tied_names(module: nn.Module) -> dict[str, str]:
         if primary != name:
             tied[name] = primary
     return tied
+
+
+def _check_disjoint(groups: tuple[UnitGroup, ...]) -> None:
+    """Reject a tensor that moves with two separate groups (one per-unit parameter
+    multiplying the outputs of two layers whose units are not joined)."""
+    twice = claimed_twice(groups)
+    if twice:
+        name, axis, owners = twice[0]
+        raise unsupported(
+            f"tensor `{name}` (axis {axis}) is applied to the units of "
+            f"{' and '.join(f'`{o}`' for o in owners)}, which permute separately; "
+            "a per-unit tensor shared by several layers is not supported",
+            "shared tensor",
+            name,
+        )
 
 
 def _group(space: Space) -> UnitGroup:
