@@ -11,7 +11,8 @@ memory or a garbled terminal:
   characters and escapes visible, bounded length;
 - the ``MAX_*`` constants bound sizes: every width, channel count or input size
   of an architecture config and the items in its lists, parameters per model,
-  tensors and dimensions in a checkpoint header.
+  units per matched group, tensors, dimensions, bytes and metadata in a checkpoint
+  header, and the points of a plane or a local energy.
 """
 
 from __future__ import annotations
@@ -27,9 +28,16 @@ from canon.errors import ConfigError
 __all__ = [
     "MAX_DEPTH",
     "MAX_DIM",
+    "MAX_DRAWS",
+    "MAX_GRID",
+    "MAX_GROUP_UNITS",
+    "MAX_HEADER_BYTES",
     "MAX_ITEMS",
+    "MAX_METADATA_ITEMS",
+    "MAX_METADATA_VALUE",
     "MAX_PARAMS",
     "MAX_RANK",
+    "MAX_SIGMAS",
     "MAX_TENSORS",
     "clip",
     "json_depth",
@@ -49,6 +57,24 @@ MAX_PARAMS = 2**31
 MAX_TENSORS = 2**16
 #: The most dimensions a checkpoint tensor may have.
 MAX_RANK = 16
+#: The most hidden units in one unit group (the units that permute together). Aligning a
+#: group of H units builds an H x H cost matrix and solves an O(H^3) assignment, so this,
+#: not :data:`MAX_DIM`, bounds what matching costs: 2**15 units make a 4 GiB float32 matrix.
+#: Real networks fit: Llama-7B's MLP has 11008 units, the largest common LLM MLPs 28672; a
+#: vocabulary embedding is an input, not a unit group.
+MAX_GROUP_UNITS = 2**15
+#: The most bytes of a safetensors header (real checkpoints' headers are under ~10 MiB).
+MAX_HEADER_BYTES = 16 * 2**20
+#: The most ``__metadata__`` items a safetensors header may hold (canon writes three).
+MAX_METADATA_ITEMS = 1024
+#: The most characters of one safetensors metadata value (a config's JSON, say).
+MAX_METADATA_VALUE = 2**20
+#: The most grid points per axis of a plane through three networks (``canon plane --grid``).
+MAX_GRID = 1025
+#: The most noise draws per level of a local energy (``canon energy --draws``).
+MAX_DRAWS = 10_000
+#: The most noise levels (sigmas) of a local energy.
+MAX_SIGMAS = 256
 
 _BRACKETS = b"[]{}"
 _NOT_SYNTAX = bytes(b for b in range(256) if b not in b'[]{}"')

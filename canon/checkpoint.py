@@ -30,7 +30,15 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from canon._limits import MAX_RANK, MAX_TENSORS, clip, loads_json
+from canon._limits import (
+    MAX_HEADER_BYTES,
+    MAX_METADATA_ITEMS,
+    MAX_METADATA_VALUE,
+    MAX_RANK,
+    MAX_TENSORS,
+    clip,
+    loads_json,
+)
 from canon.core.spec import Spec, check_finite, check_tensors, dtype_name
 from canon.errors import CheckpointFormatError
 
@@ -67,7 +75,9 @@ _TORCH = {
     "BOOL": torch.bool,
 }
 _CODES = {dtype: code for code, dtype in _TORCH.items()}
-_MAX_HEADER = 100 * 1024 * 1024
+#: The most JSON strings a header may hold: a tensor's entry has five (its name, ``dtype``
+#: and its value, ``shape``, ``data_offsets``; three spare), a metadata item two.
+_MAX_STRINGS = 8 * MAX_TENSORS + 2 * MAX_METADATA_ITEMS + 1
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,7 @@ def read_header(path: str | os.PathLike[str], spec: Spec | None = None) -> Heade
                     f"{where} is not a safetensors file: too short", path=str(p)
                 )
             (length,) = struct.unpack("<Q", prefix)
-            if length > min(_MAX_HEADER, size - 8):
+            if length > min(MAX_HEADER_BYTES, size - 8):
                 raise CheckpointFormatError(
                     f"{where} is not a safetensors file: header length {length} does not fit "
                     f"a file of {size} bytes",
@@ -108,6 +118,7 @@ def read_header(path: str | os.PathLike[str], spec: Spec | None = None) -> Heade
         raise CheckpointFormatError(f"{where} does not exist", path=str(p)) from None
     except IsADirectoryError:
         raise CheckpointFormatError(f"{where} is a directory, not a file", path=str(p)) from None
+    _check_string_count(raw, where, p)
     header = loads_json(
         raw,
         what=f"{where} is not a safetensors file: its header",
@@ -121,17 +132,52 @@ def read_header(path: str | os.PathLike[str], spec: Spec | None = None) -> Heade
             f"{where}: the header lists {count} tensors; canon reads at most {MAX_TENSORS}",
             path=str(p),
         )
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise CheckpointFormatError(f"{where}: metadata must map strings to strings", path=str(p))
+    metadata = _metadata(header.pop("__metadata__", None) or {}, where, p)
     data_size = size - 8 - length
     tensors = {name: _entry(where, name, info, data_size) for name, info in header.items()}
     result = Header(tensors=tensors, metadata=metadata)
     if spec is not None:
         check_tensors(tensors, spec, where)
     return result
+
+
+def _check_string_count(raw: bytes, where: str, path: Path) -> None:
+    """Refuse a header with more JSON strings than :data:`~canon._limits.MAX_TENSORS` tensors
+    and :data:`~canon._limits.MAX_METADATA_ITEMS` metadata items need, counted (its unescaped
+    quotes) before it is parsed: millions of tiny keys would cost far more memory as Python
+    objects than as bytes."""
+    strings = (raw.count(b'"') - raw.count(b'\\"')) // 2
+    if strings > _MAX_STRINGS:
+        raise CheckpointFormatError(
+            f"{where}: its header holds {strings} strings, more than {MAX_TENSORS} tensors and "
+            f"{MAX_METADATA_ITEMS} metadata items can",
+            path=str(path),
+        )
+
+
+def _metadata(metadata: object, where: str, path: Path) -> dict[str, str]:
+    """The header's ``__metadata__``: at most :data:`~canon._limits.MAX_METADATA_ITEMS`
+    strings, each of at most :data:`~canon._limits.MAX_METADATA_VALUE` characters."""
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise CheckpointFormatError(
+            f"{where}: metadata must map strings to strings", path=str(path)
+        )
+    if len(metadata) > MAX_METADATA_ITEMS:
+        raise CheckpointFormatError(
+            f"{where}: the header holds {len(metadata)} metadata items; canon reads at most "
+            f"{MAX_METADATA_ITEMS}",
+            path=str(path),
+        )
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_VALUE or len(value) > MAX_METADATA_VALUE:
+            raise CheckpointFormatError(
+                f"{where}: metadata item `{clip(key, 80)}` is longer than {MAX_METADATA_VALUE} "
+                "characters",
+                path=str(path),
+            )
+    return metadata
 
 
 def _entry(where: str, name: str, info: object, data_size: int) -> tuple[tuple[int, ...], str]:

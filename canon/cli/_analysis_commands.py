@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from canon._format import pct
+from canon._limits import MAX_DRAWS
 from canon._options import parse_json, parse_tags
 from canon.cli._app import App, command, emit
 from canon.cli._common import (
@@ -275,7 +276,13 @@ def train(
 @command()
 @click.argument("name")
 @click.option("--sigma", "sigmas", multiple=True, type=float, help="Noise level (repeatable).")
-@click.option("--draws", default=10, show_default=True, help="Noise draws per sigma.")
+@click.option(
+    "--draws",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, MAX_DRAWS),
+    help="Noise draws per sigma.",
+)
 def energy(app: App, name: str, sigmas: tuple[float, ...], draws: int) -> None:
     """The local energy (flatness) of an entry on its dataset."""
     with open_zoo(app) as zoo:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from canon._format import pct
+from canon._limits import MAX_GRID
 from canon._options import parse_tags
 from canon.cli._app import App
 from canon.engine import MATCHING_METHODS
@@ -279,7 +280,13 @@ def plane_options(func: F) -> F:
     margin = click.option(
         "--margin", default=0.2, show_default=True, help="Margin around the anchors."
     )
-    grid = click.option("--grid", default=21, show_default=True, help="Grid points per axis.")
+    grid = click.option(
+        "--grid",
+        default=21,
+        show_default=True,
+        type=click.IntRange(2, MAX_GRID),
+        help="Grid points per axis.",
+    )
     return grid(margin(func))
 
 

@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 import torch
 from torch import Tensor, nn
 
+from canon._limits import MAX_DRAWS, MAX_GRID, MAX_SIGMAS, clip
 from canon.architectures import build_model
 from canon.core import (
     WEIGHT_METHODS,
@@ -91,6 +92,15 @@ def as_data(data: Any) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor] | N
             test = (data.x_test, data.y_test)
         return (data.x_train, data.y_train), test
     raise ConfigError("`data` must be an (x, y) pair of tensors or a dataset with x_train/y_train")
+
+
+def _check_count(name: str, value: object, low: int, high: int) -> None:
+    """Refuse ``value`` unless it is an integer from ``low`` to ``high`` (checked before any
+    allocation it sizes); the error names it and the bounds."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(
+            f"`{name}` must be an integer from {low} to {high}, got {clip(repr(value), 40)}"
+        )
 
 
 def _floats(t: Tensor | None) -> list[float] | None:
@@ -567,8 +577,9 @@ def local_energy(
     with z ~ N(0, 1) elementwise; for binary networks a random fraction sigma
     of the binary weights is flipped instead. Averaged over ``draws`` seeded draws.
     """
-    if draws < 1:
-        raise ConfigError(f"`draws` must be at least 1, got {draws}")
+    _check_count("draws", draws, 1, MAX_DRAWS)
+    if len(sigmas) > MAX_SIGMAS:
+        raise ConfigError(f"`sigmas` lists {len(sigmas)} levels; at most {MAX_SIGMAS} are allowed")
     if any(s < 0 or not math.isfinite(s) for s in sigmas):
         raise ConfigError("`sigmas` must be finite and non-negative")
     template = as_model(model)
@@ -633,8 +644,7 @@ def plane(
     networks), and ``options`` records it. Pass c = b aligned to a to see
     the effect of alignment, as in the paper's Fig. 4.
     """
-    if grid < 2:
-        raise ConfigError(f"`grid` must be at least 2, got {grid}")
+    _check_count("grid", grid, 2, MAX_GRID)
     template = as_model(model)
     spec = spec or spec_from_module(template)
     for name, s in (("a", a), ("b", b), ("c", c)):

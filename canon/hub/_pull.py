@@ -26,6 +26,7 @@ from canon.zoo import (
     PairResult,
     Zoo,
     check_name,
+    check_pair_result,
     check_sha,
     import_entries,
     object_path,
@@ -259,11 +260,13 @@ def _check_results(data: Any, ids: set[str], source: str) -> list[PairResult]:
                 b=check_sha(raw["b"]),
                 kind=_short_text(raw["kind"]),
                 options_hash=_short_text(raw["options_hash"]),
-                result=dict(raw["result"]),
+                result=check_pair_result(raw["kind"], raw["result"]),
             )
         except (TypeError, ValueError, KeyError) as exc:
             raise InvalidManifestError(
-                f"{source}: a cached result is malformed ({exc})", source=source
+                f"{source}: a cached result is malformed ({clip(str(exc), 200)}); nothing was "
+                "pulled",
+                source=source,
             ) from None
         if pair.a in ids and pair.b in ids:
             out.append(pair)

@@ -15,7 +15,7 @@ import canon.service._api as _api
 import canon.service._views as _views
 from canon.errors import ConfigError
 from canon.service._errors import error_body, install_error_handlers
-from canon.service._html import error_page
+from canon.service._html import CSP, error_page
 from canon.service._jobs import JobRunner
 from canon.service._state import Service, canon_version
 from canon.zoo import Zoo
@@ -86,13 +86,18 @@ class LimitBodies:
 
 
 class SecurityHeaders:
-    """Headers every response carries: no MIME sniffing, no framing, no referrer."""
+    """Headers every response carries: no MIME sniffing, no framing, no referrer; and the
+    web view's Content-Security-Policy (no scripts, nothing from elsewhere) on every
+    response that sets none itself, but the interactive API docs (Swagger UI and ReDoc
+    run scripts from a CDN)."""
 
     HEADERS = (
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
         (b"referrer-policy", b"no-referrer"),
     )
+    POLICY = (b"content-security-policy", CSP.encode())
+    SCRIPTED = ("/docs", "/docs/oauth2-redirect", "/redoc")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -102,9 +107,13 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        policy = () if scope.get("path") in self.SCRIPTED else (self.POLICY,)
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+                headers = list(message.get("headers", []))
+                has_policy = any(k.lower() == self.POLICY[0] for k, _ in headers)
+                message["headers"] = [*headers, *self.HEADERS, *(() if has_policy else policy)]
             await send(message)
 
         await self.app(scope, receive, with_headers)

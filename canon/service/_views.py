@@ -73,6 +73,11 @@ def _html(text: str) -> HTMLResponse:
     return HTMLResponse(text, headers={"Content-Security-Policy": CSP})
 
 
+def _metric_cell(key: str, value: object) -> str:
+    """A metric's value as escaped HTML: errors and barriers as percentages."""
+    return esc(pct(value) if key.endswith(("error", "barrier")) else value)
+
+
 def _hidden(fields: list[tuple[str, object]]) -> str:
     """Hidden form fields that carry ``fields`` into the next request."""
     return "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields)
@@ -174,10 +179,8 @@ def entry_page(
         ),
         ("created", esc(e.created.isoformat() if e.created else "-")),
     ]
-    metrics = [
-        (k, pct(v) if k.endswith(("error", "barrier")) else esc(v)) for k, v in e.metrics.items()
-    ]
-    rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts + metrics)
+    metrics = [(k, _metric_cell(k, v)) for k, v in e.metrics.items()]
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in facts + metrics)
     family = [x for x in zoo.entries() if x.family == e.family and x.id != e.id]
     body = (
         f'<table class="facts">{rows}</table>'

@@ -23,6 +23,7 @@ _EXPORTS = {
     "SELECTION_KINDS": "canon.zoo._records",
     "NAME_PATTERN": "canon.zoo._records",
     "check_name": "canon.zoo._records",
+    "check_pair_result": "canon.zoo._records",
     # its parts
     "Index": "canon.zoo._index",
     "ObjectStore": "canon.zoo._objects",
@@ -118,4 +119,5 @@ if TYPE_CHECKING:
     from canon.zoo._records import PairResult as PairResult
     from canon.zoo._records import VerifyReport as VerifyReport
     from canon.zoo._records import check_name as check_name
+    from canon.zoo._records import check_pair_result as check_pair_result
     from canon.zoo._zoo import Zoo as Zoo

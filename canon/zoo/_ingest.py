@@ -9,6 +9,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from canon import checkpoint
-from canon._limits import MAX_TENSORS, clip, loads_json
+from canon._limits import MAX_GROUP_UNITS, MAX_TENSORS, clip, loads_json
 from canon.architectures import build_model, resolve_config
 from canon.checkpoint import STATE_KEYS, Located, load_state, locate_state, read_header
 from canon.core import Spec, check_state, spec_from_module, tied_names
@@ -35,7 +36,16 @@ from canon.errors import (
 from canon.zoo._records import FORMAT_VERSION, canonical_json, family_key
 from canon.zoo._trust import check_trusted, names_code
 
-__all__ = ["META_ARCH", "Prepared", "Shards", "Source", "declared_spec", "pack", "prepare"]
+__all__ = [
+    "META_ARCH",
+    "Prepared",
+    "Shards",
+    "Source",
+    "check_group_sizes",
+    "declared_spec",
+    "pack",
+    "prepare",
+]
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,22 @@ def spec_for(architecture: str, config: Mapping[str, Any]) -> Spec:
     return spec_from_module(build_model(architecture, config, device="meta"))
 
 
+def check_group_sizes(spec: Spec, where: str) -> None:
+    """Refuse a spec with a unit group of more than :data:`~canon._limits.MAX_GROUP_UNITS`
+    units (:class:`~canon.errors.ConfigError`, naming the group, its size and the limit).
+
+    Aligning a group of H units builds an H x H cost matrix and solves an O(H^3)
+    assignment; the spec tells H before any weight is loaded or matched.
+    """
+    for group in spec.groups:
+        if group.size > MAX_GROUP_UNITS:
+            raise ConfigError(
+                f"{where} has {group.size} units in group `{clip(group.name, 80)}`; canon aligns "
+                f"groups of at most {MAX_GROUP_UNITS} units (matching costs the square of the "
+                "units in memory and their cube in time)"
+            )
+
+
 def declared_spec(architecture: str, config: Mapping[str, Any]) -> Spec:
     """A spec holding only the tensors (names, shapes, dtypes) the architecture declares,
     read off a module built on the meta device: no memory, and no forward pass (a first
@@ -124,7 +150,9 @@ def _from_metadata(meta: Mapping[str, str], where: str) -> tuple[str, dict[str, 
 
 def _load_pt(path: Path) -> object:
     """What a torch checkpoint holds, read with ``weights_only=True``: tensors in (nested)
-    dicts, lists and plain values; a file that needs any other class is refused unread."""
+    dicts, lists and plain values; a file that needs any other class is refused unread.
+    A zip archive's members are checked first (:func:`_check_archive`)."""
+    _check_archive(path)
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
@@ -144,6 +172,37 @@ def _load_pt(path: Path) -> object:
             f"`{clip(str(path))}` cannot be read as a torch checkpoint ({clip(first, 120)})",
             path=str(path),
         ) from None
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a zip ``.pt`` archive whose members would expand when read: a compressed member
+    (``torch.save`` stores every member uncompressed), or members whose sizes add up to more
+    than the archive holds. Read from the zip's central directory, before ``torch.load``
+    allocates anything; a legacy (non-zip) torch file cannot expand and is left alone."""
+    where = f"`{clip(str(path))}`"
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointFormatError(
+            f"{where} cannot be read as a torch checkpoint ({clip(str(exc), 120)})", path=str(path)
+        ) from None
+    packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise CheckpointFormatError(
+            f"{where} holds compressed members (`{clip(packed[0], 80)}`), which torch.save never "
+            "writes; canon reads only uncompressed torch archives",
+            path=str(path),
+        )
+    total = sum(m.file_size for m in members)
+    if total > path.stat().st_size:
+        raise CheckpointFormatError(
+            f"{where} declares {total} bytes of members in an archive of "
+            f"{path.stat().st_size} bytes; it is damaged or crafted",
+            path=str(path),
+        )
 
 
 def _tensor_dict(value: object, *, empty: bool = False) -> dict[str, Tensor] | None:
@@ -307,6 +366,7 @@ def prepare(
             f"({whence}): {type(root).__name__}: {clip(cause, 160)}; pass --input-shape with "
             "the shape of one sample, without the batch axis"
         ) from None
+    check_group_sizes(spec, f"`{clip(architecture, 80)}` as configured")
     if state is None and shard_of:
         state = _load_shards(shard_of, names, spec, where)
     if state is None:

@@ -30,6 +30,7 @@ from canon.zoo._records import (
     Entry,
     EntryFields,
     check_dataset,
+    check_dataset_source,
     check_kind,
     check_metrics,
     check_name,
@@ -115,7 +116,11 @@ def parse_manifest(
     references that point outside the manifest. Unless ``trusted``, user
     architectures (``module:function``) are refused too
     (:class:`~canon.errors.UntrustedCodeError`): naming one would import and
-    call code chosen by whoever wrote the manifest. With ``skip_bad`` a bad
+    call code chosen by whoever wrote the manifest; for the same reason a dataset
+    that names a file (``loader:PATH``, which canon would open) is refused
+    (:func:`~canon.zoo._records.check_dataset_source`). The zoo's own manifest is
+    parsed trusted: its datasets are what its users typed with ``add``; a pulled
+    one is trusted only with ``--trust-code``. With ``skip_bad`` a bad
     entry (and its descendants) is left out and listed in ``rejected``
     instead; only a manifest that is not one at all still raises.
     """
@@ -203,7 +208,9 @@ def _check_entry(raw: object, trusted: bool, source: str) -> dict[str, Any]:
         "architecture": architecture,
         "config": _typed(raw, "config", dict),
         "family": _typed(raw, "family", str),
-        "dataset": check_dataset(raw.get("dataset")),
+        "dataset": check_dataset_source(
+            check_dataset(raw.get("dataset")), trusted=trusted, source="the entry"
+        ),
         "kind": check_kind(raw.get("kind", "solution")),
         "tags": check_tags(_typed(raw, "tags", dict, default={})),
         "parents": [check_sha(p) if isinstance(p, str) else _bad_parent(p) for p in parents],
