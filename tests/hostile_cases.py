@@ -948,7 +948,10 @@ _zoo_case("ansi-dataset-show", ["show", "n1"], _ansi_index, expect=Expect(code=0
 # documented repairs: the zoo may change, exactly as documented
 
 
-def _check_rebuilt(good: tuple[str, ...]) -> Callable[..., None]:
+def _check_rebuilt(good: tuple[str, ...], recovered: tuple[str, ...] = ()) -> Callable[..., None]:
+    """The repair deleted no object and left the entries ``good`` and, indexed again from
+    their objects alone, those of ``recovered`` (as ``recovered-<id>``)."""
+
     def check(ctx: Ctx, outcome: Any, run: Callable[..., Any], before: dict[str, Any]) -> None:
         after_files = run.snapshot(ctx.zoo)[0]
         lost = [p for p in before[0] if p.startswith("objects/") and p not in after_files]
@@ -958,10 +961,22 @@ def _check_rebuilt(good: tuple[str, ...]) -> Callable[..., None]:
         assert again.code == 0, f"verify after repair: {again.code} {again.stderr!r}"
         listed = run.cli(ctx, ["list", "--json"])
         assert listed.code == 0, listed.stderr
-        names = tuple(e["name"] for e in json.loads(listed.stdout)["entries"])
-        assert names == good, names
+        names = {e["name"] for e in json.loads(listed.stdout)["entries"]}
+        expected = {*good, *(f"recovered-{ctx.world.ids[n][:12]}" for n in recovered)}
+        assert names == expected, names
 
     return check
+
+
+def _check_kept(ctx: Ctx, outcome: Any, run: Callable[..., Any], before: dict[str, Any]) -> None:
+    """The repair kept the orphan object (not in canon's stored form, so not indexed) and
+    changed no file but the index."""
+    assert outcome.code == 0, outcome.stderr
+    after = run.snapshot(ctx.zoo)[0]
+    changed = {p for p in set(before[0]) | set(after) if before[0].get(p) != after.get(p)}
+    assert changed <= {INDEX}, changed
+    assert "kept 1 objects" in outcome.stdout, outcome.stdout
+    assert run.cli(ctx, ["verify"]).code == 0
 
 
 def _check_reclaimed(
@@ -979,13 +994,6 @@ def _check_reclaimed(
     return check
 
 
-def _orphan_path(c: Ctx) -> list[str]:
-    import hashlib
-
-    sha = hashlib.sha256(c.world.good).hexdigest()
-    return [f"objects/{sha[:2]}/{sha}.safetensors"]
-
-
 def _temp_path(c: Ctx) -> list[str]:
     return [str((c.obj("n0").parent / ".tmp-0123456789abcdef-999-cafe").relative_to(c.zoo))]
 
@@ -1000,11 +1008,11 @@ _zoo_case(
     "repair-rebuild-code-arch", ["verify", "--repair"],
     lambda c: c.edit_manifest(lambda d: _entry(d, "n1").update(
         architecture=c.touch_code()[0], config=c.touch_code()[1])),
-    expect=Expect(code=None, unchanged=False, check=_check_rebuilt(("n0", "n2"))),
+    expect=Expect(code=None, unchanged=False, check=_check_rebuilt(("n0", "n2"), ("n1",))),
 )  # fmt: skip
 _zoo_case(
     "repair-orphan", ["verify", "--repair"], _orphan,
-    expect=Expect(code=0, unchanged=False, check=_check_reclaimed(_orphan_path)),
+    expect=Expect(code=0, unchanged=False, check=_check_kept),
 )  # fmt: skip
 _zoo_case(
     "repair-temp", ["verify", "--repair"], _temp,
@@ -1015,6 +1023,18 @@ _zoo_case(
 add_case("ro-list", "zoo", lambda c: ["list"], expect=Expect(code=0), via="readonly")
 add_case("ro-verify", "zoo", lambda c: ["verify"], expect=Expect(code=0), via="readonly")
 add_case("ro-rm", "zoo", lambda c: ["rm", "n2"], via="readonly")
+add_case(
+    "ro-verify-repair", "zoo", lambda c: (_orphan(c), ["verify", "--repair"])[1],
+    expect=Expect(says=("read-only",)), via="readonly",
+)  # fmt: skip
+add_case(
+    "ro-list-no-index", "zoo", lambda c: (c.no_index(), ["list"])[1],
+    expect=Expect(says=("read-only", "no index yet"), no_index_after=True), via="readonly",
+)  # fmt: skip
+add_case(
+    "ro-verify-no-index", "zoo", lambda c: (c.no_index(), ["verify"])[1],
+    expect=Expect(code=0, no_index_after=True), via="readonly",
+)  # fmt: skip
 
 # a handful through real processes (the console entry point, PYTHONPATH, exit codes)
 add_case(

@@ -122,6 +122,38 @@ def test_push_then_pull_gives_identical_entries_and_table(
             assert copy.objects.path(e.id).read_bytes() == source.objects.path(e.id).read_bytes()
 
 
+def test_pull_replaces_a_damaged_local_object(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """A damaged file where a pulled entry's object belongs is fetched again and replaced,
+    never taken as the object."""
+    push(source, "lab/damaged", **options)
+    entry = source.get("net1")
+    with Zoo.open(tmp_path / "copy") as copy:
+        path = copy.objects.path(entry.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0" * 64)
+        pulled = pull(copy, "lab/damaged", cache_dir=cache, **options)
+        assert pulled.downloaded == 3 and copy.verify().ok
+        assert path.read_bytes() == source.objects.path(entry.id).read_bytes()
+
+
+def test_a_failed_pull_leaves_no_zoo_behind(source: Zoo, tmp_path: Path, cache: Path) -> None:
+    """`canon pull` that fails creates nothing: not the folder, nor an index beside a user's
+    files in a folder that was no zoo."""
+    env = {"HF_HUB_OFFLINE": "1"}
+    argv = ["pull", "lab/uncached", "--cache-dir", str(cache)]
+    missing = tmp_path / "new"
+    done = _canon(*argv, "--zoo", str(missing), env=env)
+    assert done.returncode == 1 and not missing.exists(), done.stderr
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("mine")
+    done = _canon(*argv, "--zoo", str(folder), env=env)
+    assert done.returncode == 1, done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["readme.txt"]
+
+
 def test_second_push_uploads_only_new_objects(
     hub: FakeHub, source: Zoo, options: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:

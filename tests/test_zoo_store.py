@@ -317,7 +317,9 @@ def test_rm_removes_entry_caches_and_object(zoo: Zoo) -> None:
 
 
 def test_verify_finds_corruption_missing_and_orphans(zoo: Zoo) -> None:
-    """verify reports a flipped byte, a missing object, an orphan and a temp file; repair cleans."""
+    """verify reports a flipped byte, a missing object, unreferenced objects and a temp file;
+    repair indexes the network no entry held, keeps what is not one, deletes the temp file
+    and nothing else (a file that only looks like a temp file included)."""
     a, b = add(zoo, "a", 0), add(zoo, "b", 1)
     assert zoo.verify().ok
     path = zoo.objects.path(a.id)
@@ -325,16 +327,26 @@ def test_verify_finds_corruption_missing_and_orphans(zoo: Zoo) -> None:
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
     zoo.objects.path(b.id).unlink()
-    orphan, _ = zoo.objects.put(b"not referenced by any entry")
-    temp = zoo.objects.root / "00" / ".tmp-crashed"
+    foreign, _ = zoo.objects.put(b"not referenced by any entry")
+    network, _ = zoo.objects.put(zoo.prepare(mlp_state(2), "mlp", CONFIG).data)  # a killed add
+    temp = zoo.objects.root / "00" / f".tmp-{'0' * 16}-123-abcdef01"
     temp.parent.mkdir(exist_ok=True)
     temp.write_bytes(b"partial")
+    lookalike = zoo.objects.root / "00" / ".tmp-notes"
+    lookalike.write_bytes(b"a user's file")
     report = zoo.verify()
     assert not report.ok
     assert report.bad_hashes == (a.id,) and report.missing_objects == (b.id,)
-    assert report.orphan_objects == (orphan,) and report.orphan_temp_files == (temp,)
+    assert report.orphan_objects == tuple(sorted((foreign, network)))
+    assert report.orphan_temp_files == (temp,)
     repaired = zoo.verify(repair=True)
-    assert not zoo.objects.exists(orphan) and not temp.exists() and len(repaired.repaired) == 2
+    assert repaired.repaired == (str(temp),) and not temp.exists() and lookalike.exists()
+    assert repaired.recovered == (f"recovered-{network[:12]}",)
+    assert [k.split(":")[0] for k in repaired.kept_objects] == [foreign]
+    assert zoo.objects.exists(foreign) and zoo.objects.exists(network)
+    entry = zoo.get(f"recovered-{network[:12]}")
+    assert entry.id == network and entry.tags == {"recovered": "true"}
+    torch.testing.assert_close(zoo.state(entry), mlp_state(2), rtol=0, atol=0)
     with pytest.raises(CorruptZooError):
         zoo.state("b")
 

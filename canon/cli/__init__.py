@@ -106,6 +106,7 @@ for _command in (
     zoo.add,
     zoo.list_entries,
     zoo.show,
+    zoo.edit,
     zoo.rm,
     zoo.verify,
     zoo.reference,

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -82,10 +82,22 @@ def zoo_path(app: App, create: bool = False) -> Path:
 
     path = Path(app.zoo or "zoo")
     if not create and not is_zoo(path):
+        if object_count(path):
+            raise CorruptZooError(
+                f"`{path}` holds objects but no index (canon.sqlite) nor manifest.json: "
+                "`canon init` then `canon verify --repair` index them again"
+            )
         raise CorruptZooError(
             f"`{path}` is not a zoo (no canon.sqlite or manifest.json); create it with `canon init`"
         )
     return path
+
+
+def object_count(path: Path) -> int:
+    """How many objects lie in ``path``'s ``objects/`` folder (0 where there is none)."""
+    from canon.zoo import OBJECTS, ObjectStore
+
+    return sum(1 for _ in ObjectStore(path / OBJECTS).iter())
 
 
 def open_zoo(app: App, *, create: bool = False) -> Zoo:
@@ -93,6 +105,40 @@ def open_zoo(app: App, *, create: bool = False) -> Zoo:
     from canon.zoo import Zoo
 
     return Zoo.open(zoo_path(app, create), create=create, trust_code=app.trust_code)
+
+
+@contextmanager
+def zoo_made_if_needed(app: App) -> Iterator[Zoo]:
+    """The command's zoo, created if needed; should the block fail, what creating it made
+    (the folder, ``objects/``, the index) is removed again, so that a failed command
+    leaves no new zoo behind. Nothing that was there before is touched."""
+    from canon.zoo import INDEX, OBJECTS
+
+    root = Path(app.zoo or "zoo")
+    made = [p for p in (root, root / OBJECTS, root / INDEX) if not p.exists()]
+    try:
+        with open_zoo(app, create=True) as zoo:
+            yield zoo
+    except BaseException:
+        _remove_made(made)
+        raise
+
+
+def _remove_made(made: Sequence[Path]) -> None:
+    """Remove the zoo parts in ``made`` (created by this process): an index with SQLite's
+    files beside it, and folders only while they are empty."""
+    for path in reversed(made):
+        if path.name.endswith(".sqlite"):
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with suppress(OSError):
+                    path.with_name(path.name + suffix).unlink(missing_ok=True)
+        elif path.is_dir() and not path.is_symlink():
+            for shard in path.iterdir():  # empty once the objects this command wrote are gone
+                if shard.is_dir() and not shard.is_symlink():
+                    with suppress(OSError):
+                        shard.rmdir()
+            with suppress(OSError):
+                path.rmdir()  # a folder that is not empty holds what others put there: it stays
 
 
 def index_path(app: App) -> Path:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar, cast
 import click
 
 from canon.cli._app import App, command, emit
-from canon.cli._common import open_zoo
+from canon.cli._common import open_zoo, zoo_made_if_needed
 
 __all__ = ["pull", "push"]
 
@@ -113,7 +113,7 @@ def pull(app: App, repo: Repo, cache_dir: str | None, rename: bool, no_results: 
     """Merge the zoo at Hub repository REPO_ID into this zoo (created if needed)."""
     from canon.hub import pull
 
-    with open_zoo(app, create=True) as zoo:
+    with zoo_made_if_needed(app) as zoo:
         result = pull(
             zoo,
             repo.id,

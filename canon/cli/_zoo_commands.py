@@ -1,4 +1,4 @@
-"""Zoo bookkeeping commands: init, add, list, show, rm, verify, reference."""
+"""Zoo bookkeeping commands: init, add, list, show, edit, rm, verify, reference."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from canon.errors import ConfigError
 if TYPE_CHECKING:
     from canon.zoo import Entry
 
-__all__ = ["add", "init", "list_entries", "reference", "rm", "show", "verify"]
+__all__ = ["add", "edit", "init", "list_entries", "reference", "rm", "show", "verify"]
 
 KIND_CHOICE = click.Choice(["solution", "midpoint"])
 tag_option = click.option("--tag", "tags", multiple=True, metavar="K=V", help="A tag (repeatable).")
@@ -301,6 +301,32 @@ def show(app: App, name: str) -> None:
 
 @command()
 @click.argument("name")
+@click.option("--name", "new_name", default=None, help="A new name for the entry.")
+@click.option("--dataset", default=None, help="The dataset it was trained on.")
+@tag_option
+@click.option("--untag", multiple=True, metavar="KEY", help="Remove a tag (repeatable).")
+def edit(
+    app: App,
+    name: str,
+    new_name: str | None,
+    dataset: str | None,
+    tags: tuple[str, ...],
+    untag: tuple[str, ...],
+) -> None:
+    """Rename an entry, name its dataset, set or remove tags.
+
+    Its weights (and id) never change. A new dataset drops the entry's cached
+    comparisons, which were computed on the old data.
+    """
+    if new_name is None and dataset is None and not tags and not untag:
+        raise click.UsageError("nothing to change: give --name, --dataset, --tag or --untag")
+    with open_zoo(app) as zoo:
+        entry = zoo.edit(name, rename=new_name, dataset=dataset, tags=parse_tags(tags), untag=untag)
+    emit(app, entry.to_dict(), lambda: entry_summary(entry))
+
+
+@command()
+@click.argument("name")
 def rm(app: App, name: str) -> None:
     """Remove an entry and its object."""
     with open_zoo(app) as zoo:
@@ -313,15 +339,19 @@ def rm(app: App, name: str) -> None:
 @click.option(
     "--repair",
     is_flag=True,
-    help="Reclaim garbage (orphan objects, temp files); rebuild a missing index without "
-    "the bad entries. Never deletes an entry's object.",
+    help="Index the objects no entry references (as recovered-<id>, or under their "
+    "manifest.json entry), delete temp files of interrupted writes; rebuild a missing index "
+    "without the bad entries. Never deletes an object.",
 )
 def verify(app: App, repair: bool) -> None:
-    """Check that every entry's object is present and intact; report garbage.
+    """Check that every entry's object is present and intact; report what no entry holds.
 
     Exits 1 when an object is missing or damaged (or, for a zoo without an
-    index, when a manifest entry cannot be indexed). Orphan objects and temp
-    files left by interrupted adds are harmless: reported, not failures.
+    index, when a manifest entry cannot be indexed). Objects no entry
+    references (an add killed before it finished, an index rebuilt from an
+    older manifest) and temp files are reported, not failures; --repair
+    indexes those objects as entries and deletes the temp files. It never
+    deletes an object.
     """
     from canon.zoo import Zoo
 
@@ -331,7 +361,7 @@ def verify(app: App, repair: bool) -> None:
         "missing objects": report.missing_objects,
         "skipped entries": report.skipped_entries,
     }
-    garbage = {
+    found = {
         "orphan objects": report.orphan_objects,
         "orphan temp files": tuple(str(p) for p in report.orphan_temp_files),
         "unindexed objects": report.unindexed_objects,
@@ -341,8 +371,10 @@ def verify(app: App, repair: bool) -> None:
         "checked": report.checked,
         "rebuilt": report.rebuilt,
         "repaired": list(report.repaired),
+        "recovered": list(report.recovered),
+        "kept_objects": list(report.kept_objects),
     }
-    data.update({k.replace(" ", "_"): list(v) for k, v in {**problems, **garbage}.items()})
+    data.update({k.replace(" ", "_"): list(v) for k, v in {**problems, **found}.items()})
 
     def summary(parts: dict[str, tuple[str, ...]]) -> str:
         return ", ".join(f"{len(v)} {k}" for k, v in parts.items() if v)
@@ -363,13 +395,28 @@ def verify(app: App, repair: bool) -> None:
         if report.rebuilt:
             lines.append(f"index rebuilt from manifest.json; {len(report.skipped_entries)} skipped")
             lines += [f"  skipped {s}" for s in report.skipped_entries]
-        if any(garbage.values()):
+        if any(found.values()):
             lines.append(
-                f"garbage (harmless): {summary(garbage)}"
-                + ("" if repair else "; `canon verify --repair` reclaims it")
+                f"not in the index: {summary(found)}"
+                + (
+                    ""
+                    if repair
+                    else "; `canon verify --repair` indexes the objects and deletes the temp files"
+                )
             )
+        if report.recovered:
+            lines.append(f"indexed {len(report.recovered)} objects as entries:")
+            lines += [f"  {name}" for name in report.recovered]
+            if any(n.startswith("recovered-") for n in report.recovered):
+                lines.append(
+                    "  (`canon edit NAME --name NEW --dataset D --tag K=V` gives a recovered "
+                    "entry back its name, dataset and tags)"
+                )
+        if report.kept_objects:
+            lines.append(f"kept {len(report.kept_objects)} objects that cannot be indexed:")
+            lines += [f"  {k}" for k in report.kept_objects]
         if report.repaired:
-            lines.append(f"reclaimed {len(report.repaired)} files")
+            lines.append(f"deleted {len(report.repaired)} temp files")
         return "\n".join(lines)
 
     emit(app, data, text)

@@ -106,7 +106,8 @@ def pull(
         names = _local_names(new, {e.name for e in held.values()}, rename, repo_id)
         specs = _check_configs(new, source)
 
-        fetch = [e for e in new if not zoo.objects.exists(e["id"])]
+        # A local object is used only when intact; a damaged one is fetched and replaced.
+        fetch = [e for e in new if not zoo.objects.verify(e["id"])]
         paths = {e["id"]: zoo.objects.path(e["id"]) for e in new}
         bar = _bar(progress, len(fetch), repo_id)
         try:

@@ -59,6 +59,7 @@ _EXPORTS = {
     # the folder, the manifest and reading the index without SQLAlchemy or torch
     "INDEX": "canon.zoo._layout",
     "MANIFEST": "canon.zoo._layout",
+    "OBJECTS": "canon.zoo._layout",
     "HEAD_REVISION": "canon.zoo._layout",
     "is_zoo": "canon.zoo._layout",
     "recorded_revision": "canon.zoo._layout",
@@ -97,6 +98,7 @@ if TYPE_CHECKING:
     from canon.zoo._layout import HEAD_REVISION as HEAD_REVISION
     from canon.zoo._layout import INDEX as INDEX
     from canon.zoo._layout import MANIFEST as MANIFEST
+    from canon.zoo._layout import OBJECTS as OBJECTS
     from canon.zoo._layout import is_zoo as is_zoo
     from canon.zoo._layout import recorded_revision as recorded_revision
     from canon.zoo._listing import list_entries as list_entries

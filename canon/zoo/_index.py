@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,6 +108,13 @@ class Index:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the index's write lock for the block: no other process commits meanwhile."""
+        with self.session(write=True) as s:
+            s.connection()  # begins the transaction: BEGIN IMMEDIATE takes the lock
+            yield
 
     # -- reading entries -----------------------------------------------------------------
 
@@ -223,12 +230,25 @@ class Index:
             )
 
     def insert(
-        self, new: NewEntry, parent_ids: Sequence[str], alignment: Alignment, aligned_to: str
+        self,
+        new: NewEntry,
+        parent_ids: Sequence[str],
+        alignment: Alignment,
+        aligned_to: str,
+        *,
+        ensure_object: Callable[[], object] | None = None,
     ) -> Entry:
         """Record a new entry in one transaction: its row, tags and parents, its family (a new
-        family gets it as reference) and its alignment, if it was made to the reference."""
+        family gets it as reference) and its alignment, if it was made to the reference.
+
+        ``ensure_object`` runs inside the transaction, holding the index's write lock,
+        before the commit: it puts the entry's object back should a concurrent removal
+        (:meth:`remove_object`) have taken it since it was written.
+        """
         with self.session(write=True) as s:
             self._check_new(s, new.name, new.id)
+            if ensure_object is not None:
+                ensure_object()
             family = s.get(FamilyModel, new.family)
             if family is None:
                 family = FamilyModel(
@@ -265,6 +285,60 @@ class Index:
                 self._record_matching(s, new.family, new.matching)
             s.flush()
             return self.record(s, s.get(EntryModel, new.id))  # type: ignore[arg-type]
+
+    def update(
+        self,
+        ref: Entry | str,
+        *,
+        name: str | None = None,
+        dataset: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        untag: Sequence[str] = (),
+    ) -> Entry:
+        """Rename an entry, give it a dataset, set or remove tags (checked values), in one
+        transaction; the updated record. A new dataset drops the entry's cached pair
+        results, which were computed on the old one."""
+        with self.session(write=True) as s:
+            row = self.row(s, ref)
+            if name is not None and name != row.name:
+                if s.scalar(select(EntryModel.id).where(EntryModel.name == name)) is not None:
+                    raise NameClashError(
+                        f"an entry named `{name}` already exists in {self.label}", name=name
+                    )
+                row.name = name
+            if dataset is not None and dataset != row.dataset:
+                row.dataset = dataset
+                s.execute(
+                    delete(PairCacheModel).where(
+                        or_(PairCacheModel.entry_a == row.id, PairCacheModel.entry_b == row.id)
+                    )
+                )
+            for key in untag:
+                s.execute(delete(TagModel).where(TagModel.entry_id == row.id, TagModel.key == key))
+            for key, value in (tags or {}).items():
+                tag = s.scalar(
+                    select(TagModel).where(TagModel.entry_id == row.id, TagModel.key == key)
+                )
+                if tag is None:
+                    s.add(TagModel(entry_id=row.id, key=key, value=value))
+                else:
+                    tag.value = value
+            s.flush()
+            return self.record(s, row)
+
+    def remove_object(self, entry_id: str, remove: Callable[[str], object]) -> bool:
+        """Call ``remove(entry_id)`` (which deletes the object file) holding the index's
+        write lock, unless an entry has that id; whether it was called.
+
+        Objects are deleted only this way, and entries are recorded only after
+        :meth:`insert`'s ``ensure_object`` has run under the same lock, so no
+        interleaving of adds and removals can leave an entry without its object.
+        """
+        with self.session(write=True) as s:
+            if s.get(EntryModel, entry_id) is not None:
+                return False
+            remove(entry_id)
+            return True
 
     def has(self, entry_id: str) -> bool:
         """Whether an entry has the id ``entry_id``."""

@@ -110,6 +110,12 @@ def index_error(index: Path, exc: BaseException) -> ZooError:
         )
     if "locked" in text or "busy" in text:
         return ZooError(f"the zoo index `{index}` is busy ({text}); try again")
+    if "constraint failed" in text:
+        # A sound index refusing a write: another process removed or changed what it refers to.
+        return ZooError(
+            f"the zoo `{index.parent}` changed while this ran (another process removed or "
+            f"changed an entry it used: {text}); this step was not saved, run it again"
+        )
     manifest = index.parent / MANIFEST
     fix = (
         f"move it aside and canon rebuilds it from {MANIFEST}"

@@ -22,6 +22,9 @@ __all__ = ["ObjectStore", "check_sha", "sha256_bytes", "sha256_file"]
 SUFFIX = ".safetensors"
 TEMP_PREFIX = ".tmp-"
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
+_SHARD_RE = re.compile(r"[0-9a-f]{2}")
+# The names :meth:`ObjectStore.put` gives its temp files: id prefix, pid, random suffix.
+_TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{16}-[0-9]+-[0-9a-f]+")
 _CHUNK = 1 << 20
 
 
@@ -70,16 +73,44 @@ class ObjectStore:
         return self.path(sha).is_file()
 
     def put(self, data: bytes | memoryview | str | os.PathLike[str]) -> tuple[str, bool]:
-        """Store ``data`` (bytes, or a file to copy); return (sha256, whether it was new).
+        """Store ``data`` (bytes, or a file to copy); return (sha256, whether it was written).
 
-        Idempotent: an object already present is left as it is.
+        Idempotent: an intact object already present is left as it is. A file at
+        the object's path that does not hold these bytes (damaged, truncated) is
+        replaced by them, atomically.
         """
         raw = data if isinstance(data, (bytes, memoryview)) else Path(data).read_bytes()
         sha = sha256_bytes(raw)
         target = self.path(sha)
-        if target.is_file():
+        if self._holds(target, raw, check_hash=True):
             return sha, False
+        self._write(target, raw)
+        return sha, True
+
+    def ensure(self, sha: str, data: bytes | memoryview) -> None:
+        """Make sure the object ``sha`` (whose bytes are ``data``) is in place: write it
+        again if it is gone or of the wrong size. Cheap when it is there; called inside
+        the index transaction that records an entry, so that no concurrent removal can
+        leave the entry without its object."""
+        target = self.path(sha)
+        if not self._holds(target, data, check_hash=False):
+            self._write(target, data)
+
+    @staticmethod
+    def _holds(target: Path, raw: bytes | memoryview, *, check_hash: bool) -> bool:
+        """Whether ``target`` is a file of ``raw``'s size (and, with ``check_hash``, of its
+        sha256, which names it)."""
+        try:
+            if not target.is_file() or target.stat().st_size != len(raw):
+                return False
+        except OSError:
+            return False
+        return not check_hash or sha256_file(target) == target.name.removesuffix(SUFFIX)
+
+    def _write(self, target: Path, raw: bytes | memoryview) -> None:
+        """Write ``raw`` to ``target`` atomically (temp file, fsync, rename, fsync folder)."""
         target.parent.mkdir(parents=True, exist_ok=True)
+        sha = target.name.removesuffix(SUFFIX)
         tmp = target.parent / f"{TEMP_PREFIX}{sha[:16]}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             with tmp.open("xb") as f:
@@ -91,7 +122,6 @@ class ObjectStore:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(target.parent)
-        return sha, True
 
     def remove(self, sha: str) -> bool:
         """Delete the object ``sha``; whether there was one."""
@@ -110,24 +140,28 @@ class ObjectStore:
 
     def iter(self) -> Iterator[str]:
         """The ids of every object present, sorted."""
-        if not self.root.is_dir():
-            return
-        for sub in sorted(self.root.iterdir()):
-            if not sub.is_dir():
-                continue
+        for sub in self._shards():
             for f in sorted(sub.iterdir()):
                 sha = f.name.removesuffix(SUFFIX)
                 if f.name.endswith(SUFFIX) and _SHA_RE.fullmatch(sha) and sha[:2] == sub.name:
                     yield sha
 
     def temp_files(self) -> list[Path]:
-        """Temp files left by interrupted writes (or being written right now)."""
+        """Temp files left by interrupted writes (or being written right now): files named
+        as :meth:`put` names them, in the store's own shard folders (never through a
+        symbolic link, so that nothing outside the store is ever taken for one)."""
+        return sorted(
+            f
+            for sub in self._shards()
+            if not sub.is_symlink()
+            for f in sub.iterdir()
+            if _TEMP_RE.fullmatch(f.name) and f.is_file() and not f.is_symlink()
+        )
+
+    def _shards(self) -> list[Path]:
+        """The two-hex-digit folders objects live in."""
         if not self.root.is_dir():
             return []
         return sorted(
-            f
-            for sub in self.root.iterdir()
-            if sub.is_dir()
-            for f in sub.iterdir()
-            if f.name.startswith(TEMP_PREFIX)
+            sub for sub in self.root.iterdir() if _SHARD_RE.fullmatch(sub.name) and sub.is_dir()
         )

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from canon.zoo._answers import cached_metrics
 from canon.zoo._index import Index
-from canon.zoo._models import PairCacheModel
+from canon.zoo._models import EntryModel, PairCacheModel
 from canon.zoo._objects import check_sha
 from canon.zoo._records import CACHE_VERSION, PairResult, canonical_json
 
@@ -72,6 +72,18 @@ class PairCache:
                 )
             )
         with self.index.session(write=True) as s:
+            # An entry removed by another process while its pairs were computed takes its
+            # pairs with it: they are not cached (the answers were still given).
+            ids = {r.entry_a for r in rows} | {r.entry_b for r in rows}
+            listed = sorted(ids)
+            present = {
+                found
+                for i in range(0, len(listed), 500)  # SQLite bounds a statement's parameters
+                for found in s.scalars(
+                    select(EntryModel.id).where(EntryModel.id.in_(listed[i : i + 500]))
+                )
+            }
+            rows = [r for r in rows if r.entry_a in present and r.entry_b in present]
             for row in rows:
                 s.merge(row)
         return len(rows)

@@ -36,7 +36,7 @@ from canon.zoo._objects import sha256_file
 if TYPE_CHECKING:
     from canon.zoo._zoo import Zoo
 
-__all__ = ["Rebuild", "read_manifest", "rebuild_index"]
+__all__ = ["Rebuild", "index_listed_entry", "read_manifest", "rebuild_index"]
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def _index_entries(store: Zoo, manifest: Manifest, skip_bad: bool) -> Rebuild:
         try:
             if lost:
                 raise CorruptZooError(f"its parent {skipped[lost[0]].split(':')[0]} is left out")
-            _index_entry(store, entry)
+            index_listed_entry(store, entry)
         except CanonError as exc:
             if not skip_bad:
                 if isinstance(exc, UntrustedCodeError):
@@ -147,7 +147,7 @@ def _cannot(root: Path, detail: str) -> str:
     )
 
 
-def _index_entry(store: Zoo, entry: Mapping[str, Any]) -> None:
+def index_listed_entry(store: Zoo, entry: Mapping[str, Any]) -> None:
     """Index one manifest entry whose object must already be in place, intact."""
     sha = entry["id"]
     path = store.objects.path(sha)

@@ -43,8 +43,9 @@ __all__ = [
 
 #: Bumped whenever cached values (alignments, pair results) would be computed differently,
 #: or their keys change (2: pair keys hash every path option, defaults included; 4: weight
-#: matching's objective is a sum of per-layer cosines).
-CACHE_VERSION = 4
+#: matching's objective is a sum of per-layer cosines; 5: tanh units' distances are in the
+#: free Euclidean term).
+CACHE_VERSION = 5
 #: Written into every stored object's metadata as ``canon.format_version``.
 FORMAT_VERSION = "1"
 KINDS = ("solution", "midpoint")
@@ -125,10 +126,12 @@ class VerifyReport:
     """What :meth:`Zoo.verify` found.
 
     ``ok`` when every entry's object is present and intact (no bad hashes, no
-    missing objects). Orphan objects and temp files are garbage (reported,
-    reclaimed by a repair); unindexed objects are listed in ``manifest.json``
-    but not in the index; skipped entries are manifest entries a rebuild of
-    the index left out, each with its reason.
+    missing objects). Orphan objects are objects no entry references;
+    unindexed objects are those of them ``manifest.json`` lists. A repair
+    indexes both (``recovered``: the new entries' names) and keeps what it
+    cannot index (``kept_objects``: ``id: reason``); it deletes only temp files
+    (``repaired``). Skipped entries are manifest entries a rebuild of the index
+    left out, each with its reason.
     """
 
     ok: bool
@@ -141,6 +144,8 @@ class VerifyReport:
     skipped_entries: tuple[str, ...] = ()
     rebuilt: bool = False
     repaired: tuple[str, ...] = ()
+    recovered: tuple[str, ...] = ()
+    kept_objects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

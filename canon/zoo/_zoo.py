@@ -10,6 +10,7 @@ and tables (:mod:`canon.zoo._analysis`) from the cache or by computing them.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -26,11 +27,17 @@ from canon.checkpoint import load_state
 from canon.core import Alignment, Spec, apply_alignment, match, normalize
 from canon.data import Dataset, load_dataset
 from canon.engine import resolve_method
-from canon.errors import ConfigError, CorruptZooError, InvalidEntryError, ReadOnlyZooError
+from canon.errors import (
+    ConfigError,
+    CorruptZooError,
+    InvalidEntryError,
+    ReadOnlyZooError,
+    ZooError,
+)
 from canon.zoo._analysis import barrier_table, compare, errors_on
 from canon.zoo._evaluation import bend_curve, energy, plane, train_entry
 from canon.zoo._index import Index, NewEntry
-from canon.zoo._ingest import Prepared, Source, prepare, spec_for
+from canon.zoo._ingest import Prepared, Source, check_group_sizes, prepare, spec_for
 from canon.zoo._job_queue import JobQueue
 from canon.zoo._layout import (
     HEAD_REVISION,
@@ -53,12 +60,17 @@ from canon.zoo._records import (
     Entry,
     EntryFields,
     VerifyReport,
+    check_dataset,
     check_metrics,
+    check_name,
+    check_tags,
     entry_fields,
 )
 from canon.zoo._trust import check_trusted
 
 __all__ = ["Zoo"]
+
+log = logging.getLogger("canon.zoo")
 
 NORMALIZED_CACHE_SIZE = 64  # normalized forms kept in memory per open zoo
 
@@ -85,6 +97,8 @@ class Zoo:
         """Use :meth:`open` or :meth:`init`."""
         self.root = root
         self.trust_code = trust_code
+        # A rebuild indexes into a temporary index: its partial view is never the manifest.
+        self._keeps_manifest = index is None
         self.objects = ObjectStore(root / OBJECTS)
         self.index = Index(index or root / INDEX, label=repr(self), read_only=read_only)
         self.pairs = PairCache(self.index)
@@ -117,6 +131,12 @@ class Zoo:
         check_folder(root)
         index = root / INDEX
         if not index.is_file() and (root / MANIFEST).is_file():
+            if not is_writable(root):
+                raise ReadOnlyZooError(
+                    f"the zoo `{root}` has no index yet ({MANIFEST} and objects only) and is "
+                    "read-only here, so it cannot be indexed: open it once where it can be "
+                    "written, or copy it (`canon verify` checks it as it is)"
+                )
             rebuild_index(root, cls, trust_code=trust_code)
         if not index.is_file():
             if not create:
@@ -128,6 +148,7 @@ class Zoo:
                     f"cannot create a zoo at `{root}`: {exc.strerror or exc}"
                 ) from None
         if is_writable(root):
+            _check_not_reset(root)
             upgrade(index)
             return cls(root, trust_code=trust_code)
         if recorded_revision(index) != HEAD_REVISION:
@@ -261,7 +282,9 @@ class Zoo:
 
     def set_reference(self, name: Entry | str) -> Entry:
         """Make ``name`` its family's reference; drop the caches that depended on the old one."""
-        return self.index.set_reference(name)
+        entry = self.index.set_reference(name)
+        self._sync_manifest()
+        return entry
 
     # -- adding and removing -------------------------------------------------------------
 
@@ -364,35 +387,82 @@ class Zoo:
             matching=resolve_method("auto", prepared.spec),
         )
         created_object = store_object and self.objects.put(prepared.data)[1]
+        ensure = (lambda: self.objects.ensure(sha, prepared.data)) if store_object else None
         try:
-            return self.index.insert(new, parent_ids, alignment, aligned_to)
+            entry = self.index.insert(new, parent_ids, alignment, aligned_to, ensure_object=ensure)
         except BaseException:
             # An object this call wrote and no entry took is removed again; a crash before
-            # this point leaves it as garbage that `verify` reports and `--repair` reclaims.
-            if created_object and not self.index.has(sha):
-                self.objects.remove(sha)
+            # this point leaves it unreferenced, and `verify --repair` indexes it.
+            if created_object:
+                self.index.remove_object(sha, self.objects.remove)
             raise
+        self._sync_manifest()
+        return entry
+
+    def edit(
+        self,
+        name: Entry | str,
+        *,
+        rename: str | None = None,
+        dataset: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        untag: Sequence[str] = (),
+    ) -> Entry:
+        """Rename an entry, name its dataset, set tags or remove them (keys in ``untag``);
+        the updated entry. Its weights, and so its id, never change. A new dataset
+        drops the entry's cached comparisons (computed on the old data)."""
+        for key in untag:
+            check_tags({key: ""})  # a valid key
+        entry = self.index.update(
+            name,
+            name=None if rename is None else check_name(rename),
+            dataset=check_dataset(dataset),
+            tags=check_tags(tags),
+            untag=tuple(untag),
+        )
+        self._sync_manifest()
+        return entry
 
     def rm(self, name: Entry | str, *, keep_object: bool = False) -> None:
         """Remove an entry, its tags, caches and (unless ``keep_object``) its object file.
 
         Refused for an entry that is another's parent, or the reference of a
-        family with other members (``set_reference`` another member first).
+        family with other members (``set_reference`` another member first), and
+        refused with nothing changed when the object's folder cannot be written.
         """
-        removed = self.index.remove(name)
         if not keep_object:
-            self.objects.remove(removed.id)
+            entry = self.get(name)
+            folder = self.objects.path(entry.id).parent
+            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                raise ReadOnlyZooError(
+                    f"cannot remove `{entry.name}`: its object's folder `{folder}` is not "
+                    "writable here; nothing was changed"
+                )
+        removed = self.index.remove(name)
+        self._sync_manifest()
+        if not keep_object:
+            # Another add of the same weights may have recorded them since: then they stay.
+            self.index.remove_object(removed.id, self.objects.remove)
 
     def verify(self, repair: bool = False) -> VerifyReport:
         """Check that every entry's object exists and still hashes to the entry's id.
 
-        A damaged or missing object makes the report not ``ok``. Garbage is
-        reported but harmless: objects no entry references (an add killed
-        before its index commit) and temp files of interrupted writes. Objects
-        that ``manifest.json`` lists but the index lacks are reported as
-        unindexed, never garbage. ``repair=True`` deletes the garbage (do not
-        run it while another process is adding to the zoo).
+        A damaged or missing object makes the report not ``ok``. Objects no
+        entry references (an add killed before its index commit, an index
+        rebuilt from an older manifest or lost) and temp files of interrupted
+        writes are reported without failing; objects ``manifest.json`` lists
+        are reported apart, as unindexed. ``repair=True`` indexes every such
+        object as ``add`` would (:mod:`canon.zoo._recovery`), keeping and
+        reporting the ones it cannot, and deletes the temp files. It never
+        deletes an object. Do not repair while another process is adding.
         """
+        from canon.zoo._recovery import recover_objects
+
+        if repair and self.read_only:
+            raise ReadOnlyZooError(
+                f"the zoo {self!r} is read-only here: `--repair` needs write access to it "
+                "(`canon verify` checks it as it is)"
+            )
         ids = self.index.ids()
         present = set(self.objects.iter())
         bad = tuple(sha for sha in sorted(ids & present) if not self.objects.verify(sha))
@@ -401,11 +471,12 @@ class Zoo:
         unindexed = tuple(sorted((present - ids) & listed))
         orphans = tuple(sorted(present - ids - listed))
         temps = (*self.objects.temp_files(), *stale_rebuilds(self.root))
+        recovered: tuple[str, ...] = ()
+        kept: tuple[str, ...] = ()
         repaired: list[str] = []
         if repair:
-            for sha in orphans:
-                self.objects.remove(sha)
-                repaired.append(sha)
+            recovery = recover_objects(self, present - ids)
+            recovered, kept = recovery.recovered, recovery.kept
             for tmp in temps:
                 tmp.unlink(missing_ok=True)
                 repaired.append(str(tmp))
@@ -418,13 +489,36 @@ class Zoo:
             orphan_temp_files=tuple(temps),
             unindexed_objects=unindexed,
             repaired=tuple(repaired),
+            recovered=recovered,
+            kept_objects=kept,
         )
 
     def write_manifest(self) -> Path:
-        """Write ``manifest.json``, the portable list of entries, families and references."""
+        """Write ``manifest.json``, the portable list of entries, families and references.
+
+        Once a zoo has one, every add, removal and change of reference rewrites it.
+        """
         from canon.zoo._manifest import write_manifest
 
         return write_manifest(self)
+
+    def _sync_manifest(self) -> None:
+        """Rewrite ``manifest.json``, if the zoo has one, to list the index as it is now.
+
+        Written holding the index's write lock, so that concurrent writers' manifests
+        follow their commits in order. The change it follows is already committed: a
+        manifest that cannot be written is logged and left as it was (an older manifest
+        loses nothing: ``canon verify --repair`` indexes what it does not list).
+        """
+        if not self._keeps_manifest or self.read_only or not (self.root / MANIFEST).is_file():
+            return
+        from canon.zoo._manifest import write_manifest
+
+        try:
+            with self.index.write_lock():
+                write_manifest(self)
+        except (OSError, ZooError) as exc:
+            log.warning("could not rewrite %s: %s; it is left as it was", MANIFEST, exc)
 
     # -- weights and canonical forms -----------------------------------------------------
 
@@ -440,7 +534,9 @@ class Zoo:
         e = entry if isinstance(entry, Entry) else self.get(entry)
         if e.family not in self._specs:
             self.check_buildable(e.architecture, f"entry `{e.name}` of {self!r}")
-            self._specs[e.family] = spec_for(e.architecture, e.config)
+            spec = spec_for(e.architecture, e.config)
+            check_group_sizes(spec, f"entry `{e.name}`")  # indexed before groups were bounded
+            self._specs[e.family] = spec
         return self._specs[e.family]
 
     def matching_method(self, entry: Entry | str, method: str = "auto") -> str:
@@ -544,6 +640,26 @@ class Zoo:
     plane = plane
     bend_curve = bend_curve
     train = train_entry
+
+
+def _check_not_reset(root: Path) -> None:
+    """Refuse an index that holds no schema (emptied, or a new file) in a folder that
+    holds networks: initializing it would make every object look unreferenced."""
+    index = root / INDEX
+    if not index.is_file() or recorded_revision(index) is not None:
+        return
+    objects = sum(1 for _ in ObjectStore(root / OBJECTS).iter())
+    if not objects and not (root / MANIFEST).is_file():
+        return  # a zoo being created (by this process or a concurrent one)
+    way = (
+        f"move it aside and canon rebuilds it from {MANIFEST}"
+        if (root / MANIFEST).is_file()
+        else "move it aside, then `canon init` and `canon verify --repair` index the objects again"
+    )
+    raise CorruptZooError(
+        f"the zoo index `{index}` holds no index (empty, or not written by canon) but the zoo "
+        f"holds {objects} objects; nothing was changed: {way}"
+    )
 
 
 def _identity(spec: Spec) -> Alignment:
