@@ -22,6 +22,7 @@ from canon.core.spec import (
 )
 from canon.core.units import (
     bn_gain,
+    producer_rows,
     scale_batchnorm_input,
     scale_units,
     unit_norms,
@@ -58,12 +59,26 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
     ``linear`` groups (attention's query/key and value/output dimensions,
     DESIGN §3b) are balanced last: unit k's producer slices are multiplied
     and its outgoing slices divided by sqrt(|out_k| / |in_k|), the norms of
-    its weights on each side (biases, 1-D, follow but do not count), so
-    that the two norms become equal.
+    its weights on each side (biases, 1-D, follow but do not count, except
+    on a side without weights), so that the two norms become equal; a unit
+    one side of which is all zero, biases included, computes nothing, and
+    all its slices are set to zero.
+
+    A unit whose effective incoming weights are zero in every producer
+    outputs a constant, its effective bias (gamma_k / sqrt(var_k + eps) *
+    (b_k - mean_k) + beta_k after BatchNorm): where the producers that
+    determine its scale have zero weights, n_k is the norm of its effective
+    biases instead; a ``sign`` group's constant unit is negated (with its
+    outgoing weights) so that its first nonzero effective bias is positive;
+    a ``scale`` or ``sign`` unit whose weights and biases are all zero
+    outputs 0 (its activation is homogeneous or odd), and its outgoing
+    weights are set to zero. A unit followed by BatchNorm whose weights are
+    zero takes its BN input scale from the norm of (sqrt(var_k), b_k, mean_k)
+    instead.
 
     The eval-mode function is preserved up to the output layer's global
     positive factor (the argmax is unchanged), and ``normalize`` is
-    idempotent. Units with all-zero incoming weights are left as they are.
+    idempotent.
     The input is not modified; untouched tensors are shared with it.
     ``check=False`` skips validating ``state`` against ``spec`` (for callers
     that already did).
@@ -75,8 +90,9 @@ def normalize(state: Mapping[str, Tensor], spec: Spec, *, check: bool = True) ->
 class UnitScales:
     """The scales :func:`normalize` takes out of a network: for each group it normalizes
     (by name), the factor it divides each unit by (the norm of the unit's effective
-    incoming weights, counted in forward order), and the output layer's Frobenius norm
-    over sqrt(H^L) (``None`` without an output layer or with an all-zero one)."""
+    incoming weights, counted in forward order; of its effective biases for a unit
+    without such weights; 1 for a unit with neither), and the output layer's Frobenius
+    norm over sqrt(H^L) (``None`` without an output layer or with an all-zero one)."""
 
     groups: dict[str, Tensor]
     output: float | None
@@ -102,7 +118,8 @@ def rescale(state: Mapping[str, Tensor], spec: Spec, scales: UnitScales) -> dict
     outgoing weights divided by them) and the output layer by ``scales.output``. The same
     function up to the output's positive factor; on ``normalize(w)`` with
     ``unit_scales(w)`` it undoes normalization's per-unit rescalings (not BatchNorm's
-    input scale or sign, which it fixes too, nor attention's balancing). Trained from,
+    input scale or sign, which it fixes too, nor attention's balancing, nor the
+    outgoing weights it sets to zero behind units that output 0). Trained from,
     such a network starts at the scale of the networks the scales came from (SGD's
     steps depend on it)."""
     check_state(state, spec, "`state`")
@@ -197,11 +214,24 @@ def _normalize_batchnorm_input(out: _Copy, producer: Producer) -> None:
     # where gamma is 0 the unit's output does not depend on w: fix the sign of w's sum
     key = torch.where(gamma != 0, gamma, w.reshape(w.shape[0], -1).sum(1).to(gamma.dtype))
     flip = torch.where(key < 0, -torch.ones_like(gamma), torch.ones_like(gamma))
-    scale_batchnorm_input(out, producer, 1.0 / _safe(unit_norms(w)))
+    norms = unit_norms(w).to(gamma.dtype)
+    norms = torch.where(norms > 0, norms, _constant_input_scale(out, producer))
+    scale_batchnorm_input(out, producer, 1.0 / _safe(norms))
     out.owned.add(producer.weight)  # a new tensor now
     for name in (producer.weight, producer.bias, bn.running_mean, bn.weight):
         if name is not None:
             out.scale(name, 0, flip)
+
+
+def _constant_input_scale(out: Mapping[str, Tensor], producer: Producer) -> Tensor:
+    """The scale of a BatchNorm input without weights (the constant b_k): the norm of
+    (sqrt(var_k), b_k, mean_k), which the input-scale symmetry multiplies by c_k too."""
+    bn = producer.batchnorm
+    assert bn is not None
+    squares = out[bn.running_var] + out[bn.running_mean].square()
+    if producer.bias is not None:
+        squares = squares + out[producer.bias].square()
+    return squares.sqrt()
 
 
 def _output_scale(out: Mapping[str, Tensor], producer: Producer) -> Tensor:
@@ -212,27 +242,40 @@ def _output_scale(out: Mapping[str, Tensor], producer: Producer) -> Tensor:
 
 
 def _balance(out: _Copy, group: UnitGroup) -> None:
-    """Make each unit's incoming and outgoing weight norms equal (a ``linear`` group)."""
+    """Make each unit's incoming and outgoing weight norms equal (a ``linear`` group).
+
+    A side without weights is measured by its biases. A unit one side of which is zero,
+    weights and biases, contributes nothing whatever the other side holds (q_d k_d = 0,
+    or a value dimension that the output projection does not read, or that is 0): all
+    its slices are set to zero."""
     moving = [t for t in group.tensors if t.role != "carried"]
     n_in, n_out = (
-        _slice_norms(out, group, [t for t in moving if (t.role == "incoming") == incoming])
+        _side_norms(out, group, [t for t in moving if (t.role == "incoming") == incoming])
         for incoming in (True, False)
     )
-    factors = torch.where((n_in > 0) & (n_out > 0), (n_out / _safe(n_in)).sqrt(), 1.0)
+    live = (n_in > 0) & (n_out > 0)
+    factors = torch.where(live, (n_out / _safe(n_in)).sqrt(), 0.0)
     for t in moving:
-        f = factors if t.role == "incoming" else 1.0 / factors
+        f = factors if t.role == "incoming" else torch.where(live, 1.0 / _safe(factors), 0.0)
         out.scale(t.name, t.axis, f, block=t.block, start=t.start, repeat=t.repeat, head=t.head)
 
 
+def _side_norms(out: Mapping[str, Tensor], group: UnitGroup, tensors: list[TensorAxis]) -> Tensor:
+    """Each unit's norm over its slices of the weights in ``tensors``, or, where those are
+    all zero, of the biases (1-D)."""
+    weights = _slice_norms(out, group, [t for t in tensors if out[t.name].ndim > 1])
+    biases = _slice_norms(out, group, [t for t in tensors if out[t.name].ndim == 1])
+    return torch.where(weights > 0, weights, biases)
+
+
 def _slice_norms(out: Mapping[str, Tensor], group: UnitGroup, tensors: list[TensorAxis]) -> Tensor:
-    """Each unit's norm over its slices of the weights (not the 1-D biases) in ``tensors``."""
+    """Each unit's norm over its slices of ``tensors``."""
     total = torch.zeros(group.size, dtype=torch.float64)
     for t in tensors:
-        if out[t.name].ndim > 1:
-            rows = unit_slices(
-                out[t.name], t.axis, group.size, t.block, t.start, repeat=t.repeat, head=t.head
-            )
-            total = total + rows.double().square().sum(1).cpu()
+        rows = unit_slices(
+            out[t.name], t.axis, group.size, t.block, t.start, repeat=t.repeat, head=t.head
+        )
+        total = total + rows.double().square().sum(1).cpu()
     return total.sqrt()
 
 
@@ -246,11 +289,24 @@ def _normalize_group(
         if producer.batchnorm is not None:
             _normalize_batchnorm_input(out, producer)
         done.add(producer.weight)
-    if not group.normalized:
-        return  # e.g. tanh: not homogeneous, the unit keeps its scale
+    weightless = True  # whether some unit may have no effective incoming weights
+    if group.normalized:  # not e.g. tanh: not homogeneous, the unit keeps its scale
+        weightless = _rescale_units(out, group, determining)
+    if weightless and group.symmetry in ("scale", "sign"):
+        _settle_constant_units(out, group)
+
+
+def _rescale_units(out: _Copy, group: UnitGroup, determining: tuple[Producer, ...]) -> bool:
+    """Divide each unit's output scale by n_k, compensated in its outgoing weights
+    (``scale`` groups only); whether some unit had no weights in ``determining``."""
     scales = [_output_scale(out, p) for p in determining]
     # one factor per unit for all producers: the norm of the concatenated effective rows
-    norms = _safe(scales[0] if len(scales) == 1 else torch.stack(scales).square().sum(0).sqrt())
+    norms = scales[0] if len(scales) == 1 else torch.stack(scales).square().sum(0).sqrt()
+    weightless = not bool((norms > 0).all())
+    if weightless:  # such a unit's scale is that of its constant output
+        offsets = torch.linalg.vector_norm(_offsets(out, group), dim=1)
+        norms = torch.where(norms > 0, norms, offsets.to(norms))
+    norms = _safe(norms)
     out.norms[group.name] = norms
     inverse = 1.0 / norms
     for producer in group.producers:
@@ -260,7 +316,71 @@ def _normalize_group(
             else:  # BN's affine is per unit already
                 out[name] = out[name] / norms
     if group.symmetry == "scale":
-        for axis in group.outgoing:
-            out.scale(
-                axis.name, axis.axis, norms, block=axis.block, repeat=axis.repeat, head=axis.head
-            )
+        _scale_outgoing(out, group, norms)
+    return weightless
+
+
+def _scale_outgoing(out: _Copy, group: UnitGroup, factors: Tensor) -> None:
+    """Multiply each unit's slices of the consuming layers' weights by ``factors``."""
+    for axis in group.outgoing:
+        out.scale(
+            axis.name, axis.axis, factors,
+            block=axis.block, start=axis.start, repeat=axis.repeat, head=axis.head,
+        )  # fmt: skip
+
+
+def _settle_constant_units(out: _Copy, group: UnitGroup) -> None:
+    """Fix what is left free in the units whose effective incoming weights are zero in
+    every producer (a constant output): a ``sign`` unit's sign (its first nonzero
+    effective bias made positive), and a unit that outputs 0 has its outgoing weights
+    set to zero (its activation maps 0 to 0), so that both are the same in every
+    network of the symmetry class."""
+    constant = _incoming_norms(out, group) == 0
+    if not bool(constant.any()):
+        return
+    offsets = _offsets(out, group)
+    factors = torch.ones(group.size, dtype=offsets.dtype)
+    if group.symmetry == "sign":
+        factors = torch.where(constant, _leading_signs(offsets), factors)
+        for producer in group.producers:
+            for name in producer.odd:
+                out.scale(name, 0, factors, start=producer.start)
+    silent = constant & (offsets == 0).all(dim=1)
+    if bool(silent.any()) or group.symmetry == "sign":
+        _scale_outgoing(out, group, torch.where(silent, torch.zeros_like(factors), factors))
+
+
+def _incoming_norms(out: Mapping[str, Tensor], group: UnitGroup) -> Tensor:
+    """Each unit's effective incoming norm over every producer of the group (float64, on
+    the CPU)."""
+    total = torch.zeros(group.size, dtype=torch.float64)
+    for p in group.producers:
+        norms = unit_norms(producer_rows(out, p, effective=False, size=group.size))
+        gain = bn_gain(out, p)
+        total = total + (norms if gain is None else norms * gain.abs()).double().square().cpu()
+    return total.sqrt()
+
+
+def _offsets(out: Mapping[str, Tensor], group: UnitGroup) -> Tensor:
+    """Each unit's effective bias in every producer, ``[size, producers]`` (float64, on
+    the CPU): what the producer adds to the unit whatever its input, after its BatchNorm
+    gamma / sqrt(var + eps) * (b - mean) + beta."""
+    columns = []
+    for p in group.producers:
+        bias = torch.zeros(group.size, dtype=torch.float64, device=out[p.weight].device)
+        if p.bias is not None:
+            bias = bias + out[p.bias].narrow(0, p.start, group.size).double()
+        gain = bn_gain(out, p)
+        if gain is not None:
+            assert p.batchnorm is not None
+            mean, beta = out[p.batchnorm.running_mean], out[p.batchnorm.bias]
+            bias = gain.double() * (bias - mean.double()) + beta.double()
+        columns.append(bias.cpu())
+    return torch.stack(columns, dim=1)
+
+
+def _leading_signs(rows: Tensor) -> Tensor:
+    """The sign of each row's first nonzero entry (1 for a zero row)."""
+    first = (rows != 0).to(torch.int8).argmax(dim=1, keepdim=True)
+    leading = rows.gather(1, first).squeeze(1)
+    return torch.where(leading < 0, -torch.ones_like(leading), torch.ones_like(leading))

@@ -44,7 +44,7 @@ __all__ = [
 #: Bumped whenever cached values (alignments, pair results) would be computed differently,
 #: or their keys change (2: pair keys hash every path option, defaults included; 4: weight
 #: matching's objective is a sum of per-layer cosines; 5: tanh units' distances are in the
-#: free Euclidean term).
+#: free Euclidean term, units with zero incoming weights are normalized by their biases).
 CACHE_VERSION = 5
 #: Written into every stored object's metadata as ``canon.format_version``.
 FORMAT_VERSION = "1"
