@@ -242,40 +242,70 @@ class Evaluator:
             sizes.run(self._input(self.x[:1]))
         return sizes.total
 
-    def _score(self, logits: Tensor, y: Tensor, loss: bool) -> tuple[Tensor, Tensor | None]:
+    def _score(
+        self, logits: Tensor, y: Tensor, loss: bool, scale: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Per network of ``logits`` ([networks, rows, outputs]): the wrong predictions
-        and, with ``loss``, the summed cross-entropy on the rows ``y``."""
+        and, with ``loss``, the summed cross-entropy on the rows ``y`` of the logits
+        times the network's positive factor in ``scale`` ([networks]; none: 1). The
+        predictions are always those of ``logits`` as given."""
         if logits.shape[-1] == 1:
             out = logits[..., 0]
             wrong = (torch.sign(out) != y).sum(-1)
-            ce = F.softplus(-y.to(out.dtype) * out).sum(-1) if loss else None
         else:
             wrong = (logits.argmax(dim=-1) != y).sum(-1)
-            ce = None
-            if loss:
-                target = y.expand(logits.shape[0], -1)
-                ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(-1)
-        return wrong, ce
+        if not loss:
+            return wrong, None
+        if scale is not None:
+            logits = logits * scale.to(logits.dtype).reshape(-1, *([1] * (logits.ndim - 1)))
+        if logits.shape[-1] == 1:
+            out = logits[..., 0]
+            return wrong, F.softplus(-y.to(out.dtype) * out).sum(-1)
+        target = y.expand(logits.shape[0], -1)
+        return wrong, F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(-1)
 
-    def evaluate(self, path: NetworkPath, loss: bool = False) -> Scores:
-        """Error (and loss) of every point of ``path`` on the evaluator's data."""
-        return self.evaluate_many([path], loss)[0]
+    def evaluate(
+        self, path: NetworkPath, loss: bool = False, output_scale: Tensor | None = None
+    ) -> Scores:
+        """Error (and loss) of every point of ``path`` on the evaluator's data; the loss of
+        point k is that of its logits times ``output_scale[k]`` where given (a positive
+        factor on the logits: the errors do not depend on it)."""
+        return self.evaluate_many([path], loss, [output_scale])[0]
 
-    def evaluate_many(self, paths: Sequence[NetworkPath], loss: bool = False) -> list[Scores]:
+    def evaluate_many(
+        self,
+        paths: Sequence[NetworkPath],
+        loss: bool = False,
+        output_scales: Sequence[Tensor | None] | None = None,
+    ) -> list[Scores]:
         """Error (and loss) of every point of each of ``paths`` (paths of this architecture
         with the same tensors, such as the curves of a table's pairs) on the evaluator's
         data: a small network's points run stacked across the paths' boundaries, so that
-        several paths share one call; the scores are those :meth:`evaluate` gives each."""
+        several paths share one call; the scores are those :meth:`evaluate` gives each.
+
+        ``output_scales`` gives, per path, ``None`` or one positive factor per point
+        ([K]) by which the point's logits are multiplied for its loss (such as a path
+        between normalized networks whose losses are those at the networks' own output
+        scale); the errors are those of the logits as the networks give them."""
         if not paths:
             return []
+        factors = _factors(paths, output_scales, self.device) if loss else None
         if self.stackable:
             try:
-                return self._evaluate(paths, loss, stacked=True)
+                return self._evaluate(paths, loss, stacked=True, factors=factors)
             except Exception:  # an op vmap cannot batch: run point by point from now on
                 self.stackable = False
-        return self._evaluate(paths, loss, stacked=False)
+        return self._evaluate(paths, loss, stacked=False, factors=factors)
 
-    def _evaluate(self, paths: Sequence[NetworkPath], loss: bool, stacked: bool) -> list[Scores]:
+    def _evaluate(
+        self,
+        paths: Sequence[NetworkPath],
+        loss: bool,
+        stacked: bool,
+        factors: Tensor | None = None,
+    ) -> list[Scores]:
+        """The scores of ``paths``; ``factors`` ([points of all paths] or none) multiply
+        each point's logits for its loss (:func:`_factors`)."""
         total = sum(len(p) for p in paths)
         wrong = torch.zeros(total, dtype=torch.float64, device=self.device)
         total_loss = torch.zeros(total, dtype=torch.float64, device=self.device)
@@ -283,7 +313,8 @@ class Evaluator:
         batches = list(self._batches(self.rows(in_flight)))
         with torch.inference_mode():
             for ks, logits, yb in run(batches):
-                w, ce = self._score(logits, yb, loss)
+                scale = None if factors is None else factors[ks.start : ks.stop]
+                w, ce = self._score(logits, yb, loss, scale)
                 wrong[ks.start : ks.stop] += w
                 if ce is not None:
                     total_loss[ks.start : ks.stop] += ce
@@ -485,6 +516,30 @@ class Evaluator:
                     k += 1
 
         return _batch_major(run), bases + 1  # the layer's outputs per basis, then a point's
+
+
+def _factors(
+    paths: Sequence[NetworkPath],
+    output_scales: Sequence[Tensor | None] | None,
+    device: torch.device,
+) -> Tensor | None:
+    """The factors on every point's logits for its loss, the paths' points one after
+    another (1 for a path without factors); ``None`` when no path has any."""
+    if output_scales is None or all(s is None for s in output_scales):
+        return None
+    if len(output_scales) != len(paths):
+        raise ValueError(f"{len(output_scales)} output scales for {len(paths)} paths")
+    parts = []
+    for path, scale in zip(paths, output_scales, strict=True):
+        if scale is None:
+            parts.append(torch.ones(len(path), dtype=torch.float64))
+            continue
+        if scale.shape != (len(path),):
+            raise ValueError(
+                f"an output scale has shape {tuple(scale.shape)}, expected ({len(path)},)"
+            )
+        parts.append(scale.detach().to("cpu", torch.float64))
+    return torch.cat(parts).to(device)
 
 
 def _batch_major(run: BatchRunner) -> Runner:

@@ -23,10 +23,12 @@ from canon.core import (
     WEIGHT_METHODS,
     Alignment,
     Spec,
+    UnitScales,
     apply_alignment,
     check_state,
     match,
     normalize,
+    normalize_with_scales,
     spec_from_module,
 )
 from canon.core.geometry import Distances, distances
@@ -56,6 +58,7 @@ __all__ = [
     "PathCurve",
     "PathEnds",
     "PlaneResult",
+    "ScaledPath",
     "as_data",
     "as_model",
     "local_energy",
@@ -223,6 +226,15 @@ def path_curve(
     ``activation`` runs both on ``match_batch`` training inputs); the method
     used is recorded in ``options`` too.
 
+    With ``loss``, the mean cross-entropy at each point is reported too. Geodesic and
+    bend paths run between normalized networks, whose output layers normalization
+    scaled by one positive factor each; their losses are those of the networks at
+    their own output scale: the logits at x are multiplied by (1 - x) s_a + x s_b, s
+    the factor normalization took off each end's logits (on a bend, each leg's
+    between its own ends', the midpoint's that of the midpoint as given), so the
+    end losses are the networks' own and compare with those of linear paths. The
+    errors do not depend on it.
+
     ``options`` gives every option the numbers depend on as one record
     (:class:`PathOptions`, what a cache keys results by) instead of the
     keywords ``points`` … ``seed``; passing both is an error. ``batch_size``
@@ -296,11 +308,13 @@ def pairs_per_call(
 
 @dataclass(frozen=True)
 class _CurveWork:
-    """A pair's curve before its paths are evaluated: the paths and what the curve records."""
+    """A pair's curve before its paths are evaluated: the paths, the factors on their
+    logits for the losses (:class:`ScaledPath`; ``None``: 1) and what the curve records."""
 
     paths: list[NetworkPath]
     distances: Distances
     recorded: dict[str, Any]
+    output_scales: list[Tensor | None]
 
 
 def _curves(
@@ -336,8 +350,9 @@ def _curves(
         for (a, b, m), alignment in zip(pairs, given, strict=True)
     ]
     paths = [p for w in works for p in w.paths]
+    scales = [s for w in works for s in w.output_scales]
     evaluator = _evaluator(template, train, dev, batch_size)
-    scores = iter(evaluator.evaluate_many(paths, loss=opts.loss))
+    scores = iter(evaluator.evaluate_many(paths, loss=opts.loss, output_scales=scales))
     tests: Iterator[Scores] | None = None
     if opts.test and test_split is not None:
         tests = iter(_evaluator(template, test_split, dev, batch_size).evaluate_many(paths))
@@ -371,7 +386,8 @@ def _prepare(
     points, seed = opts.points, opts.seed
     a = {k: v.to(dev) for k, v in a.items()}
     b = {k: v.to(dev) for k, v in b.items()}
-    norm_a, norm_b = normalize(a, spec, check=False), normalize(b, spec, check=False)
+    norm_a, scales_a = normalize_with_scales(a, spec, check=False)
+    norm_b, scales_b = normalize_with_scales(b, spec, check=False)
     method = resolve_method(opts.method, spec)
     if alignment is None:
         alignment = find_alignment(
@@ -396,11 +412,26 @@ def _prepare(
             raise ConfigError(f"a `{info.name}` path needs a `midpoint` network")
         check_state(midpoint, spec, "`midpoint`")
         m = {k: v.to(dev) for k, v in midpoint.items()}
-    ends = PathEnds(a, b, norm_a, norm_b, alignment, spec, x, m, opts.orders, seed, method)
+    ends = PathEnds(
+        a,
+        b,
+        norm_a,
+        norm_b,
+        alignment,
+        spec,
+        x,
+        m,
+        opts.orders,
+        seed,
+        method,
+        _output_factor(scales_a, spec),
+        _output_factor(scales_b, spec),
+    )
     paths = info.build(ends)
     if info.orders:
         recorded["orders"] = opts.orders
-    return _CurveWork(paths, dists, recorded)
+    scales = [p.output_scale if isinstance(p, ScaledPath) else None for p in paths]
+    return _CurveWork(paths, dists, recorded, scales)
 
 
 def _recomputed(
@@ -426,7 +457,7 @@ def _recomputed(
             )
             for p in paths
         ]
-    return _CurveWork(paths, work.distances, recorded)
+    return _CurveWork(paths, work.distances, recorded, work.output_scales)
 
 
 def _finish(
@@ -463,9 +494,13 @@ class PathEnds:
     The endpoints raw (``a``, ``b``) and normalized, the alignment of normalized b
     to normalized a, the positions ``x``, the ``midpoint`` (checked against the
     spec and on the endpoints' device; ``None`` unless the kind needs one),
-    the number of random ``orders`` with their first ``seed``, and the matching
+    the number of random ``orders`` with their first ``seed``, the matching
     ``method`` that aligned b (a midpoint is aligned to a by it, or by the
-    architecture's weight-based default when the method needs data).
+    architecture's weight-based default when the method needs data), and the
+    positive factors normalization took off a's and b's logits (``output_a``,
+    ``output_b``: :attr:`~canon.core.UnitScales.output`, 1 for an all-zero
+    output layer, which normalization leaves as it is; ``None`` when it took
+    none: no output layer, or a binary one).
     """
 
     a: dict[str, Tensor]
@@ -479,6 +514,8 @@ class PathEnds:
     orders: int = 1
     seed: int = 0
     method: str = "auto"
+    output_a: float | None = None
+    output_b: float | None = None
 
     def aligned_b(self) -> dict[str, Tensor]:
         """Raw b with a's unit order (the alignment found on the normalized networks)."""
@@ -501,20 +538,73 @@ def build_linear_aligned(ends: PathEnds) -> list[NetworkPath]:
     return [linear_path(ends.a, ends.aligned_b(), ends.x)]
 
 
+@dataclass(frozen=True, eq=False)
+class ScaledPath(NetworkPath):
+    """A path whose point k, for its loss, has its logits multiplied by
+    ``output_scale[k]`` ([K], positive): a path between normalized networks
+    (geodesic, bend), whose output layers normalization scaled globally, then has
+    the losses of networks at their own output scale, the factor moving linearly
+    between the ends' (:func:`_output_scale_line`). The path's tensors, and so its
+    distances and errors, are those of the normalized networks.
+    """
+
+    output_scale: Tensor
+
+
+def _output_factor(scales: UnitScales, spec: Spec) -> float | None:
+    """The factor normalization took off the network's logits: ``scales.output``, 1 for
+    an all-zero output layer (left as it is); ``None`` where it took none: without an
+    output layer, or with a binary one (used through its weights' signs, whatever
+    their scale)."""
+    if spec.output is None or spec.output.weight in spec.binary_weights:
+        return None
+    return 1.0 if scales.output is None else scales.output
+
+
+def _output_scale_line(x: Tensor, start: float, end: float) -> Tensor:
+    """(1 - x) start + x end at the positions ``x`` (float64)."""
+    x = x.to(torch.float64)
+    return (1 - x) * start + x * end
+
+
+def _scaled(path: NetworkPath, scale: Tensor | None) -> NetworkPath:
+    """``path`` with the factors ``scale`` on its logits for the losses (none: as it is)."""
+    return path if scale is None else ScaledPath(path.x, path.tensors, scale)
+
+
 def build_geodesic(ends: PathEnds) -> list[NetworkPath]:
-    """Per-unit slerp between the normalized networks, b aligned to a."""
+    """Per-unit slerp between the normalized networks, b aligned to a; the losses are at
+    the networks' own output scale, (1 - x) s_a + x s_b (:class:`ScaledPath`)."""
     end = apply_alignment(ends.norm_b, ends.alignment, ends.spec)
-    return [geodesic_path(ends.norm_a, end, ends.spec, ends.x)]
+    path = geodesic_path(ends.norm_a, end, ends.spec, ends.x)
+    scale = None
+    if ends.output_a is not None and ends.output_b is not None:
+        scale = _output_scale_line(ends.x, ends.output_a, ends.output_b)
+    return [_scaled(path, scale)]
+
+
+def _bend_scale(ends: PathEnds, middle: float | None) -> Tensor | None:
+    """The output scale along a bend: on each leg linear in the leg's own fraction,
+    from s_a to the midpoint's ``middle`` (x <= 0.5), then to s_b."""
+    if ends.output_a is None or ends.output_b is None or middle is None:
+        return None
+    x = ends.x.to(torch.float64)
+    first = _output_scale_line(x * 2, ends.output_a, middle)
+    second = _output_scale_line(x * 2 - 1, middle, ends.output_b)
+    return torch.where(x <= 0.5, first, second)
 
 
 def build_bend(ends: PathEnds) -> list[NetworkPath]:
-    """Two geodesic legs through the midpoint, normalized and aligned to a."""
+    """Two geodesic legs through the midpoint, normalized and aligned to a. The losses
+    are at the networks' own output scale: each leg's factor moves linearly between its
+    ends' (the midpoint's: that of the midpoint as given, :class:`ScaledPath`)."""
     spec = ends.spec
-    m = normalize(ends.require_midpoint("bend"), spec, check=False)
+    m, m_scales = normalize_with_scales(ends.require_midpoint("bend"), spec, check=False)
     method = ends.method if ends.method in WEIGHT_METHODS else "auto"
     m = apply_alignment(m, match(m, ends.norm_a, spec, method), spec)
     end = apply_alignment(ends.norm_b, ends.alignment, spec)
-    return [bend_path(ends.norm_a, m, end, spec, ends.x)]
+    path = bend_path(ends.norm_a, m, end, spec, ends.x)
+    return [_scaled(path, _bend_scale(ends, _output_factor(m_scales, spec)))]
 
 
 def build_bend_linear(ends: PathEnds) -> list[NetworkPath]:
