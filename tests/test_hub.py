@@ -138,6 +138,31 @@ def test_pull_replaces_a_damaged_local_object(
         assert path.read_bytes() == source.objects.path(entry.id).read_bytes()
 
 
+@pytest.mark.parametrize("kill_at", ["before-commit", "after-commit"])
+def test_a_pull_killed_midway_adds_all_its_entries_or_none(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], tmp_path: Path, kill_at: str
+) -> None:
+    """A `canon pull` SIGKILLed at the commit of its first entry leaves none of the pulled
+    entries, or all of them (one transaction), never a part; the zoo verifies either way."""
+    push(source, "lab/killed", **options)
+    zoo = tmp_path / "zoo"
+    with Zoo.open(zoo) as target:
+        target.add(_net(7), name="mine", architecture="mlp", config=CONFIG)
+    harness = Path(__file__).with_name("crash_harness.py")
+    argv = ["pull", "lab/killed", "--zoo", str(zoo), "--cache-dir", str(tmp_path / "c")]
+    killed = subprocess.run(
+        [sys.executable, str(harness), "--kill-at", kill_at, "--", *argv],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": TOKEN},
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    with Zoo.open(zoo) as target:
+        names = sorted(e.name for e in target.entries())
+        pulled = ["net0", "net1", "net2"] if kill_at == "after-commit" else []
+        assert names == ["mine", *pulled]
+        assert target.verify().ok
+
+
 def test_a_failed_pull_leaves_no_zoo_behind(source: Zoo, tmp_path: Path, cache: Path) -> None:
     """`canon pull` that fails creates nothing: not the folder, nor an index beside a user's
     files in a folder that was no zoo."""

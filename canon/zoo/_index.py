@@ -43,7 +43,18 @@ from canon.zoo._models import (
 )
 from canon.zoo._records import CACHE_VERSION, Entry, canonical_json
 
-__all__ = ["Index", "NewEntry"]
+__all__ = ["Index", "Insertion", "NewEntry"]
+
+
+@dataclass(frozen=True)
+class Insertion:
+    """One entry for :meth:`Index.insert_many`: what :meth:`Index.insert` takes."""
+
+    new: NewEntry
+    parent_ids: Sequence[str]
+    alignment: Alignment
+    aligned_to: str
+    ensure_object: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -229,62 +240,64 @@ class Index:
                 existing=existing,
             )
 
-    def insert(
-        self,
-        new: NewEntry,
-        parent_ids: Sequence[str],
-        alignment: Alignment,
-        aligned_to: str,
-        *,
-        ensure_object: Callable[[], object] | None = None,
-    ) -> Entry:
+    def insert(self, item: Insertion) -> Entry:
         """Record a new entry in one transaction: its row, tags and parents, its family (a new
         family gets it as reference) and its alignment, if it was made to the reference.
 
-        ``ensure_object`` runs inside the transaction, holding the index's write lock,
-        before the commit: it puts the entry's object back should a concurrent removal
-        (:meth:`remove_object`) have taken it since it was written.
+        ``item.ensure_object`` runs inside the transaction, holding the index's write
+        lock, before the commit: it puts the entry's object back (or refuses) should a
+        concurrent removal (:meth:`remove_object`) have taken it since it was written.
         """
+        return self.insert_many([item])[0]
+
+    def insert_many(self, items: Sequence[Insertion]) -> list[Entry]:
+        """Record several new entries (:meth:`insert`'s, in order: a parent or a new family's
+        reference before the entries that name it) in one transaction: all or none."""
         with self.session(write=True) as s:
-            self._check_new(s, new.name, new.id)
-            if ensure_object is not None:
-                ensure_object()
-            family = s.get(FamilyModel, new.family)
-            if family is None:
-                family = FamilyModel(
-                    key=new.family,
-                    architecture=new.architecture,
-                    config=new.config_json,
-                    reference_id=None,
-                )
-                s.add(family)
-            s.add(
-                EntryModel(
-                    id=new.id,
-                    name=new.name,
-                    architecture=new.architecture,
-                    config=new.config_json,
-                    family=new.family,
-                    dataset=new.dataset,
-                    kind=new.kind,
-                    created=new.created,
-                    metrics=new.metrics_json,
-                )
+            return [self._insert(s, item) for item in items]
+
+    def _insert(self, s: Session, item: Insertion) -> Entry:
+        """Add one entry's rows in the open write transaction ``s``."""
+        new = item.new
+        self._check_new(s, new.name, new.id)
+        if item.ensure_object is not None:
+            item.ensure_object()
+        family = s.get(FamilyModel, new.family)
+        if family is None:
+            family = FamilyModel(
+                key=new.family,
+                architecture=new.architecture,
+                config=new.config_json,
+                reference_id=None,
             )
-            s.flush()
-            if family.reference_id is None:
-                family.reference_id = new.id
-            s.add_all(TagModel(entry_id=new.id, key=k, value=v) for k, v in new.tags.items())
-            s.add_all(
-                ParentModel(child_id=new.id, parent_id=p, position=i)
-                for i, p in enumerate(parent_ids)
+            s.add(family)
+        s.add(
+            EntryModel(
+                id=new.id,
+                name=new.name,
+                architecture=new.architecture,
+                config=new.config_json,
+                family=new.family,
+                dataset=new.dataset,
+                kind=new.kind,
+                created=new.created,
+                metrics=new.metrics_json,
             )
-            if family.reference_id == aligned_to:
-                s.add(_alignment_row(new.id, aligned_to, alignment))
-            if new.matching is not None:
-                self._record_matching(s, new.family, new.matching)
-            s.flush()
-            return self.record(s, s.get(EntryModel, new.id))  # type: ignore[arg-type]
+        )
+        s.flush()
+        if family.reference_id is None:
+            family.reference_id = new.id
+        s.add_all(TagModel(entry_id=new.id, key=k, value=v) for k, v in new.tags.items())
+        s.add_all(
+            ParentModel(child_id=new.id, parent_id=p, position=i)
+            for i, p in enumerate(item.parent_ids)
+        )
+        if family.reference_id == item.aligned_to:
+            s.add(_alignment_row(new.id, item.aligned_to, item.alignment))
+        if new.matching is not None:
+            self._record_matching(s, new.family, new.matching)
+        s.flush()
+        return self.record(s, s.get(EntryModel, new.id))  # type: ignore[arg-type]
 
     def update(
         self,

@@ -10,7 +10,7 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,12 @@ from canon.errors import (
     SpecMismatchError,
     UnsupportedModuleError,
 )
-from canon.zoo._records import FORMAT_VERSION, canonical_json, family_key
+from canon.zoo._records import FORMAT_VERSION, EntryFields, canonical_json, family_key
 from canon.zoo._trust import check_trusted, names_code
 
 __all__ = [
     "META_ARCH",
+    "Incoming",
     "Prepared",
     "Shards",
     "Source",
@@ -97,6 +98,16 @@ def spec_for(architecture: str, config: Mapping[str, Any]) -> Spec:
     records under ``input_shape``, if any (``build_model`` sets it on the module).
     """
     return spec_from_module(build_model(architecture, config, device="meta"))
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One entry for :meth:`~canon.zoo.Zoo.add_many`: how to read its checked weights, its
+    parents (ids of the zoo's entries or of earlier items) and its fields."""
+
+    prepare: Callable[[], Prepared]
+    parents: Sequence[str]
+    fields: EntryFields
 
 
 def check_group_sizes(spec: Spec, where: str) -> None:

@@ -9,6 +9,7 @@ checks every field before anything is read or written.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from canon._limits import clip
 from canon.errors import CanonError, InvalidManifestError, UntrustedCodeError
-from canon.zoo._ingest import Prepared
+from canon.zoo._ingest import Incoming, Prepared
 
 if TYPE_CHECKING:
     from canon.zoo._zoo import Zoo
@@ -263,24 +264,22 @@ def import_entries(
     Each entry is checked as ``add`` checks it, keeps its metrics and creation
     time, and is added under ``names.get(id, name)``; its object must hash to
     its id and its family must match. All or nothing: every entry is checked
-    before anything is written (so a bad one changes nothing); should a write
-    fail midway, the entries added so far are removed again, with the objects
-    this call wrote (objects that were already there stay).
+    before anything is written (so a bad one changes nothing), and the entries
+    are recorded in one index transaction (:meth:`Zoo.add_many`), so that a
+    failure or a kill midway adds none of them.
     """
     for entry in entries:  # checks only: the weights are read and dropped
         check_object(zoo, entry, source)
-    added: list[tuple[Entry, bool]] = []
-    try:
-        for entry in entries:
-            prepared = check_object(zoo, entry, source)
-            existed = zoo.objects.exists(entry["id"])
-            fields = manifest_fields(entry, (names or {}).get(entry["id"], entry["name"]))
-            added.append((zoo.add_prepared(prepared, list(entry["parents"]), fields), existed))
-    except BaseException:
-        for done, existed in reversed(added):
-            zoo.rm(done, keep_object=existed)
-        raise
-    return [new for new, _ in added]
+    return zoo.add_many(
+        [
+            Incoming(
+                functools.partial(check_object, zoo, entry, source),
+                list(entry["parents"]),
+                manifest_fields(entry, (names or {}).get(entry["id"], entry["name"])),
+            )
+            for entry in entries
+        ]
+    )
 
 
 def manifest_fields(entry: Mapping[str, Any], name: str) -> EntryFields:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -36,8 +36,15 @@ from canon.errors import (
 )
 from canon.zoo._analysis import barrier_table, compare, errors_on
 from canon.zoo._evaluation import bend_curve, energy, plane, train_entry
-from canon.zoo._index import Index, NewEntry
-from canon.zoo._ingest import Prepared, Source, check_group_sizes, prepare, spec_for
+from canon.zoo._index import Index, Insertion, NewEntry
+from canon.zoo._ingest import (
+    Incoming,
+    Prepared,
+    Source,
+    check_group_sizes,
+    prepare,
+    spec_for,
+)
 from canon.zoo._job_queue import JobQueue
 from canon.zoo._layout import (
     HEAD_REVISION,
@@ -366,6 +373,94 @@ class Zoo:
         already in place (an index rebuild), so that nothing but the index is written."""
         sha = sha256_bytes(prepared.data)
         parent_ids, ref_id = self.index.before_insert(fields.name, sha, prepared.family, parents)
+        planned = self._plan(prepared, sha, parent_ids, ref_id, fields)
+        created_object = store_object and self.objects.put(prepared.data)[1]
+        ensure = (lambda: self.objects.ensure(sha, prepared.data)) if store_object else None
+        try:
+            entry = self.index.insert(replace(planned, ensure_object=ensure))
+        except BaseException:
+            # An object this call wrote and no entry took is removed again; a crash before
+            # this point leaves it unreferenced, and `verify --repair` indexes it.
+            if created_object:
+                self.index.remove_object(sha, self.objects.remove)
+            raise
+        self._sync_manifest()
+        return entry
+
+    def add_many(self, items: Sequence[Incoming]) -> list[Entry]:
+        """Record several entries in one index transaction: all of them or none.
+
+        Each item's weights are read by its ``prepare`` (one network at a time, so a
+        large import never holds two), aligned to its family's reference (the zoo's, or
+        the first item of a family new to it) and stored as an object before the
+        transaction; parents are entries of the zoo or earlier items (by id). Should
+        anything fail, or the process be killed, no entry is added, and the objects this
+        call wrote are removed again (a kill leaves them unreferenced, for
+        ``verify --repair``).
+        """
+        references: dict[str, str] = {}  # families new to the zoo: the first item's id
+        ids: set[str] = set()
+        names: set[str] = set()
+        planned: list[Insertion] = []
+        created: list[str] = []
+        try:
+            for item in items:
+                prepared = item.prepare()
+                sha = sha256_bytes(prepared.data)
+                if sha in ids or item.fields.name in names:
+                    raise InvalidEntryError(
+                        f"`{item.fields.name}` repeats an earlier entry's name or weights"
+                    )
+                zoo_parents = [p for p in item.parents if p not in ids]
+                resolved, ref_id = self.index.before_insert(
+                    item.fields.name, sha, prepared.family, zoo_parents
+                )
+                by_id = dict(zip(zoo_parents, resolved, strict=True))
+                parent_ids = [p if p in ids else by_id[p] for p in item.parents]
+                ref_id = ref_id or references.setdefault(prepared.family, sha)
+                plan = self._plan(
+                    prepared, sha, parent_ids, None if ref_id == sha else ref_id, item.fields
+                )
+                if self.objects.put(prepared.data)[1]:
+                    created.append(sha)
+                size = len(prepared.data)
+                del prepared  # one network at a time
+                ids.add(sha)
+                names.add(item.fields.name)
+                planned.append(replace(plan, ensure_object=self._object_kept(sha, size)))
+            entries = self.index.insert_many(planned)
+        except BaseException:
+            for sha in created:
+                self.index.remove_object(sha, self.objects.remove)
+            raise
+        self._sync_manifest()
+        return entries
+
+    def _object_kept(self, sha: str, size: int) -> Callable[[], None]:
+        """A check, for inside the index transaction, that the object ``sha`` (``size``
+        bytes, written earlier by this call) is still in place: without its bytes at
+        hand it cannot be written again, so the transaction is refused instead."""
+
+        def check() -> None:
+            path = self.objects.path(sha)
+            if not path.is_file() or path.stat().st_size != size:
+                raise CorruptZooError(
+                    f"object {sha[:12]}… was removed by another process while this ran; "
+                    "nothing was added, run it again"
+                )
+
+        return check
+
+    def _plan(
+        self,
+        prepared: Prepared,
+        sha: str,
+        parent_ids: Sequence[str],
+        ref_id: str | None,
+        fields: EntryFields,
+    ) -> Insertion:
+        """What the index records for new weights: the entry and its alignment to the
+        family's reference ``ref_id`` (None: it becomes the reference)."""
         self._specs.setdefault(prepared.family, prepared.spec)
         if ref_id is None:
             alignment, aligned_to = _identity(prepared.spec), sha
@@ -386,18 +481,7 @@ class Zoo:
             tags=fields.tags,
             matching=resolve_method("auto", prepared.spec),
         )
-        created_object = store_object and self.objects.put(prepared.data)[1]
-        ensure = (lambda: self.objects.ensure(sha, prepared.data)) if store_object else None
-        try:
-            entry = self.index.insert(new, parent_ids, alignment, aligned_to, ensure_object=ensure)
-        except BaseException:
-            # An object this call wrote and no entry took is removed again; a crash before
-            # this point leaves it unreferenced, and `verify --repair` indexes it.
-            if created_object:
-                self.index.remove_object(sha, self.objects.remove)
-            raise
-        self._sync_manifest()
-        return entry
+        return Insertion(new, parent_ids, alignment, aligned_to)
 
     def edit(
         self,
