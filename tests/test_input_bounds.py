@@ -147,6 +147,22 @@ def test_wide_group_is_refused_on_add(tmp_path: Path) -> None:
         assert zoo.prepare(_state(at_limit), "mlp", at_limit).spec.groups[0].size == MAX_GROUP_UNITS
 
 
+def test_a_wide_entry_indexed_before_the_bound_is_refused_when_built(tmp_path: Path) -> None:
+    """An entry a zoo already holds (indexed before groups were bounded: here written into
+    the index by hand) is refused when its network is first built, before any matching."""
+    root = tmp_path / "zoo"
+    with Zoo.open(root) as zoo:
+        entry = zoo.add(_state(SMALL, 0), name="n0", architecture="mlp", config=SMALL)
+    con = sqlite3.connect(root / "canon.sqlite")
+    with con:
+        con.execute("UPDATE entries SET config = ? WHERE id = ?", (json.dumps(WIDE), entry.id))
+        con.execute("UPDATE families SET config = ?", (json.dumps(WIDE),))
+    con.close()
+    with Zoo.open(root) as zoo, pytest.raises(ConfigError) as exc:
+        zoo.spec("n0")
+    assert f"{MAX_GROUP_UNITS + 1} units in group" in one_line(exc)
+
+
 def test_wide_group_is_refused_on_index_rebuild(tmp_path: Path) -> None:
     """A travelling zoo (manifest and objects) with a wide entry is not indexed."""
     root = tmp_path / "travelling"
