@@ -627,3 +627,20 @@ def test_a_recorded_forward_must_read_every_tensor() -> None:
     """The recording run takes one branch: a layer it never reads is refused, by name."""
     with pytest.raises(UnsupportedModuleError, match=r"never read `other\.weight`, `other\.bias`"):
         spec_from_module(Branches(), (4,))
+
+
+def test_groups_reached_only_through_linear_ops_are_marked() -> None:
+    """Units between two layers with no activation (or only additions and average pooling)
+    keep any invertible mixing as a symmetry, which canon does not remove: the spec says so
+    for them and only for them, and the mark survives serialization."""
+    model = nn.Sequential(
+        nn.Linear(4, 5), nn.Identity(), nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2)
+    )
+    spec = spec_from_module(model)
+    marks = {g.name: g.linear_only for g in spec.groups}
+    assert marks == {"0": True, "2": False}
+    again = Spec.from_dict(spec.to_dict())
+    assert {g.name: g.linear_only for g in again.groups} == marks
+    relu_only = spec_from_module(build_model("mlp", {"in_features": 4, "hidden": [3, 3]}))
+    assert not any(g.linear_only for g in relu_only.groups)
+    assert "linear_only" not in str(relu_only.to_dict())  # earlier specs serialize as before

@@ -72,6 +72,10 @@ def spec(app: App, architecture: str, config_json: str) -> None:
         lines = [f"{architecture} {resolve_config(architecture, config)}"]
         for g in derived.groups:
             inv = ", scale-invariant" if g.scale_invariant else ""
+            if g.linear_only and g.symmetry == "scale":
+                inv += " (linear: sign flips and invertible mixing are not removed)"
+            elif g.linear_only:
+                inv += " (linear: invertible mixing is not removed)"
             layers = ", ".join(
                 p.weight.rsplit(".", 1)[0]
                 + (f" rows {p.start}+" if p.start else "")

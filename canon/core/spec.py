@@ -218,7 +218,12 @@ class UnitGroup:
     query/key and value/output dimensions) move their blocks together.
     ``heads_only``: only whole heads permute, each unit keeping its place in
     its head (queries and keys under rotary position embeddings, whose
-    dimensions are pinned to their frequencies, DESIGN §3b).
+    dimensions are pinned to their frequencies, DESIGN §3b). ``linear_only``:
+    every op between the producers and the consumers is linear (no activation:
+    a linear bottleneck, two layers in a row, attention's values), so any
+    invertible mixing of the units is an exact symmetry too; canon removes only
+    permutations and the group's ``symmetry`` (for a ``scale`` group, not even
+    sign flips): reported, not used.
     """
 
     name: str
@@ -233,6 +238,7 @@ class UnitGroup:
     heads: int = 1
     link: str = ""
     heads_only: bool = False
+    linear_only: bool = field(default=False, compare=False)
 
     @property
     def weights(self) -> tuple[str, ...]:
@@ -374,7 +380,14 @@ class Spec:
                     "blocks": g.blocks,
                     "taps": [_sparse(vars(t).copy()) for t in g.taps],
                 }
-                | _sparse({"heads": g.heads, "link": g.link, "heads_only": g.heads_only})
+                | _sparse(
+                    {
+                        "heads": g.heads,
+                        "link": g.link,
+                        "heads_only": g.heads_only,
+                        "linear_only": g.linear_only,
+                    }
+                )
                 for g in self.groups
             ],
             "output": None if self.output is None else vars(self.output).copy(),
@@ -414,6 +427,7 @@ class Spec:
                     heads=int(g.get("heads", 1)),
                     link=str(g.get("link", "")),
                     heads_only=bool(g.get("heads_only", False)),
+                    linear_only=bool(g.get("linear_only", False)),
                 )
             )
         out = data.get("output")
@@ -434,6 +448,7 @@ _ADDED_DEFAULTS: dict[str, Any] = {
     "heads": 1,
     "link": "",
     "heads_only": False,
+    "linear_only": False,
     "projection": "",
     "projection_bias": "",
     "repeat": 1,

@@ -868,6 +868,7 @@ def _group(space: Space) -> UnitGroup:
     elif outgoing and all(o.odd for o in ops):
         symmetry = "sign"
     return UnitGroup(
+        linear_only=bool(outgoing) and all(o.homogeneous and o.odd for o in ops),
         name=space.origin or producers[0].path,
         size=space.size,
         symmetry=symmetry,
