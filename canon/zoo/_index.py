@@ -228,16 +228,19 @@ class Index:
             return parent_ids, None if row is None else row.reference_id
 
     def _check_new(self, s: Session, name: str, sha: str) -> None:
-        if s.scalar(select(EntryModel.id).where(EntryModel.name == name)) is not None:
-            raise NameClashError(
-                f"an entry named `{name}` already exists in {self.label}", name=name
-            )
+        self._check_name_free(s, name)
         existing = s.scalar(select(EntryModel.name).where(EntryModel.id == sha))
         if existing is not None:
             raise DuplicateObjectError(
                 f"these weights are already in the zoo as `{existing}` (id {sha[:12]}…); "
                 "identical weights are stored once",
                 existing=existing,
+            )
+
+    def _check_name_free(self, s: Session, name: str) -> None:
+        if s.scalar(select(EntryModel.id).where(EntryModel.name == name)) is not None:
+            raise NameClashError(
+                f"an entry named `{name}` already exists in {self.label}", name=name
             )
 
     def insert(self, item: Insertion) -> Entry:
@@ -314,10 +317,7 @@ class Index:
         with self.session(write=True) as s:
             row = self.row(s, ref)
             if name is not None and name != row.name:
-                if s.scalar(select(EntryModel.id).where(EntryModel.name == name)) is not None:
-                    raise NameClashError(
-                        f"an entry named `{name}` already exists in {self.label}", name=name
-                    )
+                self._check_name_free(s, name)
                 row.name = name
             if dataset is not None and dataset != row.dataset:
                 row.dataset = dataset
