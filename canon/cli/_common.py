@@ -78,7 +78,7 @@ align_option = click.option(
 def zoo_path(app: App, create: bool = False) -> Path:
     """The zoo folder the command names; it must hold a zoo unless ``create``."""
     from canon.errors import CorruptZooError
-    from canon.zoo import is_zoo
+    from canon.zoo import is_zoo, object_count
 
     path = Path(app.zoo or "zoo")
     if not create and not is_zoo(path):
@@ -91,13 +91,6 @@ def zoo_path(app: App, create: bool = False) -> Path:
             f"`{path}` is not a zoo (no canon.sqlite or manifest.json); create it with `canon init`"
         )
     return path
-
-
-def object_count(path: Path) -> int:
-    """How many objects lie in ``path``'s ``objects/`` folder (0 where there is none)."""
-    from canon.zoo import OBJECTS, ObjectStore
-
-    return sum(1 for _ in ObjectStore(path / OBJECTS).iter())
 
 
 def open_zoo(app: App, *, create: bool = False) -> Zoo:

@@ -62,6 +62,7 @@ _EXPORTS = {
     "OBJECTS": "canon.zoo._layout",
     "HEAD_REVISION": "canon.zoo._layout",
     "is_zoo": "canon.zoo._layout",
+    "object_count": "canon.zoo._layout",
     "recorded_revision": "canon.zoo._layout",
     "list_entries": "canon.zoo._listing",
     "manifest": "canon.zoo._manifest",
@@ -100,6 +101,7 @@ if TYPE_CHECKING:
     from canon.zoo._layout import MANIFEST as MANIFEST
     from canon.zoo._layout import OBJECTS as OBJECTS
     from canon.zoo._layout import is_zoo as is_zoo
+    from canon.zoo._layout import object_count as object_count
     from canon.zoo._layout import recorded_revision as recorded_revision
     from canon.zoo._listing import list_entries as list_entries
     from canon.zoo._manifest import import_entries as import_entries

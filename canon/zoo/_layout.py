@@ -25,6 +25,7 @@ __all__ = [
     "is_writable",
     "is_zoo",
     "listed_ids",
+    "object_count",
     "read_connection",
     "rebuild_path",
     "recorded_revision",
@@ -78,6 +79,13 @@ def listed_ids(root: Path) -> set[str]:
         for e in entries
         if isinstance(e, dict) and isinstance(e.get("id"), str) and _SHA_RE.fullmatch(e["id"])
     }
+
+
+def object_count(root: Path) -> int:
+    """How many objects the zoo folder ``root`` holds (0 where it has no ``objects/``)."""
+    from canon.zoo._objects import ObjectStore
+
+    return sum(1 for _ in ObjectStore(root / OBJECTS).iter())
 
 
 def check_folder(root: Path) -> None:

@@ -55,6 +55,7 @@ from canon.zoo._layout import (
     is_writable,
     is_zoo,
     listed_ids,
+    object_count,
     recorded_revision,
     stale_rebuilds,
 )
@@ -732,7 +733,7 @@ def _check_not_reset(root: Path) -> None:
     index = root / INDEX
     if not index.is_file() or recorded_revision(index) is not None:
         return
-    objects = sum(1 for _ in ObjectStore(root / OBJECTS).iter())
+    objects = object_count(root)
     if not objects and not (root / MANIFEST).is_file():
         return  # a zoo being created (by this process or a concurrent one)
     way = (
