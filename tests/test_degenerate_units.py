@@ -20,8 +20,17 @@ from nets import assert_same_function, assert_states_close, inputs, outputs, ran
 from torch import Tensor, nn
 
 from canon.architectures import build_model
-from canon.core import Spec, canonicalize, normalize, random_symmetry, spec_from_module
+from canon.core import (
+    Spec,
+    UnitGroup,
+    apply_alignment,
+    canonicalize,
+    normalize,
+    random_symmetry,
+    spec_from_module,
+)
 from canon.core.geometry import distances
+from canon.engine.matching import match_activations
 
 seeds = st.integers(0, 2**31 - 1)
 # at least 3 units: a layer after a 2-unit layer with a degenerate unit has effective fan-in
@@ -39,37 +48,50 @@ def degenerate(
     *,
     weights: bool = False,
     symmetries: tuple[str, ...] = ("scale", "sign"),
+    units: int = 1,
 ) -> dict[str, Tensor]:
-    """``state`` with one unit of every group of ``symmetries`` made degenerate, in all
-    its producers: zero weights (or, after BatchNorm, gamma = 0; zero weights too with
-    ``weights``), its first producer's bias (beta after BatchNorm) set to ``offset``,
-    the others' to 0."""
+    """``state`` with ``units`` units of every group of ``symmetries`` (at most all but
+    two) made degenerate, in all their producers: zero weights (or, after BatchNorm,
+    gamma = 0; zero weights too with ``weights``), the first producer's bias (beta after
+    BatchNorm) of the n-th such unit set to n times ``offset``, the others' to 0."""
     gen = torch.Generator().manual_seed(seed)
     out = {k: v.clone() for k, v in state.items()}
     for group in spec.groups:
         if group.symmetry not in symmetries:
             continue
-        unit = int(torch.randint(group.size, (1,), generator=gen))
-        for i, producer in enumerate(group.producers):
-            k = producer.start + unit  # a part of a fused projection's rows
-            bn = producer.batchnorm
-            if bn is None or weights:
-                out[producer.weight][k] = 0.0
-                if producer.bias is not None:
-                    out[producer.bias][k] = offset if i == 0 else 0.0
-            if bn is not None and not weights:
-                out[bn.weight][k] = 0.0
-            if bn is not None:
-                out[bn.bias][k] = offset if i == 0 else 0.0
+        picked = torch.randperm(group.size, generator=gen)[: max(1, min(units, group.size - 2))]
+        for n, unit in enumerate(picked.tolist(), 1):
+            _make_degenerate(out, group, unit, n * offset, weights)
     return out
 
 
+def _make_degenerate(
+    out: dict[str, Tensor], group: UnitGroup, unit: int, offset: float, weights: bool
+) -> None:
+    for i, producer in enumerate(group.producers):
+        k = producer.start + unit  # a part of a fused projection's rows
+        bn = producer.batchnorm
+        if bn is None or weights:
+            out[producer.weight][k] = 0.0
+            if producer.bias is not None:
+                out[producer.bias][k] = offset if i == 0 else 0.0
+        if bn is not None and not weights:
+            out[bn.weight][k] = 0.0
+        if bn is not None:
+            out[bn.bias][k] = offset if i == 0 else 0.0
+
+
 def check_unique_canonical_form(
-    model: nn.Module, state: dict[str, Tensor], seed: int, x: Tensor | None = None
+    model: nn.Module,
+    state: dict[str, Tensor],
+    seed: int,
+    x: Tensor | None = None,
+    reference: dict[str, Tensor] | None = None,
 ) -> None:
     """Normalization keeps the function and is idempotent; the network and a random
-    symmetric copy of it have the same canonical form (which keeps the function) and
-    are at distance 0 (geodesic, and Euclidean over the units off spheres)."""
+    symmetric copy of it have the same canonical form (which keeps the function; aligned
+    to ``reference``, by default a random network of the architecture) and are at
+    distance 0 (geodesic, and Euclidean over the units off spheres)."""
     spec = spec_from_module(model)
     x = inputs(model) if x is None else x
     y = outputs(model, state, x)
@@ -78,7 +100,8 @@ def check_unique_canonical_form(
     once = normalize(state, spec)
     assert_same_function(outputs(model, once, x), y)
     assert_states_close(normalize(once, spec), once, atol=1e-12)
-    reference = state_of(randomize(model, seed + 2))
+    if reference is None:
+        reference = state_of(randomize(model, seed + 2))
     canonical = canonicalize(state, spec, reference=reference)
     assert_same_function(outputs(model, canonical, x), y)
     assert_states_close(canonicalize(copy, spec, reference=reference), canonical, atol=1e-6)
@@ -173,3 +196,63 @@ def test_attention_with_zeroed_query_and_value_dimensions(
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, config["vocab"], (5, config["context"]), generator=gen).double()
     check_unique_canonical_form(model, state, seed, tokens)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    st.lists(st.integers(4, 7), min_size=1, max_size=3),
+    st.sampled_from(["relu", "tanh"]),
+    st.integers(2, 3),
+    st.sampled_from([0.7, -1.3]),
+    st.booleans(),
+    seeds,
+)
+def test_several_constant_units_in_a_layer(
+    hidden: list[int], activation: str, units: int, offset: float, both: bool, seed: int
+) -> None:
+    """Several constant units in one layer (different constants, different outgoing
+    weights) are alike to the incoming similarity, as are a degenerate reference's: the
+    canonical form must not depend on the order they come in."""
+    config = {"in_features": 5, "hidden": hidden, "classes": 3, "activation": activation}
+    model = degenerate_model("mlp", config, seed)
+    spec = spec_from_module(model)
+    state = degenerate(state_of(model), spec, seed, offset, units=units)
+    reference = None
+    if both:
+        other = state_of(randomize(model, seed + 2))
+        reference = degenerate(other, spec, seed + 3, -offset, units=units)
+    check_unique_canonical_form(model, state, seed, reference=reference)
+
+
+@settings(deadline=None, max_examples=15)
+@given(st.integers(2, 3), offsets, seeds)
+def test_several_zero_gamma_filters_in_a_layer(units: int, offset: float, seed: int) -> None:
+    """A VGG's layers with several BatchNorm filters of gamma = 0."""
+    config = {"layers": [6, 5, "M"], "in_channels": 2, "input_size": 4, "hidden": [5]}
+    model = degenerate_model("vgg", config, seed)
+    spec = spec_from_module(model)
+    check_unique_canonical_form(
+        model, degenerate(state_of(model), spec, seed, offset, units=units), seed
+    )
+
+
+@settings(deadline=None, max_examples=20)
+@given(st.lists(st.integers(4, 7), min_size=1, max_size=2), st.integers(2, 3), seeds)
+def test_activation_matching_of_several_constant_units(
+    hidden: list[int], units: int, seed: int
+) -> None:
+    """Constant units have constant activations, uncorrelated with every unit: activation
+    matching settles them by their weights too, whatever order they come in."""
+    config = {"in_features": 5, "hidden": hidden, "classes": 3}
+    model = degenerate_model("mlp", config, seed)
+    spec = spec_from_module(model)
+    state = normalize(degenerate(state_of(model), spec, seed, 0.7, units=units), spec)
+    copy = normalize(random_symmetry(state, spec, seed=seed + 1), spec)
+    reference = normalize(state_of(randomize(model, seed + 2)), spec)
+    x = inputs(model, n=64, seed=seed)
+
+    def aligned(net: dict[str, Tensor]) -> dict[str, Tensor]:
+        found = match_activations(net, reference, spec, model, x, batch=64)
+        return apply_alignment(net, found, spec)
+
+    assert_states_close(aligned(copy), aligned(state), atol=1e-9)

@@ -41,6 +41,7 @@ from canon.core.permutations import (
     unit_axes,
 )
 from canon.core.spec import Producer, Spec, UnitGroup, forward_order, linked
+from canon.core.ties import assign_settled
 from canon.core.units import gather_units, producer_rows, unit_slices
 from canon.errors import ConfigError
 
@@ -144,7 +145,8 @@ def match_incoming(
         similarities = [c.abs() if g.signed else c for g, c in zip(mates, cosines, strict=True)]
         if record is not None:
             record |= {g.name: s for g, s in zip(mates, similarities, strict=True)}
-        for g, perm, cosine in zip(mates, assign(mates, similarities), cosines, strict=True):
+        perms_found = assign_settled(mates, similarities, state, reference)
+        for g, perm, cosine in zip(mates, perms_found, cosines, strict=True):
             if g.signed:
                 matched = cosine.gather(1, perm.unsqueeze(1)).squeeze(1)
                 signs[g.name] = torch.where(matched < 0, -1.0, 1.0).to(cosine.dtype)

@@ -27,8 +27,8 @@ from canon.core import (
     match_incoming,
     match_weights,
 )
-from canon.core.permutations import assign
 from canon.core.spec import Tap, linked
+from canon.core.ties import assign_settled
 from canon.core.trace import activations, load_into
 from canon.core.units import unit_slices
 from canon.engine.kinds import get_matching
@@ -157,7 +157,8 @@ def match_activations(
         similarities = [
             c.abs() if g.signed else c for g, c in zip(mates, correlations, strict=True)
         ]
-        for g, perm, corr in zip(mates, assign(mates, similarities), correlations, strict=True):
+        found = assign_settled(mates, similarities, state, reference)
+        for g, perm, corr in zip(mates, found, correlations, strict=True):
             perms[g.name] = perm.cpu()
             if g.signed:
                 matched = corr.cpu()[torch.arange(g.size), perms[g.name]]
