@@ -2,12 +2,15 @@
 
 tanh units keep their norms, so they are not points on spheres: their
 distance is the free Euclidean term and they move linearly along geodesics.
-bfloat16 and mixed-precision pairs are matched in at least float32.
+bfloat16 and mixed-precision pairs are matched, and evaluated, in at least float32.
 A per-unit tensor applied to two separately permuted groups is refused.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +24,13 @@ from torch import Tensor, nn
 from canon.architectures import build_model
 from canon.core import canonicalize, normalize, random_symmetry
 from canon.core.geometry import distances
-from canon.core.matching import similarity_dtype
 from canon.core.paths import geodesic_path, positions
 from canon.core.permutations import solve_assignment
+from canon.core.precision import state_dtype, to_working, working_dtype
 from canon.core.spec import CarriedAxis, Producer, Spec, UnitGroup
+from canon.engine import path_curve, path_curves
 from canon.errors import SpecMismatchError, UnsupportedModuleError
+from canon.zoo import Zoo
 
 seeds = st.integers(0, 2**31 - 1)
 HIDDEN = ("fc1", "fc2")
@@ -174,13 +179,86 @@ def test_mixed_precision_pairs_match(low: torch.dtype, high: torch.dtype, method
 def test_similarities_are_solved_in_at_least_float32(dtype: torch.dtype) -> None:
     """Similarity matrices of any floating dtype are assigned, and the caller's matrix is
     left as it was."""
-    assert similarity_dtype(dtype) in (torch.float32, torch.float64)
-    assert similarity_dtype(dtype, torch.float64) == torch.float64
+    assert working_dtype(dtype) in (torch.float32, torch.float64)
+    assert working_dtype(dtype, torch.float64) == torch.float64
     perm = torch.tensor([2, 0, 3, 1])
     similarity = torch.eye(4)[perm].to(dtype)  # row k: 1 at column perm[k]
     kept = similarity.clone()
     assert torch.equal(solve_assignment(similarity), perm)
     assert torch.equal(similarity, kept)
+
+
+def own_errors(model: nn.Module, state: dict[str, Tensor], x: Tensor, y: Tensor) -> float:
+    """The error of ``state`` run by itself in its working dtype (at least float32)."""
+    dtype = state_dtype(state)
+    net = copy.deepcopy(model).to(dtype).eval()
+    net.load_state_dict(state)
+    with torch.no_grad():
+        return float((net(x.to(dtype)).argmax(1) != y).double().mean())
+
+
+PRECISIONS = [
+    (torch.bfloat16, torch.bfloat16),
+    (torch.float16, torch.float16),
+    (torch.float64, torch.float64),
+    (torch.float32, torch.bfloat16),
+    (torch.float64, torch.float32),
+]
+
+
+@pytest.mark.parametrize(("first", "second"), PRECISIONS)
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_curves_of_any_precision_end_at_the_networks_errors(
+    first: torch.dtype, second: torch.dtype, batchnorm: bool
+) -> None:
+    """Networks in half precision, double precision or a mix are evaluated along every
+    path in their working dtype: the curves end exactly at each network's own error."""
+    config = {"in_features": 6, "hidden": [8, 8], "classes": 4, "batchnorm": batchnorm}
+    model = build_model("mlp", config)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 6, generator=gen), torch.randint(0, 4, (300,), generator=gen)
+    a, b = (
+        to_working(state_of(randomize(build_model("mlp", config), s, bn_eps=None)), "cpu", dtype)
+        for s, dtype in ((1, first), (2, second))
+    )
+    for kind in ("linear", "linear_aligned", "geodesic"):
+        curve = path_curve(a, b, model, (x, y), kind=kind, points=5, device="cpu", loss=True)
+        assert curve.train_error[0] == own_errors(model, a, x, y), kind
+        assert curve.train_error[-1] == own_errors(model, b, x, y), kind
+        assert curve.train_loss is not None and all(math.isfinite(v) for v in curve.train_loss)
+
+
+def test_pairs_of_several_precisions_in_one_call() -> None:
+    """Pairs of different working dtypes evaluated together give each pair's own curve."""
+    config = {"in_features": 6, "hidden": [8], "classes": 3}
+    model = build_model("mlp", config)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(200, 6, generator=gen), torch.randint(0, 3, (200,), generator=gen)
+    states = [state_of(randomize(build_model("mlp", config), s)) for s in range(3)]
+    pairs = [
+        (states[0], states[1]),
+        ({k: v.double() for k, v in states[1].items()}, states[2]),
+        ({k: v.bfloat16() for k, v in states[2].items()}, states[0]),
+    ]
+    together = path_curves(pairs, model, (x, y), "geodesic", device="cpu")
+    for (a, b), curve in zip(pairs, together, strict=True):
+        alone = path_curve(a, b, model, (x, y), kind="geodesic", device="cpu")
+        assert curve.train_error == alone.train_error
+        assert curve.distances == alone.distances
+
+
+def test_zoo_of_half_precision_entries(tmp_path: Path) -> None:
+    """bfloat16 and float64 checkpoints enter a zoo with their errors measured, and
+    compare with float32 ones."""
+    config = {"in_features": 64, "hidden": [16], "classes": 10}
+    zoo = Zoo.init(tmp_path / "zoo")
+    for seed, dtype in enumerate((torch.bfloat16, torch.float64, torch.float32)):
+        state = to_working(state_of(randomize(build_model("mlp", config), seed)), "cpu", dtype)
+        entry = zoo.add(state, name=f"n{seed}", architecture="mlp", config=config, dataset="digits")
+        assert 0 <= entry.metrics["train_error"] <= 1
+    table = zoo.barrier_table(["n0", "n1", "n2"], path="geodesic", points=5, device="cpu")
+    assert table.computed == 3
+    assert all(0 <= v <= 1 for row in table.matrix for v in row)
 
 
 # a per-unit tensor shared by two groups

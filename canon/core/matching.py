@@ -24,7 +24,6 @@ compares directions only. Two methods need nothing but the weights:
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -40,6 +39,7 @@ from canon.core.permutations import (
     moved,
     unit_axes,
 )
+from canon.core.precision import working_dtype
 from canon.core.spec import Producer, Spec, UnitGroup, forward_order, linked
 from canon.core.ties import assign_settled
 from canon.core.units import gather_units, producer_rows, unit_slices
@@ -53,7 +53,6 @@ __all__ = [
     "match_incoming",
     "match_weights",
     "matching_objective",
-    "similarity_dtype",
 ]
 
 WEIGHT_METHODS = ("incoming", "weight")
@@ -66,13 +65,6 @@ _CHEAP_CONTRACTION = 8
 #: layer's rows are compared a block at a time (for a VGG's 4096 x 25088 layer, seven
 #: blocks' products took as long as the whole one, within the noise of 2 CPU cores)
 COSINE_SLAB = 1 << 24
-
-
-def similarity_dtype(*dtypes: torch.dtype) -> torch.dtype:
-    """The dtype two networks' units are compared in: the widest of ``dtypes``, and at
-    least float32. Half-precision products lose the digits that tell near-ties apart,
-    and a float16 state may be matched to a float32 reference (and back)."""
-    return functools.reduce(torch.promote_types, dtypes, torch.float32)
 
 
 def default_method(spec: Spec) -> str:
@@ -200,11 +192,11 @@ def _cosines(ref_units: Tensor, blocks: Iterable[Tensor]) -> Tensor:
     """C[k, j]: the cosine between row k of ``ref_units`` and row j of the ``blocks`` (the
     other side's rows, a block of them at a time; a zero row: 0), the products divided by
     the norms afterwards, so that no normalized copy of either side is made (a wide
-    layer's rows are large). Taken in :func:`similarity_dtype` of the two sides."""
+    layer's rows are large). Taken in :func:`working_dtype` of the two sides."""
     eps = 1e-12  # as F.normalize's
     rest = iter(blocks)
     first = next(rest)
-    dtype = similarity_dtype(ref_units.dtype, first.dtype)  # every block has first's dtype
+    dtype = working_dtype(ref_units.dtype, first.dtype)  # every block has first's dtype
     ref_units = ref_units.to(dtype)
     ref_norms = torch.linalg.vector_norm(ref_units, dim=1).clamp_min(eps).unsqueeze(1)
     columns = []
@@ -307,8 +299,8 @@ def layer_weights(
 
 
 def _norm(t: Tensor) -> float:
-    """``t``'s L2 norm in :func:`similarity_dtype` (no float64 copy of every weight)."""
-    return float(torch.linalg.vector_norm(t, dtype=similarity_dtype(t.dtype)))
+    """``t``'s L2 norm in :func:`working_dtype` (no float64 copy of every weight)."""
+    return float(torch.linalg.vector_norm(t, dtype=working_dtype(t.dtype)))
 
 
 def matching_objective(
@@ -343,14 +335,14 @@ def match_weights(
     groups in a seeded random order each sweep, skipping those none of whose
     neighbours (groups sharing a tensor) changed since their last step, which
     would only repeat it; stops when a sweep changes nothing or after
-    ``max_sweeps``. The products are taken in :func:`similarity_dtype` of the
+    ``max_sweeps``. The products are taken in :func:`working_dtype` of the
     networks and summed in float64; a tensor's product for a group is taken again only once a
     permutation of another of its axes changed (:class:`_Similarity`).
     """
     with torch.no_grad():
         similarities = _similarities(state, reference, spec)
         start = init or match_incoming(state, reference, spec)
-        dtype = similarity_dtype(*(next(iter(net.values())).dtype for net in (state, reference)))
+        dtype = working_dtype(*(next(iter(net.values())).dtype for net in (state, reference)))
         return _descend(spec, similarities, start, dtype, seed, max_sweeps)
 
 
@@ -465,7 +457,7 @@ class _Term:
         layout = {"repeat": axis.repeat, "head": axis.head}
         # a view where the layout and dtype allow (no copy of the reference's weights);
         # the layer's weight multiplies each product instead, a units x units matrix
-        reference = reference.to(similarity_dtype(reference.dtype, state.dtype))
+        reference = reference.to(working_dtype(reference.dtype, state.dtype))
         self.reference = unit_slices(reference, axis.axis, units, axis.block, axis.start, **layout)
         self.weight = weight  # layer_weights
         # the state as (block, other dims..., units): unit j's slice is column j of the

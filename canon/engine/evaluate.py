@@ -33,7 +33,7 @@ from canon.core.record import main_output
 from canon.core.trace import tracer
 from canon.engine._modules import loaded, working_copy
 from canon.engine.fast_ops import optimize_graph
-from canon.engine.layout import input_layout
+from canon.engine.layout import input_layout, template_sample
 
 __all__ = ["STACK_WORK", "Evaluator", "Scores", "as_logits", "logits_of", "reads_tokens"]
 
@@ -239,7 +239,7 @@ class Evaluator:
         """The bytes of every node's output of the traced graph for one input."""
         sizes = _Sizes(self.graph)
         with torch.inference_mode():
-            sizes.run(self._input(self.x[:1]))
+            sizes.run(self._input(template_sample(self.graph, self.x)))
         return sizes.total
 
     def _score(

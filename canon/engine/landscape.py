@@ -42,6 +42,7 @@ from canon.core.paths import (
     positions,
 )
 from canon.core.permutations import check_alignment
+from canon.core.precision import state_dtype, to_working
 from canon.core.records import JsonRecord
 from canon.device import resolve_device
 from canon.engine.batchnorm import has_batchnorm, with_recomputed_statistics
@@ -84,17 +85,41 @@ def as_model(model: ModelLike) -> nn.Module:
     return build_model(name, config)
 
 
-def as_data(data: Any) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor] | None]:
-    """(train, test) pairs from an (x, y) pair or a dataset object with train/test splits."""
+Split: TypeAlias = tuple[Tensor, Tensor]
+
+# inputs cast to a working dtype, per source tensor (by id: tensors compare elementwise):
+# the cast copy stays the same object while its source lives, so that the evaluators made
+# for it are reused (:func:`_evaluator`)
+_CAST: dict[int, dict[torch.dtype, Tensor]] = {}
+
+
+def as_data(data: Any, dtype: torch.dtype | None = None) -> tuple[Split, Split | None]:
+    """(train, test) pairs from an (x, y) pair or a dataset object with train/test splits;
+    with ``dtype`` (a :func:`~canon.core.precision.working_dtype`), floating inputs in it,
+    to run networks of that dtype on them."""
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
-        return (torch.as_tensor(x), torch.as_tensor(y)), None
+        return _cast((torch.as_tensor(x), torch.as_tensor(y)), dtype), None
     if hasattr(data, "x_train") and hasattr(data, "y_train"):
         test = None
         if getattr(data, "x_test", None) is not None:
-            test = (data.x_test, data.y_test)
-        return (data.x_train, data.y_train), test
+            test = _cast((data.x_test, data.y_test), dtype)
+        return _cast((data.x_train, data.y_train), dtype), test
     raise ConfigError("`data` must be an (x, y) pair of tensors or a dataset with x_train/y_train")
+
+
+def _cast(split: Split, dtype: torch.dtype | None) -> Split:
+    """``split`` with floating inputs in ``dtype``: the same cast tensor for the same source."""
+    x, y = split
+    if dtype is None or not x.is_floating_point() or x.dtype == dtype:
+        return split
+    if id(x) not in _CAST:
+        _CAST[id(x)] = {}
+        weakref.finalize(x, _CAST.pop, id(x), None)
+    kept = _CAST[id(x)]
+    if dtype not in kept:
+        kept[dtype] = x.to(dtype)
+    return kept[dtype], y
 
 
 def _check_count(name: str, value: object, low: int, high: int) -> None:
@@ -329,16 +354,54 @@ def _curves(
     alignments: Sequence[Alignment | None] | None = None,
 ) -> list[PathCurve]:
     """:func:`path_curve` of each (a, b, midpoint), the paths of all evaluated together;
-    b aligned to a by ``alignments`` where given, else matched by ``opts.method``."""
+    b aligned to a by ``alignments`` where given, else matched by ``opts.method``. Each
+    pair runs in its :func:`~canon.core.precision.working_dtype` (float32 for half
+    precision; pairs of different ones are evaluated apart, so that a pair's numbers do
+    not depend on the pairs that come with it)."""
     info = get_path_kind(kind)
     template = as_model(model)
     spec = spec or spec_from_module(template)
     dev = resolve_device(device)
-    train, test_split = as_data(data)
-    if opts.test and test_split is None:
+    as_data(data)  # checked before any work
+    if opts.test and as_data(data)[1] is None:
         raise ConfigError("`test=True` needs a dataset with a test split")
-    x = positions(opts.points)
     given = alignments or [None] * len(pairs)
+    dtypes = [state_dtype(*pair) for pair in pairs]
+    curves: list[PathCurve | None] = [None] * len(pairs)
+    for dtype in dict.fromkeys(dtypes):
+        mine = [i for i, d in enumerate(dtypes) if d == dtype]
+        found = _curves_in(
+            [pairs[i] for i in mine],
+            [given[i] for i in mine],
+            template,
+            as_data(data, dtype),
+            kind,
+            info,
+            opts,
+            dev,
+            spec,
+            batch_size,
+        )
+        for i, curve in zip(mine, found, strict=True):
+            curves[i] = curve
+    return [c for c in curves if c is not None]
+
+
+def _curves_in(
+    pairs: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor], Mapping[str, Tensor] | None]],
+    alignments: Sequence[Alignment | None],
+    template: nn.Module,
+    data: tuple[Split, Split | None],
+    kind: PathKind,
+    info: PathKindInfo,
+    opts: PathOptions,
+    dev: torch.device,
+    spec: Spec,
+    batch_size: int,
+) -> list[PathCurve]:
+    """:func:`_curves` of pairs of one working dtype, ``data`` in it."""
+    train, test_split = data
+    x = positions(opts.points)
     works = [
         _recomputed(
             _prepare(a, b, m, template, spec, train, info, opts, x, dev, alignment),
@@ -347,7 +410,7 @@ def _curves(
             opts,
             dev,
         )
-        for (a, b, m), alignment in zip(pairs, given, strict=True)
+        for (a, b, m), alignment in zip(pairs, alignments, strict=True)
     ]
     paths = [p for w in works for p in w.paths]
     scales = [s for w in works for s in w.output_scales]
@@ -384,8 +447,8 @@ def _prepare(
     check_state(a, spec, "`a`")
     check_state(b, spec, "`b`")
     points, seed = opts.points, opts.seed
-    a = {k: v.to(dev) for k, v in a.items()}
-    b = {k: v.to(dev) for k, v in b.items()}
+    dtype = state_dtype(a, b, midpoint)
+    a, b = to_working(a, dev, dtype), to_working(b, dev, dtype)
     norm_a, scales_a = normalize_with_scales(a, spec, check=False)
     norm_b, scales_b = normalize_with_scales(b, spec, check=False)
     method = resolve_method(opts.method, spec)
@@ -411,7 +474,7 @@ def _prepare(
         if midpoint is None:
             raise ConfigError(f"a `{info.name}` path needs a `midpoint` network")
         check_state(midpoint, spec, "`midpoint`")
-        m = {k: v.to(dev) for k, v in midpoint.items()}
+        m = to_working(midpoint, dev, dtype)
     ends = PathEnds(
         a,
         b,
@@ -676,8 +739,9 @@ def local_energy(
     spec = spec or spec_from_module(template)
     check_state(state, spec, "`state`")
     dev = resolve_device(device)
-    train, _ = as_data(data)
-    state = {k: v.to(dev) for k, v in state.items()}
+    dtype = state_dtype(state)
+    train, _ = as_data(data, dtype)
+    state = to_working(state, dev, dtype)
     evaluator = _evaluator(template, train, dev, batch_size)
     base = float(evaluator.error(state).errors[0])
     path = perturbation_path(state, spec, list(sigmas), draws, seed)
@@ -740,8 +804,9 @@ def plane(
     for name, s in (("a", a), ("b", b), ("c", c)):
         check_state(s, spec, f"`{name}`")
     dev = resolve_device(device)
-    train, _ = as_data(data)
-    sa, sb, sc = ({k: v.to(dev) for k, v in s.items()} for s in (a, b, c))
+    dtype = state_dtype(a, b, c)
+    train, _ = as_data(data, dtype)
+    sa, sb, sc = (to_working(s, dev, dtype) for s in (a, b, c))
     if normalized:
         sa, sb, sc = (normalize(s, spec, check=False) for s in (sa, sb, sc))
     section = plane_grid(sa, sb, sc, spec.parameters, grid, margin)

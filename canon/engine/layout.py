@@ -22,11 +22,22 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CHANNELS_LAST", "input_layout"]
+__all__ = ["CHANNELS_LAST", "input_layout", "template_sample"]
 
 #: Whether convnets' image batches run channels-last, by device type: on CPU as measured
 #: above; on CUDA NCHW until ``benchmarks/bench_layout.py --device cuda`` measures it.
 CHANNELS_LAST: dict[str, bool] = {"cpu": True, "cuda": False}
+
+
+def template_sample(model: nn.Module, x: Tensor) -> Tensor:
+    """The first of the inputs ``x`` as ``model`` itself runs it: floating inputs in the
+    dtype of its parameters (the data may be in a path's wider working dtype), for a
+    probe of the module as built."""
+    sample = x[:1]
+    first = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if first is None or not sample.is_floating_point():
+        return sample
+    return sample.to(first.dtype)
 
 
 def _same(x: Tensor) -> Tensor:
@@ -59,7 +70,7 @@ def input_layout(
     modes = [(m, m.training) for m in model.modules()]
     try:
         with torch.inference_mode():
-            model.eval()(_channels_last(sample[:1]))
+            model.eval()(_channels_last(template_sample(model, sample)))
     except Exception:  # whatever the network's own code raises on such memory
         return _same
     finally:

@@ -20,6 +20,7 @@ from canon.core import (
     unit_scales,
 )
 from canon.core.paths import geodesic_path
+from canon.core.precision import state_dtype, to_working
 from canon.device import resolve_device
 from canon.engine.evaluate import Evaluator, logits_of
 from canon.engine.kinds import MIDPOINT_LR, MIDPOINT_LR_HALVINGS, bend_kind
@@ -101,8 +102,8 @@ def optimize_midpoint(
     dev = resolve_device(device)
     template = as_model(model)
     spec = spec_from_module(template)
-    a = {k: v.to(dev) for k, v in a.items()}
-    b = {k: v.to(dev) for k, v in b.items()}
+    dtype = state_dtype(a, b)
+    a, b = to_working(a, dev, dtype), to_working(b, dev, dtype)
     if path == "geodesic":
         (start, a_scales), norm_b = normalize_with_scales(a, spec), normalize(b, spec)
         alignment = match(norm_b, start, spec)
@@ -167,7 +168,7 @@ def divergence_loss(
     ``start``'s own loss to chance level (the loss of constant outputs: ln C for C
     classes, ln 2 for one output), and never below ``start``'s loss."""
     dev = resolve_device(device)
-    (x, y), _ = as_data(data)
+    (x, y), _ = as_data(data, state_dtype(start))
     evaluator = Evaluator(as_model(model), x, y, dev)
     losses = evaluator.error(dict(start), loss=True).losses
     assert losses is not None

@@ -19,6 +19,7 @@ import torch
 from canon.architectures import build_model
 from canon.core.geometry import Distances
 from canon.core.paths import check_points
+from canon.core.precision import state_dtype, to_working
 from canon.data import load_dataset
 from canon.device import resolve_device
 from canon.engine import (
@@ -28,6 +29,7 @@ from canon.engine import (
     PathOptions,
     list_path_kinds,
 )
+from canon.engine.landscape import as_data
 from canon.errors import ConfigError, DatasetError, NotCachedError
 from canon.zoo._answers import TableData
 from canon.zoo._executors import check_executor, run_pairs
@@ -374,13 +376,15 @@ def errors_on(prepared: Prepared, dataset: str, device: str | torch.device) -> d
         return {}
     model = build_model(architecture, config)
     dev = resolve_device(device)
+    dtype = state_dtype(state)
+    train, test = as_data(data, dtype)
+    splits = [("train", train)] + ([("test", test)] if test is not None else [])
     try:
         return {
-            f"{split}_error": float(Evaluator(model, x, y, dev).error(dict(state)).errors[0])
-            for split, x, y in (
-                ("train", data.x_train, data.y_train),
-                ("test", data.x_test, data.y_test),
+            f"{split}_error": float(
+                Evaluator(model, x, y, dev).error(to_working(state, dev, dtype)).errors[0]
             )
+            for split, (x, y) in splits
         }
     except RuntimeError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
