@@ -242,6 +242,37 @@ def test_add_records_errors_on_a_known_dataset(zoo, solutions):
     assert kept.metrics == {"train_error": 0.5}
 
 
+def test_edit_measures_errors_on_the_new_dataset(zoo, tmp_path):
+    """A new dataset replaces the entry's train and test errors by those on the new data;
+    data that is not here drops them; data the network cannot run on is refused with
+    nothing changed."""
+    import numpy as np
+
+    from canon.data import load_dataset
+
+    digits = load_dataset("digits")
+    x, y = digits.x_train.numpy(), digits.y_train.numpy()
+    other = tmp_path / "other.npz"
+    np.savez(other, x=x[100:400], y=y[100:400], x_test=x[:100], y_test=y[:100])
+    zoo.edit("net-1", tags={"note": "kept"})
+    before = zoo["net-1"].metrics
+    entry = zoo.edit("net-1", dataset=f"npz:{other}", device="cpu")
+    data = load_dataset(f"npz:{other}")
+    fresh = zoo.model("net-1")
+    fresh.load_state_dict(zoo.state("net-1"))
+    with torch.no_grad():
+        wrong = fresh.eval()(data.x_train).argmax(1) != data.y_train
+    want = float(wrong.double().mean())
+    assert entry.metrics["train_error"] == pytest.approx(want, abs=1e-12)
+    assert entry.metrics != before and entry.tags["note"] == "kept"
+    gone = zoo.edit("net-1", dataset=f"npz:{tmp_path / 'elsewhere.npz'}")
+    assert "train_error" not in gone.metrics and "test_error" not in gone.metrics
+    np.savez(other, x=x[:300, :10], y=y[:300], x_test=x[:100, :10], y_test=y[:100])
+    with pytest.raises(ConfigError, match="does not run on dataset"):
+        zoo.edit("net-1", dataset=f"npz:{other}", rename="renamed")
+    assert zoo["net-1"] == gone
+
+
 def test_normalized_forms_are_cached(zoo):
     """zoo.normalized returns the normalized state, served from memory the second time,
     and callers cannot corrupt the cache by editing what they got."""

@@ -380,8 +380,8 @@ def test_a_zoo_without_a_manifest_gets_none(tmp_path: Path) -> None:
 
 def test_edit_gives_a_recovered_entry_its_name_dataset_and_tags(tmp_path: Path) -> None:
     """`canon edit` renames, names the dataset and sets or removes tags, keeping the id; a new
-    dataset drops the entry's cached comparisons; bad values and clashing names change
-    nothing."""
+    dataset drops the entry's cached comparisons; bad values, clashing names and data the
+    network cannot run on change nothing."""
     from canon.zoo import PairResult
 
     root = tmp_path / "zoo"
@@ -398,10 +398,12 @@ def test_edit_gives_a_recovered_entry_its_name_dataset_and_tags(tmp_path: Path) 
     run(root, "edit", "sgd-1", "--tag", "bad key=1", code=1)
     run(root, "edit", "sgd-1", "--name", "../x", code=1)
     run(root, "edit", "sgd-1", code=2)  # nothing to change
+    run(root, "edit", "sgd-1", "--dataset", "digits", code=1)  # 8 inputs: cannot run on it
     assert files(root) == before
-    run(root, "edit", "sgd-1", "--dataset", "digits", "--untag", "algo")
+    elsewhere = f"npz:{tmp_path / 'elsewhere.npz'}"  # not here: no errors measured
+    run(root, "edit", "sgd-1", "--dataset", elsewhere, "--untag", "algo")
     with Zoo.open(root) as zoo:
         entry = zoo.get("sgd-1")
-        assert (entry.id, entry.dataset, entry.tags) == (ids[1], "digits", {})
+        assert (entry.id, entry.dataset, entry.tags) == (ids[1], elsewhere, {})
         assert zoo.pairs.results() == []  # computed on other data
     assert listed(root) == ["n0", "sgd-1"]

@@ -316,12 +316,20 @@ def edit(
     """Rename an entry, name its dataset, set or remove tags.
 
     Its weights (and id) never change. A new dataset drops the entry's cached
-    comparisons, which were computed on the old data.
+    comparisons, which were computed on the old data, and measures its train and
+    test errors on the new data (dropping them when that data is not here).
     """
     if new_name is None and dataset is None and not tags and not untag:
         raise click.UsageError("nothing to change: give --name, --dataset, --tag or --untag")
     with open_zoo(app) as zoo:
-        entry = zoo.edit(name, rename=new_name, dataset=dataset, tags=parse_tags(tags), untag=untag)
+        entry = zoo.edit(
+            name,
+            rename=new_name,
+            dataset=dataset,
+            tags=parse_tags(tags),
+            untag=untag,
+            device=app.device,
+        )
     emit(app, entry.to_dict(), lambda: entry_summary(entry))
 
 

@@ -9,14 +9,14 @@ it does not find, so adding one entry to a table of N costs N computations.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
-from canon.architectures import build_model
 from canon.core.geometry import Distances
 from canon.core.paths import check_points
 from canon.core.precision import state_dtype, to_working
@@ -33,7 +33,6 @@ from canon.engine.landscape import as_data
 from canon.errors import ConfigError, DatasetError, NotCachedError
 from canon.zoo._answers import TableData
 from canon.zoo._executors import check_executor, run_pairs
-from canon.zoo._ingest import Prepared
 from canon.zoo._keys import CURVE_METRICS, DISTANCE_METRICS, curve_hash, reference_fields
 from canon.zoo._pair_work import PairTask, compute_pair, pair_key
 from canon.zoo._records import ALIGN_MODES, Entry, PairResult, canonical_json
@@ -366,15 +365,20 @@ def _bulk(
     return zoo.pairs.metric_many([e.id for e in chosen], kind, key.hash, metric)
 
 
-def errors_on(prepared: Prepared, dataset: str, device: str | torch.device) -> dict[str, float]:
-    """Train and test error of checked weights on ``dataset``; empty when it does not load
-    here (files elsewhere), and a ConfigError when the network cannot run on it."""
-    state, architecture, config = prepared.state, prepared.architecture, prepared.config
+def errors_on(
+    model: nn.Module,
+    state: Mapping[str, Tensor],
+    dataset: str,
+    device: str | torch.device,
+    architecture: str,
+) -> dict[str, float]:
+    """Train and test error of ``state`` (weights of ``model``, of ``architecture``) on
+    ``dataset``; empty when it does not load here (files elsewhere), and a ConfigError
+    when the network cannot run on it."""
     try:
         data = load_dataset(dataset)
     except DatasetError:
         return {}
-    model = build_model(architecture, config)
     dev = resolve_device(device)
     dtype = state_dtype(state)
     train, test = as_data(data, dtype)

@@ -310,10 +310,12 @@ class Index:
         dataset: str | None = None,
         tags: Mapping[str, str] | None = None,
         untag: Sequence[str] = (),
+        metrics: str | None = None,
     ) -> Entry:
-        """Rename an entry, give it a dataset, set or remove tags (checked values), in one
-        transaction; the updated record. A new dataset drops the entry's cached pair
-        results, which were computed on the old one."""
+        """Rename an entry, give it a dataset, set or remove tags, replace its metrics
+        (checked values; ``metrics`` as canonical JSON), in one transaction; the updated
+        record. A new dataset drops the entry's cached pair results, which were computed
+        on the old one."""
         with self.session(write=True) as s:
             row = self.row(s, ref)
             if name is not None and name != row.name:
@@ -326,6 +328,8 @@ class Index:
                         or_(PairCacheModel.entry_a == row.id, PairCacheModel.entry_b == row.id)
                     )
                 )
+            if metrics is not None:
+                row.metrics = metrics
             for key in untag:
                 s.execute(delete(TagModel).where(TagModel.entry_id == row.id, TagModel.key == key))
             for key, value in (tags or {}).items():

@@ -78,6 +78,9 @@ from canon.zoo._trust import check_trusted
 
 __all__ = ["Zoo"]
 
+#: the metrics ``add`` measures on the entry's dataset
+_MEASURED_ERRORS = ("train_error", "test_error")
+
 log = logging.getLogger("canon.zoo")
 
 NORMALIZED_CACHE_SIZE = 64  # normalized forms kept in memory per open zoo
@@ -333,7 +336,8 @@ class Zoo:
             source, architecture, config, input_shape=input_shape, key=key, dataset=dataset
         )
         if evaluate and dataset is not None and "train_error" not in (metrics or {}):
-            errors = errors_on(prepared, dataset, device)
+            model = build_model(prepared.architecture, prepared.config)
+            errors = errors_on(model, prepared.state, dataset, device, prepared.architecture)
             fields = replace(fields, metrics=check_metrics({**errors, **(metrics or {})}))
         return self.add_prepared(prepared, parents, fields)
 
@@ -492,18 +496,30 @@ class Zoo:
         dataset: str | None = None,
         tags: Mapping[str, object] | None = None,
         untag: Sequence[str] = (),
+        device: str | torch.device = "auto",
     ) -> Entry:
         """Rename an entry, name its dataset, set tags or remove them (keys in ``untag``);
         the updated entry. Its weights, and so its id, never change. A new dataset
-        drops the entry's cached comparisons (computed on the old data)."""
+        drops the entry's cached comparisons (computed on the old data) and replaces its
+        train and test errors by those on the new data (computed on ``device``), or drops
+        them when the new data does not load here."""
         for key in untag:
             check_tags({key: ""})  # a valid key
+        new_dataset = check_dataset(dataset)
+        current = self.get(name)
+        metrics = None
+        if new_dataset is not None and new_dataset != current.dataset:
+            kept = {k: v for k, v in current.metrics.items() if k not in _MEASURED_ERRORS}
+            model, state = self.model(current), self.state(current)
+            errors = errors_on(model, state, new_dataset, device, current.architecture)
+            metrics = check_metrics({**kept, **errors})
         entry = self.index.update(
-            name,
+            current.id,
             name=None if rename is None else check_name(rename),
-            dataset=check_dataset(dataset),
+            dataset=new_dataset,
             tags=check_tags(tags),
             untag=tuple(untag),
+            metrics=metrics,
         )
         self._sync_manifest()
         return entry
