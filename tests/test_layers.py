@@ -14,8 +14,9 @@ import canon
 PACKAGE = Path(canon.__file__).parent
 OUTER = ("sqlalchemy", "alembic", "huggingface_hub", "click", "safetensors", "tqdm", "matplotlib")
 
-# Modules every layer may use: errors, input bounds, lazy exports, device names.
-BASE = {"errors", "_limits", "_lazy", "_format", "device"}
+# Modules every layer may use: errors, input bounds, lazy exports, device names, content
+# pins of dataset files.
+BASE = {"errors", "_limits", "_lazy", "_format", "_pins", "device"}
 # What each part of canon may import besides itself and BASE (DESIGN §2: cli -> hub ->
 # zoo -> engine -> core, with plots, the reproduction and the service beside the CLI).
 ALLOWED: dict[str, set[str]] = {

@@ -24,6 +24,7 @@ from canon.data._registry import COMMON_OPTIONS as COMMON_OPTIONS
 from canon.data._registry import dataset_options as dataset_options
 from canon.data._registry import list_datasets as list_datasets
 from canon.data._registry import load_dataset as load_dataset
+from canon.data._registry import pin_dataset as pin_dataset
 from canon.data._registry import register_dataset as register_dataset
 from canon.data._transforms import adversarial as adversarial
 from canon.data._transforms import subset as subset
@@ -36,6 +37,7 @@ __all__ = [
     "dataset_options",
     "list_datasets",
     "load_dataset",
+    "pin_dataset",
     "read_idx",
     "register_dataset",
     "subset",

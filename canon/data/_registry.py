@@ -19,9 +19,11 @@ import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from canon._pins import PIN, check_pin, content_digest, split_pin
 from canon.data._checks import check_bool, check_fraction, check_int, check_optional_int
 from canon.data._dataset import Dataset
 from canon.data._transforms import adversarial, subset
@@ -32,6 +34,7 @@ __all__ = [
     "dataset_options",
     "list_datasets",
     "load_dataset",
+    "pin_dataset",
     "register_dataset",
 ]
 
@@ -165,15 +168,40 @@ def _reject_unknown(entry: _Entry, options: dict[str, Any]) -> None:
     )
 
 
+def pin_dataset(spec: str) -> str:
+    """``spec`` as a zoo records it (:mod:`canon.data._pins`): a dataset read from a path
+    with the path made absolute and, where the path exists here, the sha256 of its
+    content appended (``npz:/abs/PATH#sha256=HEX``); other specs as they are. A spec
+    pinned already is pinned again to the content there now."""
+    name, path = _split_spec(spec)
+    if path is None:
+        return spec
+    try:
+        takes_path = _lookup(name).takes_path
+    except UnknownNameError:
+        return spec  # load_dataset says so when it is used
+    if not takes_path:
+        return spec
+    target = Path(os.path.expanduser(split_pin(path)[0])).absolute()
+    if not target.exists():
+        return f"{name}:{target}"
+    return f"{name}:{target}{PIN}{content_digest(target)}"
+
+
 def load_dataset(spec: str, **options: Any) -> Dataset:
     """Build the dataset named by ``spec`` (``"NAME"`` or ``"NAME:PATH"``) with ``options``.
 
     Applies the dataset's loader, then the common options: a seeded subset
     (``limit_train``/``limit_test``/``limit_seed``) and, with ``adv=True``, the ADV
     variant (``adv_zero_fraction``, ``adv_seed``). The same spec and options always
-    give bitwise-identical tensors. Nothing is ever downloaded.
+    give bitwise-identical tensors. Nothing is ever downloaded. A pinned path
+    (``npz:PATH#sha256=HEX``, :func:`pin_dataset`) is read only while its content
+    hashes to the pin.
     """
     name, path = _split_spec(spec)
+    pinned = None
+    if path is not None:
+        path, pinned = split_pin(path)
     entry = _lookup(name)
     _reject_unknown(entry, options)
     where = entry.name
@@ -201,6 +229,8 @@ def load_dataset(spec: str, **options: Any) -> Dataset:
     )
     adv_seed = check_int(where, "adv_seed", common["adv_seed"], minimum=0)
 
+    if path is not None and pinned is not None:
+        check_pin(where, path, pinned)
     dataset = entry.loader(path, **options) if entry.takes_path else entry.loader(**options)
     if not isinstance(dataset, Dataset):
         raise DatasetError(

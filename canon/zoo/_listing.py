@@ -9,15 +9,17 @@ names are those of :mod:`canon.zoo._models`.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from canon._pins import PIN, split_pin
 from canon.zoo._layout import index_error, read_connection
 from canon.zoo._records import Entry, check_tags
 
-__all__ = ["find_entries", "list_entries"]
+__all__ = ["dataset_forms", "find_entries", "list_entries"]
 
 _CHUNK = 200  # names per query (each bound twice): under SQLite's parameter limit
 
@@ -32,11 +34,20 @@ def list_entries(
 ) -> list[Entry]:
     """Entries of the index at ``index`` matching every filter and tag, sorted by name."""
     wanted = check_tags(tags)
-    where, params = [], []
-    for column, value in (("architecture", architecture), ("dataset", dataset), ("kind", kind)):
+    where: list[str] = []
+    params: list[object] = []
+    for column, value in (("architecture", architecture), ("kind", kind)):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    if dataset is not None:
+        forms = dataset_forms(dataset)
+        # the pinned ones: the form, then the pin (substr: LIKE would ignore case)
+        where.append(
+            "(" + " OR ".join(["dataset = ? OR substr(dataset, 1, ?) = ?"] * len(forms)) + ")"
+        )
+        for form in forms:
+            params += [form, len(form + PIN), form + PIN]
     for key, value in wanted.items():
         where.append("id IN (SELECT entry_id FROM tags WHERE key = ? AND value = ?)")
         params += [key, value]
@@ -48,6 +59,18 @@ def list_entries(
         raise index_error(index, exc) from None
     finally:
         con.close()
+
+
+def dataset_forms(dataset: str) -> list[str]:
+    """The recorded specs a dataset filter names: as typed (without a pin) and, for a
+    path, with the path absolute; an entry matches any of them, pinned or not
+    (:mod:`canon._pins`)."""
+    base = split_pin(dataset)[0]
+    name, colon, path = base.partition(":")
+    if not colon or not path:
+        return [base]
+    whole = f"{name}:{os.path.abspath(os.path.expanduser(path))}"
+    return list(dict.fromkeys([base, whole]))
 
 
 def find_entries(con: sqlite3.Connection, refs: Sequence[str]) -> list[Entry | None]:

@@ -237,13 +237,23 @@ def check_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
     return out
 
 
+#: the longest dataset spec (a path, pinned: :func:`~canon.data.pin_dataset`)
+MAX_DATASET = 1024
+
+
 def check_dataset(dataset: object) -> str | None:
-    """``dataset`` if it is None or a name of at most 256 printable characters."""
+    """``dataset`` if it is None or a name of at most :data:`MAX_DATASET` printable
+    characters."""
     if dataset is None:
         return None
-    if not isinstance(dataset, str) or not dataset.isprintable() or not 0 < len(dataset) <= 256:
+    if (
+        not isinstance(dataset, str)
+        or not dataset.isprintable()
+        or not 0 < len(dataset) <= MAX_DATASET
+    ):
         raise InvalidEntryError(
-            f"dataset must be a name of 1-256 printable characters, got {clip(repr(dataset), 80)}"
+            f"dataset must be a name of 1-{MAX_DATASET} printable characters, "
+            f"got {clip(repr(dataset), 80)}"
         )
     return dataset
 

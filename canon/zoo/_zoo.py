@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from canon.architectures import build_model
 from canon.checkpoint import load_state
 from canon.core import Alignment, Spec, apply_alignment, match, normalize
-from canon.data import Dataset, load_dataset
+from canon.data import Dataset, load_dataset, pin_dataset
 from canon.engine import resolve_method
 from canon.errors import (
     ConfigError,
@@ -80,6 +80,13 @@ __all__ = ["Zoo"]
 
 #: the metrics ``add`` measures on the entry's dataset
 _MEASURED_ERRORS = ("train_error", "test_error")
+
+
+def pinned(dataset: str | None) -> str | None:
+    """A dataset the user named, as the zoo records it: a path made absolute and pinned
+    to its content (:func:`~canon.data.pin_dataset`), checked again (it grew)."""
+    return None if dataset is None else check_dataset(pin_dataset(dataset))
+
 
 log = logging.getLogger("canon.zoo")
 
@@ -332,6 +339,8 @@ class Zoo:
         ``input_shape`` and ``key`` are as in :func:`~canon.zoo._ingest.prepare`.
         """
         fields = entry_fields(name, kind, tags, metrics, dataset, created)
+        dataset = pinned(fields.dataset)
+        fields = replace(fields, dataset=dataset)
         prepared = self.prepare(
             source, architecture, config, input_shape=input_shape, key=key, dataset=dataset
         )
@@ -505,7 +514,7 @@ class Zoo:
         them when the new data does not load here."""
         for key in untag:
             check_tags({key: ""})  # a valid key
-        new_dataset = check_dataset(dataset)
+        new_dataset = pinned(check_dataset(dataset))
         current = self.get(name)
         metrics = None
         if new_dataset is not None and new_dataset != current.dataset:
