@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -63,6 +63,26 @@ _SUPPORTED = (
     "projections split into heads by a view, as F.scaled_dot_product_attention(q, k, v) "
     "or softmax(q @ k.transpose(-2, -1) * scale) @ v, merged back by a transpose and a view"
 )
+
+
+def _check_same_for_every_head(
+    terms: Sequence[fx.Node], head_axis: int, ndim: int, at: str
+) -> None:
+    """Refuse a term added to attention scores (laid out with heads on ``head_axis`` of
+    ``ndim`` axes) that differs between heads: a per-head bias (ALiBi's slopes) does not
+    move when the heads are permuted, so permuting them would change the function."""
+    for term in terms:
+        shape = shape_of(term)
+        axis = head_axis - (ndim - len(shape))  # broadcast from the right
+        if 0 <= axis < len(shape) and shape[axis] > 1:
+            raise unsupported(
+                f"a term that differs between attention heads ({shape[axis]} on the heads "
+                f"axis: a per-head bias such as ALiBi's) is added to the attention scores in "
+                f"{at}; it would stay in place while canon permutes the heads, changing the "
+                "function, so such attention is not supported",
+                "add",
+                at,
+            )
 
 
 @dataclass(frozen=True)
@@ -323,6 +343,14 @@ class AttentionSteps:
             return self._permute_heads(node, source, value)
         if target in _RESHAPES:
             return self._reshape_heads(node, source, value)
+        if not hasattr(node.meta.get("tensor_meta"), "shape"):
+            raise unsupported(
+                f"op `{name}` in {at} cuts attention heads into several tensors (a fused "
+                "projection viewed into heads, then split); canon supports a fused "
+                "projection split into queries, keys and values before the view into heads",
+                name,
+                at,
+            )
         keeps = shape_of(node) == shape_of(source)
         if keeps and (target in _KEEP or isinstance(module, (nn.Dropout, nn.Identity))):
             return value
@@ -330,8 +358,12 @@ class AttentionSteps:
             if isinstance(value, Heads):  # a scalar factor: linear in every unit
                 value.space.root().ops.append((self.order[node], linear("scale")))
             return value
-        if keeps and isinstance(value, Scores) and (target in _SOFTMAX or target in ADD):
-            return value  # softmax over keys, an additive mask: per head
+        if keeps and isinstance(value, Scores) and target in _SOFTMAX:
+            return value  # softmax over keys: per head
+        if keeps and isinstance(value, Scores) and target in ADD:
+            others = [a for a in node.args if isinstance(a, fx.Node) and a is not source]
+            _check_same_for_every_head(others, value.head_axis, len(shape_of(node)), at)
+            return value  # an additive mask, the same for every head
         raise unsupported(
             f"unsupported op `{name}` on attention heads in {at}" + _SUPPORTED, name, at
         )
@@ -480,6 +512,8 @@ class AttentionSteps:
                 at,
             )
         mask = node.kwargs.get("attn_mask", node.args[3] if len(node.args) > 3 else None)
+        if isinstance(mask, fx.Node):  # laid out as the scores: [..., heads, queries, keys]
+            _check_same_for_every_head([mask], len(shape_of(node)) - 3, len(shape_of(node)), at)
         if isinstance(mask, fx.Node) and isinstance(self.values.get(mask), (Units, Heads)):
             value = self.values[mask]
             if not (isinstance(value, Units) and value.space.pinned):

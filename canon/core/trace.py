@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
 from typing import Any
@@ -51,9 +52,29 @@ from canon.errors import UnsupportedModuleError
 __all__ = ["activations", "load_into", "spec_from_module", "tensors_of", "traced", "tracer"]
 
 
+def _known_layer(m: nn.Module) -> bool:
+    """Whether ``m`` is a layer or BatchNorm that canon follows as one op: of one of those
+    classes and computing what that class computes, or one of canon's own layers. A
+    subclass with a forward of its own (an activation inside a BatchNorm, a
+    standardized weight with a per-filter gain) computes something else: it is traced
+    into like any other module, so that what it does is seen."""
+    if isinstance(m, (BinaryLinear, BinaryConv2d)):
+        return True
+    kind = type(m)
+    return any(
+        isinstance(m, base)
+        and all(getattr(kind, name, None) is getattr(base, name, None) for name in _FORWARDS)
+        for base in (*LAYERS, *BATCHNORMS)
+    )
+
+
+# the methods a layer's output comes from (a convolution's forward calls _conv_forward)
+_FORWARDS = ("forward", "_conv_forward")
+
+
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, (*LAYERS, *BATCHNORMS, Sign, nn.MultiheadAttention)):
+        if _known_layer(m) or isinstance(m, (Sign, nn.MultiheadAttention)):
             return True
         if library_activation(m) or library_norm(m):
             return True
@@ -102,17 +123,45 @@ def spec_from_module(model: nn.Module, input_shape: Sequence[int] | None = None)
     ``input_ids``). Both give the walker the same kind of graph.
     """
     shape = _input_shape(model, input_shape)
-    with _eval(model):
-        gm = _graph(model, shape)
-    groups, output = Walker(gm).walk()
+    try:
+        with _eval(model):
+            gm = _graph(model, shape)
+        groups, output = Walker(gm).walk()
+    except UnsupportedModuleError as exc:
+        note = _own_forwards(model)
+        if not note:
+            raise
+        raise UnsupportedModuleError(f"{exc} ({note})", op=exc.op, path=exc.path) from exc
     return Spec(groups, output, tensors=tensors_of(model))
+
+
+def _own_forwards(model: nn.Module) -> str:
+    """A note naming the first modules of ``model`` that are layers or BatchNorms with a
+    forward of their own (:func:`_known_layer`), which canon traced into; '' if none."""
+    found = [
+        f"`{path}` ({type(m).__name__})"
+        for path, m in model.named_modules()
+        if isinstance(m, (*LAYERS, *BATCHNORMS)) and not _known_layer(m)
+    ]
+    if not found:
+        return ""
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return (
+        f"{', '.join(found[:3])}{more} subclass a layer or BatchNorm with a forward of its "
+        "own, which canon does not take for the plain layer: it follows what that forward "
+        "does, and refuses what it cannot follow"
+    )
 
 
 def load_into(model: nn.Module, state: Mapping[str, Tensor]) -> None:
     """Load ``state`` (a spec's tensors: a tied tensor under its first name only) into
     ``model``; any other missing or unexpected name is an error, as in
     ``load_state_dict``."""
-    result = model.load_state_dict(dict(state), strict=False)
+    given: dict[str, Tensor] = OrderedDict(state)
+    # the module's own per-module metadata (its versions), which some modules' loaders
+    # read (torchvision's MNASNet refuses a state without it); a plain dict has none
+    given._metadata = getattr(model.state_dict(), "_metadata", {})  # type: ignore[attr-defined]
+    result = model.load_state_dict(given, strict=False)
     missing = set(result.missing_keys) - set(tied_names(model))
     if missing or result.unexpected_keys:
         raise KeyError(

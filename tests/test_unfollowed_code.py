@@ -1,0 +1,204 @@
+"""Code canon cannot follow is refused, never taken for something it is not.
+
+A layer subclass with a forward of its own (timm's BatchNormAct2d runs an activation
+inside the BatchNorm; ScaledStdConv2d standardizes its filters and multiplies them by a
+per-filter gain) computes something other than the plain layer; a bias added to the
+attention scores that differs between heads (ALiBi) stays in place when heads permute.
+Taking either for the plain case would change the network's function silently.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from nets import assert_same_function, outputs, randomize, state_of
+from torch import Tensor, nn
+
+from canon.core import canonicalize, normalize, random_symmetry, spec_from_module
+from canon.core.trace import load_into
+from canon.errors import UnsupportedModuleError
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """A BatchNorm with an activation inside its forward (timm's BatchNormAct2d)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """silu(batchnorm(x))."""
+        return F.silu(super().forward(x))
+
+
+class PlainBatchNorm(nn.BatchNorm2d):
+    """A BatchNorm subclass that only adds an attribute: it is the plain layer."""
+
+    tag = "plain"
+
+
+class StandardizedConv(nn.Conv2d):
+    """Filters standardized and scaled by a per-filter gain in the forward (ScaledStdConv2d)."""
+
+    def __init__(self, *args: int) -> None:
+        super().__init__(*args)
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """conv(x, gain * standardized(w))."""
+        w = self.weight - self.weight.mean((1, 2, 3), keepdim=True)
+        w = self.gain * w / w.std((1, 2, 3), keepdim=True)
+        return F.conv2d(x, w, self.bias)
+
+
+class DoubledLinear(nn.Linear):
+    """A Linear whose forward uses twice its weight."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (2W)^T + b."""
+        return F.linear(x, 2 * self.weight, self.bias)
+
+
+def convnet(
+    norm: type[nn.BatchNorm2d] = nn.BatchNorm2d, conv: type[nn.Conv2d] = nn.Conv2d
+) -> nn.Module:
+    """conv, norm, ReLU, conv, norm, ReLU, pool, linear on 3 x 8 x 8 inputs."""
+    return nn.Sequential(
+        conv(3, 6, 3),
+        norm(6),
+        nn.ReLU(),
+        conv(6, 6, 3),
+        norm(6),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 4),
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "named"),
+    [
+        (convnet(norm=BatchNormAct), "BatchNormAct"),
+        (convnet(conv=StandardizedConv), "StandardizedConv"),
+        (nn.Sequential(DoubledLinear(5, 7), nn.ReLU(), nn.Linear(7, 3)), "DoubledLinear"),
+    ],
+)
+def test_layers_with_a_forward_of_their_own_are_refused(model: nn.Module, named: str) -> None:
+    """The subclass is traced into, what it does cannot be followed, and the error names
+    it as a layer with a forward of its own."""
+    shape = (3, 8, 8) if named != "DoubledLinear" else (5,)
+    with pytest.raises(UnsupportedModuleError, match=f"{named}.*forward of its own"):
+        spec_from_module(model, input_shape=shape)
+
+
+def test_a_subclass_that_keeps_the_forward_is_the_plain_layer() -> None:
+    """A BatchNorm subclass with the base forward is followed as BatchNorm: its symmetries
+    keep the function and its canonical form is unique."""
+    model = randomize(convnet(norm=PlainBatchNorm), 0, bn_eps=None)
+    spec = spec_from_module(model, input_shape=(3, 8, 8))
+    assert spec == spec_from_module(randomize(convnet(), 0, bn_eps=None), input_shape=(3, 8, 8))
+    state = state_of(model)
+    x = torch.randn(5, 3, 8, 8, dtype=torch.float64)
+    copy = random_symmetry(state, spec, seed=1)
+    assert_same_function(outputs(model, copy, x), outputs(model, state, x), rtol=1e-6)
+    one, other = canonicalize(state, spec, state), canonicalize(copy, spec, state)
+    assert max(float((one[k] - other[k]).abs().max()) for k in one) < 1e-6
+    assert_same_function(
+        outputs(model, normalize(state, spec), x), outputs(model, state, x), rtol=1e-6
+    )
+
+
+class ScoreBiasAttention(nn.Module):
+    """One self-attention layer whose scores get an additive term: per head (ALiBi) or one
+    for all heads (a causal mask), added to the scores or passed as SDPA's mask."""
+
+    def __init__(
+        self, per_head: bool, sdpa: bool, width: int = 16, heads: int = 4, t: int = 6
+    ) -> None:
+        super().__init__()
+        self.heads, self.d, self.sdpa = heads, width // heads, sdpa
+        self.inp, self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(5))
+        self.head = nn.Linear(width, 3)
+        distance = -(torch.arange(t)[None, :] - torch.arange(t)[:, None]).abs().float()
+        slopes = 2.0 ** -torch.arange(1, heads + 1).float() if per_head else torch.ones(1)
+        self.register_buffer("bias", slopes[:, None, None] * distance, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The last position's output after one attention layer with a residual."""
+        b, t, _ = x.shape
+        x = self.inp(x)
+        q, k, v = (
+            f(x).view(b, t, self.heads, self.d).transpose(1, 2) for f in (self.q, self.k, self.v)
+        )
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
+        else:
+            y = (q @ k.transpose(-2, -1) / math.sqrt(self.d) + self.bias).softmax(-1) @ v
+        return self.head((x + self.o(y.transpose(1, 2).reshape(b, t, -1)))[:, -1])
+
+
+@pytest.mark.parametrize("sdpa", [False, True])
+def test_a_score_bias_that_differs_between_heads_is_refused(sdpa: bool) -> None:
+    """ALiBi's per-head slopes would stay in place while the heads permute: refused; the
+    same term for every head is followed, and the heads then permute freely."""
+    with pytest.raises(UnsupportedModuleError, match="differs between attention heads"):
+        spec_from_module(ScoreBiasAttention(per_head=True, sdpa=sdpa), input_shape=(6, 16))
+    model = randomize(ScoreBiasAttention(per_head=False, sdpa=sdpa), 3)
+    spec = spec_from_module(model, input_shape=(6, 16))
+    assert any(g.heads == 4 for g in spec.groups)
+    state = state_of(model)
+    x = torch.randn(3, 6, 16, dtype=torch.float64)
+    assert_same_function(
+        outputs(model, random_symmetry(state, spec, seed=2), x), outputs(model, state, x), rtol=1e-6
+    )
+
+
+class ChunkedHeads(nn.Module):
+    """GPT-NeoX's layout: a fused projection viewed into heads, then chunked into q, k, v."""
+
+    def __init__(self, width: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.heads, self.d = heads, width // heads
+        self.qkv, self.o, self.head = (
+            nn.Linear(width, 3 * width),
+            nn.Linear(width, width),
+            nn.Linear(width, 3),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """One attention layer on the chunked heads."""
+        b, t, _ = x.shape
+        qkv = self.qkv(x).view(b, t, self.heads, 3 * self.d).transpose(1, 2)
+        q, k, v = qkv.chunk(3, dim=-1)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, -1)
+        return self.head((x + self.o(y))[:, -1])
+
+
+def test_heads_cut_into_parts_are_refused_with_a_reason() -> None:
+    """Not a raw AttributeError: the error says what is cut and what canon follows."""
+    with pytest.raises(UnsupportedModuleError, match="cuts attention heads into several tensors"):
+        spec_from_module(ChunkedHeads(), input_shape=(5, 16))
+
+
+class Versioned(nn.Module):
+    """A module whose loader reads its version from the state's metadata (as
+    torchvision's MNASNet does) and refuses a state without it."""
+
+    _version = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if local_metadata.get("version") != 2:
+            raise ValueError("version should be set to 1 or 2")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+
+def test_load_into_keeps_the_modules_metadata() -> None:
+    """A state given as a plain mapping loads into a module whose loader reads metadata."""
+    model = Versioned()
+    state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    load_into(model, state)
+    assert float(model.fc.weight.detach().abs().sum()) == 0.0
