@@ -192,8 +192,23 @@ def op_name(node: fx.Node) -> str:
 
 def function_op(node: fx.Node) -> Op | None:
     """The op a function or method call applies to each unit, or None if unknown."""
+    if node.op == "call_function" and _inactive_stochastic_depth(node):
+        return linear("identity")
     if node.op == "call_function":
         return _FUNCTION_OPS.get(node.target)  # type: ignore[arg-type]
     if node.op == "call_method":
         return _METHOD_OPS.get(str(node.target))
     return None
+
+
+def _inactive_stochastic_depth(node: fx.Node) -> bool:
+    """Whether ``node`` calls torchvision's ``stochastic_depth(input, p, mode, training)``
+    (kept whole by torch.fx) with ``training`` False, as in the eval-mode graph canon
+    traces: it returns its input (EfficientNet's and ConvNeXt's blocks)."""
+    target = node.target
+    if getattr(target, "__name__", "") != "stochastic_depth" or not str(
+        getattr(target, "__module__", "")
+    ).startswith("torchvision."):
+        return False
+    training = node.kwargs.get("training", node.args[3] if len(node.args) > 3 else True)
+    return training is False
