@@ -2,9 +2,11 @@
 
 A layer subclass with a forward of its own (timm's BatchNormAct2d runs an activation
 inside the BatchNorm; ScaledStdConv2d standardizes its filters and multiplies them by a
-per-filter gain) computes something other than the plain layer; a bias added to the
-attention scores that differs between heads (ALiBi) stays in place when heads permute.
-Taking either for the plain case would change the network's function silently.
+per-filter gain) computes something other than the plain layer: canon follows what its
+forward does (the BatchNorm call, then the activation) and refuses what it cannot; a
+bias added to the attention scores that differs between heads (ALiBi) stays in place
+when heads permute. Taking either for the plain case would change the network's
+function silently.
 """
 
 from __future__ import annotations
@@ -18,16 +20,34 @@ from nets import assert_same_function, outputs, randomize, state_of
 from torch import Tensor, nn
 
 from canon.core import canonicalize, normalize, random_symmetry, spec_from_module
+from canon.core.precision import to_working
 from canon.core.trace import load_into
+from canon.engine import path_curve
 from canon.errors import UnsupportedModuleError
 
 
 class BatchNormAct(nn.BatchNorm2d):
-    """A BatchNorm with an activation inside its forward (timm's BatchNormAct2d)."""
+    """A BatchNorm with an activation inside its forward, written as timm's BatchNormAct2d
+    is (no input check: torch.fx traces it in eval mode)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        """silu(batchnorm(x))."""
-        return F.silu(super().forward(x))
+        """silu(batchnorm(x)), the running statistics updated as BatchNorm2d does."""
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # a cumulative average
+                factor = 1.0 / float(self.num_batches_tracked)
+        x = F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.training,
+            factor,
+            self.eps,
+        )
+        return F.silu(x)
 
 
 class PlainBatchNorm(nn.BatchNorm2d):
@@ -78,7 +98,6 @@ def convnet(
 @pytest.mark.parametrize(
     ("model", "named"),
     [
-        (convnet(norm=BatchNormAct), "BatchNormAct"),
         (convnet(conv=StandardizedConv), "StandardizedConv"),
         (nn.Sequential(DoubledLinear(5, 7), nn.ReLU(), nn.Linear(7, 3)), "DoubledLinear"),
     ],
@@ -89,6 +108,32 @@ def test_layers_with_a_forward_of_their_own_are_refused(model: nn.Module, named:
     shape = (3, 8, 8) if named != "DoubledLinear" else (5,)
     with pytest.raises(UnsupportedModuleError, match=f"{named}.*forward of its own"):
         spec_from_module(model, input_shape=shape)
+
+
+class OwnLinear(nn.Linear):
+    """A Linear whose forward is its own but computes the same (timm's Linear)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x W^T + b."""
+        return F.linear(x, self.weight, self.bias)
+
+
+def test_own_forwards_that_call_the_plain_ops_are_followed() -> None:
+    """A BatchNorm whose forward adds an activation is the BatchNorm, then that activation
+    (SiLU: permutations only); a Linear whose forward calls F.linear on its own weight
+    and bias is the Linear. Symmetries keep the function; canonical forms agree."""
+    model = randomize(convnet(norm=BatchNormAct), 0, bn_eps=None)
+    model[-1] = OwnLinear(6, 4).double()
+    spec = spec_from_module(model, input_shape=(3, 8, 8))
+    assert [g.symmetry for g in spec.groups] == ["none", "none"]
+    assert [g.producers[0].batchnorm is not None for g in spec.groups] == [True, True]
+    assert spec.output is not None and spec.output.weight == "8.weight"
+    state = state_of(model)
+    x = torch.randn(5, 3, 8, 8, dtype=torch.float64)
+    copy = random_symmetry(state, spec, seed=1)
+    assert_same_function(outputs(model, copy, x), outputs(model, state, x), rtol=1e-6)
+    one, other = canonicalize(state, spec, state), canonicalize(copy, spec, state)
+    assert max(float((one[k] - other[k]).abs().max()) for k in one) < 1e-6
 
 
 def test_a_subclass_that_keeps_the_forward_is_the_plain_layer() -> None:
@@ -202,3 +247,32 @@ def test_load_into_keeps_the_modules_metadata() -> None:
     state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
     load_into(model, state)
     assert float(model.fc.weight.detach().abs().sum()) == 0.0
+
+
+def test_curves_run_networks_with_own_forwards() -> None:
+    """Paths between two such networks are evaluated (BatchNorm statistics recomputed at
+    the interior points through the subclass's own forward) and end at the networks'
+    own errors."""
+    template = convnet(norm=BatchNormAct)
+    template[-1] = OwnLinear(6, 4)
+    states = []
+    for seed in (1, 2):
+        model = convnet(norm=BatchNormAct)
+        model[-1] = OwnLinear(6, 4)
+        states.append(
+            to_working(state_of(randomize(model, seed, bn_eps=None)), "cpu", torch.float32)
+        )
+    spec = spec_from_module(template, input_shape=(3, 8, 8))
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, 8, 8, generator=gen), torch.randint(0, 4, (64,), generator=gen)
+    for state, end in ((states[0], 0), (states[1], -1)):
+        net = convnet(norm=BatchNormAct)
+        net[-1] = OwnLinear(6, 4)
+        net.load_state_dict(state)
+        with torch.no_grad():
+            own = float((net.eval()(x).argmax(1) != y).double().mean())
+        for kind in ("linear", "geodesic"):
+            curve = path_curve(
+                *states, template, (x, y), kind=kind, points=5, device="cpu", spec=spec
+            )
+            assert curve.train_error[end] == own, kind

@@ -46,6 +46,7 @@ from canon.core.walk_values import (
     Units,
     Value,
     hidden_units,
+    is_tensor,
     location,
     permuted_dims,
     shape_of,
@@ -72,6 +73,8 @@ def _check_same_for_every_head(
     ``ndim`` axes) that differs between heads: a per-head bias (ALiBi's slopes) does not
     move when the heads are permuted, so permuting them would change the function."""
     for term in terms:
+        if not is_tensor(term):
+            continue
         shape = shape_of(term)
         axis = head_axis - (ndim - len(shape))  # broadcast from the right
         if 0 <= axis < len(shape) and shape[axis] > 1:

@@ -239,8 +239,16 @@ def _check_all_used(model: nn.Module, gm: fx.GraphModule) -> None:
         elif node.op == "call_module":
             sub = gm.get_submodule(str(node.target))
             used.update(f"{node.target}.{name}" for name in sub.state_dict())
+    # a BatchNorm's step counter is read in training mode only: eval outputs never see it
+    counters = {
+        f"{path}.num_batches_tracked"
+        for path, m in model.named_modules()
+        if isinstance(m, BATCHNORMS)
+    }
     tied = tied_names(model)
-    unread = [n for n in model.state_dict() if n not in used and n not in tied]
+    unread = [
+        n for n in model.state_dict() if n not in used and n not in tied and n not in counters
+    ]
     if unread:
         listed = ", ".join(f"`{n}`" for n in unread[:3])
         more = f" and {len(unread) - 3} more" if len(unread) > 3 else ""

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import math
 import operator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import Tensor, fx, nn
 
 from canon.core.attention_steps import AttentionSteps
 from canon.core.ops import (
@@ -89,6 +90,41 @@ _REDUCE = {
 }
 
 
+_BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+
+@dataclass(frozen=True)
+class _BatchNormCall:
+    """What the walker needs of one BatchNorm: where its tensors are, its eps and width,
+    whether it has all four (affine, tracking statistics), the names of those it has."""
+
+    path: str
+    eps: float
+    features: int
+    complete: bool
+    tensors: tuple[str, ...]
+
+    @classmethod
+    def of(cls, module: nn.Module, path: str) -> _BatchNormCall:
+        """The facts of a BatchNorm module at ``path``."""
+        assert isinstance(module, BATCHNORMS)
+        return cls(
+            path,
+            float(module.eps),
+            int(module.num_features),
+            bool(module.affine and module.track_running_stats),
+            tuple(n for n, t in module.state_dict().items() if t.ndim >= 1),
+        )
+
+
+def _attribute(module: nn.Module, target: str) -> Tensor | None:
+    """The tensor at the dotted ``target`` under ``module``, or None."""
+    found: object = module
+    for part in target.split("."):
+        found = getattr(found, part, None)
+    return found if isinstance(found, Tensor) else None
+
+
 class Walker(AttentionSteps):
     """Walks a traced, shape-propagated graph and collects the unit groups."""
 
@@ -146,6 +182,15 @@ class Walker(AttentionSteps):
         if isinstance(module, nn.MultiheadAttention):
             self.values[node] = self._multihead(node, module, inputs)
             return
+        # a layer's or BatchNorm's own forward, traced into (timm's Linear, BatchNormAct2d)
+        bn = self._functional_batchnorm(node) if hidden else None
+        if bn is not None:
+            self.values[node] = self._batchnorm(node, bn, *hidden[0])
+            return
+        linear_layer = self._functional_linear(node) if hidden else None
+        if linear_layer is not None:
+            self.values[node] = self._layer(node, linear_layer[1], inputs, path=linear_layer[0])
+            return
         if isinstance(module, nn.Embedding):
             if hidden:
                 raise unsupported(
@@ -202,10 +247,42 @@ class Walker(AttentionSteps):
 
     # -- layers ----------------------------------------------------------------
 
+    def _functional_linear(self, node: fx.Node) -> tuple[str, nn.Linear] | None:
+        """For ``F.linear`` on exactly one module's ``weight`` and ``bias`` (a Linear
+        subclass's own forward, traced into): its path and a weightless Linear of its
+        shape; else None."""
+        if node.op != "call_function" or node.target is not F.linear:
+            return None
+        given = dict(zip(("input", "weight", "bias"), node.args, strict=False)) | dict(node.kwargs)
+        weight, bias = given.get("weight"), given.get("bias")
+        if not isinstance(weight, fx.Node) or weight.op != "get_attr":
+            return None
+        path = str(weight.target).rpartition(".")[0]
+        if str(weight.target) != f"{path}.weight" or not (
+            bias is None
+            or (
+                isinstance(bias, fx.Node)
+                and bias.op == "get_attr"
+                and bias.target == f"{path}.bias"
+            )
+        ):
+            return None
+        w = _attribute(self.gm, str(weight.target))
+        if w is None or w.ndim != 2:
+            return None
+        out_features, in_features = w.shape
+        return path, nn.Linear(in_features, out_features, bias=bias is not None, device="meta")
+
     def _layer(
-        self, node: fx.Node, module: nn.Module, inputs: list[tuple[fx.Node, Value]]
+        self,
+        node: fx.Node,
+        module: nn.Module,
+        inputs: list[tuple[fx.Node, Value]],
+        path: str | None = None,
     ) -> Units:
-        path = str(node.target)
+        """A layer (called as a module at ``node``, or a Linear's own forward traced into,
+        at ``path``): it makes a new space of units from the ones it reads."""
+        path = str(node.target) if path is None else path
         if path in self.seen_layers:
             raise unsupported(
                 f"layer `{path}` is called more than once; shared layers are not supported",
@@ -306,7 +383,7 @@ class Walker(AttentionSteps):
     ) -> Value:
         path = str(node.target)
         if isinstance(module, BATCHNORMS):
-            return self._batchnorm(node, module, source, units)
+            return self._batchnorm(node, _BatchNormCall.of(module, path), source, units)
         if isinstance(module, (*_LAYERNORMS, *_INSTANCENORMS, nn.GroupNorm)) or library_norm(
             module
         ):
@@ -327,23 +404,43 @@ class Walker(AttentionSteps):
             )
         return self._apply(node, op, source, units, hidden_units(inputs))
 
-    def _batchnorm(self, node: fx.Node, module: nn.Module, source: fx.Node, units: Units) -> Units:
-        assert isinstance(module, BATCHNORMS)
-        path = str(node.target)
+    def _functional_batchnorm(self, node: fx.Node) -> _BatchNormCall | None:
+        """``F.batch_norm`` in eval mode on exactly the running statistics, weight and bias
+        of one module (what a BatchNorm's own forward calls, traced into); else None."""
+        if node.op != "call_function" or node.target is not F.batch_norm:
+            return None
+        names = ("input", "running_mean", "running_var", "weight", "bias", "training")
+        given = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
+        attrs = [given.get(n) for n in names[1:5]]
+        if given.get("training", True) is not False or not all(
+            isinstance(a, fx.Node) and a.op == "get_attr" for a in attrs
+        ):
+            return None
+        targets = [str(a.target) for a in attrs if isinstance(a, fx.Node)]
+        path = targets[0].rpartition(".")[0]
+        if targets != [f"{path}.{n}" for n in names[1:5]]:
+            return None
+        mean = _attribute(self.gm, targets[0])
+        eps = given.get("eps", 1e-5)
+        if not isinstance(eps, (int, float)) or mean is None or mean.ndim != 1:
+            return None
+        return _BatchNormCall(path, float(eps), int(mean.shape[0]), True, _BN_TENSORS)
+
+    def _batchnorm(self, node: fx.Node, bn: _BatchNormCall, source: fx.Node, units: Units) -> Units:
+        """A BatchNorm (called as a module, or by its own forward traced into): attached to
+        the layer right before it, else its tensors only permuted."""
+        path = bn.path
         space = units.space.root()
         if units.axis != 1 or units.block != 1:
             raise unsupported(
-                f"BatchNorm `{path}` does not normalize its input's units",
-                type(module).__name__,
-                path,
+                f"BatchNorm `{path}` does not normalize its input's units", "BatchNorm", path
             )
         attaches = (
             units.layer is not None
             and len(source.users) == 1
             and units.layer not in space.batchnorms
-            and module.affine
-            and module.track_running_stats
-            and module.num_features == space.size
+            and bn.complete
+            and bn.features == space.size
         )
         if attaches:
             assert units.layer is not None
@@ -352,13 +449,11 @@ class Walker(AttentionSteps):
                 bias=f"{path}.bias",
                 running_mean=f"{path}.running_mean",
                 running_var=f"{path}.running_var",
-                eps=float(module.eps),
+                eps=bn.eps,
             )
             return Units(space, 1)
         # anywhere else (after an activation, on a stream) it is only permuted
-        for name, t in module.state_dict().items():
-            if t.ndim >= 1:
-                space.carried.append(CarriedAxis(f"{path}.{name}", 0))
+        space.carried += [CarriedAxis(f"{path}.{name}", 0) for name in bn.tensors]
         space.ops.append((self.order[node], plain("batchnorm")))
         return Units(space, 1)
 

@@ -211,6 +211,9 @@ class Evaluator:
             self.split = _split(self.graph)
             self.stackable = not any(isinstance(m, _UNSTACKED) for m in self.model.modules())
         self.layout = input_layout(self.graph, device, self.x)
+        # what the graph reads: a traced graph holds only the tensors its forward uses (a
+        # BatchNorm's forward traced into never reads its step counter in eval mode)
+        self.reads = set(self.graph.state_dict(keep_vars=True))
 
     def _batches(self, rows: int) -> Iterator[tuple[Tensor, Tensor]]:
         for start in range(0, self.x.shape[0], rows):
@@ -394,7 +397,7 @@ class Evaluator:
 
     def _plain(self, paths: Sequence[NetworkPath], stacked: bool = False) -> tuple[Runner, int]:
         # a tied tensor goes in once, under its first name (its other names take it too)
-        names = [n for n in paths[0].tensors if n not in self.tied]
+        names = [n for n in paths[0].tensors if n not in self.tied and n in self.reads]
         chunk = self._chunk(sum(len(p) for p in paths), self.weights, stacked)
         graph = self.graph
         if chunk > 1:
@@ -446,7 +449,9 @@ class Evaluator:
         if combos[0].bases[0][0].numel() < _FAN_IN_PER_BASIS * bases:
             return None  # combining J outputs would cost more than the layer itself
         biases = [p.tensors.get(bias_name) for p in paths]
-        tail_names = [n for n in paths[0].tensors if n not in (weight_name, bias_name)]
+        tail_names = [
+            n for n in paths[0].tensors if n not in (weight_name, bias_name) and n in self.reads
+        ]
         coefs = [w.coefs.to(device=self.device) for w in combos]
         layer = split.layer
 
