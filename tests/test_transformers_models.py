@@ -169,6 +169,42 @@ def test_symmetries_keep_the_function_and_canonical_forms_agree(
         assert _relative(_logits(model, aligned, x), y) < 1e-4
 
 
+# embeddings whose own forward canon follows: Gemma's scaled token embedding (a one-number
+# scale held as a plain tensor), OPT's learned positions (offset, read through the mask)
+MORE: dict[str, dict[str, Any]] = {
+    "gemma": {
+        "model_type": "gemma",
+        "architectures": ["GemmaForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 4, "intermediate_size": 32, "vocab_size": 40,
+        "max_position_embeddings": 12,
+    },
+    "opt": {
+        "model_type": "opt",
+        "architectures": ["OPTForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4, "ffn_dim": 32,
+        "vocab_size": 40, "max_position_embeddings": 12, "word_embed_proj_dim": 16,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(MORE))
+def test_embeddings_with_their_own_forward_keep_the_function(libraries: None, kind: str) -> None:
+    """Gemma and OPT trace (their embeddings' forwards call F.embedding on their own
+    tables); symmetries keep the logits and canonical forms agree."""
+    model = build_model(f"hf-transformers/{kind}", {"config": MORE[kind]}).double().eval()
+    spec = spec_from_module(model)
+    assert sum(1 for g in spec.groups if g.link) == 4
+    state = _random(spec, 0)
+    x = _inputs(model)
+    y = _logits(model, state, x)
+    copy = random_symmetry(state, spec, seed=1)
+    assert _relative(_logits(model, copy, x), y) < 1e-4
+    aligned = canonicalize(copy, spec, reference=state, method="weight")
+    assert _gap(aligned, canonicalize(state, spec, reference=state, method="weight")) < 1e-5
+    assert _relative(_logits(model, aligned, x), y) < 1e-4
+
+
 def test_incoming_matching_recovers_a_planted_symmetry(case: tuple[str, nn.Module, Spec]) -> None:
     """Alg. 2 alone undoes a random symmetry exactly, the residual stream included: where
     the stream's stem is an embedding (carried, not a producer), its units are matched by

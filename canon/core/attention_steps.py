@@ -46,8 +46,8 @@ from canon.core.walk_values import (
     Units,
     Value,
     hidden_units,
-    is_tensor,
     location,
+    one_tensor,
     permuted_dims,
     shape_of,
     unsupported,
@@ -73,7 +73,7 @@ def _check_same_for_every_head(
     ``ndim`` axes) that differs between heads: a per-head bias (ALiBi's slopes) does not
     move when the heads are permuted, so permuting them would change the function."""
     for term in terms:
-        if not is_tensor(term):
+        if not one_tensor(term):
             continue
         shape = shape_of(term)
         axis = head_axis - (ndim - len(shape))  # broadcast from the right
@@ -111,10 +111,10 @@ class AttentionSteps:
 
     # -- where they start ----------------------------------------------------------
 
-    def _embedding(self, node: fx.Node, module: nn.Embedding) -> Units:
-        """A lookup table starts a space: its columns are the units (carried, axis 1)."""
-        path = str(node.target)
-        space = Space(size=module.embedding_dim, created=self.order[node], origin=path)
+    def _embedding(self, node: fx.Node, path: str, width: int) -> Units:
+        """A lookup table (the ``weight`` at ``path``, ``width`` columns) starts a space:
+        its columns are the units (carried, axis 1)."""
+        space = Space(size=width, created=self.order[node], origin=path)
         space.carried.append(CarriedAxis(f"{path}.weight", 1))
         space.ops.append((self.order[node], plain("embedding")))
         return Units(space, len(shape_of(node)) - 1)
@@ -346,11 +346,11 @@ class AttentionSteps:
             return self._permute_heads(node, source, value)
         if target in _RESHAPES:
             return self._reshape_heads(node, source, value)
-        if not hasattr(node.meta.get("tensor_meta"), "shape"):
+        if not one_tensor(node):
             raise unsupported(
-                f"op `{name}` in {at} cuts attention heads into several tensors (a fused "
-                "projection viewed into heads, then split); canon supports a fused "
-                "projection split into queries, keys and values before the view into heads",
+                f"op `{name}` in {at} cuts attention heads into several tensors; canon "
+                "follows heads kept whole (a fused projection split into queries, keys and "
+                "values before its view into heads, not after)",
                 name,
                 at,
             )

@@ -64,6 +64,7 @@ from canon.core.walk_values import (
     hidden_units,
     is_tensor,
     location,
+    one_tensor,
     permuted_dims,
     shape_of,
     unsupported,
@@ -145,6 +146,8 @@ class Walker(AttentionSteps):
         """The unit groups in forward order and the output layer."""
         for index, node in enumerate(self.gm.graph.nodes):
             self.order[node] = index
+            if node.op != "output" and self._number(node):
+                continue  # a number (Gemma's embed_scale, cast), not the input
             if node.op == "placeholder":
                 self.values[node] = Units(self.input, 1)
             elif node.op == "get_attr":
@@ -157,6 +160,17 @@ class Walker(AttentionSteps):
         groups = self._groups()
         _check_disjoint(groups)
         return groups, self.output
+
+    def _number(self, node: fx.Node) -> bool:
+        """Whether ``node`` is a one-number tensor made from no tracked value: a tensor the
+        model held as a plain attribute (recorded as ``constant_N``,
+        :mod:`canon.core.record`), or one computed from such alone. A factor like any
+        number, not the network's input."""
+        if not one_tensor(node) or math.prod(shape_of(node)) != 1:
+            return False
+        if node.op == "placeholder":
+            return node.name.startswith("constant_")
+        return node.op in ("call_function", "call_method") and not self._inputs(node)
 
     def _inputs(self, node: fx.Node) -> list[tuple[fx.Node, Value]]:
         found: list[fx.Node] = []
@@ -191,12 +205,13 @@ class Walker(AttentionSteps):
         if linear_layer is not None:
             self.values[node] = self._layer(node, linear_layer[1], inputs, path=linear_layer[0])
             return
-        if isinstance(module, nn.Embedding):
+        table = self._functional_embedding(node)
+        if isinstance(module, nn.Embedding) or table is not None:
+            path = str(node.target) if table is None else table[0]
             if hidden:
-                raise unsupported(
-                    f"embedding `{node.target}` reads hidden units", "Embedding", str(node.target)
-                )
-            self.values[node] = self._embedding(node, module)
+                raise unsupported(f"embedding `{path}` reads hidden units", "Embedding", path)
+            width = module.embedding_dim if isinstance(module, nn.Embedding) else table[1]  # type: ignore[index]
+            self.values[node] = self._embedding(node, path, width)
             return
         if hidden and node.target in _CARVE:
             self.values[node] = self._carve(node, *hidden[0])
@@ -246,6 +261,23 @@ class Walker(AttentionSteps):
             self.values[node] = self._apply(node, op, source, units, hidden)
 
     # -- layers ----------------------------------------------------------------
+
+    def _functional_embedding(self, node: fx.Node) -> tuple[str, int] | None:
+        """For ``F.embedding`` of a module's own ``weight`` with no ``max_norm`` (an
+        Embedding subclass's forward traced into: Gemma's scaled embedding): its path and
+        width; else None."""
+        if node.op != "call_function" or node.target is not F.embedding:
+            return None
+        names = ("input", "weight", "padding_idx", "max_norm")
+        given = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
+        weight = given.get("weight")
+        if given.get("max_norm") is not None or not isinstance(weight, fx.Node):
+            return None
+        path = str(weight.target).rpartition(".")[0]
+        table = _attribute(self.gm, str(weight.target)) if weight.op == "get_attr" else None
+        if table is None or table.ndim != 2 or str(weight.target) != f"{path}.weight":
+            return None
+        return path, int(table.shape[1])
 
     def _functional_linear(self, node: fx.Node) -> tuple[str, nn.Linear] | None:
         """For ``F.linear`` on exactly one module's ``weight`` and ``bias`` (a Linear
@@ -936,6 +968,12 @@ def tied_names(module: nn.Module) -> dict[str, str]:
         if primary != name:
             tied[name] = primary
     return tied
+
+
+def _recorded_scalar(node: fx.Node) -> bool:
+    """Whether a placeholder is a one-number tensor the model held as a plain attribute
+    (recorded as ``constant_N``, :mod:`canon.core.record`): a factor like any number."""
+    return node.name.startswith("constant_") and is_tensor(node) and math.prod(shape_of(node)) == 1
 
 
 def _check_disjoint(groups: tuple[UnitGroup, ...]) -> None:

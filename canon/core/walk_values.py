@@ -169,6 +169,11 @@ def is_tensor(arg: object) -> bool:
     return isinstance(arg, fx.Node) and "tensor_meta" in arg.meta
 
 
+def one_tensor(arg: object) -> bool:
+    """Whether ``arg`` is a node that gives one tensor (not a tuple of them)."""
+    return isinstance(arg, fx.Node) and hasattr(arg.meta.get("tensor_meta"), "shape")
+
+
 #: Appended to every error about what canon cannot follow: what it can, and what to do.
 WHAT_TO_DO = (
     "; canon follows Linear and Conv layers (groups=1 or depthwise), embeddings, residual "
