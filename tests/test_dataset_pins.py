@@ -123,21 +123,9 @@ def test_list_by_dataset_finds_pinned_entries(tmp_path: Path) -> None:
     for name in ("d.npz", "e.npz"):
         write_arrays(tmp_path / name, 0)
     zoo = Zoo.init(root)
-    states = nets(2)
-    zoo.add(
-        states[0],
-        name="on-d",
-        architecture="mlp",
-        config=CONFIG,
-        dataset=f"npz:{tmp_path / 'd.npz'}",
-    )
-    zoo.add(
-        states[1],
-        name="on-e",
-        architecture="mlp",
-        config=CONFIG,
-        dataset=f"npz:{tmp_path / 'e.npz'}",
-    )
+    for state, name in zip(nets(2), ("d", "e"), strict=True):
+        dataset = f"npz:{tmp_path / f'{name}.npz'}"
+        zoo.add(state, name=f"on-{name}", architecture="mlp", config=CONFIG, dataset=dataset)
     runner = CliRunner()
 
     def listed(dataset: str) -> list[str]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from nets import assert_same_function, outputs, randomize, state_of
 from torch import Tensor, nn
 
-from canon.core import canonicalize, normalize, random_symmetry, spec_from_module
+from canon.core import Spec, canonicalize, normalize, random_symmetry, spec_from_module
 from canon.core.precision import to_working
 from canon.core.trace import load_into
 from canon.engine import path_curve
@@ -118,6 +118,19 @@ class OwnLinear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
+def check_symmetries(model: nn.Module, spec: Spec) -> None:
+    """A random symmetry of the model and its normalized form keep its function on
+    3 x 8 x 8 inputs, and the copy's canonical form is the model's."""
+    state = state_of(model)
+    x = torch.randn(5, 3, 8, 8, dtype=torch.float64)
+    copy = random_symmetry(state, spec, seed=1)
+    assert_same_function(outputs(model, copy, x), outputs(model, state, x), rtol=1e-6)
+    one, other = canonicalize(state, spec, state), canonicalize(copy, spec, state)
+    assert max(float((one[k] - other[k]).abs().max()) for k in one) < 1e-6
+    y = outputs(model, state, x)
+    assert_same_function(outputs(model, normalize(state, spec), x), y, rtol=1e-6)
+
+
 def test_own_forwards_that_call_the_plain_ops_are_followed() -> None:
     """A BatchNorm whose forward adds an activation is the BatchNorm, then that activation
     (SiLU: permutations only); a Linear whose forward calls F.linear on its own weight
@@ -128,12 +141,7 @@ def test_own_forwards_that_call_the_plain_ops_are_followed() -> None:
     assert [g.symmetry for g in spec.groups] == ["none", "none"]
     assert [g.producers[0].batchnorm is not None for g in spec.groups] == [True, True]
     assert spec.output is not None and spec.output.weight == "8.weight"
-    state = state_of(model)
-    x = torch.randn(5, 3, 8, 8, dtype=torch.float64)
-    copy = random_symmetry(state, spec, seed=1)
-    assert_same_function(outputs(model, copy, x), outputs(model, state, x), rtol=1e-6)
-    one, other = canonicalize(state, spec, state), canonicalize(copy, spec, state)
-    assert max(float((one[k] - other[k]).abs().max()) for k in one) < 1e-6
+    check_symmetries(model, spec)
 
 
 def test_a_subclass_that_keeps_the_forward_is_the_plain_layer() -> None:
@@ -142,15 +150,7 @@ def test_a_subclass_that_keeps_the_forward_is_the_plain_layer() -> None:
     model = randomize(convnet(norm=PlainBatchNorm), 0, bn_eps=None)
     spec = spec_from_module(model, input_shape=(3, 8, 8))
     assert spec == spec_from_module(randomize(convnet(), 0, bn_eps=None), input_shape=(3, 8, 8))
-    state = state_of(model)
-    x = torch.randn(5, 3, 8, 8, dtype=torch.float64)
-    copy = random_symmetry(state, spec, seed=1)
-    assert_same_function(outputs(model, copy, x), outputs(model, state, x), rtol=1e-6)
-    one, other = canonicalize(state, spec, state), canonicalize(copy, spec, state)
-    assert max(float((one[k] - other[k]).abs().max()) for k in one) < 1e-6
-    assert_same_function(
-        outputs(model, normalize(state, spec), x), outputs(model, state, x), rtol=1e-6
-    )
+    check_symmetries(model, spec)
 
 
 class ScoreBiasAttention(nn.Module):
