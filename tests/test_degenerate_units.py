@@ -99,7 +99,9 @@ def check_unique_canonical_form(
     assert_same_function(outputs(model, copy, x), y)
     once = normalize(state, spec)
     assert_same_function(outputs(model, once, x), y)
-    assert_states_close(normalize(once, spec), once, atol=1e-12)
+    # idempotent to rounding: a constant unit's BatchNorm terms can be large (zero weights)
+    largest = max(float(v.abs().max()) for v in once.values() if v.is_floating_point())
+    assert_states_close(normalize(once, spec), once, atol=1e-12 * max(1.0, largest))
     if reference is None:
         reference = state_of(randomize(model, seed + 2))
     canonical = canonicalize(state, spec, reference=reference)

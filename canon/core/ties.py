@@ -109,14 +109,32 @@ def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
 def _descriptors(net: Mapping[str, Tensor], group: UnitGroup, units: Tensor) -> Tensor:
     """One row per unit in ``units``: of its slice of every tensor that moves with the
     group, the mean, root mean square and largest of the absolute values, in float64
-    (blind to other groups' permutations and signs, and to the unit's own sign)."""
+    (blind to other groups' permutations and signs, and to the unit's own sign). Taken
+    :data:`_SLAB` numbers at a time: a wide layer is never copied whole in float64."""
     parts = []
     for t in group.tensors:
         rows = unit_slices(
             net[t.name], t.axis, group.size, t.block, t.start, repeat=t.repeat, head=t.head
-        )
-        picked = rows[units.to(rows.device)].detach().to("cpu", torch.float64).abs()
-        if picked.shape[1] == 0:
+        ).detach()
+        if rows.shape[1] == 0:
             continue
-        parts += [picked.mean(1), picked.square().mean(1).sqrt(), picked.amax(1)]
-    return torch.stack(parts, 1) if parts else torch.zeros(len(units), 1, dtype=torch.float64)
+        step = max(1, _SLAB // rows.shape[1])
+        stats = []
+        for chunk in torch.split(units.to(rows.device), step):
+            picked = rows[chunk].abs()
+            stats.append(
+                torch.stack(
+                    [
+                        picked.mean(1, dtype=torch.float64),
+                        picked.square().mean(1, dtype=torch.float64).sqrt(),
+                        picked.amax(1).double(),
+                    ],
+                    1,
+                ).cpu()
+            )
+        parts.append(torch.cat(stats))
+    return torch.cat(parts, 1) if parts else torch.zeros(len(units), 1, dtype=torch.float64)
+
+
+#: numbers of a tensor's unit slices summarized at a time
+_SLAB = 1 << 22
