@@ -179,6 +179,12 @@ MORE: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2, "head_dim": 4, "intermediate_size": 32, "vocab_size": 40,
         "max_position_embeddings": 12,
     },
+    "convnext": {  # its own LayerNorm, over the channels of NCHW tensors
+        "model_type": "convnext",
+        "architectures": ["ConvNextForImageClassification"],
+        "num_channels": 3, "hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2,
+        "image_size": 32, "num_labels": 3, "patch_size": 4,
+    },
     "opt": {
         "model_type": "opt",
         "architectures": ["OPTForCausalLM"],
@@ -189,12 +195,15 @@ MORE: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("kind", sorted(MORE))
-def test_embeddings_with_their_own_forward_keep_the_function(libraries: None, kind: str) -> None:
+def test_library_layers_with_their_own_forward_keep_the_function(
+    libraries: None, kind: str
+) -> None:
     """Gemma and OPT trace (their embeddings' forwards call F.embedding on their own
-    tables); symmetries keep the logits and canonical forms agree."""
+    tables), and ConvNext (its LayerNorm normalizes the channels, not the last axis);
+    symmetries keep the logits and canonical forms agree."""
     model = build_model(f"hf-transformers/{kind}", {"config": MORE[kind]}).double().eval()
     spec = spec_from_module(model)
-    assert sum(1 for g in spec.groups if g.link) == 4
+    assert sum(1 for g in spec.groups if g.link) == (0 if kind == "convnext" else 4)
     state = _random(spec, 0)
     x = _inputs(model)
     y = _logits(model, state, x)

@@ -276,3 +276,47 @@ def test_curves_run_networks_with_own_forwards() -> None:
                 *states, template, (x, y), kind=kind, points=5, device="cpu", spec=spec
             )
             assert curve.train_error[end] == own, kind
+
+
+class ChannelsFirstLayerNorm(nn.Module):
+    """A library's LayerNorm over the channels of an NCHW tensor (transformers' ConvNext
+    writes its own this way), known to canon by its class name only."""
+
+    def __init__(self, channels: int, rolled: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.rolled = rolled
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(x - mean) / std over the channels, times weight plus bias (``rolled``: the
+        weights of the neighbouring channel, which no permutation of them keeps)."""
+        mean = x.mean(1, keepdim=True)
+        x = (x - mean) / (x.var(1, keepdim=True, unbiased=False) + 1e-6).sqrt()
+        weight = self.weight.roll(1) if self.rolled else self.weight
+        return weight[:, None, None] * x + self.bias[:, None, None]
+
+
+def norm_net(rolled: bool = False) -> nn.Module:
+    """conv, a channels-first library LayerNorm, GELU, conv, pool, linear."""
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3),
+        ChannelsFirstLayerNorm(6, rolled),
+        nn.GELU(),
+        nn.Conv2d(6, 6, 3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 4),
+    )
+
+
+def test_a_library_norm_is_run_before_its_units_are_permuted() -> None:
+    """A norm known by its class name is checked by running it: over the channels (not
+    the last axis) its weights move with the channels and the function is kept; one
+    that no permutation commutes with is refused."""
+    model = randomize(norm_net(), 4)
+    spec = spec_from_module(model, input_shape=(3, 8, 8))
+    assert any("1.weight" in {c.name for c in g.carried} for g in spec.groups)
+    check_symmetries(model, spec)
+    with pytest.raises(UnsupportedModuleError, match="does not commute with a permutation"):
+        spec_from_module(norm_net(rolled=True), input_shape=(3, 8, 8))

@@ -12,6 +12,7 @@ read off every op it passed through.
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 from dataclasses import dataclass
@@ -423,7 +424,7 @@ class Walker(AttentionSteps):
             groups = module.num_groups if isinstance(module, nn.GroupNorm) else None
             shape = getattr(module, "normalized_shape", None)
             if library_norm(module):
-                shape = tuple(module.state_dict()["weight"].shape)
+                shape = _library_norm_shape(module, path, source, units)
             return self._norm(node, units, source, tensors, shape, groups)
         op = module_op(module)
         if op is None:
@@ -974,6 +975,49 @@ def _recorded_scalar(node: fx.Node) -> bool:
     """Whether a placeholder is a one-number tensor the model held as a plain attribute
     (recorded as ``constant_N``, :mod:`canon.core.record`): a factor like any number."""
     return node.name.startswith("constant_") and is_tensor(node) and math.prod(shape_of(node)) == 1
+
+
+def _library_norm_shape(
+    module: nn.Module, path: str, source: fx.Node, units: Units
+) -> tuple[int, ...] | None:
+    """How a library's norm layer (:func:`~canon.core.ops.library_norm`, known by its
+    class name only) treats the units it reads, checked by running it: it must commute
+    with a permutation of those units when its weight (and bias) are permuted with them.
+    Its weight's shape when the units are its input's last axis (a LayerNorm over them);
+    None when they are another axis (a channels-first LayerNorm: normalized over the
+    units, its tensors carried as a GroupNorm's are). Anything else is refused."""
+    shape = shape_of(source)
+    width = int(module.state_dict()["weight"].shape[0])
+    if units.block != 1 or shape[units.axis] != width:
+        raise unsupported(
+            f"norm layer `{path}` ({type(module).__name__}) has {width} weights, not one per "
+            f"unit of the axis it reads",
+            type(module).__name__,
+            path,
+        )
+    gen = torch.Generator().manual_seed(0)
+    probe = copy.deepcopy(module)
+    if any(t.is_meta for t in probe.state_dict().values()):  # traced without weights
+        probe = probe.to_empty(device="cpu")
+    probe = probe.to(torch.float64).eval()
+    x = torch.randn((1, *shape[1:]), generator=gen, dtype=torch.float64)
+    perm = torch.randperm(width, generator=gen)
+    with torch.no_grad():
+        for p in probe.parameters():  # as trained: a fresh module's ones would hide it
+            p.copy_(1 + torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        expected = probe(x).index_select(units.axis, perm)
+        for p in probe.parameters():
+            p.copy_(p[perm])
+        found = probe(x.index_select(units.axis, perm))
+    if not torch.allclose(found, expected, rtol=1e-5, atol=1e-7):  # float32 internals
+        raise unsupported(
+            f"norm layer `{path}` ({type(module).__name__}) does not commute with a "
+            "permutation of the units it reads (with its weights permuted alike), so canon "
+            "cannot permute them",
+            type(module).__name__,
+            path,
+        )
+    return (width,) if units.axis == len(shape) - 1 else None
 
 
 def _check_disjoint(groups: tuple[UnitGroup, ...]) -> None:
