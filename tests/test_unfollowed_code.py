@@ -320,3 +320,23 @@ def test_a_library_norm_is_run_before_its_units_are_permuted() -> None:
     check_symmetries(model, spec)
     with pytest.raises(UnsupportedModuleError, match="does not commute with a permutation"):
         spec_from_module(norm_net(rolled=True), input_shape=(3, 8, 8))
+
+
+class RunningSum(nn.Module):
+    """An "activation" of a library canon takes as elementwise by where it comes from,
+    which is not: a running sum over the units."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The cumulative sum over the last axis."""
+        return x.cumsum(-1)
+
+
+RunningSum.__module__ = "transformers.activations"  # where canon trusts activations
+
+
+def test_a_library_activation_is_run_before_its_units_are_permuted() -> None:
+    """An activation known by its library only is checked by running it once: one that
+    does not commute with a permutation of the units is refused."""
+    model = nn.Sequential(nn.Linear(5, 7), RunningSum(), nn.Linear(7, 3))
+    with pytest.raises(UnsupportedModuleError, match="does not commute with a permutation"):
+        spec_from_module(model, input_shape=(5,))

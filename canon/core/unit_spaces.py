@@ -27,6 +27,7 @@ from canon.core.ops import (
     READOUT,
     Op,
     function_op,
+    library_activation,
     library_norm,
     linear,
     module_op,
@@ -427,6 +428,8 @@ class Walker(AttentionSteps):
                 shape = _library_norm_shape(module, path, source, units)
             return self._norm(node, units, source, tensors, shape, groups)
         op = module_op(module)
+        if library_activation(module):  # known by the library it comes from: run it once
+            _check_commutes(module, path, shape_of(source), units.axis)
         if op is None:
             raise unsupported(
                 f"unsupported module {type(module).__name__} at `{path}`; canon supports "
@@ -981,11 +984,11 @@ def _library_norm_shape(
     module: nn.Module, path: str, source: fx.Node, units: Units
 ) -> tuple[int, ...] | None:
     """How a library's norm layer (:func:`~canon.core.ops.library_norm`, known by its
-    class name only) treats the units it reads, checked by running it: it must commute
-    with a permutation of those units when its weight (and bias) are permuted with them.
-    Its weight's shape when the units are its input's last axis (a LayerNorm over them);
-    None when they are another axis (a channels-first LayerNorm: normalized over the
-    units, its tensors carried as a GroupNorm's are). Anything else is refused."""
+    class name only) treats the units it reads, checked by running it
+    (:func:`_check_commutes`, its weight and bias permuted with the units): its weight's
+    shape when the units are its input's last axis (a LayerNorm over them); None when
+    they are another axis (a channels-first LayerNorm: normalized over the units, its
+    tensors carried as a GroupNorm's are)."""
     shape = shape_of(source)
     width = int(module.state_dict()["weight"].shape[0])
     if units.block != 1 or shape[units.axis] != width:
@@ -995,29 +998,36 @@ def _library_norm_shape(
             type(module).__name__,
             path,
         )
+    _check_commutes(module, path, shape, units.axis)
+    return (width,) if units.axis == len(shape) - 1 else None
+
+
+def _check_commutes(module: nn.Module, path: str, shape: tuple[int, ...], axis: int) -> None:
+    """Refuse a library's module known by its class name only (a norm layer, an
+    activation) unless, run once on random inputs of ``shape`` with random weights, it
+    commutes with a permutation of the units on ``axis`` (its parameters, one per unit,
+    permuted alike): what canon assumes of it."""
     gen = torch.Generator().manual_seed(0)
     probe = copy.deepcopy(module)
     if any(t.is_meta for t in probe.state_dict().values()):  # traced without weights
         probe = probe.to_empty(device="cpu")
     probe = probe.to(torch.float64).eval()
     x = torch.randn((1, *shape[1:]), generator=gen, dtype=torch.float64)
-    perm = torch.randperm(width, generator=gen)
+    perm = torch.randperm(shape[axis], generator=gen)
     with torch.no_grad():
         for p in probe.parameters():  # as trained: a fresh module's ones would hide it
             p.copy_(1 + torch.randn(p.shape, generator=gen, dtype=p.dtype))
-        expected = probe(x).index_select(units.axis, perm)
+        expected = probe(x).index_select(axis, perm)
         for p in probe.parameters():
             p.copy_(p[perm])
-        found = probe(x.index_select(units.axis, perm))
+        found = probe(x.index_select(axis, perm))
     if not torch.allclose(found, expected, rtol=1e-5, atol=1e-7):  # float32 internals
         raise unsupported(
-            f"norm layer `{path}` ({type(module).__name__}) does not commute with a "
-            "permutation of the units it reads (with its weights permuted alike), so canon "
-            "cannot permute them",
+            f"`{path}` ({type(module).__name__}) does not commute with a permutation of the "
+            "units it reads (with its weights permuted alike), so canon cannot permute them",
             type(module).__name__,
             path,
         )
-    return (width,) if units.axis == len(shape) - 1 else None
 
 
 def _check_disjoint(groups: tuple[UnitGroup, ...]) -> None:
