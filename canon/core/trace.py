@@ -74,8 +74,10 @@ _FORWARDS = ("forward", "_conv_forward")
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if _known_layer(m) or isinstance(m, (Sign, nn.MultiheadAttention)):
+        if _known_layer(m) or isinstance(m, Sign):
             return True
+        if isinstance(m, nn.MultiheadAttention):  # torch's own forward only
+            return type(m).forward is nn.MultiheadAttention.forward
         if library_activation(m) or library_norm(m):
             return True
         return super().is_leaf_module(m, module_qualified_name)
