@@ -120,6 +120,27 @@ class _BatchNormCall:
         )
 
 
+def _own_call(
+    node: fx.Node, function: object, names: tuple[str, ...]
+) -> tuple[str, dict[str, object]] | None:
+    """For a call of ``function`` (arguments ``names`` by position, then by keyword) whose
+    tensor arguments after the first are all one module's own (``path.<name>``, read by
+    ``get_attr``; a ``bias`` may be None): that path and the arguments; else None. What a
+    layer's own forward, traced into, calls on its tensors."""
+    if node.op != "call_function" or node.target is not function:
+        return None
+    given: dict[str, object] = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
+    own = {n: v for n, v in given.items() if isinstance(v, fx.Node) and n != names[0]}
+    if "weight" not in own and "running_mean" not in own:
+        return None
+    first = next(iter(own.values()))
+    path = str(first.target).rpartition(".")[0]
+    for name, value in own.items():
+        if value.op != "get_attr" or str(value.target) != f"{path}.{name}":
+            return None
+    return path, given
+
+
 def _attribute(module: nn.Module, target: str) -> Tensor | None:
     """The tensor at the dotted ``target`` under ``module``, or None."""
     found: object = module
@@ -268,44 +289,23 @@ class Walker(AttentionSteps):
         """For ``F.embedding`` of a module's own ``weight`` with no ``max_norm`` (an
         Embedding subclass's forward traced into: Gemma's scaled embedding): its path and
         width; else None."""
-        if node.op != "call_function" or node.target is not F.embedding:
+        call = _own_call(node, F.embedding, ("input", "weight", "padding_idx", "max_norm"))
+        if call is None or call[1].get("max_norm") is not None:
             return None
-        names = ("input", "weight", "padding_idx", "max_norm")
-        given = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
-        weight = given.get("weight")
-        if given.get("max_norm") is not None or not isinstance(weight, fx.Node):
-            return None
-        path = str(weight.target).rpartition(".")[0]
-        table = _attribute(self.gm, str(weight.target)) if weight.op == "get_attr" else None
-        if table is None or table.ndim != 2 or str(weight.target) != f"{path}.weight":
-            return None
-        return path, int(table.shape[1])
+        table = _attribute(self.gm, f"{call[0]}.weight")
+        return None if table is None or table.ndim != 2 else (call[0], int(table.shape[1]))
 
     def _functional_linear(self, node: fx.Node) -> tuple[str, nn.Linear] | None:
         """For ``F.linear`` on exactly one module's ``weight`` and ``bias`` (a Linear
         subclass's own forward, traced into): its path and a weightless Linear of its
         shape; else None."""
-        if node.op != "call_function" or node.target is not F.linear:
-            return None
-        given = dict(zip(("input", "weight", "bias"), node.args, strict=False)) | dict(node.kwargs)
-        weight, bias = given.get("weight"), given.get("bias")
-        if not isinstance(weight, fx.Node) or weight.op != "get_attr":
-            return None
-        path = str(weight.target).rpartition(".")[0]
-        if str(weight.target) != f"{path}.weight" or not (
-            bias is None
-            or (
-                isinstance(bias, fx.Node)
-                and bias.op == "get_attr"
-                and bias.target == f"{path}.bias"
-            )
-        ):
-            return None
-        w = _attribute(self.gm, str(weight.target))
-        if w is None or w.ndim != 2:
+        call = _own_call(node, F.linear, ("input", "weight", "bias"))
+        w = None if call is None else _attribute(self.gm, f"{call[0]}.weight")
+        if call is None or w is None or w.ndim != 2:
             return None
         out_features, in_features = w.shape
-        return path, nn.Linear(in_features, out_features, bias=bias is not None, device="meta")
+        bias = call[1].get("bias") is not None
+        return call[0], nn.Linear(in_features, out_features, bias=bias, device="meta")
 
     def _layer(
         self,
@@ -443,22 +443,16 @@ class Walker(AttentionSteps):
     def _functional_batchnorm(self, node: fx.Node) -> _BatchNormCall | None:
         """``F.batch_norm`` in eval mode on exactly the running statistics, weight and bias
         of one module (what a BatchNorm's own forward calls, traced into); else None."""
-        if node.op != "call_function" or node.target is not F.batch_norm:
-            return None
         names = ("input", "running_mean", "running_var", "weight", "bias", "training")
-        given = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
-        attrs = [given.get(n) for n in names[1:5]]
-        if given.get("training", True) is not False or not all(
-            isinstance(a, fx.Node) and a.op == "get_attr" for a in attrs
-        ):
+        call = _own_call(node, F.batch_norm, names)
+        if call is None or call[1].get("training", True) is not False:
             return None
-        targets = [str(a.target) for a in attrs if isinstance(a, fx.Node)]
-        path = targets[0].rpartition(".")[0]
-        if targets != [f"{path}.{n}" for n in names[1:5]]:
-            return None
-        mean = _attribute(self.gm, targets[0])
+        path, given = call
+        mean = _attribute(self.gm, f"{path}.running_mean")
         eps = given.get("eps", 1e-5)
-        if not isinstance(eps, (int, float)) or mean is None or mean.ndim != 1:
+        if any(given.get(n) is None for n in names[1:5]) or mean is None or mean.ndim != 1:
+            return None
+        if not isinstance(eps, (int, float)):
             return None
         return _BatchNormCall(path, float(eps), int(mean.shape[0]), True, _BN_TENSORS)
 
