@@ -122,6 +122,39 @@ def test_push_then_pull_gives_identical_entries_and_table(
             assert copy.objects.path(e.id).read_bytes() == source.objects.path(e.id).read_bytes()
 
 
+def test_a_pull_never_changes_the_zoos_own_cached_results(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """A remote's results for pairs of entries the zoo already holds are ignored (a repo
+    listing no entries once zeroed a zoo's whole table); results for the pairs of an
+    entry the pull adds come along, without replacing one the zoo has cached."""
+    from canon.hub._push import results_document
+
+    own = source.pairs.results()
+    forged = results_document(source)
+    for pair in forged["pairs"]:
+        if "barrier" in pair["result"]:
+            pair["result"]["barrier"] = 0.0
+    empty = {"format": "canon-zoo", "schema_version": 1, "entries": [], "references": {}}
+    files = {MANIFEST_FILE: json.dumps(empty).encode(), RESULTS_FILE: json.dumps(forged).encode()}
+    hub.commit("evil/empty", files)
+    assert pull(source, "evil/empty", cache_dir=cache, **options).results == 0
+    assert source.pairs.results() == own
+
+    with Zoo.open(tmp_path / "other") as other:  # one more network, compared with net0
+        _fill(other, range(1))
+        _fill(other, range(3, 4))
+        other.barrier_table(path="geodesic", points=POINTS, device="cpu")
+        push(other, "lab/more", **options)
+    pulled = pull(source, "lab/more", cache_dir=cache, **options)
+    assert pulled.added == ["net3"] and pulled.results > 0
+    after = {(r.a, r.b, r.kind, r.options_hash): r.result for r in source.pairs.results()}
+    kept = {(r.a, r.b, r.kind, r.options_hash): r.result for r in own}
+    assert all(after[key] == result for key, result in kept.items())
+    added = source.get("net3").id
+    assert all(added in key[:2] for key in set(after) - set(kept))
+
+
 def test_pull_replaces_a_damaged_local_object(
     hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
 ) -> None:

@@ -142,9 +142,13 @@ def pull(
             if results_file is not None:
                 ids = {e["id"] for e in checked.entries} | set(held)
                 pairs = _check_results(_read_json(results_file, source), ids, source)
+                # only results that involve an entry this pull adds: the zoo's own pairs
+                # are its own business, whatever a remote says about them
+                adding = {e["id"] for e in new}
+                pairs = [p for p in pairs if p.a in adding or p.b in adding]
 
     added = import_entries(zoo, new, paths.__getitem__, names=names)
-    stored = zoo.pairs.put(pairs) if pairs else 0
+    stored = zoo.pairs.put(pairs, replace=False) if pairs else 0
     return PullResult(
         repo_id=repo_id,
         revision=wanted,

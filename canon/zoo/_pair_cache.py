@@ -53,9 +53,11 @@ class PairCache:
                 metric,
             )
 
-    def put(self, results: Iterable[PairResult]) -> int:
+    def put(self, results: Iterable[PairResult], *, replace: bool = True) -> int:
         """Cache many results in one transaction (each under its sorted pair); the count
-        (none in a read-only zoo, which computes what it has not cached every time)."""
+        (none in a read-only zoo, which computes what it has not cached every time).
+        ``replace=False`` keeps a result already cached under the same key (results from
+        elsewhere, such as a pull, never overwrite the zoo's own)."""
         if self.index.read_only:
             return 0
         rows = []
@@ -84,6 +86,8 @@ class PairCache:
                 )
             }
             rows = [r for r in rows if r.entry_a in present and r.entry_b in present]
+            if not replace:
+                rows = [r for r in rows if s.get(PairCacheModel, _key(r)) is None]
             for row in rows:
                 s.merge(row)
         return len(rows)
@@ -113,3 +117,8 @@ class PairCache:
             for a, b, kind, key, text in rows
             if wanted is None or (a in wanted and b in wanted)
         ]
+
+
+def _key(row: PairCacheModel) -> tuple[str, str, str, str, int]:
+    """A cached row's primary key, as ``Session.get`` takes it."""
+    return (row.entry_a, row.entry_b, row.path_kind, row.options_hash, row.cache_version)
