@@ -19,6 +19,7 @@ from huggingface_hub import HfApi
 
 from canon.architectures import build_model
 from canon.errors import (
+    CorruptZooError,
     HubError,
     InvalidManifestError,
     NameClashError,
@@ -153,6 +154,25 @@ def test_a_pull_never_changes_the_zoos_own_cached_results(
     assert all(after[key] == result for key, result in kept.items())
     added = source.get("net3").id
     assert all(added in key[:2] for key in set(after) - set(kept))
+
+
+@pytest.mark.parametrize("damage", ["flipped", "missing"])
+def test_push_refuses_a_damaged_or_missing_object(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], damage: str
+) -> None:
+    """An object that no longer hashes to its id (or is gone) would be published under an
+    id it does not have, breaking every pull: refused before the repository is made."""
+    path = source.objects.path(source.get("net1").id)
+    if damage == "missing":
+        path.unlink()
+    else:
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 1
+        path.write_bytes(bytes(data))
+    state = "missing" if damage == "missing" else "damaged"
+    with pytest.raises(CorruptZooError, match=f"object of `net1` is {state}"):
+        push(source, f"lab/{damage}", **options)
+    assert f"lab/{damage}" not in hub.repos
 
 
 def test_pull_replaces_a_damaged_local_object(

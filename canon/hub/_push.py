@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from canon.errors import PushConflictError
+from canon.errors import CorruptZooError, PushConflictError
 from canon.hub._card import model_card
 from canon.hub._remote import (
     CARD_FILE,
@@ -86,6 +86,7 @@ def push(
     check_repo(repo_id, repo_type)
     branch = revision or "main"
     api = HfApi(endpoint=endpoint, token=token)
+    _check_objects(zoo)
     with hub_errors(repo_id, branch, "push to"), quiet_hub_bars(progress):
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
         if branch != "main":
@@ -157,6 +158,17 @@ def push(
         deleted=len(stale),
         **summary,
     )
+
+
+def _check_objects(zoo: Zoo) -> None:
+    """Refuse to push a zoo whose objects are not all present and intact."""
+    for entry in zoo.entries():
+        if not zoo.objects.verify(entry.id):
+            state = "missing" if not zoo.objects.path(entry.id).is_file() else "damaged"
+            raise CorruptZooError(
+                f"the object of `{entry.name}` is {state} (run canon verify); nothing was "
+                "pushed"
+            )
 
 
 def _holds(remote: Any, data: bytes) -> bool:
