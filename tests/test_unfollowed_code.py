@@ -340,3 +340,26 @@ def test_a_library_activation_is_run_before_its_units_are_permuted() -> None:
     model = nn.Sequential(nn.Linear(5, 7), RunningSum(), nn.Linear(7, 3))
     with pytest.raises(UnsupportedModuleError, match="does not commute with a permutation"):
         spec_from_module(model, input_shape=(5,))
+
+
+def test_specs_derived_from_many_threads_at_once_agree() -> None:
+    """torch.fx patches torch functions process-wide while it traces: the service's request
+    threads derive specs one at a time, each the spec a single thread derives."""
+    import threading
+
+    expected = spec_from_module(convnet(), input_shape=(3, 8, 8))
+    found: list[object] = []
+
+    def derive() -> None:
+        for _ in range(4):
+            try:
+                found.append(spec_from_module(convnet(), input_shape=(3, 8, 8)))
+            except Exception as exc:
+                found.append(exc)
+
+    threads = [threading.Thread(target=derive) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(found) == 48 and all(spec == expected for spec in found)

@@ -31,7 +31,9 @@ embedding's tensor, listed once.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
@@ -72,7 +74,16 @@ def _known_layer(m: nn.Module) -> bool:
 _FORWARDS = ("forward", "_conv_forward")
 
 
+# torch.fx's tracer patches torch functions process-wide while it runs, and a graph module
+# that fails prints to the process's stderr: one trace at a time (service threads, jobs)
+_TRACING = threading.RLock()
+
+
 class _Tracer(fx.Tracer):
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        with _TRACING:
+            return super().trace(root, concrete_args)
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if _known_layer(m) or isinstance(m, Sign):
             return True
@@ -126,7 +137,7 @@ def spec_from_module(model: nn.Module, input_shape: Sequence[int] | None = None)
     """
     shape = _input_shape(model, input_shape)
     try:
-        with _eval(model):
+        with _TRACING, _eval(model):
             gm = _graph(model, shape)
         groups, output = Walker(gm).walk()
     except UnsupportedModuleError as exc:
@@ -385,7 +396,8 @@ def _propagate_shapes(model: nn.Module, gm: fx.GraphModule, shape: tuple[int, ..
     dtype = param.dtype if param is not None else torch.float32
     device = param.device if param is not None else torch.device("cpu")
     try:
-        with torch.no_grad():
+        # a graph module that fails prints its generated code's frame; the error says it
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             _ShapeRecorder(gm).run(torch.zeros((2, *shape), dtype=dtype, device=device))
     except Exception as exc:
         raise UnsupportedModuleError(

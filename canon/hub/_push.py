@@ -166,8 +166,7 @@ def _check_objects(zoo: Zoo) -> None:
         if not zoo.objects.verify(entry.id):
             state = "missing" if not zoo.objects.path(entry.id).is_file() else "damaged"
             raise CorruptZooError(
-                f"the object of `{entry.name}` is {state} (run canon verify); nothing was "
-                "pushed"
+                f"the object of `{entry.name}` is {state} (run canon verify); nothing was pushed"
             )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
@@ -355,9 +353,7 @@ def prepare(
     full, inferred = _with_input_shape(architecture, full, input_shape, dataset, where)
     config_json = canonical_json(full)
     try:
-        # torch.fx prints the traceback of a module that fails on the input; the error says it
-        with contextlib.redirect_stderr(io.StringIO()):
-            spec = spec_for(architecture, full)
+        spec = spec_for(architecture, full)
     except UnsupportedModuleError as exc:
         if exc.op != "shape" or not isinstance(full.get(INPUT_SHAPE), list):
             raise
