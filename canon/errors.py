@@ -26,6 +26,7 @@ __all__ = [
     "NonFiniteError",
     "NotCachedError",
     "PushConflictError",
+    "QueueFullError",
     "ReadOnlyError",
     "ReadOnlyZooError",
     "RequestTooLargeError",
@@ -183,6 +184,10 @@ class HubError(CanonError, OSError):
 
 class PushConflictError(HubError):
     """A push refused because the remote changed (a concurrent push) or holds entries not pulled."""
+
+
+class QueueFullError(ZooError):
+    """The zoo's job queue holds as many active jobs as it may: try again later."""
 
 
 class JobNotFoundError(ZooError, KeyError):

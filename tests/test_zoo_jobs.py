@@ -90,3 +90,30 @@ def test_concurrent_submits_from_threads_and_zoos_make_one_job(zoo: Zoo) -> None
     with ThreadPoolExecutor(8) as pool:
         ids = set(pool.map(submit, range(8)))
     assert len(ids) == 1 and len(zoo.jobs.recent()) == 1
+
+
+@pytest.mark.slow  # about 3,000 write transactions
+def test_the_queue_is_bounded_and_keeps_only_recent_finished_jobs(zoo: Zoo) -> None:
+    """Past MAX_ACTIVE_JOBS queued or running jobs a new request is refused (the service
+    answers 503), while one already queued is still shared; finished jobs beyond the
+    newest KEEP_FINISHED are dropped as new ones come."""
+    from canon.errors import QueueFullError
+    from canon.zoo._job_queue import KEEP_FINISHED, MAX_ACTIVE_JOBS
+
+    jobs = [zoo.jobs.submit("compare", {**PARAMS, "points": n})[0] for n in range(MAX_ACTIVE_JOBS)]
+    with pytest.raises(QueueFullError, match="as many as it may"):
+        zoo.jobs.submit("compare", {**PARAMS, "points": MAX_ACTIVE_JOBS})
+    assert zoo.jobs.submit("compare", {**PARAMS, "points": 0})[0].id == jobs[0].id
+    first = zoo.jobs.claim()
+    assert first is not None
+    zoo.jobs.finish(first.id, {})
+    assert zoo.jobs.submit("compare", {**PARAMS, "points": MAX_ACTIVE_JOBS})[1]
+    for n in range(KEEP_FINISHED + 5):
+        claimed = zoo.jobs.claim()
+        assert claimed is not None
+        zoo.jobs.finish(claimed.id, {})
+        zoo.jobs.submit("table", {**PARAMS, "points": n})
+    finished = zoo.jobs.recent(state="done", limit=10 * KEEP_FINISHED)
+    assert KEEP_FINISHED <= len(finished) <= KEEP_FINISHED + 1
+    with pytest.raises(JobNotFoundError):
+        zoo.jobs.get(first.id)

@@ -33,6 +33,7 @@ from canon.errors import (
     NameClashError,
     NonFiniteError,
     NotCachedError,
+    QueueFullError,
     ReadOnlyError,
     RequestTooLargeError,
     SpecMismatchError,
@@ -64,6 +65,7 @@ STATUS: dict[type[BaseException], int] = {
     AuthenticationError: 401,
     ReadOnlyError: 403,
     RequestTooLargeError: 413,
+    QueueFullError: 503,  # busy, not broken: Retry-After
     SpecMismatchError: 422,
     NonFiniteError: 422,
     CheckpointFormatError: 422,
@@ -75,6 +77,9 @@ STATUS: dict[type[BaseException], int] = {
     CorruptZooError: 500,  # the zoo on the server is damaged: not the client's fault
     CanonError: 400,
 }
+
+#: seconds a client is asked to wait when the job queue is full
+RETRY_AFTER_S = 30
 
 # Renders an HTML error page (title, message); set by the views so this module needs none.
 HtmlPage = Callable[[int, str, str], str]
@@ -130,6 +135,8 @@ async def _canon_error(request: Request, exc: Exception) -> Response:
     if status >= 500:
         log.error("server-side error on %s: %s", request.url.path, exc)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
+    if isinstance(exc, QueueFullError):
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     root = getattr(getattr(request.app.state, "service", None), "root", None)
     message = public_message(exc, root)
     return error_response(request, status, type(exc).__name__, message, headers=headers)

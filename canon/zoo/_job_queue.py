@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from canon.errors import JobNotFoundError
+from canon.errors import JobNotFoundError, QueueFullError
 from canon.zoo._index import Index
 from canon.zoo._models import JobModel
 from canon.zoo._records import canonical_json
@@ -30,6 +30,8 @@ from canon.zoo._records import canonical_json
 __all__ = [
     "ACTIVE_STATES",
     "JOB_STATES",
+    "KEEP_FINISHED",
+    "MAX_ACTIVE_JOBS",
     "MAX_ATTEMPTS",
     "Job",
     "JobQueue",
@@ -42,6 +44,11 @@ JOB_STATES: tuple[JobState, ...] = ("queued", "running", "done", "failed")
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
 #: A job whose process died this many times while running it is failed, not re-queued.
 MAX_ATTEMPTS = 3
+#: queued and running jobs a zoo holds at most: past it, a new request is refused
+#: (:class:`~canon.errors.QueueFullError`; the service answers 503), never queued
+MAX_ACTIVE_JOBS = 256
+#: finished (done or failed) jobs kept, the newest; older ones are dropped as jobs come
+KEEP_FINISHED = 1000
 _ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
@@ -134,6 +141,20 @@ def _row(s: Session, job_id: str) -> JobModel:
     return row
 
 
+def _prune(s: Session) -> None:
+    """Drop the finished jobs older than the newest :data:`KEEP_FINISHED`."""
+    finished = JobModel.state.in_(("done", "failed"))
+    cutoff = s.scalar(
+        select(JobModel.created)
+        .where(finished)
+        .order_by(JobModel.created.desc())
+        .offset(KEEP_FINISHED)
+        .limit(1)
+    )
+    if cutoff is not None:
+        s.execute(delete(JobModel).where(finished, JobModel.created <= cutoff))
+
+
 class JobQueue:
     """The jobs kept in ``index``: submit, claim, report, finish, fail, release, recover."""
 
@@ -151,6 +172,15 @@ class JobQueue:
             existing = s.scalar(select(JobModel).where(JobModel.active_key == key))
             if existing is not None:
                 return _record(existing), False
+            active = s.scalar(
+                select(func.count()).select_from(JobModel).where(JobModel.active_key.is_not(None))
+            )
+            if (active or 0) >= MAX_ACTIVE_JOBS:
+                raise QueueFullError(
+                    f"the job queue holds {active} active jobs, as many as it may "
+                    f"({MAX_ACTIVE_JOBS}); try again when some have finished"
+                )
+            _prune(s)
             row = JobModel(
                 id=secrets.token_hex(16),
                 kind=kind,
