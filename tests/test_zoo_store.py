@@ -461,3 +461,15 @@ def test_head_revision_constant_matches_the_scripts() -> None:
     from canon.zoo._layout import HEAD_REVISION
 
     assert head_revision() == HEAD_REVISION
+
+
+def test_weights_of_an_entry_removed_meanwhile_are_not_called_damage(zoo: Zoo) -> None:
+    """Work that reads an entry another process removed since (`canon rm` during a job)
+    fails with EntryNotFoundError; an entry whose object alone is gone is damage."""
+    kept, gone = add(zoo, "kept", 0), add(zoo, "gone", 1)
+    zoo.rm("gone")
+    with pytest.raises(EntryNotFoundError):
+        zoo.state(gone)
+    zoo.objects.path(kept.id).unlink()
+    with pytest.raises(CorruptZooError, match="missing"):
+        zoo.state(kept)

@@ -679,6 +679,8 @@ class Zoo:
     ) -> dict[str, Tensor]:
         path = self.objects.path(check_sha(sha))
         if not path.is_file():
+            # an entry removed (canon rm) while this work ran took its object with it
+            self.index.get(sha)  # EntryNotFoundError when it is gone: nothing is damaged
             raise CorruptZooError(f"object {sha} is missing from {self!r}; run verify")
         return load_state(path, spec, device=device)
 
