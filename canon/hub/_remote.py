@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -163,7 +164,8 @@ def _first_line(exc: BaseException) -> str:
 
 @contextmanager
 def quiet_hub_bars(show: bool) -> Iterator[None]:
-    """Hide the Hub client's own progress bars unless ``show`` (restored afterwards)."""
+    """Hide the Hub client's own progress bars unless ``show``, and its warnings (retries
+    of a dropped download: a failure is canon's one line), restored afterwards."""
     from huggingface_hub.utils.tqdm import (
         are_progress_bars_disabled,
         disable_progress_bars,
@@ -171,10 +173,14 @@ def quiet_hub_bars(show: bool) -> Iterator[None]:
     )
 
     was_disabled = are_progress_bars_disabled()
+    client_log = logging.getLogger("huggingface_hub")
+    level = client_log.level
     if not show:
         disable_progress_bars()
+    client_log.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        client_log.setLevel(level)
         if was_disabled != are_progress_bars_disabled():
             (disable_progress_bars if was_disabled else enable_progress_bars)()
