@@ -144,15 +144,15 @@ def test_a_pull_never_changes_the_zoos_own_cached_results(
 
     with Zoo.open(tmp_path / "other") as other:  # one more network, compared with net0
         _fill(other, range(1))
-        _fill(other, range(3, 4))
+        _fill(other, range(7, 8))  # weights no other test of this module pushes
         other.barrier_table(path="geodesic", points=POINTS, device="cpu")
         push(other, "lab/more", **options)
     pulled = pull(source, "lab/more", cache_dir=cache, **options)
-    assert pulled.added == ["net3"] and pulled.results > 0
+    assert pulled.added == ["net7"] and pulled.results > 0
     after = {(r.a, r.b, r.kind, r.options_hash): r.result for r in source.pairs.results()}
     kept = {(r.a, r.b, r.kind, r.options_hash): r.result for r in own}
     assert all(after[key] == result for key, result in kept.items())
-    added = source.get("net3").id
+    added = source.get("net7").id
     assert all(added in key[:2] for key in set(after) - set(kept))
 
 
@@ -249,6 +249,30 @@ def test_second_push_uploads_only_new_objects(
     assert len(hub.repos["lab/incremental"].commits) == commits
     # canon saw the remote up to date itself: the Hub client was not asked for an empty commit
     assert not [r for r in caplog.records if "No files have been modified" in r.getMessage()]
+
+
+def test_push_keeps_a_written_readme_and_a_collaborators_results(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """A README someone wrote stays (the generated card replaces only canon's own); results
+    another clone pushed for pairs of these entries stay too; --force replaces both."""
+    push(source, "lab/handwritten", **options)
+    hub.commit("lab/handwritten", {CARD_FILE: b"# Our zoo\n\nWritten by hand.\n"})
+    with Zoo.open(tmp_path / "clone") as clone:
+        pull(clone, "lab/handwritten", cache_dir=cache, **options)
+        clone.barrier_table(path="linear", points=POINTS, device="cpu")  # new results
+        push(clone, "lab/handwritten", **options)
+    theirs = json.loads(hub.files("lab/handwritten")[RESULTS_FILE])["pairs"]
+    _fill(source, range(5, 6))  # something new to push, without those results
+    push(source, "lab/handwritten", **options)
+    files = hub.files("lab/handwritten")
+    assert files[CARD_FILE] == b"# Our zoo\n\nWritten by hand.\n"
+    kept = json.loads(files[RESULTS_FILE])["pairs"]
+    assert all(pair in kept for pair in theirs) and len(kept) > len(source.pairs.results())
+    push(source, "lab/handwritten", force=True, **options)
+    files = hub.files("lab/handwritten")
+    assert b"library_name: canon" in files[CARD_FILE]
+    assert len(json.loads(files[RESULTS_FILE])["pairs"]) == len(source.pairs.results())
 
 
 def test_concurrent_push_fails_cleanly(hub: FakeHub, source: Zoo, options: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ from canon.zoo import (
     sha256_file,
 )
 
-__all__ = ["PullResult", "pull"]
+__all__ = ["MAX_MANIFEST_BYTES", "PullResult", "check_results", "pull"]
 
 MAX_MANIFEST_BYTES = 64 << 20
 
@@ -141,7 +141,7 @@ def pull(
                 results_file = None
             if results_file is not None:
                 ids = {e["id"] for e in checked.entries} | set(held)
-                pairs = _check_results(_read_json(results_file, source), ids, source)
+                pairs = check_results(_read_json(results_file, source), ids, source)
                 # only results that involve an entry this pull adds: the zoo's own pairs
                 # are its own business, whatever a remote says about them
                 adding = {e["id"] for e in new}
@@ -248,7 +248,7 @@ def _local_names(
     return names
 
 
-def _check_results(data: Any, ids: set[str], source: str) -> list[PairResult]:
+def check_results(data: Any, ids: set[str], source: str) -> list[PairResult]:
     """Pair results of this code's cache version between known entries (others are dropped)."""
     if not isinstance(data, dict) or data.get("format") != "canon-results":
         raise InvalidManifestError(f"{source}: {RESULTS_FILE} is not canon results", source=source)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from canon.errors import CorruptZooError, PushConflictError
+from canon._limits import loads_json
+from canon.errors import CorruptZooError, InvalidManifestError, PushConflictError
 from canon.hub._card import model_card
+from canon.hub._pull import MAX_MANIFEST_BYTES, check_results
 from canon.hub._remote import (
     CARD_FILE,
     MANIFEST_FILE,
@@ -109,12 +115,17 @@ def push(
                 revision=branch,
             )
         missing = [e for e in entries if object_path(e.id) not in remote]
+        fetch = _remote_files(api, repo_id, head or branch, repo_type, remote)
         results = results_document(zoo)
+        if not force:
+            results["pairs"] += _their_results(fetch, results, {e.id for e in entries}, repo_id)
         documents = {
             MANIFEST_FILE: _json_bytes(manifest(zoo)),
             RESULTS_FILE: _json_bytes(results),
             CARD_FILE: model_card(zoo, repo_id).encode(),
         }
+        if not force and not _canon_card(fetch(CARD_FILE)):
+            del documents[CARD_FILE]  # a README someone wrote: theirs to change
         changed = {p: data for p, data in documents.items() if not _holds(remote.get(p), data)}
         summary = {"entries": len(entries), "results": len(results["pairs"])}
         if not (missing or stale or changed):  # up to date: no commit to make
@@ -158,6 +169,54 @@ def push(
         deleted=len(stale),
         **summary,
     )
+
+
+def _remote_files(
+    api: Any, repo_id: str, head: str, repo_type: str, remote: Mapping[str, Any]
+) -> Callable[[str], bytes | None]:
+    """``fetch(path)``: the bytes of a small file of the remote at ``head`` (a commit or
+    branch; None when it has none, or one larger than a manifest may be), read through
+    a temporary cache."""
+
+    def fetch(path: str) -> bytes | None:
+        listed = remote.get(path)
+        if listed is None or (listed.size or 0) > MAX_MANIFEST_BYTES:
+            return None
+        with tempfile.TemporaryDirectory() as cache:
+            local = api.hf_hub_download(
+                repo_id, path, revision=head, repo_type=repo_type, cache_dir=cache
+            )
+            return Path(local).read_bytes()
+
+    return fetch
+
+
+def _their_results(
+    fetch: Callable[[str], bytes | None], ours: Mapping[str, Any], ids: set[str], repo_id: str
+) -> list[dict[str, Any]]:
+    """The remote's cached results between pushed entries that ``ours`` lacks (checked as
+    a pull checks them; results of another cache version are dropped)."""
+    data = fetch(RESULTS_FILE)
+    if data is None:
+        return []
+    source = f"`{repo_id}`"
+    parsed = loads_json(
+        data,
+        what=f"{source}: {RESULTS_FILE}",
+        error=functools.partial(InvalidManifestError, source=source),
+        max_bytes=MAX_MANIFEST_BYTES,
+    )
+    have = {(p["a"], p["b"], p["kind"], p["options_hash"]) for p in ours["pairs"]}
+    return [
+        r.to_dict()
+        for r in check_results(parsed, ids, source)
+        if (r.a, r.b, r.kind, r.options_hash) not in have
+    ]
+
+
+def _canon_card(card: bytes | None) -> bool:
+    """Whether a remote README is absent or one canon wrote (its Hub metadata names canon)."""
+    return card is None or b"library_name: canon" in card
 
 
 def _check_objects(zoo: Zoo) -> None:
