@@ -395,6 +395,29 @@ def test_hostile_repository_is_rejected_with_nothing_written(
     assert not Path("/tmp/evil.safetensors").exists()
 
 
+def test_an_object_larger_than_its_spec_is_refused_before_it_is_downloaded(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """An entry of a small MLP whose object is 20 MiB (honest bytes plus padding, its id
+    the hash of all of them) is refused from the listing's size: no byte of it lands."""
+    import hashlib
+
+    repo = "evil/huge"
+    push(source, repo, **options)
+    files = hub.files(repo)
+    data = json.loads(files[MANIFEST_FILE])
+    first = data["entries"][0]
+    padded = files[object_path(first["id"])] + bytes(20 << 20)
+    first["id"] = hashlib.sha256(padded).hexdigest()
+    first["object"] = object_path(first["id"])
+    hub.commit(repo, {MANIFEST_FILE: json.dumps(data).encode(), object_path(first["id"]): padded})
+    with Zoo.open(tmp_path / "victim") as zoo:
+        with pytest.raises(InvalidManifestError, match="more than its architecture and config"):
+            pull(zoo, repo, cache_dir=cache, **options)
+        assert len(zoo) == 0
+    assert max((p.stat().st_size for p in cache.rglob("*") if p.is_file()), default=0) < 1 << 20
+
+
 def test_private_repo_needs_the_token(
     hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
 ) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from canon._limits import clip, loads_json
+import torch
+
+from canon._limits import MAX_HEADER_BYTES, clip, loads_json
 from canon.core import Spec
 from canon.errors import CanonError, InvalidManifestError, NameClashError
 from canon.hub._remote import (
@@ -108,6 +111,9 @@ def pull(
 
         # A local object is used only when intact; a damaged one is fetched and replaced.
         fetch = [e for e in new if not zoo.objects.verify(e["id"])]
+        remote_sizes = _remote_sizes(repo_id, at, repo_type, token, endpoint) if fetch else {}
+        for e in fetch:  # before any byte of an object that cannot be what it says
+            _check_size(e, remote_sizes.get(object_path(e["id"])), specs.get(e["id"]), source)
         paths = {e["id"]: zoo.objects.path(e["id"]) for e in new}
         bar = _bar(progress, len(fetch), repo_id)
         try:
@@ -203,6 +209,43 @@ def _check_configs(entries: Iterable[Mapping[str, Any]], source: str) -> dict[st
                 ) from None
         specs[e["id"]] = made[key]
     return specs
+
+
+def _remote_sizes(
+    repo_id: str, at: str, repo_type: str, token: str | bool | None, endpoint: str | None
+) -> dict[str, int]:
+    """The size of every object file of the repository at ``at`` (empty when the Hub
+    cannot be asked: offline, the cache alone answers, and sizes are checked after)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    from huggingface_hub.hf_api import RepoFile
+
+    try:
+        listing = HfApi(endpoint=endpoint, token=token).list_repo_tree(
+            repo_id, path_in_repo="objects", recursive=True, revision=at, repo_type=repo_type
+        )
+        return {f.path: int(f.size) for f in listing if isinstance(f, RepoFile)}
+    except OfflineModeIsEnabled:
+        return {}
+
+
+def _check_size(entry: Mapping[str, Any], size: int | None, spec: Spec | None, source: str) -> None:
+    """Refuse an object larger than its entry's spec allows (its tensors, a header of
+    at most :data:`~canon._limits.MAX_HEADER_BYTES` and its 8-byte length), before it is
+    downloaded."""
+    if spec is None or size is None:
+        return
+    most = (
+        8
+        + MAX_HEADER_BYTES
+        + sum(math.prod(t.shape) * getattr(torch, t.dtype).itemsize for t in spec.tensors)
+    )
+    if size > most:
+        raise InvalidManifestError(
+            f"{source}: the object of `{entry['name']}` is {size} bytes, more than its "
+            f"architecture and config can hold ({most}); nothing was pulled",
+            source=source,
+        )
 
 
 def _check_object(path: Path, entry: Mapping[str, Any], spec: Spec | None, source: str) -> None:
