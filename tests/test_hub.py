@@ -191,6 +191,7 @@ def test_pull_replaces_a_damaged_local_object(
         assert path.read_bytes() == source.objects.path(entry.id).read_bytes()
 
 
+@pytest.mark.slow  # real processes killed by SIGKILL
 @pytest.mark.parametrize("kill_at", ["before-commit", "after-commit"])
 def test_a_pull_killed_midway_adds_all_its_entries_or_none(
     hub: FakeHub, source: Zoo, options: dict[str, Any], tmp_path: Path, kill_at: str
@@ -216,6 +217,7 @@ def test_a_pull_killed_midway_adds_all_its_entries_or_none(
         assert target.verify().ok
 
 
+@pytest.mark.slow  # a real `canon pull` process
 def test_a_failed_pull_leaves_no_zoo_behind(source: Zoo, tmp_path: Path, cache: Path) -> None:
     """`canon pull` that fails creates nothing: not the folder, nor an index beside a user's
     files in a folder that was no zoo."""

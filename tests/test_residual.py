@@ -178,7 +178,9 @@ VISION_MODELS = [
     pytest.param("timm:resnet18", id="timm-resnet18", marks=pytest.mark.slow),
     pytest.param("torchvision:resnet50", id="tv-resnet50", marks=pytest.mark.slow),
     # BatchNorms with an activation inside their forward (timm's BatchNormAct2d)
-    pytest.param("timm:mobilenetv3_small_050", id="timm-mobilenetv3_small_050"),
+    pytest.param(
+        "timm:mobilenetv3_small_050", id="timm-mobilenetv3_small_050", marks=pytest.mark.slow
+    ),
     # squeeze-excitation gates, SiLU, stochastic depth (the identity in eval mode)
     pytest.param("torchvision:efficientnet_b0", id="tv-efficientnet_b0", marks=pytest.mark.slow),
     pytest.param(

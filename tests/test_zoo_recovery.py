@@ -287,6 +287,7 @@ def release(proc: subprocess.Popen[str], go: Path) -> None:
     assert proc.returncode == 0, err
 
 
+@pytest.mark.slow  # real processes paused at the point
 def test_a_removal_never_takes_the_object_of_an_add_that_lands_meanwhile(tmp_path: Path) -> None:
     """rm has removed the entry and is about to delete its object when an add of the same
     weights records them: the object stays with the new entry."""
@@ -300,6 +301,7 @@ def test_a_removal_never_takes_the_object_of_an_add_that_lands_meanwhile(tmp_pat
     assert json.loads(run(root, "verify", "--json"))["ok"]
 
 
+@pytest.mark.slow  # real processes paused at the point
 def test_an_add_keeps_its_object_when_a_removal_runs_meanwhile(tmp_path: Path) -> None:
     """An add has written its object and waits to record its entry while another entry of
     the same weights is added and removed (taking the object): the entry is recorded with
