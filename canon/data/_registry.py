@@ -169,7 +169,7 @@ def _reject_unknown(entry: _Entry, options: dict[str, Any]) -> None:
 
 
 def pin_dataset(spec: str) -> str:
-    """``spec`` as a zoo records it (:mod:`canon.data._pins`): a dataset read from a path
+    """``spec`` as a zoo records it (:mod:`canon._pins`): a dataset read from a path
     with the path made absolute and, where the path exists here, the sha256 of its
     content appended (``npz:/abs/PATH#sha256=HEX``); other specs as they are. A spec
     pinned already is pinned again to the content there now."""
