@@ -124,7 +124,7 @@ def push(
             RESULTS_FILE: _json_bytes(results),
             CARD_FILE: model_card(zoo, repo_id).encode(),
         }
-        if not force and not _canon_card(fetch(CARD_FILE)):
+        if not force and CARD_FILE in remote and not _canon_card(fetch(CARD_FILE)):
             del documents[CARD_FILE]  # a README someone wrote: theirs to change
         changed = {p: data for p, data in documents.items() if not _holds(remote.get(p), data)}
         summary = {"entries": len(entries), "results": len(results["pairs"])}
@@ -215,8 +215,9 @@ def _their_results(
 
 
 def _canon_card(card: bytes | None) -> bool:
-    """Whether a remote README is absent or one canon wrote (its Hub metadata names canon)."""
-    return card is None or b"library_name: canon" in card
+    """Whether a remote README is one canon wrote (its Hub metadata names canon); one too
+    large to read (None) is not."""
+    return card is not None and b"library_name: canon" in card
 
 
 def _check_objects(zoo: Zoo) -> None:
