@@ -362,8 +362,7 @@ def _curves(
     template = as_model(model)
     spec = spec or spec_from_module(template)
     dev = resolve_device(device)
-    as_data(data)  # checked before any work
-    if opts.test and as_data(data)[1] is None:
+    if opts.test and as_data(data)[1] is None:  # the data checked before any work
         raise ConfigError("`test=True` needs a dataset with a test split")
     given = alignments or [None] * len(pairs)
     dtypes = [state_dtype(*pair) for pair in pairs]
