@@ -191,7 +191,23 @@ MORE: dict[str, dict[str, Any]] = {
         "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4, "ffn_dim": 32,
         "vocab_size": 40, "max_position_embeddings": 12, "word_embed_proj_dim": 16,
     },
+    # partial rotary embeddings: only the first half of each head's dimensions turn
+    "stablelm": {
+        "model_type": "stablelm",
+        "architectures": ["StableLmForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "intermediate_size": 32, "vocab_size": 40,
+        "max_position_embeddings": 12, "partial_rotary_factor": 0.5,
+    },
+    "phi": {
+        "model_type": "phi",
+        "architectures": ["PhiForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 12,
+        "partial_rotary_factor": 0.5,
+    },
 }  # fmt: skip
+ROTARY = {"gemma", "stablelm", "phi"}
 
 
 @pytest.mark.parametrize("kind", sorted(MORE))
@@ -199,11 +215,14 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     libraries: None, kind: str
 ) -> None:
     """Gemma and OPT trace (their embeddings' forwards call F.embedding on their own
-    tables), and ConvNext (its LayerNorm normalizes the channels, not the last axis);
-    symmetries keep the logits and canonical forms agree."""
+    tables), ConvNext (its LayerNorm normalizes the channels, not the last axis), and
+    StableLM and Phi (a partial rotary embedding turns a slice of each head, which pins
+    the query/key dimensions in their heads); symmetries keep the logits and canonical
+    forms agree."""
     model = build_model(f"hf-transformers/{kind}", {"config": MORE[kind]}).double().eval()
     spec = spec_from_module(model)
     assert sum(1 for g in spec.groups if g.link) == (0 if kind == "convnext" else 4)
+    assert sum(1 for g in spec.groups if g.heads_only) == (2 if kind in ROTARY else 0)
     state = _random(spec, 0)
     x = _inputs(model)
     y = _logits(model, state, x)

@@ -88,6 +88,16 @@ def _check_same_for_every_head(
             )
 
 
+def _same_place(a: Heads | Sliced, b: Heads | Sliced) -> bool:
+    """Whether two head tensors hold the same dimensions of the same space's heads, laid
+    out alike (the two terms of a rotary embedding's sum)."""
+    if isinstance(a, Sliced) and isinstance(b, Sliced):
+        return _same_place(a.heads, b.heads) and (a.start, a.stop) == (b.start, b.stop)
+    if isinstance(a, Heads) and isinstance(b, Heads):
+        return a.space.root() is b.space.root() and replace(a, space=b.space) == b
+    return False
+
+
 @dataclass(frozen=True)
 class _Attention:
     """One attention call: the spaces of its queries, keys and values, and its heads."""
@@ -376,37 +386,36 @@ class AttentionSteps:
     def _rotary(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value | None:
         """A step of ``q * cos + rotate_half(q) * sin`` (rotary position embeddings), or
         None for any other op: factors that differ between a head's dimensions but not
-        between heads, a head's dimensions cut in parts, negated and put back in another
-        order. Each pins the dimensions in their heads: only whole heads still permute
-        (the space becomes ``heads_only``)."""
+        between heads, a head's dimensions cut in parts (a partial rotary embedding turns
+        only the first ones), negated and put back in another order. Each pins the
+        dimensions in their heads: only whole heads still permute (the space becomes
+        ``heads_only``), so any such step that treats every head alike keeps the function."""
         target = node.target
         heads = [(n, v) for n, v in inputs if isinstance(v, (Heads, Sliced))]
         constants = [n for n, v in inputs if isinstance(v, Units) and v.space.pinned]
         if len(heads) + len(constants) != len(inputs) or not heads:
             return None
         value = heads[0][1]
-        if target is operator.getitem and len(inputs) == 1 and isinstance(value, Heads):
+        if target is operator.getitem and len(inputs) == 1:
             return self._slice_heads(node, heads[0][0], value)
         if target in (operator.neg, torch.neg, "neg") and len(inputs) == 1:
             return value
         if target in (torch.cat, torch.concat) and not constants:
             return self._join_slices(node, [v for _, v in heads])
-        if target in MUL and len(heads) == 1 and isinstance(value, Heads) and constants:
+        if target in MUL and len(heads) == 1 and constants:
             return self._dimension_factors(node, value, constants)
         if target in ADD and len(heads) == 2 and not constants:
             a, b = (v for _, v in heads)
-            if (
-                isinstance(a, Heads)
-                and isinstance(b, Heads)
-                and a.space.root() is b.space.root()
-                and replace(a, space=b.space) == b
-            ):
+            if _same_place(a, b):
                 return a
         return None
 
-    def _slice_heads(self, node: fx.Node, source: fx.Node, value: Heads) -> Value | None:
-        """``q[..., a:b]``: a part of every head's dimensions (a rotary half)."""
-        ndim = len(shape_of(source))
+    def _slice_heads(self, node: fx.Node, source: fx.Node, value: Heads | Sliced) -> Value | None:
+        """``q[..., a:b]``: a part of every head's dimensions (a rotary half, or the
+        dimensions a partial rotary embedding turns), counted from the whole head."""
+        whole = value if isinstance(value, Heads) else value.heads
+        shape = shape_of(source)
+        ndim = len(shape)
         index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
         if any(not isinstance(i, slice) and i is not Ellipsis for i in index):
             return None
@@ -419,48 +428,54 @@ class AttentionSteps:
         cut = [
             (axis, i)
             for axis, i in enumerate(index)
-            if i.indices(shape_of(source)[axis]) != (0, shape_of(source)[axis], 1)
+            if i.indices(shape[axis]) != (0, shape[axis], 1)
         ]
-        if len(cut) != 1 or cut[0][0] != value.dim_axis:
+        if not cut:
+            return value
+        if len(cut) != 1 or cut[0][0] != whole.dim_axis:
             return None
-        start, stop, step = cut[0][1].indices(shape_of(source)[value.dim_axis])
+        start, stop, step = cut[0][1].indices(shape[whole.dim_axis])
         if step != 1 or start >= stop:
             return None
-        return Sliced(value, start, stop)
+        if isinstance(value, Heads):
+            return Sliced(value, start, stop, shape[value.dim_axis])
+        return replace(value, start=value.start + start, stop=value.start + stop)
 
     def _join_slices(self, node: fx.Node, parts: list[Heads | Sliced]) -> Value | None:
-        """``cat((-q2, q1), dim=-1)``: the parts of every head's dimensions, reordered."""
+        """``cat((-q2, q1), dim=-1)``: parts of every head's dimensions, reordered, that
+        together cover a range of them (the whole head: the heads again)."""
         if not all(isinstance(p, Sliced) for p in parts):
             return None
         sliced = [p for p in parts if isinstance(p, Sliced)]
-        first = sliced[0].heads
+        first = sliced[0]
         ndim = len(shape_of(node))
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-        if not isinstance(dim, int):
+        if not isinstance(dim, int) or dim % ndim != first.heads.dim_axis:
             return None
-        d = shape_of(node)[first.dim_axis] if first.dim_axis < ndim else -1
+        if any(replace(p, start=0, stop=0) != replace(first, start=0, stop=0) for p in sliced):
+            return None
         covered = sorted(i for p in sliced for i in range(p.start, p.stop))
-        if (
-            dim % ndim != first.dim_axis
-            or any(p.heads != first for p in sliced)
-            or covered != list(range(d))
-        ):
+        low = covered[0]
+        if covered != list(range(low, low + len(covered))):
             return None
-        first.space.root().heads_only = True
-        return first
+        first.heads.space.root().heads_only = True
+        if len(covered) == first.width:
+            return first.heads
+        return replace(first, start=low, stop=low + len(covered))
 
     def _dimension_factors(
-        self, node: fx.Node, value: Heads, constants: list[fx.Node]
+        self, node: fx.Node, value: Heads | Sliced, constants: list[fx.Node]
     ) -> Value | None:
         """``q * cos``: factors shared by all heads; ones that differ between a head's
         dimensions pin them."""
+        whole = value if isinstance(value, Heads) else value.heads
         ndim = len(shape_of(node))
         for constant in constants:
             shape = (1,) * (ndim - len(shape_of(constant))) + shape_of(constant)
-            if len(shape) != ndim or shape[value.head_axis] != 1:
+            if len(shape) != ndim or shape[whole.head_axis] != 1:
                 return None
-            if shape[value.dim_axis] != 1:
-                value.space.root().heads_only = True
+            if shape[whole.dim_axis] != 1:
+                whole.space.root().heads_only = True
         return value
 
     def _module_of(self, node: fx.Node) -> nn.Module | None:

@@ -137,12 +137,14 @@ class Stacked:
 
 @dataclass(frozen=True)
 class Sliced:
-    """Entries ``start`` to ``stop`` of every head's dimensions (on ``heads.dim_axis``):
-    a half of the queries or keys that a rotary embedding rotates."""
+    """Entries ``start`` to ``stop`` of every head's ``width`` dimensions (on
+    ``heads.dim_axis``): the part of the queries or keys that a rotary embedding rotates,
+    or a half of it."""
 
     heads: Heads
     start: int
     stop: int
+    width: int
 
 
 @dataclass(frozen=True)
