@@ -42,7 +42,7 @@ from canon.core.permutations import (
     moved,
     through_reference,
 )
-from canon.core.units import permute_units, scale_units, unit_vectors
+from canon.core.units import gather_units, permute_units, scale_units, unit_vectors
 from canon.errors import NonFiniteError, SpecMismatchError
 
 seeds = st.integers(0, 2**31 - 1)
@@ -168,6 +168,29 @@ def test_permute_units_moves_whole_blocks(units, block, head_pad, tail_pad, seed
     ).reshape(-1)
     moved = permute_units(t, 1, perm, block, head_pad)
     assert torch.equal(moved, t[:, index])
+
+
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(2, 3), st.integers(0, 2), seeds)
+def test_interleaved_parts_move_and_scale_only_their_rows(heads, d, parts, part, seed):
+    """A part of a fused projection whose rows interleave the parts head by head (GPT-NeoX:
+    unit (h, j) of part p is row h * parts * d + p * d + j): reordering, gathering and
+    scaling its units touch exactly its rows, in its units' order, and leave the other
+    parts' rows as they are."""
+    part = min(part, parts - 1)
+    gen = torch.Generator().manual_seed(seed)
+    units, width = heads * d, parts * d
+    t = torch.randn(heads * width, 3, generator=gen)
+    rows = torch.tensor([h * width + part * d + j for h in range(heads) for j in range(d)])
+    layout = {"start": part * d, "head": d, "stride": width}
+    perm = torch.randperm(units, generator=gen)
+    factors = torch.rand(units, generator=gen) + 0.5
+    index = torch.arange(len(t))
+    index[rows] = rows[perm]
+    assert torch.equal(permute_units(t, 0, perm, **layout), t[index])
+    assert torch.equal(gather_units(t, 0, units, **layout).reshape(units, 3), t[rows])
+    expected = t.clone()
+    expected[rows] *= factors.unsqueeze(1)
+    assert torch.equal(scale_units(t, 0, factors, **layout), expected)
 
 
 @given(st.sampled_from(["rows-cols", "cols-rows", "two-ranges", "rows-rows"]), seeds)

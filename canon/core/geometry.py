@@ -20,7 +20,7 @@ from torch import Tensor
 from canon.core.matching import match
 from canon.core.normalization import normalize
 from canon.core.permutations import Alignment, Moved
-from canon.core.spec import Spec, UnitGroup, check_state
+from canon.core.spec import Spec, UnitGroup, check_state, layout_of
 from canon.core.units import producer_rows, unit_slices, unit_vectors
 
 __all__ = [
@@ -155,9 +155,7 @@ def _free_parts(state: Mapping[str, Tensor], group: UnitGroup) -> Iterator[Tenso
         return
     for o in group.outgoing:
         if o.axis == 0 and state[o.name].ndim > 1:
-            yield unit_slices(
-                state[o.name], 0, group.size, o.block, o.start, repeat=o.repeat, head=o.head
-            )
+            yield unit_slices(state[o.name], 0, group.size, **layout_of(o))
 
 
 def hamming(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]) -> int:

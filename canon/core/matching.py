@@ -40,7 +40,7 @@ from canon.core.permutations import (
     unit_axes,
 )
 from canon.core.precision import working_dtype
-from canon.core.spec import Producer, Spec, UnitGroup, forward_order, linked
+from canon.core.spec import Producer, Spec, UnitGroup, forward_order, layout_of, linked
 from canon.core.ties import assign_settled
 from canon.core.units import gather_units, producer_rows, unit_slices
 from canon.errors import ConfigError
@@ -177,11 +177,7 @@ def _incoming_cosine(
                 if moving:  # the tensor's other groups' axes (never this group's)
                     others = tuple(a for a in axes[t.name] if a.group != group.name)
                     value = moved(value, others, alignment)
-                parts.append(
-                    unit_slices(
-                        value, t.axis, group.size, t.block, t.start, repeat=t.repeat, head=t.head
-                    )
-                )
+                parts.append(unit_slices(value, t.axis, group.size, **layout_of(t)))
             return torch.cat(parts, 1)
 
         return _cosines(slices(reference, False), [slices(state, True)])
@@ -454,17 +450,17 @@ class _Term:
         self.units = units
         self.signed = axis.signed
         self.groups = {a.group for a in axes}
-        layout = {"repeat": axis.repeat, "head": axis.head}
+        layout = layout_of(axis)
         # a view where the layout and dtype allow (no copy of the reference's weights);
         # the layer's weight multiplies each product instead, a units x units matrix
         reference = reference.to(working_dtype(reference.dtype, state.dtype))
-        self.reference = unit_slices(reference, axis.axis, units, axis.block, axis.start, **layout)
+        self.reference = unit_slices(reference, axis.axis, units, **layout)
         self.weight = weight  # layer_weights
         # the state as (block, other dims..., units): unit j's slice is column j of the
         # matrix it reshapes to, and each other axis sits where it does in the reference's
         # group-first layout
         state = state.to(self.reference.dtype)
-        shaped = gather_units(state, axis.axis, units, axis.block, axis.start, **layout)
+        shaped = gather_units(state, axis.axis, units, **layout)
         self.state = shaped.movedim(0, -1).contiguous()
         # other axes: of other groups, and not other parts of this same (fused) axis
         self.others = tuple(

@@ -8,20 +8,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from torch import Tensor
 
 from canon.core.spec import (
+    Layout,
     Producer,
     Spec,
     TensorAxis,
     UnitGroup,
     check_state,
     forward_order,
+    layout_of,
 )
 from canon.core.units import (
     bn_gain,
+    gather_units,
     producer_rows,
     scale_batchnorm_input,
     scale_units,
@@ -138,10 +142,7 @@ def rescale(state: Mapping[str, Tensor], spec: Spec, scales: UnitScales) -> dict
                 out.scale(name, 0, factors)
         if group.symmetry == "scale":
             for axis in group.outgoing:
-                out.scale(
-                    axis.name, axis.axis, 1.0 / factors,
-                    block=axis.block, repeat=axis.repeat, head=axis.head,
-                )  # fmt: skip
+                out.scale(axis.name, axis.axis, 1.0 / factors, **layout_of(axis))
     if spec.output is not None and scales.output is not None:
         layer = spec.output
         for tensor in (layer.weight, layer.bias):
@@ -190,10 +191,10 @@ class _Copy(dict[str, Tensor]):
         self.owned: set[str] = set()
         self.norms: dict[str, Tensor] = {}  # what each normalized group's units were divided by
 
-    def scale(self, name: str, axis: int, factors: Tensor, **layout: int) -> None:
+    def scale(self, name: str, axis: int, factors: Tensor, **layout: Unpack[Layout]) -> None:
         """Multiply unit k's slice of tensor ``name`` along ``axis`` by ``factors[k]``
-        (``layout``: the units' ``block``, ``start``, ``repeat`` and ``head``, as
-        :func:`~canon.core.units.scale_units` takes them)."""
+        (``layout``: where the units sit, as :func:`~canon.core.spec.layout_of` gives
+        it)."""
         owned = name in self.owned
         self[name] = scale_units(self[name], axis, factors, **layout, in_place=owned)
         self.owned.add(name)
@@ -257,7 +258,7 @@ def _balance(out: _Copy, group: UnitGroup) -> None:
     factors = torch.where(live, (n_out / _safe(n_in)).sqrt(), 0.0)
     for t in moving:
         f = factors if t.role == "incoming" else torch.where(live, 1.0 / _safe(factors), 0.0)
-        out.scale(t.name, t.axis, f, block=t.block, start=t.start, repeat=t.repeat, head=t.head)
+        out.scale(t.name, t.axis, f, **layout_of(t))
 
 
 def _side_norms(out: Mapping[str, Tensor], group: UnitGroup, tensors: list[TensorAxis]) -> Tensor:
@@ -272,9 +273,7 @@ def _slice_norms(out: Mapping[str, Tensor], group: UnitGroup, tensors: list[Tens
     """Each unit's norm over its slices of ``tensors``."""
     total = torch.zeros(group.size, dtype=torch.float64)
     for t in tensors:
-        rows = unit_slices(
-            out[t.name], t.axis, group.size, t.block, t.start, repeat=t.repeat, head=t.head
-        )
+        rows = unit_slices(out[t.name], t.axis, group.size, **layout_of(t))
         total = total + rows.double().square().sum(1).cpu()
     return total.sqrt()
 
@@ -323,10 +322,7 @@ def _rescale_units(out: _Copy, group: UnitGroup, determining: tuple[Producer, ..
 def _scale_outgoing(out: _Copy, group: UnitGroup, factors: Tensor) -> None:
     """Multiply each unit's slices of the consuming layers' weights by ``factors``."""
     for axis in group.outgoing:
-        out.scale(
-            axis.name, axis.axis, factors,
-            block=axis.block, start=axis.start, repeat=axis.repeat, head=axis.head,
-        )  # fmt: skip
+        out.scale(axis.name, axis.axis, factors, **layout_of(axis))
 
 
 def _settle_constant_units(out: _Copy, group: UnitGroup) -> None:
@@ -344,7 +340,7 @@ def _settle_constant_units(out: _Copy, group: UnitGroup) -> None:
         factors = torch.where(constant, _leading_signs(offsets), factors)
         for producer in group.producers:
             for name in producer.odd:
-                out.scale(name, 0, factors, start=producer.start)
+                out.scale(name, 0, factors, **layout_of(producer))
     silent = constant & (offsets == 0).all(dim=1)
     if bool(silent.any()) or group.symmetry == "sign":
         _scale_outgoing(out, group, torch.where(silent, torch.zeros_like(factors), factors))
@@ -369,7 +365,7 @@ def _offsets(out: Mapping[str, Tensor], group: UnitGroup) -> Tensor:
     for p in group.producers:
         bias = torch.zeros(group.size, dtype=torch.float64, device=out[p.weight].device)
         if p.bias is not None:
-            bias = bias + out[p.bias].narrow(0, p.start, group.size).double()
+            bias = bias + gather_units(out[p.bias], 0, group.size, **layout_of(p)).view(-1).double()
         gain = bn_gain(out, p)
         if gain is not None:
             assert p.batchnorm is not None

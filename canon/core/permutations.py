@@ -20,7 +20,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from canon.core.auction import auction_assignment
-from canon.core.spec import Spec, UnitGroup
+from canon.core.spec import Spec, UnitGroup, layout_of
 from canon.core.units import permute_units, scale_units
 from canon.errors import SpecMismatchError
 
@@ -231,6 +231,7 @@ class UnitAxis:
     start: int = 0
     repeat: int = 1
     head: int = 1
+    stride: int = 0
 
 
 def unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
@@ -244,22 +245,20 @@ def unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
                 group.symmetry == "sign" and (t.role == "outgoing" or t.name in odd)
             )
             axes.setdefault(t.name, []).append(
-                UnitAxis(group.name, t.axis, t.block, signed, t.start, t.repeat, t.head)
+                UnitAxis(group.name, t.axis, t.block, signed, t.start, t.repeat, t.head, t.stride)
             )
     return {name: tuple(found) for name, found in axes.items()}
 
 
 def _move(t: Tensor, axis: UnitAxis, alignment: Alignment) -> Tensor:
     perm = alignment.permutations[axis.group].to(t.device)
-    layout = {"repeat": axis.repeat, "head": axis.head}
-    out = permute_units(t, axis.axis, perm, axis.block, axis.start, **layout)
+    layout = layout_of(axis)
+    out = permute_units(t, axis.axis, perm, **layout)
     sign = alignment.signs.get(axis.group) if axis.signed else None
     if sign is None:
         return out
     # ``out`` is a new tensor (index_select copies): negate its units where it is
-    return scale_units(
-        out, axis.axis, sign.to(t.device), axis.block, axis.start, **layout, in_place=True
-    )
+    return scale_units(out, axis.axis, sign.to(t.device), **layout, in_place=True)
 
 
 #: elements above which a tensor moved along several axes is copied once: its later axes

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypedDict, cast
 
 import torch
 
@@ -29,6 +29,7 @@ from canon.errors import NonFiniteError, SpecMismatchError
 __all__ = [
     "BatchNormTensors",
     "CarriedAxis",
+    "Layout",
     "OutgoingAxis",
     "OutputLayer",
     "Producer",
@@ -43,6 +44,7 @@ __all__ = [
     "check_state",
     "claimed_twice",
     "forward_order",
+    "layout_of",
     "linked",
 ]
 
@@ -103,7 +105,9 @@ class OutgoingAxis:
     rows of a fused query-key-value projection). With ``repeat`` > 1 the units
     come in groups of ``head`` and the axis holds each group ``repeat`` times
     (the query rows of the heads that share one key head, grouped-query
-    attention: :func:`~canon.core.units.unit_positions`).
+    attention: :func:`~canon.core.units.unit_positions`). With ``stride`` > 0
+    the groups of ``head`` units start ``stride`` apart (a part of a fused
+    projection that interleaves queries, keys and values head by head).
     """
 
     name: str
@@ -112,6 +116,7 @@ class OutgoingAxis:
     start: int = 0
     repeat: int = 1  # > 1: groups of ``head`` units, each repeated (grouped-query attention)
     head: int = 1
+    stride: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,13 +126,17 @@ class Producer:
 
     ``start`` > 0 when the units are a part of a fused layer's outputs (the
     values' rows of a fused query-key-value projection): they are its rows
-    from ``start`` on.
+    from ``start`` on; with ``stride`` > 0, in runs of ``head`` rows that
+    start ``stride`` apart (a projection whose rows interleave queries, keys
+    and values head by head, GPT-NeoX's).
     """
 
     weight: str
     bias: str | None = None
     batchnorm: BatchNormTensors | None = None
     start: int = 0
+    head: int = 1
+    stride: int = 0
 
     @property
     def incoming(self) -> tuple[str, ...]:
@@ -169,7 +178,8 @@ class CarriedAxis:
 @dataclass(frozen=True)
 class Tap:
     """A point of the traced graph whose output holds the group's units on ``axis``
-    (in blocks of ``block``, from ``start``): where activation matching reads them.
+    (in blocks of ``block``, from ``start``, in runs of ``head`` ``stride`` apart when
+    ``stride`` > 0): where activation matching reads them.
 
     With a ``projection`` (a weight inside a module the trace does not enter,
     ``nn.MultiheadAttention``'s packed input projection) the units are that
@@ -183,6 +193,8 @@ class Tap:
     start: int = 0
     projection: str = ""
     projection_bias: str = ""
+    head: int = 1
+    stride: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,6 +208,30 @@ class TensorAxis:
     start: int = 0
     repeat: int = 1
     head: int = 1
+    stride: int = 0
+
+
+class Layout(TypedDict, total=False):
+    """Where a group's units sit along a tensor axis (:mod:`canon.core.units`)."""
+
+    block: int
+    start: int
+    repeat: int
+    head: int
+    stride: int
+
+
+def layout_of(axis: object) -> Layout:
+    """Where the units sit along ``axis`` (an outgoing, tensor or unit axis, a tap or a
+    producer's rows): the keyword arguments of :mod:`canon.core.units`' helpers
+    (defaults where ``axis`` has no such field: a producer's rows have no blocks)."""
+    return Layout(
+        block=int(getattr(axis, "block", 1)),
+        start=int(getattr(axis, "start", 0)),
+        repeat=int(getattr(axis, "repeat", 1)),
+        head=int(getattr(axis, "head", 1)),
+        stride=int(getattr(axis, "stride", 0)),
+    )
 
 
 @dataclass(frozen=True)
@@ -259,12 +295,9 @@ class UnitGroup:
     def tensors(self) -> tuple[TensorAxis, ...]:
         """Every tensor that moves with the group, with its axis and role."""
         inc = [
-            TensorAxis(n, 0, "incoming", start=p.start) for p in self.producers for n in p.incoming
+            TensorAxis(n, 0, "incoming", **layout_of(p)) for p in self.producers for n in p.incoming
         ]
-        out = [
-            TensorAxis(o.name, o.axis, "outgoing", o.block, o.start, o.repeat, o.head)
-            for o in self.outgoing
-        ]
+        out = [TensorAxis(o.name, o.axis, "outgoing", **layout_of(o)) for o in self.outgoing]
         kept = [TensorAxis(c.name, c.axis, "carried") for c in self.carried]
         return tuple(inc + out + kept)
 
@@ -370,6 +403,8 @@ class Spec:
                                 if p.batchnorm is None
                                 else vars(p.batchnorm).copy(),
                                 "start": p.start,
+                                "head": p.head,
+                                "stride": p.stride,
                             }
                         )
                         for p in g.producers
@@ -416,6 +451,8 @@ class Spec:
                             if p.get("batchnorm") is None
                             else BatchNormTensors(**p["batchnorm"]),
                             int(p.get("start", 0)),
+                            int(p.get("head", 1)),
+                            int(p.get("stride", 0)),
                         )
                         for p in g["producers"]
                     ),
@@ -453,6 +490,7 @@ _ADDED_DEFAULTS: dict[str, Any] = {
     "projection_bias": "",
     "repeat": 1,
     "head": 1,
+    "stride": 0,
 }
 
 

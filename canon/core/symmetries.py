@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from canon.core.spec import Spec, UnitGroup
+from canon.core.spec import Spec, UnitGroup, layout_of
 from canon.core.units import permute_units, scale_batchnorm_input, scale_units
 
 __all__ = ["random_permutation", "random_symmetry"]
@@ -113,15 +113,7 @@ def _transform_group(
 
     def scale_outgoing(factors: Tensor) -> None:
         for axis in group.outgoing:
-            out[axis.name] = scale_units(
-                out[axis.name],
-                axis.axis,
-                factors,
-                axis.block,
-                axis.start,
-                repeat=axis.repeat,
-                head=axis.head,
-            )
+            out[axis.name] = scale_units(out[axis.name], axis.axis, factors, **layout_of(axis))
 
     for producer in group.producers:
         bn = producer.batchnorm
@@ -146,11 +138,9 @@ def _transform_group(
         c = _factors(n, gen, max_scale) * _signs(n, gen)
         for t in group.tensors:
             if t.role == "incoming":
-                out[t.name] = scale_units(out[t.name], 0, c, start=t.start)
+                out[t.name] = scale_units(out[t.name], 0, c, **layout_of(t))
         scale_outgoing(1.0 / c)
     perm = random_permutation(n, group.blocks, gen, order, group.heads_only)
     for t in group.tensors:
         device = out[t.name].device
-        out[t.name] = permute_units(
-            out[t.name], t.axis, perm.to(device), t.block, t.start, repeat=t.repeat, head=t.head
-        )
+        out[t.name] = permute_units(out[t.name], t.axis, perm.to(device), **layout_of(t))

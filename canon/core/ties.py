@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from canon.core.permutations import assign
-from canon.core.spec import UnitGroup
+from canon.core.spec import UnitGroup, layout_of
 from canon.core.units import unit_slices
 
 __all__ = ["TIE_BREAK", "assign_settled", "identical_rows", "settled"]
@@ -113,9 +113,7 @@ def _descriptors(net: Mapping[str, Tensor], group: UnitGroup, units: Tensor) -> 
     :data:`_SLAB` numbers at a time: a wide layer is never copied whole in float64."""
     parts = []
     for t in group.tensors:
-        rows = unit_slices(
-            net[t.name], t.axis, group.size, t.block, t.start, repeat=t.repeat, head=t.head
-        ).detach()
+        rows = unit_slices(net[t.name], t.axis, group.size, **layout_of(t)).detach()
         if rows.shape[1] == 0:
             continue
         step = max(1, _SLAB // rows.shape[1])

@@ -3,10 +3,11 @@
 Unit ``k`` of a group owns index ``k`` of a tensor's unit axis, or the
 contiguous block ``[k * block, (k + 1) * block)`` when a conv output was
 flattened into a linear layer, counted from ``start`` when the units are a
-part of a fused tensor (the rest of the axis is left as it is), and
-``repeat`` times over when several query heads share a key/value head
-(:func:`unit_positions`). These helpers are the only place that knows that
-layout.
+part of a fused tensor (the rest of the axis is left as it is), ``repeat``
+times over when several query heads share a key/value head, and in runs of
+``head`` units ``stride`` apart when a fused projection interleaves its parts
+head by head (:func:`unit_positions`). These helpers are the only place that
+knows that layout; :func:`~canon.core.spec.layout_of` reads it off an axis.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from canon.core.spec import Producer, UnitGroup
+from canon.core.spec import Producer, UnitGroup, layout_of
 
 __all__ = [
     "bn_gain",
@@ -37,34 +38,37 @@ def _expand(values: Tensor, block: int) -> Tensor:
     return values if block == 1 else values.repeat_interleave(block)
 
 
-def _padded(values: Tensor, start: int, total: int, fill: Tensor) -> Tensor:
-    """``values`` placed at ``start`` of an axis of length ``total``, ``fill`` elsewhere."""
-    if start == 0 and len(values) == total:
-        return values
-    head = fill.expand(start)
-    tail = fill.expand(total - start - len(values))
-    return torch.cat([head, values, tail])
+def _simple(repeat: int, stride: int) -> bool:
+    """Whether the units sit in one contiguous run (no repeats, no interleaving)."""
+    return repeat == 1 and stride == 0
 
 
 def unit_positions(
-    units: int, block: int = 1, repeat: int = 1, head: int = 1, device: torch.device | None = None
+    units: int,
+    block: int = 1,
+    repeat: int = 1,
+    head: int = 1,
+    stride: int = 0,
+    device: torch.device | None = None,
 ) -> Tensor:
     """``[units, repeat * block]``: the indices along an axis (counted from the units'
     start) that each unit owns.
 
-    Unit k owns its ``block`` entries; with ``repeat`` > 1 the units come in groups of
-    ``head`` (a key/value head's dimensions) and the axis holds each group ``repeat``
-    times in a row (the query heads that share it, grouped-query attention): laid out
-    as [groups, repeat, head, block].
+    Unit k owns its ``block`` entries. The units come in runs of ``head`` (a head's
+    dimensions); run g starts at ``g * stride`` (by default right after the previous
+    one: a fused projection's part interleaved with the others head by head has a
+    longer stride). With ``repeat`` > 1 the axis holds each run ``repeat`` times in a
+    row (the query heads that share a key/value head, grouped-query attention): a run
+    is laid out as [repeat, head, block].
     """
-    if repeat == 1:
-        return torch.arange(units * block, device=device).reshape(units, block)
+    span = repeat * head * block
+    stride = stride or span
     groups = units // head
     g = torch.arange(groups, device=device).view(groups, 1, 1, 1)
     i = torch.arange(repeat, device=device).view(1, repeat, 1, 1)
     j = torch.arange(head, device=device).view(1, 1, head, 1)
     c = torch.arange(block, device=device).view(1, 1, 1, block)
-    positions = ((g * repeat + i) * head + j) * block + c
+    positions = g * stride + (i * head + j) * block + c
     return positions.permute(0, 2, 1, 3).reshape(units, repeat * block)
 
 
@@ -77,6 +81,7 @@ def scale_units(
     *,
     repeat: int = 1,
     head: int = 1,
+    stride: int = 0,
     in_place: bool = False,
 ) -> Tensor:
     """``t`` with unit ``k``'s slice along ``axis`` multiplied by ``factors[k]``; with
@@ -85,13 +90,13 @@ def scale_units(
     shape = [1] * t.ndim
     shape[axis] = -1
     factors = factors.to(device=t.device, dtype=t.dtype)
-    if repeat == 1:
+    total = t.shape[axis]
+    if _simple(repeat, stride) and start == 0 and len(factors) * block == total:
         values = _expand(factors, block)
     else:
-        positions = unit_positions(len(factors), block, repeat, head, t.device).reshape(-1)
-        values = torch.empty(len(positions), device=t.device, dtype=t.dtype)
-        values[positions] = factors.repeat_interleave(repeat * block)
-    values = _padded(values, start, t.shape[axis], torch.ones(1, device=t.device, dtype=t.dtype))
+        positions = unit_positions(len(factors), block, repeat, head, stride, t.device)
+        values = torch.ones(total, device=t.device, dtype=t.dtype)
+        values[start + positions.reshape(-1)] = factors.repeat_interleave(repeat * block)
     return t.mul_(values.reshape(shape)) if in_place else t * values.reshape(shape)
 
 
@@ -104,25 +109,19 @@ def permute_units(
     *,
     repeat: int = 1,
     head: int = 1,
+    stride: int = 0,
 ) -> Tensor:
     """``t`` with its units reordered along ``axis``: new unit ``k`` is old unit ``perm[k]``."""
-    if repeat == 1 and block > 1 and start == 0 and len(perm) * block == t.shape[axis]:
+    total = t.shape[axis]
+    if _simple(repeat, stride) and start == 0 and len(perm) * block == total:
+        if block == 1:
+            return t.index_select(axis, perm)
         # whole blocks moved at once (a flattened conv output: 49 contiguous numbers)
         blocks = t.reshape(*t.shape[:axis], len(perm), block, *t.shape[axis + 1 :])
         return blocks.index_select(axis, perm).reshape(t.shape)
-    if repeat > 1:
-        positions = unit_positions(len(perm), block, repeat, head, perm.device)
-        index = torch.empty(positions.numel(), dtype=torch.int64, device=perm.device)
-        index[positions.reshape(-1)] = positions[perm].reshape(-1)
-    elif block == 1:
-        index = perm
-    else:
-        offsets = torch.arange(block, device=perm.device)
-        index = (perm.unsqueeze(1) * block + offsets).reshape(-1)
-    total = t.shape[axis]
-    if start or len(index) != total:
-        rest = torch.arange(total, device=perm.device)
-        index = torch.cat([rest[:start], index + start, rest[start + len(index) :]])
+    positions = unit_positions(len(perm), block, repeat, head, stride, perm.device) + start
+    index = torch.arange(total, device=perm.device)
+    index[positions.reshape(-1)] = positions[perm].reshape(-1)
     return t.index_select(axis, index)
 
 
@@ -135,14 +134,16 @@ def gather_units(
     *,
     repeat: int = 1,
     head: int = 1,
+    stride: int = 0,
 ) -> Tensor:
     """``t`` with the units' axis first as ``[units, repeat * block, *other axes]``: unit
     k's entries of that axis together (in the order :func:`unit_positions` gives)."""
     front = t.movedim(axis, 0)
-    if start or units * block * repeat != front.shape[0]:
-        front = front.narrow(0, start, units * block * repeat)
-    if repeat > 1:
-        positions = unit_positions(units, block, repeat, head, t.device)
+    if _simple(repeat, stride):
+        if start or units * block != front.shape[0]:
+            front = front.narrow(0, start, units * block)
+    else:
+        positions = unit_positions(units, block, repeat, head, stride, t.device) + start
         front = front.index_select(0, positions.reshape(-1))
     return front.reshape(units, repeat * block, *front.shape[1:])
 
@@ -156,10 +157,12 @@ def unit_slices(
     *,
     repeat: int = 1,
     head: int = 1,
+    stride: int = 0,
 ) -> Tensor:
     """``t`` as one row per unit along ``axis`` (a unit's block of entries and everything
     on the other axes): ``[units, -1]``."""
-    return gather_units(t, axis, units, block, start, repeat=repeat, head=head).reshape(units, -1)
+    gathered = gather_units(t, axis, units, block, start, repeat=repeat, head=head, stride=stride)
+    return gathered.reshape(units, -1)
 
 
 def unit_norms(weight: Tensor) -> Tensor:
@@ -206,8 +209,8 @@ def producer_rows(
     (from the producer's ``start``; default: all of them).
     """
     w = state[producer.weight]
-    if size is not None and (producer.start or size != w.shape[0]):
-        w = w.narrow(0, producer.start, size)
+    if size is not None and (producer.start or producer.stride or size != w.shape[0]):
+        w = gather_units(w, 0, size, **layout_of(producer))
     rows: Tensor = w.reshape(w.shape[0], -1)
     gain = bn_gain(state, producer) if effective else None
     return rows if gain is None else rows * gain.unsqueeze(1)

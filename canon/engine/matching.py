@@ -27,7 +27,7 @@ from canon.core import (
     match_incoming,
     match_weights,
 )
-from canon.core.spec import Tap, linked
+from canon.core.spec import Tap, layout_of, linked
 from canon.core.ties import assign_settled
 from canon.core.trace import activations, load_into
 from canon.core.units import unit_slices
@@ -189,7 +189,7 @@ def _tapped(
     """The group's units at ``tap`` as one row per unit."""
     out = seen[tap.node]
     if not tap.projection:
-        return unit_slices(out, tap.axis, group.size, tap.block, tap.start)
+        return unit_slices(out, tap.axis, group.size, **layout_of(tap))
     rows = slice(tap.start, tap.start + group.size)
     bias = weights[tap.projection_bias][rows] if tap.projection_bias else None
     projected = F.linear(out, weights[tap.projection][rows].to(out.dtype), bias)
