@@ -206,8 +206,31 @@ MORE: dict[str, dict[str, Any]] = {
         "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 12,
         "partial_rotary_factor": 0.5,
     },
+    # a fused projection interleaving queries, keys and values head by head (chunked,
+    # or picked from a (heads, 3, d) view), partial rotary; per-head query/key norms
+    "gpt_neox": {
+        "model_type": "gpt_neox",
+        "architectures": ["GPTNeoXForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 12,
+        "rotary_pct": 0.5, "partial_rotary_factor": 0.5,
+    },
+    "persimmon": {
+        "model_type": "persimmon",
+        "architectures": ["PersimmonForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 12,
+        "partial_rotary_factor": 0.5,
+    },
+    "qwen3": {
+        "model_type": "qwen3",
+        "architectures": ["Qwen3ForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 4, "intermediate_size": 32,
+        "vocab_size": 40, "max_position_embeddings": 12,
+    },
 }  # fmt: skip
-ROTARY = {"gemma", "stablelm", "phi"}
+ROTARY = {"gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3"}
 
 
 @pytest.mark.parametrize("kind", sorted(MORE))
@@ -217,8 +240,10 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     """Gemma and OPT trace (their embeddings' forwards call F.embedding on their own
     tables), ConvNext (its LayerNorm normalizes the channels, not the last axis), and
     StableLM and Phi (a partial rotary embedding turns a slice of each head, which pins
-    the query/key dimensions in their heads); symmetries keep the logits and canonical
-    forms agree."""
+    the query/key dimensions in their heads), GPT-NeoX and Persimmon (a fused projection
+    whose rows interleave queries, keys and values head by head) and Qwen3 (a norm over
+    each head's query and key dimensions); symmetries keep the logits and canonical forms
+    agree."""
     model = build_model(f"hf-transformers/{kind}", {"config": MORE[kind]}).double().eval()
     spec = spec_from_module(model)
     assert sum(1 for g in spec.groups if g.link) == (0 if kind == "convnext" else 4)

@@ -198,33 +198,6 @@ def test_a_score_bias_that_differs_between_heads_is_refused(sdpa: bool) -> None:
     )
 
 
-class ChunkedHeads(nn.Module):
-    """GPT-NeoX's layout: a fused projection viewed into heads, then chunked into q, k, v."""
-
-    def __init__(self, width: int = 16, heads: int = 4) -> None:
-        super().__init__()
-        self.heads, self.d = heads, width // heads
-        self.qkv, self.o, self.head = (
-            nn.Linear(width, 3 * width),
-            nn.Linear(width, width),
-            nn.Linear(width, 3),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        """One attention layer on the chunked heads."""
-        b, t, _ = x.shape
-        qkv = self.qkv(x).view(b, t, self.heads, 3 * self.d).transpose(1, 2)
-        q, k, v = qkv.chunk(3, dim=-1)
-        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, -1)
-        return self.head((x + self.o(y))[:, -1])
-
-
-def test_heads_cut_into_parts_are_refused_with_a_reason() -> None:
-    """Not a raw AttributeError: the error says what is cut and what canon follows."""
-    with pytest.raises(UnsupportedModuleError, match="cuts attention heads into several tensors"):
-        spec_from_module(ChunkedHeads(), input_shape=(5, 16))
-
-
 class Versioned(nn.Module):
     """A module whose loader reads its version from the state's metadata (as
     torchvision's MNASNet does) and refuses a state without it."""

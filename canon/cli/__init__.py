@@ -78,7 +78,8 @@ def spec(app: App, architecture: str, config_json: str) -> None:
                 inv += " (linear: invertible mixing is not removed)"
             layers = ", ".join(
                 p.weight.rsplit(".", 1)[0]
-                + (f" rows {p.start}+" if p.start else "")
+                + (f" rows {p.start}+" if p.start or p.stride else "")
+                + (f" in runs of {p.head} every {p.stride}" if p.stride else "")
                 + (f" + BatchNorm {p.batchnorm.weight.rsplit('.', 1)[0]}" if p.batchnorm else "")
                 for p in g.producers
             )
@@ -89,7 +90,8 @@ def spec(app: App, architecture: str, config_json: str) -> None:
                 bn += f", carries {len(g.carried)} tensors"
             outs = ", ".join(
                 f"{o.name}[axis {o.axis}{f', blocks of {o.block}' if o.block > 1 else ''}"
-                f"{f', from {o.start}' if o.start else ''}]"
+                f"{f', from {o.start}' if o.start else ''}"
+                f"{f', in runs of {o.head} every {o.stride}' if o.stride else ''}]"
                 for o in g.outgoing
             )
             lines.append(

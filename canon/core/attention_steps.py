@@ -12,9 +12,14 @@ moves as a block, its dimensions permuting within it. A fused projection's
 output cut by ``split`` / ``chunk``, or viewed as ``(parts, heads, d)`` and
 unbound (timm), gives each part its own space, with the fused layer's rows
 from the part's offset as producer; torch's ``nn.MultiheadAttention`` is cut
-the same way from its packed projection. With grouped-query attention the
-key dimensions are the units, each one's query rows (and each value
-dimension's output columns) repeated over the query heads that share it.
+the same way from its packed projection. A fused projection viewed into
+heads first and then cut along each head's dimensions (GPT-NeoX's ``(heads,
+3 * d)`` chunked, Persimmon's ``(heads, 3, d)`` picked) interleaves its parts
+head by head: a part's producer is the layer's rows in runs of d, 3d apart.
+With grouped-query attention the key dimensions are the units, each one's
+query rows (and each value dimension's output columns) repeated over the
+query heads that share it. Rotary embeddings (whole or partial) and norms
+over each head's dimensions pin the dimensions in their heads.
 """
 
 from __future__ import annotations
@@ -28,14 +33,16 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from canon.core.ops import linear, op_name, plain
-from canon.core.spec import CarriedAxis, OutgoingAxis, Producer, Tap, UnitGroup
+from canon.core.ops import library_norm, linear, op_name, plain
+from canon.core.spec import CarriedAxis, OutgoingAxis, Producer, Tap, UnitGroup, layout_of
 from canon.core.walk_values import (
     ADD,
     DIV,
+    LAYERNORMS,
     MUL,
     PERMUTE,
     Attended,
+    HeadParts,
     Heads,
     Made,
     Parts,
@@ -45,6 +52,7 @@ from canon.core.walk_values import (
     Stacked,
     Units,
     Value,
+    check_commutes,
     hidden_units,
     location,
     one_tensor,
@@ -59,6 +67,8 @@ _MATMUL = {operator.matmul, torch.matmul, "matmul", torch.bmm, "bmm"}
 _SOFTMAX = {F.softmax, torch.softmax, "softmax"}
 _KEEP = {"contiguous", "clone", "float", "type_as", "to", F.dropout, "masked_fill", "masked_fill_"}
 _RESHAPES = {"view", "reshape", torch.reshape, "flatten", torch.flatten}
+_CARVE = {"split", torch.split, "chunk", torch.chunk}
+
 _SUPPORTED = (
     "; canon supports multi-head attention whose queries, keys and values are linear "
     "projections split into heads by a view, as F.scaled_dot_product_attention(q, k, v) "
@@ -86,6 +96,24 @@ def _check_same_for_every_head(
                 "add",
                 at,
             )
+
+
+def _per_axis(index: object, ndim: int) -> tuple[int | slice, ...] | None:
+    """An index of ``ndim`` axes (``x[..., 0, :]``) as one entry per axis, or None if it
+    holds anything but numbers, slices and one Ellipsis."""
+    found = index if isinstance(index, tuple) else (index,)
+    if any(not isinstance(i, (int, slice)) and i is not Ellipsis for i in found):
+        return None
+    bounds = [b for i in found if isinstance(i, slice) for b in (i.start, i.stop, i.step)]
+    if any(b is not None and not isinstance(b, int) for b in bounds):
+        return None  # a bound computed in the graph (``x.shape[-1] // 2`` under torch.fx)
+    if found.count(Ellipsis) > 1 or len(found) - found.count(Ellipsis) > ndim:
+        return None
+    if Ellipsis in found:
+        at = found.index(Ellipsis)
+        found = found[:at] + (slice(None),) * (ndim - len(found) + 1) + found[at + 1 :]
+    entries = found + (slice(None),) * (ndim - len(found))
+    return tuple(i for i in entries if i is not Ellipsis)
 
 
 def _same_place(a: Heads | Sliced, b: Heads | Sliced) -> bool:
@@ -183,6 +211,11 @@ class AttentionSteps:
         picks = stacked.unbound or stacked.part_axis == 0
         if target is operator.getitem and isinstance(index, int) and picks:
             return self._stacked_part(node, stacked, index % stacked.parts)
+        entries = _per_axis(index, ndim) if target is operator.getitem and ndim else None
+        numbers = [(a, i) for a, i in enumerate(entries or ()) if isinstance(i, int)]
+        whole = all(i == slice(None) for i in entries or () if isinstance(i, slice))
+        if len(numbers) == 1 and numbers[0][0] == stacked.head_axis and whole:
+            return self._stacked_pick(node, stacked, numbers[0][1] % stacked.heads)
         raise unsupported(
             f"op `{name}` in {at} on a fused projection's (parts, heads, d) view" + _SUPPORTED,
             name,
@@ -203,12 +236,112 @@ class AttentionSteps:
 
         return Heads(space, shifted(stacked.head_axis), shifted(stacked.dim_axis), stacked.heads)
 
-    def _part_space(self, node: fx.Node, made: Made, size: int, start: int) -> Space:
-        """A space of ``size`` units made by ``made``'s layer from its row ``start`` on."""
+    def _stacked_pick(self, node: fx.Node, stacked: Stacked, index: int) -> Heads:
+        """``x[..., index, :]`` of a (heads, parts, d) view (Persimmon's
+        ``view(b, t, heads, 3, d)``, read as a :class:`Stacked` with its axes' roles
+        swapped): part ``index`` of every head, interleaved with the others."""
+        d = stacked.space.size // (stacked.parts * stacked.heads)
+        space = self._interleaved_part(
+            node, stacked.space, stacked.parts, stacked.heads * d, index * d, d, stacked.source
+        )
+
+        def shifted(a: int) -> int:
+            return a - (a > stacked.head_axis)
+
+        return Heads(space, shifted(stacked.part_axis), shifted(stacked.dim_axis), stacked.parts)
+
+    def _part_space(
+        self, node: fx.Node, made: Made, size: int, start: int, head: int = 1, stride: int = 0
+    ) -> Space:
+        """A space of ``size`` units made by ``made``'s layer from its row ``start`` on
+        (in runs of ``head`` rows ``stride`` apart, with a ``stride``)."""
         origin = f"{made.path}@{start}" if start else made.path
         space = Space(size=size, created=self.order[node], origin=origin)
-        space.producers.append(replace(made, start=start))
+        space.producers.append(replace(made, start=start, head=head, stride=stride))
         return space
+
+    def _interleaved_part(
+        self, node: fx.Node, fused: Space, heads: int, width: int, offset: int, d: int, flat: str
+    ) -> Space:
+        """The ``d`` dimensions from ``offset`` of each of ``heads`` heads of ``width``
+        (a fused projection whose rows interleave queries, keys and values head by head,
+        held flat at node ``flat``): a space of its own, made by the layer's rows in runs
+        of ``d``, ``width`` apart."""
+        made = fused.root().producers[0]
+        if made.start or made.stride:
+            raise unsupported(
+                f"the outputs of `{made.path}` are cut into parts twice",
+                "getitem",
+                location(node),
+            )
+        space = self._part_space(node, made, heads * d, offset, head=d, stride=width)
+        space.taps[f"{flat}@{offset}"] = Tap(flat, -1, 1, offset, head=d, stride=width)
+        return space
+
+    def _carve_heads(self, node: fx.Node, source: fx.Node, heads: Heads) -> HeadParts:
+        """``chunk`` / ``split`` of every head's dimensions (GPT-NeoX's fused projection
+        viewed as (heads, 3 * d) and chunked into queries, keys and values)."""
+        at, name = location(node), op_name(node)
+        space = heads.space.root()
+        shape = shape_of(source)
+        metas = node.meta.get("tensor_meta")
+        shapes = [tuple(m.shape) for m in metas] if isinstance(metas, (tuple, list)) else []
+        axis = heads.dim_axis
+        along = bool(shapes) and all(
+            s[:axis] == shape[:axis] and s[axis + 1 :] == shape[axis + 1 :] for s in shapes
+        )
+        fused = len(space.producers) == 1 and not space.carved and not space.heads_only
+        if not (along and fused and heads.repeat == 1 and space.taps):
+            raise unsupported(
+                f"op `{name}` in {at} cuts attention heads into several tensors; canon "
+                "follows one layer's heads cut along their dimensions into queries, keys "
+                "and values (a fused projection)" + _SUPPORTED,
+                name,
+                at,
+            )
+        space.carved = True
+        return HeadParts(heads, tuple(s[axis] for s in shapes))
+
+    def _head_part(self, node: fx.Node, parts: HeadParts) -> Heads:
+        """Part ``i`` of every head (queries, keys or values of a fused projection whose
+        rows interleave them head by head)."""
+        index = node.args[1]
+        if not isinstance(index, int):
+            raise unsupported(f"cannot tell which part `{node.name}` takes", "getitem", node.name)
+        index %= len(parts.sizes)
+        heads = parts.heads
+        fused = heads.space.root()
+        flat = next(iter(fused.taps.values()))
+        offset, width = sum(parts.sizes[:index]), sum(parts.sizes)
+        space = self._interleaved_part(
+            node, fused, heads.heads, width, offset, parts.sizes[index], flat.node
+        )
+        return replace(heads, space=space)
+
+    def _head_norm(self, node: fx.Node, module: nn.Module, source: fx.Node, heads: Heads) -> Heads:
+        """A norm over each head's dimensions, the same for every head (Qwen3's and
+        Persimmon's query/key norms): its weights index the dimensions, which it pins
+        in their heads; whole heads still permute."""
+        path, at = str(node.target), location(node)
+        shape = shape_of(source)
+        d = shape[heads.dim_axis]
+        weight = module.state_dict().get("weight")
+        last = heads.dim_axis == len(shape) - 1
+        sized = weight is None or tuple(weight.shape) == (d,)
+        torch_norm = isinstance(module, LAYERNORMS)
+        if torch_norm and tuple(getattr(module, "normalized_shape", ())) != (d,):
+            sized = False
+        if not (last and sized and shape_of(node) == shape):
+            raise unsupported(
+                f"norm layer `{path}` in {at} reads attention heads but does not normalize "
+                "each head's dimensions alone (its input's last axis)" + _SUPPORTED,
+                type(module).__name__,
+                path,
+            )
+        if not torch_norm:  # known by its class name only: run it once
+            check_commutes(module, path, shape, heads.head_axis, parameters=False)
+        heads.space.root().heads_only = True
+        return heads
 
     def _carve(self, node: fx.Node, source: fx.Node, units: Units) -> Parts:
         """``split`` / ``chunk`` of a layer's outputs along the unit axis (a fused projection)."""
@@ -323,6 +456,11 @@ class AttentionSteps:
                 name,
                 at,
             )
+        carved = [v for _, v in inputs if isinstance(v, HeadParts)]
+        if carved and target is operator.getitem and len(inputs) == 1:
+            return self._head_part(node, carved[0])
+        if carved:
+            raise unsupported(f"op `{name}` in {at} reads a tuple of parts", name, at)
         stacked = [v for _, v in inputs if isinstance(v, Stacked)]
         if stacked and len(inputs) == 1:
             return self._stacked_step(node, stacked[0])
@@ -356,6 +494,14 @@ class AttentionSteps:
             return self._permute_heads(node, source, value)
         if target in _RESHAPES:
             return self._reshape_heads(node, source, value)
+        if isinstance(value, Heads) and target in _CARVE:
+            return self._carve_heads(node, source, value)
+        if (
+            isinstance(value, Heads)
+            and module is not None
+            and (isinstance(module, LAYERNORMS) or library_norm(module))
+        ):
+            return self._head_norm(node, module, source, value)
         if not one_tensor(node):
             raise unsupported(
                 f"op `{name}` in {at} cuts attention heads into several tensors; canon "
@@ -401,7 +547,7 @@ class AttentionSteps:
         if target in (operator.neg, torch.neg, "neg") and len(inputs) == 1:
             return value
         if target in (torch.cat, torch.concat) and not constants:
-            return self._join_slices(node, [v for _, v in heads])
+            return self._join_slices(node, heads)
         if target in MUL and len(heads) == 1 and constants:
             return self._dimension_factors(node, value, constants)
         if target in ADD and len(heads) == 2 and not constants:
@@ -415,38 +561,39 @@ class AttentionSteps:
         dimensions a partial rotary embedding turns), counted from the whole head."""
         whole = value if isinstance(value, Heads) else value.heads
         shape = shape_of(source)
-        ndim = len(shape)
-        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
-        if any(not isinstance(i, slice) and i is not Ellipsis for i in index):
+        index = _per_axis(node.args[1], len(shape))
+        if index is None or any(not isinstance(i, slice) for i in index):
             return None
-        if index.count(Ellipsis) > 1:
-            return None
-        if Ellipsis in index:
-            at = index.index(Ellipsis)
-            fill = (slice(None),) * (ndim - len(index) + 1)
-            index = index[:at] + fill + index[at + 1 :]
         cut = [
             (axis, i)
             for axis, i in enumerate(index)
-            if i.indices(shape[axis]) != (0, shape[axis], 1)
+            if isinstance(i, slice) and i.indices(shape[axis]) != (0, shape[axis], 1)
         ]
         if not cut:
             return value
         if len(cut) != 1 or cut[0][0] != whole.dim_axis:
             return None
         start, stop, step = cut[0][1].indices(shape[whole.dim_axis])
-        if step != 1 or start >= stop:
+        if step != 1 or start > stop:  # an empty part (full rotary's rest) joins as nothing
             return None
         if isinstance(value, Heads):
             return Sliced(value, start, stop, shape[value.dim_axis])
         return replace(value, start=value.start + start, stop=value.start + stop)
 
-    def _join_slices(self, node: fx.Node, parts: list[Heads | Sliced]) -> Value | None:
+    def _join_slices(
+        self, node: fx.Node, parts: Sequence[tuple[fx.Node, Heads | Sliced]]
+    ) -> Value | None:
         """``cat((-q2, q1), dim=-1)``: parts of every head's dimensions, reordered, that
-        together cover a range of them (the whole head: the heads again)."""
-        if not all(isinstance(p, Sliced) for p in parts):
-            return None
-        sliced = [p for p in parts if isinstance(p, Sliced)]
+        together cover a range of them (the whole head: the heads again). A part may be
+        whole heads (a rotary embedding that turns them all, joined to an empty rest)."""
+        sliced = []
+        for n, p in parts:
+            if isinstance(p, Heads):
+                width = shape_of(n)[p.dim_axis]
+                p = Sliced(p, 0, width, width)
+            if not isinstance(p, Sliced):
+                return None
+            sliced.append(p)
         first = sliced[0]
         ndim = len(shape_of(node))
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
@@ -455,8 +602,8 @@ class AttentionSteps:
         if any(replace(p, start=0, stop=0) != replace(first, start=0, stop=0) for p in sliced):
             return None
         covered = sorted(i for p in sliced for i in range(p.start, p.stop))
-        low = covered[0]
-        if covered != list(range(low, low + len(covered))):
+        low = covered[0] if covered else 0
+        if not covered or covered != list(range(low, low + len(covered))):
             return None
         first.heads.space.root().heads_only = True
         if len(covered) == first.width:
@@ -631,10 +778,20 @@ class AttentionSteps:
             # query rows are repeated over the query heads that share its key head
             first, second = (q, k) if att.repeat == 1 else (k, q)
             made, other = first.producers[0], second.producers[0]
-            layout = {"repeat": att.repeat, "head": k.size // att.heads if att.repeat > 1 else 1}
-            rows = [OutgoingAxis(other.weight, 0, 1, other.start, **layout)]
+            if att.repeat > 1 and (made.stride or other.stride):
+                raise unsupported(
+                    f"the attention in {att.where} shares key heads between query heads and "
+                    "reads them from a projection that interleaves queries, keys and values"
+                    + _SUPPORTED,
+                    "attention",
+                    att.where,
+                )
+            layout = layout_of(other)
+            if att.repeat > 1:
+                layout["repeat"], layout["head"] = att.repeat, k.size // att.heads
+            rows = [OutgoingAxis(other.weight, 0, **layout)]
             if other.bias is not None:
-                rows.append(OutgoingAxis(other.bias, 0, 1, other.start, **layout))
+                rows.append(OutgoingAxis(other.bias, 0, **layout))
             taps = (*q.taps.values(), *k.taps.values()) if att.repeat == 1 else k.taps.values()
             # rotary embeddings pin the query/key dimensions (and so their scales: a
             # factor on one dimension of a rotated pair is no symmetry; DESIGN §3b)
@@ -643,13 +800,21 @@ class AttentionSteps:
                 name=first.origin,
                 size=first.size,
                 symmetry="none" if pinned else "linear",
-                producers=(Producer(made.weight, made.bias, None, made.start),),
+                producers=(
+                    Producer(made.weight, made.bias, None, made.start, made.head, made.stride),
+                ),
                 outgoing=tuple(rows),
                 taps=tuple(taps),
                 heads=att.heads,
                 link=link,
                 heads_only=pinned,
             )
-            vo = replace(plain_group(v), symmetry="linear", heads=att.heads, link=link)
+            vo = replace(
+                plain_group(v),
+                symmetry="none" if v.heads_only else "linear",
+                heads=att.heads,
+                link=link,
+                heads_only=v.heads_only,
+            )
             groups += [(q.created, qk), (v.created, vo)]
         return groups

@@ -181,7 +181,8 @@ def _incoming_cosine(
             return torch.cat(parts, 1)
 
         return _cosines(slices(reference, False), [slices(state, True)])
-    return _cosines(_rows(reference, ready), _moved_rows(state, ready, axes, alignment, group))
+    reference_rows = _rows(reference, ready, group.size)
+    return _cosines(reference_rows, _moved_rows(state, ready, axes, alignment, group))
 
 
 def _cosines(ref_units: Tensor, blocks: Iterable[Tensor]) -> Tensor:
@@ -230,7 +231,7 @@ def _moved_rows(
             if p.batchnorm is not None:  # what bn_gain reads
                 for name in (p.batchnorm.weight, p.batchnorm.running_var):
                     part[name] = state[name][rows]
-        yield _rows(part, ready)
+        yield _rows(part, ready, None if by_rows else group.size)
 
 
 def _others(axes: tuple[UnitAxis, ...], group: UnitGroup) -> set[str]:
@@ -250,9 +251,10 @@ def _reads_aligned(
     return all(_others(axes[p.weight], group) <= done for p in ready)
 
 
-def _rows(state: Mapping[str, Tensor], producers: tuple[Producer, ...]) -> Tensor:
-    """The units' incoming effective weights in ``producers``, one row per unit."""
-    rows = [producer_rows(state, p, True) for p in producers]
+def _rows(state: Mapping[str, Tensor], producers: tuple[Producer, ...], size: int | None) -> Tensor:
+    """The units' incoming effective weights in ``producers``, one row per unit (``size``
+    units, a part of a fused layer's rows; None: all of its rows)."""
+    rows = [producer_rows(state, p, True, size) for p in producers]
     return rows[0] if len(rows) == 1 else torch.cat(rows, 1)
 
 

@@ -392,13 +392,10 @@ class _ShapeRecorder(fx.Interpreter):
 
 
 def _propagate_shapes(model: nn.Module, gm: fx.GraphModule, shape: tuple[int, ...]) -> None:
-    param = next(iter(model.parameters()), None)
-    dtype = param.dtype if param is not None else torch.float32
-    device = param.device if param is not None else torch.device("cpu")
     try:
         # a graph module that fails prints its generated code's frame; the error says it
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
-            _ShapeRecorder(gm).run(torch.zeros((2, *shape), dtype=dtype, device=device))
+            _ShapeRecorder(gm).run(_zeros(model, shape))
     except Exception as exc:
         raise UnsupportedModuleError(
             f"{type(model).__name__} does not run on an input of shape {list(shape)}: {exc}",

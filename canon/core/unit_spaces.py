@@ -12,7 +12,6 @@ read off every op it passed through.
 
 from __future__ import annotations
 
-import copy
 import math
 import operator
 from dataclasses import dataclass
@@ -48,11 +47,13 @@ from canon.core.spec import (
 from canon.core.walk_values import (
     ADD,
     DIV,
+    LAYERNORMS,
     MUL,
     PERMUTE,
     WHAT_TO_DO,
     Attended,
     Ended,
+    HeadParts,
     Heads,
     Made,
     Param,
@@ -63,6 +64,7 @@ from canon.core.walk_values import (
     Stacked,
     Units,
     Value,
+    check_commutes,
     hidden_units,
     is_tensor,
     location,
@@ -78,9 +80,6 @@ _CARVE = {"split", torch.split, "chunk", torch.chunk}
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_LAYERNORMS: tuple[type[nn.Module], ...] = (nn.LayerNorm,) + (
-    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
-)
 _INSTANCENORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 _REDUCE = {
@@ -209,7 +208,8 @@ class Walker(AttentionSteps):
                 name,
                 location(node),
             )
-        if any(isinstance(v, (Heads, Scores, Parts, Stacked, Attended, Sliced)) for _, v in inputs):
+        attention = (Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts)
+        if any(isinstance(v, attention) for _, v in inputs):
             self.values[node] = self._attention_step(node, inputs)
             return
         hidden = hidden_units(inputs)
@@ -418,9 +418,7 @@ class Walker(AttentionSteps):
         path = str(node.target)
         if isinstance(module, BATCHNORMS):
             return self._batchnorm(node, _BatchNormCall.of(module, path), source, units)
-        if isinstance(module, (*_LAYERNORMS, *_INSTANCENORMS, nn.GroupNorm)) or library_norm(
-            module
-        ):
+        if isinstance(module, (*LAYERNORMS, *_INSTANCENORMS, nn.GroupNorm)) or library_norm(module):
             tensors = [f"{path}.{n}" for n, t in module.state_dict().items() if t.ndim >= 1]
             groups = module.num_groups if isinstance(module, nn.GroupNorm) else None
             shape = getattr(module, "normalized_shape", None)
@@ -429,7 +427,7 @@ class Walker(AttentionSteps):
             return self._norm(node, units, source, tensors, shape, groups)
         op = module_op(module)
         if library_activation(module):  # known by the library it comes from: run it once
-            _check_commutes(module, path, shape_of(source), units.axis)
+            check_commutes(module, path, shape_of(source), units.axis)
         if op is None:
             raise unsupported(
                 f"unsupported module {type(module).__name__} at `{path}`; canon supports "
@@ -992,36 +990,8 @@ def _library_norm_shape(
             type(module).__name__,
             path,
         )
-    _check_commutes(module, path, shape, units.axis)
+    check_commutes(module, path, shape, units.axis)
     return (width,) if units.axis == len(shape) - 1 else None
-
-
-def _check_commutes(module: nn.Module, path: str, shape: tuple[int, ...], axis: int) -> None:
-    """Refuse a library's module known by its class name only (a norm layer, an
-    activation) unless, run once on random inputs of ``shape`` with random weights, it
-    commutes with a permutation of the units on ``axis`` (its parameters, one per unit,
-    permuted alike): what canon assumes of it."""
-    gen = torch.Generator().manual_seed(0)
-    probe = copy.deepcopy(module)
-    if any(t.is_meta for t in probe.state_dict().values()):  # traced without weights
-        probe = probe.to_empty(device="cpu")
-    probe = probe.to(torch.float64).eval()
-    x = torch.randn((1, *shape[1:]), generator=gen, dtype=torch.float64)
-    perm = torch.randperm(shape[axis], generator=gen)
-    with torch.no_grad():
-        for p in probe.parameters():  # as trained: a fresh module's ones would hide it
-            p.copy_(1 + torch.randn(p.shape, generator=gen, dtype=p.dtype))
-        expected = probe(x).index_select(axis, perm)
-        for p in probe.parameters():
-            p.copy_(p[perm])
-        found = probe(x.index_select(axis, perm))
-    if not torch.allclose(found, expected, rtol=1e-5, atol=1e-7):  # float32 internals
-        raise unsupported(
-            f"`{path}` ({type(module).__name__}) does not commute with a permutation of the "
-            "units it reads (with its weights permuted alike), so canon cannot permute them",
-            type(module).__name__,
-            path,
-        )
 
 
 def _check_disjoint(groups: tuple[UnitGroup, ...]) -> None:
@@ -1054,7 +1024,14 @@ def _group(space: Space) -> UnitGroup:
         size=space.size,
         symmetry=symmetry,
         producers=tuple(
-            Producer(made.weight, made.bias, space.batchnorms.get(made.path), made.start)
+            Producer(
+                made.weight,
+                made.bias,
+                space.batchnorms.get(made.path),
+                made.start,
+                made.head,
+                made.stride,
+            )
             for made in producers
         ),
         outgoing=outgoing,

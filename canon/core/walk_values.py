@@ -4,12 +4,13 @@ steps share."""
 
 from __future__ import annotations
 
+import copy
 import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import fx
+from torch import fx, nn
 
 from canon.core.ops import Op
 from canon.core.spec import BatchNormTensors, CarriedAxis, OutgoingAxis, Tap
@@ -19,6 +20,9 @@ ADD = {operator.add, operator.iadd, torch.add, "add", "add_", operator.sub, torc
 MUL = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
 DIV = {operator.truediv, torch.div, "div", "div_"}
 PERMUTE = {"permute", torch.permute, "transpose", torch.transpose}
+LAYERNORMS: tuple[type[nn.Module], ...] = (nn.LayerNorm,) + (
+    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -30,6 +34,8 @@ class Made:
     weight: str
     bias: str | None
     start: int = 0
+    head: int = 1  # with a stride: rows in runs of ``head``, ``stride`` apart
+    stride: int = 0
 
 
 @dataclass(eq=False)
@@ -148,13 +154,23 @@ class Sliced:
 
 
 @dataclass(frozen=True)
+class HeadParts:
+    """A tuple of tensors that cut every head of ``heads`` into consecutive parts of
+    ``sizes`` dimensions (``chunk`` of a fused projection viewed as (heads, parts * d):
+    GPT-NeoX's queries, keys and values, interleaved head by head)."""
+
+    heads: Heads
+    sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Attended:
     """What ``nn.MultiheadAttention`` returns: (its output, the attention weights)."""
 
     output: Units
 
 
-Value = Units | Param | Ended | Heads | Scores | Parts | Stacked | Attended | Sliced
+Value = Units | Param | Ended | Heads | Scores | Parts | Stacked | Attended | Sliced | HeadParts
 
 
 def location(node: fx.Node) -> str:
@@ -206,3 +222,35 @@ def permuted_dims(node: fx.Node, ndim: int) -> list[int]:
 def hidden_units(inputs: list[tuple[fx.Node, Value]]) -> list[tuple[fx.Node, Units]]:
     """The inputs that hold hidden units (not the network's input, not parameters)."""
     return [(n, v) for n, v in inputs if isinstance(v, Units) and not v.space.pinned]
+
+
+def check_commutes(
+    module: nn.Module, path: str, shape: tuple[int, ...], axis: int, parameters: bool = True
+) -> None:
+    """Refuse a library's module known by its class name only (a norm layer, an
+    activation) unless, run once on random inputs of ``shape`` with random weights, it
+    commutes with a permutation of the units on ``axis`` (its parameters, one per unit,
+    permuted alike; with ``parameters`` False, left in place: the axis holds attention
+    heads, and the parameters a head's dimensions): what canon assumes of it."""
+    gen = torch.Generator().manual_seed(0)
+    probe = copy.deepcopy(module)
+    if any(t.is_meta for t in probe.state_dict().values()):  # traced without weights
+        probe = probe.to_empty(device="cpu")
+    probe = probe.to(torch.float64).eval()
+    x = torch.randn((1, *shape[1:]), generator=gen, dtype=torch.float64)
+    perm = torch.randperm(shape[axis], generator=gen)
+    with torch.no_grad():
+        for p in probe.parameters():  # as trained: a fresh module's ones would hide it
+            p.copy_(1 + torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        expected = probe(x).index_select(axis, perm)
+        for p in probe.parameters() if parameters else ():
+            p.copy_(p[perm])
+        found = probe(x.index_select(axis, perm))
+    if not torch.allclose(found, expected, rtol=1e-5, atol=1e-7):  # float32 internals
+        kept = "with its weights permuted alike" if parameters else "its weights kept"
+        raise unsupported(
+            f"`{path}` ({type(module).__name__}) does not commute with a permutation of the "
+            f"units it reads ({kept}), so canon cannot permute them",
+            type(module).__name__,
+            path,
+        )

@@ -1,0 +1,255 @@
+"""Attention whose projections are laid out as GPT-NeoX, Persimmon, StableLM and Qwen3
+lay them out, written by hand (no library needed).
+
+- GPT-NeoX views its fused projection as (heads, 3 * d) and chunks every head into its
+  query, key and value dimensions: the queries are rows h * 3d + j of the fused weight,
+  interleaved with the keys and values head by head. Persimmon views it as
+  (heads, 3, d) and picks ``[..., i, :]``: the same rows.
+- A partial rotary embedding turns only the first dimensions of each head.
+- A norm over each head's dimensions (the query/key norms of Qwen3 and Persimmon)
+  shares its weights between heads.
+
+Each keeps the network's function under canon's symmetries, and canon recovers a
+planted symmetry by weight, incoming and activation matching.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from nets import assert_same_function, outputs, randomize, state_of
+from torch import Tensor, nn
+
+from canon.core import (
+    Spec,
+    apply_alignment,
+    canonicalize,
+    match_incoming,
+    normalize,
+    random_symmetry,
+    spec_from_module,
+)
+from canon.engine.matching import match_activations
+from canon.errors import UnsupportedModuleError
+
+WIDTH, HEADS, TOKENS, VOCAB = 16, 4, 6, 11
+
+
+def _rotate_half(x: Tensor, half: int) -> Tensor:
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _partial_rotary(x: Tensor, turned: int) -> Tensor:
+    """Rotary position embedding of the first ``turned`` dimensions of every head."""
+    positions = torch.arange(x.shape[-2], dtype=x.dtype)
+    freqs = 1.0 / 10000 ** (torch.arange(0, turned, 2, dtype=x.dtype) / turned)
+    angles = torch.cat([positions[:, None] * freqs] * 2, dim=-1)
+    rot, rest = x[..., :turned], x[..., turned:]
+    rot = rot * angles.cos() + _rotate_half(rot, turned // 2) * angles.sin()
+    return torch.cat((rot, rest), dim=-1)
+
+
+class Block(nn.Module):
+    """One pre-norm attention block and MLP on a residual stream.
+
+    ``layout``: ``chunk`` (GPT-NeoX), ``pick`` (Persimmon) or ``separate`` (three
+    projections). ``turned``: the rotated dimensions of each head (0: no rotary).
+    ``head_norm``: a LayerNorm over each head's dimensions of the queries and keys.
+    """
+
+    def __init__(self, layout: str, turned: int, head_norm: bool) -> None:
+        super().__init__()
+        self.layout, self.turned, self.d = layout, turned, WIDTH // HEADS
+        self.norm1, self.norm2 = nn.LayerNorm(WIDTH), nn.LayerNorm(WIDTH)
+        if layout == "separate":
+            self.q, self.k, self.v = (nn.Linear(WIDTH, WIDTH) for _ in range(3))
+        else:
+            self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
+        self.q_norm = nn.LayerNorm(self.d) if head_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.d) if head_norm else nn.Identity()
+        self.o = nn.Linear(WIDTH, WIDTH)
+        self.up, self.down = nn.Linear(WIDTH, 2 * WIDTH), nn.Linear(2 * WIDTH, WIDTH)
+
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, t, _ = x.shape
+        if self.layout == "chunk":
+            qkv = self.qkv(x).view(b, t, HEADS, 3 * self.d).transpose(1, 2)
+            q, k, v = qkv.chunk(3, dim=-1)
+            return q, k, v
+        if self.layout == "pick":
+            fused = self.qkv(x).view(b, t, HEADS, 3, self.d)
+            parts = fused[..., 0, :], fused[..., 1, :], fused[..., 2, :]
+            q, k, v = (p.transpose(1, 2) for p in parts)
+            return q, k, v
+        split = [p(x).view(b, t, HEADS, self.d).transpose(1, 2) for p in (self.q, self.k, self.v)]
+        return split[0], split[1], split[2]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x + attention(norm1(x)), then + mlp(norm2(.))."""
+        b, t, _ = x.shape
+        q, k, v = self._heads(self.norm1(x))
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.turned:
+            q, k = _partial_rotary(q, self.turned), _partial_rotary(k, self.turned)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.o(y.transpose(1, 2).reshape(b, t, WIDTH))
+        return x + self.down(F.gelu(self.up(self.norm2(x))))
+
+
+class LM(nn.Module):
+    """Token embedding, two blocks, a final norm and a head read at the last token."""
+
+    main_input_name = "input_ids"  # token ids, as transformers' models say
+
+    def __init__(self, layout: str, turned: int = 0, head_norm: bool = False) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, WIDTH)
+        self.blocks = nn.ModuleList(Block(layout, turned, head_norm) for _ in range(2))
+        self.norm, self.head = nn.LayerNorm(WIDTH), nn.Linear(WIDTH, VOCAB)
+        self.input_shape = (TOKENS,)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Next-token logits at the last position."""
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        out: Tensor = self.head(self.norm(x)[:, -1])
+        return out
+
+
+CASES = {
+    "neox": ("chunk", 2, False),  # GPT-NeoX: fused, chunked, partial rotary
+    "neox-no-rotary": ("chunk", 0, False),
+    "persimmon": ("pick", 2, True),  # fused, picked, partial rotary, query/key norms
+    "qwen3": ("separate", 4, True),  # full rotary after per-head query/key norms
+    "stablelm": ("separate", 2, False),  # partial rotary on separate projections
+}
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request: pytest.FixtureRequest) -> tuple[str, LM, Spec]:
+    model = randomize(LM(*CASES[request.param]), 0)
+    return request.param, model, spec_from_module(model)
+
+
+def _tokens(n: int, seed: int) -> Tensor:
+    return torch.randint(0, VOCAB, (n, TOKENS), generator=torch.Generator().manual_seed(seed))
+
+
+def _gap(a: dict[str, Tensor], b: dict[str, Tensor]) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in b if b[k].is_floating_point())
+
+
+def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, Spec]) -> None:
+    """The queries, keys and values of a fused projection are its rows in runs of d, 3d
+    apart, from 0, d and 2d; rotary embeddings and per-head norms pin the query/key
+    dimensions in their heads (only whole heads move there); values keep their
+    dimension symmetry."""
+    kind, _, spec = case
+    layout, turned, head_norm = CASES[kind]
+    d = WIDTH // HEADS
+    queries_keys = spec.group("blocks.0.qkv" if layout != "separate" else "blocks.0.q")
+    pinned = bool(turned) or head_norm
+    assert queries_keys.heads_only == pinned
+    assert queries_keys.symmetry == ("none" if pinned else "linear")
+    if layout == "separate":
+        return
+    values = spec.group(f"blocks.0.qkv@{2 * d}")
+    assert (values.symmetry, values.heads_only, values.heads) == ("linear", False, HEADS)
+    (made,) = values.producers
+    assert (made.start, made.head, made.stride) == (2 * d, d, 3 * d)
+    (made,) = queries_keys.producers
+    assert (made.start, made.head, made.stride) == (0, d, 3 * d)
+    keys = [o for o in queries_keys.outgoing if o.name == "blocks.0.qkv.weight"]
+    assert [(o.start, o.head, o.stride) for o in keys] == [(d, d, 3 * d)]
+
+
+def test_symmetries_keep_the_function(case: tuple[str, LM, Spec]) -> None:
+    """Random symmetries (heads, dimensions, stream and MLP units permuted, factors and
+    signs where the group allows them) and normalization keep the logits."""
+    _, model, spec = case
+    state, x = state_of(model), _tokens(8, 1)
+    y = outputs(model, state, x)
+    for seed in (1, 2, 3):
+        copy = random_symmetry(state, spec, seed=seed)
+        assert_same_function(outputs(model, copy, x), y, rtol=1e-9)
+    assert_same_function(outputs(model, normalize(state, spec), x), y, rtol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["weight", "incoming", "activation"])
+def test_a_planted_symmetry_is_recovered(case: tuple[str, LM, Spec], method: str) -> None:
+    """The canonical form of a symmetric copy is the original's, by each matching method
+    (activation matching reads the fused layer's output at each part's rows)."""
+    _, model, spec = case
+    state = state_of(model)
+    reference = normalize(state, spec)
+    copy = normalize(random_symmetry(state, spec, seed=7), spec)
+    if method == "weight":
+        aligned = canonicalize(copy, spec, reference=state, method="weight")
+    elif method == "incoming":
+        aligned = apply_alignment(copy, match_incoming(copy, reference, spec), spec)
+    else:
+        found = match_activations(copy, reference, spec, model, _tokens(64, 2), batch=64)
+        aligned = apply_alignment(copy, found, spec)
+    assert _gap(aligned, reference) < 1e-9
+
+
+class CutTwice(nn.Module):
+    """GPT-NeoX's chunk, then each query head cut again and put back in another order."""
+
+    main_input_name = "input_ids"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, WIDTH)
+        self.qkv, self.o = nn.Linear(WIDTH, 3 * WIDTH), nn.Linear(WIDTH, WIDTH)
+        self.head = nn.Linear(WIDTH, VOCAB)
+        self.input_shape = (TOKENS,)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """One attention layer whose queries are cut after the chunk."""
+        x = self.embed(tokens)
+        b, t, _ = x.shape
+        qkv = self.qkv(x).view(b, t, HEADS, 3 * WIDTH // HEADS).transpose(1, 2)
+        q, k, v = qkv.chunk(3, dim=-1)
+        first, second = q.chunk(2, dim=-1)
+        y = F.scaled_dot_product_attention(torch.cat((second, first), -1), k, v)
+        out: Tensor = self.head((x + self.o(y.transpose(1, 2).reshape(b, t, -1)))[:, -1])
+        return out
+
+
+class StreamChunked(nn.Module):
+    """A residual stream (no layer makes it) viewed into heads and chunked."""
+
+    main_input_name = "input_ids"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 2 * WIDTH)
+        self.head = nn.Linear(WIDTH, VOCAB)
+        self.input_shape = (TOKENS,)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Attention whose queries/keys are halves of the embedding's heads."""
+        x = self.embed(tokens)
+        b, t, _ = x.shape
+        q, k = x.view(b, t, HEADS, 2 * WIDTH // HEADS).transpose(1, 2).chunk(2, dim=-1)
+        y = F.scaled_dot_product_attention(q, k, k)
+        out: Tensor = self.head(y.transpose(1, 2).reshape(b, t, -1)[:, -1])
+        return out
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [
+        (CutTwice(), "cut into parts twice"),
+        (StreamChunked(), "cuts attention heads into several tensors"),
+    ],
+    ids=["cut-twice", "stream-chunked"],
+)
+def test_heads_cut_unlike_a_fused_projection_are_refused(model: nn.Module, words: str) -> None:
+    """Heads cut where no single layer's rows can follow them are refused with a reason,
+    never taken for a fused projection."""
+    with pytest.raises(UnsupportedModuleError, match=words):
+        spec_from_module(model)
