@@ -8,6 +8,9 @@ lay them out, written by hand (no library needed).
 - A partial rotary embedding turns only the first dimensions of each head.
 - A norm over each head's dimensions (the query/key norms of Qwen3 and Persimmon)
   shares its weights between heads.
+- Eager grouped-query attention repeats each key/value head for the query heads that
+  share it (transformers' ``repeat_kv``) before ``softmax(q @ k^T) @ v``, its scores
+  soft-capped by a tanh (Gemma 2).
 
 Each keeps the network's function under canon's symmetries, and canon recovers a
 planted symmetry by weight, incoming and activation matching.
@@ -56,14 +59,18 @@ class Block(nn.Module):
     ``layout``: ``chunk`` (GPT-NeoX), ``pick`` (Persimmon) or ``separate`` (three
     projections). ``turned``: the rotated dimensions of each head (0: no rotary).
     ``head_norm``: a LayerNorm over each head's dimensions of the queries and keys.
+    ``kv_heads`` < HEADS (separate projections only): grouped-query attention, written
+    eagerly with ``repeat_kv`` and soft-capped scores.
     """
 
-    def __init__(self, layout: str, turned: int, head_norm: bool) -> None:
+    def __init__(self, layout: str, turned: int, head_norm: bool, kv_heads: int) -> None:
         super().__init__()
         self.layout, self.turned, self.d = layout, turned, WIDTH // HEADS
+        self.kv_heads = kv_heads
         self.norm1, self.norm2 = nn.LayerNorm(WIDTH), nn.LayerNorm(WIDTH)
         if layout == "separate":
-            self.q, self.k, self.v = (nn.Linear(WIDTH, WIDTH) for _ in range(3))
+            self.q = nn.Linear(WIDTH, WIDTH)
+            self.k, self.v = (nn.Linear(WIDTH, kv_heads * self.d) for _ in range(2))
         else:
             self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
         self.q_norm = nn.LayerNorm(self.d) if head_norm else nn.Identity()
@@ -82,8 +89,20 @@ class Block(nn.Module):
             parts = fused[..., 0, :], fused[..., 1, :], fused[..., 2, :]
             q, k, v = (p.transpose(1, 2) for p in parts)
             return q, k, v
-        split = [p(x).view(b, t, HEADS, self.d).transpose(1, 2) for p in (self.q, self.k, self.v)]
-        return split[0], split[1], split[2]
+        q = self.q(x).view(b, t, HEADS, self.d).transpose(1, 2)
+        k, v = (p(x).view(b, t, self.kv_heads, self.d).transpose(1, 2) for p in (self.k, self.v))
+        return q, k, v
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if self.kv_heads == HEADS:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        b, _, t, d = k.shape
+        n = HEADS // self.kv_heads
+        k, v = (h[:, :, None, :, :].expand(b, self.kv_heads, n, t, d) for h in (k, v))
+        k, v = (h.reshape(b, HEADS, t, d) for h in (k, v))
+        scores = torch.tanh(q @ k.transpose(2, 3) / d**0.5 / 5.0) * 5.0
+        mask = torch.full((t, t), float("-inf"), dtype=q.dtype).triu(1)
+        return torch.softmax(scores + mask, dim=-1) @ v
 
     def forward(self, x: Tensor) -> Tensor:
         """x + attention(norm1(x)), then + mlp(norm2(.))."""
@@ -92,7 +111,7 @@ class Block(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if self.turned:
             q, k = _partial_rotary(q, self.turned), _partial_rotary(k, self.turned)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = self._attend(q, k, v)
         x = x + self.o(y.transpose(1, 2).reshape(b, t, WIDTH))
         return x + self.down(F.gelu(self.up(self.norm2(x))))
 
@@ -102,10 +121,12 @@ class LM(nn.Module):
 
     main_input_name = "input_ids"  # token ids, as transformers' models say
 
-    def __init__(self, layout: str, turned: int = 0, head_norm: bool = False) -> None:
+    def __init__(
+        self, layout: str, turned: int = 0, head_norm: bool = False, kv_heads: int = HEADS
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(VOCAB, WIDTH)
-        self.blocks = nn.ModuleList(Block(layout, turned, head_norm) for _ in range(2))
+        self.blocks = nn.ModuleList(Block(layout, turned, head_norm, kv_heads) for _ in range(2))
         self.norm, self.head = nn.LayerNorm(WIDTH), nn.Linear(WIDTH, VOCAB)
         self.input_shape = (TOKENS,)
 
@@ -119,11 +140,12 @@ class LM(nn.Module):
 
 
 CASES = {
-    "neox": ("chunk", 2, False),  # GPT-NeoX: fused, chunked, partial rotary
-    "neox-no-rotary": ("chunk", 0, False),
-    "persimmon": ("pick", 2, True),  # fused, picked, partial rotary, query/key norms
-    "qwen3": ("separate", 4, True),  # full rotary after per-head query/key norms
-    "stablelm": ("separate", 2, False),  # partial rotary on separate projections
+    "neox": ("chunk", 2, False, HEADS),  # GPT-NeoX: fused, chunked, partial rotary
+    "neox-no-rotary": ("chunk", 0, False, HEADS),
+    "persimmon": ("pick", 2, True, HEADS),  # fused, picked, partial rotary, query/key norms
+    "qwen3": ("separate", 4, True, 2),  # full rotary after query/key norms, eager GQA
+    "stablelm": ("separate", 2, False, HEADS),  # partial rotary on separate projections
+    "eager-gqa": ("separate", 0, False, 2),  # repeat_kv, soft-capped scores, no rotary
 }
 
 
@@ -147,12 +169,18 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
     dimensions in their heads (only whole heads move there); values keep their
     dimension symmetry."""
     kind, _, spec = case
-    layout, turned, head_norm = CASES[kind]
+    layout, turned, head_norm, kv_heads = CASES[kind]
     d = WIDTH // HEADS
-    queries_keys = spec.group("blocks.0.qkv" if layout != "separate" else "blocks.0.q")
+    # with grouped-query attention the key dimensions are the units
+    name = {"separate": "blocks.0.q" if kv_heads == HEADS else "blocks.0.k"}
+    queries_keys = spec.group(name.get(layout, "blocks.0.qkv"))
     pinned = bool(turned) or head_norm
     assert queries_keys.heads_only == pinned
     assert queries_keys.symmetry == ("none" if pinned else "linear")
+    assert (queries_keys.size, queries_keys.heads) == (kv_heads * d, kv_heads)
+    if kv_heads < HEADS:  # each key dimension's query rows repeat over its query heads
+        (rows,) = [o for o in queries_keys.outgoing if o.name == "blocks.0.q.weight"]
+        assert (rows.repeat, rows.head) == (HEADS // kv_heads, d)
     if layout == "separate":
         return
     values = spec.group(f"blocks.0.qkv@{2 * d}")

@@ -229,8 +229,25 @@ MORE: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2, "head_dim": 4, "intermediate_size": 32,
         "vocab_size": 40, "max_position_embeddings": 12,
     },
+    # eager grouped-query attention: key/value heads repeated before q @ k^T (repeat_kv)
+    "llama-eager": {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
+        "max_position_embeddings": 12, "attn_implementation": "eager",
+    },
+    "gemma3_text": {
+        "model_type": "gemma3_text",
+        "architectures": ["Gemma3ForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 4, "intermediate_size": 32, "vocab_size": 40,
+        "max_position_embeddings": 12, "sliding_window": 4,
+    },
 }  # fmt: skip
-ROTARY = {"gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3"}
+ROTARY = {
+    "gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3", "llama-eager", "gemma3_text"
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", sorted(MORE))
@@ -241,10 +258,13 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     tables), ConvNext (its LayerNorm normalizes the channels, not the last axis), and
     StableLM and Phi (a partial rotary embedding turns a slice of each head, which pins
     the query/key dimensions in their heads), GPT-NeoX and Persimmon (a fused projection
-    whose rows interleave queries, keys and values head by head) and Qwen3 (a norm over
-    each head's query and key dimensions); symmetries keep the logits and canonical forms
+    whose rows interleave queries, keys and values head by head), Qwen3 and Gemma 3 (a
+    norm over each head's query and key dimensions) and an eager Llama (key/value heads
+    repeated for their query heads); symmetries keep the logits and canonical forms
     agree."""
-    model = build_model(f"hf-transformers/{kind}", {"config": MORE[kind]}).double().eval()
+    config = MORE[kind]
+    model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
+    model = model.double().eval()
     spec = spec_from_module(model)
     assert sum(1 for g in spec.groups if g.link) == (0 if kind == "convnext" else 4)
     assert sum(1 for g in spec.groups if g.heads_only) == (2 if kind in ROTARY else 0)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from canon.core.ops import library_norm, linear, op_name, plain
+from canon.core.ops import Op, function_op, library_norm, linear, module_op, op_name, plain
 from canon.core.spec import CarriedAxis, OutgoingAxis, Producer, Tap, UnitGroup, layout_of
 from canon.core.walk_values import (
     ADD,
@@ -49,6 +49,7 @@ from canon.core.walk_values import (
     Scores,
     Sliced,
     Space,
+    Spread,
     Stacked,
     Units,
     Value,
@@ -114,6 +115,10 @@ def _per_axis(index: object, ndim: int) -> tuple[int | slice, ...] | None:
         found = found[:at] + (slice(None),) * (ndim - len(found) + 1) + found[at + 1 :]
     entries = found + (slice(None),) * (ndim - len(found))
     return tuple(i for i in entries if i is not Ellipsis)
+
+
+def _elementwise(op: Op | None) -> bool:
+    return op is not None and op.kind == "elementwise"
 
 
 def _same_place(a: Heads | Sliced, b: Heads | Sliced) -> bool:
@@ -471,10 +476,18 @@ class AttentionSteps:
             if target is operator.getitem and len(inputs) == 1:
                 return self._part(node, parts[0])
             raise unsupported(f"op `{name}` in {at} reads a tuple of parts", name, at)
+        spread = [v for _, v in inputs if isinstance(v, Spread)]
+        if spread and len(inputs) == 1:
+            return self._spread_step(node, spread[0])
+        if spread:
+            raise unsupported(f"op `{name}` in {at} mixes repeated heads", name, at)
         if target is F.scaled_dot_product_attention:
             return self._sdpa(node, inputs)
         if target in _MATMUL:
             return self._matmul(node, inputs)
+        repeated = self._repeat_heads(node, inputs)
+        if repeated is not None:
+            return repeated
         rotated = self._rotary(node, inputs)
         if rotated is not None:
             return rotated
@@ -519,12 +532,68 @@ class AttentionSteps:
             return value
         if keeps and isinstance(value, Scores) and target in _SOFTMAX:
             return value  # softmax over keys: per head
+        op = function_op(node) if module is None else module_op(module)
+        if keeps and isinstance(value, Scores) and len(inputs) == 1 and _elementwise(op):
+            return value  # the same function of every score (Gemma 2's tanh soft-capping)
         if keeps and isinstance(value, Scores) and target in ADD:
             others = [a for a in node.args if isinstance(a, fx.Node) and a is not source]
             _check_same_for_every_head(others, value.head_axis, len(shape_of(node)), at)
             return value  # an additive mask, the same for every head
         raise unsupported(
             f"unsupported op `{name}` on attention heads in {at}" + _SUPPORTED, name, at
+        )
+
+    # -- key/value heads repeated for the query heads that share them ----------------------
+
+    def _repeat_heads(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value | None:
+        """``k[:, :, None]`` (the first step of transformers' ``repeat_kv``) or
+        ``k.repeat_interleave(n, dim=1)`` of key or value heads, or None for other ops."""
+        if len(inputs) != 1 or not isinstance(inputs[0][1], Heads):
+            return None
+        source, heads = inputs[0][0], inputs[0][1]
+        if heads.repeat != 1:
+            return None
+        ndim = len(shape_of(source))
+        if node.target in ("repeat_interleave", torch.repeat_interleave):
+            times = node.kwargs.get("repeats", node.args[1] if len(node.args) > 1 else None)
+            dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else None)
+            if isinstance(times, int) and isinstance(dim, int) and dim % ndim == heads.head_axis:
+                return replace(heads, heads=heads.heads * times, repeat=times)
+            return None
+        if node.target is not operator.getitem:
+            return None
+        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        if index.count(None) != 1 or Ellipsis in index:
+            return None
+        at = index.index(None)
+        rest = index[:at] + index[at + 1 :]
+        if any(i != slice(None) for i in rest) or at != heads.head_axis + 1:
+            return None
+        dim_axis = heads.dim_axis + (heads.dim_axis >= at)
+        return Spread(replace(heads, dim_axis=dim_axis), at)
+
+    def _spread_step(self, node: fx.Node, spread: Spread) -> Value:
+        """``expand`` of the new axis to n copies, then the view that merges it into the
+        head axis: each key/value head ``n`` times in a row (``repeat=n``)."""
+        at, name = location(node), op_name(node)
+        source = node.args[0]
+        assert isinstance(source, fx.Node)
+        before, after = shape_of(source), shape_of(node)
+        heads = spread.heads
+        if node.target in ("expand", "expand_as") and len(before) == len(after):
+            changed = [a for a in range(len(before)) if before[a] != after[a]]
+            if changed == [spread.axis] and before[spread.axis] == 1:
+                return replace(spread, copies=after[spread.axis])
+        count = before[spread.axis - 1] * spread.copies
+        merged = (*before[: spread.axis - 1], count, *before[spread.axis + 1 :])
+        if node.target in _RESHAPES and after == merged:
+            dim_axis = heads.dim_axis - (heads.dim_axis > spread.axis)
+            return replace(heads, dim_axis=dim_axis, heads=count, repeat=spread.copies)
+        raise unsupported(
+            f"op `{name}` in {at} on key/value heads given a new axis; canon follows "
+            "`k[:, :, None].expand(...).reshape(...)` (transformers' repeat_kv)" + _SUPPORTED,
+            name,
+            at,
         )
 
     # -- rotary position embeddings -------------------------------------------------------
@@ -689,12 +758,15 @@ class AttentionSteps:
                 )
         q, k, v = (h for h in found if isinstance(h, Heads))
         ndim = len(shape_of(node))
-        # grouped-query attention: each key/value head serves `repeat` query heads in a row
+        # grouped-query attention: each key/value head serves `repeat` query heads in a row,
+        # repeated by SDPA itself (enable_gqa) or before (repeat_kv)
         grouped = bool(node.kwargs.get("enable_gqa")) and q.heads % k.heads == 0
-        repeat = q.heads // k.heads if grouped else 1
+        extra = q.heads // k.heads if grouped else 1
+        repeat = k.repeat * extra
         for h in (q, k, v):
-            heads = q.heads if h is q else k.heads * repeat
-            if (h.head_axis, h.dim_axis) != (ndim - 3, ndim - 1) or heads != q.heads:
+            heads = q.heads if h is q else h.heads * extra
+            layout = h.repeat == (1 if h is q else k.repeat)
+            if (h.head_axis, h.dim_axis) != (ndim - 3, ndim - 1) or heads != q.heads or not layout:
                 raise unsupported(
                     f"scaled_dot_product_attention in {at} reads heads that are not laid out "
                     "as (batch, heads, tokens, d) with the same number of heads (or, with "
@@ -702,7 +774,7 @@ class AttentionSteps:
                     "scaled_dot_product_attention",
                     at,
                 )
-        self._record(q.space, k.space, v.space, k.heads, node, repeat)
+        self._record(q.space, k.space, v.space, q.heads // repeat, node, repeat)
         return Heads(v.space.root(), ndim - 3, ndim - 1, q.heads, repeat)
 
     def _matmul(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
@@ -717,18 +789,20 @@ class AttentionSteps:
                 and (a.head_axis, a.dim_axis) == (ndim - 3, ndim - 1)
                 and (b.head_axis, b.dim_axis) == (ndim - 3, ndim - 2)
                 and a.heads == b.heads
-                and a.space.root().size == b.space.root().size
+                and a.repeat == 1
+                and a.space.root().size == b.space.root().size * b.repeat
             ):
-                return Scores(a.space.root(), b.space.root(), ndim - 3, a.heads)
+                return Scores(a.space.root(), b.space.root(), ndim - 3, a.heads, b.repeat)
             if (
                 isinstance(a, Scores)
                 and isinstance(b, Heads)
                 and a.head_axis == ndim - 3
                 and (b.head_axis, b.dim_axis) == (ndim - 3, ndim - 1)
                 and a.heads == b.heads
+                and a.repeat == b.repeat
             ):
-                self._record(a.query, a.key, b.space, a.heads, node)
-                return Heads(b.space.root(), ndim - 3, ndim - 1, a.heads)
+                self._record(a.query, a.key, b.space, a.heads // a.repeat, node, a.repeat)
+                return Heads(b.space.root(), ndim - 3, ndim - 1, a.heads, a.repeat)
         raise unsupported(f"op `{name}` in {at} multiplies hidden tensors" + _SUPPORTED, name, at)
 
     def _record(

@@ -61,6 +61,7 @@ from canon.core.walk_values import (
     Scores,
     Sliced,
     Space,
+    Spread,
     Stacked,
     Units,
     Value,
@@ -208,7 +209,7 @@ class Walker(AttentionSteps):
                 name,
                 location(node),
             )
-        attention = (Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts)
+        attention = (Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts, Spread)
         if any(isinstance(v, attention) for _, v in inputs):
             self.values[node] = self._attention_step(node, inputs)
             return

@@ -113,6 +113,7 @@ class Scores:
     key: Space
     head_axis: int
     heads: int
+    repeat: int = 1  # query heads per key head (grouped-query attention)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,17 @@ class Sliced:
 
 
 @dataclass(frozen=True)
+class Spread:
+    """Heads with a new axis right after their head axis (``k[:, :, None]``), expanded to
+    ``copies`` (transformers' ``repeat_kv``: each key/value head once per query head that
+    shares it, before the two axes are merged)."""
+
+    heads: Heads
+    axis: int
+    copies: int = 1
+
+
+@dataclass(frozen=True)
 class HeadParts:
     """A tuple of tensors that cut every head of ``heads`` into consecutive parts of
     ``sizes`` dimensions (``chunk`` of a fused projection viewed as (heads, parts * d):
@@ -170,7 +182,19 @@ class Attended:
     output: Units
 
 
-Value = Units | Param | Ended | Heads | Scores | Parts | Stacked | Attended | Sliced | HeadParts
+Value = (
+    Units
+    | Param
+    | Ended
+    | Heads
+    | Scores
+    | Parts
+    | Stacked
+    | Attended
+    | Sliced
+    | HeadParts
+    | Spread
+)
 
 
 def location(node: fx.Node) -> str:
