@@ -8,6 +8,7 @@ lay them out, written by hand (no library needed).
 - A partial rotary embedding turns only the first dimensions of each head.
 - A norm over each head's dimensions (the query/key norms of Qwen3 and Persimmon)
   shares its weights between heads.
+- Phi-3 slices its fused projection (``qkv[..., :q]``) into contiguous parts.
 - Eager grouped-query attention repeats each key/value head for the query heads that
   share it (transformers' ``repeat_kv``) before ``softmax(q @ k^T) @ v``, its scores
   soft-capped by a tanh (Gemma 2).
@@ -33,6 +34,7 @@ from canon.core import (
     random_symmetry,
     spec_from_module,
 )
+from canon.core.paths import geodesic_path
 from canon.engine.matching import match_activations
 from canon.errors import UnsupportedModuleError
 
@@ -56,8 +58,9 @@ def _partial_rotary(x: Tensor, turned: int) -> Tensor:
 class Block(nn.Module):
     """One pre-norm attention block and MLP on a residual stream.
 
-    ``layout``: ``chunk`` (GPT-NeoX), ``pick`` (Persimmon) or ``separate`` (three
-    projections). ``turned``: the rotated dimensions of each head (0: no rotary).
+    ``layout``: ``chunk`` (GPT-NeoX), ``pick`` (Persimmon), ``slice`` (Phi-3) or
+    ``separate`` (three projections). ``turned``: the rotated dimensions of each head (0:
+    no rotary).
     ``head_norm``: a LayerNorm over each head's dimensions of the queries and keys.
     ``kv_heads`` < HEADS (separate projections only): grouped-query attention, written
     eagerly with ``repeat_kv`` and soft-capped scores.
@@ -83,6 +86,11 @@ class Block(nn.Module):
         if self.layout == "chunk":
             qkv = self.qkv(x).view(b, t, HEADS, 3 * self.d).transpose(1, 2)
             q, k, v = qkv.chunk(3, dim=-1)
+            return q, k, v
+        if self.layout == "slice":
+            qkv = self.qkv(x)
+            parts = qkv[..., :WIDTH], qkv[..., WIDTH : 2 * WIDTH], qkv[..., 2 * WIDTH :]
+            q, k, v = (p.view(b, t, HEADS, self.d).transpose(1, 2) for p in parts)
             return q, k, v
         if self.layout == "pick":
             fused = self.qkv(x).view(b, t, HEADS, 3, self.d)
@@ -146,6 +154,7 @@ CASES = {
     "qwen3": ("separate", 4, True, 2),  # full rotary after query/key norms, eager GQA
     "stablelm": ("separate", 2, False, HEADS),  # partial rotary on separate projections
     "eager-gqa": ("separate", 0, False, 2),  # repeat_kv, soft-capped scores, no rotary
+    "phi3": ("slice", 4, False, HEADS),  # fused, sliced into contiguous parts, rotary
 }
 
 
@@ -182,6 +191,10 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
         (rows,) = [o for o in queries_keys.outgoing if o.name == "blocks.0.q.weight"]
         assert (rows.repeat, rows.head) == (HEADS // kv_heads, d)
     if layout == "separate":
+        return
+    if layout == "slice":  # contiguous parts: the values are rows 2W to 3W
+        (made,) = spec.group(f"blocks.0.qkv@{2 * WIDTH}").producers
+        assert (made.start, made.stride) == (2 * WIDTH, 0)
         return
     values = spec.group(f"blocks.0.qkv@{2 * d}")
     assert (values.symmetry, values.heads_only, values.heads) == ("linear", False, HEADS)
@@ -268,16 +281,89 @@ class StreamChunked(nn.Module):
         return out
 
 
+class OverlappingSlices(nn.Module):
+    """Two slices of one layer's outputs that share rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fused, self.a, self.b = nn.Linear(4, 8), nn.Linear(6, 2), nn.Linear(6, 2)
+        self.input_shape = (4,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Each reader takes six of the eight outputs."""
+        h = self.fused(x)
+        out: Tensor = self.a(torch.relu(h[:, :6])) + self.b(torch.relu(h[:, 2:]))
+        return out
+
+
 @pytest.mark.parametrize(
     ("model", "words"),
     [
         (CutTwice(), "cut into parts twice"),
         (StreamChunked(), "cuts attention heads into several tensors"),
+        (OverlappingSlices(), "share rows"),
     ],
-    ids=["cut-twice", "stream-chunked"],
+    ids=["cut-twice", "stream-chunked", "overlapping-slices"],
 )
 def test_heads_cut_unlike_a_fused_projection_are_refused(model: nn.Module, words: str) -> None:
     """Heads cut where no single layer's rows can follow them are refused with a reason,
     never taken for a fused projection."""
     with pytest.raises(UnsupportedModuleError, match=words):
         spec_from_module(model)
+
+
+class SlicedMLP(nn.Module):
+    """A layer's outputs cut in two halves (sliced, the first half read twice, or
+    chunked), each with an activation of its own."""
+
+    def __init__(self, cut: str = "slice") -> None:
+        super().__init__()
+        self.cut = cut
+        self.fused, self.a, self.b = nn.Linear(4, 8), nn.Linear(4, 5), nn.Linear(4, 5)
+        self.head = nn.Linear(5, 3)
+        self.input_shape = (4,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """relu of the first half (taken twice), tanh of the second, summed by a and b."""
+        h = self.fused(x)
+        if self.cut == "chunk":
+            low, high = h.chunk(2, dim=1)
+            first, second = torch.relu(low), torch.tanh(high)
+        else:
+            first, second = torch.relu(h[:, :4]) + torch.relu(h[:, :4]), torch.tanh(h[:, 4:])
+        out: Tensor = self.head(torch.relu(self.a(first) + self.b(second)))
+        return out
+
+
+@pytest.mark.parametrize("cut", ["slice", "chunk"])
+def test_parts_of_a_layer_keep_their_own_symmetry(cut: str) -> None:
+    """Each half is a group of its own (relu: scale, tanh: sign), a half taken twice one
+    group; symmetries and normalization scale and flip each half's own rows and keep the
+    function."""
+    model = randomize(SlicedMLP(cut), 3)
+    spec = spec_from_module(model)
+    symmetries = {g.name: g.symmetry for g in spec.groups}
+    assert symmetries == {"fused": "scale", "fused@4": "sign", "a": "scale"}
+    state, x = state_of(model), torch.randn(16, 4, dtype=torch.float64)
+    y = outputs(model, state, x)
+    for seed in (1, 2):
+        assert_same_function(outputs(model, random_symmetry(state, spec, seed=seed), x), y)
+    assert_same_function(outputs(model, normalize(state, spec), x), y)
+
+
+@pytest.mark.parametrize("cut", ["slice", "chunk"])
+def test_only_the_rows_on_spheres_turn_along_the_geodesic(cut: str) -> None:
+    """Between two normalized networks the relu half's rows (units on spheres) keep unit
+    norm along the geodesic; the tanh half's rows (not on spheres) move on the straight
+    line; the ends are the networks themselves."""
+    model = SlicedMLP(cut)
+    spec = spec_from_module(model)
+    a = normalize(state_of(randomize(model, 4)), spec)
+    b = normalize(state_of(randomize(model, 5)), spec)
+    path = geodesic_path(a, b, spec, torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64))
+    for k, end in ((0, a), (2, b)):
+        assert torch.equal(path.state(k)["fused.weight"], end["fused.weight"])
+    between = path.state(1)["fused.weight"]
+    torch.testing.assert_close(between[:4].norm(dim=1), torch.ones(4, dtype=torch.float64))
+    line = 0.7 * a["fused.weight"][4:] + 0.3 * b["fused.weight"][4:]
+    torch.testing.assert_close(between[4:], line, rtol=0, atol=1e-12)

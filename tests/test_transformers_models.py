@@ -237,6 +237,13 @@ MORE: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
         "max_position_embeddings": 12, "attn_implementation": "eager",
     },
+    "phi3": {  # a fused projection sliced into queries, keys and values; gate/up chunked
+        "model_type": "phi3",
+        "architectures": ["Phi3ForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
+        "max_position_embeddings": 12, "pad_token_id": 0,
+    },
     "gemma3_text": {
         "model_type": "gemma3_text",
         "architectures": ["Gemma3ForCausalLM"],
@@ -246,7 +253,8 @@ MORE: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 ROTARY = {
-    "gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3", "llama-eager", "gemma3_text"
+    "gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3", "llama-eager", "gemma3_text",
+    "phi3",
 }  # fmt: skip
 
 
@@ -259,9 +267,9 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     StableLM and Phi (a partial rotary embedding turns a slice of each head, which pins
     the query/key dimensions in their heads), GPT-NeoX and Persimmon (a fused projection
     whose rows interleave queries, keys and values head by head), Qwen3 and Gemma 3 (a
-    norm over each head's query and key dimensions) and an eager Llama (key/value heads
-    repeated for their query heads); symmetries keep the logits and canonical forms
-    agree."""
+    norm over each head's query and key dimensions), an eager Llama (key/value heads
+    repeated for their query heads) and Phi-3 (its fused projection sliced); symmetries
+    keep the logits and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()

@@ -151,6 +151,7 @@ class AttentionSteps:
     values: dict[fx.Node, Value]
     order: dict[fx.Node, int]
     attentions: list[_Attention]
+    parts: dict[str, list[tuple[frozenset[int], Space]]]  # by layer: the parts cut so far
 
     # -- where they start ----------------------------------------------------------
 
@@ -259,10 +260,26 @@ class AttentionSteps:
         self, node: fx.Node, made: Made, size: int, start: int, head: int = 1, stride: int = 0
     ) -> Space:
         """A space of ``size`` units made by ``made``'s layer from its row ``start`` on
-        (in runs of ``head`` rows ``stride`` apart, with a ``stride``)."""
+        (in runs of ``head`` rows ``stride`` apart, with a ``stride``): the same space
+        for the same rows taken twice; rows shared with another part are refused (each
+        part permutes its rows on its own)."""
+        runs = range(0, size, head) if stride else [0]
+        width = head if stride else size
+        rows = frozenset(start + (r // head) * stride + j for r in runs for j in range(width))
+        cut = self.parts.setdefault(made.path, [])
+        for taken, space in cut:
+            if taken == rows and space.size == size:
+                return space.root()
+            if taken & rows:
+                raise unsupported(
+                    f"two parts of the outputs of `{made.path}` share rows",
+                    op_name(node),
+                    location(node),
+                )
         origin = f"{made.path}@{start}" if start else made.path
         space = Space(size=size, created=self.order[node], origin=origin)
         space.producers.append(replace(made, start=start, head=head, stride=stride))
+        cut.append((rows, space))
         return space
 
     def _interleaved_part(

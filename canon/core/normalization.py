@@ -139,7 +139,7 @@ def rescale(state: Mapping[str, Tensor], spec: Spec, scales: UnitScales) -> dict
             )
         for producer in group.producers:
             for name in producer.own_scale:
-                out.scale(name, 0, factors)
+                out.scale(name, 0, factors, **layout_of(producer))
         if group.symmetry == "scale":
             for axis in group.outgoing:
                 out.scale(axis.name, axis.axis, 1.0 / factors, **layout_of(axis))
@@ -235,11 +235,11 @@ def _constant_input_scale(out: Mapping[str, Tensor], producer: Producer) -> Tens
     return squares.sqrt()
 
 
-def _output_scale(out: Mapping[str, Tensor], producer: Producer) -> Tensor:
-    """The norm of each unit's effective incoming weights in one producer (after its
-    BatchNorm's input was normalized, the BN gain)."""
+def _output_scale(out: Mapping[str, Tensor], producer: Producer, size: int) -> Tensor:
+    """The norm of each of the ``size`` units' effective incoming weights in one producer
+    (after its BatchNorm's input was normalized, the BN gain)."""
     gain = bn_gain(out, producer)
-    return unit_norms(out[producer.weight]) if gain is None else gain
+    return unit_norms(producer_rows(out, producer, False, size)) if gain is None else gain
 
 
 def _balance(out: _Copy, group: UnitGroup) -> None:
@@ -298,7 +298,7 @@ def _normalize_group(
 def _rescale_units(out: _Copy, group: UnitGroup, determining: tuple[Producer, ...]) -> bool:
     """Divide each unit's output scale by n_k, compensated in its outgoing weights
     (``scale`` groups only); whether some unit had no weights in ``determining``."""
-    scales = [_output_scale(out, p) for p in determining]
+    scales = [_output_scale(out, p, group.size) for p in determining]
     # one factor per unit for all producers: the norm of the concatenated effective rows
     norms = scales[0] if len(scales) == 1 else torch.stack(scales).square().sum(0).sqrt()
     weightless = not bool((norms > 0).all())
@@ -311,7 +311,7 @@ def _rescale_units(out: _Copy, group: UnitGroup, determining: tuple[Producer, ..
     for producer in group.producers:
         for name in producer.own_scale:
             if producer.batchnorm is None:
-                out.scale(name, 0, inverse)
+                out.scale(name, 0, inverse, **layout_of(producer))
             else:  # BN's affine is per unit already
                 out[name] = out[name] / norms
     if group.symmetry == "scale":

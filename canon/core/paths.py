@@ -19,8 +19,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from canon.core.spec import Spec
-from canon.core.units import split_rows, unit_vectors
+from canon.core.spec import Producer, Spec, layout_of
+from canon.core.units import split_rows, unit_positions, unit_vectors
 from canon.errors import ConfigError
 
 __all__ = [
@@ -310,12 +310,15 @@ def geodesic_path(
     tanh, GELU, attention's dimensions) move linearly.
     """
     tensors: dict[str, TensorPath] = {n: _constant_or_linear(a[n], b[n], x) for n in a}
+    # the rows of each weight that are units on spheres (a part of a fused layer's rows)
+    turning: dict[str, list[Tensor | None]] = {}
     for group in spec.groups:
         if not group.on_sphere:
             continue  # units not on spheres move linearly (DESIGN §3b)
         if not group.shared:
-            name = group.weights[0]
-            tensors[name] = _great_circle(a[name], b[name], x, True)
+            (producer,) = group.producers
+            rows = _rows_of(producer, group.size, a[producer.weight].shape[0])
+            turning.setdefault(producer.weight, []).append(rows)
             continue
         # one great circle per unit through its rows in every producer
         rows_a = unit_vectors(a, group, effective=False)
@@ -324,10 +327,41 @@ def geodesic_path(
         parts = [split_rows(base, group, a) for base in circle.bases]
         for name in group.weights:
             tensors[name] = Combination(tuple(p[name] for p in parts), circle.coefs)
+    for name, taken in turning.items():
+        whole = any(rows is None for rows in taken)
+        index = None if whole else torch.cat([r for r in taken if r is not None])
+        tensors[name] = _circle_rows(a[name], b[name], x, index)
     if spec.output is not None:
         name = spec.output.weight
         tensors[name] = _great_circle(a[name], b[name], x, False)
     return NetworkPath(x, tensors)
+
+
+def _rows_of(producer: Producer, size: int, rows: int) -> Tensor | None:
+    """The producer's rows that are the group's ``size`` units (None: all ``rows``)."""
+    layout = layout_of(producer)
+    if size == rows and not (layout["start"] or layout["stride"]):
+        return None
+    positions = unit_positions(size, 1, 1, layout["head"], layout["stride"])
+    return positions.reshape(-1) + layout["start"]
+
+
+def _circle_rows(a: Tensor, b: Tensor, x: Tensor, index: Tensor | None) -> Combination:
+    """Rows ``index`` of a weight (None: all) along their great circles, the other rows
+    (another part of a fused layer, not on spheres) along the straight line."""
+    if index is None:
+        return _great_circle(a, b, x, True)
+    circle = _great_circle(a[index], b[index], x, True)
+    steps, bases = circle.coefs.shape[:2]
+    xs = x.cpu().to(circle.coefs.dtype).unsqueeze(1)
+    coefs = torch.zeros(steps, bases, a.shape[0], dtype=circle.coefs.dtype)
+    coefs[:, 0], coefs[:, bases - 1] = 1 - xs, xs
+    coefs[:, :, index] = circle.coefs
+    if bases == 2:
+        return Combination((a, b), coefs)
+    turn = torch.zeros_like(a)
+    turn[index] = circle.bases[1]
+    return Combination((a, turn, b), coefs)
 
 
 def _join(first: TensorPath, second: TensorPath, k1: int) -> TensorPath:

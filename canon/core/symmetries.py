@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from canon.core.spec import Spec, UnitGroup, layout_of
+from canon.core.spec import Producer, Spec, UnitGroup, layout_of
 from canon.core.units import permute_units, scale_batchnorm_input, scale_units
 
 __all__ = ["random_permutation", "random_symmetry"]
@@ -106,10 +106,11 @@ def _transform_group(
 ) -> None:
     n = group.size
 
-    def scale_incoming(names: Sequence[str | None], factors: Tensor) -> None:
+    def scale_incoming(names: Sequence[str | None], factors: Tensor, producer: Producer) -> None:
+        # a part of a fused layer's rows is laid out as the producer says (no BatchNorm)
         for name in names:
             if name is not None:
-                out[name] = scale_units(out[name], 0, factors)
+                out[name] = scale_units(out[name], 0, factors, **layout_of(producer))
 
     def scale_outgoing(factors: Tensor) -> None:
         for axis in group.outgoing:
@@ -121,18 +122,19 @@ def _transform_group(
             if bn_input_scale:
                 scale_batchnorm_input(out, producer, _factors(n, gen, max_scale))
             flip = _signs(n, gen)
-            scale_incoming([producer.weight, producer.bias, bn.running_mean, bn.weight], flip)
+            names = [producer.weight, producer.bias, bn.running_mean, bn.weight]
+            scale_incoming(names, flip, producer)
     # the units' own scale: the BN output after BatchNorm, the pre-activation without
     if group.normalized:
         a = _factors(n, gen, max_scale)
         for producer in group.producers:
-            scale_incoming(producer.own_scale, a)
+            scale_incoming(producer.own_scale, a, producer)
         if group.symmetry == "scale":
             scale_outgoing(1.0 / a)
     if group.symmetry == "sign":
         s = _signs(n, gen)
         for producer in group.producers:
-            scale_incoming(producer.odd, s)
+            scale_incoming(producer.odd, s, producer)
         scale_outgoing(s)
     if group.symmetry == "linear":
         c = _factors(n, gen, max_scale) * _signs(n, gen)

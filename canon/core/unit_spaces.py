@@ -161,6 +161,7 @@ class Walker(AttentionSteps):
         self.output: OutputLayer | None = None
         self.output_space: Space | None = None
         self.attentions = []
+        self.parts = {}
         self.tied = tied_names(gm)
 
     # -- the walk ------------------------------------------------------------
@@ -647,7 +648,7 @@ class Walker(AttentionSteps):
                 new_axis += axis <= units.axis
                 continue
             if axis == units.axis and entry != slice(None):
-                break
+                return self._sliced_part(node, source, units, entries, axis, new_axis)
             if isinstance(entry, int) and axis < units.axis:
                 new_axis -= 1
             elif not isinstance(entry, (int, slice)):
@@ -663,6 +664,43 @@ class Walker(AttentionSteps):
             "getitem",
             at,
         )
+
+    def _sliced_part(
+        self,
+        node: fx.Node,
+        source: fx.Node,
+        units: Units,
+        entries: list[Any],
+        axis: int,
+        new_axis: int,
+    ) -> Units:
+        """``qkv[..., a:b]``: a contiguous part of one layer's outputs, taken along the
+        unit axis (Phi-3's fused projection cut into queries, keys and values by slices):
+        a space of its own, the layer's rows from ``a`` on its producer."""
+        at = location(node)
+        entry = entries[axis]
+        rest = entries[axis + 1 :]
+        space = units.space.root()
+        width = shape_of(source)[units.axis]
+        bounds = entry.indices(width) if isinstance(entry, slice) else None
+        plain = bounds is not None and bounds[2] == 1 and bounds[0] < bounds[1]
+        whole = all(e == slice(None) for e in rest)
+        one_layer = units.layer is not None and len(space.producers) == 1 and units.block == 1
+        if not (plain and whole and one_layer):
+            raise unsupported(
+                f"indexing in {at} picks among the units; canon supports indexing other axes "
+                "with numbers and slices (x[:, -1]), and a slice of one layer's outputs along "
+                "their unit axis (a fused projection cut into parts)",
+                "getitem",
+                at,
+            )
+        assert bounds is not None
+        start, stop, _ = bounds
+        space.carved = True
+        made = space.producers[0]
+        part = self._part_space(node, made, stop - start, made.start + start)
+        part.taps.setdefault(f"{source.name}@{start}", Tap(source.name, units.axis, 1, start))
+        return Units(part, new_axis)
 
     def _concat(
         self,
