@@ -35,6 +35,7 @@ from canon.core import (
     spec_from_module,
 )
 from canon.core.paths import geodesic_path
+from canon.core.trace import load_into
 from canon.engine.matching import match_activations
 from canon.errors import UnsupportedModuleError
 
@@ -367,3 +368,50 @@ def test_only_the_rows_on_spheres_turn_along_the_geodesic(cut: str) -> None:
     torch.testing.assert_close(between[:4].norm(dim=1), torch.ones(4, dtype=torch.float64))
     line = 0.7 * a["fused.weight"][4:] + 0.3 * b["fused.weight"][4:]
     torch.testing.assert_close(between[4:], line, rtol=0, atol=1e-12)
+
+
+class CappedLogits(nn.Module):
+    """Gemma 2's ending: logits soft-capped by a tanh, from an output layer tied to the
+    token embedding (``tied``) or from one of its own."""
+
+    main_input_name = "input_ids"
+
+    def __init__(self, tied: bool) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, WIDTH)
+        self.mlp = nn.Sequential(
+            nn.Linear(WIDTH, 2 * WIDTH), nn.GELU(), nn.Linear(2 * WIDTH, WIDTH)
+        )
+        self.head = nn.Linear(WIDTH, VOCAB, bias=False)
+        if tied:
+            self.head.weight = self.embed.weight
+        self.input_shape = (TOKENS,)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """30 * tanh(logits / 30) at the last position."""
+        x = self.embed(tokens)
+        x = x + self.mlp(x)
+        return torch.tanh(self.head(x[:, -1]) / 30.0) * 30.0
+
+
+def test_logits_capped_after_a_tied_output_layer_are_followed() -> None:
+    """A tied output layer's scale is no symmetry, so nothing rescales the logits and the
+    cap keeps the function; after an output layer of its own (whose global scale canon
+    normalizes) the cap would not, and is refused."""
+    model = randomize(CappedLogits(tied=True), 6)
+    spec = spec_from_module(model)
+    assert spec.output is None
+
+    def logits(state: dict[str, Tensor]) -> Tensor:
+        load_into(model, state)  # the tied weight once, as canon lists it
+        with torch.no_grad():
+            out: Tensor = model(x)
+        return out
+
+    x = _tokens(8, 3)
+    state = {t.name: model.state_dict()[t.name].clone() for t in spec.tensors}
+    y = logits(state)
+    torch.testing.assert_close(logits(random_symmetry(state, spec, seed=1)), y)
+    torch.testing.assert_close(logits(normalize(state, spec)), y)
+    with pytest.raises(UnsupportedModuleError, match="after the output layer"):
+        spec_from_module(CappedLogits(tied=False))

@@ -244,6 +244,13 @@ MORE: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
         "max_position_embeddings": 12, "pad_token_id": 0,
     },
+    "gemma2": {  # eager attention: repeat_kv, soft-capped scores and soft-capped logits
+        "model_type": "gemma2",
+        "architectures": ["Gemma2ForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 4, "intermediate_size": 32, "vocab_size": 40,
+        "max_position_embeddings": 12,
+    },
     "gemma3_text": {
         "model_type": "gemma3_text",
         "architectures": ["Gemma3ForCausalLM"],
@@ -254,7 +261,7 @@ MORE: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 ROTARY = {
     "gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3", "llama-eager", "gemma3_text",
-    "phi3",
+    "phi3", "gemma2",
 }  # fmt: skip
 
 
@@ -268,8 +275,9 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     the query/key dimensions in their heads), GPT-NeoX and Persimmon (a fused projection
     whose rows interleave queries, keys and values head by head), Qwen3 and Gemma 3 (a
     norm over each head's query and key dimensions), an eager Llama (key/value heads
-    repeated for their query heads) and Phi-3 (its fused projection sliced); symmetries
-    keep the logits and canonical forms agree."""
+    repeated for their query heads), Gemma 2 (those, with a tanh soft-capping its scores
+    and its logits, whose output layer is its tied embedding) and Phi-3 (its fused
+    projection sliced); symmetries keep the logits and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()

@@ -943,6 +943,11 @@ class Walker(AttentionSteps):
             raise unsupported(
                 f"BatchNorm after the output layer `{path}` is not supported", "BatchNorm", path
             )
+        self.output_space = space
+        if made.weight in self.tied:
+            # tied to the embedding: its scale is no symmetry, so nothing rescales the
+            # logits and any op may follow them (Gemma 2's soft-capping tanh)
+            return
         bad = [
             op.name
             for _, op in sorted(space.ops, key=lambda o: o[0])
@@ -955,9 +960,6 @@ class Walker(AttentionSteps):
                 bad[0],
                 path,
             )
-        self.output_space = space
-        if made.weight in self.tied:  # tied to the embedding: its scale is no symmetry
-            return
         self.output = OutputLayer(weight=made.weight, bias=made.bias, size=space.size)
 
     def _groups(self) -> tuple[UnitGroup, ...]:
