@@ -62,12 +62,13 @@ class Block(nn.Module):
     ``layout``: ``chunk`` (GPT-NeoX), ``pick`` (Persimmon), ``slice`` (Phi-3) or
     ``separate`` (three projections). ``turned``: the rotated dimensions of each head (0:
     no rotary).
-    ``head_norm``: a LayerNorm over each head's dimensions of the queries and keys.
+    ``norm``: ``head``, a LayerNorm over each head's dimensions of the queries and keys
+    (Qwen3), or ``projection``, over all of them before the view into heads (OLMo 2).
     ``kv_heads`` < HEADS (separate projections only): grouped-query attention, written
     eagerly with ``repeat_kv`` and soft-capped scores.
     """
 
-    def __init__(self, layout: str, turned: int, head_norm: bool, kv_heads: int) -> None:
+    def __init__(self, layout: str, turned: int, norm: str, kv_heads: int) -> None:
         super().__init__()
         self.layout, self.turned, self.d = layout, turned, WIDTH // HEADS
         self.kv_heads = kv_heads
@@ -77,8 +78,10 @@ class Block(nn.Module):
             self.k, self.v = (nn.Linear(WIDTH, kv_heads * self.d) for _ in range(2))
         else:
             self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
-        self.q_norm = nn.LayerNorm(self.d) if head_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(self.d) if head_norm else nn.Identity()
+        self.norm = norm
+        widths = {"head": (self.d, self.d), "projection": (WIDTH, kv_heads * self.d)}
+        if norm:
+            self.q_norm, self.k_norm = (nn.LayerNorm(w) for w in widths[norm])
         self.o = nn.Linear(WIDTH, WIDTH)
         self.up, self.down = nn.Linear(WIDTH, 2 * WIDTH), nn.Linear(2 * WIDTH, WIDTH)
 
@@ -98,8 +101,11 @@ class Block(nn.Module):
             parts = fused[..., 0, :], fused[..., 1, :], fused[..., 2, :]
             q, k, v = (p.transpose(1, 2) for p in parts)
             return q, k, v
-        q = self.q(x).view(b, t, HEADS, self.d).transpose(1, 2)
-        k, v = (p(x).view(b, t, self.kv_heads, self.d).transpose(1, 2) for p in (self.k, self.v))
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        if self.norm == "projection":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(b, t, HEADS, self.d).transpose(1, 2)
+        k, v = (h.view(b, t, self.kv_heads, self.d).transpose(1, 2) for h in (k, v))
         return q, k, v
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -117,7 +123,8 @@ class Block(nn.Module):
         """x + attention(norm1(x)), then + mlp(norm2(.))."""
         b, t, _ = x.shape
         q, k, v = self._heads(self.norm1(x))
-        q, k = self.q_norm(q), self.k_norm(k)
+        if self.norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.turned:
             q, k = _partial_rotary(q, self.turned), _partial_rotary(k, self.turned)
         y = self._attend(q, k, v)
@@ -130,12 +137,10 @@ class LM(nn.Module):
 
     main_input_name = "input_ids"  # token ids, as transformers' models say
 
-    def __init__(
-        self, layout: str, turned: int = 0, head_norm: bool = False, kv_heads: int = HEADS
-    ) -> None:
+    def __init__(self, layout: str, turned: int = 0, norm: str = "", kv_heads: int = HEADS) -> None:
         super().__init__()
         self.embed = nn.Embedding(VOCAB, WIDTH)
-        self.blocks = nn.ModuleList(Block(layout, turned, head_norm, kv_heads) for _ in range(2))
+        self.blocks = nn.ModuleList(Block(layout, turned, norm, kv_heads) for _ in range(2))
         self.norm, self.head = nn.LayerNorm(WIDTH), nn.Linear(WIDTH, VOCAB)
         self.input_shape = (TOKENS,)
 
@@ -149,13 +154,15 @@ class LM(nn.Module):
 
 
 CASES = {
-    "neox": ("chunk", 2, False, HEADS),  # GPT-NeoX: fused, chunked, partial rotary
-    "neox-no-rotary": ("chunk", 0, False, HEADS),
-    "persimmon": ("pick", 2, True, HEADS),  # fused, picked, partial rotary, query/key norms
-    "qwen3": ("separate", 4, True, 2),  # full rotary after query/key norms, eager GQA
-    "stablelm": ("separate", 2, False, HEADS),  # partial rotary on separate projections
-    "eager-gqa": ("separate", 0, False, 2),  # repeat_kv, soft-capped scores, no rotary
-    "phi3": ("slice", 4, False, HEADS),  # fused, sliced into contiguous parts, rotary
+    "neox": ("chunk", 2, "", HEADS),  # GPT-NeoX: fused, chunked, partial rotary
+    "neox-no-rotary": ("chunk", 0, "", HEADS),
+    "persimmon": ("pick", 2, "head", HEADS),  # fused, picked, partial rotary, q/k norms
+    "qwen3": ("separate", 4, "head", 2),  # full rotary after query/key norms, eager GQA
+    "stablelm": ("separate", 2, "", HEADS),  # partial rotary on separate projections
+    "eager-gqa": ("separate", 0, "", 2),  # repeat_kv, soft-capped scores, no rotary
+    "phi3": ("slice", 4, "", HEADS),  # fused, sliced into contiguous parts, rotary
+    "olmo2": ("separate", 4, "projection", 2),  # q/k norms over whole projections, GQA
+    "olmo2-no-rotary": ("separate", 0, "projection", HEADS),
 }
 
 
@@ -179,14 +186,19 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
     dimensions in their heads (only whole heads move there); values keep their
     dimension symmetry."""
     kind, _, spec = case
-    layout, turned, head_norm, kv_heads = CASES[kind]
+    layout, turned, norm, kv_heads = CASES[kind]
     d = WIDTH // HEADS
     # with grouped-query attention the key dimensions are the units
     name = {"separate": "blocks.0.q" if kv_heads == HEADS else "blocks.0.k"}
     queries_keys = spec.group(name.get(layout, "blocks.0.qkv"))
-    pinned = bool(turned) or head_norm
+    pinned = bool(turned) or norm == "head"  # a norm of each head pins its dimensions
     assert queries_keys.heads_only == pinned
-    assert queries_keys.symmetry == ("none" if pinned else "linear")
+    assert queries_keys.symmetry == ("none" if pinned or norm else "linear")
+    if norm == "projection":  # the norms' affines move with the query/key dimensions
+        carried = {c.name: (c.repeat, c.head) for c in queries_keys.carried}
+        repeat = HEADS // kv_heads
+        assert carried["blocks.0.q_norm.weight"] == (repeat, d if repeat > 1 else 1)
+        assert carried["blocks.0.k_norm.weight"] == (1, 1)
     assert (queries_keys.size, queries_keys.heads) == (kv_heads * d, kv_heads)
     if kv_heads < HEADS:  # each key dimension's query rows repeat over its query heads
         (rows,) = [o for o in queries_keys.outgoing if o.name == "blocks.0.q.weight"]

@@ -251,6 +251,13 @@ MORE: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2, "head_dim": 4, "intermediate_size": 32, "vocab_size": 40,
         "max_position_embeddings": 12,
     },
+    "olmo2": {  # norms over the whole query and key projections, grouped-query attention
+        "model_type": "olmo2",
+        "architectures": ["Olmo2ForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
+        "max_position_embeddings": 12,
+    },
     "gemma3_text": {
         "model_type": "gemma3_text",
         "architectures": ["Gemma3ForCausalLM"],
@@ -261,7 +268,7 @@ MORE: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 ROTARY = {
     "gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3", "llama-eager", "gemma3_text",
-    "phi3", "gemma2",
+    "phi3", "gemma2", "olmo2",
 }  # fmt: skip
 
 
@@ -277,7 +284,8 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     norm over each head's query and key dimensions), an eager Llama (key/value heads
     repeated for their query heads), Gemma 2 (those, with a tanh soft-capping its scores
     and its logits, whose output layer is its tied embedding) and Phi-3 (its fused
-    projection sliced); symmetries keep the logits and canonical forms agree."""
+    projection sliced) and OLMo 2 (a norm over all its query and over all its key units);
+    symmetries keep the logits and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()

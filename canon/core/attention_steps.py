@@ -853,10 +853,17 @@ class AttentionSteps:
                     att.where,
                 )
             seen |= ids
+            normed = False
             for space, role in ((q, "queries"), (k, "keys"), (v, "values")):
-                extra = space.carried or space.batchnorms or (space.outgoing and space is not v)
                 nonlinear = [op.name for _, op in space.ops if not (op.homogeneous and op.odd)]
-                if len(space.producers) != 1 or extra or nonlinear:
+                # a norm over all the query (or key) units (OLMo 2's): it commutes with
+                # their permutations, its weights permuted alike, but not with factors
+                norms = space is not v and bool(nonlinear) and set(nonlinear) == {"norm"}
+                norms = norms and space.blocks == 1
+                normed = normed or norms
+                extra = bool(space.carried) and not norms
+                extra = extra or bool(space.batchnorms) or bool(space.outgoing and space is not v)
+                if len(space.producers) != 1 or extra or (nonlinear and not norms):
                     what = f"op `{nonlinear[0]}`" if nonlinear else "more than one projection"
                     raise unsupported(
                         f"the {role} of the attention in {att.where} pass through {what}"
@@ -878,8 +885,9 @@ class AttentionSteps:
                     att.where,
                 )
             layout = layout_of(other)
+            head = k.size // att.heads
             if att.repeat > 1:
-                layout["repeat"], layout["head"] = att.repeat, k.size // att.heads
+                layout["repeat"], layout["head"] = att.repeat, head
             rows = [OutgoingAxis(other.weight, 0, **layout)]
             if other.bias is not None:
                 rows.append(OutgoingAxis(other.bias, 0, **layout))
@@ -890,11 +898,19 @@ class AttentionSteps:
             qk = UnitGroup(
                 name=first.origin,
                 size=first.size,
-                symmetry="none" if pinned else "linear",
+                symmetry="none" if pinned or normed else "linear",
                 producers=(
                     Producer(made.weight, made.bias, None, made.start, made.head, made.stride),
                 ),
                 outgoing=tuple(rows),
+                # with grouped-query attention a query norm's weights repeat as the rows do
+                carried=tuple(
+                    dict.fromkeys(
+                        [replace(c, repeat=att.repeat, head=head) for c in q.carried] + k.carried
+                        if att.repeat > 1
+                        else q.carried + k.carried
+                    )
+                ),
                 taps=tuple(taps),
                 heads=att.heads,
                 link=link,

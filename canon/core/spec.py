@@ -173,6 +173,8 @@ class CarriedAxis:
 
     name: str
     axis: int = 0
+    repeat: int = 1  # > 1: a query norm's weights under grouped-query attention
+    head: int = 1
 
 
 @dataclass(frozen=True)
@@ -298,7 +300,7 @@ class UnitGroup:
             TensorAxis(n, 0, "incoming", **layout_of(p)) for p in self.producers for n in p.incoming
         ]
         out = [TensorAxis(o.name, o.axis, "outgoing", **layout_of(o)) for o in self.outgoing]
-        kept = [TensorAxis(c.name, c.axis, "carried") for c in self.carried]
+        kept = [TensorAxis(c.name, c.axis, "carried", **layout_of(c)) for c in self.carried]
         return tuple(inc + out + kept)
 
     @property
@@ -411,7 +413,7 @@ class Spec:
                     ],
                     "outgoing": [_sparse(vars(o).copy()) for o in g.outgoing],
                     "scale_invariant": g.scale_invariant,
-                    "carried": [vars(c).copy() for c in g.carried],
+                    "carried": [_sparse(vars(c).copy()) for c in g.carried],
                     "blocks": g.blocks,
                     "taps": [_sparse(vars(t).copy()) for t in g.taps],
                 }
