@@ -11,7 +11,7 @@ lay them out, written by hand (no library needed).
 - Phi-3 slices its fused projection (``qkv[..., :q]``) into contiguous parts.
 - Eager grouped-query attention repeats each key/value head for the query heads that
   share it (transformers' ``repeat_kv``) before ``softmax(q @ k^T) @ v``, its scores
-  soft-capped by a tanh (Gemma 2).
+  soft-capped by a tanh (Gemma 2) and masked by ``torch.where`` (GPT-Neo).
 
 Each keeps the network's function under canon's symmetries, and canon recovers a
 planted symmetry by weight, incoming and activation matching.
@@ -116,8 +116,9 @@ class Block(nn.Module):
         k, v = (h[:, :, None, :, :].expand(b, self.kv_heads, n, t, d) for h in (k, v))
         k, v = (h.reshape(b, HEADS, t, d) for h in (k, v))
         scores = torch.tanh(q @ k.transpose(2, 3) / d**0.5 / 5.0) * 5.0
-        mask = torch.full((t, t), float("-inf"), dtype=q.dtype).triu(1)
-        return torch.softmax(scores + mask, dim=-1) @ v
+        causal = torch.ones(t, t, dtype=torch.bool).tril()  # chosen, as GPT-Neo masks
+        scores = torch.where(causal, scores, torch.tensor(-1e9, dtype=q.dtype))
+        return torch.softmax(scores, dim=-1) @ v
 
     def forward(self, x: Tensor) -> Tensor:
         """x + attention(norm1(x)), then + mlp(norm2(.))."""

@@ -258,6 +258,13 @@ MORE: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
         "max_position_embeddings": 12,
     },
+    "gpt_neo": {  # scores masked by torch.where, computed in float32
+        "model_type": "gpt_neo",
+        "architectures": ["GPTNeoForCausalLM"],
+        "num_layers": 2, "hidden_size": 16, "num_heads": 4, "intermediate_size": 32,
+        "vocab_size": 40, "max_position_embeddings": 12, "window_size": 4,
+        "attention_types": [[["global", "local"], 1]],
+    },
     "gemma3_text": {
         "model_type": "gemma3_text",
         "architectures": ["Gemma3ForCausalLM"],
@@ -284,8 +291,9 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     norm over each head's query and key dimensions), an eager Llama (key/value heads
     repeated for their query heads), Gemma 2 (those, with a tanh soft-capping its scores
     and its logits, whose output layer is its tied embedding) and Phi-3 (its fused
-    projection sliced) and OLMo 2 (a norm over all its query and over all its key units);
-    symmetries keep the logits and canonical forms agree."""
+    projection sliced), OLMo 2 (a norm over all its query and over all its key units) and
+    GPT-Neo (scores masked by torch.where); symmetries keep the logits and canonical
+    forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()

@@ -69,6 +69,7 @@ _SOFTMAX = {F.softmax, torch.softmax, "softmax"}
 _KEEP = {"contiguous", "clone", "float", "type_as", "to", F.dropout, "masked_fill", "masked_fill_"}
 _RESHAPES = {"view", "reshape", torch.reshape, "flatten", torch.flatten}
 _CARVE = {"split", torch.split, "chunk", torch.chunk}
+_WHERE = {torch.where, "where"}
 
 _SUPPORTED = (
     "; canon supports multi-head attention whose queries, keys and values are linear "
@@ -552,10 +553,10 @@ class AttentionSteps:
         op = function_op(node) if module is None else module_op(module)
         if keeps and isinstance(value, Scores) and len(inputs) == 1 and _elementwise(op):
             return value  # the same function of every score (Gemma 2's tanh soft-capping)
-        if keeps and isinstance(value, Scores) and target in ADD:
+        if keeps and isinstance(value, Scores) and (target in ADD or target in _WHERE):
             others = [a for a in node.args if isinstance(a, fx.Node) and a is not source]
             _check_same_for_every_head(others, value.head_axis, len(shape_of(node)), at)
-            return value  # an additive mask, the same for every head
+            return value  # a mask, added or chosen by a condition, the same for every head
         raise unsupported(
             f"unsupported op `{name}` on attention heads in {at}" + _SUPPORTED, name, at
         )
