@@ -5,7 +5,8 @@ lay them out, written by hand (no library needed).
   query, key and value dimensions: the queries are rows h * 3d + j of the fused weight,
   interleaved with the keys and values head by head. Persimmon views it as
   (heads, 3, d) and picks ``[..., i, :]``: the same rows.
-- A partial rotary embedding turns only the first dimensions of each head.
+- A partial rotary embedding turns only the first dimensions of each head; GPT-J's and
+  Cohere's turn neighbouring pairs (``stack((-x[..., 1::2], x[..., ::2]), -1)``).
 - A norm over each head's dimensions (the query/key norms of Qwen3 and Persimmon)
   shares its weights between heads.
 - Phi-3 slices its fused projection (``qkv[..., :q]``) into contiguous parts.
@@ -46,13 +47,23 @@ def _rotate_half(x: Tensor, half: int) -> Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _partial_rotary(x: Tensor, turned: int) -> Tensor:
-    """Rotary position embedding of the first ``turned`` dimensions of every head."""
+def _rotate_pairs(x: Tensor) -> Tensor:
+    """GPT-J's rotate_every_two: (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)."""
+    return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
+
+
+def _partial_rotary(x: Tensor, turned: int, pairs: bool = False) -> Tensor:
+    """Rotary position embedding of the first ``turned`` dimensions of every head, turned
+    as two halves (Llama, GPT-NeoX) or as neighbouring pairs (``pairs``: GPT-J, Cohere)."""
     positions = torch.arange(x.shape[-2], dtype=x.dtype)
     freqs = 1.0 / 10000 ** (torch.arange(0, turned, 2, dtype=x.dtype) / turned)
     angles = torch.cat([positions[:, None] * freqs] * 2, dim=-1)
     rot, rest = x[..., :turned], x[..., turned:]
-    rot = rot * angles.cos() + _rotate_half(rot, turned // 2) * angles.sin()
+    if pairs:
+        angles = (positions[:, None] * freqs).repeat_interleave(2, dim=-1)
+        rot = rot * angles.cos() + _rotate_pairs(rot) * angles.sin()
+    else:
+        rot = rot * angles.cos() + _rotate_half(rot, turned // 2) * angles.sin()
     return torch.cat((rot, rest), dim=-1)
 
 
@@ -68,9 +79,10 @@ class Block(nn.Module):
     eagerly with ``repeat_kv`` and soft-capped scores.
     """
 
-    def __init__(self, layout: str, turned: int, norm: str, kv_heads: int) -> None:
+    def __init__(self, layout: str, turned: int, norm: str, kv_heads: int, pairs: bool) -> None:
         super().__init__()
         self.layout, self.turned, self.d = layout, turned, WIDTH // HEADS
+        self.pairs = pairs
         self.kv_heads = kv_heads
         self.norm1, self.norm2 = nn.LayerNorm(WIDTH), nn.LayerNorm(WIDTH)
         if layout == "separate":
@@ -127,7 +139,7 @@ class Block(nn.Module):
         if self.norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         if self.turned:
-            q, k = _partial_rotary(q, self.turned), _partial_rotary(k, self.turned)
+            q, k = (_partial_rotary(h, self.turned, self.pairs) for h in (q, k))
         y = self._attend(q, k, v)
         x = x + self.o(y.transpose(1, 2).reshape(b, t, WIDTH))
         return x + self.down(F.gelu(self.up(self.norm2(x))))
@@ -138,10 +150,18 @@ class LM(nn.Module):
 
     main_input_name = "input_ids"  # token ids, as transformers' models say
 
-    def __init__(self, layout: str, turned: int = 0, norm: str = "", kv_heads: int = HEADS) -> None:
+    def __init__(
+        self,
+        layout: str,
+        turned: int = 0,
+        norm: str = "",
+        kv_heads: int = HEADS,
+        pairs: bool = False,
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(VOCAB, WIDTH)
-        self.blocks = nn.ModuleList(Block(layout, turned, norm, kv_heads) for _ in range(2))
+        blocks = (Block(layout, turned, norm, kv_heads, pairs) for _ in range(2))
+        self.blocks = nn.ModuleList(blocks)
         self.norm, self.head = nn.LayerNorm(WIDTH), nn.Linear(WIDTH, VOCAB)
         self.input_shape = (TOKENS,)
 
@@ -164,6 +184,8 @@ CASES = {
     "phi3": ("slice", 4, "", HEADS),  # fused, sliced into contiguous parts, rotary
     "olmo2": ("separate", 4, "projection", 2),  # q/k norms over whole projections, GQA
     "olmo2-no-rotary": ("separate", 0, "projection", HEADS),
+    "gptj": ("separate", 2, "", HEADS, True),  # neighbouring pairs of the first 2 turn
+    "cohere": ("separate", 4, "", 2, True),  # all pairs turn; eager GQA
 }
 
 
@@ -187,7 +209,7 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
     dimensions in their heads (only whole heads move there); values keep their
     dimension symmetry."""
     kind, _, spec = case
-    layout, turned, norm, kv_heads = CASES[kind]
+    layout, turned, norm, kv_heads = CASES[kind][:4]
     d = WIDTH // HEADS
     # with grouped-query attention the key dimensions are the units
     name = {"separate": "blocks.0.q" if kv_heads == HEADS else "blocks.0.k"}

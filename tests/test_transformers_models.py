@@ -265,6 +265,26 @@ MORE: dict[str, dict[str, Any]] = {
         "vocab_size": 40, "max_position_embeddings": 12, "window_size": 4,
         "attention_types": [[["global", "local"], 1]],
     },
+    # rotary embeddings that turn neighbouring pairs (rotate_every_two)
+    "gptj": {
+        "model_type": "gptj",
+        "architectures": ["GPTJForCausalLM"],
+        "n_layer": 2, "n_embd": 16, "n_head": 4, "rotary_dim": 2, "n_positions": 12,
+        "vocab_size": 40, "bos_token_id": 0, "eos_token_id": 0,
+    },
+    "codegen": {
+        "model_type": "codegen",
+        "architectures": ["CodeGenForCausalLM"],
+        "n_layer": 2, "n_embd": 16, "n_head": 4, "rotary_dim": 2, "n_positions": 12,
+        "n_ctx": 12, "vocab_size": 40, "bos_token_id": 0, "eos_token_id": 0,
+    },
+    "cohere": {
+        "model_type": "cohere",
+        "architectures": ["CohereForCausalLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
+        "max_position_embeddings": 12, "bos_token_id": 0, "eos_token_id": 0,
+    },
     "gemma3_text": {
         "model_type": "gemma3_text",
         "architectures": ["Gemma3ForCausalLM"],
@@ -275,7 +295,7 @@ MORE: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 ROTARY = {
     "gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3", "llama-eager", "gemma3_text",
-    "phi3", "gemma2", "olmo2",
+    "phi3", "gemma2", "olmo2", "gptj", "codegen", "cohere",
 }  # fmt: skip
 
 
@@ -292,8 +312,9 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     repeated for their query heads), Gemma 2 (those, with a tanh soft-capping its scores
     and its logits, whose output layer is its tied embedding) and Phi-3 (its fused
     projection sliced), OLMo 2 (a norm over all its query and over all its key units) and
-    GPT-Neo (scores masked by torch.where); symmetries keep the logits and canonical
-    forms agree."""
+    GPT-Neo (scores masked by torch.where), GPT-J, CodeGen and Cohere (rotary embeddings
+    that turn neighbouring pairs); symmetries keep the logits and canonical forms
+    agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()

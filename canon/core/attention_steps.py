@@ -53,6 +53,7 @@ from canon.core.walk_values import (
     Stacked,
     Units,
     Value,
+    Woven,
     check_commutes,
     hidden_units,
     location,
@@ -122,11 +123,26 @@ def _elementwise(op: Op | None) -> bool:
     return op is not None and op.kind == "elementwise"
 
 
+def _joined(part: Sliced, dims: tuple[int, ...]) -> Heads | Sliced | None:
+    """Parts of every head's dimensions joined into ``dims`` (in their new order): their
+    heads, pinned, if they hold each dimension once, or a part of them if a range; None
+    otherwise. Once pinned, the order within a head is any function the same for every
+    head, which moving whole heads keeps."""
+    low = min(dims, default=0)
+    if not dims or sorted(dims) != list(range(low, low + len(dims))):
+        return None
+    part.heads.space.root().heads_only = True
+    if len(dims) == part.width:
+        return part.heads
+    return replace(part, dims=dims)
+
+
 def _same_place(a: Heads | Sliced, b: Heads | Sliced) -> bool:
     """Whether two head tensors hold the same dimensions of the same space's heads, laid
-    out alike (the two terms of a rotary embedding's sum)."""
+    out alike (the two terms of a rotary embedding's sum; pinned, so their order within a
+    head is any, the same for every head)."""
     if isinstance(a, Sliced) and isinstance(b, Sliced):
-        return _same_place(a.heads, b.heads) and (a.start, a.stop) == (b.start, b.stop)
+        return _same_place(a.heads, b.heads) and sorted(a.dims) == sorted(b.dims)
     if isinstance(a, Heads) and isinstance(b, Heads):
         return a.space.root() is b.space.root() and replace(a, space=b.space) == b
     return False
@@ -624,6 +640,9 @@ class AttentionSteps:
         dimensions in their heads: only whole heads still permute (the space becomes
         ``heads_only``), so any such step that treats every head alike keeps the function."""
         target = node.target
+        woven = [v for _, v in inputs if isinstance(v, Woven)]
+        if woven:
+            return self._flatten_woven(node, woven[0]) if len(inputs) == 1 else None
         heads = [(n, v) for n, v in inputs if isinstance(v, (Heads, Sliced))]
         constants = [n for n, v in inputs if isinstance(v, Units) and v.space.pinned]
         if len(heads) + len(constants) != len(inputs) or not heads:
@@ -635,6 +654,8 @@ class AttentionSteps:
             return value
         if target in (torch.cat, torch.concat) and not constants:
             return self._join_slices(node, heads)
+        if target is torch.stack and not constants:
+            return self._weave(node, heads)
         if target in MUL and len(heads) == 1 and constants:
             return self._dimension_factors(node, value, constants)
         if target in ADD and len(heads) == 2 and not constants:
@@ -644,8 +665,8 @@ class AttentionSteps:
         return None
 
     def _slice_heads(self, node: fx.Node, source: fx.Node, value: Heads | Sliced) -> Value | None:
-        """``q[..., a:b]``: a part of every head's dimensions (a rotary half, or the
-        dimensions a partial rotary embedding turns), counted from the whole head."""
+        """``q[..., a:b]`` or ``q[..., ::2]``: some of every head's dimensions (a rotary
+        half, the dimensions a partial rotary embedding turns, every other one)."""
         whole = value if isinstance(value, Heads) else value.heads
         shape = shape_of(source)
         index = _per_axis(node.args[1], len(shape))
@@ -660,42 +681,68 @@ class AttentionSteps:
             return value
         if len(cut) != 1 or cut[0][0] != whole.dim_axis:
             return None
-        start, stop, step = cut[0][1].indices(shape[whole.dim_axis])
-        if step != 1 or start > stop:  # an empty part (full rotary's rest) joins as nothing
-            return None
-        if isinstance(value, Heads):
-            return Sliced(value, start, stop, shape[value.dim_axis])
-        return replace(value, start=value.start + start, stop=value.start + stop)
+        picked = cut[0][1]
+        if isinstance(value, Heads):  # an empty part (full rotary's rest) joins as nothing
+            width = shape[value.dim_axis]
+            return Sliced(value, tuple(range(width))[picked], width)
+        return replace(value, dims=value.dims[picked])
 
-    def _join_slices(
+    def _parts_of_heads(
         self, node: fx.Node, parts: Sequence[tuple[fx.Node, Heads | Sliced]]
-    ) -> Value | None:
-        """``cat((-q2, q1), dim=-1)``: parts of every head's dimensions, reordered, that
-        together cover a range of them (the whole head: the heads again). A part may be
-        whole heads (a rotary embedding that turns them all, joined to an empty rest)."""
+    ) -> list[Sliced] | None:
+        """The parts that ``cat`` or ``stack`` joins, each as :class:`Sliced` (whole heads
+        as all their dimensions), or None unless they are parts of the same heads."""
         sliced = []
         for n, p in parts:
             if isinstance(p, Heads):
                 width = shape_of(n)[p.dim_axis]
-                p = Sliced(p, 0, width, width)
-            if not isinstance(p, Sliced):
-                return None
+                p = Sliced(p, tuple(range(width)), width)
             sliced.append(p)
         first = sliced[0]
+        if any(replace(p, dims=()) != replace(first, dims=()) for p in sliced):
+            return None
+        return sliced
+
+    def _join_slices(
+        self, node: fx.Node, parts: Sequence[tuple[fx.Node, Heads | Sliced]]
+    ) -> Value | None:
+        """``cat((-q2, q1), dim=-1)``: parts of every head's dimensions that together hold
+        a range of them once each (the whole head: the heads again)."""
+        sliced = self._parts_of_heads(node, parts)
         ndim = len(shape_of(node))
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-        if not isinstance(dim, int) or dim % ndim != first.heads.dim_axis:
+        if sliced is None or not isinstance(dim, int):
             return None
-        if any(replace(p, start=0, stop=0) != replace(first, start=0, stop=0) for p in sliced):
+        if dim % ndim != sliced[0].heads.dim_axis:
             return None
-        covered = sorted(i for p in sliced for i in range(p.start, p.stop))
-        low = covered[0] if covered else 0
-        if not covered or covered != list(range(low, low + len(covered))):
+        return _joined(sliced[0], tuple(i for p in sliced for i in p.dims))
+
+    def _weave(
+        self, node: fx.Node, parts: Sequence[tuple[fx.Node, Heads | Sliced]]
+    ) -> Value | None:
+        """``stack((-x2, x1), dim=-1)`` of parts of every head's dimensions of one size,
+        on a new axis right after the dimension axis (an interleaved rotary embedding)."""
+        sliced = self._parts_of_heads(node, parts)
+        ndim = len(shape_of(node))
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        if sliced is None or not isinstance(dim, int):
             return None
-        first.heads.space.root().heads_only = True
-        if len(covered) == first.width:
-            return first.heads
-        return replace(first, start=low, stop=low + len(covered))
+        first = sliced[0]
+        if dim % ndim != first.heads.dim_axis + 1 or len({len(p.dims) for p in sliced}) != 1:
+            return None
+        return Woven(first.heads, tuple(p.dims for p in sliced), first.width)
+
+    def _flatten_woven(self, node: fx.Node, woven: Woven) -> Value | None:
+        """``x.flatten(-2)`` after :meth:`_weave`: the parts interleaved into one axis."""
+        source = node.args[0]
+        assert isinstance(source, fx.Node)
+        before, after = shape_of(source), shape_of(node)
+        axis = woven.heads.dim_axis
+        merged = (*before[:axis], before[axis] * before[axis + 1], *before[axis + 2 :])
+        if node.target not in _RESHAPES or after != merged:
+            return None
+        dims = tuple(i for row in zip(*woven.parts, strict=True) for i in row)
+        return _joined(Sliced(woven.heads, (), woven.width), dims)
 
     def _dimension_factors(
         self, node: fx.Node, value: Heads | Sliced, constants: list[fx.Node]

@@ -65,6 +65,7 @@ from canon.core.walk_values import (
     Stacked,
     Units,
     Value,
+    Woven,
     check_commutes,
     hidden_units,
     is_tensor,
@@ -210,7 +211,7 @@ class Walker(AttentionSteps):
                 name,
                 location(node),
             )
-        attention = (Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts, Spread)
+        attention = (Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts, Spread, Woven)
         if any(isinstance(v, attention) for _, v in inputs):
             self.values[node] = self._attention_step(node, inputs)
             return

@@ -144,13 +144,23 @@ class Stacked:
 
 @dataclass(frozen=True)
 class Sliced:
-    """Entries ``start`` to ``stop`` of every head's ``width`` dimensions (on
+    """Dimensions ``dims`` (in this order) of every head's ``width`` (on
     ``heads.dim_axis``): the part of the queries or keys that a rotary embedding rotates,
-    or a half of it."""
+    a half of it, or every other one (an interleaved rotary embedding's pairs)."""
 
     heads: Heads
-    start: int
-    stop: int
+    dims: tuple[int, ...]
+    width: int
+
+
+@dataclass(frozen=True)
+class Woven:
+    """Parts of every head's dimensions stacked on a new axis right after the dimension
+    axis (``torch.stack((-x2, x1), dim=-1)``), to be flattened into one: their ``dims``,
+    interleaved."""
+
+    heads: Heads
+    parts: tuple[tuple[int, ...], ...]
     width: int
 
 
@@ -193,6 +203,7 @@ Value = (
     | Attended
     | Sliced
     | HeadParts
+    | Woven
     | Spread
 )
 
