@@ -360,7 +360,8 @@ def test_a_zoo_of_transformers_models_compares_tables_and_serves(
 ) -> None:
     """transformers' GPT-2s on `grammar` (16 tokens, windows of 16; the next token is read
     at the last position): added with their errors, compared along the linear and geodesic
-    paths (a symmetric copy: geodesic distance 0, the same error all along), tabled by
+    paths (a symmetric copy: geodesic distance 0, the same error all along, by weight and
+    by activation matching), tabled by
     barrier and by distance, and served from the cache by `canon serve`'s API."""
     from canon.zoo import Zoo
 
@@ -383,6 +384,9 @@ def test_a_zoo_of_transformers_models_compares_tables_and_serves(
         geodesic = result.curves["geodesic"].train_error
         assert geodesic[0] == pytest.approx(a.metrics["train_error"])
         assert max(geodesic) - min(geodesic) < 1e-9  # the same function all along
+        # activation matching feeds the token ids as integers, as evaluation does
+        by_activation = zoo.compare("a", "b", paths=("geodesic",), points=3, method="activation")
+        assert by_activation.distances.euclidean_free < 1e-4
         barriers = zoo.barrier_table(path="geodesic", metric="excess", points=3)
         assert barriers.names == ["a", "b", "c"] and barriers.matrix[0, 1] < 1e-9
         assert zoo.barrier_table(metric="euclidean_free").matrix[0, 2] > 0

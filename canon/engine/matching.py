@@ -31,6 +31,7 @@ from canon.core.spec import Tap, layout_of, linked
 from canon.core.ties import assign_settled
 from canon.core.trace import activations, load_into
 from canon.core.units import unit_slices
+from canon.engine.evaluate import reads_tokens
 from canon.engine.kinds import get_matching
 from canon.engine.options import MATCH_BATCH
 from canon.errors import ConfigError
@@ -115,7 +116,8 @@ def _activations(
 ) -> dict[str, Tensor]:
     model = copy.deepcopy(template).to(x.device)
     load_into(model, state)
-    return activations(model, x, wanted)
+    # token ids, which datasets hold as numbers, go in as integers (as evaluation feeds them)
+    return activations(model, x.long() if reads_tokens(model) else x, wanted)
 
 
 def match_activations(
