@@ -24,7 +24,8 @@ from safetensors.torch import load, save
 from torch import nn
 from vision_models import vision
 
-from canon.architectures import build_model, get_architecture
+from canon.architectures import build_model, get_architecture, library_layout
+from canon.core import random_symmetry
 from canon.core.trace import load_into
 from canon.errors import (
     CheckpointFormatError,
@@ -347,6 +348,60 @@ def test_transformers_repo_is_added_in_canons_layout(
     assert legacy.id == entry.id  # the same weights: the same object
 
 
+# Pythia's layout: GPT-NeoX, a quarter of each head's dimensions rotated, parallel residual
+NEOX_CONFIG: dict[str, Any] = {
+    "model_type": "gpt_neox",
+    "architectures": ["GPTNeoXForCausalLM"],
+    "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+    "intermediate_size": 64, "vocab_size": 64, "max_position_embeddings": 16,
+    "rotary_pct": 0.25, "partial_rotary_factor": 0.25, "use_parallel_residual": True,
+    "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 0,
+}  # fmt: skip
+
+
+def test_pythia_style_repo_is_added_and_compared(
+    hub: FakeHub, libraries: None, options: dict[str, Any], zoo: Zoo, tmp_path: Path
+) -> None:
+    """A GPT-NeoX saved by transformers (its output layer under the checkpoint's name
+    `embed_out`, which transformers renames `lm_head`), and as Pythia's older files hold
+    it (each layer's causal-mask buffers and rotary frequencies, which transformers
+    ignores), become the same entry, with transformers' logits; a copy with its heads and
+    units permuted compares at distance 0 by weight matching."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPTNeoXConfig(
+        **{k: v for k, v in NEOX_CONFIG.items() if k != "model_type"}
+    )
+    neox = transformers.GPTNeoXForCausalLM(config).eval()
+    folder = tmp_path / "neox"
+    neox.save_pretrained(folder)
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    hub.commit("eleuther/neox", files)
+    legacy = dict(load(files["model.safetensors"]))
+    for layer in range(2):
+        at = f"gpt_neox.layers.{layer}.attention"
+        legacy[f"{at}.bias"] = torch.tril(torch.ones(1, 1, 16, 16, dtype=torch.bool))
+        legacy[f"{at}.masked_bias"] = torch.tensor(-1e9)
+        legacy[f"{at}.rotary_emb.inv_freq"] = torch.rand(2)
+    hub.commit("eleuther/neox-legacy", {**files, "model.safetensors": save(legacy)})
+    entry = add_from_hub(zoo, "hf://eleuther/neox", **options, dataset="grammar")
+    assert entry.architecture == "hf-transformers/gpt_neox"
+    with Zoo.open(tmp_path / "legacy") as other:
+        assert add_from_hub(other, "hf://eleuther/neox-legacy", **options).id == entry.id
+    model = build_model(entry.architecture, entry.config).eval()
+    load_into(model, zoo.state(entry))
+    tokens = torch.randint(0, 16, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model(tokens).logits, neox(tokens).logits, atol=1e-5)
+    spec = zoo.spec(entry)
+    queries = [g for g in spec.groups if g.name.endswith("query_key_value")]
+    assert all(g.heads_only and g.producers[0].stride == 3 * 8 for g in queries)
+    copy = random_symmetry(zoo.state(entry), spec, seed=1)
+    zoo.add(copy, name="copy", architecture=entry.architecture, config=entry.config,
+            dataset="grammar")  # fmt: skip
+    assert zoo.compare(entry.name, "copy", paths=()).distances.euclidean_free < 1e-4
+
+
 def test_transformers_repo_is_checked_before_it_is_read(
     transformers_hub: FakeHub, zoo: Zoo, options: dict[str, Any]
 ) -> None:
@@ -426,3 +481,21 @@ def test_cli_add_from_hub_and_offline_readd(hub: FakeHub, tmp_path: Path) -> Non
     done = _canon("add", "hf://lab/resnet", "--arch", "mlp", "--zoo", str(tmp_path / "x"), env=env)
     assert done.returncode == 1
     assert "does not apply to hf:// models" in done.stderr
+
+
+def test_names_the_library_converts_are_refused(libraries: None) -> None:
+    """A checkpoint name that transformers builds other tensors from when it loads
+    (DINOv2's fused SwiGLU input, split into gate and up projections) is refused with
+    what to do; a name it only renames is renamed; the model's own names stay."""
+    config = {
+        "model_type": "dinov2", "architectures": ["Dinov2Model"], "hidden_size": 16,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+        "image_size": 16, "patch_size": 8,
+    }  # fmt: skip
+    layout = library_layout(build_model("hf-transformers/dinov2", {"config": config}))
+    expected = {"encoder.layer.0.norm1.weight": None, "encoder.LayerNorm.weight": None}
+    assert layout.name_in("encoder.layer.0.norm1.weight", expected) in expected
+    # transformers' own renaming of older files' names (a LayerNorm's `gamma`)
+    assert layout.name_in("encoder.LayerNorm.gamma", expected) == "encoder.LayerNorm.weight"
+    with pytest.raises(CheckpointFormatError, match="converted by the library"):
+        layout.name_in("encoder.layer.0.mlp.weights_in.weight", expected)

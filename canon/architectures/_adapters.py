@@ -40,7 +40,7 @@ from canon.architectures._registry import (
     register_family,
 )
 from canon.core import tied_names
-from canon.errors import CanonError, ConfigError, UnknownNameError
+from canon.errors import CanonError, CheckpointFormatError, ConfigError, UnknownNameError
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -299,25 +299,65 @@ class LibraryLayout:
     ``prefix``, the base model's attribute (``transformer.``) that a file saved from the
     base model alone leaves off every name; ``ignored``, patterns of names the library
     itself skips when it loads a file (buffers of older versions, such as GPT-2's
-    ``attn.bias`` causal masks; searched with ``re.search``)."""
+    ``attn.bias`` causal masks; searched with ``re.search``); ``renamings``, the
+    library's own renamings of a file's names (transformers' ``WeightRenaming``s:
+    GPT-NeoX's ``embed_out`` is its ``lm_head``); ``converters``, its conversions that
+    build a tensor from others (transformers' ``WeightConverter``s: stacked experts),
+    which canon does not apply."""
 
     transposed: frozenset[str] = frozenset()
     tied: frozenset[str] = frozenset()
     prefix: str = ""
     ignored: tuple[str, ...] = ()
+    renamings: tuple[Any, ...] = ()
+    converters: tuple[Any, ...] = ()
 
     def name_in(self, name: str, expected: Mapping[str, object]) -> str | None:
         """The name a file's tensor ``name`` has in canon's layout (whose tensors are
         ``expected``), or None for an unexpected name the library ignores (as the library
         does, the patterns apply to unexpected names only: `attn.bias` is found in
-        `c_attn.bias` too)."""
+        `c_attn.bias` too). A name the library would convert is refused."""
         if name in expected:
             return name
-        if self.prefix and f"{self.prefix}{name}" in expected:
-            return f"{self.prefix}{name}"
+        renamed = _renamed(name, self.renamings)
+        for candidate in (renamed, f"{self.prefix}{renamed}" if self.prefix else renamed):
+            if candidate in expected:
+                return candidate
         if any(re.search(pattern, name) for pattern in self.ignored):
             return None
+        if self.converters and _renamed(name, (), self.converters) != name:
+            raise CheckpointFormatError(
+                f"tensor `{clip(name, 120)}` of this checkpoint is converted by the library "
+                "when it loads (built from several tensors: stacked experts, fused "
+                "projections), which canon does not do; save the model's own state dict "
+                "(`model.state_dict()`) with safetensors and add that file"
+            )
         return name
+
+
+def _renamed(name: str, renamings: tuple[Any, ...], converters: tuple[Any, ...] = ()) -> str:
+    """``name`` after transformers' renamings, then at most one of its converters."""
+    if not renamings and not converters:
+        return name
+    from transformers.core_model_loading import rename_source_key
+
+    renamed: str = rename_source_key(name, list(renamings), list(converters))[0]
+    return renamed
+
+
+def _conversions(model: nn.Module) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """transformers' renamings and converters of a checkpoint's names for ``model`` (none
+    for a model of another library, or a transformers version without them)."""
+    if not type(model).__module__.startswith("transformers."):
+        return (), ()
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming
+    except ImportError:  # an older transformers: its names are the model's own
+        return (), ()
+    found = get_model_conversion_mapping(model)  # type: ignore[arg-type]
+    renamings = tuple(t for t in found if isinstance(t, WeightRenaming))
+    return renamings, tuple(t for t in found if not isinstance(t, WeightRenaming))
 
 
 def library_layout(model: nn.Module) -> LibraryLayout:
@@ -325,12 +365,17 @@ def library_layout(model: nn.Module) -> LibraryLayout:
     other model)."""
     base = getattr(model, "base_model_prefix", "")
     prefix = f"{base}." if isinstance(base, str) and base and hasattr(model, base) else ""
-    ignored = getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ()
+    ignored = {p for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ()}
+    if any(name.endswith("rotary_emb.inv_freq") for name, _ in model.named_buffers()):
+        # older checkpoints hold each layer's rotary frequencies, which transformers now
+        # computes once for the model and ignores in a file (as its loader does)
+        ignored.add(r"rotary_emb\.inv_freq")
     return LibraryLayout(
         frozenset(getattr(model, _TRANSPOSED, ())),
         frozenset(tied_names(model)),
         prefix,
         tuple(sorted(p for p in ignored if isinstance(p, str))),
+        *_conversions(model),
     )
 
 
