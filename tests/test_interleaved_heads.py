@@ -335,7 +335,7 @@ class OverlappingSlices(nn.Module):
 @pytest.mark.parametrize(
     ("model", "words"),
     [
-        (CutTwice(), "cut into parts twice"),
+        (CutTwice(), "cuts attention heads into several tensors"),
         (StreamChunked(), "cuts attention heads into several tensors"),
         (OverlappingSlices(), "share rows"),
     ],

@@ -119,6 +119,15 @@ def _per_axis(index: object, ndim: int) -> tuple[int | slice, ...] | None:
     return tuple(i for i in entries if i is not Ellipsis)
 
 
+def _flat_tap(space: Space) -> Tap | None:
+    """A point where ``space``'s units are all read, each once, in order (the layer's own
+    output), or None."""
+    plain_taps = (
+        t for t in space.taps.values() if t.block == 1 and not (t.start or t.stride or t.projection)
+    )
+    return next(plain_taps, None)
+
+
 def _elementwise(op: Op | None) -> bool:
     return op is not None and op.kind == "elementwise"
 
@@ -300,12 +309,20 @@ class AttentionSteps:
         return space
 
     def _interleaved_part(
-        self, node: fx.Node, fused: Space, heads: int, width: int, offset: int, d: int, flat: str
+        self,
+        node: fx.Node,
+        fused: Space,
+        heads: int,
+        width: int,
+        offset: int,
+        d: int,
+        flat: str,
+        axis: int = -1,
     ) -> Space:
         """The ``d`` dimensions from ``offset`` of each of ``heads`` heads of ``width``
         (a fused projection whose rows interleave queries, keys and values head by head,
-        held flat at node ``flat``): a space of its own, made by the layer's rows in runs
-        of ``d``, ``width`` apart."""
+        held flat at node ``flat``, on ``axis``): a space of its own, made by the layer's
+        rows in runs of ``d``, ``width`` apart."""
         made = fused.root().producers[0]
         if made.start or made.stride:
             raise unsupported(
@@ -314,7 +331,7 @@ class AttentionSteps:
                 location(node),
             )
         space = self._part_space(node, made, heads * d, offset, head=d, stride=width)
-        space.taps[f"{flat}@{offset}"] = Tap(flat, -1, 1, offset, head=d, stride=width)
+        space.taps[f"{flat}@{offset}"] = Tap(flat, axis, 1, offset, head=d, stride=width)
         return space
 
     def _carve_heads(self, node: fx.Node, source: fx.Node, heads: Heads) -> HeadParts:
@@ -330,7 +347,7 @@ class AttentionSteps:
             s[:axis] == shape[:axis] and s[axis + 1 :] == shape[axis + 1 :] for s in shapes
         )
         fused = len(space.producers) == 1 and not space.carved and not space.heads_only
-        if not (along and fused and heads.repeat == 1 and space.taps):
+        if not (along and fused and heads.repeat == 1 and _flat_tap(space) is not None):
             raise unsupported(
                 f"op `{name}` in {at} cuts attention heads into several tensors; canon "
                 "follows one layer's heads cut along their dimensions into queries, keys "
@@ -350,10 +367,11 @@ class AttentionSteps:
         index %= len(parts.sizes)
         heads = parts.heads
         fused = heads.space.root()
-        flat = next(iter(fused.taps.values()))
+        flat = _flat_tap(fused)
+        assert flat is not None  # checked by _carve_heads
         offset, width = sum(parts.sizes[:index]), sum(parts.sizes)
         space = self._interleaved_part(
-            node, fused, heads.heads, width, offset, parts.sizes[index], flat.node
+            node, fused, heads.heads, width, offset, parts.sizes[index], flat.node, flat.axis
         )
         return replace(heads, space=space)
 
