@@ -22,6 +22,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -463,3 +468,20 @@ def test_logits_capped_after_a_tied_output_layer_are_followed() -> None:
     torch.testing.assert_close(logits(normalize(state, spec)), y)
     with pytest.raises(UnsupportedModuleError, match="after the output layer"):
         spec_from_module(CappedLogits(tied=False))
+
+
+def test_canon_spec_shows_interleaved_rows_and_pinned_heads() -> None:
+    """`canon spec` names each part's rows (from its start, in runs of d every 3d) and
+    says where only whole heads move."""
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    config = json.dumps({"layout": "chunk", "turned": 2})
+    done = subprocess.run(
+        [sys.executable, "-m", "canon", "spec", "test_interleaved_heads:LM", "--config", config],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )  # fmt: skip
+    lines = {line.split(":")[0].strip(): line for line in done.stdout.splitlines()}
+    queries = lines["group blocks.0.qkv"]
+    assert "blocks.0.qkv rows 0+ in runs of 4 every 12" in queries
+    assert "only whole heads move" in queries
+    assert "only whole heads move" not in lines["group blocks.0.qkv@8"]

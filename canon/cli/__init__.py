@@ -85,6 +85,8 @@ def spec(app: App, architecture: str, config_json: str) -> None:
             )
             if g.heads > 1:
                 inv += f", in {g.heads} heads of {g.size // g.heads} (order shared: {g.link})"
+            if g.heads_only:
+                inv += ", only whole heads move (dimensions pinned)"
             bn = f", produced by {layers}"
             if g.carried:
                 bn += f", carries {len(g.carried)} tensors"
