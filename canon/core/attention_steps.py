@@ -37,6 +37,7 @@ from canon.core.ops import Op, function_op, library_norm, linear, module_op, op_
 from canon.core.spec import CarriedAxis, OutgoingAxis, Producer, Tap, UnitGroup, layout_of
 from canon.core.walk_values import (
     ADD,
+    CARVE,
     DIV,
     LAYERNORMS,
     MUL,
@@ -69,7 +70,6 @@ _MATMUL = {operator.matmul, torch.matmul, "matmul", torch.bmm, "bmm"}
 _SOFTMAX = {F.softmax, torch.softmax, "softmax"}
 _KEEP = {"contiguous", "clone", "float", "type_as", "to", F.dropout, "masked_fill", "masked_fill_"}
 _RESHAPES = {"view", "reshape", torch.reshape, "flatten", torch.flatten}
-_CARVE = {"split", torch.split, "chunk", torch.chunk}
 _WHERE = {torch.where, "where"}
 
 _SUPPORTED = (
@@ -559,7 +559,7 @@ class AttentionSteps:
             return self._permute_heads(node, source, value)
         if target in _RESHAPES:
             return self._reshape_heads(node, source, value)
-        if isinstance(value, Heads) and target in _CARVE:
+        if isinstance(value, Heads) and target in CARVE:
             return self._carve_heads(node, source, value)
         if (
             isinstance(value, Heads)

@@ -46,6 +46,7 @@ from canon.core.spec import (
 )
 from canon.core.walk_values import (
     ADD,
+    CARVE,
     DIV,
     LAYERNORMS,
     MUL,
@@ -78,7 +79,6 @@ from canon.core.walk_values import (
 
 __all__ = ["BATCHNORMS", "LAYERS", "WHAT_TO_DO", "Walker", "tied_names"]
 
-_CARVE = {"split", torch.split, "chunk", torch.chunk}
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -239,7 +239,7 @@ class Walker(AttentionSteps):
             width = module.embedding_dim if isinstance(module, nn.Embedding) else table[1]  # type: ignore[index]
             self.values[node] = self._embedding(node, path, width)
             return
-        if hidden and node.target in _CARVE:
+        if hidden and node.target in CARVE:
             self.values[node] = self._carve(node, *hidden[0])
             return
         if hidden and node.target in (torch.cat, torch.concat):

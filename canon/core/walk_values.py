@@ -20,6 +20,7 @@ ADD = {operator.add, operator.iadd, torch.add, "add", "add_", operator.sub, torc
 MUL = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
 DIV = {operator.truediv, torch.div, "div", "div_"}
 PERMUTE = {"permute", torch.permute, "transpose", torch.transpose}
+CARVE = {"split", torch.split, "chunk", torch.chunk}  # one tensor cut into several
 LAYERNORMS: tuple[type[nn.Module], ...] = (nn.LayerNorm,) + (
     (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
 )
