@@ -285,6 +285,12 @@ MORE: dict[str, dict[str, Any]] = {
         "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
         "max_position_embeddings": 12, "bos_token_id": 0, "eos_token_id": 0,
     },
+    "mpt": {  # ALiBi: a per-head bias on the scores keeps the heads in place
+        "model_type": "mpt",
+        "architectures": ["MptForCausalLM"],
+        "n_layers": 2, "d_model": 16, "n_heads": 4, "expansion_ratio": 2, "max_seq_len": 12,
+        "vocab_size": 40,
+    },
     "gemma3_text": {
         "model_type": "gemma3_text",
         "architectures": ["Gemma3ForCausalLM"],
@@ -313,13 +319,16 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     and its logits, whose output layer is its tied embedding) and Phi-3 (its fused
     projection sliced), OLMo 2 (a norm over all its query and over all its key units) and
     GPT-Neo (scores masked by torch.where), GPT-J, CodeGen and Cohere (rotary embeddings
-    that turn neighbouring pairs); symmetries keep the logits and canonical forms
-    agree."""
+    that turn neighbouring pairs) and MPT (ALiBi: its heads stay in place); symmetries
+    keep the logits and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()
     spec = spec_from_module(model)
-    assert sum(1 for g in spec.groups if g.link) == (0 if kind == "convnext" else 4)
+    unlinked = kind in ("convnext", "mpt")  # no attention; heads kept in place
+    assert sum(1 for g in spec.groups if g.link) == (0 if unlinked else 4)
+    if kind == "mpt":
+        assert sum(1 for g in spec.groups if (g.heads, g.blocks) == (1, 4)) == 4
     assert sum(1 for g in spec.groups if g.heads_only) == (2 if kind in ROTARY else 0)
     state = _random(spec, 0)
     x = _inputs(model)

@@ -4,9 +4,9 @@ A layer subclass with a forward of its own (timm's BatchNormAct2d runs an activa
 inside the BatchNorm; ScaledStdConv2d standardizes its filters and multiplies them by a
 per-filter gain) computes something other than the plain layer: canon follows what its
 forward does (the BatchNorm call, then the activation) and refuses what it cannot; a
-bias added to the attention scores that differs between heads (ALiBi) stays in place
-when heads permute. Taking either for the plain case would change the network's
-function silently.
+bias added to the attention scores that differs between heads (ALiBi) stays in place,
+so canon keeps the heads in place too. Taking either for the plain case would change
+the network's function silently.
 """
 
 from __future__ import annotations
@@ -182,20 +182,37 @@ class ScoreBiasAttention(nn.Module):
         return self.head((x + self.o(y.transpose(1, 2).reshape(b, t, -1)))[:, -1])
 
 
+@pytest.mark.parametrize("per_head", [True, False])
 @pytest.mark.parametrize("sdpa", [False, True])
-def test_a_score_bias_that_differs_between_heads_is_refused(sdpa: bool) -> None:
-    """ALiBi's per-head slopes would stay in place while the heads permute: refused; the
-    same term for every head is followed, and the heads then permute freely."""
-    with pytest.raises(UnsupportedModuleError, match="differs between attention heads"):
-        spec_from_module(ScoreBiasAttention(per_head=True, sdpa=sdpa), input_shape=(6, 16))
-    model = randomize(ScoreBiasAttention(per_head=False, sdpa=sdpa), 3)
+def test_a_score_bias_that_differs_between_heads_keeps_them_in_place(
+    sdpa: bool, per_head: bool
+) -> None:
+    """ALiBi's per-head slopes stay in place, so the heads must: each attention group's
+    dimensions then permute only within their own head (4 blocks, no heads moving
+    together); the same term for every head leaves the heads free. Symmetries keep the
+    function either way, and moving a head (allowed without the bias) changes it."""
+    model = randomize(ScoreBiasAttention(per_head=per_head, sdpa=sdpa), 3)
     spec = spec_from_module(model, input_shape=(6, 16))
-    assert any(g.heads == 4 for g in spec.groups)
-    state = state_of(model)
+    attention = [spec.group("q"), spec.group("v")]
+    if per_head:
+        assert all((g.heads, g.blocks, g.link) == (1, 4, "") for g in attention)
+    else:
+        assert all((g.heads, g.blocks) == (4, 1) and g.link for g in attention)
+    # small queries and keys: scores of the bias's size, so that it decides (not saturated)
+    state = {k: v * 0.05 if k[0] in "qk" else v for k, v in state_of(model).items()}
     x = torch.randn(3, 6, 16, dtype=torch.float64)
-    assert_same_function(
-        outputs(model, random_symmetry(state, spec, seed=2), x), outputs(model, state, x), rtol=1e-6
-    )
+    y = outputs(model, state, x)
+    for seed in (2, 3):
+        assert_same_function(outputs(model, random_symmetry(state, spec, seed=seed), x), y)
+    swapped = dict(state)  # heads 0 and 1 exchanged in every projection
+    order = torch.cat([torch.arange(4, 8), torch.arange(0, 4), torch.arange(8, 16)])
+    for name in ("q", "k", "v"):
+        swapped[f"{name}.weight"], swapped[f"{name}.bias"] = (
+            state[f"{name}.{t}"][order] for t in ("weight", "bias")
+        )
+    swapped["o.weight"] = state["o.weight"][:, order]
+    gap = float((outputs(model, swapped, x) - y).abs().max())
+    assert gap > 1e-3 if per_head else gap < 1e-9
 
 
 class Versioned(nn.Module):

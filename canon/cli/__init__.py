@@ -87,6 +87,8 @@ def spec(app: App, architecture: str, config_json: str) -> None:
                 inv += f", in {g.heads} heads of {g.size // g.heads} (order shared: {g.link})"
             if g.heads_only:
                 inv += ", only whole heads move (dimensions pinned)"
+            if g.blocks > 1:  # GroupNorm groups, or heads kept in place (ALiBi)
+                inv += f", permuting only within {g.blocks} blocks"
             bn = f", produced by {layers}"
             if g.carried:
                 bn += f", carries {len(g.carried)} tensors"

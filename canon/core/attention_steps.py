@@ -79,26 +79,18 @@ _SUPPORTED = (
 )
 
 
-def _check_same_for_every_head(
-    terms: Sequence[fx.Node], head_axis: int, ndim: int, at: str
-) -> None:
-    """Refuse a term added to attention scores (laid out with heads on ``head_axis`` of
-    ``ndim`` axes) that differs between heads: a per-head bias (ALiBi's slopes) does not
-    move when the heads are permuted, so permuting them would change the function."""
+def _differs_between_heads(terms: Sequence[fx.Node], head_axis: int, ndim: int) -> bool:
+    """Whether a term that meets attention scores (laid out with heads on ``head_axis`` of
+    ``ndim`` axes: added, or a mask) differs between heads: a per-head bias (ALiBi's
+    slopes), which stays in place, so the heads may not move."""
     for term in terms:
         if not one_tensor(term):
             continue
         shape = shape_of(term)
         axis = head_axis - (ndim - len(shape))  # broadcast from the right
         if 0 <= axis < len(shape) and shape[axis] > 1:
-            raise unsupported(
-                f"a term that differs between attention heads ({shape[axis]} on the heads "
-                f"axis: a per-head bias such as ALiBi's) is added to the attention scores in "
-                f"{at}; it would stay in place while canon permutes the heads, changing the "
-                "function, so such attention is not supported",
-                "add",
-                at,
-            )
+            return True
+    return False
 
 
 def _per_axis(index: object, ndim: int) -> tuple[int | slice, ...] | None:
@@ -589,8 +581,9 @@ class AttentionSteps:
             return value  # the same function of every score (Gemma 2's tanh soft-capping)
         if keeps and isinstance(value, Scores) and (target in ADD or target in _WHERE):
             others = [a for a in node.args if isinstance(a, fx.Node) and a is not source]
-            _check_same_for_every_head(others, value.head_axis, len(shape_of(node)), at)
-            return value  # a mask, added or chosen by a condition, the same for every head
+            if _differs_between_heads(others, value.head_axis, len(shape_of(node))):
+                value.query.root().heads_fixed = value.key.root().heads_fixed = True
+            return value  # a mask, added or chosen by a condition
         raise unsupported(
             f"unsupported op `{name}` on attention heads in {at}" + _SUPPORTED, name, at
         )
@@ -829,8 +822,9 @@ class AttentionSteps:
                 at,
             )
         mask = node.kwargs.get("attn_mask", node.args[3] if len(node.args) > 3 else None)
-        if isinstance(mask, fx.Node):  # laid out as the scores: [..., heads, queries, keys]
-            _check_same_for_every_head([mask], len(shape_of(node)) - 3, len(shape_of(node)), at)
+        # laid out as the scores: [..., heads, queries, keys]
+        ndim = len(shape_of(node))
+        fixed = isinstance(mask, fx.Node) and _differs_between_heads([mask], ndim - 3, ndim)
         if isinstance(mask, fx.Node) and isinstance(self.values.get(mask), (Units, Heads)):
             value = self.values[mask]
             if not (isinstance(value, Units) and value.space.pinned):
@@ -857,6 +851,9 @@ class AttentionSteps:
                     "scaled_dot_product_attention",
                     at,
                 )
+        if fixed:  # a per-head mask (ALiBi's slopes) stays in place: so do the heads
+            for h in (q, k, v):
+                h.space.root().heads_fixed = True
         self._record(q.space, k.space, v.space, q.heads // repeat, node, repeat)
         return Heads(v.space.root(), ndim - 3, ndim - 1, q.heads, repeat)
 
@@ -961,6 +958,9 @@ class AttentionSteps:
             # rotary embeddings pin the query/key dimensions (and so their scales: a
             # factor on one dimension of a rotated pair is no symmetry; DESIGN §3b)
             pinned = q.heads_only or k.heads_only
+            # a per-head term on the scores (ALiBi) keeps every head in place: each group's
+            # units permute within their head only (in blocks), pinned ones not at all
+            fixed = q.heads_fixed or k.heads_fixed or v.heads_fixed
             qk = UnitGroup(
                 name=first.origin,
                 size=first.size,
@@ -989,5 +989,13 @@ class AttentionSteps:
                 link=link,
                 heads_only=v.heads_only,
             )
+            if fixed:
+                qk, vo = (
+                    replace(g, heads=1, link="", heads_only=False, blocks=blocks)
+                    for g, blocks in (
+                        (qk, qk.size if pinned else att.heads),
+                        (vo, vo.size if v.heads_only else att.heads),
+                    )
+                )
             groups += [(q.created, qk), (v.created, vo)]
         return groups

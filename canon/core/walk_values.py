@@ -58,6 +58,7 @@ class Space:
     origin: str = ""  # the module that made it (a layer, an embedding): the group's name
     carved: bool = False  # cut into parts (a fused projection's queries, keys, values)
     heads_only: bool = False  # dimensions pinned in their heads (rotary embeddings)
+    heads_fixed: bool = False  # a per-head term on the scores (ALiBi): heads stay in place
 
     def root(self) -> Space:
         space = self
