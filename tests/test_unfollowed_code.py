@@ -190,7 +190,8 @@ def test_a_score_bias_that_differs_between_heads_keeps_them_in_place(
     """ALiBi's per-head slopes stay in place, so the heads must: each attention group's
     dimensions then permute only within their own head (4 blocks, no heads moving
     together); the same term for every head leaves the heads free. Symmetries keep the
-    function either way, and moving a head (allowed without the bias) changes it."""
+    function and canonical forms agree either way, and moving a head (allowed without the
+    bias) changes it."""
     model = randomize(ScoreBiasAttention(per_head=per_head, sdpa=sdpa), 3)
     spec = spec_from_module(model, input_shape=(6, 16))
     attention = [spec.group("q"), spec.group("v")]
@@ -204,6 +205,11 @@ def test_a_score_bias_that_differs_between_heads_keeps_them_in_place(
     y = outputs(model, state, x)
     for seed in (2, 3):
         assert_same_function(outputs(model, random_symmetry(state, spec, seed=seed), x), y)
+    canonical = canonicalize(state, spec, reference=state, method="weight")
+    for method in ("weight", "incoming"):  # a planted symmetry is undone, heads kept
+        moved = random_symmetry(state, spec, seed=5)
+        found = canonicalize(moved, spec, reference=state, method=method)
+        assert max(float((found[k] - canonical[k]).abs().max()) for k in canonical) < 1e-9
     swapped = dict(state)  # heads 0 and 1 exchanged in every projection
     order = torch.cat([torch.arange(4, 8), torch.arange(0, 4), torch.arange(8, 16)])
     for name in ("q", "k", "v"):
