@@ -359,3 +359,51 @@ def test_specs_derived_from_many_threads_at_once_agree() -> None:
     for t in threads:
         t.join()
     assert len(found) == 48 and all(spec == expected for spec in found)
+
+
+class RotaryAlibi(nn.Module):
+    """Rotary queries and keys under a per-head bias: the query/key dimensions are pinned
+    in their heads and the heads in place, so nothing of them may move. The rotary
+    factors are the module's own buffers (read as constants, the same for every head)."""
+
+    def __init__(self, width: int = 16, heads: int = 4, t: int = 6) -> None:
+        super().__init__()
+        self.heads, self.d = heads, width // heads
+        self.inp, self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(5))
+        self.head = nn.Linear(width, 3)
+        position = torch.arange(t).float()[:, None] * torch.tensor([1.0, 0.5])
+        angles = torch.cat([position, position], -1)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+        distance = -(torch.arange(t)[None, :] - torch.arange(t)[:, None]).abs().float()
+        slopes = 2.0 ** -torch.arange(1, heads + 1).float()
+        self.register_buffer("bias", slopes[:, None, None] * distance, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """One attention layer with rotary queries/keys and ALiBi, then a read-out."""
+        b, t, _ = x.shape
+        x = self.inp(x)
+        q, k, v = (
+            f(x).view(b, t, self.heads, self.d).transpose(1, 2) for f in (self.q, self.k, self.v)
+        )
+        half = self.d // 2
+        q, k = (
+            z * self.cos + torch.cat((-z[..., half:], z[..., :half]), -1) * self.sin for z in (q, k)
+        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
+        return self.head((x + self.o(y.transpose(1, 2).reshape(b, t, -1)))[:, -1])
+
+
+def test_rotary_under_a_per_head_bias_moves_nothing_of_the_queries() -> None:
+    """Each query/key unit is a block of its own (nothing moves), the values permute
+    within their heads; symmetries keep the function."""
+    model = randomize(RotaryAlibi(), 4)
+    spec = spec_from_module(model, input_shape=(6, 16))
+    assert (spec.group("q").blocks, spec.group("v").blocks) == (16, 4)
+    state = {k: v * 0.1 if k[0] in "qk" else v for k, v in state_of(model).items()}
+    x = torch.randn(3, 6, 16, dtype=torch.float64)
+    y = outputs(model, state, x)
+    for seed in (1, 2):
+        moved = random_symmetry(state, spec, seed=seed)
+        assert torch.equal(moved["q.bias"], state["q.bias"])  # each query unit in place
+        assert_same_function(outputs(model, moved, x), y)

@@ -46,6 +46,7 @@ from canon.core.walk_values import (
     HeadParts,
     Heads,
     Made,
+    Param,
     Parts,
     Scores,
     Sliced,
@@ -655,7 +656,12 @@ class AttentionSteps:
         if woven:
             return self._flatten_woven(node, woven[0]) if len(inputs) == 1 else None
         heads = [(n, v) for n, v in inputs if isinstance(v, (Heads, Sliced))]
-        constants = [n for n, v in inputs if isinstance(v, Units) and v.space.pinned]
+        # computed from the positions, or held by the module (cos/sin buffers)
+        constants = [
+            n
+            for n, v in inputs
+            if isinstance(v, Param) or (isinstance(v, Units) and v.space.pinned)
+        ]
         if len(heads) + len(constants) != len(inputs) or not heads:
             return None
         value = heads[0][1]
