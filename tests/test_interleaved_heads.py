@@ -470,6 +470,7 @@ def test_logits_capped_after_a_tied_output_layer_are_followed() -> None:
         spec_from_module(CappedLogits(tied=False))
 
 
+@pytest.mark.slow  # a process of its own: seconds of imports
 def test_canon_spec_shows_interleaved_rows_and_pinned_heads() -> None:
     """`canon spec` names each part's rows (from its start, in runs of d every 3d) and
     says where only whole heads move."""
