@@ -9,7 +9,9 @@ lay them out, written by hand (no library needed).
   Cohere's turn neighbouring pairs (``stack((-x[..., 1::2], x[..., ::2]), -1)``).
 - A norm over each head's dimensions (the query/key norms of Qwen3 and Persimmon)
   shares its weights between heads.
-- Phi-3 slices its fused projection (``qkv[..., :q]``) into contiguous parts.
+- Phi-3 slices its fused projection (``qkv[..., :q]``) into contiguous parts;
+  GPT-BigCode splits it after an ``unsqueeze(1)`` into queries and one key and one
+  value head (multi-query attention).
 - Eager grouped-query attention repeats each key/value head for the query heads that
   share it (transformers' ``repeat_kv``) before ``softmax(q @ k^T) @ v``, its scores
   soft-capped by a tanh (Gemma 2) and masked by ``torch.where`` (GPT-Neo).
@@ -98,8 +100,8 @@ class Block(nn.Module):
         if layout == "separate":
             self.q = nn.Linear(WIDTH, WIDTH)
             self.k, self.v = (nn.Linear(WIDTH, kv_heads * self.d) for _ in range(2))
-        else:
-            self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
+        else:  # multi-query: one key head and one value head after the queries
+            self.qkv = nn.Linear(WIDTH, WIDTH + 2 * self.d if layout == "mqa" else 3 * WIDTH)
         self.norm = norm
         widths = {"head": (self.d, self.d), "projection": (WIDTH, kv_heads * self.d)}
         if norm:
@@ -113,6 +115,9 @@ class Block(nn.Module):
             qkv = self.qkv(x).view(b, t, HEADS, 3 * self.d).transpose(1, 2)
             q, k, v = qkv.chunk(3, dim=-1)
             return q, k, v
+        if self.layout == "mqa":  # GPT-BigCode: one key/value head, (batch, 1, tokens, d)
+            q, k, v = self.qkv(x).unsqueeze(1).split((WIDTH, self.d, self.d), dim=3)
+            return q.view(b, t, HEADS, self.d).transpose(1, 2), k, v
         if self.layout == "slice":
             qkv = self.qkv(x)
             parts = qkv[..., :WIDTH], qkv[..., WIDTH : 2 * WIDTH], qkv[..., 2 * WIDTH :]
@@ -133,6 +138,8 @@ class Block(nn.Module):
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.kv_heads == HEADS:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.layout == "mqa":
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         b, _, t, d = k.shape
         n = HEADS // self.kv_heads
         k, v = (h[:, :, None, :, :].expand(b, self.kv_heads, n, t, d) for h in (k, v))
@@ -196,6 +203,7 @@ CASES = {
     "olmo2-no-rotary": ("separate", 0, "projection", HEADS),
     "gptj": ("separate", 2, "", HEADS, True),  # neighbouring pairs of the first 2 turn
     "cohere": ("separate", 4, "", 2, True),  # all pairs turn; eager GQA
+    "bigcode": ("mqa", 0, "", 1),  # multi-query: one key/value head, unsqueezed and split
 }
 
 
@@ -227,7 +235,10 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
     layout, turned, norm, kv_heads = CASES[kind][:4]
     d = WIDTH // HEADS
     # with grouped-query attention the key dimensions are the units
-    name = {"separate": "blocks.0.q" if kv_heads == HEADS else "blocks.0.k"}
+    name = {
+        "separate": "blocks.0.q" if kv_heads == HEADS else "blocks.0.k",
+        "mqa": f"blocks.0.qkv@{WIDTH}",
+    }
     queries_keys = spec.group(name.get(layout, "blocks.0.qkv"))
     pinned = bool(turned) or norm == "head"  # a norm of each head pins its dimensions
     assert queries_keys.heads_only == pinned
@@ -239,9 +250,10 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
         assert carried["blocks.0.k_norm.weight"] == (1, 1)
     assert (queries_keys.size, queries_keys.heads) == (kv_heads * d, kv_heads)
     if kv_heads < HEADS:  # each key dimension's query rows repeat over its query heads
-        (rows,) = [o for o in queries_keys.outgoing if o.name == "blocks.0.q.weight"]
+        queries = "blocks.0.qkv.weight" if layout == "mqa" else "blocks.0.q.weight"
+        (rows,) = [o for o in queries_keys.outgoing if o.name == queries]
         assert (rows.repeat, rows.head) == (HEADS // kv_heads, d)
-    if layout == "separate":
+    if layout in ("separate", "mqa"):
         return
     if layout == "slice":  # contiguous parts: the values are rows 2W to 3W
         (made,) = spec.group(f"blocks.0.qkv@{2 * WIDTH}").producers

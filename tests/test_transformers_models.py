@@ -291,6 +291,12 @@ MORE: dict[str, dict[str, Any]] = {
         "n_layers": 2, "d_model": 16, "n_heads": 4, "expansion_ratio": 2, "max_seq_len": 12,
         "vocab_size": 40,
     },
+    "gpt_bigcode": {  # multi-query attention: one key/value head split off after unsqueeze
+        "model_type": "gpt_bigcode",
+        "architectures": ["GPTBigCodeForCausalLM"],
+        "n_layer": 2, "n_embd": 16, "n_head": 4, "n_positions": 12, "vocab_size": 40,
+        "multi_query": True,
+    },
     "gemma3_text": {
         "model_type": "gemma3_text",
         "architectures": ["Gemma3ForCausalLM"],
@@ -319,13 +325,14 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     and its logits, whose output layer is its tied embedding) and Phi-3 (its fused
     projection sliced), OLMo 2 (a norm over all its query and over all its key units) and
     GPT-Neo (scores masked by torch.where), GPT-J, CodeGen and Cohere (rotary embeddings
-    that turn neighbouring pairs) and MPT (ALiBi: its heads stay in place); symmetries
-    keep the logits and canonical forms agree."""
+    that turn neighbouring pairs), MPT (ALiBi: its heads stay in place) and GPT-BigCode
+    (multi-query attention); symmetries keep the logits and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()
     spec = spec_from_module(model)
-    unlinked = kind in ("convnext", "mpt")  # no attention; heads kept in place
+    # no attention; heads kept in place; one key/value head (no order of heads to share)
+    unlinked = kind in ("convnext", "mpt", "gpt_bigcode")
     assert sum(1 for g in spec.groups if g.link) == (0 if unlinked else 4)
     if kind == "mpt":
         assert sum(1 for g in spec.groups if (g.heads, g.blocks) == (1, 4)) == 4

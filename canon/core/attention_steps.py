@@ -112,6 +112,17 @@ def _per_axis(index: object, ndim: int) -> tuple[int | slice, ...] | None:
     return tuple(i for i in entries if i is not Ellipsis)
 
 
+def _one_head(node: fx.Node, value: Value | None) -> Value | None:
+    """``value``, or as one head when it is a layer's outputs laid out as (batch, 1, tokens,
+    d) (multi-query attention's single key/value head, GPT-BigCode's)."""
+    if not isinstance(value, Units) or value.space.pinned or value.block != 1:
+        return value
+    shape = shape_of(node)
+    if len(shape) >= 3 and value.axis == len(shape) - 1 and shape[-3] == 1:
+        return Heads(value.space.root(), len(shape) - 3, len(shape) - 1, 1)
+    return value
+
+
 def _flat_tap(space: Space) -> Tap | None:
     """A point where ``space``'s units are all read, each once, in order (the layer's own
     output), or None."""
@@ -819,7 +830,7 @@ class AttentionSteps:
     def _sdpa(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Heads:
         at = location(node)
         args = list(node.args[:3]) + [node.kwargs.get(k) for k in ("query", "key", "value")]
-        found = [self.values.get(a) for a in args if isinstance(a, fx.Node)][:3]
+        found = [_one_head(a, self.values.get(a)) for a in args if isinstance(a, fx.Node)][:3]
         if len(found) != 3 or not all(isinstance(v, Heads) for v in found):
             raise unsupported(
                 f"scaled_dot_product_attention in {at} does not read three projections split "
@@ -940,7 +951,8 @@ class AttentionSteps:
                         "attention",
                         att.where,
                     )
-            link = f"{q.origin}#heads"
+            # one key/value head (multi-query attention): no order of heads to share
+            link = f"{q.origin}#heads" if att.heads > 1 else ""
             # the units are the key dimensions; with grouped-query attention each one's
             # query rows are repeated over the query heads that share its key head
             first, second = (q, k) if att.repeat == 1 else (k, q)

@@ -593,11 +593,15 @@ class Walker(AttentionSteps):
         after = math.prod(in_shape[units.axis + 1 :])
         width = in_shape[units.axis]
         space = units.space.root()
+        # only axes of size 1 added or dropped, the layer's output read by nothing else
+        # (GPT-BigCode's `c_attn(x).unsqueeze(1)`): still that layer's output
+        same = [s for s in in_shape if s != 1] == [s for s in out_shape if s != 1]
+        layer = units.layer if same and len(source.users) == 1 else None
         for j in range(len(out_shape)):
             if math.prod(out_shape[:j]) != before:
                 continue
             if out_shape[j] == width:
-                return Units(space, j, units.block)
+                return Units(space, j, units.block, layer=layer)
             if out_shape[j] == width * after and j == len(out_shape) - 1:
                 return Units(space, j, units.block * after)
         heads = self._split_heads(node, source, units)
