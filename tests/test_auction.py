@@ -42,6 +42,7 @@ def test_auction_gives_scipys_assignment_on_continuous_matrices(n, batch, seed, 
         assert np.array_equal(perm.numpy(), _scipy(matrix))
 
 
+@pytest.mark.slow  # 40 auctions against scipy: seconds; CI runs it
 @settings(max_examples=40, deadline=None)
 @given(st.integers(2, 20), st.integers(1, 4), st.integers(0, 2**31 - 1))
 def test_auction_is_optimal_on_matrices_full_of_ties(n, levels, seed):

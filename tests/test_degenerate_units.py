@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -181,6 +182,7 @@ def test_resnet_with_degenerate_stream_unit(offset: float, seed: int) -> None:
     check_unique_canonical_form(model, degenerate(state_of(model), spec, seed, offset), seed)
 
 
+@pytest.mark.slow  # 20 traced attention models: seconds; CI runs it
 @settings(deadline=None, max_examples=20)
 @given(st.sampled_from(["separate", "fused", "grouped"]), offsets, seeds)
 def test_attention_with_zeroed_query_and_value_dimensions(
