@@ -336,13 +336,19 @@ class LibraryLayout:
 
 
 def _renamed(name: str, renamings: tuple[Any, ...], converters: tuple[Any, ...] = ()) -> str:
-    """``name`` after transformers' renamings, then at most one of its converters."""
-    if not renamings and not converters:
+    """``name`` after transformers' renamings (each in turn), then the first of its
+    converters that matches, as its loader applies them; ``name`` itself where a
+    transform's interface is not the one canon knows."""
+    try:
+        for renaming in renamings:
+            name = renaming.rename_source_key(name)[0]
+        for converter in converters:
+            renamed, matched = converter.rename_source_key(name)
+            if matched is not None:
+                return str(renamed)
+    except (AttributeError, TypeError, ValueError):  # another transformers version
         return name
-    from transformers.core_model_loading import rename_source_key
-
-    renamed: str = rename_source_key(name, list(renamings), list(converters))[0]
-    return renamed
+    return str(name)
 
 
 def _conversions(model: nn.Module) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
