@@ -229,8 +229,8 @@ def _gap(a: dict[str, Tensor], b: dict[str, Tensor]) -> float:
 def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, Spec]) -> None:
     """The queries, keys and values of a fused projection are its rows in runs of d, 3d
     apart, from 0, d and 2d; rotary embeddings and per-head norms pin the query/key
-    dimensions in their heads (only whole heads move there); values keep their
-    dimension symmetry."""
+    dimensions in their heads (only whole heads move there), except the dimensions a
+    partial rotary embedding passes; values keep their dimension symmetry."""
     kind, _, spec = case
     layout, turned, norm, kv_heads = CASES[kind][:4]
     d = WIDTH // HEADS
@@ -248,7 +248,22 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
         repeat = HEADS // kv_heads
         assert carried["blocks.0.q_norm.weight"] == (repeat, d if repeat > 1 else 1)
         assert carried["blocks.0.k_norm.weight"] == (1, 1)
-    assert (queries_keys.size, queries_keys.heads) == (kv_heads * d, kv_heads)
+    # a partial rotary embedding turns the first dimensions of each head: they are pinned,
+    # the passed ones form a group of their own, free within their heads, and both move
+    # with the heads' order
+    split = 0 < turned < d and not norm and kv_heads == HEADS
+    turned_dims = turned if split else d
+    assert (queries_keys.size, queries_keys.heads) == (kv_heads * turned_dims, kv_heads)
+    if split:
+        passed = spec.group(f"{queries_keys.name}:{turned}")
+        assert (passed.symmetry, passed.heads_only) == ("linear", False)
+        assert (passed.size, passed.heads, passed.link) == (
+            HEADS * (d - turned),
+            HEADS,
+            queries_keys.link,
+        )
+        (made,) = passed.producers
+        assert (made.start % d, made.head) == (turned, d - turned)
     if kv_heads < HEADS:  # each key dimension's query rows repeat over its query heads
         queries = "blocks.0.qkv.weight" if layout == "mqa" else "blocks.0.q.weight"
         (rows,) = [o for o in queries_keys.outgoing if o.name == queries]
@@ -264,9 +279,9 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
     (made,) = values.producers
     assert (made.start, made.head, made.stride) == (2 * d, d, 3 * d)
     (made,) = queries_keys.producers
-    assert (made.start, made.head, made.stride) == (0, d, 3 * d)
+    assert (made.start, made.head, made.stride) == (0, turned_dims, 3 * d)
     keys = [o for o in queries_keys.outgoing if o.name == "blocks.0.qkv.weight"]
-    assert [(o.start, o.head, o.stride) for o in keys] == [(d, d, 3 * d)]
+    assert [(o.start, o.head, o.stride) for o in keys] == [(d, turned_dims, 3 * d)]
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))

@@ -28,13 +28,22 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from canon.core.ops import Op, function_op, library_norm, linear, module_op, op_name, plain
-from canon.core.spec import CarriedAxis, OutgoingAxis, Producer, Tap, UnitGroup, layout_of
+from canon.core.spec import (
+    CarriedAxis,
+    Layout,
+    OutgoingAxis,
+    Producer,
+    Tap,
+    UnitGroup,
+    layout_of,
+)
 from canon.core.walk_values import (
     ADD,
     CARVE,
@@ -132,22 +141,88 @@ def _flat_tap(space: Space) -> Tap | None:
     return next(plain_taps, None)
 
 
+_Axis = TypeVar("_Axis", Producer, OutgoingAxis, Tap)
+
+
+def _within_heads(axis: object, a: int, w: int, d: int) -> Layout | None:
+    """Where dimensions ``a`` to ``a + w`` of every head of ``d`` sit along ``axis``
+    (whose units, the heads' dimensions, are one run or runs of ``d``), or None."""
+    at = layout_of(axis)
+    if at["block"] != 1 or at["repeat"] != 1 or (at["stride"] and at["head"] != d):
+        return None
+    return Layout(block=1, start=at["start"] + a, repeat=1, head=w, stride=at["stride"] or d)
+
+
+def _split_pinned(qk: UnitGroup, q: Space, k: Space, d: int) -> tuple[UnitGroup, UnitGroup] | None:
+    """``qk`` as two groups that share the heads' order, when a partial rotary embedding
+    left the last dimensions of every head untouched: the turned ones pinned (only whole
+    heads move), the passed ones free to permute within their head and to take a factor
+    (``linear``). None where the layouts do not allow it."""
+    every = frozenset(range(d))
+    free = (q.free if q.heads_only else every) & (k.free if k.heads_only else every)
+    low = min(free, default=d)
+    plain = all(not t.projection and t.block == 1 for t in qk.taps)
+    if not free or sorted(free) != list(range(low, d)) or qk.carried or not plain:
+        return None
+
+    def moved(axes: tuple[_Axis, ...], a: int, w: int) -> tuple[_Axis, ...] | None:
+        layouts = [_within_heads(x, a, w, d) for x in axes]
+        if any(at is None for at in layouts):
+            return None
+        return tuple(
+            replace(x, start=at["start"], head=at["head"], stride=at["stride"])
+            for x, at in zip(axes, layouts, strict=True)
+            if at is not None
+        )
+
+    made: list[UnitGroup] = []
+    for a, w, pinned in ((0, low, True), (low, d - low, False)):
+        producers, outgoing = moved(qk.producers, a, w), moved(qk.outgoing, a, w)
+        taps = moved(qk.taps, a, w)
+        if producers is None or outgoing is None or taps is None:
+            return None
+        made.append(
+            replace(
+                qk,
+                name=qk.name if pinned else f"{qk.name}:{a}",
+                size=qk.size // d * w,
+                symmetry="none" if pinned else "linear",
+                producers=producers,
+                outgoing=outgoing,
+                taps=taps,
+                heads_only=pinned,
+            )
+        )
+    return made[0], made[1]
+
+
 def _elementwise(op: Op | None) -> bool:
     return op is not None and op.kind == "elementwise"
 
 
-def _joined(part: Sliced, dims: tuple[int, ...]) -> Heads | Sliced | None:
-    """Parts of every head's dimensions joined into ``dims`` (in their new order): their
-    heads, pinned, if they hold each dimension once, or a part of them if a range; None
-    otherwise. Once pinned, the order within a head is any function the same for every
-    head, which moving whole heads keeps."""
+def _joined(parts: Sequence[Sliced], woven: bool = False) -> Heads | Sliced | None:
+    """Parts of every head's dimensions joined one after the other (or ``woven``: the
+    first of each, then the second of each...): their heads if they hold each dimension
+    once, or a part of them if a range; None otherwise. Whole heads come back pinned
+    (any function of a head's dimensions the same for every head is kept by moving
+    whole heads), except the dimensions that come back untouched to their own place
+    (those a partial rotary embedding passes)."""
+    if woven:
+        dims = tuple(i for row in zip(*(p.dims for p in parts), strict=True) for i in row)
+        untouched = [False] * len(dims)
+    else:
+        dims = tuple(i for p in parts for i in p.dims)
+        untouched = [not p.turned for p in parts for _ in p.dims]
     low = min(dims, default=0)
     if not dims or sorted(dims) != list(range(low, low + len(dims))):
         return None
-    part.heads.space.root().heads_only = True
-    if len(dims) == part.width:
-        return part.heads
-    return replace(part, dims=dims)
+    first = parts[0]
+    if len(dims) == first.width:
+        free = {j for i, j in enumerate(dims) if j == i and untouched[i]}
+        first.heads.space.pin(frozenset(free))
+        return first.heads
+    in_place = all(untouched) and dims == tuple(sorted(dims))
+    return replace(first, dims=dims, turned=not in_place)
 
 
 def _same_place(a: Heads | Sliced, b: Heads | Sliced) -> bool:
@@ -401,7 +476,7 @@ class AttentionSteps:
             )
         if not torch_norm:  # known by its class name only: run it once
             check_commutes(module, path, shape, heads.head_axis, parameters=False)
-        heads.space.root().heads_only = True
+        heads.space.pin()
         return heads
 
     def _carve(self, node: fx.Node, source: fx.Node, units: Units) -> Parts:
@@ -679,7 +754,7 @@ class AttentionSteps:
         if target is operator.getitem and len(inputs) == 1:
             return self._slice_heads(node, heads[0][0], value)
         if target in (operator.neg, torch.neg, "neg") and len(inputs) == 1:
-            return value
+            return replace(value, turned=True) if isinstance(value, Sliced) else value
         if target in (torch.cat, torch.concat) and not constants:
             return self._join_slices(node, heads)
         if target is torch.stack and not constants:
@@ -689,7 +764,7 @@ class AttentionSteps:
         if target in ADD and len(heads) == 2 and not constants:
             a, b = (v for _, v in heads)
             if _same_place(a, b):
-                return a
+                return replace(a, turned=True) if isinstance(a, Sliced) else a
         return None
 
     def _slice_heads(self, node: fx.Node, source: fx.Node, value: Heads | Sliced) -> Value | None:
@@ -726,10 +801,8 @@ class AttentionSteps:
                 width = shape_of(n)[p.dim_axis]
                 p = Sliced(p, tuple(range(width)), width)
             sliced.append(p)
-        first = sliced[0]
-        if any(replace(p, dims=()) != replace(first, dims=()) for p in sliced):
-            return None
-        return sliced
+        same = {replace(p, dims=(), turned=False) for p in sliced}
+        return sliced if len(same) == 1 else None
 
     def _join_slices(
         self, node: fx.Node, parts: Sequence[tuple[fx.Node, Heads | Sliced]]
@@ -743,7 +816,7 @@ class AttentionSteps:
             return None
         if dim % ndim != sliced[0].heads.dim_axis:
             return None
-        return _joined(sliced[0], tuple(i for p in sliced for i in p.dims))
+        return _joined(sliced)
 
     def _weave(
         self, node: fx.Node, parts: Sequence[tuple[fx.Node, Heads | Sliced]]
@@ -758,7 +831,7 @@ class AttentionSteps:
         first = sliced[0]
         if dim % ndim != first.heads.dim_axis + 1 or len({len(p.dims) for p in sliced}) != 1:
             return None
-        return Woven(first.heads, tuple(p.dims for p in sliced), first.width)
+        return Woven(first.heads, tuple(p.dims for p in sliced), first.width)  # all moved
 
     def _flatten_woven(self, node: fx.Node, woven: Woven) -> Value | None:
         """``x.flatten(-2)`` after :meth:`_weave`: the parts interleaved into one axis."""
@@ -769,23 +842,23 @@ class AttentionSteps:
         merged = (*before[:axis], before[axis] * before[axis + 1], *before[axis + 2 :])
         if node.target not in _RESHAPES or after != merged:
             return None
-        dims = tuple(i for row in zip(*woven.parts, strict=True) for i in row)
-        return _joined(Sliced(woven.heads, (), woven.width), dims)
+        parts = [Sliced(woven.heads, dims, woven.width) for dims in woven.parts]
+        return _joined(parts, woven=True)
 
     def _dimension_factors(
         self, node: fx.Node, value: Heads | Sliced, constants: list[fx.Node]
     ) -> Value | None:
         """``q * cos``: factors shared by all heads; ones that differ between a head's
-        dimensions pin them."""
+        dimensions pin them (a part of the heads: when it joins them again)."""
         whole = value if isinstance(value, Heads) else value.heads
         ndim = len(shape_of(node))
         for constant in constants:
             shape = (1,) * (ndim - len(shape_of(constant))) + shape_of(constant)
             if len(shape) != ndim or shape[whole.head_axis] != 1:
                 return None
-            if shape[whole.dim_axis] != 1:
-                whole.space.root().heads_only = True
-        return value
+            if shape[whole.dim_axis] != 1 and isinstance(value, Heads):
+                whole.space.pin()
+        return replace(value, turned=True) if isinstance(value, Sliced) else value
 
     def _module_of(self, node: fx.Node) -> nn.Module | None:
         if node.op != "call_module":
@@ -1015,5 +1088,7 @@ class AttentionSteps:
                         (vo, vo.size if v.heads_only else att.heads),
                     )
                 )
-            groups += [(q.created, qk), (v.created, vo)]
+            whole = not pinned or fixed or normed or att.repeat > 1
+            parts = None if whole else _split_pinned(qk, q, k, head)
+            groups += [(q.created, g) for g in parts or (qk,)] + [(v.created, vo)]
         return groups

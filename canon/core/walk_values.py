@@ -58,7 +58,15 @@ class Space:
     origin: str = ""  # the module that made it (a layer, an embedding): the group's name
     carved: bool = False  # cut into parts (a fused projection's queries, keys, values)
     heads_only: bool = False  # dimensions pinned in their heads (rotary embeddings)
+    free: frozenset[int] = frozenset()  # with heads_only: dimensions of a head still free
     heads_fixed: bool = False  # a per-head term on the scores (ALiBi): heads stay in place
+
+    def pin(self, free: frozenset[int] = frozenset()) -> None:
+        """Pin the dimensions of the space's heads (only whole heads move), all but
+        ``free`` (a head's dimensions a partial rotary embedding passes untouched)."""
+        root = self.root()
+        root.free = root.free & free if root.heads_only else free
+        root.heads_only = True
 
     def root(self) -> Space:
         space = self
@@ -153,6 +161,7 @@ class Sliced:
     heads: Heads
     dims: tuple[int, ...]
     width: int
+    turned: bool = False  # changed since it was sliced (negated, scaled, joined)
 
 
 @dataclass(frozen=True)
