@@ -175,11 +175,16 @@ class ScoreBiasAttention(nn.Module):
         q, k, v = (
             f(x).view(b, t, self.heads, self.d).transpose(1, 2) for f in (self.q, self.k, self.v)
         )
+        q, k = self.rotate(q), self.rotate(k)
         if self.sdpa:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
         else:
             y = (q @ k.transpose(-2, -1) / math.sqrt(self.d) + self.bias).softmax(-1) @ v
         return self.head((x + self.o(y.transpose(1, 2).reshape(b, t, -1)))[:, -1])
+
+    def rotate(self, h: Tensor) -> Tensor:
+        """The queries or keys as they enter the scores (here: as projected)."""
+        return h
 
 
 @pytest.mark.parametrize("per_head", [True, False])
@@ -361,37 +366,22 @@ def test_specs_derived_from_many_threads_at_once_agree() -> None:
     assert len(found) == 48 and all(spec == expected for spec in found)
 
 
-class RotaryAlibi(nn.Module):
+class RotaryAlibi(ScoreBiasAttention):
     """Rotary queries and keys under a per-head bias: the query/key dimensions are pinned
     in their heads and the heads in place, so nothing of them may move. The rotary
     factors are the module's own buffers (read as constants, the same for every head)."""
 
-    def __init__(self, width: int = 16, heads: int = 4, t: int = 6) -> None:
-        super().__init__()
-        self.heads, self.d = heads, width // heads
-        self.inp, self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(5))
-        self.head = nn.Linear(width, 3)
+    def __init__(self, t: int = 6) -> None:
+        super().__init__(per_head=True, sdpa=True, t=t)
         position = torch.arange(t).float()[:, None] * torch.tensor([1.0, 0.5])
         angles = torch.cat([position, position], -1)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
-        distance = -(torch.arange(t)[None, :] - torch.arange(t)[:, None]).abs().float()
-        slopes = 2.0 ** -torch.arange(1, heads + 1).float()
-        self.register_buffer("bias", slopes[:, None, None] * distance, persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """One attention layer with rotary queries/keys and ALiBi, then a read-out."""
-        b, t, _ = x.shape
-        x = self.inp(x)
-        q, k, v = (
-            f(x).view(b, t, self.heads, self.d).transpose(1, 2) for f in (self.q, self.k, self.v)
-        )
+    def rotate(self, h: Tensor) -> Tensor:
+        """``h * cos + rotate_half(h) * sin``."""
         half = self.d // 2
-        q, k = (
-            z * self.cos + torch.cat((-z[..., half:], z[..., :half]), -1) * self.sin for z in (q, k)
-        )
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
-        return self.head((x + self.o(y.transpose(1, 2).reshape(b, t, -1)))[:, -1])
+        return h * self.cos + torch.cat((-h[..., half:], h[..., :half]), -1) * self.sin
 
 
 def test_rotary_under_a_per_head_bias_moves_nothing_of_the_queries() -> None:
