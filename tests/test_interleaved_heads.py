@@ -499,8 +499,9 @@ def test_logits_capped_after_a_tied_output_layer_are_followed() -> None:
 
 @pytest.mark.slow  # a process of its own: seconds of imports
 def test_canon_spec_shows_interleaved_rows_and_pinned_heads() -> None:
-    """`canon spec` names each part's rows (from its start, in runs of d every 3d) and
-    says where only whole heads move."""
+    """`canon spec` names each part's rows (from its start, in runs every 3d) and says
+    where only whole heads move: the two dimensions of each head that the partial rotary
+    embedding turns, not the two it passes (a group of their own) nor the values."""
     tests = str(Path(__file__).parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
     config = json.dumps({"layout": "chunk", "turned": 2})
@@ -508,8 +509,9 @@ def test_canon_spec_shows_interleaved_rows_and_pinned_heads() -> None:
         [sys.executable, "-m", "canon", "spec", "test_interleaved_heads:LM", "--config", config],
         capture_output=True, text=True, env=env, timeout=120, check=True,
     )  # fmt: skip
-    lines = {line.split(":")[0].strip(): line for line in done.stdout.splitlines()}
-    queries = lines["group blocks.0.qkv"]
-    assert "blocks.0.qkv rows 0+ in runs of 4 every 12" in queries
-    assert "only whole heads move" in queries
-    assert "only whole heads move" not in lines["group blocks.0.qkv@8"]
+    lines = {line.split(": ")[0].strip(): line for line in done.stdout.splitlines()}
+    turned, passed = lines["group blocks.0.qkv"], lines["group blocks.0.qkv:2"]
+    assert "blocks.0.qkv rows 0+ in runs of 2 every 12" in turned
+    assert "blocks.0.qkv rows 2+ in runs of 2 every 12" in passed
+    assert "only whole heads move" in turned
+    assert "only whole heads move" not in passed + lines["group blocks.0.qkv@8"]
