@@ -169,16 +169,21 @@ def test_symmetries_keep_the_function_and_canonical_forms_agree(
         assert _relative(_logits(model, aligned, x), y) < 1e-4
 
 
+def _decoder(model_type: str, architecture: str, **extra: Any) -> dict[str, Any]:
+    """A tiny decoder's config.json: 2 layers of width 16, 4 heads, 40 tokens, windows
+    of up to 12, and ``extra`` (grouped-query heads, rotary settings...)."""
+    return {
+        "model_type": model_type, "architectures": [architecture],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 12, **extra,
+    }  # fmt: skip
+
+
+GROUPED = {"num_key_value_heads": 2}  # two key/value heads for four query heads
 # embeddings whose own forward canon follows: Gemma's scaled token embedding (a one-number
 # scale held as a plain tensor), OPT's learned positions (offset, read through the mask)
 MORE: dict[str, dict[str, Any]] = {
-    "gemma": {
-        "model_type": "gemma",
-        "architectures": ["GemmaForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "head_dim": 4, "intermediate_size": 32, "vocab_size": 40,
-        "max_position_embeddings": 12,
-    },
+    "gemma": _decoder("gemma", "GemmaForCausalLM", **GROUPED, head_dim=4),
     "convnext": {  # its own LayerNorm, over the channels of NCHW tensors
         "model_type": "convnext",
         "architectures": ["ConvNextForImageClassification"],
@@ -192,72 +197,27 @@ MORE: dict[str, dict[str, Any]] = {
         "vocab_size": 40, "max_position_embeddings": 12, "word_embed_proj_dim": 16,
     },
     # partial rotary embeddings: only the first half of each head's dimensions turn
-    "stablelm": {
-        "model_type": "stablelm",
-        "architectures": ["StableLmForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "num_key_value_heads": 4, "intermediate_size": 32, "vocab_size": 40,
-        "max_position_embeddings": 12, "partial_rotary_factor": 0.5,
-    },
-    "phi": {
-        "model_type": "phi",
-        "architectures": ["PhiForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 12,
-        "partial_rotary_factor": 0.5,
-    },
+    "stablelm": _decoder(
+        "stablelm", "StableLmForCausalLM", num_key_value_heads=4, partial_rotary_factor=0.5
+    ),
+    "phi": _decoder("phi", "PhiForCausalLM", partial_rotary_factor=0.5),
     # a fused projection interleaving queries, keys and values head by head (chunked,
     # or picked from a (heads, 3, d) view), partial rotary; per-head query/key norms
-    "gpt_neox": {
-        "model_type": "gpt_neox",
-        "architectures": ["GPTNeoXForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 12,
-        "rotary_pct": 0.5, "partial_rotary_factor": 0.5,
-    },
-    "persimmon": {
-        "model_type": "persimmon",
-        "architectures": ["PersimmonForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 12,
-        "partial_rotary_factor": 0.5,
-    },
-    "qwen3": {
-        "model_type": "qwen3",
-        "architectures": ["Qwen3ForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "head_dim": 4, "intermediate_size": 32,
-        "vocab_size": 40, "max_position_embeddings": 12,
-    },
+    "gpt_neox": _decoder(
+        "gpt_neox", "GPTNeoXForCausalLM", rotary_pct=0.5, partial_rotary_factor=0.5
+    ),
+    "persimmon": _decoder("persimmon", "PersimmonForCausalLM", partial_rotary_factor=0.5),
+    "qwen3": _decoder("qwen3", "Qwen3ForCausalLM", **GROUPED, head_dim=4),
     # eager grouped-query attention: key/value heads repeated before q @ k^T (repeat_kv)
-    "llama-eager": {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
-        "max_position_embeddings": 12, "attn_implementation": "eager",
-    },
-    "phi3": {  # a fused projection sliced into queries, keys and values; gate/up chunked
-        "model_type": "phi3",
-        "architectures": ["Phi3ForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
-        "max_position_embeddings": 12, "pad_token_id": 0,
-    },
-    "gemma2": {  # eager attention: repeat_kv, soft-capped scores and soft-capped logits
-        "model_type": "gemma2",
-        "architectures": ["Gemma2ForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "head_dim": 4, "intermediate_size": 32, "vocab_size": 40,
-        "max_position_embeddings": 12,
-    },
-    "olmo2": {  # norms over the whole query and key projections, grouped-query attention
-        "model_type": "olmo2",
-        "architectures": ["Olmo2ForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
-        "max_position_embeddings": 12,
-    },
+    "llama-eager": _decoder(
+        "llama", "LlamaForCausalLM", **GROUPED, attn_implementation="eager"
+    ),
+    # a fused projection sliced into queries, keys and values; gate/up chunked
+    "phi3": _decoder("phi3", "Phi3ForCausalLM", **GROUPED, pad_token_id=0),
+    # eager attention: repeat_kv, soft-capped scores and soft-capped logits
+    "gemma2": _decoder("gemma2", "Gemma2ForCausalLM", **GROUPED, head_dim=4),
+    # norms over the whole query and key projections, grouped-query attention
+    "olmo2": _decoder("olmo2", "Olmo2ForCausalLM", **GROUPED),
     "gpt_neo": {  # scores masked by torch.where, computed in float32
         "model_type": "gpt_neo",
         "architectures": ["GPTNeoForCausalLM"],
@@ -278,13 +238,9 @@ MORE: dict[str, dict[str, Any]] = {
         "n_layer": 2, "n_embd": 16, "n_head": 4, "rotary_dim": 2, "n_positions": 12,
         "n_ctx": 12, "vocab_size": 40, "bos_token_id": 0, "eos_token_id": 0,
     },
-    "cohere": {
-        "model_type": "cohere",
-        "architectures": ["CohereForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 32, "vocab_size": 40,
-        "max_position_embeddings": 12, "bos_token_id": 0, "eos_token_id": 0,
-    },
+    "cohere": _decoder(
+        "cohere", "CohereForCausalLM", **GROUPED, bos_token_id=0, eos_token_id=0
+    ),
     "mpt": {  # ALiBi: a per-head bias on the scores keeps the heads in place
         "model_type": "mpt",
         "architectures": ["MptForCausalLM"],
@@ -297,13 +253,9 @@ MORE: dict[str, dict[str, Any]] = {
         "n_layer": 2, "n_embd": 16, "n_head": 4, "n_positions": 12, "vocab_size": 40,
         "multi_query": True,
     },
-    "gemma3_text": {
-        "model_type": "gemma3_text",
-        "architectures": ["Gemma3ForCausalLM"],
-        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "head_dim": 4, "intermediate_size": 32, "vocab_size": 40,
-        "max_position_embeddings": 12, "sliding_window": 4,
-    },
+    "gemma3_text": _decoder(
+        "gemma3_text", "Gemma3ForCausalLM", **GROUPED, head_dim=4, sliding_window=4
+    ),
 }  # fmt: skip
 PARTIAL = {"stablelm", "phi", "gpt_neox", "gptj", "codegen"}
 ROTARY = {
@@ -319,8 +271,9 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     """Gemma and OPT trace (their embeddings' forwards call F.embedding on their own
     tables), ConvNext (its LayerNorm normalizes the channels, not the last axis), and
     StableLM and Phi (a partial rotary embedding turns a slice of each head, which pins
-    the query/key dimensions in their heads), GPT-NeoX and Persimmon (a fused projection
-    whose rows interleave queries, keys and values head by head), Qwen3 and Gemma 3 (a
+    the turned dimensions in their heads; the passed ones stay free), GPT-NeoX and
+    Persimmon (a fused projection whose rows interleave queries, keys and values head by
+    head), Qwen3 and Gemma 3 (a
     norm over each head's query and key dimensions), an eager Llama (key/value heads
     repeated for their query heads), Gemma 2 (those, with a tanh soft-capping its scores
     and its logits, whose output layer is its tied embedding) and Phi-3 (its fused
