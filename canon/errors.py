@@ -22,6 +22,7 @@ __all__ = [
     "InvalidEntryError",
     "InvalidManifestError",
     "JobNotFoundError",
+    "MergeConflictError",
     "NameClashError",
     "NonFiniteError",
     "NotCachedError",
@@ -139,6 +140,15 @@ class EntryInUseError(ZooError, ValueError):
     def __init__(self, message: str, *, name: str = "") -> None:
         super().__init__(message)
         self.name = name
+
+
+class MergeConflictError(ZooError, ValueError):
+    """A pull refused because this zoo and the remote changed the same values differently
+    since they last synced (``conflicts``: one line each), or the zoo changed meanwhile."""
+
+    def __init__(self, message: str, *, conflicts: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.conflicts = conflicts
 
 
 class CorruptZooError(ZooError, RuntimeError):

@@ -9,9 +9,11 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytest
 import torch
 from hub_server import FakeHub
@@ -22,6 +24,7 @@ from canon.errors import (
     CorruptZooError,
     HubError,
     InvalidManifestError,
+    MergeConflictError,
     NameClashError,
     PushConflictError,
     UntrustedCodeError,
@@ -514,3 +517,134 @@ def test_cli_push_pull_and_offline_pull_from_cache(
     assert done.returncode == 1
     assert done.stderr.strip().startswith("Error: cannot pull `lab/uncached@main`")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+# -- merging with a collaborator's pushes ----------------------------------------------------
+
+
+def _remote_entries(hub: FakeHub, repo: str) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in json.loads(hub.files(repo)[MANIFEST_FILE])["entries"]}
+
+
+def test_a_push_never_reverts_a_collaborators_edits(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """A collaborator retags, renames, gives a new dataset and a new reference, and pushes.
+    A push from a zoo that lacks those edits is refused with the remote unchanged (it once
+    reverted them); a pull takes them, keeping this zoo's own edits; the next push holds
+    both sides' work."""
+    push(source, "lab/merge", **options)
+    torch.manual_seed(0)
+    data = {"x": torch.randn(40, 64).numpy(), "y": torch.randint(0, 10, (40,)).numpy()}
+    numpy.savez(tmp_path / "data.npz", **data)
+    with Zoo.open(tmp_path / "b") as b:
+        pull(b, "lab/merge", cache_dir=cache, **options)
+        b.edit("net0", tags={"algo": "adam"}, untag=["seed"])
+        b.edit("net1", rename="net1-best", dataset=f"npz:{tmp_path / 'data.npz'}")
+        b.set_reference("net2")
+        push(b, "lab/merge", **options)
+        theirs = b.get("net1-best")
+    _fill(source, range(3, 4))
+    source.edit("net2", tags={"note": "mine"})
+    head = hub.head("lab/merge")
+    with pytest.raises(PushConflictError, match="changes this zoo lacks") as refused:
+        push(source, "lab/merge", **options)
+    assert "`net0`: tag `algo`, tag `seed` removed" in str(refused.value)
+    assert "`net1`: renamed `net1-best`, dataset 'npz:" in str(refused.value)
+    assert hub.head("lab/merge") == head
+
+    with Zoo.open(source.root, trust_code=True) as trusted:  # a pulled file dataset needs it
+        pulled = pull(trusted, "lab/merge", cache_dir=cache, **options)
+    assert (pulled.added, sorted(pulled.updated)) == ([], ["net0", "net1-best"])
+    assert source.get("net0").tags == {"algo": "adam"}
+    assert source.get("net2").tags["note"] == "mine"  # this zoo's edit stays
+    mine = source.get("net1-best")
+    assert (mine.dataset, mine.metrics) == (theirs.dataset, theirs.metrics)
+    assert source.reference(mine).name == "net2"
+    assert not [p for p in source.pairs.results() if mine.id in (p.a, p.b)]  # old data's
+
+    push(source, "lab/merge", **options)
+    remote = _remote_entries(hub, "lab/merge")
+    assert sorted(remote) == ["net0", "net1-best", "net2", "net3"]
+    assert remote["net0"]["tags"] == {"algo": "adam"}
+    assert remote["net2"]["tags"]["note"] == "mine"
+    assert manifest(source) == json.loads(hub.files("lab/merge")[MANIFEST_FILE])
+
+
+def test_a_conflict_is_refused_until_one_side_is_preferred(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """Both sides set one tag differently: push and pull refuse, naming it, with nothing
+    changed; `canon pull --prefer local` keeps this zoo's value, the push sends it, and the
+    collaborator's next pull takes it (they had not changed it since)."""
+    push(source, "lab/conflict", **options)
+    b = Zoo.open(tmp_path / "b")
+    pull(b, "lab/conflict", cache_dir=cache, **options)
+    b.edit("net0", tags={"algo": "adam"})
+    push(b, "lab/conflict", **options)
+    source.edit("net0", tags={"algo": "lion"}, untag=["seed"])
+    with pytest.raises(PushConflictError, match="tag `algo` is 'lion' here and 'adam' there"):
+        push(source, "lab/conflict", **options)
+    before = (manifest(source), _files(source.root), (source.root / "manifest.json").exists())
+    with pytest.raises(MergeConflictError, match="--prefer local") as refused:
+        pull(source, "lab/conflict", cache_dir=cache, **options)
+    assert refused.value.conflicts == ("`net0`: tag `algo` is 'lion' here and 'adam' there",)
+    assert (
+        manifest(source),
+        _files(source.root),
+        (source.root / "manifest.json").exists(),
+    ) == before
+
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": TOKEN}
+    args = ["pull", "lab/conflict", "--zoo", str(source.root), "--cache-dir", str(cache)]
+    done = _canon(*args, "--prefer", "local", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["updated"] == []
+    assert source.get("net0").tags == {"algo": "lion"}
+    push(source, "lab/conflict", **options)
+    assert _remote_entries(hub, "lab/conflict")["net0"]["tags"] == {"algo": "lion"}
+    assert pull(b, "lab/conflict", cache_dir=cache, **options).updated == ["net0"]
+    assert b.get("net0").tags == {"algo": "lion"}
+    b.close()
+
+
+def test_a_removal_is_pushed_and_a_pull_keeps_what_the_remote_removed(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """An entry removed here since the last sync is removed from the remote by a plain push;
+    a collaborator's pull keeps it and says so, and does not count it as new."""
+    push(source, "lab/removal", **options)
+    with Zoo.open(tmp_path / "b") as b:
+        pull(b, "lab/removal", cache_dir=cache, **options)
+        gone = source.get("net2")
+        source.rm("net2")
+        assert push(source, "lab/removal", **options).deleted == 1
+        assert object_path(gone.id) not in hub.files("lab/removal")
+        assert "net2" not in _remote_entries(hub, "lab/removal")
+        pulled = pull(b, "lab/removal", cache_dir=cache, **options)
+        assert (pulled.removed_there, pulled.added) == (["net2"], [])
+        assert b.get("net2").id == gone.id
+    # the removing zoo's own pull does not bring it back
+    assert pull(source, "lab/removal", cache_dir=cache, **options).added == []
+    assert "net2" not in source
+
+
+def test_a_pull_applies_nothing_when_the_zoo_changed_meanwhile(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """A merge computed before a local edit is refused at the transaction, nothing applied."""
+    from canon.zoo import Snapshot, import_entries, merge
+
+    base = Snapshot.of_manifest(manifest(source))
+    there = Snapshot(
+        {
+            **base.entries,
+            source.get("net0").id: replace(base.entries[source.get("net0").id], name="x"),
+        },
+        base.references,
+    )
+    stale = merge(base, base, there)
+    source.edit("net0", tags={"late": "edit"})
+    with pytest.raises(MergeConflictError, match=r"changed in .* while this ran"):
+        import_entries(source, [], Path, merged=stale)
+    assert "net0" in source and "x" not in source

@@ -73,7 +73,11 @@ def _repo_options(func: F) -> F:
 @_repo_options
 @click.option("--private", is_flag=True, default=None, help="Create the repository private.")
 @click.option("--commit-message", default=None, help="The commit's summary.")
-@click.option("--force", is_flag=True, help="Delete remote entries this zoo lacks.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Push this zoo as it is: overwrite the remote's edits, delete what it lacks.",
+)
 def push(
     app: App, repo: Repo, private: bool | None, commit_message: str | None, force: bool
 ) -> None:
@@ -109,8 +113,22 @@ def push(
 @click.option("--cache-dir", default=None, help="The Hub cache (default: the Hub client's).")
 @click.option("--rename", is_flag=True, help="Add entries whose names clash as NAME-<id>.")
 @click.option("--no-results", is_flag=True, help="Skip the cached results; recompute here.")
-def pull(app: App, repo: Repo, cache_dir: str | None, rename: bool, no_results: bool) -> None:
-    """Merge the zoo at Hub repository REPO_ID into this zoo (created if needed)."""
+@click.option(
+    "--prefer",
+    type=click.Choice(["local", "remote"]),
+    default=None,
+    help="Settle values both sides changed: keep this zoo's, or take the remote's.",
+)
+def pull(
+    app: App,
+    repo: Repo,
+    cache_dir: str | None,
+    rename: bool,
+    no_results: bool,
+    prefer: str | None,
+) -> None:
+    """Merge the zoo at Hub repository REPO_ID into this zoo (created if needed): its new
+    entries, and its edits since the two last synced."""
     from canon.hub import pull
 
     with zoo_made_if_needed(app) as zoo:
@@ -120,6 +138,7 @@ def pull(app: App, repo: Repo, cache_dir: str | None, rename: bool, no_results: 
             cache_dir=cache_dir,
             rename=rename,
             results=not no_results,
+            prefer=prefer,
             progress=app.progress,
             **repo.options(),
         )
@@ -131,6 +150,18 @@ def pull(app: App, repo: Repo, cache_dir: str | None, rename: bool, no_results: 
             f"{result.downloaded} objects downloaded, {result.results} cached results"
         ]
         lines += [f"  renamed {old} -> {new}" for old, new in result.renamed.items()]
+        if result.updated:
+            lines.append(f"took the remote's edits of {_listed(result.updated)}")
+        if result.removed_there:
+            lines.append(
+                f"kept {_listed(result.removed_there)}, removed on the remote since the last "
+                "sync (canon rm them to follow; a push restores them otherwise)"
+            )
         return "\n".join(lines)
 
     emit(app, result.to_dict(), text)
+
+
+def _listed(names: list[str], most: int = 8) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")

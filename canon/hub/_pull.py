@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,13 @@ import torch
 
 from canon._limits import MAX_HEADER_BYTES, clip, loads_json
 from canon.core import Spec
-from canon.errors import CanonError, InvalidManifestError, NameClashError
+from canon.errors import (
+    CanonError,
+    ConfigError,
+    InvalidManifestError,
+    MergeConflictError,
+    NameClashError,
+)
 from canon.hub._remote import (
     MANIFEST_FILE,
     RESULTS_FILE,
@@ -22,16 +28,22 @@ from canon.hub._remote import (
     downloader,
     hub_errors,
     quiet_hub_bars,
+    remote_key,
     snapshot_commit,
 )
 from canon.zoo import (
     CACHE_VERSION,
+    PREFER,
     PairResult,
+    Snapshot,
+    SyncRecord,
     Zoo,
     check_name,
     check_pair_result,
     check_sha,
     import_entries,
+    manifest,
+    merge,
     object_path,
     parse_manifest,
     sha256_file,
@@ -51,6 +63,8 @@ class PullResult:
     commit: str | None
     added: list[str] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)  # remote name -> local name
+    updated: list[str] = field(default_factory=list)  # entries given the remote's edits
+    removed_there: list[str] = field(default_factory=list)  # removed remotely, kept here
     present: int = 0  # entries the zoo already held (same weights)
     downloaded: int = 0  # objects fetched (from the Hub or its local cache)
     results: int = 0  # cached pair results imported
@@ -71,6 +85,7 @@ def pull(
     cache_dir: str | Path | None = None,
     rename: bool = False,
     results: bool = True,
+    prefer: str | None = None,
     progress: bool = False,
 ) -> PullResult:
     """Merge the zoo at ``repo_id`` (branch, tag or commit ``revision``) into ``zoo``.
@@ -84,7 +99,18 @@ def pull(
     (so with ``HF_HUB_OFFLINE=1`` a cached revision pulls offline). Entries the
     zoo already holds are skipped; cached pair results come along unless
     ``results`` is false. On failure nothing is added.
+
+    The remote's edits since the zoo and this revision last synced (a push or a
+    pull) are merged in (:func:`~canon.zoo._merge.merge`): renames, datasets with
+    their metrics, tags and family references a collaborator changed, value by
+    value. A value both sides changed differently is a conflict: the pull is
+    refused (:class:`MergeConflictError`, each one listed) unless ``prefer`` is
+    ``local`` (keep the zoo's) or ``remote`` (take the remote's). Entries the zoo
+    removed since are not added back; entries the remote removed stay here
+    (``removed_there``). Adds, edits and the sync record are one transaction.
     """
+    if prefer not in (None, *PREFER):
+        raise ConfigError(f"prefer must be one of {', '.join(PREFER)} (or None), not {prefer!r}")
     from huggingface_hub.errors import EntryNotFoundError, RemoteEntryNotFoundError
 
     check_repo(repo_id, repo_type)
@@ -104,9 +130,18 @@ def pull(
             _read_json(manifest_file, source), source=source, trusted=zoo.trust_code
         )
 
-        held = {e.id: e for e in zoo.entries()}
-        new = [e for e in checked.entries if e["id"] not in held]
-        names = _local_names(new, {e.name for e in held.values()}, rename, repo_id)
+        key = remote_key(repo_id, wanted, repo_type, endpoint)
+        record = zoo.index.synced(key)
+        here = Snapshot.of_manifest(manifest(zoo))
+        there = Snapshot.of_manifest({"entries": checked.entries, "references": checked.references})
+        merged = merge(None if record is None else record.snapshot, here, there, prefer)
+        if merged.conflicts:
+            raise _conflicted(merged.conflicts, source)
+        adding = set(merged.adds)
+        new = [e for e in checked.entries if e["id"] in adding]
+        renamed = {u.id: u.after.name for u in merged.updates}
+        taken = {renamed.get(i, state.name) for i, state in here.entries.items()}
+        names = _local_names(new, taken, rename, repo_id)
         specs = _check_configs(new, source)
 
         # A local object is used only when intact; a damaged one is fetched and replaced.
@@ -146,14 +181,20 @@ def pull(
             except EntryNotFoundError:
                 results_file = None
             if results_file is not None:
-                ids = {e["id"] for e in checked.entries} | set(held)
+                ids = {e["id"] for e in checked.entries} | set(here.entries)
                 pairs = check_results(_read_json(results_file, source), ids, source)
                 # only results that involve an entry this pull adds: the zoo's own pairs
                 # are its own business, whatever a remote says about them
-                adding = {e["id"] for e in new}
                 pairs = [p for p in pairs if p.a in adding or p.b in adding]
 
-    added = import_entries(zoo, new, paths.__getitem__, names=names)
+    added = import_entries(
+        zoo,
+        new,
+        paths.__getitem__,
+        names=names,
+        merged=merged,
+        synced=SyncRecord(key, commit, there),
+    )
     stored = zoo.pairs.put(pairs, replace=False) if pairs else 0
     return PullResult(
         repo_id=repo_id,
@@ -161,9 +202,23 @@ def pull(
         commit=commit,
         added=[e.name for e in added],
         renamed={e["name"]: names[e["id"]] for e in new if e["id"] in names},
+        updated=[u.after.name for u in merged.updates],
+        removed_there=[here.entries[i].name for i in merged.removed_there],
         present=len(checked.entries) - len(new),
         downloaded=len(fetch),
         results=stored,
+    )
+
+
+def _conflicted(conflicts: Sequence[str], source: str) -> MergeConflictError:
+    """The refusal of a pull whose remote changed values this zoo changed too (listed)."""
+    shown = "; ".join(conflicts[:5])
+    more = f"; and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+    return MergeConflictError(
+        f"{source} and this zoo changed the same values differently since they last synced "
+        f"({shown}{more}); nothing was pulled: pull with --prefer local to keep this zoo's "
+        "values, or --prefer remote to take the remote's",
+        conflicts=tuple(conflicts),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from canon._limits import loads_json
-from canon.errors import CorruptZooError, InvalidManifestError, PushConflictError
+from canon.errors import CorruptZooError, InvalidManifestError, PushConflictError, ZooError
 from canon.hub._card import model_card
 from canon.hub._pull import MAX_MANIFEST_BYTES, check_results
 from canon.hub._remote import (
@@ -22,12 +23,23 @@ from canon.hub._remote import (
     check_repo,
     hub_errors,
     quiet_hub_bars,
+    remote_key,
 )
-from canon.zoo import CACHE_VERSION, Zoo, manifest, object_path
+from canon.zoo import (
+    CACHE_VERSION,
+    Snapshot,
+    SyncRecord,
+    Zoo,
+    manifest,
+    merge,
+    object_path,
+    parse_manifest,
+)
 
 __all__ = ["PushResult", "push", "results_document"]
 
 _OBJECT_PREFIX = "objects/"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,9 +93,13 @@ def push(
     card ``README.md`` and the objects the remote lacks (those it has are not
     uploaded again). It is made against the remote head read at the start
     (``parent_commit``), so a concurrent push makes this one fail with
-    :class:`PushConflictError` instead of overwriting it. A remote holding
-    entries this zoo lacks is refused too (pull them first), unless ``force``,
-    which deletes them from the remote.
+    :class:`PushConflictError` instead of overwriting it.
+
+    The remote's manifest is merged with the zoo's from the state both last agreed
+    on (:func:`~canon.zoo._merge.merge`): entries removed here since then are
+    removed from the remote, and a remote holding anything the zoo lacks (entries,
+    renames, datasets, tags, references a collaborator pushed) is refused: pull it
+    first. ``force`` pushes the zoo as it is, deleting what the zoo lacks.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -93,6 +109,7 @@ def push(
     branch = revision or "main"
     api = HfApi(endpoint=endpoint, token=token)
     _check_objects(zoo)
+    key = remote_key(repo_id, branch, repo_type, endpoint)
     with hub_errors(repo_id, branch, "push to"), quiet_hub_bars(progress):
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
         if branch != "main":
@@ -103,24 +120,34 @@ def push(
             for f in api.list_repo_tree(repo_id, recursive=True, revision=head, repo_type=repo_type)
             if isinstance(f, RepoFile)
         }
+        fetch = _remote_files(api, repo_id, head or branch, repo_type, remote)
+        ours = manifest(zoo)
+        here = Snapshot.of_manifest(ours)
+        removed: set[str] = set()
+        if not force:
+            there = _remote_snapshot(fetch, MANIFEST_FILE in remote, repo_id, branch)
+            record = zoo.index.synced(key)
+            merged = merge(None if record is None else record.snapshot, here, there)
+            if merged.behind:
+                raise _behind(merged.missing_here(here, there), repo_id, branch)
+            removed = {object_path(i) for i in merged.removed_here}
         entries = zoo.entries()
         local = {object_path(e.id) for e in entries}
         stale = sorted(p for p in remote if p.startswith(_OBJECT_PREFIX) and p not in local)
-        if stale and not force:
+        unlisted = [p for p in stale if p not in removed]
+        if unlisted and not force:
             raise PushConflictError(
-                f"`{repo_id}@{branch}` holds {len(stale)} objects of entries this zoo lacks; "
-                f"pull them first (canon pull {repo_id}), or push with --force to delete them "
-                "from the remote",
+                f"`{repo_id}@{branch}` holds {len(unlisted)} objects its manifest does not "
+                "list and this zoo lacks; push with --force to delete them from the remote",
                 repo_id=repo_id,
                 revision=branch,
             )
         missing = [e for e in entries if object_path(e.id) not in remote]
-        fetch = _remote_files(api, repo_id, head or branch, repo_type, remote)
         results = results_document(zoo)
         if not force:
             results["pairs"] += _their_results(fetch, results, {e.id for e in entries}, repo_id)
         documents = {
-            MANIFEST_FILE: _json_bytes(manifest(zoo)),
+            MANIFEST_FILE: _json_bytes(ours),
             RESULTS_FILE: _json_bytes(results),
             CARD_FILE: model_card(zoo, repo_id).encode(),
         }
@@ -129,6 +156,7 @@ def push(
         changed = {p: data for p, data in documents.items() if not _holds(remote.get(p), data)}
         summary = {"entries": len(entries), "results": len(results["pairs"])}
         if not (missing or stale or changed):  # up to date: no commit to make
+            _remember(zoo, SyncRecord(key, head, here))
             return PushResult(
                 repo_id, branch, None, None, uploaded=0, kept=len(entries), deleted=0, **summary
             )
@@ -159,6 +187,7 @@ def push(
                 ) from None
             raise
     made = info.oid != head
+    _remember(zoo, SyncRecord(key, info.oid, here))
     return PushResult(
         repo_id=repo_id,
         revision=branch,
@@ -168,6 +197,57 @@ def push(
         kept=len(entries) - len(missing),
         deleted=len(stale),
         **summary,
+    )
+
+
+def _remote_snapshot(
+    fetch: Callable[[str], bytes | None], listed: bool, repo_id: str, branch: str
+) -> Snapshot:
+    """The remote's manifest as a merge compares it (empty when it has none); one this
+    canon cannot read refuses the push (``--force`` replaces it)."""
+    if not listed:
+        return Snapshot()
+    source = f"`{repo_id}@{branch}`"
+    data = fetch(MANIFEST_FILE)
+    try:
+        if data is None:
+            raise InvalidManifestError(f"{source}: {MANIFEST_FILE} is too large", source=source)
+        parsed = loads_json(
+            data,
+            what=f"{source}: {MANIFEST_FILE}",
+            error=functools.partial(InvalidManifestError, source=source),
+            max_bytes=MAX_MANIFEST_BYTES,
+        )
+        checked = parse_manifest(parsed, source=source, trusted=True)
+    except InvalidManifestError as exc:
+        raise PushConflictError(
+            f"{exc}; nothing was pushed (push with --force to replace it)",
+            repo_id=repo_id,
+            revision=branch,
+        ) from None
+    return Snapshot.of_manifest({"entries": checked.entries, "references": checked.references})
+
+
+def _remember(zoo: Zoo, record: SyncRecord) -> None:
+    """Record what the zoo and the remote now agree on, the base of the next merge. A zoo
+    this process cannot write pushes all the same: its next push merges from an older
+    base (or none), which can only refuse more, never overwrite more."""
+    if zoo.read_only:
+        return
+    try:
+        zoo.index.record_sync(record)
+    except ZooError as exc:
+        log.warning("pushed, but could not record the push in the zoo's index: %s", exc)
+
+
+def _behind(lines: list[str], repo_id: str, branch: str) -> PushConflictError:
+    """The refusal of a push to a remote holding changes this zoo lacks (listed)."""
+    shown = "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "")
+    return PushConflictError(
+        f"`{repo_id}@{branch}` has changes this zoo lacks ({shown}); nothing was pushed: "
+        f"pull them first (canon pull {repo_id}), or push with --force to overwrite them",
+        repo_id=repo_id,
+        revision=branch,
     )
 
 

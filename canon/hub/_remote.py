@@ -23,6 +23,7 @@ __all__ = [
     "check_repo_id",
     "hub_errors",
     "quiet_hub_bars",
+    "remote_key",
 ]
 
 MANIFEST_FILE = "canon-manifest.json"  # entries, tags, metrics, families, references
@@ -63,6 +64,14 @@ def downloader(
         )
 
     return download
+
+
+def remote_key(repo_id: str, revision: str, repo_type: str, endpoint: str | None) -> str:
+    """The name under which a zoo records its syncs with a repository's revision: the
+    endpoint (the Hub client's default when None), repository type, id and revision."""
+    from huggingface_hub import constants
+
+    return f"{(endpoint or constants.ENDPOINT).rstrip('/')} {repo_type}/{repo_id}@{revision}"
 
 
 def snapshot_commit(cached: Path) -> str | None:

@@ -69,6 +69,14 @@ _EXPORTS = {
     "object_path": "canon.zoo._manifest",
     "parse_manifest": "canon.zoo._manifest",
     "import_entries": "canon.zoo._manifest",
+    # syncing with a remote copy: the three-way merge and what the index records
+    "PREFER": "canon.zoo._merge",
+    "EntryState": "canon.zoo._merge",
+    "EntryUpdate": "canon.zoo._merge",
+    "Merge": "canon.zoo._merge",
+    "Snapshot": "canon.zoo._merge",
+    "SyncRecord": "canon.zoo._merge",
+    "merge": "canon.zoo._merge",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -108,6 +116,13 @@ if TYPE_CHECKING:
     from canon.zoo._manifest import manifest as manifest
     from canon.zoo._manifest import object_path as object_path
     from canon.zoo._manifest import parse_manifest as parse_manifest
+    from canon.zoo._merge import PREFER as PREFER
+    from canon.zoo._merge import EntryState as EntryState
+    from canon.zoo._merge import EntryUpdate as EntryUpdate
+    from canon.zoo._merge import Merge as Merge
+    from canon.zoo._merge import Snapshot as Snapshot
+    from canon.zoo._merge import SyncRecord as SyncRecord
+    from canon.zoo._merge import merge as merge
     from canon.zoo._midpoints import MIDPOINT_PATHS as MIDPOINT_PATHS
     from canon.zoo._midpoints import check_midpoint as check_midpoint
     from canon.zoo._objects import ObjectStore as ObjectStore

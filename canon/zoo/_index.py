@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import EllipsisType
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import DBAPIError
@@ -27,10 +28,12 @@ from canon.errors import (
     DuplicateObjectError,
     EntryInUseError,
     EntryNotFoundError,
+    MergeConflictError,
     NameClashError,
     ReadOnlyZooError,
 )
 from canon.zoo._layout import index_error
+from canon.zoo._merge import EntryState, Merge, Snapshot, SyncRecord
 from canon.zoo._migrate import make_engine, read_only_engine
 from canon.zoo._models import (
     CanonicalCacheModel,
@@ -39,6 +42,7 @@ from canon.zoo._models import (
     FamilyModel,
     PairCacheModel,
     ParentModel,
+    RemoteModel,
     TagModel,
 )
 from canon.zoo._records import CACHE_VERSION, Entry, canonical_json
@@ -195,23 +199,22 @@ class Index:
         """Make ``ref`` its family's reference; drop the caches that depended on the old one."""
         with self.session(write=True) as s:
             row = self.row(s, ref)
-            family = s.get(FamilyModel, row.family)
-            if family is None:
-                raise CorruptZooError(f"entry `{row.name}` has no family row in {self.label}")
-            if family.reference_id != row.id:
-                family.reference_id = row.id
-                members = select(EntryModel.id).where(EntryModel.family == row.family)
-                s.execute(
-                    delete(CanonicalCacheModel).where(CanonicalCacheModel.entry_id.in_(members))
-                )
-                s.execute(
-                    delete(PairCacheModel).where(
-                        or_(
-                            PairCacheModel.entry_a.in_(members), PairCacheModel.entry_b.in_(members)
-                        )
-                    )
-                )
+            self._make_reference(s, row)
             return self.record(s, row)
+
+    def _make_reference(self, s: Session, row: EntryModel) -> None:
+        family = s.get(FamilyModel, row.family)
+        if family is None:
+            raise CorruptZooError(f"entry `{row.name}` has no family row in {self.label}")
+        if family.reference_id != row.id:
+            family.reference_id = row.id
+            members = select(EntryModel.id).where(EntryModel.family == row.family)
+            s.execute(delete(CanonicalCacheModel).where(CanonicalCacheModel.entry_id.in_(members)))
+            s.execute(
+                delete(PairCacheModel).where(
+                    or_(PairCacheModel.entry_a.in_(members), PairCacheModel.entry_b.in_(members))
+                )
+            )
 
     # -- writing entries -----------------------------------------------------------------
 
@@ -253,11 +256,76 @@ class Index:
         """
         return self.insert_many([item])[0]
 
-    def insert_many(self, items: Sequence[Insertion]) -> list[Entry]:
+    def insert_many(
+        self,
+        items: Sequence[Insertion],
+        *,
+        merged: Merge | None = None,
+        synced: SyncRecord | None = None,
+    ) -> list[Entry]:
         """Record several new entries (:meth:`insert`'s, in order: a parent or a new family's
-        reference before the entries that name it) in one transaction: all or none."""
+        reference before the entries that name it) in one transaction: all or none.
+
+        A pull's ``merged`` remote edits of existing entries (each checked to be still as
+        the merge saw it) and references, and its ``synced`` record, join the same
+        transaction."""
         with self.session(write=True) as s:
-            return [self._insert(s, item) for item in items]
+            entries = [self._insert(s, item) for item in items]
+            if merged is not None:
+                self._apply(s, merged)
+            if synced is not None:
+                self._record_sync(s, synced)
+            return entries
+
+    def _apply(self, s: Session, merged: Merge) -> None:
+        """A merge's updates and references, in the open write transaction ``s``."""
+        rows = {u.id: s.get(EntryModel, u.id) for u in merged.updates}
+        for update in merged.updates:
+            row = rows[update.id]
+            if row is None or EntryState.of(self.record(s, row)) != update.before:
+                raise MergeConflictError(
+                    f"`{update.before.name}` changed in {self.label} while this ran; nothing "
+                    "was changed, run it again"
+                )
+        for update in merged.updates:  # names may swap: free them all first
+            row = rows[update.id]
+            assert row is not None
+            if update.after.name != update.before.name:
+                row.name = f"~{row.id}"
+        s.flush()
+        for update in merged.updates:
+            after, row = update.after, rows[update.id]
+            assert row is not None
+            gone = [k for k in update.before.tags if k not in after.tags]
+            self._edit_row(s, row, after.name, after.dataset, after.tags, gone)
+            if (after.dataset, after.metrics) != (update.before.dataset, update.before.metrics):
+                row.metrics = canonical_json(dict(after.metrics))
+        for entry_id in merged.references.values():
+            self._make_reference(s, self.row(s, entry_id))
+        s.flush()
+
+    def synced(self, remote: str) -> SyncRecord | None:
+        """What the zoo and ``remote`` last agreed on (None: they never synced)."""
+        with self.session() as s:
+            row = s.get(RemoteModel, remote)
+            if row is None:
+                return None
+            return SyncRecord(row.remote, row.commit, Snapshot.from_json(row.snapshot), row.synced)
+
+    def record_sync(self, record: SyncRecord) -> None:
+        """Record what the zoo and a remote now agree on (after a push)."""
+        with self.session(write=True) as s:
+            self._record_sync(s, record)
+
+    @staticmethod
+    def _record_sync(s: Session, record: SyncRecord) -> None:
+        row = s.get(RemoteModel, record.remote)
+        if row is None:
+            row = RemoteModel(remote=record.remote)
+            s.add(row)
+        row.commit = record.commit
+        row.snapshot = record.snapshot.to_json()
+        row.synced = datetime.now(UTC).replace(tzinfo=None)
 
     def _insert(self, s: Session, item: Insertion) -> Entry:
         """Add one entry's rows in the open write transaction ``s``."""
@@ -318,30 +386,42 @@ class Index:
         on the old one."""
         with self.session(write=True) as s:
             row = self.row(s, ref)
-            if name is not None and name != row.name:
-                self._check_name_free(s, name)
-                row.name = name
-            if dataset is not None and dataset != row.dataset:
-                row.dataset = dataset
-                s.execute(
-                    delete(PairCacheModel).where(
-                        or_(PairCacheModel.entry_a == row.id, PairCacheModel.entry_b == row.id)
-                    )
-                )
+            self._edit_row(s, row, name, ... if dataset is None else dataset, tags or {}, untag)
             if metrics is not None:
                 row.metrics = metrics
-            for key in untag:
-                s.execute(delete(TagModel).where(TagModel.entry_id == row.id, TagModel.key == key))
-            for key, value in (tags or {}).items():
-                tag = s.scalar(
-                    select(TagModel).where(TagModel.entry_id == row.id, TagModel.key == key)
-                )
-                if tag is None:
-                    s.add(TagModel(entry_id=row.id, key=key, value=value))
-                else:
-                    tag.value = value
             s.flush()
             return self.record(s, row)
+
+    def _edit_row(
+        self,
+        s: Session,
+        row: EntryModel,
+        name: str | None,
+        dataset: str | EllipsisType | None,
+        tags: Mapping[str, str],
+        untag: Sequence[str],
+    ) -> None:
+        """Rename ``row`` (unless ``name`` is None), give it a dataset (unless ``...``;
+        dropping its cached pairs, computed on the old one), set and remove tags."""
+        if name is not None and name != row.name:
+            self._check_name_free(s, name)
+            row.name = name
+        if dataset is not ... and dataset != row.dataset:
+            row.dataset = dataset
+            s.execute(
+                delete(PairCacheModel).where(
+                    or_(PairCacheModel.entry_a == row.id, PairCacheModel.entry_b == row.id)
+                )
+            )
+        for key in untag:
+            s.execute(delete(TagModel).where(TagModel.entry_id == row.id, TagModel.key == key))
+        for key, value in tags.items():
+            tag = s.scalar(select(TagModel).where(TagModel.entry_id == row.id, TagModel.key == key))
+            if tag is None:
+                s.add(TagModel(entry_id=row.id, key=key, value=value))
+            else:
+                tag.value = value
+        s.flush()
 
     def remove_object(self, entry_id: str, remove: Callable[[str], object]) -> bool:
         """Call ``remove(entry_id)`` (which deletes the object file) holding the index's

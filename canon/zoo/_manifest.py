@@ -26,6 +26,7 @@ from canon.zoo._ingest import Incoming, Prepared
 if TYPE_CHECKING:
     from canon.zoo._zoo import Zoo
 from canon.zoo._layout import MANIFEST
+from canon.zoo._merge import Merge, SyncRecord
 from canon.zoo._objects import check_sha, sha256_bytes
 from canon.zoo._records import (
     Entry,
@@ -258,8 +259,11 @@ def import_entries(
     source: Callable[[str], Path],
     *,
     names: Mapping[str, str] | None = None,
+    merged: Merge | None = None,
+    synced: SyncRecord | None = None,
 ) -> list[Entry]:
-    """Add checked manifest entries (in order), reading each object from ``source(id)``.
+    """Add checked manifest entries (in order), reading each object from ``source(id)``;
+    a pull's ``merged`` edits and ``synced`` record join the transaction.
 
     Each entry is checked as ``add`` checks it, keeps its metrics and creation
     time, and is added under ``names.get(id, name)``; its object must hash to
@@ -278,7 +282,9 @@ def import_entries(
                 manifest_fields(entry, (names or {}).get(entry["id"], entry["name"])),
             )
             for entry in entries
-        ]
+        ],
+        merged=merged,
+        synced=synced,
     )
 
 

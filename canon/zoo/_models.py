@@ -31,6 +31,7 @@ __all__ = [
     "JobModel",
     "PairCacheModel",
     "ParentModel",
+    "RemoteModel",
     "TagModel",
 ]
 
@@ -175,3 +176,16 @@ class JobModel(Base):
     created: Mapped[datetime] = mapped_column(DateTime)
     started: Mapped[datetime | None] = mapped_column(DateTime)
     finished: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class RemoteModel(Base):
+    """What the zoo and a remote (a Hub repository's revision) last agreed on: the
+    snapshot of entries and references (canonical JSON) at a commit, recorded by each
+    push and pull; the base of the next one's three-way merge."""
+
+    __tablename__ = "remotes"
+
+    remote: Mapped[str] = mapped_column(String(512), primary_key=True)
+    commit: Mapped[str | None] = mapped_column(String(64))
+    snapshot: Mapped[str] = mapped_column(Text)
+    synced: Mapped[datetime] = mapped_column(DateTime)

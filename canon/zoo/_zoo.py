@@ -60,6 +60,7 @@ from canon.zoo._layout import (
     stale_rebuilds,
 )
 from canon.zoo._listing import list_entries
+from canon.zoo._merge import Merge, SyncRecord
 from canon.zoo._midpoints import add_midpoint
 from canon.zoo._migrate import upgrade
 from canon.zoo._objects import ObjectStore, check_sha, sha256_bytes
@@ -401,7 +402,13 @@ class Zoo:
         self._sync_manifest()
         return entry
 
-    def add_many(self, items: Sequence[Incoming]) -> list[Entry]:
+    def add_many(
+        self,
+        items: Sequence[Incoming],
+        *,
+        merged: Merge | None = None,
+        synced: SyncRecord | None = None,
+    ) -> list[Entry]:
         """Record several entries in one index transaction: all of them or none.
 
         Each item's weights are read by its ``prepare`` (one network at a time, so a
@@ -410,7 +417,8 @@ class Zoo:
         transaction; parents are entries of the zoo or earlier items (by id). Should
         anything fail, or the process be killed, no entry is added, and the objects this
         call wrote are removed again (a kill leaves them unreferenced, for
-        ``verify --repair``).
+        ``verify --repair``). A pull's ``merged`` edits of existing entries and its
+        ``synced`` record join the transaction (:meth:`Index.insert_many`).
         """
         references: dict[str, str] = {}  # families new to the zoo: the first item's id
         ids: set[str] = set()
@@ -442,7 +450,7 @@ class Zoo:
                 ids.add(sha)
                 names.add(item.fields.name)
                 planned.append(replace(plan, ensure_object=self._object_kept(sha, size)))
-            entries = self.index.insert_many(planned)
+            entries = self.index.insert_many(planned, merged=merged, synced=synced)
         except BaseException:
             for sha in created:
                 self.index.remove_object(sha, self.objects.remove)
