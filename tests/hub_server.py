@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 import re
+import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class FakeHub:
         self.clients: set[str] = set()
         self.lock = threading.Lock()
         self._interleaved: tuple[str, dict[str, bytes | None]] | None = None
+        self.cuts: Counter[tuple[str, str]] = Counter()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -128,6 +130,12 @@ class FakeHub:
             commit = repo.resolve(revision)
             assert commit is not None
             repo.commits[commit][path].served = served
+
+    def cut(self, repo_id: str, path: str, times: int) -> None:
+        """Drop the connection halfway through each of the next ``times`` downloads of
+        ``path`` (the headers promise the whole file): a network failing mid-transfer."""
+        with self.lock:
+            self.cuts[repo_id, path] = times
 
     def head(self, repo_id: str, branch: str = "main") -> str:
         """The commit a branch points at."""
@@ -397,6 +405,17 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if f.lfs:
                 headers |= {"X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(len(f.data))}
             body = f.data if f.served is None else f.served
+            if not head and hub.cuts[repo, unquote(path)] > 0:
+                hub.cuts[repo, unquote(path)] -= 1
+                self.send_response(200)
+                for k, v in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             self._send(
                 200, body, {"Content-Type": "application/octet-stream", **headers}, head=head
             )

@@ -221,6 +221,32 @@ def test_a_pull_killed_midway_adds_all_its_entries_or_none(
 
 
 @pytest.mark.slow  # a real `canon pull` process
+@pytest.mark.slow  # the Hub client backs off for about 5 s before it gives up
+def test_a_pull_cut_off_by_the_network_adds_nothing_and_a_retry_completes(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """The connection drops halfway through an object, every time the client asks: the
+    pull fails with one line, the zoo is as it was (its own entry, no object of the
+    remote's); with one more drop (the client resumes), the same pull completes."""
+    push(source, "lab/cut", **options)
+    second = object_path(sorted(e.id for e in source.entries())[1])
+    hub.cut("lab/cut", second, times=1000)
+    with Zoo.open(tmp_path / "mirror") as mirror:
+        mirror.add(_net(7), name="mine", architecture="mlp", config=CONFIG)
+        before = (manifest(mirror), _files(mirror.root))
+        with pytest.raises(HubError, match="cannot pull") as failed:
+            pull(mirror, "lab/cut", cache_dir=cache, **options)
+        assert len(str(failed.value).splitlines()) == 1
+        assert (manifest(mirror), _files(mirror.root)) == before
+        hub.cut("lab/cut", second, times=1)
+        assert sorted(pull(mirror, "lab/cut", cache_dir=cache, **options).added) == [
+            "net0",
+            "net1",
+            "net2",
+        ]
+        assert hub.cuts["lab/cut", second] == 0 and mirror.verify().ok
+
+
 def test_a_failed_pull_leaves_no_zoo_behind(source: Zoo, tmp_path: Path, cache: Path) -> None:
     """`canon pull` that fails creates nothing: not the folder, nor an index beside a user's
     files in a folder that was no zoo."""
