@@ -597,6 +597,29 @@ def test_a_push_never_reverts_a_collaborators_edits(
     assert manifest(source) == json.loads(hub.files("lab/merge")[MANIFEST_FILE])
 
 
+def test_a_pull_takes_a_name_the_remote_freed_by_a_rename(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """The remote renamed `net0` and gave the name to new weights, and swapped `net1` and
+    `net2`: one pull applies all of it (renames before the new entry takes the name)."""
+    push(source, "lab/freed", **options)
+    with Zoo.open(tmp_path / "b") as b:
+        pull(b, "lab/freed", cache_dir=cache, **options)
+        b.edit("net0", rename="net0-old")
+        b.edit("net1", rename="tmp")
+        b.edit("net2", rename="net1")
+        b.edit("tmp", rename="net2")
+        _fill(b, range(10, 11), prefix="new")
+        b.edit("new10", rename="net0")
+        push(b, "lab/freed", **options)
+        expected = {e.name: e.id for e in b.entries()}
+    ids = {e.name: e.id for e in source.entries()}
+    pulled = pull(source, "lab/freed", cache_dir=cache, **options)
+    assert (pulled.added, sorted(pulled.updated)) == (["net0"], ["net0-old", "net1", "net2"])
+    assert {e.name: e.id for e in source.entries()} == expected
+    assert (expected["net0-old"], expected["net1"]) == (ids["net0"], ids["net2"])
+
+
 def test_a_conflict_is_refused_until_one_side_is_preferred(
     hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
 ) -> None:

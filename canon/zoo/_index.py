@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -219,19 +219,27 @@ class Index:
     # -- writing entries -----------------------------------------------------------------
 
     def before_insert(
-        self, name: str, sha: str, family: str, parents: Sequence[Entry | str]
+        self,
+        name: str,
+        sha: str,
+        family: str,
+        parents: Sequence[Entry | str],
+        *,
+        freed: Collection[str] = (),
     ) -> tuple[list[str], str | None]:
         """What an add needs before it writes, read in one transaction: the name must be
-        free and the weights new; the parents' ids and the family's reference id (None for
-        a new family)."""
+        free (or among the names a merge renames away: ``freed``; the insert checks it
+        again) and the weights new; the parents' ids and the family's reference id (None
+        for a new family)."""
         with self.session() as s:
-            self._check_new(s, name, sha)
+            self._check_new(s, None if name in freed else name, sha)
             parent_ids = [self.row(s, p).id for p in parents]
             row = s.get(FamilyModel, family)
             return parent_ids, None if row is None else row.reference_id
 
-    def _check_new(self, s: Session, name: str, sha: str) -> None:
-        self._check_name_free(s, name)
+    def _check_new(self, s: Session, name: str | None, sha: str) -> None:
+        if name is not None:
+            self._check_name_free(s, name)
         existing = s.scalar(select(EntryModel.name).where(EntryModel.id == sha))
         if existing is not None:
             raise DuplicateObjectError(
@@ -270,15 +278,18 @@ class Index:
         the merge saw it) and references, and its ``synced`` record, join the same
         transaction."""
         with self.session(write=True) as s:
+            if merged is not None:  # first: a renamed entry may free a name a new one takes
+                self._update(s, merged)
             entries = [self._insert(s, item) for item in items]
-            if merged is not None:
-                self._apply(s, merged)
+            if merged is not None:  # last: a new entry may be a family's new reference
+                for entry_id in merged.references.values():
+                    self._make_reference(s, self.row(s, entry_id))
             if synced is not None:
                 self._record_sync(s, synced)
             return entries
 
-    def _apply(self, s: Session, merged: Merge) -> None:
-        """A merge's updates and references, in the open write transaction ``s``."""
+    def _update(self, s: Session, merged: Merge) -> None:
+        """A merge's edits of existing entries, in the open write transaction ``s``."""
         rows = {u.id: s.get(EntryModel, u.id) for u in merged.updates}
         for update in merged.updates:
             row = rows[update.id]
@@ -300,8 +311,6 @@ class Index:
             self._edit_row(s, row, after.name, after.dataset, after.tags, gone)
             if (after.dataset, after.metrics) != (update.before.dataset, update.before.metrics):
                 row.metrics = canonical_json(dict(after.metrics))
-        for entry_id in merged.references.values():
-            self._make_reference(s, self.row(s, entry_id))
         s.flush()
 
     def synced(self, remote: str) -> SyncRecord | None:

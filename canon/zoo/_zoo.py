@@ -420,6 +420,7 @@ class Zoo:
         ``verify --repair``). A pull's ``merged`` edits of existing entries and its
         ``synced`` record join the transaction (:meth:`Index.insert_many`).
         """
+        freed = {u.before.name for u in merged.updates} if merged is not None else set()
         references: dict[str, str] = {}  # families new to the zoo: the first item's id
         ids: set[str] = set()
         names: set[str] = set()
@@ -435,7 +436,7 @@ class Zoo:
                     )
                 zoo_parents = [p for p in item.parents if p not in ids]
                 resolved, ref_id = self.index.before_insert(
-                    item.fields.name, sha, prepared.family, zoo_parents
+                    item.fields.name, sha, prepared.family, zoo_parents, freed=freed
                 )
                 by_id = dict(zip(zoo_parents, resolved, strict=True))
                 parent_ids = [p if p in ids else by_id[p] for p in item.parents]
