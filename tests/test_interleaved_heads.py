@@ -12,6 +12,9 @@ lay them out, written by hand (no library needed).
 - Phi-3 slices its fused projection (``qkv[..., :q]``) into contiguous parts;
   GPT-BigCode splits it after an ``unsqueeze(1)`` into queries and one key and one
   value head (multi-query attention).
+- Falcon views its fused multi-query projection as (heads + 2, d) and picks the query
+  heads (``[..., :-2, :]``), the key head (``[..., [-2], :]``) and the value head, which
+  attention broadcasts to every query head.
 - Eager grouped-query attention repeats each key/value head for the query heads that
   share it (transformers' ``repeat_kv``) before ``softmax(q @ k^T) @ v``, its scores
   soft-capped by a tanh (Gemma 2) and masked by ``torch.where`` (GPT-Neo).
@@ -101,7 +104,8 @@ class Block(nn.Module):
             self.q = nn.Linear(WIDTH, WIDTH)
             self.k, self.v = (nn.Linear(WIDTH, kv_heads * self.d) for _ in range(2))
         else:  # multi-query: one key head and one value head after the queries
-            self.qkv = nn.Linear(WIDTH, WIDTH + 2 * self.d if layout == "mqa" else 3 * WIDTH)
+            one_kv = layout in ("mqa", "falcon")
+            self.qkv = nn.Linear(WIDTH, WIDTH + 2 * self.d if one_kv else 3 * WIDTH)
         self.norm = norm
         widths = {"head": (self.d, self.d), "projection": (WIDTH, kv_heads * self.d)}
         if norm:
@@ -118,6 +122,11 @@ class Block(nn.Module):
         if self.layout == "mqa":  # GPT-BigCode: one key/value head, (batch, 1, tokens, d)
             q, k, v = self.qkv(x).unsqueeze(1).split((WIDTH, self.d, self.d), dim=3)
             return q.view(b, t, HEADS, self.d).transpose(1, 2), k, v
+        if self.layout == "falcon":  # (heads + 2, d): query heads, then a key and a value
+            fused = self.qkv(x).view(b, t, HEADS + 2, self.d)
+            parts = fused[..., :-2, :], fused[..., [-2], :], fused[..., [-1], :]
+            q, k, v = (p.transpose(1, 2) for p in parts)
+            return q, k, v
         if self.layout == "slice":
             qkv = self.qkv(x)
             parts = qkv[..., :WIDTH], qkv[..., WIDTH : 2 * WIDTH], qkv[..., 2 * WIDTH :]
@@ -140,6 +149,12 @@ class Block(nn.Module):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         if self.layout == "mqa":
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        if self.layout == "falcon" and self.turned:  # the one key/value head broadcast
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.layout == "falcon":  # the same, written eagerly
+            causal = torch.ones(q.shape[2], q.shape[2], dtype=torch.bool).tril()
+            scores = (q @ k.transpose(-1, -2) / self.d**0.5).masked_fill(~causal, -1e9)
+            return torch.softmax(scores, dim=-1) @ v
         b, _, t, d = k.shape
         n = HEADS // self.kv_heads
         k, v = (h[:, :, None, :, :].expand(b, self.kv_heads, n, t, d) for h in (k, v))
@@ -204,6 +219,11 @@ CASES = {
     "gptj": ("separate", 2, "", HEADS, True),  # neighbouring pairs of the first 2 turn
     "cohere": ("separate", 4, "", 2, True),  # all pairs turn; eager GQA
     "bigcode": ("mqa", 0, "", 1),  # multi-query: one key/value head, unsqueezed and split
+    # Falcon's multi-query view (heads + 2, d), its key and value heads picked by lists and
+    # broadcast to the query heads: with rotary (only nothing of the queries/keys moves:
+    # one head has nowhere to go) and eagerly without
+    "falcon": ("falcon", 4, "", 1),
+    "falcon-eager": ("falcon", 0, "", 1),
 }
 
 
@@ -238,10 +258,15 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
     name = {
         "separate": "blocks.0.q" if kv_heads == HEADS else "blocks.0.k",
         "mqa": f"blocks.0.qkv@{WIDTH}",
+        "falcon": f"blocks.0.qkv@{WIDTH}",
     }
     queries_keys = spec.group(name.get(layout, "blocks.0.qkv"))
     pinned = bool(turned) or norm == "head"  # a norm of each head pins its dimensions
-    assert queries_keys.heads_only == pinned
+    if kv_heads == 1:  # one head stays where it is: pinned dimensions do too
+        assert not queries_keys.heads_only and not queries_keys.link
+        assert queries_keys.blocks == (queries_keys.size if pinned else 1)
+    else:
+        assert queries_keys.heads_only == pinned
     assert queries_keys.symmetry == ("none" if pinned or norm else "linear")
     if norm == "projection":  # the norms' affines move with the query/key dimensions
         carried = {c.name: (c.repeat, c.head) for c in queries_keys.carried}
@@ -265,10 +290,10 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
         (made,) = passed.producers
         assert (made.start % d, made.head) == (turned, d - turned)
     if kv_heads < HEADS:  # each key dimension's query rows repeat over its query heads
-        queries = "blocks.0.qkv.weight" if layout == "mqa" else "blocks.0.q.weight"
+        queries = "blocks.0.q.weight" if layout == "separate" else "blocks.0.qkv.weight"
         (rows,) = [o for o in queries_keys.outgoing if o.name == queries]
         assert (rows.repeat, rows.head) == (HEADS // kv_heads, d)
-    if layout in ("separate", "mqa"):
+    if layout in ("separate", "mqa", "falcon"):
         return
     if layout == "slice":  # contiguous parts: the values are rows 2W to 3W
         (made,) = spec.group(f"blocks.0.qkv@{2 * WIDTH}").producers
@@ -377,14 +402,43 @@ class OverlappingSlices(nn.Module):
         return out
 
 
+class OverlappingHeads(nn.Module):
+    """Falcon's multi-query view, its key head one of the query heads, and a value head
+    picked by a list of two."""
+
+    main_input_name = "input_ids"
+
+    def __init__(self, two: bool) -> None:
+        super().__init__()
+        self.two, self.d = two, WIDTH // HEADS
+        self.embed = nn.Embedding(VOCAB, WIDTH)
+        self.qkv, self.o = nn.Linear(WIDTH, WIDTH + 2 * self.d), nn.Linear(WIDTH, WIDTH)
+        self.head = nn.Linear(WIDTH, VOCAB)
+        self.input_shape = (TOKENS,)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Attention over heads taken from one view twice (or two at once)."""
+        x = self.embed(tokens)
+        b, t, _ = x.shape
+        fused = self.qkv(x).view(b, t, HEADS + 2, self.d)
+        q = fused[..., :-2, :]
+        k = fused[..., [-2], :] if self.two else fused[..., [-3], :]
+        v = fused[..., [-2, -1], :][..., :1, :] if self.two else fused[..., [-1], :]
+        y = F.scaled_dot_product_attention(*(h.transpose(1, 2) for h in (q, k, v)))
+        out: Tensor = self.head((x + self.o(y.transpose(1, 2).reshape(b, t, -1)))[:, -1])
+        return out
+
+
 @pytest.mark.parametrize(
     ("model", "words"),
     [
         (CutTwice(), "cuts attention heads into several tensors"),
         (StreamChunked(), "cuts attention heads into several tensors"),
         (OverlappingSlices(), "share rows"),
+        (OverlappingHeads(two=False), "share rows"),
+        (OverlappingHeads(two=True), "unsupported op `getitem` on attention heads"),
     ],
-    ids=["cut-twice", "stream-chunked", "overlapping-slices"],
+    ids=["cut-twice", "stream-chunked", "overlapping-slices", "shared-head", "two-listed"],
 )
 def test_heads_cut_unlike_a_fused_projection_are_refused(model: nn.Module, words: str) -> None:
     """Heads cut where no single layer's rows can follow them are refused with a reason,

@@ -256,12 +256,23 @@ MORE: dict[str, dict[str, Any]] = {
     "gemma3_text": _decoder(
         "gemma3_text", "Gemma3ForCausalLM", **GROUPED, head_dim=4, sliding_window=4
     ),
+    # FalconLinear layers; Falcon-7B's multi-query view (heads + 2, d) with rotary, and
+    # Falcon-RW's ALiBi over a (heads, 3, d) view
+    "falcon": _decoder(
+        "falcon", "FalconForCausalLM", new_decoder_architecture=False, multi_query=True
+    ),
+    "falcon-alibi": _decoder(
+        "falcon", "FalconForCausalLM", new_decoder_architecture=False, multi_query=False,
+        alibi=True,
+    ),
 }  # fmt: skip
 PARTIAL = {"stablelm", "phi", "gpt_neox", "gptj", "codegen"}
 ROTARY = {
     "gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3", "llama-eager", "gemma3_text",
     "phi3", "gemma2", "olmo2", "gptj", "codegen", "cohere",
 }  # fmt: skip
+# rotary, but one key/value head: nothing of the query/key dimensions moves (no heads_only)
+ONE_HEAD = {"gpt_bigcode", "falcon"}
 
 
 @pytest.mark.parametrize("kind", sorted(MORE))
@@ -280,18 +291,23 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     projection sliced), OLMo 2 (a norm over all its query and over all its key units) and
     GPT-Neo (scores masked by torch.where), GPT-J, CodeGen and Cohere (rotary embeddings
     that turn neighbouring pairs), MPT (ALiBi: its heads stay in place) and GPT-BigCode
-    (multi-query attention); symmetries keep the logits and canonical forms agree."""
+    (multi-query attention), and Falcon (its FalconLinear layers are nn.Linear; multi-query
+    heads picked from a (heads + 2, d) view by lists and broadcast; ALiBi); symmetries keep
+    the logits and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()
     spec = spec_from_module(model)
     # no attention; heads kept in place; one key/value head (no order of heads to share)
-    unlinked = kind in ("convnext", "mpt", "gpt_bigcode")
+    unlinked = kind in ("convnext", "mpt", "falcon-alibi") or kind in ONE_HEAD
     # a partial rotary embedding's passed dimensions: a third group per attention layer
     linked = 0 if unlinked else 6 if kind in PARTIAL else 4
     assert sum(1 for g in spec.groups if g.link) == linked
-    if kind == "mpt":
+    if kind in ("mpt", "falcon-alibi"):
         assert sum(1 for g in spec.groups if (g.heads, g.blocks) == (1, 4)) == 4
+    if kind == "falcon":  # rotary pins the one key head's dimensions: each is its own block
+        qk = [g for g in spec.groups if g.name.endswith("query_key_value@16")]
+        assert [(g.symmetry, g.blocks) for g in qk] == [("none", 4)] * 2
     assert sum(1 for g in spec.groups if g.heads_only) == (2 if kind in ROTARY else 0)
     state = _random(spec, 0)
     x = _inputs(model)

@@ -245,29 +245,37 @@ _TRANSPOSED = "canon_library_transposed"
 _TRACE_TOKENS = 8
 
 
+#: transformers' layers that are ``nn.Linear`` under a forward of their own, and whether
+#: they hold the weight transposed: GPT-2's ``Conv1D`` (``x @ W + b``, W of shape
+#: (in, out)) and Falcon's ``FalconLinear`` (``x @ W.T + b``: nn.Linear's own arithmetic).
+_LINEAR_LAYERS = {"Conv1D": True, "FalconLinear": False}
+
+
 def _in_canon_layout(net: nn.Module, config: Any) -> nn.Module:
-    """``net`` with every ``Conv1D`` (GPT-2's projections: ``x @ W + b``, W of shape
-    (in, out)) replaced by the ``nn.Linear`` it is (W transposed), and the shape of the
-    input canon traces it with. The weights keep their names; the library's files hold the
-    replaced ones transposed, which :func:`library_layout` lists."""
+    """``net`` with every layer of :data:`_LINEAR_LAYERS` replaced by the ``nn.Linear`` it
+    is, and the shape of the input canon traces it with. The weights keep their names;
+    the library's files hold the transposed ones (out, in) swapped, which
+    :func:`library_layout` lists."""
     transposed = []
     for path, module in list(net.named_modules()):
         for name, child in list(module.named_children()):
-            if type(child).__name__ != "Conv1D" or not type(child).__module__.startswith(
-                "transformers."
-            ):
+            kind = type(child).__name__
+            if kind not in _LINEAR_LAYERS or not type(child).__module__.startswith("transformers."):
                 continue
+            flip = _LINEAR_LAYERS[kind]
             weight, bias = child.weight, getattr(child, "bias", None)
+            out_features, in_features = weight.shape[::-1] if flip else weight.shape
             layer = nn.Linear(
-                weight.shape[0], weight.shape[1], bias=bias is not None, device=weight.device,
+                in_features, out_features, bias=bias is not None, device=weight.device,
                 dtype=weight.dtype,
             )  # fmt: skip
             with torch.no_grad():
-                layer.weight.copy_(weight.t())
+                layer.weight.copy_(weight.t() if flip else weight)
                 if bias is not None:
                     layer.bias.copy_(bias)
             setattr(module, name, layer)
-            transposed.append(f"{path}.{name}.weight" if path else f"{name}.weight")
+            if flip:
+                transposed.append(f"{path}.{name}.weight" if path else f"{name}.weight")
     setattr(net, _TRANSPOSED, tuple(transposed))
     shape = _traced_input(net, config)
     if shape is not None:

@@ -121,6 +121,22 @@ def _per_axis(index: object, ndim: int) -> tuple[int | slice, ...] | None:
     return tuple(i for i in entries if i is not Ellipsis)
 
 
+def _as_range(index: object) -> object:
+    """An index entry, a list of one integer (``x[..., [-2], :]``) as the range of that
+    one element (which keeps its axis, as the list does)."""
+    if isinstance(index, list) and len(index) == 1 and isinstance(index[0], int):
+        return slice(index[0], index[0] + 1 or None)
+    return index
+
+
+def _shared(heads: Heads, query: Heads) -> Heads:
+    """``heads`` as ``query`` reads them: one key/value head broadcast to every query head
+    (multi-query attention with no repeat of its own) is that head repeated."""
+    if heads.heads == 1 and heads.repeat == 1 and query.heads > 1:
+        return replace(heads, heads=query.heads, repeat=query.heads)
+    return heads
+
+
 def _one_head(node: fx.Node, value: Value | None) -> Value | None:
     """``value``, or as one head when it is a layer's outputs laid out as (batch, 1, tokens,
     d) (multi-query attention's single key/value head, GPT-BigCode's)."""
@@ -619,6 +635,9 @@ class AttentionSteps:
         repeated = self._repeat_heads(node, inputs)
         if repeated is not None:
             return repeated
+        taken = self._head_range(node, inputs)
+        if taken is not None:
+            return taken
         rotated = self._rotary(node, inputs)
         if rotated is not None:
             return rotated
@@ -674,6 +693,48 @@ class AttentionSteps:
         raise unsupported(
             f"unsupported op `{name}` on attention heads in {at}" + _SUPPORTED, name, at
         )
+
+    # -- whole heads of a fused projection ------------------------------------------------
+
+    def _head_range(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Heads | None:
+        """``x[..., a:b, :]`` or ``x[..., [i], :]`` of one layer's outputs viewed into heads
+        (Falcon's fused multi-query projection viewed as (heads + 2, d): the query heads,
+        then one key head and one value head): heads ``a`` to ``b`` as a part of their own,
+        made by the layer's rows ``a * d`` to ``b * d``; None for any other op."""
+        if node.target is not operator.getitem or len(inputs) != 1:
+            return None
+        source, heads = inputs[0]
+        if not isinstance(heads, Heads) or heads.repeat != 1:
+            return None
+        shape = shape_of(source)
+        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        entries = _per_axis(tuple(_as_range(i) for i in index), len(shape))
+        if entries is None or any(not isinstance(i, slice) for i in entries):
+            return None
+        cut = [
+            (axis, i)
+            for axis, i in enumerate(entries)
+            if isinstance(i, slice) and i.indices(shape[axis]) != (0, shape[axis], 1)
+        ]
+        if len(cut) != 1 or cut[0][0] != heads.head_axis:
+            return None
+        first, stop, step = cut[0][1].indices(heads.heads)
+        space = heads.space.root()
+        flat = _flat_tap(space)
+        if step != 1 or stop <= first or len(space.producers) != 1 or flat is None:
+            return None
+        if space.heads_only or heads.dim_axis != heads.head_axis + 1:
+            return None
+        made = space.producers[0]
+        if made.start or made.stride:
+            raise unsupported(
+                f"the outputs of `{made.path}` are cut into parts twice", "getitem", location(node)
+            )
+        d = space.size // heads.heads
+        part = self._part_space(node, made, (stop - first) * d, first * d)
+        part.taps[f"{flat.node}@{first * d}"] = Tap(flat.node, flat.axis, 1, first * d)
+        space.carved = True
+        return replace(heads, space=part, heads=stop - first)
 
     # -- key/value heads repeated for the query heads that share them ----------------------
 
@@ -924,6 +985,7 @@ class AttentionSteps:
                     at,
                 )
         q, k, v = (h for h in found if isinstance(h, Heads))
+        k, v = _shared(k, q), _shared(v, q)
         ndim = len(shape_of(node))
         # grouped-query attention: each key/value head serves `repeat` query heads in a row,
         # repeated by SDPA itself (enable_gqa) or before (repeat_kv)
@@ -953,6 +1015,10 @@ class AttentionSteps:
         values = [self.values.get(a) for a in node.args[:2] if isinstance(a, fx.Node)]
         if len(values) == 2:
             a, b = values
+            if isinstance(a, Heads) and isinstance(b, Heads):
+                b = _shared(b, a)
+            if isinstance(a, Scores) and isinstance(b, Heads) and a.heads > 1:
+                b = replace(b, heads=a.heads, repeat=a.heads) if b.heads == b.repeat == 1 else b
             if (
                 isinstance(a, Heads)
                 and isinstance(b, Heads)
@@ -1050,8 +1116,9 @@ class AttentionSteps:
             # factor on one dimension of a rotated pair is no symmetry; DESIGN §3b)
             pinned = q.heads_only or k.heads_only
             # a per-head term on the scores (ALiBi) keeps every head in place: each group's
-            # units permute within their head only (in blocks), pinned ones not at all
-            fixed = q.heads_fixed or k.heads_fixed or v.heads_fixed
+            # units permute within their head only (in blocks), pinned ones not at all; so
+            # does a single key/value head (multi-query attention), which has nowhere to go
+            fixed = q.heads_fixed or k.heads_fixed or v.heads_fixed or att.heads == 1
             qk = UnitGroup(
                 name=first.origin,
                 size=first.size,
