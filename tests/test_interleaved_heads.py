@@ -12,6 +12,8 @@ lay them out, written by hand (no library needed).
 - Phi-3 slices its fused projection (``qkv[..., :q]``) into contiguous parts;
   GPT-BigCode splits it after an ``unsqueeze(1)`` into queries and one key and one
   value head (multi-query attention).
+- BLOOM merges the batch and the heads into one axis for ``baddbmm`` (adding ALiBi's
+  per-head bias, which keeps the heads in place) and ``bmm``.
 - Falcon views its fused multi-query projection as (heads + 2, d) and picks the query
   heads (``[..., :-2, :]``), the key head (``[..., [-2], :]``) and the value head, which
   attention broadcasts to every query head.
@@ -132,7 +134,7 @@ class Block(nn.Module):
             parts = qkv[..., :WIDTH], qkv[..., WIDTH : 2 * WIDTH], qkv[..., 2 * WIDTH :]
             q, k, v = (p.view(b, t, HEADS, self.d).transpose(1, 2) for p in parts)
             return q, k, v
-        if self.layout == "pick":
+        if self.layout in ("pick", "bloom"):
             fused = self.qkv(x).view(b, t, HEADS, 3, self.d)
             parts = fused[..., 0, :], fused[..., 1, :], fused[..., 2, :]
             q, k, v = (p.transpose(1, 2) for p in parts)
@@ -145,10 +147,20 @@ class Block(nn.Module):
         return q, k, v
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        if self.kv_heads == HEADS:
+        if self.kv_heads == HEADS and self.layout != "bloom":
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         if self.layout == "mqa":
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        if self.layout == "bloom":  # batch and heads merged; ALiBi added by baddbmm
+            b, h, t, d = q.shape
+            q, k, v = (x.reshape(b * h, t, d) for x in (q, k, v))
+            slopes = 2.0 ** -torch.arange(1, h + 1, dtype=q.dtype)
+            alibi = (slopes[:, None] * torch.arange(t, dtype=q.dtype)).repeat(b, 1)[:, None]
+            scores = alibi.baddbmm(batch1=q, batch2=k.transpose(1, 2), beta=1.0, alpha=d**-0.5)
+            causal = torch.ones(t, t, dtype=torch.bool).tril()
+            scores = scores.view(b, h, t, t).masked_fill(~causal, -1e9)
+            probs = torch.softmax(scores, dim=-1).view(b * h, t, t)
+            return torch.bmm(probs, v).view(b, h, t, d)
         if self.layout == "falcon" and self.turned:  # the one key/value head broadcast
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         if self.layout == "falcon":  # the same, written eagerly
@@ -224,6 +236,9 @@ CASES = {
     # one head has nowhere to go) and eagerly without
     "falcon": ("falcon", 4, "", 1),
     "falcon-eager": ("falcon", 0, "", 1),
+    # BLOOM: picked from (heads, 3, d), batch and heads merged into one axis for baddbmm
+    # with ALiBi (a per-head bias: the heads stay in place) and bmm
+    "bloom": ("bloom", 0, "", HEADS),
 }
 
 
@@ -262,6 +277,18 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
     }
     queries_keys = spec.group(name.get(layout, "blocks.0.qkv"))
     pinned = bool(turned) or norm == "head"  # a norm of each head pins its dimensions
+    if layout == "bloom":  # ALiBi: each group permutes within its heads, in place
+        values = spec.group(f"blocks.0.qkv@{2 * d}")
+        for group in (queries_keys, values):
+            assert (group.symmetry, group.heads, group.blocks, group.link) == (
+                "linear",
+                1,
+                HEADS,
+                "",
+            )
+        (made,) = values.producers
+        assert (made.start, made.head, made.stride) == (2 * d, d, 3 * d)
+        return
     if kv_heads == 1:  # one head stays where it is: pinned dimensions do too
         assert not queries_keys.heads_only and not queries_keys.link
         assert queries_keys.blocks == (queries_keys.size if pinned else 1)
@@ -429,16 +456,52 @@ class OverlappingHeads(nn.Module):
         return out
 
 
+class HiddenBias(nn.Module):
+    """``baddbmm`` whose added term is computed from the hidden units (attention scores
+    themselves), not from positions."""
+
+    main_input_name = "input_ids"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, WIDTH)
+        self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
+        self.o, self.head = nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, VOCAB)
+        self.input_shape = (TOKENS,)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """BLOOM's attention, its scores added to themselves by baddbmm."""
+        x = self.embed(tokens)
+        b, t, _ = x.shape
+        q, k, v = (
+            h.view(b, t, HEADS, -1).transpose(1, 2).reshape(b * HEADS, t, -1)
+            for h in self.qkv(x).chunk(3, dim=-1)
+        )
+        bias = torch.bmm(q, k.transpose(1, 2))
+        probs = torch.softmax(bias.baddbmm(q, k.transpose(1, 2)), dim=-1)
+        y = torch.bmm(probs, v).view(b, HEADS, t, -1).transpose(1, 2).reshape(b, t, -1)
+        out: Tensor = self.head((x + self.o(y))[:, -1])
+        return out
+
+
 @pytest.mark.parametrize(
     ("model", "words"),
     [
+        (HiddenBias(), "adds hidden units to attention scores"),
         (CutTwice(), "cuts attention heads into several tensors"),
         (StreamChunked(), "cuts attention heads into several tensors"),
         (OverlappingSlices(), "share rows"),
         (OverlappingHeads(two=False), "share rows"),
         (OverlappingHeads(two=True), "unsupported op `getitem` on attention heads"),
     ],
-    ids=["cut-twice", "stream-chunked", "overlapping-slices", "shared-head", "two-listed"],
+    ids=[
+        "hidden-bias",
+        "cut-twice",
+        "stream-chunked",
+        "overlapping-slices",
+        "shared-head",
+        "two-listed",
+    ],
 )
 def test_heads_cut_unlike_a_fused_projection_are_refused(model: nn.Module, words: str) -> None:
     """Heads cut where no single layer's rows can follow them are refused with a reason,

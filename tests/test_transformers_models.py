@@ -261,6 +261,8 @@ MORE: dict[str, dict[str, Any]] = {
     "falcon": _decoder(
         "falcon", "FalconForCausalLM", new_decoder_architecture=False, multi_query=True
     ),
+    # ALiBi added by baddbmm with the batch and heads merged into one axis
+    "bloom": _decoder("bloom", "BloomForCausalLM"),
     "falcon-alibi": _decoder(
         "falcon", "FalconForCausalLM", new_decoder_architecture=False, multi_query=False,
         alibi=True,
@@ -292,18 +294,19 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     GPT-Neo (scores masked by torch.where), GPT-J, CodeGen and Cohere (rotary embeddings
     that turn neighbouring pairs), MPT (ALiBi: its heads stay in place) and GPT-BigCode
     (multi-query attention), and Falcon (its FalconLinear layers are nn.Linear; multi-query
-    heads picked from a (heads + 2, d) view by lists and broadcast; ALiBi); symmetries keep
-    the logits and canonical forms agree."""
+    heads picked from a (heads + 2, d) view by lists and broadcast; ALiBi) and BLOOM (ALiBi
+    added by baddbmm over the batch and heads merged); symmetries keep the logits and
+    canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()
     spec = spec_from_module(model)
     # no attention; heads kept in place; one key/value head (no order of heads to share)
-    unlinked = kind in ("convnext", "mpt", "falcon-alibi") or kind in ONE_HEAD
+    unlinked = kind in ("convnext", "mpt", "falcon-alibi", "bloom") or kind in ONE_HEAD
     # a partial rotary embedding's passed dimensions: a third group per attention layer
     linked = 0 if unlinked else 6 if kind in PARTIAL else 4
     assert sum(1 for g in spec.groups if g.link) == linked
-    if kind in ("mpt", "falcon-alibi"):
+    if kind in ("mpt", "falcon-alibi", "bloom"):
         assert sum(1 for g in spec.groups if (g.heads, g.blocks) == (1, 4)) == 4
     if kind == "falcon":  # rotary pins the one key head's dimensions: each is its own block
         qk = [g for g in spec.groups if g.name.endswith("query_key_value@16")]

@@ -81,6 +81,7 @@ _SOFTMAX = {F.softmax, torch.softmax, "softmax"}
 _KEEP = {"contiguous", "clone", "float", "type_as", "to", F.dropout, "masked_fill", "masked_fill_"}
 _RESHAPES = {"view", "reshape", torch.reshape, "flatten", torch.flatten}
 _WHERE = {torch.where, "where"}
+_BADDBMM = {torch.baddbmm, "baddbmm"}
 
 _SUPPORTED = (
     "; canon supports multi-head attention whose queries, keys and values are linear "
@@ -119,6 +120,21 @@ def _per_axis(index: object, ndim: int) -> tuple[int | slice, ...] | None:
         found = found[:at] + (slice(None),) * (ndim - len(found) + 1) + found[at + 1 :]
     entries = found + (slice(None),) * (ndim - len(found))
     return tuple(i for i in entries if i is not Ellipsis)
+
+
+def _batch_merged(
+    before: Sequence[int], after: Sequence[int], head_axis: int, heads: int
+) -> int | None:
+    """Where the heads are after a view that merges the batch axis into the head axis
+    that follows it (``(batch, heads, ...)`` to ``(batch * heads, ...)``: each batch
+    element's heads in a row, every head alike) or splits them again; None for another
+    view. A head's place in the merged axis is its index modulo ``heads``, so moving
+    heads moves them within every batch element alike."""
+    if head_axis == 1 and before[1] == heads and tuple(after) == (before[0] * heads, *before[2:]):
+        return 0
+    if head_axis == 0 and len(after) > 1 and after[1] == heads:
+        return 1 if (after[0] * heads, *after[2:]) == tuple(before) else None
+    return None
 
 
 def _as_range(index: object) -> object:
@@ -631,7 +647,9 @@ class AttentionSteps:
         if target is F.scaled_dot_product_attention:
             return self._sdpa(node, inputs)
         if target in _MATMUL:
-            return self._matmul(node, inputs)
+            return self._matmul(node, node.args[:2])
+        if target in _BADDBMM:
+            return self._baddbmm(node)
         repeated = self._repeat_heads(node, inputs)
         if repeated is not None:
             return repeated
@@ -937,11 +955,20 @@ class AttentionSteps:
         )
 
     def _reshape_heads(self, node: fx.Node, source: fx.Node, value: Heads | Scores) -> Value:
-        """A view that keeps the heads, or merges (heads, d) back into one unit axis."""
+        """A view that keeps the heads, merges (heads, d) back into one unit axis, or
+        merges the batch into the heads (``(batch * heads, tokens, d)``, BLOOM's) and
+        splits it off again."""
         in_shape, out_shape = shape_of(source), shape_of(node)
         if in_shape == out_shape:
             return value
         at = location(node)
+        batched = _batch_merged(in_shape, out_shape, value.head_axis, value.heads)
+        if batched is not None:
+            if isinstance(value, Scores):
+                return replace(value, head_axis=batched)
+            return replace(
+                value, head_axis=batched, dim_axis=value.dim_axis + batched - value.head_axis
+            )
         if isinstance(value, Heads) and value.dim_axis == value.head_axis + 1:
             before = math.prod(in_shape[: value.head_axis])
             width = in_shape[value.head_axis] * in_shape[value.dim_axis]
@@ -1009,10 +1036,36 @@ class AttentionSteps:
         self._record(q.space, k.space, v.space, q.heads // repeat, node, repeat)
         return Heads(v.space.root(), ndim - 3, ndim - 1, q.heads, repeat)
 
-    def _matmul(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
+    def _baddbmm(self, node: fx.Node) -> Value:
+        """``bias.baddbmm(q, k^T, beta=, alpha=)``: the scores ``q @ k^T`` (scaled) plus a
+        term that does not depend on the hidden units (BLOOM's ALiBi, a per-head bias:
+        the heads then stay in place)."""
+        at, name = location(node), op_name(node)
+        bias = node.args[0]
+        pair = (
+            node.kwargs.get("batch1", node.args[1] if len(node.args) > 1 else None),
+            node.kwargs.get("batch2", node.args[2] if len(node.args) > 2 else None),
+        )
+        term = self.values.get(bias) if isinstance(bias, fx.Node) else None
+        if isinstance(term, (Heads, Scores)) or (isinstance(term, Units) and not term.space.pinned):
+            raise unsupported(
+                f"op `{name}` in {at} adds hidden units to attention scores", name, at
+            )
+        scores = self._matmul(node, pair)
+        if not isinstance(scores, Scores):
+            raise unsupported(
+                f"op `{name}` in {at} multiplies hidden tensors" + _SUPPORTED, name, at
+            )
+        ndim = len(shape_of(node))
+        if isinstance(bias, fx.Node) and _differs_between_heads([bias], scores.head_axis, ndim):
+            scores.query.root().heads_fixed = scores.key.root().heads_fixed = True
+        return scores
+
+    def _matmul(self, node: fx.Node, pair: Sequence[object]) -> Value:
+        """``a @ b`` of queries and keys (the scores) or of scores and values."""
         at, name = location(node), op_name(node)
         ndim = len(shape_of(node))
-        values = [self.values.get(a) for a in node.args[:2] if isinstance(a, fx.Node)]
+        values = [self.values.get(a) for a in pair if isinstance(a, fx.Node)]
         if len(values) == 2:
             a, b = values
             if isinstance(a, Heads) and isinstance(b, Heads):
