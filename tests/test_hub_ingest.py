@@ -402,6 +402,52 @@ def test_pythia_style_repo_is_added_and_compared(
     assert zoo.compare(entry.name, "copy", paths=()).distances.euclidean_free < 1e-4
 
 
+ALIBI_DECODERS: dict[str, dict[str, Any]] = {
+    # BLOOM's files (bigscience's) hold the base model's names, the output layer tied
+    "bloom": {"architectures": ["BloomForCausalLM"], "n_layer": 2, "n_head": 4},
+    # Falcon-7B: FalconLinear layers, multi-query attention, rotary
+    "falcon": {
+        "architectures": ["FalconForCausalLM"], "num_hidden_layers": 2,
+        "num_attention_heads": 4, "new_decoder_architecture": False, "multi_query": True,
+        "alibi": False, "bias": False,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(ALIBI_DECODERS))
+def test_bloom_and_falcon_repos_are_added_with_their_logits(
+    hub: FakeHub, libraries: None, options: dict[str, Any], zoo: Zoo, tmp_path: Path, kind: str
+) -> None:
+    """A BLOOM saved as its Hub files are (base-model names) and a Falcon saved by
+    transformers become entries with transformers' logits; a copy with its units and
+    head dimensions permuted compares at distance 0."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    values = {"hidden_size": 16, "vocab_size": 64, **ALIBI_DECODERS[kind]}
+    config = transformers.AutoConfig.for_model(kind, **values)
+    model = getattr(transformers, values["architectures"][0])(config).eval()
+    folder = tmp_path / kind
+    model.save_pretrained(folder)
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    if kind == "bloom":
+        state = load(files["model.safetensors"])
+        base = {k.removeprefix("transformer."): v for k, v in state.items() if "lm_head" not in k}
+        files["model.safetensors"] = save(base)
+    hub.commit(f"lab/{kind}", files)
+    entry = add_from_hub(zoo, f"hf://lab/{kind}", **options, dataset="grammar")
+    assert entry.architecture == f"hf-transformers/{kind}"
+    built = build_model(entry.architecture, entry.config).eval()
+    load_into(built, zoo.state(entry))
+    tokens = torch.randint(0, 16, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(built(tokens).logits, model(tokens).logits, atol=1e-5)
+    spec = zoo.spec(entry)
+    copy = random_symmetry(zoo.state(entry), spec, seed=1)
+    zoo.add(copy, name="copy", architecture=entry.architecture, config=entry.config,
+            dataset="grammar")  # fmt: skip
+    assert zoo.compare(entry.name, "copy", paths=()).distances.euclidean_free < 1e-4
+
+
 def test_transformers_repo_is_checked_before_it_is_read(
     transformers_hub: FakeHub, zoo: Zoo, options: dict[str, Any]
 ) -> None:

@@ -15,7 +15,11 @@ from the part's offset as producer; torch's ``nn.MultiheadAttention`` is cut
 the same way from its packed projection. A fused projection viewed into
 heads first and then cut along each head's dimensions (GPT-NeoX's ``(heads,
 3 * d)`` chunked, Persimmon's ``(heads, 3, d)`` picked) interleaves its parts
-head by head: a part's producer is the layer's rows in runs of d, 3d apart.
+head by head: a part's producer is the layer's rows in runs of d, 3d apart. Whole heads of a
+fused projection taken by ranges (Falcon's ``(heads + 2, d)`` view: ``[..., :-2, :]``,
+``[..., [-2], :]``) are parts too; one key/value head is broadcast to every query
+head. The batch may merge into the heads (BLOOM's ``(batch * heads, tokens, d)`` for
+``baddbmm`` and ``bmm``): every batch element's heads alike.
 With grouped-query attention the key dimensions are the units, each one's
 query rows (and each value dimension's output columns) repeated over the
 query heads that share it. Rotary embeddings (whole or partial) and norms
