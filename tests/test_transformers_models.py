@@ -322,6 +322,53 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     assert _relative(_logits(model, aligned, x), y) < 1e-4
 
 
+DINOV2 = {
+    "model_type": "dinov2", "architectures": ["Dinov2ForImageClassification"],
+    "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "intermediate_size": 32, "image_size": 28, "patch_size": 14, "num_labels": 3,
+    "layerscale_value": 0.5,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("swiglu", [False, True])
+def test_dinov2_keeps_its_function_on_masked_patches(libraries: None, swiglu: bool) -> None:
+    """DINOv2 (layer scales; a SwiGLU MLP or not) reads its mask token only where patches
+    are masked: canon gives the model an all-False mask when it has none (the same
+    logits, bit for bit), so the graph it records reads the token; the token moves with
+    the residual stream, and the classifier's two copies of the stream (the class token,
+    the patches' mean) move together. Symmetries and canonical forms keep the logits of
+    masked and unmasked inputs."""
+    config = {**DINOV2, "use_swiglu_ffn": swiglu}
+    model = build_model("hf-transformers/dinov2", {"config": config}).double().eval()
+    spec = spec_from_module(model)
+    stream = spec.group("dinov2.embeddings.patch_embeddings.projection")
+    assert ("dinov2.embeddings.mask_token", 1) in {(c.name, c.axis) for c in stream.carried}
+    (read,) = [o for o in stream.outgoing if o.name == "classifier.weight"]
+    assert (read.repeat, read.head) == (2, 16)
+    state, x = _random(spec, 0), _inputs(model)
+    masked = torch.rand(3, 4, generator=torch.Generator().manual_seed(1)) > 0.5
+    none = torch.zeros_like(masked)
+    load_into(model, state)
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, model(x, bool_masked_pos=none).logits)
+
+    def logits(weights: Mapping[str, Tensor], mask: Tensor) -> Tensor:
+        load_into(model, weights)
+        with torch.no_grad():
+            out: Tensor = model(x, bool_masked_pos=mask).logits
+        return out
+
+    moved = random_symmetry(state, spec, seed=1)
+    aligned = canonicalize(moved, spec, reference=state, method="weight")
+    assert not torch.equal(
+        moved["dinov2.embeddings.mask_token"], state["dinov2.embeddings.mask_token"]
+    )
+    for mask in (masked, none):
+        y = logits(state, mask)
+        for weights in (moved, aligned, normalize(state, spec)):
+            assert _relative(logits(weights, mask), y) < 1e-9
+
+
 def test_incoming_matching_recovers_a_planted_symmetry(case: tuple[str, nn.Module, Spec]) -> None:
     """Alg. 2 alone undoes a random symmetry exactly, the residual stream included: where
     the stream's stem is an embedding (carried, not a producer), its units are matched by

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -30,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from canon._limits import MAX_DEPTH, MAX_DIM, clip, json_depth
 from canon.architectures._registry import (
@@ -277,10 +278,38 @@ def _in_canon_layout(net: nn.Module, config: Any) -> nn.Module:
             if flip:
                 transposed.append(f"{path}.{name}.weight" if path else f"{name}.weight")
     setattr(net, _TRANSPOSED, tuple(transposed))
+    _record_masked_branch(net, config)
     shape = _traced_input(net, config)
     if shape is not None:
         setattr(net, INPUT_SHAPE, shape)  # read by canon's tracer (spec_from_module)
     return net
+
+
+def _record_masked_branch(net: nn.Module, config: Any) -> None:
+    """Give each of ``net``'s patch embeddings that take a ``bool_masked_pos`` (DINOv2's,
+    BEiT's: masked patches replaced by a ``mask_token``) a mask of none of the patches
+    when called without one: the same outputs, bit for bit, and a graph that reads the
+    mask token where it is used (canon records the graph of one run, and refuses a
+    parameter the run never read)."""
+    patch = getattr(config, "patch_size", None)
+    if not isinstance(patch, int) or patch < 1:
+        return
+    for module in net.modules():
+        takes = "bool_masked_pos" in inspect.signature(module.forward).parameters
+        if not takes or not isinstance(getattr(module, "mask_token", None), nn.Parameter):
+            continue
+
+        def none_masked(
+            _: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+            pixels = args[0] if args else kwargs.get("pixel_values")
+            if kwargs.get("bool_masked_pos") is not None or not isinstance(pixels, Tensor):
+                return None
+            count = (pixels.shape[-2] // patch) * (pixels.shape[-1] // patch)
+            mask = torch.zeros(pixels.shape[0], count, dtype=torch.bool, device=pixels.device)
+            return args, {**kwargs, "bool_masked_pos": mask}
+
+        module.register_forward_pre_hook(none_masked, with_kwargs=True)
 
 
 def _traced_input(net: nn.Module, config: Any) -> tuple[int, ...] | None:

@@ -199,7 +199,9 @@ class Walker(AttentionSteps):
 
     def _inputs(self, node: fx.Node) -> list[tuple[fx.Node, Value]]:
         found: list[fx.Node] = []
-        fx.node.map_arg((node.args, node.kwargs), found.append)
+        # ``a.type_as(b)`` reads only b's dtype
+        read = node.args[:1] if node.target == "type_as" else (node.args, node.kwargs)
+        fx.node.map_arg(read, found.append)
         return [(n, self.values[n]) for n in found if n in self.values]
 
     def _step(self, node: fx.Node) -> None:
@@ -245,6 +247,9 @@ class Walker(AttentionSteps):
         if hidden and node.target in (torch.cat, torch.concat):
             self.values[node] = self._concat(node, inputs, hidden)
             return
+        if hidden and node.target in (torch.where, "where"):
+            self.values[node] = self._choose(node, inputs, hidden)
+            return
         if hidden and node.target is operator.getitem and len(inputs) == 1:
             self.values[node] = self._index(node, *hidden[0])
             return
@@ -257,7 +262,9 @@ class Walker(AttentionSteps):
             self.values[node] = self._layer(node, module, inputs)
             return
         if not hidden:
-            if any(isinstance(v, Units) for _, v in inputs):
+            if node.target in MUL and any(isinstance(v, Param) for _, v in inputs):
+                self.values[node] = self._masked_param(node, inputs)
+            elif any(isinstance(v, Units) for _, v in inputs):
                 self.values[node] = Units(self.input, 1)  # before the first layer: the input
             elif inputs and all(isinstance(v, Param) for _, v in inputs):
                 self.values[node] = self._param_view(node, inputs)
@@ -714,12 +721,16 @@ class Walker(AttentionSteps):
         hidden: list[tuple[fx.Node, Units]],
     ) -> Units:
         """``torch.cat`` along an axis other than the units' (a class token before the
-        patches): the hidden tensors' spaces join, a parameter among them is carried."""
+        patches): the hidden tensors' spaces join, a parameter among them is carried.
+        Along the units' axis, copies of one space's units side by side (DINOv2's class
+        token next to the mean of its patches): each unit held once per copy."""
         at, name = location(node), op_name(node)
         out_ndim = len(shape_of(node))
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
         first = hidden[0][1]
-        if not isinstance(dim, int) or dim % out_ndim == first.axis or first.block != 1:
+        if isinstance(dim, int) and dim % out_ndim == first.axis:
+            return self._copies(node, inputs, hidden)
+        if not isinstance(dim, int) or first.block != 1:
             raise unsupported(f"op `{name}` in {at} concatenates units", name, at)
         if dim % out_ndim == 0:
             raise unsupported(f"op `{name}` in {at} concatenates along the batch axis", name, at)
@@ -741,6 +752,85 @@ class Walker(AttentionSteps):
                 space.carried.append(CarriedAxis(value.name, first.axis - value.axis))
         space.ops.append((self.order[node], plain("concatenate")))
         return Units(space, first.axis)
+
+    def _choose(
+        self,
+        node: fx.Node,
+        inputs: list[tuple[fx.Node, Value]],
+        hidden: list[tuple[fx.Node, Units]],
+    ) -> Units:
+        """``torch.where(mask, token, x)``: positions where a condition that does not
+        depend on the hidden units holds take a parameter, one value per unit, instead
+        of the units (DINOv2's and BEiT's mask token): the parameter is carried."""
+        at, name = location(node), op_name(node)
+        args = [self.values.get(a) if isinstance(a, fx.Node) else a for a in node.args[:3]]
+        condition, *choices = args
+        params = [(n, v) for n, v in inputs if isinstance(v, Param)]
+        fits = (
+            len(args) == 3
+            and isinstance(condition, Units)
+            and condition.space.pinned
+            and len(hidden) == 1
+            and len(params) == 1
+            and all(c is hidden[0][1] or c is params[0][1] for c in choices)
+        )
+        if not fits:
+            raise unsupported(
+                f"op `{name}` in {at} chooses between hidden units and another tensor; canon "
+                "follows a choice, by a condition on the input, between the units and a "
+                "parameter holding one value per unit",
+                name,
+                at,
+            )
+        units = hidden[0][1]
+        (n, param) = params[0]
+        space = units.space.root()
+        if units.block != 1 or units.repeat != 1:
+            raise unsupported(f"op `{name}` in {at} chooses between laid-out units", name, at)
+        own = self._per_unit_axis(node, n, param, units)
+        if own is None:
+            raise unsupported(
+                f"parameter `{param.name}` in {at} is not one value per unit", name, at
+            )
+        space.carried.append(CarriedAxis(param.name, own))
+        space.ops.append((self.order[node], plain("masked choice")))
+        return Units(space, units.axis)
+
+    def _per_unit_axis(
+        self, node: fx.Node, view: fx.Node, param: Param, units: Units
+    ) -> int | None:
+        """The axis of ``param`` that holds one value per unit of ``units`` where ``node``
+        broadcasts its ``view`` against them (a token, a bias), or None if it holds other
+        values or its values meet another axis."""
+        tensor = _attribute(self.gm, param.name)
+        size = units.space.root().size
+        if tensor is None or tensor.numel() != size or size not in tensor.shape:
+            return None
+        own = list(tensor.shape).index(size)
+        placed = param.axis + own + len(shape_of(node)) - len(shape_of(view))
+        return own if placed == units.axis else None
+
+    def _copies(
+        self,
+        node: fx.Node,
+        inputs: list[tuple[fx.Node, Value]],
+        hidden: list[tuple[fx.Node, Units]],
+    ) -> Units:
+        """``cat`` along the unit axis of tensors that each hold all of one space's units
+        in their order: every unit ``repeat`` times, a copy after the other."""
+        at, name = location(node), op_name(node)
+        space = hidden[0][1].space.root()
+        plain_copies = len(hidden) == len(inputs) > 1 and all(
+            u.space.root() is space
+            and not space.pinned
+            and (u.axis, u.block, u.repeat) == (hidden[0][1].axis, 1, 1)
+            and shape_of(n)[u.axis] == space.size
+            for n, u in hidden
+        )
+        if not plain_copies:
+            raise unsupported(f"op `{name}` in {at} concatenates units", name, at)
+        space.ops.append((self.order[node], linear("concatenate copies")))
+        return Units(space, hidden[0][1].axis, repeat=len(hidden), head=space.size)
 
     def _permute(self, node: fx.Node, source: fx.Node, units: Units) -> Units:
         dims = permuted_dims(node, len(shape_of(source)))
@@ -802,18 +892,24 @@ class Walker(AttentionSteps):
         name = op_name(node)
         target = node.target
         out_ndim = len(shape_of(node))
-        if any(isinstance(v, Units) and v.space.pinned for _, v in inputs):
+        placed = []
+        for n, v in hidden:
+            assert isinstance(v, Units)
+            placed.append(Units(v.space.root(), v.axis + out_ndim - len(shape_of(n)), v.block))
+        first = placed[0]
+        masks = [n for n, v in inputs if isinstance(v, Units) and v.space.pinned]
+        # a factor from the input that is the same for every unit (a mask of positions)
+        per_position = target in MUL and all(
+            len(shape_of(n)) <= out_ndim - first.axis - 1 or shape_of(n)[first.axis - out_ndim] == 1
+            for n in masks
+        )
+        if masks and not per_position:
             raise unsupported(
                 f"op `{name}` in {where} combines the network's input with hidden units; the "
                 "input's axes cannot be permuted",
                 name,
                 where,
             )
-        placed = []
-        for n, v in hidden:
-            assert isinstance(v, Units)
-            placed.append(Units(v.space.root(), v.axis + out_ndim - len(shape_of(n)), v.block))
-        first = placed[0]
         self._join_all(node, placed)
         space = first.space.root()
         params = [(n, v) for n, v in inputs if isinstance(v, Param)]
@@ -824,10 +920,13 @@ class Walker(AttentionSteps):
                 continue  # one learnable number for all units: no unit moves it
             at = param.axis + out_ndim - len(view)
             own = first.axis - (out_ndim - len(view))  # the unit axis among the parameter's
+            per_unit = self._per_unit_axis(node, n, param, first) if first.block == 1 else None
             if at == first.axis and view[param.axis] == space.size and first.block == 1:
                 space.carried.append(CarriedAxis(param.name, 0))
             elif n.op == "get_attr" and own >= 0 and view[own] == space.size and first.block == 1:
                 space.carried.append(CarriedAxis(param.name, own))  # e.g. positions x units
+            elif per_unit is not None:  # broadcast (and scaled per position: a mask token)
+                space.carried.append(CarriedAxis(param.name, per_unit))
             else:
                 raise unsupported(
                     f"parameter `{param.name}` in {where} is not one value per unit",
@@ -839,10 +938,41 @@ class Walker(AttentionSteps):
             op = linear("add") if len(placed) > 1 and not params else plain("shift")
         elif len(placed) > 1:
             op = plain("product")
-        else:
-            op = linear("scale") if scalar_only or params else plain("product")
+        else:  # a number, per-unit parameters or per-position factors: linear in each unit
+            op = linear("scale") if scalar_only or params or masks else plain("product")
         space.ops.append((self.order[node], op))
         return Units(space, first.axis, first.block)
+
+    def _masked_param(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Param:
+        """A parameter times factors that come from the input (a mask of positions) and
+        do not vary along any axis the parameter spans: each of its values stays in its
+        place, scaled per position (DINOv2's ``mask_token * mask``)."""
+        params = [(n, v) for n, v in inputs if isinstance(v, Param)]
+        out_ndim = len(shape_of(node))
+        where = location(node)
+        factors = [n for n, v in inputs if not isinstance(v, Param)]
+        n, param = params[0]
+        tensor = _attribute(self.gm, param.name)
+        at = param.axis + out_ndim - len(shape_of(n))  # the tensor's first axis
+        spans = (
+            [] if tensor is None else [at + i for i, size in enumerate(tensor.shape) if size > 1]
+        )
+        shapes = [(1,) * (out_ndim - len(shape_of(f))) + shape_of(f) for f in factors]
+        fits = (
+            len(params) == 1
+            and bool(factors)
+            and tensor is not None
+            and all(shape[a] == 1 for shape in shapes for a in spans if 0 <= a < out_ndim)
+        )
+        if not fits:
+            raise unsupported(
+                f"parameter `{param.name}` is multiplied by the network's input ({where}) "
+                "along the axes it holds; canon follows a parameter scaled per position by a "
+                "mask",
+                op_name(node),
+                where,
+            )
+        return Param(param.name, at)
 
     def _param_view(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
         """A reshape of a parameter keeps track of where its first axis goes."""
@@ -850,8 +980,19 @@ class Walker(AttentionSteps):
         assert isinstance(value, Param)
         if node.op == "call_method" and node.target in ("reshape", "view", "unsqueeze", "expand"):
             in_shape, out_shape = shape_of(source), shape_of(node)
-            if node.target == "expand" and len(out_shape) == len(in_shape):
-                return value  # broadcast along axes of size 1: every axis stays
+            if node.target == "expand" and len(out_shape) >= len(in_shape):
+                # broadcast along axes of size 1, new axes in front: every axis stays
+                return Param(value.name, value.axis + len(out_shape) - len(in_shape))
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            if node.target == "unsqueeze" and isinstance(dim, int):
+                return Param(value.name, value.axis + (dim % len(out_shape) <= value.axis))
+            tensor = _attribute(self.gm, value.name)
+            spanned = [] if tensor is None else [i for i, n in enumerate(tensor.shape) if n > 1]
+            if len(spanned) == 1 and math.prod(in_shape) == math.prod(out_shape):
+                # one axis of values (one per unit): where it goes places the rest
+                held = [j for j, n in enumerate(out_shape) if n > 1]
+                if len(held) == 1:
+                    return Param(value.name, held[0] - spanned[0])
             before = math.prod(in_shape[: value.axis])
             for j in range(len(out_shape)):
                 if math.prod(out_shape[:j]) == before and out_shape[j] == in_shape[value.axis]:
