@@ -12,6 +12,9 @@ lay them out, written by hand (no library needed).
 - Phi-3 slices its fused projection (``qkv[..., :q]``) into contiguous parts;
   GPT-BigCode splits it after an ``unsqueeze(1)`` into queries and one key and one
   value head (multi-query attention).
+- Falcon-40B views its fused projection as (groups, heads per group + 2, d): each key/value
+  group's query heads, then its key head and its value head, picked by a range and by
+  lists, the key and value broadcast to the group's query heads.
 - BLOOM merges the batch and the heads into one axis for ``baddbmm`` (adding ALiBi's
   per-head bias, which keeps the heads in place) and ``bmm``.
 - Falcon views its fused multi-query projection as (heads + 2, d) and picks the query
@@ -107,7 +110,8 @@ class Block(nn.Module):
             self.k, self.v = (nn.Linear(WIDTH, kv_heads * self.d) for _ in range(2))
         else:  # multi-query: one key head and one value head after the queries
             one_kv = layout in ("mqa", "falcon")
-            self.qkv = nn.Linear(WIDTH, WIDTH + 2 * self.d if one_kv else 3 * WIDTH)
+            width = WIDTH + 2 * kv_heads * self.d if layout == "grouped" else 3 * WIDTH
+            self.qkv = nn.Linear(WIDTH, WIDTH + 2 * self.d if one_kv else width)
         self.norm = norm
         widths = {"head": (self.d, self.d), "projection": (WIDTH, kv_heads * self.d)}
         if norm:
@@ -124,6 +128,13 @@ class Block(nn.Module):
         if self.layout == "mqa":  # GPT-BigCode: one key/value head, (batch, 1, tokens, d)
             q, k, v = self.qkv(x).unsqueeze(1).split((WIDTH, self.d, self.d), dim=3)
             return q.view(b, t, HEADS, self.d).transpose(1, 2), k, v
+        if self.layout == "grouped":  # (groups, heads per group + 2, d): Falcon-40B's
+            per = HEADS // self.kv_heads
+            fused = self.qkv(x).view(b, t, self.kv_heads, per + 2, self.d)
+            q, k, v = fused[:, :, :, :-2], fused[:, :, :, [-2]], fused[:, :, :, [-1]]
+            k, v = torch.broadcast_to(k, q.shape), torch.broadcast_to(v, q.shape)
+            q, k, v = (h.flatten(2, 3).transpose(1, 2) for h in (q, k, v))
+            return q, k, v
         if self.layout == "falcon":  # (heads + 2, d): query heads, then a key and a value
             fused = self.qkv(x).view(b, t, HEADS + 2, self.d)
             parts = fused[..., :-2, :], fused[..., [-2], :], fused[..., [-1], :]
@@ -147,7 +158,7 @@ class Block(nn.Module):
         return q, k, v
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        if self.kv_heads == HEADS and self.layout != "bloom":
+        if self.layout == "grouped" or (self.kv_heads == HEADS and self.layout != "bloom"):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         if self.layout == "mqa":
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
@@ -236,6 +247,10 @@ CASES = {
     # one head has nowhere to go) and eagerly without
     "falcon": ("falcon", 4, "", 1),
     "falcon-eager": ("falcon", 0, "", 1),
+    # Falcon-40B: each key/value group's query heads, key and value side by side in one
+    # fused projection, picked by ranges and lists, the key and value broadcast; rotary
+    "falcon40": ("grouped", 4, "", 2),
+    "falcon40-one-group": ("grouped", 0, "", 1),
     # BLOOM: picked from (heads, 3, d), batch and heads merged into one axis for baddbmm
     # with ALiBi (a per-head bias: the heads stay in place) and bmm
     "bloom": ("bloom", 0, "", HEADS),
@@ -274,6 +289,7 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
         "separate": "blocks.0.q" if kv_heads == HEADS else "blocks.0.k",
         "mqa": f"blocks.0.qkv@{WIDTH}",
         "falcon": f"blocks.0.qkv@{WIDTH}",
+        "grouped": f"blocks.0.qkv@{HEADS // kv_heads * d}",
     }
     queries_keys = spec.group(name.get(layout, "blocks.0.qkv"))
     pinned = bool(turned) or norm == "head"  # a norm of each head pins its dimensions
@@ -320,6 +336,14 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
         queries = "blocks.0.q.weight" if layout == "separate" else "blocks.0.qkv.weight"
         (rows,) = [o for o in queries_keys.outgoing if o.name == queries]
         assert (rows.repeat, rows.head) == (HEADS // kv_heads, d)
+    if layout == "grouped":  # each group's key rows: a run of d, (heads per group + 2) d apart
+        per = HEADS // kv_heads
+        stride = (per + 2) * d if kv_heads > 1 else 0  # one group: its rows are one run
+        (made,) = queries_keys.producers
+        assert (made.start, made.head if stride else d, made.stride) == (per * d, d, stride)
+        (rows,) = [o for o in queries_keys.outgoing if o.name == "blocks.0.qkv.weight"]
+        assert (rows.start, rows.repeat, rows.head, rows.stride) == (0, per, d, stride)
+        return
     if layout in ("separate", "mqa", "falcon"):
         return
     if layout == "slice":  # contiguous parts: the values are rows 2W to 3W

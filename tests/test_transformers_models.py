@@ -263,6 +263,10 @@ MORE: dict[str, dict[str, Any]] = {
     ),
     # ALiBi added by baddbmm with the batch and heads merged into one axis
     "bloom": _decoder("bloom", "BloomForCausalLM"),
+    # Falcon-40B's newer layout: each key/value group's query heads, key and value
+    "falcon-grouped": _decoder(
+        "falcon", "FalconForCausalLM", new_decoder_architecture=True, num_kv_heads=2
+    ),
     "falcon-alibi": _decoder(
         "falcon", "FalconForCausalLM", new_decoder_architecture=False, multi_query=False,
         alibi=True,
@@ -271,7 +275,7 @@ MORE: dict[str, dict[str, Any]] = {
 PARTIAL = {"stablelm", "phi", "gpt_neox", "gptj", "codegen"}
 ROTARY = {
     "gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3", "llama-eager", "gemma3_text",
-    "phi3", "gemma2", "olmo2", "gptj", "codegen", "cohere",
+    "phi3", "gemma2", "olmo2", "gptj", "codegen", "cohere", "falcon-grouped",
 }  # fmt: skip
 # rotary, but one key/value head: nothing of the query/key dimensions moves (no heads_only)
 ONE_HEAD = {"gpt_bigcode", "falcon"}
@@ -294,7 +298,8 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     GPT-Neo (scores masked by torch.where), GPT-J, CodeGen and Cohere (rotary embeddings
     that turn neighbouring pairs), MPT (ALiBi: its heads stay in place) and GPT-BigCode
     (multi-query attention), and Falcon (its FalconLinear layers are nn.Linear; multi-query
-    heads picked from a (heads + 2, d) view by lists and broadcast; ALiBi) and BLOOM (ALiBi
+    heads picked from a (heads + 2, d) view by lists and broadcast; the newer layout's
+    (groups, heads per group + 2, d) view; ALiBi) and BLOOM (ALiBi
     added by baddbmm over the batch and heads merged); symmetries keep the logits and
     canonical forms agree."""
     config = MORE[kind]

@@ -18,7 +18,9 @@ heads first and then cut along each head's dimensions (GPT-NeoX's ``(heads,
 head by head: a part's producer is the layer's rows in runs of d, 3d apart. Whole heads of a
 fused projection taken by ranges (Falcon's ``(heads + 2, d)`` view: ``[..., :-2, :]``,
 ``[..., [-2], :]``) are parts too; one key/value head is broadcast to every query
-head. The batch may merge into the heads (BLOOM's ``(batch * heads, tokens, d)`` for
+head; a (groups, heads per group + 2, d) view (Falcon-40B's) holds each key/value
+group's query heads, key and value, its parts taken by ranges of slots. The batch may
+merge into the heads (BLOOM's ``(batch * heads, tokens, d)`` for
 ``baddbmm`` and ``bmm``): every batch element's heads alike.
 With grouped-query attention the key dimensions are the units, each one's
 query rows (and each value dimension's output columns) repeated over the
@@ -56,6 +58,7 @@ from canon.core.walk_values import (
     MUL,
     PERMUTE,
     Attended,
+    Grouped,
     HeadParts,
     Heads,
     Made,
@@ -86,6 +89,7 @@ _KEEP = {"contiguous", "clone", "float", "type_as", "to", F.dropout, "masked_fil
 _RESHAPES = {"view", "reshape", torch.reshape, "flatten", torch.flatten}
 _WHERE = {torch.where, "where"}
 _BADDBMM = {torch.baddbmm, "baddbmm"}
+_EXPAND = {"expand", "expand_as", torch.broadcast_to, "broadcast_to"}
 
 _SUPPORTED = (
     "; canon supports multi-head attention whose queries, keys and values are linear "
@@ -124,6 +128,25 @@ def _per_axis(index: object, ndim: int) -> tuple[int | slice, ...] | None:
         found = found[:at] + (slice(None),) * (ndim - len(found) + 1) + found[at + 1 :]
     entries = found + (slice(None),) * (ndim - len(found))
     return tuple(i for i in entries if i is not Ellipsis)
+
+
+def _squeezed(
+    before: Sequence[int], after: Sequence[int], value: Heads | Scores
+) -> Heads | Scores | None:
+    """``value`` after a view that only drops or adds axes of size 1 (its head and
+    dimension axes hold more than one entry, so where they go is plain), or None."""
+    kept = [a for a, n in enumerate(before) if n > 1]
+    placed = [a for a, n in enumerate(after) if n > 1]
+    if [before[a] for a in kept] != [after[a] for a in placed]:
+        return None
+    where = dict(zip(kept, placed, strict=True))
+    if value.head_axis not in where:
+        return None
+    if isinstance(value, Scores):
+        return replace(value, head_axis=where[value.head_axis])
+    if value.dim_axis not in where:
+        return None
+    return replace(value, head_axis=where[value.head_axis], dim_axis=where[value.dim_axis])
 
 
 def _batch_merged(
@@ -358,11 +381,22 @@ class AttentionSteps:
         picks = stacked.unbound or stacked.part_axis == 0
         if target is operator.getitem and isinstance(index, int) and picks:
             return self._stacked_part(node, stacked, index % stacked.parts)
-        entries = _per_axis(index, ndim) if target is operator.getitem and ndim else None
+        listed = tuple(map(_as_range, index if isinstance(index, tuple) else (index,)))
+        entries = _per_axis(listed, ndim) if target is operator.getitem and ndim else None
         numbers = [(a, i) for a, i in enumerate(entries or ()) if isinstance(i, int)]
         whole = all(i == slice(None) for i in entries or () if isinstance(i, slice))
         if len(numbers) == 1 and numbers[0][0] == stacked.head_axis and whole:
             return self._stacked_pick(node, stacked, numbers[0][1] % stacked.heads)
+        ranges = [
+            (a, i.indices(stacked.heads))
+            for a, i in enumerate(entries or ())
+            if isinstance(i, slice) and i != slice(None)
+        ]
+        adjacent = stacked.part_axis + 1 == stacked.head_axis == stacked.dim_axis - 1
+        if not numbers and len(ranges) == 1 and ranges[0][0] == stacked.head_axis and adjacent:
+            first, stop, step = ranges[0][1]
+            if step == 1 and stop > first:
+                return self._stacked_slots(node, stacked, first, stop)
         raise unsupported(
             f"op `{name}` in {at} on a fused projection's (parts, heads, d) view" + _SUPPORTED,
             name,
@@ -396,6 +430,44 @@ class AttentionSteps:
             return a - (a > stacked.head_axis)
 
         return Heads(space, shifted(stacked.part_axis), shifted(stacked.dim_axis), stacked.parts)
+
+    def _stacked_slots(
+        self, node: fx.Node, stacked: Stacked, first: int, stop: int
+    ) -> Grouped | Spread:
+        """``qkv[:, :, :, a:b]`` of a (groups, slots, d) view (Falcon's newer layout: each
+        key/value group's query heads, then its key head and its value head): slots ``a``
+        to ``b`` of every group, interleaved with the other slots. Several slots are query
+        heads grouped by the key/value head they share; one slot is that key or value
+        head, which the group's query heads share (broadcast to them next)."""
+        d = stacked.space.size // (stacked.parts * stacked.heads)
+        count = stop - first
+        space = self._interleaved_part(
+            node, stacked.space, stacked.parts, stacked.heads * d, first * d, count * d,
+            stacked.source,
+        )  # fmt: skip
+        groups, slots, dims = stacked.part_axis, stacked.head_axis, stacked.dim_axis
+        if count == 1:
+            return Spread(Heads(space, groups, dims, stacked.parts), slots)
+        return Grouped(space, groups, slots, dims, stacked.parts, count)
+
+    def _merge_groups(self, node: fx.Node, grouped: Grouped) -> Heads:
+        """The view that merges grouped heads' two axes into one: every group's heads in a
+        row."""
+        source = node.args[0]
+        assert isinstance(source, fx.Node)
+        before, after = shape_of(source), shape_of(node)
+        axis = grouped.group_axis
+        merged = (*before[:axis], before[axis] * before[axis + 1], *before[axis + 2 :])
+        if node.target not in _RESHAPES or after != merged:
+            at, name = location(node), op_name(node)
+            raise unsupported(
+                f"op `{name}` in {at} on query heads grouped by their key/value head; canon "
+                "follows the view that merges the two axes" + _SUPPORTED,
+                name,
+                at,
+            )
+        heads = grouped.groups * grouped.per
+        return Heads(grouped.space, axis, grouped.dim_axis - 1, heads)
 
     def _part_space(
         self, node: fx.Node, made: Made, size: int, start: int, head: int = 1, stride: int = 0
@@ -633,6 +705,11 @@ class AttentionSteps:
             return self._head_part(node, carved[0])
         if carved:
             raise unsupported(f"op `{name}` in {at} reads a tuple of parts", name, at)
+        grouped = [v for _, v in inputs if isinstance(v, Grouped)]
+        if grouped and len(inputs) == 1:
+            return self._merge_groups(node, grouped[0])
+        if grouped:
+            raise unsupported(f"op `{name}` in {at} mixes grouped heads", name, at)
         stacked = [v for _, v in inputs if isinstance(v, Stacked)]
         if stacked and len(inputs) == 1:
             return self._stacked_step(node, stacked[0])
@@ -769,6 +846,13 @@ class AttentionSteps:
         if heads.repeat != 1:
             return None
         ndim = len(shape_of(source))
+        if node.target in _EXPAND and heads.heads == 1:  # one head broadcast to n heads
+            before, after = shape_of(source), shape_of(node)
+            changed = [a for a in range(ndim) if before[a] != after[a]]
+            if len(before) == len(after) and changed == [heads.head_axis]:
+                n = after[heads.head_axis]
+                return replace(heads, heads=n, repeat=n)
+            return None
         if node.target in ("repeat_interleave", torch.repeat_interleave):
             times = node.kwargs.get("repeats", node.args[1] if len(node.args) > 1 else None)
             dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else None)
@@ -795,8 +879,10 @@ class AttentionSteps:
         assert isinstance(source, fx.Node)
         before, after = shape_of(source), shape_of(node)
         heads = spread.heads
-        if node.target in ("expand", "expand_as") and len(before) == len(after):
+        if node.target in _EXPAND and len(before) == len(after):
             changed = [a for a in range(len(before)) if before[a] != after[a]]
+            if not changed:
+                return spread
             if changed == [spread.axis] and before[spread.axis] == 1:
                 return replace(spread, copies=after[spread.axis])
         count = before[spread.axis - 1] * spread.copies
@@ -966,6 +1052,9 @@ class AttentionSteps:
         if in_shape == out_shape:
             return value
         at = location(node)
+        squeezed = _squeezed(in_shape, out_shape, value)
+        if squeezed is not None:
+            return squeezed
         batched = _batch_merged(in_shape, out_shape, value.head_axis, value.heads)
         if batched is not None:
             if isinstance(value, Scores):
@@ -1153,7 +1242,11 @@ class AttentionSteps:
             # query rows are repeated over the query heads that share its key head
             first, second = (q, k) if att.repeat == 1 else (k, q)
             made, other = first.producers[0], second.producers[0]
-            if att.repeat > 1 and (made.stride or other.stride):
+            head = k.size // att.heads
+            # the query rows of a key head's group: one run of the queries' producer each
+            # (Falcon's newer layout interleaves each group's queries, key and value)
+            runs = other.stride == 0 or other.head == att.repeat * head
+            if att.repeat > 1 and not runs:
                 raise unsupported(
                     f"the attention in {att.where} shares key heads between query heads and "
                     "reads them from a projection that interleaves queries, keys and values"
@@ -1162,7 +1255,6 @@ class AttentionSteps:
                     att.where,
                 )
             layout = layout_of(other)
-            head = k.size // att.heads
             if att.repeat > 1:
                 layout["repeat"], layout["head"] = att.repeat, head
             rows = [OutgoingAxis(other.weight, 0, **layout)]

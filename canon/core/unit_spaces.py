@@ -54,6 +54,7 @@ from canon.core.walk_values import (
     WHAT_TO_DO,
     Attended,
     Ended,
+    Grouped,
     HeadParts,
     Heads,
     Made,
@@ -213,7 +214,9 @@ class Walker(AttentionSteps):
                 name,
                 location(node),
             )
-        attention = (Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts, Spread, Woven)
+        attention = (
+            Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts, Spread, Woven, Grouped
+        )  # fmt: skip
         if any(isinstance(v, attention) for _, v in inputs):
             self.values[node] = self._attention_step(node, inputs)
             return

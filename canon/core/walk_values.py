@@ -187,6 +187,21 @@ class Spread:
 
 
 @dataclass(frozen=True)
+class Grouped:
+    """Heads laid out over two axes, ``groups`` on ``group_axis`` then the heads of each
+    group on ``head_axis`` (right after it), dimensions on ``dim_axis``: unit
+    ``(g * per + h) * d + j`` at index g, h, j (Falcon's query heads, grouped by the
+    key/value head they share, before the two axes are merged)."""
+
+    space: Space
+    group_axis: int
+    head_axis: int
+    dim_axis: int
+    groups: int
+    per: int
+
+
+@dataclass(frozen=True)
 class HeadParts:
     """A tuple of tensors that cut every head of ``heads`` into consecutive parts of
     ``sizes`` dimensions (``chunk`` of a fused projection viewed as (heads, parts * d):
@@ -216,6 +231,7 @@ Value = (
     | HeadParts
     | Woven
     | Spread
+    | Grouped
 )
 
 
