@@ -388,18 +388,25 @@ def test_pythia_style_repo_is_added_and_compared(
     assert entry.architecture == "hf-transformers/gpt_neox"
     with Zoo.open(tmp_path / "legacy") as other:
         assert add_from_hub(other, "hf://eleuther/neox-legacy", **options).id == entry.id
+    spec = _library_logits_and_a_copy_at_distance_zero(zoo, entry, neox)
+    queries = [g for g in spec.groups if g.name.endswith("query_key_value")]
+    assert all(g.heads_only and g.producers[0].stride == 3 * 8 for g in queries)
+
+
+def _library_logits_and_a_copy_at_distance_zero(zoo: Zoo, entry: Any, library: nn.Module) -> Any:
+    """Check that ``entry`` computes the ``library`` model's logits, and that a copy with
+    a random symmetry applied compares with it at distance 0; the entry's spec."""
     model = build_model(entry.architecture, entry.config).eval()
     load_into(model, zoo.state(entry))
     tokens = torch.randint(0, 16, (2, 8), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.allclose(model(tokens).logits, neox(tokens).logits, atol=1e-5)
+        assert torch.allclose(model(tokens).logits, library(tokens).logits, atol=1e-5)
     spec = zoo.spec(entry)
-    queries = [g for g in spec.groups if g.name.endswith("query_key_value")]
-    assert all(g.heads_only and g.producers[0].stride == 3 * 8 for g in queries)
     copy = random_symmetry(zoo.state(entry), spec, seed=1)
     zoo.add(copy, name="copy", architecture=entry.architecture, config=entry.config,
             dataset="grammar")  # fmt: skip
     assert zoo.compare(entry.name, "copy", paths=()).distances.euclidean_free < 1e-4
+    return spec
 
 
 ALIBI_DECODERS: dict[str, dict[str, Any]] = {
@@ -436,16 +443,7 @@ def test_bloom_and_falcon_repos_are_added_with_their_logits(
     hub.commit(f"lab/{kind}", files)
     entry = add_from_hub(zoo, f"hf://lab/{kind}", **options, dataset="grammar")
     assert entry.architecture == f"hf-transformers/{kind}"
-    built = build_model(entry.architecture, entry.config).eval()
-    load_into(built, zoo.state(entry))
-    tokens = torch.randint(0, 16, (2, 8), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        assert torch.allclose(built(tokens).logits, model(tokens).logits, atol=1e-5)
-    spec = zoo.spec(entry)
-    copy = random_symmetry(zoo.state(entry), spec, seed=1)
-    zoo.add(copy, name="copy", architecture=entry.architecture, config=entry.config,
-            dataset="grammar")  # fmt: skip
-    assert zoo.compare(entry.name, "copy", paths=()).distances.euclidean_free < 1e-4
+    _library_logits_and_a_copy_at_distance_zero(zoo, entry, model)
 
 
 def test_transformers_repo_is_checked_before_it_is_read(
