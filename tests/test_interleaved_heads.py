@@ -109,8 +109,9 @@ class Block(nn.Module):
             self.q = nn.Linear(WIDTH, WIDTH)
             self.k, self.v = (nn.Linear(WIDTH, kv_heads * self.d) for _ in range(2))
         else:  # multi-query: one key head and one value head after the queries
-            one_kv = layout in ("mqa", "falcon")
-            width = WIDTH + 2 * kv_heads * self.d if layout == "grouped" else 3 * WIDTH
+            one_kv = layout in ("mqa", "falcon", "split")
+            grouped = layout in ("grouped", "grouped-view")
+            width = WIDTH + 2 * kv_heads * self.d if grouped else 3 * WIDTH
             self.qkv = nn.Linear(WIDTH, WIDTH + 2 * self.d if one_kv else width)
         self.norm = norm
         widths = {"head": (self.d, self.d), "projection": (WIDTH, kv_heads * self.d)}
@@ -135,6 +136,20 @@ class Block(nn.Module):
             k, v = torch.broadcast_to(k, q.shape), torch.broadcast_to(v, q.shape)
             q, k, v = (h.flatten(2, 3).transpose(1, 2) for h in (q, k, v))
             return q, k, v
+        if self.layout in ("split", "unbind", "grouped-view"):  # newer Falcon code
+            fused = self.qkv(x).view(b, t, -1, self.d)
+            if self.layout == "split":
+                q, k, v = fused.split([HEADS, 1, 1], dim=-2)
+            elif self.layout == "unbind":
+                q, k, v = fused.unflatten(-2, (HEADS, 3)).unbind(-2)
+            else:
+                grouped = fused.view(b, t, self.kv_heads, -1, self.d)
+                q, k, v = (
+                    grouped[..., :-2, :].flatten(-3, -2),
+                    grouped[..., -2, :],
+                    grouped[..., -1, :],
+                )
+            return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.layout == "falcon":  # (heads + 2, d): query heads, then a key and a value
             fused = self.qkv(x).view(b, t, HEADS + 2, self.d)
             parts = fused[..., :-2, :], fused[..., [-2], :], fused[..., [-1], :]
@@ -158,6 +173,10 @@ class Block(nn.Module):
         return q, k, v
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if self.layout == "grouped-view":
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        if self.layout == "split":  # the one key/value head broadcast
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         if self.layout == "grouped" or (self.kv_heads == HEADS and self.layout != "bloom"):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         if self.layout == "mqa":
@@ -251,6 +270,12 @@ CASES = {
     # fused projection, picked by ranges and lists, the key and value broadcast; rotary
     "falcon40": ("grouped", 4, "", 2),
     "falcon40-one-group": ("grouped", 0, "", 1),
+    # the same three layouts as newer Falcon code writes them, from a (heads, d) view:
+    # split into ranges of whole heads; unflattened into (heads, 3) and unbound; viewed
+    # into (groups, slots) and the key and value picked by an index
+    "falcon-split": ("split", 4, "", 1),
+    "falcon-unbind": ("unbind", 2, "", HEADS),
+    "falcon40-view": ("grouped-view", 4, "", 2),
     # BLOOM: picked from (heads, 3, d), batch and heads merged into one axis for baddbmm
     # with ALiBi (a per-head bias: the heads stay in place) and bmm
     "bloom": ("bloom", 0, "", HEADS),
@@ -290,6 +315,9 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
         "mqa": f"blocks.0.qkv@{WIDTH}",
         "falcon": f"blocks.0.qkv@{WIDTH}",
         "grouped": f"blocks.0.qkv@{HEADS // kv_heads * d}",
+        "grouped-view": f"blocks.0.qkv@{HEADS // kv_heads * d}",
+        "split": f"blocks.0.qkv@{WIDTH}",
+        "unbind": "blocks.0.qkv",
     }
     queries_keys = spec.group(name.get(layout, "blocks.0.qkv"))
     pinned = bool(turned) or norm == "head"  # a norm of each head pins its dimensions
@@ -336,7 +364,10 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
         queries = "blocks.0.q.weight" if layout == "separate" else "blocks.0.qkv.weight"
         (rows,) = [o for o in queries_keys.outgoing if o.name == queries]
         assert (rows.repeat, rows.head) == (HEADS // kv_heads, d)
-    if layout == "grouped":  # each group's key rows: a run of d, (heads per group + 2) d apart
+    if layout in (
+        "grouped",
+        "grouped-view",
+    ):  # each group's key rows: a run of d, (heads per group + 2) d apart
         per = HEADS // kv_heads
         stride = (per + 2) * d if kv_heads > 1 else 0  # one group: its rows are one run
         (made,) = queries_keys.producers
@@ -344,7 +375,7 @@ def test_interleaved_parts_are_the_fused_rows_of_each_head(case: tuple[str, LM, 
         (rows,) = [o for o in queries_keys.outgoing if o.name == "blocks.0.qkv.weight"]
         assert (rows.start, rows.repeat, rows.head, rows.stride) == (0, per, d, stride)
         return
-    if layout in ("separate", "mqa", "falcon"):
+    if layout in ("separate", "mqa", "falcon", "split"):
         return
     if layout == "slice":  # contiguous parts: the values are rows 2W to 3W
         (made,) = spec.group(f"blocks.0.qkv@{2 * WIDTH}").producers

@@ -60,6 +60,7 @@ from canon.core.walk_values import (
     Attended,
     Grouped,
     HeadParts,
+    HeadRanges,
     Heads,
     Made,
     Param,
@@ -86,7 +87,9 @@ __all__ = ["AttentionSteps"]
 _MATMUL = {operator.matmul, torch.matmul, "matmul", torch.bmm, "bmm"}
 _SOFTMAX = {F.softmax, torch.softmax, "softmax"}
 _KEEP = {"contiguous", "clone", "float", "type_as", "to", F.dropout, "masked_fill", "masked_fill_"}
-_RESHAPES = {"view", "reshape", torch.reshape, "flatten", torch.flatten}
+_RESHAPES = {
+    "view", "reshape", torch.reshape, "flatten", torch.flatten, "unflatten", torch.unflatten
+}  # fmt: skip
 _WHERE = {torch.where, "where"}
 _BADDBMM = {torch.baddbmm, "baddbmm"}
 _EXPAND = {"expand", "expand_as", torch.broadcast_to, "broadcast_to"}
@@ -147,6 +150,21 @@ def _squeezed(
     if value.dim_axis not in where:
         return None
     return replace(value, head_axis=where[value.head_axis], dim_axis=where[value.dim_axis])
+
+
+def _head_axis_split(
+    before: Sequence[int], after: Sequence[int], value: Heads | Scores
+) -> tuple[int, int] | None:
+    """``(outer, inner)`` when a view splits the head axis into two (Falcon's heads viewed
+    as (heads, 3) or (groups, slots)), the dimensions right after it; else None."""
+    if not isinstance(value, Heads) or value.dim_axis != value.head_axis + 1:
+        return None
+    a = value.head_axis
+    if len(after) != len(before) + 1 or tuple(after[:a]) != tuple(before[:a]):
+        return None
+    if tuple(after[a + 2 :]) != tuple(before[a + 1 :]) or after[a] * after[a + 1] != before[a]:
+        return None
+    return (after[a], after[a + 1]) if min(after[a], after[a + 1]) > 1 else None
 
 
 def _batch_merged(
@@ -364,7 +382,8 @@ class AttentionSteps:
         """Permutes of a (parts, heads, d) view, ``unbind`` over its parts, and a part."""
         target, at, name = node.target, location(node), op_name(node)
         source = node.args[0]
-        ndim = 0 if stacked.unbound or not isinstance(source, fx.Node) else len(shape_of(source))
+        tupled = stacked.unbound or stacked.picked
+        ndim = 0 if tupled or not isinstance(source, fx.Node) else len(shape_of(source))
         if target in PERMUTE and not stacked.unbound:
             dims = permuted_dims(node, ndim)
             return replace(
@@ -377,7 +396,11 @@ class AttentionSteps:
         unbinds = target in ("unbind", torch.unbind) and not stacked.unbound
         if unbinds and isinstance(dim, int) and dim % ndim == stacked.part_axis:
             return replace(stacked, unbound=True)
+        if unbinds and isinstance(dim, int) and dim % ndim == stacked.head_axis:
+            return replace(stacked, picked=True)
         index = node.args[1] if len(node.args) > 1 else None
+        if target is operator.getitem and isinstance(index, int) and stacked.picked:
+            return self._stacked_pick(node, replace(stacked, picked=False), index % stacked.heads)
         picks = stacked.unbound or stacked.part_axis == 0
         if target is operator.getitem and isinstance(index, int) and picks:
             return self._stacked_part(node, stacked, index % stacked.parts)
@@ -521,7 +544,7 @@ class AttentionSteps:
         space.taps[f"{flat}@{offset}"] = Tap(flat, axis, 1, offset, head=d, stride=width)
         return space
 
-    def _carve_heads(self, node: fx.Node, source: fx.Node, heads: Heads) -> HeadParts:
+    def _carve_heads(self, node: fx.Node, source: fx.Node, heads: Heads) -> HeadParts | HeadRanges:
         """``chunk`` / ``split`` of every head's dimensions (GPT-NeoX's fused projection
         viewed as (heads, 3 * d) and chunked into queries, keys and values)."""
         at, name = location(node), op_name(node)
@@ -529,6 +552,18 @@ class AttentionSteps:
         shape = shape_of(source)
         metas = node.meta.get("tensor_meta")
         shapes = [tuple(m.shape) for m in metas] if isinstance(metas, (tuple, list)) else []
+        across = heads.head_axis
+        if shapes and all(
+            s[:across] == shape[:across] and s[across + 1 :] == shape[across + 1 :] for s in shapes
+        ):  # whole heads in ranges
+            if not self._fresh(heads):
+                raise unsupported(
+                    f"op `{name}` in {at} cuts attention heads that are not one layer's "
+                    "outputs viewed into heads" + _SUPPORTED,
+                    name,
+                    at,
+                )
+            return HeadRanges(heads, tuple(s[across] for s in shapes))
         axis = heads.dim_axis
         along = bool(shapes) and all(
             s[:axis] == shape[:axis] and s[axis + 1 :] == shape[axis + 1 :] for s in shapes
@@ -700,6 +735,17 @@ class AttentionSteps:
                 name,
                 at,
             )
+        ranges = [v for _, v in inputs if isinstance(v, HeadRanges)]
+        if ranges and target is operator.getitem and len(inputs) == 1:
+            index = node.args[1]
+            if not isinstance(index, int):
+                raise unsupported(f"cannot tell which part `{node.name}` takes", name, at)
+            sizes = ranges[0].sizes
+            index %= len(sizes)
+            first = sum(sizes[:index])
+            return self._whole_heads(node, ranges[0].heads, first, first + sizes[index])
+        if ranges:
+            raise unsupported(f"op `{name}` in {at} reads a tuple of parts", name, at)
         carved = [v for _, v in inputs if isinstance(v, HeadParts)]
         if carved and target is operator.getitem and len(inputs) == 1:
             return self._head_part(node, carved[0])
@@ -818,16 +864,34 @@ class AttentionSteps:
         if len(cut) != 1 or cut[0][0] != heads.head_axis:
             return None
         first, stop, step = cut[0][1].indices(heads.heads)
+        if step != 1 or stop <= first or not self._fresh(heads):
+            return None
+        return self._whole_heads(node, heads, first, stop)
+
+    @staticmethod
+    def _fresh(heads: Heads) -> bool:
+        """Whether ``heads`` are one layer's outputs viewed into heads (nothing pinned,
+        the dimensions right after the heads), which ranges of whole heads can cut."""
+        space = heads.space.root()
+        return (
+            len(space.producers) == 1
+            and _flat_tap(space) is not None
+            and not space.heads_only
+            and heads.dim_axis == heads.head_axis + 1
+            and heads.repeat == 1
+        )
+
+    def _whole_heads(self, node: fx.Node, heads: Heads, first: int, stop: int) -> Heads:
+        """Heads ``first`` to ``stop`` of one layer's outputs viewed into heads, as a part
+        of their own: the layer's rows ``first * d`` to ``stop * d``."""
         space = heads.space.root()
         flat = _flat_tap(space)
-        if step != 1 or stop <= first or len(space.producers) != 1 or flat is None:
-            return None
-        if space.heads_only or heads.dim_axis != heads.head_axis + 1:
-            return None
         made = space.producers[0]
-        if made.start or made.stride:
+        if not self._fresh(heads) or flat is None or made.start or made.stride:
             raise unsupported(
-                f"the outputs of `{made.path}` are cut into parts twice", "getitem", location(node)
+                f"the outputs of `{made.path}` are cut into parts twice, or after other steps",
+                op_name(node),
+                location(node),
             )
         d = space.size // heads.heads
         part = self._part_space(node, made, (stop - first) * d, first * d)
@@ -1055,6 +1119,14 @@ class AttentionSteps:
         squeezed = _squeezed(in_shape, out_shape, value)
         if squeezed is not None:
             return squeezed
+        split = _head_axis_split(in_shape, out_shape, value)
+        if split is not None and isinstance(value, Heads) and self._fresh(value):
+            flat = _flat_tap(value.space.root())
+            assert flat is not None  # checked by _fresh
+            value.space.root().carved = True
+            outer, inner = split
+            axis = value.head_axis
+            return Stacked(value.space.root(), axis, axis + 1, axis + 2, outer, inner, flat.node)
         batched = _batch_merged(in_shape, out_shape, value.head_axis, value.heads)
         if batched is not None:
             if isinstance(value, Scores):

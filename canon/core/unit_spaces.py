@@ -56,6 +56,7 @@ from canon.core.walk_values import (
     Ended,
     Grouped,
     HeadParts,
+    HeadRanges,
     Heads,
     Made,
     Param,
@@ -215,7 +216,8 @@ class Walker(AttentionSteps):
                 location(node),
             )
         attention = (
-            Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts, Spread, Woven, Grouped
+            Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts, Spread, Woven, Grouped,
+            HeadRanges,
         )  # fmt: skip
         if any(isinstance(v, attention) for _, v in inputs):
             self.values[node] = self._attention_step(node, inputs)

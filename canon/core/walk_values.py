@@ -150,6 +150,7 @@ class Stacked:
     heads: int
     source: str
     unbound: bool = False  # after ``unbind(part_axis)``: a tuple of the parts
+    picked: bool = False  # after ``unbind(head_axis)``: a tuple of every head's parts
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,15 @@ class Grouped:
 
 
 @dataclass(frozen=True)
+class HeadRanges:
+    """A tuple of tensors that cut ``heads`` into consecutive ranges of ``sizes`` whole
+    heads (``split`` along the head axis: Falcon's query heads, key head and value head)."""
+
+    heads: Heads
+    sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class HeadParts:
     """A tuple of tensors that cut every head of ``heads`` into consecutive parts of
     ``sizes`` dimensions (``chunk`` of a fused projection viewed as (heads, parts * d):
@@ -232,6 +242,7 @@ Value = (
     | Woven
     | Spread
     | Grouped
+    | HeadRanges
 )
 
 
