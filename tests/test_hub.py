@@ -620,6 +620,7 @@ def test_a_pull_takes_a_name_the_remote_freed_by_a_rename(
     assert (expected["net0-old"], expected["net1"]) == (ids["net0"], ids["net2"])
 
 
+@pytest.mark.slow  # a `canon` process; the in-process merge tests stay fast
 def test_a_conflict_is_refused_until_one_side_is_preferred(
     hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
 ) -> None:
