@@ -267,7 +267,8 @@ class Walker(AttentionSteps):
             self.values[node] = self._layer(node, module, inputs)
             return
         if not hidden:
-            if node.target in MUL and any(isinstance(v, Param) for _, v in inputs):
+            masked = any(isinstance(v, Units) for _, v in inputs)
+            if masked and node.target in MUL and any(isinstance(v, Param) for _, v in inputs):
                 self.values[node] = self._masked_param(node, inputs)
             elif any(isinstance(v, Units) for _, v in inputs):
                 self.values[node] = Units(self.input, 1)  # before the first layer: the input
