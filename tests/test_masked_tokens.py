@@ -1,10 +1,13 @@
-"""Vision transformers that replace masked patches by a learned token (DINOv2, BEiT), and
-read the class token next to the mean of the patches, written by hand (no library).
+"""Vision transformers that replace masked patches by a learned token (DINOv2, BEiT), read
+the class token next to the mean of the patches, or add a relative position bias
+gathered from a table to their attention scores (BEiT), written by hand (no library).
 
 The mask comes from the input, so it is the same for every unit: the mask token moves
 with the residual stream's units, and multiplying the units by the mask is linear in
 each of them. The class token and the patches' mean side by side hold every unit twice:
-the classifier's columns of both copies move together.
+the classifier's columns of both copies move together. A bias table gathered by an index
+is computed from parameters alone: no symmetry moves it, and as it differs between
+heads, the heads stay in place.
 """
 
 from __future__ import annotations
@@ -171,3 +174,71 @@ def test_look_alikes_are_refused(trap: str, words: str) -> None:
     """Each is refused with its reason, never followed as a mask token or as copies."""
     with pytest.raises(UnsupportedModuleError, match=words):
         spec_from_module(Traps(trap))
+
+
+class RelativeBiasViT(nn.Module):
+    """Patches, one attention block whose scores get a bias per head and pair of
+    positions, gathered from a learned table by a fixed index (BEiT's relative position
+    bias), and a classifier on the mean of the patches. ``stream``: the gathered table
+    is added to the residual stream instead (a look-alike canon refuses)."""
+
+    def __init__(self, stream: bool = False) -> None:
+        super().__init__()
+        self.stream = stream
+        self.patch = nn.Linear(PIXELS, WIDTH)
+        distances = 2 * PATCHES  # one more: a special distance
+        self.table = nn.Parameter(torch.zeros(distances, WIDTH if stream else HEADS))
+        positions = torch.arange(PATCHES)
+        index = positions[:, None] - positions[None, :] + PATCHES
+        self.register_buffer("index", index, persistent=False)
+        self.qkv, self.o = nn.Linear(WIDTH, 3 * WIDTH), nn.Linear(WIDTH, WIDTH)
+        self.head = nn.Linear(WIDTH, CLASSES)
+        self.input_shape = (PATCHES, PIXELS)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        h = self.patch(x)
+        b, t, _ = h.shape
+        # BEiT's table: its last row (a special distance) cut off and put back first
+        table = torch.cat((self.table[-1:], self.table[:-1]))
+        bias = table[self.index.view(-1)].view(t, t, -1).permute(2, 0, 1).contiguous()
+        if self.stream:
+            h = h + bias.mean(dim=-1).transpose(0, 1)
+        q, k, v = (p.view(b, t, HEADS, -1).transpose(1, 2) for p in self.qkv(h).chunk(3, -1))
+        scores = q @ k.transpose(-2, -1) / (WIDTH // HEADS) ** 0.5
+        if not self.stream:
+            scores = scores + bias.unsqueeze(0)
+        y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, t, WIDTH)
+        out: Tensor = self.head((h + self.o(y)).mean(dim=1))
+        return out
+
+
+def test_a_relative_position_bias_keeps_the_heads_in_place() -> None:
+    """The gathered bias differs between heads: each attention group permutes only within
+    its heads (in blocks); symmetries, normalization and the canonical form keep the class
+    scores, and the bias table never moves."""
+    model = randomize(RelativeBiasViT(), 0).double()
+    spec = spec_from_module(model)
+    for name in ("qkv", f"qkv@{2 * WIDTH}"):
+        group = spec.group(name)
+        assert (group.heads, group.blocks, group.link) == (1, HEADS, "")
+    state = state_of(model)
+    x, _ = _inputs(1)
+    load_into(model, state)
+    with torch.no_grad():
+        y = model(x)
+    for seed in range(3):
+        moved = random_symmetry(state, spec, seed=seed)
+        assert torch.equal(moved["table"], state["table"])
+        aligned = canonicalize(moved, spec, reference=state, method="weight")
+        for weights in (moved, aligned, normalize(state, spec)):
+            load_into(model, weights)
+            with torch.no_grad():
+                assert_same_function(model(x), y, rtol=1e-9)
+
+
+def test_a_gathered_table_added_to_hidden_units_is_refused() -> None:
+    """A table gathered by an index and added to the residual stream would have to move
+    with the stream's units, which canon cannot follow through the gather: refused."""
+    with pytest.raises(UnsupportedModuleError, match="parameter `table` is used directly"):
+        spec_from_module(RelativeBiasViT(stream=True))

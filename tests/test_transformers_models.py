@@ -261,6 +261,14 @@ MORE: dict[str, dict[str, Any]] = {
     "falcon": _decoder(
         "falcon", "FalconForCausalLM", new_decoder_architecture=False, multi_query=True
     ),
+    # BEiT: a relative position bias per head, gathered from a table (heads in place),
+    # and layer scales
+    "beit": {
+        "model_type": "beit", "architectures": ["BeitForImageClassification"],
+        "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 32, "image_size": 16, "patch_size": 8, "num_labels": 3,
+        "use_relative_position_bias": True, "layer_scale_init_value": 0.1,
+    },
     # ALiBi added by baddbmm with the batch and heads merged into one axis
     "bloom": _decoder("bloom", "BloomForCausalLM"),
     # Falcon-40B's newer layout: each key/value group's query heads, key and value
@@ -300,18 +308,19 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     (multi-query attention), and Falcon (its FalconLinear layers are nn.Linear; multi-query
     heads picked from a (heads + 2, d) view by lists and broadcast; the newer layout's
     (groups, heads per group + 2, d) view; ALiBi) and BLOOM (ALiBi
-    added by baddbmm over the batch and heads merged); symmetries keep the logits and
-    canonical forms agree."""
+    added by baddbmm over the batch and heads merged) and BEiT (a relative position bias
+    gathered from a table); symmetries keep the logits and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()
     spec = spec_from_module(model)
     # no attention; heads kept in place; one key/value head (no order of heads to share)
-    unlinked = kind in ("convnext", "mpt", "falcon-alibi", "bloom") or kind in ONE_HEAD
+    in_place = ("mpt", "falcon-alibi", "bloom", "beit")  # a per-head term on the scores
+    unlinked = kind == "convnext" or kind in in_place or kind in ONE_HEAD
     # a partial rotary embedding's passed dimensions: a third group per attention layer
     linked = 0 if unlinked else 6 if kind in PARTIAL else 4
     assert sum(1 for g in spec.groups if g.link) == linked
-    if kind in ("mpt", "falcon-alibi", "bloom"):
+    if kind in in_place:
         assert sum(1 for g in spec.groups if (g.heads, g.blocks) == (1, 4)) == 4
     if kind == "falcon":  # rotary pins the one key head's dimensions: each is its own block
         qk = [g for g in spec.groups if g.name.endswith("query_key_value@16")]

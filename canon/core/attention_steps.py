@@ -58,6 +58,7 @@ from canon.core.walk_values import (
     MUL,
     PERMUTE,
     Attended,
+    Fixed,
     Grouped,
     HeadParts,
     HeadRanges,
@@ -979,7 +980,7 @@ class AttentionSteps:
         constants = [
             n
             for n, v in inputs
-            if isinstance(v, Param) or (isinstance(v, Units) and v.space.pinned)
+            if isinstance(v, (Param, Fixed)) or (isinstance(v, Units) and v.space.pinned)
         ]
         if len(heads) + len(constants) != len(inputs) or not heads:
             return None

@@ -54,6 +54,7 @@ from canon.core.walk_values import (
     WHAT_TO_DO,
     Attended,
     Ended,
+    Fixed,
     Grouped,
     HeadParts,
     HeadRanges,
@@ -78,6 +79,7 @@ from canon.core.walk_values import (
     shape_of,
     unsupported,
 )
+from canon.errors import UnsupportedModuleError
 
 __all__ = ["BATCHNORMS", "LAYERS", "WHAT_TO_DO", "Walker", "tied_names"]
 
@@ -142,6 +144,17 @@ def _own_call(
         if value.op != "get_attr" or str(value.target) != f"{path}.{name}":
             return None
     return path, given
+
+
+def _used_directly(name: str, where: str) -> UnsupportedModuleError:
+    """The refusal of a parameter whose use canon cannot follow."""
+    return unsupported(
+        f"parameter `{name}` is used directly in forward ({where}) in a way canon "
+        "cannot follow; canon supports parameters inside layers and norm layers, and "
+        "per-unit parameters multiplied or added to hidden units",
+        "get_attr",
+        name,
+    )
 
 
 def _attribute(module: nn.Module, target: str) -> Tensor | None:
@@ -223,6 +236,14 @@ class Walker(AttentionSteps):
             self.values[node] = self._attention_step(node, inputs)
             return
         hidden = hidden_units(inputs)
+        fixed = [v for _, v in inputs if isinstance(v, Fixed)]
+        if fixed:
+            names = tuple(dict.fromkeys(n for f in fixed for n in f.names))
+            if hidden:
+                raise _used_directly(names[0], location(node))
+            params = tuple(v.name for _, v in inputs if isinstance(v, Param))
+            self.values[node] = Fixed(tuple(dict.fromkeys(names + params)))
+            return
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         if any(u.repeat > 1 for _, u in hidden) and not isinstance(module, nn.Linear):
             self._check_repeated(node, module, hidden)
@@ -268,9 +289,12 @@ class Walker(AttentionSteps):
             return
         if not hidden:
             masked = any(isinstance(v, Units) for _, v in inputs)
-            if masked and node.target in MUL and any(isinstance(v, Param) for _, v in inputs):
+            params = tuple(v.name for _, v in inputs if isinstance(v, Param))
+            if masked and node.target in MUL and params:
                 self.values[node] = self._masked_param(node, inputs)
-            elif any(isinstance(v, Units) for _, v in inputs):
+            elif masked and params:  # parameters and the input: rotary angles, a bias table
+                self.values[node] = Fixed(params)
+            elif masked:
                 self.values[node] = Units(self.input, 1)  # before the first layer: the input
             elif inputs and all(isinstance(v, Param) for _, v in inputs):
                 self.values[node] = self._param_view(node, inputs)
@@ -1003,14 +1027,9 @@ class Walker(AttentionSteps):
             for j in range(len(out_shape)):
                 if math.prod(out_shape[:j]) == before and out_shape[j] == in_shape[value.axis]:
                     return Param(value.name, j)
-        where = location(node)
-        raise unsupported(
-            f"parameter `{value.name}` is used directly in forward ({where}) in a way canon "
-            "cannot follow; canon supports parameters inside layers and norm layers, and "
-            "per-unit parameters multiplied or added to hidden units",
-            "get_attr",
-            value.name,
-        )
+        # computed from parameters alone (gathered by an index, ...): nothing moves them,
+        # so where the result meets hidden units decides (:class:`Fixed`)
+        return Fixed(tuple(dict.fromkeys(v.name for _, v in inputs if isinstance(v, Param))))
 
     def _join_all(self, node: fx.Node, units: list[Units]) -> None:
         """Join the spaces of tensors that ``node`` combines; their units must sit alike."""

@@ -98,6 +98,17 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Fixed:
+    """A tensor computed from parameters and buffers (and the input) by ops other than
+    views: a relative position bias gathered from its table by an index, rotary angles.
+    No symmetry moves the parameters it reads (``names``), so it may meet attention
+    scores (a term that keeps the heads in place, if it differs between them) or factor
+    a head's dimensions; anything it meets with hidden units is refused."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Ended:
     """What follows a sum over the units (a committee machine's read-out)."""
 
@@ -243,6 +254,7 @@ Value = (
     | Spread
     | Grouped
     | HeadRanges
+    | Fixed
 )
 
 
