@@ -547,7 +547,8 @@ class AttentionSteps:
 
     def _carve_heads(self, node: fx.Node, source: fx.Node, heads: Heads) -> HeadParts | HeadRanges:
         """``chunk`` / ``split`` of every head's dimensions (GPT-NeoX's fused projection
-        viewed as (heads, 3 * d) and chunked into queries, keys and values)."""
+        viewed as (heads, 3 * d) and chunked into queries, keys and values), or of the
+        heads into ranges of whole heads (Falcon's ``split([heads, 1, 1], dim=-2)``)."""
         at, name = location(node), op_name(node)
         space = heads.space.root()
         shape = shape_of(source)
