@@ -394,6 +394,17 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             r.refs[tag] = self._commit_of(r, revision)
             self._json(200, {})
 
+        def branch(self, query: dict[str, list[str]], repo: str, name: str) -> None:
+            r = self._repo(repo)
+            if not self._authorized():
+                raise _HubError(401, "Invalid credentials in Authorization header")
+            branch = unquote(name)
+            if branch in r.refs:
+                raise _HubError(409, f"Branch {branch} already exists")
+            start = (json.loads(self._body() or b"{}") or {}).get("startingPoint") or "main"
+            r.refs[branch] = self._commit_of(r, start)
+            self._json(200, {})
+
         def resolve(self, query: dict[str, list[str]], repo: str, revision: str, path: str) -> None:
             r = self._repo(repo)
             commit = self._commit_of(r, revision)
@@ -434,6 +445,7 @@ _ROUTES: list[tuple[str, str, str]] = [
     ("POST", r"^/api/validate-yaml$", "validate_yaml"),
     ("POST", rf"{_API}/commit/(?P<revision>[^/]+)$", "commit"),
     ("POST", rf"{_API}/tag/(?P<revision>[^/]+)$", "tag"),
+    ("POST", rf"{_API}/branch/(?P<name>[^/]+)$", "branch"),
     ("GET", rf"^/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)$", "resolve"),
     ("HEAD", rf"^/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)$", "resolve"),
 ]

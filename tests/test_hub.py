@@ -698,3 +698,30 @@ def test_a_pull_applies_nothing_when_the_zoo_changed_meanwhile(
     with pytest.raises(MergeConflictError, match=r"changed in .* while this ran"):
         import_entries(source, [], Path, merged=stale)
     assert "net0" in source and "x" not in source
+
+
+def test_a_new_branch_starts_from_what_main_agreed_on(
+    hub: FakeHub, source: Zoo, options: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """A zoo that pushed main, then retagged an entry, pushes to a new branch: the branch
+    starts as main, so the zoo's record of main is its base and the retag is this zoo's
+    edit (not a conflict); main keeps the old tag. A pull of another branch never takes
+    main's record (that branch need not descend from it): a zoo that synced main only
+    settles the difference itself."""
+    push(source, "lab/branches", **options)
+    source.edit("net0", tags={"algo": "lion"})
+    pushed = push(source, "lab/branches", revision="dev", **options)
+    assert pushed.commit == hub.head("lab/branches", "dev") != hub.head("lab/branches")
+    assert _remote_entries(hub, "lab/branches")["net0"]["tags"]["algo"] == "rsgd"
+    dev = {
+        e["name"]: e for e in json.loads(hub.files("lab/branches", "dev")[MANIFEST_FILE])["entries"]
+    }
+    assert dev["net0"]["tags"]["algo"] == "lion"
+    with Zoo.open(tmp_path / "b") as b:
+        pull(b, "lab/branches", cache_dir=cache, **options)
+        with pytest.raises(MergeConflictError, match="tag `algo`"):
+            pull(b, "lab/branches", revision="dev", cache_dir=cache, **options)
+        settled = pull(
+            b, "lab/branches", revision="dev", cache_dir=cache, prefer="remote", **options
+        )
+        assert (settled.updated, b.get("net0").tags["algo"]) == (["net0"], "lion")

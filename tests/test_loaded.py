@@ -34,9 +34,7 @@ def _other_tensors(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
     for name, t in module.state_dict().items():
         if name == "head.weight":
             continue  # tied: given once, under its first name
-        out[name] = (
-            torch.rand(t.shape, generator=gen) + 0.5 if t.is_floating_point() else t.clone()
-        )
+        out[name] = torch.rand(t.shape, generator=gen) + 0.5 if t.is_floating_point() else t.clone()
     return out
 
 

@@ -112,7 +112,8 @@ def push(
     key = remote_key(repo_id, branch, repo_type, endpoint)
     with hub_errors(repo_id, branch, "push to"), quiet_hub_bars(progress):
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        if branch != "main":
+        new_branch = branch != "main" and not _has_revision(api, repo_id, branch, repo_type)
+        if new_branch:
             api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
         head = api.repo_info(repo_id, repo_type=repo_type, revision=branch).sha
         remote = {
@@ -127,6 +128,8 @@ def push(
         if not force:
             there = _remote_snapshot(fetch, MANIFEST_FILE in remote, repo_id, branch)
             record = zoo.index.synced(key)
+            if record is None and new_branch:  # it starts as main: so does what both agree on
+                record = zoo.index.synced(remote_key(repo_id, "main", repo_type, endpoint))
             merged = merge(None if record is None else record.snapshot, here, there)
             if merged.behind:
                 raise _behind(merged.missing_here(here, there), repo_id, branch)
@@ -228,6 +231,17 @@ def _remote_snapshot(
     return Snapshot.of_manifest({"entries": checked.entries, "references": checked.references})
 
 
+def _has_revision(api: Any, repo_id: str, revision: str, repo_type: str) -> bool:
+    """Whether the repository has a branch (or tag) ``revision``."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    try:
+        api.repo_info(repo_id, repo_type=repo_type, revision=revision)
+    except RevisionNotFoundError:
+        return False
+    return True
+
+
 def _remember(zoo: Zoo, record: SyncRecord) -> None:
     """Record what the zoo and the remote now agree on, the base of the next merge. A zoo
     this process cannot write pushes all the same: its next push merges from an older
@@ -243,9 +257,11 @@ def _remember(zoo: Zoo, record: SyncRecord) -> None:
 def _behind(lines: list[str], repo_id: str, branch: str) -> PushConflictError:
     """The refusal of a push to a remote holding changes this zoo lacks (listed)."""
     shown = "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "")
+    revision = "" if branch == "main" else f" --revision {branch}"
     return PushConflictError(
         f"`{repo_id}@{branch}` has changes this zoo lacks ({shown}); nothing was pushed: "
-        f"pull them first (canon pull {repo_id}), or push with --force to overwrite them",
+        f"pull them first (canon pull {repo_id}{revision}), or push with --force to "
+        "overwrite them",
         repo_id=repo_id,
         revision=branch,
     )
