@@ -414,6 +414,7 @@ def test_a_zoo_of_gpts_compares_and_tables(tmp_path: pytest.TempPathFactory) -> 
     from canon.zoo import Zoo
 
     config = {"width": 8, "heads": 2, "depth": 1}
+    torch.manual_seed(0)
     model = build_model("gpt", config)
     spec = spec_from_module(model)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -428,9 +429,12 @@ def test_a_zoo_of_gpts_compares_and_tables(tmp_path: pytest.TempPathFactory) -> 
     )
     result = zoo.compare("a", "b", paths=("linear", "geodesic"), points=3)
     assert result.distances.geodesic < 1e-4
+    # an untrained network's logits are nearly tied: a path's end is the entry in canonical
+    # form, whose last bits may flip a tie (one window of 4,000 is 0.00025)
+    ties = 0.001
     for curve in result.curves.values():
-        assert curve.train_error[0] == pytest.approx(a.metrics["train_error"])
-        assert curve.train_error[-1] == pytest.approx(b.metrics["train_error"])
+        assert curve.train_error[0] == pytest.approx(a.metrics["train_error"], abs=ties)
+        assert curve.train_error[-1] == pytest.approx(b.metrics["train_error"], abs=ties)
     geodesic = result.curves["geodesic"].train_error
     assert max(geodesic) - min(geodesic) < 0.01  # the same function all along
     table = zoo.barrier_table(["a", "b"], path="geodesic", points=3)
