@@ -191,11 +191,11 @@ def _as_range(index: object) -> object:
     return index
 
 
-def _shared(heads: Heads, query: Heads) -> Heads:
-    """``heads`` as ``query`` reads them: one key/value head broadcast to every query head
-    (multi-query attention with no repeat of its own) is that head repeated."""
-    if heads.heads == 1 and heads.repeat == 1 and query.heads > 1:
-        return replace(heads, heads=query.heads, repeat=query.heads)
+def _shared(heads: Heads, count: int) -> Heads:
+    """``heads`` as ``count`` query heads read them: one key/value head broadcast to every
+    query head (multi-query attention with no repeat of its own) is that head repeated."""
+    if heads.heads == 1 and heads.repeat == 1 and count > 1:
+        return replace(heads, heads=count, repeat=count)
     return heads
 
 
@@ -916,8 +916,7 @@ class AttentionSteps:
             before, after = shape_of(source), shape_of(node)
             changed = [a for a in range(ndim) if before[a] != after[a]]
             if len(before) == len(after) and changed == [heads.head_axis]:
-                n = after[heads.head_axis]
-                return replace(heads, heads=n, repeat=n)
+                return _shared(heads, after[heads.head_axis])
             return None
         if node.target in ("repeat_interleave", torch.repeat_interleave):
             times = node.kwargs.get("repeats", node.args[1] if len(node.args) > 1 else None)
@@ -1179,7 +1178,7 @@ class AttentionSteps:
                     at,
                 )
         q, k, v = (h for h in found if isinstance(h, Heads))
-        k, v = _shared(k, q), _shared(v, q)
+        k, v = _shared(k, q.heads), _shared(v, q.heads)
         ndim = len(shape_of(node))
         # grouped-query attention: each key/value head serves `repeat` query heads in a row,
         # repeated by SDPA itself (enable_gqa) or before (repeat_kv)
@@ -1235,10 +1234,8 @@ class AttentionSteps:
         values = [self.values.get(a) for a in pair if isinstance(a, fx.Node)]
         if len(values) == 2:
             a, b = values
-            if isinstance(a, Heads) and isinstance(b, Heads):
-                b = _shared(b, a)
-            if isinstance(a, Scores) and isinstance(b, Heads) and a.heads > 1:
-                b = replace(b, heads=a.heads, repeat=a.heads) if b.heads == b.repeat == 1 else b
+            if isinstance(a, (Heads, Scores)) and isinstance(b, Heads):
+                b = _shared(b, a.heads)
             if (
                 isinstance(a, Heads)
                 and isinstance(b, Heads)

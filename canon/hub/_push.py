@@ -211,16 +211,10 @@ def _remote_snapshot(
     if not listed:
         return Snapshot()
     source = f"`{repo_id}@{branch}`"
-    data = fetch(MANIFEST_FILE)
     try:
-        if data is None:
+        parsed = _remote_json(fetch, MANIFEST_FILE, source)
+        if parsed is None:
             raise InvalidManifestError(f"{source}: {MANIFEST_FILE} is too large", source=source)
-        parsed = loads_json(
-            data,
-            what=f"{source}: {MANIFEST_FILE}",
-            error=functools.partial(InvalidManifestError, source=source),
-            max_bytes=MAX_MANIFEST_BYTES,
-        )
         checked = parse_manifest(parsed, source=source, trusted=True)
     except InvalidManifestError as exc:
         raise PushConflictError(
@@ -287,21 +281,30 @@ def _remote_files(
     return fetch
 
 
+def _remote_json(fetch: Callable[[str], bytes | None], path: str, source: str) -> Any:
+    """A small JSON file of the remote, parsed within the limits a pull reads it with
+    (:class:`InvalidManifestError` naming ``source`` if it is not JSON); None when the
+    remote has none or one too large to fetch."""
+    data = fetch(path)
+    if data is None:
+        return None
+    return loads_json(
+        data,
+        what=f"{source}: {path}",
+        error=functools.partial(InvalidManifestError, source=source),
+        max_bytes=MAX_MANIFEST_BYTES,
+    )
+
+
 def _their_results(
     fetch: Callable[[str], bytes | None], ours: Mapping[str, Any], ids: set[str], repo_id: str
 ) -> list[dict[str, Any]]:
     """The remote's cached results between pushed entries that ``ours`` lacks (checked as
     a pull checks them; results of another cache version are dropped)."""
-    data = fetch(RESULTS_FILE)
-    if data is None:
-        return []
     source = f"`{repo_id}`"
-    parsed = loads_json(
-        data,
-        what=f"{source}: {RESULTS_FILE}",
-        error=functools.partial(InvalidManifestError, source=source),
-        max_bytes=MAX_MANIFEST_BYTES,
-    )
+    parsed = _remote_json(fetch, RESULTS_FILE, source)
+    if parsed is None:
+        return []
     have = {(p["a"], p["b"], p["kind"], p["options_hash"]) for p in ours["pairs"]}
     return [
         r.to_dict()
