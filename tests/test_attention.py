@@ -393,7 +393,7 @@ class _FusedUsedWhole(nn.Module):
 @pytest.mark.parametrize(
     ("model", "words"),
     [
-        (_GroupedQuery(), "reads the output of grouped-query attention"),
+        (_GroupedQuery(), "reads repeated units"),
         (_HeadsAddedToUnits(), "combines two attention tensors"),
         (_FusedUsedWhole(), "cut into parts and also used whole"),
     ],

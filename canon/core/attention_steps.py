@@ -102,6 +102,25 @@ _SUPPORTED = (
 )
 
 
+def _over_dims(node: fx.Node, heads: Heads) -> bool:
+    """Whether an ``F.normalize`` node normalizes over the heads' dimension axis."""
+    dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 1)
+    return isinstance(dim, int) and dim % len(shape_of(node)) == heads.dim_axis
+
+
+def _softmax(module: nn.Module | None) -> bool:
+    return isinstance(module, nn.Softmax)
+
+
+def _softmax_dim(node: fx.Node, module: nn.Module | None) -> int | None:
+    """The axis a softmax node (a call of the function or method, or an ``nn.Softmax``)
+    normalizes over; None where it is not told."""
+    if isinstance(module, nn.Softmax):
+        return module.dim
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    return dim if isinstance(dim, int) else None
+
+
 def _differs_between_heads(terms: Sequence[fx.Node], head_axis: int, ndim: int) -> bool:
     """Whether a term that meets attention scores (laid out with heads on ``head_axis`` of
     ``ndim`` axes: added, or a mask) differs between heads: a per-head bias (ALiBi's
@@ -151,6 +170,25 @@ def _squeezed(
     if value.dim_axis not in where:
         return None
     return replace(value, head_axis=where[value.head_axis], dim_axis=where[value.dim_axis])
+
+
+def _batch_regrouped(
+    before: Sequence[int], after: Sequence[int], value: Heads | Scores
+) -> Heads | Scores | None:
+    """``value`` after a view that regroups only the axes before its heads (and, for
+    heads, their dimensions) and keeps the rest (Swin's scores viewed as (batch, windows,
+    heads, queries, keys) to add each window's mask, then viewed back), or None."""
+    first = value.head_axis if isinstance(value, Scores) else min(value.head_axis, value.dim_axis)
+    kept = tuple(before[first:])
+    if len(after) < len(kept) or tuple(after[len(after) - len(kept) :]) != kept:
+        return None
+    lead = len(after) - len(kept)
+    if math.prod(before[:first]) != math.prod(after[:lead]):
+        return None
+    shift = lead - first
+    if isinstance(value, Scores):
+        return replace(value, head_axis=value.head_axis + shift)
+    return replace(value, head_axis=value.head_axis + shift, dim_axis=value.dim_axis + shift)
 
 
 def _head_axis_split(
@@ -335,14 +373,17 @@ class AttentionSteps:
     order: dict[fx.Node, int]
     attentions: list[_Attention]
     parts: dict[str, list[tuple[frozenset[int], Space]]]  # by layer: the parts cut so far
+    tied: dict[str, str]  # a tied tensor's other names: the name the state dict keeps
 
     # -- where they start ----------------------------------------------------------
 
     def _embedding(self, node: fx.Node, path: str, width: int) -> Units:
         """A lookup table (the ``weight`` at ``path``, ``width`` columns) starts a space:
-        its columns are the units (carried, axis 1)."""
+        its columns are the units (carried, axis 1). A table tied to another (T5's encoder
+        reads the shared one by its own name) is carried by the name the state dict keeps."""
         space = Space(size=width, created=self.order[node], origin=path)
-        space.carried.append(CarriedAxis(f"{path}.weight", 1))
+        name = f"{path}.weight"
+        space.carried.append(CarriedAxis(self.tied.get(name, name), 1))
         space.ops.append((self.order[node], plain("embedding")))
         return Units(space, len(shape_of(node)) - 1)
 
@@ -812,6 +853,11 @@ class AttentionSteps:
             and (isinstance(module, LAYERNORMS) or library_norm(module))
         ):
             return self._head_norm(node, module, source, value)
+        if isinstance(value, Heads) and target is F.normalize and _over_dims(node, value):
+            # each head's dimensions scaled to unit length (Swin V2's cosine attention): it
+            # commutes with permuting them, not with factors
+            value.space.root().ops.append((self.order[node], plain("norm")))
+            return value
         if not one_tensor(node):
             raise unsupported(
                 f"op `{name}` in {at} cuts attention heads into several tensors; canon "
@@ -827,12 +873,15 @@ class AttentionSteps:
             if isinstance(value, Heads):  # a scalar factor: linear in every unit
                 value.space.root().ops.append((self.order[node], linear("scale")))
             return value
-        if keeps and isinstance(value, Scores) and target in _SOFTMAX:
-            return value  # softmax over keys: per head
+        if keeps and isinstance(value, Scores) and (target in _SOFTMAX or _softmax(module)):
+            dim = _softmax_dim(node, module)
+            if dim is not None and dim % len(shape_of(node)) != value.head_axis:
+                return value  # softmax over keys: per head
         op = function_op(node) if module is None else module_op(module)
         if keeps and isinstance(value, Scores) and len(inputs) == 1 and _elementwise(op):
             return value  # the same function of every score (Gemma 2's tanh soft-capping)
-        if keeps and isinstance(value, Scores) and (target in ADD or target in _WHERE):
+        scaled = target in MUL or target in DIV
+        if keeps and isinstance(value, Scores) and (target in ADD or target in _WHERE or scaled):
             others = [a for a in node.args if isinstance(a, fx.Node) and a is not source]
             if _differs_between_heads(others, value.head_axis, len(shape_of(node))):
                 value.query.root().heads_fixed = value.key.root().heads_fixed = True
@@ -1120,6 +1169,9 @@ class AttentionSteps:
         squeezed = _squeezed(in_shape, out_shape, value)
         if squeezed is not None:
             return squeezed
+        regrouped = _batch_regrouped(in_shape, out_shape, value)
+        if regrouped is not None:
+            return regrouped
         split = _head_axis_split(in_shape, out_shape, value)
         if split is not None and isinstance(value, Heads) and self._fresh(value):
             flat = _flat_tap(value.space.root())

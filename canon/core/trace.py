@@ -139,7 +139,7 @@ def spec_from_module(model: nn.Module, input_shape: Sequence[int] | None = None)
     try:
         with _TRACING, _eval(model):
             gm = _graph(model, shape)
-        groups, output = Walker(gm).walk()
+        groups, output = Walker(gm, tied_names(model)).walk()
     except UnsupportedModuleError as exc:
         note = _own_forwards(model)
         if not note:
@@ -259,6 +259,7 @@ def _check_all_used(model: nn.Module, gm: fx.GraphModule) -> None:
         if isinstance(m, BATCHNORMS)
     }
     tied = tied_names(model)
+    used |= {tied[n] for n in used if n in tied}  # read by another name (T5's shared table)
     unread = [
         n for n in model.state_dict() if n not in used and n not in tied and n not in counters
     ]

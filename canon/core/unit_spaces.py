@@ -51,6 +51,7 @@ from canon.core.walk_values import (
     LAYERNORMS,
     MUL,
     PERMUTE,
+    POSITIONS,
     WHAT_TO_DO,
     Attended,
     Ended,
@@ -168,7 +169,7 @@ def _attribute(module: nn.Module, target: str) -> Tensor | None:
 class Walker(AttentionSteps):
     """Walks a traced, shape-propagated graph and collects the unit groups."""
 
-    def __init__(self, gm: fx.GraphModule) -> None:
+    def __init__(self, gm: fx.GraphModule, tied: dict[str, str] | None = None) -> None:
         self.gm = gm
         self.values: dict[fx.Node, Value] = {}
         self.order: dict[fx.Node, int] = {}
@@ -178,7 +179,9 @@ class Walker(AttentionSteps):
         self.output_space: Space | None = None
         self.attentions = []
         self.parts = {}
-        self.tied = tied_names(gm)
+        # the model's ties, not the graph's: the graph holds only what the forward read
+        self.tied = tied_names(gm) if tied is None else tied
+        self.from_input: set[fx.Node] = set()  # the nodes computed from the network's input
 
     # -- the walk ------------------------------------------------------------
 
@@ -186,6 +189,8 @@ class Walker(AttentionSteps):
         """The unit groups in forward order and the output layer."""
         for index, node in enumerate(self.gm.graph.nodes):
             self.order[node] = index
+            if _reads_input(node, self.from_input):
+                self.from_input.add(node)
             if node.op != "output" and self._number(node):
                 continue  # a number (Gemma's embed_scale, cast), not the input
             if node.op == "placeholder":
@@ -237,14 +242,28 @@ class Walker(AttentionSteps):
             return
         hidden = hidden_units(inputs)
         fixed = [v for _, v in inputs if isinstance(v, Fixed)]
-        if fixed:
+        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        # a layer applied to parameters and constants alone (Swin V2's position-bias MLP over
+        # its table of coordinates, MPNet's and T5's relative-position embedding read by
+        # bucket) computes a tensor that no symmetry moves, as its parameters are
+        own = isinstance(module, (*LAYERS, nn.Embedding)) and not any(
+            n in self.from_input or not isinstance(v, (Param, Units)) for n, v in inputs
+        )
+        if fixed or (own and inputs):
             names = tuple(dict.fromkeys(n for f in fixed for n in f.names))
+            if hidden and self._promote(fixed, node):
+                self._step(node)
+                return
             if hidden:
                 raise _used_directly(names[0], location(node))
             params = tuple(v.name for _, v in inputs if isinstance(v, Param))
-            self.values[node] = Fixed(tuple(dict.fromkeys(names + params)))
+            if module is not None:
+                params += tuple(f"{node.target}.{n}" for n, _ in module.named_parameters())
+            lookup = node if isinstance(module, nn.Embedding) else None
+            if len(inputs) == len(fixed) == 1:
+                lookup = fixed[0].lookup
+            self.values[node] = Fixed(tuple(dict.fromkeys(names + params)), lookup)
             return
-        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         if any(u.repeat > 1 for _, u in hidden) and not isinstance(module, nn.Linear):
             self._check_repeated(node, module, hidden)
         if isinstance(module, nn.MultiheadAttention):
@@ -311,6 +330,8 @@ class Walker(AttentionSteps):
             self.values[node] = self._arithmetic(node, inputs, hidden)
         elif target in PERMUTE:
             self.values[node] = self._permute(node, source, units)
+        elif target in POSITIONS:
+            self.values[node] = self._positions(node, source, units)
         elif target is F.layer_norm or target is F.group_norm:
             self.values[node] = self._functional_norm(node, source, units, inputs)
         elif target in _REDUCE and self._reduced_dims(node) is not None:
@@ -324,6 +345,25 @@ class Walker(AttentionSteps):
             self.values[node] = self._apply(node, op, source, units, hidden)
 
     # -- layers ----------------------------------------------------------------
+
+    def _promote(self, fixed: list[Fixed], node: fx.Node) -> bool:
+        """Whether ``fixed`` is one lookup in an embedding by a constant index (or a view
+        of it alone) that ``node`` meets with hidden units: a table of positions added to
+        the tokens' embeddings (GPT-2's, BERT's). Its table then starts a space of units,
+        as any embedding does, and the steps from the lookup to ``node`` are walked again."""
+        if len(fixed) != 1 or fixed[0].lookup is None:
+            return False
+        lookup = fixed[0].lookup
+        table = self.gm.get_submodule(str(lookup.target))
+        assert isinstance(table, nn.Embedding)
+        self.values[lookup] = self._embedding(lookup, str(lookup.target), table.embedding_dim)
+        step = lookup.next
+        while step is not node:
+            value = self.values.get(step)
+            if isinstance(value, Fixed) and value.lookup is lookup:
+                self._step(step)
+            step = step.next
+        return True
 
     def _functional_embedding(self, node: fx.Node) -> tuple[str, int] | None:
         """For ``F.embedding`` of a module's own ``weight`` with no ``max_norm`` (an
@@ -540,11 +580,12 @@ class Walker(AttentionSteps):
         where = location(node)
         if units.block != 1:
             raise unsupported(f"a norm layer in {where} reads flattened units", "norm", where)
+        layout = {"repeat": units.repeat, "head": units.head}
         if normalized_shape is not None:
             first = ndim - len(tuple(normalized_shape))
             if units.axis < first:  # normalizes each unit over other axes: per unit
                 space.ops.append((self.order[node], plain("norm")))
-                return Units(space, units.axis)
+                return Units(space, units.axis, repeat=units.repeat, head=units.head)
             axis = units.axis - first
         else:
             if units.axis != 1:
@@ -553,6 +594,8 @@ class Walker(AttentionSteps):
                 )
             axis = 0
         if groups is not None and groups > 1:
+            if units.repeat > 1:
+                raise unsupported(f"GroupNorm in {where} reads repeated units", "GroupNorm", where)
             blocks = math.lcm(space.blocks, groups)
             if space.size % blocks:
                 raise unsupported(
@@ -562,9 +605,9 @@ class Walker(AttentionSteps):
                     where,
                 )
             space.blocks = blocks
-        space.carried.extend(CarriedAxis(name, axis) for name in tensors)
+        space.carried.extend(CarriedAxis(name, axis, **layout) for name in tensors)
         space.ops.append((self.order[node], plain("norm")))
-        return Units(space, units.axis)
+        return Units(space, units.axis, repeat=units.repeat, head=units.head)
 
     def _functional_norm(
         self,
@@ -638,9 +681,19 @@ class Walker(AttentionSteps):
             if math.prod(out_shape[:j]) != before:
                 continue
             if out_shape[j] == width:
-                return Units(space, j, units.block, layer=layer)
+                return Units(space, j, units.block, layer, units.repeat, units.head)
             if out_shape[j] == width * after and j == len(out_shape) - 1:
-                return Units(space, j, units.block * after)
+                return Units(space, j, units.block * after, None, units.repeat, units.head)
+        merged = self._merged_before(node, source, units)
+        if merged is not None:
+            return merged
+        if units.repeat > 1:
+            raise unsupported(
+                f"op `{op_name(node)}` in {location(node)} maps repeated units of shape "
+                f"{list(in_shape)} to {list(out_shape)}, which mixes them",
+                op_name(node),
+                location(node),
+            )
         heads = self._split_heads(node, source, units)
         if heads is not None:
             return heads
@@ -656,20 +709,56 @@ class Walker(AttentionSteps):
             where,
         )
 
+    def _merged_before(self, node: fx.Node, source: fx.Node, units: Units) -> Units | None:
+        """A view that merges axes just before the unit axis into it, the unit axis last
+        (timm's patch merging: (…, 2, 2, C) flattened to (…, 4C)): each unit repeated
+        once per position of the merged axes, in runs of the space's size."""
+        in_shape, out_shape = shape_of(source), shape_of(node)
+        space = units.space.root()
+        if units.block != 1 or units.axis != len(in_shape) - 1 or len(out_shape) < 1:
+            return None
+        if units.repeat > 1 and units.head != space.size:
+            return None  # runs of a head's units, repeated: merged positions interleave them
+        width = in_shape[units.axis]
+        copies = out_shape[-1] // width if out_shape[-1] % width == 0 else 0
+        first = len(in_shape) - 1
+        while first > 0 and math.prod(in_shape[first : units.axis]) < copies:
+            first -= 1
+        if (
+            copies < 2
+            or math.prod(in_shape[first : units.axis]) != copies
+            or tuple(out_shape[:-1]) != tuple(in_shape[:first])
+        ):
+            return None
+        space.ops.append((self.order[node], linear("merge positions into units")))
+        return Units(space, len(out_shape) - 1, repeat=copies * units.repeat, head=space.size)
+
     def _check_repeated(
         self, node: fx.Node, module: nn.Module | None, hidden: list[tuple[fx.Node, Units]]
     ) -> None:
-        """The output of grouped-query attention may only pass through ops that keep its
-        shape and are linear (contiguous, dropout) before a linear layer reads it."""
+        """Repeated units (grouped-query attention's output, copies side by side) may pass
+        through ops that keep their shape and are linear (contiguous, dropout), views and
+        position moves that keep the unit axis whole, and norm layers over the whole axis
+        (Swin's patch merging) before a linear layer reads them."""
         op = module_op(module) if module is not None else function_op(node)
-        keeps = len(hidden) == 1 and shape_of(node) == shape_of(hidden[0][0])
-        if not (
+        one = len(hidden) == 1
+        keeps = one and shape_of(node) == shape_of(hidden[0][0])
+        elementwise = (
             keeps and op is not None and op.homogeneous and op.odd and op.kind == "elementwise"
-        ):
+        )
+        view = one and op is not None and op.kind == "reshape"
+        moved = one and module is None and node.target in POSITIONS
+        norm = one and (
+            isinstance(module, LAYERNORMS)
+            or (module is not None and library_norm(module))
+            or node.target is F.layer_norm
+        )
+        if not (elementwise or view or moved or norm):
             at = location(node)
             raise unsupported(
-                f"op `{op_name(node)}` in {at} reads the output of grouped-query attention; "
-                "canon supports a linear layer reading it",
+                f"op `{op_name(node)}` in {at} reads repeated units (grouped-query attention's "
+                "output, copies side by side); canon supports a linear layer reading them, "
+                "after views, norm layers and linear per-unit ops",
                 op_name(node),
                 at,
             )
@@ -861,6 +950,25 @@ class Walker(AttentionSteps):
             raise unsupported(f"op `{name}` in {at} concatenates units", name, at)
         space.ops.append((self.order[node], linear("concatenate copies")))
         return Units(space, hidden[0][1].axis, repeat=len(hidden), head=space.size)
+
+    def _positions(self, node: fx.Node, source: fx.Node, units: Units) -> Units:
+        """Padding, rolling or flipping along axes other than the units' (Swin's windows:
+        positions padded to a multiple of the window and shifted by half of one). Each
+        unit's values move, or gain values, together: a per-unit op, linear unless the
+        padding is a constant other than zero. Along the unit axis, refused."""
+        ndim = len(shape_of(source))
+        touched, op = _positions_touched(node, ndim)
+        if units.axis in touched or shape_of(node)[units.axis] != shape_of(source)[units.axis]:
+            at, name = location(node), op_name(node)
+            raise unsupported(
+                f"op `{name}` in {at} pads or moves along the unit axis; canon supports "
+                "padding, rolling and flipping the other axes (positions)",
+                name,
+                at,
+            )
+        space = units.space.root()
+        space.ops.append((self.order[node], op))
+        return Units(space, units.axis, units.block, repeat=units.repeat, head=units.head)
 
     def _permute(self, node: fx.Node, source: fx.Node, units: Units) -> Units:
         dims = permuted_dims(node, len(shape_of(source)))
@@ -1176,6 +1284,41 @@ def tied_names(module: nn.Module) -> dict[str, str]:
         if primary != name:
             tied[name] = primary
     return tied
+
+
+def _reads_input(node: fx.Node, from_input: set[fx.Node]) -> bool:
+    """Whether ``node`` is the network's input or computed from it (a tensor the model
+    holds as a plain attribute, recorded as ``constant_N``, is not)."""
+    if node.op == "placeholder":
+        return not node.name.startswith("constant_")
+    found: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), found.append)
+    return any(n in from_input for n in found)
+
+
+def _positions_touched(node: fx.Node, ndim: int) -> tuple[set[int], Op]:
+    """The axes a pad, roll or flip node changes, and the per-unit op it is."""
+    args, kwargs = node.args, node.kwargs
+    if node.target in (F.pad, torch.constant_pad_nd):
+        pad: Any = kwargs.get("pad", args[1] if len(args) > 1 else ())
+        if node.target is F.pad:
+            mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+            value = kwargs.get("value", args[3] if len(args) > 3 else None)
+        else:
+            mode, value = "constant", kwargs.get("value", args[2] if len(args) > 2 else 0)
+        # the amounts come in pairs, from the last axis backwards
+        touched = {ndim - 1 - i // 2 for i, amount in enumerate(pad) if amount != 0}
+        zero = mode != "constant" or not value
+        return touched, linear("pad") if zero else plain("pad")
+    rolled = node.target in (torch.roll, "roll")
+    at = 2 if rolled else 1
+    dims: Any = kwargs.get("dims", args[at] if len(args) > at else None)
+    if node.op == "call_method" and not rolled and len(args) > 2:
+        dims = args[1:]  # x.flip(1, 2)
+    if dims is None:  # a roll of the flattened tensor
+        return set(range(ndim)), linear(op_name(node))
+    listed = dims if isinstance(dims, (list, tuple)) else (dims,)
+    return {int(d) % ndim for d in listed}, linear(op_name(node))
 
 
 def _recorded_scalar(node: fx.Node) -> bool:

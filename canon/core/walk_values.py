@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from canon.core.ops import Op
@@ -21,6 +22,8 @@ MUL = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
 DIV = {operator.truediv, torch.div, "div", "div_"}
 PERMUTE = {"permute", torch.permute, "transpose", torch.transpose}
 CARVE = {"split", torch.split, "chunk", torch.chunk}  # one tensor cut into several
+# ops that move, pad or flip positions along chosen axes (Swin's shifted windows)
+POSITIONS = {F.pad, torch.constant_pad_nd, torch.roll, "roll", torch.flip, "flip"}
 LAYERNORMS: tuple[type[nn.Module], ...] = (nn.LayerNorm,) + (
     (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
 )
@@ -106,6 +109,9 @@ class Fixed:
     a head's dimensions; anything it meets with hidden units is refused."""
 
     names: tuple[str, ...]
+    # the lookup in an embedding by a constant index it is (or a view of, alone): a table
+    # of positions that becomes hidden units where it meets them (GPT-2's wpe)
+    lookup: fx.Node | None = None
 
 
 @dataclass(frozen=True)
