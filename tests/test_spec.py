@@ -486,7 +486,7 @@ class TanhOutput(nn.Module):
     [
         (WithSoftmaxFn(), r"unsupported op `softmax` in the top-level forward"),
         (BranchAndConcat(), r"op `cat` .*concatenates units|feeds two branches"),
-        (Shared(), r"layer `fc` is called more than once"),
+        (Shared(), r"layer `fc` is called again on other inputs"),
         (InputSkip(), r"op `add` in the top-level forward combines the network's input"),
         (ChannelMultiplier(), r"convolution `conv` uses groups=2 \(2 -> 4 channels\)"),
         (ParamConcat(), r"op `cat` .*concatenates along the batch axis"),

@@ -336,6 +336,103 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     assert _relative(_logits(model, aligned, x), y) < 1e-4
 
 
+_SWIN = {"embed_dim": 8, "depths": [2, 2], "num_heads": [2, 2], "patch_size": 2}
+_T5 = {"vocab_size": 40, "d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 2, "num_heads": 4}
+WINDOWED: dict[str, tuple[str, dict[str, Any]]] = {
+    # windows of 3 over an 8 x 8 grid: padded; every second block shifted; patch merging
+    "swin": ("hf-transformers/swin", {
+        "model_type": "swin", "architectures": ["SwinForImageClassification"], **_SWIN,
+        "window_size": 3, "image_size": 16, "num_labels": 3,
+    }),
+    # cosine attention, per-head logit scales, a bias from an MLP over coordinates
+    "swinv2": ("hf-transformers/swinv2", {
+        "model_type": "swinv2", "architectures": ["Swinv2ForImageClassification"], **_SWIN,
+        "window_size": 2, "image_size": 16, "num_labels": 3,
+    }),
+    # timm's: nn.Softmax, scores viewed per window for the mask, merging by a view
+    "timm-swin": ("timm/swin_tiny_patch4_window7_224", {
+        "architecture": "swin_tiny_patch4_window7_224", "num_classes": 3,
+        "model_args": {**_SWIN, "window_size": 2, "img_size": 16},
+        "pretrained_cfg": {"input_size": [3, 16, 16]},
+    }),
+    # a relative position bias looked up by bucket, broadcast by expand
+    "mpnet": ("hf-transformers/mpnet", {
+        "model_type": "mpnet", "architectures": ["MPNetForSequenceClassification"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 12,
+    }),
+    # the bias looked up by bucket in the first layer and reused; the encoder reads the
+    # shared token table by its own name; a gated MLP
+    "t5": ("hf-transformers/t5", {
+        "model_type": "t5", "architectures": ["T5ForTokenClassification"], **_T5,
+        "feed_forward_proj": "gated-gelu",
+    }),
+    "umt5": ("hf-transformers/umt5", {  # a bias table in every layer
+        "model_type": "umt5", "architectures": ["UMT5ForTokenClassification"], **_T5,
+    }),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(WINDOWED))
+def test_windowed_and_bucketed_attention_keeps_the_function(libraries: None, kind: str) -> None:
+    """Swin and Swin V2 (transformers') and Swin (timm's): padded and shifted windows,
+    patch merging; MPNet, T5 and UMT5 encoders: a relative position bias looked up by
+    bucket. The bias tables (and Swin V2's MLP and logit scales) are in no group, and the
+    heads stay in place; symmetries keep the logits and canonical forms agree."""
+    architecture, config = WINDOWED[kind]
+    model = build_model(architecture, {"config": config}).double().eval()
+    spec = spec_from_module(model)
+    grouped = {t.name for g in spec.groups for t in g.tensors}
+    fixed = {
+        t.name
+        for t in spec.tensors
+        if any(p in t.name for p in ("relative", "position_bias", "logit_scale", "cpb"))
+    }
+    assert fixed and not fixed & grouped
+    if "swin" in kind:  # patch merging: the reduction reads each unit four times
+        reads = [o for g in spec.groups for o in g.outgoing if "reduction" in o.name]
+        assert reads and all(o.repeat == 4 and o.head > 1 for o in reads)
+    assert not any(g.link for g in spec.groups)  # the bias differs between heads
+    state = _random(spec, 0)
+    x = _inputs(model)
+    y = _logits(model, state, x)
+    copy = random_symmetry(state, spec, seed=1)
+    assert _relative(_logits(model, copy, x), y) < 1e-4
+    aligned = canonicalize(copy, spec, reference=state, method="weight")
+    assert _gap(aligned, canonicalize(state, spec, reference=state, method="weight")) < 1e-5
+    assert _relative(_logits(model, aligned, x), y) < 1e-4
+
+
+_ALBERT = {
+    "model_type": "albert", "num_hidden_layers": 3, "hidden_size": 16, "num_attention_heads": 4,
+    "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 12,
+    "embedding_size": 8, "num_labels": 3,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("head", ["AlbertForMaskedLM", "AlbertForSequenceClassification"])
+def test_albert_shares_one_layer_across_depths(libraries: None, head: str) -> None:
+    """ALBERT applies one layer at every depth: its groups are listed once. Its token
+    table (narrower than the stream) moves with the language-model head's projection,
+    whose output layer is that table; under a classifier nothing else makes its units,
+    so it stays in place. Symmetries keep the logits and canonical forms agree."""
+    config = {**_ALBERT, "architectures": [head]}
+    model = build_model("hf-transformers/albert", {"config": config}).double().eval()
+    spec = spec_from_module(model)
+    assert sum(1 for g in spec.groups if g.link) == 2
+    table = "albert.embeddings.word_embeddings.weight"
+    moved = {t.name for g in spec.groups for t in g.tensors}
+    assert (table in moved) == (head == "AlbertForMaskedLM")
+    state = _random(spec, 0)
+    x = _inputs(model)
+    y = _logits(model, state, x)
+    copy = random_symmetry(state, spec, seed=1)
+    assert _relative(_logits(model, copy, x), y) < 1e-4
+    aligned = canonicalize(copy, spec, reference=state, method="weight")
+    assert _gap(aligned, canonicalize(state, spec, reference=state, method="weight")) < 1e-5
+    assert _relative(_logits(model, aligned, x), y) < 1e-4
+
+
 DINOV2 = {
     "model_type": "dinov2", "architectures": ["Dinov2ForImageClassification"],
     "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,

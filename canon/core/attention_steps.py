@@ -374,6 +374,7 @@ class AttentionSteps:
     attentions: list[_Attention]
     parts: dict[str, list[tuple[frozenset[int], Space]]]  # by layer: the parts cut so far
     tied: dict[str, str]  # a tied tensor's other names: the name the state dict keeps
+    tables: dict[str, Space]  # by table: the space an embedding's lookup started
 
     # -- where they start ----------------------------------------------------------
 
@@ -382,8 +383,9 @@ class AttentionSteps:
         its columns are the units (carried, axis 1). A table tied to another (T5's encoder
         reads the shared one by its own name) is carried by the name the state dict keeps."""
         space = Space(size=width, created=self.order[node], origin=path)
-        name = f"{path}.weight"
-        space.carried.append(CarriedAxis(self.tied.get(name, name), 1))
+        name = self.tied.get(f"{path}.weight", f"{path}.weight")
+        space.carried.append(CarriedAxis(name, 1))
+        self.tables.setdefault(name, space)
         space.ops.append((self.order[node], plain("embedding")))
         return Units(space, len(shape_of(node)) - 1)
 
@@ -1331,9 +1333,14 @@ class AttentionSteps:
         queries/keys (the key rows as outgoing axes) and values/output columns."""
         groups: list[tuple[int, UnitGroup]] = []
         seen: set[int] = set()
+        done: set[tuple[int, ...]] = set()
         for att in self.attentions:
             q, k, v = att.query.root(), att.key.root(), att.value.root()
             ids = {id(q), id(k), id(v)}
+            same = (id(q), id(k), id(v), att.heads, att.repeat)
+            if same in done:
+                continue  # the same layers called again (ALBERT's one layer at every depth)
+            done.add(same)
             if len(ids) != 3 or ids & seen:
                 raise unsupported(
                     f"attention in {att.where} shares its projections with another" + _SUPPORTED,

@@ -173,7 +173,9 @@ class Walker(AttentionSteps):
         self.gm = gm
         self.values: dict[fx.Node, Value] = {}
         self.order: dict[fx.Node, int] = {}
-        self.seen_layers: set[str] = set()
+        # each layer's first call: the units it read, the space it made
+        self.calls: dict[str, tuple[Units, Space]] = {}
+        self.tables = {}
         self.input = Space(size=0, pinned=True)
         self.output: OutputLayer | None = None
         self.output_space: Space | None = None
@@ -397,13 +399,6 @@ class Walker(AttentionSteps):
         """A layer (called as a module at ``node``, or a Linear's own forward traced into,
         at ``path``): it makes a new space of units from the ones it reads."""
         path = str(node.target) if path is None else path
-        if path in self.seen_layers:
-            raise unsupported(
-                f"layer `{path}` is called more than once; shared layers are not supported",
-                "shared layer",
-                path,
-            )
-        self.seen_layers.add(path)
         source, units = inputs[0]
         if not isinstance(units, Units):
             raise unsupported(f"layer `{path}` reads a parameter", type(module).__name__, path)
@@ -435,6 +430,13 @@ class Walker(AttentionSteps):
                     type(module).__name__,
                     path,
                 )
+        if path in self.calls:
+            return self._called_again(node, path, units, axis)
+        table = self.tables.get(self.tied.get(f"{path}.weight", ""))
+        if table is not None and not units.space.pinned and units.block == units.repeat == 1:
+            # an output layer that is an embedding's table reads the units that table
+            # writes (ALBERT's language-model head, after its own projection and norm)
+            self._join(table.root(), units.space.root(), node)
         if not units.space.pinned:
             space = units.space.root()
             if fan_in != space.size * units.block * units.repeat:
@@ -453,7 +455,28 @@ class Walker(AttentionSteps):
         new = Space(size=size, created=self.order[node], origin=path)
         bias = f"{path}.bias" if module.bias is not None else None
         new.producers.append(Made(self.order[node], path, f"{path}.weight", bias))
+        self.calls[path] = (units, new)
         return Units(new, axis, layer=path)
+
+    def _called_again(self, node: fx.Node, path: str, units: Units, axis: int) -> Units:
+        """A layer called once more (ALBERT applies one layer at every depth): the same
+        weights, so the units it reads are the ones it read before (their spaces join)
+        and the units it makes are the ones it made."""
+        first, made = self.calls[path]
+        layout = (units.block, units.repeat, units.head)
+        if first.space.pinned != units.space.pinned or (
+            not units.space.pinned and layout != (first.block, first.repeat, first.head)
+        ):
+            raise unsupported(
+                f"layer `{path}` is called again on other inputs than its first call's (the "
+                "network's input, hidden units, or their layout); canon follows a shared layer "
+                "that reads the same units every time",
+                "shared layer",
+                path,
+            )
+        if not units.space.pinned:
+            self._join(first.space.root(), units.space.root(), node)
+        return Units(made.root(), axis)
 
     def _grouped_conv(
         self, node: fx.Node, module: nn.Module, hidden: list[tuple[fx.Node, Units]]
@@ -470,7 +493,6 @@ class Walker(AttentionSteps):
                 type(module).__name__,
                 path,
             )
-        self.seen_layers.add(path)
         if not hidden:
             return Units(self.input, 1)
         _, units = hidden[0]
@@ -1263,12 +1285,9 @@ class Walker(AttentionSteps):
                     )
                 continue
             if not space.producers:
-                raise unsupported(
-                    f"units made only by `{space.carried[0].name}` (no layer adds to them); "
-                    "canon needs a layer among the producers of every unit group",
-                    "Embedding",
-                    space.carried[0].name,
-                )
+                # made by a lookup table alone, read by a layer (ALBERT's factorized
+                # embedding): moved by no symmetry, as the network's input is not
+                continue
             self._untie(space)
             found.append((space.created, _group(space)))
         return tuple(group for _, group in sorted(found, key=lambda item: item[0]))
@@ -1291,6 +1310,10 @@ def _reads_input(node: fx.Node, from_input: set[fx.Node]) -> bool:
     holds as a plain attribute, recorded as ``constant_N``, is not)."""
     if node.op == "placeholder":
         return not node.name.startswith("constant_")
+    if node.target in ("size", "dim") or (
+        node.target is getattr and node.args[1:2] in (("shape",), ("dtype",), ("device",))
+    ):
+        return False  # the input's shape (symbolic tracing), not its values
     found: list[fx.Node] = []
     fx.node.map_arg((node.args, node.kwargs), found.append)
     return any(n in from_input for n in found)
