@@ -355,6 +355,18 @@ WINDOWED: dict[str, tuple[str, dict[str, Any]]] = {
         "model_args": {**_SWIN, "window_size": 2, "img_size": 16},
         "pretrained_cfg": {"input_size": [3, 16, 16]},
     }),
+    # timm's: the fused projection's bias joined from q_bias, zeros and v_bias as it runs
+    "timm-swinv2": ("timm/swinv2_tiny_window8_256", {
+        "architecture": "swinv2_tiny_window8_256", "num_classes": 3,
+        "model_args": {**_SWIN, "window_size": 2, "img_size": 16},
+        "pretrained_cfg": {"input_size": [3, 16, 16]},
+    }),
+    "timm-beit": ("timm/beit_base_patch16_224", {
+        "architecture": "beit_base_patch16_224", "num_classes": 3,
+        "model_args": {"embed_dim": 16, "depth": 2, "num_heads": 2, "img_size": 16,
+                       "patch_size": 8},
+        "pretrained_cfg": {"input_size": [3, 16, 16]},
+    }),
     # a relative position bias looked up by bucket, broadcast by expand
     "mpnet": ("hf-transformers/mpnet", {
         "model_type": "mpnet", "architectures": ["MPNetForSequenceClassification"],
@@ -375,10 +387,12 @@ WINDOWED: dict[str, tuple[str, dict[str, Any]]] = {
 
 @pytest.mark.parametrize("kind", sorted(WINDOWED))
 def test_windowed_and_bucketed_attention_keeps_the_function(libraries: None, kind: str) -> None:
-    """Swin and Swin V2 (transformers') and Swin (timm's): padded and shifted windows,
-    patch merging; MPNet, T5 and UMT5 encoders: a relative position bias looked up by
-    bucket. The bias tables (and Swin V2's MLP and logit scales) are in no group, and the
-    heads stay in place; symmetries keep the logits and canonical forms agree."""
+    """Swin and Swin V2 (transformers' and timm's): padded and shifted windows, patch
+    merging; timm's BEiT: a relative position bias, and (with timm's Swin V2) the fused
+    projection's bias joined from parts as it runs; MPNet, T5 and UMT5 encoders: a
+    relative position bias looked up by bucket. The bias tables (and Swin V2's MLP and
+    logit scales) are in no group, and the heads stay in place; symmetries keep the
+    logits and canonical forms agree."""
     architecture, config = WINDOWED[kind]
     model = build_model(architecture, {"config": config}).double().eval()
     spec = spec_from_module(model)
@@ -389,6 +403,10 @@ def test_windowed_and_bucketed_attention_keeps_the_function(libraries: None, kin
         if any(p in t.name for p in ("relative", "position_bias", "logit_scale", "cpb"))
     }
     assert fixed and not fixed & grouped
+    joined = {"timm-beit": "blocks.0.attn.q_bias", "timm-swinv2": "layers.0.blocks.0.attn.q_bias"}
+    if kind in joined:  # q_bias and v_bias: each its part's bias, from its entry 0
+        biases = {p.bias: p.bias_start for g in spec.groups for p in g.producers}
+        assert biases[joined[kind]] == 0
     if "swin" in kind:  # patch merging: the reduction reads each unit four times
         reads = [o for g in spec.groups for o in g.outgoing if "reduction" in o.name]
         assert reads and all(o.repeat == 4 and o.head > 1 for o in reads)

@@ -556,9 +556,30 @@ class AttentionSteps:
                     op_name(node),
                     location(node),
                 )
+        bias, bias_start = made.bias, made.bias_start
+        if made.bias_parts:  # the part of a joined bias that these rows add to
+            found = [p for p in made.bias_parts if p[:2] == (start, size)]
+            if stride or not found:
+                raise unsupported(
+                    f"the bias of `{made.path}` is joined from parts that are not the parts "
+                    "its outputs are cut into",
+                    op_name(node),
+                    location(node),
+                )
+            bias, bias_start = found[0][2], 0 if found[0][2] is not None else None
         origin = f"{made.path}@{start}" if start else made.path
         space = Space(size=size, created=self.order[node], origin=origin)
-        space.producers.append(replace(made, start=start, head=head, stride=stride))
+        space.producers.append(
+            replace(
+                made,
+                start=start,
+                head=head,
+                stride=stride,
+                bias=bias,
+                bias_start=bias_start,
+                bias_parts=(),
+            )
+        )
         cut.append((rows, space))
         return space
 
@@ -1389,7 +1410,8 @@ class AttentionSteps:
                 layout["repeat"], layout["head"] = att.repeat, head
             rows = [OutgoingAxis(other.weight, 0, **layout)]
             if other.bias is not None:
-                rows.append(OutgoingAxis(other.bias, 0, **layout))
+                at = layout if other.bias_start is None else {**layout, "start": other.bias_start}
+                rows.append(OutgoingAxis(other.bias, 0, **at))
             taps = (*q.taps.values(), *k.taps.values()) if att.repeat == 1 else k.taps.values()
             # rotary embeddings pin the query/key dimensions (and so their scales: a
             # factor on one dimension of a rotated pair is no symmetry; DESIGN §3b)
@@ -1403,7 +1425,15 @@ class AttentionSteps:
                 size=first.size,
                 symmetry="none" if pinned or normed else "linear",
                 producers=(
-                    Producer(made.weight, made.bias, None, made.start, made.head, made.stride),
+                    Producer(
+                        made.weight,
+                        made.bias,
+                        None,
+                        made.start,
+                        made.head,
+                        made.stride,
+                        made.bias_start,
+                    ),
                 ),
                 outgoing=tuple(rows),
                 # with grouped-query attention a query norm's weights repeat as the rows do

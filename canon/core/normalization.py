@@ -139,7 +139,7 @@ def rescale(state: Mapping[str, Tensor], spec: Spec, scales: UnitScales) -> dict
             )
         for producer in group.producers:
             for name in producer.own_scale:
-                out.scale(name, 0, factors, **layout_of(producer))
+                out.scale(name, 0, factors, **producer.layout(name))
         if group.symmetry == "scale":
             for axis in group.outgoing:
                 out.scale(axis.name, axis.axis, 1.0 / factors, **layout_of(axis))
@@ -311,7 +311,7 @@ def _rescale_units(out: _Copy, group: UnitGroup, determining: tuple[Producer, ..
     for producer in group.producers:
         for name in producer.own_scale:
             if producer.batchnorm is None:
-                out.scale(name, 0, inverse, **layout_of(producer))
+                out.scale(name, 0, inverse, **producer.layout(name))
             else:  # BN's affine is per unit already
                 out[name] = out[name] / norms
     if group.symmetry == "scale":
@@ -340,7 +340,7 @@ def _settle_constant_units(out: _Copy, group: UnitGroup) -> None:
         factors = torch.where(constant, _leading_signs(offsets), factors)
         for producer in group.producers:
             for name in producer.odd:
-                out.scale(name, 0, factors, **layout_of(producer))
+                out.scale(name, 0, factors, **producer.layout(name))
     silent = constant & (offsets == 0).all(dim=1)
     if bool(silent.any()) or group.symmetry == "sign":
         _scale_outgoing(out, group, torch.where(silent, torch.zeros_like(factors), factors))
@@ -365,7 +365,8 @@ def _offsets(out: Mapping[str, Tensor], group: UnitGroup) -> Tensor:
     for p in group.producers:
         bias = torch.zeros(group.size, dtype=torch.float64, device=out[p.weight].device)
         if p.bias is not None:
-            bias = bias + gather_units(out[p.bias], 0, group.size, **layout_of(p)).view(-1).double()
+            rows = gather_units(out[p.bias], 0, group.size, **p.layout(p.bias))
+            bias = bias + rows.view(-1).double()
         gain = bn_gain(out, p)
         if gain is not None:
             assert p.batchnorm is not None

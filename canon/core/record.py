@@ -186,6 +186,9 @@ class _Recorder(TorchFunctionMode):
         else:  # made outside torch's functions (a tensor the model holds as a plain attribute)
             self.constants += 1
             node = self.graph.placeholder(f"constant_{self.constants}")
+            # zeros the model holds (timm's key bias) may stand for a part of a bias
+            small = t.numel() <= 1 << 16 and not t.is_meta
+            node.meta["zeros"] = small and not bool(t.any())
         self._bind(node, t)
         return node
 

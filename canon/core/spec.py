@@ -128,7 +128,10 @@ class Producer:
     values' rows of a fused query-key-value projection): they are its rows
     from ``start`` on; with ``stride`` > 0, in runs of ``head`` rows that
     start ``stride`` apart (a projection whose rows interleave queries, keys
-    and values head by head, GPT-NeoX's).
+    and values head by head, GPT-NeoX's). The bias is laid out as the weight's rows,
+    unless ``bias_start`` is set: then it is a tensor of its own, the units its
+    entries from ``bias_start`` on (the query and value biases that timm's BEiT and EVA
+    join into the fused projection's bias as it runs).
     """
 
     weight: str
@@ -137,6 +140,13 @@ class Producer:
     start: int = 0
     head: int = 1
     stride: int = 0
+    bias_start: int | None = None
+
+    def layout(self, name: str | None) -> Layout:
+        """Where the units sit along axis 0 of the producer's tensor ``name``."""
+        if name is not None and name == self.bias and self.bias_start is not None:
+            return Layout(block=1, start=self.bias_start, repeat=1, head=1, stride=0)
+        return layout_of(self)
 
     @property
     def incoming(self) -> tuple[str, ...]:
@@ -297,7 +307,7 @@ class UnitGroup:
     def tensors(self) -> tuple[TensorAxis, ...]:
         """Every tensor that moves with the group, with its axis and role."""
         inc = [
-            TensorAxis(n, 0, "incoming", **layout_of(p)) for p in self.producers for n in p.incoming
+            TensorAxis(n, 0, "incoming", **p.layout(n)) for p in self.producers for n in p.incoming
         ]
         out = [TensorAxis(o.name, o.axis, "outgoing", **layout_of(o)) for o in self.outgoing]
         kept = [TensorAxis(c.name, c.axis, "carried", **layout_of(c)) for c in self.carried]
@@ -407,6 +417,7 @@ class Spec:
                                 "start": p.start,
                                 "head": p.head,
                                 "stride": p.stride,
+                                "bias_start": p.bias_start,
                             }
                         )
                         for p in g.producers
@@ -455,6 +466,7 @@ class Spec:
                             int(p.get("start", 0)),
                             int(p.get("head", 1)),
                             int(p.get("stride", 0)),
+                            None if p.get("bias_start") is None else int(p["bias_start"]),
                         )
                         for p in g["producers"]
                     ),
@@ -484,6 +496,7 @@ class Spec:
 # defaults, so that every earlier spec serializes (and hashes) exactly as before.
 _ADDED_DEFAULTS: dict[str, Any] = {
     "start": 0,
+    "bias_start": None,
     "heads": 1,
     "link": "",
     "heads_only": False,

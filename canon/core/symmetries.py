@@ -110,7 +110,7 @@ def _transform_group(
         # a part of a fused layer's rows is laid out as the producer says (no BatchNorm)
         for name in names:
             if name is not None:
-                out[name] = scale_units(out[name], 0, factors, **layout_of(producer))
+                out[name] = scale_units(out[name], 0, factors, **producer.layout(name))
 
     def scale_outgoing(factors: Tensor) -> None:
         for axis in group.outgoing:

@@ -139,7 +139,8 @@ def spec_from_module(model: nn.Module, input_shape: Sequence[int] | None = None)
     try:
         with _TRACING, _eval(model):
             gm = _graph(model, shape)
-        groups, output = Walker(gm, tied_names(model)).walk()
+        names = frozenset(model.state_dict())
+        groups, output = Walker(gm, tied_names(model), names).walk()
     except UnsupportedModuleError as exc:
         note = _own_forwards(model)
         if not note:

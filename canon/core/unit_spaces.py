@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -60,6 +60,7 @@ from canon.core.walk_values import (
     HeadParts,
     HeadRanges,
     Heads,
+    Joined,
     Made,
     Param,
     Parts,
@@ -169,7 +170,12 @@ def _attribute(module: nn.Module, target: str) -> Tensor | None:
 class Walker(AttentionSteps):
     """Walks a traced, shape-propagated graph and collects the unit groups."""
 
-    def __init__(self, gm: fx.GraphModule, tied: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        tied: dict[str, str] | None = None,
+        names: frozenset[str] | None = None,
+    ) -> None:
         self.gm = gm
         self.values: dict[fx.Node, Value] = {}
         self.order: dict[fx.Node, int] = {}
@@ -183,6 +189,7 @@ class Walker(AttentionSteps):
         self.parts = {}
         # the model's ties, not the graph's: the graph holds only what the forward read
         self.tied = tied_names(gm) if tied is None else tied
+        self.names = names  # the model's state dict (None: every tensor the graph reads)
         self.from_input: set[fx.Node] = set()  # the nodes computed from the network's input
 
     # -- the walk ------------------------------------------------------------
@@ -243,6 +250,13 @@ class Walker(AttentionSteps):
             self.values[node] = self._attention_step(node, inputs)
             return
         hidden = hidden_units(inputs)
+        joined = self._joined(node, inputs) if not hidden else None
+        if joined is not None:
+            self.values[node] = joined
+            return
+        if hidden and any(isinstance(v, Joined) for _, v in inputs):
+            self.values[node] = self._linear_with_joined_bias(node, inputs)
+            return
         fixed = [v for _, v in inputs if isinstance(v, Fixed)]
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         # a layer applied to parameters and constants alone (Swin V2's position-bias MLP over
@@ -347,6 +361,74 @@ class Walker(AttentionSteps):
             self.values[node] = self._apply(node, op, source, units, hidden)
 
     # -- layers ----------------------------------------------------------------
+
+    def _joined(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Joined | None:
+        """``torch.cat`` of whole one-axis parameters and zeros (a buffer no file holds, or a
+        tensor the model holds as a plain attribute): the parts of a bias a layer's forward
+        builds; else None."""
+        if node.target not in (torch.cat, torch.concat) or len(shape_of(node)) != 1:
+            return None
+        listed = node.args[0] if node.args else node.kwargs.get("tensors")
+        if not isinstance(listed, (list, tuple)) or not inputs:
+            return None
+        value = dict(inputs)
+        parts: list[tuple[int, int, str | None]] = []
+        first = 0
+        for part in listed:
+            if not isinstance(part, fx.Node) or len(shape_of(part)) != 1:
+                return None
+            size = shape_of(part)[0]
+            held = value.get(part)
+            name = held.name if isinstance(held, Param) else ""
+            whole = _attribute(self.gm, name) if name else None
+            zeros = bool(part.meta.get("zeros"))
+            if whole is not None and self.names is not None and name not in self.names:
+                # a buffer no file holds (timm's key bias): it stands for zeros, or nothing
+                zeros = whole.numel() <= _ZEROS_CHECKED and not bool(whole.any())
+            elif whole is not None and tuple(whole.shape) == (size,):
+                parts.append((first, size, name))
+                first += size
+                continue
+            if zeros:
+                parts.append((first, size, None))
+            else:
+                return None
+            first += size
+        return Joined(tuple(parts))
+
+    def _linear_with_joined_bias(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Units:
+        """``F.linear(x, layer.weight, bias)`` with a bias joined from parts, of a layer
+        that has none of its own (timm's fused query-key-value projection): that layer,
+        the joined bias taken apart with its outputs."""
+        at, name = location(node), op_name(node)
+        given = {**dict(zip(("input", "weight", "bias"), node.args, strict=False)), **node.kwargs}
+        weight, bias = given.get("weight"), given.get("bias")
+        path = str(weight.target).rpartition(".")[0] if isinstance(weight, fx.Node) else ""
+        w = _attribute(self.gm, f"{path}.weight") if path else None
+        joined = self.values.get(bias) if isinstance(bias, fx.Node) else None
+        if not (
+            node.target is F.linear
+            and isinstance(weight, fx.Node)
+            and weight.op == "get_attr"
+            and w is not None
+            and w.ndim == 2
+            and _attribute(self.gm, f"{path}.bias") is None
+            and isinstance(joined, Joined)
+            and sum(n for _, n, _ in joined.parts) == w.shape[0]
+        ):
+            raise unsupported(
+                f"op `{name}` in {at} reads a tensor joined from parameters; canon follows "
+                "such a tensor as the bias of a linear layer that has none of its own",
+                name,
+                at,
+            )
+        source = given["input"]
+        assert isinstance(source, fx.Node) and w is not None
+        layer = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
+        units = self._layer(node, layer, [(source, self.values[source])], path=path)
+        space = units.space.root()
+        space.producers[-1] = replace(space.producers[-1], bias_parts=joined.parts)
+        return units
 
     def _promote(self, fixed: list[Fixed], node: fx.Node) -> bool:
         """Whether ``fixed`` is one lookup in an embedding by a constant index (or a view
@@ -1305,6 +1387,10 @@ def tied_names(module: nn.Module) -> dict[str, str]:
     return tied
 
 
+#: The most entries of a buffer checked for being all zeros.
+_ZEROS_CHECKED = 1 << 16
+
+
 def _reads_input(node: fx.Node, from_input: set[fx.Node]) -> bool:
     """Whether ``node`` is the network's input or computed from it (a tensor the model
     holds as a plain attribute, recorded as ``constant_N``, is not)."""
@@ -1389,6 +1475,15 @@ def _check_disjoint(groups: tuple[UnitGroup, ...]) -> None:
 
 def _group(space: Space) -> UnitGroup:
     producers = sorted(space.producers)
+    for made in producers:
+        if made.bias_parts:
+            raise unsupported(
+                f"the bias of `{made.path}` is joined from parts as it runs, and its "
+                "outputs are used whole; canon follows such a bias where the outputs are "
+                "cut into those parts (queries, keys and values)",
+                "cat",
+                made.path,
+            )
     outgoing = tuple(axis for _, axis in sorted(space.outgoing, key=lambda o: o[0]))
     ops = tuple(op for _, op in sorted(space.ops, key=lambda o: o[0]))
     symmetry: Symmetry = "none"
@@ -1409,6 +1504,7 @@ def _group(space: Space) -> UnitGroup:
                 made.start,
                 made.head,
                 made.stride,
+                made.bias_start,
             )
             for made in producers
         ),

@@ -40,6 +40,10 @@ class Made:
     start: int = 0
     head: int = 1  # with a stride: rows in runs of ``head``, ``stride`` apart
     stride: int = 0
+    bias_start: int | None = None  # the bias a tensor of its own (Producer.bias_start)
+    # a bias joined from parts as the layer runs: (first row, rows, tensor or None for
+    # zeros) each, taken apart with the layer's outputs (timm's BEiT q_bias, 0, v_bias)
+    bias_parts: tuple[tuple[int, int, str | None], ...] = ()
 
 
 @dataclass(eq=False)
@@ -98,6 +102,16 @@ class Param:
 
     name: str
     axis: int
+
+
+@dataclass(frozen=True)
+class Joined:
+    """Parameters and zeros joined end to end along their one axis by ``torch.cat``: a
+    bias a layer's forward builds as it runs (timm's BEiT and EVA: the query bias, zeros
+    for the keys, the value bias). Each part: (first entry, entries, the parameter's
+    name, or None for zeros)."""
+
+    parts: tuple[tuple[int, int, str | None], ...]
 
 
 @dataclass(frozen=True)
@@ -261,6 +275,7 @@ Value = (
     | Grouped
     | HeadRanges
     | Fixed
+    | Joined
 )
 
 
