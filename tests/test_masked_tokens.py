@@ -166,7 +166,6 @@ class Traps(nn.Module):
     [
         ("token-times-pixels", "multiplied by the network's input"),
         ("units-times-pixels", "combines the network's input with hidden units"),
-        ("cat-two-spaces", "concatenates units"),
         ("two-layers-chosen", "chooses between hidden units and another tensor"),
     ],
 )
@@ -174,6 +173,19 @@ def test_look_alikes_are_refused(trap: str, words: str) -> None:
     """Each is refused with its reason, never followed as a mask token or as copies."""
     with pytest.raises(UnsupportedModuleError, match=words):
         spec_from_module(Traps(trap))
+
+
+def test_two_layers_side_by_side_are_not_copies() -> None:
+    """Two layers' units concatenated keep their own groups: the classifier reads each
+    once, from where the concatenation put it (tests/test_side_by_side.py)."""
+    spec = spec_from_module(Traps("cat-two-spaces"))
+    reads = {
+        g.name: (o.start, o.repeat)
+        for g in spec.groups
+        for o in g.outgoing
+        if o.name == "head.weight"
+    }
+    assert reads == {"patch": (0, 1), "other": (WIDTH, 1)}
 
 
 class RelativeBiasViT(nn.Module):

@@ -186,6 +186,8 @@ VISION_MODELS = [
     pytest.param(
         "torchvision:vgg11_bn", id="tv-vgg11_bn", marks=[pytest.mark.slow, pytest.mark.exhaustive]
     ),
+    # every layer's features concatenated with all before them, BatchNorms over them
+    pytest.param("torchvision:densenet121", id="tv-densenet121", marks=pytest.mark.slow),
 ]
 
 

@@ -395,14 +395,16 @@ class WithSoftmaxFn(nn.Module):
 
 
 class BranchAndConcat(nn.Module):
+    """Units side by side with a parameter's values, which are no layer's units."""
+
     def __init__(self) -> None:
         super().__init__()
         self.a = nn.Linear(4, 3)
-        self.b = nn.Linear(4, 3)
+        self.extra = nn.Parameter(torch.zeros(1, 3))
         self.out = nn.Linear(6, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(torch.cat([self.a(x), self.b(x)], dim=1))
+        return self.out(torch.cat([self.a(x), self.extra.expand(len(x), 3)], dim=1))
 
 
 class Shared(nn.Module):

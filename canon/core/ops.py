@@ -51,6 +51,8 @@ _TANH = Op("tanh", homogeneous=False, odd=True)
 _SIGN = Op("sign", homogeneous=False, odd=True, invariant=True)
 _MAXPOOL = Op("max_pool", homogeneous=True, odd=False, kind="pool")
 _AVGPOOL = linear("avg_pool", "pool")
+# nearest, linear, bilinear... : each output a fixed combination of one channel's inputs
+_UPSAMPLE = linear("interpolate", "pool")
 RESHAPE = linear("reshape", "reshape")
 READOUT = linear("readout", "readout")
 
@@ -64,6 +66,7 @@ _MODULE_OPS: tuple[tuple[type[nn.Module] | tuple[type[nn.Module], ...], Op], ...
     ((nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d), _MAXPOOL),
     ((nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d), _AVGPOOL),
     ((nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d), _AVGPOOL),
+    (nn.Upsample, _UPSAMPLE),
     ((nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity), linear("identity")),
     (nn.Flatten, RESHAPE),
     (
@@ -103,6 +106,7 @@ _FUNCTION_OPS: dict[Callable[..., Any], Op] = {
     F.avg_pool2d: _AVGPOOL,
     F.adaptive_avg_pool1d: _AVGPOOL,
     F.adaptive_avg_pool2d: _AVGPOOL,
+    F.interpolate: _UPSAMPLE,
     F.dropout: linear("dropout"),
     torch.flatten: RESHAPE,
     torch.sum: READOUT,

@@ -179,12 +179,15 @@ class Producer:
 @dataclass(frozen=True)
 class CarriedAxis:
     """A tensor that is only permuted with the group: a LayerNorm's or GroupNorm's
-    affine, a depthwise convolution's filters, a BatchNorm that does not follow a layer."""
+    affine, a depthwise convolution's filters, a BatchNorm that does not follow a layer
+    (from ``start`` on when it normalizes several groups' units side by side: DenseNet's
+    BatchNorm of its concatenated features)."""
 
     name: str
     axis: int = 0
     repeat: int = 1  # > 1: a query norm's weights under grouped-query attention
     head: int = 1
+    start: int = 0
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from canon.core.walk_values import (
     POSITIONS,
     WHAT_TO_DO,
     Attended,
+    Concat,
     Ended,
     Fixed,
     Grouped,
@@ -180,7 +181,7 @@ class Walker(AttentionSteps):
         self.values: dict[fx.Node, Value] = {}
         self.order: dict[fx.Node, int] = {}
         # each layer's first call: the units it read, the space it made
-        self.calls: dict[str, tuple[Units, Space]] = {}
+        self.calls: dict[str, tuple[Units | None, Space]] = {}
         self.tables = {}
         self.input = Space(size=0, pinned=True)
         self.output: OutputLayer | None = None
@@ -248,6 +249,9 @@ class Walker(AttentionSteps):
         )  # fmt: skip
         if any(isinstance(v, attention) for _, v in inputs):
             self.values[node] = self._attention_step(node, inputs)
+            return
+        if any(isinstance(v, Concat) for _, v in inputs):
+            self.values[node] = self._side_by_side(node, inputs)
             return
         hidden = hidden_units(inputs)
         joined = self._joined(node, inputs) if not hidden else None
@@ -534,10 +538,17 @@ class Walker(AttentionSteps):
             )
             if units.repeat == 1:  # repeated units are read where they are made
                 space.taps.setdefault(source.name, Tap(source.name, units.axis, units.block))
+        return self._made(node, path, module, size, axis, units)
+
+    def _made(
+        self, node: fx.Node, path: str, module: nn.Module, size: int, axis: int, read: Units | None
+    ) -> Units:
+        """The new space of units a layer at ``path`` makes at ``node`` (on ``axis``), from
+        ``read`` (None: units of several layers side by side)."""
         new = Space(size=size, created=self.order[node], origin=path)
         bias = f"{path}.bias" if module.bias is not None else None
         new.producers.append(Made(self.order[node], path, f"{path}.weight", bias))
-        self.calls[path] = (units, new)
+        self.calls[path] = (read, new)
         return Units(new, axis, layer=path)
 
     def _called_again(self, node: fx.Node, path: str, units: Units, axis: int) -> Units:
@@ -546,8 +557,10 @@ class Walker(AttentionSteps):
         and the units it makes are the ones it made."""
         first, made = self.calls[path]
         layout = (units.block, units.repeat, units.head)
-        if first.space.pinned != units.space.pinned or (
-            not units.space.pinned and layout != (first.block, first.repeat, first.head)
+        if (
+            first is None
+            or first.space.pinned != units.space.pinned
+            or (not units.space.pinned and layout != (first.block, first.repeat, first.head))
         ):
             raise unsupported(
                 f"layer `{path}` is called again on other inputs than its first call's (the "
@@ -937,12 +950,210 @@ class Walker(AttentionSteps):
         part.taps.setdefault(f"{source.name}@{start}", Tap(source.name, units.axis, 1, start))
         return Units(part, new_axis)
 
+    def _side_by_side(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Concat | Units:
+        """A step on several layers' units side by side (:class:`Concat`): their ``cat``,
+        then per-unit ops, pooling, BatchNorm, flattening, and the linear or convolutional
+        layer that reads them all (each part's units its columns from the part's start)."""
+        at, name = location(node), op_name(node)
+        if node.target in (torch.cat, torch.concat):
+            return self._concatenated(node, inputs)
+        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        found = [(n, v) for n, v in inputs if isinstance(v, Concat)]
+        others = [v for _, v in inputs if not isinstance(v, Concat)]
+        bn = self._functional_batchnorm(node)
+        if isinstance(module, BATCHNORMS):
+            bn = _BatchNormCall.of(module, str(node.target))
+        norm = self._side_by_side_layernorm(node, module)
+        plain_params = (bn is not None or norm is not None) and all(
+            isinstance(v, Param) for v in others
+        )
+        if len(found) != 1 or (others and not plain_params):
+            raise unsupported(
+                f"op `{name}` in {at} combines units of several layers side by side with other "
+                "tensors",
+                name,
+                at,
+            )
+        source, concat = found[0]
+        if bn is not None:
+            return self._side_by_side_norm(node, bn.path, bn.tensors, source, concat, 1)
+        if norm is not None:
+            return self._side_by_side_norm(node, *norm, source, concat, len(shape_of(node)) - 1)
+        if node.target in PERMUTE:
+            return replace(
+                concat, axis=permuted_dims(node, len(shape_of(source))).index(concat.axis)
+            )
+        if isinstance(module, LAYERS) and _depthwise(module) and concat.axis == 1:
+            return self._side_by_side_depthwise(node, module, concat)
+        if isinstance(module, LAYERS):
+            return self._read_side_by_side(node, module, source, concat)
+        op = module_op(module) if module is not None else function_op(node)
+        in_shape, out_shape = shape_of(source), shape_of(node)
+        keeps = in_shape == out_shape or (
+            op is not None
+            and op.kind == "pool"
+            and len(out_shape) == len(in_shape)
+            and out_shape[: concat.axis + 1] == in_shape[: concat.axis + 1]
+        )
+        if op is not None and op.kind in ("elementwise", "pool") and keeps:
+            for units, _ in concat.parts:
+                if not units.space.pinned:
+                    units.space.root().ops.append((self.order[node], op))
+            return concat
+        dims = self._reduced_dims(node) if node.target in _REDUCE else None
+        reduced = {d % len(in_shape) for d in dims} if dims is not None else {concat.axis}
+        if concat.axis not in reduced and concat.block == 1:  # a mean over positions
+            reduce = Op("max", True, False) if _REDUCE.get(node.target) == "amax" else None
+            for units, _ in concat.parts:
+                if not units.space.pinned:
+                    units.space.root().ops.append((self.order[node], reduce or linear("mean")))
+            keep = len(out_shape) == len(in_shape)
+            gone = 0 if keep else sum(1 for d in reduced if d < concat.axis)
+            return replace(concat, axis=concat.axis - gone)
+        if op is not None and op.kind == "reshape":
+            before = math.prod(in_shape[: concat.axis])
+            after = math.prod(in_shape[concat.axis + 1 :])
+            width = in_shape[concat.axis]
+            for j in range(len(out_shape)):
+                if math.prod(out_shape[:j]) != before:
+                    continue
+                if out_shape[j] == width:
+                    return replace(concat, axis=j)
+                if out_shape[j] == width * after and j == len(out_shape) - 1:
+                    parts = tuple((u, start * after) for u, start in concat.parts)
+                    return Concat(parts, j, concat.block * after)
+        raise unsupported(
+            f"op `{name}` in {at} reads units of several layers side by side; canon follows "
+            "per-unit ops, pooling, BatchNorm, flattening and a linear or convolutional layer "
+            "reading them",
+            name,
+            at,
+        )
+
+    def _concatenated(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Concat:
+        """``torch.cat`` along the units' axis of several layers' outputs (each whole, or
+        itself such a concatenation): their units side by side."""
+        at, name = location(node), op_name(node)
+        listed = node.args[0] if node.args else node.kwargs.get("tensors")
+        ndim = len(shape_of(node))
+        given = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        dim = given % ndim if isinstance(given, int) else -1
+        value = dict(inputs)
+        parts: list[tuple[Units, int]] = []
+        first = 0
+        for part in listed if isinstance(listed, (list, tuple)) else ():
+            held = value.get(part) if isinstance(part, fx.Node) else None
+            if isinstance(held, Units) and held.block == held.repeat == 1:
+                held = Concat(((held, 0),), held.axis)
+            if not (isinstance(held, Concat) and dim == held.axis and held.block == 1):
+                raise unsupported(
+                    f"op `{name}` in {at} concatenates units with other tensors, or along "
+                    "another axis; canon follows several layers' outputs side by side along "
+                    "their units",
+                    name,
+                    at,
+                )
+            assert isinstance(part, fx.Node)
+            parts += [(units, first + start) for units, start in held.parts]
+            first += shape_of(part)[held.axis]
+        return Concat(tuple(parts), dim)
+
+    def _side_by_side_layernorm(
+        self, node: fx.Node, module: nn.Module | None
+    ) -> tuple[str, tuple[str, ...]] | None:
+        """For a LayerNorm over the last axis alone (a module, or ``F.layer_norm`` on one
+        module's own weight and bias): its path and tensors; else None."""
+        if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
+            path = str(node.target)
+            return path, tuple(n for n, t in module.state_dict().items() if t.ndim >= 1)
+        call = _own_call(node, F.layer_norm, ("input", "normalized_shape", "weight", "bias"))
+        if call is None or len(tuple(call[1].get("normalized_shape") or ())) != 1:  # type: ignore[arg-type]
+            return None
+        return call[0], tuple(n for n in ("weight", "bias") if call[1].get(n) is not None)
+
+    def _side_by_side_norm(
+        self,
+        node: fx.Node,
+        path: str,
+        tensors: tuple[str, ...],
+        source: fx.Node,
+        concat: Concat,
+        axis: int,
+    ) -> Concat:
+        """A BatchNorm (over axis 1) or LayerNorm (over the last axis) of several layers'
+        units side by side (DenseNet's, RDNet's): each part carries its entries of the
+        norm's tensors, which only permute."""
+        if concat.axis != axis or concat.block != 1:
+            raise unsupported(
+                f"norm layer `{path}` does not normalize its input's units", "norm", path
+            )
+        for units, start in concat.parts:
+            if units.space.pinned:
+                continue
+            space = units.space.root()
+            space.carried += [CarriedAxis(f"{path}.{n}", 0, start=start) for n in tensors]
+            space.ops.append((self.order[node], plain("norm")))
+        return concat
+
+    def _side_by_side_depthwise(self, node: fx.Node, module: nn.Module, concat: Concat) -> Concat:
+        """A depthwise convolution of several layers' units side by side: each part carries
+        its channels' filters (and bias), which only permute."""
+        path = str(node.target)
+        bias = getattr(module, "bias", None) is not None
+        op = plain("depthwise conv with bias") if bias else linear("depthwise conv")
+        for units, start in concat.parts:
+            if units.space.pinned:
+                continue
+            space = units.space.root()
+            space.carried.append(CarriedAxis(f"{path}.weight", 0, start=start))
+            if bias:
+                space.carried.append(CarriedAxis(f"{path}.bias", 0, start=start))
+            space.ops.append((self.order[node], op))
+        return concat
+
+    def _read_side_by_side(
+        self, node: fx.Node, module: nn.Module, source: fx.Node, concat: Concat
+    ) -> Units:
+        """A linear or convolutional layer reading several layers' units side by side: each
+        part's units are its columns from the part's start; it makes a new space."""
+        path = str(node.target)
+        assert isinstance(module, LAYERS)
+        linear_layer = isinstance(module, nn.Linear)
+        axis = len(shape_of(node)) - 1 if linear_layer else 1
+        weight = module.weight
+        size, fan_in = weight.shape[0], shape_of(source)[concat.axis]
+        grouped = not linear_layer and getattr(module, "groups", 1) != 1
+        wanted = len(shape_of(source)) - 1 if linear_layer else 1
+        if (
+            grouped
+            or path in self.calls
+            or concat.axis != wanted
+            or (not linear_layer and concat.block != 1)
+            or fan_in != weight.shape[1]
+        ):
+            raise unsupported(
+                f"layer `{path}` reads units of several layers side by side in a way canon does "
+                "not follow (grouped, called again, or not over the units' axis)",
+                type(module).__name__,
+                path,
+            )
+        order = self.order[node]
+        for units, start in concat.parts:
+            if units.space.pinned:
+                continue  # the network's input among them: its columns stay
+            space = units.space.root()
+            read = OutgoingAxis(f"{path}.weight", 1, concat.block, start=start)
+            space.outgoing.append((order, read))
+            tap = Tap(source.name, concat.axis, concat.block, start)
+            space.taps.setdefault(f"{source.name}@{start}", tap)
+        return self._made(node, path, module, size, axis, None)
+
     def _concat(
         self,
         node: fx.Node,
         inputs: list[tuple[fx.Node, Value]],
         hidden: list[tuple[fx.Node, Units]],
-    ) -> Units:
+    ) -> Units | Concat:
         """``torch.cat`` along an axis other than the units' (a class token before the
         patches): the hidden tensors' spaces join, a parameter among them is carried.
         Along the units' axis, copies of one space's units side by side (DINOv2's class
@@ -951,7 +1162,14 @@ class Walker(AttentionSteps):
         out_ndim = len(shape_of(node))
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
         first = hidden[0][1]
+        listed = node.args[0] if node.args else node.kwargs.get("tensors")
+        if isinstance(listed, (list, tuple)) and len(listed) == 1:
+            # one tensor: itself (DenseNet's first layer concatenates one), though no longer
+            # a layer's own output for a BatchNorm to attach to
+            return replace(first, layer=None)
         if isinstance(dim, int) and dim % out_ndim == first.axis:
+            if len({id(u.space.root()) for _, u in hidden}) > 1:
+                return self._side_by_side(node, inputs)
             return self._copies(node, inputs, hidden)
         if not isinstance(dim, int) or first.block != 1:
             raise unsupported(f"op `{name}` in {at} concatenates units", name, at)
@@ -1389,6 +1607,16 @@ def tied_names(module: nn.Module) -> dict[str, str]:
 
 #: The most entries of a buffer checked for being all zeros.
 _ZEROS_CHECKED = 1 << 16
+
+
+def _depthwise(module: nn.Module) -> bool:
+    """Whether ``module`` is a depthwise convolution (groups = in = out channels, zero
+    padding)."""
+    return (
+        isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        and module.groups == module.in_channels == module.out_channels
+        and module.padding_mode == "zeros"
+    )
 
 
 def _reads_input(node: fx.Node, from_input: set[fx.Node]) -> bool:

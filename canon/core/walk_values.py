@@ -105,6 +105,17 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Concat:
+    """Several spaces' units side by side along ``axis`` (``torch.cat`` of different
+    layers' outputs: DenseNet's features, Inception's branches, a U-Net's skip connection),
+    each part in blocks of ``block`` entries: (its units, their first entry on the axis)."""
+
+    parts: tuple[tuple[Units, int], ...]
+    axis: int
+    block: int = 1
+
+
+@dataclass(frozen=True)
 class Joined:
     """Parameters and zeros joined end to end along their one axis by ``torch.cat``: a
     bias a layer's forward builds as it runs (timm's BEiT and EVA: the query bias, zeros
@@ -276,6 +287,7 @@ Value = (
     | HeadRanges
     | Fixed
     | Joined
+    | Concat
 )
 
 
