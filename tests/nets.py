@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from canon.core import Spec, spec_from_module
+from canon.core import Spec, canonicalize, normalize, random_symmetry, spec_from_module
+from canon.core.trace import load_into
 
 
 def randomize(model: nn.Module, seed: int, bn_eps: float | None = 0.0) -> nn.Module:
@@ -92,3 +93,34 @@ def assert_states_close(a: Mapping[str, Tensor], b: Mapping[str, Tensor], atol: 
 def traced(model: nn.Module) -> Spec:
     """The model's spec (shorthand)."""
     return spec_from_module(model)
+
+
+def run(model: nn.Module, state: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    """The model's outputs on ``x`` with ``state`` (a spec's tensors: a tied one under its
+    first name only) loaded."""
+    load_into(model, state)
+    with torch.no_grad():
+        out: Tensor = model(x)
+    return out
+
+
+def assert_symmetries_keep_the_function(
+    model: nn.Module,
+    spec: Spec,
+    state: Mapping[str, Tensor],
+    x: Tensor,
+    seed: int,
+    methods: tuple[str, ...] = ("weight",),
+) -> None:
+    """A random symmetry, normalization and the canonical form (by each matching
+    ``method``) keep the model's outputs on ``x``, and the canonical forms of ``state``
+    and of its moved copy agree."""
+    y = run(model, state, x)
+    moved = random_symmetry(state, spec, seed=seed)
+    assert_same_function(run(model, moved, x), y, rtol=1e-9)
+    assert_same_function(run(model, normalize(state, spec), x), y, rtol=1e-9)
+    for method in methods:
+        aligned = canonicalize(moved, spec, reference=state, method=method)
+        assert_same_function(run(model, aligned, x), y, rtol=1e-9)
+        reference = canonicalize(state, spec, reference=state, method=method)
+        assert max(float((aligned[k] - reference[k]).abs().max()) for k in state) < 1e-8

@@ -188,6 +188,8 @@ VISION_MODELS = [
     ),
     # every layer's features concatenated with all before them, BatchNorms over them
     pytest.param("torchvision:densenet121", id="tv-densenet121", marks=pytest.mark.slow),
+    # grouped convolutions in every block, squeeze-excitation
+    pytest.param("torchvision:regnet_y_400mf", id="tv-regnet_y_400mf", marks=pytest.mark.slow),
 ]
 
 

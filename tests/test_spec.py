@@ -449,6 +449,24 @@ class InputSkip(nn.Module):
         return self.out(torch.relu(self.fc(x)) + x)
 
 
+class ReflectGrouped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, groups=2, padding=1, padding_mode="reflect")
+        self.out = nn.Linear(4, 2)
+        self.input_shape = (2, 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_grouped_convolutions_permute_within_their_groups() -> None:
+    """A grouped conv on the input and one with a channel multiplier (groups = in < out):
+    the units each makes permute within its groups (tests/test_grouped_conv.py)."""
+    assert [g.blocks for g in spec_from_module(GroupedConv()).groups] == [2]
+    assert [g.blocks for g in spec_from_module(ChannelMultiplier()).groups] == [2, 2]
+
+
 class ChannelMultiplier(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -490,9 +508,8 @@ class TanhOutput(nn.Module):
         (BranchAndConcat(), r"op `cat` .*concatenates units|feeds two branches"),
         (Shared(), r"layer `fc` is called again on other inputs"),
         (InputSkip(), r"op `add` in the top-level forward combines the network's input"),
-        (ChannelMultiplier(), r"convolution `conv` uses groups=2 \(2 -> 4 channels\)"),
+        (ReflectGrouped(), r"convolution `conv` uses groups=2 .*padding_mode='reflect'"),
         (ParamConcat(), r"op `cat` .*concatenates along the batch axis"),
-        (GroupedConv(), r"convolution `conv` uses groups=2"),
         (TanhOutput(), r"op `tanh` after the output layer `out`"),
     ],
 )

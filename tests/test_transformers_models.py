@@ -125,6 +125,19 @@ def _gap(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
     return max(float((a[k] - b[k]).abs().max() / b[k].abs().max().clamp_min(1e-12)) for k in a)
 
 
+def _keeps_its_function(model: nn.Module, spec: Spec) -> None:
+    """A random symmetry and the canonical form keep the logits of random weights, and the
+    canonical forms of the weights and of their moved copy agree."""
+    state = _random(spec, 0)
+    x = _inputs(model)
+    y = _logits(model, state, x)
+    copy = random_symmetry(state, spec, seed=1)
+    assert _relative(_logits(model, copy, x), y) < 1e-4
+    aligned = canonicalize(copy, spec, reference=state, method="weight")
+    assert _gap(aligned, canonicalize(state, spec, reference=state, method="weight")) < 1e-5
+    assert _relative(_logits(model, aligned, x), y) < 1e-4
+
+
 def test_structure_is_derived(case: tuple[str, nn.Module, Spec]) -> None:
     """Two linked attention groups per layer; rotary embeddings (llama) pin the query/key
     dimensions, so only whole heads move there; GPT-2's output layer is its tied token
@@ -326,14 +339,7 @@ def test_library_layers_with_their_own_forward_keep_the_function(
         qk = [g for g in spec.groups if g.name.endswith("query_key_value@16")]
         assert [(g.symmetry, g.blocks) for g in qk] == [("none", 4)] * 2
     assert sum(1 for g in spec.groups if g.heads_only) == (2 if kind in ROTARY else 0)
-    state = _random(spec, 0)
-    x = _inputs(model)
-    y = _logits(model, state, x)
-    copy = random_symmetry(state, spec, seed=1)
-    assert _relative(_logits(model, copy, x), y) < 1e-4
-    aligned = canonicalize(copy, spec, reference=state, method="weight")
-    assert _gap(aligned, canonicalize(state, spec, reference=state, method="weight")) < 1e-5
-    assert _relative(_logits(model, aligned, x), y) < 1e-4
+    _keeps_its_function(model, spec)
 
 
 _SWIN = {"embed_dim": 8, "depths": [2, 2], "num_heads": [2, 2], "patch_size": 2}
@@ -411,14 +417,7 @@ def test_windowed_and_bucketed_attention_keeps_the_function(libraries: None, kin
         reads = [o for g in spec.groups for o in g.outgoing if "reduction" in o.name]
         assert reads and all(o.repeat == 4 and o.head > 1 for o in reads)
     assert not any(g.link for g in spec.groups)  # the bias differs between heads
-    state = _random(spec, 0)
-    x = _inputs(model)
-    y = _logits(model, state, x)
-    copy = random_symmetry(state, spec, seed=1)
-    assert _relative(_logits(model, copy, x), y) < 1e-4
-    aligned = canonicalize(copy, spec, reference=state, method="weight")
-    assert _gap(aligned, canonicalize(state, spec, reference=state, method="weight")) < 1e-5
-    assert _relative(_logits(model, aligned, x), y) < 1e-4
+    _keeps_its_function(model, spec)
 
 
 _ALBERT = {
@@ -441,14 +440,7 @@ def test_albert_shares_one_layer_across_depths(libraries: None, head: str) -> No
     table = "albert.embeddings.word_embeddings.weight"
     moved = {t.name for g in spec.groups for t in g.tensors}
     assert (table in moved) == (head == "AlbertForMaskedLM")
-    state = _random(spec, 0)
-    x = _inputs(model)
-    y = _logits(model, state, x)
-    copy = random_symmetry(state, spec, seed=1)
-    assert _relative(_logits(model, copy, x), y) < 1e-4
-    aligned = canonicalize(copy, spec, reference=state, method="weight")
-    assert _gap(aligned, canonicalize(state, spec, reference=state, method="weight")) < 1e-5
-    assert _relative(_logits(model, aligned, x), y) < 1e-4
+    _keeps_its_function(model, spec)
 
 
 DINOV2 = {

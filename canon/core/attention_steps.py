@@ -266,7 +266,9 @@ def _within_heads(axis: object, a: int, w: int, d: int) -> Layout | None:
     at = layout_of(axis)
     if at["block"] != 1 or at["repeat"] != 1 or (at["stride"] and at["head"] != d):
         return None
-    return Layout(block=1, start=at["start"] + a, repeat=1, head=w, stride=at["stride"] or d)
+    return Layout(
+        block=1, start=at["start"] + a, repeat=1, head=w, stride=at["stride"] or d, groups=1
+    )
 
 
 def _split_pinned(qk: UnitGroup, q: Space, k: Space, d: int) -> tuple[UnitGroup, UnitGroup] | None:

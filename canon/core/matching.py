@@ -218,8 +218,9 @@ def _moved_rows(
     not all the group's units or another group moves its first axis too."""
     skip = {p.weight: _own(axes, p.weight, group) for p in ready}
     weights = [state[p.weight] for p in ready]
+    # a grouped convolution's input axis spans all its rows: never cut into row slabs
     by_rows = all(w.shape[0] == group.size for w in weights) and all(
-        a.axis != 0 for p in ready for a in axes[p.weight] if a != skip[p.weight]
+        a.axis != 0 and a.groups == 1 for p in ready for a in axes[p.weight] if a != skip[p.weight]
     )
     fan_in = sum(w[0].numel() for w in weights if w.shape[0])
     step = max(1, COSINE_SLAB // max(fan_in, 1) if by_rows else group.size)
@@ -462,14 +463,22 @@ class _Term:
         # matrix it reshapes to, and each other axis sits where it does in the reference's
         # group-first layout
         state = state.to(self.reference.dtype)
-        shaped = gather_units(state, axis.axis, units, **layout)
-        self.state = shaped.movedim(0, -1).contiguous()
-        # other axes: of other groups, and not other parts of this same (fused) axis
-        self.others = tuple(
-            replace(a, axis=a.axis + 1 if a.axis < axis.axis else a.axis)
-            for a in axes
-            if a.axis != axis.axis
-        )
+        # a grouped convolution's weight: its input axis is tied to its rows, so the
+        # tensor moves whole and is laid out again at each step (a conv's few numbers)
+        self.whole = any(a.groups > 1 for a in axes)
+        self.axis, self.layout = axis, layout
+        if self.whole:
+            self.state = state
+            self.others = tuple(a for a in axes if a.axis != axis.axis)
+        else:
+            shaped = gather_units(state, axis.axis, units, **layout)
+            self.state = shaped.movedim(0, -1).contiguous()
+            # other axes: of other groups, and not other parts of this same (fused) axis
+            self.others = tuple(
+                replace(a, axis=a.axis + 1 if a.axis < axis.axis else a.axis)
+                for a in axes
+                if a.axis != axis.axis
+            )
         self.key: tuple[int, ...] | None = None
         self.product = torch.empty(0)
         self.keep = True
@@ -486,6 +495,8 @@ class _Term:
         if self.key == key:
             return self.product.cpu()
         other = moved(self.state, self.others, alignment)
+        if self.whole:
+            other = unit_slices(other, self.axis.axis, self.units, **self.layout).t()
         product = (self.reference @ other.reshape(-1, self.units)).mul_(self.weight)
         if self.keep:
             self.product, self.key = product, key

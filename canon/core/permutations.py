@@ -232,6 +232,7 @@ class UnitAxis:
     repeat: int = 1
     head: int = 1
     stride: int = 0
+    groups: int = 1
 
 
 def unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
@@ -245,7 +246,17 @@ def unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
                 group.symmetry == "sign" and (t.role == "outgoing" or t.name in odd)
             )
             axes.setdefault(t.name, []).append(
-                UnitAxis(group.name, t.axis, t.block, signed, t.start, t.repeat, t.head, t.stride)
+                UnitAxis(
+                    group.name,
+                    t.axis,
+                    t.block,
+                    signed,
+                    t.start,
+                    t.repeat,
+                    t.head,
+                    t.stride,
+                    t.groups,
+                )
             )
     return {name: tuple(found) for name, found in axes.items()}
 
@@ -291,7 +302,7 @@ def moved(
 def _move_in_place(t: Tensor, axis: UnitAxis, alignment: Alignment) -> None:
     """:func:`_move` of ``t`` (a copy of the caller's own) written back into ``t``, one
     slab of about :data:`MOVE_SLAB` elements along another dimension at a time."""
-    if t.ndim < 2:
+    if t.ndim < 2 or axis.groups > 1:  # a grouped axis spans every row: whole
         t.copy_(_move(t, axis, alignment))
         return
     along = 0 if axis.axis != 0 else 1

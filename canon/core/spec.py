@@ -108,6 +108,9 @@ class OutgoingAxis:
     attention: :func:`~canon.core.units.unit_positions`). With ``stride`` > 0
     the groups of ``head`` units start ``stride`` apart (a part of a fused
     projection that interleaves queries, keys and values head by head).
+    With ``groups`` > 1 the tensor is a grouped convolution's weight, (out, in / groups,
+    ...): unit ``c`` of group ``j`` (``c // (in / groups)``) is entry ``c % (in / groups)``
+    of axis 1 in the rows of output group ``j`` (:func:`~canon.core.units.ungrouped`).
     """
 
     name: str
@@ -117,6 +120,7 @@ class OutgoingAxis:
     repeat: int = 1  # > 1: groups of ``head`` units, each repeated (grouped-query attention)
     head: int = 1
     stride: int = 0
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ class Producer:
     def layout(self, name: str | None) -> Layout:
         """Where the units sit along axis 0 of the producer's tensor ``name``."""
         if name is not None and name == self.bias and self.bias_start is not None:
-            return Layout(block=1, start=self.bias_start, repeat=1, head=1, stride=0)
+            return Layout(block=1, start=self.bias_start, repeat=1, head=1, stride=0, groups=1)
         return layout_of(self)
 
     @property
@@ -224,6 +228,7 @@ class TensorAxis:
     repeat: int = 1
     head: int = 1
     stride: int = 0
+    groups: int = 1
 
 
 class Layout(TypedDict, total=False):
@@ -234,6 +239,7 @@ class Layout(TypedDict, total=False):
     repeat: int
     head: int
     stride: int
+    groups: int
 
 
 def layout_of(axis: object) -> Layout:
@@ -246,6 +252,7 @@ def layout_of(axis: object) -> Layout:
         repeat=int(getattr(axis, "repeat", 1)),
         head=int(getattr(axis, "head", 1)),
         stride=int(getattr(axis, "stride", 0)),
+        groups=int(getattr(axis, "groups", 1)),
     )
 
 
@@ -499,6 +506,7 @@ class Spec:
 # defaults, so that every earlier spec serializes (and hashes) exactly as before.
 _ADDED_DEFAULTS: dict[str, Any] = {
     "start": 0,
+    "groups": 1,
     "bias_start": None,
     "heads": 1,
     "link": "",

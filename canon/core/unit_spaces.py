@@ -579,15 +579,17 @@ class Walker(AttentionSteps):
         assert isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
         path = str(node.target)
         depthwise = module.groups == module.in_channels == module.out_channels
-        if not depthwise or module.padding_mode != "zeros":
+        if module.padding_mode != "zeros":
             raise unsupported(
                 f"convolution `{path}` uses groups={module.groups} "
                 f"({module.in_channels} -> {module.out_channels} channels), "
-                f"padding_mode={module.padding_mode!r}; canon supports groups=1 and depthwise "
-                "convolutions (groups = in = out channels) with zero padding",
+                f"padding_mode={module.padding_mode!r}; canon supports grouped and depthwise "
+                "convolutions with zero padding",
                 type(module).__name__,
                 path,
             )
+        if not depthwise:
+            return self._grouped(node, module, hidden)
         if not hidden:
             return Units(self.input, 1)
         _, units = hidden[0]
@@ -601,6 +603,39 @@ class Walker(AttentionSteps):
             op = plain("depthwise conv with bias")
         space.ops.append((self.order[node], op))
         return Units(space, 1)
+
+    def _grouped(
+        self,
+        node: fx.Node,
+        module: nn.Conv1d | nn.Conv2d | nn.Conv3d,
+        hidden: list[tuple[fx.Node, Units]],
+    ) -> Units:
+        """A grouped convolution (ResNeXt's, RegNet's): each output group reads only its
+        input group, so the units it reads and the units it makes permute within their
+        groups (``blocks``); its weight holds an input unit's entries in its group's rows
+        (``OutgoingAxis.groups``)."""
+        path, groups = str(node.target), module.groups
+        read = hidden[0][1] if hidden else None
+        if read is not None and path in self.calls:
+            return self._called_again(node, path, read, 1)
+        if read is not None:
+            space = read.space.root()
+            blocks = math.lcm(space.blocks, groups)
+            if read.axis != 1 or read.block != 1 or read.repeat != 1 or space.size % blocks:
+                raise unsupported(
+                    f"convolution `{path}` (groups={groups}) reads units that are not its "
+                    "channels, or whose groups do not agree with other layers' on them",
+                    type(module).__name__,
+                    path,
+                )
+            space.blocks = blocks
+            space.outgoing.append(
+                (self.order[node], OutgoingAxis(f"{path}.weight", 1, groups=groups))
+            )
+            space.taps.setdefault(hidden[0][0].name, Tap(hidden[0][0].name, 1))
+        made = self._made(node, path, module, module.out_channels, 1, read)
+        made.space.blocks = groups
+        return made
 
     # -- modules that keep the units -------------------------------------------
 
@@ -628,7 +663,7 @@ class Walker(AttentionSteps):
         if op is None:
             raise unsupported(
                 f"unsupported module {type(module).__name__} at `{path}`; canon supports "
-                "Linear, Conv (groups=1 or depthwise), BatchNorm, LayerNorm, GroupNorm, "
+                "Linear, Conv (grouped and depthwise too), BatchNorm, LayerNorm, GroupNorm, "
                 "elementwise activations, pooling, Flatten, Dropout and Identity",
                 type(module).__name__,
                 path,

@@ -72,6 +72,25 @@ def unit_positions(
     return positions.permute(0, 2, 1, 3).reshape(units, repeat * block)
 
 
+def ungrouped(t: Tensor, axis: int, groups: int) -> Tensor:
+    """A grouped convolution's weight ``(out, in / groups, ...)`` as ``(out / groups, in,
+    ...)``: axis 1 then holds every input channel in order, channel ``j * (in / groups) +
+    i`` the entries ``i`` of output group ``j``'s filters (:func:`regrouped` undoes it)."""
+    if axis != 1 or t.shape[0] % groups:
+        raise ValueError(f"a grouped convolution's input channels are on axis 1, got {axis}")
+    rest = t.shape[2:]
+    split = t.reshape(groups, t.shape[0] // groups, t.shape[1], *rest)
+    return split.transpose(0, 1).reshape(t.shape[0] // groups, groups * t.shape[1], *rest)
+
+
+def regrouped(t: Tensor, groups: int) -> Tensor:
+    """The inverse of :func:`ungrouped`: ``(out / groups, in, ...)`` back to ``(out, in /
+    groups, ...)``."""
+    rest = t.shape[2:]
+    split = t.reshape(t.shape[0], groups, t.shape[1] // groups, *rest)
+    return split.transpose(0, 1).reshape(groups * t.shape[0], t.shape[1] // groups, *rest)
+
+
 def scale_units(
     t: Tensor,
     axis: int,
@@ -82,11 +101,18 @@ def scale_units(
     repeat: int = 1,
     head: int = 1,
     stride: int = 0,
+    groups: int = 1,
     in_place: bool = False,
 ) -> Tensor:
     """``t`` with unit ``k``'s slice along ``axis`` multiplied by ``factors[k]``; with
     ``in_place``, ``t`` itself is multiplied (a wide layer's new copy costs more than
     the product)."""
+    if groups > 1:  # a grouped convolution's input channels (a new tensor: never in place)
+        flat = ungrouped(t, axis, groups)
+        done = scale_units(
+            flat, axis, factors, block, start, repeat=repeat, head=head, stride=stride
+        )
+        return regrouped(done, groups)
     shape = [1] * t.ndim
     shape[axis] = -1
     factors = factors.to(device=t.device, dtype=t.dtype)
@@ -110,8 +136,15 @@ def permute_units(
     repeat: int = 1,
     head: int = 1,
     stride: int = 0,
+    groups: int = 1,
 ) -> Tensor:
     """``t`` with its units reordered along ``axis``: new unit ``k`` is old unit ``perm[k]``."""
+    if groups > 1:
+        flat = ungrouped(t, axis, groups)
+        done = permute_units(
+            flat, axis, perm, block, start, repeat=repeat, head=head, stride=stride
+        )
+        return regrouped(done, groups)
     total = t.shape[axis]
     if _simple(repeat, stride) and start == 0 and len(perm) * block == total:
         if block == 1:
@@ -135,9 +168,12 @@ def gather_units(
     repeat: int = 1,
     head: int = 1,
     stride: int = 0,
+    groups: int = 1,
 ) -> Tensor:
     """``t`` with the units' axis first as ``[units, repeat * block, *other axes]``: unit
     k's entries of that axis together (in the order :func:`unit_positions` gives)."""
+    if groups > 1:
+        t = ungrouped(t, axis, groups)
     front = t.movedim(axis, 0)
     if _simple(repeat, stride):
         if start or units * block != front.shape[0]:
@@ -158,10 +194,13 @@ def unit_slices(
     repeat: int = 1,
     head: int = 1,
     stride: int = 0,
+    groups: int = 1,
 ) -> Tensor:
     """``t`` as one row per unit along ``axis`` (a unit's block of entries and everything
     on the other axes): ``[units, -1]``."""
-    gathered = gather_units(t, axis, units, block, start, repeat=repeat, head=head, stride=stride)
+    gathered = gather_units(
+        t, axis, units, block, start, repeat=repeat, head=head, stride=stride, groups=groups
+    )
     return gathered.reshape(units, -1)
 
 

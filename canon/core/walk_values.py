@@ -312,7 +312,7 @@ def one_tensor(arg: object) -> bool:
 
 #: Appended to every error about what canon cannot follow: what it can, and what to do.
 WHAT_TO_DO = (
-    "; canon follows Linear and Conv layers (groups=1 or depthwise), embeddings, residual "
+    "; canon follows Linear and Conv layers (grouped and depthwise too), embeddings, residual "
     "additions, products, BatchNorm/LayerNorm/GroupNorm, elementwise activations, pooling, "
     "reshapes and multi-head attention (scaled_dot_product_attention or softmax(q @ k^T) @ v): "
     "write this part of forward with those (`canon spec` shows what canon derived)"
