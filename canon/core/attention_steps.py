@@ -108,10 +108,6 @@ def _over_dims(node: fx.Node, heads: Heads) -> bool:
     return isinstance(dim, int) and dim % len(shape_of(node)) == heads.dim_axis
 
 
-def _softmax(module: nn.Module | None) -> bool:
-    return isinstance(module, nn.Softmax)
-
-
 def _softmax_dim(node: fx.Node, module: nn.Module | None) -> int | None:
     """The axis a softmax node (a call of the function or method, or an ``nn.Softmax``)
     normalizes over; None where it is not told."""
@@ -898,7 +894,8 @@ class AttentionSteps:
             if isinstance(value, Heads):  # a scalar factor: linear in every unit
                 value.space.root().ops.append((self.order[node], linear("scale")))
             return value
-        if keeps and isinstance(value, Scores) and (target in _SOFTMAX or _softmax(module)):
+        softmax = target in _SOFTMAX or isinstance(module, nn.Softmax)
+        if keeps and isinstance(value, Scores) and softmax:
             dim = _softmax_dim(node, module)
             if dim is not None and dim % len(shape_of(node)) != value.head_axis:
                 return value  # softmax over keys: per head

@@ -146,6 +146,16 @@ def record(
     return Recorded(fx.GraphModule(model, recorder.graph), recorder.kept)
 
 
+#: The most entries of a constant checked for being all zeros.
+ZEROS_CHECKED = 1 << 16
+
+
+def all_zeros(t: Tensor) -> bool:
+    """Whether ``t`` (at most :data:`ZEROS_CHECKED` entries, not on the meta device) holds
+    zeros only: a constant that may stand for a part of a bias no file holds."""
+    return t.numel() <= ZEROS_CHECKED and not t.is_meta and not bool(t.any())
+
+
 class _Recorder(TorchFunctionMode):
     """Builds the graph as torch calls happen; tensors are known by identity (every
     recorded tensor is kept alive until the end, so no identity is reused)."""
@@ -187,8 +197,7 @@ class _Recorder(TorchFunctionMode):
             self.constants += 1
             node = self.graph.placeholder(f"constant_{self.constants}")
             # zeros the model holds (timm's key bias) may stand for a part of a bias
-            small = t.numel() <= 1 << 16 and not t.is_meta
-            node.meta["zeros"] = small and not bool(t.any())
+            node.meta["zeros"] = all_zeros(t)
         self._bind(node, t)
         return node
 

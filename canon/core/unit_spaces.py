@@ -33,6 +33,7 @@ from canon.core.ops import (
     op_name,
     plain,
 )
+from canon.core.record import all_zeros
 from canon.core.spec import (
     BatchNormTensors,
     CarriedAxis,
@@ -388,7 +389,7 @@ class Walker(AttentionSteps):
             zeros = bool(part.meta.get("zeros"))
             if whole is not None and self.names is not None and name not in self.names:
                 # a buffer no file holds (timm's key bias): it stands for zeros, or nothing
-                zeros = whole.numel() <= _ZEROS_CHECKED and not bool(whole.any())
+                zeros = all_zeros(whole)
             elif whole is not None and tuple(whole.shape) == (size,):
                 parts.append((first, size, name))
                 first += size
@@ -1638,10 +1639,6 @@ def tied_names(module: nn.Module) -> dict[str, str]:
         if primary != name:
             tied[name] = primary
     return tied
-
-
-#: The most entries of a buffer checked for being all zeros.
-_ZEROS_CHECKED = 1 << 16
 
 
 def _depthwise(module: nn.Module) -> bool:
