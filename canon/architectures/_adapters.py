@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from canon._limits import MAX_DEPTH, MAX_DIM, clip, json_depth
+from canon.architectures._experts import Stacked, stack_library_experts
 from canon.architectures._registry import (
     INPUT_SHAPE,
     Architecture,
@@ -242,6 +243,8 @@ def _transformers_model(model_type: str, made: HubConfig) -> nn.Module:
 #: The attribute of a built transformers model that lists the weights its library's files
 #: hold transposed (:func:`library_layout`).
 _TRANSPOSED = "canon_library_transposed"
+#: The attribute that lists its experts' weights, stacked in 3-D in the library's files.
+_STACKED = "canon_library_stacked"
 #: The tokens in the input canon traces a language model with.
 _TRACE_TOKENS = 8
 
@@ -254,9 +257,10 @@ _LINEAR_LAYERS = {"Conv1D": True, "FalconLinear": False}
 
 def _in_canon_layout(net: nn.Module, config: Any) -> nn.Module:
     """``net`` with every layer of :data:`_LINEAR_LAYERS` replaced by the ``nn.Linear`` it
-    is, and the shape of the input canon traces it with. The weights keep their names;
-    the library's files hold the transposed ones (out, in) swapped, which
-    :func:`library_layout` lists."""
+    is, every experts module by canon's (:mod:`canon.architectures._experts`), and the
+    shape of the input canon traces it with. The weights keep their names; the library's
+    files hold the transposed ones (out, in) swapped and the experts' weights in 3-D,
+    which :func:`library_layout` lists."""
     transposed = []
     for path, module in list(net.named_modules()):
         for name, child in list(module.named_children()):
@@ -278,6 +282,7 @@ def _in_canon_layout(net: nn.Module, config: Any) -> nn.Module:
             if flip:
                 transposed.append(f"{path}.{name}.weight" if path else f"{name}.weight")
     setattr(net, _TRANSPOSED, tuple(transposed))
+    setattr(net, _STACKED, stack_library_experts(net))
     _record_masked_branch(net, config)
     shape = _traced_input(net, config)
     if shape is not None:
@@ -339,8 +344,9 @@ class LibraryLayout:
     ``attn.bias`` causal masks; searched with ``re.search``); ``renamings``, the
     library's own renamings of a file's names (transformers' ``WeightRenaming``s:
     GPT-NeoX's ``embed_out`` is its ``lm_head``); ``converters``, its conversions that
-    build a tensor from others (transformers' ``WeightConverter``s: stacked experts),
-    which canon does not apply."""
+    build a tensor from others (transformers' ``WeightConverter``s: one tensor per
+    expert), which canon does not apply; ``stacked``, the experts' weights the files hold
+    in 3-D (:data:`~canon.architectures._experts.Stacked`), which canon holds in 2-D."""
 
     transposed: frozenset[str] = frozenset()
     tied: frozenset[str] = frozenset()
@@ -348,6 +354,7 @@ class LibraryLayout:
     ignored: tuple[str, ...] = ()
     renamings: tuple[Any, ...] = ()
     converters: tuple[Any, ...] = ()
+    stacked: tuple[tuple[str, Stacked], ...] = ()
 
     def name_in(self, name: str, expected: Mapping[str, object]) -> str | None:
         """The name a file's tensor ``name`` has in canon's layout (whose tensors are
@@ -419,6 +426,7 @@ def library_layout(model: nn.Module) -> LibraryLayout:
         prefix,
         tuple(sorted(p for p in ignored if isinstance(p, str))),
         *_conversions(model),
+        tuple(getattr(model, _STACKED, ())),
     )
 
 

@@ -201,9 +201,10 @@ class Tap:
     ``stride`` > 0): where activation matching reads them.
 
     With a ``projection`` (a weight inside a module the trace does not enter,
-    ``nn.MultiheadAttention``'s packed input projection) the units are that
-    weight's rows from ``start``, plus ``projection_bias``, applied to the
-    point's output (units on its last axis).
+    ``nn.MultiheadAttention``'s packed input projection, stacked experts' gate rows) the
+    units are that weight's rows from ``start`` (in runs of ``head``, ``stride`` apart
+    when ``stride`` > 0), plus ``projection_bias``, applied to the point's output (units
+    on its last axis).
     """
 
     node: str

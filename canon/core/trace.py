@@ -44,6 +44,7 @@ from torch import Tensor, fx, nn
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
+from canon.core.experts import StackedExperts, is_router
 from canon.core.modules import BinaryConv2d, BinaryLinear, Sign
 from canon.core.ops import library_activation, library_norm
 from canon.core.record import record
@@ -85,7 +86,7 @@ class _Tracer(fx.Tracer):
             return super().trace(root, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if _known_layer(m) or isinstance(m, Sign):
+        if _known_layer(m) or isinstance(m, (Sign, StackedExperts)) or is_router(m):
             return True
         if isinstance(m, nn.MultiheadAttention):  # torch's own forward only
             return type(m).forward is nn.MultiheadAttention.forward

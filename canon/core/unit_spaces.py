@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from canon.core.attention_steps import AttentionSteps
+from canon.core.expert_steps import ExpertSteps
+from canon.core.experts import StackedExperts, is_router
 from canon.core.ops import (
     READOUT,
     Op,
@@ -169,7 +171,7 @@ def _attribute(module: nn.Module, target: str) -> Tensor | None:
     return found if isinstance(found, Tensor) else None
 
 
-class Walker(AttentionSteps):
+class Walker(AttentionSteps, ExpertSteps):
     """Walks a traced, shape-propagated graph and collects the unit groups."""
 
     def __init__(
@@ -189,6 +191,7 @@ class Walker(AttentionSteps):
         self.output_space: Space | None = None
         self.attentions = []
         self.parts = {}
+        self.inner = []
         # the model's ties, not the graph's: the graph holds only what the forward read
         self.tied = tied_names(gm) if tied is None else tied
         self.names = names  # the model's state dict (None: every tensor the graph reads)
@@ -264,6 +267,12 @@ class Walker(AttentionSteps):
             return
         fixed = [v for _, v in inputs if isinstance(v, Fixed)]
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, StackedExperts):
+            self.values[node] = self._experts(node, module, inputs)
+            return
+        if module is not None and is_router(module):
+            self.values[node] = self._router(node, module, inputs)
+            return
         # a layer applied to parameters and constants alone (Swin V2's position-bias MLP over
         # its table of coordinates, MPNet's and T5's relative-position embedding read by
         # bucket) computes a tensor that no symmetry moves, as its parameters are
@@ -1392,6 +1401,16 @@ class Walker(AttentionSteps):
         for n, v in hidden:
             assert isinstance(v, Units)
             placed.append(Units(v.space.root(), v.axis + out_ndim - len(shape_of(n)), v.block))
+        # one layer's single output scaling every unit of a position (Qwen2-MoE's
+        # sigmoid(shared_expert_gate(x)) * shared_expert(x)): a factor, as the input's are
+        gates = [
+            u for (n, v), u in zip(hidden, placed, strict=True)
+            if u.space.size == 1 and shape_of(n)[v.axis] == 1
+        ]  # fmt: skip
+        gated = target in MUL and len(placed) == 2 and len(gates) == 1
+        if gated:
+            gates[0].space.ops.append((self.order[node], plain("gate")))
+            placed = [u for u in placed if u is not gates[0]]
         first = placed[0]
         masks = [n for n, v in inputs if isinstance(v, Units) and v.space.pinned]
         # a factor from the input that is the same for every unit (a mask of positions)
@@ -1435,7 +1454,7 @@ class Walker(AttentionSteps):
         elif len(placed) > 1:
             op = plain("product")
         else:  # a number, per-unit parameters or per-position factors: linear in each unit
-            op = linear("scale") if scalar_only or params or masks else plain("product")
+            op = linear("scale") if scalar_only or params or masks or gated else plain("product")
         space.ops.append((self.order[node], op))
         return Units(space, first.axis, first.block)
 
@@ -1601,11 +1620,10 @@ class Walker(AttentionSteps):
 
     def _groups(self) -> tuple[UnitGroup, ...]:
         spaces: dict[int, Space] = {}
-        for value in self.values.values():
-            if isinstance(value, Units):
-                space = value.space.root()
-                if not space.pinned and space is not self.output_space:
-                    spaces[id(space)] = space
+        held = [v.space for v in self.values.values() if isinstance(v, Units)]
+        for space in (s.root() for s in held + self.inner):
+            if not space.pinned and space is not self.output_space:
+                spaces[id(space)] = space
         in_attention = self._attention_spaces()
         found = self._attention_groups(_group)
         for space in spaces.values():

@@ -30,7 +30,7 @@ from canon.core import (
 from canon.core.spec import Tap, layout_of, linked
 from canon.core.ties import assign_settled
 from canon.core.trace import activations, load_into
-from canon.core.units import unit_slices
+from canon.core.units import unit_positions, unit_slices
 from canon.engine.evaluate import reads_tokens
 from canon.engine.kinds import get_matching
 from canon.engine.options import MATCH_BATCH
@@ -192,7 +192,7 @@ def _tapped(
     out = seen[tap.node]
     if not tap.projection:
         return unit_slices(out, tap.axis, group.size, **layout_of(tap))
-    rows = slice(tap.start, tap.start + group.size)
+    rows = tap.start + unit_positions(group.size, head=tap.head, stride=tap.stride).flatten()
     bias = weights[tap.projection_bias][rows] if tap.projection_bias else None
     projected = F.linear(out, weights[tap.projection][rows].to(out.dtype), bias)
     return unit_slices(projected, -1, group.size)

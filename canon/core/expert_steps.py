@@ -1,0 +1,194 @@
+"""The walk's steps through a mixture of experts (DESIGN §3b "Experts"): a router and
+the stacked experts it feeds (:mod:`canon.core.experts`), each one op of the graph.
+
+The router reads the stream's units through its weight's columns (an outgoing axis)
+and gives values no symmetry moves: the experts picked and their weights, as the
+network's input is. The experts read the stream's units through the columns of their
+input weight, and make new units with ``down_proj``'s rows (added to the stream, they
+join it). Their hidden units are one space of ``E * I`` units in ``E`` blocks: a unit
+permutes within its expert, its gate and up rows together (runs of ``I`` rows, ``2I``
+apart, from 0 and from ``I``), its ``down_proj`` column with them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, fx, nn
+
+from canon.core.experts import StackedExperts, router_weight
+from canon.core.ops import library_activation, module_op, plain
+from canon.core.spec import OutgoingAxis, Tap
+from canon.core.walk_values import (
+    Made,
+    Space,
+    Units,
+    Value,
+    check_commutes,
+    hidden_units,
+    shape_of,
+    unsupported,
+)
+
+__all__ = ["ExpertSteps", "check_router"]
+
+
+class ExpertSteps:
+    """The :class:`~canon.core.unit_spaces.Walker`'s steps for routers and experts (a
+    mixin: it shares the walker's ``values``, ``order`` and the network's input space)."""
+
+    gm: fx.GraphModule
+    values: dict[fx.Node, Value]
+    order: dict[fx.Node, int]
+    input: Space
+    inner: list[Space]  # spaces no node's value holds (the experts' hidden units)
+    calls: dict[str, tuple[Units | None, Space]]
+
+    def _read_tokens(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]], what: str) -> Units:
+        """The stream's units that a router or the experts at ``node`` read: its first
+        argument, units on the last axis, one entry each; nothing else hidden."""
+        path = str(node.target)
+        hidden = hidden_units(inputs)
+        first = node.args[0] if node.args else None
+        if len(hidden) != 1 or hidden[0][0] is not first:
+            raise unsupported(
+                f"{what} `{path}` must read hidden units as its first argument, and no other "
+                "hidden units",
+                what,
+                path,
+            )
+        source, units = hidden[0]
+        if units.axis != len(shape_of(source)) - 1 or units.block != 1 or units.repeat != 1:
+            raise unsupported(
+                f"{what} `{path}` reads an input whose units are not its last axis", what, path
+            )
+        if path in self.calls:
+            raise unsupported(
+                f"{what} `{path}` is called again; canon follows one call of each", what, path
+            )
+        space = units.space.root()
+        space.taps.setdefault(source.name, Tap(source.name, units.axis))
+        return units
+
+    def _router(
+        self, node: fx.Node, module: nn.Module, inputs: list[tuple[fx.Node, Value]]
+    ) -> Units:
+        """A router: its weight's columns read the stream's units; its outputs (scores and
+        the experts picked) are moved by no symmetry."""
+        path = str(node.target)
+        units = self._read_tokens(node, inputs, "router")
+        if len(inputs) != 1:
+            raise unsupported(
+                f"router `{path}` takes tensors besides the tokens; canon follows a router "
+                "called on the tokens alone",
+                "router",
+                path,
+            )
+        space = units.space.root()
+        weight = check_router(module, path, space.size)
+        space.outgoing.append((self.order[node], OutgoingAxis(f"{path}.{weight}", 1)))
+        self.calls[path] = (units, self.input)
+        return Units(self.input, 1)
+
+    def _experts(
+        self, node: fx.Node, module: StackedExperts, inputs: list[tuple[fx.Node, Value]]
+    ) -> Units:
+        """Stacked experts: the stream's units read by the input weight's columns, the
+        experts' own units (a space in blocks, one per expert), the output made by
+        ``down_proj``'s rows."""
+        path, order = str(node.target), self.order[node]
+        units = self._read_tokens(node, inputs, "experts")
+        tokens = str(node.args[0].name)  # type: ignore[union-attr]  # checked: a node
+        space = units.space.root()
+        if space.size != module.hidden or len(node.args) != 3:
+            raise unsupported(
+                f"experts `{path}` have {module.hidden} inputs, not the {space.size} units "
+                "they read, or are not called as (tokens, index, weights)",
+                "experts",
+                path,
+            )
+        act = module.act_fn
+        op = module_op(act)
+        if op is None:
+            raise unsupported(
+                f"the experts' activation `{path}.act_fn` ({type(act).__name__}) is not one "
+                "canon knows",
+                type(act).__name__,
+                f"{path}.act_fn",
+            )
+        if library_activation(act):
+            check_commutes(act, f"{path}.act_fn", (1, module.intermediate), 1)
+        weight = f"{path}.{module.in_name}"
+        space.outgoing.append((order, OutgoingAxis(weight, 1)))
+        e, i = module.experts, module.intermediate
+        inner = Space(size=e * i, created=order, origin=path, blocks=e)
+        if module.gated:
+            inner.producers += [
+                Made(order, path, weight, None, start=0, head=i, stride=2 * i),
+                Made(order, path, weight, None, start=i, head=i, stride=2 * i),
+            ]
+            inner.ops += [(order, op), (order, plain("product"))]
+            tap = Tap(tokens, units.axis, projection=weight, head=i, stride=2 * i)
+        else:
+            inner.producers.append(Made(order, path, weight, None))
+            inner.ops.append((order, op))
+            tap = Tap(tokens, units.axis, projection=weight)
+        # the gate's (or up) pre-activations of every token: what activation matching reads
+        inner.taps[f"{path}#experts"] = tap
+        inner.outgoing.append((order, OutgoingAxis(f"{path}.down_proj", 1)))
+        self.inner.append(inner)
+        made = Space(size=module.hidden, created=order, origin=path)
+        made.producers.append(Made(order, path, f"{path}.down_proj", None))
+        self.calls[path] = (units, made)
+        return Units(made, len(shape_of(node)) - 1)
+
+
+def check_router(module: nn.Module, path: str, width: int) -> str:
+    """The name of the weight through which a module followed as a router reads the
+    units (:func:`router_weight`). Refused unless, run once on random tokens with random
+    parameters, it gives the same outputs when the tokens' units and that weight's
+    columns are permuted alike: it reads the units through that weight alone."""
+    name = router_weight(module, width)
+    if name is None:
+        raise unsupported(
+            f"router `{path}` has no single weight of one row per expert and {width} columns",
+            "router",
+            path,
+        )
+    gen = torch.Generator().manual_seed(0)
+    probe = copy.deepcopy(module)
+    if any(t.is_meta for t in probe.state_dict().values()):  # traced without weights
+        probe = probe.to_empty(device="cpu")
+    probe = probe.to(torch.float64).eval()
+    x = torch.randn((16, width), generator=gen, dtype=torch.float64)
+    perm = torch.randperm(width, generator=gen)
+    with torch.no_grad():
+        for p in probe.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        expected = _flat(probe(x))
+        w = probe.get_parameter(name)
+        w.copy_(w[:, perm])
+        found = _flat(probe(x[:, perm]))
+    same = len(found) == len(expected) and all(
+        a.shape == b.shape
+        and (torch.equal(a, b) if not a.is_floating_point() else torch.allclose(a, b, 1e-5, 1e-7))
+        for a, b in zip(found, expected, strict=False)
+    )
+    if not same:
+        raise unsupported(
+            f"`{path}` ({type(module).__name__}), followed as a router, does not read its "
+            "input through its weight's columns alone (permuting both changed its outputs)",
+            "router",
+            path,
+        )
+    return name
+
+
+def _flat(value: object) -> list[Tensor]:
+    """The tensors of a module's output (a tensor, or a tuple of them), in order."""
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _flat(v)]
+    return []
