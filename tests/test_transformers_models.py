@@ -31,6 +31,7 @@ from canon.core import (
     spec_from_module,
 )
 from canon.core.trace import load_into
+from canon.errors import UnsupportedModuleError
 from canon.service import create_app
 
 # transformers takes seconds to import on a fresh worker: the fast loop leaves these to CI
@@ -418,6 +419,73 @@ def test_windowed_and_bucketed_attention_keeps_the_function(libraries: None, kin
         assert reads and all(o.repeat == 4 and o.head > 1 for o in reads)
     assert not any(g.link for g in spec.groups)  # the bias differs between heads
     _keeps_its_function(model, spec)
+
+
+def _mixture(model_type: str, architecture: str, **extra: Any) -> dict[str, Any]:
+    """A tiny decoder of four experts, two per token (the keys as each library names them:
+    ``extra``), two key/value heads."""
+    return _decoder(model_type, architecture, **GROUPED, num_experts_per_tok=2, **extra)
+
+
+MIXTURES: dict[str, dict[str, Any]] = {
+    "mixtral": _mixture("mixtral", "MixtralForCausalLM", num_local_experts=4),
+    "phimoe": _mixture("phimoe", "PhimoeForCausalLM", num_local_experts=4),
+    "granitemoe": _mixture("granitemoe", "GraniteMoeForCausalLM", num_local_experts=4),
+    "olmoe": _mixture("olmoe", "OlmoeForCausalLM", num_experts=4, eos_token_id=0),
+    "qwen3_moe": _mixture(
+        "qwen3_moe", "Qwen3MoeForCausalLM", num_experts=4, moe_intermediate_size=8, head_dim=4
+    ),
+    # a shared expert whose output a one-unit sigmoid gate scales per token
+    "qwen2_moe": _mixture(
+        "qwen2_moe", "Qwen2MoeForCausalLM", num_experts=4, moe_intermediate_size=8,
+        shared_expert_intermediate_size=16,
+    ),
+    # a dense first layer, then routed and shared experts (a router with a score bias)
+    "glm4_moe": _mixture(
+        "glm4_moe", "Glm4MoeForCausalLM", n_routed_experts=4, moe_intermediate_size=8,
+        first_k_dense_replace=1, head_dim=4,
+    ),
+    "dots1": _mixture(
+        "dots1", "Dots1ForCausalLM", n_routed_experts=4, moe_intermediate_size=8,
+        first_k_dense_replace=1, n_shared_experts=1,
+    ),
+    # the router a module with a Linear inside
+    "hunyuan_v1_moe": _mixture(
+        "hunyuan_v1_moe", "HunYuanMoEV1ForCausalLM", num_experts=4, moe_topk=2, head_dim=4
+    ),
+    "ernie4_5_moe": _mixture(
+        "ernie4_5_moe", "Ernie4_5_MoeForCausalLM", moe_num_experts=4, moe_k=2,
+        moe_intermediate_size=8, moe_layer_start_index=1,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(MIXTURES))
+def test_mixtures_of_experts_keep_the_function(libraries: None, kind: str) -> None:
+    """Mixtures of experts (Mixtral's, Qwen's, OLMoE's, GLM-4's...): each layer's experts
+    are one group of four blocks, canon's 2-D stacking of the library's 3-D weights (which
+    its files hold: ``library_layout``); the router reads the stream and is in no group;
+    symmetries keep the logits and canonical forms agree (routing included)."""
+    model = build_model(f"hf-transformers/{kind}", {"config": MIXTURES[kind]}).double().eval()
+    spec = spec_from_module(model)
+    experts = [g for g in spec.groups if g.name.endswith(".experts")]
+    assert experts and all(g.blocks == 4 for g in experts)
+    stacked = {name: how for name, how, _ in library_layout(model).stacked}
+    assert {p.weight for g in experts for p in g.producers} <= stacked.keys()
+    assert all(stacked[o.name] == "down" for g in experts for o in g.outgoing)
+    stream, info = spec.groups[0], spec.tensor_info
+    routers = {o.name for o in stream.outgoing if info[o.name].shape == (4, 16)}
+    assert len(routers) == len(experts)  # one weight row per expert, read by no group's rows
+    assert not routers & {t.name for g in spec.groups for t in g.tensors if t.role != "outgoing"}
+    _keeps_its_function(model, spec)
+
+
+def test_experts_canon_cannot_follow_are_refused_when_built(libraries: None) -> None:
+    """GPT-OSS's experts (biases, gate and up rows interleaved, a clamped gate of their
+    own) are refused by name when the model is built."""
+    config = _mixture("gpt_oss", "GptOssForCausalLM", num_local_experts=4, head_dim=4)
+    with pytest.raises(UnsupportedModuleError, match=r"experts `model\.layers\.0\.mlp\.experts`"):
+        build_model("hf-transformers/gpt_oss", {"config": config})
 
 
 _ALBERT = {

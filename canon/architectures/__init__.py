@@ -11,6 +11,7 @@ from canon.architectures._adapters import adapter_name as adapter_name
 from canon.architectures._adapters import check_hub_config as check_hub_config
 from canon.architectures._adapters import library_layout as library_layout
 from canon.architectures._builtin import Network as Network
+from canon.architectures._experts import ExpertPiece as ExpertPiece
 from canon.architectures._registry import Architecture as Architecture
 from canon.architectures._registry import CheckedConfig as CheckedConfig
 from canon.architectures._registry import Count as Count
@@ -26,6 +27,7 @@ from canon.architectures._registry import resolve_config as resolve_config
 __all__ = sorted(
     [
         "MAX_CONFIG_BYTES",
+        "ExpertPiece",
         "LibraryLayout",
         "Network",
         "adapter_name",

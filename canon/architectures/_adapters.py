@@ -34,7 +34,15 @@ import torch
 from torch import Tensor, nn
 
 from canon._limits import MAX_DEPTH, MAX_DIM, clip, json_depth
-from canon.architectures._experts import Stacked, stack_library_experts
+from canon.architectures._experts import (
+    ExpertPiece,
+    Stacked,
+    assembled,
+    canon_shape,
+    in_canon_layout,
+    piece_shape,
+    stack_library_experts,
+)
 from canon.architectures._registry import (
     INPUT_SHAPE,
     Architecture,
@@ -354,7 +362,7 @@ class LibraryLayout:
     ignored: tuple[str, ...] = ()
     renamings: tuple[Any, ...] = ()
     converters: tuple[Any, ...] = ()
-    stacked: tuple[tuple[str, Stacked], ...] = ()
+    stacked: tuple[tuple[str, Stacked, int], ...] = ()
 
     def name_in(self, name: str, expected: Mapping[str, object]) -> str | None:
         """The name a file's tensor ``name`` has in canon's layout (whose tensors are
@@ -377,6 +385,77 @@ class LibraryLayout:
                 "(`model.state_dict()`) with safetensors and add that file"
             )
         return name
+
+    def _stacked(self, name: str) -> tuple[Stacked, int] | None:
+        """How the files hold canon's stacked weight ``name`` and its number of experts."""
+        return next(((how, e) for n, how, e in self.stacked if n == name), None)
+
+    def shape_in_canon(self, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape canon holds a file's tensor of ``shape`` in (canon's ``name``)."""
+        stacked = self._stacked(name)
+        if stacked is not None:
+            return canon_shape(stacked[0], shape)
+        return tuple(reversed(shape)) if name in self.transposed and len(shape) == 2 else shape
+
+    def in_canon(self, name: str, t: Tensor) -> Tensor:
+        """A file's tensor ``t`` as canon holds it (canon's ``name``)."""
+        stacked = self._stacked(name)
+        if stacked is not None and t.ndim == 3:
+            return in_canon_layout(stacked[0], t)
+        return t.t().contiguous() if name in self.transposed and t.ndim == 2 else t
+
+    def experts(self, name: str) -> int:
+        """The number of experts of canon's stacked weight ``name`` (0 for another)."""
+        stacked = self._stacked(name)
+        return 0 if stacked is None else stacked[1]
+
+    def piece_shape(self, piece: ExpertPiece, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape each piece of canon's stacked weight of ``shape`` must have."""
+        how, experts = self._stacked(piece.target) or ("in", 1)
+        return piece_shape(how, shape, experts, piece.parts)
+
+    def joined(self, target: str, pieces: Mapping[tuple[int, int], Tensor]) -> Tensor:
+        """canon's stacked weight ``target`` from all its pieces, by (expert, part)."""
+        how, experts = self._stacked(target) or ("in", 1)
+        return assembled(how, pieces, experts)
+
+    def piece_of(self, name: str) -> ExpertPiece | None:
+        """The part of a stacked experts' weight that a file's tensor ``name`` is: one
+        expert's own weight (the Hub's Mixtral: ``experts.3.w1.weight``), which the
+        library merges into the stacked one as it loads; None for any other name."""
+        stacked = {n: (how, experts) for n, how, experts in self.stacked}
+        renamed = _renamed(name, self.renamings)
+        for converter in self.converters if stacked else ():
+            try:
+                target, matched = converter.rename_source_key(renamed)
+                patterns = [str(p) for p in converter.source_patterns]
+            except (AttributeError, TypeError, ValueError):  # another transformers version
+                return None
+            if matched is None:
+                continue
+            target = target if target in stacked else f"{self.prefix}{target}"
+            if target not in stacked or matched not in patterns:
+                return None
+            how, experts = stacked[target]
+            found = re.search(re.escape(matched).replace(r"\*", r"(\d+)"), renamed)
+            if how not in ("in", "down") or not _merges(converter, len(patterns)) or not found:
+                return None
+            expert = int(found.group(1))
+            if expert >= experts:
+                raise CheckpointFormatError(
+                    f"tensor `{clip(name, 120)}` is the weight of expert {expert}; the "
+                    f"layer has {experts} experts"
+                )
+            return ExpertPiece(target, expert, patterns.index(matched), len(patterns))
+        return None
+
+
+def _merges(converter: Any, parts: int) -> bool:
+    """Whether a transformers converter stacks one weight per expert (and, of ``parts`` >
+    1 patterns, joins the parts along the rows): what :meth:`LibraryLayout.piece_of`
+    takes apart."""
+    ops = [(type(op).__name__, getattr(op, "dim", None)) for op in converter.operations]
+    return ops == [("MergeModulelist", 0)] + ([("Concatenate", 1)] if parts > 1 else [])
 
 
 def _renamed(name: str, renamings: tuple[Any, ...], converters: tuple[Any, ...] = ()) -> str:

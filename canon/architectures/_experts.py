@@ -12,6 +12,8 @@ weights; :func:`in_canon_layout` and :func:`canon_shape` turn them into canon's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -21,7 +23,15 @@ from canon._limits import clip
 from canon.core.experts import StackedExperts, mark_router, router_weight
 from canon.errors import UnsupportedModuleError
 
-__all__ = ["Stacked", "canon_shape", "in_canon_layout", "stack_library_experts"]
+__all__ = [
+    "ExpertPiece",
+    "Stacked",
+    "assembled",
+    "canon_shape",
+    "in_canon_layout",
+    "piece_shape",
+    "stack_library_experts",
+]
 
 #: How a library's file holds one of canon's stacked weights: the input weight (``in``:
 #: experts x rows x hidden) or ``down_proj`` (``down``: experts x hidden x I), each maybe
@@ -88,10 +98,11 @@ def _canon_experts(module: nn.Module) -> StackedExperts:
     return made
 
 
-def stack_library_experts(net: nn.Module) -> tuple[tuple[str, Stacked], ...]:
+def stack_library_experts(net: nn.Module) -> tuple[tuple[str, Stacked, int], ...]:
     """Replace every transformers experts module of ``net`` by canon's, and mark its
-    router; returns how the library's files hold each replaced weight (canon's name)."""
-    found: list[tuple[str, Stacked]] = []
+    router; returns how the library's files hold each replaced weight: (canon's name, how,
+    the number of experts)."""
+    found: list[tuple[str, Stacked, int]] = []
     for path, parent in list(net.named_modules()):
         for name, child in list(parent.named_children()):
             if not _is_library_experts(child):
@@ -102,9 +113,9 @@ def stack_library_experts(net: nn.Module) -> tuple[tuple[str, Stacked], ...]:
                 raise UnsupportedModuleError(why, op=type(child).__name__, path=where)
             made = _canon_experts(child)
             setattr(parent, name, made)
-            flip = child.is_transposed
-            found.append((f"{where}.{made.in_name}", "in-transposed" if flip else "in"))
-            found.append((f"{where}.down_proj", "down-transposed" if flip else "down"))
+            flip, e = child.is_transposed, made.experts
+            found.append((f"{where}.{made.in_name}", "in-transposed" if flip else "in", e))
+            found.append((f"{where}.down_proj", "down-transposed" if flip else "down", e))
             for other in parent.children():
                 weight = router_weight(other, made.hidden) if other is not made else None
                 if weight is not None and other.get_parameter(weight).shape[0] == made.experts:
@@ -130,3 +141,31 @@ def in_canon_layout(how: Stacked, t: Tensor) -> Tensor:
     if how.startswith("in"):
         return t.reshape(-1, t.shape[2]).contiguous()
     return t.permute(1, 0, 2).reshape(t.shape[1], -1).contiguous()
+
+
+@dataclass(frozen=True)
+class ExpertPiece:
+    """One expert's 2-D weight in a file that holds each expert's own (the Hub's Mixtral:
+    ``experts.3.w1.weight``): a part of canon's stacked weight ``target``, ``part`` of
+    ``parts`` (gate then up) of expert ``expert``."""
+
+    target: str
+    expert: int
+    part: int
+    parts: int
+
+
+def piece_shape(how: Stacked, shape: tuple[int, ...], experts: int, parts: int) -> tuple[int, ...]:
+    """The shape of one expert's part of canon's stacked weight of ``shape``."""
+    rows, cols = shape
+    if how == "in":
+        return (rows // (experts * parts), cols)
+    return (rows, cols // experts)
+
+
+def assembled(how: Stacked, pieces: Mapping[tuple[int, int], Tensor], experts: int) -> Tensor:
+    """canon's stacked weight from every expert's parts (by (expert, part)): an input
+    weight's rows expert by expert, its parts in order in each; ``down_proj``'s columns
+    expert by expert."""
+    ordered = [pieces[key] for key in sorted(pieces)]
+    return torch.cat(ordered, dim=0 if how == "in" else 1)

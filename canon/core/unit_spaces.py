@@ -1409,7 +1409,7 @@ class Walker(AttentionSteps, ExpertSteps):
         ]  # fmt: skip
         gated = target in MUL and len(placed) == 2 and len(gates) == 1
         if gated:
-            gates[0].space.ops.append((self.order[node], plain("gate")))
+            gates[0].space.factor = True
             placed = [u for u in placed if u is not gates[0]]
         first = placed[0]
         masks = [n for n, v in inputs if isinstance(v, Units) and v.space.pinned]
@@ -1642,6 +1642,8 @@ class Walker(AttentionSteps, ExpertSteps):
                 # made by a lookup table alone, read by a layer (ALBERT's factorized
                 # embedding): moved by no symmetry, as the network's input is not
                 continue
+            if space.factor and not (space.outgoing or space.carried or space.batchnorms):
+                continue  # one unit read by nothing but the product it gates: nothing moves
             self._untie(space)
             found.append((space.created, _group(space)))
         return tuple(group for _, group in sorted(found, key=lambda item: item[0]))

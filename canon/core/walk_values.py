@@ -67,6 +67,7 @@ class Space:
     heads_only: bool = False  # dimensions pinned in their heads (rotary embeddings)
     free: frozenset[int] = frozenset()  # with heads_only: dimensions of a head still free
     heads_fixed: bool = False  # a per-head term on the scores (ALiBi): heads stay in place
+    factor: bool = False  # one unit scaling every unit of a position (a gate): no group
 
     def pin(self, free: frozenset[int] = frozenset()) -> None:
         """Pin the dimensions of the space's heads (only whole heads move), all but

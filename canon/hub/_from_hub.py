@@ -34,6 +34,7 @@ import torch
 from canon._limits import clip, loads_json
 from canon.architectures import (
     MAX_CONFIG_BYTES,
+    ExpertPiece,
     LibraryLayout,
     adapter_name,
     build_model,
@@ -285,30 +286,59 @@ def _in_canon_layout(
     """The tensors of a library's checkpoint files in canon's layout of the network
     (:class:`~canon.architectures.LibraryLayout`): names the library ignores and tied
     names left out, a base model's names given its prefix, the weights the library stores
-    transposed (GPT-2's ``Conv1D``) transposed back. Every file's header is checked against
-    ``spec`` as it will read before any tensor is; files are read one by one."""
+    transposed (GPT-2's ``Conv1D``) transposed back, experts' weights stacked in 3-D or held
+    one per expert (the Hub's Mixtral) in canon's 2-D stacking. Every file's header is
+    checked against ``spec`` as it will read before any tensor is; files are read one by
+    one."""
     expected = spec.tensor_info
     headers = {path: read_header(path) for path in paths}
     names: dict[Path, dict[str, str]] = {}  # per file: canon's name -> the file's
     found: dict[str, tuple[tuple[int, ...], str]] = {}
+    pieces: dict[str, dict[tuple[int, int], tuple[Path, str, ExpertPiece, str]]] = {}
     for path, header in headers.items():
         names[path] = {}
         for name, (shape, dtype) in header.tensors.items():
+            piece = layout.piece_of(name)
+            if piece is not None:  # one expert's own weight: a part of a stacked one
+                key = (piece.expert, piece.part)
+                slots = pieces.setdefault(piece.target, {})
+                if key in slots or layout.piece_shape(piece, expected[piece.target].shape) != (
+                    tuple(shape)
+                ):
+                    raise CheckpointFormatError(
+                        f"tensor `{clip(name, 120)}` is in the files twice, or is not of the "
+                        f"shape of one expert's part of `{clip(piece.target, 120)}`"
+                    )
+                slots[key] = (path, name, piece, dtype)
+                continue
             new = layout.name_in(name, expected)
             if new is None or new in layout.tied:
                 continue
             if new in found:
                 raise CheckpointFormatError(f"tensor `{clip(new, 120)}` is in the files twice")
-            flipped = new in layout.transposed and len(shape) == 2
-            found[new] = (tuple(reversed(shape)) if flipped else tuple(shape), dtype)
+            found[new] = (layout.shape_in_canon(new, tuple(shape)), dtype)
             names[path][new] = name
+    for target, slots in pieces.items():
+        parts = next(iter(slots.values()))[2].parts
+        every = {(e, p) for e in range(layout.experts(target)) for p in range(parts)}
+        dtypes = {dtype for _, _, _, dtype in slots.values()}
+        if target in found or len(dtypes) != 1 or set(slots) != every:
+            raise CheckpointFormatError(
+                f"the files hold {len(slots)} of the {len(every)} expert weights of "
+                f"`{clip(target, 120)}` (one per expert and part, of one dtype, and no "
+                "stacked one besides)"
+            )
+        found[target] = (expected[target].shape, dtypes.pop())
+        for (e, p), (path, name, _, _) in slots.items():
+            names[path][f"{target}#{e}.{p}"] = name
     check_tensors(found, spec, f"the {len(paths)} weights file(s)")
     state: dict[str, torch.Tensor] = {}
     for path, wanted in names.items():
         state.update(load_state(path, names=wanted))
-    for name in layout.transposed & set(state):
-        state[name] = state[name].t().contiguous()
-    return state
+    for target, slots in pieces.items():
+        held = {(e, p): state.pop(f"{target}#{e}.{p}") for e, p in slots}
+        state[target] = layout.joined(target, held)
+    return {name: layout.in_canon(name, t) for name, t in state.items()}
 
 
 def _expected_sha(sha256: str | None) -> str | None:

@@ -1,0 +1,261 @@
+"""Mixtures of experts, written by hand with canon's own layers (no library).
+
+A router picks each token's experts from ``x @ W.T``; :class:`StackedExperts` holds ``E``
+gated (or plain) MLPs as two 2-D weights that stack the experts along their units. The
+stream's units permute the router's and the experts' input columns and ``down_proj``'s
+rows; each expert's units permute within the expert, its gate and up rows together. A
+one-output layer gating a position's units (Qwen2-MoE's shared expert) is a factor.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nets import assert_symmetries_keep_the_function, run
+from torch import Tensor, nn
+
+from canon.core import (
+    Alignment,
+    Spec,
+    apply_alignment,
+    match_incoming,
+    match_weights,
+    spec_from_module,
+)
+from canon.core.experts import StackedExperts, TopKRouter, mark_router
+from canon.core.symmetries import random_permutation
+from canon.engine.matching import match_activations
+from canon.errors import UnsupportedModuleError
+
+TOKENS, WIDTH, EXPERTS, INNER, VOCAB = 5, 8, 4, 6, 30
+
+
+class Mixture(nn.Module):
+    """A mixture-of-experts MLP (Mixtral's block), with a shared expert gated per token
+    (Qwen2-MoE's) when ``shared``."""
+
+    def __init__(self, gated: bool, act: nn.Module, shared: bool, router: nn.Module) -> None:
+        super().__init__()
+        self.gate = router
+        self.experts = StackedExperts(EXPERTS, WIDTH, INNER, act, gated)
+        self.shared = nn.Sequential(nn.Linear(WIDTH, 10), nn.GELU(), nn.Linear(10, WIDTH))
+        self.shared_gate = nn.Linear(WIDTH, 1) if shared else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        _, weights, index = self.gate(flat)
+        out = self.experts(flat, index, weights).reshape(shape)
+        if self.shared_gate is not None:
+            out = out + torch.sigmoid(self.shared_gate(x)) * self.shared(x)
+        return out
+
+
+class Language(nn.Module):
+    """Tokens, two residual mixture blocks under LayerNorms, a read-out (the logits'
+    mean over the sequence: one row of classes per sequence)."""
+
+    input_shape = (TOKENS,)
+    main_input_name = "input_ids"
+
+    def __init__(
+        self,
+        gated: bool = True,
+        act: type[nn.Module] = nn.SiLU,
+        shared: bool = False,
+        router: type[nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, WIDTH)
+        self.norms = nn.ModuleList(nn.LayerNorm(WIDTH) for _ in range(3))
+        make = router or (lambda: TopKRouter(EXPERTS, WIDTH, 2))
+        self.blocks = nn.ModuleList(Mixture(gated, act(), shared, make()) for _ in range(2))
+        self.head = nn.Linear(WIDTH, VOCAB)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        h = self.embed(ids)
+        for norm, block in zip(self.norms, self.blocks, strict=False):
+            h = h + block(norm(h))
+        out: Tensor = self.head(self.norms[-1](h)).mean(1)  # a sequence's mean logits
+        return out
+
+
+class SoftRouter(nn.Module):
+    """A library's router as transformers writes one (a Linear inside, softmax in float32,
+    top-k): marked, not canon's class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wg = nn.Linear(WIDTH, EXPERTS, bias=True)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logits = self.wg(x)
+        top, index = torch.topk(F.softmax(logits, dim=-1, dtype=torch.float), 2, dim=-1)
+        return logits, top.to(x.dtype), index
+
+
+class PeekingRouter(SoftRouter):
+    """A router that reads one unit of its input besides its weight's columns."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return super().forward(x + x[:, :1])
+
+
+class TwoWeightRouter(SoftRouter):
+    """A router with two weights of one row per expert: which the units read is not told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wh = nn.Linear(WIDTH, EXPERTS, bias=False)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logits, top, index = super().forward(x)
+        return logits + self.wh(x), top, index
+
+
+def _marked() -> nn.Module:
+    return mark_router(SoftRouter())
+
+
+def _model(seed: int, **kinds: object) -> tuple[Language, Spec, dict[str, Tensor]]:
+    model = Language(**kinds).double().eval()  # type: ignore[arg-type]
+    spec = spec_from_module(model)
+    gen = torch.Generator().manual_seed(seed)
+    state = {t.name: torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in spec.tensors}
+    return model, spec, state
+
+
+def _tokens(seed: int, n: int = 6) -> Tensor:
+    return torch.randint(0, VOCAB, (n, TOKENS), generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_experts_compute_each_tokens_weighted_picks() -> None:
+    """StackedExperts gives, for every token, the weighted sum of its picked experts'
+    MLPs, each read from its rows and columns of the stacked weights."""
+    gen = torch.Generator().manual_seed(0)
+    for gated in (True, False):
+        experts = StackedExperts(EXPERTS, WIDTH, INNER, nn.SiLU(), gated).double()
+        with torch.no_grad():
+            for p in experts.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        x = torch.randn(7, WIDTH, generator=gen, dtype=torch.float64)
+        index = torch.randint(0, EXPERTS, (7, 2), generator=gen)
+        weights = torch.rand(7, 2, generator=gen, dtype=torch.float64)
+        rows = getattr(experts, experts.in_name)
+        expected = torch.zeros_like(x)
+        for t in range(7):
+            for j in range(2):
+                e = int(index[t, j])
+                if gated:
+                    gate = rows[2 * e * INNER : (2 * e + 1) * INNER] @ x[t]
+                    up = rows[(2 * e + 1) * INNER : (2 * e + 2) * INNER] @ x[t]
+                    h = F.silu(gate) * up
+                else:
+                    h = F.silu(rows[e * INNER : (e + 1) * INNER] @ x[t])
+                down = experts.down_proj[:, e * INNER : (e + 1) * INNER]
+                expected[t] += weights[t, j] * (down @ h)
+        with torch.no_grad():
+            torch.testing.assert_close(experts(x, index, weights), expected)
+
+
+def test_the_structure_is_derived() -> None:
+    """Each block's experts are one group of E x I units in E blocks, made by the gate and
+    up rows (runs of I rows, 2I apart, from 0 and from I) and read by down_proj's
+    columns; the router's and experts' input columns read the stream, which down_proj's
+    rows make. The shared expert's gate (one unit, a factor of the position's units) is in
+    no group."""
+    _, spec, _ = _model(0, shared=True)
+    experts = spec.group("blocks.0.experts")
+    assert (experts.size, experts.blocks, experts.symmetry) == (EXPERTS * INNER, EXPERTS, "none")
+    layouts = [(p.weight, p.start, p.head, p.stride) for p in experts.producers]
+    weight = "blocks.0.experts.gate_up_proj"
+    assert layouts == [(weight, 0, INNER, 2 * INNER), (weight, INNER, INNER, 2 * INNER)]
+    assert [o.name for o in experts.outgoing] == ["blocks.0.experts.down_proj"]
+    stream = spec.group("embed")
+    read = {o.name for o in stream.outgoing}
+    assert {"blocks.0.gate.weight", weight, "blocks.1.shared_gate.weight"} <= read
+    assert "blocks.1.experts.down_proj" in stream.weights
+    assert not any(g.name.endswith("shared_gate") for g in spec.groups)
+    _, plain, _ = _model(0, gated=False, act=nn.ReLU)
+    relu = plain.group("blocks.1.experts")
+    assert relu.symmetry == "scale" and relu.producers[0].stride == 0
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    kinds=st.sampled_from(
+        [
+            {},
+            {"shared": True},
+            {"gated": False, "act": nn.ReLU},
+            {"gated": False, "act": nn.Tanh, "router": _marked},
+        ]
+    ),
+)
+@settings(max_examples=12, deadline=None)
+def test_symmetries_keep_the_function(seed: int, kinds: dict[str, object]) -> None:
+    """Random symmetries (experts' units within their expert, scaled where the
+    activation allows), normalization and canonical forms keep the logits; canonical
+    forms of a moved copy agree with the original's."""
+    model, spec, state = _model(seed % 1000, **kinds)
+    assert_symmetries_keep_the_function(
+        model, spec, state, _tokens(seed), seed, methods=("weight", "incoming")
+    )
+
+
+@pytest.mark.parametrize("method", ["weight", "incoming", "activation"])
+def test_a_planted_permutation_is_recovered(method: str) -> None:
+    """Every matching method finds the permutations planted in a copy (each expert's units
+    within the expert): the copy aligned to the original is the original (activation
+    matching reads each expert's gate pre-activations, the tokens projected through its
+    gate rows)."""
+    model, spec, state = _model(3, shared=True)
+    gen = torch.Generator().manual_seed(5)
+    planted = {g.name: random_permutation(g.size, g.blocks, gen) for g in spec.groups}
+    moved = apply_alignment(state, Alignment(planted, {}), spec)
+    if method == "weight":
+        alignment = match_weights(moved, state, spec)
+    elif method == "incoming":
+        alignment = match_incoming(moved, state, spec)
+    else:
+        alignment = match_activations(moved, state, spec, model, _tokens(9, 64))
+    aligned = apply_alignment(moved, alignment, spec)
+    for name in state:
+        torch.testing.assert_close(aligned[name], state[name], rtol=0, atol=1e-12)
+    assert torch.equal(run(model, aligned, _tokens(1)), run(model, state, _tokens(1)))
+
+
+def test_a_router_that_reads_more_than_its_weight_is_refused() -> None:
+    """A module marked as a router is run once by the tracer: one that reads its input
+    other than through its weight's columns is refused, by name, and so is one whose
+    weight is not one of a kind."""
+    with pytest.raises(UnsupportedModuleError, match="does not read its input through"):
+        spec_from_module(Language(router=lambda: mark_router(PeekingRouter())).double())
+    with pytest.raises(UnsupportedModuleError, match=r"router `blocks\.0\.gate` has no single"):
+        spec_from_module(Language(router=lambda: mark_router(TwoWeightRouter())).double())
+
+
+class Twice(Mixture):
+    """One router and experts called on two inputs."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) + super().forward(2 * x)
+
+
+def test_experts_called_twice_are_refused() -> None:
+    """canon follows one call of each router and experts module."""
+    model = Language().double()
+    model.blocks[0].__class__ = Twice
+    with pytest.raises(UnsupportedModuleError, match="is called again"):
+        spec_from_module(model)
+
+
+def test_bad_sizes_are_refused() -> None:
+    """Sizes and the number of experts picked are checked when the layers are made."""
+    with pytest.raises(ValueError, match="must be positive"):
+        StackedExperts(0, WIDTH, INNER, nn.SiLU())
+    with pytest.raises(ValueError, match="picks 1 to 4 experts"):
+        TopKRouter(EXPERTS, WIDTH, 5)
