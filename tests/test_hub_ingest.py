@@ -446,6 +446,59 @@ def test_bloom_and_falcon_repos_are_added_with_their_logits(
     _library_logits_and_a_copy_at_distance_zero(zoo, entry, model)
 
 
+MIXTRAL_CONFIG: dict[str, Any] = {
+    "model_type": "mixtral", "architectures": ["MixtralForCausalLM"],
+    "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "intermediate_size": 8, "vocab_size": 64,
+    "max_position_embeddings": 16, "num_local_experts": 4, "num_experts_per_tok": 2,
+}  # fmt: skip
+
+
+def test_mixtral_repos_are_added_from_either_layout(
+    hub: FakeHub, libraries: None, options: dict[str, Any], zoo: Zoo, tmp_path: Path
+) -> None:
+    """A Mixtral saved by transformers (each expert's own w1, w3 and w2, the names of the
+    Hub's Mixtral repositories) and the same model's 3-D stacked state dict become the same
+    entry, with transformers' logits, its experts in canon's 2-D stacking; a copy with its
+    units and experts' units permuted compares at distance 0. A file that lacks one
+    expert's weight is refused before any tensor is read, the zoo unchanged."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    values = {k: v for k, v in MIXTRAL_CONFIG.items() if k != "model_type"}
+    mixtral = transformers.MixtralForCausalLM(transformers.MixtralConfig(**values)).eval()
+    folder = tmp_path / "mixtral"
+    mixtral.save_pretrained(folder)
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    per_expert = load(files["model.safetensors"])
+    assert "model.layers.0.block_sparse_moe.experts.3.w3.weight" in per_expert
+    hub.commit("mistral/tiny", files)
+    stacked = {k: v.contiguous() for k, v in mixtral.state_dict().items() if "lm_head" != k}
+    stacked["lm_head.weight"] = mixtral.state_dict()["lm_head.weight"]
+    hub.commit("mistral/tiny-stacked", {**files, "model.safetensors": save(stacked)})
+    short = {k: v for k, v in per_expert.items() if "experts.2.w1" not in k}
+    hub.commit("mistral/tiny-short", {**files, "model.safetensors": save(short)})
+
+    entry = add_from_hub(zoo, "hf://mistral/tiny", **options, dataset="grammar")
+    state = zoo.state(entry)
+    gate_up = state["model.layers.1.mlp.experts.gate_up_proj"]
+    assert gate_up.shape == (4 * 2 * 8, 16)  # expert 3's up rows: its w3, after its w1
+    w3 = per_expert["model.layers.1.block_sparse_moe.experts.3.w3.weight"]
+    assert torch.equal(gate_up[3 * 16 + 8 : 4 * 16], w3)
+    down = state["model.layers.1.mlp.experts.down_proj"]
+    w2 = per_expert["model.layers.1.block_sparse_moe.experts.2.w2.weight"]
+    assert torch.equal(down[:, 2 * 8 : 3 * 8], w2)
+    with Zoo.open(tmp_path / "stacked") as other:
+        assert add_from_hub(other, "hf://mistral/tiny-stacked", **options).id == entry.id
+    spec = _library_logits_and_a_copy_at_distance_zero(zoo, entry, mixtral)
+    assert [g.blocks for g in spec.groups if g.name.endswith("experts")] == [4, 4]
+    with Zoo.open(tmp_path / "short") as other:
+        assert len(other) == 0  # the index open (SQLite's -wal/-shm files) from here on
+        before = _snapshot(other.root)
+        with pytest.raises(CheckpointFormatError, match=r"hold 7 of the 8 expert weights"):
+            add_from_hub(other, "hf://mistral/tiny-short", **options)
+        assert len(other) == 0 and _snapshot(other.root) == before
+
+
 def test_transformers_repo_is_checked_before_it_is_read(
     transformers_hub: FakeHub, zoo: Zoo, options: dict[str, Any]
 ) -> None:
