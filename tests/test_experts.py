@@ -84,8 +84,8 @@ class Language(nn.Module):
 
 
 class SoftRouter(nn.Module):
-    """A library's router as transformers writes one (a Linear inside, softmax in float32,
-    top-k): marked, not canon's class."""
+    """A library's router as transformers writes one (a Linear inside, softmax, top-k):
+    marked, not canon's class."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -93,8 +93,8 @@ class SoftRouter(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         logits = self.wg(x)
-        top, index = torch.topk(F.softmax(logits, dim=-1, dtype=torch.float), 2, dim=-1)
-        return logits, top.to(x.dtype), index
+        top, index = torch.topk(F.softmax(logits, dim=-1), 2, dim=-1)
+        return logits, top, index
 
 
 class PeekingRouter(SoftRouter):
@@ -116,8 +116,30 @@ class TwoWeightRouter(SoftRouter):
         return logits + self.wh(x), top, index
 
 
+class GroupedRouter(SoftRouter):
+    """DeepSeek's routing: the experts in two groups, the better group's two best picked,
+    a score bias per expert (a buffer): experts of one group are not those of the other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("bias", torch.zeros(EXPERTS))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logits = self.wg(x)
+        scores = logits.sigmoid() + self.bias
+        halves = scores.view(-1, 2, EXPERTS // 2)
+        best = halves.sum(-1).argmax(-1, keepdim=True)
+        picked = torch.where(torch.arange(2) == best, 0.0, float("-inf"))
+        index = torch.topk(scores + picked.repeat_interleave(EXPERTS // 2, -1), 2, -1)[1]
+        return logits, logits.sigmoid().gather(1, index), index
+
+
 def _marked() -> nn.Module:
     return mark_router(SoftRouter())
+
+
+def _grouped() -> nn.Module:
+    return mark_router(GroupedRouter())
 
 
 def _model(seed: int, **kinds: object) -> tuple[Language, Spec, dict[str, Tensor]]:
@@ -165,11 +187,17 @@ def test_the_structure_is_derived() -> None:
     """Each block's experts are one group of E x I units in E blocks, made by the gate and
     up rows (runs of I rows, 2I apart, from 0 and from I) and read by down_proj's
     columns; the router's and experts' input columns read the stream, which down_proj's
-    rows make. The shared expert's gate (one unit, a factor of the position's units) is in
+    rows make. The experts move as wholes with their router's rows (one order, its bias
+    with them), unless the router treats them apart (groups of experts: they stay in
+    place). The shared expert's gate (one unit, a factor of the position's units) is in
     no group."""
     _, spec, _ = _model(0, shared=True)
     experts = spec.group("blocks.0.experts")
     assert (experts.size, experts.blocks, experts.symmetry) == (EXPERTS * INNER, EXPERTS, "none")
+    # the experts move as wholes, in the order of their router's rows
+    router = spec.group("blocks.0.gate")
+    assert (router.size, router.heads, experts.heads) == (EXPERTS, EXPERTS, EXPERTS)
+    assert router.link == experts.link != "" and router.weights == ("blocks.0.gate.weight",)
     layouts = [(p.weight, p.start, p.head, p.stride) for p in experts.producers]
     weight = "blocks.0.experts.gate_up_proj"
     assert layouts == [(weight, 0, INNER, 2 * INNER), (weight, INNER, INNER, 2 * INNER)]
@@ -179,6 +207,12 @@ def test_the_structure_is_derived() -> None:
     assert {"blocks.0.gate.weight", weight, "blocks.1.shared_gate.weight"} <= read
     assert "blocks.1.experts.down_proj" in stream.weights
     assert not any(g.name.endswith("shared_gate") for g in spec.groups)
+    _, marked, _ = _model(0, router=_marked)
+    router = marked.group("blocks.1.gate")
+    assert router.producers[0].bias == "blocks.1.gate.wg.bias" and router.heads == EXPERTS
+    _, grouped, _ = _model(0, router=_grouped)  # the experts stay in place
+    assert grouped.group("blocks.0.experts").heads == 1 and grouped.group("embed")
+    assert not any(g.name.endswith("gate") for g in grouped.groups)
     _, plain, _ = _model(0, gated=False, act=nn.ReLU)
     relu = plain.group("blocks.1.experts")
     assert relu.symmetry == "scale" and relu.producers[0].stride == 0
@@ -192,6 +226,7 @@ def test_the_structure_is_derived() -> None:
             {"shared": True},
             {"gated": False, "act": nn.ReLU},
             {"gated": False, "act": nn.Tanh, "router": _marked},
+            {"router": _grouped},
         ]
     ),
 )
@@ -208,13 +243,17 @@ def test_symmetries_keep_the_function(seed: int, kinds: dict[str, object]) -> No
 
 @pytest.mark.parametrize("method", ["weight", "incoming", "activation"])
 def test_a_planted_permutation_is_recovered(method: str) -> None:
-    """Every matching method finds the permutations planted in a copy (each expert's units
-    within the expert): the copy aligned to the original is the original (activation
+    """Every matching method finds the permutations planted in a copy (the experts in
+    another order, with their router's rows, and each expert's units within it): the copy
+    aligned to the original is the original (activation
     matching reads each expert's gate pre-activations, the tokens projected through its
     gate rows)."""
     model, spec, state = _model(3, shared=True)
     gen = torch.Generator().manual_seed(5)
-    planted = {g.name: random_permutation(g.size, g.blocks, gen) for g in spec.groups}
+    orders = {g.link: torch.randperm(g.heads, generator=gen) for g in spec.groups if g.link}
+    planted = {
+        g.name: random_permutation(g.size, g.blocks, gen, orders.get(g.link)) for g in spec.groups
+    }
     moved = apply_alignment(state, Alignment(planted, {}), spec)
     if method == "weight":
         alignment = match_weights(moved, state, spec)

@@ -472,8 +472,7 @@ def test_mixtral_repos_are_added_from_either_layout(
     per_expert = load(files["model.safetensors"])
     assert "model.layers.0.block_sparse_moe.experts.3.w3.weight" in per_expert
     hub.commit("mistral/tiny", files)
-    stacked = {k: v.contiguous() for k, v in mixtral.state_dict().items() if "lm_head" != k}
-    stacked["lm_head.weight"] = mixtral.state_dict()["lm_head.weight"]
+    stacked = {k: v.contiguous() for k, v in mixtral.state_dict().items()}  # 3-D experts
     hub.commit("mistral/tiny-stacked", {**files, "model.safetensors": save(stacked)})
     short = {k: v for k, v in per_expert.items() if "experts.2.w1" not in k}
     hub.commit("mistral/tiny-short", {**files, "model.safetensors": save(short)})

@@ -464,19 +464,24 @@ MIXTURES: dict[str, dict[str, Any]] = {
 def test_mixtures_of_experts_keep_the_function(libraries: None, kind: str) -> None:
     """Mixtures of experts (Mixtral's, Qwen's, OLMoE's, GLM-4's...): each layer's experts
     are one group of four blocks, canon's 2-D stacking of the library's 3-D weights (which
-    its files hold: ``library_layout``); the router reads the stream and is in no group;
-    symmetries keep the logits and canonical forms agree (routing included)."""
+    its files hold: ``library_layout``); the router reads the stream, and its rows move
+    with the experts' blocks (one link); symmetries keep the logits and canonical forms
+    agree (routing included)."""
     model = build_model(f"hf-transformers/{kind}", {"config": MIXTURES[kind]}).double().eval()
     spec = spec_from_module(model)
     experts = [g for g in spec.groups if g.name.endswith(".experts")]
     assert experts and all(g.blocks == 4 for g in experts)
+    # the experts move as wholes with their router's rows, unless the routing happens
+    # outside the router (ERNIE's score bias is the block's own)
+    assert all(g.heads == (1 if kind == "ernie4_5_moe" else 4) for g in experts)
     stacked = {name: how for name, how, _ in library_layout(model).stacked}
     assert {p.weight for g in experts for p in g.producers} <= stacked.keys()
     assert all(stacked[o.name] == "down" for g in experts for o in g.outgoing)
     stream, info = spec.groups[0], spec.tensor_info
     routers = {o.name for o in stream.outgoing if info[o.name].shape == (4, 16)}
-    assert len(routers) == len(experts)  # one weight row per expert, read by no group's rows
-    assert not routers & {t.name for g in spec.groups for t in g.tensors if t.role != "outgoing"}
+    assert len(routers) == len(experts)  # one weight row per expert
+    rows = {g.weights[0]: g.link for g in spec.groups if g.weights[0] in routers}
+    assert rows == {r: g.link for r, g in zip(sorted(routers), experts, strict=True) if g.link}
     _keeps_its_function(model, spec)
 
 

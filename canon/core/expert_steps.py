@@ -13,13 +13,14 @@ apart, from 0 and from ``I``), its ``down_proj`` column with them.
 from __future__ import annotations
 
 import copy
+import operator
 
 import torch
 from torch import Tensor, fx, nn
 
 from canon.core.experts import StackedExperts, router_weight
 from canon.core.ops import library_activation, module_op, plain
-from canon.core.spec import OutgoingAxis, Tap
+from canon.core.spec import CarriedAxis, OutgoingAxis, Tap
 from canon.core.walk_values import (
     Made,
     Space,
@@ -44,6 +45,7 @@ class ExpertSteps:
     input: Space
     inner: list[Space]  # spaces no node's value holds (the experts' hidden units)
     calls: dict[str, tuple[Units | None, Space]]
+    routers: dict[fx.Node, tuple[nn.Module, str, Units]]  # each call: module, weight, read
 
     def _read_tokens(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]], what: str) -> Units:
         """The stream's units that a router or the experts at ``node`` read: its first
@@ -89,6 +91,7 @@ class ExpertSteps:
         weight = check_router(module, path, space.size)
         space.outgoing.append((self.order[node], OutgoingAxis(f"{path}.{weight}", 1)))
         self.calls[path] = (units, self.input)
+        self.routers[node] = (module, weight, units)
         return Units(self.input, 1)
 
     def _experts(
@@ -99,7 +102,7 @@ class ExpertSteps:
         ``down_proj``'s rows."""
         path, order = str(node.target), self.order[node]
         units = self._read_tokens(node, inputs, "experts")
-        tokens = str(node.args[0].name)  # type: ignore[union-attr]  # checked: a node
+        tokens = self._tokens_of(node)
         space = units.space.root()
         if space.size != module.hidden or len(node.args) != 3:
             raise unsupported(
@@ -138,10 +141,105 @@ class ExpertSteps:
         inner.taps[f"{path}#experts"] = tap
         inner.outgoing.append((order, OutgoingAxis(f"{path}.down_proj", 1)))
         self.inner.append(inner)
+        self._route(node, inner, e)
         made = Space(size=module.hidden, created=order, origin=path)
         made.producers.append(Made(order, path, f"{path}.down_proj", None))
         self.calls[path] = (units, made)
         return Units(made, len(shape_of(node)) - 1)
+
+    def _route(self, node: fx.Node, inner: Space, experts: int) -> None:
+        """When the experts at ``node`` take their index and weights straight from one
+        router's outputs and that router treats the experts alike (:func:`_moves_experts`),
+        the experts move as wholes with its rows: ``inner`` in ``experts`` blocks, and a
+        space of the router's rows (its per-expert vectors carried), in one order."""
+        sources = {a.args[0] for a in node.args[1:] if _getitem(a)}  # type: ignore[union-attr]
+        router = next(iter(sources)) if len(sources) == 1 else None
+        if router not in self.routers:
+            return
+        assert isinstance(router, fx.Node)
+        module, weight, units = self.routers[router]
+        per_expert = _moves_experts(module, weight, experts)
+        if per_expert is None:
+            return
+        path, order = str(router.target), self.order[router]
+        prefix = weight.removesuffix("weight")
+        bias = f"{prefix}bias" if f"{prefix}bias" in per_expert else None
+        rows = Space(size=experts, created=order, origin=path)
+        full = f"{path}.{bias}" if bias is not None else None
+        rows.producers.append(Made(order, path, f"{path}.{weight}", full))
+        rows.carried += [CarriedAxis(f"{path}.{n}", 0) for n in per_expert if n != bias]
+        reads = self._tokens_of(router)
+        rows.taps[f"{path}#router"] = Tap(
+            reads, units.axis, projection=f"{path}.{weight}", projection_bias=full or ""
+        )
+        link = f"{inner.origin}#experts"
+        for space in (inner, rows):
+            space.heads, space.link = experts, link
+        self.inner.append(rows)
+
+    def _tokens_of(self, node: fx.Node) -> str:
+        """The name of the node whose units a router or experts call reads."""
+        first = node.args[0]
+        assert isinstance(first, fx.Node)
+        return first.name
+
+
+def _getitem(arg: object) -> bool:
+    """Whether ``arg`` is a node that picks one output of a call (``out[i]``)."""
+    return (
+        isinstance(arg, fx.Node)
+        and arg.target is operator.getitem
+        and isinstance(arg.args[0], fx.Node)
+        and isinstance(arg.args[1], int)
+    )
+
+
+def _moves_experts(module: nn.Module, weight: str, experts: int) -> tuple[str, ...] | None:
+    """The router's tensors besides ``weight`` (all of one entry per expert), when, run
+    once on random tokens with random tensors, its outputs follow a permutation of the
+    experts (its weight's rows and those tensors permuted alike): the logits permuted, the
+    indices renamed, the weights of the picked the same. None otherwise (the experts stay
+    in place: a routing that picks groups of experts first, DeepSeek's, treats them
+    apart)."""
+    tensors = module.state_dict()
+    others = tuple(n for n in tensors if n != weight)
+    if any(tuple(tensors[n].shape) != (experts,) for n in others):
+        return None
+    gen = torch.Generator().manual_seed(1)
+    probe = _probe(module)
+    held = probe.state_dict(keep_vars=True)
+    x = torch.randn((16, held[weight].shape[1]), generator=gen, dtype=torch.float64)
+    perm = torch.randperm(experts, generator=gen)
+    back = torch.argsort(perm)
+    with torch.no_grad():
+        for t in held.values():
+            if t.is_floating_point():
+                t.copy_(torch.randn(t.shape, generator=gen, dtype=t.dtype))
+        before = _flat(probe(x))
+        for n in (weight, *others):
+            held[n].copy_(held[n][perm])
+        after = _flat(probe(x))
+
+    def follows(old: Tensor, new: Tensor) -> bool:
+        if old.shape != new.shape:
+            return False
+        if not old.is_floating_point():
+            return bool((old >= 0).all() and (old < experts).all()) and torch.equal(new, back[old])
+        close = torch.allclose(new, old, 1e-5, 1e-7)
+        if old.shape[-1] == experts:
+            close = close or torch.allclose(new, old[..., perm], 1e-5, 1e-7)
+        return close
+
+    same = len(before) == len(after) and all(map(follows, before, after))
+    return others if same else None
+
+
+def _probe(module: nn.Module) -> nn.Module:
+    """A float64, eval-mode copy of ``module`` on the CPU (its values to be drawn)."""
+    probe = copy.deepcopy(module)
+    if any(t.is_meta for t in probe.state_dict().values()):  # traced without weights
+        probe = probe.to_empty(device="cpu")
+    return probe.to(torch.float64).eval()
 
 
 def check_router(module: nn.Module, path: str, width: int) -> str:
@@ -157,10 +255,7 @@ def check_router(module: nn.Module, path: str, width: int) -> str:
             path,
         )
     gen = torch.Generator().manual_seed(0)
-    probe = copy.deepcopy(module)
-    if any(t.is_meta for t in probe.state_dict().values()):  # traced without weights
-        probe = probe.to_empty(device="cpu")
-    probe = probe.to(torch.float64).eval()
+    probe = _probe(module)
     x = torch.randn((16, width), generator=gen, dtype=torch.float64)
     perm = torch.randperm(width, generator=gen)
     with torch.no_grad():

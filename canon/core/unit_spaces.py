@@ -192,6 +192,7 @@ class Walker(AttentionSteps, ExpertSteps):
         self.attentions = []
         self.parts = {}
         self.inner = []
+        self.routers = {}
         # the model's ties, not the graph's: the graph holds only what the forward read
         self.tied = tied_names(gm) if tied is None else tied
         self.names = names  # the model's state dict (None: every tensor the graph reads)
@@ -1772,6 +1773,8 @@ def _group(space: Space) -> UnitGroup:
     elif outgoing and all(o.odd for o in ops):
         symmetry = "sign"
     return UnitGroup(
+        heads=space.heads,
+        link=space.link,
         linear_only=bool(outgoing) and all(o.homogeneous and o.odd for o in ops),
         name=space.origin or producers[0].path,
         size=space.size,

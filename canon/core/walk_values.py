@@ -68,6 +68,8 @@ class Space:
     free: frozenset[int] = frozenset()  # with heads_only: dimensions of a head still free
     heads_fixed: bool = False  # a per-head term on the scores (ALiBi): heads stay in place
     factor: bool = False  # one unit scaling every unit of a position (a gate): no group
+    heads: int = 1  # > 1: blocks that move as wholes, in one order for every ``link``
+    link: str = ""  # (a mixture's experts and its router's rows)
 
     def pin(self, free: frozenset[int] = frozenset()) -> None:
         """Pin the dimensions of the space's heads (only whole heads move), all but
