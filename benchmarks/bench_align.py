@@ -46,12 +46,12 @@ from typing import Any
 
 import torch
 from _libraries import torchvision_or_none  # benchmarks/ is on sys.path when run
+from _solves import lap_blocks, recorded_solves
 from _timing import median_time, synchronizer
 from scipy.optimize import linear_sum_assignment
 from torch.profiler import ProfilerActivity, profile
 
 import canon.core.matching as core_matching
-import canon.core.permutations as core_permutations
 from canon.architectures import build_model
 from canon.core import (
     Alignment,
@@ -109,30 +109,6 @@ def bench_width(width: int, repeats: int, device: torch.device) -> dict[str, Any
 # ---------------------------------------------------------------- resnet18
 
 
-def _recorded_solves(fn: Callable[[], object]) -> list[tuple[torch.Tensor, int]]:
-    """Every (similarity, blocks) that canon's matching hands to its solver while ``fn`` runs."""
-    seen: list[tuple[torch.Tensor, int]] = []
-    original = core_permutations.solve_assignment  # what matching's `assign` calls
-    depth = 0
-
-    def recording(similarity: torch.Tensor, blocks: int = 1) -> torch.Tensor:
-        nonlocal depth
-        if depth == 0:  # a blocked solve calls itself once per block: count it once
-            seen.append((similarity.detach().clone(), blocks))
-        depth += 1
-        try:
-            return original(similarity, blocks)
-        finally:
-            depth -= 1
-
-    core_permutations.solve_assignment = recording  # type: ignore[attr-defined]
-    try:
-        fn()
-    finally:
-        core_permutations.solve_assignment = original  # type: ignore[attr-defined]
-    return seen
-
-
 def _recorded_products(fn: Callable[[], object]) -> list[tuple[int, int, int]]:
     """The (m, k, n) of every matrix product (``aten::mm``) taken while ``fn`` runs."""
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -143,15 +119,6 @@ def _recorded_products(fn: Callable[[], object]) -> list[tuple[int, int, int]]:
             (m, k), (_, n) = event.input_shapes[:2]
             found.append((m, k, n))
     return found
-
-
-def _blocks(similarity: torch.Tensor, blocks: int) -> list[Any]:
-    """The matrices one solve amounts to (one per diagonal block), as float64 arrays."""
-    n = similarity.shape[0] // blocks
-    return [
-        similarity[b * n : (b + 1) * n, b * n : (b + 1) * n].double().cpu().numpy()
-        for b in range(blocks)
-    ]
 
 
 def _rebasin_run(
@@ -243,8 +210,8 @@ def bench_resnet18(repeats: int, device: torch.device, with_rebasin: bool) -> di
         lambda: match(norm_state, norm_reference, spec, "incoming"), repeats, sync
     )
 
-    solves = _recorded_solves(lambda: canonicalize(state, spec, reference=reference))
-    arrays = [a for similarity, blocks in solves for a in _blocks(similarity, blocks)]
+    solves = recorded_solves(lambda: canonicalize(state, spec, reference=reference))
+    arrays = [a for similarity, blocks in solves for a in lap_blocks(similarity, blocks)]
 
     def scipy_solves() -> None:
         for cost in arrays:

@@ -1,0 +1,44 @@
+"""The linear assignment solves canon's matching makes: recorded, and as scipy's arrays
+(the floor the alignment benchmarks measure canonicalization against)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import canon.core.permutations as core_permutations
+
+
+def recorded_solves(fn: Callable[[], object]) -> list[tuple[torch.Tensor, int]]:
+    """Every (similarity, blocks) that canon's matching hands to its solver while ``fn`` runs."""
+    seen: list[tuple[torch.Tensor, int]] = []
+    original = core_permutations.solve_assignment  # what matching's `assign` calls
+    depth = 0
+
+    def recording(similarity: torch.Tensor, blocks: int = 1) -> torch.Tensor:
+        nonlocal depth
+        if depth == 0:  # a blocked solve calls itself once per block: count it once
+            seen.append((similarity.detach().clone(), blocks))
+        depth += 1
+        try:
+            return original(similarity, blocks)
+        finally:
+            depth -= 1
+
+    core_permutations.solve_assignment = recording  # type: ignore[attr-defined]
+    try:
+        fn()
+    finally:
+        core_permutations.solve_assignment = original  # type: ignore[attr-defined]
+    return seen
+
+
+def lap_blocks(similarity: torch.Tensor, blocks: int) -> list[Any]:
+    """The matrices one solve amounts to (one per diagonal block), as float64 arrays."""
+    n = similarity.shape[0] // blocks
+    return [
+        similarity[b * n : (b + 1) * n, b * n : (b + 1) * n].double().cpu().numpy()
+        for b in range(blocks)
+    ]
