@@ -25,7 +25,7 @@ from canon.core import (
     match_weights,
     spec_from_module,
 )
-from canon.core.experts import StackedExperts, TopKRouter, mark_router
+from canon.core.experts import ClampedSwiGLU, StackedExperts, TopKRouter, mark_router
 from canon.core.symmetries import random_permutation
 from canon.engine.matching import match_activations
 from canon.errors import UnsupportedModuleError
@@ -35,12 +35,18 @@ TOKENS, WIDTH, EXPERTS, INNER, VOCAB = 5, 8, 4, 6, 30
 
 class Mixture(nn.Module):
     """A mixture-of-experts MLP (Mixtral's block), with a shared expert gated per token
-    (Qwen2-MoE's) when ``shared``."""
+    (Qwen2-MoE's) when ``shared``; GPT-OSS's experts (gate and up rows interleaved,
+    biases, a clamped SwiGLU) when ``oss``."""
 
-    def __init__(self, gated: bool, act: nn.Module, shared: bool, router: nn.Module) -> None:
+    def __init__(
+        self, gated: bool, act: nn.Module, shared: bool, router: nn.Module, oss: bool
+    ) -> None:
         super().__init__()
         self.gate = router
-        self.experts = StackedExperts(EXPERTS, WIDTH, INNER, act, gated)
+        glu = ClampedSwiGLU(1.702, 2.0) if oss else None
+        self.experts = StackedExperts(
+            EXPERTS, WIDTH, INNER, act, gated, interleaved=oss, bias=oss, glu=glu
+        )
         self.shared = nn.Sequential(nn.Linear(WIDTH, 10), nn.GELU(), nn.Linear(10, WIDTH))
         self.shared_gate = nn.Linear(WIDTH, 1) if shared else None
 
@@ -67,12 +73,13 @@ class Language(nn.Module):
         act: type[nn.Module] = nn.SiLU,
         shared: bool = False,
         router: type[nn.Module] | None = None,
+        oss: bool = False,
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(VOCAB, WIDTH)
         self.norms = nn.ModuleList(nn.LayerNorm(WIDTH) for _ in range(3))
         make = router or (lambda: TopKRouter(EXPERTS, WIDTH, 2))
-        self.blocks = nn.ModuleList(Mixture(gated, act(), shared, make()) for _ in range(2))
+        self.blocks = nn.ModuleList(Mixture(gated, act(), shared, make(), oss) for _ in range(2))
         self.head = nn.Linear(WIDTH, VOCAB)
 
     def forward(self, ids: Tensor) -> Tensor:
@@ -160,6 +167,7 @@ def test_the_experts_compute_each_tokens_weighted_picks() -> None:
     gen = torch.Generator().manual_seed(0)
     for gated in (True, False):
         experts = StackedExperts(EXPERTS, WIDTH, INNER, nn.SiLU(), gated).double()
+        assert experts.down_proj_bias is None
         with torch.no_grad():
             for p in experts.parameters():
                 p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
@@ -181,6 +189,32 @@ def test_the_experts_compute_each_tokens_weighted_picks() -> None:
                 expected[t] += weights[t, j] * (down @ h)
         with torch.no_grad():
             torch.testing.assert_close(experts(x, index, weights), expected)
+
+
+def test_gpt_oss_experts_compute_their_clamped_gate_with_biases() -> None:
+    """With interleaved rows, biases and GPT-OSS's clamped SwiGLU, expert e's output on x
+    is its down columns times the gate of its rows 2j (gate) and 2j + 1 (up), plus its
+    biases (the input bias by row, the output bias its column of down_proj_bias)."""
+    gen = torch.Generator().manual_seed(1)
+    glu = ClampedSwiGLU(1.702, 2.0)
+    experts = StackedExperts(
+        EXPERTS, WIDTH, INNER, nn.Identity(), interleaved=True, bias=True, glu=glu
+    ).double()
+    with torch.no_grad():
+        for p in experts.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 2)
+    x = torch.randn(3, WIDTH, generator=gen, dtype=torch.float64)
+    index = torch.tensor([[1], [3], [1]])
+    weights = torch.ones(3, 1, dtype=torch.float64)
+    rows = experts.gate_up_proj[2 * INNER : 4 * INNER]  # expert 1's
+    h = F.linear(x, rows, experts.gate_up_proj_bias[2 * INNER : 4 * INNER])
+    g, up = h[:, 0::2].clamp(max=2.0), h[:, 1::2].clamp(-2.0, 2.0)
+    units = (up + 1) * g * torch.sigmoid(1.702 * g)
+    down = experts.down_proj[:, INNER : 2 * INNER]
+    expected = F.linear(units, down, experts.down_proj_bias[:, 1])
+    with torch.no_grad():
+        out = experts(x, index, weights)
+    torch.testing.assert_close(out[[0, 2]], expected[[0, 2]])
 
 
 def test_the_structure_is_derived() -> None:
@@ -213,6 +247,13 @@ def test_the_structure_is_derived() -> None:
     _, grouped, _ = _model(0, router=_grouped)  # the experts stay in place
     assert grouped.group("blocks.0.experts").heads == 1 and grouped.group("embed")
     assert not any(g.name.endswith("gate") for g in grouped.groups)
+    _, oss, _ = _model(0, oss=True, router=_marked)  # GPT-OSS's: interleaved rows, biases
+    experts = oss.group("blocks.0.experts")
+    assert [(p.start, p.head, p.stride) for p in experts.producers] == [(0, 1, 2), (1, 1, 2)]
+    assert experts.producers[0].bias == "blocks.0.experts.gate_up_proj_bias"
+    bias = "blocks.0.experts.down_proj_bias"  # hidden x experts: the stream's, the experts'
+    assert any(c.name == bias and c.axis == 0 for c in oss.group("embed").carried)
+    assert any(c.name == bias and c.axis == 1 for c in oss.group("blocks.0.gate").carried)
     _, plain, _ = _model(0, gated=False, act=nn.ReLU)
     relu = plain.group("blocks.1.experts")
     assert relu.symmetry == "scale" and relu.producers[0].stride == 0
@@ -227,6 +268,7 @@ def test_the_structure_is_derived() -> None:
             {"gated": False, "act": nn.ReLU},
             {"gated": False, "act": nn.Tanh, "router": _marked},
             {"router": _grouped},
+            {"oss": True, "router": _marked},
         ]
     ),
 )

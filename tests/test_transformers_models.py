@@ -485,12 +485,33 @@ def test_mixtures_of_experts_keep_the_function(libraries: None, kind: str) -> No
     _keeps_its_function(model, spec)
 
 
-def test_experts_canon_cannot_follow_are_refused_when_built(libraries: None) -> None:
-    """GPT-OSS's experts (biases, gate and up rows interleaved, a clamped gate of their
-    own) are refused by name when the model is built."""
-    config = _mixture("gpt_oss", "GptOssForCausalLM", num_local_experts=4, head_dim=4)
-    with pytest.raises(UnsupportedModuleError, match=r"experts `model\.layers\.0\.mlp\.experts`"):
-        build_model("hf-transformers/gpt_oss", {"config": config})
+@pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe", "granitemoe", "gpt_oss"])
+def test_canons_experts_give_the_librarys_logits(libraries: None, kind: str) -> None:
+    """The library's model and canon's (its experts canon's ``StackedExperts``) compute the
+    same logits from the same weights, the library's 3-D experts brought into canon's 2-D
+    stacking by ``library_layout`` (GPT-OSS's too: rows transposed and interleaved, biases,
+    a clamped SwiGLU). GPT-OSS's attention (rotary halves cut by ``chunk``, a sink per
+    head) is refused when traced, naming the op."""
+    transformers = pytest.importorskip("transformers")
+    extra = {"num_local_experts": 4, "head_dim": 4} if kind == "gpt_oss" else {}
+    config = MIXTURES.get(kind) or _mixture(kind, "GptOssForCausalLM", **extra)
+    values = {k: v for k, v in config.items() if k not in ("model_type", "architectures")}
+    torch.manual_seed(0)
+    built = transformers.AutoConfig.for_model(kind, **values)
+    built._experts_implementation = "eager"  # the library's kernels take float32 at most
+    library = getattr(transformers, config["architectures"][0])(built).double().eval()
+    model = build_model(f"hf-transformers/{kind}", {"config": config}).double().eval()
+    layout = library_layout(model)
+    state = {k: layout.in_canon(k, v) for k, v in library.state_dict().items()}
+    load_into(model, state)
+    x = _inputs(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, library(x).logits)
+    if kind == "gpt_oss":
+        with pytest.raises(
+            UnsupportedModuleError, match=r"in module `model\.layers\.0\.self_attn`"
+        ):
+            spec_from_module(model)
 
 
 _ALBERT = {

@@ -400,7 +400,7 @@ class LibraryLayout:
     def in_canon(self, name: str, t: Tensor) -> Tensor:
         """A file's tensor ``t`` as canon holds it (canon's ``name``)."""
         stacked = self._stacked(name)
-        if stacked is not None and t.ndim == 3:
+        if stacked is not None and t.ndim == (2 if stacked[0].endswith("-bias") else 3):
             return in_canon_layout(stacked[0], t)
         return t.t().contiguous() if name in self.transposed and t.ndim == 2 else t
 

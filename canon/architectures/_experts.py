@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from canon._limits import clip
-from canon.core.experts import StackedExperts, mark_router, router_weight
+from canon.core.experts import ClampedSwiGLU, StackedExperts, mark_router, router_weight
 from canon.errors import UnsupportedModuleError
 
 __all__ = [
@@ -35,8 +35,9 @@ __all__ = [
 
 #: How a library's file holds one of canon's stacked weights: the input weight (``in``:
 #: experts x rows x hidden) or ``down_proj`` (``down``: experts x hidden x I), each maybe
-#: with its two last axes swapped (``-transposed``).
-Stacked = Literal["in", "in-transposed", "down", "down-transposed"]
+#: with its two last axes swapped (``-transposed``); their biases (``in-bias``: experts x
+#: rows, held as one row each; ``down-bias``: experts x hidden, held as hidden x experts).
+Stacked = Literal["in", "in-transposed", "down", "down-transposed", "in-bias", "down-bias"]
 
 
 def _is_library_experts(module: nn.Module) -> bool:
@@ -52,36 +53,53 @@ def _is_library_experts(module: nn.Module) -> bool:
     )
 
 
-def _refused(path: str, module: nn.Module) -> str | None:
-    """Why canon cannot follow the library's experts at ``path``; None if it can."""
+def _glu(module: nn.Module) -> ClampedSwiGLU | str | None:
+    """The two-input gate of a library's gated experts: None for ``act(gate) * up``
+    (transformers' default), canon's :class:`~canon.core.experts.ClampedSwiGLU` for one that
+    computes it (GPT-OSS's, checked on random pre-activations), else why not."""
     from transformers.integrations.moe import _default_apply_gate
 
+    apply = getattr(type(module), "_apply_gate", None)
+    if not module.has_gate or apply is _default_apply_gate or apply is None:
+        return None
+    alpha, limit = getattr(module, "alpha", None), getattr(module, "limit", None)
+    if not isinstance(alpha, (int, float)) or not isinstance(limit, (int, float)):
+        return "a gate of their own"
+    glu = ClampedSwiGLU(alpha, limit)
+    gen = torch.Generator().manual_seed(0)
+    rows = 2 * int(module.get_parameter("down_proj").shape[2 if not module.is_transposed else 1])
+    h = torch.randn(5, rows, generator=gen, dtype=torch.float64, device="cpu") * 2 * limit
+    interleaved = not getattr(module, "is_concatenated", True)
+    gate, up = (h[:, 0::2], h[:, 1::2]) if interleaved else h.chunk(2, dim=-1)
+    with torch.no_grad():
+        same = torch.allclose(apply(module, h), glu(gate, up))
+    return glu if same else "a gate of their own"
+
+
+def _refused(path: str, module: nn.Module, glu: ClampedSwiGLU | str | None) -> str | None:
+    """Why canon cannot follow the library's experts at ``path``; None if it can."""
     what = []
-    if getattr(module, "has_bias", False):
-        what.append("biases")
     if getattr(module, "has_post_expert_norm", False):
         what.append("a norm after each expert")
-    if not getattr(module, "is_concatenated", True):
-        what.append("gate and up rows interleaved")
-    if module.has_gate and getattr(type(module), "_apply_gate", None) is not _default_apply_gate:
-        what.append("a gate of their own")
-    if not isinstance(getattr(module, "act_fn", None), nn.Module):
+    if isinstance(glu, str):
+        what.append(glu)
+    if glu is None and not isinstance(getattr(module, "act_fn", None), nn.Module):
         what.append("no activation module")
     if not what:
         return None
     return (
         f"the experts `{clip(path, 120)}` ({type(module).__name__}) have "
-        f"{' and '.join(what)}; canon follows stacked experts without biases whose gate "
-        "is act(gate) * up (Mixtral's, Qwen's, OLMoE's, DeepSeek's)"
+        f"{' and '.join(what)}; canon follows stacked experts whose gate is act(gate) * up "
+        "(Mixtral's, Qwen's, OLMoE's, DeepSeek's) or GPT-OSS's clamped SwiGLU"
     )
 
 
-def _canon_experts(module: nn.Module) -> StackedExperts:
+def _canon_experts(module: nn.Module, glu: ClampedSwiGLU | None) -> StackedExperts:
     """canon's experts holding ``module``'s weights (a library's experts) in 2-D."""
     gated = bool(module.has_gate)
-    w_in: Tensor = module.get_parameter("gate_up_proj" if gated else "up_proj")
+    name = "gate_up_proj" if gated else "up_proj"
+    w_in: Tensor = module.get_parameter(name)
     down: Tensor = module.get_parameter("down_proj")
-    act = module.get_submodule("act_fn")
     if module.is_transposed:  # (experts, in, out) in the file: (experts, out, in) here
         w_in, down = w_in.transpose(1, 2), down.transpose(1, 2)
     experts, rows, hidden = w_in.shape
@@ -91,10 +109,23 @@ def _canon_experts(module: nn.Module) -> StackedExperts:
             f"experts of shapes {list(w_in.shape)} and {list(down.shape)} do not agree",
             op="experts",
         )
-    made = StackedExperts(experts, hidden, intermediate, act, gated, w_in.device, w_in.dtype)
+    bias = bool(getattr(module, "has_bias", False))
+    act = module.get_submodule("act_fn") if glu is None else nn.Identity()
+    made = StackedExperts(
+        experts, hidden, intermediate, act, gated, w_in.device, w_in.dtype,
+        interleaved=not getattr(module, "is_concatenated", True), bias=bias, glu=glu,
+    )  # fmt: skip
+    held = made.state_dict(keep_vars=True)
     with torch.no_grad():
-        getattr(made, made.in_name).copy_(w_in.reshape(experts * rows, hidden))
-        made.down_proj.copy_(down.permute(1, 0, 2).reshape(hidden, experts * intermediate))
+        held[name].copy_(in_canon_layout("in", w_in))
+        held["down_proj"].copy_(in_canon_layout("down", down))
+        if bias:
+            held[f"{name}_bias"].copy_(
+                in_canon_layout("in-bias", module.get_parameter(f"{name}_bias"))
+            )
+            held["down_proj_bias"].copy_(
+                in_canon_layout("down-bias", module.get_parameter("down_proj_bias"))
+            )
     return made
 
 
@@ -108,14 +139,18 @@ def stack_library_experts(net: nn.Module) -> tuple[tuple[str, Stacked, int], ...
             if not _is_library_experts(child):
                 continue
             where = f"{path}.{name}" if path else name
-            why = _refused(where, child)
-            if why is not None:
-                raise UnsupportedModuleError(why, op=type(child).__name__, path=where)
-            made = _canon_experts(child)
+            glu = _glu(child)
+            why = _refused(where, child, glu)
+            if why is not None or isinstance(glu, str):
+                raise UnsupportedModuleError(str(why), op=type(child).__name__, path=where)
+            made = _canon_experts(child, glu)
             setattr(parent, name, made)
-            flip, e = child.is_transposed, made.experts
-            found.append((f"{where}.{made.in_name}", "in-transposed" if flip else "in", e))
-            found.append((f"{where}.down_proj", "down-transposed" if flip else "down", e))
+            flip, e = "-transposed" if child.is_transposed else "", made.experts
+            found.append((f"{where}.{made.in_name}", f"in{flip}", e))  # type: ignore[arg-type]
+            found.append((f"{where}.down_proj", f"down{flip}", e))  # type: ignore[arg-type]
+            if made.down_proj_bias is not None:
+                found.append((f"{where}.{made.in_name}_bias", "in-bias", e))
+                found.append((f"{where}.down_proj_bias", "down-bias", e))
             for other in parent.children():
                 weight = router_weight(other, made.hidden) if other is not made else None
                 if weight is not None and other.get_parameter(weight).shape[0] == made.experts:
@@ -125,7 +160,11 @@ def stack_library_experts(net: nn.Module) -> tuple[tuple[str, Stacked, int], ...
 
 def canon_shape(how: Stacked, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape canon holds a library's stacked weight of ``shape`` in (a file's header
-    checked before any tensor is read); ``shape`` itself when it is not 3-D."""
+    checked before any tensor is read); ``shape`` itself when it is not the library's."""
+    if how.endswith("-bias"):
+        if len(shape) != 2:
+            return shape
+        return (shape[0] * shape[1],) if how == "in-bias" else (shape[1], shape[0])
     if len(shape) != 3:
         return shape
     experts, a, b = shape
@@ -136,6 +175,10 @@ def canon_shape(how: Stacked, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def in_canon_layout(how: Stacked, t: Tensor) -> Tensor:
     """A library's stacked weight ``t`` as canon holds it (:func:`canon_shape`)."""
+    if how == "in-bias":
+        return t.reshape(-1).contiguous()
+    if how == "down-bias":
+        return t.t().contiguous()
     if how.endswith("-transposed"):
         t = t.transpose(1, 2)
     if how.startswith("in"):

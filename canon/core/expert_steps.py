@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from canon.core.experts import StackedExperts, router_weight
-from canon.core.ops import library_activation, module_op, plain
+from canon.core.ops import Op, library_activation, module_op, plain
 from canon.core.spec import CarriedAxis, OutgoingAxis, Tap
 from canon.core.walk_values import (
     Made,
@@ -111,6 +111,49 @@ class ExpertSteps:
                 "experts",
                 path,
             )
+        op = self._expert_op(path, module)
+        weight = f"{path}.{module.in_name}"
+        in_bias = f"{weight}_bias" if module.down_proj_bias is not None else None
+        space.outgoing.append((order, OutgoingAxis(weight, 1)))
+        e, i = module.experts, module.intermediate
+        inner = Space(size=e * i, created=order, origin=path, blocks=e)
+        if module.gated:
+            # unit j of expert e: gate row 2ei + j and up row 2ei + i + j, or (interleaved)
+            # rows 2(ei + j) and 2(ei + j) + 1
+            head, stride, up = (1, 2, 1) if module.interleaved else (i, 2 * i, i)
+            inner.producers += [
+                Made(order, path, weight, in_bias, start=0, head=head, stride=stride),
+                Made(order, path, weight, in_bias, start=up, head=head, stride=stride),
+            ]
+            inner.ops.append((order, op))
+            if module.glu is None:
+                inner.ops.append((order, plain("product")))
+            layout = {"head": head, "stride": stride}
+        else:
+            inner.producers.append(Made(order, path, weight, in_bias))
+            inner.ops.append((order, op))
+            layout = {}
+        # the gate's (or up) pre-activations of every token: what activation matching reads
+        inner.taps[f"{path}#experts"] = Tap(
+            tokens, units.axis, projection=weight, projection_bias=in_bias or "", **layout
+        )
+        inner.outgoing.append((order, OutgoingAxis(f"{path}.down_proj", 1)))
+        self.inner.append(inner)
+        made = Space(size=module.hidden, created=order, origin=path)
+        made.producers.append(Made(order, path, f"{path}.down_proj", None))
+        by_expert = []
+        if in_bias is not None:  # each expert's own output bias (hidden x experts)
+            made.carried.append(CarriedAxis(f"{path}.down_proj_bias", 0))
+            made.ops.append((order, plain("experts' biases")))  # a shift: no factor moves it
+            by_expert.append(CarriedAxis(f"{path}.down_proj_bias", 1))
+        self._route(node, inner, e, by_expert)
+        self.calls[path] = (units, made)
+        return Units(made, len(shape_of(node)) - 1)
+
+    def _expert_op(self, path: str, module: StackedExperts) -> Op:
+        """What the experts' activation (or two-input gate) does to a unit's scale."""
+        if module.glu is not None:
+            return plain(type(module.glu).__name__)
         act = module.act_fn
         op = module_op(act)
         if op is None:
@@ -122,36 +165,16 @@ class ExpertSteps:
             )
         if library_activation(act):
             check_commutes(act, f"{path}.act_fn", (1, module.intermediate), 1)
-        weight = f"{path}.{module.in_name}"
-        space.outgoing.append((order, OutgoingAxis(weight, 1)))
-        e, i = module.experts, module.intermediate
-        inner = Space(size=e * i, created=order, origin=path, blocks=e)
-        if module.gated:
-            inner.producers += [
-                Made(order, path, weight, None, start=0, head=i, stride=2 * i),
-                Made(order, path, weight, None, start=i, head=i, stride=2 * i),
-            ]
-            inner.ops += [(order, op), (order, plain("product"))]
-            tap = Tap(tokens, units.axis, projection=weight, head=i, stride=2 * i)
-        else:
-            inner.producers.append(Made(order, path, weight, None))
-            inner.ops.append((order, op))
-            tap = Tap(tokens, units.axis, projection=weight)
-        # the gate's (or up) pre-activations of every token: what activation matching reads
-        inner.taps[f"{path}#experts"] = tap
-        inner.outgoing.append((order, OutgoingAxis(f"{path}.down_proj", 1)))
-        self.inner.append(inner)
-        self._route(node, inner, e)
-        made = Space(size=module.hidden, created=order, origin=path)
-        made.producers.append(Made(order, path, f"{path}.down_proj", None))
-        self.calls[path] = (units, made)
-        return Units(made, len(shape_of(node)) - 1)
+        return op
 
-    def _route(self, node: fx.Node, inner: Space, experts: int) -> None:
+    def _route(
+        self, node: fx.Node, inner: Space, experts: int, by_expert: list[CarriedAxis]
+    ) -> None:
         """When the experts at ``node`` take their index and weights straight from one
         router's outputs and that router treats the experts alike (:func:`_moves_experts`),
         the experts move as wholes with its rows: ``inner`` in ``experts`` blocks, and a
-        space of the router's rows (its per-expert vectors carried), in one order."""
+        space of the router's rows (its per-expert vectors carried, and ``by_expert``: the
+        experts' tensors with an axis of experts), in one order."""
         sources = {a.args[0] for a in node.args[1:] if _getitem(a)}  # type: ignore[union-attr]
         router = next(iter(sources)) if len(sources) == 1 else None
         if router not in self.routers:
@@ -168,6 +191,7 @@ class ExpertSteps:
         full = f"{path}.{bias}" if bias is not None else None
         rows.producers.append(Made(order, path, f"{path}.{weight}", full))
         rows.carried += [CarriedAxis(f"{path}.{n}", 0) for n in per_expert if n != bias]
+        rows.carried += by_expert
         reads = self._tokens_of(router)
         rows.taps[f"{path}#router"] = Tap(
             reads, units.axis, projection=f"{path}.{weight}", projection_bias=full or ""

@@ -27,17 +27,44 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["StackedExperts", "TopKRouter", "is_router", "mark_router", "router_weight"]
+__all__ = [
+    "ClampedSwiGLU",
+    "StackedExperts",
+    "TopKRouter",
+    "is_router",
+    "mark_router",
+    "router_weight",
+]
 
 #: The attribute that marks a module as a router (:func:`mark_router`).
 _ROUTER = "canon_router"
+
+
+class ClampedSwiGLU(nn.Module):
+    """GPT-OSS's gate of a unit from its gate and up pre-activations: ``(clamp(up, -limit,
+    limit) + 1) * g * sigmoid(alpha * g)`` with ``g = clamp(gate, max=limit)``."""
+
+    def __init__(self, alpha: float, limit: float) -> None:
+        super().__init__()
+        self.alpha, self.limit = float(alpha), float(limit)
+
+    def forward(self, gate: Tensor, up: Tensor) -> Tensor:
+        """Each unit's output from its own two pre-activations."""
+        g = gate.clamp(max=self.limit)
+        return (up.clamp(-self.limit, self.limit) + 1) * g * torch.sigmoid(g * self.alpha)
 
 
 class StackedExperts(nn.Module):
     """``experts`` MLPs of ``hidden`` inputs and ``intermediate`` units each, applied to the
     tokens the router sent them: ``forward(x, index, weights)`` with ``x`` (tokens,
     hidden), ``index`` and ``weights`` (tokens, k) gives ``sum_j weights[t, j] *
-    expert_{index[t, j]}(x[t])`` for every token ``t``."""
+    expert_{index[t, j]}(x[t])`` for every token ``t``.
+
+    A gated expert computes ``act(gate) * up`` (or ``glu(gate, up)``) from its gate and up
+    rows, which follow one another (``interleaved``: alternate, unit ``j``'s gate row
+    ``2j``, its up row ``2j + 1``); with ``bias``, ``<in_name>_bias`` (one per row) and
+    ``down_proj_bias`` (hidden x experts: expert ``e``'s output bias is its column ``e``).
+    """
 
     def __init__(
         self,
@@ -48,6 +75,10 @@ class StackedExperts(nn.Module):
         gated: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        interleaved: bool = False,
+        bias: bool = False,
+        glu: ClampedSwiGLU | None = None,
     ) -> None:
         super().__init__()
         if min(experts, hidden, intermediate) < 1:
@@ -55,36 +86,53 @@ class StackedExperts(nn.Module):
                 f"experts, hidden and intermediate sizes must be positive, got "
                 f"{experts}, {hidden}, {intermediate}"
             )
+        if (interleaved or glu is not None) and not gated:
+            raise ValueError("interleaved rows and a two-input gate need gated experts")
         self.experts, self.hidden, self.intermediate = experts, hidden, intermediate
-        self.gated = gated
+        self.gated, self.interleaved = gated, interleaved
         self.act_fn = act
+        self.glu = glu
         rows = experts * intermediate * (2 if gated else 1)
-        w_in = torch.empty(rows, hidden, device=device, dtype=dtype)
-        self.register_parameter(self.in_name, nn.Parameter(w_in))
-        w_out = torch.empty(hidden, experts * intermediate, device=device, dtype=dtype)
-        self.down_proj = nn.Parameter(w_out)
+
+        def new(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.empty(*shape, device=device, dtype=dtype))
+
+        self.register_parameter(self.in_name, new(rows, hidden))
+        self.down_proj = new(hidden, experts * intermediate)
+        self.register_parameter(f"{self.in_name}_bias", new(rows) if bias else None)
+        self.register_parameter("down_proj_bias", new(hidden, experts) if bias else None)
 
     @property
     def in_name(self) -> str:
         """The name of the weight that reads the tokens: ``gate_up_proj`` or ``up_proj``."""
         return "gate_up_proj" if self.gated else "up_proj"
 
+    def _units(self, h: Tensor) -> Tensor:
+        """An expert's units from its rows' pre-activations (tokens x rows)."""
+        if not self.gated:
+            out: Tensor = self.act_fn(h)
+            return out
+        gate, up = (h[..., 0::2], h[..., 1::2]) if self.interleaved else h.chunk(2, dim=-1)
+        if self.glu is not None:
+            glued: Tensor = self.glu(gate, up)
+            return glued
+        gated: Tensor = self.act_fn(gate) * up
+        return gated
+
     def forward(self, x: Tensor, index: Tensor, weights: Tensor) -> Tensor:
         """The weighted sum of the picked experts' outputs, one row per token."""
         rows: Tensor = getattr(self, self.in_name)
         ins = rows.view(self.experts, -1, self.hidden)
+        in_bias, down_bias = (self._parameters[f"{n}_bias"] for n in (self.in_name, "down_proj"))
+        biases = in_bias.view(self.experts, -1) if in_bias is not None else None
         outs = self.down_proj.view(self.hidden, self.experts, self.intermediate)
         out = torch.zeros_like(x)
         hit = torch.bincount(index.flatten(), minlength=self.experts)[: self.experts]
         for e in hit.nonzero().flatten().tolist():  # the experts some token reached
             token, slot = torch.where(index == e)
-            h = F.linear(x[token], ins[e])
-            if self.gated:
-                gate, up = h.chunk(2, dim=-1)
-                h = self.act_fn(gate) * up
-            else:
-                h = self.act_fn(h)
-            y = F.linear(h, outs[:, e]) * weights[token, slot, None]
+            h = self._units(F.linear(x[token], ins[e], None if biases is None else biases[e]))
+            down = None if down_bias is None else down_bias[:, e]
+            y = F.linear(h, outs[:, e], down) * weights[token, slot, None]
             out.index_add_(0, token, y.to(out.dtype))
         return out
 
