@@ -31,7 +31,6 @@ from canon.core import (
     spec_from_module,
 )
 from canon.core.trace import load_into
-from canon.errors import UnsupportedModuleError
 from canon.service import create_app
 
 # transformers takes seconds to import on a fresh worker: the fast loop leaves these to CI
@@ -453,6 +452,9 @@ MIXTURES: dict[str, dict[str, Any]] = {
     "hunyuan_v1_moe": _mixture(
         "hunyuan_v1_moe", "HunYuanMoEV1ForCausalLM", num_experts=4, moe_topk=2, head_dim=4
     ),
+    # experts with biases, gate and up rows interleaved, a clamped SwiGLU; attention with
+    # rotary halves cut by chunk and a sink per head (the heads stay in place)
+    "gpt_oss": _mixture("gpt_oss", "GptOssForCausalLM", num_local_experts=4, head_dim=4),
     "ernie4_5_moe": _mixture(
         "ernie4_5_moe", "Ernie4_5_MoeForCausalLM", moe_num_experts=4, moe_k=2,
         moe_intermediate_size=8, moe_layer_start_index=1,
@@ -476,7 +478,7 @@ def test_mixtures_of_experts_keep_the_function(libraries: None, kind: str) -> No
     assert all(g.heads == (1 if kind == "ernie4_5_moe" else 4) for g in experts)
     stacked = {name: how for name, how, _ in library_layout(model).stacked}
     assert {p.weight for g in experts for p in g.producers} <= stacked.keys()
-    assert all(stacked[o.name] == "down" for g in experts for o in g.outgoing)
+    assert all(stacked[o.name].startswith("down") for g in experts for o in g.outgoing)
     stream, info = spec.groups[0], spec.tensor_info
     routers = {o.name for o in stream.outgoing if info[o.name].shape == (4, 16)}
     assert len(routers) == len(experts)  # one weight row per expert
@@ -490,11 +492,9 @@ def test_canons_experts_give_the_librarys_logits(libraries: None, kind: str) -> 
     """The library's model and canon's (its experts canon's ``StackedExperts``) compute the
     same logits from the same weights, the library's 3-D experts brought into canon's 2-D
     stacking by ``library_layout`` (GPT-OSS's too: rows transposed and interleaved, biases,
-    a clamped SwiGLU). GPT-OSS's attention (rotary halves cut by ``chunk``, a sink per
-    head) is refused when traced, naming the op."""
+    a clamped SwiGLU)."""
     transformers = pytest.importorskip("transformers")
-    extra = {"num_local_experts": 4, "head_dim": 4} if kind == "gpt_oss" else {}
-    config = MIXTURES.get(kind) or _mixture(kind, "GptOssForCausalLM", **extra)
+    config = MIXTURES[kind]
     values = {k: v for k, v in config.items() if k not in ("model_type", "architectures")}
     torch.manual_seed(0)
     built = transformers.AutoConfig.for_model(kind, **values)
@@ -507,11 +507,6 @@ def test_canons_experts_give_the_librarys_logits(libraries: None, kind: str) -> 
     x = _inputs(model)
     with torch.no_grad():
         torch.testing.assert_close(model(x).logits, library(x).logits)
-    if kind == "gpt_oss":
-        with pytest.raises(
-            UnsupportedModuleError, match=r"in module `model\.layers\.0\.self_attn`"
-        ):
-            spec_from_module(model)
 
 
 _ALBERT = {

@@ -339,6 +339,27 @@ def _joined(parts: Sequence[Sliced], woven: bool = False) -> Heads | Sliced | No
     return replace(first, dims=dims, turned=not in_place)
 
 
+def _mixed_halves(a: Heads | Sliced, b: Heads | Sliced) -> bool:
+    """Whether two head tensors are equal parts of the same heads' dimensions, each
+    turned (multiplied by rotary angles): their sum rotates pairs of dimensions, pinned in
+    their heads when the parts join (GPT-OSS's ``x1 * cos - x2 * sin``)."""
+    return (
+        isinstance(a, Sliced)
+        and isinstance(b, Sliced)
+        and a.turned
+        and b.turned
+        and _same_place(a.heads, b.heads)
+        and len(a.dims) == len(b.dims)
+        and a.width == b.width
+    )
+
+
+def _constant(value: object) -> bool:
+    """Whether a walked value is moved by no symmetry: a parameter, a tensor computed from
+    parameters and positions, or the network's input."""
+    return isinstance(value, (Param, Fixed)) or (isinstance(value, Units) and value.space.pinned)
+
+
 def _same_place(a: Heads | Sliced, b: Heads | Sliced) -> bool:
     """Whether two head tensors hold the same dimensions of the same space's heads, laid
     out alike (the two terms of a rotary embedding's sum; pinned, so their order within a
@@ -609,13 +630,20 @@ class AttentionSteps:
 
     def _carve_heads(self, node: fx.Node, source: fx.Node, heads: Heads) -> HeadParts | HeadRanges:
         """``chunk`` / ``split`` of every head's dimensions (GPT-NeoX's fused projection
-        viewed as (heads, 3 * d) and chunked into queries, keys and values), or of the
+        viewed as (heads, 3 * d) and chunked into queries, keys and values; or the halves
+        a rotary embedding turns, each part multiplied by angles: GPT-OSS's), or of the
         heads into ranges of whole heads (Falcon's ``split([heads, 1, 1], dim=-2)``)."""
         at, name = location(node), op_name(node)
         space = heads.space.root()
         shape = shape_of(source)
         metas = node.meta.get("tensor_meta")
         shapes = [tuple(m.shape) for m in metas] if isinstance(metas, (tuple, list)) else []
+        axis = heads.dim_axis
+        along = bool(shapes) and all(
+            s[:axis] == shape[:axis] and s[axis + 1 :] == shape[axis + 1 :] for s in shapes
+        )
+        if along and self._turned_alone(node):
+            return HeadParts(heads, tuple(s[axis] for s in shapes), halves=True)
         across = heads.head_axis
         if shapes and all(
             s[:across] == shape[:across] and s[across + 1 :] == shape[across + 1 :] for s in shapes
@@ -628,10 +656,6 @@ class AttentionSteps:
                     at,
                 )
             return HeadRanges(heads, tuple(s[across] for s in shapes))
-        axis = heads.dim_axis
-        along = bool(shapes) and all(
-            s[:axis] == shape[:axis] and s[axis + 1 :] == shape[axis + 1 :] for s in shapes
-        )
         fused = len(space.producers) == 1 and not space.carved and not space.heads_only
         if not (along and fused and heads.repeat == 1 and _flat_tap(space) is not None):
             raise unsupported(
@@ -644,13 +668,76 @@ class AttentionSteps:
         space.carved = True
         return HeadParts(heads, tuple(s[axis] for s in shapes))
 
-    def _head_part(self, node: fx.Node, parts: HeadParts) -> Heads:
+    def _sinks(
+        self, node: fx.Node, source: fx.Node, scores: Scores, inputs: list[tuple[fx.Node, Value]]
+    ) -> Value | None:
+        """The steps of attention sinks (GPT-OSS's): per-head constants joined after the
+        keys (``cat((scores, sinks), dim=-1)``), the scores' largest entry per query taken
+        off (``x - x.max(-1, keepdim=True).values``: moved by nothing, so the heads stay in
+        place), the sinks' columns dropped after the softmax (``probs[..., :-1]``); None for
+        any other op on scores."""
+        target, ndim = node.target, len(shape_of(source))
+        keys = ndim - 1
+        if target in (torch.cat, torch.concat):
+            listed = node.args[0] if node.args else node.kwargs.get("tensors")
+            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+            if not isinstance(listed, (list, tuple)) or not listed or listed[0] is not source:
+                return None
+            others = [n for n in listed[1:] if isinstance(n, fx.Node)]
+            if (
+                not isinstance(dim, int)
+                or dim % ndim != keys
+                or len(others) != len(listed) - 1
+                or not all(_constant(self.values.get(n)) for n in others)
+            ):
+                return None
+            scores.query.root().heads_fixed = scores.key.root().heads_fixed = True
+            extra = sum(shape_of(n)[-1] for n in others)
+            return replace(scores, sinks=scores.sinks + extra)
+        if target in ("max", torch.max, "amax", torch.amax) and len(inputs) == 1:
+            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+            if not isinstance(dim, int) or dim % ndim != keys:
+                return None
+            scores.query.root().heads_fixed = scores.key.root().heads_fixed = True
+            return Fixed(())  # the largest score of each query: a shift the softmax ignores
+        if target is operator.getitem and len(inputs) == 1 and scores.sinks:
+            index = _per_axis(node.args[1], ndim)
+            width = shape_of(source)[keys]
+            if index is None or any(i != slice(None) for i in index[:keys]):
+                return None
+            kept = index[keys]
+            if isinstance(kept, slice) and kept.indices(width) == (0, width - scores.sinks, 1):
+                return replace(scores, sinks=0)
+        return None
+
+    def _turned_alone(self, node: fx.Node) -> bool:
+        """Whether every part a ``chunk`` of head dimensions gives is only multiplied by
+        constants (rotary angles: computed from positions, or buffers): the halves of a
+        rotary embedding, not the parts of a fused projection."""
+        picks = list(node.users)
+        uses = [use for pick in picks for use in pick.users]
+        return bool(uses) and all(
+            pick.target is operator.getitem for pick in picks
+        ) and all(
+            use.target in MUL
+            and any(
+                isinstance(other, fx.Node) and _constant(self.values.get(other))
+                for other in use.args
+                if other not in picks
+            )
+            for use in uses
+        )  # fmt: skip
+
+    def _head_part(self, node: fx.Node, parts: HeadParts) -> Heads | Sliced:
         """Part ``i`` of every head (queries, keys or values of a fused projection whose
-        rows interleave them head by head)."""
+        rows interleave them head by head; or a half a rotary embedding turns)."""
         index = node.args[1]
         if not isinstance(index, int):
             raise unsupported(f"cannot tell which part `{node.name}` takes", "getitem", node.name)
         index %= len(parts.sizes)
+        if parts.halves:
+            first, width = sum(parts.sizes[:index]), sum(parts.sizes)
+            return Sliced(parts.heads, tuple(range(first, first + parts.sizes[index])), width)
         heads = parts.heads
         fused = heads.space.root()
         flat = _flat_tap(fused)
@@ -879,6 +966,10 @@ class AttentionSteps:
             # commutes with permuting them, not with factors
             value.space.root().ops.append((self.order[node], plain("norm")))
             return value
+        if isinstance(value, Scores):
+            sunk = self._sinks(node, source, value, inputs)
+            if sunk is not None:
+                return sunk
         if not one_tensor(node):
             raise unsupported(
                 f"op `{name}` in {at} cuts attention heads into several tensors; canon "
@@ -1070,6 +1161,8 @@ class AttentionSteps:
             a, b = (v for _, v in heads)
             if _same_place(a, b):
                 return replace(a, turned=True) if isinstance(a, Sliced) else a
+            if _mixed_halves(a, b):  # x1 * cos - x2 * sin: a turned half, in x1's place
+                return a
         return None
 
     def _slice_heads(self, node: fx.Node, source: fx.Node, value: Heads | Sliced) -> Value | None:
@@ -1323,6 +1416,7 @@ class AttentionSteps:
             if (
                 isinstance(a, Scores)
                 and isinstance(b, Heads)
+                and not a.sinks
                 and a.head_axis == ndim - 3
                 and (b.head_axis, b.dim_axis) == (ndim - 3, ndim - 1)
                 and a.heads == b.heads

@@ -169,6 +169,7 @@ class Scores:
     head_axis: int
     heads: int
     repeat: int = 1  # query heads per key head (grouped-query attention)
+    sinks: int = 0  # columns of per-head constants joined after the keys (GPT-OSS's sinks)
 
 
 @dataclass(frozen=True)
@@ -260,10 +261,12 @@ class HeadRanges:
 class HeadParts:
     """A tuple of tensors that cut every head of ``heads`` into consecutive parts of
     ``sizes`` dimensions (``chunk`` of a fused projection viewed as (heads, parts * d):
-    GPT-NeoX's queries, keys and values, interleaved head by head)."""
+    GPT-NeoX's queries, keys and values, interleaved head by head; or, with ``halves``,
+    the parts of every head's dimensions a rotary embedding turns: GPT-OSS's)."""
 
     heads: Heads
     sizes: tuple[int, ...]
+    halves: bool = False
 
 
 @dataclass(frozen=True)
