@@ -459,7 +459,7 @@ def test_mixtral_repos_are_added_from_either_layout(
 ) -> None:
     """A Mixtral saved by transformers (each expert's own w1, w3 and w2, the names of the
     Hub's Mixtral repositories) and the same model's 3-D stacked state dict become the same
-    entry, with transformers' logits, its experts in canon's 2-D stacking; a copy with its
+    entry (so do the library's model and that state dict added from Python or a file), with transformers' logits, its experts in canon's 2-D stacking; a copy with its
     units and experts' units permuted compares at distance 0. A file that lacks one
     expert's weight is refused before any tensor is read, the zoo unchanged."""
     transformers = pytest.importorskip("transformers")
@@ -488,6 +488,12 @@ def test_mixtral_repos_are_added_from_either_layout(
     assert torch.equal(down[:, 2 * 8 : 3 * 8], w2)
     with Zoo.open(tmp_path / "stacked") as other:
         assert add_from_hub(other, "hf://mistral/tiny-stacked", **options).id == entry.id
+    # the library's own model, and its state dict in a file (3-D experts), added as such
+    typed = {"architecture": entry.architecture, "config": entry.config}
+    (tmp_path / "stacked.safetensors").write_bytes(save(stacked))
+    for name, source in (("module", mixtral), ("file", tmp_path / "stacked.safetensors")):
+        with Zoo.open(tmp_path / name) as other:
+            assert other.add(source, name=name, **typed).id == entry.id
     spec = _library_logits_and_a_copy_at_distance_zero(zoo, entry, mixtral)
     assert [g.blocks for g in spec.groups if g.name.endswith("experts")] == [4, 4]
     with Zoo.open(tmp_path / "short") as other:

@@ -397,6 +397,17 @@ class LibraryLayout:
             return canon_shape(stacked[0], shape)
         return tuple(reversed(shape)) if name in self.transposed and len(shape) == 2 else shape
 
+    def stacked_in_file(self, name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+        """Whether a tensor ``name`` of ``shape``, where canon holds ``expected``, is one of
+        the experts' weights as the library holds it (``model.state_dict()`` of a
+        transformers mixture: 3-D): what :meth:`in_canon` turns into canon's."""
+        stacked = self._stacked(name)
+        return (
+            stacked is not None
+            and tuple(shape) != tuple(expected)
+            and canon_shape(stacked[0], tuple(shape)) == tuple(expected)
+        )
+
     def in_canon(self, name: str, t: Tensor) -> Tensor:
         """A file's tensor ``t`` as canon holds it (canon's ``name``)."""
         stacked = self._stacked(name)

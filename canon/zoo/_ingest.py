@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from canon import checkpoint
 from canon._limits import MAX_GROUP_UNITS, MAX_TENSORS, clip, loads_json
-from canon.architectures import build_model, resolve_config
+from canon.architectures import LibraryLayout, build_model, library_layout, resolve_config
 from canon.checkpoint import STATE_KEYS, Located, load_state, locate_state, read_header
 from canon.core import Spec, check_state, spec_from_module, tied_names
 from canon.core.spec import check_tensors
@@ -132,10 +132,14 @@ def declared_spec(architecture: str, config: Mapping[str, Any]) -> Spec:
     return _declared(architecture, config)[0]
 
 
-def _declared(architecture: str, config: Mapping[str, Any]) -> tuple[Spec, dict[str, str]]:
-    """:func:`declared_spec` and the architecture's tied names (one meta-device build)."""
+def _declared(
+    architecture: str, config: Mapping[str, Any]
+) -> tuple[Spec, dict[str, str], LibraryLayout]:
+    """:func:`declared_spec`, the architecture's tied names and how its library's files
+    differ from canon's layout (one meta-device build)."""
     model = build_model(architecture, config, device="meta")
-    return Spec(groups=(), output=None, tensors=tensors_of(model)), tied_names(model)
+    spec = Spec(groups=(), output=None, tensors=tensors_of(model))
+    return spec, tied_names(model), library_layout(model)
 
 
 def pack(state: Mapping[str, Tensor], architecture: str, config_json: str) -> checkpoint.Packed:
@@ -335,20 +339,36 @@ def prepare(
         config = meta_config if config is None else config
     full = resolve_config(architecture, config)
     # a config that lies about sizes costs nothing before the header is checked against this
-    declared, tied = _declared(architecture, full)
+    declared, tied, layout = _declared(architecture, full)
+    expected = declared.tensor_info
     state: dict[str, Tensor] | None = None
     names: dict[str, str] | None = None
+    # experts' weights as the library holds them (3-D), which canon holds in 2-D
+    stacked: set[str] = set()
     if header is not None:
         stored = _name_groups(list(header.tensors), key)
-        located = locate_state(stored, declared.tensor_info, key=key, where=where)
+        located = locate_state(stored, expected, key=key, where=where)
         names = located.pick(stored)
-        check_tensors({new: header.tensors[old] for new, old in names.items()}, declared, where)
+        found = {new: header.tensors[old] for new, old in names.items()}
+        stacked = {
+            n for n, (shape, _) in found.items()
+            if n in expected and layout.stacked_in_file(n, shape, expected[n].shape)
+        }  # fmt: skip
+        for n in stacked:
+            found[n] = (layout.shape_in_canon(n, found[n][0]), found[n][1])
+        check_tensors(found, declared, where)
         if all(new == old for new, old in names.items()):
             names = None
     else:
         assert groups is not None
-        located = locate_state(groups, declared.tensor_info, key=key, where=where)
+        located = locate_state(groups, expected, key=key, where=where)
         state = _without_ties(located.pick(groups), tied, where)
+        state = {
+            n: layout.in_canon(n, t)
+            if n in expected and layout.stacked_in_file(n, tuple(t.shape), expected[n].shape)
+            else t
+            for n, t in state.items()
+        }
     _note(located, where)
     full, inferred = _with_input_shape(architecture, full, input_shape, dataset, where)
     config_json = canonical_json(full)
@@ -375,10 +395,14 @@ def prepare(
         ) from None
     check_group_sizes(spec, f"`{clip(architecture, 80)}` as configured")
     if state is None and shard_of:
-        state = _load_shards(shard_of, names, spec, where)
+        state = _load_shards(shard_of, names)
     if state is None:
         assert path is not None
-        state = load_state(path, spec, names=names)  # checks the header against the spec first
+        # the header was checked against the architecture; against the spec too, unless
+        # it holds experts' weights in the library's layout (checked as canon's above)
+        state = load_state(path, None if stacked else spec, names=names)
+    for n in stacked:
+        state[n] = layout.in_canon(n, state[n])
     check_state(state, spec, where)
     # the loaded tensors are let go for their views into the bytes: the weights held once
     packed = pack(state, architecture, config_json)
@@ -436,17 +460,17 @@ def _merged_header(shards: Shards) -> tuple[checkpoint.Header, dict[str, Path]]:
 
 
 def _load_shards(
-    shard_of: Mapping[str, Path], names: Mapping[str, str] | None, spec: Spec, where: str
+    shard_of: Mapping[str, Path], names: Mapping[str, str] | None
 ) -> dict[str, Tensor]:
     """The tensors of a sharded checkpoint, read one shard at a time (each shard's header
-    was checked against ``spec`` as part of the whole; here each is checked for NaN/Inf)."""
+    was checked against the architecture as part of the whole; the caller checks the
+    tensors for NaN/Inf)."""
     wanted = dict(names) if names is not None else {n: n for n in shard_of}
     state: dict[str, Tensor] = {}
     for path in dict.fromkeys(shard_of.values()):
         part = {new: old for new, old in wanted.items() if shard_of[old] == path}
         if part:
             state.update(load_state(path, None, names=part))
-    check_state(state, spec, where)
     return state
 
 
