@@ -56,6 +56,10 @@ def demo(app: App, seed: int) -> None:
     emit(app, {"rows": [r.to_dict() for r in rows]}, table)
 
 
+#: What ``canon spec`` says of a router's rows, which no layer reads.
+ROUTED = "none (a router: its rows pick the experts)"
+
+
 @command(group=cli, zoo=False)
 @click.argument("architecture")
 @click.option("--config", "config_json", default="{}", help="Architecture config as JSON.")
@@ -63,6 +67,7 @@ def spec(app: App, architecture: str, config_json: str) -> None:
     """Show the structure spec (unit groups and symmetries) of an architecture."""
     from canon.architectures import build_model, resolve_config
     from canon.core import spec_from_module
+    from canon.core.experts import EXPERTS_LINK
 
     config = parse_json(config_json)
     model = build_model(architecture, config)
@@ -83,11 +88,13 @@ def spec(app: App, architecture: str, config_json: str) -> None:
                 + (f" + BatchNorm {p.batchnorm.weight.rsplit('.', 1)[0]}" if p.batchnorm else "")
                 for p in g.producers
             )
+            experts = g.link.endswith(EXPERTS_LINK)  # a mixture's experts, or its router's rows
             if g.heads > 1:
-                inv += f", in {g.heads} heads of {g.size // g.heads} (order shared: {g.link})"
+                what = "experts" if experts else "heads"
+                inv += f", in {g.heads} {what} of {g.size // g.heads} (order shared: {g.link})"
             if g.heads_only:
                 inv += ", only whole heads move (dimensions pinned)"
-            if g.blocks > 1:  # GroupNorm groups, or heads kept in place (ALiBi)
+            if g.blocks > 1 and g.blocks != g.heads:  # GroupNorm groups, heads kept in place
                 inv += f", permuting only within {g.blocks} blocks"
             bn = f", produced by {layers}"
             if g.carried:
@@ -100,7 +107,7 @@ def spec(app: App, architecture: str, config_json: str) -> None:
             )
             lines.append(
                 f"  group {g.name}: {g.size} units, symmetry {g.symmetry}{inv}{bn}; "
-                f"outgoing {outs or 'none (summed)'}"
+                f"outgoing {outs or (ROUTED if experts else 'none (summed)')}"
             )
         out = derived.output
         lines.append(

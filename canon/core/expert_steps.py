@@ -18,7 +18,7 @@ import operator
 import torch
 from torch import Tensor, fx, nn
 
-from canon.core.experts import StackedExperts, router_weight
+from canon.core.experts import EXPERTS_LINK, StackedExperts, router_weight
 from canon.core.ops import Op, library_activation, module_op, plain
 from canon.core.spec import CarriedAxis, OutgoingAxis, Tap
 from canon.core.walk_values import (
@@ -196,7 +196,7 @@ class ExpertSteps:
         rows.taps[f"{path}#router"] = Tap(
             reads, units.axis, projection=f"{path}.{weight}", projection_bias=full or ""
         )
-        link = f"{inner.origin}#experts"
+        link = f"{inner.origin}{EXPERTS_LINK}"
         for space in (inner, rows):
             space.heads, space.link = experts, link
         self.inner.append(rows)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "EXPERTS_LINK",
     "ClampedSwiGLU",
     "StackedExperts",
     "TopKRouter",
@@ -38,6 +39,8 @@ __all__ = [
 
 #: The attribute that marks a module as a router (:func:`mark_router`).
 _ROUTER = "canon_router"
+#: How the link of a mixture's experts and its router's rows ends (``UnitGroup.link``).
+EXPERTS_LINK = "#experts"
 
 
 class ClampedSwiGLU(nn.Module):
