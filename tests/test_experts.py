@@ -43,6 +43,8 @@ class Mixture(nn.Module):
     ) -> None:
         super().__init__()
         self.gate = router
+        if isinstance(router, GivenBiasRouter):  # the block holds the router's score bias
+            self.register_buffer("score_bias", torch.zeros(EXPERTS))
         glu = ClampedSwiGLU(1.702, 2.0) if oss else None
         self.experts = StackedExperts(
             EXPERTS, WIDTH, INNER, act, gated, interleaved=oss, bias=oss, glu=glu
@@ -53,7 +55,8 @@ class Mixture(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        _, weights, index = self.gate(flat)
+        given = (self.score_bias,) if isinstance(self.gate, GivenBiasRouter) else ()
+        _, weights, index = self.gate(flat, *given)
         out = self.experts(flat, index, weights).reshape(shape)
         if self.shared_gate is not None:
             out = out + torch.sigmoid(self.shared_gate(x)) * self.shared(x)
@@ -141,6 +144,19 @@ class GroupedRouter(SoftRouter):
         return logits, logits.sigmoid().gather(1, index), index
 
 
+class GivenBiasRouter(SoftRouter):
+    """MiniMax-M2's router: a score bias per expert, held by its block, added to pick."""
+
+    def forward(self, x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+        logits = self.wg(x)
+        index = torch.topk(logits.sigmoid() + bias, 2, dim=-1)[1]
+        return logits, logits.sigmoid().gather(1, index), index
+
+
+def _given_bias() -> nn.Module:
+    return mark_router(GivenBiasRouter())
+
+
 def _marked() -> nn.Module:
     return mark_router(SoftRouter())
 
@@ -218,13 +234,13 @@ def test_gpt_oss_experts_compute_their_clamped_gate_with_biases() -> None:
 
 
 def test_the_structure_is_derived() -> None:
-    """Each block's experts are one group of E x I units in E blocks, made by the gate and
-    up rows (runs of I rows, 2I apart, from 0 and from I) and read by down_proj's
-    columns; the router's and experts' input columns read the stream, which down_proj's
-    rows make. The experts move as wholes with their router's rows (one order, its bias
-    with them), unless the router treats them apart (groups of experts: they stay in
-    place). The shared expert's gate (one unit, a factor of the position's units) is in
-    no group."""
+    """Each block's experts are one group of E x I units in E blocks, made by the gate and up
+    rows (runs of I rows, 2I apart, from 0 and from I) and read by down_proj's columns;
+    the router's and experts' input columns read the stream, which down_proj's rows
+    make. The experts move as wholes with their router's rows (one order, its bias and a
+    score bias its block gives it with them), unless the router treats them apart
+    (groups of experts: they stay in place). The shared expert's gate (one unit, a
+    factor of the position's units) is in no group."""
     _, spec, _ = _model(0, shared=True)
     experts = spec.group("blocks.0.experts")
     assert (experts.size, experts.blocks, experts.symmetry) == (EXPERTS * INNER, EXPERTS, "none")
@@ -254,6 +270,9 @@ def test_the_structure_is_derived() -> None:
     bias = "blocks.0.experts.down_proj_bias"  # hidden x experts: the stream's, the experts'
     assert any(c.name == bias and c.axis == 0 for c in oss.group("embed").carried)
     assert any(c.name == bias and c.axis == 1 for c in oss.group("blocks.0.gate").carried)
+    _, given, _ = _model(0, router=_given_bias)  # the block's score bias moves with them
+    carried = given.group("blocks.0.gate").carried
+    assert [(c.name, c.axis) for c in carried] == [("blocks.0.score_bias", 0)]
     _, plain, _ = _model(0, gated=False, act=nn.ReLU)
     relu = plain.group("blocks.1.experts")
     assert relu.symmetry == "scale" and relu.producers[0].stride == 0
@@ -269,6 +288,7 @@ def test_the_structure_is_derived() -> None:
             {"gated": False, "act": nn.Tanh, "router": _marked},
             {"router": _grouped},
             {"oss": True, "router": _marked},
+            {"router": _given_bias},
         ]
     ),
 )

@@ -457,9 +457,10 @@ MIXTRAL_CONFIG: dict[str, Any] = {
 def test_mixtral_repos_are_added_from_either_layout(
     hub: FakeHub, libraries: None, options: dict[str, Any], zoo: Zoo, tmp_path: Path
 ) -> None:
-    """A Mixtral saved by transformers (each expert's own w1, w3 and w2, the names of the
-    Hub's Mixtral repositories) and the same model's 3-D stacked state dict become the same
-    entry (so do the library's model and that state dict added from Python or a file), with transformers' logits, its experts in canon's 2-D stacking; a copy with its
+    """A Mixtral saved by transformers (each expert's own w1, w3 and w2, the names of the Hub's
+    Mixtral repositories) and the same model's 3-D stacked state dict become the same
+    entry (so do the library's model and that state dict added from Python or a file),
+    with transformers' logits, its experts in canon's 2-D stacking; a copy with its
     units and experts' units permuted compares at distance 0. A file that lacks one
     expert's weight is refused before any tensor is read, the zoo unchanged."""
     transformers = pytest.importorskip("transformers")

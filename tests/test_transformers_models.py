@@ -455,6 +455,18 @@ MIXTURES: dict[str, dict[str, Any]] = {
     # experts with biases, gate and up rows interleaved, a clamped SwiGLU; attention with
     # rotary halves cut by chunk and a sink per head (the heads stay in place)
     "gpt_oss": _mixture("gpt_oss", "GptOssForCausalLM", num_local_experts=4, head_dim=4),
+    "flex_olmo": _mixture(
+        "flex_olmo", "FlexOlmoForCausalLM", num_experts=4, pad_token_id=0, eos_token_id=0,
+        bos_token_id=0,
+    ),
+    "exaone_moe": _mixture(
+        "exaone_moe", "ExaoneMoeForCausalLM", num_experts=4, moe_intermediate_size=8,
+        head_dim=4,
+    ),
+    # the router given a score bias its block holds
+    "minimax_m2": _mixture(
+        "minimax_m2", "MiniMaxM2ForCausalLM", num_local_experts=4, head_dim=4
+    ),
     "ernie4_5_moe": _mixture(
         "ernie4_5_moe", "Ernie4_5_MoeForCausalLM", moe_num_experts=4, moe_k=2,
         moe_intermediate_size=8, moe_layer_start_index=1,

@@ -45,7 +45,10 @@ class ExpertSteps:
     input: Space
     inner: list[Space]  # spaces no node's value holds (the experts' hidden units)
     calls: dict[str, tuple[Units | None, Space]]
-    routers: dict[fx.Node, tuple[nn.Module, str, Units]]  # each call: module, weight, read
+    names: frozenset[str] | None  # the model's state dict (None: what the graph reads)
+    # each router call: its module, its weight, the units it reads, the model's tensors it
+    # is given besides them (a score bias its block holds)
+    routers: dict[fx.Node, tuple[nn.Module, str, Units, tuple[str, ...]]]
 
     def _read_tokens(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]], what: str) -> Units:
         """The stream's units that a router or the experts at ``node`` read: its first
@@ -80,19 +83,29 @@ class ExpertSteps:
         the experts picked) are moved by no symmetry."""
         path = str(node.target)
         units = self._read_tokens(node, inputs, "router")
-        if len(inputs) != 1:
+        extra = tuple(
+            str(a.target) for a in node.args[1:] if isinstance(a, fx.Node) and a.op == "get_attr"
+        )
+        if len(inputs) != 1 + len(extra) or len(node.args) != 1 + len(extra) or node.kwargs:
             raise unsupported(
-                f"router `{path}` takes tensors besides the tokens; canon follows a router "
-                "called on the tokens alone",
+                f"router `{path}` takes tensors besides the tokens and the model's own "
+                "(a score bias); canon follows a router called on those alone",
                 "router",
                 path,
             )
         space = units.space.root()
-        weight = check_router(module, path, space.size)
+        weight = check_router(module, path, space.size, [self._tensor(n) for n in extra])
         space.outgoing.append((self.order[node], OutgoingAxis(f"{path}.{weight}", 1)))
         self.calls[path] = (units, self.input)
-        self.routers[node] = (module, weight, units)
+        self.routers[node] = (module, weight, units, extra)
         return Units(self.input, 1)
+
+    def _tensor(self, name: str) -> Tensor:
+        """The model's parameter or buffer ``name``."""
+        path, _, attr = name.rpartition(".")
+        found = getattr(self.gm.get_submodule(path), attr)
+        assert isinstance(found, Tensor)
+        return found
 
     def _experts(
         self, node: fx.Node, module: StackedExperts, inputs: list[tuple[fx.Node, Value]]
@@ -180,8 +193,11 @@ class ExpertSteps:
         if router not in self.routers:
             return
         assert isinstance(router, fx.Node)
-        module, weight, units = self.routers[router]
-        per_expert = _moves_experts(module, weight, experts)
+        module, weight, units, extra = self.routers[router]
+        if self.names is not None and not set(extra) <= self.names:
+            return  # a tensor no file holds (not persistent): it cannot move with them
+        given = [self._tensor(n) for n in extra]
+        per_expert = _moves_experts(module, weight, experts, given)
         if per_expert is None:
             return
         path, order = str(router.target), self.order[router]
@@ -191,7 +207,7 @@ class ExpertSteps:
         full = f"{path}.{bias}" if bias is not None else None
         rows.producers.append(Made(order, path, f"{path}.{weight}", full))
         rows.carried += [CarriedAxis(f"{path}.{n}", 0) for n in per_expert if n != bias]
-        rows.carried += by_expert
+        rows.carried += [CarriedAxis(n, 0) for n in extra] + by_expert
         reads = self._tokens_of(router)
         rows.taps[f"{path}#router"] = Tap(
             reads, units.axis, projection=f"{path}.{weight}", projection_bias=full or ""
@@ -218,31 +234,34 @@ def _getitem(arg: object) -> bool:
     )
 
 
-def _moves_experts(module: nn.Module, weight: str, experts: int) -> tuple[str, ...] | None:
-    """The router's tensors besides ``weight`` (all of one entry per expert), when, run
-    once on random tokens with random tensors, its outputs follow a permutation of the
-    experts (its weight's rows and those tensors permuted alike): the logits permuted, the
-    indices renamed, the weights of the picked the same. None otherwise (the experts stay
-    in place: a routing that picks groups of experts first, DeepSeek's, treats them
-    apart)."""
+def _moves_experts(
+    module: nn.Module, weight: str, experts: int, given: list[Tensor]
+) -> tuple[str, ...] | None:
+    """The router's tensors besides ``weight`` (all of one entry per expert, as must be the
+    tensors it is ``given``), when, run once on random tokens with random tensors, its
+    outputs follow a permutation of the experts (its weight's rows and those tensors
+    permuted alike): the logits permuted, the indices renamed, the weights of the picked
+    the same. None otherwise (the experts stay in place: a routing that picks groups of
+    experts first, DeepSeek's, treats them apart)."""
     tensors = module.state_dict()
     others = tuple(n for n in tensors if n != weight)
-    if any(tuple(tensors[n].shape) != (experts,) for n in others):
+    if any(tuple(t.shape) != (experts,) for t in [*(tensors[n] for n in others), *given]):
         return None
     gen = torch.Generator().manual_seed(1)
     probe = _probe(module)
     held = probe.state_dict(keep_vars=True)
     x = torch.randn((16, held[weight].shape[1]), generator=gen, dtype=torch.float64)
+    args = [torch.randn(experts, generator=gen, dtype=torch.float64) for _ in given]
     perm = torch.randperm(experts, generator=gen)
     back = torch.argsort(perm)
     with torch.no_grad():
         for t in held.values():
             if t.is_floating_point():
                 t.copy_(torch.randn(t.shape, generator=gen, dtype=t.dtype))
-        before = _flat(probe(x))
+        before = _flat(probe(x, *args))
         for n in (weight, *others):
             held[n].copy_(held[n][perm])
-        after = _flat(probe(x))
+        after = _flat(probe(x, *(a[perm] for a in args)))
 
     def follows(old: Tensor, new: Tensor) -> bool:
         if old.shape != new.shape:
@@ -266,11 +285,12 @@ def _probe(module: nn.Module) -> nn.Module:
     return probe.to(torch.float64).eval()
 
 
-def check_router(module: nn.Module, path: str, width: int) -> str:
+def check_router(module: nn.Module, path: str, width: int, given: list[Tensor]) -> str:
     """The name of the weight through which a module followed as a router reads the
     units (:func:`router_weight`). Refused unless, run once on random tokens with random
-    parameters, it gives the same outputs when the tokens' units and that weight's
-    columns are permuted alike: it reads the units through that weight alone."""
+    parameters (and random tensors of the shapes it is ``given`` besides the tokens), it
+    gives the same outputs when the tokens' units and that weight's columns are permuted
+    alike: it reads the units through that weight alone."""
     name = router_weight(module, width)
     if name is None:
         raise unsupported(
@@ -281,14 +301,15 @@ def check_router(module: nn.Module, path: str, width: int) -> str:
     gen = torch.Generator().manual_seed(0)
     probe = _probe(module)
     x = torch.randn((16, width), generator=gen, dtype=torch.float64)
+    args = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in given]
     perm = torch.randperm(width, generator=gen)
     with torch.no_grad():
         for p in probe.parameters():
             p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
-        expected = _flat(probe(x))
+        expected = _flat(probe(x, *args))
         w = probe.get_parameter(name)
         w.copy_(w[:, perm])
-        found = _flat(probe(x[:, perm]))
+        found = _flat(probe(x[:, perm], *args))
     same = len(found) == len(expected) and all(
         a.shape == b.shape
         and (torch.equal(a, b) if not a.is_floating_point() else torch.allclose(a, b, 1e-5, 1e-7))
