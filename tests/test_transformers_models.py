@@ -467,6 +467,12 @@ MIXTURES: dict[str, dict[str, Any]] = {
     "minimax_m2": _mixture(
         "minimax_m2", "MiniMaxM2ForCausalLM", num_local_experts=4, head_dim=4
     ),
+    # experts whose activation is a function (F.silu); attention layers only (LFM2's short
+    # convolutions are refused)
+    "lfm2_moe": _mixture(
+        "lfm2_moe", "Lfm2MoeForCausalLM", num_experts=4, moe_intermediate_size=8,
+        num_dense_layers=1, layer_types=["full_attention", "full_attention"],
+    ),
     "ernie4_5_moe": _mixture(
         "ernie4_5_moe", "Ernie4_5_MoeForCausalLM", moe_num_experts=4, moe_k=2,
         moe_intermediate_size=8, moe_layer_start_index=1,

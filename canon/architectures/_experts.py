@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from canon._limits import clip
@@ -76,6 +77,21 @@ def _glu(module: nn.Module) -> ClampedSwiGLU | str | None:
     return glu if same else "a gate of their own"
 
 
+#: Activations a library's experts hold as functions, and the module each one is.
+_ACTIVATIONS: dict[object, type[nn.Module]] = {
+    F.silu: nn.SiLU, F.gelu: nn.GELU, F.relu: nn.ReLU, torch.tanh: nn.Tanh,
+}  # fmt: skip
+
+
+def _activation(module: nn.Module) -> nn.Module | None:
+    """The experts' activation as a module: theirs, or the one a known function is."""
+    act = getattr(module, "act_fn", None)
+    if isinstance(act, nn.Module):
+        return act
+    known = _ACTIVATIONS.get(act)
+    return known() if known is not None else None
+
+
 def _refused(path: str, module: nn.Module, glu: ClampedSwiGLU | str | None) -> str | None:
     """Why canon cannot follow the library's experts at ``path``; None if it can."""
     what = []
@@ -83,8 +99,8 @@ def _refused(path: str, module: nn.Module, glu: ClampedSwiGLU | str | None) -> s
         what.append("a norm after each expert")
     if isinstance(glu, str):
         what.append(glu)
-    if glu is None and not isinstance(getattr(module, "act_fn", None), nn.Module):
-        what.append("no activation module")
+    if glu is None and _activation(module) is None:
+        what.append("an activation canon does not know")
     if not what:
         return None
     return (
@@ -110,7 +126,8 @@ def _canon_experts(module: nn.Module, glu: ClampedSwiGLU | None) -> StackedExper
             op="experts",
         )
     bias = bool(getattr(module, "has_bias", False))
-    act = module.get_submodule("act_fn") if glu is None else nn.Identity()
+    act = _activation(module) if glu is None else nn.Identity()
+    assert act is not None  # checked by _refused
     made = StackedExperts(
         experts, hidden, intermediate, act, gated, w_in.device, w_in.dtype,
         interleaved=not getattr(module, "is_concatenated", True), bias=bias, glu=glu,
