@@ -192,7 +192,8 @@ def _tapped(
     out = seen[tap.node]
     if not tap.projection:
         return unit_slices(out, tap.axis, group.size, **layout_of(tap))
-    rows = tap.start + unit_positions(group.size, head=tap.head, stride=tap.stride).flatten()
+    at = unit_positions(group.size, head=tap.head, stride=tap.stride, device=out.device)
+    rows = tap.start + at.flatten()
     bias = weights[tap.projection_bias][rows] if tap.projection_bias else None
     projected = F.linear(out, weights[tap.projection][rows].to(out.dtype), bias)
     return unit_slices(projected, -1, group.size)
