@@ -462,7 +462,8 @@ def test_mixtral_repos_are_added_from_either_layout(
     entry (so do the library's model and that state dict added from Python or a file),
     with transformers' logits, its experts in canon's 2-D stacking; a copy with its
     units and experts' units permuted compares at distance 0. A file that lacks one
-    expert's weight is refused before any tensor is read, the zoo unchanged."""
+    expert's weight, or holds an expert the layer does not have, is refused before any
+    tensor is read, the zoo unchanged."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     values = {k: v for k, v in MIXTRAL_CONFIG.items() if k != "model_type"}
@@ -477,6 +478,9 @@ def test_mixtral_repos_are_added_from_either_layout(
     hub.commit("mistral/tiny-stacked", {**files, "model.safetensors": save(stacked)})
     short = {k: v for k, v in per_expert.items() if "experts.2.w1" not in k}
     hub.commit("mistral/tiny-short", {**files, "model.safetensors": save(short)})
+    w1 = per_expert["model.layers.0.block_sparse_moe.experts.0.w1.weight"]
+    extra = {**per_expert, "model.layers.0.block_sparse_moe.experts.9.w1.weight": w1.clone()}
+    hub.commit("mistral/tiny-extra", {**files, "model.safetensors": save(extra)})
 
     entry = add_from_hub(zoo, "hf://mistral/tiny", **options, dataset="grammar")
     state = zoo.state(entry)
@@ -502,6 +506,8 @@ def test_mixtral_repos_are_added_from_either_layout(
         before = _snapshot(other.root)
         with pytest.raises(CheckpointFormatError, match=r"hold 7 of the 8 expert weights"):
             add_from_hub(other, "hf://mistral/tiny-short", **options)
+        with pytest.raises(CheckpointFormatError, match=r"expert 9; the layer has 4 experts"):
+            add_from_hub(other, "hf://mistral/tiny-extra", **options)
         assert len(other) == 0 and _snapshot(other.root) == before
 
 
