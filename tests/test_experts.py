@@ -9,6 +9,8 @@ one-output layer gating a position's units (Qwen2-MoE's shared expert) is a fact
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -327,6 +329,14 @@ def test_a_planted_permutation_is_recovered(method: str) -> None:
     for name in state:
         torch.testing.assert_close(aligned[name], state[name], rtol=0, atol=1e-12)
     assert torch.equal(run(model, aligned, _tokens(1)), run(model, state, _tokens(1)))
+
+
+@pytest.mark.parametrize("kinds", [{}, {"oss": True, "router": _marked}])
+def test_specs_round_trip(kinds: dict[str, object]) -> None:
+    """The experts' blocks, heads and link, their strided producers and the router's
+    carried tensors survive JSON."""
+    _, spec, _ = _model(0, **kinds)
+    assert Spec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
 def test_a_router_that_reads_more_than_its_weight_is_refused() -> None:
