@@ -173,6 +173,8 @@ def vision_case(name: str) -> VisionCase:
 VISION_MODELS = [
     pytest.param("timm:convnext_atto", id="timm-convnext_atto", marks=pytest.mark.slow),
     pytest.param("torchvision:mobilenet_v2", id="tv-mobilenet_v2"),
+    # a global response norm (GRN) in every block
+    pytest.param("timm:convnextv2_atto", id="timm-convnextv2_atto", marks=pytest.mark.slow),
     # a few seconds to a few minutes each (vgg11_bn: 4096-wide assignments, 130M weights)
     pytest.param("torchvision:resnet18", id="tv-resnet18", marks=pytest.mark.slow),
     pytest.param("timm:resnet18", id="timm-resnet18", marks=pytest.mark.slow),

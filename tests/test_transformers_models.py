@@ -203,6 +203,12 @@ MORE: dict[str, dict[str, Any]] = {
         "num_channels": 3, "hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2,
         "image_size": 32, "num_labels": 3, "patch_size": 4,
     },
+    "convnextv2": {  # ConvNeXt V2: a global response norm (GRN) in every block
+        "model_type": "convnextv2",
+        "architectures": ["ConvNextV2ForImageClassification"],
+        "num_channels": 3, "hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2,
+        "image_size": 32, "num_labels": 3, "patch_size": 4,
+    },
     "opt": {
         "model_type": "opt",
         "architectures": ["OPTForCausalLM"],
@@ -329,7 +335,7 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     spec = spec_from_module(model)
     # no attention; heads kept in place; one key/value head (no order of heads to share)
     in_place = ("mpt", "falcon-alibi", "bloom", "beit")  # a per-head term on the scores
-    unlinked = kind == "convnext" or kind in in_place or kind in ONE_HEAD
+    unlinked = kind.startswith("convnext") or kind in in_place or kind in ONE_HEAD
     # a partial rotary embedding's passed dimensions: a third group per attention layer
     linked = 0 if unlinked else 6 if kind in PARTIAL else 4
     assert sum(1 for g in spec.groups if g.link) == linked

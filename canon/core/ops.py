@@ -19,7 +19,7 @@ from torch import fx, nn
 
 from canon.core.modules import Sign, sign_ste
 
-__all__ = ["Op", "function_op", "module_op", "op_name"]
+__all__ = ["Op", "function_op", "library_response_norm", "module_op", "op_name"]
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,25 @@ def library_norm(module: nn.Module) -> bool:
     if "weight" not in params or not set(params) <= {"weight", "bias"}:
         return False
     return len({tuple(p.shape) for p in params.values()}) == 1 and params["weight"].ndim == 1
+
+
+def library_response_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a library's global response norm (ConvNeXt V2's GRN: each
+    channel scaled by its spatial norm over the mean of all channels', plus a ``weight``
+    and ``bias`` per channel, and its input): a class named ``...GRN`` or
+    ``...ResponseNorm`` with no submodules and only a ``weight`` and ``bias`` of one
+    shape with one axis longer than 1 (timm's ``(dim,)``, transformers' ``(1, 1, 1, dim)``).
+
+    Like a norm it commutes with a permutation of the channels (its tensors permuted
+    alike) and nothing else, which canon checks by running it."""
+    name = type(module).__name__
+    if not name.endswith(("GRN", "ResponseNorm")) or next(module.children(), None) is not None:
+        return False
+    params = dict(module.named_parameters(recurse=False))
+    shapes = {tuple(p.shape) for p in params.values()}
+    if set(params) != {"weight", "bias"} or len(shapes) != 1:
+        return False
+    return sum(n > 1 for n in shapes.pop()) == 1
 
 
 def op_name(node: fx.Node) -> str:

@@ -46,7 +46,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from canon.core.experts import StackedExperts, is_router
 from canon.core.modules import BinaryConv2d, BinaryLinear, Sign
-from canon.core.ops import library_activation, library_norm
+from canon.core.ops import library_activation, library_norm, library_response_norm
 from canon.core.record import record
 from canon.core.spec import Spec, TensorInfo, dtype_name
 from canon.core.unit_spaces import BATCHNORMS, LAYERS, WHAT_TO_DO, Walker, tied_names
@@ -90,7 +90,7 @@ class _Tracer(fx.Tracer):
             return True
         if isinstance(m, nn.MultiheadAttention):  # torch's own forward only
             return type(m).forward is nn.MultiheadAttention.forward
-        if library_activation(m) or library_norm(m):
+        if library_activation(m) or library_norm(m) or library_response_norm(m):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 

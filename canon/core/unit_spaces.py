@@ -30,6 +30,7 @@ from canon.core.ops import (
     function_op,
     library_activation,
     library_norm,
+    library_response_norm,
     linear,
     module_op,
     op_name,
@@ -83,6 +84,7 @@ from canon.core.walk_values import (
     one_tensor,
     permuted_dims,
     shape_of,
+    unit_axis_of,
     unsupported,
 )
 from canon.errors import UnsupportedModuleError
@@ -668,6 +670,8 @@ class Walker(AttentionSteps, ExpertSteps):
             if library_norm(module):
                 shape = _library_norm_shape(module, path, source, units)
             return self._norm(node, units, source, tensors, shape, groups)
+        if library_response_norm(module):  # ConvNeXt V2's GRN: run once, then per channel
+            return self._response_norm(node, module, source, units)
         op = module_op(module)
         if library_activation(module):  # known by the library it comes from: run it once
             check_commutes(module, path, shape_of(source), units.axis)
@@ -680,6 +684,29 @@ class Walker(AttentionSteps, ExpertSteps):
                 path,
             )
         return self._apply(node, op, source, units, hidden_units(inputs))
+
+    def _response_norm(
+        self, node: fx.Node, module: nn.Module, source: fx.Node, units: Units
+    ) -> Units:
+        """A global response norm (:func:`~canon.core.ops.library_response_norm`): checked
+        by running it to commute with a permutation of the units it reads, its weight and
+        bias permuted alike; they are carried along their own unit axis, and no factor
+        of a unit is kept (each is scaled by the mean over all of them)."""
+        path = str(node.target)
+        weight = module.get_parameter("weight")
+        if units.block != 1 or units.repeat != 1 or weight.numel() != units.space.root().size:
+            raise unsupported(
+                f"norm layer `{path}` ({type(module).__name__}) has {weight.numel()} weights, "
+                "not one per unit it reads",
+                type(module).__name__,
+                path,
+            )
+        check_commutes(module, path, shape_of(source), units.axis)
+        space = units.space.root()
+        axis = unit_axis_of(weight)
+        space.carried += [CarriedAxis(f"{path}.{n}", axis) for n in ("weight", "bias")]
+        space.ops.append((self.order[node], plain("norm")))
+        return Units(space, units.axis)
 
     def _functional_batchnorm(self, node: fx.Node) -> _BatchNormCall | None:
         """``F.batch_norm`` in eval mode on exactly the running statistics, weight and bias

@@ -348,6 +348,13 @@ def hidden_units(inputs: list[tuple[fx.Node, Value]]) -> list[tuple[fx.Node, Uni
     return [(n, v) for n, v in inputs if isinstance(v, Units) and not v.space.pinned]
 
 
+def unit_axis_of(t: torch.Tensor) -> int:
+    """The axis of a per-unit tensor that holds the units: its one axis longer than 1
+    (``(1, 1, 1, dim)``: 3), or 0."""
+    longer = [axis for axis, n in enumerate(t.shape) if n > 1]
+    return longer[0] if len(longer) == 1 else 0
+
+
 def check_commutes(
     module: nn.Module, path: str, shape: tuple[int, ...], axis: int, parameters: bool = True
 ) -> None:
@@ -368,7 +375,7 @@ def check_commutes(
             p.copy_(1 + torch.randn(p.shape, generator=gen, dtype=p.dtype))
         expected = probe(x).index_select(axis, perm)
         for p in probe.parameters() if parameters else ():
-            p.copy_(p[perm])
+            p.copy_(p.index_select(unit_axis_of(p), perm))
         found = probe(x.index_select(axis, perm))
     if not torch.allclose(found, expected, rtol=1e-5, atol=1e-7):  # float32 internals
         kept = "with its weights permuted alike" if parameters else "its weights kept"
