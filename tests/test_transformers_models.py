@@ -436,6 +436,10 @@ MIXTURES: dict[str, dict[str, Any]] = {
     "mixtral": _mixture("mixtral", "MixtralForCausalLM", num_local_experts=4),
     "phimoe": _mixture("phimoe", "PhimoeForCausalLM", num_local_experts=4),
     "granitemoe": _mixture("granitemoe", "GraniteMoeForCausalLM", num_local_experts=4),
+    "granitemoeshared": _mixture(
+        "granitemoeshared", "GraniteMoeSharedForCausalLM", num_local_experts=4,
+        shared_intermediate_size=16,
+    ),
     "olmoe": _mixture("olmoe", "OlmoeForCausalLM", num_experts=4, eos_token_id=0),
     "qwen3_moe": _mixture(
         "qwen3_moe", "Qwen3MoeForCausalLM", num_experts=4, moe_intermediate_size=8, head_dim=4
