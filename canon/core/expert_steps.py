@@ -12,7 +12,6 @@ apart, from 0 and from ``I``), its ``down_proj`` column with them.
 
 from __future__ import annotations
 
-import copy
 import operator
 
 import torch
@@ -26,8 +25,10 @@ from canon.core.walk_values import (
     Space,
     Units,
     Value,
+    attribute,
     check_commutes,
     hidden_units,
+    probe_copy,
     shape_of,
     unsupported,
 )
@@ -102,9 +103,8 @@ class ExpertSteps:
 
     def _tensor(self, name: str) -> Tensor:
         """The model's parameter or buffer ``name``."""
-        path, _, attr = name.rpartition(".")
-        found = getattr(self.gm.get_submodule(path), attr)
-        assert isinstance(found, Tensor)
+        found = attribute(self.gm, name)
+        assert found is not None  # the target of a get_attr node
         return found
 
     def _experts(
@@ -248,7 +248,7 @@ def _moves_experts(
     if any(tuple(t.shape) != (experts,) for t in [*(tensors[n] for n in others), *given]):
         return None
     gen = torch.Generator().manual_seed(1)
-    probe = _probe(module)
+    probe = probe_copy(module)
     held = probe.state_dict(keep_vars=True)
     x = torch.randn((16, held[weight].shape[1]), generator=gen, dtype=torch.float64)
     args = [torch.randn(experts, generator=gen, dtype=torch.float64) for _ in given]
@@ -277,14 +277,6 @@ def _moves_experts(
     return others if same else None
 
 
-def _probe(module: nn.Module) -> nn.Module:
-    """A float64, eval-mode copy of ``module`` on the CPU (its values to be drawn)."""
-    probe = copy.deepcopy(module)
-    if any(t.is_meta for t in probe.state_dict().values()):  # traced without weights
-        probe = probe.to_empty(device="cpu")
-    return probe.to(torch.float64).eval()
-
-
 def check_router(module: nn.Module, path: str, width: int, given: list[Tensor]) -> str:
     """The name of the weight through which a module followed as a router reads the
     units (:func:`router_weight`). Refused unless, run once on random tokens with random
@@ -299,7 +291,7 @@ def check_router(module: nn.Module, path: str, width: int, given: list[Tensor]) 
             path,
         )
     gen = torch.Generator().manual_seed(0)
-    probe = _probe(module)
+    probe = probe_copy(module)
     x = torch.randn((16, width), generator=gen, dtype=torch.float64)
     args = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in given]
     perm = torch.randperm(width, generator=gen)

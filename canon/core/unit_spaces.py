@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, fx, nn
+from torch import fx, nn
 
 from canon.core.attention_steps import AttentionSteps
 from canon.core.expert_steps import ExpertSteps
@@ -77,6 +77,7 @@ from canon.core.walk_values import (
     Units,
     Value,
     Woven,
+    attribute,
     check_commutes,
     hidden_units,
     is_tensor,
@@ -163,14 +164,6 @@ def _used_directly(name: str, where: str) -> UnsupportedModuleError:
         "get_attr",
         name,
     )
-
-
-def _attribute(module: nn.Module, target: str) -> Tensor | None:
-    """The tensor at the dotted ``target`` under ``module``, or None."""
-    found: object = module
-    for part in target.split("."):
-        found = getattr(found, part, None)
-    return found if isinstance(found, Tensor) else None
 
 
 class Walker(AttentionSteps, ExpertSteps):
@@ -397,7 +390,7 @@ class Walker(AttentionSteps, ExpertSteps):
             size = shape_of(part)[0]
             held = value.get(part)
             name = held.name if isinstance(held, Param) else ""
-            whole = _attribute(self.gm, name) if name else None
+            whole = attribute(self.gm, name) if name else None
             zeros = bool(part.meta.get("zeros"))
             if whole is not None and self.names is not None and name not in self.names:
                 # a buffer no file holds (timm's key bias): it stands for zeros, or nothing
@@ -421,7 +414,7 @@ class Walker(AttentionSteps, ExpertSteps):
         given = {**dict(zip(("input", "weight", "bias"), node.args, strict=False)), **node.kwargs}
         weight, bias = given.get("weight"), given.get("bias")
         path = str(weight.target).rpartition(".")[0] if isinstance(weight, fx.Node) else ""
-        w = _attribute(self.gm, f"{path}.weight") if path else None
+        w = attribute(self.gm, f"{path}.weight") if path else None
         joined = self.values.get(bias) if isinstance(bias, fx.Node) else None
         if not (
             node.target is F.linear
@@ -429,7 +422,7 @@ class Walker(AttentionSteps, ExpertSteps):
             and weight.op == "get_attr"
             and w is not None
             and w.ndim == 2
-            and _attribute(self.gm, f"{path}.bias") is None
+            and attribute(self.gm, f"{path}.bias") is None
             and isinstance(joined, Joined)
             and sum(n for _, n, _ in joined.parts) == w.shape[0]
         ):
@@ -473,7 +466,7 @@ class Walker(AttentionSteps, ExpertSteps):
         call = _own_call(node, F.embedding, ("input", "weight", "padding_idx", "max_norm"))
         if call is None or call[1].get("max_norm") is not None:
             return None
-        table = _attribute(self.gm, f"{call[0]}.weight")
+        table = attribute(self.gm, f"{call[0]}.weight")
         return None if table is None or table.ndim != 2 else (call[0], int(table.shape[1]))
 
     def _functional_linear(self, node: fx.Node) -> tuple[str, nn.Linear] | None:
@@ -481,7 +474,7 @@ class Walker(AttentionSteps, ExpertSteps):
         subclass's own forward, traced into): its path and a weightless Linear of its
         shape; else None."""
         call = _own_call(node, F.linear, ("input", "weight", "bias"))
-        w = None if call is None else _attribute(self.gm, f"{call[0]}.weight")
+        w = None if call is None else attribute(self.gm, f"{call[0]}.weight")
         if call is None or w is None or w.ndim != 2:
             return None
         out_features, in_features = w.shape
@@ -716,7 +709,7 @@ class Walker(AttentionSteps, ExpertSteps):
         if call is None or call[1].get("training", True) is not False:
             return None
         path, given = call
-        mean = _attribute(self.gm, f"{path}.running_mean")
+        mean = attribute(self.gm, f"{path}.running_mean")
         eps = given.get("eps", 1e-5)
         if any(given.get(n) is None for n in names[1:5]) or mean is None or mean.ndim != 1:
             return None
@@ -1316,7 +1309,7 @@ class Walker(AttentionSteps, ExpertSteps):
         """The axis of ``param`` that holds one value per unit of ``units`` where ``node``
         broadcasts its ``view`` against them (a token, a bias), or None if it holds other
         values or its values meet another axis."""
-        tensor = _attribute(self.gm, param.name)
+        tensor = attribute(self.gm, param.name)
         size = units.space.root().size
         if tensor is None or tensor.numel() != size or size not in tensor.shape:
             return None
@@ -1495,7 +1488,7 @@ class Walker(AttentionSteps, ExpertSteps):
         where = location(node)
         factors = [n for n, v in inputs if not isinstance(v, Param)]
         n, param = params[0]
-        tensor = _attribute(self.gm, param.name)
+        tensor = attribute(self.gm, param.name)
         at = param.axis + out_ndim - len(shape_of(n))  # the tensor's first axis
         spans = (
             [] if tensor is None else [at + i for i, size in enumerate(tensor.shape) if size > 1]
@@ -1529,7 +1522,7 @@ class Walker(AttentionSteps, ExpertSteps):
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
             if node.target == "unsqueeze" and isinstance(dim, int):
                 return Param(value.name, value.axis + (dim % len(out_shape) <= value.axis))
-            tensor = _attribute(self.gm, value.name)
+            tensor = attribute(self.gm, value.name)
             spanned = [] if tensor is None else [i for i, n in enumerate(tensor.shape) if n > 1]
             if len(spanned) == 1 and math.prod(in_shape) == math.prod(out_shape):
                 # one axis of values (one per unit): where it goes places the rest

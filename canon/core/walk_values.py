@@ -348,6 +348,23 @@ def hidden_units(inputs: list[tuple[fx.Node, Value]]) -> list[tuple[fx.Node, Uni
     return [(n, v) for n, v in inputs if isinstance(v, Units) and not v.space.pinned]
 
 
+def attribute(module: nn.Module, target: str) -> torch.Tensor | None:
+    """The tensor at the dotted ``target`` under ``module``, or None."""
+    found: object = module
+    for part in target.split("."):
+        found = getattr(found, part, None)
+    return found if isinstance(found, torch.Tensor) else None
+
+
+def probe_copy(module: nn.Module) -> nn.Module:
+    """A float64, eval-mode copy of ``module`` on the CPU, to be run on random values (one
+    traced without weights gets empty ones, drawn by the caller)."""
+    probe = copy.deepcopy(module)
+    if any(t.is_meta for t in probe.state_dict().values()):
+        probe = probe.to_empty(device="cpu")
+    return probe.to(torch.float64).eval()
+
+
 def unit_axis_of(t: torch.Tensor) -> int:
     """The axis of a per-unit tensor that holds the units: its one axis longer than 1
     (``(1, 1, 1, dim)``: 3), or 0."""
@@ -364,10 +381,7 @@ def check_commutes(
     permuted alike; with ``parameters`` False, left in place: the axis holds attention
     heads, and the parameters a head's dimensions): what canon assumes of it."""
     gen = torch.Generator().manual_seed(0)
-    probe = copy.deepcopy(module)
-    if any(t.is_meta for t in probe.state_dict().values()):  # traced without weights
-        probe = probe.to_empty(device="cpu")
-    probe = probe.to(torch.float64).eval()
+    probe = probe_copy(module)
     x = torch.randn((1, *shape[1:]), generator=gen, dtype=torch.float64)
     perm = torch.randperm(shape[axis], generator=gen)
     with torch.no_grad():
