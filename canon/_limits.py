@@ -38,6 +38,7 @@ __all__ = [
     "MAX_PARAMS",
     "MAX_RANK",
     "MAX_SIGMAS",
+    "MAX_STRUCTURED_UNITS",
     "MAX_TENSORS",
     "clip",
     "json_depth",
@@ -57,12 +58,19 @@ MAX_PARAMS = 2**31
 MAX_TENSORS = 2**16
 #: The most dimensions a checkpoint tensor may have.
 MAX_RANK = 16
-#: The most hidden units in one unit group (the units that permute together). Aligning a
-#: group of H units builds an H x H cost matrix and solves an O(H^3) assignment, so this,
+#: The most hidden units one assignment pairs: a unit group's (the units that permute
+#: together), or one head's or block's of a group that permutes as heads or in blocks.
+#: Aligning H units builds an H x H cost matrix and solves an O(H^3) assignment, so this,
 #: not :data:`MAX_DIM`, bounds what matching costs: 2**15 units make a 4 GiB float32 matrix.
 #: Real networks fit: Llama-7B's MLP has 11008 units, the largest common LLM MLPs 28672; a
 #: vocabulary embedding is an input, not a unit group.
 MAX_GROUP_UNITS = 2**15
+#: The most hidden units in a group that permutes as heads or in blocks (a mixture's
+#: experts: 64 experts of 1,024 units in OLMoE, 128 of 768 in Qwen3-30B-A3B, 256 of 2,048
+#: in DeepSeek-V3). Its similarity is read a block at a time, never whole, so memory grows
+#: with one block's units times the group's; the assignments of every pair of heads are
+#: kept, in 2 bytes per unit each.
+MAX_STRUCTURED_UNITS = 2**20
 #: The most bytes of a safetensors header (real checkpoints' headers are under ~10 MiB).
 MAX_HEADER_BYTES = 16 * 2**20
 #: The most ``__metadata__`` items a safetensors header may hold (canon writes three).

@@ -30,7 +30,9 @@ from canon.core import (
     apply_alignment,
     canonicalize,
     match_weights,
+    matching,
     normalize,
+    permutations,
     random_symmetry,
     spec_from_module,
 )
@@ -292,6 +294,27 @@ def test_planted_heads_and_dimensions_are_recovered(
         )
         aligned = apply_alignment(normalize(copy, spec), alignment, spec)
     assert _gap(aligned, reference) < 1e-9
+
+
+def test_weight_matching_a_block_at_a_time_equals_the_whole_matrices(
+    case: tuple[str, nn.Module, Spec],
+) -> None:
+    """Forced to read every head-structured group's similarity a head pair at a time
+    (the path of groups above 8,192 units), weight matching aligns two unrelated
+    networks exactly as from the whole matrices: the same heads, dimensions and signs."""
+    _, model, spec = case
+    reference = normalize(_randomized(model, 21), spec)
+    moving = normalize(_randomized(model, 22), spec)
+    whole = match_weights(moving, reference, spec)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matching, "DENSE_UNITS", 0)
+        patch.setattr(permutations, "STRIP", 1)
+        blocked = match_weights(moving, reference, spec)
+    assert any(g.heads > 1 for g in spec.groups)
+    for group in spec.groups:
+        assert torch.equal(blocked.permutations[group.name], whole.permutations[group.name])
+        if group.name in whole.signs:
+            assert torch.equal(blocked.signs[group.name], whole.signs[group.name])
 
 
 def test_weight_matching_pairs_heads_before_dimensions() -> None:

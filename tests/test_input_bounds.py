@@ -12,6 +12,7 @@ import sqlite3
 import struct
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from hub_server import FakeHub
 from servers import TOKEN, default_zoo
+from torch import Tensor, nn
 
 from canon._limits import (
     MAX_DRAWS,
@@ -30,10 +32,13 @@ from canon._limits import (
     MAX_METADATA_ITEMS,
     MAX_METADATA_VALUE,
     MAX_SIGMAS,
+    MAX_STRUCTURED_UNITS,
 )
-from canon.architectures import build_model, resolve_config
+from canon.architectures import _registry as architecture_registry
+from canon.architectures import build_model, register_architecture, resolve_config
 from canon.checkpoint import read_header
 from canon.cli import cli
+from canon.core.experts import StackedExperts, TopKRouter
 from canon.engine import local_energy, plane
 from canon.errors import (
     CheckpointFormatError,
@@ -145,6 +150,76 @@ def test_wide_group_is_refused_on_add(tmp_path: Path) -> None:
         # a group of exactly the limit is fine (checked without writing)
         at_limit = {**WIDE, "hidden": [MAX_GROUP_UNITS]}
         assert zoo.prepare(_state(at_limit), "mlp", at_limit).spec.groups[0].size == MAX_GROUP_UNITS
+
+
+@dataclass(frozen=True)
+class MixtureConfig:
+    experts: int = 4
+    inner: int = 4
+    width: int = 2
+
+
+class Mixture(nn.Module):
+    """A layer in, one residual mixture of ``experts`` SwiGLU experts of ``inner`` units,
+    a read-out."""
+
+    def __init__(self, config: MixtureConfig) -> None:
+        super().__init__()
+        self.input_shape = (2,)
+        self.embed = nn.Linear(2, config.width)
+        self.router = TopKRouter(config.experts, config.width, 1)
+        self.experts = StackedExperts(config.experts, config.width, config.inner, nn.SiLU(), True)
+        self.head = nn.Linear(config.width, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x)
+        _, weights, index = self.router(h)
+        out: Tensor = self.head(h + self.experts(h, index, weights))
+        return out
+
+
+@pytest.fixture
+def mixture_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bounds-mixture`` registered for one test (the registry restored afterwards)."""
+    monkeypatch.setattr(architecture_registry, "_REGISTRY", dict(architecture_registry._REGISTRY))
+    register_architecture("bounds-mixture", MixtureConfig)(Mixture)
+
+
+def _mixture(zoo: Zoo, experts: int, inner: int) -> Any:
+    config = {"experts": experts, "inner": inner}
+    state = {k: v.normal_() for k, v in Mixture(MixtureConfig(**config)).state_dict().items()}
+    return zoo.prepare(state, "bounds-mixture", config)
+
+
+@pytest.mark.usefixtures("mixture_registered")
+def test_a_mixtures_experts_are_bounded_per_expert(tmp_path: Path) -> None:
+    """The experts' units move in blocks (one per expert) and are assigned a block at a
+    time: a mixture of 64 experts of 1,024 units (OLMoE's) is taken though its group is
+    twice MAX_GROUP_UNITS, while an expert over that bound, or a group over
+    MAX_STRUCTURED_UNITS, is refused naming both sizes."""
+    with Zoo.open(tmp_path / "zoo") as zoo:
+        (experts,) = [
+            g for g in _mixture(zoo, 64, 1024).spec.groups if g.heads == 64 and g.size > 64
+        ]
+        assert experts.size == 64 * 1024 > MAX_GROUP_UNITS
+        with pytest.raises(ConfigError) as exc:
+            _mixture(zoo, 2, MAX_GROUP_UNITS + 1)
+        message = one_line(exc)
+        assert f"in 2 blocks of {MAX_GROUP_UNITS + 1}" in message
+        assert f"at most {MAX_GROUP_UNITS} units per block" in message
+        many = MAX_STRUCTURED_UNITS // 512 + 1
+        with pytest.raises(ConfigError) as exc:
+            _mixture(zoo, many, 512)
+        assert f"{many * 512} units in group" in one_line(exc)
+        assert f"at most {MAX_STRUCTURED_UNITS} units" in one_line(exc)
+        assert len(zoo) == 0
+        # a small one goes in whole and is canonicalized against another
+        for seed, name in enumerate(("a", "b")):
+            torch.manual_seed(seed)
+            small = Mixture(MixtureConfig())
+            zoo.add(small.state_dict(), name=name, architecture="bounds-mixture", config={})
+        canonical = zoo.canonical("b")
+        assert set(canonical) == set(zoo.state("b")) and len(zoo) == 2
 
 
 def test_a_wide_entry_indexed_before_the_bound_is_refused_when_built(tmp_path: Path) -> None:

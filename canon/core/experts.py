@@ -104,6 +104,19 @@ class StackedExperts(nn.Module):
         self.down_proj = new(hidden, experts * intermediate)
         self.register_parameter(f"{self.in_name}_bias", new(rows) if bias else None)
         self.register_parameter("down_proj_bias", new(hidden, experts) if bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Each expert's layers drawn as ``nn.Linear`` draws its own: weights and biases
+        uniform in +-1/sqrt(fan-in) (``hidden`` for the rows in, ``intermediate`` for
+        ``down_proj``)."""
+        fans = {self.in_name: self.hidden, "down_proj": self.intermediate}
+        with torch.no_grad():
+            for name, fan in fans.items():
+                for tensor in (self._parameters[name], self._parameters[f"{name}_bias"]):
+                    if tensor is not None:
+                        bound = fan**-0.5
+                        tensor.uniform_(-bound, bound)
 
     @property
     def in_name(self) -> str:
@@ -129,6 +142,8 @@ class StackedExperts(nn.Module):
         in_bias, down_bias = (self._parameters[f"{n}_bias"] for n in (self.in_name, "down_proj"))
         biases = in_bias.view(self.experts, -1) if in_bias is not None else None
         outs = self.down_proj.view(self.hidden, self.experts, self.intermediate)
+        if x.is_meta:  # which tokens reach which experts is data: meta tensors have shapes
+            return torch.empty_like(x)
         out = torch.zeros_like(x)
         hit = torch.bincount(index.flatten(), minlength=self.experts)[: self.experts]
         for e in hit.nonzero().flatten().tolist():  # the experts some token reached
@@ -157,6 +172,8 @@ class TopKRouter(nn.Module):
             raise ValueError(f"a router picks 1 to {experts} experts, got k={k}")
         self.k = k
         self.weight = nn.Parameter(torch.empty(experts, hidden, device=device, dtype=dtype))
+        with torch.no_grad():  # as nn.Linear's weight
+            self.weight.uniform_(-(hidden**-0.5), hidden**-0.5)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The router's logits, the picked experts' weights and their indices."""

@@ -25,12 +25,19 @@ compares directions only. Two methods need nothing but the weights:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 
 import torch
 from torch import Tensor
 
+from canon.core.lazy_similarity import (
+    RowProducts,
+    magnitude,
+    matched,
+    row_norms,
+    structured,
+)
 from canon.core.permutations import (
     Alignment,
     UnitAxis,
@@ -134,14 +141,16 @@ def match_incoming(
         cosines = [
             _incoming_cosine(state, reference, g, ready, axes, alignment, done) for g in mates
         ]
-        similarities = [c.abs() if g.signed else c for g, c in zip(mates, cosines, strict=True)]
+        similarities = [
+            magnitude(c) if g.signed else c for g, c in zip(mates, cosines, strict=True)
+        ]
         if record is not None:
-            record |= {g.name: s for g, s in zip(mates, similarities, strict=True)}
+            record |= {g.name: s[:, :] for g, s in zip(mates, similarities, strict=True)}
         perms_found = assign_settled(mates, similarities, state, reference)
         for g, perm, cosine in zip(mates, perms_found, cosines, strict=True):
             if g.signed:
-                matched = cosine.gather(1, perm.unsqueeze(1)).squeeze(1)
-                signs[g.name] = torch.where(matched < 0, -1.0, 1.0).to(cosine.dtype)
+                found = matched(cosine, perm)
+                signs[g.name] = torch.where(found < 0, -1.0, 1.0).to(found.dtype)
             perms[g.name] = perm
             done.add(g.name)
     return Alignment(perms, signs)
@@ -155,13 +164,16 @@ def _incoming_cosine(
     axes: dict[str, tuple[UnitAxis, ...]],
     alignment: Alignment,
     done: set[str],
-) -> Tensor:
+) -> Tensor | RowProducts:
     """C[k, j]: the cosine between reference unit k and unit j of ``state``, by their
     incoming effective weights in ``ready`` (other groups' permutations applied to the
     inputs). A ``linear`` group's units (attention) are compared by their slices of
     every weight that moves with them, whose other axes are all aligned by then; so
     are the units of a group whose ``ready`` producers read units not yet aligned (a
-    stream whose stem is carried: their slices of the embeddings and norm affines)."""
+    stream whose stem is carried: their slices of the embeddings and norm affines).
+    A group whose units permute as heads or in blocks gets its cosines as
+    :class:`~canon.core.lazy_similarity.RowProducts`, taken a block at a time."""
+    lazy = structured(group.heads, group.blocks)
     if group.symmetry == "linear":
         tensors = [t for t in group.tensors if state[t.name].ndim > 1 and t.role != "carried"]
     elif _reads_aligned(ready, axes, group, done):
@@ -180,27 +192,30 @@ def _incoming_cosine(
                 parts.append(unit_slices(value, t.axis, group.size, **layout_of(t)))
             return torch.cat(parts, 1)
 
-        return _cosines(slices(reference, False), [slices(state, True)])
+        return _cosines(slices(reference, False), [slices(state, True)], lazy)
     reference_rows = _rows(reference, ready, group.size)
-    return _cosines(reference_rows, _moved_rows(state, ready, axes, alignment, group))
+    return _cosines(reference_rows, _moved_rows(state, ready, axes, alignment, group), lazy)
 
 
-def _cosines(ref_units: Tensor, blocks: Iterable[Tensor]) -> Tensor:
+def _cosines(ref_units: Tensor, blocks: Iterable[Tensor], lazy: bool) -> Tensor | RowProducts:
     """C[k, j]: the cosine between row k of ``ref_units`` and row j of the ``blocks`` (the
     other side's rows, a block of them at a time; a zero row: 0), the products divided by
     the norms afterwards, so that no normalized copy of either side is made (a wide
-    layer's rows are large). Taken in :func:`working_dtype` of the two sides."""
-    eps = 1e-12  # as F.normalize's
+    layer's rows are large). Taken in :func:`working_dtype` of the two sides. With
+    ``lazy``, the blocks joined and C given as
+    :class:`~canon.core.lazy_similarity.RowProducts`."""
     rest = iter(blocks)
     first = next(rest)
     dtype = working_dtype(ref_units.dtype, first.dtype)  # every block has first's dtype
     ref_units = ref_units.to(dtype)
-    ref_norms = torch.linalg.vector_norm(ref_units, dim=1).clamp_min(eps).unsqueeze(1)
+    ref_norms = row_norms(ref_units)
+    if lazy:
+        units = torch.cat([first, *rest]).to(dtype)
+        return RowProducts(ref_units, units, ref_norms, row_norms(units))
     columns = []
     for units in itertools.chain([first], rest):
         units = units.to(dtype)
-        norms = torch.linalg.vector_norm(units, dim=1).clamp_min(eps)
-        columns.append((ref_units @ units.T).div_(ref_norms).div_(norms.unsqueeze(0)))
+        columns.append(RowProducts(ref_units, units, ref_norms, row_norms(units))[:, :])
     return columns[0] if len(columns) == 1 else torch.cat(columns, 1)
 
 
@@ -372,6 +387,12 @@ def _similarities(
     }
 
 
+#: a group of more units than this that permutes as heads or in blocks gets its
+#: weight-matching similarity a block at a time (:class:`_Blocked`), never whole: 8,192
+#: units make a 512 MiB float64 matrix, and a mixture's experts many times that
+DENSE_UNITS = 8192
+
+
 def _descend(
     spec: Spec,
     similarities: Mapping[str, _Similarity],
@@ -401,17 +422,16 @@ def _descend(
             stale -= {g.name for g in mates}
             current = Alignment(perms, signs)
             values = [similarities[g.name].value(current, versions) for g in mates]
-            found = assign(
-                mates, [even if odd is None else even + odd.abs() for even, odd in values]
-            )
+            found = assign(mates, values)
             new = old = 0.0
             steps = []
-            for (even, odd), perm, g in zip(values, found, mates, strict=True):
-                rows = torch.arange(g.size)
-                sign = None if odd is None else torch.where(odd[rows, perm] < 0, -1.0, 1.0)
+            for value, perm, g in zip(values, found, mates, strict=True):
+                perm = perm.cpu()
+                even, odd = value.at(perm)
+                sign = None if odd is None else torch.where(odd < 0, -1.0, 1.0)
                 old_sign = None if odd is None else signs[g.name].cpu().double()
-                new += _value(even, odd, perm, None if sign is None else sign.double())
-                old += _value(even, odd, perms[g.name].cpu(), old_sign)
+                new += _total(even, odd, None if sign is None else sign.double())
+                old += _total(*value.at(perms[g.name].cpu()), old_sign)
                 steps.append((g, perm, sign))
             # only a clear gain counts: ties keep the current solution, so the sweeps end
             if new <= old + 64 * eps * max(1.0, abs(old)):
@@ -494,13 +514,18 @@ class _Term:
         key = tuple(versions[a.group] for a in self.others)
         if self.key == key:
             return self.product.cpu()
-        other = moved(self.state, self.others, alignment)
-        if self.whole:
-            other = unit_slices(other, self.axis.axis, self.units, **self.layout).t()
-        product = (self.reference @ other.reshape(-1, self.units)).mul_(self.weight)
+        product = (self.reference @ self.moved(alignment)).mul_(self.weight)
         if self.keep:
             self.product, self.key = product, key
         return product.cpu()
+
+    def moved(self, alignment: Alignment) -> Tensor:
+        """The state moved by ``alignment`` as (numbers per unit) x units: unit j's slice
+        is column j."""
+        other = moved(self.state, self.others, alignment)
+        if self.whole:
+            other = unit_slices(other, self.axis.axis, self.units, **self.layout).t()
+        return other.reshape(-1, self.units)
 
 
 class _Similarity:
@@ -523,6 +548,12 @@ class _Similarity:
         self.size = group.size
         self.signed = group.signed
         self.neighbours = {name for term in terms for name in term.groups}
+        self.dense = not (structured(group.heads, group.blocks) and group.size > DENSE_UNITS)
+        self.terms = terms
+        self.even: Tensor | None = None
+        self.odd: Tensor | None = None
+        if not self.dense:  # nothing kept: each step takes the blocks it reads
+            return
         self.moving = [t for t in terms if t.others]
         if len({frozenset(a.group for a in t.others) for t in self.moving}) <= 1:
             for term in self.moving:
@@ -538,16 +569,79 @@ class _Similarity:
         self.even = _added(None, even, self.size) if even else None
         self.odd = _added(None, odd, self.size) if odd else None
 
-    def value(
-        self, alignment: Alignment, versions: Mapping[str, int]
-    ) -> tuple[Tensor, Tensor | None]:
-        """(even, odd) for the state moved by ``alignment`` (at group ``versions``);
-        ``odd`` is None for groups without a sign symmetry."""
+    def value(self, alignment: Alignment, versions: Mapping[str, int]) -> _Dense | _Blocked:
+        """S for the state moved by ``alignment`` (at group ``versions``): whole, or for a
+        large group that permutes as heads or in blocks, a block at a time."""
+        if not self.dense:
+            return _Blocked(
+                [(t.signed, t.weight, t.reference, t.moved(alignment)) for t in self.terms],
+                self.size,
+                self.signed,
+            )
         products = [(t.signed, t.value(alignment, versions)) for t in self.moving + self.retaken]
         even = _added(self.even, [p for signed, p in products if not signed], self.size)
         if not self.signed:
+            return _Dense(even, None)
+        return _Dense(even, _added(self.odd, [p for signed, p in products if signed], self.size))
+
+
+class _Dense:
+    """A group's weight-matching similarity, whole: ``even`` and, for a ``sign`` group,
+    ``odd`` (:class:`_Similarity`). Read as a matrix, it is what the assignment
+    maximizes: even + |odd| (each unit then takes the sign that makes its odd part
+    count positively)."""
+
+    def __init__(self, even: Tensor, odd: Tensor | None) -> None:
+        self.even, self.odd = even, odd
+        self.target = even if odd is None else even + odd.abs()
+        self.shape, self.device = self.target.shape, self.target.device
+
+    def __getitem__(self, index: tuple[slice, slice]) -> Tensor:
+        return self.target[index]
+
+    def at(self, perm: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(even[k, perm[k]], odd[k, perm[k]] or None) for every k."""
+        rows = torch.arange(self.even.shape[0])
+        return self.even[rows, perm], None if self.odd is None else self.odd[rows, perm]
+
+
+class _Blocked:
+    """A group's weight-matching similarity a block at a time: for each term (signed,
+    layer weight, reference rows, moved state columns), weight x reference[k] .
+    state[:, j], the signed terms' sum (odd) apart from the others' (even). Read as a
+    matrix it is even + |odd|, as :class:`_Dense`."""
+
+    def __init__(
+        self, terms: list[tuple[bool, float, Tensor, Tensor]], size: int, signed: bool
+    ) -> None:
+        self.terms, self.signed = terms, signed
+        self.shape = (size, size)
+        self.device = terms[0][2].device if terms else torch.device("cpu")
+
+    def __getitem__(self, index: tuple[slice, slice]) -> Tensor:
+        rows, cols = index
+        even, odd = self._parts(lambda ref, other: ref[rows] @ other[:, cols])
+        return even if odd is None else even + odd.abs()
+
+    def at(self, perm: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(even[k, perm[k]], odd[k, perm[k]] or None) for every k: one inner product
+        per unit and term, no block."""
+        return self._parts(lambda ref, other: (ref * other[:, perm.to(other.device)].T).sum(1))
+
+    def _parts(self, product: Callable[[Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor | None]:
+        """The even and odd sums (float64) of each term's ``product`` times its weight."""
+        sums: dict[bool, Tensor] = {}
+        for signed, weight, reference, other in self.terms:
+            part = product(reference, other).mul_(weight).double()
+            key = signed and self.signed
+            sums[key] = sums[key].add_(part) if key in sums else part
+        even = sums.get(False)
+        if even is None:
+            shape = next(iter(sums.values())).shape if sums else (self.shape[0], self.shape[1])
+            even = torch.zeros(shape, dtype=torch.float64, device=self.device)
+        if not self.signed:
             return even, None
-        return even, _added(self.odd, [p for signed, p in products if signed], self.size)
+        return even, sums.get(True, torch.zeros_like(even))
 
 
 def _added(base: Tensor | None, products: list[Tensor], size: int) -> Tensor:
@@ -566,9 +660,8 @@ def _added(base: Tensor | None, products: list[Tensor], size: int) -> Tensor:
     return total
 
 
-def _value(even: Tensor, odd: Tensor | None, perm: Tensor, sign: Tensor | None) -> float:
-    rows = torch.arange(even.shape[0])
-    if odd is None:
-        return float(even[rows, perm].sum())
-    gain = odd[rows, perm] if sign is None else odd[rows, perm] * sign
-    return float((even[rows, perm] + gain).sum())
+def _total(even: Tensor, odd: Tensor | None, sign: Tensor | None) -> float:
+    """The matched similarities' sum: even + sign x odd."""
+    if odd is None or sign is None:
+        return float(even.sum())
+    return float((even + odd.to(sign.device) * sign.to(odd.dtype)).sum())

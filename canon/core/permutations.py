@@ -20,6 +20,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from canon.core.auction import auction_assignment
+from canon.core.lazy_similarity import Blocks
 from canon.core.spec import Spec, UnitGroup, layout_of
 from canon.core.units import permute_units, scale_units
 from canon.errors import SpecMismatchError
@@ -27,6 +28,7 @@ from canon.errors import SpecMismatchError
 __all__ = [
     "AUCTION_FROM",
     "MOVE_SLAB",
+    "STRIP",
     "Alignment",
     "Moved",
     "UnitAxis",
@@ -38,6 +40,7 @@ __all__ = [
     "invert_alignment",
     "moved",
     "solve_assignment",
+    "solve_blocks",
     "solve_heads",
     "through_reference",
     "unit_axes",
@@ -134,7 +137,7 @@ def _on_device(similarity: Tensor, size: int) -> bool:
     return start is not None and size >= start
 
 
-def solve_assignment(similarity: Tensor, blocks: int = 1) -> Tensor:
+def solve_assignment(similarity: Blocks, blocks: int = 1) -> Tensor:
     """The permutation ``perm`` maximizing sum_k similarity[k, perm[k]] (a linear assignment).
 
     Solved by ``scipy.optimize.linear_sum_assignment`` on the cost -similarity
@@ -145,32 +148,42 @@ def solve_assignment(similarity: Tensor, blocks: int = 1) -> Tensor:
     makes it about a third faster on dense cosine matrices. Large matrices on a
     device listed in :data:`AUCTION_FROM` are solved where they are, by the
     batched auction (optimal to 1e-9 of the matrix's range). With ``blocks`` >
-    1 each unit may only move within its contiguous block (GroupNorm groups):
-    one assignment per diagonal block.
+    1 each unit may only move within its contiguous block (GroupNorm groups,
+    a mixture's experts): one assignment per diagonal block, the only blocks
+    read (``similarity`` may be :class:`~canon.core.lazy_similarity.RowProducts`).
     """
     n = similarity.shape[0]
     if blocks > 1:
         m = n // blocks
-        if _on_device(similarity, m):
-            diagonal = similarity.reshape(blocks, m, blocks, m).diagonal(dim1=0, dim2=2)
-            offsets = torch.arange(blocks, device=similarity.device)[:, None] * m
-            return (auction_assignment(diagonal.permute(2, 0, 1)) + offsets).reshape(n)
-        parts = [
-            solve_assignment(similarity[b * m : (b + 1) * m, b * m : (b + 1) * m]) + b * m
-            for b in range(blocks)
-        ]
-        return torch.cat(parts)
-    if _on_device(similarity, n):
-        return auction_assignment(similarity)
+        return solve_blocks(
+            [similarity[b * m : (b + 1) * m, b * m : (b + 1) * m] for b in range(blocks)]
+        )
+    whole = similarity[:, :] if not isinstance(similarity, Tensor) else similarity
+    if _on_device(whole, n):
+        return auction_assignment(whole)
     # negated into a new float64 array (numpy has no bfloat16; the caller's matrix stays)
-    cost = np.ascontiguousarray(torch.neg(similarity.detach().to("cpu", torch.float64)).numpy())
+    cost = np.ascontiguousarray(torch.neg(whole.detach().to("cpu", torch.float64)).numpy())
     cost -= cost.min(axis=1, keepdims=True)
     cost -= cost.min(axis=0, keepdims=True)
     _, cols = linear_sum_assignment(cost)
-    return torch.from_numpy(cols).to(device=similarity.device, dtype=torch.int64)
+    return torch.from_numpy(cols).to(device=whole.device, dtype=torch.int64)
 
 
-def assign(groups: Sequence[UnitGroup], similarities: Sequence[Tensor]) -> list[Tensor]:
+def solve_blocks(diagonal: Sequence[Tensor]) -> Tensor:
+    """The permutation of ``blocks x m`` units, each moving only within its block, that
+    maximizes the summed similarity: ``diagonal[b]`` is block b's [m, m] similarity; one
+    assignment per block (one batched auction on a device listed in
+    :data:`AUCTION_FROM`)."""
+    m = diagonal[0].shape[0]
+    offsets = torch.arange(len(diagonal), device=diagonal[0].device)[:, None] * m
+    if _on_device(diagonal[0], m):
+        found = auction_assignment(torch.stack(list(diagonal)))
+    else:
+        found = torch.stack([solve_assignment(d) for d in diagonal])
+    return (found + offsets).reshape(-1)
+
+
+def assign(groups: Sequence[UnitGroup], similarities: Sequence[Blocks]) -> list[Tensor]:
     """Each group's permutation maximizing its similarity: one linear assignment (within
     blocks), or, for the groups of one attention layer (:func:`~canon.core.spec.linked`),
     one order of the heads for all (:func:`solve_heads`)."""
@@ -179,8 +192,13 @@ def assign(groups: Sequence[UnitGroup], similarities: Sequence[Tensor]) -> list[
     return [solve_assignment(similarities[0], groups[0].blocks)]
 
 
+#: the most numbers of one similarity strip :func:`solve_heads` reads at a time (128 MiB
+#: in float64), though never less than one head pair's block
+STRIP = 1 << 24
+
+
 def solve_heads(
-    similarities: Sequence[Tensor], heads: int, whole: Sequence[bool] | None = None
+    similarities: Sequence[Blocks], heads: int, whole: Sequence[bool] | None = None
 ) -> list[Tensor]:
     """The block-structured permutations maximizing the summed assignments of several
     groups whose units form ``heads`` blocks that move together (DESIGN §3b, attention).
@@ -193,30 +211,50 @@ def solve_heads(
     marked in ``whole`` keeps its units in place within the block (rotary
     queries and keys): its value is the block's diagonal. Returns each group's
     permutation of all its units.
+
+    A matrix is read a strip of :data:`STRIP` numbers at a time (a head of the first
+    network against some heads of the second), so it may be given lazily
+    (:class:`~canon.core.lazy_similarity.RowProducts`): memory grows with one head's
+    units times all units, not with all units squared.
     """
-    inner: list[list[list[Tensor]]] = []
     value = torch.zeros(heads, heads, dtype=torch.float64)
     fixed = list(whole) if whole is not None else [False] * len(similarities)
-    for similarity, kept in zip(similarities, fixed, strict=True):
-        d = similarity.shape[0] // heads
-        blocks = similarity.detach().double().cpu().reshape(heads, d, heads, d)
-        same = torch.arange(d)
-        solved = [
-            [same if kept else solve_assignment(blocks[a, :, b, :]) for b in range(heads)]
-            for a in range(heads)
-        ]
-        rows = torch.arange(d)
-        for a in range(heads):
-            for b in range(heads):
-                value[a, b] += blocks[a, :, b, :][rows, solved[a][b]].sum()
-        inner.append(solved)
-    pairing = solve_assignment(value)
+    inner = [
+        _solve_head_pairs(similarity, heads, kept, value)
+        for similarity, kept in zip(similarities, fixed, strict=True)
+    ]
+    pairing = solve_assignment(value).tolist()
     perms = []
     for similarity, solved in zip(similarities, inner, strict=True):
         d = similarity.shape[0] // heads
-        parts = [int(b) * d + solved[a][int(b)] for a, b in enumerate(pairing.tolist())]
+        parts = [b * d + solved[a, b].long() for a, b in enumerate(pairing)]
         perms.append(torch.cat(parts).to(similarity.device))
     return perms
+
+
+def _solve_head_pairs(similarity: Blocks, heads: int, kept: bool, value: Tensor) -> Tensor:
+    """[heads, heads, d]: the best assignment of head b's units to head a's for every
+    pair (a, b) (with ``kept``: each unit to its own place), each pair's total added to
+    ``value[a, b]``. Stored in the smallest integer type that holds d (int16 up to 2**15
+    units per head: a mixture of 256 experts of 2,048 units keeps 256 MiB)."""
+    d = similarity.shape[0] // heads
+    dtype = torch.int16 if d <= 2**15 else torch.int64
+    solved = torch.empty(heads, heads, d, dtype=dtype)
+    same = torch.arange(d)
+    rows = torch.arange(d)
+    span = max(1, STRIP // max(d * d, 1))  # heads of the second network per strip
+    for a in range(heads):
+        for first in range(0, heads, span):
+            last = min(heads, first + span)
+            strip = similarity[a * d : (a + 1) * d, first * d : last * d].detach().double()
+            if not _on_device(strip, d):
+                strip = strip.cpu()
+            for b in range(first, last):
+                block = strip[:, (b - first) * d : (b - first + 1) * d]
+                perm = same if kept else solve_assignment(block).cpu()
+                value[a, b] += block[rows.to(block.device), perm.to(block.device)].sum().cpu()
+                solved[a, b] = perm.to(dtype)
+    return solved
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from canon.core.permutations import assign
+from canon.core.lazy_similarity import Blocks
+from canon.core.permutations import assign, solve_assignment, solve_blocks
 from canon.core.spec import UnitGroup, layout_of
 from canon.core.units import unit_slices
 
@@ -35,16 +36,23 @@ TIE_BREAK = 1e-6
 
 def assign_settled(
     groups: Sequence[UnitGroup],
-    similarities: Sequence[Tensor],
+    similarities: Sequence[Blocks],
     state: Mapping[str, Tensor],
     reference: Mapping[str, Tensor],
 ) -> list[Tensor]:
     """:func:`~canon.core.permutations.assign`; a group matched on its own is assigned
-    by its similarity with ties settled (:func:`settled`). Heads matched as blocks are
-    assigned as they are."""
+    by its similarity with ties settled (:func:`settled`), within each of its blocks
+    where its units permute in blocks (the only parts of the matrix then read). Heads
+    matched as blocks are assigned as they are."""
     if len(groups) > 1 or groups[0].heads > 1:
         return assign(groups, similarities)
-    return assign(groups, [settled(similarities[0], state, reference, groups[0])])
+    group, similarity = groups[0], similarities[0]
+    m = group.size // max(group.blocks, 1)
+    starts = [b * m for b in range(group.blocks)]
+    diagonal = [
+        settled(similarity[at : at + m, at : at + m], state, reference, group, at) for at in starts
+    ]
+    return [solve_blocks(diagonal) if group.blocks > 1 else solve_assignment(diagonal[0])]
 
 
 def settled(
@@ -52,12 +60,13 @@ def settled(
     state: Mapping[str, Tensor],
     reference: Mapping[str, Tensor],
     group: UnitGroup,
+    first: int = 0,
 ) -> Tensor:
-    """``similarity`` (C[k, j]: reference unit k against unit j of ``state``) where it
-    has ties: in each row of a class of equal rows and each column of a class of equal
-    columns, minus :data:`TIE_BREAK` times the squared distance of the two units'
-    descriptors (:func:`_descriptors`) over the largest of those distances. Without
-    ties, ``similarity`` itself.
+    """``similarity`` (C[k, j]: reference unit k against unit j of ``state``, the group's
+    units from ``first`` on) where it has ties: in each row of a class of equal rows and
+    each column of a class of equal columns, minus :data:`TIE_BREAK` times the squared
+    distance of the two units' descriptors (:func:`_descriptors`) over the largest of
+    those distances. Without ties, ``similarity`` itself.
 
     Among the assignments optimal for ``similarity``, the one then found is the one
     whose tied units' partners are nearest by descriptors: a function of the weights
@@ -66,7 +75,7 @@ def settled(
     rows, columns = identical_rows(similarity), identical_rows(similarity.T)
     if not rows and not columns:
         return similarity
-    every = torch.arange(similarity.shape[0])
+    every = torch.arange(similarity.shape[0]) + first
     theirs, mine = _descriptors(reference, group, every), _descriptors(state, group, every)
     tied_rows = torch.cat(rows) if rows else every[:0]
     tied_columns = torch.cat(columns) if columns else every[:0]

@@ -27,6 +27,7 @@ from canon.core import (
     match_incoming,
     match_weights,
 )
+from canon.core.lazy_similarity import RowProducts, magnitude, matched
 from canon.core.spec import Tap, layout_of, linked
 from canon.core.ties import assign_settled
 from canon.core.trace import activations, load_into
@@ -157,14 +158,13 @@ def match_activations(
         mates = linked(spec, group)  # one attention layer's groups: heads as blocks
         correlations = [_correlation(g, (reference, seen_ref), (state, seen)) for g in mates]
         similarities = [
-            c.abs() if g.signed else c for g, c in zip(mates, correlations, strict=True)
+            magnitude(c) if g.signed else c for g, c in zip(mates, correlations, strict=True)
         ]
         found = assign_settled(mates, similarities, state, reference)
         for g, perm, corr in zip(mates, found, correlations, strict=True):
             perms[g.name] = perm.cpu()
             if g.signed:
-                matched = corr.cpu()[torch.arange(g.size), perms[g.name]]
-                signs[g.name] = torch.where(matched < 0, -1.0, 1.0)
+                signs[g.name] = torch.where(matched(corr, perm).cpu() < 0, -1.0, 1.0)
     return Alignment(perms, signs)
 
 
@@ -172,9 +172,10 @@ def _correlation(
     group: UnitGroup,
     reference: tuple[Mapping[str, Tensor], Mapping[str, Tensor]],
     state: tuple[Mapping[str, Tensor], Mapping[str, Tensor]],
-) -> Tensor:
+) -> RowProducts:
     """C[k, j]: the Pearson correlation of reference unit k and unit j of the state,
-    over every sample and position of every point where the group's units are read.
+    over every sample and position of every point where the group's units are read
+    (the cosine of the two units' centered activations), a block at a time.
     ``reference`` and ``state`` are each (weights, activations at the taps)."""
     if not group.taps:
         raise ConfigError(f"group `{group.name}` has no activations to match on")
@@ -182,7 +183,7 @@ def _correlation(
         torch.cat([_tapped(group, tap, *net) for tap in group.taps], 1).double()
         for net in (reference, state)
     )
-    return _standardized(rows_ref) @ _standardized(rows).T / rows.shape[1]
+    return RowProducts.cosines(_centered(rows_ref), _centered(rows))
 
 
 def _tapped(
@@ -199,7 +200,5 @@ def _tapped(
     return unit_slices(projected, -1, group.size)
 
 
-def _standardized(rows: Tensor) -> Tensor:
-    centered = rows - rows.mean(dim=1, keepdim=True)
-    scale = centered.square().mean(dim=1, keepdim=True).sqrt()
-    return centered / scale.clamp_min(torch.finfo(rows.dtype).tiny)
+def _centered(rows: Tensor) -> Tensor:
+    return rows - rows.mean(dim=1, keepdim=True)

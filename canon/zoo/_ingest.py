@@ -17,10 +17,17 @@ import torch
 from torch import Tensor, nn
 
 from canon import checkpoint
-from canon._limits import MAX_GROUP_UNITS, MAX_TENSORS, clip, loads_json
+from canon._limits import (
+    MAX_GROUP_UNITS,
+    MAX_STRUCTURED_UNITS,
+    MAX_TENSORS,
+    clip,
+    loads_json,
+)
 from canon.architectures import LibraryLayout, build_model, library_layout, resolve_config
 from canon.checkpoint import STATE_KEYS, Located, load_state, locate_state, read_header
 from canon.core import Spec, check_state, spec_from_module, tied_names
+from canon.core.lazy_similarity import structured
 from canon.core.spec import check_tensors
 from canon.core.trace import tensors_of
 from canon.core.unit_spaces import BATCHNORMS, LAYERS
@@ -109,18 +116,35 @@ class Incoming:
 
 
 def check_group_sizes(spec: Spec, where: str) -> None:
-    """Refuse a spec with a unit group of more than :data:`~canon._limits.MAX_GROUP_UNITS`
-    units (:class:`~canon.errors.ConfigError`, naming the group, its size and the limit).
+    """Refuse a spec whose matching would pair more than
+    :data:`~canon._limits.MAX_GROUP_UNITS` units in one assignment, or hold a group of
+    more than :data:`~canon._limits.MAX_STRUCTURED_UNITS` units that permutes as heads or
+    in blocks (:class:`~canon.errors.ConfigError`, naming the group, its sizes and the
+    limit).
 
     Aligning a group of H units builds an H x H cost matrix and solves an O(H^3)
-    assignment; the spec tells H before any weight is loaded or matched.
+    assignment; a group in heads or blocks of d units is assigned d units at a time
+    (and its heads as wholes), its matrix read a block at a time. The spec tells these
+    sizes before any weight is loaded or matched.
     """
     for group in spec.groups:
-        if group.size > MAX_GROUP_UNITS:
+        name = clip(group.name, 80)
+        if not structured(group.heads, group.blocks):
+            if group.size > MAX_GROUP_UNITS:
+                raise ConfigError(
+                    f"{where} has {group.size} units in group `{name}`; canon aligns groups of "
+                    f"at most {MAX_GROUP_UNITS} units (matching costs the square of the units "
+                    "in memory and their cube in time)"
+                )
+            continue
+        parts = max(group.heads, group.blocks)
+        largest = max(group.size // parts, group.heads)
+        if group.size > MAX_STRUCTURED_UNITS or largest > MAX_GROUP_UNITS:
             raise ConfigError(
-                f"{where} has {group.size} units in group `{clip(group.name, 80)}`; canon aligns "
-                f"groups of at most {MAX_GROUP_UNITS} units (matching costs the square of the "
-                "units in memory and their cube in time)"
+                f"{where} has {group.size} units in group `{name}`, in {parts} blocks of "
+                f"{group.size // parts}; canon aligns at most {MAX_GROUP_UNITS} units per "
+                f"block and {MAX_GROUP_UNITS} blocks, and groups in blocks of at most "
+                f"{MAX_STRUCTURED_UNITS} units"
             )
 
 
