@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from scipy.optimize import linear_sum_assignment
 
 import canon.core.permutations as core_permutations
 
@@ -20,7 +22,8 @@ def recorded_solves(fn: Callable[[], object]) -> list[tuple[torch.Tensor, int]]:
     def recording(similarity: torch.Tensor, blocks: int = 1) -> torch.Tensor:
         nonlocal depth
         if depth == 0:  # a blocked solve calls itself once per block: count it once
-            seen.append((similarity.detach().clone(), blocks))
+            whole = similarity if isinstance(similarity, torch.Tensor) else similarity[:, :]
+            seen.append((whole.detach().clone(), blocks))
         depth += 1
         try:
             return original(similarity, blocks)
@@ -33,6 +36,35 @@ def recorded_solves(fn: Callable[[], object]) -> list[tuple[torch.Tensor, int]]:
     finally:
         core_permutations.solve_assignment = original  # type: ignore[attr-defined]
     return seen
+
+
+def solve_floor(fn: Callable[[], object]) -> float:
+    """Seconds scipy's ``linear_sum_assignment`` alone takes on every matrix canon's
+    matching solves while ``fn`` runs, each timed as it comes (none is kept: a large
+    mixture's thousands of expert-pair blocks would not fit)."""
+    total = 0.0
+    original = core_permutations.solve_assignment
+    depth = 0
+
+    def timing(similarity: torch.Tensor, blocks: int = 1) -> torch.Tensor:
+        nonlocal depth, total
+        if depth == 0:  # a lazy similarity gives its diagonal blocks alone
+            for cost in lap_blocks(similarity, blocks):
+                start = time.perf_counter()
+                linear_sum_assignment(cost, maximize=True)
+                total += time.perf_counter() - start
+        depth += 1
+        try:
+            return original(similarity, blocks)
+        finally:
+            depth -= 1
+
+    core_permutations.solve_assignment = timing  # type: ignore[attr-defined]
+    try:
+        fn()
+    finally:
+        core_permutations.solve_assignment = original  # type: ignore[attr-defined]
+    return total
 
 
 def lap_blocks(similarity: torch.Tensor, blocks: int) -> list[Any]:

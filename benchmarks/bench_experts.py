@@ -13,22 +13,27 @@ Canonicalization: a one-block mixture language model (canon's ``TopKRouter`` and
 networks; canon's ``canonicalize(state, spec, reference)`` by weight matching against
 the floor of the linear assignment solves it makes (every block pair of experts: E^2
 solves of I x I, then the pairing), run through scipy alone. The experts' similarity is
-(E * I)^2 numbers: what sizes a machine's memory allows.
+(E * I)^2 numbers. ``--large`` sizes (above 8,192 units) are read a block at a time,
+never whole: one canonicalization each, its peak resident memory against the whole
+matrix's size and its time against scipy's solves (timed as they come).
 
     python benchmarks/bench_experts.py [--tokens 4096] [--hidden 512] [--experts 8]
-        [--inner 1024] [--k 2] [--sizes 8x128 8x512 32x128] [--repeats 3] [--json]
+        [--inner 1024] [--k 2] [--sizes 8x128 8x512 32x128] [--large 64x256]
+        [--repeats 3] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from _libraries import torchvision_or_none  # benchmarks/ is on sys.path when run
-from _solves import lap_blocks, recorded_solves
+from _memory import PeakMemory, resident_mb
+from _solves import lap_blocks, recorded_solves, solve_floor
 from _timing import median_time, synchronizer
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
@@ -149,6 +154,29 @@ def bench_canonicalize(size: str, hidden: int, repeats: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def bench_large(size: str, hidden: int) -> dict[str, Any]:
+    """One canonicalization of a mixture too large for its whole similarity: its peak
+    resident memory against that matrix's size, its time against scipy's solves."""
+    experts, inner = (int(n) for n in size.split("x"))
+    model = _Mixture(experts, inner, hidden)
+    spec = spec_from_module(model)
+    gen = torch.Generator().manual_seed(1)
+    state, reference = (
+        {t.name: torch.randn(t.shape, generator=gen) for t in spec.tensors} for _ in range(2)
+    )
+    start_mb = resident_mb()
+    start = time.perf_counter()
+    with PeakMemory() as peak:
+        canonicalize(state, spec, reference=reference)
+    canon_s = time.perf_counter() - start
+    floor_s = solve_floor(lambda: canonicalize(state, spec, reference=reference))
+    whole_mb = (experts * inner) ** 2 * 8 / 2**20
+    return {
+        "size": size, "canon_s": canon_s, "floor_s": floor_s, "ratio": canon_s / floor_s,
+        "peak_mb": peak.mb, "start_mb": start_mb, "whole_matrix_mb": whole_mb,
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4096)
@@ -157,15 +185,24 @@ def main() -> None:
     parser.add_argument("--inner", type=int, default=1024)
     parser.add_argument("--k", type=int, default=2)
     parser.add_argument("--sizes", nargs="+", default=["8x128", "8x512", "32x128"])
+    parser.add_argument(
+        "--large", nargs="*", default=["64x256"], help="experts x units read a block at a time"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     forward = bench_forward(args)
     sizes = [bench_canonicalize(size, 64, args.repeats) for size in args.sizes]
+    large = [bench_large(size, 64) for size in args.large]
     if args.json:
         print(
             json.dumps(
-                {"forward": forward, "canonicalize": sizes, "threads": torch.get_num_threads()}
+                {
+                    "forward": forward,
+                    "canonicalize": sizes,
+                    "large": large,
+                    "threads": torch.get_num_threads(),
+                }
             )
         )
         return
@@ -182,6 +219,13 @@ def main() -> None:
         print(
             f"canonicalize {row['size']} (experts x units, width 64): {row['canon_s']:.2f} s, "
             f"floor ({row['solves']} solves) {row['floor_s']:.2f} s, ratio {row['ratio']:.2f}"
+        )
+    for row in large:
+        print(
+            f"canonicalize {row['size']} a block at a time: {row['canon_s']:.1f} s, scipy's "
+            f"solves {row['floor_s']:.1f} s, ratio {row['ratio']:.2f}; peak memory "
+            f"{row['peak_mb']:.0f} MiB (from {row['start_mb']:.0f}), the whole similarity "
+            f"would be {row['whole_matrix_mb']:.0f} MiB"
         )
 
 
