@@ -11,8 +11,10 @@ When transformers is installed, its own Mixtral experts on the same weights (its
 Canonicalization: a one-block mixture language model (canon's ``TopKRouter`` and
 ``StackedExperts``, width ``--hidden``) of ``--sizes`` experts x units, two random
 networks; canon's ``canonicalize(state, spec, reference)`` by weight matching against
-the floor of the linear assignment solves it makes (every block pair of experts: E^2
-solves of I x I, then the pairing), run through scipy alone. The experts' similarity is
+the floor of the linear assignment solves it makes (the block pairs of experts its
+bounds leave open, I x I each, of the E^2; the pairings of experts), run through scipy
+alone; for two random networks (the bounds' worst case) and for a network and a noisy
+copy of it under a random symmetry (as two fine-tunes of one). The experts' similarity is
 (E * I)^2 numbers. ``--large`` sizes (above 8,192 units) are read a block at a time,
 never whole: one canonicalization each, its peak resident memory against the whole
 matrix's size and its time against scipy's solves (timed as they come).
@@ -38,7 +40,7 @@ from _timing import median_time, synchronizer
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from canon.core import canonicalize, spec_from_module
+from canon.core import canonicalize, random_symmetry, spec_from_module
 from canon.core.experts import StackedExperts, TopKRouter
 
 
@@ -131,14 +133,24 @@ class _Mixture(nn.Module):
         return out
 
 
-def bench_canonicalize(size: str, hidden: int, repeats: int) -> dict[str, Any]:
+def _pair(spec: Any, related: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(state, reference): two random networks, or with ``related`` a network and a copy
+    of it under a random symmetry (experts and units shuffled) with noise of 0.3 of each
+    tensor's spread added (as two fine-tunes of one network)."""
+    gen = torch.Generator().manual_seed(1)
+    reference = {t.name: torch.randn(t.shape, generator=gen) for t in spec.tensors}
+    if not related:
+        return {t.name: torch.randn(t.shape, generator=gen) for t in spec.tensors}, reference
+    moved = random_symmetry(reference, spec, seed=3)
+    noisy = {k: v + 0.3 * v.std() * torch.randn(v.shape, generator=gen) for k, v in moved.items()}
+    return noisy, reference
+
+
+def bench_canonicalize(size: str, hidden: int, repeats: int, related: bool) -> dict[str, Any]:
     experts, inner = (int(n) for n in size.split("x"))
     model = _Mixture(experts, inner, hidden)
     spec = spec_from_module(model)
-    gen = torch.Generator().manual_seed(1)
-    state, reference = (
-        {t.name: torch.randn(t.shape, generator=gen) for t in spec.tensors} for _ in range(2)
-    )
+    state, reference = _pair(spec, related)
     canon_s = median_time(lambda: canonicalize(state, spec, reference=reference), repeats, sync)
     solves = recorded_solves(lambda: canonicalize(state, spec, reference=reference))
     arrays = [a for similarity, blocks in solves for a in lap_blocks(similarity, blocks)]
@@ -149,8 +161,8 @@ def bench_canonicalize(size: str, hidden: int, repeats: int) -> dict[str, Any]:
 
     floor_s = median_time(scipy_solves, repeats, sync)
     return {
-        "size": size, "solves": len(arrays), "canon_s": canon_s, "floor_s": floor_s,
-        "ratio": canon_s / floor_s,
+        "size": size, "related": related, "solves": len(arrays), "canon_s": canon_s,
+        "floor_s": floor_s, "ratio": canon_s / floor_s,
     }  # fmt: skip
 
 
@@ -192,7 +204,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     forward = bench_forward(args)
-    sizes = [bench_canonicalize(size, 64, args.repeats) for size in args.sizes]
+    sizes = [
+        bench_canonicalize(size, 64, args.repeats, related)
+        for size in args.sizes
+        for related in (False, True)
+    ]
     large = [bench_large(size, 64) for size in args.large]
     if args.json:
         print(
@@ -216,8 +232,10 @@ def main() -> None:
         ratio = seconds / forward["floor_s"]
         print(f"  transformers {kernel}: {seconds * 1e3:.1f} ms ({ratio:.2f} x floor)")
     for row in sizes:
+        pair = "a noisy symmetric copy" if row["related"] else "two random networks"
         print(
-            f"canonicalize {row['size']} (experts x units, width 64): {row['canon_s']:.2f} s, "
+            f"canonicalize {row['size']} (experts x units, width 64; {pair}): "
+            f"{row['canon_s']:.2f} s, "
             f"floor ({row['solves']} solves) {row['floor_s']:.2f} s, ratio {row['ratio']:.2f}"
         )
     for row in large:

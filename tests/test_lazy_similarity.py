@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from canon.core import permutations
@@ -141,3 +143,47 @@ def test_blocks_are_assigned_from_their_own_diagonal_block(blocks: int, m: int, 
             _total(whole[part, part], torch.tensor(p)) for p in itertools.permutations(range(m))
         )
         assert _total(whole[part, part], within) == pytest.approx(best, abs=1e-12)
+
+
+def _every_pair_solved(similarity: Tensor, heads: int) -> Tensor:
+    """The block-structured optimum the long way: scipy on every pair of heads, then on
+    the pairing of heads by those values (an implementation apart from canon's)."""
+    d = similarity.shape[0] // heads
+    blocks = similarity.reshape(heads, d, heads, d).permute(0, 2, 1, 3).numpy()
+    inner = [[linear_sum_assignment(blocks[a, b], maximize=True)[1] for b in range(heads)]
+             for a in range(heads)]  # fmt: skip
+    values = np.array(
+        [
+            [blocks[a, b][np.arange(d), inner[a][b]].sum() for b in range(heads)]
+            for a in range(heads)
+        ]
+    )
+    pairing = linear_sum_assignment(values, maximize=True)[1]
+    return torch.tensor(np.concatenate([b * d + inner[a][b] for a, b in enumerate(pairing)]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    heads=st.integers(2, 9),
+    d=st.integers(1, 6),
+    noise=st.sampled_from([0.0, 0.1, 0.5, 3.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_heads_solved_from_bounds_are_the_optimum_of_every_pair_solved(
+    heads: int, d: int, noise: float, seed: int
+) -> None:
+    """solve_heads solves the pairs of heads its bounds leave open, not all of them: on
+    a copy whose heads and units were shuffled, noise added (from none to swamping),
+    it finds the permutation that solving every pair finds."""
+    n = heads * d
+    gen = torch.Generator().manual_seed(seed)
+    left = torch.randn(n, 5, generator=gen, dtype=torch.float64)
+    shuffled = torch.cat(
+        [h * d + torch.randperm(d, generator=gen) for h in torch.randperm(heads, generator=gen)]
+    )
+    right = left[shuffled] + noise * torch.randn(n, 5, generator=gen, dtype=torch.float64)
+    similarity = RowProducts.cosines(left, right)[:, :]
+    found = solve_heads([similarity], heads)[0]
+    assert torch.equal(found, _every_pair_solved(similarity, heads))
+    if noise == 0.0:
+        assert torch.equal(right[found], left)

@@ -212,49 +212,101 @@ def solve_heads(
     queries and keys): its value is the block's diagonal. Returns each group's
     permutation of all its units.
 
+    Not every pair's assignment is solved. Each pair's value is first bounded from
+    above by its block's row maxima summed (or its column maxima, the smaller): the
+    pairing is solved on those bounds, the pairs it picks are solved exactly and
+    their bounds replaced by their values, and so on until the pairing picks only
+    pairs solved exactly. It then beats every other pairing, whose value is at most
+    its bounds' sum: the pairing of all pairs solved, in a fraction of the solves.
     A matrix is read a strip of :data:`STRIP` numbers at a time (a head of the first
     network against some heads of the second), so it may be given lazily
     (:class:`~canon.core.lazy_similarity.RowProducts`): memory grows with one head's
     units times all units, not with all units squared.
     """
-    value = torch.zeros(heads, heads, dtype=torch.float64)
     fixed = list(whole) if whole is not None else [False] * len(similarities)
-    inner = [
-        _solve_head_pairs(similarity, heads, kept, value)
-        for similarity, kept in zip(similarities, fixed, strict=True)
-    ]
-    pairing = solve_assignment(value).tolist()
+    value = torch.zeros(heads, heads, dtype=torch.float64)
+    for similarity, kept in zip(similarities, fixed, strict=True):
+        _bound_head_pairs(similarity, heads, kept, value)
+    stores = [_Assignments(s.shape[0] // heads) for s in similarities]
+    solved: dict[tuple[int, int], int] = {}  # a pair of heads: where its assignments are
+    while True:
+        pairing = solve_assignment(value).tolist()
+        missing = [(a, b) for a, b in enumerate(pairing) if (a, b) not in solved]
+        if not missing:
+            break
+        for a, b in missing:
+            total = 0.0
+            for similarity, kept, store in zip(similarities, fixed, stores, strict=True):
+                perm, part = _solve_head_pair(similarity, heads, kept, a, b)
+                solved[a, b] = store.add(perm)  # the same place in every group's store
+                total += part
+            value[a, b] = total
     perms = []
-    for similarity, solved in zip(similarities, inner, strict=True):
-        d = similarity.shape[0] // heads
-        parts = [b * d + solved[a, b].long() for a, b in enumerate(pairing)]
+    for similarity, store in zip(similarities, stores, strict=True):
+        parts = [b * store.d + store[solved[a, b]] for a, b in enumerate(pairing)]
         perms.append(torch.cat(parts).to(similarity.device))
     return perms
 
 
-def _solve_head_pairs(similarity: Blocks, heads: int, kept: bool, value: Tensor) -> Tensor:
-    """[heads, heads, d]: the best assignment of head b's units to head a's for every
-    pair (a, b) (with ``kept``: each unit to its own place), each pair's total added to
-    ``value[a, b]``. Stored in the smallest integer type that holds d (int16 up to 2**15
-    units per head: a mixture of 256 experts of 2,048 units keeps 256 MiB)."""
+class _Assignments:
+    """The assignments of d units that :func:`solve_heads` keeps, one per pair of heads
+    solved, in preallocated chunks: many small tensors kept among a solve's large
+    temporaries fragment the heap (2,000 of them held a GiB of resident memory)."""
+
+    CHUNK = 1 << 20  # units per chunk
+
+    def __init__(self, d: int) -> None:
+        self.d = d
+        self.dtype = torch.int16 if d <= 2**15 else torch.int64
+        self.rows = max(1, self.CHUNK // max(d, 1))
+        self.chunks: list[Tensor] = []
+        self.count = 0
+
+    def add(self, perm: Tensor) -> int:
+        """Keep ``perm``; returns where it is."""
+        if self.count % self.rows == 0:
+            self.chunks.append(torch.empty(self.rows, self.d, dtype=self.dtype))
+        self.chunks[-1][self.count % self.rows] = perm
+        self.count += 1
+        return self.count - 1
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.chunks[index // self.rows][index % self.rows].long()
+
+
+def _bound_head_pairs(similarity: Blocks, heads: int, kept: bool, value: Tensor) -> None:
+    """Add to ``value[a, b]``, for every pair of heads, an upper bound of the group's best
+    assignment of head b's units to head a's: the smaller of the block's row maxima
+    summed and its column maxima summed (with ``kept``: the block's diagonal summed,
+    exactly its value). Read a strip of at most :data:`STRIP` numbers at a time."""
     d = similarity.shape[0] // heads
-    dtype = torch.int16 if d <= 2**15 else torch.int64
-    solved = torch.empty(heads, heads, d, dtype=dtype)
-    same = torch.arange(d)
-    rows = torch.arange(d)
     span = max(1, STRIP // max(d * d, 1))  # heads of the second network per strip
     for a in range(heads):
         for first in range(0, heads, span):
             last = min(heads, first + span)
             strip = similarity[a * d : (a + 1) * d, first * d : last * d].detach().double()
-            if not _on_device(strip, d):
-                strip = strip.cpu()
-            for b in range(first, last):
-                block = strip[:, (b - first) * d : (b - first + 1) * d]
-                perm = same if kept else solve_assignment(block).cpu()
-                value[a, b] += block[rows.to(block.device), perm.to(block.device)].sum().cpu()
-                solved[a, b] = perm.to(dtype)
-    return solved
+            blocks = strip.reshape(d, last - first, d).transpose(0, 1)  # [b, row, column]
+            if kept:
+                bounds = blocks.diagonal(dim1=1, dim2=2).sum(1)
+            elif d == 0:
+                bounds = torch.zeros(last - first, dtype=torch.float64, device=strip.device)
+            else:
+                bounds = torch.minimum(blocks.amax(2).sum(1), blocks.amax(1).sum(1))
+            value[a, first:last] += bounds.cpu()
+
+
+def _solve_head_pair(
+    similarity: Blocks, heads: int, kept: bool, a: int, b: int
+) -> tuple[Tensor, float]:
+    """The group's best assignment of head b's units to head a's (with ``kept``: each
+    unit to its own place) and its value."""
+    d = similarity.shape[0] // heads
+    block = similarity[a * d : (a + 1) * d, b * d : (b + 1) * d].detach().double()
+    if not _on_device(block, d):
+        block = block.cpu()
+    perm = torch.arange(d, device=block.device) if kept else solve_assignment(block)
+    rows = torch.arange(d, device=block.device)
+    return perm.cpu(), float(block[rows, perm].sum())
 
 
 @dataclass(frozen=True)
