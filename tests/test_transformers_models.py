@@ -26,6 +26,7 @@ from canon.core import (
     canonicalize,
     match_incoming,
     match_weights,
+    matching,
     normalize,
     random_symmetry,
     spec_from_module,
@@ -512,6 +513,21 @@ def test_mixtures_of_experts_keep_the_function(libraries: None, kind: str) -> No
     assert len(routers) == len(experts)  # one weight row per expert
     rows = {g.weights[0]: g.link for g in spec.groups if g.weights[0] in routers}
     assert rows == {r: g.link for r, g in zip(sorted(routers), experts, strict=True) if g.link}
+    _keeps_its_function(model, spec)
+
+
+def test_a_mixture_read_a_block_at_a_time_keeps_its_function(libraries: None) -> None:
+    """A Qwen3-MoE whose layers hold 48 experts of 192 units (9,216 units: above the 8,192
+    from which weight matching reads a group's similarity a block at a time, never
+    whole): symmetries keep the logits, and a moved copy's canonical form is the
+    original's."""
+    config = _mixture(
+        "qwen3_moe", "Qwen3MoeForCausalLM", num_experts=48, moe_intermediate_size=192, head_dim=4
+    )
+    model = build_model("hf-transformers/qwen3_moe", {"config": config}).double().eval()
+    spec = spec_from_module(model)
+    experts = [g for g in spec.groups if g.name.endswith(".experts")]
+    assert experts and all(g.size == 48 * 192 > matching.DENSE_UNITS for g in experts)
     _keeps_its_function(model, spec)
 
 
