@@ -1180,6 +1180,8 @@ class AttentionSteps:
         ]
         if not cut:
             return value
+        if all(axis not in (whole.head_axis, whole.dim_axis) for axis, _ in cut):
+            return value  # some tokens (EVA's patches, past its class token): every unit
         if len(cut) != 1 or cut[0][0] != whole.dim_axis:
             return None
         picked = cut[0][1]
@@ -1206,10 +1208,26 @@ class AttentionSteps:
         self, node: fx.Node, parts: Sequence[tuple[fx.Node, Heads | Sliced]]
     ) -> Value | None:
         """``cat((-q2, q1), dim=-1)``: parts of every head's dimensions that together hold
-        a range of them once each (the whole head: the heads again)."""
-        sliced = self._parts_of_heads(node, parts)
+        a range of them once each (the whole head: the heads again). Whole heads of one
+        space joined along another axis (EVA's class token, then its rotated patches) are
+        those heads."""
         ndim = len(shape_of(node))
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        first = parts[0][1]
+        if (
+            isinstance(dim, int)
+            and isinstance(first, Heads)
+            and dim % ndim not in (first.head_axis, first.dim_axis)
+            and all(
+                isinstance(v, Heads)
+                and v.space.root() is first.space.root()
+                and (v.head_axis, v.dim_axis, v.heads, v.repeat)
+                == (first.head_axis, first.dim_axis, first.heads, first.repeat)
+                for _, v in parts
+            )
+        ):
+            return first
+        sliced = self._parts_of_heads(node, parts)
         if sliced is None or not isinstance(dim, int):
             return None
         if dim % ndim != sliced[0].heads.dim_axis:
@@ -1246,14 +1264,21 @@ class AttentionSteps:
     def _dimension_factors(
         self, node: fx.Node, value: Heads | Sliced, constants: list[fx.Node]
     ) -> Value | None:
-        """``q * cos``: factors shared by all heads; ones that differ between a head's
-        dimensions pin them (a part of the heads: when it joins them again)."""
+        """``q * cos``: factors that differ between a head's dimensions pin them (a part of
+        the heads: when it joins them again); factors that differ between heads too (the
+        learned per-head frequencies of timm's mixed rotary embedding) keep the heads in
+        place as well."""
         whole = value if isinstance(value, Heads) else value.heads
         ndim = len(shape_of(node))
         for constant in constants:
             shape = (1,) * (ndim - len(shape_of(constant))) + shape_of(constant)
-            if len(shape) != ndim or shape[whole.head_axis] != 1:
+            if len(shape) != ndim or shape[whole.head_axis] not in (
+                1,
+                shape_of(node)[whole.head_axis],
+            ):
                 return None
+            if shape[whole.head_axis] != 1:
+                whole.space.root().heads_fixed = True
             if shape[whole.dim_axis] != 1 and isinstance(value, Heads):
                 whole.space.pin()
         return replace(value, turned=True) if isinstance(value, Sliced) else value
