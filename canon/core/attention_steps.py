@@ -1350,6 +1350,8 @@ class AttentionSteps:
         at = location(node)
         args = list(node.args[:3]) + [node.kwargs.get(k) for k in ("query", "key", "value")]
         found = [_one_head(a, self.values.get(a)) for a in args if isinstance(a, fx.Node)][:3]
+        if len(found) == 3 and isinstance(found[0], Fixed) and isinstance(found[2], Heads):
+            return self._latent_query(node, found[1], found[2])
         if len(found) != 3 or not all(isinstance(v, Heads) for v in found):
             raise unsupported(
                 f"scaled_dot_product_attention in {at} does not read three projections split "
@@ -1393,6 +1395,34 @@ class AttentionSteps:
                 h.space.root().heads_fixed = True
         self._record(q.space, k.space, v.space, q.heads // repeat, node, repeat)
         return Heads(v.space.root(), ndim - 3, ndim - 1, q.heads, repeat)
+
+    def _latent_query(self, node: fx.Node, key: Value | None, value: Heads) -> Heads:
+        """``scaled_dot_product_attention(q, k, v)`` whose query no symmetry moves (a
+        pooling head's learned latent, projected: timm's attention pool, SigLIP's and the
+        Perception Encoder's): the keys cannot move against it and stay in place (they
+        form no group), and so do the heads, each weighting the tokens its own way; the
+        values' dimensions pass linearly, each head's permuting within it."""
+        at = location(node)
+        ndim = len(shape_of(node))
+        space = value.space.root()
+        plain = space.blocks == 1 and not space.heads_only and value.repeat == 1
+        if not isinstance(key, Heads) or key.space.root() is space or not plain:
+            raise unsupported(
+                f"scaled_dot_product_attention in {at} reads a constant query with keys and "
+                "values that are not two projections split into heads" + _SUPPORTED,
+                "scaled_dot_product_attention",
+                at,
+            )
+        if (value.head_axis, value.dim_axis) != (ndim - 3, ndim - 1):
+            raise unsupported(
+                f"scaled_dot_product_attention in {at} reads values not laid out as (batch, "
+                "heads, tokens, d)" + _SUPPORTED,
+                "scaled_dot_product_attention",
+                at,
+            )
+        space.blocks = value.heads
+        space.ops.append((self.order[node], linear("attention")))
+        return Heads(space, ndim - 3, ndim - 1, value.heads)
 
     def _baddbmm(self, node: fx.Node) -> Value:
         """``bias.baddbmm(q, k^T, beta=, alpha=)``: the scores ``q @ k^T`` (scaled) plus a
