@@ -624,9 +624,10 @@ class _Blocked:
         return even if odd is None else even + odd.abs()
 
     def at(self, perm: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(even[k, perm[k]], odd[k, perm[k]] or None) for every k: one inner product
-        per unit and term, no block."""
-        return self._parts(lambda ref, other: (ref * other[:, perm.to(other.device)].T).sum(1))
+        """(even[k, perm[k]], odd[k, perm[k]] or None) for every k, on the CPU: one inner
+        product per unit and term, no block."""
+        even, odd = self._parts(lambda ref, other: (ref * other[:, perm.to(other.device)].T).sum(1))
+        return even.cpu(), None if odd is None else odd.cpu()
 
     def _parts(self, product: Callable[[Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor | None]:
         """The even and odd sums (float64) of each term's ``product`` times its weight."""
