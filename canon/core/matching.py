@@ -72,6 +72,11 @@ _CHEAP_CONTRACTION = 8
 #: layer's rows are compared a block at a time (for a VGG's 4096 x 25088 layer, seven
 #: blocks' products took as long as the whole one, within the noise of 2 CPU cores)
 COSINE_SLAB = 1 << 24
+#: a group of more units than this that permutes as heads or in blocks gets its
+#: similarities a block at a time (:class:`~canon.core.lazy_similarity.RowProducts`,
+#: :class:`_Blocked`), never whole: 8,192 units make a 512 MiB float64 matrix, and a
+#: mixture's experts many times that
+DENSE_UNITS = 8192
 
 
 def default_method(spec: Spec) -> str:
@@ -171,9 +176,10 @@ def _incoming_cosine(
     every weight that moves with them, whose other axes are all aligned by then; so
     are the units of a group whose ``ready`` producers read units not yet aligned (a
     stream whose stem is carried: their slices of the embeddings and norm affines).
-    A group whose units permute as heads or in blocks gets its cosines as
-    :class:`~canon.core.lazy_similarity.RowProducts`, taken a block at a time."""
-    lazy = structured(group.heads, group.blocks)
+    A group of more than :data:`DENSE_UNITS` units that permute as heads or in blocks
+    gets its cosines as :class:`~canon.core.lazy_similarity.RowProducts`, taken a block
+    at a time (a smaller one's are one product, read as views)."""
+    lazy = structured(group.heads, group.blocks) and group.size > DENSE_UNITS
     if group.symmetry == "linear":
         tensors = [t for t in group.tensors if state[t.name].ndim > 1 and t.role != "carried"]
     elif _reads_aligned(ready, axes, group, done):
@@ -386,11 +392,6 @@ def _similarities(
         for g in spec.groups
     }
 
-
-#: a group of more units than this that permutes as heads or in blocks gets its
-#: weight-matching similarity a block at a time (:class:`_Blocked`), never whole: 8,192
-#: units make a 512 MiB float64 matrix, and a mixture's experts many times that
-DENSE_UNITS = 8192
 
 
 def _descend(
