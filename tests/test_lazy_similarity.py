@@ -187,3 +187,18 @@ def test_heads_solved_from_bounds_are_the_optimum_of_every_pair_solved(
     assert torch.equal(found, _every_pair_solved(similarity, heads))
     if noise == 0.0:
         assert torch.equal(right[found], left)
+
+
+@settings(max_examples=15, deadline=None)
+@given(heads=st.integers(2, 6), d=st.integers(2, 6), seed=st.integers(0, 2**16))
+def test_head_pairs_solved_where_the_auction_runs_agree(heads: int, d: int, seed: int) -> None:
+    """With the auction configured for CPU blocks (as it is for CUDA ones from its
+    crossover size), the pairs of heads are solved by it, on the strips' device, and
+    give scipy's permutation."""
+    n = heads * d
+    lazy = RowProducts.cosines(_rows(seed, n, 4), _rows(seed + 1, n, 4))
+    expected = solve_heads([lazy], heads)[0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(permutations.AUCTION_FROM, "cpu", 2)
+        found = solve_heads([lazy], heads)[0]
+    assert torch.equal(found, expected)
