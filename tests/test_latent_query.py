@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nets import assert_symmetries_keep_the_function
 from torch import Tensor, nn
-from vision_models import vision
+from vision_models import small_timm_vit
 
 from canon.core import Spec, spec_from_module
 from canon.errors import UnsupportedModuleError
@@ -108,17 +108,5 @@ def test_timms_attention_pooled_vision_transformers_keep_their_function(name: st
     """timm's SigLIP and Perception Encoder ViTs (two blocks, 2 x 2 patches), pooled by a
     learned query: random symmetries and canonical forms keep the logits of random
     weights, and a moved copy's canonical form is the original's."""
-    _, timm = vision()
-    torch.manual_seed(0)
-    model = timm.create_model(name, num_classes=10, pretrained=False, img_size=32, depth=2)
-    model = model.double().eval()
-    spec = spec_from_module(model, (3, 32, 32))
-    gen = torch.Generator().manual_seed(1)
-    state = {
-        k: v + 0.3 * torch.randn(v.shape, generator=gen, dtype=v.dtype)
-        if v.is_floating_point()
-        else v
-        for k, v in model.state_dict().items()
-    }
-    x = torch.randn(2, 3, 32, 32, generator=gen, dtype=torch.float64)
+    model, spec, state, x = small_timm_vit(name, 32)
     assert_symmetries_keep_the_function(model, spec, state, x, seed=3)

@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 import torch
 
-__all__ = ["vision"]
+__all__ = ["small_timm_vit", "vision"]
 
 # kept alive for the whole session: the op schemas live as long as this object
 _LIBRARY: torch.library.Library | None = None
@@ -56,3 +56,24 @@ def vision() -> tuple[ModuleType, ModuleType]:
     torchvision = pytest.importorskip("torchvision")
     timm = pytest.importorskip("timm")
     return torchvision, timm
+
+
+def small_timm_vit(name: str, side: int) -> tuple[torch.nn.Module, object, dict, torch.Tensor]:
+    """timm's ViT ``name`` with two blocks on ``side`` x ``side`` images, in float64:
+    (model, its spec, its weights each moved by noise of 0.3, two random images)."""
+    from canon.core import spec_from_module
+
+    _, timm = vision()
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10, pretrained=False, img_size=side, depth=2)
+    model = model.double().eval()
+    spec = spec_from_module(model, (3, side, side))
+    gen = torch.Generator().manual_seed(1)
+    state = {
+        k: v + 0.3 * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+        if v.is_floating_point()
+        else v
+        for k, v in model.state_dict().items()
+    }
+    x = torch.randn(2, 3, side, side, generator=gen, dtype=torch.float64)
+    return model, spec, state, x

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from canon.core.lazy_similarity import Blocks
-from canon.core.permutations import assign, solve_assignment, solve_blocks
+from canon.core.permutations import assign, solve_blocks
 from canon.core.spec import UnitGroup, layout_of
 from canon.core.units import unit_slices
 
@@ -52,7 +52,7 @@ def assign_settled(
     diagonal = [
         settled(similarity[at : at + m, at : at + m], state, reference, group, at) for at in starts
     ]
-    return [solve_blocks(diagonal) if group.blocks > 1 else solve_assignment(diagonal[0])]
+    return [solve_blocks(diagonal)] if group.blocks > 1 else assign(groups, diagonal)
 
 
 def settled(
