@@ -393,7 +393,6 @@ def _similarities(
     }
 
 
-
 def _descend(
     spec: Spec,
     similarities: Mapping[str, _Similarity],

@@ -143,8 +143,8 @@ def check_group_sizes(spec: Spec, where: str) -> None:
             raise ConfigError(
                 f"{where} has {group.size} units in group `{name}`, in {parts} blocks of "
                 f"{group.size // parts}; canon aligns at most {MAX_GROUP_UNITS} units per "
-                f"block and {MAX_GROUP_UNITS} blocks, and groups in blocks of at most "
-                f"{MAX_STRUCTURED_UNITS} units"
+                f"block and {MAX_GROUP_UNITS} heads moving as wholes, and groups in blocks of "
+                f"at most {MAX_STRUCTURED_UNITS} units"
             )
 
 
