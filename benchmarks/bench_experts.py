@@ -21,7 +21,7 @@ matrix's size and its time against scipy's solves (timed as they come).
 
     python benchmarks/bench_experts.py [--tokens 4096] [--hidden 512] [--experts 8]
         [--inner 1024] [--k 2] [--sizes 8x128 8x512 32x128] [--large 64x256]
-        [--repeats 3] [--json]
+        [--repeats 3] [--device cuda] [--json]
 """
 
 from __future__ import annotations
@@ -133,25 +133,33 @@ class _Mixture(nn.Module):
         return out
 
 
-def _pair(spec: Any, related: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(state, reference): two random networks, or with ``related`` a network and a copy
-    of it under a random symmetry (experts and units shuffled) with noise of 0.3 of each
-    tensor's spread added (as two fine-tunes of one network)."""
+def _pair(
+    spec: Any, related: bool, device: torch.device
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(state, reference) on ``device``: two random networks, or with ``related`` a network
+    and a copy of it under a random symmetry (experts and units shuffled) with noise of 0.3
+    of each tensor's spread added (as two fine-tunes of one network)."""
     gen = torch.Generator().manual_seed(1)
     reference = {t.name: torch.randn(t.shape, generator=gen) for t in spec.tensors}
-    if not related:
-        return {t.name: torch.randn(t.shape, generator=gen) for t in spec.tensors}, reference
-    moved = random_symmetry(reference, spec, seed=3)
-    noisy = {k: v + 0.3 * v.std() * torch.randn(v.shape, generator=gen) for k, v in moved.items()}
-    return noisy, reference
+    if related:
+        moved = random_symmetry(reference, spec, seed=3)
+        noise = {k: 0.3 * v.std() * torch.randn(v.shape, generator=gen) for k, v in moved.items()}
+        state = {k: v + noise[k] for k, v in moved.items()}
+    else:
+        state = {t.name: torch.randn(t.shape, generator=gen) for t in spec.tensors}
+    on = {k: v.to(device) for k, v in state.items()}
+    return on, {k: v.to(device) for k, v in reference.items()}
 
 
-def bench_canonicalize(size: str, hidden: int, repeats: int, related: bool) -> dict[str, Any]:
+def bench_canonicalize(
+    size: str, hidden: int, repeats: int, related: bool, device: torch.device
+) -> dict[str, Any]:
     experts, inner = (int(n) for n in size.split("x"))
     model = _Mixture(experts, inner, hidden)
     spec = spec_from_module(model)
-    state, reference = _pair(spec, related)
-    canon_s = median_time(lambda: canonicalize(state, spec, reference=reference), repeats, sync)
+    state, reference = _pair(spec, related, device)
+    wait = synchronizer(device)
+    canon_s = median_time(lambda: canonicalize(state, spec, reference=reference), repeats, wait)
     solves = recorded_solves(lambda: canonicalize(state, spec, reference=reference))
     arrays = [a for similarity, blocks in solves for a in lap_blocks(similarity, blocks)]
 
@@ -166,26 +174,29 @@ def bench_canonicalize(size: str, hidden: int, repeats: int, related: bool) -> d
     }  # fmt: skip
 
 
-def bench_large(size: str, hidden: int) -> dict[str, Any]:
+def bench_large(size: str, hidden: int, device: torch.device) -> dict[str, Any]:
     """One canonicalization of a mixture too large for its whole similarity: its peak
-    resident memory against that matrix's size, its time against scipy's solves."""
+    resident memory (and on a GPU, its peak allocated device memory) against that
+    matrix's size, its time against scipy's solves."""
     experts, inner = (int(n) for n in size.split("x"))
     model = _Mixture(experts, inner, hidden)
     spec = spec_from_module(model)
-    gen = torch.Generator().manual_seed(1)
-    state, reference = (
-        {t.name: torch.randn(t.shape, generator=gen) for t in spec.tensors} for _ in range(2)
-    )
+    state, reference = _pair(spec, False, device)
     start_mb = resident_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     with PeakMemory() as peak:
         canonicalize(state, spec, reference=reference)
+        synchronizer(device)()
     canon_s = time.perf_counter() - start
+    device_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     floor_s = solve_floor(lambda: canonicalize(state, spec, reference=reference))
     whole_mb = (experts * inner) ** 2 * 8 / 2**20
     return {
         "size": size, "canon_s": canon_s, "floor_s": floor_s, "ratio": canon_s / floor_s,
         "peak_mb": peak.mb, "start_mb": start_mb, "whole_matrix_mb": whole_mb,
+        "device_peak_mb": device_mb,
     }  # fmt: skip
 
 
@@ -201,15 +212,19 @@ def main() -> None:
         "--large", nargs="*", default=["64x256"], help="experts x units read a block at a time"
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--device", default="cpu", help="where the canonicalizations run (the forward: CPU)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    device = torch.device(args.device)
     forward = bench_forward(args)
     sizes = [
-        bench_canonicalize(size, 64, args.repeats, related)
+        bench_canonicalize(size, 64, args.repeats, related, device)
         for size in args.sizes
         for related in (False, True)
     ]
-    large = [bench_large(size, 64) for size in args.large]
+    large = [bench_large(size, 64, device) for size in args.large]
     if args.json:
         print(
             json.dumps(
@@ -239,11 +254,14 @@ def main() -> None:
             f"floor ({row['solves']} solves) {row['floor_s']:.2f} s, ratio {row['ratio']:.2f}"
         )
     for row in large:
+        on_device = row["device_peak_mb"]
         print(
-            f"canonicalize {row['size']} a block at a time: {row['canon_s']:.1f} s, scipy's "
-            f"solves {row['floor_s']:.1f} s, ratio {row['ratio']:.2f}; peak memory "
-            f"{row['peak_mb']:.0f} MiB (from {row['start_mb']:.0f}), the whole similarity "
-            f"would be {row['whole_matrix_mb']:.0f} MiB"
+            f"canonicalize {row['size']} a block at a time ({args.device}): "
+            f"{row['canon_s']:.1f} s, scipy's solves {row['floor_s']:.1f} s, ratio "
+            f"{row['ratio']:.2f}; peak memory {row['peak_mb']:.0f} MiB (from "
+            f"{row['start_mb']:.0f})"
+            + (f", on the device {on_device:.0f} MiB" if on_device is not None else "")
+            + f"; the whole similarity would be {row['whole_matrix_mb']:.0f} MiB"
         )
 
 
