@@ -478,11 +478,10 @@ MIXTURES: dict[str, dict[str, Any]] = {
     "minimax_m2": _mixture(
         "minimax_m2", "MiniMaxM2ForCausalLM", num_local_experts=4, head_dim=4
     ),
-    # experts whose activation is a function (F.silu); attention layers only (LFM2's short
-    # convolutions are refused)
+    # experts whose activation is a function (F.silu); a short-convolution layer first
     "lfm2_moe": _mixture(
         "lfm2_moe", "Lfm2MoeForCausalLM", num_experts=4, moe_intermediate_size=8,
-        num_dense_layers=1, layer_types=["full_attention", "full_attention"],
+        num_dense_layers=1, layer_types=["conv", "full_attention"],
     ),
     "ernie4_5_moe": _mixture(
         "ernie4_5_moe", "Ernie4_5_MoeForCausalLM", moe_num_experts=4, moe_k=2,
@@ -513,6 +512,26 @@ def test_mixtures_of_experts_keep_the_function(libraries: None, kind: str) -> No
     assert len(routers) == len(experts)  # one weight row per expert
     rows = {g.weights[0]: g.link for g in spec.groups if g.weights[0] in routers}
     assert rows == {r: g.link for r, g in zip(sorted(routers), experts, strict=True) if g.link}
+    _keeps_its_function(model, spec)
+
+
+def test_short_convolutions_keep_the_function(libraries: None) -> None:
+    """LFM2's short-convolution layers (a projection cut into B, C and x along the
+    channels of its transposed output, B * x convolved along the tokens by a causal
+    depthwise convolution that a function call runs on the layer's weight, then times C):
+    one group of the layer's channels, carried by its three parts' rows, the convolution's
+    filters and the output projection's columns; symmetries keep the logits and canonical
+    forms agree."""
+    config = _decoder(
+        "lfm2", "Lfm2ForCausalLM", **GROUPED, layer_types=["conv", "full_attention"],
+        block_ff_dim=32, block_auto_adjust_ff_dim=False, conv_L_cache=3,
+    )  # fmt: skip
+    model = build_model("hf-transformers/lfm2", {"config": config}).double().eval()
+    spec = spec_from_module(model)
+    (conv,) = [g for g in spec.groups if g.name == "model.layers.0.conv.in_proj"]
+    carried = {t.name for t in conv.tensors}
+    assert conv.size == 16 and "model.layers.0.conv.conv.weight" in carried
+    assert [p.start for p in conv.producers] == [0, 16, 32]  # B, C and x rows
     _keeps_its_function(model, spec)
 
 

@@ -155,6 +155,21 @@ def _own_call(
     return path, given
 
 
+def _viewed_attribute(node: fx.Node) -> str | None:
+    """The name of the module tensor that ``node`` is (``get_attr``) or a view of
+    (``squeeze``, ``unsqueeze``, ``view``, ``reshape`` of it); else None."""
+    views = ("squeeze", "unsqueeze", "view", "reshape")
+    functions = (torch.squeeze, torch.unsqueeze, torch.reshape)
+    while node.op in ("call_method", "call_function") and (
+        node.target in views or node.target in functions
+    ):
+        first = node.args[0] if node.args else None
+        if not isinstance(first, fx.Node):
+            return None
+        node = first
+    return str(node.target) if node.op == "get_attr" else None
+
+
 def _used_directly(name: str, where: str) -> UnsupportedModuleError:
     """The refusal of a parameter whose use canon cannot follow."""
     return unsupported(
@@ -260,6 +275,15 @@ class Walker(AttentionSteps, ExpertSteps):
             return
         if hidden and any(isinstance(v, Joined) for _, v in inputs):
             self.values[node] = self._linear_with_joined_bias(node, inputs)
+            return
+        # a convolution's weights read through views (before they count as a fixed tensor)
+        conv = self._functional_conv(node) if hidden else None
+        if conv is not None:
+            path, layer = conv
+            if layer.groups == 1:
+                self.values[node] = self._layer(node, layer, inputs, path=path)
+            else:
+                self.values[node] = self._grouped_conv(node, layer, hidden, path=path)
             return
         fixed = [v for _, v in inputs if isinstance(v, Fixed)]
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
@@ -481,6 +505,43 @@ class Walker(AttentionSteps, ExpertSteps):
         bias = call[1].get("bias") is not None
         return call[0], nn.Linear(in_features, out_features, bias=bias, device="meta")
 
+    def _functional_conv(self, node: fx.Node) -> tuple[str, nn.Conv1d | nn.Conv2d] | None:
+        """For ``F.conv1d``/``F.conv2d`` on a module's own ``weight`` (read through views
+        that give back its shape: LFM2's and Mamba's causal depthwise convolution,
+        ``weight.squeeze(1)`` then ``unsqueeze(1)``) and ``bias``: its path and a
+        weightless convolution of its shape and the call's groups; else None. Its
+        padding and stride act on the positions alone: they do not matter to the units."""
+        if node.op != "call_function" or node.target not in (F.conv1d, F.conv2d):
+            return None
+        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+        given = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
+        weight, bias = given.get("weight"), given.get("bias")
+        source = _viewed_attribute(weight) if isinstance(weight, fx.Node) else None
+        if source is None or not source.endswith(".weight"):
+            return None
+        path = source.removesuffix(".weight")
+        held = attribute(self.gm, source)
+        groups = given.get("groups", 1)
+        kind = nn.Conv1d if node.target is F.conv1d else nn.Conv2d
+        if held is None or held.ndim != (3 if kind is nn.Conv1d else 4):
+            return None
+        if not isinstance(weight, fx.Node) or shape_of(weight) != tuple(held.shape):
+            return None
+        if not isinstance(groups, int) or groups < 1:
+            return None
+        if bias is not None and (
+            not isinstance(bias, fx.Node)
+            or bias.op != "get_attr"
+            or str(bias.target) != f"{path}.bias"
+        ):
+            return None
+        out_channels, fan_in, *kernel = held.shape
+        layer = kind(
+            fan_in * groups, out_channels, kernel[0], groups=groups, bias=bias is not None,
+            device="meta",
+        )  # fmt: skip  # the kernel's size does not matter to the units
+        return path, layer
+
     def _layer(
         self,
         node: fx.Node,
@@ -580,10 +641,16 @@ class Walker(AttentionSteps, ExpertSteps):
         return Units(made.root(), axis)
 
     def _grouped_conv(
-        self, node: fx.Node, module: nn.Module, hidden: list[tuple[fx.Node, Units]]
+        self,
+        node: fx.Node,
+        module: nn.Module,
+        hidden: list[tuple[fx.Node, Units]],
+        path: str | None = None,
     ) -> Units:
+        """A grouped or depthwise convolution (called as a module at ``node``, or its
+        weights used by a function call, at ``path``)."""
         assert isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
-        path = str(node.target)
+        path = str(node.target) if path is None else path
         depthwise = module.groups == module.in_channels == module.out_channels
         if module.padding_mode != "zeros":
             raise unsupported(
@@ -595,7 +662,7 @@ class Walker(AttentionSteps, ExpertSteps):
                 path,
             )
         if not depthwise:
-            return self._grouped(node, module, hidden)
+            return self._grouped(node, module, hidden, path)
         if not hidden:
             return Units(self.input, 1)
         _, units = hidden[0]
@@ -615,12 +682,13 @@ class Walker(AttentionSteps, ExpertSteps):
         node: fx.Node,
         module: nn.Conv1d | nn.Conv2d | nn.Conv3d,
         hidden: list[tuple[fx.Node, Units]],
+        path: str,
     ) -> Units:
         """A grouped convolution (ResNeXt's, RegNet's): each output group reads only its
         input group, so the units it reads and the units it makes permute within their
         groups (``blocks``); its weight holds an input unit's entries in its group's rows
         (``OutgoingAxis.groups``)."""
-        path, groups = str(node.target), module.groups
+        groups = module.groups
         read = hidden[0][1] if hidden else None
         if read is not None and path in self.calls:
             return self._called_again(node, path, read, 1)
@@ -1360,7 +1428,7 @@ class Walker(AttentionSteps, ExpertSteps):
 
     def _permute(self, node: fx.Node, source: fx.Node, units: Units) -> Units:
         dims = permuted_dims(node, len(shape_of(source)))
-        return Units(units.space.root(), dims.index(units.axis), units.block)
+        return Units(units.space.root(), dims.index(units.axis), units.block, layer=units.layer)
 
     def _reduced_dims(self, node: fx.Node) -> tuple[int, ...] | None:
         dim: Any = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
