@@ -194,6 +194,10 @@ def _decoder(model_type: str, architecture: str, **extra: Any) -> dict[str, Any]
 
 
 GROUPED = {"num_key_value_heads": 2}  # two key/value heads for four query heads
+_TOWER = {
+    "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "image_size": 16, "patch_size": 8,
+}  # fmt: skip
 # embeddings whose own forward canon follows: Gemma's scaled token embedding (a one-number
 # scale held as a plain tensor), OPT's learned positions (offset, read through the mask)
 MORE: dict[str, dict[str, Any]] = {
@@ -215,6 +219,16 @@ MORE: dict[str, dict[str, Any]] = {
         "architectures": ["OPTForCausalLM"],
         "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4, "ffn_dim": 32,
         "vocab_size": 40, "max_position_embeddings": 12, "word_embed_proj_dim": 16,
+    },
+    # image classifiers on a vision tower, its size in `vision_config`; SigLIP's tower
+    # runs its pooling head (a probe attending to the tokens), which the classifier drops
+    "siglip": {
+        "model_type": "siglip", "architectures": ["SiglipForImageClassification"],
+        "vision_config": _TOWER, "text_config": {**_TOWER, "vocab_size": 40}, "num_labels": 3,
+    },
+    "clip": {
+        "model_type": "clip", "architectures": ["CLIPForImageClassification"],
+        "vision_config": _TOWER, "text_config": {**_TOWER, "vocab_size": 40}, "num_labels": 3,
     },
     # partial rotary embeddings: only the first half of each head's dimensions turn
     "stablelm": _decoder(

@@ -335,7 +335,10 @@ def _traced_input(net: nn.Module, config: Any) -> tuple[int, ...] | None:
         ]
         limits = [p for p in positions if isinstance(p, int) and p > 0]
         return (min([_TRACE_TOKENS, *limits]),)
-    size, channels = getattr(config, "image_size", None), getattr(config, "num_channels", 3)
+    # an image model's own config, or a vision tower's (SigLIP's and CLIP's classifiers)
+    vision = getattr(config, "vision_config", None)
+    held = config if getattr(config, "image_size", None) is not None else vision
+    size, channels = getattr(held, "image_size", None), getattr(held, "num_channels", 3)
     if main == "pixel_values" and isinstance(size, int) and isinstance(channels, int):
         return (channels, size, size)
     return None

@@ -155,6 +155,39 @@ def _own_call(
     return path, given
 
 
+def _dead(gm: fx.GraphModule) -> set[fx.Node]:
+    """The nodes none of whose results reach the output: a branch the forward computes
+    and drops (SigLIP's image classifier runs its vision tower's pooling head, then
+    averages the tokens instead). None when any of them writes in place into a tensor
+    (its effect may reach the output): the walk then follows every node."""
+    graph = gm.graph
+    live: set[fx.Node] = set()
+    stack = [n for n in graph.nodes if n.op == "output"]
+    while stack:
+        node = stack.pop()
+        if node in live:
+            continue
+        live.add(node)
+        stack.extend(node.all_input_nodes)
+    dead = {n for n in graph.nodes if n not in live and n.op != "placeholder"}
+    return set() if any(_writes(gm, n) for n in dead) else dead
+
+
+def _writes(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` may write into a tensor it is given (``x.add_(y)``, ``x[i] = y``,
+    ``torch.relu_(x)``, a layer built with ``inplace=True``)."""
+    if node.op == "call_module":
+        return bool(getattr(gm.get_submodule(str(node.target)), "inplace", False))
+    if node.target in (operator.setitem, operator.iadd, operator.imul, operator.isub):
+        return True
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    return (
+        node.op in ("call_method", "call_function")
+        and name.endswith("_")
+        and not name.endswith("__")
+    )
+
+
 def _viewed_attribute(node: fx.Node) -> str | None:
     """The name of the module tensor that ``node`` is (``get_attr``) or a view of
     (``squeeze``, ``unsqueeze``, ``view``, ``reshape`` of it); else None."""
@@ -211,9 +244,13 @@ class Walker(AttentionSteps, ExpertSteps):
     # -- the walk ------------------------------------------------------------
 
     def walk(self) -> tuple[tuple[UnitGroup, ...], OutputLayer | None]:
-        """The unit groups in forward order and the output layer."""
+        """The unit groups in forward order and the output layer. Nodes whose results
+        never reach the output are passed over (:func:`_dead`)."""
+        dead = _dead(self.gm)
         for index, node in enumerate(self.gm.graph.nodes):
             self.order[node] = index
+            if node in dead:
+                continue
             if _reads_input(node, self.from_input):
                 self.from_input.add(node)
             if node.op != "output" and self._number(node):

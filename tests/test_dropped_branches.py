@@ -1,0 +1,85 @@
+"""Branches a forward computes and drops, written by hand (SigLIP's image classifier runs
+its vision tower's pooling head, then classifies the tokens' mean instead; no library).
+
+A node none of whose results reach the logits does not change them, whatever its
+weights: canon passes over it, and its weights stay as they are (in no group), even
+where it reads parameters in ways canon cannot follow. Unless a dropped node writes into
+a tensor in place: its effect may then reach the logits, and canon follows every node.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nets import assert_symmetries_keep_the_function
+from torch import Tensor, nn
+
+from canon.core import Spec, spec_from_module
+from canon.errors import UnsupportedModuleError
+
+WIDTH = 6
+
+
+class Dropped(nn.Module):
+    """Two layers; on the side, a probe matched against the hidden units by a product
+    canon does not follow, whose result the forward drops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, WIDTH)
+        self.fc2 = nn.Linear(WIDTH, 3)
+        self.side = nn.Linear(WIDTH, WIDTH)
+        self.probe = nn.Parameter(torch.randn(WIDTH))
+        self.input_shape = (4,)
+
+    def _side(self, h: Tensor) -> Tensor:
+        scores: Tensor = self.side(h) @ self.probe  # reads the probe "directly"
+        return scores
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.fc1(x))
+        self._side(h)  # computed, then dropped
+        out: Tensor = self.fc2(h)
+        return out
+
+
+class WrittenInPlace(Dropped):
+    """The same side branch, its result added in place into a tensor of its own: canon
+    cannot tell that the write does not reach the logits, so it follows the branch."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.fc1(x))
+        total = torch.zeros(x.shape[0], dtype=x.dtype)
+        total.add_(self._side(h))
+        out: Tensor = self.fc2(h)
+        return out
+
+
+def _model(seed: int) -> tuple[Dropped, Spec, dict[str, Tensor]]:
+    torch.manual_seed(seed)
+    model = Dropped().double().eval()
+    return model, spec_from_module(model), model.state_dict()
+
+
+def test_the_dropped_branchs_weights_are_in_no_group() -> None:
+    _, spec, _ = _model(0)
+    (group,) = spec.groups
+    moved = {t.name for t in group.tensors}
+    assert {"fc1.weight", "fc2.weight"} <= moved
+    assert not moved & {"side.weight", "side.bias", "probe"}
+    assert {"side.weight", "probe"} <= set(spec.tensor_info)  # still the network's
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_symmetries_keep_the_function(seed: int) -> None:
+    model, spec, state = _model(seed % 100)
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(seed)).double()
+    assert_symmetries_keep_the_function(model, spec, state, x, seed)
+
+
+def test_a_branch_that_writes_in_place_is_followed() -> None:
+    with pytest.raises(UnsupportedModuleError, match="matmul"):
+        spec_from_module(WrittenInPlace().double())
