@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from nets import assert_symmetries_keep_the_function
 from torch import Tensor, nn
 
 from canon.architectures import build_model
@@ -315,6 +316,19 @@ def test_weight_matching_a_block_at_a_time_equals_the_whole_matrices(
         assert torch.equal(blocked.permutations[group.name], whole.permutations[group.name])
         if group.name in whole.signs:
             assert torch.equal(blocked.signs[group.name], whole.signs[group.name])
+
+
+def test_one_head_is_attention_too() -> None:
+    """One head (queries, keys and values laid out as (batch, 1, tokens, d), no attention
+    value before SDPA: SegFormer's first stage, a gpt of one head): queries/keys and
+    values/output are linear groups of their own, unlinked; symmetries keep the logits
+    and canonical forms agree."""
+    model = build_model("gpt", {**TINY, "heads": 1}).double()
+    spec = spec_from_module(model)
+    attention = [g for g in spec.groups if g.name.endswith(("attn.q", "attn.v"))]
+    assert [(g.symmetry, g.heads, g.link) for g in attention] == [("linear", 1, "")] * 4
+    state = _randomized(model, 3)
+    assert_symmetries_keep_the_function(model, spec, state, _inputs("separate"), seed=4)
 
 
 def test_weight_matching_pairs_heads_before_dimensions() -> None:

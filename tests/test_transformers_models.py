@@ -92,11 +92,18 @@ def case(request: pytest.FixtureRequest, libraries: None) -> tuple[str, nn.Modul
 
 
 def _random(spec: Spec, seed: int) -> dict[str, Tensor]:
-    """Every tensor of the spec redrawn (norm affines too, so that no unit is special)."""
+    """Every tensor of the spec redrawn (norm affines too, so that no unit is special); a
+    BatchNorm's running variances positive, its step counter an integer."""
     gen = torch.Generator().manual_seed(seed)
-    return {
+    drawn = {
         t.name: torch.randn(t.shape, generator=gen, dtype=torch.float64) * 0.5 for t in spec.tensors
     }
+    for name in drawn:
+        if name.endswith("running_var"):
+            drawn[name] = drawn[name].abs() + 0.5
+        elif name.endswith("num_batches_tracked"):
+            drawn[name] = torch.zeros((), dtype=torch.int64)
+    return drawn
 
 
 def _inputs(model: nn.Module, n: int = 3) -> Tensor:
@@ -526,6 +533,32 @@ def test_mixtures_of_experts_keep_the_function(libraries: None, kind: str) -> No
     assert len(routers) == len(experts)  # one weight row per expert
     rows = {g.weights[0]: g.link for g in spec.groups if g.weights[0] in routers}
     assert rows == {r: g.link for r, g in zip(sorted(routers), experts, strict=True) if g.link}
+    _keeps_its_function(model, spec)
+
+
+@pytest.mark.parametrize(
+    "architecture", ["SegformerForImageClassification", "SegformerForSemanticSegmentation"]
+)
+def test_segformer_keeps_the_function(libraries: None, architecture: str) -> None:
+    """SegFormer (keys and values from tokens reduced by a strided convolution; a first
+    stage of one head, its queries, keys and values single heads laid out as (batch, 1,
+    tokens, d); a segmentation head upsampling every stage and fusing them): a pair of
+    attention groups per block, linked where a block has several heads; symmetries keep
+    the logits and canonical forms agree."""
+    config = {
+        "model_type": "segformer", "architectures": [architecture], "num_labels": 3,
+        "image_size": 32, "hidden_sizes": [8, 16, 16, 16], "depths": [1, 1, 1, 1],
+        "num_attention_heads": [1, 2, 2, 4], "decoder_hidden_size": 16,
+    }  # fmt: skip
+    model = build_model("hf-transformers/segformer", {"config": config}).double().eval()
+    spec = spec_from_module(model)
+    assert sum(1 for g in spec.groups if g.link) == 6  # stages of 2 to 4 heads
+    first = [g for g in spec.groups if ".stages.0.blocks.0.attention." in g.name]
+    attention = sorted((g.name.rpartition(".")[2], g.symmetry) for g in first if g.heads == 1)
+    # one head: queries/keys and values/output, no link; the reduced tokens' convolution
+    assert attention == [
+        ("q_proj", "linear"), ("sequence_reduction", "none"), ("v_proj", "linear")
+    ]  # fmt: skip
     _keeps_its_function(model, spec)
 
 

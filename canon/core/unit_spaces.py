@@ -299,7 +299,10 @@ class Walker(AttentionSteps, ExpertSteps):
             Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts, Spread, Woven, Grouped,
             HeadRanges,
         )  # fmt: skip
-        if any(isinstance(v, attention) for _, v in inputs):
+        # attention on single heads: each of q, k, v one layer's outputs as (batch, 1,
+        # tokens, d), no attention value yet (SegFormer's first stage, one head)
+        single = node.target is F.scaled_dot_product_attention
+        if any(isinstance(v, attention) for _, v in inputs) or single:
             self.values[node] = self._attention_step(node, inputs)
             return
         if any(isinstance(v, Concat) for _, v in inputs):
