@@ -61,6 +61,8 @@ class MaskedViT(nn.Module):
         if self.how == "blend":
             m = mask.unsqueeze(-1).type_as(e)
             e = e * (1 - m) + self.mask_token.expand(e.shape[0], e.shape[1], -1) * m
+        elif self.how == "cast":  # DINOv2 with registers: the token cast to e's dtype
+            e = torch.where(mask.unsqueeze(-1), self.mask_token.to(e.dtype).unsqueeze(0), e)
         else:
             e = torch.where(mask.unsqueeze(-1), self.mask_token.unsqueeze(0), e)
         h = torch.cat((self.cls_token.expand(e.shape[0], -1, -1), e), dim=1) + self.positions
@@ -89,7 +91,7 @@ def _inputs(seed: int) -> tuple[Tensor, Tensor]:
     return x, torch.rand(5, PATCHES, generator=gen) > 0.5
 
 
-@pytest.mark.parametrize("how", ["blend", "choose"])
+@pytest.mark.parametrize("how", ["blend", "choose", "cast"])
 def test_the_mask_token_moves_with_the_stream_and_the_copies_with_each_other(how: str) -> None:
     """The mask token is carried by the residual stream's group (along its units); the
     classifier reads each stream unit twice, in two runs of the stream's width."""
@@ -104,7 +106,7 @@ def test_the_mask_token_moves_with_the_stream_and_the_copies_with_each_other(how
     assert (read.axis, read.repeat, read.head) == (1, 2, WIDTH)
 
 
-@pytest.mark.parametrize("how", ["blend", "choose"])
+@pytest.mark.parametrize("how", ["blend", "choose", "cast"])
 @given(weights=st.integers(0, 2**31 - 1), seed=st.integers(0, 2**31 - 1))
 @settings(max_examples=6, deadline=None)
 def test_symmetries_keep_the_function_on_masked_inputs(how: str, weights: int, seed: int) -> None:

@@ -233,6 +233,13 @@ MORE: dict[str, dict[str, Any]] = {
         "model_type": "siglip", "architectures": ["SiglipForImageClassification"],
         "vision_config": _TOWER, "text_config": {**_TOWER, "vocab_size": 40}, "num_labels": 3,
     },
+    # DINOv2 with registers: the mask token cast to the patches' dtype, chosen by where
+    "dinov2_with_registers": {
+        "model_type": "dinov2_with_registers",
+        "architectures": ["Dinov2WithRegistersForImageClassification"], "image_size": 16,
+        "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 32, "num_labels": 3,
+    },
     "clip": {
         "model_type": "clip", "architectures": ["CLIPForImageClassification"],
         "vision_config": _TOWER, "text_config": {**_TOWER, "vocab_size": 40}, "num_labels": 3,

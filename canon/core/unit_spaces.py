@@ -1619,9 +1619,14 @@ class Walker(AttentionSteps, ExpertSteps):
         return Param(param.name, at)
 
     def _param_view(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
-        """A reshape of a parameter keeps track of where its first axis goes."""
+        """A reshape of a parameter keeps track of where its first axis goes; a cast or
+        copy keeps it as it is."""
         source, value = inputs[0]
         assert isinstance(value, Param)
+        casts = ("to", "float", "double", "half", "bfloat16", "type_as", "contiguous", "clone")
+        same = shape_of(node) == shape_of(source)
+        if node.op == "call_method" and node.target in casts and same:
+            return value  # its dtype or device changed, or a copy
         if node.op == "call_method" and node.target in ("reshape", "view", "unsqueeze", "expand"):
             in_shape, out_shape = shape_of(source), shape_of(node)
             if node.target == "expand" and len(out_shape) >= len(in_shape):
