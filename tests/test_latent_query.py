@@ -30,14 +30,18 @@ class LatentPool(nn.Module):
     """Tokens, one pre-norm MLP block, then a learned query's attention over the tokens
     (a fused key/value projection), its output projection and a read-out."""
 
-    def __init__(self, project_query: bool = True) -> None:
+    def __init__(self, project_query: bool = True, fused: bool = True) -> None:
         super().__init__()
+        self.fused = fused
         self.embed = nn.Linear(5, WIDTH)
         self.norm = nn.LayerNorm(WIDTH)
         self.mlp = nn.Sequential(nn.Linear(WIDTH, 16), nn.GELU(), nn.Linear(16, WIDTH))
         self.latent = nn.Parameter(torch.randn(1, 1, WIDTH))
         self.q = nn.Linear(WIDTH, WIDTH) if project_query else nn.Identity()
-        self.kv = nn.Linear(WIDTH, 2 * WIDTH)
+        if fused:
+            self.kv = nn.Linear(WIDTH, 2 * WIDTH)
+        else:
+            self.k, self.v = nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH)
         self.proj = nn.Linear(WIDTH, WIDTH)
         self.head = nn.Linear(WIDTH, 3)
         self.input_shape = (TOKENS, 5)
@@ -47,38 +51,44 @@ class LatentPool(nn.Module):
         h = h + self.mlp(self.norm(h))
         b, n, _ = h.shape
         q = self.q(self.latent.expand(b, -1, -1)).reshape(b, 1, HEADS, D).transpose(1, 2)
-        kv = self.kv(h).reshape(b, n, 2, HEADS, D).permute(2, 0, 3, 1, 4)
-        k, v = kv.unbind(0)
+        if self.fused:
+            k, v = self.kv(h).reshape(b, n, 2, HEADS, D).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            k, v = (p(h).reshape(b, n, HEADS, D).transpose(1, 2) for p in (self.k, self.v))
         y = F.scaled_dot_product_attention(q, k, v)
         pooled = self.proj(y.transpose(1, 2).reshape(b, 1, WIDTH))
         out: Tensor = self.head(pooled[:, 0])
         return out
 
 
-def _model(seed: int, project_query: bool = True) -> tuple[LatentPool, Spec, dict[str, Tensor]]:
+def _model(
+    seed: int, project_query: bool = True, fused: bool = True
+) -> tuple[LatentPool, Spec, dict[str, Tensor]]:
     torch.manual_seed(seed)
-    model = LatentPool(project_query).double().eval()
+    model = LatentPool(project_query, fused).double().eval()
     return model, spec_from_module(model), model.state_dict()
 
 
-def test_the_values_permute_within_heads_that_stay() -> None:
-    """The keys form no group; the values form one of the heads' blocks, each dimension
-    free within its head; the rest of the network keeps its groups."""
-    _, spec, _ = _model(0)
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_values_permute_within_heads_that_stay(fused: bool) -> None:
+    """The keys form no group (their rows stay, whether a fused projection's or a layer
+    of their own); the values form one of the heads' blocks, each dimension free within
+    its head; the rest of the network keeps its groups."""
+    _, spec, _ = _model(0, fused=fused)
     names = {g.name: g for g in spec.groups}
-    assert not any(n == "kv" for n in names)  # the keys: rows 0..WIDTH of kv stay
-    (values,) = [g for g in spec.groups if g.name.startswith("kv@")]
+    assert not {"kv", "k"} & set(names)
+    (values,) = [g for n, g in names.items() if n in (f"kv@{WIDTH}", "v")]
     assert values.size == WIDTH and values.blocks == HEADS and values.heads == 1
     assert {"embed", "mlp.0", "proj"} <= set(names)
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 2**16), project_query=st.booleans())
-def test_symmetries_keep_the_function(seed: int, project_query: bool) -> None:
+@given(seed=st.integers(0, 2**16), project_query=st.booleans(), fused=st.booleans())
+def test_symmetries_keep_the_function(seed: int, project_query: bool, fused: bool) -> None:
     """Random symmetries, normalization and canonical forms keep the logits; a moved
-    copy's canonical form is the original's (the latent used as the query as it is,
-    too)."""
-    model, spec, state = _model(seed % 100, project_query)
+    copy's canonical form is the original's (the latent used as the query as it is, and
+    keys and values from a fused projection or layers of their own, too)."""
+    model, spec, state = _model(seed % 100, project_query, fused)
     x = torch.randn(3, TOKENS, 5, generator=torch.Generator().manual_seed(seed)).double()
     assert_symmetries_keep_the_function(model, spec, state, x, seed, methods=("weight", "incoming"))
 

@@ -1420,6 +1420,7 @@ class AttentionSteps:
                 "scaled_dot_product_attention",
                 at,
             )
+        key.space.root().pinned = True  # its rows stay where the query's columns are
         space.blocks = value.heads
         space.ops.append((self.order[node], linear("attention")))
         return Heads(space, ndim - 3, ndim - 1, value.heads)
