@@ -318,17 +318,22 @@ def test_weight_matching_a_block_at_a_time_equals_the_whole_matrices(
             assert torch.equal(blocked.signs[group.name], whole.signs[group.name])
 
 
-def test_one_head_is_attention_too() -> None:
+@pytest.mark.parametrize("written", ["sdpa", "explicit"])
+def test_one_head_is_attention_too(written: str) -> None:
     """One head (queries, keys and values laid out as (batch, 1, tokens, d), no attention
-    value before SDPA: SegFormer's first stage, a gpt of one head): queries/keys and
-    values/output are linear groups of their own, unlinked; symmetries keep the logits
-    and canonical forms agree."""
-    model = build_model("gpt", {**TINY, "heads": 1}).double()
+    value before SDPA or ``q @ k^T``: SegFormer's and PVT's first stage, a gpt of one
+    head): queries/keys and values/output are linear groups of their own, unlinked;
+    symmetries keep the logits and canonical forms agree."""
+    if written == "sdpa":
+        model: nn.Module = build_model("gpt", {**TINY, "heads": 1}).double()
+        x, names = _inputs("separate"), ("attn.q", "attn.v")
+    else:
+        model, x, names = ExplicitAttention(heads=1).double(), _inputs("explicit"), ("q", "v")
     spec = spec_from_module(model)
-    attention = [g for g in spec.groups if g.name.endswith(("attn.q", "attn.v"))]
-    assert [(g.symmetry, g.heads, g.link) for g in attention] == [("linear", 1, "")] * 4
-    state = _randomized(model, 3)
-    assert_symmetries_keep_the_function(model, spec, state, _inputs("separate"), seed=4)
+    attention = [g for g in spec.groups if g.name.endswith(names)]
+    expected = [("linear", 1, "")] * (4 if written == "sdpa" else 2)
+    assert [(g.symmetry, g.heads, g.link) for g in attention] == expected
+    assert_symmetries_keep_the_function(model, spec, _randomized(model, 3), x, seed=4)
 
 
 def test_weight_matching_pairs_heads_before_dimensions() -> None:

@@ -569,6 +569,22 @@ def test_segformer_keeps_the_function(libraries: None, architecture: str) -> Non
     _keeps_its_function(model, spec)
 
 
+def test_pvt_v2_keeps_the_function(libraries: None) -> None:
+    """PVT v2 (its image size as height and width; a first stage of one head written as
+    ``softmax(q @ k^T) @ v``; keys and values from tokens reduced by a strided
+    convolution): symmetries keep the logits and canonical forms agree."""
+    config = {
+        "model_type": "pvt_v2", "architectures": ["PvtV2ForImageClassification"],
+        "num_labels": 3, "image_size": [32, 32], "hidden_sizes": [8, 16, 16, 16],
+        "depths": [1, 1, 1, 1], "num_attention_heads": [1, 2, 2, 4],
+    }  # fmt: skip
+    model = build_model("hf-transformers/pvt_v2", {"config": config}).double().eval()
+    assert model.input_shape == (3, 32, 32)
+    spec = spec_from_module(model)
+    assert sum(1 for g in spec.groups if g.link) == 6  # stages of 2 to 4 heads
+    _keeps_its_function(model, spec)
+
+
 def test_short_convolutions_keep_the_function(libraries: None) -> None:
     """LFM2's short-convolution layers (a projection cut into B, C and x along the
     channels of its transposed output, B * x convolved along the tokens by a causal

@@ -327,7 +327,8 @@ def _record_masked_branch(net: nn.Module, config: Any) -> None:
 
 def _traced_input(net: nn.Module, config: Any) -> tuple[int, ...] | None:
     """One input sample canon traces a transformers model with: a few token ids, or an
-    image of the config's size; None when the config does not tell."""
+    image of the config's size (one side, or height and width); None when the config
+    does not tell."""
     main = getattr(net, "main_input_name", None)
     if main == "input_ids":
         positions = [
@@ -339,8 +340,11 @@ def _traced_input(net: nn.Module, config: Any) -> tuple[int, ...] | None:
     vision = getattr(config, "vision_config", None)
     held = config if getattr(config, "image_size", None) is not None else vision
     size, channels = getattr(held, "image_size", None), getattr(held, "num_channels", 3)
-    if main == "pixel_values" and isinstance(size, int) and isinstance(channels, int):
-        return (channels, size, size)
+    sides = (size, size) if isinstance(size, int) else size
+    sides = tuple(sides) if isinstance(sides, (list, tuple)) else ()
+    known = len(sides) == 2 and all(isinstance(n, int) for n in sides)
+    if main == "pixel_values" and known and isinstance(channels, int):
+        return (channels, int(sides[0]), int(sides[1]))
     return None
 
 

@@ -83,9 +83,9 @@ from canon.core.walk_values import (
     unsupported,
 )
 
-__all__ = ["AttentionSteps"]
+__all__ = ["MATMUL", "AttentionSteps"]
 
-_MATMUL = {operator.matmul, torch.matmul, "matmul", torch.bmm, "bmm"}
+MATMUL = {operator.matmul, torch.matmul, "matmul", torch.bmm, "bmm"}
 _SOFTMAX = {F.softmax, torch.softmax, "softmax"}
 _KEEP = {"contiguous", "clone", "float", "type_as", "to", F.dropout, "masked_fill", "masked_fill_"}
 _RESHAPES = {
@@ -233,14 +233,17 @@ def _shared(heads: Heads, count: int) -> Heads:
     return heads
 
 
-def _one_head(node: fx.Node, value: Value | None) -> Value | None:
+def _one_head(node: fx.Node, value: Value | None, transposed: bool = False) -> Value | None:
     """``value``, or as one head when it is a layer's outputs laid out as (batch, 1, tokens,
-    d) (multi-query attention's single key/value head, GPT-BigCode's)."""
+    d) (multi-query attention's single key/value head, GPT-BigCode's; a single head's
+    queries, keys and values), or with ``transposed`` as (batch, 1, d, tokens) too (keys
+    ready for ``q @ k``)."""
     if not isinstance(value, Units) or value.space.pinned or value.block != 1:
         return value
     shape = shape_of(node)
-    if len(shape) >= 3 and value.axis == len(shape) - 1 and shape[-3] == 1:
-        return Heads(value.space.root(), len(shape) - 3, len(shape) - 1, 1)
+    axes = (len(shape) - 1, len(shape) - 2) if transposed else (len(shape) - 1,)
+    if len(shape) >= 3 and value.axis in axes and shape[-3] == 1:
+        return Heads(value.space.root(), len(shape) - 3, value.axis, 1)
     return value
 
 
@@ -924,7 +927,7 @@ class AttentionSteps:
             raise unsupported(f"op `{name}` in {at} mixes repeated heads", name, at)
         if target is F.scaled_dot_product_attention:
             return self._sdpa(node, inputs)
-        if target in _MATMUL:
+        if target in MATMUL:
             return self._matmul(node, node.args[:2])
         if target in _BADDBMM:
             return self._baddbmm(node)
@@ -1454,7 +1457,7 @@ class AttentionSteps:
         """``a @ b`` of queries and keys (the scores) or of scores and values."""
         at, name = location(node), op_name(node)
         ndim = len(shape_of(node))
-        values = [self.values.get(a) for a in pair if isinstance(a, fx.Node)]
+        values = [_one_head(a, self.values.get(a), True) for a in pair if isinstance(a, fx.Node)]
         if len(values) == 2:
             a, b = values
             if isinstance(a, (Heads, Scores)) and isinstance(b, Heads):

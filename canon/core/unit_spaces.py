@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from canon.core.attention_steps import AttentionSteps
+from canon.core.attention_steps import MATMUL, AttentionSteps
 from canon.core.expert_steps import ExpertSteps
 from canon.core.experts import StackedExperts, is_router
 from canon.core.ops import (
@@ -300,8 +300,10 @@ class Walker(AttentionSteps, ExpertSteps):
             HeadRanges,
         )  # fmt: skip
         # attention on single heads: each of q, k, v one layer's outputs as (batch, 1,
-        # tokens, d), no attention value yet (SegFormer's first stage, one head)
-        single = node.target is F.scaled_dot_product_attention
+        # tokens, d), no attention value yet (SegFormer's and PVT's first stage, one head)
+        single = node.target is F.scaled_dot_product_attention or (
+            node.target in MATMUL and len(hidden_units(inputs)) == 2
+        )
         if any(isinstance(v, attention) for _, v in inputs) or single:
             self.values[node] = self._attention_step(node, inputs)
             return
