@@ -155,6 +155,10 @@ def _own_call(
     return path, given
 
 
+#: ``torch.addcmul(input, tensor1, tensor2)``: input + value * tensor1 * tensor2
+_ADDCMUL = {torch.addcmul, "addcmul"}
+
+
 def _dead(gm: fx.GraphModule) -> set[fx.Node]:
     """The nodes none of whose results reach the output: a branch the forward computes
     and drops (SigLIP's image classifier runs its vision tower's pooling head, then
@@ -418,7 +422,7 @@ class Walker(AttentionSteps, ExpertSteps):
             self.values[node] = self._module(node, module, source, units, inputs)
             return
         target = node.target
-        if target in ADD or target in MUL or target in DIV:
+        if target in ADD or target in MUL or target in DIV or target in _ADDCMUL:
             self.values[node] = self._arithmetic(node, inputs, hidden)
         elif target in PERMUTE:
             self.values[node] = self._permute(node, source, units)
@@ -547,6 +551,24 @@ class Walker(AttentionSteps, ExpertSteps):
         bias = call[1].get("bias") is not None
         return call[0], nn.Linear(in_features, out_features, bias=bias, device="meta")
 
+    def _across_positions(self, node: fx.Node, module: nn.Linear, path: str, units: Units) -> Units:
+        """A linear layer over an axis of positions (MLP-Mixer's and ResMLP's token mixing,
+        the tokens moved to the last axis): the same map of the positions for every unit,
+        so the units stay on their axis and permute through it; they scale through it
+        only without a bias. The layer's weights index positions: no symmetry moves
+        them."""
+        if units.repeat != 1 or path in self.calls:
+            raise unsupported(
+                f"linear layer `{path}` mixes positions of units laid out side by side, or is "
+                "called again",
+                "Linear",
+                path,
+            )
+        space = units.space.root()
+        op = linear("mix positions") if module.bias is None else plain("mix positions")
+        space.ops.append((self.order[node], op))
+        return Units(space, units.axis)
+
     def _functional_conv(self, node: fx.Node) -> tuple[str, nn.Conv1d | nn.Conv2d] | None:
         """For ``F.conv1d``/``F.conv2d`` on a module's own ``weight`` (read through views
         that give back its shape: LFM2's and Mamba's causal depthwise convolution,
@@ -601,6 +623,8 @@ class Walker(AttentionSteps, ExpertSteps):
         if isinstance(module, nn.Linear):
             size, fan_in = module.out_features, module.in_features
             axis = len(out_shape) - 1
+            if not units.space.pinned and units.axis < len(in_shape) - 1 and units.block == 1:
+                return self._across_positions(node, module, path, units)
             if not units.space.pinned and units.axis != len(in_shape) - 1:
                 raise unsupported(
                     f"linear layer `{path}` reads an input of shape {list(in_shape)} whose units "
@@ -1523,7 +1547,8 @@ class Walker(AttentionSteps, ExpertSteps):
         inputs: list[tuple[fx.Node, Value]],
         hidden: list[tuple[fx.Node, Units]],
     ) -> Units:
-        """x + y, x * y, x / y with hidden units, parameters or numbers."""
+        """x + y, x * y, x / y, ``addcmul(beta, alpha, x)`` with hidden units, parameters
+        or numbers."""
         where = location(node)
         name = op_name(node)
         target = node.target
@@ -1580,7 +1605,11 @@ class Walker(AttentionSteps, ExpertSteps):
                     where,
                 )
         scalar_only = len(inputs) == 1
-        if target in ADD:
+        if target in _ADDCMUL:  # beta + alpha * x (ResMLP's affine): a shift and a scale
+            if len(placed) != 1:
+                raise unsupported(f"op `{name}` in {where} multiplies hidden tensors", name, where)
+            op = plain("affine")
+        elif target in ADD:
             op = linear("add") if len(placed) > 1 and not params else plain("shift")
         elif len(placed) > 1:
             op = plain("product")
