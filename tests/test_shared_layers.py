@@ -48,13 +48,17 @@ class SharedEncoder(nn.Module):
     """A narrow token table and positions, normed and mapped up to the stream; one block
     at every depth; then either a classifier on the mean over tokens, or (``tied``) a
     language-model head: a projection down to the table's width, a norm, and the table
-    as output layer, read at the last position."""
+    as output layer, read at the last position. With ``decoder_first`` the output layer is
+    registered before the table, so the state dict keeps the tied tensor under the output
+    layer's name (XLM-RoBERTa's does)."""
 
     main_input_name = "input_ids"  # token ids, as transformers' models say
 
-    def __init__(self, tied: bool) -> None:
+    def __init__(self, tied: bool, decoder_first: bool = False) -> None:
         super().__init__()
         self.tied = tied
+        if decoder_first:
+            self.decoder = nn.Linear(NARROW, TOKENS)
         self.tokens = nn.Embedding(TOKENS, NARROW)
         self.positions = nn.Embedding(LENGTH, NARROW)
         self.embed_norm = nn.LayerNorm(NARROW)
@@ -62,7 +66,8 @@ class SharedEncoder(nn.Module):
         self.block = SharedBlock()
         if tied:
             self.dense, self.head_norm = nn.Linear(WIDTH, NARROW), nn.LayerNorm(NARROW)
-            self.decoder = nn.Linear(NARROW, TOKENS)
+            if not decoder_first:
+                self.decoder = nn.Linear(NARROW, TOKENS)
             self.decoder.weight = self.tokens.weight
         else:
             self.head = nn.Linear(WIDTH, CLASSES)
@@ -81,12 +86,17 @@ class SharedEncoder(nn.Module):
         return out
 
 
-@pytest.mark.parametrize("tied", [False, True])
+TIES = [(False, False), (True, False), (True, True)]
+
+
+@pytest.mark.parametrize(("tied", "decoder_first"), TIES)
 @given(weights=st.integers(0, 2**31 - 1), seed=st.integers(0, 2**31 - 1))
 @settings(max_examples=5, deadline=None)
-def test_symmetries_keep_the_function(tied: bool, weights: int, seed: int) -> None:
+def test_symmetries_keep_the_function(
+    tied: bool, decoder_first: bool, weights: int, seed: int
+) -> None:
     """Random symmetries, normalization and the canonical form keep the outputs."""
-    model = randomize(SharedEncoder(tied), weights).double()
+    model = randomize(SharedEncoder(tied, decoder_first), weights).double()
     spec = spec_from_module(model)
     state = state_of(model)
     state = {t.name: state[t.name] for t in spec.tensors}
@@ -94,19 +104,23 @@ def test_symmetries_keep_the_function(tied: bool, weights: int, seed: int) -> No
     assert_symmetries_keep_the_function(model, spec, state, x, seed)
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_the_shared_layer_has_its_groups_once(tied: bool) -> None:
+@pytest.mark.parametrize(("tied", "decoder_first"), TIES)
+def test_the_shared_layer_has_its_groups_once(tied: bool, decoder_first: bool) -> None:
     """One stream, one attention's two groups and one MLP group, each listing the shared
     layers once. The narrow table moves only when the tied head's projection makes its
-    units; it is then carried by that group along its columns."""
-    spec = spec_from_module(SharedEncoder(tied))
+    units; it is then carried by that group along its columns, under the name the state
+    dict keeps, and there is no output layer to scale."""
+    spec = spec_from_module(SharedEncoder(tied, decoder_first))
     assert sorted(g.name for g in spec.groups if g.link) == ["block.q", "block.v"]
     (mlp,) = [g for g in spec.groups if g.name == "block.up"]
     assert [p.weight for p in mlp.producers] == ["block.up.weight"]
     assert [o.name for o in mlp.outgoing] == ["block.down.weight"]
     grouped = {(t.name, t.axis) for g in spec.groups for t in g.tensors}
-    assert (("tokens.weight", 1) in grouped) == tied
+    table = "decoder.weight" if decoder_first else "tokens.weight"
+    assert ((table, 1) in grouped) == tied
     assert (("positions.weight", 1) in grouped) == tied
+    assert (spec.output is None) == tied
     if tied:
         (narrow,) = [g for g in spec.groups if any(p.weight == "dense.weight" for p in g.producers)]
-        assert {c.name for c in narrow.carried} >= {"tokens.weight", "embed_norm.weight"}
+        assert {c.name for c in narrow.carried} >= {table, "embed_norm.weight"}
+        assert all(o.name != table for o in narrow.outgoing)

@@ -227,6 +227,13 @@ MORE: dict[str, dict[str, Any]] = {
         "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4, "ffn_dim": 32,
         "vocab_size": 40, "max_position_embeddings": 12, "word_embed_proj_dim": 16,
     },
+    # a masked-LM head whose state dict keeps the tied table under the output layer's name
+    "xlm-roberta": {
+        "model_type": "xlm-roberta", "architectures": ["XLMRobertaForMaskedLM"],
+        "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4,
+        "intermediate_size": 32, "vocab_size": 40, "max_position_embeddings": 20,
+        "pad_token_id": 0,
+    },
     # image classifiers on a vision tower, its size in `vision_config`; SigLIP's tower
     # runs its pooling head (a probe attending to the tokens), which the classifier drops
     "siglip": {
@@ -357,7 +364,8 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     heads picked from a (heads + 2, d) view by lists and broadcast; the newer layout's
     (groups, heads per group + 2, d) view; ALiBi) and BLOOM (ALiBi
     added by baddbmm over the batch and heads merged) and BEiT (a relative position bias
-    gathered from a table); symmetries keep the logits and canonical forms agree."""
+    gathered from a table), and XLM-RoBERTa's masked-LM head (a tie the state dict keeps
+    under the output layer's name); symmetries keep the logits and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()

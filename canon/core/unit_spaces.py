@@ -242,6 +242,9 @@ class Walker(AttentionSteps, ExpertSteps):
         self.routers = {}
         # the model's ties, not the graph's: the graph holds only what the forward read
         self.tied = tied_names(gm) if tied is None else tied
+        # every name of a tied tensor: the one the state dict keeps may be either end's
+        # (XLM-RoBERTa's keeps its output layer's, RoBERTa's its embedding's)
+        self.shared = set(self.tied) | set(self.tied.values())
         self.names = names  # the model's state dict (None: every tensor the graph reads)
         self.from_input: set[fx.Node] = set()  # the nodes computed from the network's input
 
@@ -651,7 +654,8 @@ class Walker(AttentionSteps, ExpertSteps):
                 )
         if path in self.calls:
             return self._called_again(node, path, units, axis)
-        table = self.tables.get(self.tied.get(f"{path}.weight", ""))
+        weight = f"{path}.weight"
+        table = self.tables.get(self.tied.get(weight, weight))
         if table is not None and not units.space.pinned and units.block == units.repeat == 1:
             # an output layer that is an embedding's table reads the units that table
             # writes (ALBERT's language-model head, after its own projection and norm)
@@ -1726,8 +1730,8 @@ class Walker(AttentionSteps, ExpertSteps):
         axis already, so it moves once. Any other tie is refused."""
         kept = []
         for order, axis in space.outgoing:
-            primary = self.tied.get(axis.name)
-            if primary is None:
+            primary = self.tied.get(axis.name, axis.name)
+            if axis.name not in self.shared:
                 kept.append((order, axis))
                 continue
             if not any(c.name == primary and c.axis == axis.axis for c in space.carried):
@@ -1765,7 +1769,7 @@ class Walker(AttentionSteps, ExpertSteps):
                 f"BatchNorm after the output layer `{path}` is not supported", "BatchNorm", path
             )
         self.output_space = space
-        if made.weight in self.tied:
+        if made.weight in self.shared:
             # tied to the embedding: its scale is no symmetry, so nothing rescales the
             # logits and any op may follow them (Gemma 2's soft-capping tanh)
             return
