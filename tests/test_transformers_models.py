@@ -334,12 +334,24 @@ MORE: dict[str, dict[str, Any]] = {
         "falcon", "FalconForCausalLM", new_decoder_architecture=False, multi_query=False,
         alibi=True,
     ),
+    # norms known by their class name: nanochat's without a weight (and logits
+    # soft-capped after an output layer of its own), Nemotron's LayerNorm1P (weight + 1),
+    # Gemma 4's over each value head without a weight (its values' dimensions pinned)
+    "nanochat": _decoder("nanochat", "NanoChatForCausalLM", **GROUPED),
+    "nemotron": _decoder("nemotron", "NemotronForCausalLM", **GROUPED),
+    "gemma4_text": _decoder(
+        "gemma4_text", "Gemma4ForCausalLM", **GROUPED, head_dim=4, global_head_dim=4,
+        hidden_size_per_layer_input=0, sliding_window=4, pad_token_id=0, bos_token_id=0,
+        eos_token_id=0,
+    ),
 }  # fmt: skip
 PARTIAL = {"stablelm", "phi", "gpt_neox", "gptj", "codegen"}
 ROTARY = {
     "gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3", "llama-eager", "gemma3_text",
-    "phi3", "gemma2", "olmo2", "gptj", "codegen", "cohere", "falcon-grouped",
+    "phi3", "gemma2", "olmo2", "gptj", "codegen", "cohere", "falcon-grouped", "nanochat",
+    "nemotron", "gemma4_text",
 }  # fmt: skip
+VALUES_NORMED = {"gemma4_text"}  # a norm over each value head: their dimensions pinned too
 # rotary, but one key/value head: nothing of the query/key dimensions moves (no heads_only)
 ONE_HEAD = {"gpt_bigcode", "falcon"}
 
@@ -364,8 +376,9 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     heads picked from a (heads + 2, d) view by lists and broadcast; the newer layout's
     (groups, heads per group + 2, d) view; ALiBi) and BLOOM (ALiBi
     added by baddbmm over the batch and heads merged) and BEiT (a relative position bias
-    gathered from a table), and XLM-RoBERTa's masked-LM head (a tie the state dict keeps
-    under the output layer's name); symmetries keep the logits and canonical forms agree."""
+    gathered from a table), XLM-RoBERTa's masked-LM head (a tie the state dict keeps
+    under the output layer's name), and nanochat, Nemotron and Gemma 4 (norms without a
+    weight or with weight + 1); symmetries keep the logits and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()
@@ -381,7 +394,10 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     if kind == "falcon":  # rotary pins the one key head's dimensions: each is its own block
         qk = [g for g in spec.groups if g.name.endswith("query_key_value@16")]
         assert [(g.symmetry, g.blocks) for g in qk] == [("none", 4)] * 2
-    assert sum(1 for g in spec.groups if g.heads_only) == (2 if kind in ROTARY else 0)
+    pinned = 4 if kind in VALUES_NORMED else 2 if kind in ROTARY else 0
+    assert sum(1 for g in spec.groups if g.heads_only) == pinned
+    if kind in ("nanochat", "gemma4_text"):  # capped logits: the output layer's scale is fixed
+        assert spec.output is None
     _keeps_its_function(model, spec)
 
 

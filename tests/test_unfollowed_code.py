@@ -118,11 +118,12 @@ class OwnLinear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
-def check_symmetries(model: nn.Module, spec: Spec) -> None:
+def check_symmetries(model: nn.Module, spec: Spec, sample: tuple[int, ...] = (3, 8, 8)) -> None:
     """A random symmetry of the model and its normalized form keep its function on
-    3 x 8 x 8 inputs, and the copy's canonical form is the model's."""
+    inputs of shape ``sample`` (3 x 8 x 8 images), and the copy's canonical form is the
+    model's."""
     state = state_of(model)
-    x = torch.randn(5, 3, 8, 8, dtype=torch.float64)
+    x = torch.randn(5, *sample, dtype=torch.float64)
     copy = random_symmetry(state, spec, seed=1)
     assert_same_function(outputs(model, copy, x), outputs(model, state, x), rtol=1e-6)
     one, other = canonicalize(state, spec, state), canonicalize(copy, spec, state)
@@ -321,6 +322,50 @@ def test_a_library_norm_is_run_before_its_units_are_permuted() -> None:
     check_symmetries(model, spec)
     with pytest.raises(UnsupportedModuleError, match="does not commute with a permutation"):
         spec_from_module(norm_net(rolled=True), input_shape=(3, 8, 8))
+
+
+class PlainRMSNorm(nn.Module):
+    """nanochat's RMSNorm: no weight, written out; with ``tilted``, each unit first
+    scaled by its place, which no permutation of the units keeps."""
+
+    def __init__(self, tilted: bool = False) -> None:
+        super().__init__()
+        self.tilted = tilted
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x / sqrt(mean(x^2) + eps) over the last axis."""
+        if self.tilted:
+            x = x * torch.arange(1, x.shape[-1] + 1, dtype=x.dtype)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+class LayerNorm1P(nn.LayerNorm):
+    """Nemotron's LayerNorm: its gain is its weight plus one."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """LayerNorm with gain ``weight + 1``."""
+        return F.layer_norm(x, self.normalized_shape, self.weight + 1, self.bias, self.eps)
+
+
+def test_library_norms_without_weights_or_with_their_own_gain_are_followed() -> None:
+    """A norm with no weight (nanochat's) and one that adds one to its weight (Nemotron's)
+    are known by their class names and run once: the units they read permute, the
+    second's weights carried with them; a weightless one no permutation commutes with
+    is refused."""
+
+    def net(tilted: bool = False) -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(5, 8), PlainRMSNorm(tilted), nn.GELU(), nn.Linear(8, 6),
+            LayerNorm1P(6), nn.GELU(), nn.Linear(6, 3),
+        )  # fmt: skip
+
+    model = randomize(net(), 3)
+    spec = spec_from_module(model, input_shape=(5,))
+    assert [g.name for g in spec.groups] == ["0", "3"]
+    assert {c.name for c in spec.groups[1].carried} == {"4.weight", "4.bias"}
+    check_symmetries(model, spec, (5,))
+    with pytest.raises(UnsupportedModuleError, match="does not commute with a permutation"):
+        spec_from_module(net(tilted=True), input_shape=(5,))
 
 
 class RunningSum(nn.Module):

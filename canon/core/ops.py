@@ -171,19 +171,26 @@ def library_activation(module: nn.Module) -> bool:
 
 def library_norm(module: nn.Module) -> bool:
     """Whether ``module`` is a library's own LayerNorm or RMSNorm over the last axis
-    (``LlamaRMSNorm``, ``T5LayerNorm``): a class named ``...RMSNorm`` or ``...LayerNorm``
-    with no submodules and only a 1-D ``weight`` (and ``bias``) of one length.
+    (``LlamaRMSNorm``, ``T5LayerNorm``, Nemotron's ``LayerNorm1P``, whose gain is its
+    weight plus one): a class named ``...RMSNorm``, ``...LayerNorm`` or ``...LayerNorm1P``
+    with no submodules and only a 1-D ``weight`` (and ``bias``) of one length, or no
+    parameter at all (nanochat's RMSNorm, Gemma's norm of the values).
 
     Such a norm commutes with a permutation of the units it normalizes (and nothing else),
     which is all canon assumes of it.
     """
     name = type(module).__name__
-    if not name.endswith(("RMSNorm", "LayerNorm")) or next(module.children(), None) is not None:
+    if not name.endswith(_NORM_NAMES) or next(module.children(), None) is not None:
         return False
     params = dict(module.named_parameters(recurse=False))
+    if not params:
+        return not any(b.numel() > 1 for b in module.buffers(recurse=False))
     if "weight" not in params or not set(params) <= {"weight", "bias"}:
         return False
     return len({tuple(p.shape) for p in params.values()}) == 1 and params["weight"].ndim == 1
+
+
+_NORM_NAMES = ("RMSNorm", "LayerNorm", "LayerNorm1P")
 
 
 def library_response_norm(module: nn.Module) -> bool:

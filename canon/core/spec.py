@@ -359,9 +359,10 @@ class OutputLayer:
 class Spec:
     """The structure of a network: its unit groups in forward order and its output layer.
 
-    ``output`` is ``None`` when the network has no trainable output layer (a
-    committee machine sums its hidden units). ``tensors`` lists every tensor
-    of the state dict, parameters and buffers alike.
+    ``output`` is ``None`` when the network has no output layer whose global scale is a
+    symmetry: a committee machine sums its hidden units; a language model's output layer
+    may be its token embedding (tied) or have its logits soft-capped by a tanh.
+    ``tensors`` lists every tensor of the state dict, parameters and buffers alike.
     """
 
     groups: tuple[UnitGroup, ...]

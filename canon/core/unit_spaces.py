@@ -1769,22 +1769,12 @@ class Walker(AttentionSteps, ExpertSteps):
                 f"BatchNorm after the output layer `{path}` is not supported", "BatchNorm", path
             )
         self.output_space = space
-        if made.weight in self.shared:
-            # tied to the embedding: its scale is no symmetry, so nothing rescales the
-            # logits and any op may follow them (Gemma 2's soft-capping tanh)
+        capped = any(not (op.homogeneous or op.invariant) for _, op in space.ops)
+        if made.weight in self.shared or capped:
+            # tied to the embedding, or read by an op that is not positively homogeneous
+            # (Gemma 2's and nanochat's soft-capping tanh): the output layer's scale is no
+            # symmetry, so nothing rescales the logits
             return
-        bad = [
-            op.name
-            for _, op in sorted(space.ops, key=lambda o: o[0])
-            if not (op.homogeneous or op.invariant)
-        ]
-        if bad:
-            raise unsupported(
-                f"op `{bad[0]}` after the output layer `{path}`: the output layer's "
-                "global scale would not be a symmetry; return the logits",
-                bad[0],
-                path,
-            )
         self.output = OutputLayer(weight=made.weight, bias=made.bias, size=space.size)
 
     def _groups(self) -> tuple[UnitGroup, ...]:
@@ -1895,7 +1885,8 @@ def _library_norm_shape(
     they are another axis (a channels-first LayerNorm: normalized over the units, its
     tensors carried as a GroupNorm's are)."""
     shape = shape_of(source)
-    width = int(module.state_dict()["weight"].shape[0])
+    weight = module.state_dict().get("weight")
+    width = shape[units.axis] if weight is None else int(weight.shape[0])
     if units.block != 1 or shape[units.axis] != width:
         raise unsupported(
             f"norm layer `{path}` ({type(module).__name__}) has {width} weights, not one per "
