@@ -338,6 +338,8 @@ MORE: dict[str, dict[str, Any]] = {
     # soft-capped after an output layer of its own), Nemotron's LayerNorm1P (weight + 1),
     # Gemma 4's over each value head without a weight (its values' dimensions pinned)
     "nanochat": _decoder("nanochat", "NanoChatForCausalLM", **GROUPED),
+    # Apertus's xIELU: an activation with two learned numbers shared by every unit
+    "apertus": _decoder("apertus", "ApertusForCausalLM", **GROUPED),
     "nemotron": _decoder("nemotron", "NemotronForCausalLM", **GROUPED),
     "gemma4_text": _decoder(
         "gemma4_text", "Gemma4ForCausalLM", **GROUPED, head_dim=4, global_head_dim=4,
@@ -349,7 +351,7 @@ PARTIAL = {"stablelm", "phi", "gpt_neox", "gptj", "codegen"}
 ROTARY = {
     "gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3", "llama-eager", "gemma3_text",
     "phi3", "gemma2", "olmo2", "gptj", "codegen", "cohere", "falcon-grouped", "nanochat",
-    "nemotron", "gemma4_text",
+    "nemotron", "gemma4_text", "apertus",
 }  # fmt: skip
 VALUES_NORMED = {"gemma4_text"}  # a norm over each value head: their dimensions pinned too
 # rotary, but one key/value head: nothing of the query/key dimensions moves (no heads_only)
@@ -377,8 +379,8 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     (groups, heads per group + 2, d) view; ALiBi) and BLOOM (ALiBi
     added by baddbmm over the batch and heads merged) and BEiT (a relative position bias
     gathered from a table), XLM-RoBERTa's masked-LM head (a tie the state dict keeps
-    under the output layer's name), and nanochat, Nemotron and Gemma 4 (norms without a
-    weight or with weight + 1); symmetries keep the logits and canonical forms agree."""
+    under the output layer's name), nanochat, Nemotron and Gemma 4 (norms without a
+    weight or with weight + 1) and Apertus (an activation with learned numbers); symmetries keep the logits and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()

@@ -388,6 +388,33 @@ def test_a_library_activation_is_run_before_its_units_are_permuted() -> None:
         spec_from_module(model, input_shape=(5,))
 
 
+class LearnedSquare(nn.Module):
+    """An activation of a library with two learned single numbers (Apertus's xIELU:
+    a * x^2 + b * x above zero, b * x below)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor([0.8]))
+        self.b = nn.Parameter(torch.tensor([0.5]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The activation of each unit."""
+        return torch.where(x > 0, self.a * x * x + self.b * x, self.b * x)
+
+
+LearnedSquare.__module__ = "transformers.activations"
+
+
+def test_a_library_activation_with_learned_numbers_is_followed() -> None:
+    """Its numbers are the same for every unit: the units permute (no scale: the
+    activation is not homogeneous), the numbers stay where they are, in no group."""
+    model = randomize(nn.Sequential(nn.Linear(5, 7), LearnedSquare(), nn.Linear(7, 3)), 2)
+    spec = spec_from_module(model, input_shape=(5,))
+    assert [(g.name, g.symmetry) for g in spec.groups] == [("0", "none")]
+    assert not {"1.a", "1.b"} & {t.name for g in spec.groups for t in g.tensors}
+    check_symmetries(model, spec, (5,))
+
+
 def test_specs_derived_from_many_threads_at_once_agree() -> None:
     """torch.fx patches torch functions process-wide while it traces: the service's request
     threads derive specs one at a time, each the spec a single thread derives."""

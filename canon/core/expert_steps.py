@@ -177,7 +177,7 @@ class ExpertSteps:
                 f"{path}.act_fn",
             )
         if library_activation(act):
-            check_commutes(act, f"{path}.act_fn", (1, module.intermediate), 1)
+            check_commutes(act, f"{path}.act_fn", (1, module.intermediate), 1, parameters=False)
         return op
 
     def _route(

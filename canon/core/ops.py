@@ -162,10 +162,11 @@ _ACTIVATION_MODULES = frozenset({"transformers.activations"})
 
 
 def library_activation(module: nn.Module) -> bool:
-    """Whether ``module`` is a parameter-free activation of a library whose activations are
-    all elementwise (:data:`_ACTIVATION_MODULES`)."""
-    return (
-        type(module).__module__ in _ACTIVATION_MODULES and next(module.parameters(), None) is None
+    """Whether ``module`` is an activation of a library whose activations are all
+    elementwise (:data:`_ACTIVATION_MODULES`) with no parameter but single numbers, the
+    same for every unit (Apertus's xIELU learns two)."""
+    return type(module).__module__ in _ACTIVATION_MODULES and all(
+        p.numel() == 1 for p in module.parameters()
     )
 
 

@@ -805,7 +805,7 @@ class Walker(AttentionSteps, ExpertSteps):
             return self._response_norm(node, module, source, units)
         op = module_op(module)
         if library_activation(module):  # known by the library it comes from: run it once
-            check_commutes(module, path, shape_of(source), units.axis)
+            check_commutes(module, path, shape_of(source), units.axis, parameters=False)
         if op is None:
             raise unsupported(
                 f"unsupported module {type(module).__name__} at `{path}`; canon supports "

@@ -379,7 +379,8 @@ def check_commutes(
     activation) unless, run once on random inputs of ``shape`` with random weights, it
     commutes with a permutation of the units on ``axis`` (its parameters, one per unit,
     permuted alike; with ``parameters`` False, left in place: the axis holds attention
-    heads, and the parameters a head's dimensions): what canon assumes of it."""
+    heads, and the parameters a head's dimensions, or the parameters are single numbers
+    that every unit shares): what canon assumes of it."""
     gen = torch.Generator().manual_seed(0)
     probe = probe_copy(module)
     x = torch.randn((1, *shape[1:]), generator=gen, dtype=torch.float64)
