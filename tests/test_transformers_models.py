@@ -380,7 +380,8 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     added by baddbmm over the batch and heads merged) and BEiT (a relative position bias
     gathered from a table), XLM-RoBERTa's masked-LM head (a tie the state dict keeps
     under the output layer's name), nanochat, Nemotron and Gemma 4 (norms without a
-    weight or with weight + 1) and Apertus (an activation with learned numbers); symmetries keep the logits and canonical forms agree."""
+    weight or with weight + 1) and Apertus (an activation with learned numbers);
+    symmetries keep the logits and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()
