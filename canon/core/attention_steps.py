@@ -50,6 +50,7 @@ from canon.core.spec import (
     UnitGroup,
     layout_of,
 )
+from canon.core.unit_ranges import UnitRanges
 from canon.core.walk_values import (
     ADD,
     CARVE,
@@ -66,6 +67,7 @@ from canon.core.walk_values import (
     Made,
     Param,
     Parts,
+    Pieces,
     Scores,
     Sliced,
     Space,
@@ -386,9 +388,10 @@ class _Attention:
     repeat: int = 1  # query heads per key/value head (grouped-query attention)
 
 
-class AttentionSteps:
+class AttentionSteps(UnitRanges):
     """The :class:`~canon.core.unit_spaces.Walker`'s steps for attention, embeddings and
-    fused projections (a mixin: it shares the walker's ``values`` and ``order``)."""
+    fused projections (a mixin: it shares the walker's ``values`` and ``order``; a cut
+    that is no fused projection's gives ranges of units, :class:`UnitRanges`)."""
 
     gm: fx.GraphModule
     values: dict[fx.Node, Value]
@@ -776,9 +779,10 @@ class AttentionSteps:
         heads.space.pin()
         return heads
 
-    def _carve(self, node: fx.Node, source: fx.Node, units: Units) -> Parts:
-        """``split`` / ``chunk`` of a layer's outputs along the unit axis (a fused projection)."""
-        at = location(node)
+    def _carve(self, node: fx.Node, source: fx.Node, units: Units) -> Parts | Pieces:
+        """``split`` / ``chunk`` along the unit axis: of a layer's own outputs, its parts
+        (a fused projection: each part's rows its producer); of any other hidden units,
+        ranges of them (:meth:`~canon.core.unit_ranges.UnitRanges._pieces`)."""
         metas = node.meta["tensor_meta"]
         in_shape = shape_of(source)
         sizes = tuple(int(m.shape[units.axis]) for m in metas)
@@ -788,13 +792,11 @@ class AttentionSteps:
             and tuple(m.shape)[units.axis + 1 :] == in_shape[units.axis + 1 :]
             for m in metas
         )
-        if not same or units.block != 1 or len(space.producers) != 1 or units.layer is None:
-            raise unsupported(
-                f"op `{op_name(node)}` in {at} cuts hidden units; canon supports cutting one "
-                "layer's outputs into parts along their unit axis (a fused projection)",
-                op_name(node),
-                at,
-            )
+        fused = len(space.producers) == 1 and units.layer is not None and units.block == 1
+        # a layer's outputs also read whole (a residual stream right after its first
+        # layer) are cut into ranges, which the whole's other readers move with
+        if not (same and fused and len(source.users) == 1):
+            return self._pieces(node, source, units)
         space.carved = True
         return Parts(space, units.axis, sizes)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Unpack
 
 import torch
@@ -24,6 +24,7 @@ from canon.core.spec import (
     layout_of,
 )
 from canon.core.units import (
+    at_units,
     bn_gain,
     gather_units,
     producer_rows,
@@ -210,6 +211,8 @@ def _normalize_batchnorm_input(out: _Copy, producer: Producer) -> None:
     (w, b, mean, gamma) -> -(...). Make |w_k| = 1 and gamma_k >= 0."""
     bn = producer.batchnorm
     assert bn is not None
+    # every output of the layer alike, whichever of them the producer's units are
+    producer = replace(producer, start=0, head=1, stride=0)
     w = out[producer.weight]
     gamma = out[bn.weight]
     # where gamma is 0 the unit's output does not depend on w: fix the sign of w's sum
@@ -238,7 +241,7 @@ def _constant_input_scale(out: Mapping[str, Tensor], producer: Producer) -> Tens
 def _output_scale(out: Mapping[str, Tensor], producer: Producer, size: int) -> Tensor:
     """The norm of each of the ``size`` units' effective incoming weights in one producer
     (after its BatchNorm's input was normalized, the BN gain)."""
-    gain = bn_gain(out, producer)
+    gain = bn_gain(out, producer, size)
     return unit_norms(producer_rows(out, producer, False, size)) if gain is None else gain
 
 
@@ -309,11 +312,8 @@ def _rescale_units(out: _Copy, group: UnitGroup, determining: tuple[Producer, ..
     out.norms[group.name] = norms
     inverse = 1.0 / norms
     for producer in group.producers:
-        for name in producer.own_scale:
-            if producer.batchnorm is None:
-                out.scale(name, 0, inverse, **producer.layout(name))
-            else:  # BN's affine is per unit already
-                out[name] = out[name] / norms
+        for name in producer.own_scale:  # BN's affine is laid out as the producer's rows
+            out.scale(name, 0, inverse, **producer.layout(name))
     if group.symmetry == "scale":
         _scale_outgoing(out, group, norms)
     return weightless
@@ -352,7 +352,7 @@ def _incoming_norms(out: Mapping[str, Tensor], group: UnitGroup) -> Tensor:
     total = torch.zeros(group.size, dtype=torch.float64)
     for p in group.producers:
         norms = unit_norms(producer_rows(out, p, effective=False, size=group.size))
-        gain = bn_gain(out, p)
+        gain = bn_gain(out, p, group.size)
         total = total + (norms if gain is None else norms * gain.abs()).double().square().cpu()
     return total.sqrt()
 
@@ -367,10 +367,13 @@ def _offsets(out: Mapping[str, Tensor], group: UnitGroup) -> Tensor:
         if p.bias is not None:
             rows = gather_units(out[p.bias], 0, group.size, **p.layout(p.bias))
             bias = bias + rows.view(-1).double()
-        gain = bn_gain(out, p)
+        gain = bn_gain(out, p, group.size)
         if gain is not None:
             assert p.batchnorm is not None
-            mean, beta = out[p.batchnorm.running_mean], out[p.batchnorm.bias]
+            mean, beta = (
+                at_units(out[n], p, group.size)
+                for n in (p.batchnorm.running_mean, p.batchnorm.bias)
+            )
             bias = gain.double() * (bias - mean.double()) + beta.double()
         columns.append(bias.cpu())
     return torch.stack(columns, dim=1)

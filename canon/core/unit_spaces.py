@@ -12,6 +12,7 @@ read off every op it passed through.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from dataclasses import dataclass, replace
@@ -69,6 +70,7 @@ from canon.core.walk_values import (
     Made,
     Param,
     Parts,
+    Pieces,
     Scores,
     Sliced,
     Space,
@@ -238,6 +240,7 @@ class Walker(AttentionSteps, ExpertSteps):
         self.output_space: Space | None = None
         self.attentions = []
         self.parts = {}
+        self.cut_spaces = []
         self.inner = []
         self.routers = {}
         # the model's ties, not the graph's: the graph holds only what the forward read
@@ -311,6 +314,16 @@ class Walker(AttentionSteps, ExpertSteps):
         single = node.target is F.scaled_dot_product_attention or (
             node.target in MATMUL and len(hidden_units(inputs)) == 2
         )
+        pieces = [v for _, v in inputs if isinstance(v, Pieces)]
+        if pieces:
+            index = node.args[1] if len(node.args) > 1 else None
+            picked = node.target is operator.getitem and len(inputs) == 1
+            if not (picked and isinstance(index, int)):
+                raise unsupported(
+                    f"op `{name}` in {location(node)} reads a tuple of parts", name, location(node)
+                )
+            self.values[node] = pieces[0].values[index]
+            return
         if any(isinstance(v, attention) for _, v in inputs) or single:
             self.values[node] = self._attention_step(node, inputs)
             return
@@ -1138,6 +1151,9 @@ class Walker(AttentionSteps, ExpertSteps):
         plain = bounds is not None and bounds[2] == 1 and bounds[0] < bounds[1]
         whole = all(e == slice(None) for e in rest)
         one_layer = units.layer is not None and len(space.producers) == 1 and units.block == 1
+        if plain and whole and units.block == units.repeat == 1 and not one_layer:
+            assert bounds is not None
+            return Units(self._cut(node, space, bounds[0], bounds[1]), new_axis)
         if not (plain and whole and one_layer):
             raise unsupported(
                 f"indexing in {at} picks among the units; canon supports indexing other axes "
@@ -1154,13 +1170,22 @@ class Walker(AttentionSteps, ExpertSteps):
         part.taps.setdefault(f"{source.name}@{start}", Tap(source.name, units.axis, 1, start))
         return Units(part, new_axis)
 
-    def _side_by_side(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Concat | Units:
+    def _side_by_side(
+        self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]
+    ) -> Concat | Units | Pieces:
         """A step on several layers' units side by side (:class:`Concat`): their ``cat``,
-        then per-unit ops, pooling, BatchNorm, flattening, and the linear or convolutional
-        layer that reads them all (each part's units its columns from the part's start)."""
+        then per-unit ops, pooling, BatchNorm, flattening, a ``split`` into ranges, and the
+        linear or convolutional layer that reads them all (each part's units its columns
+        from the part's start)."""
         at, name = location(node), op_name(node)
         if node.target in (torch.cat, torch.concat):
             return self._concatenated(node, inputs)
+        if node.target in CARVE and len(inputs) == 1:
+            return self._pieces(node, *inputs[0])  # type: ignore[arg-type]
+        if node.target in ADD or node.target in MUL:
+            added = self._added_side_by_side(node, inputs)
+            if added is not None:
+                return added
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         found = [(n, v) for n, v in inputs if isinstance(v, Concat)]
         others = [v for _, v in inputs if not isinstance(v, Concat)]
@@ -1234,9 +1259,43 @@ class Walker(AttentionSteps, ExpertSteps):
             at,
         )
 
-    def _concatenated(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Concat:
+    def _added_side_by_side(
+        self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]
+    ) -> Units | Concat | None:
+        """Several layers' units side by side added to (or multiplied by) one space's
+        units, or other layers' side by side (MixNet's residual after its mixed
+        convolution, its squeeze-excitation gate): each is cut wherever a part of any of
+        them ends, and the ranges added together join; None for anything else."""
+        values = [v for _, v in inputs if isinstance(v, (Units, Concat))]
+        flat = all(v.block == 1 and v.axis == values[0].axis for v in values)
+        pinned = any(isinstance(v, Units) and (v.space.pinned or v.repeat > 1) for v in values)
+        if len(values) != 2 or len(inputs) != 2 or not flat or pinned:
+            return None
+        width = shape_of(node)[values[0].axis]
+        ends = {0, width}
+        for v in values:  # where a part, or a range cut before, starts
+            if isinstance(v, Concat):
+                ends.update(first for _, first in v.parts)
+            else:
+                ends.update(first for first, _ in v.space.root().pieces)
+        bounds = tuple(sorted(ends))
+        ranges: list[tuple[Units, int]] = []
+        for a, b in itertools.pairwise(bounds):
+            first, *others = (self._range(node, v, width, a, b, bounds) for v in values)
+            for other in others:  # no part ends inside a range: each is one space's units
+                assert isinstance(first, Units) and isinstance(other, Units)
+                self._join(first.space, other.space, node)
+            assert isinstance(first, Units)
+            ranges.append((Units(first.space.root(), first.axis), a))
+        whole = [v for v in values if isinstance(v, Units)]
+        if whole:
+            return Units(whole[0].space.root(), whole[0].axis)
+        return Concat(tuple(ranges), values[0].axis)
+
+    def _concatenated(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Concat | Units:
         """``torch.cat`` along the units' axis of several layers' outputs (each whole, or
-        itself such a concatenation): their units side by side."""
+        itself such a concatenation): their units side by side; a space again when they
+        are its ranges, in order and all of them."""
         at, name = location(node), op_name(node)
         listed = node.args[0] if node.args else node.kwargs.get("tensors")
         ndim = len(shape_of(node))
@@ -1260,7 +1319,8 @@ class Walker(AttentionSteps, ExpertSteps):
             assert isinstance(part, fx.Node)
             parts += [(units, first + start) for units, start in held.parts]
             first += shape_of(part)[held.axis]
-        return Concat(tuple(parts), dim)
+        whole = self._whole_again(parts)
+        return Units(whole, dim) if whole is not None else Concat(tuple(parts), dim)
 
     def _side_by_side_layernorm(
         self, node: fx.Node, module: nn.Module | None
@@ -1372,8 +1432,12 @@ class Walker(AttentionSteps, ExpertSteps):
             # a layer's own output for a BatchNorm to attach to
             return replace(first, layer=None)
         if isinstance(dim, int) and dim % out_ndim == first.axis:
+            every = isinstance(listed, (list, tuple)) and len(hidden) == len(listed)
+            whole = self._whole_again(_in_a_row(hidden)) if every else None
+            if whole is not None:  # a space's ranges, in order: the space
+                return Units(whole, first.axis)
             if len({id(u.space.root()) for _, u in hidden}) > 1:
-                return self._side_by_side(node, inputs)
+                return self._side_by_side(node, inputs)  # type: ignore[return-value]
             return self._copies(node, inputs, hidden)
         if not isinstance(dim, int) or first.block != 1:
             raise unsupported(f"op `{name}` in {at} concatenates units", name, at)
@@ -1710,7 +1774,19 @@ class Walker(AttentionSteps, ExpertSteps):
                 op_name(node),
                 where,
             )
+        if a.pieces and b.pieces:
+            if [(f, p.size) for f, p in a.pieces] != [(f, p.size) for f, p in b.pieces]:
+                where = location(node)
+                raise unsupported(
+                    f"op `{op_name(node)}` in {where} adds units cut into ranges in two ways",
+                    op_name(node),
+                    where,
+                )
+            for (_, mine), (_, theirs) in zip(a.pieces, b.pieces, strict=True):
+                self._join(mine, theirs, node)
         b.parent = a
+        a.pieces = a.pieces or b.pieces
+        a.carved = a.carved or b.carved
         a.producers += b.producers
         a.batchnorms |= b.batchnorms
         a.outgoing += b.outgoing
@@ -1780,10 +1856,13 @@ class Walker(AttentionSteps, ExpertSteps):
     def _groups(self) -> tuple[UnitGroup, ...]:
         spaces: dict[int, Space] = {}
         held = [v.space for v in self.values.values() if isinstance(v, Units)]
+        # ranges that only a concatenation or another range holds
+        held += [piece for space in self.cut_spaces for _, piece in space.pieces]
         for space in (s.root() for s in held + self.inner):
             if not space.pinned and space is not self.output_space:
                 spaces[id(space)] = space
         in_attention = self._attention_spaces()
+        self._spread_pieces(in_attention)
         found = self._attention_groups(_group)
         for space in spaces.values():
             if id(space) in in_attention:
@@ -1896,6 +1975,13 @@ def _library_norm_shape(
         )
     check_commutes(module, path, shape, units.axis)
     return (width,) if units.axis == len(shape) - 1 else None
+
+
+def _in_a_row(hidden: list[tuple[fx.Node, Units]]) -> list[tuple[Units, int]]:
+    """The units of tensors concatenated along their unit axis, each with its first entry
+    on that axis."""
+    starts = itertools.accumulate((shape_of(n)[u.axis] for n, u in hidden), initial=0)
+    return [(u, start) for (_, u), start in zip(hidden, starts, strict=False)]
 
 
 def _check_disjoint(groups: tuple[UnitGroup, ...]) -> None:

@@ -20,6 +20,7 @@ from torch import Tensor
 from canon.core.spec import Producer, UnitGroup, layout_of
 
 __all__ = [
+    "at_units",
     "bn_gain",
     "gather_units",
     "permute_units",
@@ -210,13 +211,24 @@ def unit_norms(weight: Tensor) -> Tensor:
     return norms
 
 
-def bn_gain(state: Mapping[str, Tensor], producer: Producer) -> Tensor | None:
-    """Per-unit factor gamma / sqrt(var + eps) of the producer's BatchNorm, or None without one."""
+def at_units(t: Tensor, producer: Producer, size: int | None) -> Tensor:
+    """A tensor of one number per output of the producer's layer (its BatchNorm's mean,
+    a gain) at the producer's ``size`` units (default: all of the layer's outputs)."""
+    if size is None or (not producer.start and not producer.stride and size == t.shape[0]):
+        return t
+    return gather_units(t, 0, size, **layout_of(producer)).reshape(size)
+
+
+def bn_gain(
+    state: Mapping[str, Tensor], producer: Producer, size: int | None = None
+) -> Tensor | None:
+    """Per-unit factor gamma / sqrt(var + eps) of the producer's BatchNorm, or None without
+    one; of its ``size`` units when they are a range of the layer's outputs (default: all)."""
     bn = producer.batchnorm
     if bn is None:
         return None
     gain: Tensor = state[bn.weight] / torch.sqrt(state[bn.running_var] + bn.eps)
-    return gain
+    return at_units(gain, producer, size)
 
 
 def scale_batchnorm_input(out: dict[str, Tensor], producer: Producer, factors: Tensor) -> None:
@@ -230,6 +242,8 @@ def scale_batchnorm_input(out: dict[str, Tensor], producer: Producer, factors: T
     assert bn is not None
     var = out[bn.running_var]
     c = factors.to(device=var.device, dtype=var.dtype)
+    if len(c) != len(var) or producer.start or producer.stride:  # a range of the outputs
+        c = scale_units(torch.ones_like(var), 0, c, **layout_of(producer))
     scaled = var * c.square()
     out[bn.weight] = out[bn.weight] * (torch.sqrt(scaled + bn.eps) / (c * torch.sqrt(var + bn.eps)))
     out[bn.running_var] = scaled
@@ -251,7 +265,7 @@ def producer_rows(
     if size is not None and (producer.start or producer.stride or size != w.shape[0]):
         w = gather_units(w, 0, size, **layout_of(producer))
     rows: Tensor = w.reshape(w.shape[0], -1)
-    gain = bn_gain(state, producer) if effective else None
+    gain = bn_gain(state, producer, size) if effective else None
     return rows if gain is None else rows * gain.unsqueeze(1)
 
 

@@ -70,6 +70,10 @@ class Space:
     factor: bool = False  # one unit scaling every unit of a position (a gate): no group
     heads: int = 1  # > 1: blocks that move as wholes, in one order for every ``link``
     link: str = ""  # (a mixture's experts and its router's rows)
+    # cut into consecutive ranges of units (after norms or activations, or a stream):
+    # (first unit, the range's space) each; every tensor of the space moves with each
+    # range's units from there (canon.core.unit_ranges)
+    pieces: list[tuple[int, Space]] = field(default_factory=list)
 
     def pin(self, free: frozenset[int] = frozenset()) -> None:
         """Pin the dimensions of the space's heads (only whole heads move), all but
@@ -183,6 +187,15 @@ class Parts:
 
 
 @dataclass(frozen=True)
+class Pieces:
+    """The tensors a ``split`` or ``chunk`` along the units gives, each a consecutive range
+    of them: a range's own space (:class:`Units`), or several spaces side by side
+    (:class:`Concat`)."""
+
+    values: tuple[Units | Concat, ...]
+
+
+@dataclass(frozen=True)
 class Stacked:
     """A fused projection's output viewed as (parts, heads, d) on three axes: unit
     ``p * heads * d + h * d + j`` of ``space`` at index p, h, j of those axes (timm's
@@ -283,6 +296,7 @@ Value = (
     | Heads
     | Scores
     | Parts
+    | Pieces
     | Stacked
     | Attended
     | Sliced

@@ -1,0 +1,262 @@
+"""Hidden units cut into ranges that are not one layer's own outputs, written by hand (no
+library): Res2Net's block (a layer's units after BatchNorm and ReLU cut into ranges, each
+added to the previous range's convolution), MixNet's mixed convolutions (a residual
+stream cut into ranges of unequal widths, convolved by separate layers, concatenated,
+cut again elsewhere, gated by a squeeze-excitation and added back to the stream),
+InceptionNeXt's token mixer (the stream cut, ranges convolved depthwise, concatenated
+back in order) and gMLP's gate (one half of a layer's activations times the other,
+normed; the layer's outputs also read whole).
+
+Each range is a space of its own: a permutation that keeps the function moves each
+range's units among themselves, with every tensor of the cut space from the range's
+first unit on (canon.core.unit_ranges).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nets import assert_symmetries_keep_the_function, randomize, state_of
+from torch import Tensor, nn
+from vision_models import vision
+
+from canon.core import spec_from_module
+from canon.errors import UnsupportedModuleError
+
+CHANNELS, SIDE, CLASSES = 3, 6, 3
+
+
+def _bn_relu(channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
+
+
+class Res2Block(nn.Module):
+    """A stem, then Res2Net's bottleneck: a 1 x 1 convolution to 4 ranges of 3 channels
+    (BatchNorm, ReLU), the first three convolved 3 x 3 in turn, each after adding the
+    previous one's output; the last passed as it is; all four read by a 1 x 1
+    convolution added to the stem's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.stem_bn = nn.Conv2d(CHANNELS, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv1, self.act1 = nn.Conv2d(8, 12, 1, bias=False), _bn_relu(12)
+        self.convs = nn.ModuleList(nn.Conv2d(3, 3, 3, padding=1, bias=False) for _ in range(3))
+        self.acts = nn.ModuleList(_bn_relu(3) for _ in range(3))
+        self.conv3, self.bn3 = nn.Conv2d(12, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, CLASSES)
+        self.input_shape = (CHANNELS, SIDE, SIDE)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        x = F.relu(self.stem_bn(self.stem(x)))
+        parts = torch.split(self.act1(self.conv1(x)), 3, dim=1)
+        done: list[Tensor] = []
+        sp = parts[0]
+        for i, (conv, act) in enumerate(zip(self.convs, self.acts, strict=True)):
+            sp = act(conv(sp if i == 0 else sp + parts[i]))
+            done.append(sp)
+        h = self.bn3(self.conv3(torch.cat([*done, parts[3]], dim=1)))
+        out: Tensor = self.head(F.relu(h + x).mean(dim=(2, 3)))
+        return out
+
+
+class MixedBlock(nn.Module):
+    """A stream of 8 channels cut into 3 and 5, each range its own 1 x 1 convolution (to 4
+    and 6 channels), BatchNorm and ReLU of the 10 side by side, cut again into 2 and 8
+    (across the two layers' units) for depthwise convolutions of two kernel sizes, a
+    squeeze-excitation gate on the 10, then cut into 4 and 6 for two 1 x 1 convolutions
+    back to 3 and 5 channels, normed and added to the stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.stem_bn = nn.Conv2d(CHANNELS, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.pw = nn.ModuleList([nn.Conv2d(3, 4, 1), nn.Conv2d(5, 6, 1)])
+        self.act1 = _bn_relu(10)
+        self.dw = nn.ModuleList([nn.Conv2d(2, 2, 3, padding=1, groups=2),
+                                 nn.Conv2d(8, 8, 5, padding=2, groups=8)])  # fmt: skip
+        self.act2 = _bn_relu(10)
+        self.reduce, self.expand = nn.Conv2d(10, 4, 1), nn.Conv2d(4, 10, 1)
+        self.pwl = nn.ModuleList([nn.Conv2d(4, 3, 1), nn.Conv2d(6, 5, 1)])
+        self.bn3 = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, CLASSES)
+        self.input_shape = (CHANNELS, SIDE, SIDE)
+
+    @staticmethod
+    def _mixed(x: Tensor, layers: nn.ModuleList, sizes: list[int]) -> Tensor:
+        ranges = torch.split(x, sizes, dim=1)
+        return torch.cat([layer(r) for layer, r in zip(layers, ranges, strict=True)], dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        x = self.stem_bn(self.stem(x))
+        h = self.act1(self._mixed(x, self.pw, [3, 5]))
+        h = self.act2(self._mixed(h, self.dw, [2, 8]))
+        gate = self.expand(F.relu(self.reduce(h.mean(dim=(2, 3), keepdim=True))))
+        h = h * torch.sigmoid(gate)
+        h = self.bn3(self._mixed(h, self.pwl, [4, 6]))
+        out: Tensor = self.head((h + x).mean(dim=(2, 3)))
+        return out
+
+
+class InceptionMixer(nn.Module):
+    """A stream of 8 channels cut into 4 passed, 2 convolved 3 x 3 and 2 convolved 1 x 5
+    (depthwise), concatenated back in order, normed and mixed by an MLP added back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(CHANNELS, 8, 3, padding=1)
+        self.square = nn.Conv2d(2, 2, 3, padding=1, groups=2)
+        self.band = nn.Conv2d(2, 2, (1, 5), padding=(0, 2), groups=2)
+        self.norm = nn.BatchNorm2d(8)
+        self.fc1, self.fc2 = nn.Conv2d(8, 16, 1), nn.Conv2d(16, 8, 1)
+        self.head = nn.Linear(8, CLASSES)
+        self.input_shape = (CHANNELS, SIDE, SIDE)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        x = self.stem(x)
+        kept, a, b = torch.split(x, [4, 2, 2], dim=1)
+        h = self.norm(torch.cat([kept, self.square(a), self.band(b)], dim=1))
+        x = x + self.fc2(F.gelu(self.fc1(h)))
+        out: Tensor = self.head(x.mean(dim=(2, 3)))
+        return out
+
+
+class GatedMLP(nn.Module):
+    """gMLP's channel MLP: up to 2 x 6 units, GELU, the second half normed and gating the
+    first, down; the up layer's outputs are also read whole by a second layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.norm = nn.Linear(5, 12), nn.LayerNorm(6)
+        self.down, self.whole = nn.Linear(6, 4), nn.Linear(12, 4)
+        self.head = nn.Linear(4, CLASSES)
+        self.input_shape = (5,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        h = F.gelu(self.up(x))
+        u, v = h.chunk(2, dim=-1)
+        out: Tensor = self.head(torch.tanh(self.down(u * self.norm(v)) + self.whole(h)))
+        return out
+
+
+MODELS = {
+    "res2net": Res2Block, "mixnet": MixedBlock, "inception": InceptionMixer,
+    "gated": GatedMLP,
+}  # fmt: skip
+
+
+def _inputs(model: nn.Module, seed: int) -> Tensor:
+    gen = torch.Generator().manual_seed(seed % 1000)
+    return torch.randn(4, *model.input_shape, generator=gen, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+@given(weights=st.integers(0, 2**31 - 1), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=4, deadline=None)
+def test_symmetries_keep_the_function(kind: str, weights: int, seed: int) -> None:
+    """Random symmetries, normalization and the canonical form keep the class scores."""
+    model = randomize(MODELS[kind](), weights)
+    spec = spec_from_module(model)
+    assert_symmetries_keep_the_function(model, spec, state_of(model), _inputs(model, seed), seed)
+
+
+def _ranges(spec: object, tensor: str, axis: int = 0) -> dict[str, list[int]]:
+    """For each group: where its units start along ``axis`` of ``tensor``."""
+    found: dict[str, list[int]] = {}
+    for g in spec.groups:  # type: ignore[attr-defined]
+        for t in g.tensors:
+            if (t.name, t.axis) == (tensor, axis):
+                found.setdefault(g.name, []).append(t.start)
+    return found
+
+
+def test_res2net_ranges_join_the_convolutions_they_are_added_to() -> None:
+    """Range 1 of conv1's units moves with conv 0's outputs, range 2 with conv 1's; range
+    0 and range 3 alone; each carries its entries of conv1's BatchNorm."""
+    spec = spec_from_module(Res2Block())
+    assert _ranges(spec, "conv1.weight") == {
+        "conv1@0": [0], "conv1@3": [3], "conv1@6": [6], "conv1@9": [9],
+    }  # fmt: skip
+    assert _ranges(spec, "act1.0.running_var") == _ranges(spec, "conv1.weight")
+    (second,) = [g for g in spec.groups if g.name == "conv1@3"]
+    assert {p.weight for p in second.producers} == {"conv1.weight", "convs.0.weight"}
+    assert second.symmetry == "scale"
+
+
+def test_mixnet_stream_is_cut_where_the_mixed_layers_meet() -> None:
+    """The stream (the stem's channels) splits at 3: its two ranges join the outputs of
+    the two last 1 x 1 convolutions; the 10 channels of the first two split at 2 and at
+    4 (ranges 0-2, 2-4 and 4-10: the first layer's 4 units cut by the depthwise split),
+    and the gate's layer makes the same ranges."""
+    spec = spec_from_module(MixedBlock())
+    assert _ranges(spec, "stem.weight") == {"stem@0": [0], "stem@3": [3]}
+    pwl = {p.weight for g in spec.groups if g.name == "stem@3" for p in g.producers}
+    assert pwl == {"stem.weight", "pwl.1.weight"}
+    assert sorted(_ranges(spec, "expand.weight").values()) == [[0], [2], [4]]
+    assert sorted(_ranges(spec, "act1.0.weight").values()) == [[0], [2], [4]]
+    assert sorted(_ranges(spec, "pw.0.weight").values()) == [[0], [2]]
+
+
+def test_a_stream_cut_and_concatenated_in_order_is_the_stream() -> None:
+    """InceptionNeXt's: after the concatenation the norm and the MLP read the stream's
+    ranges (the norm's weights, fc1's columns from each range's start)."""
+    spec = spec_from_module(InceptionMixer())
+    assert _ranges(spec, "norm.weight") == {"stem@0": [0], "stem@4": [4], "stem@6": [6]}
+    assert _ranges(spec, "fc1.weight", axis=1) == _ranges(spec, "norm.weight")
+    assert _ranges(spec, "fc2.weight") == _ranges(spec, "norm.weight")
+
+
+def test_halves_gating_each_other_move_together() -> None:
+    """gMLP's halves join (a product of their units): one group of 6 with both halves of
+    the up layer's rows, the layer reading the whole at both starts."""
+    spec = spec_from_module(GatedMLP())
+    (gate,) = [g for g in spec.groups if "up.weight" in g.weights]
+    assert [p.start for p in gate.producers] == [0, 6]
+    assert sorted(o.start for o in gate.outgoing if o.name == "whole.weight") == [0, 6]
+    assert {c.name for c in gate.carried} == {"norm.weight", "norm.bias"}
+
+
+class AcrossTheCut(nn.Module):
+    """A layer's activations cut into 2 and 6, and also sliced from 1 to 5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.a, self.b = nn.Linear(5, 8), nn.Linear(2, 3), nn.Linear(6, 3)
+        self.c = nn.Linear(4, 3)
+        self.input_shape = (5,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        h = F.relu(self.up(x))
+        first, rest = h.split([2, 6], dim=-1)
+        out: Tensor = self.a(first) + self.b(rest) + self.c(h[:, 1:5])
+        return out
+
+
+def test_a_range_across_a_cut_is_refused() -> None:
+    with pytest.raises(UnsupportedModuleError, match="across that cut"):
+        spec_from_module(AcrossTheCut())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("res2net50_26w_4s", 32), ("mixnet_s", 32), ("inception_next_tiny", 64)],
+)
+def test_timms_models_with_ranges_keep_their_function(name: str, size: int) -> None:
+    """timm's Res2Net, MixNet and InceptionNeXt on small images: random symmetries and
+    canonical forms keep the logits of random weights (BatchNorm statistics random too),
+    and a moved copy's canonical form is the original's."""
+    _, timm = vision()
+    torch.manual_seed(0)
+    model = randomize(timm.create_model(name, num_classes=10, pretrained=False), 1)
+    spec = spec_from_module(model, (3, size, size))
+    assert any("@" in g.name for g in spec.groups)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    state = state_of(model)
+    assert_symmetries_keep_the_function(model, spec, state, x.double(), seed=3)
