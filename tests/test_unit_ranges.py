@@ -23,7 +23,9 @@ from nets import assert_symmetries_keep_the_function, randomize, state_of
 from torch import Tensor, nn
 from vision_models import vision
 
-from canon.core import spec_from_module
+from canon.core import normalize, spec_from_module
+from canon.core.paths import geodesic_path
+from canon.core.units import unit_vectors
 from canon.errors import UnsupportedModuleError
 
 CHANNELS, SIDE, CLASSES = 3, 6, 3
@@ -219,6 +221,24 @@ def test_halves_gating_each_other_move_together() -> None:
     assert [p.start for p in gate.producers] == [0, 6]
     assert sorted(o.start for o in gate.outgoing if o.name == "whole.weight") == [0, 6]
     assert {c.name for c in gate.carried} == {"norm.weight", "norm.bias"}
+
+
+def test_geodesics_keep_every_range_on_its_spheres() -> None:
+    """Between two normalized Res2Net blocks the geodesic starts and ends exactly at
+    them, and at every point between each unit on spheres keeps its rows' norm (in all
+    of its producers, a range of one layer's among them: 1 per layer after BatchNorm)."""
+    spec = spec_from_module(Res2Block())
+    a, b = (normalize(state_of(randomize(Res2Block(), seed)), spec) for seed in (1, 2))
+    path = geodesic_path(a, b, spec, torch.tensor([0.0, 0.3, 0.7, 1.0], dtype=torch.float64))
+    for k, end in ((0, a), (3, b)):
+        assert all(torch.equal(path.state(k)[n], end[n]) for n in a)
+    ranged = [g for g in spec.groups if g.on_sphere and any(p.start for p in g.producers)]
+    assert ranged
+    for group in (g for g in spec.groups if g.on_sphere):
+        ends = unit_vectors(a, group, effective=False).norm(dim=1)
+        for k in (1, 2):
+            norms = unit_vectors(path.state(k), group, effective=False).norm(dim=1)
+            torch.testing.assert_close(norms, ends)
 
 
 class AcrossTheCut(nn.Module):

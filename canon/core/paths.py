@@ -312,6 +312,9 @@ def geodesic_path(
     tensors: dict[str, TensorPath] = {n: _constant_or_linear(a[n], b[n], x) for n in a}
     # the rows of each weight that are units on spheres (a part of a fused layer's rows)
     turning: dict[str, list[Tensor | None]] = {}
+    # rows of a weight on great circles through several layers' rows (a shared group's):
+    # each group's rows of it, with their circles' bases and coefficients
+    shared: dict[str, list[tuple[Tensor | None, Combination]]] = {}
     for group in spec.groups:
         if not group.on_sphere:
             continue  # units not on spheres move linearly (DESIGN §3b)
@@ -325,12 +328,21 @@ def geodesic_path(
         rows_b = unit_vectors(b, group, effective=False)
         circle = _great_circle(rows_a, rows_b, x, True)
         parts = [split_rows(base, group, a) for base in circle.bases]
-        for name in group.weights:
-            tensors[name] = Combination(tuple(p[name] for p in parts), circle.coefs)
+        for producer in group.producers:
+            name = producer.weight
+            index = _rows_of(producer, group.size, a[name].shape[0])
+            found = Combination(tuple(p[name] for p in parts), circle.coefs)
+            shared.setdefault(name, []).append((index, found))
     for name, taken in turning.items():
         whole = any(rows is None for rows in taken)
         index = None if whole else torch.cat([r for r in taken if r is not None])
-        tensors[name] = _circle_rows(a[name], b[name], x, index)
+        if name in shared:  # its other rows turn with a shared group's
+            shared[name].append((index, _circle_rows(a[name], b[name], x, index, alone=True)))
+        else:
+            tensors[name] = _circle_rows(a[name], b[name], x, index)
+    for name, circles in shared.items():
+        whole = len(circles) == 1 and circles[0][0] is None
+        tensors[name] = circles[0][1] if whole else _rows_on_circles(a[name], b[name], x, circles)
     if spec.output is not None:
         name = spec.output.weight
         tensors[name] = _great_circle(a[name], b[name], x, False)
@@ -346,11 +358,16 @@ def _rows_of(producer: Producer, size: int, rows: int) -> Tensor | None:
     return positions.reshape(-1) + layout["start"]
 
 
-def _circle_rows(a: Tensor, b: Tensor, x: Tensor, index: Tensor | None) -> Combination:
+def _circle_rows(
+    a: Tensor, b: Tensor, x: Tensor, index: Tensor | None, alone: bool = False
+) -> Combination:
     """Rows ``index`` of a weight (None: all) along their great circles, the other rows
-    (another part of a fused layer, not on spheres) along the straight line."""
+    (another part of a fused layer, not on spheres) along the straight line; with
+    ``alone``, the circles of those rows only (their bases those rows)."""
     if index is None:
         return _great_circle(a, b, x, True)
+    if alone:
+        return _great_circle(a[index], b[index], x, True)
     circle = _great_circle(a[index], b[index], x, True)
     steps, bases = circle.coefs.shape[:2]
     xs = x.cpu().to(circle.coefs.dtype).unsqueeze(1)
@@ -361,6 +378,25 @@ def _circle_rows(a: Tensor, b: Tensor, x: Tensor, index: Tensor | None) -> Combi
         return Combination((a, b), coefs)
     turn = torch.zeros_like(a)
     turn[index] = circle.bases[1]
+    return Combination((a, turn, b), coefs)
+
+
+def _rows_on_circles(
+    a: Tensor, b: Tensor, x: Tensor, circles: list[tuple[Tensor | None, Combination]]
+) -> Combination:
+    """A weight whose rows ``index`` move along the great circles given for them (each
+    circle's bases those rows: (a, b) or (a, u, b)), its other rows along the line."""
+    coefs = torch.zeros(len(x), 3, a.shape[0], dtype=torch.float64)
+    xs = x.cpu().to(coefs.dtype).unsqueeze(1)
+    coefs[:, 0], coefs[:, 2] = 1 - xs, xs
+    turn = torch.zeros_like(a)
+    for index, circle in circles:
+        rows = slice(None) if index is None else index
+        last = len(circle.bases) - 1
+        coefs[:, 0, rows], coefs[:, 2, rows] = circle.coefs[:, 0], circle.coefs[:, last]
+        coefs[:, 1, rows] = circle.coefs[:, 1] if last == 2 else 0.0
+        if last == 2:
+            turn[rows] = circle.bases[1]
     return Combination((a, turn, b), coefs)
 
 

@@ -281,12 +281,13 @@ def unit_vectors(state: Mapping[str, Tensor], group: UnitGroup, effective: bool 
 
 
 def split_rows(rows: Tensor, group: UnitGroup, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Inverse of :func:`unit_vectors` without gains: the producers' weights from their rows."""
+    """Inverse of :func:`unit_vectors` without gains: the producers' weights from their
+    rows (of a producer whose units are a range of its layer's outputs, those rows)."""
     out: dict[str, Tensor] = {}
     offset = 0
     for p in group.producers:
         w = like[p.weight]
         width = w[0].numel() if w.shape[0] else 0
-        out[p.weight] = rows[:, offset : offset + width].reshape(w.shape)
+        out[p.weight] = rows[:, offset : offset + width].reshape(len(rows), *w.shape[1:])
         offset += width
     return out
