@@ -266,10 +266,18 @@ def test_a_range_across_a_cut_is_refused() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "size"),
-    [("res2net50_26w_4s", 32), ("mixnet_s", 32), ("inception_next_tiny", 64)],
+    [
+        ("res2net50_26w_4s", 32),
+        ("mixnet_s", 32),
+        ("inception_next_tiny", 64),
+        ("rexnet_100", 32),
+        ("focalnet_tiny_srf", 64),
+    ],
 )
 def test_timms_models_with_ranges_keep_their_function(name: str, size: int) -> None:
-    """timm's Res2Net, MixNet and InceptionNeXt on small images: random symmetries and
+    """timm's Res2Net, MixNet, InceptionNeXt, ReXNet (a shortcut added to the first
+    channels of a block's output: `x[:, :c] += shortcut`) and FocalNet (one gate per
+    focal level sliced from a layer's outputs) on small images: random symmetries and
     canonical forms keep the logits of random weights (BatchNorm statistics random too),
     and a moved copy's canonical form is the original's."""
     _, timm = vision()
