@@ -110,9 +110,8 @@ def spec(app: App, architecture: str, config_json: str) -> None:
                 f"outgoing {outs or (ROUTED if experts else 'none (summed)')}"
             )
         out = derived.output
-        lines.append(
-            f"  output {out.weight}: {out.size} units" if out else "  output: fixed read-out"
-        )
+        none = "  output: none to scale (a fixed read-out, or tied to the embedding, or capped)"
+        lines.append(f"  output {out.weight}: {out.size} units" if out else none)
         return "\n".join(lines)
 
     emit(app, {"architecture": architecture, "spec": derived.to_dict()}, text)
