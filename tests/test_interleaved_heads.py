@@ -43,8 +43,15 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nets import assert_same_function, outputs, randomize, state_of
+from nets import (
+    assert_same_function,
+    assert_symmetries_keep_the_function,
+    outputs,
+    randomize,
+    state_of,
+)
 from torch import Tensor, nn
+from vision_models import small_timm_vit
 
 from canon.core import (
     Spec,
@@ -668,6 +675,48 @@ def test_capped_logits_are_followed(tied: bool) -> None:
     y = logits(state)
     torch.testing.assert_close(logits(random_symmetry(state, spec, seed=1)), y)
     torch.testing.assert_close(logits(normalize(state, spec)), y)
+
+
+class TwoHeads(nn.Module):
+    """DeiT's distilled ending: a class head on the first token and a distillation head
+    on the second, averaged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(4, WIDTH)
+        self.up, self.down = nn.Linear(WIDTH, 2 * WIDTH), nn.Linear(2 * WIDTH, WIDTH)
+        self.head, self.dist = nn.Linear(WIDTH, 3), nn.Linear(WIDTH, 3)
+        self.input_shape = (TOKENS, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(head(token 0) + dist(token 1)) / 2."""
+        h = self.embed(x)
+        h = h + self.down(F.relu(self.up(h)))
+        out: Tensor = (self.head(h[:, 0]) + self.dist(h[:, 1])) / 2
+        return out
+
+
+def test_averaged_output_layers_keep_their_scales() -> None:
+    """Two output layers summed list no output layer to scale (their scales are one
+    symmetry only together): both read the stream, whose symmetries and normalization
+    keep the logits."""
+    model = randomize(TwoHeads(), 7)
+    spec = spec_from_module(model)
+    assert spec.output is None
+    (stream,) = [g for g in spec.groups if g.shared]
+    assert {"head.weight", "dist.weight"} <= {o.name for o in stream.outgoing}
+    x = torch.randn(5, TOKENS, 4, dtype=torch.float64)
+    state = state_of(model)
+    assert_symmetries_keep_the_function(model, spec, state, x, seed=2)
+
+
+@pytest.mark.slow
+def test_timms_distilled_deit_keeps_its_function() -> None:
+    """timm's distilled DeiT (two blocks, its two heads averaged): no output layer to
+    scale; random symmetries and canonical forms keep the logits."""
+    model, spec, state, x = small_timm_vit("deit_tiny_distilled_patch16_224", 32)
+    assert spec.output is None
+    assert_symmetries_keep_the_function(model, spec, state, x, seed=3)
 
 
 @pytest.mark.slow  # a process of its own: seconds of imports

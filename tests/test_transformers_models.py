@@ -227,6 +227,12 @@ MORE: dict[str, dict[str, Any]] = {
         "num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 4, "ffn_dim": 32,
         "vocab_size": 40, "max_position_embeddings": 12, "word_embed_proj_dim": 16,
     },
+    # DeiT's class and distillation heads, averaged: no output layer to scale
+    "deit-distilled": {
+        "model_type": "deit", "architectures": ["DeiTForImageClassificationWithTeacher"],
+        "image_size": 16, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "intermediate_size": 32, "num_labels": 3,
+    },
     # a masked-LM head whose state dict keeps the tied table under the output layer's name
     "xlm-roberta": {
         "model_type": "xlm-roberta", "architectures": ["XLMRobertaForMaskedLM"],
@@ -380,8 +386,9 @@ def test_library_layers_with_their_own_forward_keep_the_function(
     added by baddbmm over the batch and heads merged) and BEiT (a relative position bias
     gathered from a table), XLM-RoBERTa's masked-LM head (a tie the state dict keeps
     under the output layer's name), nanochat, Nemotron and Gemma 4 (norms without a
-    weight or with weight + 1) and Apertus (an activation with learned numbers);
-    symmetries keep the logits and canonical forms agree."""
+    weight or with weight + 1), Apertus (an activation with learned numbers) and DeiT
+    with its distillation head (two output layers averaged); symmetries keep the logits
+    and canonical forms agree."""
     config = MORE[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()
@@ -399,7 +406,7 @@ def test_library_layers_with_their_own_forward_keep_the_function(
         assert [(g.symmetry, g.blocks) for g in qk] == [("none", 4)] * 2
     pinned = 4 if kind in VALUES_NORMED else 2 if kind in ROTARY else 0
     assert sum(1 for g in spec.groups if g.heads_only) == pinned
-    if kind in ("nanochat", "gemma4_text"):  # capped logits: the output layer's scale is fixed
+    if kind in ("nanochat", "gemma4_text", "deit-distilled"):  # capped logits, two heads
         assert spec.output is None
     _keeps_its_function(model, spec)
 

@@ -1833,7 +1833,7 @@ class Walker(AttentionSteps, ExpertSteps):
         space = value.space.root()
         made = space.producers[0]
         path = made.path
-        if len(space.producers) != 1 or space.outgoing or space.carried:
+        if space.outgoing or space.carried:
             raise unsupported(
                 f"the output of `{path}` is also read or added elsewhere; canon needs the "
                 "logits to come from one last layer",
@@ -1846,10 +1846,11 @@ class Walker(AttentionSteps, ExpertSteps):
             )
         self.output_space = space
         capped = any(not (op.homogeneous or op.invariant) for _, op in space.ops)
-        if made.weight in self.shared or capped:
+        if made.weight in self.shared or capped or len(space.producers) > 1:
             # tied to the embedding, or read by an op that is not positively homogeneous
             # (Gemma 2's and nanochat's soft-capping tanh): the output layer's scale is no
-            # symmetry, so nothing rescales the logits
+            # symmetry, so nothing rescales the logits; several output layers summed
+            # (DeiT's class and distillation heads, averaged) keep their scales too
             return
         self.output = OutputLayer(weight=made.weight, bias=made.bias, size=space.size)
 
