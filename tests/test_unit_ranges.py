@@ -14,6 +14,8 @@ first unit on (canon.core.unit_ranges).
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -150,6 +152,65 @@ MODELS = {
     "res2net": Res2Block, "mixnet": MixedBlock, "inception": InceptionMixer,
     "gated": GatedMLP,
 }  # fmt: skip
+
+
+class RandomCuts(nn.Module):
+    """A stream of 8 units cut at ``first`` (each range gating a layer of its own of the
+    input, the products side by side added back), cut again at ``second`` (ranges across
+    the first cut's), each range through ``tanh``, put side by side in the order
+    ``order``, ``gated`` by a layer of the input, and read by the head."""
+
+    def __init__(self, first: list[int], second: list[int], order: list[int], gated: bool) -> None:
+        super().__init__()
+        self.first, self.second, self.order = first, second, order
+        self.stem = nn.Linear(5, 8)
+        self.gate = nn.Linear(5, 8) if gated else None
+        self.mix = nn.ModuleList(nn.Linear(5, n) for n in first)
+        self.head = nn.Linear(8, CLASSES)
+        self.input_shape = (5,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        h = F.relu(self.stem(x))
+        parts = h.split(self.first, -1)
+        h = h + torch.cat([m(x) * torch.sigmoid(parts[i]) for i, m in enumerate(self.mix)], -1)
+        ranges = h.split(self.second, -1)
+        z = torch.cat([torch.tanh(ranges[i]) for i in self.order], -1)
+        if self.gate is not None:
+            z = z * torch.sigmoid(self.gate(x))
+        out: Tensor = self.head(z)
+        return out
+
+
+@st.composite
+def _cuts(draw: st.DrawFn) -> RandomCuts:
+    def sizes() -> list[int]:
+        ends = draw(st.sets(st.integers(1, 7), max_size=3))
+        bounds = [0, *sorted(ends), 8]
+        return [b - a for a, b in itertools.pairwise(bounds)]
+
+    first, second = sizes(), sizes()
+    order = draw(st.permutations(range(len(second))))
+    return RandomCuts(first, second, list(order), draw(st.booleans()))
+
+
+@given(model=_cuts(), weights=st.integers(0, 2**31 - 1), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=12, deadline=None)
+def test_any_cuts_keep_the_function(model: RandomCuts, weights: int, seed: int) -> None:
+    """Whatever the two cuts and the order the ranges are put back in: random symmetries,
+    normalization and the canonical form keep the class scores, and every one of the
+    stem's rows is in exactly one group."""
+    model = randomize(model, weights)
+    spec = spec_from_module(model)
+    assert_symmetries_keep_the_function(model, spec, state_of(model), _inputs(model, seed), seed)
+    rows = sorted(
+        r
+        for g in spec.groups
+        for p in g.producers
+        if p.weight == "stem.weight"
+        for r in range(p.start, p.start + g.size)
+    )
+    assert rows == list(range(8))
 
 
 def _inputs(model: nn.Module, seed: int) -> Tensor:
