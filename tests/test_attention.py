@@ -420,13 +420,83 @@ class _HeadsAddedToUnits(nn.Module):
     ("model", "words"),
     [
         (_GroupedQuery(), "reads repeated units"),
-        (_HeadsAddedToUnits(), "combines two attention tensors"),
+        (_HeadsAddedToUnits(), "unsupported op `relu` on attention heads"),
     ],
     ids=["gqa", "heads-mixed"],
 )
 def test_what_canon_cannot_follow_is_named(model: nn.Module, words: str) -> None:
     with pytest.raises(UnsupportedModuleError, match=words):
         spec_from_module(model)
+
+
+class _NormedParts(nn.Module):
+    """A layer's outputs viewed as two parts of 4, each normed by one RMSNorm (its weights
+    index a part's entries), merged back; no attention reads them. ``summed``: the parts
+    of two layers added first (Gemma 4's per-layer inputs: a table's and a projection's)."""
+
+    def __init__(self, summed: bool) -> None:
+        super().__init__()
+        self.up, self.norm, self.down = nn.Linear(5, 8), nn.RMSNorm(4), nn.Linear(8, 3)
+        self.other = nn.Linear(5, 8) if summed else None
+        self.input_shape = (5,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        h = self.up(x).view(-1, 2, 4)
+        if self.other is not None:
+            h = h + self.other(x).view(-1, 2, 4)
+        out: Tensor = self.down(F.relu(self.norm(h).reshape(-1, 8)))
+        return out
+
+
+class _PerLayerInputs(nn.Module):
+    """Gemma 4's per-layer inputs, small: a layer of the input and a projection of the
+    stream, each viewed as (2 layers, 4), summed and normed alike; block i gates part i
+    into the stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.table, self.project = nn.Linear(5, 8), nn.Linear(5, 8), nn.Linear(8, 8)
+        self.norm = nn.RMSNorm(4)
+        self.gates = nn.ModuleList(nn.Linear(8, 4) for _ in range(2))
+        self.outs = nn.ModuleList(nn.Linear(4, 8) for _ in range(2))
+        self.head = nn.Linear(8, 3)
+        self.input_shape = (5,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        h = self.stem(x)
+        parts = self.norm(self.table(x).view(-1, 2, 4) + self.project(h).view(-1, 2, 4))
+        for i, (gate, out) in enumerate(zip(self.gates, self.outs, strict=True)):
+            h = h + out(F.gelu(gate(h)) * parts[:, i, :])
+        result: Tensor = self.head(h)
+        return result
+
+
+def test_a_pinned_part_picked_pins_what_it_gates() -> None:
+    """Each block's gate multiplies a part whose entries no symmetry moves: its units stay
+    in place too; the stream still moves, and symmetries keep the function."""
+    model = _PerLayerInputs().double()
+    spec = spec_from_module(model)
+    moved = {w for g in spec.groups for w in g.weights}
+    assert "stem.weight" in moved
+    assert not moved & {"gates.0.weight", "gates.1.weight", "project.weight", "table.weight"}
+    x = torch.randn(6, 5, dtype=torch.float64)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert_symmetries_keep_the_function(model, spec, state, x, seed=1)
+
+
+@pytest.mark.parametrize("summed", [False, True])
+def test_parts_normed_alike_outside_attention_stay_in_place(summed: bool) -> None:
+    """Such a norm pins each part's entries and the parts are no attention's heads: no
+    group moves the layer's units (they would move freely, breaking the norm, and be
+    rescaled under it), and symmetries keep the function."""
+    model = _NormedParts(summed).double()
+    spec = spec_from_module(model)
+    assert not [g for g in spec.groups if "up.weight" in g.weights]
+    x = torch.randn(6, 5, dtype=torch.float64)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert_symmetries_keep_the_function(model, spec, state, x, seed=1)
 
 
 # --------------------------------------------------------------------------- the zoo

@@ -352,14 +352,23 @@ MORE: dict[str, dict[str, Any]] = {
         hidden_size_per_layer_input=0, sliding_window=4, pad_token_id=0, bos_token_id=0,
         eos_token_id=0,
     ),
+    # Gemma 4's per-layer inputs (E2B's, E4B's): a second token table and a projection of
+    # the stream, viewed per layer, normed alike and summed, each layer gating its slice
+    # into the stream; the slices' units stay in place
+    "gemma4_text-ple": _decoder(
+        "gemma4_text", "Gemma4ForCausalLM", **GROUPED, head_dim=4, global_head_dim=4,
+        hidden_size_per_layer_input=4, vocab_size_per_layer_input=40, sliding_window=4,
+        pad_token_id=0, bos_token_id=0, eos_token_id=0,
+    ),
 }  # fmt: skip
 PARTIAL = {"stablelm", "phi", "gpt_neox", "gptj", "codegen"}
 ROTARY = {
     "gemma", "stablelm", "phi", "gpt_neox", "persimmon", "qwen3", "llama-eager", "gemma3_text",
     "phi3", "gemma2", "olmo2", "gptj", "codegen", "cohere", "falcon-grouped", "nanochat",
-    "nemotron", "gemma4_text", "apertus",
+    "nemotron", "gemma4_text", "gemma4_text-ple", "apertus",
 }  # fmt: skip
-VALUES_NORMED = {"gemma4_text"}  # a norm over each value head: their dimensions pinned too
+# a norm over each value head: their dimensions pinned too
+VALUES_NORMED = {"gemma4_text", "gemma4_text-ple"}
 # rotary, but one key/value head: nothing of the query/key dimensions moves (no heads_only)
 ONE_HEAD = {"gpt_bigcode", "falcon"}
 
@@ -406,7 +415,7 @@ def test_library_layers_with_their_own_forward_keep_the_function(
         assert [(g.symmetry, g.blocks) for g in qk] == [("none", 4)] * 2
     pinned = 4 if kind in VALUES_NORMED else 2 if kind in ROTARY else 0
     assert sum(1 for g in spec.groups if g.heads_only) == pinned
-    if kind in ("nanochat", "gemma4_text", "deit-distilled"):  # capped logits, two heads
+    if kind in ("nanochat", "gemma4_text", "gemma4_text-ple", "deit-distilled"):
         assert spec.output is None
     _keeps_its_function(model, spec)
 

@@ -400,6 +400,7 @@ class AttentionSteps(UnitRanges):
     parts: dict[str, list[tuple[frozenset[int], Space]]]  # by layer: the parts cut so far
     tied: dict[str, str]  # a tied tensor's other names: the name the state dict keeps
     tables: dict[str, Space]  # by table: the space an embedding's lookup started
+    _join: Callable[[Space, Space, fx.Node], None]  # the walker's: two spaces become one
 
     # -- where they start ----------------------------------------------------------
 
@@ -939,6 +940,9 @@ class AttentionSteps(UnitRanges):
         taken = self._head_range(node, inputs)
         if taken is not None:
             return taken
+        one = self._pinned_head(node, inputs)
+        if one is not None:
+            return one
         rotated = self._rotary(node, inputs)
         if rotated is not None:
             return rotated
@@ -949,6 +953,12 @@ class AttentionSteps(UnitRanges):
                 at,
             )
         found = [v for _, v in inputs if isinstance(v, (Heads, Scores))]
+        split = [v for v in found if isinstance(v, Heads)]
+        layouts = {(v.head_axis, v.dim_axis, v.heads, v.repeat) for v in split}
+        if len(split) == len(inputs) == 2 and len(layouts) == 1 and target in ADD | MUL:
+            # two tensors split alike into heads, added or multiplied: their units join
+            self._join(split[0].space, split[1].space, node)
+            return replace(split[0], space=split[0].space.root())
         if len(found) != 1:
             raise unsupported(f"op `{name}` in {at} combines two attention tensors", name, at)
         value = found[0]
@@ -1036,6 +1046,28 @@ class AttentionSteps(UnitRanges):
         if step != 1 or stop <= first or not self._fresh(heads):
             return None
         return self._whole_heads(node, heads, first, stop)
+
+    def _pinned_head(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Units | None:
+        """``x[:, :, i, :]``: one head of heads whose dimensions a norm pinned and that no
+        attention reads (Gemma 4's per-layer inputs, layer i's slice): its units, which no
+        symmetry moves (a space of their own, pinned; what they meet is pinned with them);
+        None for any other op."""
+        if node.target is not operator.getitem or len(inputs) != 1:
+            return None
+        source, heads = inputs[0]
+        if not isinstance(heads, Heads) or heads.repeat != 1 or not heads.space.root().heads_only:
+            return None
+        shape = shape_of(source)
+        entries = _per_axis(node.args[1], len(shape))
+        if entries is None:
+            return None
+        picked = [a for a, i in enumerate(entries) if isinstance(i, int)]
+        cut = [a for a, i in enumerate(entries) if i != slice(None) and not isinstance(i, int)]
+        if picked != [heads.head_axis] or cut:
+            return None
+        space = Space(size=heads.space.root().size // heads.heads, created=self.order[node])
+        space.pin()
+        return Units(space, heads.dim_axis - (heads.dim_axis > heads.head_axis))
 
     @staticmethod
     def _fresh(heads: Heads) -> bool:

@@ -1787,6 +1787,8 @@ class Walker(AttentionSteps, ExpertSteps):
         b.parent = a
         a.pieces = a.pieces or b.pieces
         a.carved = a.carved or b.carved
+        if b.heads_only:  # what moves as one space moves only as the more pinned allows
+            a.pin(b.free)
         a.producers += b.producers
         a.batchnorms |= b.batchnorms
         a.outgoing += b.outgoing
@@ -1867,6 +1869,11 @@ class Walker(AttentionSteps, ExpertSteps):
         found = self._attention_groups(_group)
         for space in spaces.values():
             if id(space) in in_attention:
+                continue
+            if space.heads_only:
+                # viewed as heads that no attention reads, their dimensions pinned by a norm
+                # over each (its weights index them): nothing here knows the heads, so
+                # none move
                 continue
             if space.carved:
                 if space.outgoing or space.carried or space.batchnorms:
