@@ -148,9 +148,34 @@ class GatedMLP(nn.Module):
         return out
 
 
+class DualPath(nn.Module):
+    """DPN's dual paths: a residual path of 4 channels and a dense one growing by 2 a
+    block, side by side into each block's layer, taken apart again by slices (the
+    layer's first 4 outputs added to the residual path, the rest joining the dense)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(CHANNELS, 6, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(6 + 2 * i, 6, 1) for i in range(2))
+        self.head = nn.Linear(10, CLASSES)
+        self.input_shape = (CHANNELS, SIDE, SIDE)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        h = F.relu(self.stem(x))
+        resid, dense = h[:, :4], h[:, 4:]
+        for block in self.blocks:
+            both = torch.cat([resid, dense], dim=1)
+            out = F.relu(block(both))
+            resid = both[:, :4] + out[:, :4]
+            dense = torch.cat([both[:, 4:], out[:, 4:]], dim=1)
+        out = self.head(torch.cat([resid, dense], dim=1).mean(dim=(2, 3)))
+        return out
+
+
 MODELS = {
     "res2net": Res2Block, "mixnet": MixedBlock, "inception": InceptionMixer,
-    "gated": GatedMLP,
+    "gated": GatedMLP, "dpn": DualPath,
 }  # fmt: skip
 
 
@@ -274,6 +299,20 @@ def test_a_stream_cut_and_concatenated_in_order_is_the_stream() -> None:
     assert _ranges(spec, "fc2.weight") == _ranges(spec, "norm.weight")
 
 
+def test_dual_paths_are_taken_apart_by_slices() -> None:
+    """The residual path is the stem's first 4 channels, joined by each block's first 4
+    outputs; each block's last 2 outputs stay a range of their own, read by the next
+    block and the head from where the dense path puts them."""
+    spec = spec_from_module(DualPath())
+    (resid,) = [g for g in spec.groups if "stem.weight" in g.weights and g.size == 4]
+    assert {(p.weight, p.start) for p in resid.producers} == {
+        ("stem.weight", 0), ("blocks.0.weight", 0), ("blocks.1.weight", 0),
+    }  # fmt: skip
+    assert _ranges(spec, "head.weight", axis=1) == {
+        resid.name: [0], "stem@4": [4], "blocks.0@4": [6], "blocks.1@4": [8],
+    }  # fmt: skip
+
+
 def test_halves_gating_each_other_move_together() -> None:
     """gMLP's halves join (a product of their units): one group of 6 with both halves of
     the up layer's rows, the layer reading the whole at both starts."""
@@ -337,10 +376,10 @@ def test_a_range_across_a_cut_is_refused() -> None:
 )
 def test_timms_models_with_ranges_keep_their_function(name: str, size: int) -> None:
     """timm's Res2Net, MixNet, InceptionNeXt, ReXNet (a shortcut added to the first
-    channels of a block's output: `x[:, :c] += shortcut`) and FocalNet (one gate per
-    focal level sliced from a layer's outputs) on small images: random symmetries and
-    canonical forms keep the logits of random weights (BatchNorm statistics random too),
-    and a moved copy's canonical form is the original's."""
+    channels of a block's output: `x[:, :c] += shortcut`), FocalNet (one gate per
+    focal level sliced from a layer's outputs) and DPN (dual paths) on small images:
+    random symmetries and canonical forms keep the logits of random weights (BatchNorm
+    statistics random too), and a moved copy's canonical form is the original's."""
     _, timm = vision()
     torch.manual_seed(0)
     model = randomize(timm.create_model(name, num_classes=10, pretrained=False), 1)

@@ -1182,6 +1182,10 @@ class Walker(AttentionSteps, ExpertSteps):
             return self._concatenated(node, inputs)
         if node.target in CARVE and len(inputs) == 1:
             return self._pieces(node, *inputs[0])  # type: ignore[arg-type]
+        if node.target is operator.getitem and len(inputs) == 1:
+            taken = self._concat_slice(node, *inputs[0])  # type: ignore[arg-type]
+            if taken is not None:
+                return taken
         if node.target in ADD or node.target in MUL:
             added = self._added_side_by_side(node, inputs)
             if added is not None:
@@ -1258,6 +1262,26 @@ class Walker(AttentionSteps, ExpertSteps):
             name,
             at,
         )
+
+    def _concat_slice(
+        self, node: fx.Node, source: fx.Node, concat: Concat
+    ) -> Units | Concat | None:
+        """``x[:, a:b]`` of several layers' units side by side, along their axis (DPN's dual
+        paths taken apart): units ``a`` to ``b``, each layer's cut where the slice ends
+        inside it; None for any other index."""
+        shape = shape_of(source)
+        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        if Ellipsis in index or len(index) > len(shape) or concat.block != 1:
+            return None
+        entries = list(index) + [slice(None)] * (len(shape) - len(index))
+        rest = [e for axis, e in enumerate(entries) if axis != concat.axis]
+        entry = entries[concat.axis]
+        if not isinstance(entry, slice) or any(e != slice(None) for e in rest):
+            return None
+        start, stop, step = entry.indices(shape[concat.axis])
+        if step != 1 or start >= stop:
+            return None
+        return self._range(node, concat, shape[concat.axis], start, stop, (start, stop))
 
     def _added_side_by_side(
         self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]
