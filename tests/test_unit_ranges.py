@@ -173,9 +173,31 @@ class DualPath(nn.Module):
         return out
 
 
+class GhostBlock(nn.Module):
+    """GhostNet's ghost module: a 1 x 1 convolution to 4 channels and a depthwise one of
+    those (each unit twice, side by side), the 8 taken whole by a slice, normed,
+    convolved depthwise and added to a stream of 8 channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(CHANNELS, 8, 3, padding=1)
+        self.primary, self.cheap = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.norm, self.dw = nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.head = nn.Linear(8, CLASSES)
+        self.input_shape = (CHANNELS, SIDE, SIDE)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        s = self.stem(x)
+        a = F.relu(self.primary(s))
+        h = torch.cat([a, F.relu(self.cheap(a))], dim=1)[:, :8]
+        out: Tensor = self.head((s + self.dw(self.norm(h))).mean(dim=(2, 3)))
+        return out
+
+
 MODELS = {
     "res2net": Res2Block, "mixnet": MixedBlock, "inception": InceptionMixer,
-    "gated": GatedMLP, "dpn": DualPath,
+    "gated": GatedMLP, "dpn": DualPath, "ghost": GhostBlock,
 }  # fmt: skip
 
 
@@ -313,6 +335,18 @@ def test_dual_paths_are_taken_apart_by_slices() -> None:
     }  # fmt: skip
 
 
+def test_a_ghost_modules_halves_added_to_a_stream_join_it_twice() -> None:
+    """Both halves of the stream are the primary layer's units (each half added to one
+    copy): one group, the stem's rows and the head's columns at 0 and 4, the depthwise
+    filters and the norm's entries at 0 and 4."""
+    spec = spec_from_module(GhostBlock())
+    (group,) = [g for g in spec.groups if "primary.weight" in g.weights]
+    assert sorted(p.start for p in group.producers if p.weight == "stem.weight") == [0, 4]
+    assert sorted(o.start for o in group.outgoing if o.name == "head.weight") == [0, 4]
+    assert sorted(c.start for c in group.carried if c.name == "dw.weight") == [0, 4]
+    assert sorted(c.start for c in group.carried if c.name == "norm.running_var") == [0, 4]
+
+
 def test_halves_gating_each_other_move_together() -> None:
     """gMLP's halves join (a product of their units): one group of 6 with both halves of
     the up layer's rows, the layer reading the whole at both starts."""
@@ -377,7 +411,8 @@ def test_a_range_across_a_cut_is_refused() -> None:
 def test_timms_models_with_ranges_keep_their_function(name: str, size: int) -> None:
     """timm's Res2Net, MixNet, InceptionNeXt, ReXNet (a shortcut added to the first
     channels of a block's output: `x[:, :c] += shortcut`), FocalNet (one gate per
-    focal level sliced from a layer's outputs) and DPN (dual paths) on small images:
+    focal level sliced from a layer's outputs), DPN (dual paths) and GhostNet (a
+    layer's units and a depthwise convolution of them, side by side) on small images:
     random symmetries and canonical forms keep the logits of random weights (BatchNorm
     statistics random too), and a moved copy's canonical form is the original's."""
     _, timm = vision()

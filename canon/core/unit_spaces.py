@@ -376,8 +376,19 @@ class Walker(AttentionSteps, ExpertSteps):
                 lookup = fixed[0].lookup
             self.values[node] = Fixed(tuple(dict.fromkeys(names + params)), lookup)
             return
-        if any(u.repeat > 1 for _, u in hidden) and not isinstance(module, nn.Linear):
-            self._check_repeated(node, module, hidden)
+        # a linear layer, or a convolution over all channels, reads repeated units
+        reads = isinstance(module, LAYERS) and getattr(module, "groups", 1) == 1
+        if any(u.repeat > 1 for _, u in hidden) and not reads:
+            copies = [(n, _side_by_side_copies(v)) for n, v in inputs]
+            try:
+                self._check_repeated(node, module, hidden)
+            except UnsupportedModuleError:
+                if not any(isinstance(v, Concat) for _, v in copies):
+                    raise
+                # copies of a space side by side (GhostNet's two halves), as any units side
+                # by side: added to a stream, convolved depthwise
+                self.values[node] = self._side_by_side(node, copies)
+                return
         if isinstance(module, nn.MultiheadAttention):
             self.values[node] = self._multihead(node, module, inputs)
             return
@@ -1082,12 +1093,14 @@ class Walker(AttentionSteps, ExpertSteps):
         )
         view = one and op is not None and op.kind == "reshape"
         moved = one and module is None and node.target in POSITIONS
+        # an index that takes everything (GhostNet's x[:, :out] of its two halves)
+        everything = keeps and node.target is operator.getitem
         norm = one and (
             isinstance(module, LAYERNORMS)
             or (module is not None and library_norm(module))
             or node.target is F.layer_norm
         )
-        if not (elementwise or view or moved or norm):
+        if not (elementwise or view or moved or norm or everything):
             at = location(node)
             raise unsupported(
                 f"op `{op_name(node)}` in {at} reads repeated units (grouped-query attention's "
@@ -1108,11 +1121,18 @@ class Walker(AttentionSteps, ExpertSteps):
             fill = ndim - (len(entries) - 1 - entries.count(None))
             entries[dots : dots + 1] = [slice(None)] * fill
         axis, new_axis = 0, units.axis
+        width = shape_of(source)[units.axis]
         for entry in entries:
             if entry is None:
                 new_axis += axis <= units.axis
                 continue
-            if axis == units.axis and entry != slice(None):
+            bounds = (entry.start, entry.stop, entry.step) if isinstance(entry, slice) else ()
+            everything = (
+                isinstance(entry, slice)
+                and all(b is None or isinstance(b, int) for b in bounds)
+                and entry.indices(width) == (0, width, 1)
+            )
+            if axis == units.axis and not everything:
                 return self._sliced_part(node, source, units, entries, axis, new_axis)
             if isinstance(entry, int) and axis < units.axis:
                 new_axis -= 1
@@ -1120,8 +1140,8 @@ class Walker(AttentionSteps, ExpertSteps):
                 break
             axis += 1
         else:
-            if units.block == 1:
-                return Units(units.space.root(), new_axis)
+            if units.block == 1:  # repeated units stay repeated
+                return replace(units, space=units.space.root(), axis=new_axis, layer=None)
         at = location(node)
         raise unsupported(
             f"indexing in {at} picks among the units; canon supports indexing other axes "
@@ -2007,6 +2027,18 @@ def _library_norm_shape(
         )
     check_commutes(module, path, shape, units.axis)
     return (width,) if units.axis == len(shape) - 1 else None
+
+
+def _side_by_side_copies(value: Value) -> Value:
+    """Copies of one space's units side by side (a ``cat`` of them) as that space's units
+    side by side with themselves; any other value as it is."""
+    if not isinstance(value, Units) or value.repeat == 1 or value.block != 1:
+        return value
+    space = value.space.root()
+    if value.head != space.size:
+        return value
+    one = Units(space, value.axis)
+    return Concat(tuple((one, k * space.size) for k in range(value.repeat)), value.axis)
 
 
 def _in_a_row(hidden: list[tuple[fx.Node, Units]]) -> list[tuple[Units, int]]:
