@@ -347,6 +347,10 @@ class Walker(AttentionSteps, ExpertSteps):
             else:
                 self.values[node] = self._grouped_conv(node, layer, hidden, path=path)
             return
+        filtered = self._filtered(node, hidden) if hidden else None
+        if filtered is not None:
+            self.values[node] = filtered
+            return
         fixed = [v for _, v in inputs if isinstance(v, Fixed)]
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         if isinstance(module, StackedExperts):
@@ -632,6 +636,36 @@ class Walker(AttentionSteps, ExpertSteps):
             device="meta",
         )  # fmt: skip  # the kernel's size does not matter to the units
         return path, layer
+
+    def _filtered(self, node: fx.Node, hidden: list[tuple[fx.Node, Units]]) -> Units | None:
+        """``F.conv2d(x, filt, groups=channels)`` with one fixed filter for every channel,
+        held by the code and not the weights (timm's ``BlurPool2d``, the anti-aliasing of
+        TResNet and ``resnetaa*``): the same linear map of each channel's positions, so
+        the units stay and permute through it; None for any other call."""
+        if node.op != "call_function" or node.target not in (F.conv1d, F.conv2d):
+            return None
+        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+        given = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
+        weight, source = given.get("weight"), given.get("input")
+        if len(hidden) != 1 or hidden[0][0] is not source or given.get("bias") is not None:
+            return None
+        units = hidden[0][1]
+        base = weight
+        while isinstance(base, fx.Node) and base.target in ("expand", "expand_as", "to"):
+            base = base.args[0]
+        name = str(base.target) if isinstance(base, fx.Node) and base.op == "get_attr" else None
+        held = attribute(self.gm, name) if name is not None else None
+        stored = self.names is None or name in self.names
+        channels = shape_of(source)[1] if len(shape_of(source)) > 1 else 0
+        if held is None or stored or held.is_meta or held.shape[1:2] != (1,):
+            return None
+        if units.axis != 1 or units.block != 1 or units.repeat != 1 or units.space.pinned:
+            return None
+        if given.get("groups") != channels or not bool((held == held[:1]).all()):
+            return None
+        space = units.space.root()
+        space.ops.append((self.order[node], linear("fixed filter")))
+        return Units(space, 1)
 
     def _layer(
         self,
