@@ -44,8 +44,10 @@ __all__ = [
 #: Bumped whenever cached values (alignments, pair results) would be computed differently,
 #: or their keys change (2: pair keys hash every path option, defaults included; 4: weight
 #: matching's objective is a sum of per-layer cosines; 5: tanh units' distances are in the
-#: free Euclidean term, units with zero incoming weights are normalized by their biases).
-CACHE_VERSION = 5
+#: free Euclidean term, units with zero incoming weights are normalized by their biases;
+#: 6: a layer's units viewed as parts that no attention reads and normed part by part stay
+#: in place, where they were permuted and rescaled under the norm; a pin follows joins).
+CACHE_VERSION = 6
 #: Written into every stored object's metadata as ``canon.format_version``.
 FORMAT_VERSION = "1"
 KINDS = ("solution", "midpoint")
