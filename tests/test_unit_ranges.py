@@ -195,9 +195,35 @@ class GhostBlock(nn.Module):
         return out
 
 
+class SplitAttention(nn.Module):
+    """ResNeSt's split attention with a radix of 2: a grouped convolution to 2 parts of 4
+    channels, the parts summed and pooled, a bottleneck to weights that a softmax spreads
+    over the parts, the parts weighted by them and summed, added to the stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(CHANNELS, 4, 3, padding=1)
+        self.conv, self.bn = nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.BatchNorm2d(8)
+        self.fc1, self.fc2 = nn.Conv2d(4, 3, 1), nn.Conv2d(3, 8, 1)
+        self.head = nn.Linear(4, CLASSES)
+        self.input_shape = (CHANNELS, SIDE, SIDE)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        x = F.relu(self.stem(x))
+        b = x.shape[0]
+        parts = F.relu(self.bn(self.conv(x))).reshape(b, 2, 4, SIDE, SIDE)
+        gap = parts.sum(dim=1).mean(dim=(2, 3), keepdim=True)
+        attn = self.fc2(F.relu(self.fc1(gap))).view(b, 1, 2, -1).transpose(1, 2)
+        attn = F.softmax(attn, dim=1).reshape(b, -1)
+        h = (parts * attn.reshape(b, 2, 4, 1, 1)).sum(dim=1)
+        out: Tensor = self.head((h + x).mean(dim=(2, 3)))
+        return out
+
+
 MODELS = {
     "res2net": Res2Block, "mixnet": MixedBlock, "inception": InceptionMixer,
-    "gated": GatedMLP, "dpn": DualPath, "ghost": GhostBlock,
+    "gated": GatedMLP, "dpn": DualPath, "ghost": GhostBlock, "resnest": SplitAttention,
 }  # fmt: skip
 
 
@@ -347,6 +373,20 @@ def test_a_ghost_modules_halves_added_to_a_stream_join_it_twice() -> None:
     assert sorted(c.start for c in group.carried if c.name == "norm.running_var") == [0, 4]
 
 
+def test_split_attentions_parts_move_alike() -> None:
+    """The grouped convolution's two parts and the weights' two parts are summed and
+    multiplied unit by unit, and added to the stem: one group of 4 holds the stem's rows
+    and both parts' rows of each, at 0 and 4, in the convolution's 2 input groups."""
+    spec = spec_from_module(SplitAttention())
+    (parts,) = [g for g in spec.groups if "conv.weight" in g.weights]
+    starts = sorted((p.weight, p.start) for p in parts.producers)
+    assert starts == [
+        ("conv.weight", 0), ("conv.weight", 4), ("fc2.weight", 0), ("fc2.weight", 4),
+        ("stem.weight", 0),
+    ]  # fmt: skip
+    assert (parts.size, parts.blocks, parts.symmetry) == (4, 2, "none")
+
+
 def test_halves_gating_each_other_move_together() -> None:
     """gMLP's halves join (a product of their units): one group of 6 with both halves of
     the up layer's rows, the layer reading the whole at both starts."""
@@ -406,20 +446,24 @@ def test_a_range_across_a_cut_is_refused() -> None:
         ("inception_next_tiny", 64),
         ("rexnet_100", 32),
         ("focalnet_tiny_srf", 64),
+        ("dpn68", 32),
+        ("ghostnet_050", 32),
+        ("resnest14d", 32),
     ],
 )
 def test_timms_models_with_ranges_keep_their_function(name: str, size: int) -> None:
     """timm's Res2Net, MixNet, InceptionNeXt, ReXNet (a shortcut added to the first
     channels of a block's output: `x[:, :c] += shortcut`), FocalNet (one gate per
-    focal level sliced from a layer's outputs), DPN (dual paths) and GhostNet (a
-    layer's units and a depthwise convolution of them, side by side) on small images:
-    random symmetries and canonical forms keep the logits of random weights (BatchNorm
-    statistics random too), and a moved copy's canonical form is the original's."""
+    focal level sliced from a layer's outputs), DPN (dual paths), GhostNet (a layer's
+    units and a depthwise convolution of them, side by side) and ResNeSt (split
+    attention) on small images: random symmetries and canonical forms keep the logits of
+    random weights (BatchNorm statistics random too), and a moved copy's canonical form
+    is the original's."""
     _, timm = vision()
     torch.manual_seed(0)
     model = randomize(timm.create_model(name, num_classes=10, pretrained=False), 1)
     spec = spec_from_module(model, (3, size, size))
-    assert any("@" in g.name for g in spec.groups)
+    assert any(p.start for g in spec.groups for p in g.producers)  # rows of a range
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     state = state_of(model)
     assert_symmetries_keep_the_function(model, spec, state, x.double(), seed=3)

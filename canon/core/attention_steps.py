@@ -1005,6 +1005,9 @@ class AttentionSteps(UnitRanges):
             dim = _softmax_dim(node, module)
             if dim is not None and dim % len(shape_of(node)) != value.head_axis:
                 return value  # softmax over keys: per head
+        across = self._across_parts(node, source, value, module) if len(inputs) == 1 else None
+        if across is not None:
+            return across
         op = function_op(node) if module is None else module_op(module)
         if keeps and isinstance(value, Scores) and len(inputs) == 1 and _elementwise(op):
             return value  # the same function of every score (Gemma 2's tanh soft-capping)
@@ -1017,6 +1020,45 @@ class AttentionSteps(UnitRanges):
         raise unsupported(
             f"unsupported op `{name}` on attention heads in {at}" + _SUPPORTED, name, at
         )
+
+    def _across_parts(
+        self, node: fx.Node, source: fx.Node, value: Heads | Scores, module: nn.Module | None
+    ) -> Units | Heads | None:
+        """A sum or mean (or a softmax) over the head axis of a layer's units viewed as
+        parts that no attention reads (ResNeSt's split attention: the radix parts summed,
+        their weights a softmax across the parts): unit j of every part meets unit j of
+        the others, so the parts are ranges that move alike, one space; None for any
+        other op."""
+        if not isinstance(value, Heads) or value.repeat != 1:
+            return None
+        ndim = len(shape_of(source))
+        target = node.target
+        softmax = target in _SOFTMAX or isinstance(module, nn.Softmax)
+        if softmax:
+            dims: tuple[int, ...] | None = (_softmax_dim(node, module) or 0,)
+        elif target in ("sum", torch.sum, "mean", torch.mean):
+            given = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+            dims = (given,) if isinstance(given, int) else None
+        else:
+            return None
+        if dims is None or [d % ndim for d in dims] != [value.head_axis]:
+            return None
+        space = value.space.root()
+        if id(space) in self._attention_spaces() or value.dim_axis < value.head_axis:
+            return None
+        d = space.size // value.heads
+        bounds = tuple(range(0, space.size + 1, d))
+        parts = [self._cut(node, space, a, a + d, bounds) for a in bounds[:-1]]
+        for part in parts[1:]:
+            self._join(parts[0], part, node)
+        if softmax:
+            space.root().ops.append((self.order[node], plain("softmax across parts")))
+            return replace(value, space=space.root())
+        kept = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+        if kept:
+            return None  # the parts' axis kept as one: not followed
+        parts[0].root().ops.append((self.order[node], linear("sum across parts")))
+        return Units(parts[0].root(), value.dim_axis - 1)
 
     # -- whole heads of a fused projection ------------------------------------------------
 
@@ -1364,7 +1406,12 @@ class AttentionSteps(UnitRanges):
             return replace(
                 value, head_axis=batched, dim_axis=value.dim_axis + batched - value.head_axis
             )
-        if isinstance(value, Heads) and value.dim_axis == value.head_axis + 1:
+        between = range(value.head_axis + 1, value.dim_axis) if isinstance(value, Heads) else ()
+        if (
+            isinstance(value, Heads)
+            and value.dim_axis > value.head_axis
+            and all(in_shape[a] == 1 for a in between)  # only axes of one entry between
+        ):
             before = math.prod(in_shape[: value.head_axis])
             width = in_shape[value.head_axis] * in_shape[value.dim_axis]
             for j, size in enumerate(out_shape):

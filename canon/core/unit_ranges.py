@@ -55,7 +55,10 @@ class UnitRanges:
         if space.pinned or (start, stop) == (0, space.size):
             return space
         at = location(node)
-        structured = space.heads > 1 or space.heads_only or space.blocks > 1 or space.link
+        block = space.size // space.blocks  # units permute within blocks this wide
+        inside = (b for b in (start, stop, *bounds) if 0 < b < space.size)
+        across = space.blocks > 1 and any(b % block for b in inside)
+        structured = space.heads > 1 or space.heads_only or across or space.link
         if structured or space.carved or space.factor:
             raise unsupported(
                 f"op `{op_name(node)}` in {at} cuts units that move in heads or blocks, or "
@@ -66,9 +69,11 @@ class UnitRanges:
         if not space.pieces:
             ends = sorted({0, start, stop, space.size, *(b for b in bounds if 0 < b < space.size)})
             space.pieces = [
-                (a, Space(size=b - a, created=self.order[node], origin=f"{space.origin}@{a}"))
+                (a, Space(b - a, created=self.order[node], origin=f"{space.origin}@{a}"))
                 for a, b in itertools.pairwise(ends)
             ]
+            for _, piece in space.pieces if space.blocks > 1 else ():
+                piece.blocks = piece.size // block  # a grouped convolution's groups, cut between
             self.cut_spaces.append(space)
         for first, piece in space.pieces:
             if first <= start and stop <= first + piece.size:
