@@ -415,6 +415,39 @@ def test_geodesics_keep_every_range_on_its_spheres() -> None:
             torch.testing.assert_close(norms, ends)
 
 
+class NormedAfterTheCut(nn.Module):
+    """A layer's activations cut at ``first``, each range read by a layer of its own, and
+    the whole normed by a GroupNorm of 2 groups of 4 and read by the head."""
+
+    def __init__(self, first: int) -> None:
+        super().__init__()
+        self.first = first
+        self.up, self.norm = nn.Linear(5, 8), nn.GroupNorm(2, 8)
+        self.a, self.b = nn.Linear(first, CLASSES), nn.Linear(8 - first, CLASSES)
+        self.head = nn.Linear(8, CLASSES)
+        self.input_shape = (5,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        h = F.relu(self.up(x))
+        a, b = h.split([self.first, 8 - self.first], dim=-1)
+        out: Tensor = self.a(a) + self.b(b) + self.head(self.norm(h))
+        return out
+
+
+def test_a_group_norm_after_the_cut_keeps_its_groups() -> None:
+    """Ranges that are its groups permute within them (the function kept); a cut
+    across its groups is refused."""
+    model = randomize(NormedAfterTheCut(4), 5)
+    spec = spec_from_module(model)
+    assert sorted((g.size, g.blocks) for g in spec.groups if "up.weight" in g.weights) == [
+        (4, 1), (4, 1),
+    ]  # fmt: skip
+    assert_symmetries_keep_the_function(model, spec, state_of(model), _inputs(model, 3), 3)
+    with pytest.raises(UnsupportedModuleError, match="across the groups"):
+        spec_from_module(NormedAfterTheCut(3))
+
+
 class AcrossTheCut(nn.Module):
     """A layer's activations cut into 2 and 6, and also sliced from 1 to 5."""
 

@@ -18,6 +18,7 @@ also used whole, before or after the cut.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 
 from torch import fx
@@ -190,7 +191,20 @@ class UnitRanges:
 
 def _take(piece: Space, whole: Space, first: int) -> None:
     """Give ``piece`` (the range of ``whole`` from unit ``first``) every tensor that moves
-    with ``whole``, each now from that unit on."""
+    with ``whole``, each now from that unit on, and what ``whole`` may not do: permute
+    across its blocks (a GroupNorm's groups, met after the cut), or move at all (pinned)."""
+    if whole.blocks > 1:
+        width = whole.size // whole.blocks
+        if first % width or piece.size % width:
+            raise unsupported(
+                f"the units of `{whole.origin}` are cut into ranges across the groups they "
+                "permute within (a GroupNorm's, a grouped convolution's)",
+                "split",
+                whole.origin,
+            )
+        piece.blocks = math.lcm(piece.blocks, piece.size // width)
+    if whole.heads_only:
+        piece.pin()
     for made in whole.producers:
         if made.stride or made.head != 1 or made.bias_parts:
             raise unsupported(
