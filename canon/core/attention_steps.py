@@ -85,7 +85,7 @@ from canon.core.walk_values import (
     unsupported,
 )
 
-__all__ = ["MATMUL", "AttentionSteps"]
+__all__ = ["MATMUL", "AttentionSteps", "per_axis"]
 
 MATMUL = {operator.matmul, torch.matmul, "matmul", torch.bmm, "bmm"}
 _SOFTMAX = {F.softmax, torch.softmax, "softmax"}
@@ -133,7 +133,7 @@ def _differs_between_heads(terms: Sequence[fx.Node], head_axis: int, ndim: int) 
     return False
 
 
-def _per_axis(index: object, ndim: int) -> tuple[int | slice, ...] | None:
+def per_axis(index: object, ndim: int) -> tuple[int | slice, ...] | None:
     """An index of ``ndim`` axes (``x[..., 0, :]``) as one entry per axis, or None if it
     holds anything but numbers, slices and one Ellipsis."""
     found = index if isinstance(index, tuple) else (index,)
@@ -475,7 +475,7 @@ class AttentionSteps(UnitRanges):
         if target is operator.getitem and isinstance(index, int) and picks:
             return self._stacked_part(node, stacked, index % stacked.parts)
         listed = tuple(map(_as_range, index if isinstance(index, tuple) else (index,)))
-        entries = _per_axis(listed, ndim) if target is operator.getitem and ndim else None
+        entries = per_axis(listed, ndim) if target is operator.getitem and ndim else None
         numbers = [(a, i) for a, i in enumerate(entries or ()) if isinstance(i, int)]
         whole = all(i == slice(None) for i in entries or () if isinstance(i, slice))
         if len(numbers) == 1 and numbers[0][0] == stacked.head_axis and whole:
@@ -708,7 +708,7 @@ class AttentionSteps(UnitRanges):
             scores.query.root().heads_fixed = scores.key.root().heads_fixed = True
             return Fixed(())  # the largest score of each query: a shift the softmax ignores
         if target is operator.getitem and len(inputs) == 1 and scores.sinks:
-            index = _per_axis(node.args[1], ndim)
+            index = per_axis(node.args[1], ndim)
             width = shape_of(source)[keys]
             if index is None or any(i != slice(None) for i in index[:keys]):
                 return None
@@ -1034,14 +1034,14 @@ class AttentionSteps(UnitRanges):
         ndim = len(shape_of(source))
         target = node.target
         softmax = target in _SOFTMAX or isinstance(module, nn.Softmax)
+        dim: object
         if softmax:
-            dims: tuple[int, ...] | None = (_softmax_dim(node, module) or 0,)
+            dim = _softmax_dim(node, module)
         elif target in ("sum", torch.sum, "mean", torch.mean):
-            given = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
-            dims = (given,) if isinstance(given, int) else None
+            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         else:
             return None
-        if dims is None or [d % ndim for d in dims] != [value.head_axis]:
+        if not isinstance(dim, int) or dim % ndim != value.head_axis:
             return None
         space = value.space.root()
         if id(space) in self._attention_spaces() or value.dim_axis < value.head_axis:
@@ -1074,7 +1074,7 @@ class AttentionSteps(UnitRanges):
             return None
         shape = shape_of(source)
         index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
-        entries = _per_axis(tuple(_as_range(i) for i in index), len(shape))
+        entries = per_axis(tuple(_as_range(i) for i in index), len(shape))
         if entries is None or any(not isinstance(i, slice) for i in entries):
             return None
         cut = [
@@ -1100,7 +1100,7 @@ class AttentionSteps(UnitRanges):
         if not isinstance(heads, Heads) or heads.repeat != 1 or not heads.space.root().heads_only:
             return None
         shape = shape_of(source)
-        entries = _per_axis(node.args[1], len(shape))
+        entries = per_axis(node.args[1], len(shape))
         if entries is None:
             return None
         picked = [a for a, i in enumerate(entries) if isinstance(i, int)]
@@ -1249,7 +1249,7 @@ class AttentionSteps(UnitRanges):
         half, the dimensions a partial rotary embedding turns, every other one)."""
         whole = value if isinstance(value, Heads) else value.heads
         shape = shape_of(source)
-        index = _per_axis(node.args[1], len(shape))
+        index = per_axis(node.args[1], len(shape))
         if index is None or any(not isinstance(i, slice) for i in index):
             return None
         cut = [

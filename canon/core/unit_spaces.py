@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from canon.core.attention_steps import MATMUL, AttentionSteps
+from canon.core.attention_steps import MATMUL, AttentionSteps, per_axis
 from canon.core.expert_steps import ExpertSteps
 from canon.core.experts import StackedExperts, is_router
 from canon.core.ops import (
@@ -192,6 +192,12 @@ def _writes(gm: fx.GraphModule, node: fx.Node) -> bool:
         and name.endswith("_")
         and not name.endswith("__")
     )
+
+
+def _conv_arguments(node: fx.Node) -> dict[str, Any]:
+    """A call of ``F.conv1d``/``F.conv2d``'s arguments by name."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    return {**dict(zip(names, node.args, strict=False)), **node.kwargs}
 
 
 def _viewed_attribute(node: fx.Node) -> str | None:
@@ -608,8 +614,7 @@ class Walker(AttentionSteps, ExpertSteps):
         padding and stride act on the positions alone: they do not matter to the units."""
         if node.op != "call_function" or node.target not in (F.conv1d, F.conv2d):
             return None
-        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-        given = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
+        given = _conv_arguments(node)
         weight, bias = given.get("weight"), given.get("bias")
         source = _viewed_attribute(weight) if isinstance(weight, fx.Node) else None
         if source is None or not source.endswith(".weight"):
@@ -644,8 +649,7 @@ class Walker(AttentionSteps, ExpertSteps):
         the units stay and permute through it; None for any other call."""
         if node.op != "call_function" or node.target not in (F.conv1d, F.conv2d):
             return None
-        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-        given = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
+        given = _conv_arguments(node)
         weight, source = given.get("weight"), given.get("input")
         if len(hidden) != 1 or hidden[0][0] is not source or given.get("bias") is not None:
             return None
@@ -1324,10 +1328,9 @@ class Walker(AttentionSteps, ExpertSteps):
         paths taken apart): units ``a`` to ``b``, each layer's cut where the slice ends
         inside it; None for any other index."""
         shape = shape_of(source)
-        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
-        if Ellipsis in index or len(index) > len(shape) or concat.block != 1:
+        entries = per_axis(node.args[1], len(shape))
+        if entries is None or concat.block != 1:
             return None
-        entries = list(index) + [slice(None)] * (len(shape) - len(index))
         rest = [e for axis, e in enumerate(entries) if axis != concat.axis]
         entry = entries[concat.axis]
         if not isinstance(entry, slice) or any(e != slice(None) for e in rest):
