@@ -54,6 +54,7 @@ from torch.profiler import ProfilerActivity, profile
 import canon.core.matching as core_matching
 from canon.architectures import build_model
 from canon.core import (
+    AUCTION_FROM,
     Alignment,
     Spec,
     canonicalize,
@@ -104,6 +105,14 @@ def bench_width(width: int, repeats: int, device: torch.device) -> dict[str, Any
         # are the floor there
         "ratio_canon_lap": canon_s / canon_lap_s,
     }
+
+
+def _set_auction_from(value: str, device: torch.device) -> None:
+    """Set ``AUCTION_FROM`` for ``device``'s type from ``--auction-from`` for this run."""
+    if value == "never":
+        AUCTION_FROM.pop(device.type, None)
+    else:
+        AUCTION_FROM[device.type] = int(value)
 
 
 # ---------------------------------------------------------------- resnet18
@@ -334,7 +343,14 @@ def main() -> None:
     parser.add_argument("--no-rebasin", action="store_true", help="skip rebasin in resnet18")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    parser.add_argument(
+        "--auction-from",
+        help="the size from which the device's matrices go to the auction, or 'never'"
+        " (default: canon's AUCTION_FROM)",
+    )
     args = parser.parse_args()
+    if args.auction_from is not None:
+        _set_auction_from(args.auction_from, resolve_device(args.device))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -345,6 +361,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "benchmark": "align",
         "device": str(device),
+        "auction_from": AUCTION_FROM.get(device.type),
         "torch_threads": torch.get_num_threads(),
         "target": "ratio <= 1.3 at width 2048 on CPU",
         "rows": rows,

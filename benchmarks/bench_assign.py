@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import torch
@@ -90,7 +91,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    rows = [bench_size(n, args.batch, args.repeats, device) for n in args.sizes]
+    rows = []
+    for n in args.sizes:  # each row also to stderr as it comes: a run cut short keeps them
+        rows.append(bench_size(n, args.batch, args.repeats, device))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     name = device_name(device)
     result = {
         "benchmark": "assign",

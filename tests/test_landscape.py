@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from nets import measure_batch_statistics, randomize, state_of, traced
 
 from canon.architectures import build_model
-from canon.core import normalize, random_symmetry
+from canon.core import normalize, random_symmetry, spec_from_module
 from canon.core.paths import Combination, bend_path, geodesic_path, linear_path, positions
 from canon.engine import (
     Evaluator,
@@ -237,6 +237,27 @@ def test_curves_of_several_pairs_equal_each_pair_alone(config):
     for (a, b), curve in zip(pairs, together, strict=True):
         assert curve == path_curve(a, b, model, data, "geodesic", device="cpu", options=options)
     assert len({c.barrier for c in together}) > 1  # the pairs differ
+
+
+def test_pairs_prepared_in_threads_equal_one_at_a_time(monkeypatch):
+    """Pairs matched in threads (several at once, as on a machine of many cores) give the
+    curves of pairs prepared one at a time, number for number; a matching that runs the
+    shared template stays in one thread."""
+    import canon.engine.landscape as landscape
+
+    model = randomize(build_model("mlp", MLP), 0)
+    states = [state_of(randomize(copy.deepcopy(model), s)) for s in range(1, 6)]
+    pairs = list(itertools.combinations(states, 2))
+    data = data_for(model)
+    options = PathOptions(points=5)
+    monkeypatch.setattr(landscape, "PREPARE_THREADS", 1)
+    alone = path_curves(pairs, model, data, "geodesic", "cpu", options=options)
+    monkeypatch.setattr(landscape, "PREPARE_THREADS", 8)
+    monkeypatch.setattr(landscape.os, "cpu_count", lambda: 16)
+    spec = spec_from_module(model)
+    assert landscape._threads_for([None] * len(pairs), options, spec) == 8
+    assert landscape._threads_for([None] * 3, PathOptions(method="activation"), spec) == 1
+    assert path_curves(pairs, model, data, "geodesic", "cpu", options=options) == alone
 
 
 def test_data_batches_are_sized_by_their_activations(monkeypatch):

@@ -126,9 +126,11 @@ def through_reference(b_to_reference: Alignment, a_to_reference: Alignment) -> A
 
 #: Per device type, the size from which matrices on that device are solved there by
 #: :func:`~canon.core.auction.auction_assignment` instead of by scipy on the host (absent:
-#: never). The CUDA value is provisional until ``benchmarks/bench_assign.py`` has
-#: measured the crossover on a GPU.
-AUCTION_FROM: dict[str, int] = {"cuda": 2048}
+#: never). None: ``benchmarks/bench_assign.py`` on an NVIDIA H200 found scipy on the host,
+#: the copies included, faster at every size it measured (n = 256 ... 2048: 15-190x one
+#: matrix at a time, 3.6-47x per matrix in batches of 8); the auction's thousands of
+#: rounds, each a few kernel launches and a host sync, cost more than the whole solve.
+AUCTION_FROM: dict[str, int] = {}
 
 
 def _on_device(similarity: Tensor, size: int) -> bool:

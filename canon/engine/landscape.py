@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -86,6 +88,7 @@ def as_model(model: ModelLike) -> nn.Module:
 
 
 Split: TypeAlias = tuple[Tensor, Tensor]
+_T = TypeVar("_T")
 
 # inputs cast to a working dtype, per source tensor (by id: tensors compare elementwise):
 # the cast copy stays the same object while its source lives, so that the evaluators made
@@ -401,15 +404,15 @@ def _curves_in(
     """:func:`_curves` of pairs of one working dtype, ``data`` in it."""
     train, test_split = data
     x = positions(opts.points)
+
+    def prepare(i: int) -> _CurveWork:
+        (a, b, m), alignment = pairs[i], alignments[i]
+        return _prepare(a, b, m, template, spec, train, info, opts, x, dev, alignment)
+
+    # the BN statistics run the shared template: one pair at a time
     works = [
-        _recomputed(
-            _prepare(a, b, m, template, spec, train, info, opts, x, dev, alignment),
-            template,
-            train,
-            opts,
-            dev,
-        )
-        for (a, b, m), alignment in zip(pairs, alignments, strict=True)
+        _recomputed(w, template, train, opts, dev)
+        for w in _in_threads(prepare, len(pairs), _threads_for(alignments, opts, spec))
     ]
     paths = [p for w in works for p in w.paths]
     scales = [s for w in works for s in w.output_scales]
@@ -426,6 +429,32 @@ def _curves_in(
             test_error = torch.stack([next(tests).errors for _ in work.paths]).mean(0)
         curves.append(_finish(kind, x, work, mine, test_error))
     return curves
+
+
+#: Pairs prepared at once at most (each holds its endpoints' normalized copies meanwhile).
+PREPARE_THREADS = 8
+
+
+def _threads_for(alignments: Sequence[Alignment | None], opts: PathOptions, spec: Spec) -> int:
+    """How many pairs :func:`_curves_in` prepares at once: several where pairs are matched
+    by a method that reads only their weights, up to the cores there are and
+    :data:`PREPARE_THREADS`. A pair's assignment solves run on the host outside the GIL
+    (scipy), so one pair's solves overlap with others' tensor work; on a GPU they are
+    most of a small network's time beyond its forward passes. A matching that runs the
+    shared template (``needs_data``) goes one pair at a time."""
+    if all(a is not None for a in alignments):
+        return 1
+    if get_matching(resolve_method(opts.method, spec)).needs_data:
+        return 1
+    return max(1, min(PREPARE_THREADS, os.cpu_count() or 1, len(alignments)))
+
+
+def _in_threads(fn: Callable[[int], _T], count: int, threads: int) -> list[_T]:
+    """``[fn(i) for i in range(count)]``, computed by up to ``threads`` threads."""
+    if threads <= 1 or count <= 1:
+        return [fn(i) for i in range(count)]
+    with ThreadPoolExecutor(max_workers=min(threads, count)) as pool:
+        return list(pool.map(fn, range(count)))
 
 
 def _prepare(
