@@ -58,7 +58,7 @@ def test_convnets_take_channels_last_images_on_cpu_and_nothing_else_changes():
     assert input_layout(mlp, CPU, flat)(flat) is flat
     whole = torch.randint(0, 5, (5, 3, 8, 8))
     assert input_layout(net, CPU, whole)(whole) is whole
-    assert input_layout(net, torch.device("cuda"), x)(x) is x  # not measured there: as given
+    assert input_layout(net, torch.device("mps"), x)(x) is x  # not measured there: as given
 
 
 def test_a_network_that_views_its_activations_is_evaluated_in_its_own_layout():
