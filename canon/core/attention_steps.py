@@ -1610,7 +1610,8 @@ class AttentionSteps(UnitRanges):
                 norms = space is not v and bool(nonlinear) and set(nonlinear) == {"norm"}
                 norms = norms and space.blocks == 1
                 normed = normed or norms
-                extra = bool(space.carried) and not norms
+                # a gate on the output carried by the values (Qwen3.5's): only permuted
+                extra = bool(space.carried) and not norms and not (space is v and v.gated)
                 extra = extra or bool(space.batchnorms) or bool(space.outgoing and space is not v)
                 if len(space.producers) != 1 or extra or (nonlinear and not norms):
                     what = f"op `{nonlinear[0]}`" if nonlinear else "more than one projection"
@@ -1630,7 +1631,10 @@ class AttentionSteps(UnitRanges):
             # the query rows of a key head's group: one run of the queries' producer each
             # (Falcon's newer layout interleaves each group's queries, key and value)
             runs = other.stride == 0 or other.head == att.repeat * head
-            if att.repeat > 1 and not runs:
+            # ... or one run per query head, ``stride`` apart (Qwen3.5's queries, each head's
+            # rows followed by its gate's): one axis per query head of a group
+            spread = att.repeat > 1 and other.stride > 0 and other.head == head
+            if att.repeat > 1 and not (runs or spread):
                 raise unsupported(
                     f"the attention in {att.where} shares key heads between query heads and "
                     "reads them from a projection that interleaves queries, keys and values"
@@ -1638,13 +1642,27 @@ class AttentionSteps(UnitRanges):
                     "attention",
                     att.where,
                 )
-            layout = layout_of(other)
-            if att.repeat > 1:
-                layout["repeat"], layout["head"] = att.repeat, head
-            rows = [OutgoingAxis(other.weight, 0, **layout)]
-            if other.bias is not None:
-                at = layout if other.bias_start is None else {**layout, "start": other.bias_start}
-                rows.append(OutgoingAxis(other.bias, 0, **at))
+            rows = []
+            for name, start in (
+                (other.weight, other.start),
+                (other.bias, other.start if other.bias_start is None else other.bias_start),
+            ):
+                if name is None:
+                    continue
+                layout = layout_of(other)
+                layout["start"] = start
+                if spread:
+                    step, copies = other.stride, att.repeat
+                    rows += [
+                        OutgoingAxis(
+                            name, 0, start=start + i * step, head=head, stride=copies * step
+                        )
+                        for i in range(copies)
+                    ]
+                    continue
+                if att.repeat > 1:
+                    layout["repeat"], layout["head"] = att.repeat, head
+                rows.append(OutgoingAxis(name, 0, **layout))
             taps = (*q.taps.values(), *k.taps.values()) if att.repeat == 1 else k.taps.values()
             # rotary embeddings pin the query/key dimensions (and so their scales: a
             # factor on one dimension of a rotated pair is no symmetry; DESIGN §3b)

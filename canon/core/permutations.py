@@ -334,7 +334,8 @@ def unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
         odd = {name for p in group.producers for name in p.odd}
         for t in group.tensors:
             # a linear group's units are projections' rows and columns: all of them negate
-            signed = group.symmetry == "linear" or (
+            # (not what it only permutes: a gate's rows on attention's output)
+            signed = (group.symmetry == "linear" and t.role != "carried") or (
                 group.symmetry == "sign" and (t.role == "outgoing" or t.name in odd)
             )
             axes.setdefault(t.name, []).append(

@@ -20,6 +20,8 @@ writes), so the graph is ready for the walker
 from __future__ import annotations
 
 import operator
+import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -29,7 +31,18 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["Recorded", "main_output", "record"]
+__all__ = ["OPAQUE_FUNCTIONS", "Recorded", "is_opaque", "main_output", "record"]
+
+#: Functions of model libraries that a recording keeps as one ``call_function`` node each,
+#: their insides not, found by name in the modules that define the model's classes: the
+#: gated delta rule of Qwen3.5's and Qwen3-Next's linear attention (chunks of the sequence
+#: in Python loops, in-place writes into slices). The walker pins every unit they read
+#: (:mod:`canon.core.unit_spaces`): nothing says which of their units may move.
+OPAQUE_FUNCTIONS = ("torch_chunk_gated_delta_rule", "torch_recurrent_gated_delta_rule")
+
+_OPAQUE: set[Callable[..., Any]] = set()  # the library functions wrapped, as defined
+_WRAPPING = threading.Lock()
+_ACTIVE = threading.local()  # the recorder of this thread's recording, if one runs
 
 # Tensor's operator methods as the operator symbolic tracing records; (op, swapped args).
 _OPERATORS: dict[str, tuple[Callable[..., Any], bool]] = {
@@ -114,6 +127,7 @@ def record(
     for name, t in model.state_dict(keep_vars=True).items():
         named.setdefault(id(t), name)
     recorder = _Recorder(named, keep)
+    _wrap_opaque(model)
     leaves: list[nn.Module] = []  # the leaf module being run (at most one: no nesting)
 
     def before(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -136,14 +150,60 @@ def record(
 
     pre = register_module_forward_pre_hook(before)
     post = register_module_forward_hook(after)
+    _ACTIVE.recorder = recorder
     try:
         with torch.no_grad(), recorder:
             result = model(recorder.input(x))
     finally:
+        _ACTIVE.recorder = None
         pre.remove()
         post.remove()
     recorder.finish(result)
     return Recorded(fx.GraphModule(model, recorder.graph), recorder.kept)
+
+
+def is_opaque(target: object) -> bool:
+    """Whether ``target`` (a graph node's) is one of :data:`OPAQUE_FUNCTIONS`, recorded whole."""
+    return callable(target) and target in _OPAQUE
+
+
+def _wrap_opaque(model: nn.Module) -> None:
+    """Put a wrapper in place of each of :data:`OPAQUE_FUNCTIONS` that the modules defining
+    ``model``'s classes hold. The wrapper records one node in a recording of its thread
+    and is the function itself anywhere else (other threads, later runs), so it stays."""
+    names = {type(m).__module__ for m in model.modules()}
+    with _WRAPPING:
+        for module in (sys.modules.get(n) for n in names):
+            for attr in OPAQUE_FUNCTIONS:
+                fn = getattr(module, attr, None)
+                if callable(fn) and not getattr(fn, "_canon_opaque", False):
+                    setattr(module, attr, _opaque_wrapper(fn, attr))
+
+
+def _opaque_wrapper(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``fn`` recorded whole: one node whose target, a plain function named ``name``, calls
+    it (the library's may be a callable object that a graph cannot name)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    _OPAQUE.add(call)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        recorder: _Recorder | None = getattr(_ACTIVE, "recorder", None)
+        if recorder is None or recorder.inside is not None:
+            return fn(*args, **kwargs)
+        recorder.inside = (name, args)
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            recorder.inside = None
+        recorder._add("call_function", call, args, kwargs, result)
+        return result
+
+    wrapper._canon_opaque = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 #: The most entries of a constant checked for being all zeros.

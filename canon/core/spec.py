@@ -185,13 +185,15 @@ class CarriedAxis:
     """A tensor that is only permuted with the group: a LayerNorm's or GroupNorm's
     affine, a depthwise convolution's filters, a BatchNorm that does not follow a layer
     (from ``start`` on when it normalizes several groups' units side by side: DenseNet's
-    BatchNorm of its concatenated features)."""
+    BatchNorm of its concatenated features), the rows of a gate on attention's output
+    (in runs of ``head``, ``stride`` apart: one copy of the value heads' gates)."""
 
     name: str
     axis: int = 0
     repeat: int = 1  # > 1: a query norm's weights under grouped-query attention
     head: int = 1
     start: int = 0
+    stride: int = 0
 
 
 @dataclass(frozen=True)

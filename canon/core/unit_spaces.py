@@ -16,7 +16,7 @@ import itertools
 import math
 import operator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from canon.core.ops import (
     op_name,
     plain,
 )
-from canon.core.record import all_zeros
+from canon.core.record import all_zeros, is_opaque
 from canon.core.spec import (
     BatchNormTensors,
     CarriedAxis,
@@ -68,14 +68,17 @@ from canon.core.walk_values import (
     Heads,
     Joined,
     Made,
+    Opaque,
     Param,
     Parts,
     Pieces,
+    Positions,
     Scores,
     Sliced,
     Space,
     Spread,
     Stacked,
+    Unfollowed,
     Units,
     Value,
     Woven,
@@ -86,7 +89,9 @@ from canon.core.walk_values import (
     location,
     one_tensor,
     permuted_dims,
+    pin_all,
     shape_of,
+    spaces_in,
     unit_axis_of,
     unsupported,
 )
@@ -311,6 +316,24 @@ class Walker(AttentionSteps, ExpertSteps):
                 name,
                 location(node),
             )
+        cut = _cut_positions(node, inputs)
+        if cut is not None:
+            self.values[node] = cut
+            return
+        if any(isinstance(v, Positions) for _, v in inputs):
+            if node.target is not operator.getitem or len(inputs) != 1:
+                raise unsupported(
+                    f"op `{name}` in {location(node)} reads a tuple of parts", name, location(node)
+                )
+            self.values[node] = cast(Positions, inputs[0][1]).value
+            return
+        if is_opaque(node.target) or any(isinstance(v, Opaque) for _, v in inputs):
+            self.values[node] = self._opaque(node, inputs)
+            return
+        unfollowed = [v for _, v in inputs if isinstance(v, Unfollowed)]
+        if unfollowed:
+            self.values[node] = self._still_unfollowed(node, inputs, unfollowed[0])
+            return
         attention = (
             Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts, Spread, Woven, Grouped,
             HeadRanges,
@@ -331,7 +354,13 @@ class Walker(AttentionSteps, ExpertSteps):
             self.values[node] = pieces[0].values[index]
             return
         if any(isinstance(v, attention) for _, v in inputs) or single:
-            self.values[node] = self._attention_step(node, inputs)
+            try:
+                self.values[node] = self._attention_step(node, inputs)
+            except UnsupportedModuleError as error:
+                if node.target not in _VIEWS:
+                    raise
+                # a view of heads the walk does not follow: fine for a recorded function
+                self.values[node] = Unfollowed(tuple(spaces_in([v for _, v in inputs])), error)
             return
         if any(isinstance(v, Concat) for _, v in inputs):
             self.values[node] = self._side_by_side(node, inputs)
@@ -376,6 +405,13 @@ class Walker(AttentionSteps, ExpertSteps):
             if hidden and self._promote(fixed, node):
                 self._step(node)
                 return
+            if hidden and node.target in ADD | MUL | DIV and module is None:
+                # parameters through functions other than views (Qwen3.5's decay rate
+                # -exp(A_log)) times units: fine for a function recorded whole, whose
+                # units stay where they are (the parameters do not move)
+                spaces = tuple(spaces_in([v for _, v in hidden]))
+                self.values[node] = Unfollowed(spaces, _used_directly(names[0], location(node)))
+                return
             if hidden:
                 raise _used_directly(names[0], location(node))
             params = tuple(v.name for _, v in inputs if isinstance(v, Param))
@@ -385,6 +421,10 @@ class Walker(AttentionSteps, ExpertSteps):
             if len(inputs) == len(fixed) == 1:
                 lookup = fixed[0].lookup
             self.values[node] = Fixed(tuple(dict.fromkeys(names + params)), lookup)
+            return
+        gated = self._gated_copies(node, module, hidden)
+        if gated is not None:
+            self.values[node] = gated
             return
         # a linear layer, or a convolution over all channels, reads repeated units
         reads = isinstance(module, LAYERS) and getattr(module, "groups", 1) == 1
@@ -476,6 +516,101 @@ class Walker(AttentionSteps, ExpertSteps):
                     f"unsupported op `{name}` in {location(node)}", name, location(node)
                 )
             self.values[node] = self._apply(node, op, source, units, hidden)
+
+    def _opaque(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
+        """A function recorded whole, or an op on what it computed (:class:`Opaque`): every
+        unit it reads is pinned; a layer reading its result makes new units from it as
+        from the network's input."""
+        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, LAYERS) and isinstance(inputs[0][1], Opaque):
+            if module is not None and not isinstance(module, nn.Linear) and module.groups != 1:
+                raise unsupported(
+                    f"grouped convolution `{node.target}` reads what a function recorded "
+                    "whole computed",
+                    type(module).__name__,
+                    str(node.target),
+                )
+            pin_all([v for _, v in inputs[1:]])
+            return self._layer(node, module, [(inputs[0][0], Units(self.input, 1))])
+        pin_all([v for _, v in inputs])
+        return Opaque()
+
+    def _gated_copies(
+        self, node: fx.Node, module: nn.Module | None, hidden: list[tuple[fx.Node, Units]]
+    ) -> Units | None:
+        """Attention's output (with grouped-query attention, each value head once per query
+        head that shares it) times a gate of one unit per query head and dimension, a
+        function of a layer's rows read nowhere else (Qwen3.5's and Qwen3-Next's ``out *
+        sigmoid(gate)``, the gate the second half of each query head's rows): the output,
+        its value units carrying the gate's rows (one copy per query head of a group, only
+        permuted: the gate is no linear function of them). None for any other op."""
+        if module is not None or node.target not in MUL or len(hidden) != 2:
+            return None
+        (_, first), (_, second) = hidden
+        outputs = {id(a.value.root()): a for a in self.attentions}
+        found = [
+            (c, g) for c, g in ((first, second), (second, first)) if id(c.space.root()) in outputs
+        ]
+        if len(found) != 1:
+            return None
+        copies, gate = found[0]
+        value, space = copies.space.root(), gate.space.root()
+        d = value.size // outputs[id(value)].heads
+        if not (
+            (copies.repeat == 1 or copies.head == d)
+            and gate.repeat == 1
+            and (copies.axis, copies.block, gate.block) == (gate.axis, 1, 1)
+            and space.size == value.size * copies.repeat
+            and len(space.producers) == 1
+            and not (space.pieces or space.outgoing or space.carried or space.batchnorms)
+            and not (space.pinned or space.heads_only or space.carved or space.parent)
+            and all(op.kind == "elementwise" for _, op in space.ops)
+            and self._read_once(space)
+        ):
+            return None
+        made, r = space.producers[0], copies.repeat
+        if made.bias_parts:
+            return None
+        bias_start = made.start if made.bias_start is None else made.bias_start
+        if made.stride == 0:  # query head h's gates: rows start + h * d ...
+            step = d
+        elif made.head == d:  # ... or start + h * stride
+            step = made.stride
+        else:
+            return None
+        value.carried += [
+            CarriedAxis(name, 0, head=d, start=start + i * step, stride=r * step)
+            for name, start in ((made.weight, made.start), (made.bias, bias_start))
+            if name is not None
+            for i in range(r)
+        ]
+        space.pinned = True  # its rows move with the value units, as carried above
+        value.gated = True
+        return copies
+
+    def _read_once(self, space: Space) -> bool:
+        """Whether every tensor walked so far that holds ``space``'s units has one user (so
+        none is read again later)."""
+        return all(
+            len(n.users) == 1
+            for n, v in self.values.items()
+            if isinstance(v, Units) and v.space.root() is space
+        )
+
+    def _still_unfollowed(
+        self, node: fx.Node, inputs: list[tuple[fx.Node, Value]], value: Unfollowed
+    ) -> Unfollowed:
+        """An op on :class:`Unfollowed` units, other than a layer's, with parameters, numbers
+        or more units (Qwen3-Next's queries, keys and values joined for their convolution):
+        all of them not followed."""
+        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        others = [v for _, v in inputs if v is not value]
+        if (module is None or module_op(module) is not None) and all(
+            isinstance(v, (Param, Fixed, Unfollowed, Units)) for v in others
+        ):
+            more = spaces_in([v for v in others if isinstance(v, (Unfollowed, Units))])
+            return Unfollowed((*value.spaces, *more), value.error) if more else value
+        raise value.error
 
     # -- layers ----------------------------------------------------------------
 
@@ -1868,6 +2003,8 @@ class Walker(AttentionSteps, ExpertSteps):
         b.parent = a
         a.pieces = a.pieces or b.pieces
         a.carved = a.carved or b.carved
+        a.pinned = a.pinned or b.pinned
+        a.gated = a.gated or b.gated
         if b.heads_only:  # what moves as one space moves only as the more pinned allows
             a.pin(b.free)
         a.producers += b.producers
@@ -1911,6 +2048,8 @@ class Walker(AttentionSteps, ExpertSteps):
         value = self.values.get(result)
         if isinstance(value, Ended):
             return
+        if isinstance(value, Unfollowed):
+            raise value.error
         if not isinstance(value, Units) or value.space.pinned:
             raise unsupported("the model has no Linear or Conv layer", "output", "output")
         space = value.space.root()
@@ -1974,6 +2113,28 @@ class Walker(AttentionSteps, ExpertSteps):
             self._untie(space)
             found.append((space.created, _group(space)))
         return tuple(group for _, group in sorted(found, key=lambda item: item[0]))
+
+
+_VIEWS = {"reshape", torch.reshape, "view", "flatten", torch.flatten}
+_SPLITS = {torch.tensor_split, "tensor_split", torch.split, "split", torch.chunk, "chunk"}
+
+
+def _cut_positions(node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Positions | None:
+    """``tensor_split``, ``split`` or ``chunk`` of units or heads along an axis that holds
+    none of their units (positions): the parts hold them alike; None for any other op."""
+    if node.target not in _SPLITS or len(inputs) != 1:
+        return None
+    source, value = inputs[0]
+    if not isinstance(value, (Units, Heads)):
+        return None
+    ndim = len(shape_of(source))
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    if not isinstance(dim, int) or not -ndim <= dim < ndim:
+        return None
+    held = (value.axis,) if isinstance(value, Units) else (value.head_axis, value.dim_axis)
+    if dim % ndim in held or (isinstance(value, Units) and value.space.pinned):
+        return None
+    return Positions(value)
 
 
 def tied_names(module: nn.Module) -> dict[str, str]:

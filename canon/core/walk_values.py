@@ -68,6 +68,7 @@ class Space:
     free: frozenset[int] = frozenset()  # with heads_only: dimensions of a head still free
     heads_fixed: bool = False  # a per-head term on the scores (ALiBi): heads stay in place
     factor: bool = False  # one unit scaling every unit of a position (a gate): no group
+    gated: bool = False  # carries the rows of a gate on attention's output (only permuted)
     heads: int = 1  # > 1: blocks that move as wholes, in one order for every ``link``
     link: str = ""  # (a mixture's experts and its router's rows)
     # cut into consecutive ranges of units (after norms or activations, or a stream):
@@ -144,6 +145,33 @@ class Fixed:
     # the lookup in an embedding by a constant index it is (or a view of, alone): a table
     # of positions that becomes hidden units where it meets them (GPT-2's wpe)
     lookup: fx.Node | None = None
+
+
+@dataclass(frozen=True)
+class Positions:
+    """A tuple of tensors that cut ``value`` along an axis of positions, not of units
+    (``tensor_split`` over the tokens): each part holds the units as ``value`` does."""
+
+    value: Units | Heads
+
+
+@dataclass(frozen=True, eq=False)
+class Unfollowed:
+    """Units of ``spaces`` laid out in a way the walk does not follow (Qwen3.5's output gate
+    viewed as rows of one head each), or met by parameters it cannot move with them (its
+    decay rate, from ``-exp(A_log)``), kept for a function recorded whole: where it meets
+    what such a function computed (:class:`Opaque`) its units are pinned; anywhere else
+    the walk stops with ``error``."""
+
+    spaces: tuple[Space, ...]
+    error: UnsupportedModuleError
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """What a function recorded whole computed (:data:`~canon.core.record.OPAQUE_FUNCTIONS`),
+    or anything computed from it before a layer reads it: no symmetry moves it, so every
+    unit it meets stays where it is (pinned), and a layer reads it as the network's input."""
 
 
 @dataclass(frozen=True)
@@ -308,7 +336,29 @@ Value = (
     | Fixed
     | Joined
     | Concat
+    | Opaque
+    | Positions
+    | Unfollowed
 )
+
+
+def spaces_in(value: object) -> list[Space]:
+    """Every unit space a walk value holds (in its fields, tuples of them included)."""
+    if isinstance(value, Space):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [s for v in value for s in spaces_in(v)]
+    if hasattr(value, "__dataclass_fields__") and not isinstance(value, (Param, Fixed, Made)):
+        return [s for name in value.__dataclass_fields__ for s in spaces_in(getattr(value, name))]
+    return []
+
+
+def pin_all(value: object) -> None:
+    """Keep every unit of the spaces ``value`` holds where it is (no permutation, no scale)."""
+    for space in spaces_in(value):
+        space.root().pinned = True
+        for _, piece in space.root().pieces:
+            piece.root().pinned = True
 
 
 def location(node: fx.Node) -> str:
