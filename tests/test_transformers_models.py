@@ -32,7 +32,6 @@ from canon.core import (
     spec_from_module,
 )
 from canon.core.trace import load_into
-from canon.errors import UnsupportedModuleError
 from canon.service import create_app
 
 # transformers takes seconds to import on a fresh worker: the fast loop leaves these to CI
@@ -704,10 +703,9 @@ def test_gated_delta_rule_and_gated_attention_keep_the_function(
     if layers == _HYBRID:
         values = spec.group("model.layers.1.self_attn.v_proj")
         gates = [t for t in values.tensors if t.role == "carried"]
-        assert [t.name for t in gates] == ["model.layers.1.self_attn.q_proj.weight"] * (
-            4 // kv_heads
-        )
-        assert all(t.head == 4 and t.stride == 8 * (4 // kv_heads) for t in gates)
+        copies = 4 // kv_heads  # query heads per key/value head
+        assert [t.name for t in gates] == ["model.layers.1.self_attn.q_proj.weight"] * copies
+        assert all(t.head == 4 and t.stride == 8 * copies for t in gates)
     _keeps_its_function(model, spec)
     state = _random(spec, 0)
     moved = random_symmetry(state, spec, seed=1)
