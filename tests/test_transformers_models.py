@@ -652,12 +652,16 @@ _DELTA = {
     "linear_num_value_heads": 4, "linear_num_key_heads": 2, "linear_key_head_dim": 4,
     "linear_value_head_dim": 4, "linear_conv_kernel_dim": 3, "num_experts": 4,
     "num_experts_per_tok": 2, "moe_intermediate_size": 8, "shared_expert_intermediate_size": 8,
+    "pad_token_id": 1,
 }  # fmt: skip
-_DELTA_INPUTS = {"in_proj_qkvz", "in_proj_ba", "in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b"}
+_QWEN_INPUTS = {"in_proj_qkvz", "in_proj_ba", "in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b"}
+_OLMO_INPUTS = {"q_proj", "k_proj", "v_proj", "a_proj", "b_proj", "g_proj"}
+# architecture; the layer's projections from the stream, to it, and its gated norm
 _DELTA_MODELS = {
-    "qwen3_5_text": "Qwen3_5ForCausalLM",
-    "qwen3_5_moe_text": "Qwen3_5MoeForCausalLM",
-    "qwen3_next": "Qwen3NextForCausalLM",
+    "qwen3_5_text": ("Qwen3_5ForCausalLM", _QWEN_INPUTS, "out_proj", "norm"),
+    "qwen3_5_moe_text": ("Qwen3_5MoeForCausalLM", _QWEN_INPUTS, "out_proj", "norm"),
+    "qwen3_next": ("Qwen3NextForCausalLM", _QWEN_INPUTS, "out_proj", "norm"),
+    "olmo_hybrid": ("OlmoHybridForCausalLM", _OLMO_INPUTS, "o_proj", "o_norm"),
 }
 _LINEAR_ONLY = ["linear_attention", "linear_attention"]
 _HYBRID = ["linear_attention", "full_attention"]
@@ -665,7 +669,7 @@ _HYBRID = ["linear_attention", "full_attention"]
 
 def _delta_model(model_type: str, layers: list[str], kv_heads: int) -> nn.Module:
     config = _decoder(
-        model_type, _DELTA_MODELS[model_type], num_key_value_heads=kv_heads, head_dim=4,
+        model_type, _DELTA_MODELS[model_type][0], num_key_value_heads=kv_heads, head_dim=4,
         layer_types=layers, **_DELTA,
     )  # fmt: skip
     return build_model(f"hf-transformers/{model_type}", {"config": config}).double().eval()
@@ -677,6 +681,7 @@ def _delta_model(model_type: str, layers: list[str], kv_heads: int) -> nn.Module
         ("qwen3_5_text", _LINEAR_ONLY, 2),
         ("qwen3_next", _HYBRID, 2),
         ("qwen3_5_text", _HYBRID, 4),
+        ("olmo_hybrid", _HYBRID, 2),
         pytest.param("qwen3_5_moe_text", _LINEAR_ONLY, 2, marks=pytest.mark.slow),
         pytest.param("qwen3_next", _LINEAR_ONLY, 2, marks=pytest.mark.slow),
         pytest.param("qwen3_5_text", _HYBRID, 2, marks=pytest.mark.slow),
@@ -685,22 +690,24 @@ def _delta_model(model_type: str, layers: list[str], kv_heads: int) -> nn.Module
 def test_gated_delta_rule_and_gated_attention_keep_the_function(
     libraries: None, model_type: str, layers: list[str], kv_heads: int
 ) -> None:
-    """Qwen3.5's and Qwen3-Next's linear attention (queries, keys and values through a
-    causal depthwise convolution, the gated delta rule recorded as one call, a gated norm
-    of its output): every unit the rule reads stays where it is, as do the decay's
-    parameters and the output gate (Qwen3-Next's projections interleave them per key
-    head in views canon does not follow: fine, since they are pinned); only the
-    projections from and to the residual stream move, along it. Their full attention
+    """Qwen3.5's, Qwen3-Next's and OLMo Hybrid's linear attention (queries, keys and values
+    through a causal depthwise convolution, the gated delta rule recorded as one call, a
+    gated norm of its output): every unit the rule reads stays where it is, as do the
+    decay's parameters and the output gate (Qwen3-Next's projections interleave them per
+    key head, OLMo Hybrid's gate is viewed as rows of one head each: views canon does not
+    follow, fine since they are pinned); only the projections from and to the residual
+    stream move, along it. Qwen's full attention
     gates its output by the second half of each query head's rows: those rows move with
     the value units they gate (one copy per query head that shares a key/value head),
     only permuted. Symmetries keep the logits and canonical forms agree."""
     model = _delta_model(model_type, layers, kv_heads)
     spec = spec_from_module(model)
+    _, inputs, output, norm = _DELTA_MODELS[model_type]
     carried = {t.name for g in spec.groups for t in g.tensors}
     inside = {n.rpartition(".")[0].rpartition(".")[2] for n in carried if ".linear_attn." in n}
-    assert "out_proj" in inside and inside <= {"out_proj", *_DELTA_INPUTS}
+    assert output in inside and inside <= {output, *inputs}
     assert any(g.name.startswith("model.layers.0.mlp") for g in spec.groups)
-    if layers == _HYBRID:
+    if layers == _HYBRID and model_type.startswith("qwen"):  # gated full attention
         values = spec.group("model.layers.1.self_attn.v_proj")
         gates = [t for t in values.tensors if t.role == "carried"]
         copies = 4 // kv_heads  # query heads per key/value head
@@ -709,7 +716,7 @@ def test_gated_delta_rule_and_gated_attention_keep_the_function(
     _keeps_its_function(model, spec)
     state = _random(spec, 0)
     moved = random_symmetry(state, spec, seed=1)
-    for name in ("A_log", "dt_bias", "conv1d.weight", "norm.weight"):
+    for name in ("A_log", "dt_bias", "conv1d.weight", f"{norm}.weight"):
         key = f"model.layers.0.linear_attn.{name}"
         assert torch.equal(moved[key], state[key])
 

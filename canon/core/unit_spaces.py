@@ -1160,7 +1160,14 @@ class Walker(AttentionSteps, ExpertSteps):
                 where,
             )
         if op.kind == "reshape":
-            return self._reshape(node, op, source, units)
+            try:
+                return self._reshape(node, op, source, units)
+            except UnsupportedModuleError as error:
+                if node.target not in _VIEWS:
+                    raise
+                # a view the walk does not follow: fine for a recorded function (OLMo
+                # Hybrid's output gate, viewed as rows of one head each)
+                return Unfollowed(tuple(spaces_in([units])), error)
         if op.kind == "readout":
             return self._reduce(node, source, units)
         in_shape, out_shape = shape_of(source), shape_of(node)
@@ -1393,6 +1400,10 @@ class Walker(AttentionSteps, ExpertSteps):
         plain_params = (bn is not None or norm is not None) and all(
             isinstance(v, Param) for v in others
         )
+        conv = self._functional_conv(node)
+        if conv is not None and _depthwise(conv[1]) and len(found) == 1 and found[0][1].axis == 1:
+            # OLMo Hybrid's queries, keys and values, convolved as one call on a layer's weight
+            return self._side_by_side_depthwise(node, conv[1], found[0][1], path=conv[0])
         if len(found) != 1 or (others and not plain_params):
             raise unsupported(
                 f"op `{name}` in {at} combines units of several layers side by side with other "
@@ -1461,13 +1472,17 @@ class Walker(AttentionSteps, ExpertSteps):
     ) -> Units | Concat | None:
         """``x[:, a:b]`` of several layers' units side by side, along their axis (DPN's dual
         paths taken apart): units ``a`` to ``b``, each layer's cut where the slice ends
-        inside it; None for any other index."""
+        inside it; or slices of positions alone (a causal convolution's output trimmed to
+        the sequence: OLMo Hybrid's), the units side by side as they were; None for any
+        other index."""
         shape = shape_of(source)
         entries = per_axis(node.args[1], len(shape))
         if entries is None or concat.block != 1:
             return None
         rest = [e for axis, e in enumerate(entries) if axis != concat.axis]
         entry = entries[concat.axis]
+        if entry == slice(None) and all(isinstance(e, slice) for e in rest):
+            return concat
         if not isinstance(entry, slice) or any(e != slice(None) for e in rest):
             return None
         start, stop, step = entry.indices(shape[concat.axis])
@@ -1575,10 +1590,13 @@ class Walker(AttentionSteps, ExpertSteps):
             space.ops.append((self.order[node], plain("norm")))
         return concat
 
-    def _side_by_side_depthwise(self, node: fx.Node, module: nn.Module, concat: Concat) -> Concat:
-        """A depthwise convolution of several layers' units side by side: each part carries
+    def _side_by_side_depthwise(
+        self, node: fx.Node, module: nn.Module, concat: Concat, path: str | None = None
+    ) -> Concat:
+        """A depthwise convolution (the module called at ``node``, or a call on the weights
+        of the one at ``path``) of several layers' units side by side: each part carries
         its channels' filters (and bias), which only permute."""
-        path = str(node.target)
+        path = str(node.target) if path is None else path
         bias = getattr(module, "bias", None) is not None
         op = plain("depthwise conv with bias") if bias else linear("depthwise conv")
         for units, start in concat.parts:
