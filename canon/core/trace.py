@@ -34,6 +34,7 @@ import contextlib
 import io
 import itertools
 import threading
+import types
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
@@ -141,13 +142,34 @@ def spec_from_module(model: nn.Module, input_shape: Sequence[int] | None = None)
         with _TRACING, _eval(model):
             gm = _graph(model, shape)
         names = frozenset(model.state_dict())
-        groups, output = Walker(gm, tied_names(model), names).walk()
+        try:
+            groups, output = Walker(gm, tied_names(model), names).walk()
+        except UnsupportedModuleError:
+            if _kept_whole(gm) is None:
+                raise
+            # a function torch.fx kept whole (``torch.fx.wrap``: torchvision's Swin runs
+            # its attention in one): its insides, as a run of the model records them
+            with _TRACING, _eval(model):
+                gm = _recorded(model, shape)
+            groups, output = Walker(gm, tied_names(model), names).walk()
     except UnsupportedModuleError as exc:
         note = _own_forwards(model)
         if not note:
             raise
         raise UnsupportedModuleError(f"{exc} ({note})", op=exc.op, path=exc.path) from exc
     return Spec(groups, output, tensors=tensors_of(model))
+
+
+def _kept_whole(gm: fx.GraphModule) -> str | None:
+    """The name of the first function of a library (not torch's) that the symbolic graph
+    calls whole (``torch.fx.wrap``), or None."""
+    for node in gm.graph.nodes:
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, types.FunctionType):
+            continue
+        if str(getattr(target, "__module__", "")).partition(".")[0] not in ("torch", "canon"):
+            return target.__name__
+    return None
 
 
 def _own_forwards(model: nn.Module) -> str:
@@ -192,6 +214,8 @@ def activations(model: nn.Module, x: Tensor, wanted: set[str]) -> dict[str, Tens
         try:
             gm = traced(model)
         except UnsupportedModuleError:
+            return record(model, x, _Tracer().is_leaf_module, frozenset(wanted)).kept
+        if not wanted <= {n.name for n in gm.graph.nodes}:  # the spec's graph was recorded
             return record(model, x, _Tracer().is_leaf_module, frozenset(wanted)).kept
         recorder = _Keeper(gm, wanted)
         recorder.run(x)

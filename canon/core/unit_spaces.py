@@ -302,8 +302,10 @@ class Walker(AttentionSteps, ExpertSteps):
 
     def _inputs(self, node: fx.Node) -> list[tuple[fx.Node, Value]]:
         found: list[fx.Node] = []
-        # ``a.type_as(b)`` reads only b's dtype
+        # ``a.type_as(b)`` reads only b's dtype; ``x.new_zeros(shape)`` only x's dtype and device
         read = node.args[:1] if node.target == "type_as" else (node.args, node.kwargs)
+        if node.op == "call_method" and node.target in _NEW:
+            read = (node.args[1:], node.kwargs)
         fx.node.map_arg(read, found.append)
         return [(n, self.values[n]) for n in found if n in self.values]
 
@@ -2134,6 +2136,7 @@ class Walker(AttentionSteps, ExpertSteps):
 
 
 _VIEWS = {"reshape", torch.reshape, "view", "flatten", torch.flatten}
+_NEW = {"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor"}
 _SPLITS = {torch.tensor_split, "tensor_split", torch.split, "split", torch.chunk, "chunk"}
 
 
