@@ -134,6 +134,8 @@ _METHOD_OPS: dict[str, Op] = {
     "flatten": RESHAPE,
     "view": RESHAPE,
     "reshape": RESHAPE,
+    "reshape_as": RESHAPE,  # to another tensor's shape (LeViT's BatchNorm over tokens)
+    "view_as": RESHAPE,
     "squeeze": RESHAPE,
     "unsqueeze": RESHAPE,
     "contiguous": linear("contiguous"),

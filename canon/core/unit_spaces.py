@@ -302,8 +302,10 @@ class Walker(AttentionSteps, ExpertSteps):
 
     def _inputs(self, node: fx.Node) -> list[tuple[fx.Node, Value]]:
         found: list[fx.Node] = []
-        # ``a.type_as(b)`` reads only b's dtype; ``x.new_zeros(shape)`` only x's dtype and device
-        read = node.args[:1] if node.target == "type_as" else (node.args, node.kwargs)
+        # ``a.type_as(b)`` reads only b's dtype, ``a.reshape_as(b)`` its shape;
+        # ``x.new_zeros(shape)`` only x's dtype and device
+        alike = ("type_as", "reshape_as", "view_as")
+        read = node.args[:1] if node.target in alike else (node.args, node.kwargs)
         if node.op == "call_method" and node.target in _NEW:
             read = (node.args[1:], node.kwargs)
         fx.node.map_arg(read, found.append)
