@@ -135,7 +135,8 @@ def _check_count(name: str, value: object, low: int, high: int) -> None:
 
 
 def _floats(t: Tensor | None) -> list[float] | None:
-    return None if t is None else [float(v) for v in t]
+    """The values of a 1-D tensor as Python floats (one copy off the device)."""
+    return None if t is None else [float(v) for v in t.double().tolist()]
 
 
 @dataclass(frozen=True)
