@@ -421,7 +421,7 @@ class Walker(AttentionSteps, ExpertSteps):
             params = tuple(v.name for _, v in inputs if isinstance(v, Param))
             if module is not None:
                 params += tuple(f"{node.target}.{n}" for n, _ in module.named_parameters())
-            lookup = node if isinstance(module, nn.Embedding) else None
+            lookup = node if isinstance(module, (nn.Embedding, *LAYERS)) else None
             if len(inputs) == len(fixed) == 1:
                 lookup = fixed[0].lookup
             self.values[node] = Fixed(tuple(dict.fromkeys(names + params)), lookup)
@@ -687,16 +687,22 @@ class Walker(AttentionSteps, ExpertSteps):
         return units
 
     def _promote(self, fixed: list[Fixed], node: fx.Node) -> bool:
-        """Whether ``fixed`` is one lookup in an embedding by a constant index (or a view
-        of it alone) that ``node`` meets with hidden units: a table of positions added to
-        the tokens' embeddings (GPT-2's, BERT's). Its table then starts a space of units,
-        as any embedding does, and the steps from the lookup to ``node`` are walked again."""
+        """Whether ``fixed`` is one lookup in an embedding by a constant index, or a layer
+        over constants (or a view of either alone), that ``node`` meets with hidden units:
+        a table of positions added to the tokens' embeddings (GPT-2's, BERT's), projected
+        position features (EdgeNeXt's). The table or layer then starts a space of units, as
+        any embedding or layer does, and the steps from it to ``node`` are walked again."""
         if len(fixed) != 1 or fixed[0].lookup is None:
             return False
         lookup = fixed[0].lookup
         table = self.gm.get_submodule(str(lookup.target))
-        assert isinstance(table, nn.Embedding)
-        self.values[lookup] = self._embedding(lookup, str(lookup.target), table.embedding_dim)
+        if isinstance(table, nn.Embedding):
+            self.values[lookup] = self._embedding(lookup, str(lookup.target), table.embedding_dim)
+        else:  # a layer over constants (EdgeNeXt's Fourier position features, projected)
+            assert isinstance(table, LAYERS)
+            source = lookup.args[0]
+            assert isinstance(source, fx.Node)
+            self.values[lookup] = self._layer(lookup, table, [(source, Units(self.input, 1))])
         step = lookup.next
         while step is not node:
             value = self.values.get(step)
