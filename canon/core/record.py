@@ -35,12 +35,12 @@ __all__ = ["OPAQUE_FUNCTIONS", "Recorded", "is_opaque", "main_output", "record"]
 
 #: Functions of model libraries that a recording keeps as one ``call_function`` node each,
 #: their insides not, found by name in the modules that define the model's classes: the
-#: gated delta rule of Qwen3.5's and Qwen3-Next's linear attention (chunks of the sequence
-#: in Python loops, in-place writes into slices). The walker pins every unit they read
-#: (:mod:`canon.core.unit_spaces`): nothing says which of their units may move.
+#: gated delta rule of Qwen3.5's, Qwen3-Next's and OLMo Hybrid's linear attention (chunks
+#: of the sequence in Python loops, in-place writes into slices). The walker pins every
+#: unit they read (:mod:`canon.core.unit_spaces`): nothing says which of them may move.
 OPAQUE_FUNCTIONS = ("torch_chunk_gated_delta_rule", "torch_recurrent_gated_delta_rule")
 
-_OPAQUE: set[Callable[..., Any]] = set()  # the library functions wrapped, as defined
+_OPAQUE: set[Callable[..., Any]] = set()  # the graph nodes' targets that call them
 _WRAPPING = threading.Lock()
 _ACTIVE = threading.local()  # the recorder of this thread's recording, if one runs
 

@@ -527,7 +527,7 @@ class Walker(AttentionSteps, ExpertSteps):
         from the network's input."""
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         if isinstance(module, LAYERS) and isinstance(inputs[0][1], Opaque):
-            if module is not None and not isinstance(module, nn.Linear) and module.groups != 1:
+            if not isinstance(module, nn.Linear) and module.groups != 1:
                 raise unsupported(
                     f"grouped convolution `{node.target}` reads what a function recorded "
                     "whole computed",
