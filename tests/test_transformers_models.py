@@ -500,6 +500,64 @@ def test_windowed_and_bucketed_attention_keeps_the_function(libraries: None, kin
     _keeps_its_function(model, spec)
 
 
+_SCAN = {"pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 3}
+_MAMBA2 = {"n_groups": 1, "num_heads": 4, "head_dim": 8, "chunk_size": 4}
+_HYBRID_MAMBA = {
+    "mamba_n_heads": 4, "mamba_d_head": 8, "mamba_d_state": 4, "mamba_n_groups": 1,
+    "mamba_d_conv": 3, "mamba_chunk_size": 4,
+}  # fmt: skip
+SCANS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mamba": ("MambaForCausalLM", {"state_size": 4, "conv_kernel": 3, "time_step_rank": 4}),
+    "falcon_mamba": (
+        "FalconMambaForCausalLM", {"state_size": 4, "conv_kernel": 3, "time_step_rank": 4},
+    ),
+    "mamba2": ("Mamba2ForCausalLM", {"state_size": 4, "conv_kernel": 3, **_MAMBA2}),
+    "jamba": ("JambaForCausalLM", {
+        "mamba_d_state": 4, "mamba_d_conv": 3, "mamba_dt_rank": 4, "num_experts": 2,
+        "num_experts_per_tok": 1, "attn_layer_period": 2, "attn_layer_offset": 1,
+        "expert_layer_period": 2, "expert_layer_offset": 1, "use_mamba_kernels": False,
+    }),
+    "nemotron_h": ("NemotronHForCausalLM", {
+        "hybrid_override_pattern": "M*", "mamba_num_heads": 4, "mamba_head_dim": 8,
+        "ssm_state_size": 4, "n_groups": 1, "conv_kernel": 3, "chunk_size": 4,
+    }),
+    "bamba": ("BambaForCausalLM", {**_HYBRID_MAMBA, "attn_layer_indices": [1]}),
+    "granitemoehybrid": ("GraniteMoeHybridForCausalLM", {
+        **_HYBRID_MAMBA, "layer_types": ["mamba", "attention"], "num_local_experts": 2,
+        "num_experts_per_tok": 1,
+    }),
+    "kimi_linear": ("KimiLinearForCausalLM", {
+        "layer_types": ["linear_attention"] * 2, "mlp_layer_types": ["dense", "sparse"],
+        "linear_head_dim": 4, "linear_num_heads": 4, "linear_conv_kernel_dim": 3,
+        "num_local_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 8,
+    }),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model_type", sorted(SCANS))
+def test_selective_scans_keep_their_units_and_the_function(
+    libraries: None, model_type: str
+) -> None:
+    """State-space and linear-attention layers whose scan transformers runs as one
+    function (Mamba's and Mamba-2's selective scans in Mamba, Falcon-Mamba, Jamba,
+    Nemotron-H, Bamba and Granite 4 hybrids; Kimi Linear's delta attention): recorded
+    whole, every unit the scan reads stays where it is (so do the decay's parameters and
+    the time step's projection, ``dt_proj.weight @ x``, refused anywhere else); the
+    residual stream, MLPs, experts and full attention move. Symmetries keep the logits
+    and canonical forms agree."""
+    architecture, extra = SCANS[model_type]
+    config = _decoder(model_type, architecture, **GROUPED, **_SCAN, **extra)
+    model = build_model(f"hf-transformers/{model_type}", {"config": config})
+    model = model.double().eval()
+    spec = spec_from_module(model)
+    state = _random(spec, 0)
+    moved = random_symmetry(state, spec, seed=1)
+    kept = [n for n in state if n.endswith(("A_log", "conv1d.weight"))]
+    assert kept and all(torch.equal(moved[n], state[n]) for n in kept)
+    assert any(not torch.equal(moved[n], state[n]) for n in state if "embed" in n)
+    _keeps_its_function(model, spec)
+
+
 def test_torchvisions_swin_is_recorded_where_fx_keeps_its_attention_whole(
     libraries: None,
 ) -> None:

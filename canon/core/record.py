@@ -38,7 +38,13 @@ __all__ = ["OPAQUE_FUNCTIONS", "Recorded", "is_opaque", "main_output", "record"]
 #: gated delta rule of Qwen3.5's, Qwen3-Next's and OLMo Hybrid's linear attention (chunks
 #: of the sequence in Python loops, in-place writes into slices). The walker pins every
 #: unit they read (:mod:`canon.core.unit_spaces`): nothing says which of them may move.
-OPAQUE_FUNCTIONS = ("torch_chunk_gated_delta_rule", "torch_recurrent_gated_delta_rule")
+OPAQUE_FUNCTIONS = (
+    "torch_chunk_gated_delta_rule",
+    "torch_recurrent_gated_delta_rule",
+    "mamba_selective_scan",
+    "mamba2_chunk_scan",
+    "chunk_kimi_delta_attention",
+)
 
 _OPAQUE: set[Callable[..., Any]] = set()  # the graph nodes' targets that call them
 _WRAPPING = threading.Lock()

@@ -285,9 +285,20 @@ class Walker(AttentionSteps, ExpertSteps):
                 self._output(node)
             elif is_tensor(node):
                 self._step(node)
+        self._check_unfollowed()
         groups = self._groups()
         _check_disjoint(groups)
         return groups, self.output
+
+    def _check_unfollowed(self) -> None:
+        """Refuse units not followed (:class:`Unfollowed`) that no function recorded whole
+        reads: a tensor holding them that none of its users takes further (a write in
+        place into a tensor of its own, which the walk cannot tell to be harmless)."""
+        for node, value in self.values.items():
+            if isinstance(value, Unfollowed) and not any(
+                isinstance(self.values.get(user), (Unfollowed, Opaque)) for user in node.users
+            ):
+                raise value.error
 
     def _number(self, node: fx.Node) -> bool:
         """Whether ``node`` is a one-number tensor made from no tracked value: a tensor the
@@ -361,9 +372,8 @@ class Walker(AttentionSteps, ExpertSteps):
             try:
                 self.values[node] = self._attention_step(node, inputs)
             except UnsupportedModuleError as error:
-                if node.target not in _VIEWS:
-                    raise
-                # a view of heads the walk does not follow: fine for a recorded function
+                # heads the walk does not follow (viewed, compared): fine for a function
+                # recorded whole, refused anywhere else (:class:`Unfollowed`)
                 self.values[node] = Unfollowed(tuple(spaces_in([v for _, v in inputs])), error)
             return
         if any(isinstance(v, Concat) for _, v in inputs):
@@ -516,9 +526,13 @@ class Walker(AttentionSteps, ExpertSteps):
         else:
             op = function_op(node)
             if op is None:
-                raise unsupported(
+                # refused unless what it computes only reaches a function recorded whole
+                # (Mamba's time step, ``dt_proj.weight @ x``, read by its scan alone)
+                refusal = unsupported(
                     f"unsupported op `{name}` in {location(node)}", name, location(node)
                 )
+                self.values[node] = Unfollowed(tuple(spaces_in([u for _, u in hidden])), refusal)
+                return
             self.values[node] = self._apply(node, op, source, units, hidden)
 
     def _opaque(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
@@ -605,14 +619,15 @@ class Walker(AttentionSteps, ExpertSteps):
         self, node: fx.Node, inputs: list[tuple[fx.Node, Value]], value: Unfollowed
     ) -> Unfollowed:
         """An op on :class:`Unfollowed` units, other than a layer's, with parameters, numbers
-        or more units (Qwen3-Next's queries, keys and values joined for their convolution):
-        all of them not followed."""
+        or more units (Qwen3-Next's queries, keys and values joined for their convolution,
+        Kimi Linear's decay chosen by ``torch.where``): all of them not followed."""
         module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         others = [v for _, v in inputs if v is not value]
+        held = (Unfollowed, Units, Heads, Concat)  # units that may stay (not attention's)
         if (module is None or module_op(module) is not None) and all(
-            isinstance(v, (Param, Fixed, Unfollowed, Units)) for v in others
+            isinstance(v, (Param, Fixed, *held)) for v in others
         ):
-            more = spaces_in([v for v in others if isinstance(v, (Unfollowed, Units))])
+            more = spaces_in([v for v in others if isinstance(v, held)])
             return Unfollowed((*value.spaces, *more), value.error) if more else value
         raise value.error
 
