@@ -1649,8 +1649,6 @@ class AttentionSteps(UnitRanges):
             ):
                 if name is None:
                     continue
-                layout = layout_of(other)
-                layout["start"] = start
                 if spread:
                     step, copies = other.stride, att.repeat
                     rows += [
@@ -1660,6 +1658,8 @@ class AttentionSteps(UnitRanges):
                         for i in range(copies)
                     ]
                     continue
+                layout = layout_of(other)
+                layout["start"] = start
                 if att.repeat > 1:
                     layout["repeat"], layout["head"] = att.repeat, head
                 rows.append(OutgoingAxis(name, 0, **layout))

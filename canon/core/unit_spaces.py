@@ -290,6 +290,10 @@ class Walker(AttentionSteps, ExpertSteps):
         _check_disjoint(groups)
         return groups, self.output
 
+    def _module_at(self, node: fx.Node) -> nn.Module | None:
+        """The module a ``call_module`` node calls; None for any other node."""
+        return self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+
     def _check_unfollowed(self) -> None:
         """Refuse units not followed (:class:`Unfollowed`) that no function recorded whole
         reads: a tensor holding them that none of its users takes further (a write in
@@ -401,7 +405,7 @@ class Walker(AttentionSteps, ExpertSteps):
             self.values[node] = filtered
             return
         fixed = [v for _, v in inputs if isinstance(v, Fixed)]
-        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        module = self._module_at(node)
         if isinstance(module, StackedExperts):
             self.values[node] = self._experts(node, module, inputs)
             return
@@ -539,7 +543,7 @@ class Walker(AttentionSteps, ExpertSteps):
         """A function recorded whole, or an op on what it computed (:class:`Opaque`): every
         unit it reads is pinned; a layer reading its result makes new units from it as
         from the network's input."""
-        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        module = self._module_at(node)
         if isinstance(module, LAYERS) and isinstance(inputs[0][1], Opaque):
             if not isinstance(module, nn.Linear) and module.groups != 1:
                 raise unsupported(
@@ -621,7 +625,7 @@ class Walker(AttentionSteps, ExpertSteps):
         """An op on :class:`Unfollowed` units, other than a layer's, with parameters, numbers
         or more units (Qwen3-Next's queries, keys and values joined for their convolution,
         Kimi Linear's decay chosen by ``torch.where``): all of them not followed."""
-        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        module = self._module_at(node)
         others = [v for _, v in inputs if v is not value]
         held = (Unfollowed, Units, Heads, Concat)  # units that may stay (not attention's)
         if (module is None or module_op(module) is not None) and all(
@@ -1415,7 +1419,7 @@ class Walker(AttentionSteps, ExpertSteps):
             added = self._added_side_by_side(node, inputs)
             if added is not None:
                 return added
-        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        module = self._module_at(node)
         found = [(n, v) for n, v in inputs if isinstance(v, Concat)]
         others = [v for _, v in inputs if not isinstance(v, Concat)]
         bn = self._functional_batchnorm(node)
