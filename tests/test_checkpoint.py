@@ -12,7 +12,7 @@ from nets import state_of
 
 from canon.architectures import build_model
 from canon.checkpoint import load_state, read_header, save_state
-from canon.core import spec_from_module
+from canon.core import check_finite, spec_from_module
 from canon.errors import CheckpointFormatError, NonFiniteError, SpecMismatchError
 
 
@@ -93,6 +93,18 @@ def test_non_finite_weights_are_rejected(tmp_path, mlp):
     with pytest.raises(NonFiniteError) as info:
         load_state(tmp_path / "nan.safetensors", spec)
     assert set(info.value.tensors) == {"fc1.weight", "out.bias"}
+
+
+def test_finite_weights_whose_sum_overflows_are_accepted():
+    """A tensor's sum overflowing its dtype is not a non-finite weight: every element is
+    then checked, and only tensors holding NaN or Inf are named, in the state's order."""
+    big = torch.full((4,), 60000.0, dtype=torch.float16)  # finite; its sum is Inf in float16
+    assert not torch.isfinite(big.sum())
+    check_finite({"a": big, "b": torch.ones(3), "steps": torch.tensor(7)})
+    bad = {"a": big, "b": torch.tensor([1.0, float("-inf")]), "c": torch.tensor([float("nan")])}
+    with pytest.raises(NonFiniteError) as info:
+        check_finite(bad)
+    assert info.value.tensors == ("b", "c")
 
 
 def _write(path, header: bytes, data: bytes = b"") -> None:

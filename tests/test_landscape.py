@@ -13,6 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from nets import measure_batch_statistics, randomize, state_of, traced
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from canon.architectures import build_model
 from canon.core import normalize, random_symmetry, spec_from_module
@@ -237,6 +238,38 @@ def test_curves_of_several_pairs_equal_each_pair_alone(config):
     for (a, b), curve in zip(pairs, together, strict=True):
         assert curve == path_curve(a, b, model, data, "geodesic", device="cpu", options=options)
     assert len({c.barrier for c in together}) > 1  # the pairs differ
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts the ops that read a value off a tensor's device (``item``, ``float``,
+    ``bool``: a host sync on a GPU) and the tensor copies (to another device or dtype)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = self.copies = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.reads += func is torch.ops.aten._local_scalar_dense.default
+        self.copies += func is torch.ops.aten._to_copy.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_curves_host_syncs_do_not_grow_with_its_points():
+    """A curve reads values off the device and copies its coefficients a fixed number of
+    times, whatever its points: none per point, per data batch or per BatchNorm layer
+    (each would be a host sync on a GPU; a ResNet's statistics made thousands per pair)."""
+    config = {**MLP, "batchnorm": True}
+    model = randomize(build_model("mlp", config), 0, bn_eps=None).float()
+    a, b = (state_of(randomize(build_model("mlp", config), s, bn_eps=None).float()) for s in (1, 2))
+    data = data_for(model, n=300)
+    counts = []
+    for points in (5, 11):
+        options = PathOptions(points=points, bn_batches=3, bn_batch_size=64)
+        path_curve(a, b, model, data, "geodesic", device="cpu", options=options)  # warm
+        with _HostReads() as seen:
+            path_curve(a, b, model, data, "geodesic", device="cpu", options=options)
+        counts.append((seen.reads, seen.copies))
+    assert counts[0] == counts[1], counts
 
 
 def test_pairs_prepared_in_threads_equal_one_at_a_time(monkeypatch):

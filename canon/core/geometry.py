@@ -61,8 +61,14 @@ def flat(state: Mapping[str, Tensor], names: tuple[str, ...]) -> Tensor:
 
 
 def _euclidean(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]) -> float:
-    """||a - b|| over the named tensors."""
-    return math.sqrt(sum(float(_squared_difference(a[n], b[n])) for n in names))
+    """||a - b|| over the named tensors (the squares summed in order where they are, and
+    read off the device once)."""
+    if not names:
+        return 0.0
+    total = _squared_difference(a[names[0]], b[names[0]])
+    for n in names[1:]:
+        total = total + _squared_difference(a[n], b[n])
+    return math.sqrt(float(total))
 
 
 def _blocks(*tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:

@@ -309,18 +309,27 @@ def layer_weights(
     layers: dict[str, list[str]] = {}
     for name in names:
         layers.setdefault(name.rpartition(".")[0], []).append(name)
+    found = iter(
+        _norms([s[n] for members in layers.values() for n in members for s in (reference, state)])
+    )
     weights: dict[str, float] = {}
     for members in layers.values():
         # the squares summed in Python floats
-        norms = [sum(_norm(s[n]) ** 2 for n in members) ** 0.5 for s in (reference, state)]
+        pairs = [(next(found), next(found)) for _ in members]
+        norms = [sum(p[i] ** 2 for p in pairs) ** 0.5 for i in (0, 1)]
         weight = 1.0 / (norms[0] * norms[1]) if norms[0] * norms[1] > 0 else 0.0
         weights |= dict.fromkeys(members, weight)
     return weights
 
 
-def _norm(t: Tensor) -> float:
-    """``t``'s L2 norm in :func:`working_dtype` (no float64 copy of every weight)."""
-    return float(torch.linalg.vector_norm(t, dtype=working_dtype(t.dtype)))
+def _norms(tensors: list[Tensor]) -> list[float]:
+    """Each tensor's L2 norm in :func:`working_dtype` (no float64 copy of every weight),
+    read off the device at once."""
+    if not tensors:
+        return []
+    device = tensors[0].device
+    found = [torch.linalg.vector_norm(t, dtype=working_dtype(t.dtype)) for t in tensors]
+    return torch.stack([n.to(device, torch.float64) for n in found]).tolist()
 
 
 def matching_objective(

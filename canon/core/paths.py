@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import torch
@@ -61,6 +62,14 @@ def at_points(path: TensorPath, ks: Sequence[int]) -> Tensor:
     return torch.stack([path.at(k) for k in ks])
 
 
+def _index(ks: Sequence[int]) -> slice | list[int]:
+    """``ks`` as an index of a tensor's first axis: a slice for a run of points (no index
+    tensor to copy to the device)."""
+    if isinstance(ks, range) and ks.step == 1:
+        return slice(ks.start, ks.stop)
+    return list(ks)
+
+
 @dataclass(frozen=True, eq=False)
 class Constant:
     """A tensor that does not move (integer buffers such as BN's batch counter)."""
@@ -85,12 +94,20 @@ class Combination:
     bases: tuple[Tensor, ...]
     coefs: Tensor
 
+    @cached_property
+    def placed_coefs(self) -> Tensor:
+        """``coefs`` on the bases' device, in their dtype (copied once: a copy to a GPU
+        per point and tensor would be a host sync each, thousands per pair for a
+        ResNet's BatchNorm statistics)."""
+        base = self.bases[0]
+        return self.coefs.to(device=base.device, dtype=base.dtype)
+
     def at(self, k: int) -> Tensor:
         base = self.bases[0]
         shape = (self.coefs.shape[2],) + (1,) * max(base.ndim - 1, 0)
         if base.ndim == 0:
             shape = ()
-        c = self.coefs[k].to(device=base.device, dtype=base.dtype)
+        c = self.placed_coefs[k]
         out = c[0].reshape(shape) * base
         for j in range(1, len(self.bases)):  # in place: one tensor the size of a basis
             out.addcmul_(c[j].reshape(shape), self.bases[j])
@@ -99,7 +116,7 @@ class Combination:
     def at_many(self, ks: Sequence[int]) -> Tensor:
         # the same products and sums as ``at``, each point's on its own slice
         base = self.bases[0]
-        c = self.coefs[list(ks)].to(device=base.device, dtype=base.dtype)
+        c = self.placed_coefs[_index(ks)]
         shape = (len(ks), self.coefs.shape[2]) + (1,) * max(base.ndim - 1, 0)
         if base.ndim == 0:
             shape = (len(ks),)
@@ -119,7 +136,7 @@ class PointValues:
         return self.values[k]
 
     def at_many(self, ks: Sequence[int]) -> Tensor:
-        return self.values[list(ks)]
+        return self.values[_index(ks)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,7 +153,7 @@ class Flips:
         return torch.where(self.rank < self.counts[k], self.end, self.start)
 
     def at_many(self, ks: Sequence[int]) -> Tensor:
-        counts = self.counts[list(ks)].reshape((len(ks),) + (1,) * self.rank.ndim)
+        counts = self.counts[_index(ks)].reshape((len(ks),) + (1,) * self.rank.ndim)
         return torch.where(self.rank < counts, self.end, self.start)
 
 

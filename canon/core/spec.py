@@ -639,18 +639,24 @@ def check_state(state: Mapping[str, torch.Tensor], spec: Spec, what: str = "stat
 
 def check_finite(state: Mapping[str, torch.Tensor], what: str = "state dict") -> None:
     """Reject NaN or Inf values, naming every tensor that holds one."""
-    bad = tuple(
-        name
-        for name, t in state.items()
-        # a finite sum proves the tensor finite in one read; only if it is not
-        # (NaN, Inf, or an overflowing sum) is every element checked
-        if t.is_floating_point()
-        and not bool(torch.isfinite(t.sum()))
-        and not bool(torch.isfinite(t).all())
-    )
+    by_device: dict[torch.device, list[str]] = {}
+    for name, t in state.items():
+        if t.is_floating_point():
+            by_device.setdefault(t.device, []).append(name)
+    bad: list[str] = []
+    for group in by_device.values():
+        # a finite sum proves a tensor finite in one read, and a device's sums are read
+        # off it at once (one host sync); only a tensor whose sum is not finite (NaN,
+        # Inf, or an overflowing sum) has every element checked
+        finite = torch.stack([torch.isfinite(state[n].sum()) for n in group]).tolist()
+        bad += [
+            n
+            for n, ok in zip(group, finite, strict=True)
+            if not ok and not bool(torch.isfinite(state[n]).all())
+        ]
     if bad:
         names = ", ".join(f"`{n}`" for n in bad)
         raise NonFiniteError(
             f"{what} has NaN or Inf values in {names}; canon only accepts finite weights",
-            tensors=bad,
+            tensors=tuple(bad),
         )

@@ -33,7 +33,7 @@ def with_recomputed_statistics(
     For each of those points the network is run with its BatchNorm layers in
     training mode (every other layer in eval mode) over the first ``batches``
     batches of ``batch_size`` inputs of ``x``, accumulating the exact average
-    of the batch statistics (momentum None) in fresh tensors. Other points keep
+    of the batch statistics (as momentum None would) in fresh tensors. Other points keep
     the path's statistics. ``model`` is not touched, nor copied tensor by tensor.
     """
     work = working_copy(model, x.device).eval()
@@ -46,7 +46,6 @@ def with_recomputed_statistics(
     stats = [f"{name}.{s}" for name in norms for s in ("running_mean", "running_var")]
     tables = {s: torch.stack([path.tensors[s].at(k) for k in range(len(path))]) for s in stats}
     for m in norms.values():
-        m.momentum = None  # the running statistics: the plain average over the batches
         m.train()
     with torch.no_grad():
         for k in sorted(set(points)):
@@ -61,7 +60,13 @@ def with_recomputed_statistics(
                 )
             # BN's training updates land in the fresh ones
             with loaded(work, {**state, **fresh}):
-                for start in range(0, min(batches * batch_size, x.shape[0]), batch_size):
+                ends = range(0, min(batches * batch_size, x.shape[0]), batch_size)
+                for count, start in enumerate(ends, 1):
+                    # the plain average over the batches: the factor momentum=None takes
+                    # (1 / batches so far), given as a number; with None each layer reads
+                    # its counter off the device at every batch (a host sync on a GPU)
+                    for m in norms.values():
+                        m.momentum = 1.0 / count
                     work(layout(x[start : start + batch_size]))
             for s in stats:
                 tables[s][k] = fresh[s]

@@ -454,7 +454,7 @@ class Evaluator:
         tail_names = [
             n for n in paths[0].tensors if n not in (weight_name, bias_name) and n in self.reads
         ]
-        coefs = [w.coefs.to(device=self.device) for w in combos]
+        coefs = [w.placed_coefs for w in combos]
         layer = split.layer
 
         def project(inputs: Tensor, w: Tensor) -> Tensor:
