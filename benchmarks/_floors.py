@@ -27,12 +27,14 @@ def recompute_batchnorm(net: nn.Module, x: torch.Tensor, batches: int, batch_siz
     batches of ``batch_size`` inputs (as far as the data goes), laid out as for
     :func:`count_wrong`. ``net`` comes in eval mode and leaves in it."""
     layout = input_layout(net, x.device, x)
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None
-                m.train()
-        for start in range(0, min(batches * batch_size, x.shape[0]), batch_size):
+        for m in norms:
+            m.reset_running_stats()
+            m.train()
+        ends = range(0, min(batches * batch_size, x.shape[0]), batch_size)
+        for count, start in enumerate(ends, 1):
+            for m in norms:  # momentum None's factor, given as a number: no host sync
+                m.momentum = 1.0 / count
             net(layout(x[start : start + batch_size]))
     net.eval()

@@ -28,6 +28,9 @@ K`` (in-process tables) pauses the table after every K pairs it computes to meas
 In-process ResNet tables do so every 5 pairs by default (``--floor-every 0``: once,
 after the table); a ResNet pair and its floors each run for minutes on CPU.
 
+``--overlap on|off`` prepares each group of pairs while the group before is evaluated, or
+not, whatever canon does on the device (``OVERLAP``: on for a GPU).
+
 ``--executor ray`` computes the table as Ray tasks (a new local cluster, or the one at
 ``--address``); ``--check-local`` then also computes it in-process and says whether every
 number is the same. ``--n 200 --width 16 --inputs 1000`` is the many-pairs case (19,900
@@ -36,6 +39,7 @@ pairs of tiny networks).
     python benchmarks/bench_table.py [--n 8] [--arch mlp|resnet20] [--width 512]
         [--resnet-width 1] [--points 25] [--inputs 10000]
         [--executor local|ray] [--address ADDR] [--check-local] [--align pair|reference]
+        [--overlap auto|on|off]
         [--keep DIR] [--budget-s S] [--floor-every K] [--json]
 """
 
@@ -60,6 +64,7 @@ from canon.architectures import build_model
 from canon.device import resolve_device
 from canon.engine import Evaluator
 from canon.zoo import Zoo
+from canon.zoo._pair_work import OVERLAP
 
 
 def main() -> None:
@@ -76,6 +81,13 @@ def main() -> None:
         "--executor", choices=["local", "ray"], default="local", help="where pairs run"
     )
     parser.add_argument("--address", help="a Ray cluster (default: a new local one)")
+    parser.add_argument(
+        "--overlap",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="prepare each group of pairs while the one before is evaluated (auto: as "
+        "canon does on the device, OVERLAP)",
+    )
     parser.add_argument(
         "--align", choices=["pair", "reference"], default="pair", help="how pairs are aligned"
     )
@@ -110,6 +122,8 @@ def main() -> None:
     if args.floor_every < 0 or (args.floor_every and args.executor != "local"):
         parser.error("--floor-every takes a count of pairs (0: none), with the local executor")
     device = resolve_device(args.device)
+    if args.overlap != "auto":
+        OVERLAP[device.type] = args.overlap == "on"
     if args.arch == "mlp":
         arch = "mlp"
         shape: tuple[int, ...] = (784,)
@@ -128,7 +142,9 @@ def main() -> None:
         "n": args.n, "arch": arch, "config": config, "points": args.points,
         "inputs": args.inputs, "align": args.align,
     }  # fmt: skip
-    result: dict[str, Any] = {**setup, "executor": args.executor}
+    result: dict[str, Any] = {
+        **setup, "executor": args.executor, "overlap": OVERLAP.get(device.type, False),
+    }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
 """Check that canon computes the same results on an accelerator as on the CPU.
 
 Canonical forms, distances and path curves of small networks are computed on
-``--device`` and on the CPU; the script prints the largest differences as one
-JSON object and exits non-zero if any result disagrees.
+``--device`` and on the CPU, and a barrier table of small MLPs (with and without
+BatchNorm) on ``--device`` with its next pairs prepared beside each evaluation
+(a side stream) and without; the script prints the largest differences as one
+JSON object and exits non-zero if any result disagrees (the two tables must be
+equal number for number).
 
     python benchmarks/check_device.py --device cuda
 """
@@ -79,9 +82,49 @@ def main() -> None:
         # errors may differ by a sample or two where float rounding flips a near-tie
         ok &= diff < 1e-4 and curve_diff <= 2 / 2000 and d_dev.geodesic < 1e-3
         report["cases"].append(case)  # type: ignore[attr-defined]
+    tables = _overlapped_tables(device)
+    report["tables"] = tables
+    ok &= all(t["identical"] for t in tables)
     report["ok"] = ok
     print(json.dumps(report, indent=2))
     sys.exit(0 if ok else 1)
+
+
+def _overlapped_tables(device: torch.device) -> list[dict[str, object]]:
+    """For MLPs with and without BatchNorm: whether a zoo's geodesic table on ``device``
+    is the same with groups of pairs prepared one ahead (:data:`OVERLAP`) as without."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from canon.zoo import Zoo, _pair_work
+
+    found, before = [], dict(_pair_work.OVERLAP)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(3000, 40, generator=gen)
+    y = torch.randint(0, 5, (3000,), generator=gen)
+    for batchnorm in (False, True):
+        config = {"in_features": 40, "hidden": [32, 32], "classes": 5, "batchnorm": batchnorm}
+        results = []
+        with tempfile.TemporaryDirectory() as tmp:
+            np.savez(f"{tmp}/d.npz", x=x.numpy(), y=y.numpy())
+            for overlap in (False, True):
+                _pair_work.OVERLAP[device.type] = overlap
+                with Zoo.open(Path(tmp) / f"zoo{overlap}") as zoo:
+                    for i in range(7):
+                        torch.manual_seed(i)
+                        zoo.add(
+                            build_model("mlp", config).state_dict(), name=f"m{i}",
+                            architecture="mlp", config=config, dataset=f"npz:{tmp}/d.npz",
+                            evaluate=False,
+                        )  # fmt: skip
+                    table = zoo.barrier_table(path="geodesic", points=9, device=device)
+                    results.append([table.matrix.tolist(), zoo.pair_computations])
+        _pair_work.OVERLAP.clear()
+        _pair_work.OVERLAP.update(before)
+        found.append({"batchnorm": batchnorm, "identical": results[0] == results[1]})
+    return found
 
 
 if __name__ == "__main__":

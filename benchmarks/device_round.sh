@@ -4,9 +4,12 @@
 # more than one 10-minute call; those still to be made (first measured on an H200, the
 # rest in the README) fit one:
 #
-#     STEPS="check_device assign table_mlp30 table_resnet20" bash benchmarks/device_round.sh OUT
+#     STEPS="check_device syncs table_mlp30 table_mlp30_serial table_resnet20" \
+#         bash benchmarks/device_round.sh OUT
 #
-#   1. check_device    canon's results on the GPU equal the CPU's (small networks)
+#   1. check_device    canon's results on the GPU equal the CPU's (small networks), and a
+#                      table with pairs prepared beside evaluations equals one without
+#   1b. syncs          host reads and launches per table pair against the floor's (MLP)
 #   2. assign          the device solver (auction) against scipy at n = 512, 2048, 4096: the
 #                      speed-ups at 512/2048/4096 and the crossover for AUCTION_FROM['cuda']
 #                      (each size's row also goes to the log as it is measured)
@@ -15,6 +18,7 @@
 #   4. stacking        stacked against point-by-point evaluation: STACK_WORK['cuda']
 #   4b. layout         convnets' images channels-last against NCHW: CHANNELS_LAST['cuda']
 #   5. table_mlp30     the 30-MLP barrier table (435 pairs): time per pair, ratio to floor
+#   5b. table_mlp30_serial  the same without preparing pairs beside evaluations (OVERLAP off)
 #   6. table_resnet20  the 12-ResNet-20 table on 10,000 inputs (66 pairs; floors once, after)
 #
 # Before (where pip reaches an index): bash benchmarks/device_wheels.sh. On the GPU
@@ -55,13 +59,14 @@ if [ "${QUICK:-0}" = 1 ]; then
     floors=()
     sizes=(--sizes 64 128) widths=(--widths 256) stack=(--widths 16 64 --inputs 1000)
     mlp=(--n 3 --width 64 --inputs 1000) resnet=(--n 2 --inputs 256 --points 5)
-    layout=(--inputs 64 --points 3 --repeats 1)
+    layout=(--inputs 64 --points 3 --repeats 1) syncs=(--n 3 --inputs 256)
 else
     sizes=(--sizes 512 2048 4096 --batch 2 --repeats 1) widths=(--widths 2048 --repeats 1)
-    stack=() layout=() floors=(--floor-every 0)
+    stack=() layout=() floors=(--floor-every 0) syncs=(--n 4 --inputs 10000)
     mlp=(--n 30) resnet=(--n 12 --inputs 10000)
 fi
 step check_device 60 "$python" benchmarks/check_device.py --device "$device"
+step syncs 40 "$python" benchmarks/bench_syncs.py --device "$device" "${syncs[@]}" --json
 step assign 120 "$python" benchmarks/bench_assign.py --device "$device" "${sizes[@]}" --json
 # canonicalize with the solver the crossover just measured picks (AUCTION_FROM as it would be)
 from=$("$python" -c "import json, sys; c = json.load(open(sys.argv[1]))['crossover']; \
@@ -71,5 +76,7 @@ step align2048 70 "$python" benchmarks/bench_align.py --device "$device" --no-re
 step stacking 50 "$python" benchmarks/bench_stacking.py --device "$device" "${stack[@]}" --json
 step layout 40 "$python" benchmarks/bench_layout.py --device "$device" "${layout[@]}" --json
 step table_mlp30 110 "$python" benchmarks/bench_table.py --device "$device" "${mlp[@]}" --json
+step table_mlp30_serial 110 "$python" benchmarks/bench_table.py --device "$device" "${mlp[@]}" \
+    --overlap off --json
 step table_resnet20 250 "$python" benchmarks/bench_table.py --device "$device" --arch resnet20 \
     "${resnet[@]}" "${floors[@]}" --json

@@ -1,12 +1,17 @@
-"""Resolving the ``--device`` option (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
+"""Resolving the ``--device`` option (``auto``, ``cpu``, ``cuda``, ``cuda:N``), and work
+queued beside the device's other work (:func:`side_stream`)."""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
 from canon.errors import ConfigError
 
-__all__ = ["resolve_device"]
+__all__ = ["queued_mark", "resolve_device", "side_stream"]
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -29,3 +34,41 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     elif device.type != "cpu":
         raise ConfigError(f"unsupported device `{name}`; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def queued_mark(device: torch.device) -> torch.cuda.Event | None:
+    """A mark of the work queued so far on ``device``'s current stream, for
+    :func:`side_stream` to start after (a CUDA event; ``None`` on other devices, whose
+    work is done when queued)."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+    event.record(torch.cuda.current_stream(device))
+    return event
+
+
+# one side stream per device and thread: a new stream each time would keep blocks of
+# memory cached for streams no longer used
+_SIDE = threading.local()
+
+
+@contextmanager
+def side_stream(device: torch.device, after: torch.cuda.Event | None = None) -> Iterator[None]:
+    """Queue the block's work for a CUDA ``device`` on a stream of its own, started once the
+    work ``after`` marks is done (:func:`queued_mark`), and wait for all of it when the
+    block ends. Work another thread queues meanwhile on the device's usual stream then
+    neither waits for the block's nor it for that. On other devices the block runs as is."""
+    if device.type != "cuda":
+        yield
+        return
+    streams: dict[torch.device, torch.cuda.Stream] = _SIDE.__dict__.setdefault("streams", {})
+    if device not in streams:
+        streams[device] = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+    stream = streams[device]
+    if after is not None:
+        stream.wait_event(after)
+    try:
+        with torch.cuda.stream(stream):
+            yield
+    finally:
+        stream.synchronize()  # its tensors are complete before another stream reads them

@@ -40,9 +40,43 @@ def _cached(zoo: Zoo) -> dict[tuple[str, str, str], str]:
     return {(a, b, kind): result for a, b, kind, result in rows}
 
 
-def test_a_failed_table_keeps_every_pair_it_finished(template, tmp_path):
+@pytest.fixture(params=[False, True], ids=["serial", "overlapped"])
+def overlap(request, monkeypatch):
+    """Tables computed as on a CPU, or as on a GPU: each group of pairs prepared in a
+    thread while the group before it is evaluated."""
+    from canon.zoo import _pair_work
+
+    monkeypatch.setitem(_pair_work.OVERLAP, "cpu", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("align", ["pair", "reference"])
+def test_overlapped_preparation_gives_the_serial_table(template, tmp_path, monkeypatch, align):
+    """Groups of pairs prepared one ahead, in a thread, beside the evaluation of the group
+    before (as on a GPU) give every number of the table computed one group at a time."""
+    from canon.zoo import _pair_work
+
+    results = []
+    for overlapped in (False, True):
+        monkeypatch.setitem(_pair_work.OVERLAP, "cpu", overlapped)
+        zoo = copy_zoo(template, tmp_path / f"zoo{overlapped}")
+        assert zoo.barrier_table(points=5, device="cpu", align=align).computed == 15
+        results.append(_cached(zoo))
+        zoo.close()
+    assert len(results[0]) == 15 and results[0] == results[1]  # every stored curve
+    assert _pair_work.pairs_per_call(build_model(*NET), _digits(), 5) > 1  # groups formed
+
+
+def _digits():
+    from canon.data import load_dataset
+
+    return load_dataset("digits")
+
+
+def test_a_failed_table_keeps_every_pair_it_finished(template, tmp_path, overlap):
     """A pair that cannot be computed (its object is gone) stops the table; the pairs
-    finished before it stay cached, and the rerun computes only the others."""
+    finished before it stay cached, and the rerun computes only the others (also with
+    groups prepared one ahead)."""
     zoo = copy_zoo(template, tmp_path / "zoo")
     entries = zoo.entries()
     bad = entries[-1]  # in table order the pairs (0, 1) .. (0, 4) come before (0, 5)

@@ -49,6 +49,8 @@ _EXPORTS = {
     "path_curves": "canon.engine.landscape",
     "pairs_per_call": "canon.engine.landscape",
     "plane": "canon.engine.landscape",
+    "prepare_curves": "canon.engine.landscape",
+    "PreparedCurves": "canon.engine.landscape",
     "MidpointResult": "canon.engine.midpoint",
     "optimize_midpoint": "canon.engine.midpoint",
     "Fitted": "canon.engine.train",
@@ -118,11 +120,13 @@ if TYPE_CHECKING:
     from canon.engine.landscape import PathCurve as PathCurve
     from canon.engine.landscape import PathEnds as PathEnds
     from canon.engine.landscape import PlaneResult as PlaneResult
+    from canon.engine.landscape import PreparedCurves as PreparedCurves
     from canon.engine.landscape import local_energy as local_energy
     from canon.engine.landscape import pairs_per_call as pairs_per_call
     from canon.engine.landscape import path_curve as path_curve
     from canon.engine.landscape import path_curves as path_curves
     from canon.engine.landscape import plane as plane
+    from canon.engine.landscape import prepare_curves as prepare_curves
     from canon.engine.matching import MatchInputs as MatchInputs
     from canon.engine.matching import find_alignment as find_alignment
     from canon.engine.matching import match_activations as match_activations

@@ -61,6 +61,7 @@ __all__ = [
     "PathCurve",
     "PathEnds",
     "PlaneResult",
+    "PreparedCurves",
     "ScaledPath",
     "as_data",
     "as_model",
@@ -69,6 +70,7 @@ __all__ = [
     "path_curve",
     "path_curves",
     "plane",
+    "prepare_curves",
 ]
 
 #: A registered path kind's name (:func:`~canon.engine.kinds.list_path_kinds`).
@@ -274,9 +276,9 @@ def path_curve(
     )
     if options is not None and given != PathOptions():
         raise ConfigError("give path options either as `options` or as keywords, not both")
-    return _curves(
+    return _prepare_curves(
         [(a, b, midpoint)], model, data, kind, options or given, device, spec, batch_size
-    )[0]
+    ).evaluate()[0]
 
 
 def path_curves(
@@ -300,9 +302,38 @@ def path_curves(
     through a family reference, :func:`~canon.core.through_reference`): no pair is
     then matched, and ``options.method`` is recorded as the method that found them.
     """
+    return prepare_curves(
+        pairs,
+        model,
+        data,
+        kind,
+        device,
+        options=options,
+        spec=spec,
+        batch_size=batch_size,
+        alignments=alignments,
+    ).evaluate()
+
+
+def prepare_curves(
+    pairs: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor]]],
+    model: ModelLike,
+    data: Any,
+    kind: PathKind = "geodesic",
+    device: str | torch.device = "auto",
+    *,
+    options: PathOptions | None = None,
+    spec: Spec | None = None,
+    batch_size: int = 10_000,
+    alignments: Sequence[Alignment] | None = None,
+) -> PreparedCurves:
+    """:func:`path_curves` in two steps: the pairs normalized, matched, measured and their
+    paths made now (tensor work only: no module runs, no trace, so it may run in a
+    thread beside another pair's evaluation), their points evaluated by
+    :meth:`PreparedCurves.evaluate`. ``spec`` defaults to the model's."""
     if alignments is not None and len(alignments) != len(pairs):
         raise ConfigError(f"{len(alignments)} alignments for {len(pairs)} pairs")
-    return _curves(
+    return _prepare_curves(
         [(a, b, None) for a, b in pairs],
         model,
         data,
@@ -346,7 +377,7 @@ class _CurveWork:
     output_scales: list[Tensor | None]
 
 
-def _curves(
+def _prepare_curves(
     pairs: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor], Mapping[str, Tensor] | None]],
     model: ModelLike,
     data: Any,
@@ -356,12 +387,12 @@ def _curves(
     spec: Spec | None,
     batch_size: int,
     alignments: Sequence[Alignment | None] | None = None,
-) -> list[PathCurve]:
-    """:func:`path_curve` of each (a, b, midpoint), the paths of all evaluated together;
-    b aligned to a by ``alignments`` where given, else matched by ``opts.method``. Each
-    pair runs in its :func:`~canon.core.precision.working_dtype` (float32 for half
-    precision; pairs of different ones are evaluated apart, so that a pair's numbers do
-    not depend on the pairs that come with it)."""
+) -> PreparedCurves:
+    """The paths of each (a, b, midpoint), b aligned to a by ``alignments`` where given,
+    else matched by ``opts.method``. Each pair runs in its
+    :func:`~canon.core.precision.working_dtype` (float32 for half precision; pairs of
+    different ones are evaluated apart, so that a pair's numbers do not depend on the
+    pairs that come with it)."""
     info = get_path_kind(kind)
     template = as_model(model)
     spec = spec or spec_from_module(template)
@@ -370,66 +401,93 @@ def _curves(
         raise ConfigError("`test=True` needs a dataset with a test split")
     given = alignments or [None] * len(pairs)
     dtypes = [state_dtype(*pair) for pair in pairs]
-    curves: list[PathCurve | None] = [None] * len(pairs)
+    parts = []
+    x = positions(opts.points)
     for dtype in dict.fromkeys(dtypes):
         mine = [i for i, d in enumerate(dtypes) if d == dtype]
-        found = _curves_in(
-            [pairs[i] for i in mine],
-            [given[i] for i in mine],
-            template,
-            as_data(data, dtype),
-            kind,
-            info,
-            opts,
-            dev,
-            spec,
-            batch_size,
-        )
-        for i, curve in zip(mine, found, strict=True):
-            curves[i] = curve
-    return [c for c in curves if c is not None]
+        split = as_data(data, dtype)
+        works = _prepared(
+            [pairs[i] for i in mine], [given[i] for i in mine], template, split[0], info, opts,
+            x, dev, spec,
+        )  # fmt: skip
+        parts.append(_Part(tuple(mine), works, split))
+    return PreparedCurves(tuple(parts), len(pairs), template, kind, opts, x, dev, batch_size)
 
 
-def _curves_in(
+def _prepared(
     pairs: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor], Mapping[str, Tensor] | None]],
     alignments: Sequence[Alignment | None],
     template: nn.Module,
-    data: tuple[Split, Split | None],
-    kind: PathKind,
+    train: Split,
     info: PathKindInfo,
     opts: PathOptions,
+    x: Tensor,
     dev: torch.device,
     spec: Spec,
-    batch_size: int,
-) -> list[PathCurve]:
-    """:func:`_curves` of pairs of one working dtype, ``data`` in it."""
-    train, test_split = data
-    x = positions(opts.points)
+) -> list[_CurveWork]:
+    """Each pair's :func:`_prepare`, several at once where they allow (:func:`_threads_for`)."""
 
     def prepare(i: int) -> _CurveWork:
         (a, b, m), alignment = pairs[i], alignments[i]
         return _prepare(a, b, m, template, spec, train, info, opts, x, dev, alignment)
 
-    # the BN statistics run the shared template: one pair at a time
-    works = [
-        _recomputed(w, template, train, opts, dev)
-        for w in _in_threads(prepare, len(pairs), _threads_for(alignments, opts, spec))
-    ]
-    paths = [p for w in works for p in w.paths]
-    scales = [s for w in works for s in w.output_scales]
-    evaluator = _evaluator(template, train, dev, batch_size)
-    scores = iter(evaluator.evaluate_many(paths, loss=opts.loss, output_scales=scales))
-    tests: Iterator[Scores] | None = None
-    if opts.test and test_split is not None:
-        tests = iter(_evaluator(template, test_split, dev, batch_size).evaluate_many(paths))
-    curves = []
-    for work in works:
-        mine = [next(scores) for _ in work.paths]
-        test_error = None
-        if tests is not None:
-            test_error = torch.stack([next(tests).errors for _ in work.paths]).mean(0)
-        curves.append(_finish(kind, x, work, mine, test_error))
-    return curves
+    return _in_threads(prepare, len(pairs), _threads_for(alignments, opts, spec))
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The prepared pairs of one working dtype: their places among all the pairs, their
+    work, and the data in that dtype."""
+
+    places: tuple[int, ...]
+    works: list[_CurveWork]
+    data: tuple[Split, Split | None]
+
+
+@dataclass(frozen=True)
+class PreparedCurves:
+    """Pairs' paths made and held, their points not yet evaluated (:func:`prepare_curves`).
+    A table prepares its next pairs while the device evaluates these."""
+
+    parts: tuple[_Part, ...]
+    count: int
+    template: nn.Module
+    kind: str
+    options: PathOptions
+    x: Tensor
+    device: torch.device
+    batch_size: int
+
+    def evaluate(self) -> list[PathCurve]:
+        """The pairs' curves, in the order the pairs were given: the BatchNorm statistics
+        recomputed where the options ask (the shared template runs: one pair at a time),
+        then every path's points evaluated together."""
+        curves: list[PathCurve | None] = [None] * self.count
+        for part in self.parts:
+            for i, curve in zip(part.places, self._evaluated(part), strict=True):
+                curves[i] = curve
+        return [c for c in curves if c is not None]
+
+    def _evaluated(self, part: _Part) -> list[PathCurve]:
+        (train, test_split), opts, dev = part.data, self.options, self.device
+        works = [_recomputed(w, self.template, train, opts, dev) for w in part.works]
+        paths = [p for w in works for p in w.paths]
+        scales = [s for w in works for s in w.output_scales]
+        evaluator = _evaluator(self.template, train, dev, self.batch_size)
+        scores = iter(evaluator.evaluate_many(paths, loss=opts.loss, output_scales=scales))
+        tests: Iterator[Scores] | None = None
+        if opts.test and test_split is not None:
+            tests = iter(
+                _evaluator(self.template, test_split, dev, self.batch_size).evaluate_many(paths)
+            )
+        curves = []
+        for work in works:
+            mine = [next(scores) for _ in work.paths]
+            test_error = None
+            if tests is not None:
+                test_error = torch.stack([next(tests).errors for _ in work.paths]).mean(0)
+            curves.append(_finish(self.kind, self.x, work, mine, test_error))
+        return curves
 
 
 #: Pairs prepared at once at most (each holds its endpoints' normalized copies meanwhile).
@@ -437,7 +495,7 @@ PREPARE_THREADS = 8
 
 
 def _threads_for(alignments: Sequence[Alignment | None], opts: PathOptions, spec: Spec) -> int:
-    """How many pairs :func:`_curves_in` prepares at once: several where pairs are matched
+    """How many pairs :func:`_prepared` prepares at once: several where pairs are matched
     by a method that reads only their weights, up to the cores there are and
     :data:`PREPARE_THREADS`. A pair's assignment solves run on the host outside the GIL
     (scipy), so one pair's solves overlap with others' tensor work; on a GPU they are

@@ -12,14 +12,16 @@ the driver writes results to the index.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -30,12 +32,14 @@ from canon.core import Alignment, Spec, normalize, through_reference
 from canon.core.geometry import distances
 from canon.core.permutations import check_alignment
 from canon.data import Dataset, load_dataset
+from canon.device import queued_mark, side_stream
 from canon.engine import (
     PathOptions,
+    PreparedCurves,
     find_alignment,
     get_matching,
     pairs_per_call,
-    path_curves,
+    prepare_curves,
 )
 from canon.errors import CorruptZooError
 from canon.zoo._ingest import spec_for
@@ -111,6 +115,14 @@ def compute_pair(source: PairSource, task: PairTask, device: torch.device) -> di
     return next(compute_pairs(source, [task], device))[1]
 
 
+#: Devices on which a table prepares its next pairs (normalizing, matching, distances,
+#: paths: tensor work and the host's assignment solves) in a thread while the current
+#: ones are evaluated: devices that run queued work while the host goes on (a GPU),
+#: whose evaluations would otherwise wait for each preparation and it for them. On a
+#: CPU the evaluation takes every core itself.
+OVERLAP: dict[str, bool] = {"cpu": False, "cuda": True}
+
+
 def compute_pairs(
     source: PairSource, tasks: Sequence[PairTask], device: torch.device
 ) -> Iterator[tuple[PairTask, dict[str, Any]]]:
@@ -118,14 +130,63 @@ def compute_pairs(
 
     Consecutive curves of one family and key options are evaluated together, as many
     pairs at once as their points share calls (:func:`~canon.engine.pairs_per_call`):
-    a small network's path points then run stacked across pairs. The results are the
-    same as one pair at a time.
+    a small network's path points then run stacked across pairs. On a device of
+    :data:`OVERLAP` the next such group is prepared while the current one is
+    evaluated. The results are the same as one pair at a time.
     """
+    side = device if OVERLAP.get(device.type, False) and not _runs_models(tasks) else None
+    for unit, prepared in _one_ahead(_units(source, tasks, device), _prepare, side):
+        if unit.model is None:
+            yield unit.tasks[0], _distances(source, unit.tasks[0], device)
+            continue
+        try:
+            curves = _curve_dicts(unit.tasks, prepared())
+        except Exception:
+            if len(unit.tasks) == 1:
+                raise
+            # one pair failed: the pairs before it are still wanted (a table keeps them)
+            for t in unit.tasks:
+                alone = _unit(source, [t], unit.model, unit.data, device)
+                yield t, _curve_dicts([t], _prepare(alone))[0]
+        else:
+            yield from zip(unit.tasks, curves, strict=True)
+
+
+def _runs_models(tasks: Sequence[PairTask]) -> bool:
+    """Whether preparing some of ``tasks``' curves runs their networks (a matching that
+    reads activations): such units are not prepared beside another's evaluation."""
+    return any(
+        t.key.options is not None
+        and t.key.reference is None
+        and get_matching(t.key.options.method).needs_data
+        for t in tasks
+    )
+
+
+@dataclass
+class _Unit:
+    """Pairs computed together: one distance task (``model`` None), or a group of curves
+    of one family and key options with what preparing their paths reads (made in the
+    caller's thread: the source's index, specs and files are read only there)."""
+
+    tasks: list[PairTask]
+    model: nn.Module | None = None
+    data: Dataset | None = None
+    device: torch.device | None = None
+    spec: Spec | None = None
+    states: list[tuple[dict[str, Tensor], dict[str, Tensor]]] | None = None
+    alignments: list[Alignment] | None = None
+    failure: Exception | None = None  # raised when the unit is prepared
+
+
+def _units(source: PairSource, tasks: Sequence[PairTask], device: torch.device) -> Iterator[_Unit]:
+    """``tasks`` cut into units: each distance task alone, consecutive curves of one family
+    and key options in groups of :func:`~canon.engine.pairs_per_call`."""
     start = 0
     while start < len(tasks):
         task = tasks[start]
         if task.key.options is None:
-            yield task, _distances(source, task, device)
+            yield _Unit([task])
             start += 1
             continue
         model, data = source.model(task.first), source.dataset(task.first)
@@ -135,17 +196,86 @@ def compute_pairs(
             if not _together(task, later):
                 break
             group.append(later)
-        try:
-            curves = _curves(source, group, model, data, device)
-        except Exception:
-            if len(group) == 1:
-                raise
-            # one pair failed: the pairs before it are still wanted (a table keeps them)
-            for t in group:
-                yield t, _curves(source, [t], model, data, device)[0]
-        else:
-            yield from zip(group, curves, strict=True)
+        yield _unit(source, group, model, data, device)
         start += len(group)
+
+
+def _unit(
+    source: PairSource,
+    group: list[PairTask],
+    model: nn.Module,
+    data: Dataset | None,
+    device: torch.device,
+) -> _Unit:
+    """The unit of curves ``group``: its entries' weights and alignments read now, or what
+    reading them raised (kept for when the unit is prepared, as if raised there)."""
+    unit = _Unit(group, model, data, device)
+    try:
+        first = group[0]
+        unit.spec = source.spec(first.first)
+        if first.key.reference is not None:
+            unit.alignments = [_through_reference(source, t) for t in group]
+        unit.states = [
+            (source.state(t.first, device), source.state(t.second, device)) for t in group
+        ]
+    except Exception as exc:
+        unit.failure = exc
+    return unit
+
+
+def _prepare(unit: _Unit) -> PreparedCurves | None:
+    """The paths of a unit of curves, made (:func:`~canon.engine.prepare_curves`); None
+    for a distance task (computed as it is reached)."""
+    if unit.failure is not None:
+        raise unit.failure
+    if unit.model is None:
+        return None
+    assert unit.states is not None and unit.device is not None
+    first = unit.tasks[0]
+    return prepare_curves(
+        unit.states,
+        unit.model,
+        unit.data,
+        first.key.kind,
+        unit.device,
+        spec=unit.spec,
+        options=first.key.options,
+        alignments=unit.alignments,
+    )
+
+
+_P = TypeVar("_P")
+
+
+def _one_ahead(
+    units: Iterator[_Unit], prepare: Callable[[_Unit], _P], device: torch.device | None
+) -> Iterator[tuple[_Unit, Callable[[], _P]]]:
+    """Each unit with a function giving its prepared form (or raising what preparing it
+    raised). Without ``device`` a unit is prepared when that function is called. With
+    it, each unit is prepared in a thread, on a stream of its own on the device
+    (:func:`~canon.device.side_stream`), while the caller works on the unit before it;
+    the next unit is made (in the caller's thread) only once no preparation runs.
+    Preparing runs tensor code only: no module, no trace (torch.fx patches modules
+    process-wide while it traces)."""
+    if device is None:
+        for unit in units:
+            yield unit, functools.partial(prepare, unit)
+        return
+
+    def in_side_stream(unit: _Unit, mark: torch.cuda.Event | None) -> _P:
+        with side_stream(device, after=mark):
+            return prepare(unit)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held: tuple[_Unit, Future[_P]] | None = None
+        for unit in units:
+            future = pool.submit(in_side_stream, unit, queued_mark(device))
+            if held is not None:
+                yield held[0], held[1].result
+            wait([future])
+            held = (unit, future)
+        if held is not None:
+            yield held[0], held[1].result
 
 
 def _together(first: PairTask, later: PairTask) -> bool:
@@ -159,27 +289,12 @@ def _together(first: PairTask, later: PairTask) -> bool:
     return same_key and first.first.family == later.first.family
 
 
-def _curves(
-    source: PairSource, group: list[PairTask], model: nn.Module, data: Dataset, device: torch.device
-) -> list[dict[str, Any]]:
-    """The curves of ``group`` (one family and key options) evaluated together."""
-    first = group[0]
-    assert first.key.options is not None
-    given = None
-    if first.key.reference is not None:
-        given = [_through_reference(source, t) for t in group]
-    curves = path_curves(
-        [(source.state(t.first, device), source.state(t.second, device)) for t in group],
-        model,
-        data,
-        first.key.kind,
-        device,
-        spec=source.spec(first.first),
-        options=first.key.options,
-        alignments=given,
-    )
-    through = reference_fields(first.key.reference)
-    return [c.to_dict() | {"options": c.options | through} for c in curves]
+def _curve_dicts(group: list[PairTask], prepared: PreparedCurves | None) -> list[dict[str, Any]]:
+    """The curves of ``group``, prepared, evaluated, as the results a table stores (the
+    reference they were aligned through recorded in their options)."""
+    assert prepared is not None
+    through = reference_fields(group[0].key.reference)
+    return [c.to_dict() | {"options": c.options | through} for c in prepared.evaluate()]
 
 
 def _distances(source: PairSource, task: PairTask, device: torch.device) -> dict[str, Any]:
