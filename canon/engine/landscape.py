@@ -470,10 +470,11 @@ class PreparedCurves:
 
     def _evaluated(self, part: _Part) -> list[PathCurve]:
         (train, test_split), opts, dev = part.data, self.options, self.device
-        works = [_recomputed(w, self.template, train, opts, dev) for w in part.works]
+        evaluator = _evaluator(self.template, train, dev, self.batch_size)
+        # the BatchNorm statistics read the inputs the evaluator holds on the device
+        works = [_recomputed(w, self.template, evaluator.x, opts) for w in part.works]
         paths = [p for w in works for p in w.paths]
         scales = [s for w in works for s in w.output_scales]
-        evaluator = _evaluator(self.template, train, dev, self.batch_size)
         scores = iter(evaluator.evaluate_many(paths, loss=opts.loss, output_scales=scales))
         tests: Iterator[Scores] | None = None
         if opts.test and test_split is not None:
@@ -546,7 +547,8 @@ def _prepare(
             spec,
             method,
             model=template,
-            inputs=train[0].to(dev),
+            # the inputs go to the device only for a matching that reads them
+            inputs=train[0].to(dev) if get_matching(method).needs_data else None,
             batch=opts.match_batch,
             seed=seed,
         )
@@ -585,14 +587,11 @@ def _prepare(
 
 
 def _recomputed(
-    work: _CurveWork,
-    template: nn.Module,
-    train: tuple[Tensor, Tensor],
-    opts: PathOptions,
-    dev: torch.device,
+    work: _CurveWork, template: nn.Module, train_x: Tensor, opts: PathOptions
 ) -> _CurveWork:
-    """``work`` with the BN statistics recomputed where ``opts`` asks (called once the
-    endpoints' normalized copies are let go: only the paths' bases stay held)."""
+    """``work`` with the BN statistics recomputed on ``train_x`` (on the paths' device)
+    where ``opts`` asks (called once the endpoints' normalized copies are let go: only
+    the paths' bases stay held)."""
     if not has_batchnorm(template):
         return work
     recorded = work.recorded | {"bn": opts.bn}
@@ -600,7 +599,6 @@ def _recomputed(
     if opts.bn == "recompute":
         recorded |= {"bn_batches": opts.bn_batches, "bn_batch_size": opts.bn_batch_size}
         interior = range(1, opts.points - 1)
-        train_x = train[0].to(dev)
         paths = [
             with_recomputed_statistics(
                 p, template, train_x, interior, opts.bn_batches, opts.bn_batch_size
