@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -71,6 +72,51 @@ def _digits():
     from canon.data import load_dataset
 
     return load_dataset("digits")
+
+
+class _CountedReads:
+    """A zoo as a pair source, counting the reads of each entry's weights."""
+
+    def __init__(self, zoo: Zoo) -> None:
+        self.zoo, self.reads = zoo, Counter()
+
+    def __getattr__(self, name):
+        return getattr(self.zoo, name)
+
+    def state(self, entry, device="cpu"):
+        self.reads[entry.id] += 1
+        return self.zoo.state(entry, device)
+
+
+def test_a_table_reads_each_entry_once_while_its_weights_are_kept(template, tmp_path, monkeypatch):
+    """A table keeps the weights it read last: with room for all, each entry is read once
+    for its 5 pairs; with room for one network they are read again; the results are
+    the same."""
+    from canon.zoo import _pair_work
+
+    zoo = copy_zoo(template, tmp_path / "zoo")
+    entries = zoo.entries()
+    method = zoo.matching_method(entries[0])
+    tasks = [
+        _pair_work.PairTask(a, b, _pair_work.pair_key(a, b, "geodesic", 3, method))
+        for i, a in enumerate(entries)
+        for b in entries[i + 1 :]
+    ]
+    results = []
+    for room in (1 << 30, 1):
+        monkeypatch.setattr(_pair_work, "STATE_CACHE_BYTES", room * _bytes(zoo.state(entries[0])))
+        source = _CountedReads(zoo)
+        cpu = torch.device("cpu")
+        shared = _pair_work.SharedTemplates(source)
+        results.append([r for _, r in _pair_work.compute_pairs(shared, tasks, cpu)])
+        reads = sorted(source.reads.values())
+        assert reads == [1] * 6 if room > 1 else sum(reads) > 6
+    assert results[0] == results[1] and len(results[0]) == 15
+    zoo.close()
+
+
+def _bytes(state) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
 
 
 def test_a_failed_table_keeps_every_pair_it_finished(template, tmp_path, overlap):

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -330,21 +331,42 @@ def _through_reference(source: PairSource, task: PairTask) -> Alignment:
     return through_reference(source.alignment(task.second), source.alignment(task.first))
 
 
+#: Bytes of entries' weights a table keeps loaded, the most recently used: a table reads
+#: each entry once for every pair it is in (on a GPU a read is a copy to the device).
+STATE_CACHE_BYTES = 1 << 30
+
+
 class SharedTemplates:
-    """A :class:`PairSource` that hands out one template module per family: the curves of
-    many pairs then share one evaluator (built once per template and data split)."""
+    """A :class:`PairSource` that hands out one template module per family, so that the
+    curves of many pairs share one evaluator (built once per template and data split),
+    and keeps the entries' weights it read last (up to :data:`STATE_CACHE_BYTES`)."""
 
     def __init__(self, source: PairSource) -> None:
         self.source = source
         self._models: dict[str, nn.Module] = {}
+        self._states: OrderedDict[tuple[str, str], dict[str, Tensor]] = OrderedDict()
+        self._held = 0
 
     def spec(self, entry: Entry) -> Spec:
         """The source's spec."""
         return self.source.spec(entry)
 
     def state(self, entry: Entry, device: str | torch.device = "cpu") -> dict[str, Tensor]:
-        """The source's weights."""
-        return self.source.state(entry, device)
+        """The source's weights (a new dict of the same tensors, which no one writes into,
+        when they were read lately)."""
+        key = (entry.id, str(device))
+        if key in self._states:
+            self._states.move_to_end(key)
+            return dict(self._states[key])
+        state = self.source.state(entry, device)
+        size = sum(t.numel() * t.element_size() for t in state.values())
+        if size <= STATE_CACHE_BYTES:
+            self._states[key] = state
+            self._held += size
+            while self._held > STATE_CACHE_BYTES:
+                _, dropped = self._states.popitem(last=False)
+                self._held -= sum(t.numel() * t.element_size() for t in dropped.values())
+        return dict(state)
 
     def dataset(self, entry: Entry) -> Dataset:
         """The source's dataset."""
