@@ -332,14 +332,16 @@ def _through_reference(source: PairSource, task: PairTask) -> Alignment:
 
 
 #: Bytes of entries' weights a table keeps loaded, the most recently used: a table reads
-#: each entry once for every pair it is in (on a GPU a read is a copy to the device).
-STATE_CACHE_BYTES = 1 << 30
+#: each entry once for every pair it is in (on a GPU a read is a copy to the device). Only
+#: networks of at most a sixteenth of it are kept: a big network's reads cost little
+#: beside its forward passes, and holding its weights would raise the table's peak.
+STATE_CACHE_BYTES = 1 << 28
 
 
 class SharedTemplates:
     """A :class:`PairSource` that hands out one template module per family, so that the
     curves of many pairs share one evaluator (built once per template and data split),
-    and keeps the entries' weights it read last (up to :data:`STATE_CACHE_BYTES`)."""
+    and keeps the small networks' weights it read last (:data:`STATE_CACHE_BYTES`)."""
 
     def __init__(self, source: PairSource) -> None:
         self.source = source
@@ -360,7 +362,7 @@ class SharedTemplates:
             return dict(self._states[key])
         state = self.source.state(entry, device)
         size = sum(t.numel() * t.element_size() for t in state.values())
-        if size <= STATE_CACHE_BYTES:
+        if size <= STATE_CACHE_BYTES // 16:
             self._states[key] = state
             self._held += size
             while self._held > STATE_CACHE_BYTES:
