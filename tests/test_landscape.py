@@ -293,6 +293,42 @@ def test_pairs_prepared_in_threads_equal_one_at_a_time(monkeypatch):
     assert path_curves(pairs, model, data, "geodesic", "cpu", options=options) == alone
 
 
+class _Renormed(torch.nn.Module):
+    """A small network with an op vmap runs sample by sample (``torch.renorm``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.out = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(torch.renorm(torch.relu(self.fc1(x)), 2, 0, 1.0))
+
+
+def test_a_network_vmap_runs_sample_by_sample_is_evaluated_point_by_point(monkeypatch):
+    """Stacking a path's points is for speed: a network with an op vmap only runs through
+    its per-sample fallback (a loop over the points) runs point by point instead, with
+    the same errors."""
+    import warnings
+
+    import canon.engine.evaluate as evaluate_module
+
+    monkeypatch.setitem(evaluate_module.STACK_WORK, "cpu", 1 << 62)
+    torch.manual_seed(0)
+    model = _Renormed()
+    a, b = state_of(model), state_of(_Renormed())
+    x, y = torch.randn(200, 6), torch.randint(0, 3, (200,))
+    path = linear_path(a, b, positions(5))
+    evaluator = Evaluator(model, x, y, CPU)
+    assert evaluator.stackable and evaluator.points_per_call() > 1
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        errors = evaluator.evaluate(path).errors
+    assert not evaluator.stackable and evaluator.points_per_call() == 1
+    assert not seen  # the fallback's warning stopped the stacked run: it did not run on
+    plain = [Evaluator(model, x, y, CPU).error(path.state(k)).errors for k in range(5)]
+    assert torch.equal(errors, torch.cat(plain))
+
+
 def test_data_batches_are_sized_by_their_activations(monkeypatch):
     """The rows of a data batch shrink until the activations of the networks in flight fit
     the evaluator's budget; errors do not depend on it."""

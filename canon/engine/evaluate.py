@@ -17,6 +17,7 @@ exact faster equivalents are swapped in the evaluator's traced copy
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,9 @@ _FAN_IN_PER_BASIS = 32
 #: faster at H = 64, 6.4x at 128-256, 2.1x at 512, 1.36x at 1024 and even from 2048 on;
 #: 2^38 stacks all 25 points up to H = 1024.
 STACK_WORK: dict[str, int] = {"cpu": 1 << 24, "cuda": 1 << 38}
+
+# what torch warns when vmap falls back to running an op sample by sample
+_VMAP_FALLBACK = "There is a performance drop because we have not yet implemented the batching rule"
 # Layers whose work is not bounded by their weights (convolutions: by positions too), or
 # whose kernels vmap cannot batch: their networks always run point by point.
 _UNSTACKED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, BinaryLinear, BinaryConv2d)
@@ -297,7 +301,12 @@ class Evaluator:
         factors = _factors(paths, output_scales, self.device) if loss else None
         if self.stackable:
             try:
-                return self._evaluate(paths, loss, stacked=True, factors=factors)
+                with warnings.catch_warnings():
+                    # an op vmap runs through its per-sample fallback (a loop over the
+                    # points: adaptive pooling of channels-last images) counts as one it
+                    # cannot batch
+                    warnings.filterwarnings("error", message=_VMAP_FALLBACK)
+                    return self._evaluate(paths, loss, stacked=True, factors=factors)
             except Exception:  # an op vmap cannot batch: run point by point from now on
                 self.stackable = False
         return self._evaluate(paths, loss, stacked=False, factors=factors)
