@@ -4,14 +4,17 @@ queued beside the device's other work (:func:`side_stream`)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 
 from canon.errors import ConfigError
 
-__all__ = ["queued_mark", "resolve_device", "side_stream"]
+__all__ = ["on_this_stream", "queued_mark", "resolve_device", "side_stream"]
+
+_T = TypeVar("_T")
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -72,3 +75,19 @@ def side_stream(device: torch.device, after: torch.cuda.Event | None = None) -> 
             yield
     finally:
         stream.synchronize()  # its tensors are complete before another stream reads them
+
+
+def on_this_stream(fn: Callable[[int], _T], device: torch.device) -> Callable[[int], _T]:
+    """``fn`` to be called from other threads, its work for a CUDA ``device`` queued on the
+    stream current in this thread (a thread's current stream is its own: without this,
+    helpers of work on a :func:`side_stream` would queue on the usual stream, behind the
+    work the side stream is there to run beside). Elsewhere ``fn`` itself."""
+    if device.type != "cuda":
+        return fn
+    stream = torch.cuda.current_stream(device)
+
+    def run(i: int) -> _T:
+        with torch.cuda.stream(stream):
+            return fn(i)
+
+    return run
