@@ -136,3 +136,50 @@ def test_look_alikes_are_refused(trap: str, words: str) -> None:
     a buffer of ones are refused, each with its reason."""
     with pytest.raises(UnsupportedModuleError, match=words):
         spec_from_module(Traps(trap))
+
+
+class ZeroedKeyBiasViT(JoinedBiasViT):
+    """:class:`JoinedBiasViT` with a fused projection of its own bias, of which a clone has
+    the rows ``zeroed`` set to zero in place before each call (torchvision's Swin V2
+    zeroes the keys' third so)."""
+
+    def __init__(self, zeroed: slice) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
+        self.zeroed = zeroed
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class scores."""
+        h = self.patch(x)
+        b, n, _ = h.shape
+        bias = self.qkv.bias.clone()
+        bias[self.zeroed].zero_()
+        qkv = F.linear(self.norm1(h), self.qkv.weight, bias)
+        q, k, v = qkv.reshape(b, n, 3, HEADS, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, WIDTH)
+        h = h + self.proj(y)
+        h = h + self.down(F.gelu(self.up(self.norm2(h))))
+        out: Tensor = self.head(h.mean(dim=1))
+        return out
+
+
+@given(weights=st.integers(0, 2**31 - 1), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=4, deadline=None)
+def test_a_bias_with_a_third_zeroed_in_place_moves_with_its_units(weights: int, seed: int):
+    """A clone of the projection's bias with the keys' third zeroed in place: the bias is
+    the projection's own, every third of it moved with its units (the parameter's key
+    third, random here, is never read); symmetries keep the function."""
+    model = randomize(ZeroedKeyBiasViT(slice(WIDTH, 2 * WIDTH)), weights).double()
+    spec = spec_from_module(model)
+    state = {t.name: state_of(model)[t.name] for t in spec.tensors}
+    assert "qkv.bias" in state and state["qkv.bias"][WIDTH : 2 * WIDTH].abs().sum() > 0
+    x = torch.randn(5, PATCHES, PIXELS, generator=torch.Generator().manual_seed(seed % 1000))
+    assert_symmetries_keep_the_function(model, spec, state, x.double(), seed)
+
+
+@pytest.mark.parametrize("zeroed", [slice(WIDTH, WIDTH + WIDTH // 2), slice(0, 2 * WIDTH)])
+def test_a_bias_zeroed_in_place_across_its_parts_is_refused(zeroed: slice) -> None:
+    """Zeroed rows that are not one whole third could be moved onto rows that are read:
+    refused."""
+    with pytest.raises(UnsupportedModuleError, match="linear"):
+        spec_from_module(ZeroedKeyBiasViT(zeroed))

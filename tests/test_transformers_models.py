@@ -558,17 +558,20 @@ def test_selective_scans_keep_their_units_and_the_function(
     _keeps_its_function(model, spec)
 
 
+@pytest.mark.parametrize("name", ["swin_t", "swin_v2_t"])
 def test_torchvisions_swin_is_recorded_where_fx_keeps_its_attention_whole(
-    libraries: None,
+    libraries: None, name: str
 ) -> None:
     """torchvision's Swin runs each block's windowed attention in one function that
     torch.fx keeps whole (``torch.fx.wrap``): its graph is recorded from a run instead,
     inside that function too (the shifted windows' mask made by ``x.new_zeros``). The
-    relative position bias keeps the heads in place, as in the others' Swin; symmetries
-    keep the logits and canonical forms agree (both matchings, and activation matching
-    reads the recorded graph's points)."""
+    relative position bias keeps the heads in place, as in the others' Swin; Swin V2
+    zeroes the keys' third of a clone of its fused projection's bias in place before
+    each call (the parameter's own third, random here, is never read). Symmetries keep
+    the logits and canonical forms agree (both matchings, and activation matching reads
+    the recorded graph's points)."""
     torchvision, _ = vision()
-    model = randomize(torchvision.models.swin_t(num_classes=5).double().eval(), 0)
+    model = randomize(getattr(torchvision.models, name)(num_classes=5).double().eval(), 0)
     spec = spec_from_module(model, (3, 64, 64))
     qkv = spec.group("features.1.0.attn.qkv")
     assert (qkv.heads, qkv.blocks, qkv.link) == (1, 3, "")

@@ -154,12 +154,43 @@ def _own_call(
     own = {n: v for n, v in given.items() if isinstance(v, fx.Node) and n != names[0]}
     if "weight" not in own and "running_mean" not in own:
         return None
+    own = {n: _zeroed_in_parts(v, node) or v for n, v in own.items()}
     first = next(iter(own.values()))
     path = str(first.target).rpartition(".")[0]
     for name, value in own.items():
         if value.op != "get_attr" or str(value.target) != f"{path}.{name}":
             return None
     return path, given
+
+
+def _zeroed_in_parts(value: fx.Node, call: fx.Node) -> fx.Node | None:
+    """For a clone of a parameter (``get_attr``) whose only other uses before ``call`` zero
+    whole thirds of it in place (Swin V2's query-key-value bias, the keys' third zeroed
+    before ``F.linear``): that parameter; else None. The zeroed entries are never read,
+    and a fused projection's units move within their third, so the thirds zeroed stay
+    zero under every move of the parameter's entries."""
+    if value.op != "call_method" or value.target != "clone" or len(value.args) != 1:
+        return None
+    source = value.args[0]
+    shape = shape_of(value) if isinstance(source, fx.Node) else None
+    if not isinstance(source, fx.Node) or source.op != "get_attr" or not shape:
+        return None
+    third = shape[0] // 3
+    for use in value.users:
+        if use is call:
+            continue
+        picked = use.args[1] if use.target is operator.getitem and len(use.args) == 2 else None
+        if (
+            not isinstance(picked, slice)
+            or picked.step not in (None, 1)
+            or third * 3 != shape[0]
+            or (picked.start or 0) % third
+            or (picked.stop if picked.stop is not None else shape[0]) - (picked.start or 0) != third
+            or not use.users
+            or any(u.op != "call_method" or u.target != "zero_" for u in use.users)
+        ):
+            return None
+    return source
 
 
 #: ``torch.addcmul(input, tensor1, tensor2)``: input + value * tensor1 * tensor2
