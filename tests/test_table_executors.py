@@ -45,9 +45,11 @@ def _cached(zoo: Zoo) -> dict[tuple[str, str, str], str]:
 def overlap(request, monkeypatch):
     """Tables computed as on a CPU, or as on a GPU: each group of pairs prepared in a
     thread while the group before it is evaluated."""
+    from canon.engine import landscape
     from canon.zoo import _pair_work
 
     monkeypatch.setitem(_pair_work.OVERLAP, "cpu", request.param)
+    monkeypatch.setattr(landscape, "MAX_PAIRS_PER_CALL", 2)  # several groups
     return request.param
 
 
@@ -55,8 +57,10 @@ def overlap(request, monkeypatch):
 def test_overlapped_preparation_gives_the_serial_table(template, tmp_path, monkeypatch, align):
     """Groups of pairs prepared one ahead, in a thread, beside the evaluation of the group
     before (as on a GPU) give every number of the table computed one group at a time."""
+    from canon.engine import landscape
     from canon.zoo import _pair_work
 
+    monkeypatch.setattr(landscape, "MAX_PAIRS_PER_CALL", 2)  # 8 groups, 7 prepared ahead
     results = []
     for overlapped in (False, True):
         monkeypatch.setitem(_pair_work.OVERLAP, "cpu", overlapped)
@@ -65,13 +69,6 @@ def test_overlapped_preparation_gives_the_serial_table(template, tmp_path, monke
         results.append(_cached(zoo))
         zoo.close()
     assert len(results[0]) == 15 and results[0] == results[1]  # every stored curve
-    assert _pair_work.pairs_per_call(build_model(*NET), _digits(), 5) > 1  # groups formed
-
-
-def _digits():
-    from canon.data import load_dataset
-
-    return load_dataset("digits")
 
 
 class _CountedReads:
@@ -117,6 +114,33 @@ def test_a_table_reads_each_entry_once_while_its_weights_are_kept(template, tmp_
 
 def _bytes(state) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
+
+
+class _Stop(Exception):
+    """What the progress callback raises to stop a table (as Ctrl-C would)."""
+
+
+def test_a_table_stopped_while_pairs_are_prepared_ahead_keeps_its_pairs(
+    template, tmp_path, overlap
+):
+    """A table stopped from its progress callback while the next group of pairs is being
+    prepared keeps every pair it finished, leaves no thread behind, and the rerun
+    computes only the rest."""
+    zoo = copy_zoo(template, tmp_path / "zoo")
+    before = threading.active_count()
+
+    def stop_after_four(done: int, total: int) -> None:
+        if done >= 4:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        zoo.barrier_table(points=3, device="cpu", progress=stop_after_four)
+    assert threading.active_count() == before
+    kept = _cached(zoo)
+    assert 4 <= len(kept) < 15
+    table = zoo.barrier_table(points=3, device="cpu")
+    assert table.computed == 15 - len(kept) and not np.isnan(table.matrix).any()
+    zoo.close()
 
 
 def test_a_failed_table_keeps_every_pair_it_finished(template, tmp_path, overlap):
