@@ -545,7 +545,17 @@ class TransformersLike(nn.Module):
         return self.fc(input_ids)
 
 
-@pytest.mark.parametrize("model", [DataDependent(), TransformersLike()])
+class PythonDtypes(DataDependent):
+    """Branches on values, and makes tensors with Python's types as their dtype (a
+    recorded graph's code cannot write a type: it holds the dtype torch took)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        one = torch.tensor(1, dtype=int) * torch.ones((), dtype=bool)
+        x = x * one.to(x.dtype) + torch.zeros((), dtype=float).to(x.dtype)
+        return self.fc(x) if x.sum() > 0 else self.fc(-x)
+
+
+@pytest.mark.parametrize("model", [DataDependent(), TransformersLike(), PythonDtypes()])
 def test_forwards_symbolic_tracing_cannot_follow_are_recorded(model: nn.Module) -> None:
     """Python that branches on values, a forward wrapped as transformers wraps theirs:
     torch.fx cannot trace them, so canon records the graph by running the model once."""

@@ -31,6 +31,11 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
+# the dtypes torch's functions take Python's scalar types for
+_PYTHON_DTYPES: dict[type, torch.dtype] = {
+    bool: torch.bool, int: torch.int64, float: torch.float64, complex: torch.complex128,
+}  # fmt: skip
+
 __all__ = ["OPAQUE_FUNCTIONS", "Recorded", "is_opaque", "main_output", "record"]
 
 #: Functions of model libraries that a recording keeps as one ``call_function`` node each,
@@ -276,6 +281,10 @@ class _Recorder(TorchFunctionMode):
             return {k: self._args(v) for k, v in value.items()}
         if isinstance(value, (slice,)):
             return slice(self._args(value.start), self._args(value.stop), self._args(value.step))
+        if isinstance(value, type) and value in _PYTHON_DTYPES:
+            # ``torch.tensor(0, dtype=int)``: the dtype torch takes the type for (a type
+            # is no argument the graph's code can write)
+            return _PYTHON_DTYPES[value]
         return value
 
     def _add(
