@@ -4,9 +4,11 @@ attention sinks.
 Each head's dimensions are cut in two by ``chunk``; each half is multiplied by the rotary
 angles and the two are mixed (``x1 * cos - x2 * sin``, ``x2 * cos + x1 * sin``) and
 joined again: the dimensions are pinned in their heads. A learned constant per head (its
-sink) is joined after the keys, the scores' largest entry taken off, the softmax taken,
-and the sink's column dropped: the heads stay in place. A ``chunk`` whose parts are used
-otherwise is a fused projection's queries, keys and values, as before.
+sink) is joined after the keys, the scores' largest entry taken off (computed from the
+scores, it moves with them), the softmax taken, and the sink's column dropped: the sinks
+move with their heads, a group of their own linked to the heads' order (with
+grouped-query attention, each key head's run of query heads' sinks). A ``chunk`` whose
+parts are used otherwise is a fused projection's queries, keys and values, as before.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from hypothesis import strategies as st
 from nets import assert_symmetries_keep_the_function
 from torch import Tensor, nn
 
-from canon.core import Spec, spec_from_module
+from canon.core import Spec, random_symmetry, spec_from_module
 from canon.errors import UnsupportedModuleError
 
 TOKENS, WIDTH, HEADS, D, VOCAB = 6, 16, 4, 4, 20
@@ -94,15 +96,20 @@ def _spec() -> tuple[Model, Spec]:
     return model, spec_from_module(model)
 
 
-def test_the_heads_stay_and_their_dimensions_are_pinned() -> None:
-    """The sinks differ between heads, so the heads stay in place (no link); the rotary
-    halves pin the query and key dimensions in their heads (each its own block: nothing
-    moves); the values' dimensions permute within their head; the sinks are in no group."""
+def test_the_sinks_move_with_their_heads_whose_dimensions_are_pinned() -> None:
+    """One sink per head, a parameter: a group of its own linked to the heads' order, each
+    sink in its head's place; the rotary halves pin the query and key dimensions in their
+    heads (heads only); the values' dimensions permute within their head. A random
+    symmetry moves the sinks with the heads."""
     _, spec = _spec()
-    queries, values = spec.group("attn.q"), spec.group("attn.v")
-    assert not queries.link and not values.link
-    assert (queries.blocks, values.blocks) == (HEADS * D, HEADS)
-    assert {t.name for g in spec.groups for t in g.tensors}.isdisjoint({"attn.sinks"})
+    queries, values, sinks = (spec.group(n) for n in ("attn.q", "attn.v", "attn.sinks"))
+    assert queries.link and queries.link == values.link == sinks.link
+    assert (queries.heads, values.heads, sinks.heads) == (HEADS, HEADS, HEADS)
+    assert queries.heads_only and not values.heads_only and sinks.heads_only
+    assert sinks.size == HEADS and {t.name for t in sinks.tensors} == {"attn.sinks"}
+    state = {t.name: torch.randn(t.shape, dtype=torch.float64) for t in spec.tensors}
+    moved = [random_symmetry(state, spec, seed=s) for s in range(4)]
+    assert any(not torch.equal(m["attn.sinks"], state["attn.sinks"]) for m in moved)
 
 
 @given(seed=st.integers(0, 2**31 - 1))
@@ -120,3 +127,16 @@ def test_the_sinks_column_must_be_dropped() -> None:
     """Scores that hold the sinks' column and not a key's are refused."""
     with pytest.raises(UnsupportedModuleError, match="unsupported op `getitem` on attention"):
         spec_from_module(Model(keep_sink=True).double())
+
+
+def test_sinks_held_in_a_buffer_keep_the_heads_in_place() -> None:
+    """Sinks that are no parameter (a buffer) move with no symmetry: the heads stay in
+    place, each one's dimensions in its own block."""
+    model = Model().double().eval()
+    sinks = model.attn.sinks.detach().clone()
+    del model.attn.sinks
+    model.attn.register_buffer("sinks", sinks)
+    spec = spec_from_module(model)
+    queries, values = spec.group("attn.q"), spec.group("attn.v")
+    assert not queries.link and not values.link and values.blocks == HEADS
+    assert all(g.name != "attn.sinks" for g in spec.groups)

@@ -76,6 +76,7 @@ from canon.core.walk_values import (
     Units,
     Value,
     Woven,
+    attribute,
     check_commutes,
     hidden_units,
     location,
@@ -365,6 +366,38 @@ def _constant(value: object) -> bool:
     return isinstance(value, (Param, Fixed)) or (isinstance(value, Units) and value.space.pinned)
 
 
+def _per_head_parameter(node: fx.Node, head_axis: int, heads: int) -> str | None:
+    """The name of a parameter of one number per query head that ``node`` reads through a
+    view putting them on the scores' head axis, then broadcasts alone (GPT-OSS's sinks:
+    ``sinks.reshape(1, -1, 1, 1).expand(b, -1, t, -1)``); else None."""
+    step, broadcast = node, True
+    while step.op != "get_attr":
+        name = op_name(step)
+        source = step.args[0] if step.args else None
+        if not isinstance(source, fx.Node):
+            return None
+        if name in ("expand", "expand_as", "to", "type_as", "contiguous") and broadcast:
+            step = source
+            continue
+        shape = shape_of(step)
+        laid = len(shape) > head_axis and shape[head_axis] == heads
+        if name not in ("reshape", "view") or not laid or math.prod(shape) != heads:
+            return None
+        step, broadcast = source, False
+    held = shape_of(step)
+    return str(step.target) if tuple(held) == (heads,) and not broadcast else None
+
+
+def _row_shift(node: fx.Node, scores: fx.Node) -> bool:
+    """Whether ``node`` is the largest of ``scores`` along their keys, per query (``.max(-1,
+    keepdim=True).values``, ``amax``): computed from the scores, it moves with their heads."""
+    if op_name(node) in ("getitem", "getattr") and len(node.args) == 2:
+        picked, node = node.args[1], node.args[0]  # type: ignore[assignment]
+        if picked not in (0, "values") or not isinstance(node, fx.Node):
+            return False
+    return op_name(node) in ("max", "amax") and bool(node.args) and node.args[0] is scores
+
+
 def _same_place(a: Heads | Sliced, b: Heads | Sliced) -> bool:
     """Whether two head tensors hold the same dimensions of the same space's heads, laid
     out alike (the two terms of a rotary embedding's sum; pinned, so their order within a
@@ -386,6 +419,7 @@ class _Attention:
     heads: int  # of the keys and values
     where: str
     repeat: int = 1  # query heads per key/value head (grouped-query attention)
+    sink: str | None = None  # a parameter of one sink per query head (GPT-OSS's)
 
 
 class AttentionSteps(UnitRanges):
@@ -698,15 +732,22 @@ class AttentionSteps(UnitRanges):
                 or not all(_constant(self.values.get(n)) for n in others)
             ):
                 return None
-            scores.query.root().heads_fixed = scores.key.root().heads_fixed = True
             extra = sum(shape_of(n)[-1] for n in others)
-            return replace(scores, sinks=scores.sinks + extra)
+            sink = None
+            if extra == 1 and not scores.sinks and scores.sink is None:
+                sink = _per_head_parameter(others[0], scores.head_axis, scores.heads)
+                if sink is not None and not isinstance(attribute(self.gm, sink), nn.Parameter):
+                    sink = None  # a buffer's or a plain tensor's: it stays, and so do the heads
+            if sink is None:  # constants that do not move with the heads keep them in place
+                scores.query.root().heads_fixed = scores.key.root().heads_fixed = True
+            return replace(scores, sinks=scores.sinks + extra, sink=sink or scores.sink)
         if target in ("max", torch.max, "amax", torch.amax) and len(inputs) == 1:
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
             if not isinstance(dim, int) or dim % ndim != keys:
                 return None
-            scores.query.root().heads_fixed = scores.key.root().heads_fixed = True
-            return Fixed(())  # the largest score of each query: a shift the softmax ignores
+            # the largest score of each query: a shift the softmax ignores, and one that
+            # moves with the heads (:func:`_row_shift`)
+            return Fixed(())
         if target is operator.getitem and len(inputs) == 1 and scores.sinks:
             index = per_axis(node.args[1], ndim)
             width = shape_of(source)[keys]
@@ -1013,7 +1054,11 @@ class AttentionSteps(UnitRanges):
             return value  # the same function of every score (Gemma 2's tanh soft-capping)
         scaled = target in MUL or target in DIV
         if keeps and isinstance(value, Scores) and (target in ADD or target in _WHERE or scaled):
-            others = [a for a in node.args if isinstance(a, fx.Node) and a is not source]
+            others = [
+                a
+                for a in node.args
+                if isinstance(a, fx.Node) and a is not source and not _row_shift(a, source)
+            ]
             if _differs_between_heads(others, value.head_axis, len(shape_of(node))):
                 value.query.root().heads_fixed = value.key.root().heads_fixed = True
             return value  # a mask, added or chosen by a condition
@@ -1562,16 +1607,23 @@ class AttentionSteps(UnitRanges):
                 and a.heads == b.heads
                 and a.repeat == b.repeat
             ):
-                self._record(a.query, a.key, b.space, a.heads // a.repeat, node, a.repeat)
+                self._record(a.query, a.key, b.space, a.heads // a.repeat, node, a.repeat, a.sink)
                 return Heads(b.space.root(), ndim - 3, ndim - 1, a.heads, a.repeat)
         raise unsupported(f"op `{name}` in {at} multiplies hidden tensors" + _SUPPORTED, name, at)
 
     def _record(
-        self, query: Space, key: Space, value: Space, heads: int, node: fx.Node, repeat: int = 1
+        self,
+        query: Space,
+        key: Space,
+        value: Space,
+        heads: int,
+        node: fx.Node,
+        repeat: int = 1,
+        sink: str | None = None,
     ) -> None:
         value.root().ops.append((self.order[node], linear("attention")))
         self.attentions.append(
-            _Attention(query.root(), key.root(), value.root(), heads, location(node), repeat)
+            _Attention(query.root(), key.root(), value.root(), heads, location(node), repeat, sink)
         )
 
     # -- the groups they make -----------------------------------------------------------
@@ -1718,4 +1770,16 @@ class AttentionSteps(UnitRanges):
             whole = not pinned or fixed or normed or att.repeat > 1
             parts = None if whole else _split_pinned(qk, q, k, head)
             groups += [(q.created, g) for g in parts or (qk,)] + [(v.created, vo)]
+            if att.sink is not None and not fixed:
+                # one sink per query head: whole key heads' runs of them move with the heads
+                sinks = UnitGroup(
+                    name=att.sink,
+                    size=att.heads * att.repeat,
+                    symmetry="none",
+                    producers=(Producer(att.sink),),
+                    heads=att.heads,
+                    link=link,
+                    heads_only=True,
+                )
+                groups.append((q.created, sinks))
         return groups

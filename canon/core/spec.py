@@ -561,20 +561,31 @@ def forward_order(spec: Spec) -> tuple[tuple[UnitGroup, tuple[Producer, ...]], .
     stem (and, in later stages, the first block's last layer and its
     projection shortcut) count; the later blocks' last layers read groups
     that themselves read the stream, and they follow the stream's factor
-    instead (DESIGN §3b).
+    instead (DESIGN §3b). Groups that share a ``link`` (one attention layer's) wait
+    for each other: each comes once all of them could.
     """
     reads: dict[str, set[str]] = {}
+    mates: dict[str, list[UnitGroup]] = {}
     for group in spec.groups:
         for axis in group.outgoing:
             reads.setdefault(axis.name, set()).add(group.name)
+        if group.link:
+            mates.setdefault(group.link, []).append(group)
     done: set[str] = set()
+
+    def counted(group: UnitGroup) -> tuple[Producer, ...]:
+        return tuple(p for p in group.producers if reads.get(p.weight, set()) <= done)
+
     order: list[tuple[UnitGroup, tuple[Producer, ...]]] = []
     remaining = list(spec.groups)
     while remaining:
         index, ready = 0, remaining[0].producers  # a spec written by hand may have cycles
         for i, group in enumerate(remaining):
-            found = tuple(p for p in group.producers if reads.get(p.weight, set()) <= done)
-            if found:
+            found = counted(group)
+            # linked groups are matched together: only once each one's inputs are aligned
+            # (GPT-OSS's sinks read nothing, and wait for the heads' projections)
+            linked_ready = all(m.name in done or counted(m) for m in mates.get(group.link, []))
+            if found and linked_ready:
                 index, ready = i, found
                 break
         group = remaining.pop(index)

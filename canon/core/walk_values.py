@@ -202,6 +202,7 @@ class Scores:
     heads: int
     repeat: int = 1  # query heads per key head (grouped-query attention)
     sinks: int = 0  # columns of per-head constants joined after the keys (GPT-OSS's sinks)
+    sink: str | None = None  # the parameter of one sink per query head, moving with the heads
 
 
 @dataclass(frozen=True)

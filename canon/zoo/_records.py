@@ -46,8 +46,10 @@ __all__ = [
 #: matching's objective is a sum of per-layer cosines; 5: tanh units' distances are in the
 #: free Euclidean term, units with zero incoming weights are normalized by their biases;
 #: 6: a layer's units viewed as parts that no attention reads and normed part by part stay
-#: in place, where they were permuted and rescaled under the norm; a pin follows joins).
-CACHE_VERSION = 6
+#: in place, where they were permuted and rescaled under the norm; a pin follows joins;
+#: 7: attention sinks, a group of their own, move with their heads, which had stayed in
+#: place; linked groups are matched once all of them could be).
+CACHE_VERSION = 7
 #: Written into every stored object's metadata as ``canon.format_version``.
 FORMAT_VERSION = "1"
 KINDS = ("solution", "midpoint")
