@@ -522,6 +522,8 @@ SCANS: dict[str, tuple[str, dict[str, Any]]] = {
         "ssm_state_size": 4, "n_groups": 1, "conv_kernel": 3, "chunk_size": 4,
     }),
     "bamba": ("BambaForCausalLM", {**_HYBRID_MAMBA, "attn_layer_indices": [1]}),
+    # per-channel multipliers (a plain tensor, not in its files) on what its scan reads
+    "falcon_h1": ("FalconH1ForCausalLM", {**_HYBRID_MAMBA, "mamba_d_ssm": 32}),
     "granitemoehybrid": ("GraniteMoeHybridForCausalLM", {
         **_HYBRID_MAMBA, "layer_types": ["mamba", "attention"], "num_local_experts": 2,
         "num_experts_per_tok": 1,
@@ -540,7 +542,7 @@ def test_selective_scans_keep_their_units_and_the_function(
 ) -> None:
     """State-space and linear-attention layers whose scan transformers runs as one
     function (Mamba's and Mamba-2's selective scans in Mamba, Falcon-Mamba, Jamba,
-    Nemotron-H, Bamba and Granite 4 hybrids; Kimi Linear's delta attention): recorded
+    Nemotron-H, Bamba, Falcon-H1 and Granite 4 hybrids; Kimi Linear's delta attention): recorded
     whole, every unit the scan reads stays where it is (so do the decay's parameters and
     the time step's projection, ``dt_proj.weight @ x``, refused anywhere else); the
     residual stream, MLPs, experts and full attention move. Symmetries keep the logits

@@ -1908,9 +1908,9 @@ class Walker(AttentionSteps, ExpertSteps):
         node: fx.Node,
         inputs: list[tuple[fx.Node, Value]],
         hidden: list[tuple[fx.Node, Units]],
-    ) -> Units:
+    ) -> Units | Unfollowed:
         """x + y, x * y, x / y, ``addcmul(beta, alpha, x)`` with hidden units, parameters
-        or numbers."""
+        or numbers (with the network's input per unit: a pending pin, :class:`Unfollowed`)."""
         where = location(node)
         name = op_name(node)
         target = node.target
@@ -1937,12 +1937,15 @@ class Walker(AttentionSteps, ExpertSteps):
             for n in masks
         )
         if masks and not per_position:
-            raise unsupported(
+            error = unsupported(
                 f"op `{name}` in {where} combines the network's input with hidden units; the "
                 "input's axes cannot be permuted",
                 name,
                 where,
             )
+            # fine where only a function recorded whole reads the result (Falcon-H1's
+            # per-channel multipliers, a plain tensor, on what its scan reads)
+            return Unfollowed(tuple(spaces_in([u for _, u in hidden])), error)
         self._join_all(node, placed)
         space = first.space.root()
         params = [(n, v) for n, v in inputs if isinstance(v, Param)]
