@@ -522,6 +522,14 @@ SCANS: dict[str, tuple[str, dict[str, Any]]] = {
         "ssm_state_size": 4, "n_groups": 1, "conv_kernel": 3, "chunk_size": 4,
     }),
     "bamba": ("BambaForCausalLM", {**_HYBRID_MAMBA, "attn_layer_indices": [1]}),
+    # one shared attention block at every hybrid layer, reading the stream joined with a
+    # copy of the embeddings (``torch.clone``, ``torch.concatenate``)
+    "zamba2": ("Zamba2ForCausalLM", {
+        "mamba_d_state": 4, "mamba_d_conv": 3, "mamba_expand": 2, "mamba_ngroups": 1,
+        "mamba_headdim": 8, "n_mamba_heads": 4, "chunk_size": 4, "num_hidden_layers": 4,
+        "layers_block_type": ["mamba", "hybrid", "mamba", "hybrid"], "num_mem_blocks": 2,
+        "adapter_rank": 4, "attention_head_dim": 8, "head_dim": 8, "use_mem_rope": True,
+    }),
     # per-channel multipliers (a plain tensor, not in its files) on what its scan reads
     "falcon_h1": ("FalconH1ForCausalLM", {**_HYBRID_MAMBA, "mamba_d_ssm": 32}),
     "granitemoehybrid": ("GraniteMoeHybridForCausalLM", {
@@ -542,7 +550,8 @@ def test_selective_scans_keep_their_units_and_the_function(
 ) -> None:
     """State-space and linear-attention layers whose scan transformers runs as one
     function (Mamba's and Mamba-2's selective scans in Mamba, Falcon-Mamba, Jamba,
-    Nemotron-H, Bamba, Falcon-H1 and Granite 4 hybrids; Kimi Linear's delta attention): recorded
+    Nemotron-H, Bamba, Falcon-H1, Zamba2 and Granite 4 hybrids; Kimi Linear's delta
+    attention): recorded
     whole, every unit the scan reads stays where it is (so do the decay's parameters and
     the time step's projection, ``dt_proj.weight @ x``, refused anywhere else); the
     residual stream, MLPs, experts and full attention move. Symmetries keep the logits

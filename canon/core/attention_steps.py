@@ -54,6 +54,7 @@ from canon.core.unit_ranges import UnitRanges
 from canon.core.walk_values import (
     ADD,
     CARVE,
+    CAT,
     DIV,
     LAYERNORMS,
     MUL,
@@ -719,7 +720,7 @@ class AttentionSteps(UnitRanges):
         any other op on scores."""
         target, ndim = node.target, len(shape_of(source))
         keys = ndim - 1
-        if target in (torch.cat, torch.concat):
+        if target in CAT:
             listed = node.args[0] if node.args else node.kwargs.get("tensors")
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
             if not isinstance(listed, (list, tuple)) or not listed or listed[0] is not source:
@@ -1275,7 +1276,7 @@ class AttentionSteps(UnitRanges):
             return self._slice_heads(node, heads[0][0], value)
         if target in (operator.neg, torch.neg, "neg") and len(inputs) == 1:
             return replace(value, turned=True) if isinstance(value, Sliced) else value
-        if target in (torch.cat, torch.concat) and not constants:
+        if target in CAT and not constants:
             return self._join_slices(node, heads)
         if target is torch.stack and not constants:
             return self._weave(node, heads)

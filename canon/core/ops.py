@@ -123,6 +123,7 @@ _FUNCTION_OPS: dict[Callable[..., Any], Op] = {
     F.softplus: plain("softplus"),
     F.sigmoid: plain("sigmoid"),
     torch.sigmoid: plain("sigmoid"),
+    torch.clone: linear("clone"),  # Zamba2's copy of the embeddings for its shared block
 }
 
 _METHOD_OPS: dict[str, Op] = {

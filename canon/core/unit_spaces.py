@@ -52,6 +52,7 @@ from canon.core.spec import (
 from canon.core.walk_values import (
     ADD,
     CARVE,
+    CAT,
     DIV,
     LAYERNORMS,
     MUL,
@@ -511,7 +512,7 @@ class Walker(AttentionSteps, ExpertSteps):
         if hidden and node.target in CARVE:
             self.values[node] = self._carve(node, *hidden[0])
             return
-        if hidden and node.target in (torch.cat, torch.concat):
+        if hidden and node.target in CAT:
             self.values[node] = self._concat(node, inputs, hidden)
             return
         if hidden and node.target in (torch.where, "where"):
@@ -672,7 +673,7 @@ class Walker(AttentionSteps, ExpertSteps):
         """``torch.cat`` of whole one-axis parameters and zeros (a buffer no file holds, or a
         tensor the model holds as a plain attribute): the parts of a bias a layer's forward
         builds; else None."""
-        if node.target not in (torch.cat, torch.concat) or len(shape_of(node)) != 1:
+        if node.target not in CAT or len(shape_of(node)) != 1:
             return None
         listed = node.args[0] if node.args else node.kwargs.get("tensors")
         if not isinstance(listed, (list, tuple)) or not inputs:
@@ -1438,7 +1439,7 @@ class Walker(AttentionSteps, ExpertSteps):
         linear or convolutional layer that reads them all (each part's units its columns
         from the part's start)."""
         at, name = location(node), op_name(node)
-        if node.target in (torch.cat, torch.concat):
+        if node.target in CAT:
             return self._concatenated(node, inputs)
         if node.target in CARVE and len(inputs) == 1:
             return self._pieces(node, *inputs[0])  # type: ignore[arg-type]

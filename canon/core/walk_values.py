@@ -20,6 +20,7 @@ from canon.errors import UnsupportedModuleError
 ADD = {operator.add, operator.iadd, torch.add, "add", "add_", operator.sub, torch.sub, "sub"}
 MUL = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
 DIV = {operator.truediv, torch.div, "div", "div_"}
+CAT = (torch.cat, torch.concat, torch.concatenate)  # joining tensors along an axis
 PERMUTE = {"permute", torch.permute, "transpose", torch.transpose}
 CARVE = {"split", torch.split, "chunk", torch.chunk}  # one tensor cut into several
 # ops that move, pad or flip positions along chosen axes (Swin's shifted windows)
