@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from _timing import median_time, synchronizer
 from torch import nn
 
+from canon.architectures import build_model
+from canon.engine import Evaluator
 from canon.engine.layout import input_layout
 
 
@@ -38,3 +43,46 @@ def recompute_batchnorm(net: nn.Module, x: torch.Tensor, batches: int, batch_siz
                 m.momentum = 1.0 / count
             net(layout(x[start : start + batch_size]))
     net.eval()
+
+
+class PairFloors:
+    """One table pair's floors: ``points`` networks pre-built as modules, each run on every
+    input by a plain loop at the evaluator's batch size (the rows it runs at once:
+    10,000 for the MLPs), in inference mode; and for networks with BatchNorm (the
+    built-in ``resnet``), the statistics of the interior ``points - 2`` recomputed by a
+    plain loop as the table recomputes them (the default 20 batches of 256 inputs, as far
+    as the data goes: each network's BatchNorm layers in train mode with cumulative
+    averages)."""
+
+    def __init__(
+        self,
+        arch: str,
+        config: dict[str, Any],
+        points: int,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        device: torch.device,
+    ) -> None:
+        self.networks = [build_model(arch, config).to(device).eval() for _ in range(points)]
+        self.x, self.y, self.device = x.to(device), y.to(device), device
+        self.batch = Evaluator(self.networks[0], self.x, self.y, device).rows()
+        self.has_batchnorm = arch == "resnet"
+
+    def forward(self) -> None:
+        """Every network on every input."""
+        for net in self.networks:
+            count_wrong(net, self.x, self.y, self.batch)
+
+    def batchnorm(self) -> None:
+        """The interior networks' BatchNorm statistics recomputed (networks with BatchNorm)."""
+        for net in self.networks[1:-1]:
+            recompute_batchnorm(net, self.x, 20, 256)
+
+    def measure(self, repeats: int, warm_up: bool = True) -> dict[str, float]:
+        """The floors' median times over ``repeats`` runs: ``floor_s`` and, for networks
+        with BatchNorm, ``bn_floor_s``."""
+        sync = synchronizer(self.device)
+        out = {"floor_s": median_time(self.forward, repeats, sync, warm_up)}
+        if self.has_batchnorm:
+            out["bn_floor_s"] = median_time(self.batchnorm, repeats, sync, warm_up)
+        return out

@@ -29,14 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from _floors import count_wrong, recompute_batchnorm  # benchmarks/ is on sys.path when run
+from _floors import PairFloors  # benchmarks/ is on sys.path when run
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import canon.engine.evaluate as evaluate_module
 import canon.engine.landscape as landscape
 from canon.architectures import build_model
 from canon.device import resolve_device
-from canon.engine import Evaluator
 from canon.zoo import Zoo
 
 NETS: dict[str, tuple[str, dict[str, Any], tuple[int, ...]]] = {
@@ -117,8 +116,11 @@ def main() -> None:
                               entries=zoo.entries()[:2])  # fmt: skip
             with Counts() as table:
                 zoo.barrier_table(path="geodesic", points=args.points, device=device)
+    floors = PairFloors(arch, config, args.points, x, y, device)  # built outside the counts
     with Counts() as floor:
-        _floor(arch, config, args.points, x.to(device), y.to(device), device)
+        floors.forward()
+        if floors.has_batchnorm:
+            floors.batchnorm()
     mine, base = table.per(pairs - 1), floor.per(1)
     result = {
         "arch": args.arch, "n": args.n, "pairs_counted": pairs - 1, "points": args.points,
@@ -141,25 +143,6 @@ def main() -> None:
         f"{result['reads_ratio']:.1f}); ops {mine['ops']:.0f} (floor {base['ops']:.0f}, "
         f"ratio {result['ops_ratio']:.2f})"
     )
-
-
-def _floor(
-    arch: str,
-    config: dict[str, Any],
-    points: int,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    device: torch.device,
-) -> None:
-    """One pair's floor: ``points`` pre-built networks run on every input (and the interior
-    points' BatchNorm statistics recomputed, 20 batches of 256)."""
-    networks = [build_model(arch, config).to(device).eval() for _ in range(points)]
-    batch = Evaluator(networks[0], x, y, device).rows()
-    for net in networks:
-        count_wrong(net, x, y, batch)
-    if arch == "resnet":
-        for net in networks[1:-1]:
-            recompute_batchnorm(net, x, 20, 256)
 
 
 if __name__ == "__main__":

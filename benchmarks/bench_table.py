@@ -56,13 +56,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from _floors import count_wrong, recompute_batchnorm  # benchmarks/ is on sys.path when run
-from _timing import median_time, synchronizer
+from _floors import PairFloors  # benchmarks/ is on sys.path when run
 from tqdm import tqdm
 
 from canon.architectures import build_model
 from canon.device import resolve_device
-from canon.engine import Evaluator
 from canon.zoo import Zoo
 from canon.zoo._pair_work import OVERLAP
 
@@ -165,7 +163,7 @@ def main() -> None:
                 shutil.copytree(folder / "zoo", Path(tmp) / "local")
             rss_before = _rss_mb()
             before = zoo.pair_computations
-            floors = _Floors(arch, config, args.points, x, y, device)
+            floors = PairFloors(arch, config, args.points, x, y, device)
             sampler = None
             if args.floor_every:
                 cached = zoo.barrier_table(
@@ -278,7 +276,7 @@ class _Sampler:
     the table's pairs, ``done_before`` were cached when it began), and keeps the
     samples and the time they took."""
 
-    def __init__(self, floors: _Floors, done_before: int, every: int) -> None:
+    def __init__(self, floors: PairFloors, done_before: int, every: int) -> None:
         self.floors, self.done_before, self.every = floors, done_before, every
         self.samples: list[dict[str, float]] = []
         self.paused_s = 0.0
@@ -334,46 +332,6 @@ class _Runs:
         if all("bn_floor_s" in r for r in self.runs):
             bn = sum(r["computed"] * r["bn_floor_s"] for r in self.runs)
             out |= {"bn_floor_s": bn / computed, "ratio_with_bn": table_s / (floor + bn)}
-        return out
-
-
-class _Floors:
-    """One pair's floors: ``points`` networks pre-built as modules, each run on every
-    input by a plain loop at the evaluator's batch size (the rows it runs at once:
-    10,000 for the MLPs), in inference mode; and for networks with BatchNorm, the
-    statistics of the interior ``points - 2`` recomputed by a plain loop as the table
-    recomputes them (the default 20 batches of 256 inputs, as far as the data goes:
-    each network's BatchNorm layers in train mode with cumulative averages)."""
-
-    def __init__(
-        self,
-        arch: str,
-        config: dict[str, Any],
-        points: int,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        device: torch.device,
-    ) -> None:
-        self.networks = [build_model(arch, config).to(device).eval() for _ in range(points)]
-        self.x, self.y, self.device = x.to(device), y.to(device), device
-        self.batch = Evaluator(self.networks[0], self.x, self.y, device).rows()
-        self.batchnorm = arch == "resnet"
-
-    def _forward(self) -> None:
-        for net in self.networks:
-            count_wrong(net, self.x, self.y, self.batch)
-
-    def _batchnorm(self) -> None:
-        for net in self.networks[1:-1]:
-            recompute_batchnorm(net, self.x, 20, 256)
-
-    def measure(self, repeats: int, warm_up: bool = True) -> dict[str, float]:
-        """The floors' median times over ``repeats`` runs: ``floor_s`` and, for networks
-        with BatchNorm, ``bn_floor_s``."""
-        sync = synchronizer(self.device)
-        out = {"floor_s": median_time(self._forward, repeats, sync, warm_up)}
-        if self.batchnorm:
-            out["bn_floor_s"] = median_time(self._batchnorm, repeats, sync, warm_up)
         return out
 
 

@@ -51,14 +51,18 @@ class JoinedBiasViT(nn.Module):
             raise ValueError(f"patches of {PIXELS} pixels expected")
         h = self.patch(x)
         b, n, _ = h.shape
-        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
-        qkv = F.linear(self.norm1(h), weight=self.qkv.weight, bias=bias)
+        qkv = self.projected(self.norm1(h))
         q, k, v = qkv.reshape(b, n, 3, HEADS, -1).permute(2, 0, 3, 1, 4).unbind(0)
         y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, WIDTH)
         h = h + self.proj(y)
         h = h + self.down(F.gelu(self.up(self.norm2(h))))
         out: Tensor = self.head(h.mean(dim=1))
         return out
+
+    def projected(self, h: Tensor) -> Tensor:
+        """The fused projection of ``h``, its bias joined from parts."""
+        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        return F.linear(h, weight=self.qkv.weight, bias=bias)
 
 
 @pytest.mark.parametrize("recorded", [False, True])
@@ -145,22 +149,15 @@ class ZeroedKeyBiasViT(JoinedBiasViT):
 
     def __init__(self, zeroed: slice) -> None:
         super().__init__()
+        del self.q_bias, self.v_bias, self.k_bias  # the projection has a bias of its own
         self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
         self.zeroed = zeroed
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Class scores."""
-        h = self.patch(x)
-        b, n, _ = h.shape
+    def projected(self, h: Tensor) -> Tensor:
+        """The fused projection of ``h``, with the rows ``zeroed`` of its bias zeroed."""
         bias = self.qkv.bias.clone()
         bias[self.zeroed].zero_()
-        qkv = F.linear(self.norm1(h), self.qkv.weight, bias)
-        q, k, v = qkv.reshape(b, n, 3, HEADS, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, WIDTH)
-        h = h + self.proj(y)
-        h = h + self.down(F.gelu(self.up(self.norm2(h))))
-        out: Tensor = self.head(h.mean(dim=1))
-        return out
+        return F.linear(h, self.qkv.weight, bias)
 
 
 @given(weights=st.integers(0, 2**31 - 1), seed=st.integers(0, 2**31 - 1))
