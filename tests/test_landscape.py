@@ -353,7 +353,7 @@ def test_points_too_large_to_keep_run_one_at_a_time_with_the_same_scores(monkeyp
     """Where a path's points do not all fit in memory at once, each point is made once and
     run on every data batch in turn (instead of made anew for every batch): the errors and
     losses are those of the batch-by-batch order, number for number."""
-    import canon.engine.evaluate as evaluate_module
+    import canon.engine._modules as modules
 
     config = MLP if arch == "mlp" else {"input_size": 8, "padding": 2, "channels": [3, 4],
                                         "hidden": 5, "classes": 3}  # fmt: skip
@@ -379,7 +379,7 @@ def test_points_too_large_to_keep_run_one_at_a_time_with_the_same_scores(monkeyp
         return tensor
 
     monkeypatch.setattr(Combination, "at", spy)
-    monkeypatch.setattr(evaluate_module, "_STATE_CACHE_BYTES", 0)
+    monkeypatch.setattr(modules, "POINTS_TOGETHER_BYTES", 0)
     one_at_a_time = Evaluator(model, x, y, CPU, batch_size=64)
     one_at_a_time.stackable = False
     for loss, scores in zip((True, False), expected, strict=True):

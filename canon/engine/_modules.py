@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,7 +13,20 @@ from torch import Tensor, nn
 
 from canon.core import tied_names
 
-__all__ = ["loaded", "working_copy"]
+__all__ = ["POINTS_TOGETHER_BYTES", "fit_together", "loaded", "working_copy"]
+
+#: The most bytes of a path's points made together (each tensor's points in one step, a
+#: few ops per tensor instead of per point and tensor: kernel launches on a GPU); beyond
+#: it the points are made one at a time.
+POINTS_TOGETHER_BYTES = 1 << 30
+
+
+def fit_together(model: nn.Module, names: Iterable[str] | None, points: int) -> bool:
+    """Whether ``points`` points' tensors of ``model`` (those in ``names``; every one when
+    None) fit in :data:`POINTS_TOGETHER_BYTES`, counted at 4 bytes a number."""
+    sizes = {n: t.numel() for n, t in model.state_dict(keep_vars=True).items()}
+    wanted = sizes if names is None else names
+    return bool(sum(sizes.get(n, 0) for n in wanted) * 4 * points <= POINTS_TOGETHER_BYTES)
 
 
 def working_copy(model: nn.Module, device: torch.device) -> nn.Module:

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from canon.core.paths import NetworkPath, PointValues
-from canon.engine._modules import loaded, working_copy
+from canon.core.paths import NetworkPath, PointValues, at_points
+from canon.engine._modules import fit_together, loaded, working_copy
 from canon.engine.layout import input_layout
 
 __all__ = ["has_batchnorm", "with_recomputed_statistics"]
@@ -47,9 +47,14 @@ def with_recomputed_statistics(
     tables = {s: torch.stack([path.tensors[s].at(k) for k in range(len(path))]) for s in stats}
     for m in norms.values():
         m.train()
+    ks = sorted(set(points))
+    # the points made together where they fit (a few ops per tensor, not per point)
+    together = None
+    if fit_together(work, None, len(ks)):
+        together = {n: at_points(t, ks) for n, t in path.tensors.items()}
     with torch.no_grad():
-        for k in sorted(set(points)):
-            state = path.state(k)
+        for j, k in enumerate(ks):
+            state = path.state(k) if together is None else {n: v[j] for n, v in together.items()}
             fresh = {}
             for name in norms:
                 mean = state[f"{name}.running_mean"]

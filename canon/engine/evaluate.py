@@ -32,14 +32,13 @@ from canon.core.modules import BinaryConv2d, BinaryLinear
 from canon.core.paths import Combination, Constant, NetworkPath, at_points
 from canon.core.record import main_output
 from canon.core.trace import tracer
-from canon.engine._modules import loaded, working_copy
+from canon.engine._modules import fit_together, loaded, working_copy
 from canon.engine.fast_ops import optimize_graph
 from canon.engine.layout import input_layout, template_sample
 
 __all__ = ["STACK_WORK", "Evaluator", "Scores", "as_logits", "logits_of", "reads_tokens"]
 
 _LINEAR_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_STATE_CACHE_BYTES = 1 << 30
 # Combining a layer's outputs costs about as much per element as a product with fan-in
 # ~30 on CPU (it is memory-bound); below that the layer is cheaper to run per point.
 _FAN_IN_PER_BASIS = 32
@@ -354,18 +353,20 @@ class Evaluator:
 
     def _cacheable(self, paths: Sequence[NetworkPath], names: list[str]) -> bool:
         """Whether every point's tensors (those in ``names``) fit in memory at once
-        (:data:`_STATE_CACHE_BYTES`, counted at 4 bytes a number)."""
-        sizes = {n: t.numel() for n, t in self.model.state_dict(keep_vars=True).items()}
-        per_point = sum(sizes.get(n, 0) for n in names) * 4
-        return bool(per_point * sum(len(p) for p in paths) <= _STATE_CACHE_BYTES)
+        (:func:`~canon.engine._modules.fit_together`)."""
+        return fit_together(self.model, names, sum(len(p) for p in paths))
 
     @staticmethod
     def _states(
         path: NetworkPath, names: list[str], cached: bool
     ) -> Callable[[int], dict[str, Tensor]]:
-        """Point k's tensors (those in ``names``), all made at once if ``cached``."""
+        """Point k's tensors (those in ``names``), all made at once if ``cached``: each
+        tensor's points in one step (:func:`~canon.core.paths.at_points`, the values
+        ``at`` gives; a few ops per tensor, not per point and tensor)."""
         if cached:
-            cache = [{n: path.tensors[n].at(k) for n in names} for k in range(len(path))]
+            every = range(len(path))
+            stacked = {n: at_points(path.tensors[n], every) for n in names}
+            cache = [{n: stacked[n][k] for n in names} for k in every]
             return cache.__getitem__
         return lambda k: {n: path.tensors[n].at(k) for n in names}
 
@@ -429,12 +430,14 @@ class Evaluator:
             batches: list[tuple[Tensor, Tensor]],
         ) -> Iterator[tuple[range, Tensor, Tensor]]:
             # each point made once, loaded once (not swapped in per call) and run on every
-            # batch: per point the same sums in the same order as batch by batch, and one
-            # point held at a time (it is let go when its block ends)
+            # batch: per point the same sums in the same order as batch by batch; a path's
+            # points made together where they fit (:meth:`_cacheable`), else one held at a
+            # time (let go when its block ends)
             k = 0
             for path in paths:
+                state_at = self._states(path, names, self._cacheable([path], names))
                 for i in range(len(path)):
-                    with loaded(graph, {n: path.tensors[n].at(i) for n in names}):
+                    with loaded(graph, state_at(i)):
                         for xb, yb in batches:
                             logits = as_logits(graph(self._input(xb)))
                             yield range(k, k + 1), logits.unsqueeze(0), yb
