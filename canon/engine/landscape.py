@@ -328,9 +328,10 @@ def prepare_curves(
     alignments: Sequence[Alignment] | None = None,
 ) -> PreparedCurves:
     """:func:`path_curves` in two steps: the pairs normalized, matched, measured and their
-    paths made now (tensor work only: no module runs, no trace, so it may run in a
-    thread beside another pair's evaluation), their points evaluated by
-    :meth:`PreparedCurves.evaluate`. ``spec`` defaults to the model's."""
+    paths made now, their points evaluated by :meth:`PreparedCurves.evaluate`. With
+    ``spec`` given (it defaults to the model's, traced) and a matching that reads only
+    weights, this step is tensor work alone (no module runs, no trace), so it may run
+    in a thread beside another pair's evaluation."""
     if alignments is not None and len(alignments) != len(pairs):
         raise ConfigError(f"{len(alignments)} alignments for {len(pairs)} pairs")
     return _prepare_curves(
