@@ -50,9 +50,11 @@ def queued_mark(device: torch.device) -> torch.cuda.Event | None:
     return event
 
 
-# one side stream per device and thread: a new stream each time would keep blocks of
-# memory cached for streams no longer used
-_SIDE = threading.local()
+# one side stream per device for the process: a table's preparing thread is new each
+# time, and a stream per thread would keep blocks of memory cached for streams no longer
+# used (tables preparing at once share it: their work is only ordered, not mixed up)
+_SIDE: dict[torch.device, torch.cuda.Stream] = {}
+_SIDE_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -64,10 +66,10 @@ def side_stream(device: torch.device, after: torch.cuda.Event | None = None) -> 
     if device.type != "cuda":
         yield
         return
-    streams: dict[torch.device, torch.cuda.Stream] = _SIDE.__dict__.setdefault("streams", {})
-    if device not in streams:
-        streams[device] = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
-    stream = streams[device]
+    with _SIDE_LOCK:
+        if device not in _SIDE:
+            _SIDE[device] = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+        stream = _SIDE[device]
     if after is not None:
         stream.wait_event(after)
     try:
