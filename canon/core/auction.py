@@ -17,7 +17,14 @@ whole-tensor operations and no Python loop over units:
   eightfold per phase down to ``tolerance`` x range / n. A phase keeps the
   assignments that are still within the new ``eps`` of the best their row can
   get at the current prices (eps-complementary slackness) and re-auctions the
-  rest, so late phases move few rows.
+  rest, so late phases move few rows. The phases' count depends on n alone.
+- *Waiting for the device.* A round picks its bidders with a top-k of the free
+  rows' mask, among as many rows as were free at the last count, and writes what
+  the rows that did not win would write to one spare slot: no round reads
+  anything off the device or makes a tensor whose size depends on the data. The
+  count of free rows is read after every round while many rows bid, and once per
+  ``ROUNDS_PER_READ`` rounds in a phase's long tail, where one or two rows bid
+  at a time for thousands of rounds.
 
 At the end every row is within ``eps`` of its best column at the final prices,
 so the total benefit is within ``n * eps = tolerance * range`` of the optimum
@@ -32,13 +39,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_TOLERANCE", "auction_assignment"]
+__all__ = ["DEFAULT_TOLERANCE", "ROUNDS_PER_READ", "auction_assignment"]
 
 #: How far from the optimum's total the result may be, as a fraction of the matrix's range.
 DEFAULT_TOLERANCE = 1e-9
 
 #: How much eps shrinks from one phase to the next.
 _SHRINK = 8.0
+
+#: Rounds of bids between two reads of the count of free rows (each read waits for the
+#: device); rounds after the last row is assigned change nothing.
+ROUNDS_PER_READ = 16
+
+#: From how few free rows on the rounds run ``ROUNDS_PER_READ`` at a time.
+_FEW = 64
 
 
 def auction_assignment(benefit: Tensor, tolerance: float = DEFAULT_TOLERANCE) -> Tensor:
@@ -61,71 +75,97 @@ def auction_assignment(benefit: Tensor, tolerance: float = DEFAULT_TOLERANCE) ->
     values = values - values.amin(dim=(1, 2), keepdim=True)
     span = values.amax(dim=(1, 2))
     span = torch.where(span > 0, span, torch.ones_like(span))  # a constant matrix: any order
-    final = span * (tolerance / n)
-    eps = torch.maximum(span / 4, final)
     state = _Auction(values)
-    while True:
+    # eps falls from span / 4 to span * tolerance / n for every matrix alike: the number
+    # of phases is known on the host
+    for k in range(_phases(n, tolerance)):
+        eps = span * max(0.25 / _SHRINK**k, tolerance / n)  # as a tensor: one per matrix
+        if k:
+            state.release_loose(eps)
         state.bid_until_assigned(eps)
-        if bool((eps <= final).all()):
-            break
-        eps = torch.maximum(eps / _SHRINK, final)
-        state.release_loose(eps)
-    return state.column.reshape(*lead, n)
+    return state.column[: state.slots].reshape(*lead, n)
+
+
+def _phases(n: int, tolerance: float = DEFAULT_TOLERANCE) -> int:
+    """How many eps-scaling phases an n x n auction runs: eps shrinks ``_SHRINK``-fold from
+    a quarter of the range until it is at most ``tolerance`` x range / n."""
+    count, final = 1, tolerance / n
+    while 0.25 / _SHRINK ** (count - 1) > final:
+        count += 1
+    return count
 
 
 class _Auction:
-    """Prices and the assignment of a batch of [n, n] problems (flat views for scatters)."""
+    """Prices and the assignment of a batch of [n, n] problems.
+
+    Prices, owners (column -> row) and columns (row -> column) are flat over the batch,
+    with one more entry, the void: the writes of bidders that did not win go there, so
+    no round picks the winners out (which would read their number off the device). The
+    void's values are never read for a real row or column.
+    """
 
     def __init__(self, values: Tensor) -> None:
         batch, n, _ = values.shape
         dev = values.device
-        self.values, self.n = values, n
+        self.values, self.n, self.batch = values, n, batch
         self.rows = values.reshape(batch * n, n)  # one row per (problem, row)
         self.problem = torch.arange(batch, device=dev).repeat_interleave(n)
-        self.prices = torch.zeros(batch, n, dtype=torch.float64, device=dev)
-        self.owner = torch.full((batch, n), -1, dtype=torch.int64, device=dev)  # col -> row
-        self.column = torch.full((batch, n), -1, dtype=torch.int64, device=dev)  # row -> col
+        self.index = torch.arange(batch * n, device=dev)
+        self.base = self.problem * n
+        self.slots = batch * n  # flat (problem, column) or (problem, row) ids; this one: none
+        self.prices = torch.zeros(self.slots + 1, dtype=torch.float64, device=dev)
+        self.owner = torch.full((self.slots + 1,), -1, dtype=torch.int64, device=dev)
+        self.column = torch.full((self.slots + 1,), -1, dtype=torch.int64, device=dev)
 
     def bid_until_assigned(self, eps: Tensor) -> None:
-        """Rounds of simultaneous bids until every row holds a column."""
-        n = self.n
-        flat_prices, flat_owner = self.prices.view(-1), self.owner.view(-1)
-        flat_column = self.column.view(-1)
-        slots = flat_prices.numel()
+        """Rounds of simultaneous bids until every row holds a column. The count of rows
+        still free is read off the device after every round while many bid, after every
+        ``ROUNDS_PER_READ`` once few do (the long tail of a phase)."""
+        eps_of_row = eps[self.problem]
         while True:
-            free = (flat_column < 0).nonzero().squeeze(1)  # flat (problem, row) ids
-            if free.numel() == 0:
+            free = int((self.column[: self.slots] < 0).sum())
+            if free == 0:
                 return
-            problem = self.problem[free]
-            offer = self.rows[free] - self.prices[problem]
-            top = offer.topk(2, dim=1)
-            best, second = top.values[:, 0], top.values[:, 1]
-            target = problem * n + top.indices[:, 0]  # flat (problem, column) ids
-            bid = flat_prices[target] + (best - second) + eps[problem]
-            high = torch.full((slots,), -torch.inf, dtype=torch.float64, device=bid.device)
-            high.scatter_reduce_(0, target, bid, "amax")
-            # among the highest bids for a column, the lowest row wins (deterministic)
-            contender = torch.where(bid == high[target], free, slots)
-            winner = torch.full((slots,), slots, dtype=torch.int64, device=bid.device)
-            winner.scatter_reduce_(0, target, contender, "amin")
-            won = target[free == winner[target]]  # each column with a winner, once
-            rows = winner[won]
-            held = flat_owner[won]
-            before = held >= 0
-            flat_column[(won // n * n + held)[before]] = -1
-            flat_owner[won] = rows % n
-            flat_column[rows] = won % n
-            flat_prices[won] = high[won]
+            # no round frees more rows than it assigns: ``free`` bidders are enough
+            for _ in range(ROUNDS_PER_READ if free <= _FEW else 1):
+                self._round(eps_of_row, free)
+
+    def _round(self, eps_of_row: Tensor, width: int) -> None:
+        """One round: the free rows bid, among ``width`` rows that hold them all."""
+        n, slots = self.n, self.slots
+        free = self.column[:slots] < 0
+        bidder = free.to(torch.int8).topk(width, sorted=False).indices
+        real = free[bidder]  # past the free rows: rows that hold a column and do not bid
+        base = self.base[bidder]  # the bidder's problem's first slot
+        offer = self.rows[bidder] - self.prices[:slots].view(self.batch, n)[self.problem[bidder]]
+        top = offer.topk(2, dim=1)
+        best, second = top.values[:, 0], top.values[:, 1]
+        target = torch.where(real, base + top.indices[:, 0], slots)
+        bid = self.prices[target] + (best - second) + eps_of_row[bidder]
+        high = torch.full((slots + 1,), -torch.inf, dtype=torch.float64, device=bid.device)
+        high.scatter_reduce_(0, target, bid, "amax")
+        # among the highest bids for a column, the lowest row wins (deterministic)
+        contender = torch.where(bid == high[target], bidder, slots)
+        winner = torch.full((slots + 1,), slots, dtype=torch.int64, device=bid.device)
+        winner.scatter_reduce_(0, target, contender, "amin")
+        won = real & (winner[target] == bidder)
+        column = torch.where(won, target, slots)  # each won column once; losers: the void
+        held = self.owner[column]
+        self.column[torch.where(won & (held >= 0), base + held, slots)] = -1  # displaced
+        self.owner[column] = bidder - base
+        self.column[torch.where(won, bidder, slots)] = target - base
+        self.prices[column] = high[column]
 
     def release_loose(self, eps: Tensor) -> None:
         """Unassign every row whose column is more than ``eps`` worse than its best at the
         current prices (the others keep eps-complementary slackness at the new eps)."""
-        offer = self.values - self.prices[:, None, :]
+        n, batch = self.n, self.batch
+        prices = self.prices[: self.slots].view(batch, n)
+        column = self.column[: self.slots].view(batch, n)  # every row holds one
+        offer = self.values - prices[:, None, :]
         best = offer.amax(dim=2)
-        held = offer.gather(2, self.column[:, :, None])[:, :, 0]
+        held = offer.gather(2, column[:, :, None])[:, :, 0]
         loose = held < best - eps[:, None]
-        if not bool(loose.any()):
-            return
-        problems, rows = loose.nonzero(as_tuple=True)
-        self.owner[problems, self.column[problems, rows]] = -1
-        self.column[problems, rows] = -1
+        rows = self.index[:n].expand(batch, n)
+        self.owner[: self.slots].view(batch, n).scatter_(1, column, torch.where(loose, -1, rows))
+        column.masked_fill_(loose, -1)

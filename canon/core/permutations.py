@@ -129,7 +129,9 @@ def through_reference(b_to_reference: Alignment, a_to_reference: Alignment) -> A
 #: never). None: ``benchmarks/bench_assign.py`` on an NVIDIA H200 found scipy on the host,
 #: the copies included, faster at every size it measured (n = 256 ... 2048: 15-190x one
 #: matrix at a time, 3.6-47x per matrix in batches of 8); the auction's thousands of
-#: rounds, each a few kernel launches and a host sync, cost more than the whole solve.
+#: rounds, each then a few dozen kernel launches and three host syncs, cost more than the
+#: whole solve. Its rounds now wait for the device rarely; that version is unmeasured on a
+#: GPU, and its launches alone would still cost more than scipy's solve at 2048.
 AUCTION_FROM: dict[str, int] = {}
 
 
