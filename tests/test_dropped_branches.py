@@ -3,8 +3,9 @@ its vision tower's pooling head, then classifies the tokens' mean instead; no li
 
 A node none of whose results reach the logits does not change them, whatever its
 weights: canon passes over it, and its weights stay as they are (in no group), even
-where it reads parameters in ways canon cannot follow. Unless a dropped node writes into
-a tensor in place: its effect may then reach the logits, and canon follows every node.
+where it reads parameters in ways canon cannot follow. So does a write in place into a
+tensor that no result reaching the logits is, or is a view of; a write into one that is
+(or may be) reaches the logits, and canon follows it.
 """
 
 from __future__ import annotations
@@ -46,8 +47,19 @@ class Dropped(nn.Module):
 
 
 class WrittenInPlace(Dropped):
-    """The same side branch, its result added in place into a tensor of its own: canon
-    cannot tell that the write does not reach the logits, so it follows the branch."""
+    """The same side branch, its result added in place into a view of the logits: the
+    write reaches them, so canon follows the branch."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.fc1(x))
+        out: Tensor = self.fc2(h)
+        out.view(-1)[:1].add_(self._side(h)[:1])
+        return out
+
+
+class WrittenAside(Dropped):
+    """The same side branch, its result added in place into a tensor of its own (its
+    size read off the input) that nothing reaching the logits reads."""
 
     def forward(self, x: Tensor) -> Tensor:
         h = torch.relu(self.fc1(x))
@@ -83,3 +95,13 @@ def test_symmetries_keep_the_function(seed: int) -> None:
 def test_a_branch_that_writes_in_place_is_followed() -> None:
     with pytest.raises(UnsupportedModuleError, match="matmul"):
         spec_from_module(WrittenInPlace().double())
+
+
+def test_a_write_into_a_dropped_tensor_is_dropped_too() -> None:
+    torch.manual_seed(0)
+    model = WrittenAside().double().eval()
+    spec = spec_from_module(model)
+    (group,) = spec.groups
+    assert not {t.name for t in group.tensors} & {"side.weight", "probe"}
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1)).double()
+    assert_symmetries_keep_the_function(model, spec, model.state_dict(), x, 0)

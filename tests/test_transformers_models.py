@@ -820,6 +820,75 @@ def test_gated_delta_rule_and_gated_attention_keep_the_function(
         assert torch.equal(moved[key], state[key])
 
 
+# multi-head latent attention (DeepSeek's): queries, keys and values from low-rank latents
+# through an RMSNorm; each query head's dimensions cut into those a rotary embedding turns
+# (4) and those it does not (4); one rotated key head, a part of the key latent's
+# projection, shared by every query head, written with each key head's own part into an
+# empty tensor (``copy_``); four key/value heads
+_LATENT = {
+    "kv_lora_rank": 8, "q_lora_rank": 12, "qk_rope_head_dim": 4, "qk_nope_head_dim": 4,
+    "v_head_dim": 4, "num_key_value_heads": 4, "n_routed_experts": 4, "num_experts": 4,
+    "num_experts_per_tok": 2, "first_k_dense_replace": 1, "moe_intermediate_size": 8,
+    "n_group": 1, "topk_group": 1,
+}  # fmt: skip
+LATENT: dict[str, dict[str, Any]] = {
+    # interleaved rotary pairs (``x[..., 0::2]``), routed and shared experts
+    "deepseek_v3": _decoder("deepseek_v3", "DeepseekV3ForCausalLM", **_LATENT),
+    # rotary halves; queries straight from the stream (no query latent), no experts; the
+    # scores as softmax(q @ k^T) @ v
+    "deepseek_v3-plain": _decoder(
+        "deepseek_v3", "DeepseekV3ForCausalLM",
+        **{**_LATENT, "q_lora_rank": None, "rope_interleave": False, "first_k_dense_replace": 2},
+        attn_implementation="eager",
+    ),
+    # a delta-attention layer (recorded whole), then a latent-attention one
+    "kimi_linear": _decoder(
+        "kimi_linear", "KimiLinearForCausalLM", **_LATENT, **_SCAN,
+        layer_types=["linear_attention", "full_attention"], mlp_layer_types=["dense", "sparse"],
+        linear_head_dim=4, linear_num_heads=4, linear_conv_kernel_dim=3, num_local_experts=4,
+    ),
+    # the joined queries scaled per token (Llama 4's attention temperature)
+    "mistral4": _decoder("mistral4", "Mistral4ForCausalLM", **_LATENT),
+    "glm4_moe_lite": _decoder("glm4_moe_lite", "Glm4MoeLiteForCausalLM", **_LATENT),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(LATENT))
+def test_latent_attention_moves_heads_latents_and_unrotated_dimensions(
+    libraries: None, kind: str
+) -> None:
+    """DeepSeek's latent attention (DeepSeek-V3, Mistral 4, GLM-4.7-Flash...): the heads
+    move, one link for the query/key dimensions no rotary embedding turns (permuted and
+    scaled against each other), the rotated query dimensions (pinned in their heads) and
+    the values with the output's columns; the shared rotated key head stays (its rows of
+    the key latent's projection are in no group); the latents permute with their norms'
+    weights and the next projection's columns. Symmetries keep the logits and canonical
+    forms agree."""
+    config = LATENT[kind]
+    model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
+    model = model.double().eval()
+    spec = spec_from_module(model)
+    at = f"model.layers.{1 if kind == 'kimi_linear' else 0}.self_attn"
+    groups = {g.name: g for g in spec.groups}
+    queries = f"{at}.q_b_proj" if config["q_lora_rank"] else f"{at}.q_proj"
+    unrotated, rotated = groups[queries], groups[f"{queries}@4"]
+    values = groups[f"{at}.kv_b_proj@4"]
+    assert (unrotated.symmetry, unrotated.heads, rotated.heads) == ("linear", 4, 4)
+    assert rotated.heads_only and rotated.symmetry == "none"
+    assert unrotated.link == rotated.link == values.link != ""
+    assert [o.name for o in unrotated.outgoing] == [f"{at}.kv_b_proj.weight"]  # the keys
+    key_latent = f"{at}.kv_a_proj_with_mqa.weight"
+    rows = [(g.name, p.start, g.size) for g in spec.groups for p in g.producers]
+    assert [r for r in rows if r[0].startswith(f"{at}.kv_a")] == [
+        (f"{at}.kv_a_proj_with_mqa", 0, 8)
+    ]
+    assert any(
+        c.name == f"{at}.kv_a_layernorm.weight" for c in groups[f"{at}.kv_a_proj_with_mqa"].carried
+    )
+    assert key_latent in spec.tensor_info
+    _keeps_its_function(model, spec)
+
+
 def test_a_mixture_read_a_block_at_a_time_keeps_its_function(libraries: None) -> None:
     """A Qwen3-MoE whose layers hold 48 experts of 192 units (9,216 units: above the 8,192
     from which weight matching reads a group's similarity a block at a time, never

@@ -26,6 +26,13 @@ With grouped-query attention the key dimensions are the units, each one's
 query rows (and each value dimension's output columns) repeated over the
 query heads that share it. Rotary embeddings (whole or partial) and norms
 over each head's dimensions pin the dimensions in their heads.
+Queries and keys may be heads of several tensors joined along their dimensions (``cat``,
+or ``copy_`` into the parts of an empty tensor): DeepSeek's latent attention joins each
+query head's unrotated dimensions with its rotated ones, and each key head's unrotated
+dimensions with one rotated key head that every query head shares. The one pair of parts
+whose keys are heads of their own makes the attention's query/key group; the query parts
+that meet the shared head ride along, their dimensions pinned, their heads linked to the
+attention's, and the shared head stays in place.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from canon.core.walk_values import (
     DIV,
     LAYERNORMS,
     MUL,
+    NEW,
     PERMUTE,
     Attended,
     Fixed,
@@ -65,6 +73,7 @@ from canon.core.walk_values import (
     HeadParts,
     HeadRanges,
     Heads,
+    JoinedHeads,
     Made,
     Param,
     Parts,
@@ -74,6 +83,7 @@ from canon.core.walk_values import (
     Space,
     Spread,
     Stacked,
+    Unfollowed,
     Units,
     Value,
     Woven,
@@ -83,7 +93,9 @@ from canon.core.walk_values import (
     location,
     one_tensor,
     permuted_dims,
+    pin_all,
     shape_of,
+    spaces_in,
     unsupported,
 )
 
@@ -98,6 +110,10 @@ _RESHAPES = {
 _WHERE = {torch.where, "where"}
 _BADDBMM = {torch.baddbmm, "baddbmm"}
 _EXPAND = {"expand", "expand_as", torch.broadcast_to, "broadcast_to"}
+# a one-head tensor's steps (:meth:`AttentionSteps._single_heads`)
+_ONE_HEAD_STEPS = (
+    MUL | ADD | set(CAT) | _EXPAND | {operator.neg, torch.neg, "neg", operator.getitem}
+)
 
 _SUPPORTED = (
     "; canon supports multi-head attention whose queries, keys and values are linear "
@@ -235,6 +251,26 @@ def _shared(heads: Heads, count: int) -> Heads:
     if heads.heads == 1 and heads.repeat == 1 and count > 1:
         return replace(heads, heads=count, repeat=count)
     return heads
+
+
+def _heads_joined(
+    parts: Sequence[tuple[fx.Node, Heads | JoinedHeads]], axis: int
+) -> JoinedHeads | None:
+    """Heads laid out alike joined along ``axis``, their dimension axis, each part keeping
+    its space; None if they are not."""
+    heads: list[Heads] = []
+    widths: list[int] = []
+    for n, v in parts:
+        if isinstance(v, JoinedHeads):
+            heads += v.parts
+            widths += v.widths
+        else:
+            heads.append(v)
+            widths.append(shape_of(n)[v.dim_axis])
+    layout = {(h.head_axis, h.dim_axis, h.heads) for h in heads}
+    if len(layout) != 1 or heads[0].dim_axis != axis:
+        return None
+    return JoinedHeads(tuple(heads), tuple(widths))
 
 
 def _one_head(node: fx.Node, value: Value | None, transposed: bool = False) -> Value | None:
@@ -421,6 +457,9 @@ class _Attention:
     where: str
     repeat: int = 1  # query heads per key/value head (grouped-query attention)
     sink: str | None = None  # a parameter of one sink per query head (GPT-OSS's)
+    # query dimensions against one key head that every query head shares (DeepSeek's
+    # rotated ones): pinned within their heads, which move with the attention's
+    riders: tuple[Space, ...] = ()
 
 
 class AttentionSteps(UnitRanges):
@@ -436,6 +475,7 @@ class AttentionSteps(UnitRanges):
     tied: dict[str, str]  # a tied tensor's other names: the name the state dict keeps
     tables: dict[str, Space]  # by table: the space an embedding's lookup started
     _join: Callable[[Space, Space, fx.Node], None]  # the walker's: two spaces become one
+    fills: dict[fx.Node, list[tuple[int, int, fx.Node]]]  # a new tensor's parts written so far
 
     # -- where they start ----------------------------------------------------------
 
@@ -934,6 +974,8 @@ class AttentionSteps(UnitRanges):
                 name,
                 at,
             )
+        if any(isinstance(v, JoinedHeads) for _, v in inputs):
+            return self._joined_heads_step(node, inputs)
         ranges = [v for _, v in inputs if isinstance(v, HeadRanges)]
         if ranges and target is operator.getitem and len(inputs) == 1:
             index = node.args[1]
@@ -1001,6 +1043,10 @@ class AttentionSteps(UnitRanges):
             # two tensors split alike into heads, added or multiplied: their units join
             self._join(split[0].space, split[1].space, node)
             return replace(split[0], space=split[0].space.root())
+        if target in CAT and len(split) == len(inputs) > 1:
+            joined = self._join_heads(node, [(n, v) for n, v in inputs if isinstance(v, Heads)])
+            if joined is not None:
+                return joined
         if len(found) != 1:
             raise unsupported(f"op `{name}` in {at} combines two attention tensors", name, at)
         value = found[0]
@@ -1290,6 +1336,31 @@ class AttentionSteps(UnitRanges):
                 return a
         return None
 
+    def _single_heads(
+        self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]
+    ) -> list[tuple[fx.Node, Value]] | None:
+        """A rotary embedding's step (a product with angles, a slice, a negation, a join, a
+        sum) or a broadcast over the heads (``expand``) on a layer's outputs laid out as one
+        head, (batch, 1, tokens, d): ``inputs`` with those outputs as that head (DeepSeek's
+        rotated key head, which every query head shares); None for any other op."""
+        if node.target not in _ONE_HEAD_STEPS:
+            return None
+        found: list[tuple[fx.Node, Value]] = []
+        changed = constant = False
+        for n, v in inputs:
+            one = _one_head(n, v)
+            if isinstance(v, Units) and isinstance(one, Heads):
+                changed = True
+                found.append((n, one))
+            elif _constant(v) or isinstance(v, (Heads, Sliced)):
+                constant = constant or _constant(v)
+                found.append((n, v))
+            else:
+                return None
+        if not changed or (node.target in MUL and not constant):
+            return None
+        return found
+
     def _slice_heads(self, node: fx.Node, source: fx.Node, value: Heads | Sliced) -> Value | None:
         """``q[..., a:b]`` or ``q[..., ::2]``: some of every head's dimensions (a rotary
         half, the dimensions a partial rotary embedding turns, every other one)."""
@@ -1482,6 +1553,9 @@ class AttentionSteps(UnitRanges):
         found = [_one_head(a, self.values.get(a)) for a in args if isinstance(a, fx.Node)][:3]
         if len(found) == 3 and isinstance(found[0], Fixed) and isinstance(found[2], Heads):
             return self._latent_query(node, found[1], found[2])
+        riders: tuple[Space, ...] = ()
+        if len(found) == 3 and isinstance(found[1], JoinedHeads):
+            found[0], found[1], riders = self._main_pair(node, found[0], found[1])
         if len(found) != 3 or not all(isinstance(v, Heads) for v in found):
             raise unsupported(
                 f"scaled_dot_product_attention in {at} does not read three projections split "
@@ -1523,8 +1597,169 @@ class AttentionSteps(UnitRanges):
         if fixed:  # a per-head mask (ALiBi's slopes) stays in place: so do the heads
             for h in (q, k, v):
                 h.space.root().heads_fixed = True
-        self._record(q.space, k.space, v.space, q.heads // repeat, node, repeat)
+        self._record(q.space, k.space, v.space, q.heads // repeat, node, repeat, riders=riders)
         return Heads(v.space.root(), ndim - 3, ndim - 1, q.heads, repeat)
+
+    def _join_heads(
+        self, node: fx.Node, parts: Sequence[tuple[fx.Node, Heads | JoinedHeads]]
+    ) -> JoinedHeads | None:
+        """``cat`` of heads laid out alike along their dimension axis, not parts of one
+        head's dimensions (:meth:`_join_slices`): each part keeps its space; None for any
+        other join."""
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        if not isinstance(dim, int):
+            return None
+        return _heads_joined(parts, dim % len(shape_of(node)))
+
+    def _fill(self, node: fx.Node) -> bool:
+        """``x[..., a:b].copy_(heads)`` into a tensor made empty (``new_empty``, DeepSeek's
+        keys): each write a range of the dimension axis; once the ranges cover it, the
+        tensor is the heads joined in their order (:class:`JoinedHeads`), until then
+        refused if read. False for any other ``copy_``."""
+        dest, source = node.args[0], node.args[1] if len(node.args) > 1 else None
+        if not isinstance(dest, fx.Node) or dest.target is not operator.getitem:
+            return False
+        if list(dest.users) != [node]:
+            return False
+        base = dest.args[0]
+        if not isinstance(base, fx.Node) or base.op != "call_method" or base.target not in NEW:
+            return False
+        shape = shape_of(base)
+        index = per_axis(dest.args[1], len(shape))
+        if index is None or not isinstance(source, fx.Node):
+            return False
+        cut = [
+            (axis, i.indices(shape[axis]))
+            for axis, i in enumerate(index)
+            if isinstance(i, slice) and i.indices(shape[axis]) != (0, shape[axis], 1)
+        ]
+        if len(cut) != 1 or cut[0][1][2] != 1 or not all(isinstance(i, slice) for i in index):
+            return False
+        axis, (start, stop, _) = cut[0]
+        self.values.pop(dest, None)  # a window only this write reads
+        pieces = sorted([*self.fills.get(base, []), (start, stop, source)], key=lambda p: p[0])
+        self.fills[base] = pieces
+        at = location(node)
+        ends = [0] + [p[1] for p in pieces]
+        complete = ends[-1] == shape[axis] and all(
+            p[0] == e for p, e in zip(pieces, ends, strict=False)
+        )
+        values = [(p[2], _one_head(p[2], self.values.get(p[2]))) for p in pieces]
+        held = [(n, v) for n, v in values if isinstance(v, (Heads, JoinedHeads))]
+        joined = _heads_joined(held, axis) if complete and len(held) == len(values) else None
+        if joined is None:
+            error = unsupported(
+                f"op `copy_` in {at} writes a new tensor in parts that are not attention heads "
+                "joined along their dimensions" + _SUPPORTED,
+                "copy_",
+                at,
+            )
+            spaces = tuple(spaces_in([v for _, v in values]))
+            self.values[base] = Unfollowed(spaces, error)  # refused if read before it is whole
+        else:
+            self.values[base] = joined
+        if node.users:  # ``copy_`` returns the part it wrote
+            self.values[node] = self.values[base]
+        return True
+
+    def _joined_heads_step(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Value:
+        """An op on :class:`JoinedHeads`: the attention that reads them, a further ``cat``
+        of heads, or an op on them and constants alone (a transpose, a factor per token)
+        that gives each part heads laid out alike again, taken part by part."""
+        name, at, target = op_name(node), location(node), node.target
+        if target is F.scaled_dot_product_attention:
+            return self._sdpa(node, inputs)
+        if target in MATMUL and len(inputs) == 2:
+            (_, query), (_, key) = inputs
+            if isinstance(key, JoinedHeads):
+                q, k, riders = self._main_pair(node, query, key)
+                scores = self._scores(node, q, k)
+                if scores is not None:
+                    return replace(scores, riders=riders)
+        if target in CAT and all(isinstance(v, (Heads, JoinedHeads)) for _, v in inputs):
+            joined = self._join_heads(node, inputs)  # type: ignore[arg-type]
+            if joined is not None:
+                return joined
+        held = [(n, v) for n, v in inputs if isinstance(v, JoinedHeads)]
+        if len(held) == 1 and all(_constant(v) for n, v in inputs if n is not held[0][0]):
+            source, value = held[0]
+            done = [
+                self._attention_step(node, [(n, part if n is source else v) for n, v in inputs])
+                for part in value.parts
+            ]
+            if all(isinstance(h, Heads) for h in done):
+                layout = {(h.head_axis, h.dim_axis, h.heads) for h in done}  # type: ignore[union-attr]
+                if len(layout) == 1:
+                    return JoinedHeads(tuple(done), value.widths)  # type: ignore[arg-type]
+        raise unsupported(
+            f"op `{name}` in {at} reads heads joined from several tensors; canon follows "
+            "them as the queries and keys of scaled_dot_product_attention",
+            name,
+            at,
+        )
+
+    def _main_pair(
+        self, node: fx.Node, query: Value | None, joined: JoinedHeads
+    ) -> tuple[Heads, Heads, tuple[Space, ...]]:
+        """Joined keys and their queries, joined alike or one projection's heads, cut here
+        (DeepSeek's latent attention, Kimi Linear's unrotated one): the one pair of parts
+        whose keys are heads of their own (the queries and keys of the attention's groups),
+        and the query parts whose keys are one head every query head shares (a rotated
+        key head: its dimensions stay in place, and so do the query dimensions it meets,
+        within heads that move with the attention's; the shared head's space is pinned)."""
+        at = location(node)
+        if isinstance(query, Heads):
+            query = self._cut_heads(node, query, joined.widths)
+        if not isinstance(query, JoinedHeads) or joined.widths != query.widths:
+            raise unsupported(
+                f"scaled_dot_product_attention in {at} reads queries and keys joined from "
+                "parts of different widths" + _SUPPORTED,
+                "scaled_dot_product_attention",
+                at,
+            )
+        heads = query.parts[0].heads
+        main: list[tuple[Heads, Heads]] = []
+        riders: list[Space] = []
+        for q, k in zip(query.parts, joined.parts, strict=True):
+            k = _shared(k, heads)
+            if k.repeat == heads and heads > 1:  # one key head for every query head
+                pin_all(k)
+                q.space.root().heads_only = True
+                riders.append(q.space.root())
+            else:
+                main.append((q, k))
+        if len(main) != 1:
+            raise unsupported(
+                f"scaled_dot_product_attention in {at} reads queries and keys joined from "
+                "several parts that are heads of their own" + _SUPPORTED,
+                "scaled_dot_product_attention",
+                at,
+            )
+        return main[0][0], main[0][1], tuple(riders)
+
+    def _cut_heads(
+        self, node: fx.Node, heads: Heads, widths: tuple[int, ...]
+    ) -> JoinedHeads | None:
+        """One projection's heads cut into consecutive parts of each head's dimensions of
+        ``widths`` (as a ``split`` would cut them), each part a space of its own; None if the
+        heads are not a projection's outputs laid out whole."""
+        space = heads.space.root()
+        flat = _flat_tap(space)
+        fused = len(space.producers) == 1 and not space.carved and not space.heads_only
+        if not fused or heads.repeat != 1 or flat is None or len(widths) < 2:
+            return None
+        space.carved = True
+        width = sum(widths)
+        parts = tuple(
+            replace(
+                heads,
+                space=self._interleaved_part(
+                    node, space, heads.heads, width, sum(widths[:i]), d, flat.node, flat.axis
+                ),
+            )
+            for i, d in enumerate(widths)
+        )
+        return JoinedHeads(parts, widths)
 
     def _latent_query(self, node: fx.Node, key: Value | None, value: Heads) -> Heads:
         """``scaled_dot_product_attention(q, k, v)`` whose query no symmetry moves (a
@@ -1589,16 +1824,10 @@ class AttentionSteps(UnitRanges):
             a, b = values
             if isinstance(a, (Heads, Scores)) and isinstance(b, Heads):
                 b = _shared(b, a.heads)
-            if (
-                isinstance(a, Heads)
-                and isinstance(b, Heads)
-                and (a.head_axis, a.dim_axis) == (ndim - 3, ndim - 1)
-                and (b.head_axis, b.dim_axis) == (ndim - 3, ndim - 2)
-                and a.heads == b.heads
-                and a.repeat == 1
-                and a.space.root().size == b.space.root().size * b.repeat
-            ):
-                return Scores(a.space.root(), b.space.root(), ndim - 3, a.heads, b.repeat)
+            if isinstance(a, Heads) and isinstance(b, Heads):
+                scores = self._scores(node, a, b)
+                if scores is not None:
+                    return scores
             if (
                 isinstance(a, Scores)
                 and isinstance(b, Heads)
@@ -1608,9 +1837,26 @@ class AttentionSteps(UnitRanges):
                 and a.heads == b.heads
                 and a.repeat == b.repeat
             ):
-                self._record(a.query, a.key, b.space, a.heads // a.repeat, node, a.repeat, a.sink)
+                self._record(
+                    a.query, a.key, b.space, a.heads // a.repeat, node, a.repeat, a.sink, a.riders
+                )
                 return Heads(b.space.root(), ndim - 3, ndim - 1, a.heads, a.repeat)
         raise unsupported(f"op `{name}` in {at} multiplies hidden tensors" + _SUPPORTED, name, at)
+
+    def _scores(self, node: fx.Node, query: Heads, key: Heads) -> Scores | None:
+        """``q @ k`` of query heads and transposed key heads (shared by ``repeat`` query
+        heads each), laid out as (..., heads, tokens, d) and (..., heads, d, tokens): the
+        scores; None if they are not."""
+        ndim = len(shape_of(node))
+        if (
+            (query.head_axis, query.dim_axis) == (ndim - 3, ndim - 1)
+            and (key.head_axis, key.dim_axis) == (ndim - 3, ndim - 2)
+            and query.heads == key.heads
+            and query.repeat == 1
+            and query.space.root().size == key.space.root().size * key.repeat
+        ):
+            return Scores(query.space.root(), key.space.root(), ndim - 3, query.heads, key.repeat)
+        return None
 
     def _record(
         self,
@@ -1621,17 +1867,27 @@ class AttentionSteps(UnitRanges):
         node: fx.Node,
         repeat: int = 1,
         sink: str | None = None,
+        riders: tuple[Space, ...] = (),
     ) -> None:
         value.root().ops.append((self.order[node], linear("attention")))
         self.attentions.append(
-            _Attention(query.root(), key.root(), value.root(), heads, location(node), repeat, sink)
+            _Attention(
+                query.root(),
+                key.root(),
+                value.root(),
+                heads,
+                location(node),
+                repeat,
+                sink,
+                tuple(r.root() for r in riders),
+            )
         )
 
     # -- the groups they make -----------------------------------------------------------
 
     def _attention_spaces(self) -> set[int]:
         """The ids of the spaces that attention groups are made of."""
-        return {id(s) for a in self.attentions for s in (a.query, a.key, a.value)}
+        return {id(s) for a in self.attentions for s in (a.query, a.key, a.value, *a.riders)}
 
     def _attention_groups(
         self, plain_group: Callable[[Space], UnitGroup]
@@ -1783,4 +2039,40 @@ class AttentionSteps(UnitRanges):
                     heads_only=True,
                 )
                 groups.append((q.created, sinks))
+            groups += [(r.created, self._rider_group(r, att, link, fixed)) for r in att.riders]
         return groups
+
+    def _rider_group(self, rider: Space, att: _Attention, link: str, fixed: bool) -> UnitGroup:
+        """The group of query dimensions that meet a key head every query head shares
+        (:meth:`_main_pair`): their heads move with the attention's, their dimensions stay."""
+        if len(rider.producers) != 1 or rider.outgoing or rider.carried or rider.batchnorms:
+            raise unsupported(
+                f"the queries of the attention in {att.where} that meet its shared key head "
+                "are not one projection's rows" + _SUPPORTED,
+                "attention",
+                att.where,
+            )
+        made = rider.producers[0]
+        group = UnitGroup(
+            name=rider.origin,
+            size=rider.size,
+            symmetry="none",
+            producers=(
+                Producer(
+                    made.weight,
+                    made.bias,
+                    None,
+                    made.start,
+                    made.head,
+                    made.stride,
+                    made.bias_start,
+                ),
+            ),
+            taps=tuple(rider.taps.values()),
+            heads=att.heads,
+            link=link,
+            heads_only=True,
+        )
+        if fixed or att.repeat > 1 or not link:
+            return replace(group, heads=1, link="", heads_only=False, blocks=rider.size)
+        return group

@@ -56,6 +56,7 @@ from canon.core.walk_values import (
     DIV,
     LAYERNORMS,
     MUL,
+    NEW,
     PERMUTE,
     POSITIONS,
     WHAT_TO_DO,
@@ -68,6 +69,7 @@ from canon.core.walk_values import (
     HeadRanges,
     Heads,
     Joined,
+    JoinedHeads,
     Made,
     Opaque,
     Param,
@@ -201,19 +203,46 @@ _ADDCMUL = {torch.addcmul, "addcmul"}
 def _dead(gm: fx.GraphModule) -> set[fx.Node]:
     """The nodes none of whose results reach the output: a branch the forward computes
     and drops (SigLIP's image classifier runs its vision tower's pooling head, then
-    averages the tokens instead). None when any of them writes in place into a tensor
-    (its effect may reach the output): the walk then follows every node."""
+    averages the tokens instead). A write in place (``x.add_(y)``, ``x[i] = y``) reaches
+    the output when the tensor it writes may: one it reads first, followed back through
+    the ops that made it (views among them), is live."""
     graph = gm.graph
+    writers = [n for n in graph.nodes if _writes(gm, n)]
     live: set[fx.Node] = set()
     stack = [n for n in graph.nodes if n.op == "output"]
     while stack:
-        node = stack.pop()
-        if node in live:
-            continue
-        live.add(node)
-        stack.extend(node.all_input_nodes)
-    dead = {n for n in graph.nodes if n not in live and n.op != "placeholder"}
-    return set() if any(_writes(gm, n) for n in dead) else dead
+        while stack:
+            node = stack.pop()
+            if node in live:
+                continue
+            live.add(node)
+            stack.extend(node.all_input_nodes)
+        stack = [w for w in writers if w not in live and _written(w) & live]
+    return {n for n in graph.nodes if n not in live and n.op != "placeholder"}
+
+
+def _written(node: fx.Node) -> set[fx.Node]:
+    """The tensors a write in place may change: the one it is given first and those it
+    may be a view of (back through views, reshapes, picks and casts of their first
+    argument)."""
+    found: set[fx.Node] = set()
+    step = node.args[0] if node.args else None
+    while isinstance(step, fx.Node) and step not in found:
+        found.add(step)
+        aliases = step.op in ("call_method", "call_function") and op_name(step) in _ALIASES
+        step = step.args[0] if aliases and step.args else None
+    return found
+
+
+#: Ops whose result may share its first argument's memory (a write into it writes there).
+_ALIASES = {
+    "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "squeeze",
+    "unsqueeze", "transpose", "permute", "t", "expand", "expand_as", "narrow", "select",
+    "split", "chunk", "unbind", "tensor_split", "movedim", "moveaxis", "swapaxes",
+    "swapdims", "contiguous", "to", "type", "type_as", "float", "double", "half",
+    "bfloat16", "detach", "as_strided", "diagonal", "getitem", "real", "imag",
+    "view_as_real", "view_as_complex", "broadcast_to", "unfold", "T", "mT",
+}  # fmt: skip
 
 
 def _writes(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -282,6 +311,7 @@ class Walker(AttentionSteps, ExpertSteps):
         self.output: OutputLayer | None = None
         self.output_space: Space | None = None
         self.attentions = []
+        self.fills = {}
         self.parts = {}
         self.cut_spaces = []
         self.inner = []
@@ -353,12 +383,14 @@ class Walker(AttentionSteps, ExpertSteps):
         # ``x.new_zeros(shape)`` only x's dtype and device
         alike = ("type_as", "reshape_as", "view_as")
         read = node.args[:1] if node.target in alike else (node.args, node.kwargs)
-        if node.op == "call_method" and node.target in _NEW:
+        if node.op == "call_method" and node.target in NEW:
             read = (node.args[1:], node.kwargs)
         fx.node.map_arg(read, found.append)
         return [(n, self.values[n]) for n in found if n in self.values]
 
     def _step(self, node: fx.Node) -> None:
+        if node.op == "call_method" and node.target == "copy_" and self._fill(node):
+            return
         inputs = self._inputs(node)
         name = op_name(node)
         if any(isinstance(v, Ended) for _, v in inputs):
@@ -387,13 +419,14 @@ class Walker(AttentionSteps, ExpertSteps):
             return
         attention = (
             Heads, Scores, Parts, Stacked, Attended, Sliced, HeadParts, Spread, Woven, Grouped,
-            HeadRanges,
+            HeadRanges, JoinedHeads,
         )  # fmt: skip
         # attention on single heads: each of q, k, v one layer's outputs as (batch, 1,
         # tokens, d), no attention value yet (SegFormer's and PVT's first stage, one head)
         single = node.target is F.scaled_dot_product_attention or (
             node.target in MATMUL and len(hidden_units(inputs)) == 2
         )
+        inputs = self._single_heads(node, inputs) or inputs
         pieces = [v for _, v in inputs if isinstance(v, Pieces)]
         if pieces:
             index = node.args[1] if len(node.args) > 1 else None
@@ -2198,7 +2231,6 @@ class Walker(AttentionSteps, ExpertSteps):
 
 
 _VIEWS = {"reshape", torch.reshape, "view", "flatten", torch.flatten}
-_NEW = {"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor"}
 _SPLITS = {torch.tensor_split, "tensor_split", torch.split, "split", torch.chunk, "chunk"}
 
 

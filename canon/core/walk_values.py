@@ -204,6 +204,7 @@ class Scores:
     repeat: int = 1  # query heads per key head (grouped-query attention)
     sinks: int = 0  # columns of per-head constants joined after the keys (GPT-OSS's sinks)
     sink: str | None = None  # the parameter of one sink per query head, moving with the heads
+    riders: tuple[Space, ...] = ()  # query parts against one shared key head (DeepSeek's)
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,19 @@ class HeadParts:
 
 
 @dataclass(frozen=True)
+class JoinedHeads:
+    """Heads whose dimensions are several tensors' heads, one after the other on their
+    common ``dim_axis`` (``torch.cat`` of heads of different layers, or of different cuts of
+    one: DeepSeek's latent attention joins each query head's dimensions that no rotary
+    embedding turns with those it turns, and each key head's with the one rotated key
+    head that every query head shares). ``parts`` in order, laid out alike but for
+    ``repeat``; ``widths``: their dimensions per head."""
+
+    parts: tuple[Heads, ...]
+    widths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Attended:
     """What ``nn.MultiheadAttention`` returns: (its output, the attention weights)."""
 
@@ -335,6 +349,7 @@ Value = (
     | Spread
     | Grouped
     | HeadRanges
+    | JoinedHeads
     | Fixed
     | Joined
     | Concat
@@ -342,6 +357,11 @@ Value = (
     | Positions
     | Unfollowed
 )
+
+
+#: Methods that make a new tensor of a given shape, reading only their tensor's dtype and
+#: device (``x.new_zeros(shape)``).
+NEW = {"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor"}
 
 
 def spaces_in(value: object) -> list[Space]:
