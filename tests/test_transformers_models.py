@@ -847,6 +847,10 @@ LATENT: dict[str, dict[str, Any]] = {
         layer_types=["linear_attention", "full_attention"], mlp_layer_types=["dense", "sparse"],
         linear_head_dim=4, linear_num_heads=4, linear_conv_kernel_dim=3, num_local_experts=4,
     ),
+    # the rotary embedding through complex numbers (``view_as_complex``), no query latent
+    "deepseek_v2": _decoder(
+        "deepseek_v2", "DeepseekV2ForCausalLM", **{**_LATENT, "q_lora_rank": None}
+    ),
     # the joined queries scaled per token (Llama 4's attention temperature)
     "mistral4": _decoder("mistral4", "Mistral4ForCausalLM", **_LATENT),
     "glm4_moe_lite": _decoder("glm4_moe_lite", "Glm4MoeLiteForCausalLM", **_LATENT),

@@ -112,8 +112,10 @@ _BADDBMM = {torch.baddbmm, "baddbmm"}
 _EXPAND = {"expand", "expand_as", torch.broadcast_to, "broadcast_to"}
 # a one-head tensor's steps (:meth:`AttentionSteps._single_heads`)
 _ONE_HEAD_STEPS = (
-    MUL | ADD | set(CAT) | _EXPAND | {operator.neg, torch.neg, "neg", operator.getitem}
+    MUL | ADD | set(CAT) | _EXPAND | _RESHAPES | {operator.neg, torch.neg, "neg", operator.getitem}
 )
+# a rotary embedding through complex numbers: (..., d / 2, 2) pairs as (..., d / 2) complex
+_COMPLEX = {torch.view_as_complex, torch.view_as_real}
 
 _SUPPORTED = (
     "; canon supports multi-head attention whose queries, keys and values are linear "
@@ -251,6 +253,15 @@ def _shared(heads: Heads, count: int) -> Heads:
     if heads.heads == 1 and heads.repeat == 1 and count > 1:
         return replace(heads, heads=count, repeat=count)
     return heads
+
+
+def _in_pairs(node: fx.Node) -> bool:
+    """Whether a reshape cuts its input's last axis into pairs: (..., d) to (..., d / 2, 2)."""
+    source = node.args[0] if node.args else None
+    if not isinstance(source, fx.Node):
+        return False
+    before, after = shape_of(source), shape_of(node)
+    return bool(before) and after == (*before[:-1], before[-1] // 2, 2)
 
 
 def _heads_joined(
@@ -1307,7 +1318,7 @@ class AttentionSteps(UnitRanges):
         target = node.target
         woven = [v for _, v in inputs if isinstance(v, Woven)]
         if woven:
-            return self._flatten_woven(node, woven[0]) if len(inputs) == 1 else None
+            return self._woven_step(node, inputs, woven[0])
         heads = [(n, v) for n, v in inputs if isinstance(v, (Heads, Sliced))]
         # computed from the positions, or held by the module (cos/sin buffers)
         constants = [
@@ -1344,6 +1355,8 @@ class AttentionSteps(UnitRanges):
         head, (batch, 1, tokens, d): ``inputs`` with those outputs as that head (DeepSeek's
         rotated key head, which every query head shares); None for any other op."""
         if node.target not in _ONE_HEAD_STEPS:
+            return None
+        if node.target in _RESHAPES and not _in_pairs(node):
             return None
         found: list[tuple[fx.Node, Value]] = []
         changed = constant = False
@@ -1445,6 +1458,19 @@ class AttentionSteps(UnitRanges):
             return None
         return Woven(first.heads, tuple(p.dims for p in sliced), first.width)  # all moved
 
+    def _woven_step(
+        self, node: fx.Node, inputs: list[tuple[fx.Node, Value]], woven: Woven
+    ) -> Value | None:
+        """An op on a head's dimensions woven in pairs: flattened back into one axis, or
+        (DeepSeek-V2's rotary embedding through complex numbers) viewed as complex numbers
+        and back, multiplied by constants, cast: still those pairs."""
+        target = node.target
+        if len(inputs) == 1 and (target in _COMPLEX or target in _KEEP):
+            return woven
+        if target in MUL and all(_constant(v) for _, v in inputs if v is not woven):
+            return woven
+        return self._flatten_woven(node, woven) if len(inputs) == 1 else None
+
     def _flatten_woven(self, node: fx.Node, woven: Woven) -> Value | None:
         """``x.flatten(-2)`` after :meth:`_weave`: the parts interleaved into one axis."""
         source = node.args[0]
@@ -1505,6 +1531,10 @@ class AttentionSteps(UnitRanges):
         squeezed = _squeezed(in_shape, out_shape, value)
         if squeezed is not None:
             return squeezed
+        if isinstance(value, Heads) and value.dim_axis == len(in_shape) - 1 and _in_pairs(node):
+            # each head's dimensions as pairs (2i, 2i + 1): a rotary embedding's, as complex
+            d = in_shape[-1]
+            return Woven(value, (tuple(range(0, d, 2)), tuple(range(1, d, 2))), d)
         regrouped = _batch_regrouped(in_shape, out_shape, value)
         if regrouped is not None:
             return regrouped
