@@ -511,6 +511,41 @@ def test_mixtral_repos_are_added_from_either_layout(
         assert len(other) == 0 and _snapshot(other.root) == before
 
 
+DEEPSEEK_CONFIG: dict[str, Any] = {
+    "model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"],
+    "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 4, "intermediate_size": 32, "vocab_size": 64,
+    "max_position_embeddings": 16, "kv_lora_rank": 8, "q_lora_rank": 12,
+    "qk_rope_head_dim": 4, "qk_nope_head_dim": 4, "v_head_dim": 4, "n_routed_experts": 4,
+    "num_experts_per_tok": 2, "first_k_dense_replace": 1, "moe_intermediate_size": 8,
+    "n_group": 1, "topk_group": 1,
+}  # fmt: skip
+
+
+def test_deepseek_repo_with_latent_attention_is_added_and_compared(
+    hub: FakeHub, libraries: None, options: dict[str, Any], zoo: Zoo, tmp_path: Path
+) -> None:
+    """A DeepSeek-V3 saved by transformers (latent attention; a dense layer, then routed
+    experts, each expert's own weights, and a shared expert) becomes an entry with
+    transformers' logits; a copy with its heads, latents, units and experts permuted
+    compares with it at distance 0."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    values = {k: v for k, v in DEEPSEEK_CONFIG.items() if k != "model_type"}
+    library = transformers.DeepseekV3ForCausalLM(transformers.DeepseekV3Config(**values))
+    library = library.eval()
+    folder = tmp_path / "deepseek"
+    library.save_pretrained(folder)
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    held = load(files["model.safetensors"])
+    assert "model.layers.1.mlp.experts.3.down_proj.weight" in held  # one file entry each
+    hub.commit("deepseek/tiny", files)
+    entry = add_from_hub(zoo, "hf://deepseek/tiny", **options, dataset="grammar")
+    assert entry.architecture == "hf-transformers/deepseek_v3"
+    spec = _library_logits_and_a_copy_at_distance_zero(zoo, entry, library)
+    assert any(g.name.endswith("self_attn.q_b_proj@4") and g.heads_only for g in spec.groups)
+
+
 def test_transformers_repo_is_checked_before_it_is_read(
     transformers_hub: FakeHub, zoo: Zoo, options: dict[str, Any]
 ) -> None:
