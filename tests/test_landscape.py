@@ -26,9 +26,10 @@ from canon.engine import (
     path_curve,
     path_curves,
     plane,
+    prepare_curves,
 )
 from canon.engine.batchnorm import with_recomputed_statistics
-from canon.errors import ConfigError
+from canon.errors import ConfigError, NonFiniteError
 
 CPU = torch.device("cpu")
 
@@ -238,6 +239,24 @@ def test_curves_of_several_pairs_equal_each_pair_alone(config):
     for (a, b), curve in zip(pairs, together, strict=True):
         assert curve == path_curve(a, b, model, data, "geodesic", device="cpu", options=options)
     assert len({c.barrier for c in together}) > 1  # the pairs differ
+
+
+def test_prepared_pairs_are_checked_unless_the_caller_did():
+    """A pair with a NaN weight is refused before any path is made; a caller that checked
+    its states against the spec (the zoo: they were loaded by ``load_state``) says so and
+    they are not checked again, which needs that spec."""
+    model = randomize(build_model("mlp", MLP), 0)
+    spec = spec_from_module(model)
+    a, b = state_of(model), state_of(randomize(copy.deepcopy(model), 1))
+    bad = {**b, "fc2.weight": b["fc2.weight"].clone()}
+    bad["fc2.weight"][0, 0] = float("nan")
+    data = data_for(model)
+    with pytest.raises(NonFiniteError, match=r"fc2\.weight"):
+        prepare_curves([(a, bad)], model, data, "geodesic", "cpu", spec=spec)
+    checked = prepare_curves([(a, b)], model, data, "geodesic", "cpu", spec=spec, checked=True)
+    assert checked.evaluate() == path_curves([(a, b)], model, data, "geodesic", "cpu")
+    with pytest.raises(ConfigError, match="needs the `spec`"):
+        prepare_curves([(a, b)], model, data, "geodesic", "cpu", checked=True)
 
 
 class _HostReads(TorchDispatchMode):

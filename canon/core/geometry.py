@@ -115,20 +115,24 @@ def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Sp
     and BatchNorm parameters do not count, nor do units that normalization
     leaves at their own scale (see :func:`free_distance`).
     """
-    total = 0.0
+    sums: dict[torch.device, list[Tensor]] = {}  # each group's, read off its device at once
     for group in spec.groups:
         if not group.on_sphere:
             continue
         rows_a = unit_vectors(a, group, effective=False)
         rows_b = unit_vectors(b, group, effective=False)
-        acc = torch.zeros((), dtype=torch.float64, device=rows_a.device)  # one sync a group
+        acc = torch.zeros((), dtype=torch.float64, device=rows_a.device)
         step = max(1, _BLOCK // max(1, rows_a[0].numel()))  # float64 a block of rows at a time
         for start in range(0, group.size, step):
             theta = angles(
                 rows_a[start : start + step].double(), rows_b[start : start + step].double()
             )
             acc += theta.square().sum()
-        total += float(acc)
+        sums.setdefault(acc.device, []).append(acc)
+    total = 0.0
+    for group_sums in sums.values():
+        for value in torch.stack(group_sums).tolist():
+            total += value
     if spec.output is not None:
         theta_out = _vector_angle(a[spec.output.weight], b[spec.output.weight])
         total += spec.output.size * theta_out**2
@@ -208,15 +212,18 @@ def distances(
     alignment: Alignment | None = None,
     method: str = "auto",
     normalized: tuple[Mapping[str, Tensor], Mapping[str, Tensor]] | None = None,
+    check: bool = True,
 ) -> Distances:
     """All distances between networks ``a`` and ``b`` (see :class:`Distances`).
 
     ``b`` is aligned to ``a`` (``method`` on the normalized networks) unless the
     alignment of ``b`` to ``a`` is given. Symmetric up to the alignment heuristic.
     ``normalized``: the two networks normalized, when the caller has them already.
+    ``check``: check both against ``spec`` (shapes, finite values), unless the caller did.
     """
-    check_state(a, spec, "`a`")
-    check_state(b, spec, "`b`")
+    if check:
+        check_state(a, spec, "`a`")
+        check_state(b, spec, "`b`")
     params = spec.parameters
     norm_a, norm_b = normalized if normalized is not None else (
         normalize(a, spec, check=False),

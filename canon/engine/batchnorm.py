@@ -43,8 +43,7 @@ def with_recomputed_statistics(
         for name, m in work.named_modules()
         if isinstance(m, _BatchNorm) and m.track_running_stats
     }
-    stats = [f"{name}.{s}" for name in norms for s in ("running_mean", "running_var")]
-    tables = {s: torch.stack([path.tensors[s].at(k) for k in range(len(path))]) for s in stats}
+    tables = {kind: _table(path, [f"{name}.{kind}" for name in norms]) for kind in _STATS}
     for m in norms.values():
         m.train()
     ks = sorted(set(points))
@@ -55,15 +54,15 @@ def with_recomputed_statistics(
     with torch.no_grad():
         for j, k in enumerate(ks):
             state = path.state(k) if together is None else {n: v[j] for n, v in together.items()}
-            fresh = {}
-            for name in norms:
-                mean = state[f"{name}.running_mean"]
-                fresh[f"{name}.running_mean"] = torch.zeros_like(mean)
-                fresh[f"{name}.running_var"] = torch.ones_like(mean)
-                fresh[f"{name}.num_batches_tracked"] = torch.zeros(
-                    (), dtype=torch.long, device=mean.device
-                )
-            # BN's training updates land in the fresh ones
+            # BN's training updates land in point k's rows of the tables, reset first
+            fresh: dict[str, Tensor] = {}
+            for kind, (flat, views) in tables.items():
+                flat[k].fill_(_START[kind])
+                fresh.update({name: view[k] for name, view in views.items()})
+            counters = torch.zeros(len(norms), dtype=torch.long, device=x.device)
+            fresh.update(
+                {f"{name}.num_batches_tracked": counters[i] for i, name in enumerate(norms)}
+            )
             with loaded(work, {**state, **fresh}):
                 ends = range(0, min(batches * batch_size, x.shape[0]), batch_size)
                 for count, start in enumerate(ends, 1):
@@ -73,9 +72,30 @@ def with_recomputed_statistics(
                     for m in norms.values():
                         m.momentum = 1.0 / count
                     work(layout(x[start : start + batch_size]))
-            for s in stats:
-                tables[s][k] = fresh[s]
             del state  # before the next point is made: one held at a time
     tensors = dict(path.tensors)
-    tensors.update({s: PointValues(values) for s, values in tables.items()})
+    for _, views in tables.values():
+        tensors.update({name: PointValues(view) for name, view in views.items()})
     return NetworkPath(path.x, tensors)
+
+
+#: The running statistics a point's recomputation starts from.
+_STATS = ("running_mean", "running_var")
+_START = {"running_mean": 0.0, "running_var": 1.0}
+
+
+def _table(path: NetworkPath, names: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
+    """The values of the 1-D tensors ``names`` at every point of ``path``, in one new
+    [points, all their entries] buffer, and each tensor's view of it ([points, entries]):
+    a point's row of every tensor is reset by one op."""
+    n = len(path)
+    if not names:
+        return torch.zeros(n, 0, device=path.x.device), {}
+    values = [at_points(path.tensors[name], range(n)) for name in names]
+    flat = torch.cat([v.reshape(n, -1) for v in values], dim=1)
+    views, start = {}, 0
+    for name, v in zip(names, values, strict=True):
+        size = v[0].numel()
+        views[name] = flat[:, start : start + size]
+        start += size
+    return flat, views

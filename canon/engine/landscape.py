@@ -326,14 +326,19 @@ def prepare_curves(
     spec: Spec | None = None,
     batch_size: int = 10_000,
     alignments: Sequence[Alignment] | None = None,
+    checked: bool = False,
 ) -> PreparedCurves:
     """:func:`path_curves` in two steps: the pairs normalized, matched, measured and their
     paths made now, their points evaluated by :meth:`PreparedCurves.evaluate`. With
     ``spec`` given (it defaults to the model's, traced) and a matching that reads only
     weights, this step is tensor work alone (no module runs, no trace), so it may run
-    in a thread beside another pair's evaluation."""
+    in a thread beside another pair's evaluation. ``checked``: every state was checked
+    against ``spec`` already (its tensors' shapes and finite values, as
+    :func:`~canon.checkpoint.load_state` checks them), so the pairs are not again."""
     if alignments is not None and len(alignments) != len(pairs):
         raise ConfigError(f"{len(alignments)} alignments for {len(pairs)} pairs")
+    if checked and spec is None:
+        raise ConfigError("`checked=True` needs the `spec` the states were checked against")
     return _prepare_curves(
         [(a, b, None) for a, b in pairs],
         model,
@@ -344,6 +349,7 @@ def prepare_curves(
         spec,
         batch_size,
         alignments,
+        checked,
     )
 
 
@@ -388,6 +394,7 @@ def _prepare_curves(
     spec: Spec | None,
     batch_size: int,
     alignments: Sequence[Alignment | None] | None = None,
+    checked: bool = False,
 ) -> PreparedCurves:
     """The paths of each (a, b, midpoint), b aligned to a by ``alignments`` where given,
     else matched by ``opts.method``. Each pair runs in its
@@ -409,7 +416,7 @@ def _prepare_curves(
         split = as_data(data, dtype)
         works = _prepared(
             [pairs[i] for i in mine], [given[i] for i in mine], template, split[0], info, opts,
-            x, dev, spec,
+            x, dev, spec, checked,
         )  # fmt: skip
         parts.append(_Part(tuple(mine), works, split))
     return PreparedCurves(tuple(parts), len(pairs), template, kind, opts, x, dev, batch_size)
@@ -425,12 +432,13 @@ def _prepared(
     x: Tensor,
     dev: torch.device,
     spec: Spec,
+    checked: bool = False,
 ) -> list[_CurveWork]:
     """Each pair's :func:`_prepare`, several at once where they allow (:func:`_threads_for`)."""
 
     def prepare(i: int) -> _CurveWork:
         (a, b, m), alignment = pairs[i], alignments[i]
-        return _prepare(a, b, m, template, spec, train, info, opts, x, dev, alignment)
+        return _prepare(a, b, m, template, spec, train, info, opts, x, dev, alignment, checked)
 
     threads = _threads_for(alignments, opts, spec)
     return _in_threads(on_this_stream(prepare, dev), len(pairs), threads)
@@ -531,11 +539,14 @@ def _prepare(
     x: Tensor,
     dev: torch.device,
     alignment: Alignment | None = None,
+    checked: bool = False,
 ) -> _CurveWork:
     """One pair's paths (b aligned to a by ``alignment``, or matched by ``opts.method``)
-    and its record; the BN statistics as the endpoints give them (:func:`_recomputed`)."""
-    check_state(a, spec, "`a`")
-    check_state(b, spec, "`b`")
+    and its record; the BN statistics as the endpoints give them (:func:`_recomputed`).
+    ``checked``: a and b were checked against ``spec`` already."""
+    if not checked:
+        check_state(a, spec, "`a`")
+        check_state(b, spec, "`b`")
     points, seed = opts.points, opts.seed
     dtype = state_dtype(a, b, midpoint)
     a, b = to_working(a, dev, dtype), to_working(b, dev, dtype)
@@ -556,7 +567,7 @@ def _prepare(
         )
     else:
         check_alignment(alignment, spec)
-    dists = distances(a, b, spec, alignment, normalized=(norm_a, norm_b))
+    dists = distances(a, b, spec, alignment, normalized=(norm_a, norm_b), check=False)
     recorded: dict[str, Any] = {"points": points, "seed": seed, "method": method}
     if get_matching(method).needs_data:
         recorded["match_batch"] = opts.match_batch

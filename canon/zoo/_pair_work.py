@@ -242,6 +242,7 @@ def _prepare(unit: _Unit) -> PreparedCurves | None:
         spec=unit.spec,
         options=first.key.options,
         alignments=unit.alignments,
+        checked=True,  # read by load_state, which checks them against the spec
     )
 
 
@@ -322,7 +323,7 @@ def _distances(source: PairSource, task: PairTask, device: torch.device) -> dict
             batch=key.matching.match_batch,
             seed=key.matching.seed,
         )
-    return distances(state_a, state_b, spec, alignment).to_dict()
+    return distances(state_a, state_b, spec, alignment, check=False).to_dict()  # loaded: checked
 
 
 def _through_reference(source: PairSource, task: PairTask) -> Alignment:
