@@ -2014,17 +2014,7 @@ class AttentionSteps(UnitRanges):
                 name=first.origin,
                 size=first.size,
                 symmetry="none" if pinned or normed else "linear",
-                producers=(
-                    Producer(
-                        made.weight,
-                        made.bias,
-                        None,
-                        made.start,
-                        made.head,
-                        made.stride,
-                        made.bias_start,
-                    ),
-                ),
+                producers=(made.producer(),),
                 outgoing=tuple(rows),
                 # with grouped-query attention a query norm's weights repeat as the rows do
                 carried=tuple(
@@ -2082,22 +2072,11 @@ class AttentionSteps(UnitRanges):
                 "attention",
                 att.where,
             )
-        made = rider.producers[0]
         group = UnitGroup(
             name=rider.origin,
             size=rider.size,
             symmetry="none",
-            producers=(
-                Producer(
-                    made.weight,
-                    made.bias,
-                    None,
-                    made.start,
-                    made.head,
-                    made.stride,
-                    made.bias_start,
-                ),
-            ),
+            producers=(rider.producers[0].producer(),),
             taps=tuple(rider.taps.values()),
             heads=att.heads,
             link=link,

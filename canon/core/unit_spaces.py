@@ -43,7 +43,6 @@ from canon.core.spec import (
     CarriedAxis,
     OutgoingAxis,
     OutputLayer,
-    Producer,
     Symmetry,
     Tap,
     UnitGroup,
@@ -2401,18 +2400,7 @@ def _group(space: Space) -> UnitGroup:
         name=space.origin or producers[0].path,
         size=space.size,
         symmetry=symmetry,
-        producers=tuple(
-            Producer(
-                made.weight,
-                made.bias,
-                space.batchnorms.get(made.path),
-                made.start,
-                made.head,
-                made.stride,
-                made.bias_start,
-            )
-            for made in producers
-        ),
+        producers=tuple(made.producer(space.batchnorms.get(made.path)) for made in producers),
         outgoing=outgoing,
         scale_invariant=_scale_invariant(ops),
         carried=tuple(dict.fromkeys(space.carried)),

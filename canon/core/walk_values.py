@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from canon.core.ops import Op
-from canon.core.spec import BatchNormTensors, CarriedAxis, OutgoingAxis, Tap
+from canon.core.spec import BatchNormTensors, CarriedAxis, OutgoingAxis, Producer, Tap
 from canon.errors import UnsupportedModuleError
 
 ADD = {operator.add, operator.iadd, torch.add, "add", "add_", operator.sub, torch.sub, "sub"}
@@ -45,6 +45,18 @@ class Made:
     # a bias joined from parts as the layer runs: (first row, rows, tensor or None for
     # zeros) each, taken apart with the layer's outputs (timm's BEiT q_bias, 0, v_bias)
     bias_parts: tuple[tuple[int, int, str | None], ...] = ()
+
+    def producer(self, batchnorm: BatchNormTensors | None = None) -> Producer:
+        """The spec's record of these rows as a group's producer (and the BatchNorm after)."""
+        return Producer(
+            self.weight,
+            self.bias,
+            batchnorm,
+            self.start,
+            self.head,
+            self.stride,
+            self.bias_start,
+        )
 
 
 @dataclass(eq=False)
