@@ -576,3 +576,55 @@ def test_command_line_and_service_on_a_zoo_of_gpts(tmp_path: pytest.TempPathFact
         assert response.json()["curves"]["linear_aligned"]["options"]["method"] == "weight"
     finally:
         server.stop()
+
+
+class _SharedKeyHead(nn.Module):
+    """Four query heads of 6 dimensions: the first 4 meet each head's own key, the last 2
+    meet one key head that every query head shares (joined after the keys by ``cat``, as
+    DeepSeek's rotated key head is, here unrotated); with ``grouped``, each key/value head
+    read by two query heads."""
+
+    def __init__(self, grouped: bool) -> None:
+        super().__init__()
+        self.kv = 2 if grouped else 4
+        self.embed = nn.Linear(5, 8)
+        self.q = nn.Linear(8, 4 * 6)
+        self.k = nn.Linear(8, self.kv * 4)
+        self.v = nn.Linear(8, self.kv * 4)
+        self.shared = nn.Linear(8, 2)
+        self.o = nn.Linear(16, 8)
+        self.ln = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 6)
+        self.head = nn.Linear(6, 3)
+        self.input_shape = (7, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x)
+        b, t, _ = h.shape
+        q = self.q(h).view(b, t, 4, 6).transpose(1, 2)
+        k = self.k(h).view(b, t, self.kv, 4).transpose(1, 2).repeat_interleave(4 // self.kv, 1)
+        v = self.v(h).view(b, t, self.kv, 4).transpose(1, 2).repeat_interleave(4 // self.kv, 1)
+        shared = self.shared(h).view(b, 1, t, 2).expand(b, 4, t, 2)
+        y = F.scaled_dot_product_attention(q, torch.cat((k, shared), dim=-1), v)
+        h = self.ln(h + self.o(y.transpose(1, 2).reshape(b, t, 16)))
+        out: Tensor = self.head(torch.tanh(self.fc(h.mean(1))))
+        return out
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_query_dimensions_against_a_shared_key_head_move_with_their_heads(grouped: bool) -> None:
+    """The query dimensions that meet a key head every query head shares stay in their
+    heads (that head has nowhere to go), whose order they share with the rest of the
+    attention (one link; under grouped-query attention each key head's pair of query
+    heads moves as one block); the shared head's projection stays. Symmetries keep the
+    function, and canonical forms agree."""
+    model = _SharedKeyHead(grouped).double()
+    spec = spec_from_module(model)
+    groups = {g.name: g for g in spec.groups}
+    queries = groups["k" if grouped else "q"]  # with shared key heads, the keys are the units
+    rider = groups["q@4"]
+    assert "shared.weight" not in {w for g in spec.groups for w in g.weights}
+    assert (rider.symmetry, rider.heads, rider.heads_only) == ("none", 2 if grouped else 4, True)
+    assert rider.link == queries.link == groups["v"].link != ""
+    x = torch.randn(6, 7, 5, dtype=torch.float64)
+    assert_symmetries_keep_the_function(model, spec, _randomized(model, 3), x, seed=4)

@@ -2064,7 +2064,8 @@ class AttentionSteps(UnitRanges):
 
     def _rider_group(self, rider: Space, att: _Attention, link: str, fixed: bool) -> UnitGroup:
         """The group of query dimensions that meet a key head every query head shares
-        (:meth:`_main_pair`): their heads move with the attention's, their dimensions stay."""
+        (:meth:`_main_pair`): their heads move with the attention's, their dimensions stay
+        (under grouped-query attention, each key head's run of query heads as one block)."""
         if len(rider.producers) != 1 or rider.outgoing or rider.carried or rider.batchnorms:
             raise unsupported(
                 f"the queries of the attention in {att.where} that meet its shared key head "
@@ -2082,6 +2083,6 @@ class AttentionSteps(UnitRanges):
             link=link,
             heads_only=True,
         )
-        if fixed or att.repeat > 1 or not link:
+        if fixed:
             return replace(group, heads=1, link="", heads_only=False, blocks=rider.size)
         return group
