@@ -908,14 +908,29 @@ def test_a_mixture_read_a_block_at_a_time_keeps_its_function(libraries: None) ->
     _keeps_its_function(model, spec)
 
 
-@pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe", "granitemoe", "gpt_oss"])
+# experts whose gate clamps its pre-activations (limits low enough to clamp random ones):
+# HY-V4's, the gate clamped, then its activation (HY-V4 itself is refused for its
+# hyper-connections, several residual streams); Bailing's, the activation, then clamped
+CLAMPED: dict[str, dict[str, Any]] = {
+    "hy_v4": _decoder("hy_v4", "HYV4ForCausalLM", **_LATENT, swiglu_limit=0.5, pad_token_id=0),
+    "bailing_hybrid": _decoder(
+        "bailing_hybrid", "BailingHybridForCausalLM", **_LATENT, pad_token_id=0,
+        swiglu_limits=[0, 0.5], swiglu_limits_shared=[0, 0.5],
+        layer_types=["linear_attention", "full_attention"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kind", ["mixtral", "qwen2_moe", "granitemoe", "gpt_oss", "hy_v4", "bailing_hybrid"]
+)
 def test_canons_experts_give_the_librarys_logits(libraries: None, kind: str) -> None:
     """The library's model and canon's (its experts canon's ``StackedExperts``) compute the
     same logits from the same weights, the library's 3-D experts brought into canon's 2-D
     stacking by ``library_layout`` (GPT-OSS's too: rows transposed and interleaved, biases,
-    a clamped SwiGLU)."""
+    a clamped SwiGLU; HY-V4's and Bailing's clamped gates)."""
     transformers = pytest.importorskip("transformers")
-    config = MIXTURES[kind]
+    config = {**MIXTURES, **CLAMPED}[kind]
     values = {k: v for k, v in config.items() if k not in ("model_type", "architectures")}
     torch.manual_seed(0)
     built = transformers.AutoConfig.for_model(kind, **values)

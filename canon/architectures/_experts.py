@@ -21,7 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from canon._limits import clip
-from canon.core.experts import ClampedSwiGLU, StackedExperts, mark_router, router_weight
+from canon.core.experts import (
+    ClampedGLU,
+    ClampedSwiGLU,
+    Glu,
+    StackedExperts,
+    mark_router,
+    router_weight,
+)
 from canon.errors import UnsupportedModuleError
 
 __all__ = [
@@ -54,27 +61,41 @@ def _is_library_experts(module: nn.Module) -> bool:
     )
 
 
-def _glu(module: nn.Module) -> ClampedSwiGLU | str | None:
+def _glu(module: nn.Module) -> Glu | str | None:
     """The two-input gate of a library's gated experts: None for ``act(gate) * up``
-    (transformers' default), canon's :class:`~canon.core.experts.ClampedSwiGLU` for one that
-    computes it (GPT-OSS's, checked on random pre-activations), else why not."""
+    (transformers' default); else canon's gate that computes the library's on random
+    pre-activations (GPT-OSS's clamped SwiGLU, HY-V4's and Bailing's clamped gates), or
+    why there is none."""
     from transformers.integrations.moe import _default_apply_gate
 
     apply = getattr(type(module), "_apply_gate", None)
     if not module.has_gate or apply is _default_apply_gate or apply is None:
         return None
-    alpha, limit = getattr(module, "alpha", None), getattr(module, "limit", None)
-    if not isinstance(alpha, (int, float)) or not isinstance(limit, (int, float)):
-        return "a gate of their own"
-    glu = ClampedSwiGLU(alpha, limit)
+    alpha = getattr(module, "alpha", None)
+    limit = next(
+        (v for v in (getattr(module, n, None) for n in ("limit", "swiglu_limit")) if v), None
+    )
+    act = _activation(module)
+    # None: ``act(gate) * up`` after all (Bailing's without a limit)
+    candidates: list[Glu | None] = [None] if act is not None else []
+    if isinstance(limit, (int, float)):
+        clamped = act or nn.SiLU()
+        candidates += [ClampedGLU(clamped, limit), ClampedGLU(clamped, limit, act_first=True)]
+        if isinstance(alpha, (int, float)):
+            candidates.insert(0, ClampedSwiGLU(alpha, limit))
     gen = torch.Generator().manual_seed(0)
     rows = 2 * int(module.get_parameter("down_proj").shape[2 if not module.is_transposed else 1])
-    h = torch.randn(5, rows, generator=gen, dtype=torch.float64, device="cpu") * 2 * limit
+    scale = 2 * limit if isinstance(limit, (int, float)) else 4.0  # past the clamps
+    h = torch.randn(5, rows, generator=gen, dtype=torch.float64, device="cpu") * scale
     interleaved = not getattr(module, "is_concatenated", True)
     gate, up = (h[:, 0::2], h[:, 1::2]) if interleaved else h.chunk(2, dim=-1)
     with torch.no_grad():
-        same = torch.allclose(apply(module, h), glu(gate, up))
-    return glu if same else "a gate of their own"
+        theirs = apply(module, h)
+        for glu in candidates:
+            ours = glu(gate, up) if glu is not None else act(gate) * up  # type: ignore[misc]
+            if torch.allclose(theirs, ours):
+                return glu
+    return "a gate of their own"
 
 
 #: Activations a library's experts hold as functions, and the module each one is.
@@ -92,7 +113,7 @@ def _activation(module: nn.Module) -> nn.Module | None:
     return known() if known is not None else None
 
 
-def _refused(path: str, module: nn.Module, glu: ClampedSwiGLU | str | None) -> str | None:
+def _refused(path: str, module: nn.Module, glu: Glu | str | None) -> str | None:
     """Why canon cannot follow the library's experts at ``path``; None if it can."""
     what = []
     if getattr(module, "has_post_expert_norm", False):
@@ -106,11 +127,12 @@ def _refused(path: str, module: nn.Module, glu: ClampedSwiGLU | str | None) -> s
     return (
         f"the experts `{clip(path, 120)}` ({type(module).__name__}) have "
         f"{' and '.join(what)}; canon follows stacked experts whose gate is act(gate) * up "
-        "(Mixtral's, Qwen's, OLMoE's, DeepSeek's) or GPT-OSS's clamped SwiGLU"
+        "(Mixtral's, Qwen's, OLMoE's, DeepSeek's), GPT-OSS's clamped SwiGLU or a clamped "
+        "act(gate) * up (HY-V4's, Bailing's)"
     )
 
 
-def _canon_experts(module: nn.Module, glu: ClampedSwiGLU | None) -> StackedExperts:
+def _canon_experts(module: nn.Module, glu: Glu | None) -> StackedExperts:
     """canon's experts holding ``module``'s weights (a library's experts) in 2-D."""
     gated = bool(module.has_gate)
     name = "gate_up_proj" if gated else "up_proj"

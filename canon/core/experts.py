@@ -29,7 +29,9 @@ from torch import Tensor, nn
 
 __all__ = [
     "EXPERTS_LINK",
+    "ClampedGLU",
     "ClampedSwiGLU",
+    "Glu",
     "StackedExperts",
     "TopKRouter",
     "is_router",
@@ -57,6 +59,28 @@ class ClampedSwiGLU(nn.Module):
         return (up.clamp(-self.limit, self.limit) + 1) * g * torch.sigmoid(g * self.alpha)
 
 
+class ClampedGLU(nn.Module):
+    """A unit's gate times its up pre-activation clamped to [-limit, limit]: ``act(clamp(gate,
+    max=limit)) * clamp(up, -limit, limit)`` (HY-V4's), or with ``act_first`` the gate's
+    activation clamped, ``clamp(act(gate), max=limit)`` (Bailing's)."""
+
+    def __init__(self, act: nn.Module, limit: float, act_first: bool = False) -> None:
+        super().__init__()
+        self.act, self.limit, self.act_first = act, float(limit), act_first
+
+    def forward(self, gate: Tensor, up: Tensor) -> Tensor:
+        """Each unit's output from its own two pre-activations."""
+        if self.act_first:
+            g: Tensor = self.act(gate).clamp(max=self.limit)
+        else:
+            g = self.act(gate.clamp(max=self.limit))
+        return g * up.clamp(-self.limit, self.limit)
+
+
+#: A gated unit's function of its gate and up pre-activations, other than ``act(gate) * up``.
+Glu = ClampedSwiGLU | ClampedGLU
+
+
 class StackedExperts(nn.Module):
     """``experts`` MLPs of ``hidden`` inputs and ``intermediate`` units each, applied to the
     tokens the router sent them: ``forward(x, index, weights)`` with ``x`` (tokens,
@@ -81,7 +105,7 @@ class StackedExperts(nn.Module):
         *,
         interleaved: bool = False,
         bias: bool = False,
-        glu: ClampedSwiGLU | None = None,
+        glu: Glu | None = None,
     ) -> None:
         super().__init__()
         if min(experts, hidden, intermediate) < 1:
