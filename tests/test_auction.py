@@ -134,7 +134,7 @@ def test_auction_rounds_wait_for_the_device_rarely():
     count of free rows is read once per round only while many rows bid, then once per
     ``ROUNDS_PER_READ`` rounds (a phase's long tail of a few bidders)."""
     g = torch.Generator().manual_seed(5)
-    a, b = (torch.nn.functional.normalize(torch.randn(128, 16, generator=g), dim=1) for _ in "ab")
+    a, b = (torch.nn.functional.normalize(torch.randn(64, 16, generator=g), dim=1) for _ in "ab")
     matrix = a @ b.T
     with _HostReads() as seen:
         perm = auction_assignment(matrix)

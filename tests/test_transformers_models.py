@@ -854,6 +854,13 @@ LATENT: dict[str, dict[str, Any]] = {
     # the joined queries scaled per token (Llama 4's attention temperature)
     "mistral4": _decoder("mistral4", "Mistral4ForCausalLM", **_LATENT),
     "glm4_moe_lite": _decoder("glm4_moe_lite", "Glm4MoeLiteForCausalLM", **_LATENT),
+    # a linear-attention layer, then latent attention whose output a unit per head gates
+    # (``sigmoid(g_proj(x))``); experts and a shared MLP with clamped gates (Ling 3's)
+    "bailing_hybrid": _decoder(
+        "bailing_hybrid", "BailingHybridForCausalLM", **_LATENT, pad_token_id=0,
+        swiglu_limits=[0, 0.5], swiglu_limits_shared=[0, 0.5],
+        layer_types=["linear_attention", "full_attention"],
+    ),
 }  # fmt: skip
 
 
@@ -872,7 +879,7 @@ def test_latent_attention_moves_heads_latents_and_unrotated_dimensions(
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()
     spec = spec_from_module(model)
-    at = f"model.layers.{1 if kind == 'kimi_linear' else 0}.self_attn"
+    at = f"model.layers.{1 if kind in ('kimi_linear', 'bailing_hybrid') else 0}.self_attn"
     groups = {g.name: g for g in spec.groups}
     queries = f"{at}.q_b_proj" if config["q_lora_rank"] else f"{at}.q_proj"
     unrotated, rotated = groups[queries], groups[f"{queries}@4"]
@@ -890,6 +897,10 @@ def test_latent_attention_moves_heads_latents_and_unrotated_dimensions(
         c.name == f"{at}.kv_a_layernorm.weight" for c in groups[f"{at}.kv_a_proj_with_mqa"].carried
     )
     assert key_latent in spec.tensor_info
+    gate = groups.get(f"{at}.g_proj")
+    if kind == "bailing_hybrid":  # one unit per head: it moves with its head, only permuted
+        assert gate is not None and (gate.size, gate.heads, gate.symmetry) == (4, 4, "none")
+        assert gate.heads_only and gate.link == values.link
     _keeps_its_function(model, spec)
 
 
@@ -913,11 +924,7 @@ def test_a_mixture_read_a_block_at_a_time_keeps_its_function(libraries: None) ->
 # hyper-connections, several residual streams); Bailing's, the activation, then clamped
 CLAMPED: dict[str, dict[str, Any]] = {
     "hy_v4": _decoder("hy_v4", "HYV4ForCausalLM", **_LATENT, swiglu_limit=0.5, pad_token_id=0),
-    "bailing_hybrid": _decoder(
-        "bailing_hybrid", "BailingHybridForCausalLM", **_LATENT, pad_token_id=0,
-        swiglu_limits=[0, 0.5], swiglu_limits_shared=[0, 0.5],
-        layer_types=["linear_attention", "full_attention"],
-    ),
+    "bailing_hybrid": LATENT["bailing_hybrid"],
 }  # fmt: skip
 
 

@@ -1041,6 +1041,9 @@ class AttentionSteps(UnitRanges):
         rotated = self._rotary(node, inputs)
         if rotated is not None:
             return rotated
+        gated = self._head_gate(node, inputs)
+        if gated is not None:
+            return gated
         if hidden_units(inputs):
             raise unsupported(
                 f"op `{name}` in {at} combines attention heads with hidden units" + _SUPPORTED,
@@ -1629,6 +1632,37 @@ class AttentionSteps(UnitRanges):
                 h.space.root().heads_fixed = True
         self._record(q.space, k.space, v.space, q.heads // repeat, node, repeat, riders=riders)
         return Heads(v.space.root(), ndim - 3, ndim - 1, q.heads, repeat)
+
+    def _head_gate(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> Heads | None:
+        """An attention's output times one unit per head, the same for each head's
+        dimensions (Bailing's ``out * sigmoid(g_proj(x)).unsqueeze(-1)``): the output, the
+        gate's units riding with the heads (each head's gate moves with it, only permuted:
+        the gate is no linear function of them); None for any other op."""
+        if node.target not in MUL or len(inputs) != 2:
+            return None
+        heads = [(n, v) for n, v in inputs if isinstance(v, Heads)]
+        units = [(n, v) for n, v in inputs if isinstance(v, Units)]
+        if len(heads) != 1 or len(units) != 1:
+            return None
+        (_, out), (gate_node, gate) = heads[0], units[0]
+        space, shape = gate.space.root(), shape_of(gate_node)
+        made = [i for i, a in enumerate(self.attentions) if a.value is out.space.root()]
+        if (
+            not made
+            or space.pinned
+            or gate.block != 1
+            or gate.repeat != 1
+            or gate.axis != out.head_axis
+            or space.size != out.heads
+            or len(shape) <= out.dim_axis
+            or shape[out.dim_axis] != 1
+        ):
+            return None
+        space.heads_only = True
+        i = made[-1]
+        att = self.attentions[i]
+        self.attentions[i] = replace(att, riders=(*att.riders, space))
+        return out
 
     def _join_heads(
         self, node: fx.Node, parts: Sequence[tuple[fx.Node, Heads | JoinedHeads]]

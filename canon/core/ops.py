@@ -124,6 +124,7 @@ _FUNCTION_OPS: dict[Callable[..., Any], Op] = {
     F.sigmoid: plain("sigmoid"),
     torch.sigmoid: plain("sigmoid"),
     torch.clone: linear("clone"),  # Zamba2's copy of the embeddings for its shared block
+    torch.clamp: plain("clamp"),  # by numbers, the same for every unit (Bailing's MLPs)
 }
 
 _METHOD_OPS: dict[str, Op] = {
@@ -132,6 +133,7 @@ _METHOD_OPS: dict[str, Op] = {
     "tanh": _TANH,
     "sign": _SIGN,
     "sigmoid": plain("sigmoid"),
+    "clamp": plain("clamp"),
     "flatten": RESHAPE,
     "view": RESHAPE,
     "reshape": RESHAPE,
