@@ -247,6 +247,7 @@ def test_a_pull_cut_off_by_the_network_adds_nothing_and_a_retry_completes(
         assert hub.cuts["lab/cut", second] == 0 and mirror.verify().ok
 
 
+@pytest.mark.slow  # two real `canon pull` processes (about 3 s each, importing torch)
 def test_a_failed_pull_leaves_no_zoo_behind(source: Zoo, tmp_path: Path, cache: Path) -> None:
     """`canon pull` that fails creates nothing: not the folder, nor an index beside a user's
     files in a folder that was no zoo."""
