@@ -216,8 +216,14 @@ def _dead(gm: fx.GraphModule) -> set[fx.Node]:
                 continue
             live.add(node)
             stack.extend(node.all_input_nodes)
-        stack = [w for w in writers if w not in live and _written(w) & live]
+        stack = [w for w in writers if w not in live and _reaches(_written(w), live)]
     return {n for n in graph.nodes if n not in live and n.op != "placeholder"}
+
+
+def _reaches(written: set[fx.Node], live: set[fx.Node]) -> bool:
+    """Whether a write into ``written`` may reach the output: one of them is live, or is
+    a module's own tensor (another read of it would be a node of its own)."""
+    return bool(written & live) or any(n.op == "get_attr" for n in written)
 
 
 def _written(node: fx.Node) -> set[fx.Node]:
