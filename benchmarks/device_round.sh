@@ -63,7 +63,7 @@ if [ "${QUICK:-0}" = 1 ]; then
 else
     sizes=(--sizes 512 2048 4096 --batch 2 --repeats 1) widths=(--widths 2048 --repeats 1)
     stack=() layout=() floors=(--floor-every 0) syncs=(--n 4 --inputs 10000)
-    mlp=(--n 30) resnet=(--n 12 --inputs 10000)
+    mlp=(--n 30) resnet=(--n 12 --inputs 10000 --budget-s 190)
 fi
 step check_device 60 "$python" benchmarks/check_device.py --device "$device"
 step syncs 40 "$python" benchmarks/bench_syncs.py --device "$device" "${syncs[@]}" --json
