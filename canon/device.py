@@ -12,7 +12,7 @@ import torch
 
 from canon.errors import ConfigError
 
-__all__ = ["on_this_stream", "queued_mark", "resolve_device", "side_stream"]
+__all__ = ["in_lanes", "queued_mark", "resolve_device", "side_stream"]
 
 _T = TypeVar("_T")
 
@@ -50,26 +50,31 @@ def queued_mark(device: torch.device) -> torch.cuda.Event | None:
     return event
 
 
-# one side stream per device for the process: a table's preparing thread is new each
-# time, and a stream per thread would keep blocks of memory cached for streams no longer
-# used (tables preparing at once share it: their work is only ordered, not mixed up)
-_SIDE: dict[torch.device, torch.cuda.Stream] = {}
+# side streams per device for the process, a few "lanes" of them: a table's preparing
+# threads are new each time, and a stream per thread would keep blocks of memory cached
+# for streams no longer used (tables preparing at once share them: their work is only
+# ordered, not mixed up). They run at the device's high priority: their work is small and
+# its host reads wait for it, while the evaluations beside it fill the device.
+_SIDE: dict[tuple[torch.device, int], torch.cuda.Stream] = {}
 _SIDE_LOCK = threading.Lock()
 
 
 @contextmanager
-def side_stream(device: torch.device, after: torch.cuda.Event | None = None) -> Iterator[None]:
-    """Queue the block's work for a CUDA ``device`` on a stream of its own, started once the
-    work ``after`` marks is done (:func:`queued_mark`), and wait for all of it when the
-    block ends. Work another thread queues meanwhile on the device's usual stream then
-    neither waits for the block's nor it for that. On other devices the block runs as is."""
+def side_stream(
+    device: torch.device, after: torch.cuda.Event | None = None, lane: int = 0
+) -> Iterator[None]:
+    """Queue the block's work for a CUDA ``device`` on a side stream of its own (one per
+    ``lane``), started once the work ``after`` marks is done (:func:`queued_mark`), and
+    wait for all of it when the block ends. Work another thread queues meanwhile on
+    another stream then neither waits for the block's nor it for that. On other devices
+    the block runs as is."""
     if device.type != "cuda":
         yield
         return
     with _SIDE_LOCK:
-        if device not in _SIDE:
-            _SIDE[device] = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
-        stream = _SIDE[device]
+        if (device, lane) not in _SIDE:
+            _SIDE[device, lane] = torch.cuda.Stream(device, priority=-1)  # type: ignore[no-untyped-call]
+        stream = _SIDE[device, lane]
     if after is not None:
         stream.wait_event(after)
     try:
@@ -79,17 +84,19 @@ def side_stream(device: torch.device, after: torch.cuda.Event | None = None) -> 
         stream.synchronize()  # its tensors are complete before another stream reads them
 
 
-def on_this_stream(fn: Callable[[int], _T], device: torch.device) -> Callable[[int], _T]:
-    """``fn`` to be called from other threads, its work for a CUDA ``device`` queued on the
-    stream current in this thread (a thread's current stream is its own: without this,
-    helpers of work on a :func:`side_stream` would queue on the usual stream, behind the
-    work the side stream is there to run beside). Elsewhere ``fn`` itself."""
-    if device.type != "cuda":
+def in_lanes(fn: Callable[[int], _T], device: torch.device, lanes: int) -> Callable[[int], _T]:
+    """``fn`` to be called from other threads, call ``i``'s work for a CUDA ``device``
+    queued on side stream lane ``1 + i % lanes`` (:func:`side_stream`), after the work
+    queued so far on the stream current here, and done when the call returns: calls in
+    different threads then neither wait for each other's work when they read values off
+    the device, nor queue behind the work of another thread's stream. Elsewhere, or for
+    one lane (calls made in the caller's thread), ``fn`` itself."""
+    if device.type != "cuda" or lanes <= 1:
         return fn
-    stream = torch.cuda.current_stream(device)
+    mark = queued_mark(device)
 
     def run(i: int) -> _T:
-        with torch.cuda.stream(stream):
+        with side_stream(device, after=mark, lane=1 + i % lanes):
             return fn(i)
 
     return run

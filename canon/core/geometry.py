@@ -10,7 +10,7 @@ signs of their weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,9 +34,17 @@ __all__ = [
 ]
 
 
-#: How many numbers a distance holds in float64 at once (a block of a tensor, or of units'
-#: rows): small enough to stay in cache, so that no network-sized temporary is made.
-_BLOCK = 1 << 18
+#: How many numbers a distance holds in float64 at once (a block of tensors, or of units'
+#: rows), by device type: on a CPU small enough to stay in cache; elsewhere (a GPU, where
+#: each block costs launches and the host's time) most layers whole. No network-sized
+#: temporary is made either way.
+BLOCK: dict[str, int] = {"cpu": 1 << 18}
+_OTHER_BLOCK = 1 << 22
+
+
+def _block(device: torch.device) -> int:
+    """:data:`BLOCK` for ``device``."""
+    return BLOCK.get(device.type, _OTHER_BLOCK)
 
 
 def angles(a: Tensor, b: Tensor) -> Tensor:
@@ -60,39 +68,77 @@ def flat(state: Mapping[str, Tensor], names: tuple[str, ...]) -> Tensor:
     return torch.cat([state[n].reshape(-1) for n in names])
 
 
-def _euclidean(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]) -> float:
-    """||a - b|| over the named tensors (the squares summed in order where they are, and
-    read off the device once)."""
-    if not names:
-        return 0.0
-    total = _squared_difference(a[names[0]], b[names[0]])
-    for n in names[1:]:
-        total = total + _squared_difference(a[n], b[n])
-    return math.sqrt(float(total))
+def _squared_euclidean(
+    a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: tuple[str, ...]
+) -> list[Tensor]:
+    """||a - b||^2 over the named tensors (:func:`_squared_sums`)."""
+    return _squared_sums([(a[n], b[n]) for n in names])
 
 
-def _blocks(*tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:
-    """The tensors (of one size) flattened and cut into the same blocks of ``_BLOCK``
-    numbers, in float64."""
-    flat_views = [t.reshape(-1) for t in tensors]
-    for start in range(0, flat_views[0].numel(), _BLOCK):
-        yield tuple(t[start : start + _BLOCK].double() for t in flat_views)
-
-
-def _squared_difference(x: Tensor, y: Tensor) -> Tensor:
-    """||x - y||^2 as a float64 scalar on their device, a block at a time (no copy of
-    either)."""
-    acc = torch.zeros((), dtype=torch.float64, device=x.device)
-    for bx, by in _blocks(x, y):
+def _squared_sums(pairs: Sequence[tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """The sum of ||x - y||^2 over ``pairs`` of tensors of one shape, in float64: one
+    scalar per device they are on (none without pairs). Consecutive tensors are packed
+    into blocks of at most :func:`_block` numbers, a large one cut into several: a few
+    ops for a network of many small tensors, and no copy of a whole one."""
+    sums: dict[torch.device, Tensor] = {}
+    for bx, by in _packed(pairs):
         diff = bx - by
-        acc += torch.dot(diff, diff)
-    return acc
+        _accumulate(sums, torch.dot(diff, diff))
+    return list(sums.values())
 
 
-def _vector_angle(x: Tensor, y: Tensor) -> float:
+def _packed(pairs: Sequence[tuple[Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
+    """The pairs' tensors flattened, cut and packed into blocks in float64 (:func:`_squared_sums`):
+    each block's parts on one device, in order."""
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    held = 0
+    for x, y in pairs:
+        flat_x, flat_y = x.reshape(-1), y.reshape(-1)
+        block = _block(x.device)
+        for start in range(0, flat_x.numel(), block):
+            part_x, part_y = flat_x[start : start + block], flat_y[start : start + block]
+            if xs and (held + part_x.numel() > block or xs[0].device != part_x.device):
+                yield _joined(xs), _joined(ys)
+                xs, ys, held = [], [], 0
+            xs.append(part_x)
+            ys.append(part_y)
+            held += part_x.numel()
+    if xs:
+        yield _joined(xs), _joined(ys)
+
+
+def _joined(parts: list[Tensor]) -> Tensor:
+    """The flat ``parts`` as one float64 vector."""
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)).double()
+
+
+def _read(values: Sequence[Tensor]) -> list[float]:
+    """Scalars (on any devices) as floats, read off each device once."""
+    out = [math.nan] * len(values)
+    places: dict[torch.device, list[int]] = {}
+    for i, v in enumerate(values):
+        places.setdefault(v.device, []).append(i)
+    for where in places.values():
+        stacked = torch.stack([values[i] for i in where])
+        for i, value in zip(where, stacked.tolist(), strict=True):
+            out[i] = value
+    return out
+
+
+def _blocks(x: Tensor, y: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    """``x`` and ``y`` (of one size) flattened and cut into the same blocks of
+    :func:`_block` numbers, in float64."""
+    flat_x, flat_y = x.reshape(-1), y.reshape(-1)
+    block = _block(x.device)
+    for start in range(0, flat_x.numel(), block):
+        yield flat_x[start : start + block].double(), flat_y[start : start + block].double()
+
+
+def _vector_angle(x: Tensor, y: Tensor) -> Tensor:
     """The angle between ``x`` and ``y`` seen as one vector each: :func:`angles` of the
     two as single rows, computed in float64 a block at a time (an output layer as wide as
-    a vocabulary needs no float64 copy of itself)."""
+    a vocabulary needs no float64 copy of itself); a float64 scalar on their device."""
     tiny = torch.finfo(torch.float64).tiny
     sums = torch.zeros(3, dtype=torch.float64, device=x.device)  # |x|^2, |y|^2, x.y
     for bx, by in _blocks(x, y):
@@ -103,7 +149,7 @@ def _vector_angle(x: Tensor, y: Tensor) -> float:
     for bx, by in _blocks(x, y):
         rest = by / norm_y - cos * (bx / norm_x)
         perp += torch.dot(rest, rest)
-    return float(torch.atan2(perp.sqrt(), cos))
+    return torch.atan2(perp.sqrt(), cos)
 
 
 def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> float:
@@ -115,28 +161,34 @@ def geodesic_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Sp
     and BatchNorm parameters do not count, nor do units that normalization
     leaves at their own scale (see :func:`free_distance`).
     """
-    sums: dict[torch.device, list[Tensor]] = {}  # each group's, read off its device at once
+    return math.sqrt(sum(_read(_squared_geodesic(a, b, spec))))
+
+
+def _squared_geodesic(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> list[Tensor]:
+    """The squared :func:`geodesic_distance`, as one float64 scalar per device the
+    networks' groups are on (none without groups on spheres or an output layer)."""
+    sums: dict[torch.device, Tensor] = {}  # the groups' squared angles summed, by device
     for group in spec.groups:
         if not group.on_sphere:
             continue
         rows_a = unit_vectors(a, group, effective=False)
         rows_b = unit_vectors(b, group, effective=False)
-        acc = torch.zeros((), dtype=torch.float64, device=rows_a.device)
-        step = max(1, _BLOCK // max(1, rows_a[0].numel()))  # float64 a block of rows at a time
+        # float64 a block of rows at a time
+        step = max(1, _block(rows_a.device) // max(1, rows_a[0].numel()))
         for start in range(0, group.size, step):
             theta = angles(
                 rows_a[start : start + step].double(), rows_b[start : start + step].double()
             )
-            acc += theta.square().sum()
-        sums.setdefault(acc.device, []).append(acc)
-    total = 0.0
-    for group_sums in sums.values():
-        for value in torch.stack(group_sums).tolist():
-            total += value
+            _accumulate(sums, theta.square().sum())
     if spec.output is not None:
         theta_out = _vector_angle(a[spec.output.weight], b[spec.output.weight])
-        total += spec.output.size * theta_out**2
-    return math.sqrt(total)
+        _accumulate(sums, spec.output.size * theta_out.square())
+    return list(sums.values())
+
+
+def _accumulate(sums: dict[torch.device, Tensor], value: Tensor) -> None:
+    """Add the scalar ``value`` to the sum of its device in ``sums``."""
+    sums[value.device] = sums[value.device] + value if value.device in sums else value
 
 
 def free_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) -> float | None:
@@ -145,14 +197,25 @@ def free_distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec) 
     units, sign-fixed but not normalized; attention's ``linear`` dimensions, with the
     key rows) of two aligned networks; ``None`` when the architecture has no such
     units (DESIGN §3b)."""
+    squares = _squared_free(a, b, spec)
+    return None if squares is None else math.sqrt(sum(_read(squares)))
+
+
+def _squared_free(
+    a: Mapping[str, Tensor], b: Mapping[str, Tensor], spec: Spec
+) -> list[Tensor] | None:
+    """The squared :func:`free_distance`, one float64 scalar per device (``None``: no free
+    units)."""
     free = [g for g in spec.groups if not g.on_sphere]
     if not free:
         return None
-    total = 0.0
-    for group in free:
-        for part_a, part_b in zip(_free_parts(a, group), _free_parts(b, group), strict=True):
-            total += float(_squared_difference(part_a, part_b))
-    return math.sqrt(total)
+    return _squared_sums(
+        [
+            parts
+            for group in free
+            for parts in zip(_free_parts(a, group), _free_parts(b, group), strict=True)
+        ]
+    )
 
 
 def _free_parts(state: Mapping[str, Tensor], group: UnitGroup) -> Iterator[Tensor]:
@@ -234,11 +297,23 @@ def distances(
     # b moved a tensor at a time as each is read: no aligned copy of a whole network
     aligned_b = Moved(b, alignment, spec)
     canon_b = Moved(norm_b, alignment, spec)
+    # every distance's squares first (a scalar per device each), read off at once
+    terms = [
+        _squared_euclidean(a, b, params),
+        _squared_euclidean(a, aligned_b, params),
+        _squared_geodesic(norm_a, canon_b, spec),
+        _squared_free(norm_a, canon_b, spec),
+    ]
+    read = _read([v for values in terms for v in values or []])
+    totals: list[float | None] = []
+    for values in terms:
+        totals.append(None if values is None else math.sqrt(sum(read[: len(values)])))
+        read = read[len(values or []) :]
     result: dict[str, Any] = {
-        "euclidean": _euclidean(a, b, params),
-        "euclidean_aligned": _euclidean(a, aligned_b, params),
-        "geodesic": geodesic_distance(norm_a, canon_b, spec),
-        "euclidean_free": free_distance(norm_a, canon_b, spec),
+        "euclidean": totals[0],
+        "euclidean_aligned": totals[1],
+        "geodesic": totals[2],
+        "euclidean_free": totals[3],
     }
     binary = spec.binary_weights
     if binary:

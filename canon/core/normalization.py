@@ -173,12 +173,13 @@ def normalize_with_scales(
     if spec.output is not None:
         layer = spec.output
         norm = torch.linalg.vector_norm(out[layer.weight])
-        if float(norm) > 0:
-            factor = math.sqrt(layer.size) / norm
+        factor = math.sqrt(layer.size) / norm
+        length, scale = torch.stack([norm, 1 / factor]).tolist()  # one read off the device
+        if length > 0:
             out[layer.weight] = out[layer.weight] * factor
             if layer.bias is not None:
                 out[layer.bias] = out[layer.bias] * factor
-            output = float(1 / factor)
+            output = scale
     return dict(out), UnitScales(out.norms, output)
 
 

@@ -236,9 +236,9 @@ def _circle(a: Tensor, b: Tensor, with_u: bool) -> tuple[Tensor | None, Tensor, 
     for start in range(0, n, step):
         stop = min(start + step, n)
         block_u, *rest = _slerp_rows(
-            rows_a[start:stop], rows_b[start:stop], [w[: stop - start] for w in space]
+            rows_a[start:stop], rows_b[start:stop], [w[: stop - start] for w in space], with_u
         )
-        if u is not None:
+        if u is not None and block_u is not None:
             u[start:stop] = block_u.to(a.dtype)
         parts.append((rest[0], rest[1], rest[2]))
     if not parts:  # no units
@@ -248,9 +248,12 @@ def _circle(a: Tensor, b: Tensor, with_u: bool) -> tuple[Tensor | None, Tensor, 
     return (None if u is None else u.reshape(a.shape)), theta, norm_a, norm_b
 
 
-def _slerp_rows(a: Tensor, b: Tensor, space: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _slerp_rows(
+    a: Tensor, b: Tensor, space: list[Tensor], with_u: bool = True
+) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
     """:func:`slerp_basis` of a block of rows, worked in the three float64 tensors of
-    ``space`` (their shape); u is the second of them."""
+    ``space`` (their shape); u is the second of them, or ``None`` unless ``with_u`` (then
+    nothing is read off the device)."""
     rows_a, rows_b, work = space
     rows_a.copy_(a)
     rows_b.copy_(b)
@@ -263,6 +266,8 @@ def _slerp_rows(a: Tensor, b: Tensor, space: list[Tensor]) -> tuple[Tensor, Tens
     perp = b_hat.sub_(torch.mul(a_hat, cos.unsqueeze(1), out=work))
     sin = perp.norm(dim=1)
     theta = torch.atan2(sin, cos)
+    if not with_u:
+        return None, theta, norm_a, norm_b
     u = perp.div_(sin.clamp_min(tiny).unsqueeze(1))
     flat = (sin <= 0).nonzero().flatten()
     if flat.numel():
@@ -288,7 +293,8 @@ def _great_circle(a: Tensor, b: Tensor, x: Tensor, per_unit: bool) -> Combinatio
     (a, b) where every unit's angle allows (:data:`_ENDS_ONLY_ANGLE`), else (a, u, b)."""
     rows_a = a if per_unit else a.reshape(1, -1)
     rows_b = b if per_unit else b.reshape(1, -1)
-    theta, norm_a, norm_b = (t.cpu() for t in _circle(rows_a, rows_b, False)[1:])
+    # one read off the device for the three
+    theta, norm_a, norm_b = torch.stack(_circle(rows_a, rows_b, False)[1:]).cpu()
     tiny = torch.finfo(torch.float64).tiny
     # coefficients live on the CPU with the positions, like every path's; bases stay put
     xs = x.cpu().unsqueeze(1)  # [K, 1]

@@ -72,6 +72,8 @@ def settled(
     whose tied units' partners are nearest by descriptors: a function of the weights
     alone, not of the order the units come in.
     """
+    if not _shares_sums(similarity):  # no ties (the common case): one read
+        return similarity
     rows, columns = identical_rows(similarity), identical_rows(similarity.T)
     if not rows and not columns:
         return similarity
@@ -87,6 +89,20 @@ def settled(
     out[tied_rows] -= step * far_rows
     out[:, tied_columns] -= step * far_columns
     return out.to(similarity.device)
+
+
+def _shares_sums(matrix: Tensor) -> bool:
+    """Whether two rows, or two columns, of ``matrix`` have equal sums (as
+    :func:`identical_rows` sums them): rows or columns that are equal do."""
+    values = matrix.detach()
+    found = [_repeats(values.sum(1)), _repeats(values.T.sum(1))]
+    return bool(torch.stack(found).any())
+
+
+def _repeats(values: Tensor) -> Tensor:
+    """Whether some number occurs twice in the vector ``values`` (a boolean scalar)."""
+    ordered = values.sort().values
+    return (ordered[1:] == ordered[:-1]).any()
 
 
 def identical_rows(matrix: Tensor) -> list[Tensor]:

@@ -46,7 +46,7 @@ from canon.core.paths import (
 from canon.core.permutations import check_alignment
 from canon.core.precision import state_dtype, to_working
 from canon.core.records import JsonRecord
-from canon.device import on_this_stream, resolve_device
+from canon.device import in_lanes, resolve_device
 from canon.engine.batchnorm import has_batchnorm, with_recomputed_statistics
 from canon.engine.evaluate import Evaluator, Scores
 from canon.engine.kinds import PATH_KINDS, PathKindInfo, get_matching, get_path_kind
@@ -441,7 +441,7 @@ def _prepared(
         return _prepare(a, b, m, template, spec, train, info, opts, x, dev, alignment, checked)
 
     threads = _threads_for(alignments, opts, spec)
-    return _in_threads(on_this_stream(prepare, dev), len(pairs), threads)
+    return _in_threads(in_lanes(prepare, dev, threads), len(pairs), threads)
 
 
 @dataclass(frozen=True)
