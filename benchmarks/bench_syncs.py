@@ -10,7 +10,8 @@ plain loop over pre-built modules (and, for the ResNets, their interior points'
 BatchNorm statistics recomputed by one). Prints per pair: host reads, ops that are not
 views (launches on a GPU), and each as a ratio to the floor's. Asserts nothing.
 
-``--as-gpu`` evaluates the paths as on a GPU (points stacked up to STACK_WORK['cuda']),
+``--as-gpu`` evaluates the paths as on a GPU (points stacked up to STACK_WORK['cuda'],
+distances summed in a GPU's blocks),
 so that a CPU counts what a GPU would run. Pairs are prepared in this thread (a dispatch
 mode sees its own thread's ops only).
 
@@ -32,6 +33,7 @@ import torch
 from _floors import PairFloors  # benchmarks/ is on sys.path when run
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import canon.core.geometry as geometry
 import canon.engine.evaluate as evaluate_module
 import canon.engine.landscape as landscape
 from canon.architectures import build_model
@@ -95,6 +97,7 @@ def main() -> None:
     device = resolve_device(args.device)
     if args.as_gpu:
         evaluate_module.STACK_WORK[device.type] = evaluate_module.STACK_WORK["cuda"]
+        geometry.BLOCK[device.type] = geometry._block(torch.device("cuda"))
     landscape.PREPARE_THREADS = 1
     arch, config, shape = NETS[args.arch]
     gen = torch.Generator().manual_seed(0)

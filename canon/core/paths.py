@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from canon.core.spec import Producer, Spec, layout_of
+from canon.core.spec import Producer, Spec, UnitGroup, layout_of
 from canon.core.units import split_rows, unit_positions, unit_vectors
 from canon.errors import ConfigError
 
@@ -287,22 +287,29 @@ def _slerp_rows(
 _ENDS_ONLY_ANGLE = 2.5
 
 
-def _great_circle(a: Tensor, b: Tensor, x: Tensor, per_unit: bool) -> Combination:
-    """Each unit (or the whole tensor) moves along its great circle at fraction x, with its
-    norm interpolated linearly (constant on the spheres of normalized networks); bases
-    (a, b) where every unit's angle allows (:data:`_ENDS_ONLY_ANGLE`), else (a, u, b)."""
-    rows_a = a if per_unit else a.reshape(1, -1)
-    rows_b = b if per_unit else b.reshape(1, -1)
-    # one read off the device for the three
-    theta, norm_a, norm_b = torch.stack(_circle(rows_a, rows_b, False)[1:]).cpu()
-    tiny = torch.finfo(torch.float64).tiny
+def _great_circles(ends: Sequence[tuple[Tensor, Tensor, bool]], x: Tensor) -> list[Combination]:
+    """Each (a, b, per_unit) of ``ends``: each unit (or the whole tensor) moving along its
+    great circle at fraction x, its norm interpolated linearly (constant on the spheres of
+    normalized networks); bases (a, b) where every unit's angle allows
+    (:data:`_ENDS_ONLY_ANGLE`), else (a, u, b). The circles' angles and norms are read off
+    the device at once, and the coefficients of all those in their endpoints alone
+    computed together (elementwise: each unit's as if alone)."""
+    rows = [(a, b) if per_unit else (a.reshape(1, -1), b.reshape(1, -1)) for a, b, per_unit in ends]
+    found = [torch.stack(_circle(ra, rb, False)[1:]) for ra, rb in rows]  # [3, U] each
     # coefficients live on the CPU with the positions, like every path's; bases stay put
+    measured = _to_host(found)
     xs = x.cpu().unsqueeze(1)  # [K, 1]
-    radius = (1 - xs) * norm_a + xs * norm_b  # [K, U]
     at_start, at_end = x == 0, x == 1
-    if theta.numel() == 0 or (
-        bool((theta <= _ENDS_ONLY_ANGLE).all()) and bool((norm_a > 0).all() & (norm_b > 0).all())
-    ):
+    ends_only = [
+        m.shape[1] == 0 or (bool((m[0] <= _ENDS_ONLY_ANGLE).all()) and bool((m[1:] > 0).all()))
+        for m in measured
+    ]
+    circles: list[Combination | None] = [None] * len(ends)
+    chosen = [i for i, only in enumerate(ends_only) if only]
+    if chosen:
+        theta, norm_a, norm_b = torch.cat([measured[i] for i in chosen], 1)
+        tiny = torch.finfo(torch.float64).tiny
+        radius = (1 - xs) * norm_a + xs * norm_b  # [K, U]
         sin = torch.sin(theta)
         turning = theta > 0  # else a and b share a direction: the weights are 1 - x and x
         weight_a = torch.where(turning, torch.sin((1 - xs) * theta) / sin.clamp_min(tiny), 1 - xs)
@@ -310,15 +317,48 @@ def _great_circle(a: Tensor, b: Tensor, x: Tensor, per_unit: bool) -> Combinatio
         coef_a, coef_b = radius * weight_a / norm_a, radius * weight_b / norm_b
         coef_a[at_start], coef_b[at_start] = 1.0, 0.0  # exact endpoints
         coef_a[at_end], coef_b[at_end] = 0.0, 1.0
-        return Combination((a, b), torch.stack([coef_a, coef_b], dim=1))  # [K, 2, U]
-    u = slerp_basis(rows_a, rows_b)[0]
+        coefs = torch.stack([coef_a, coef_b], dim=1)  # [K, 2, sum U]
+        sizes = [measured[i].shape[1] for i in chosen]
+        for i, part in zip(chosen, torch.split(coefs, sizes, dim=2), strict=True):
+            circles[i] = Combination((ends[i][0], ends[i][1]), part.contiguous())
+    for i, only in enumerate(ends_only):
+        if not only:
+            circles[i] = _wide_circle(ends[i][0], ends[i][1], rows[i], measured[i], xs, x)
+    return [c for c in circles if c is not None]
+
+
+def _wide_circle(
+    a: Tensor, b: Tensor, rows: tuple[Tensor, Tensor], measured: Tensor, xs: Tensor, x: Tensor
+) -> Combination:
+    """:func:`_great_circles`' circle of ``a`` and ``b`` (as ``rows``) in (a, u, b): some
+    unit's angle is wider than :data:`_ENDS_ONLY_ANGLE` or some row is zero."""
+    theta, norm_a, norm_b = measured
+    tiny = torch.finfo(torch.float64).tiny
+    radius = (1 - xs) * norm_a + xs * norm_b  # [K, U]
+    u = slerp_basis(*rows)[0]
     coef_a = radius * torch.cos(xs * theta) / norm_a.clamp_min(tiny)
     coef_u = radius * torch.sin(xs * theta)
     coef_b = torch.zeros_like(coef_a)
+    at_start, at_end = x == 0, x == 1
     coef_a[at_start], coef_u[at_start] = 1.0, 0.0  # exact endpoints
     coef_a[at_end], coef_u[at_end], coef_b[at_end] = 0.0, 0.0, 1.0
     coefs = torch.stack([coef_a, coef_u, coef_b], dim=1)  # [K, 3, U]
     return Combination((a, u.reshape(a.shape), b), coefs)
+
+
+def _to_host(tensors: list[Tensor]) -> list[Tensor]:
+    """``tensors`` (of one dtype, [3, n] each) on the CPU, read off each device once."""
+    out: list[Tensor] = list(tensors)
+    places: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        if t.device.type != "cpu":
+            places.setdefault(t.device, []).append(i)
+    for where in places.values():
+        joined = torch.cat([tensors[i] for i in where], 1).cpu()
+        parts = torch.split(joined, [tensors[i].shape[1] for i in where], dim=1)
+        for i, part in zip(where, parts, strict=True):
+            out[i] = part
+    return out
 
 
 def geodesic_path(
@@ -335,9 +375,8 @@ def geodesic_path(
     tensors: dict[str, TensorPath] = {n: _constant_or_linear(a[n], b[n], x) for n in a}
     # the rows of each weight that are units on spheres (a part of a fused layer's rows)
     turning: dict[str, list[Tensor | None]] = {}
-    # rows of a weight on great circles through several layers' rows (a shared group's):
-    # each group's rows of it, with their circles' bases and coefficients
-    shared: dict[str, list[tuple[Tensor | None, Combination]]] = {}
+    # groups whose units' rows lie in several layers: one great circle per unit through all
+    shared_groups: list[tuple[UnitGroup, Tensor, Tensor]] = []
     for group in spec.groups:
         if not group.on_sphere:
             continue  # units not on spheres move linearly (DESIGN §3b)
@@ -346,30 +385,56 @@ def geodesic_path(
             rows = _rows_of(producer, group.size, a[producer.weight].shape[0])
             turning.setdefault(producer.weight, []).append(rows)
             continue
-        # one great circle per unit through its rows in every producer
         rows_a = unit_vectors(a, group, effective=False)
         rows_b = unit_vectors(b, group, effective=False)
-        circle = _great_circle(rows_a, rows_b, x, True)
+        shared_groups.append((group, rows_a, rows_b))
+    indices = {
+        name: None
+        if any(r is None for r in taken)
+        else torch.cat([r for r in taken if r is not None])
+        for name, taken in turning.items()
+    }
+    # every circle at once: the shared groups', each turning weight's rows, the output's
+    ends = [(rows_a, rows_b, True) for _, rows_a, rows_b in shared_groups]
+    ends += [(_taken(a[n], i), _taken(b[n], i), True) for n, i in indices.items()]
+    if spec.output is not None:
+        ends.append((a[spec.output.weight], b[spec.output.weight], False))
+    circles = iter(_great_circles(ends, x))
+    # rows of a weight on great circles through several layers' rows (a shared group's):
+    # each group's rows of it, with their circles' bases and coefficients
+    shared: dict[str, list[tuple[Tensor | None, Combination]]] = {}
+    for group, _, _ in shared_groups:
+        circle = next(circles)
         parts = [split_rows(base, group, a) for base in circle.bases]
         for producer in group.producers:
             name = producer.weight
             index = _rows_of(producer, group.size, a[name].shape[0])
             found = Combination(tuple(p[name] for p in parts), circle.coefs)
             shared.setdefault(name, []).append((index, found))
-    for name, taken in turning.items():
-        whole = any(rows is None for rows in taken)
-        index = None if whole else torch.cat([r for r in taken if r is not None])
+    for name, index in indices.items():
+        circle = next(circles)
         if name in shared:  # its other rows turn with a shared group's
-            shared[name].append((index, _circle_rows(a[name], b[name], x, index, alone=True)))
+            shared[name].append((index, circle))
         else:
-            tensors[name] = _circle_rows(a[name], b[name], x, index)
-    for name, circles in shared.items():
-        whole = len(circles) == 1 and circles[0][0] is None
-        tensors[name] = circles[0][1] if whole else _rows_on_circles(a[name], b[name], x, circles)
+            tensors[name] = _circle_rows(a[name], b[name], x, index, circle)
+    for name, held in shared.items():
+        whole = len(held) == 1 and held[0][0] is None
+        tensors[name] = held[0][1] if whole else _rows_on_circles(a[name], b[name], x, held)
     if spec.output is not None:
-        name = spec.output.weight
-        tensors[name] = _great_circle(a[name], b[name], x, False)
+        tensors[spec.output.weight] = next(circles)
     return NetworkPath(x, tensors)
+
+
+def _joined_rows(taken: list[Tensor | None]) -> Tensor | None:
+    """The rows of a weight that several groups turn, joined (None: some group turns all)."""
+    if any(rows is None for rows in taken):
+        return None
+    return torch.cat([rows for rows in taken if rows is not None])
+
+
+def _taken(t: Tensor, index: Tensor | None) -> Tensor:
+    """Rows ``index`` of ``t`` (all of them for None)."""
+    return t if index is None else t[index]
 
 
 def _rows_of(producer: Producer, size: int, rows: int) -> Tensor | None:
@@ -382,16 +447,13 @@ def _rows_of(producer: Producer, size: int, rows: int) -> Tensor | None:
 
 
 def _circle_rows(
-    a: Tensor, b: Tensor, x: Tensor, index: Tensor | None, alone: bool = False
+    a: Tensor, b: Tensor, x: Tensor, index: Tensor | None, circle: Combination
 ) -> Combination:
-    """Rows ``index`` of a weight (None: all) along their great circles, the other rows
-    (another part of a fused layer, not on spheres) along the straight line; with
-    ``alone``, the circles of those rows only (their bases those rows)."""
+    """A weight whose rows ``index`` (None: all) move along their great circles
+    (``circle``, of those rows), the other rows (another part of a fused layer, not on
+    spheres) along the straight line."""
     if index is None:
-        return _great_circle(a, b, x, True)
-    if alone:
-        return _great_circle(a[index], b[index], x, True)
-    circle = _great_circle(a[index], b[index], x, True)
+        return circle
     steps, bases = circle.coefs.shape[:2]
     xs = x.cpu().to(circle.coefs.dtype).unsqueeze(1)
     coefs = torch.zeros(steps, bases, a.shape[0], dtype=circle.coefs.dtype)

@@ -44,6 +44,7 @@ __all__ = [
     "solve_heads",
     "through_reference",
     "unit_axes",
+    "where_solved",
 ]
 
 
@@ -139,6 +140,15 @@ def _on_device(similarity: Tensor, size: int) -> bool:
     """Whether ``size`` x ``size`` problems on ``similarity``'s device go to the auction."""
     start = AUCTION_FROM.get(similarity.device.type)
     return start is not None and size >= start
+
+
+def where_solved(matrix: Tensor) -> Tensor:
+    """``matrix`` where :func:`solve_assignment` solves it: itself where the auction takes
+    its size on its device (:data:`AUCTION_FROM`), else a float64 copy on the host (what
+    scipy's solve reads), where more work on it (ties) launches nothing."""
+    if _on_device(matrix, matrix.shape[0]):
+        return matrix
+    return matrix.detach().to("cpu", torch.float64)
 
 
 def solve_assignment(similarity: Blocks, blocks: int = 1) -> Tensor:
@@ -305,9 +315,7 @@ def _solve_head_pair(
     """The group's best assignment of head b's units to head a's (with ``kept``: each
     unit to its own place) and its value."""
     d = similarity.shape[0] // heads
-    block = similarity[a * d : (a + 1) * d, b * d : (b + 1) * d].detach().double()
-    if not _on_device(block, d):
-        block = block.cpu()
+    block = where_solved(similarity[a * d : (a + 1) * d, b * d : (b + 1) * d]).double()
     perm = torch.arange(d, device=block.device) if kept else solve_assignment(block)
     rows = torch.arange(d, device=block.device)
     return perm.cpu(), float(block[rows, perm].sum())

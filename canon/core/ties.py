@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from canon.core.lazy_similarity import Blocks
-from canon.core.permutations import assign, solve_blocks
+from canon.core.permutations import assign, solve_blocks, where_solved
 from canon.core.spec import UnitGroup, layout_of
 from canon.core.units import unit_slices
 
@@ -49,10 +49,15 @@ def assign_settled(
     group, similarity = groups[0], similarities[0]
     m = group.size // max(group.blocks, 1)
     starts = [b * m for b in range(group.blocks)]
+    blocks = [similarity[at : at + m, at : at + m] for at in starts]
+    device = blocks[0].device
+    # ties are looked for where the blocks are solved (the host, but for the auction)
     diagonal = [
-        settled(similarity[at : at + m, at : at + m], state, reference, group, at) for at in starts
+        settled(where_solved(block), state, reference, group, at)
+        for block, at in zip(blocks, starts, strict=True)
     ]
-    return [solve_blocks(diagonal)] if group.blocks > 1 else assign(groups, diagonal)
+    found = [solve_blocks(diagonal)] if group.blocks > 1 else assign(groups, diagonal)
+    return [perm.to(device) for perm in found]
 
 
 def settled(
