@@ -29,7 +29,8 @@ In-process ResNet tables do so every 5 pairs by default (``--floor-every 0``: on
 after the table); a ResNet pair and its floors each run for minutes on CPU.
 
 ``--overlap on|off`` prepares each group of pairs while the group before is evaluated, or
-not, whatever canon does on the device (``OVERLAP``: on for a GPU).
+not, whatever canon does on the device (``OVERLAP``: on for a GPU). ``--prepare-threads
+K`` prepares at most K pairs of a group at once (``PREPARE_THREADS``, default 8).
 
 ``--executor ray`` computes the table as Ray tasks (a new local cluster, or the one at
 ``--address``); ``--check-local`` then also computes it in-process and says whether every
@@ -39,7 +40,7 @@ pairs of tiny networks).
     python benchmarks/bench_table.py [--n 8] [--arch mlp|resnet20] [--width 512]
         [--resnet-width 1] [--points 25] [--inputs 10000]
         [--executor local|ray] [--address ADDR] [--check-local] [--align pair|reference]
-        [--overlap auto|on|off]
+        [--overlap auto|on|off] [--prepare-threads K]
         [--keep DIR] [--budget-s S] [--floor-every K] [--json]
 """
 
@@ -59,6 +60,7 @@ import torch
 from _floors import PairFloors  # benchmarks/ is on sys.path when run
 from tqdm import tqdm
 
+import canon.engine.landscape as landscape
 from canon.architectures import build_model
 from canon.device import resolve_device
 from canon.zoo import Zoo
@@ -85,6 +87,11 @@ def main() -> None:
         default="auto",
         help="prepare each group of pairs while the one before is evaluated (auto: as "
         "canon does on the device, OVERLAP)",
+    )
+    parser.add_argument(
+        "--prepare-threads",
+        type=int,
+        help="pairs of a group prepared at once at most (canon's PREPARE_THREADS)",
     )
     parser.add_argument(
         "--align", choices=["pair", "reference"], default="pair", help="how pairs are aligned"
@@ -122,6 +129,10 @@ def main() -> None:
     device = resolve_device(args.device)
     if args.overlap != "auto":
         OVERLAP[device.type] = args.overlap == "on"
+    if args.prepare_threads is not None:
+        if args.prepare_threads < 1:
+            parser.error("--prepare-threads takes a count of at least 1")
+        landscape.PREPARE_THREADS = args.prepare_threads
     if args.arch == "mlp":
         arch = "mlp"
         shape: tuple[int, ...] = (784,)
@@ -142,6 +153,7 @@ def main() -> None:
     }  # fmt: skip
     result: dict[str, Any] = {
         **setup, "executor": args.executor, "overlap": OVERLAP.get(device.type, False),
+        "prepare_threads": landscape.PREPARE_THREADS,
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
