@@ -628,3 +628,82 @@ def test_query_dimensions_against_a_shared_key_head_move_with_their_heads(groupe
     assert rider.link == queries.link == groups["v"].link != ""
     x = torch.randn(6, 7, 5, dtype=torch.float64)
     assert_symmetries_keep_the_function(model, spec, _randomized(model, 3), x, seed=4)
+
+
+class _SparseAttention(nn.Module):
+    """Attention over 7 tokens whose keys are chosen per query by an indexer of its own
+    layers, as DeepSeek-V3.2's and GLM-5's sparse attention chooses them: relu(q_i k_i)
+    per index head, weighted by a layer of one unit per index head and summed, the top 3
+    kept (the other keys masked out). With ``pairs`` the index keys are read in
+    interleaved pairs (``k[..., 0::2]``, GLM-5's rotary layout); with ``argsort`` the top
+    positions are the last of an ``argsort``; with ``leak`` the top scores themselves (not
+    only their positions) reach the output."""
+
+    def __init__(self, pairs: bool = False, leak: bool = False, argsort: bool = False) -> None:
+        super().__init__()
+        self.pairs, self.leak, self.argsort = pairs, leak, argsort
+        self.embed = nn.Linear(5, 8)
+        self.latent = nn.Linear(8, 6)
+        self.q = nn.Linear(6, 2 * 4)
+        self.k = nn.Linear(8, 2 * 4)
+        self.v = nn.Linear(8, 2 * 4)
+        self.o = nn.Linear(8, 8)
+        self.index_q = nn.Linear(6, 2 * 4, bias=False)  # two index heads of 4 dimensions
+        self.index_k = nn.Linear(8, 4, bias=False)
+        self.index_weights = nn.Linear(8, 2, bias=False)
+        self.head = nn.Linear(8, 3)
+        self.input_shape = (7, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x)
+        b, t, _ = h.shape
+        latent = torch.relu(self.latent(h))
+        iq = self.index_q(latent).view(b, t, 2, 4)
+        ik = self.index_k(h)
+        if self.pairs:
+            ik = torch.cat([ik[..., 0::2], ik[..., 1::2]], dim=-1)
+        scores = torch.relu(torch.matmul(iq, ik.transpose(-1, -2).unsqueeze(1)))  # [b, t, 2, t]
+        ranked = torch.matmul(self.index_weights(h).unsqueeze(-2), scores).squeeze(-2)
+        top = ranked.topk(3, dim=-1)
+        chosen = ranked.argsort(dim=-1)[..., -3:] if self.argsort else top.indices
+        masked = torch.ones(b, t, t, dtype=torch.bool).scatter(-1, chosen, False)
+        q = self.q(latent).view(b, t, 2, 4).transpose(1, 2)
+        k = self.k(h).view(b, t, 2, 4).transpose(1, 2)
+        v = self.v(h).view(b, t, 2, 4).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=~masked.unsqueeze(1))
+        h = h + self.o(y.transpose(1, 2).reshape(b, t, 8))
+        if self.leak:
+            h = h + top.values.sum(-1, keepdim=True)
+        out: Tensor = self.head(h.mean(1))
+        return out
+
+
+@pytest.mark.parametrize(("pairs", "argsort"), [(False, False), (True, False), (False, True)])
+def test_keys_chosen_by_an_indexer_of_its_own_layers(pairs: bool, argsort: bool) -> None:
+    """The top-k of scores from the indexer's own layers gives positions alone: those
+    layers' outputs stay where they are (no group of their own) while their inputs' columns
+    move with the units they read (the stream, the query latent), so the keys chosen are
+    the same under every symmetry. Symmetries keep the function, and canonical forms
+    agree."""
+    model = _SparseAttention(pairs, argsort=argsort).double()
+    spec = spec_from_module(model)
+    names = {g.name for g in spec.groups}
+    assert {"embed", "latent", "v"} <= names
+    assert not {"index_q", "index_k", "index_weights"} & names
+    moved = {o.name for g in spec.groups for o in g.outgoing}
+    assert {"index_q.weight", "index_k.weight", "index_weights.weight"} <= moved
+    x = torch.randn(6, 7, 5, dtype=torch.float64)
+    assert_symmetries_keep_the_function(model, spec, _randomized(model, 5), x, seed=6)
+
+
+def test_an_indexers_top_scores_pin_what_they_meet() -> None:
+    """The top scores themselves (not only their positions) added to the stream: like what
+    a function recorded whole computes, no symmetry moves them, so the stream they meet
+    stays where it is (no group), the rest of the network still moves, and symmetries keep
+    the function."""
+    model = _SparseAttention(leak=True).double()
+    spec = spec_from_module(model)
+    names = {g.name for g in spec.groups}
+    assert "embed" not in names and {"latent", "v"} <= names
+    x = torch.randn(6, 7, 5, dtype=torch.float64)
+    assert_symmetries_keep_the_function(model, spec, _randomized(model, 5), x, seed=6)

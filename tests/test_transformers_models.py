@@ -831,6 +831,7 @@ _LATENT = {
     "num_experts_per_tok": 2, "first_k_dense_replace": 1, "moe_intermediate_size": 8,
     "n_group": 1, "topk_group": 1,
 }  # fmt: skip
+_INDEXER = {"index_topk": 4, "index_head_dim": 8, "index_n_heads": 2}
 LATENT: dict[str, dict[str, Any]] = {
     # interleaved rotary pairs (``x[..., 0::2]``), routed and shared experts
     "deepseek_v3": _decoder("deepseek_v3", "DeepseekV3ForCausalLM", **_LATENT),
@@ -854,6 +855,14 @@ LATENT: dict[str, dict[str, Any]] = {
     # the joined queries scaled per token (Llama 4's attention temperature)
     "mistral4": _decoder("mistral4", "Mistral4ForCausalLM", **_LATENT),
     "glm4_moe_lite": _decoder("glm4_moe_lite", "Glm4MoeLiteForCausalLM", **_LATENT),
+    # sparse attention: an indexer of its own layers picks each query's keys by a top-k
+    "deepseek_v32": _decoder("deepseek_v32", "DeepseekV32ForCausalLM", **_LATENT, **_INDEXER),
+    # the indexer's rotary pairs interleaved (``k[..., 0::2]``); the second layer reuses
+    # the first's choice
+    "glm_moe_dsa": _decoder(
+        "glm_moe_dsa", "GlmMoeDsaForCausalLM", **_LATENT, **_INDEXER, index_topk_pattern="FS",
+        attn_implementation="eager",
+    ),
     # a linear-attention layer, then latent attention whose output a unit per head gates
     # (``sigmoid(g_proj(x))``); experts and a shared MLP with clamped gates (Ling 3's)
     "bailing_hybrid": _decoder(
@@ -868,13 +877,14 @@ LATENT: dict[str, dict[str, Any]] = {
 def test_latent_attention_moves_heads_latents_and_unrotated_dimensions(
     libraries: None, kind: str
 ) -> None:
-    """DeepSeek's latent attention (DeepSeek-V3, Mistral 4, GLM-4.7-Flash...): the heads
-    move, one link for the query/key dimensions no rotary embedding turns (permuted and
-    scaled against each other), the rotated query dimensions (pinned in their heads) and
-    the values with the output's columns; the shared rotated key head stays (its rows of
-    the key latent's projection are in no group); the latents permute with their norms'
-    weights and the next projection's columns. Symmetries keep the logits and canonical
-    forms agree."""
+    """DeepSeek's latent attention (DeepSeek-V3 and V3.2, Mistral 4, GLM-4.7-Flash, GLM-5...):
+    the heads move, one link for the query/key dimensions no rotary embedding turns
+    (permuted and scaled against each other), the rotated query dimensions (pinned in their
+    heads) and the values with the output's columns; the shared rotated key head stays (its
+    rows of the key latent's projection are in no group); the latents permute with their
+    norms' weights and the next projection's columns; a sparse attention's indexer keeps
+    its layers' outputs in place and moves their inputs. Symmetries keep the logits and
+    canonical forms agree."""
     config = LATENT[kind]
     model = build_model(f"hf-transformers/{config['model_type']}", {"config": config})
     model = model.double().eval()
@@ -897,6 +907,11 @@ def test_latent_attention_moves_heads_latents_and_unrotated_dimensions(
         c.name == f"{at}.kv_a_layernorm.weight" for c in groups[f"{at}.kv_a_proj_with_mqa"].carried
     )
     assert key_latent in spec.tensor_info
+    if "index_topk" in config:  # the indexer's layers: their outputs stay, their inputs move
+        indexer = f"{at}.indexer"
+        assert not [g.name for g in spec.groups if g.name.startswith(indexer)]
+        moved = {o.name for g in spec.groups for o in g.outgoing}
+        assert {f"{indexer}.{n}.weight" for n in ("wq_b", "wk", "weights_proj")} <= moved
     gate = groups.get(f"{at}.g_proj")
     if kind == "bailing_hybrid":  # one unit per head: it moves with its head, only permuted
         assert gate is not None and (gate.size, gate.heads, gate.symmetry) == (4, 4, "none")

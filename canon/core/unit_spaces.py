@@ -119,6 +119,12 @@ _REDUCE = {
 _BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
 
 
+#: ops that rank their input's entries, giving (values, positions)
+_RANKINGS = ("topk", "sort")
+#: ops that give the positions of their input's largest or smallest entries alone
+_POSITIONS = ("argsort", "argmax", "argmin")
+
+
 @dataclass(frozen=True)
 class _BatchNormCall:
     """What the walker needs of one BatchNorm: where its tensors are, its eps and width,
@@ -363,11 +369,14 @@ class Walker(AttentionSteps, ExpertSteps):
 
     def _check_unfollowed(self) -> None:
         """Refuse units not followed (:class:`Unfollowed`) that no function recorded whole
-        reads: a tensor holding them that none of its users takes further (a write in
-        place into a tensor of its own, which the walk cannot tell to be harmless)."""
+        or ranking reads: a tensor holding them that none of its users takes further (a
+        write in place into a tensor of its own, which the walk cannot tell to be
+        harmless)."""
         for node, value in self.values.items():
             if isinstance(value, Unfollowed) and not any(
-                isinstance(self.values.get(user), (Unfollowed, Opaque)) for user in node.users
+                isinstance(self.values.get(user), (Unfollowed, Opaque))
+                or op_name(user) in _POSITIONS  # positions alone (:meth:`_ranked`)
+                for user in node.users
             ):
                 raise value.error
 
@@ -414,6 +423,8 @@ class Walker(AttentionSteps, ExpertSteps):
                     f"op `{name}` in {location(node)} reads a tuple of parts", name, location(node)
                 )
             self.values[node] = cast(Positions, inputs[0][1]).value
+            return
+        if self._ranked(node, inputs):
             return
         if is_opaque(node.target) or any(isinstance(v, Opaque) for _, v in inputs):
             self.values[node] = self._opaque(node, inputs)
@@ -557,7 +568,12 @@ class Walker(AttentionSteps, ExpertSteps):
             self.values[node] = self._choose(node, inputs, hidden)
             return
         if hidden and node.target is operator.getitem and len(inputs) == 1:
-            self.values[node] = self._index(node, *hidden[0])
+            try:
+                self.values[node] = self._index(node, *hidden[0])
+            except UnsupportedModuleError as error:
+                # units picked apart (GLM-5's indexer's keys in interleaved pairs): fine
+                # where only a ranking or a function recorded whole reads them
+                self.values[node] = Unfollowed(tuple(spaces_in([hidden[0][1]])), error)
             return
         if isinstance(module, LAYERS) and (
             not isinstance(module, nn.Linear) and module.groups != 1
@@ -689,6 +705,30 @@ class Walker(AttentionSteps, ExpertSteps):
             if isinstance(v, Units) and v.space.root() is space
         )
 
+    def _ranked(self, node: fx.Node, inputs: list[tuple[fx.Node, Value]]) -> bool:
+        """Which entries of units the walk does not follow (:class:`Unfollowed`), or of what
+        a function recorded whole computed (:class:`Opaque`), are largest: DeepSeek-V3.2's
+        sparse-attention indexer, a top-k of scores from layers of its own. Their units
+        are pinned, so that no symmetry changes the values ranked (the layers reading
+        followed units move with them): the positions a ranking gives (``topk`` and
+        ``sort``'s indices, ``argsort``, ``argmax``, ``argmin``) are then constants (no
+        value), its values what a function recorded whole computes. False (nothing done)
+        for any other node."""
+        name = op_name(node)
+        if len(inputs) == 1 and node.target in (operator.getitem, getattr):
+            source, value = inputs[0]
+            picked = node.args[1] if len(node.args) > 1 else None
+            ranked = isinstance(value, Opaque) and op_name(source) in _RANKINGS
+            return ranked and picked in (1, "indices")  # the positions: a constant
+        if name not in (*_RANKINGS, *_POSITIONS) or not inputs:
+            return False
+        if not all(isinstance(v, (Unfollowed, Opaque)) for _, v in inputs):
+            return False
+        pin_all([v for _, v in inputs])
+        if name in _RANKINGS:
+            self.values[node] = Opaque()  # (values, indices)
+        return True
+
     def _still_unfollowed(
         self, node: fx.Node, inputs: list[tuple[fx.Node, Value]], value: Unfollowed
     ) -> Unfollowed:
@@ -697,7 +737,9 @@ class Walker(AttentionSteps, ExpertSteps):
         Kimi Linear's decay chosen by ``torch.where``): all of them not followed."""
         module = self._module_at(node)
         others = [v for _, v in inputs if v is not value]
-        held = (Unfollowed, Units, Heads, Concat)  # units that may stay (not attention's)
+        # units that may stay (not attention's but heads: the queries of an attention the
+        # walk does not follow, met by its keys, DeepSeek-V3.2's indexer)
+        held = (Unfollowed, Units, Heads, JoinedHeads, Concat)
         if (module is None or module_op(module) is not None) and all(
             isinstance(v, (Param, Fixed, *held)) for v in others
         ):
