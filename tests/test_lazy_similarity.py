@@ -189,7 +189,7 @@ def test_heads_solved_from_bounds_are_the_optimum_of_every_pair_solved(
         assert torch.equal(right[found], left)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(heads=st.integers(2, 6), d=st.integers(2, 6), seed=st.integers(0, 2**16))
 def test_head_pairs_solved_where_the_auction_runs_agree(heads: int, d: int, seed: int) -> None:
     """With the auction configured for CPU blocks (as it is for CUDA ones from its
