@@ -48,8 +48,9 @@ NETS: dict[str, tuple[str, dict[str, Any], tuple[int, ...]]] = {
 
 class Counts(TorchDispatchMode):
     """The ops dispatched while active: host reads (a value read off a tensor but for
-    safetensors' own byte reads, or a copy from another device to the CPU) and ops that
-    are not views."""
+    safetensors' own byte reads, a copy from another device to the CPU, or an op whose
+    result's size depends on the values, which a GPU must report to the host first) and
+    ops that are not views."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,7 +60,9 @@ class Counts(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
         scalar = func in _READS and args[0].dtype != torch.uint8
-        self.reads += scalar or (func is torch.ops.aten._to_copy.default and _to_host(args, out))
+        sized = func in _SIZED_BY_VALUES or (func is torch.ops.aten.index.Tensor and _masked(args))
+        copied = func is torch.ops.aten._to_copy.default and _to_host(args, out)
+        self.reads += scalar or sized or copied
         if not func.is_view:
             self.ops[str(func)] += 1
         return out
@@ -72,6 +75,22 @@ class Counts(TorchDispatchMode):
 # ``item`` reaches the mode itself under inference mode, else as ``_local_scalar_dense``;
 # a uint8 read is safetensors looking at a byte of each tensor it loads, on the host
 _READS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default)
+
+
+#: ops whose result's size depends on the values (a boolean mask's picks, ``unique``)
+_SIZED_BY_VALUES = (
+    torch.ops.aten.nonzero.default,
+    torch.ops.aten._unique2.default,
+    torch.ops.aten.unique_dim.default,
+    torch.ops.aten.unique_consecutive.default,
+    torch.ops.aten.masked_select.default,
+)
+
+
+def _masked(args: tuple[Any, ...]) -> bool:
+    """Whether an ``index`` picks by a boolean mask (``x[mask]``)."""
+    indices = args[1] if len(args) > 1 else ()
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
 
 
 def _to_host(args: tuple[Any, ...], out: Any) -> bool:
