@@ -143,11 +143,11 @@ def _on_device(similarity: Tensor, size: int) -> bool:
 
 
 def where_solved(matrix: Tensor) -> Tensor:
-    """``matrix`` where :func:`solve_assignment` solves it: itself where the auction takes
-    its size on its device (:data:`AUCTION_FROM`), else a float64 copy on the host (what
-    scipy's solve reads), where more work on it (ties) launches nothing."""
+    """``matrix`` (detached) where :func:`solve_assignment` solves it: where it is if the
+    auction takes its size on its device (:data:`AUCTION_FROM`), else a float64 copy on
+    the host (what scipy's solve reads), where more work on it (ties) launches nothing."""
     if _on_device(matrix, matrix.shape[0]):
-        return matrix
+        return matrix.detach()
     return matrix.detach().to("cpu", torch.float64)
 
 
