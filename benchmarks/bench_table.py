@@ -30,7 +30,10 @@ after the table); a ResNet pair and its floors each run for minutes on CPU.
 
 ``--overlap on|off`` prepares each group of pairs while the group before is evaluated, or
 not, whatever canon does on the device (``OVERLAP``: on for a GPU). ``--prepare-threads
-K`` prepares at most K pairs of a group at once (``PREPARE_THREADS``, default 8).
+K`` prepares at most K pairs of a group at once (``PREPARE_THREADS``, default 8);
+``--also-threads K ...`` computes the same table again after it, on fresh copies of the
+zoo, with each of those counts, and says whether every number is the same: hosts differ
+between machines, so settings are compared in one process.
 
 ``--executor ray`` computes the table as Ray tasks (a new local cluster, or the one at
 ``--address``); ``--check-local`` then also computes it in-process and says whether every
@@ -40,7 +43,7 @@ pairs of tiny networks).
     python benchmarks/bench_table.py [--n 8] [--arch mlp|resnet20] [--width 512]
         [--resnet-width 1] [--points 25] [--inputs 10000]
         [--executor local|ray] [--address ADDR] [--check-local] [--align pair|reference]
-        [--overlap auto|on|off] [--prepare-threads K]
+        [--overlap auto|on|off] [--prepare-threads K] [--also-threads K ...]
         [--keep DIR] [--budget-s S] [--floor-every K] [--json]
 """
 
@@ -94,6 +97,14 @@ def main() -> None:
         help="pairs of a group prepared at once at most (canon's PREPARE_THREADS)",
     )
     parser.add_argument(
+        "--also-threads",
+        type=int,
+        nargs="*",
+        default=[],
+        help="then the same table again, from a fresh copy of the zoo, with each of these "
+        "counts of pairs prepared at once",
+    )
+    parser.add_argument(
         "--align", choices=["pair", "reference"], default="pair", help="how pairs are aligned"
     )
     parser.add_argument(
@@ -120,8 +131,10 @@ def main() -> None:
         "(in-process tables; default 5 for ResNets), or 0: once, after the table",
     )
     args = parser.parse_args()
-    if args.check_local and args.keep:
-        parser.error("--check-local compares a fresh table: not with --keep")
+    if (args.check_local or args.also_threads) and args.keep:
+        parser.error("--check-local and --also-threads compare fresh tables: not with --keep")
+    if args.also_threads and (args.executor != "local" or min(args.also_threads) < 1):
+        parser.error("--also-threads takes counts of at least 1, with the local executor")
     if args.floor_every is None:
         args.floor_every = 5 if args.arch == "resnet20" and args.executor == "local" else 0
     if args.floor_every < 0 or (args.floor_every and args.executor != "local"):
@@ -171,7 +184,7 @@ def main() -> None:
                     state, name=f"m{i}", architecture=arch, config=config, dataset=dataset,
                     evaluate=False,
                 )  # fmt: skip
-            if args.check_local:
+            if args.check_local or args.also_threads:
                 shutil.copytree(folder / "zoo", Path(tmp) / "local")
             rss_before = _rss_mb()
             before = zoo.pair_computations
@@ -207,6 +220,11 @@ def main() -> None:
                     path="geodesic", points=args.points, device=device, align=args.align
                 )
                 result["cached_s"] = time.perf_counter() - start
+        if args.also_threads and table is not None:
+            result["also_threads"] = [
+                _again(Path(tmp), k, table.matrix, args.points, device, args.align)
+                for k in args.also_threads
+            ]
         if args.check_local and table is not None:
             with Zoo.open(Path(tmp) / "local") as local:
                 expected = local.barrier_table(
@@ -220,6 +238,8 @@ def main() -> None:
                 run |= floors.measure(repeats=3 if arch == "mlp" else 1)
             log.add(run)
         result |= {"this_run": run, **log.totals()}
+        for other in result.get("also_threads", []):
+            other["ratio"] = other["per_pair_s"] / result["floor_s"]
     result["device"] = str(device)
     if args.json:
         print(json.dumps(result))
@@ -251,8 +271,40 @@ def main() -> None:
             f"{result['bn_floor_s']:.3f} s per pair; ratio to the floor with them "
             f"{result['ratio_with_bn']:.2f}"
         )
+    for other in result.get("also_threads", []):
+        print(
+            f"with {other['prepare_threads']} pairs prepared at once: "
+            f"{other['per_pair_s']:.3f} s per pair, ratio {other['ratio']:.2f}, "
+            f"the same numbers: {other['identical']}"
+        )
     if "identical_to_in_process" in result:
         print(f"identical to the in-process table: {result['identical_to_in_process']}")
+
+
+def _again(
+    tmp: Path, threads: int, expected: np.ndarray, points: int, device: torch.device, align: str
+) -> dict[str, Any]:
+    """The table again, from a fresh copy of the zoo as it was before any pair
+    (``tmp / "local"``), with ``threads`` pairs prepared at once: its time and whether it
+    equals ``expected``."""
+    copy = tmp / f"threads-{threads}"
+    shutil.copytree(tmp / "local", copy)
+    kept = landscape.PREPARE_THREADS
+    landscape.PREPARE_THREADS = threads
+    try:
+        with Zoo.open(copy) as zoo:
+            start = time.perf_counter()
+            table = zoo.barrier_table(path="geodesic", points=points, device=device, align=align)
+            seconds = time.perf_counter() - start
+            pairs = zoo.pair_computations
+    finally:
+        landscape.PREPARE_THREADS = kept
+    return {
+        "prepare_threads": threads,
+        "table_s": seconds,
+        "per_pair_s": seconds / max(pairs, 1),
+        "identical": bool(np.array_equal(table.matrix, expected, equal_nan=True)),
+    }
 
 
 def _rss_mb() -> float:
