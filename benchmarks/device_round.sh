@@ -12,6 +12,8 @@
 #   2. assign          the device solver (auction) against scipy at n = 512, 2048, 4096: the
 #                      speed-ups at 512/2048/4096 and the crossover for AUCTION_FROM['cuda']
 #                      (each size's row also goes to the log as it is measured)
+#   2b. assign4096     n = 4096 alone, one matrix a call (several auctions of tens of
+#                      seconds each: most of a call; run it by itself)
 #   3. align2048       canonicalize / the assignment solves canon makes, MLP width 2048, with
 #                      the auction from the crossover step 2 measured (or never)
 #   4. stacking        stacked against point-by-point evaluation: STACK_WORK['cuda']
@@ -58,17 +60,20 @@ step() {  # name, seconds, command... (skipped unless STEPS, where set, names it
 
 if [ "${QUICK:-0}" = 1 ]; then
     floors=()
-    sizes=(--sizes 64 128) widths=(--widths 256) stack=(--widths 16 64 --inputs 1000)
+    sizes=(--sizes 64 128) big=(--sizes 96 --batch 1) widths=(--widths 256)
+    stack=(--widths 16 64 --inputs 1000)
     mlp=(--n 3 --width 64 --inputs 1000) resnet=(--n 2 --inputs 256 --points 5)
     layout=(--inputs 64 --points 3 --repeats 1) syncs=(--n 3 --inputs 256)
 else
     sizes=(--sizes 512 2048 4096 --batch 2 --repeats 1) widths=(--widths 2048 --repeats 1)
+    big=(--sizes 4096 --batch 1 --repeats 1)
     stack=() layout=() floors=(--floor-every 0) syncs=(--n 4 --inputs 10000)
     mlp=(--n 30) resnet=(--n 12 --inputs 10000 --budget-s 190)
 fi
 step check_device 60 "$python" benchmarks/check_device.py --device "$device"
 step syncs 40 "$python" benchmarks/bench_syncs.py --device "$device" "${syncs[@]}" --json
 step assign 120 "$python" benchmarks/bench_assign.py --device "$device" "${sizes[@]}" --json
+step assign4096 420 "$python" benchmarks/bench_assign.py --device "$device" "${big[@]}" --json
 # canonicalize with the solver the crossover just measured picks (AUCTION_FROM as it would be)
 from=$("$python" -c "import json, sys; c = json.load(open(sys.argv[1]))['crossover']; \
 print(c or 'never')" "$out/assign.json" 2>/dev/null || echo never)
