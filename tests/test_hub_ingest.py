@@ -522,18 +522,32 @@ DEEPSEEK_CONFIG: dict[str, Any] = {
 }  # fmt: skip
 
 
+#: DeepSeek-V3.2: the same, with a sparse attention's indexer (a top-k picks the keys)
+DEEPSEEK_V32 = {
+    "model_type": "deepseek_v32", "architectures": ["DeepseekV32ForCausalLM"],
+    "index_topk": 4, "index_head_dim": 8, "index_n_heads": 2,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("version", ["V3", "V32"])
 def test_deepseek_repo_with_latent_attention_is_added_and_compared(
-    hub: FakeHub, libraries: None, options: dict[str, Any], zoo: Zoo, tmp_path: Path
+    hub: FakeHub,
+    libraries: None,
+    options: dict[str, Any],
+    zoo: Zoo,
+    tmp_path: Path,
+    version: str,
 ) -> None:
-    """A DeepSeek-V3 saved by transformers (latent attention; a dense layer, then routed
-    experts, each expert's own weights, and a shared expert) becomes an entry with
-    transformers' logits; a copy with its heads, latents, units and experts permuted
-    compares with it at distance 0."""
+    """A DeepSeek-V3 (and a V3.2, whose indexer picks each query's keys by a top-k) saved
+    by transformers (latent attention; a dense layer, then routed experts, each expert's
+    own weights, and a shared expert) becomes an entry with transformers' logits; a copy
+    with its heads, latents, units and experts permuted compares with it at distance 0."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    values = {k: v for k, v in DEEPSEEK_CONFIG.items() if k != "model_type"}
-    library = transformers.DeepseekV3ForCausalLM(transformers.DeepseekV3Config(**values))
-    library = library.eval()
+    config = DEEPSEEK_CONFIG | (DEEPSEEK_V32 if version == "V32" else {})
+    values = {k: v for k, v in config.items() if k != "model_type"}
+    made = getattr(transformers, f"Deepseek{version}Config")(**values)
+    library = getattr(transformers, f"Deepseek{version}ForCausalLM")(made).eval()
     folder = tmp_path / "deepseek"
     library.save_pretrained(folder)
     files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
@@ -541,7 +555,7 @@ def test_deepseek_repo_with_latent_attention_is_added_and_compared(
     assert "model.layers.1.mlp.experts.3.down_proj.weight" in held  # one file entry each
     hub.commit("deepseek/tiny", files)
     entry = add_from_hub(zoo, "hf://deepseek/tiny", **options, dataset="grammar")
-    assert entry.architecture == "hf-transformers/deepseek_v3"
+    assert entry.architecture == f"hf-transformers/{config['model_type']}"
     spec = _library_logits_and_a_copy_at_distance_zero(zoo, entry, library)
     assert any(g.name.endswith("self_attn.q_b_proj@4") and g.heads_only for g in spec.groups)
 
