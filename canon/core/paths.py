@@ -304,7 +304,7 @@ def _great_circles(ends: Sequence[tuple[Tensor, Tensor, bool]], x: Tensor) -> li
         m.shape[1] == 0 or (bool((m[0] <= _ENDS_ONLY_ANGLE).all()) and bool((m[1:] > 0).all()))
         for m in measured
     ]
-    circles: list[Combination | None] = [None] * len(ends)
+    circles: dict[int, Combination] = {}
     chosen = [i for i, only in enumerate(ends_only) if only]
     if chosen:
         theta, norm_a, norm_b = torch.cat([measured[i] for i in chosen], 1)
@@ -324,7 +324,7 @@ def _great_circles(ends: Sequence[tuple[Tensor, Tensor, bool]], x: Tensor) -> li
     for i, only in enumerate(ends_only):
         if not only:
             circles[i] = _wide_circle(ends[i][0], ends[i][1], rows[i], measured[i], xs, x)
-    return [c for c in circles if c is not None]
+    return [circles[i] for i in range(len(ends))]
 
 
 def _wide_circle(
@@ -388,12 +388,7 @@ def geodesic_path(
         rows_a = unit_vectors(a, group, effective=False)
         rows_b = unit_vectors(b, group, effective=False)
         shared_groups.append((group, rows_a, rows_b))
-    indices = {
-        name: None
-        if any(r is None for r in taken)
-        else torch.cat([r for r in taken if r is not None])
-        for name, taken in turning.items()
-    }
+    indices = {name: _joined_rows(taken) for name, taken in turning.items()}
     # every circle at once: the shared groups', each turning weight's rows, the output's
     ends = [(rows_a, rows_b, True) for _, rows_a, rows_b in shared_groups]
     ends += [(_taken(a[n], i), _taken(b[n], i), True) for n, i in indices.items()]
