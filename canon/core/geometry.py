@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from canon.core.host_reads import on_host
 from canon.core.matching import match
 from canon.core.normalization import normalize
 from canon.core.permutations import Alignment, Moved
@@ -115,15 +116,7 @@ def _joined(parts: list[Tensor]) -> Tensor:
 
 def _read(values: Sequence[Tensor]) -> list[float]:
     """Scalars (on any devices) as floats, read off each device once."""
-    out = [math.nan] * len(values)
-    places: dict[torch.device, list[int]] = {}
-    for i, v in enumerate(values):
-        places.setdefault(v.device, []).append(i)
-    for where in places.values():
-        stacked = torch.stack([values[i] for i in where])
-        for i, value in zip(where, stacked.tolist(), strict=True):
-            out[i] = value
-    return out
+    return [float(v) for v in on_host(values)]
 
 
 def _blocks(x: Tensor, y: Tensor) -> Iterator[tuple[Tensor, Tensor]]:

@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from canon.core.host_reads import on_host
 from canon.core.spec import Producer, Spec, UnitGroup, layout_of
 from canon.core.units import split_rows, unit_positions, unit_vectors
 from canon.errors import ConfigError
@@ -297,7 +298,7 @@ def _great_circles(ends: Sequence[tuple[Tensor, Tensor, bool]], x: Tensor) -> li
     rows = [(a, b) if per_unit else (a.reshape(1, -1), b.reshape(1, -1)) for a, b, per_unit in ends]
     found = [torch.stack(_circle(ra, rb, False)[1:]) for ra, rb in rows]  # [3, U] each
     # coefficients live on the CPU with the positions, like every path's; bases stay put
-    measured = _to_host(found)
+    measured = on_host(found)
     xs = x.cpu().unsqueeze(1)  # [K, 1]
     at_start, at_end = x == 0, x == 1
     ends_only = [
@@ -344,21 +345,6 @@ def _wide_circle(
     coef_a[at_end], coef_u[at_end], coef_b[at_end] = 0.0, 0.0, 1.0
     coefs = torch.stack([coef_a, coef_u, coef_b], dim=1)  # [K, 3, U]
     return Combination((a, u.reshape(a.shape), b), coefs)
-
-
-def _to_host(tensors: list[Tensor]) -> list[Tensor]:
-    """``tensors`` (of one dtype, [3, n] each) on the CPU, read off each device once."""
-    out: list[Tensor] = list(tensors)
-    places: dict[torch.device, list[int]] = {}
-    for i, t in enumerate(tensors):
-        if t.device.type != "cpu":
-            places.setdefault(t.device, []).append(i)
-    for where in places.values():
-        joined = torch.cat([tensors[i] for i in where], 1).cpu()
-        parts = torch.split(joined, [tensors[i].shape[1] for i in where], dim=1)
-        for i, part in zip(where, parts, strict=True):
-            out[i] = part
-    return out
 
 
 def geodesic_path(
