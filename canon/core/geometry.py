@@ -90,7 +90,7 @@ def _squared_sums(pairs: Sequence[tuple[Tensor, Tensor]]) -> list[Tensor]:
 
 def _packed(pairs: Sequence[tuple[Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
     """The pairs' tensors flattened, cut and packed into blocks in float64 (:func:`_squared_sums`):
-    each block's parts on one device, in order."""
+    each block's parts on one device, in order (one pair: its tensors' same blocks)."""
     xs: list[Tensor] = []
     ys: list[Tensor] = []
     held = 0
@@ -119,27 +119,18 @@ def _read(values: Sequence[Tensor]) -> list[float]:
     return [float(v) for v in on_host(values)]
 
 
-def _blocks(x: Tensor, y: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
-    """``x`` and ``y`` (of one size) flattened and cut into the same blocks of
-    :func:`_block` numbers, in float64."""
-    flat_x, flat_y = x.reshape(-1), y.reshape(-1)
-    block = _block(x.device)
-    for start in range(0, flat_x.numel(), block):
-        yield flat_x[start : start + block].double(), flat_y[start : start + block].double()
-
-
 def _vector_angle(x: Tensor, y: Tensor) -> Tensor:
     """The angle between ``x`` and ``y`` seen as one vector each: :func:`angles` of the
     two as single rows, computed in float64 a block at a time (an output layer as wide as
     a vocabulary needs no float64 copy of itself); a float64 scalar on their device."""
     tiny = torch.finfo(torch.float64).tiny
     sums = torch.zeros(3, dtype=torch.float64, device=x.device)  # |x|^2, |y|^2, x.y
-    for bx, by in _blocks(x, y):
+    for bx, by in _packed([(x, y)]):
         sums += torch.stack([torch.dot(bx, bx), torch.dot(by, by), torch.dot(bx, by)])
     norm_x, norm_y = sums[0].sqrt().clamp_min(tiny), sums[1].sqrt().clamp_min(tiny)
     cos = sums[2] / norm_x / norm_y
     perp = torch.zeros((), dtype=torch.float64, device=x.device)  # |y_hat - cos x_hat|^2
-    for bx, by in _blocks(x, y):
+    for bx, by in _packed([(x, y)]):
         rest = by / norm_y - cos * (bx / norm_x)
         perp += torch.dot(rest, rest)
     return torch.atan2(perp.sqrt(), cos)
