@@ -52,6 +52,7 @@ from canon.engine.evaluate import Evaluator, Scores
 from canon.engine.kinds import PATH_KINDS, PathKindInfo, get_matching, get_path_kind
 from canon.engine.matching import find_alignment, resolve_method
 from canon.engine.noise import perturbation_path
+from canon.engine.normal_forms import NormalForms
 from canon.engine.options import MATCH_BATCH, BNMode, PathOptions
 from canon.errors import ConfigError
 
@@ -327,6 +328,7 @@ def prepare_curves(
     batch_size: int = 10_000,
     alignments: Sequence[Alignment] | None = None,
     checked: bool = False,
+    forms: NormalForms | None = None,
 ) -> PreparedCurves:
     """:func:`path_curves` in two steps: the pairs normalized, matched, measured and their
     paths made now, their points evaluated by :meth:`PreparedCurves.evaluate`. With
@@ -334,7 +336,10 @@ def prepare_curves(
     weights, this step is tensor work alone (no module runs, no trace), so it may run
     in a thread beside another pair's evaluation. ``checked``: every state was checked
     against ``spec`` already (its tensors' shapes and finite values, as
-    :func:`~canon.checkpoint.load_state` checks them), so the pairs are not again."""
+    :func:`~canon.checkpoint.load_state` checks them), so the pairs are not again.
+    ``forms`` keeps networks' normalized copies across calls (a table's: each entry
+    normalized once, not once a pair; the tensors of a state given again must not have
+    changed meanwhile)."""
     if alignments is not None and len(alignments) != len(pairs):
         raise ConfigError(f"{len(alignments)} alignments for {len(pairs)} pairs")
     if checked and spec is None:
@@ -350,6 +355,7 @@ def prepare_curves(
         batch_size,
         alignments,
         checked,
+        forms,
     )
 
 
@@ -395,12 +401,14 @@ def _prepare_curves(
     batch_size: int,
     alignments: Sequence[Alignment | None] | None = None,
     checked: bool = False,
+    forms: NormalForms | None = None,
 ) -> PreparedCurves:
     """The paths of each (a, b, midpoint), b aligned to a by ``alignments`` where given,
-    else matched by ``opts.method``. Each pair runs in its
-    :func:`~canon.core.precision.working_dtype` (float32 for half precision; pairs of
-    different ones are evaluated apart, so that a pair's numbers do not depend on the
-    pairs that come with it)."""
+    else matched by ``opts.method``; each network's normal form made once
+    (:class:`~canon.engine.normal_forms.NormalForms`: ``forms`` or this call's own).
+    Each pair runs in its :func:`~canon.core.precision.working_dtype` (float32 for half
+    precision; pairs of different ones are evaluated apart, so that a pair's numbers do
+    not depend on the pairs that come with it)."""
     info = get_path_kind(kind)
     template = as_model(model)
     spec = spec or spec_from_module(template)
@@ -408,6 +416,7 @@ def _prepare_curves(
     if opts.test and as_data(data)[1] is None:  # the data checked before any work
         raise ConfigError("`test=True` needs a dataset with a test split")
     given = alignments or [None] * len(pairs)
+    forms = forms if forms is not None else NormalForms()
     dtypes = [state_dtype(*pair) for pair in pairs]
     parts = []
     x = positions(opts.points)
@@ -416,7 +425,7 @@ def _prepare_curves(
         split = as_data(data, dtype)
         works = _prepared(
             [pairs[i] for i in mine], [given[i] for i in mine], template, split[0], info, opts,
-            x, dev, spec, checked,
+            x, dev, spec, forms, checked,
         )  # fmt: skip
         parts.append(_Part(tuple(mine), works, split))
     return PreparedCurves(tuple(parts), len(pairs), template, kind, opts, x, dev, batch_size)
@@ -432,13 +441,16 @@ def _prepared(
     x: Tensor,
     dev: torch.device,
     spec: Spec,
+    forms: NormalForms,
     checked: bool = False,
 ) -> list[_CurveWork]:
     """Each pair's :func:`_prepare`, several at once where they allow (:func:`_threads_for`)."""
 
     def prepare(i: int) -> _CurveWork:
         (a, b, m), alignment = pairs[i], alignments[i]
-        return _prepare(a, b, m, template, spec, train, info, opts, x, dev, alignment, checked)
+        return _prepare(
+            a, b, m, template, spec, train, info, opts, x, dev, forms, alignment, checked
+        )  # fmt: skip
 
     threads = _threads_for(alignments, opts, spec)
     return _in_threads(in_lanes(prepare, dev, threads), len(pairs), threads)
@@ -538,20 +550,23 @@ def _prepare(
     opts: PathOptions,
     x: Tensor,
     dev: torch.device,
+    forms: NormalForms,
     alignment: Alignment | None = None,
     checked: bool = False,
 ) -> _CurveWork:
     """One pair's paths (b aligned to a by ``alignment``, or matched by ``opts.method``)
     and its record; the BN statistics as the endpoints give them (:func:`_recomputed`).
-    ``checked``: a and b were checked against ``spec`` already."""
+    ``checked``: a and b were checked against ``spec`` already. The ends' working and
+    normalized copies come from ``forms`` (made once for all the pairs an end is in)."""
     if not checked:
         check_state(a, spec, "`a`")
         check_state(b, spec, "`b`")
     points, seed = opts.points, opts.seed
     dtype = state_dtype(a, b, midpoint)
-    a, b = to_working(a, dev, dtype), to_working(b, dev, dtype)
-    norm_a, scales_a = normalize_with_scales(a, spec, check=False)
-    norm_b, scales_b = normalize_with_scales(b, spec, check=False)
+    form_a, form_b = forms.of(a, spec, dev, dtype), forms.of(b, spec, dev, dtype)
+    a, b = dict(form_a.state), dict(form_b.state)
+    norm_a, scales_a = dict(form_a.normalized), form_a.scales
+    norm_b, scales_b = dict(form_b.normalized), form_b.scales
     method = resolve_method(opts.method, spec)
     if alignment is None:
         alignment = find_alignment(

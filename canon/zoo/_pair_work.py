@@ -42,6 +42,7 @@ from canon.engine import (
     pairs_per_call,
     prepare_curves,
 )
+from canon.engine.normal_forms import NormalForms
 from canon.errors import CorruptZooError
 from canon.zoo._ingest import spec_for
 from canon.zoo._keys import pair_hash, reference_fields
@@ -136,7 +137,8 @@ def compute_pairs(
     evaluated. The results are the same as one pair at a time.
     """
     side = device if OVERLAP.get(device.type, False) and not _runs_models(tasks) else None
-    for unit, prepared in _one_ahead(_units(source, tasks, device), _prepare, side):
+    prepare = functools.partial(_prepare, forms=NormalForms())  # each entry normalized once
+    for unit, prepared in _one_ahead(_units(source, tasks, device), prepare, side):
         if unit.model is None:
             yield unit.tasks[0], _distances(source, unit.tasks[0], device)
             continue
@@ -148,7 +150,7 @@ def compute_pairs(
             # one pair failed: the pairs before it are still wanted (a table keeps them)
             for t in unit.tasks:
                 alone = _unit(source, [t], unit.model, unit.data, device)
-                yield t, _curve_dicts([t], _prepare(alone))[0]
+                yield t, _curve_dicts([t], prepare(alone))[0]
         else:
             yield from zip(unit.tasks, curves, strict=True)
 
@@ -224,9 +226,10 @@ def _unit(
     return unit
 
 
-def _prepare(unit: _Unit) -> PreparedCurves | None:
-    """The paths of a unit of curves, made (:func:`~canon.engine.prepare_curves`); None
-    for a distance task (computed as it is reached)."""
+def _prepare(unit: _Unit, forms: NormalForms) -> PreparedCurves | None:
+    """The paths of a unit of curves, made (:func:`~canon.engine.prepare_curves`, the
+    entries' normal forms kept in ``forms``); None for a distance task (computed as it
+    is reached)."""
     if unit.failure is not None:
         raise unit.failure
     if unit.model is None:
@@ -243,6 +246,7 @@ def _prepare(unit: _Unit) -> PreparedCurves | None:
         options=first.key.options,
         alignments=unit.alignments,
         checked=True,  # read by load_state, which checks them against the spec
+        forms=forms,
     )
 
 
@@ -306,6 +310,7 @@ def _distances(source: PairSource, task: PairTask, device: torch.device) -> dict
     assert key.matching is not None
     spec = source.spec(a)
     state_a, state_b = source.state(a, device), source.state(b, device)
+    normalized = normalize(state_a, spec), normalize(state_b, spec)
     if key.reference is not None:
         alignment = _through_reference(source, task)
     else:
@@ -314,8 +319,8 @@ def _distances(source: PairSource, task: PairTask, device: torch.device) -> dict
         if get_matching(method).needs_data:
             model, inputs = source.model(a), source.dataset(a).x_train.to(device)
         alignment = find_alignment(
-            normalize(state_b, spec),
-            normalize(state_a, spec),
+            normalized[1],
+            normalized[0],
             spec,
             method,
             model=model,
@@ -323,7 +328,8 @@ def _distances(source: PairSource, task: PairTask, device: torch.device) -> dict
             batch=key.matching.match_batch,
             seed=key.matching.seed,
         )
-    return distances(state_a, state_b, spec, alignment, check=False).to_dict()  # loaded: checked
+    found = distances(state_a, state_b, spec, alignment, normalized=normalized, check=False)
+    return found.to_dict()  # loaded: checked
 
 
 def _through_reference(source: PairSource, task: PairTask) -> Alignment:
