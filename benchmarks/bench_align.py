@@ -26,12 +26,18 @@ profiler: incoming cosines and weight matching's similarity products) timed alon
 on random matrices of the same shapes: work the algorithm needs whatever the
 implementation, and which, unlike the single-threaded LAP solves, scales with cores.
 
+``--alike NOISE`` makes the solution a fine-tuned-like copy of the reference instead: its
+units in another order and NOISE x each tensor's standard deviation added. Its
+matrices' rows each take a strict best of their own, which canon reads off them
+(``canon.core.permutations.best_in_rows``) without a solve: canonicalize then takes less than the
+LAP floor.
+
 ``--threads N`` sets torch's thread count (default: torch's own); on a machine whose
 cores are busy with other work, fewer threads than cores avoid threads waiting for
 one another on every parallel operation.
 
     python benchmarks/bench_align.py [--widths 512 2048 4096] [--repeats 3]
-        [--no-resnet18] [--no-rebasin] [--threads N] [--json]
+        [--no-resnet18] [--no-rebasin] [--alike NOISE] [--threads N] [--json]
 """
 
 from __future__ import annotations
@@ -61,20 +67,23 @@ from canon.core import (
     match,
     matching_objective,
     normalize,
+    random_symmetry,
     solve_assignment,
     spec_from_module,
 )
 from canon.device import resolve_device
 
 
-def bench_width(width: int, repeats: int, device: torch.device) -> dict[str, Any]:
+def bench_width(
+    width: int, repeats: int, device: torch.device, alike: float | None = None
+) -> dict[str, Any]:
     config = {"in_features": 784, "hidden": [width, width], "classes": 10}
     torch.manual_seed(0)
     reference = build_model("mlp", config).to(device).state_dict()
     torch.manual_seed(1)
     model = build_model("mlp", config).to(device)
-    state = model.state_dict()
     spec = spec_from_module(model)
+    state = model.state_dict() if alike is None else _alike(reference, spec, alike)
 
     sync = synchronizer(device)
     canon_s = median_time(lambda: canonicalize(state, spec, reference=reference), repeats, sync)
@@ -105,6 +114,17 @@ def bench_width(width: int, repeats: int, device: torch.device) -> dict[str, Any
         # are the floor there
         "ratio_canon_lap": canon_s / canon_lap_s,
     }
+
+
+def _alike(reference: Mapping[str, torch.Tensor], spec: Spec, noise: float) -> dict[str, Any]:
+    """The reference's units in another order, each weight moved by ``noise`` times its
+    tensor's standard deviation: a network fine-tuned from it, as it may come."""
+    g = torch.Generator().manual_seed(2)
+    moved = {
+        k: v + noise * v.std() * torch.randn(v.shape, generator=g).to(v) if v.numel() > 1 else v
+        for k, v in reference.items()
+    }
+    return random_symmetry(moved, spec, seed=3)
 
 
 def _set_auction_from(value: str, device: torch.device) -> None:
@@ -344,6 +364,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument(
+        "--alike",
+        type=float,
+        metavar="NOISE",
+        help="the solution is the reference with its units in another order and NOISE x"
+        " each tensor's std added (a fine-tuned copy) instead of another initialization",
+    )
+    parser.add_argument(
         "--auction-from",
         help="the size from which the device's matrices go to the auction, or 'never'"
         " (default: canon's AUCTION_FROM)",
@@ -354,7 +381,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    rows = [bench_width(w, args.repeats, device) for w in args.widths]
+    rows = [bench_width(w, args.repeats, device, args.alike) for w in args.widths]
     resnet18 = None
     if not args.no_resnet18:
         resnet18 = bench_resnet18(args.repeats, device, not args.no_rebasin)
@@ -364,6 +391,7 @@ def main() -> None:
         "auction_from": AUCTION_FROM.get(device.type),
         "torch_threads": torch.get_num_threads(),
         "target": "ratio <= 1.3 at width 2048 on CPU",
+        "alike": args.alike,
         "rows": rows,
     }
     if resnet18 is not None:
@@ -371,9 +399,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
+    pair = "independent" if args.alike is None else f"alike (noise {args.alike})"
     print(
-        f"canonicalize vs LAP solves alone, MLP 784-H-H-10, device {device},"
-        f" {result['torch_threads']} torch threads"
+        f"canonicalize vs LAP solves alone, MLP 784-H-H-10, {pair} networks, device"
+        f" {device}, {result['torch_threads']} torch threads"
     )
     print(
         f"{'H':>6} {'params':>11} {'canonicalize':>13} {'LAP floor':>10} {'ratio':>7}"

@@ -34,6 +34,7 @@ __all__ = [
     "UnitAxis",
     "apply_alignment",
     "assign",
+    "best_in_rows",
     "check_alignment",
     "compose_alignments",
     "identity_alignment",
@@ -151,6 +152,29 @@ def where_solved(matrix: Tensor) -> Tensor:
     return matrix.detach().to("cpu", torch.float64)
 
 
+def best_in_rows(diagonal: Sequence[Tensor]) -> Tensor | None:
+    """The permutation of ``len(diagonal) x m`` units, each moving within its block (block
+    b's [m, m] similarity ``diagonal[b]``), that pairs every row with its largest entry,
+    when each row's largest is strict and the rows of a block take distinct columns;
+    else None. Then it is the one optimal assignment: every other pairs some row with
+    less than its largest and none with more. Networks alike but for the order of their
+    units (one fine-tuned from the other, a copy) give such matrices; solved here on
+    their device with one read off it, not copied to the host and solved there."""
+    m = diagonal[0].shape[0]
+    if m < 2:
+        return None
+    stacked = torch.stack([d.detach() for d in diagonal]) if len(diagonal) > 1 else None
+    values = stacked if stacked is not None else diagonal[0].detach()[None]
+    top = values.topk(2, dim=2)
+    columns = top.indices[:, :, 0]
+    taken = torch.zeros_like(columns).scatter_add_(1, columns, torch.ones_like(columns))
+    strict = top.values[:, :, 0] > top.values[:, :, 1]
+    if not bool(strict.all() & (taken == 1).all()):  # one read
+        return None
+    offsets = torch.arange(len(diagonal), device=columns.device)[:, None] * m
+    return (columns + offsets).reshape(-1)
+
+
 def solve_assignment(similarity: Blocks, blocks: int = 1) -> Tensor:
     """The permutation ``perm`` maximizing sum_k similarity[k, perm[k]] (a linear assignment).
 
@@ -165,6 +189,8 @@ def solve_assignment(similarity: Blocks, blocks: int = 1) -> Tensor:
     1 each unit may only move within its contiguous block (GroupNorm groups,
     a mixture's experts): one assignment per diagonal block, the only blocks
     read (``similarity`` may be :class:`~canon.core.lazy_similarity.RowProducts`).
+    A matrix whose rows' largest entries are strict and in distinct columns is solved
+    by :func:`best_in_rows` alone.
     """
     n = similarity.shape[0]
     if blocks > 1:
@@ -173,6 +199,14 @@ def solve_assignment(similarity: Blocks, blocks: int = 1) -> Tensor:
             [similarity[b * m : (b + 1) * m, b * m : (b + 1) * m] for b in range(blocks)]
         )
     whole = similarity[:, :] if not isinstance(similarity, Tensor) else similarity
+    found = best_in_rows([whole])
+    return found if found is not None else _solved(whole)
+
+
+def _solved(whole: Tensor) -> Tensor:
+    """:func:`solve_assignment` of one matrix by a solver: the auction where
+    :data:`AUCTION_FROM` sends it, else scipy's on the host."""
+    n = whole.shape[0]
     if _on_device(whole, n):
         return auction_assignment(whole)
     # negated into a new float64 array (numpy has no bfloat16; the caller's matrix stays)
@@ -183,18 +217,22 @@ def solve_assignment(similarity: Blocks, blocks: int = 1) -> Tensor:
     return torch.from_numpy(cols).to(device=whole.device, dtype=torch.int64)
 
 
-def solve_blocks(diagonal: Sequence[Tensor]) -> Tensor:
+def solve_blocks(diagonal: Sequence[Tensor], first_best: bool = True) -> Tensor:
     """The permutation of ``blocks x m`` units, each moving only within its block, that
     maximizes the summed similarity: ``diagonal[b]`` is block b's [m, m] similarity; one
     assignment per block (one batched auction on a device listed in
-    :data:`AUCTION_FROM`)."""
+    :data:`AUCTION_FROM`), unless :func:`best_in_rows` finds them all first (tried
+    unless ``first_best`` is False: the caller tried it)."""
+    found = best_in_rows(diagonal) if first_best else None
+    if found is not None:
+        return found
     m = diagonal[0].shape[0]
     offsets = torch.arange(len(diagonal), device=diagonal[0].device)[:, None] * m
     if _on_device(diagonal[0], m):
-        found = auction_assignment(torch.stack(list(diagonal)))
+        solved = auction_assignment(torch.stack(list(diagonal)))
     else:
-        found = torch.stack([solve_assignment(d) for d in diagonal])
-    return (found + offsets).reshape(-1)
+        solved = torch.stack([_solved(d) for d in diagonal])
+    return (solved + offsets).reshape(-1)
 
 
 def assign(groups: Sequence[UnitGroup], similarities: Sequence[Blocks]) -> list[Tensor]:

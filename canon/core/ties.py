@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from canon.core.lazy_similarity import Blocks
-from canon.core.permutations import assign, solve_blocks, where_solved
+from canon.core.permutations import assign, best_in_rows, solve_blocks, where_solved
 from canon.core.spec import UnitGroup, layout_of
 from canon.core.units import unit_slices
 
@@ -51,13 +51,16 @@ def assign_settled(
     starts = [b * m for b in range(group.blocks)]
     blocks = [similarity[at : at + m, at : at + m] for at in starts]
     device = blocks[0].device
+    # rows that each have a strict best of their own have no ties: solved where they are
+    found = best_in_rows(blocks)
+    if found is not None:
+        return [found]
     # ties are looked for where the blocks are solved (the host, but for the auction)
     diagonal = [
         settled(where_solved(block), state, reference, group, at)
         for block, at in zip(blocks, starts, strict=True)
     ]
-    found = [solve_blocks(diagonal)] if group.blocks > 1 else assign(groups, diagonal)
-    return [perm.to(device) for perm in found]
+    return [solve_blocks(diagonal, first_best=False).to(device)]
 
 
 def settled(
