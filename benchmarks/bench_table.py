@@ -33,7 +33,9 @@ not, whatever canon does on the device (``OVERLAP``: on for a GPU). ``--prepare-
 K`` prepares at most K pairs of a group at once (``PREPARE_THREADS``, default 8);
 ``--also-threads K ...`` computes the same table again after it, on fresh copies of the
 zoo, with each of those counts, and says whether every number is the same: hosts differ
-between machines, so settings are compared in one process.
+between machines, so settings are compared in one process. ``--turns on|off`` has the
+preparing threads take turns at launching ops or not (``BATON``: on for a GPU), and
+``--also-turns on|off`` computes the table again with that setting.
 
 ``--executor ray`` computes the table as Ray tasks (a new local cluster, or the one at
 ``--address``); ``--check-local`` then also computes it in-process and says whether every
@@ -44,6 +46,7 @@ pairs of tiny networks).
         [--resnet-width 1] [--points 25] [--inputs 10000]
         [--executor local|ray] [--address ADDR] [--check-local] [--align pair|reference]
         [--overlap auto|on|off] [--prepare-threads K] [--also-threads K ...]
+        [--turns auto|on|off] [--also-turns on|off]
         [--keep DIR] [--budget-s S] [--floor-every K] [--json]
 """
 
@@ -105,6 +108,18 @@ def main() -> None:
         "counts of pairs prepared at once",
     )
     parser.add_argument(
+        "--turns",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="whether the threads preparing pairs take turns at launching ops (auto: as "
+        "canon does on the device, BATON)",
+    )
+    parser.add_argument(
+        "--also-turns",
+        choices=["on", "off"],
+        help="then the same table again, from a fresh copy of the zoo, with turns on or off",
+    )
+    parser.add_argument(
         "--align", choices=["pair", "reference"], default="pair", help="how pairs are aligned"
     )
     parser.add_argument(
@@ -131,10 +146,15 @@ def main() -> None:
         "(in-process tables; default 5 for ResNets), or 0: once, after the table",
     )
     args = parser.parse_args()
-    if (args.check_local or args.also_threads) and args.keep:
-        parser.error("--check-local and --also-threads compare fresh tables: not with --keep")
-    if args.also_threads and (args.executor != "local" or min(args.also_threads) < 1):
-        parser.error("--also-threads takes counts of at least 1, with the local executor")
+    again = [(k, None) for k in args.also_threads]
+    if args.also_turns:
+        again.append((None, args.also_turns == "on"))
+    if (args.check_local or again) and args.keep:
+        parser.error("--check-local and --also-* compare fresh tables: not with --keep")
+    if again and args.executor != "local":
+        parser.error("--also-threads and --also-turns run the local executor")
+    if args.also_threads and min(args.also_threads) < 1:
+        parser.error("--also-threads takes counts of at least 1")
     if args.floor_every is None:
         args.floor_every = 5 if args.arch == "resnet20" and args.executor == "local" else 0
     if args.floor_every < 0 or (args.floor_every and args.executor != "local"):
@@ -142,6 +162,8 @@ def main() -> None:
     device = resolve_device(args.device)
     if args.overlap != "auto":
         OVERLAP[device.type] = args.overlap == "on"
+    if args.turns != "auto":
+        landscape.BATON[device.type] = args.turns == "on"
     if args.prepare_threads is not None:
         if args.prepare_threads < 1:
             parser.error("--prepare-threads takes a count of at least 1")
@@ -167,6 +189,7 @@ def main() -> None:
     result: dict[str, Any] = {
         **setup, "executor": args.executor, "overlap": OVERLAP.get(device.type, False),
         "prepare_threads": landscape.PREPARE_THREADS,
+        "turns": landscape.BATON.get(device.type, True),
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
@@ -184,7 +207,7 @@ def main() -> None:
                     state, name=f"m{i}", architecture=arch, config=config, dataset=dataset,
                     evaluate=False,
                 )  # fmt: skip
-            if args.check_local or args.also_threads:
+            if args.check_local or again:
                 shutil.copytree(folder / "zoo", Path(tmp) / "local")
             rss_before = _rss_mb()
             before = zoo.pair_computations
@@ -220,10 +243,10 @@ def main() -> None:
                     path="geodesic", points=args.points, device=device, align=args.align
                 )
                 result["cached_s"] = time.perf_counter() - start
-        if args.also_threads and table is not None:
-            result["also_threads"] = [
-                _again(Path(tmp), k, table.matrix, args.points, device, args.align)
-                for k in args.also_threads
+        if again and table is not None:
+            result["again"] = [
+                _again(Path(tmp), k, turns, table.matrix, args.points, device, args.align)
+                for k, turns in again
             ]
         if args.check_local and table is not None:
             with Zoo.open(Path(tmp) / "local") as local:
@@ -238,7 +261,7 @@ def main() -> None:
                 run |= floors.measure(repeats=3 if arch == "mlp" else 1)
             log.add(run)
         result |= {"this_run": run, **log.totals()}
-        for other in result.get("also_threads", []):
+        for other in result.get("again", []):
             other["ratio"] = other["per_pair_s"] / result["floor_s"]
     result["device"] = str(device)
     if args.json:
@@ -271,9 +294,10 @@ def main() -> None:
             f"{result['bn_floor_s']:.3f} s per pair; ratio to the floor with them "
             f"{result['ratio_with_bn']:.2f}"
         )
-    for other in result.get("also_threads", []):
+    for other in result.get("again", []):
+        turns = "taking turns" if other["turns"] else "not taking turns"
         print(
-            f"with {other['prepare_threads']} pairs prepared at once: "
+            f"with {other['prepare_threads']} pairs prepared at once, {turns}: "
             f"{other['per_pair_s']:.3f} s per pair, ratio {other['ratio']:.2f}, "
             f"the same numbers: {other['identical']}"
         )
@@ -282,25 +306,38 @@ def main() -> None:
 
 
 def _again(
-    tmp: Path, threads: int, expected: np.ndarray, points: int, device: torch.device, align: str
+    tmp: Path,
+    threads: int | None,
+    turns: bool | None,
+    expected: np.ndarray,
+    points: int,
+    device: torch.device,
+    align: str,
 ) -> dict[str, Any]:
     """The table again, from a fresh copy of the zoo as it was before any pair
-    (``tmp / "local"``), with ``threads`` pairs prepared at once: its time and whether it
-    equals ``expected``."""
-    copy = tmp / f"threads-{threads}"
+    (``tmp / "local"``), with ``threads`` pairs prepared at once and the threads taking
+    turns or not (``turns``; None: as in the first table): its time and whether it equals
+    ``expected``."""
+    kept = landscape.PREPARE_THREADS, dict(landscape.BATON)
+    landscape.PREPARE_THREADS = threads or kept[0]
+    if turns is not None:
+        landscape.BATON[device.type] = turns
+    copy = tmp / f"again-{landscape.PREPARE_THREADS}-{landscape.BATON.get(device.type, True)}"
     shutil.copytree(tmp / "local", copy)
-    kept = landscape.PREPARE_THREADS
-    landscape.PREPARE_THREADS = threads
     try:
         with Zoo.open(copy) as zoo:
             start = time.perf_counter()
             table = zoo.barrier_table(path="geodesic", points=points, device=device, align=align)
             seconds = time.perf_counter() - start
             pairs = zoo.pair_computations
+        used = landscape.PREPARE_THREADS, landscape.BATON.get(device.type, True)
     finally:
-        landscape.PREPARE_THREADS = kept
+        landscape.PREPARE_THREADS = kept[0]
+        landscape.BATON.clear()
+        landscape.BATON.update(kept[1])
     return {
-        "prepare_threads": threads,
+        "prepare_threads": used[0],
+        "turns": used[1],
         "table_s": seconds,
         "per_pair_s": seconds / max(pairs, 1),
         "identical": bool(np.array_equal(table.matrix, expected, equal_nan=True)),

@@ -2,9 +2,10 @@
 # The GPU measurements the README reports, each under its own time limit, for a session
 # lent a GPU machine that starts bare and cannot reach a package index. All of them take
 # more than one 10-minute call; those the README still asks for fit one (the 30-MLP table
-# as canon prepares its pairs, then with one and two preparing threads, in one process):
+# as canon prepares its pairs, then with its preparing threads not taking turns, then with
+# one thread, in one process):
 #
-#     STEPS="check_device table_mlp30_threads" bash benchmarks/device_round.sh OUT
+#     STEPS="check_device table_mlp30_turns" bash benchmarks/device_round.sh OUT
 #
 #   1. check_device    canon's results on the GPU equal the CPU's (small networks), and a
 #                      table with pairs prepared beside evaluations equals one without
@@ -22,6 +23,8 @@
 #   5b. table_mlp30_serial  the same without preparing pairs beside evaluations (OVERLAP off)
 #   5c. table_mlp30_threads  the same, then again with 1 and 2 pairs of a group prepared at
 #                      a time (fresh copies of the zoo, one process: one host for all three)
+#   5d. table_mlp30_turns  the same, then again with the preparing threads not taking turns
+#                      at launching ops (BATON off) and with one thread
 #   6. table_resnet20  the 12-ResNet-20 table on 10,000 inputs (66 pairs; floors once, after)
 #
 # Before (where pip reaches an index): bash benchmarks/device_wheels.sh. On the GPU
@@ -86,5 +89,7 @@ step table_mlp30_serial 110 "$python" benchmarks/bench_table.py --device "$devic
     --overlap off --json
 step table_mlp30_threads 170 "$python" benchmarks/bench_table.py --device "$device" \
     "${mlp[@]}" --also-threads 1 2 --json
+step table_mlp30_turns 170 "$python" benchmarks/bench_table.py --device "$device" \
+    "${mlp[@]}" --also-turns off --also-threads 1 --json
 step table_resnet20 250 "$python" benchmarks/bench_table.py --device "$device" --arch resnet20 \
     "${resnet[@]}" "${floors[@]}" --json

@@ -1,5 +1,7 @@
 """Values read off a device together: each read waits for the device's queue to drain (a
-host sync on a GPU), so tensors wanted on the host are joined per device and read once."""
+host sync on a GPU), so tensors wanted on the host are joined per device and read once.
+While a thread waits for a read, the baton it may hold goes to another thread
+(:func:`~canon.core.host_work.outside_python`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["on_host"]
+from canon.core.host_work import outside_python
+
+__all__ = ["on_host", "read"]
+
+
+def read(t: Tensor) -> Tensor:
+    """``t`` on the CPU: copied off its device (the baton handed over meanwhile), or
+    itself if it is there."""
+    if t.device.type == "cpu":
+        return t
+    with outside_python():
+        return t.cpu()
 
 
 def on_host(tensors: Sequence[Tensor]) -> list[Tensor]:
@@ -21,7 +34,7 @@ def on_host(tensors: Sequence[Tensor]) -> list[Tensor]:
         if t.device.type != "cpu":
             places.setdefault(t.device, []).append(i)
     for where in places.values():
-        joined = torch.cat([tensors[i].reshape(-1) for i in where]).cpu()
+        joined = read(torch.cat([tensors[i].reshape(-1) for i in where]))
         parts = torch.split(joined, [tensors[i].numel() for i in where])
         for i, part in zip(where, parts, strict=True):
             out[i] = part.reshape(tensors[i].shape)

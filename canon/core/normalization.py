@@ -13,6 +13,7 @@ from typing import Unpack
 import torch
 from torch import Tensor
 
+from canon.core.host_reads import read
 from canon.core.spec import (
     Layout,
     Producer,
@@ -174,7 +175,7 @@ def normalize_with_scales(
         layer = spec.output
         norm = torch.linalg.vector_norm(out[layer.weight])
         factor = math.sqrt(layer.size) / norm
-        length, scale = torch.stack([norm, 1 / factor]).tolist()  # one read off the device
+        length, scale = read(torch.stack([norm, 1 / factor])).tolist()  # one read
         if length > 0:
             out[layer.weight] = out[layer.weight] * factor
             if layer.bias is not None:
@@ -305,7 +306,7 @@ def _rescale_units(out: _Copy, group: UnitGroup, determining: tuple[Producer, ..
     scales = [_output_scale(out, p, group.size) for p in determining]
     # one factor per unit for all producers: the norm of the concatenated effective rows
     norms = scales[0] if len(scales) == 1 else torch.stack(scales).square().sum(0).sqrt()
-    weightless = not bool((norms > 0).all())
+    weightless = not bool(read((norms > 0).all()))
     if weightless:  # such a unit's scale is that of its constant output
         offsets = torch.linalg.vector_norm(_offsets(out, group), dim=1)
         norms = torch.where(norms > 0, norms, offsets.to(norms))

@@ -20,6 +20,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from canon.core.auction import auction_assignment
+from canon.core.host_reads import read
+from canon.core.host_work import outside_python
 from canon.core.lazy_similarity import Blocks
 from canon.core.spec import Spec, UnitGroup, layout_of
 from canon.core.units import permute_units, scale_units
@@ -149,7 +151,7 @@ def where_solved(matrix: Tensor) -> Tensor:
     the host (what scipy's solve reads), where more work on it (ties) launches nothing."""
     if _on_device(matrix, matrix.shape[0]):
         return matrix.detach()
-    return matrix.detach().to("cpu", torch.float64)
+    return read(matrix.detach()).to(torch.float64)
 
 
 def best_in_rows(diagonal: Sequence[Tensor]) -> Tensor | None:
@@ -169,7 +171,7 @@ def best_in_rows(diagonal: Sequence[Tensor]) -> Tensor | None:
     columns = top.indices[:, :, 0]
     taken = torch.zeros_like(columns).scatter_add_(1, columns, torch.ones_like(columns))
     strict = top.values[:, :, 0] > top.values[:, :, 1]
-    if not bool(strict.all() & (taken == 1).all()):  # one read
+    if not bool(read(strict.all() & (taken == 1).all())):  # one read
         return None
     offsets = torch.arange(len(diagonal), device=columns.device)[:, None] * m
     return (columns + offsets).reshape(-1)
@@ -210,10 +212,11 @@ def _solved(whole: Tensor) -> Tensor:
     if _on_device(whole, n):
         return auction_assignment(whole)
     # negated into a new float64 array (numpy has no bfloat16; the caller's matrix stays)
-    cost = np.ascontiguousarray(torch.neg(whole.detach().to("cpu", torch.float64)).numpy())
-    cost -= cost.min(axis=1, keepdims=True)
-    cost -= cost.min(axis=0, keepdims=True)
-    _, cols = linear_sum_assignment(cost)
+    cost = np.ascontiguousarray(torch.neg(read(whole.detach()).to(torch.float64)).numpy())
+    with outside_python():  # numpy and scipy: other threads may launch ops meanwhile
+        cost -= cost.min(axis=1, keepdims=True)
+        cost -= cost.min(axis=0, keepdims=True)
+        _, cols = linear_sum_assignment(cost)
     return torch.from_numpy(cols).to(device=whole.device, dtype=torch.int64)
 
 

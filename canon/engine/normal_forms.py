@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from canon.core import Spec, UnitScales, normalize_with_scales
+from canon.core.host_work import outside_python
 from canon.core.precision import to_working
 from canon.device import queued_mark
 
@@ -94,7 +95,8 @@ class NormalForms:
                 self._kept(key, made)
             return made.form
         assert found is not None
-        found.ready.wait()
+        with outside_python():  # its maker may need the baton this thread holds
+            found.ready.wait()
         if found.form is None:  # its maker failed: this tries again (and raises the same)
             return _made(state, spec, device, dtype)
         if found.mark is not None:
