@@ -12,7 +12,11 @@ layers' rows, as Alg. 2 solves them), in one run:
 
 and prints the speed-up of the auction over scipy, whether both gave the same
 assignment on every matrix, and the crossover: the smallest n from which the auction
-is faster at every larger size measured. That size is what
+is faster at every larger size measured. For each size it also times canon's
+``solve_assignment`` against scipy on an alike pair's matrix (a layer against a noisy
+copy of it in another order: every row takes its own strict best, which
+``canon.core.permutations.best_in_rows`` reads off the device without a solver), and
+what that look costs on the random matrix, which fails it. That size is what
 ``canon.core.permutations.AUCTION_FROM`` should hold for the device type. On a CPU the
 auction is far slower than scipy and is never chosen; run this with ``--device cuda``.
 
@@ -32,6 +36,7 @@ from _timing import device_name, median_time, synchronizer
 from scipy.optimize import linear_sum_assignment
 
 from canon.core.auction import auction_assignment
+from canon.core.permutations import best_in_rows, solve_assignment
 from canon.device import resolve_device
 
 
@@ -41,6 +46,16 @@ def _cosines(n: int, batch: int, device: torch.device, seed: int) -> torch.Tenso
     a = torch.nn.functional.normalize(torch.randn(batch, n, 64, generator=g), dim=-1)
     b = torch.nn.functional.normalize(torch.randn(batch, n, 64, generator=g), dim=-1)
     return (a @ b.transpose(1, 2)).to(device)
+
+
+def _alike(n: int, device: torch.device, seed: int) -> torch.Tensor:
+    """Cosines between the rows of a random n x 64 layer and those of a copy of it in
+    another order with noise (each row moved by about a third of its length): what two
+    networks alike but for their units' order give (one fine-tuned from the other)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.nn.functional.normalize(torch.randn(n, 64, generator=g), dim=-1)
+    b = a[torch.randperm(n, generator=g)] + 0.05 * torch.randn(n, 64, generator=g)
+    return (a @ torch.nn.functional.normalize(b, dim=-1).T).to(device)
 
 
 def _scipy(similarity: torch.Tensor) -> torch.Tensor:
@@ -59,6 +74,12 @@ def bench_size(n: int, batch: int, repeats: int, device: torch.device) -> dict[s
     same = bool(torch.equal(auction_assignment(single), _scipy(single)))
     batch_answers = auction_assignment(many)
     same_batch = all(torch.equal(batch_answers[k], _scipy(m)) for k, m in enumerate(many))
+    # canon's solve on alike networks' matrices, where every row takes its own best (no
+    # solver runs), and what looking for that costs on a matrix that fails it
+    alike = _alike(n, device, seed=n + 2)
+    alike_scipy_s = median_time(lambda: _scipy(alike), repeats, sync)
+    alike_canon_s = median_time(lambda: solve_assignment(alike), repeats, sync)
+    look_s = median_time(lambda: best_in_rows([single]), repeats, sync)
     return {
         "n": n,
         "scipy_s": scipy_s,
@@ -67,6 +88,13 @@ def bench_size(n: int, batch: int, repeats: int, device: torch.device) -> dict[s
         "speedup": scipy_s / auction_s,
         "speedup_batched": scipy_s / batched_s,
         "same_assignments": same and same_batch,
+        "alike_scipy_s": alike_scipy_s,
+        "alike_canon_s": alike_canon_s,
+        "alike_speedup": alike_scipy_s / alike_canon_s,
+        "alike_same": bool(torch.equal(solve_assignment(alike), _scipy(alike))),
+        "alike_taken_whole": best_in_rows([alike]) is not None,
+        "best_in_rows_failing_s": look_s,
+        "best_in_rows_failing_share": look_s / scipy_s,
     }
 
 
@@ -116,6 +144,15 @@ def main() -> None:
             f" {r['speedup_batched']:>9.2f} {r['same_assignments']!s:>5}"
         )
     print(f"crossover: {result['crossover']} (batched: {result['crossover_batched']})")
+    print("alike networks' matrices: canon's solve_assignment (best_in_rows) against scipy")
+    print(f"{'n':>6} {'scipy':>9} {'canon':>9} {'speed-up':>9} {'same':>5} {'failing':>9}")
+    for r in rows:
+        print(
+            f"{r['n']:>6} {r['alike_scipy_s']:>8.4f}s {r['alike_canon_s']:>8.4f}s"
+            f" {r['alike_speedup']:>9.1f} {r['alike_same']!s:>5}"
+            f" {r['best_in_rows_failing_share']:>8.1%}"
+        )
+    print("(failing: the look for own bests on a random matrix, as a share of scipy's solve)")
 
 
 if __name__ == "__main__":
