@@ -166,7 +166,7 @@ def _incoming_cosine(
     reference: Mapping[str, Tensor],
     group: UnitGroup,
     ready: tuple[Producer, ...],
-    axes: dict[str, tuple[UnitAxis, ...]],
+    axes: Mapping[str, tuple[UnitAxis, ...]],
     alignment: Alignment,
     done: set[str],
 ) -> Tensor | RowProducts:
@@ -228,7 +228,7 @@ def _cosines(ref_units: Tensor, blocks: Iterable[Tensor], lazy: bool) -> Tensor 
 def _moved_rows(
     state: Mapping[str, Tensor],
     ready: tuple[Producer, ...],
-    axes: dict[str, tuple[UnitAxis, ...]],
+    axes: Mapping[str, tuple[UnitAxis, ...]],
     alignment: Alignment,
     group: UnitGroup,
 ) -> Iterator[Tensor]:
@@ -263,7 +263,7 @@ def _others(axes: tuple[UnitAxis, ...], group: UnitGroup) -> set[str]:
 
 def _reads_aligned(
     ready: tuple[Producer, ...],
-    axes: dict[str, tuple[UnitAxis, ...]],
+    axes: Mapping[str, tuple[UnitAxis, ...]],
     group: UnitGroup,
     done: set[str],
 ) -> bool:
@@ -280,7 +280,7 @@ def _rows(state: Mapping[str, Tensor], producers: tuple[Producer, ...], size: in
     return rows[0] if len(rows) == 1 else torch.cat(rows, 1)
 
 
-def _own(axes: dict[str, tuple[UnitAxis, ...]], name: str, group: UnitGroup) -> UnitAxis | None:
+def _own(axes: Mapping[str, tuple[UnitAxis, ...]], name: str, group: UnitGroup) -> UnitAxis | None:
     """The axis by which tensor ``name`` carries ``group`` as a producer (axis 0)."""
     return next((a for a in axes[name] if a.group == group.name and a.axis == 0), None)
 

@@ -10,8 +10,10 @@ assignment every matching method ends in.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -378,8 +380,23 @@ class UnitAxis:
     groups: int = 1
 
 
-def unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
-    """For every tensor that moves with some group: the unit axes it has."""
+def unit_axes(spec: Spec) -> Mapping[str, tuple[UnitAxis, ...]]:
+    """For every tensor that moves with some group: the unit axes it has (read-only: made
+    once per spec, which every move of a network reads)."""
+    key = id(spec)
+    held = _AXES.get(key)
+    if held is not None and held[0]() is spec:
+        return held[1]
+    found = MappingProxyType(_unit_axes(spec))
+    _AXES[key] = (weakref.ref(spec, lambda _: _AXES.pop(key, None)), found)
+    return found
+
+
+#: :func:`unit_axes` of the specs alive, by id (a spec's hash reads all of it)
+_AXES: dict[int, tuple[weakref.ref[Spec], Mapping[str, tuple[UnitAxis, ...]]]] = {}
+
+
+def _unit_axes(spec: Spec) -> dict[str, tuple[UnitAxis, ...]]:
     axes: dict[str, list[UnitAxis]] = {}
     for group in spec.groups:
         odd = {name for p in group.producers for name in p.odd}

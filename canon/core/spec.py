@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, TypedDict, cast
 
 import torch
@@ -316,7 +317,7 @@ class UnitGroup:
         """Whether several layers produce the units (a residual stream)."""
         return len(self.producers) > 1
 
-    @property
+    @cached_property
     def tensors(self) -> tuple[TensorAxis, ...]:
         """Every tensor that moves with the group, with its axis and role."""
         inc = [
