@@ -228,9 +228,15 @@ def _circle(a: Tensor, b: Tensor, with_u: bool) -> tuple[Tensor | None, Tensor, 
     rows_a = a.reshape(a.shape[0], -1)
     rows_b = b.reshape(b.shape[0], -1)
     n, width = rows_a.shape
+    step = max(1, min(n, _SLERP_BLOCK // max(1, width)))
+    if 0 < n <= step:  # one block: float64 copies of its own (fewer ops, the same numbers)
+        copies = [rows_a.to(torch.float64, copy=True), rows_b.to(torch.float64, copy=True)]
+        one_u, *found = _slerp_rows(copies[0], copies[1], [*copies, None], with_u)
+        theta, norm_a, norm_b = found
+        one_u = None if one_u is None else one_u.to(a.dtype).reshape(a.shape)
+        return one_u, theta, norm_a, norm_b
     u = torch.empty_like(rows_a) if with_u else None
     parts: list[tuple[Tensor, Tensor, Tensor]] = []
-    step = max(1, min(n, _SLERP_BLOCK // max(1, width)))
     # float64 workspaces that every block reuses: blocks that allocated their own left
     # the heap fragmented (resident memory grew by 1.7 GB over one 102M-weight layer)
     space = [torch.empty((step, width), dtype=torch.float64, device=a.device) for _ in range(3)]
@@ -250,14 +256,18 @@ def _circle(a: Tensor, b: Tensor, with_u: bool) -> tuple[Tensor | None, Tensor, 
 
 
 def _slerp_rows(
-    a: Tensor, b: Tensor, space: list[Tensor], with_u: bool = True
+    a: Tensor, b: Tensor, space: list[Tensor | None], with_u: bool = True
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
-    """:func:`slerp_basis` of a block of rows, worked in the three float64 tensors of
-    ``space`` (their shape); u is the second of them, or ``None`` unless ``with_u`` (then
-    nothing is read off the device)."""
+    """:func:`slerp_basis` of a block of rows, worked in the float64 tensors of ``space``
+    (their shape): a's and b's rows (copied in, unless ``a`` and ``b`` are those very
+    tensors) and a workspace (None: new ones); u is b's, or ``None`` unless ``with_u``
+    (then nothing is read off the device)."""
     rows_a, rows_b, work = space
-    rows_a.copy_(a)
-    rows_b.copy_(b)
+    assert rows_a is not None and rows_b is not None
+    if rows_a is not a:
+        rows_a.copy_(a)
+    if rows_b is not b:
+        rows_b.copy_(b)
     tiny = torch.finfo(torch.float64).tiny
     norm_a = rows_a.norm(dim=1)
     norm_b = rows_b.norm(dim=1)

@@ -171,9 +171,10 @@ def best_in_rows(diagonal: Sequence[Tensor]) -> Tensor | None:
     values = stacked if stacked is not None else diagonal[0].detach()[None]
     top = values.topk(2, dim=2)
     columns = top.indices[:, :, 0]
-    taken = torch.zeros_like(columns).scatter_add_(1, columns, torch.ones_like(columns))
-    strict = top.values[:, :, 0] > top.values[:, :, 1]
-    if not bool(read(strict.all() & (taken == 1).all())):  # one read
+    # every row's best strict, and every column some row's best: no two rows share one
+    found = top.values[:, :, 0] > top.values[:, :, 1]
+    found &= torch.zeros_like(found).scatter_(1, columns, True)
+    if not bool(read(found.all())):  # one read
         return None
     offsets = torch.arange(len(diagonal), device=columns.device)[:, None] * m
     return (columns + offsets).reshape(-1)
