@@ -87,12 +87,11 @@ def main() -> None:
         "--executor", choices=["local", "ray"], default="local", help="where pairs run"
     )
     parser.add_argument("--address", help="a Ray cluster (default: a new local one)")
-    parser.add_argument(
+    _auto_on_off(
+        parser,
         "--overlap",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="prepare each group of pairs while the one before is evaluated (auto: as "
-        "canon does on the device, OVERLAP)",
+        "prepare each group of pairs while the one before is evaluated (auto: as canon does "
+        "on the device, OVERLAP)",
     )
     parser.add_argument(
         "--prepare-threads",
@@ -107,12 +106,11 @@ def main() -> None:
         help="then the same table again, from a fresh copy of the zoo, with each of these "
         "counts of pairs prepared at once",
     )
-    parser.add_argument(
+    _auto_on_off(
+        parser,
         "--turns",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="whether the threads preparing pairs take turns at launching ops (auto: as "
-        "canon does on the device, BATON)",
+        "whether the threads preparing pairs take turns at launching ops (auto: as canon "
+        "does on the device, BATON)",
     )
     parser.add_argument(
         "--also-turns",
@@ -303,6 +301,11 @@ def main() -> None:
         )
     if "identical_to_in_process" in result:
         print(f"identical to the in-process table: {result['identical_to_in_process']}")
+
+
+def _auto_on_off(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """An option that is ``auto`` (what canon does), ``on`` or ``off``."""
+    parser.add_argument(flag, choices=["auto", "on", "off"], default="auto", help=help)
 
 
 def _again(

@@ -1,21 +1,12 @@
-"""Threads taking turns at running Python (canon.core.host_work), and pairs prepared so."""
+"""Threads taking turns at running Python (canon.core.host_work)."""
 
 from __future__ import annotations
 
-import copy
-import itertools
 import threading
 
 import pytest
-import torch
-from nets import randomize, state_of
 
-import canon.engine.landscape as landscape
-from canon.architectures import build_model
-from canon.core import spec_from_module
 from canon.core.host_work import Baton, outside_python
-from canon.engine import PathOptions, path_curves, prepare_curves
-from canon.engine.normal_forms import NormalForms
 
 
 def test_one_thread_at_a_time_holds_the_baton_but_where_it_works_outside_python():
@@ -62,27 +53,3 @@ def test_outside_python_without_a_baton_runs_the_block_and_batons_do_not_nest():
         pass
     with baton.held():  # let go after the failed attempt
         pass
-
-
-def test_pairs_prepared_in_threads_by_turns_equal_pairs_prepared_at_once(monkeypatch):
-    """Threads that take turns (sharing the networks' normal forms, which a thread may
-    wait for while another makes them) give the curves of threads that do not and of
-    one thread, number for number."""
-    model = randomize(build_model("mlp", {"in_features": 6, "hidden": [8, 7], "classes": 3}), 0)
-    states = [state_of(randomize(copy.deepcopy(model), s)) for s in range(1, 6)]
-    pairs = list(itertools.combinations(states, 2))
-    gen = torch.Generator().manual_seed(0)
-    data = torch.randn(100, 6, generator=gen, dtype=torch.float64), torch.randint(0, 3, (100,))
-    options = PathOptions(points=5)
-    monkeypatch.setattr(landscape, "PREPARE_THREADS", 1)
-    alone = path_curves(pairs, model, data, "geodesic", "cpu", options=options)
-    monkeypatch.setattr(landscape, "PREPARE_THREADS", 8)
-    monkeypatch.setattr(landscape.os, "cpu_count", lambda: 16)
-    spec = spec_from_module(model)
-    for turns in (False, True):
-        monkeypatch.setitem(landscape.BATON, "cpu", turns)
-        forms = NormalForms()
-        prepared = prepare_curves(
-            pairs, model, data, "geodesic", "cpu", options=options, spec=spec, forms=forms
-        )
-        assert prepared.evaluate() == alone

@@ -291,10 +291,13 @@ def test_a_curves_host_syncs_do_not_grow_with_its_points():
     assert counts[0] == counts[1], counts
 
 
-def test_pairs_prepared_in_threads_equal_one_at_a_time(monkeypatch):
-    """Pairs matched in threads (several at once, as on a machine of many cores) give the
-    curves of pairs prepared one at a time, number for number; a matching that runs the
-    shared template stays in one thread."""
+@pytest.mark.parametrize("turns", [False, True])
+def test_pairs_prepared_in_threads_equal_one_at_a_time(monkeypatch, turns):
+    """Pairs matched in threads (several at once, as on a machine of many cores; taking
+    turns at launching ops or not, and sharing the networks' normal forms, which a thread
+    may wait for while another makes them) give the curves of pairs prepared one at a
+    time, number for number; a matching that runs the shared template stays in one
+    thread."""
     import canon.engine.landscape as landscape
 
     model = randomize(build_model("mlp", MLP), 0)
@@ -306,6 +309,7 @@ def test_pairs_prepared_in_threads_equal_one_at_a_time(monkeypatch):
     alone = path_curves(pairs, model, data, "geodesic", "cpu", options=options)
     monkeypatch.setattr(landscape, "PREPARE_THREADS", 8)
     monkeypatch.setattr(landscape.os, "cpu_count", lambda: 16)
+    monkeypatch.setitem(landscape.BATON, "cpu", turns)
     spec = spec_from_module(model)
     assert landscape._threads_for([None] * len(pairs), options, spec) == 8
     assert landscape._threads_for([None] * 3, PathOptions(method="activation"), spec) == 1
