@@ -190,22 +190,30 @@ def positions(points: int) -> Tensor:
     return torch.linspace(0.0, 1.0, check_points(points), dtype=torch.float64)
 
 
-def _linear(a: Tensor, b: Tensor, x: Tensor) -> Combination:
-    coefs = torch.stack([1 - x, x], dim=1).unsqueeze(2)  # [K, 2, 1]
-    return Combination((a, b), coefs)
+def _line(x: Tensor) -> Tensor:
+    """The coefficients [K, 2, 1] of (1 - x) a + x b: one tensor for every tensor of a
+    path that moves linearly (no one writes into a path's coefficients)."""
+    return torch.stack([1 - x, x], dim=1).unsqueeze(2)
 
 
 #: The most numbers :func:`slerp_basis` holds in float64 at once (a block of rows).
 _SLERP_BLOCK = 1 << 22
 
 
-def _constant_or_linear(a: Tensor, b: Tensor, x: Tensor) -> TensorPath:
-    return _linear(a, b, x) if a.is_floating_point() else Constant(a)
+def _constant_or_linear(a: Tensor, b: Tensor, line: Tensor) -> TensorPath:
+    """a to b along ``line`` (:func:`_line`), or a where it is not floating."""
+    return Combination((a, b), line) if a.is_floating_point() else Constant(a)
+
+
+def _lines(a: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor) -> dict[str, TensorPath]:
+    """Every tensor of a moving linearly to b's (:func:`_constant_or_linear`)."""
+    line = _line(x)
+    return {n: _constant_or_linear(a[n], b[n], line) for n in a}
 
 
 def linear_path(a: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor) -> NetworkPath:
     """(1 - x) a + x b for every floating tensor; other tensors stay at a's value."""
-    return NetworkPath(x, {n: _constant_or_linear(a[n], b[n], x) for n in a})
+    return NetworkPath(x, _lines(a, b, x))
 
 
 def slerp_basis(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -368,7 +376,7 @@ def geodesic_path(
     running statistics and the units that are not on spheres (not normalized:
     tanh, GELU, attention's dimensions) move linearly.
     """
-    tensors: dict[str, TensorPath] = {n: _constant_or_linear(a[n], b[n], x) for n in a}
+    tensors = _lines(a, b, x)
     # the rows of each weight that are units on spheres (a part of a fused layer's rows)
     turning: dict[str, list[Tensor | None]] = {}
     # groups whose units' rows lie in several layers: one great circle per unit through all
@@ -546,7 +554,7 @@ def flip_path(
     ranks = torch.full((differ.numel(),), total, dtype=torch.int64)  # never flipped
     ranks[differ.cpu().nonzero().squeeze(1)] = order
     counts = torch.round(x * total).to(torch.int64)
-    tensors: dict[str, TensorPath] = {n: _constant_or_linear(a[n], b[n], x) for n in a}
+    tensors = _lines(a, b, x)
     offset = 0
     for n in names:
         size = starts[n].numel()
