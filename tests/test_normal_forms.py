@@ -13,6 +13,7 @@ from nets import randomize, state_of
 import canon.engine.normal_forms as normal_forms
 from canon.architectures import build_model
 from canon.core import normalize_with_scales, spec_from_module
+from canon.device import KEEP_BYTES
 from canon.engine import PathOptions, path_curve, prepare_curves
 from canon.engine.normal_forms import NormalForms
 
@@ -92,6 +93,12 @@ def test_the_least_recently_used_forms_go_beyond_the_budget_and_big_networks_are
         states[0], spec, CPU, torch.float64
     )
     assert made[0] == 2 and not big._held and big._bytes == 0
+    # without a budget of its own: the device's (canon.device.KEEP_BYTES)
+    for room, kept_there in ((16 * size - 1, 0), (16 * size, 1)):
+        monkeypatch.setitem(KEEP_BYTES, "cpu", room)
+        default = NormalForms()
+        default.of(states[0], spec, CPU, torch.float64)
+        assert len(default._held) == kept_there
 
 
 def test_threads_asking_at_once_share_one_form(monkeypatch):

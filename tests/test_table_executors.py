@@ -20,6 +20,7 @@ from zoos import copy_zoo, random_zoo
 
 from canon.architectures import build_model
 from canon.cli import cli
+from canon.device import KEEP_BYTES
 from canon.errors import ConfigError, CorruptZooError
 from canon.zoo import Zoo
 
@@ -101,7 +102,7 @@ def test_a_table_reads_each_entry_once_while_its_weights_are_kept(template, tmp_
     ]
     results = []
     for room in (16 * 6, 1):  # a network kept may take a sixteenth
-        monkeypatch.setattr(_pair_work, "STATE_CACHE_BYTES", room * _bytes(zoo.state(entries[0])))
+        monkeypatch.setitem(KEEP_BYTES, "cpu", room * _bytes(zoo.state(entries[0])))
         source = _CountedReads(zoo)
         cpu = torch.device("cpu")
         shared = _pair_work.SharedTemplates(source)

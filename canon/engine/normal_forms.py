@@ -19,14 +19,9 @@ from torch import Tensor
 from canon.core import Spec, UnitScales, normalize_with_scales
 from canon.core.host_work import outside_python
 from canon.core.precision import to_working
-from canon.device import queued_mark
+from canon.device import keep_bytes, queued_mark
 
-__all__ = ["NORMAL_FORM_BYTES", "NormalForm", "NormalForms"]
-
-#: Bytes of working copies and normalized copies :class:`NormalForms` keeps, the most
-#: recently used; only networks of at most a sixteenth of it are kept (a big network's
-#: normalization costs little beside its forward passes).
-NORMAL_FORM_BYTES = 1 << 28
+__all__ = ["NormalForm", "NormalForms"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +42,7 @@ class _Held:
 
     source: tuple[Tensor, ...]
     spec: Spec
+    device: torch.device
     form: NormalForm | None
     mark: torch.cuda.Event | None
     ready: threading.Event
@@ -55,12 +51,13 @@ class _Held:
 
 class NormalForms:
     """:meth:`of` a network: its :class:`NormalForm`, made the first time these very
-    tensors are asked for on a device and dtype, and again after the
-    :data:`NORMAL_FORM_BYTES` budget let it go. Threads may ask at once: one makes a
-    form, the others wait for it; on a CUDA device a thread's stream waits for the
-    work that made a form on another's stream."""
+    tensors are asked for on a device and dtype, and again after the budget let it go
+    (``budget`` bytes of working and normalized copies, the most recently used, networks
+    up to a sixteenth of it; by default the device's :func:`~canon.device.keep_bytes`).
+    Threads may ask at once: one makes a form, the others wait for it; on a CUDA device
+    a thread's stream waits for the work that made a form on another's stream."""
 
-    def __init__(self, budget: int = NORMAL_FORM_BYTES) -> None:
+    def __init__(self, budget: int | None = None) -> None:
         self.budget = budget
         self._held: OrderedDict[tuple[object, ...], _Held] = OrderedDict()
         self._bytes = 0
@@ -78,11 +75,11 @@ class NormalForms:
             found = self._held.get(key)
             if found is not None and _same(found, source, spec):
                 self._held.move_to_end(key)
-            elif _small(source, self.budget):
+            elif _small(source, self._budget(device)):
                 if found is not None:  # ids taken again since: another network
                     self._bytes -= found.size
                 found = None
-                made = _Held(source, spec, None, None, threading.Event(), 0)
+                made = _Held(source, spec, device, None, None, threading.Event(), 0)
                 self._held[key] = made
             else:
                 return _made(state, spec, device, dtype)  # too big to keep
@@ -103,6 +100,9 @@ class NormalForms:
             torch.cuda.current_stream(device).wait_event(found.mark)
         return found.form
 
+    def _budget(self, device: torch.device) -> int:
+        return self.budget if self.budget is not None else keep_bytes(device)
+
     def _kept(self, key: tuple[object, ...], held: _Held) -> None:
         """Count a made form against the budget (dropped if it failed), dropping the
         least recently used beyond it."""
@@ -115,7 +115,8 @@ class NormalForms:
             form = held.form
             held.size = sum(_bytes(t) for d in (form.state, form.normalized) for t in d.values())
             self._bytes += held.size
-            while self._bytes > self.budget and len(self._held) > 1:
+            budget = self._budget(held.device)
+            while self._bytes > budget and len(self._held) > 1:
                 _, dropped = self._held.popitem(last=False)
                 self._bytes -= dropped.size
 

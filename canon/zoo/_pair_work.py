@@ -33,7 +33,7 @@ from canon.core import Alignment, Spec, normalize, through_reference
 from canon.core.geometry import distances
 from canon.core.permutations import check_alignment
 from canon.data import Dataset, load_dataset
-from canon.device import queued_mark, side_stream
+from canon.device import keep_bytes, queued_mark, resolve_device, side_stream
 from canon.engine import (
     PathOptions,
     PreparedCurves,
@@ -338,17 +338,12 @@ def _through_reference(source: PairSource, task: PairTask) -> Alignment:
     return through_reference(source.alignment(task.second), source.alignment(task.first))
 
 
-#: Bytes of entries' weights a table keeps loaded, the most recently used: a table reads
-#: each entry once for every pair it is in (on a GPU a read is a copy to the device). Only
-#: networks of at most a sixteenth of it are kept: a big network's reads cost little
-#: beside its forward passes, and holding its weights would raise the table's peak.
-STATE_CACHE_BYTES = 1 << 28
-
-
 class SharedTemplates:
     """A :class:`PairSource` that hands out one template module per family, so that the
     curves of many pairs share one evaluator (built once per template and data split),
-    and keeps the small networks' weights it read last (:data:`STATE_CACHE_BYTES`)."""
+    and keeps the small networks' weights it read last (:func:`~canon.device.keep_bytes`
+    of their device: a table reads each entry once for every pair it is in, and on a GPU
+    a read is a copy to it)."""
 
     def __init__(self, source: PairSource) -> None:
         self.source = source
@@ -369,10 +364,11 @@ class SharedTemplates:
             return dict(self._states[key])
         state = self.source.state(entry, device)
         size = sum(t.numel() * t.element_size() for t in state.values())
-        if size <= STATE_CACHE_BYTES // 16:
+        budget = keep_bytes(resolve_device(device))
+        if size <= budget // 16:
             self._states[key] = state
             self._held += size
-            while self._held > STATE_CACHE_BYTES:
+            while self._held > budget:
                 _, dropped = self._states.popitem(last=False)
                 self._held -= sum(t.numel() * t.element_size() for t in dropped.values())
         return dict(state)
