@@ -11,7 +11,7 @@ BatchNorm statistics recomputed by one). Prints per pair: host reads, ops that a
 views (launches on a GPU), and each as a ratio to the floor's. Asserts nothing.
 
 ``--as-gpu`` evaluates the paths as on a GPU (points stacked up to STACK_WORK['cuda'],
-distances summed in a GPU's blocks),
+distances summed in a GPU's blocks, networks' copies kept as on a GPU, KEEP_BYTES),
 so that a CPU counts what a GPU would run. Pairs are prepared in this thread (a dispatch
 mode sees its own thread's ops only).
 
@@ -37,7 +37,7 @@ import canon.core.geometry as geometry
 import canon.engine.evaluate as evaluate_module
 import canon.engine.landscape as landscape
 from canon.architectures import build_model
-from canon.device import resolve_device
+from canon.device import KEEP_BYTES, keep_bytes, resolve_device
 from canon.zoo import Zoo
 
 NETS: dict[str, tuple[str, dict[str, Any], tuple[int, ...]]] = {
@@ -115,8 +115,10 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     if args.as_gpu:
+        gpu = torch.device("cuda")
         evaluate_module.STACK_WORK[device.type] = evaluate_module.STACK_WORK["cuda"]
-        geometry.BLOCK[device.type] = geometry._block(torch.device("cuda"))
+        geometry.BLOCK[device.type] = geometry._block(gpu)
+        KEEP_BYTES[device.type] = keep_bytes(gpu)
     landscape.PREPARE_THREADS = 1
     arch, config, shape = NETS[args.arch]
     gen = torch.Generator().manual_seed(0)
