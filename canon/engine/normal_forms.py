@@ -72,13 +72,11 @@ class NormalForms:
         key = (tuple(state), tuple(map(id, source)), id(spec), device, dtype)
         made: _Held | None = None
         with self._lock:
+            # a kept form holds its tensors and spec: no other object takes their ids
             found = self._held.get(key)
-            if found is not None and _same(found, source, spec):
+            if found is not None:
                 self._held.move_to_end(key)
             elif _small(source, self._budget(device)):
-                if found is not None:  # ids taken again since: another network
-                    self._bytes -= found.size
-                found = None
                 made = _Held(source, spec, device, None, None, threading.Event(), 0)
                 self._held[key] = made
             else:
@@ -128,15 +126,6 @@ def _made(
     working = to_working(state, device, dtype)
     normalized, scales = normalize_with_scales(working, spec, check=False)
     return NormalForm(working, normalized, scales)
-
-
-def _same(held: _Held, source: tuple[Tensor, ...], spec: Spec) -> bool:
-    """Whether ``held`` was made from these very tensors and spec."""
-    return (
-        held.spec is spec
-        and len(held.source) == len(source)
-        and all(a is b for a, b in zip(held.source, source, strict=True))
-    )
 
 
 def _small(source: tuple[Tensor, ...], budget: int) -> bool:
