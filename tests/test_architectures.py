@@ -16,6 +16,7 @@ from canon.architectures import (
     resolve_config,
 )
 from canon.architectures._builtin import MLPConfig
+from canon.core.trace import spec_from_module
 from canon.errors import ConfigError, DuplicateNameError, UnknownNameError
 
 
@@ -92,3 +93,62 @@ def test_user_architecture(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="cannot import module `no_such_module`"):
         build_model("no_such_module:make")
     sys.modules.pop("my_nets", None)
+
+
+def test_user_architecture_input_shape_goes_where_it_is_taken(tmp_path, monkeypatch):
+    """A config's input_shape is passed to a factory that names it (it may need it to
+    build) and not to one that forwards **kwargs to a class that refuses unknown keywords
+    (torchvision's resnet18); either way the built module carries it for tracing."""
+    (tmp_path / "shape_nets.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+
+            class Net(nn.Module):
+                def __init__(self, width=3):
+                    super().__init__()
+                    self.conv = nn.Conv2d(3, width, 3)
+
+                def forward(self, x):
+                    return self.conv(x).flatten(1)
+
+            def forwarding(**kwargs):
+                return Net(**kwargs)
+
+            def sized(width=3, input_shape=(3, 8, 8)):
+                net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, width))
+                net.seen = tuple(input_shape)
+                return net
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        forwarded = build_model("shape_nets:forwarding", {"width": 4, "input_shape": [3, 6, 6]})
+        assert forwarded.input_shape == (3, 6, 6) and forwarded.conv.out_channels == 4
+        assert spec_from_module(forwarded).output.weight == "conv.weight"  # traced
+        sized = build_model("shape_nets:sized", {"input_shape": [3, 8, 8]})
+        assert sized.seen == (3, 8, 8) and sized.input_shape == (3, 8, 8)
+    finally:
+        sys.modules.pop("shape_nets", None)
+
+
+def test_user_architecture_in_a_submodule_is_named(tmp_path, monkeypatch):
+    """`package:function` where the function lives in a submodule the package imports
+    (torchvision:resnet18 for torchvision.models:resnet18) names that submodule."""
+    package = tmp_path / "my_zoo_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from . import models\n")
+    (package / "models.py").write_text(
+        "from torch import nn\n\ndef tiny():\n    return nn.Sequential(nn.Linear(4, 2))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(ConfigError, match=r"did you mean `my_zoo_pkg\.models:tiny`\?"):
+            build_model("my_zoo_pkg:tiny")
+        with pytest.raises(ConfigError, match=r"has no callable `other`$"):
+            build_model("my_zoo_pkg:other")
+        assert isinstance(build_model("my_zoo_pkg.models:tiny"), nn.Sequential)
+    finally:
+        for name in ("my_zoo_pkg", "my_zoo_pkg.models"):
+            sys.modules.pop(name, None)

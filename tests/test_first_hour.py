@@ -415,6 +415,9 @@ def test_input_shape_is_taken_from_the_dataset(nets_folder: Path, tmp_path: Path
     assert "pass --input-shape" in result.stderr and "no dataset" in result.stderr
     result = add(zoo, "net.pt", "a", *CONV, "--dataset", "nowhere", code=1)
     assert "pass --input-shape" in result.stderr and "does not load here" in result.stderr
+    # a long reason (a known dataset that needs a path) does not crowd out what to do
+    result = add(zoo, "net.pt", "a", *CONV, "--dataset", "cifar10", code=1)
+    assert "such as --input-shape 3,32,32 (Python: input_shape=(3, 32, 32))" in result.stderr
     result = add(zoo, "net.pt", "a", *CONV, "--dataset", "digits", code=1)
     assert "[64]" in result.stderr and "pass --input-shape" in result.stderr
     assert "Traceback" not in result.stderr and "conv2d" in result.stderr
@@ -528,3 +531,28 @@ def test_a_user_module_from_a_file_needs_trust(nets_folder: Path) -> None:
     copied = entry(other, "c")
     assert copied["id"] == shown["id"] and copied["config"] == {"input_shape": [1, 8, 8]}
     assert imports(nets_folder) == seen + 1
+
+
+def test_entries_without_a_dataset_are_told_how_to_name_one(tmp_path: Path) -> None:
+    """Checkpoints added without --dataset compare only once their dataset is named: the
+    error says how (`canon edit NAME --dataset D`), and that command makes it work."""
+    zoo = init(tmp_path / "zoo")
+    for seed, name in ((0, "a"), (1, "b")):
+        save_file(mlp_state(seed), tmp_path / f"{name}.safetensors")
+        add(zoo, tmp_path / f"{name}.safetensors", name, *MLP)
+    before = snapshot(zoo)
+    refused = run(zoo, "compare", "a", "b", "--points", "3", code=1)
+    assert "entry `a` has no dataset" in refused.stderr
+    assert "`canon edit a --dataset NAME`" in refused.stderr
+    table = run(zoo, "table", "--points", "3", code=1)
+    assert "`canon edit a --dataset NAME`" in table.stderr
+    assert snapshot(zoo) == before
+    distances = json.loads(run(zoo, "table", "--metric", "geodesic", "--json").stdout)
+    assert distances["matrix"][0][1] > 0  # distances need no data
+    data = tmp_path / "rows.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.normal(size=(30, 6)).astype(np.float32), y=np.arange(30) % 3)
+    for name in ("a", "b"):
+        run(zoo, "edit", name, "--dataset", f"npz:{data}")
+    compared = run(zoo, "compare", "a", "b", "--points", "3", "--path", "linear", "--json")
+    assert json.loads(compared.stdout)

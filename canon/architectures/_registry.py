@@ -440,16 +440,15 @@ def _recorded_shape(name: str, value: Any, passed: bool) -> tuple[int, ...] | No
 
 
 def _takes(factory: Callable[..., Any], key: str) -> bool:
-    """Whether ``factory`` accepts the keyword argument ``key`` (yes if it cannot be told)."""
+    """Whether ``factory`` names the keyword argument ``key`` among its parameters. A
+    ``**kwargs`` alone does not count: factories such as torchvision's ``resnet18`` pass
+    their keywords on to a class that refuses ones it does not know, and a shape not
+    passed is set on the built module instead."""
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
-        return True
-    return any(
-        p.kind is inspect.Parameter.VAR_KEYWORD
-        or (p.name == key and p.kind is not inspect.Parameter.POSITIONAL_ONLY)
-        for p in params
-    )
+        return False
+    return any(p.name == key and p.kind is not inspect.Parameter.POSITIONAL_ONLY for p in params)
 
 
 def _import_user(module_name: str, name: str) -> types.ModuleType:
@@ -506,6 +505,19 @@ def _import_user(module_name: str, name: str) -> types.ModuleType:
             sys.path.remove(here)
 
 
+def _found_in_submodules(module: types.ModuleType, module_name: str, attr: str) -> str:
+    """A hint naming the module's submodules (already imported) that do have a callable
+    ``attr``, such as torchvision.models for ``torchvision:resnet18``; else ''."""
+    found = sorted(
+        f"{module_name}.{name}:{attr}"
+        for name, sub in vars(module).items()
+        if isinstance(sub, types.ModuleType)
+        and getattr(sub, "__name__", "") == f"{module.__name__}.{name}"
+        and callable(getattr(sub, attr, None))
+    )
+    return f"; did you mean `{clip(found[0], 200)}`?" if found else ""
+
+
 def _build_user(
     name: str, config: dict[str, Any], device: str | torch.device | None = None
 ) -> nn.Module:
@@ -515,7 +527,10 @@ def _build_user(
     module = _import_user(module_name, name)
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ConfigError(f"module `{module_name}` has no callable `{clip(attr, 100)}`")
+        raise ConfigError(
+            f"module `{clip(module_name, 100)}` has no callable `{clip(attr, 100)}`"
+            + _found_in_submodules(module, module_name, attr)
+        )
     shape: tuple[int, ...] | None = None
     if INPUT_SHAPE in config:
         passed = _takes(factory, INPUT_SHAPE)

@@ -33,7 +33,13 @@ from canon.engine.landscape import as_data
 from canon.errors import ConfigError, DatasetError, NotCachedError
 from canon.zoo._answers import TableData
 from canon.zoo._executors import check_executor, run_pairs
-from canon.zoo._keys import CURVE_METRICS, DISTANCE_METRICS, curve_hash, reference_fields
+from canon.zoo._keys import (
+    CURVE_METRICS,
+    DISTANCE_METRICS,
+    check_pair,
+    curve_hash,
+    reference_fields,
+)
 from canon.zoo._pair_work import PairTask, compute_pair, pair_key
 from canon.zoo._records import ALIGN_MODES, Entry, PairResult, canonical_json
 
@@ -229,6 +235,8 @@ def compare(
             )
     dev = resolve_device(device)
     method = zoo.matching_method(ea, method)
+    for kind in paths:  # every part checked before any is computed or cached
+        check_pair(ea, eb, kind, method)
     reference = reference_id(zoo, ea, align, method)
     flipped = ea.id > eb.id  # results are stored for the pair in id order
     dists = Distances.from_dict(

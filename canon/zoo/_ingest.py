@@ -552,10 +552,10 @@ def _with_input_shape(
     inferred, why = _dataset_shape(dataset)
     if inferred is None:
         raise ConfigError(
-            f"cannot tell the input shape of `{clip(architecture, 80)}` for {where}: the module "
-            f"has no `input_shape` attribute and does not start with nn.Linear{why}; pass "
+            f"cannot tell the input shape of `{clip(architecture, 80)}` for {where}; pass "
             "--input-shape, one sample without the batch axis, such as --input-shape 3,32,32 "
-            "(Python: input_shape=(3, 32, 32))"
+            "(Python: input_shape=(3, 32, 32)): the module has no `input_shape` attribute and "
+            f"does not start with nn.Linear{why}"
         )
     log.info("input shape %s taken from dataset `%s`", list(inferred), clip(str(dataset), 100))
     return {**full, INPUT_SHAPE: list(inferred)}, dataset
@@ -596,6 +596,6 @@ def _dataset_shape(dataset: str | None) -> tuple[tuple[int, ...] | None, str]:
     try:
         data = load_dataset(dataset)
     except CanonError as exc:
-        why = clip(str(exc), 80)
+        why = clip(str(exc), 120)
         return None, f", and dataset `{clip(dataset, 80)}` does not load here ({why})"
     return tuple(int(s) for s in data.x_train.shape[1:]), ""

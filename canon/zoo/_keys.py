@@ -20,7 +20,7 @@ from typing import Any
 
 from canon.engine.kinds import get_matching
 from canon.engine.options import PathOptions
-from canon.errors import ConfigError
+from canon.errors import ConfigError, InvalidEntryError
 from canon.zoo._records import Entry, canonical_json
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "MAX_POINTS",
     "check_pair",
     "curve_hash",
+    "dataset_of",
     "options_hash",
     "pair_hash",
     "path_options",
@@ -85,15 +86,28 @@ def curve_hash(kind: str, dataset: str | None, options: Mapping[str, Any]) -> st
     return options_hash({"kind": kind, "dataset": dataset, **options})
 
 
+def dataset_of(entry: Entry) -> str:
+    """The name of the entry's dataset; :class:`InvalidEntryError` saying how to name one
+    if it has none."""
+    if entry.dataset is None:
+        raise InvalidEntryError(
+            f"entry `{entry.name}` has no dataset to evaluate it on; name the one it was "
+            f"trained on: `canon edit {entry.name} --dataset NAME` (Python: "
+            f"zoo.edit({entry.name!r}, dataset=NAME))"
+        )
+    return entry.dataset
+
+
 def check_pair(a: Entry, b: Entry, kind: str, method: str) -> None:
     """Raise :class:`ConfigError` unless ``kind`` of a and b (aligned by the resolved
-    matching ``method``) can be computed: one family, and one dataset where data is used."""
+    matching ``method``) can be computed: one family, and one dataset where data is used
+    (:class:`InvalidEntryError` where an entry has none)."""
     if a.family != b.family:
         raise ConfigError(
             f"`{a.name}` and `{b.name}` have different architectures or configs; "
             "only networks of one family can be compared"
         )
-    if a.dataset != b.dataset and (kind != "distances" or get_matching(method).needs_data):
+    if (kind != "distances" or get_matching(method).needs_data) and dataset_of(a) != dataset_of(b):
         raise ConfigError(
             f"`{a.name}` ({a.dataset}) and `{b.name}` ({b.dataset}) were not trained on "
             "the same dataset"

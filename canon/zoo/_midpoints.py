@@ -42,7 +42,10 @@ def check_midpoint(
             "for a midpoint"
         )
     if ea.dataset is None:
-        raise InvalidEntryError(f"entry `{ea.name}` has no dataset; a midpoint trains on it")
+        raise InvalidEntryError(
+            f"entry `{ea.name}` has no dataset, which a midpoint trains on; name the one it "
+            f"was trained on: `canon edit {ea.name} --dataset NAME`"
+        )
     if path not in MIDPOINT_PATHS:
         raise ConfigError(f"`path` must be one of {', '.join(MIDPOINT_PATHS)}, got `{path}`")
     return ea, eb

@@ -46,6 +46,7 @@ from canon.zoo._ingest import (
     spec_for,
 )
 from canon.zoo._job_queue import JobQueue
+from canon.zoo._keys import dataset_of
 from canon.zoo._layout import (
     HEAD_REVISION,
     INDEX,
@@ -744,13 +745,10 @@ class Zoo:
     def dataset(self, entry: Entry | str) -> Dataset:
         """The entry's dataset, loaded by name (once per zoo object)."""
         e = entry if isinstance(entry, Entry) else self.get(entry)
-        if e.dataset is None:
-            raise InvalidEntryError(
-                f"entry `{e.name}` has no dataset; add it with a dataset to evaluate it"
-            )
-        if e.dataset not in self._datasets:
-            self._datasets[e.dataset] = load_dataset(e.dataset)
-        return self._datasets[e.dataset]
+        name = dataset_of(e)
+        if name not in self._datasets:
+            self._datasets[name] = load_dataset(name)
+        return self._datasets[name]
 
     # -- analysis (functions of _analysis, _midpoints and _evaluation, as methods) --------
 
