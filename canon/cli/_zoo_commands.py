@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -46,7 +47,10 @@ def init(app: App) -> None:
 @command()
 @click.argument("file")
 @click.option(
-    "--name", default=None, help="A unique entry name (for hf://, default the repository's name)."
+    "--name",
+    default=None,
+    help="A unique entry name (for hf://, default the repository's name; for a model "
+    "folder, the folder's).",
 )
 @click.option("--arch", default=None, help="Architecture name or module:function.")
 @click.option("--config", "config_json", default=None, help="Architecture config as JSON.")
@@ -76,7 +80,7 @@ def init(app: App) -> None:
 @click.option(
     "--trust-remote-code",
     is_flag=True,
-    help="hf:// only: accept a repository whose config.json names its own code (auto_map); "
+    help="hf:// and model folders: accept a config.json that names its own code (auto_map); "
     "canon builds the library's own model type and never runs that code.",
 )
 @click.option(
@@ -103,32 +107,49 @@ def add(
     cache_dir: str | None,
 ) -> None:
     """Add a checkpoint (.safetensors, or .pt/.pth/.ckpt read as weights only) to the zoo,
-    or the model of a Hub repository, hf://ORG/REPO[@REVISION][/FILE].
+    or the model of a Hub repository, hf://ORG/REPO[@REVISION][/FILE], or of a folder a
+    library saved it in (config.json and safetensors weights).
 
     A checkpoint dict ({'model': ..., 'epoch': ...}, Lightning's {'state_dict': ...}) is
     read under its usual key, or --key; prefixes such as DataParallel's 'module.' are
     stripped when the architecture's names then match. A module:function architecture is
-    imported from the Python path or the current folder. From the Hub, config.json names
-    the architecture (transformers or timm) and the safetensors weights are checked
-    against it; the repository, commit and sha256s are recorded as hf.* tags.
+    imported from the Python path or the current folder. From the Hub or a model folder
+    (save_pretrained's, a downloaded snapshot), config.json names the architecture
+    (transformers or timm) and the safetensors weights are checked against it; the Hub's
+    repository, commit and sha256s are recorded as hf.* tags.
     """
     from canon.hub import is_hub_url
 
-    hub_flags = {"--sha256": sha256, "--trust-remote-code": trust_remote_code or None}
-    hub_flags["--cache-dir"] = cache_dir
-    if is_hub_url(file):
-        local = {
-            "--arch": arch,
-            "--config": config_json,
-            "--input-shape": input_shape,
-            "--key": key,
-        }
-        given = [flag for flag, value in local.items() if value is not None]
+    from_config = {
+        "--arch": arch,
+        "--config": config_json,
+        "--input-shape": input_shape,
+        "--key": key,
+    }
+    hub_only = {"--sha256": sha256, "--cache-dir": cache_dir}
+    folder = not is_hub_url(file) and Path(file).is_dir()
+    if is_hub_url(file) or folder:
+        what = "hf:// models" if not folder else "model folders"
+        given = [flag for flag, value in from_config.items() if value is not None]
         if given:
             raise ConfigError(
-                f"`{given[0]}` does not apply to hf:// models: their config.json names the "
+                f"`{given[0]}` does not apply to {what}: their config.json names the "
                 "architecture and its config"
             )
+    if folder:
+        given = [flag for flag, value in hub_only.items() if value is not None]
+        if given:
+            raise ConfigError(f"`{given[0]}` applies to hf:// models only")
+        from canon.hub import add_from_folder
+
+        with open_zoo(app) as zoo, _notes_to(app):
+            entry = add_from_folder(
+                zoo, file, name=name, dataset=dataset, tags=parse_tags(tags), kind=kind,
+                device=app.device, trust_remote_code=trust_remote_code,
+            )  # fmt: skip
+        _added(app, entry, dataset)
+        return
+    if is_hub_url(file):
         from canon.hub import add_from_hub  # the Hub client loads only when it is used
 
         with open_zoo(app) as zoo, _notes_to(app):
@@ -139,9 +160,11 @@ def add(
             )  # fmt: skip
         _added(app, entry, dataset)
         return
-    given = [flag for flag, value in hub_flags.items() if value is not None]
+    given = [flag for flag, value in hub_only.items() if value is not None]
     if given:
         raise ConfigError(f"`{given[0]}` applies to hf:// models only")
+    if trust_remote_code:
+        raise ConfigError("`--trust-remote-code` applies to hf:// models and model folders only")
     if name is None:
         raise click.UsageError("Missing option '--name': give the entry a unique name")
     config = parse_json(config_json) if config_json is not None else None

@@ -6,7 +6,8 @@ tags, metrics, families, references, schema version), the objects under
 ``canon-results.json`` and a model card ``README.md``. :func:`push` writes it
 as one atomic commit; :func:`pull` merges it into a local zoo, checking
 everything it reads. :func:`add_from_hub` adds the model of an ordinary model
-repository (``hf://ORG/REPO``: ``config.json`` and safetensors weights).
+repository (``hf://ORG/REPO``: ``config.json`` and safetensors weights), and
+:func:`add_from_folder` one saved in a local folder in that form.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from canon.hub._card import model_card as model_card
 from canon.hub._from_hub import HubSource as HubSource
 from canon.hub._from_hub import Provenance as Provenance
+from canon.hub._from_hub import add_from_folder as add_from_folder
 from canon.hub._from_hub import add_from_hub as add_from_hub
 from canon.hub._from_hub import is_hub_url as is_hub_url
 from canon.hub._from_hub import parse_hub_url as parse_hub_url
@@ -33,6 +35,7 @@ __all__ = [
     "Provenance",
     "PullResult",
     "PushResult",
+    "add_from_folder",
     "add_from_hub",
     "is_hub_url",
     "model_card",

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -57,7 +58,15 @@ from canon.zoo import Shards, check_name, declared_spec, sha256_file
 if TYPE_CHECKING:
     from canon.zoo import Entry, Zoo
 
-__all__ = ["HUB_SCHEME", "HubSource", "Provenance", "add_from_hub", "is_hub_url", "parse_hub_url"]
+__all__ = [
+    "HUB_SCHEME",
+    "HubSource",
+    "Provenance",
+    "add_from_folder",
+    "add_from_hub",
+    "is_hub_url",
+    "parse_hub_url",
+]
 
 HUB_SCHEME = "hf://"
 CONFIG_FILE = "config.json"
@@ -205,13 +214,7 @@ def add_from_hub(
     repo_id = source.repo_id
     entry_name = check_name(name if name is not None else repo_id.split("/")[-1])
     expected = _expected_sha(sha256)
-    own_tags = dict(tags or {})
-    clashes = sorted(k for k in own_tags if str(k).startswith(TAG_PREFIX))
-    if clashes:
-        raise ConfigError(
-            f"tag `{clip(str(clashes[0]), 60)}`: tags under `{TAG_PREFIX}` record where an entry "
-            "came from; canon writes them"
-        )
+    own_tags = _own_tags(tags)
     wanted = source.revision or "main"
 
     download = downloader(
@@ -236,22 +239,14 @@ def add_from_hub(
                 filename = INDEX_FILE
         else:
             weights = download(filename, at)
-        files = [(filename, _verified(weights, filename, where))]
-        checkpoint: Path | Shards = weights
-        if filename.endswith(INDEX_SUFFIX):
-            shards = _shard_names(weights, filename, where)
-            if expected is not None:
-                raise ConfigError(
-                    f"`sha256` pins one weights file, and {where} is a checkpoint of "
-                    f"{len(shards)} shards; add it without `sha256` (the Hub's sha256 of every "
-                    "shard is checked and recorded)"
-                )
-            paths = []
-            for shard in shards:
-                path = download(shard, at)
-                files.append((shard, _verified(path, shard, where)))
-                paths.append(path)
-            checkpoint = Shards(tuple(paths))
+        if expected is not None and filename.endswith(INDEX_SUFFIX):
+            raise ConfigError(
+                f"`sha256` pins one weights file, and {where}'s {filename} is a sharded "
+                "checkpoint; add it without `sha256` (the Hub's sha256 of every shard is "
+                "checked and recorded)"
+            )
+        found = _checkpoint_files(lambda shard: download(shard, at), weights, filename, where)
+        files = _hashed(found, where)
         if expected is not None and files[0][1] != expected:
             raise HubError(
                 f"cannot add `{where}`: {filename} has sha256 {files[0][1]}, not the expected "
@@ -259,25 +254,152 @@ def add_from_hub(
                 repo_id=repo_id,
                 revision=at,
             )
-    provenance = Provenance(repo_id, at, tuple(files))
+    provenance = Provenance(repo_id, at, files)
+    return _add_library_model(
+        zoo, architecture, config, _checkpoint(found), name=entry_name, dataset=dataset,
+        tags={**own_tags, **provenance.tags()}, kind=kind, created=created, evaluate=evaluate,
+        device=device,
+    )  # fmt: skip
+
+
+def add_from_folder(
+    zoo: Zoo,
+    folder: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    dataset: str | None = None,
+    tags: Mapping[str, object] | None = None,
+    kind: str = "solution",
+    trust_remote_code: bool = False,
+    created: datetime | None = None,
+    evaluate: bool = True,
+    device: str | torch.device = "auto",
+) -> Entry:
+    """Add the model saved in ``folder`` as the Hub's libraries save one: ``config.json``
+    and safetensors weights (``model.safetensors``, or a sharded checkpoint's
+    ``model.safetensors.index.json`` and its shards), as transformers' ``save_pretrained``
+    or ``huggingface-cli download --local-dir`` write them, or a snapshot in the Hub cache.
+
+    Read as :func:`add_from_hub` reads a repository (the same checks, the same
+    architectures and layouts), without the Hub. A snapshot of the Hub cache
+    (``.../models--ORG--NAME/snapshots/COMMIT``) is recorded as if added from
+    ``hf://ORG/NAME@COMMIT`` (``hf.*`` tags), each file checked against the sha256 the
+    cache names its blob by; ``name`` defaults to the repository's name there, else to
+    the folder's. Pickled weights alone (``pytorch_model.bin``) are refused unread.
+    """
+    root = Path(folder).resolve()
+    where = f"folder `{clip(str(folder), 160)}`"
+    snapshot = _cache_snapshot(root)
+    default = snapshot[0].split("/")[-1] if snapshot is not None else root.name
+    entry_name = check_name(name if name is not None else default)
+    own_tags = _own_tags(tags)
+    config_file = root / CONFIG_FILE
+    if not config_file.is_file():
+        raise ConfigError(
+            f"{where} holds no {CONFIG_FILE}; canon adds a folder that a library saved a "
+            "model in (config.json and .safetensors weights); give a checkpoint file instead"
+        )
+    config = _read_config(config_file, where)
+    architecture = adapter_name(config)
+    _check_code(config, architecture, where, trust_remote_code)
+    filename = next((f for f in (WEIGHTS_FILE, INDEX_FILE) if (root / f).is_file()), None)
+    if filename is None:
+        pickled = sorted(p.name for p in root.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+        held = f"; it holds pickled weights ({clip(', '.join(pickled), 80)})" if pickled else ""
+        raise CheckpointFormatError(
+            f"{where} has no {WEIGHTS_FILE} nor {INDEX_FILE}{held}. canon reads safetensors "
+            "only and never unpickles: save the model with save_pretrained (safetensors is its "
+            "default), or convert the weights to safetensors where you trust them",
+            path=str(root),
+        )
+    found = _checkpoint_files(partial(_beside, root, where=where), root / filename, filename, where)
+    if snapshot is not None:  # recorded as the Hub's, each file checked against its blob's name
+        own_tags |= Provenance(snapshot[0], snapshot[1], _hashed(found, where)).tags()
+    return _add_library_model(
+        zoo, architecture, config, _checkpoint(found), name=entry_name, dataset=dataset,
+        tags=own_tags, kind=kind, created=created, evaluate=evaluate, device=device,
+    )  # fmt: skip
+
+
+def _beside(root: Path, shard: str, *, where: str) -> Path:
+    """The shard file ``shard`` of the folder ``root`` (its index lists it), which must be there."""
+    path = root / shard
+    if not path.is_file():
+        raise CheckpointFormatError(
+            f"{where}: the shard index lists `{clip(shard, 80)}`, which is not in the folder",
+            path=str(path),
+        )
+    return path
+
+
+def _own_tags(tags: Mapping[str, object] | None) -> dict[str, object]:
+    """The user's ``tags``, none of them under :data:`TAG_PREFIX` (canon writes those)."""
+    own = dict(tags or {})
+    clashes = sorted(k for k in own if str(k).startswith(TAG_PREFIX))
+    if clashes:
+        raise ConfigError(
+            f"tag `{clip(str(clashes[0]), 60)}`: tags under `{TAG_PREFIX}` record where an entry "
+            "came from; canon writes them"
+        )
+    return own
+
+
+def _cache_snapshot(root: Path) -> tuple[str, str] | None:
+    """(repository id, commit) where ``root`` is a snapshot folder of the Hub cache
+    (``models--ORG--NAME/snapshots/<40 hex digits>``), else None."""
+    repo_folder = root.parent.parent.name
+    if root.parent.name != "snapshots" or not re.fullmatch(r"[0-9a-f]{40}", root.name):
+        return None
+    if not repo_folder.startswith("models--"):
+        return None
+    try:
+        return check_repo_id(repo_folder[len("models--") :].replace("--", "/")), root.name
+    except HubError:
+        return None
+
+
+def _checkpoint_files(
+    fetch: Callable[[str], Path], weights: Path, filename: str, where: str
+) -> list[tuple[str, Path]]:
+    """The files of the checkpoint ``weights`` (named ``filename``), each (name, path): the
+    safetensors file itself, or a shard index and the shards it lists, which ``fetch``
+    gets by name."""
+    files = [(filename, weights)]
+    if filename.endswith(INDEX_SUFFIX):
+        files += [(shard, fetch(shard)) for shard in _shard_names(weights, filename, where)]
+    return files
+
+
+def _checkpoint(files: list[tuple[str, Path]]) -> Path | Shards:
+    """What :meth:`~canon.zoo.Zoo.add` reads of :func:`_checkpoint_files`' ``files``."""
+    if files[0][0].endswith(INDEX_SUFFIX):
+        return Shards(tuple(path for _, path in files[1:]))
+    return files[0][1]
+
+
+def _hashed(files: list[tuple[str, Path]], where: str) -> tuple[tuple[str, str], ...]:
+    """Each file's (name, sha256), checked against the sha256 a Hub cache names its blob
+    by (:func:`_verified`)."""
+    return tuple((name, _verified(path, name, where)) for name, path in files)
+
+
+def _add_library_model(
+    zoo: Zoo,
+    architecture: str,
+    config: dict[str, Any],
+    checkpoint: Path | Shards,
+    **options: Any,
+) -> Entry:
+    """:meth:`~canon.zoo.Zoo.add` of a library's ``checkpoint`` of ``architecture`` built
+    from ``config`` (a config.json), brought into canon's layout first where the library's
+    differs (:class:`~canon.architectures.LibraryLayout`)."""
     added: Path | Shards | dict[str, torch.Tensor] = checkpoint
     layout = library_layout(build_model(architecture, {"config": config}, device="meta"))
     if layout != LibraryLayout():
         files_in = checkpoint.paths if isinstance(checkpoint, Shards) else (checkpoint,)
         spec = declared_spec(architecture, {"config": config})
         added = _in_canon_layout(files_in, layout, spec)
-    return zoo.add(
-        added,
-        name=entry_name,
-        architecture=architecture,
-        config={"config": config},
-        dataset=dataset,
-        tags={**own_tags, **provenance.tags()},
-        kind=kind,
-        created=created,
-        evaluate=evaluate,
-        device=device,
-    )
+    return zoo.add(added, architecture=architecture, config={"config": config}, **options)
 
 
 def _in_canon_layout(

@@ -334,7 +334,12 @@ def prepare(
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            what = "is a folder" if path.is_dir() else "does not exist or is not a file"
+            what = "does not exist or is not a file"
+            if path.is_dir():
+                what = (
+                    "is a folder (one a library saved a model in, with config.json, adds with "
+                    "`canon add FOLDER`, Python: canon.hub.add_from_folder(zoo, FOLDER))"
+                )
             raise CheckpointFormatError(
                 f"`{clip(str(path))}` {what}; give a .safetensors or .pt checkpoint file",
                 path=str(path),
