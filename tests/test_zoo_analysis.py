@@ -124,7 +124,7 @@ def test_cache_only_requests_compute_nothing(zoo):
     other = {"in_features": 64, "hidden": [8], "classes": 10}
     zoo.add(build_model("mlp", other).state_dict(), name="narrow", architecture="mlp",
             config=other, dataset="digits")  # fmt: skip
-    with pytest.raises(ConfigError, match="different architectures"):
+    with pytest.raises(ConfigError, match=r"2 families: 1 of mlp \w+ \(net-0\); 1 of mlp"):
         zoo.barrier_table(["net-0", "narrow"], points=5, compute=False)
     with pytest.raises(ConfigError):
         zoo.barrier_table(["net-0", "net-1"], path="bend", compute=False)
@@ -169,8 +169,12 @@ def test_bad_requests(zoo, tmp_path):
     zoo.add(
         build_model(*other), name="odd", architecture=other[0], config=other[1], dataset="digits"
     )
+    before = zoo.pair_computations
+    with pytest.raises(ConfigError, match=r"of 2 families: .*\(odd\)\. A table compares"):
+        zoo.barrier_table(points=5, device="cpu")  # every entry: two families
     with pytest.raises(ConfigError, match="different architectures"):
-        zoo.barrier_table(["net-0", "odd"], points=5, device="cpu")
+        zoo.compare("net-0", "odd", points=5, device="cpu")
+    assert zoo.pair_computations == before
 
 
 def test_manifest_rebuilds_the_index(zoo, tmp_path):

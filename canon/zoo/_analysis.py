@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from canon._limits import clip
 from canon.core.geometry import Distances
 from canon.core.paths import check_points
 from canon.core.precision import state_dtype, to_working
@@ -292,6 +293,7 @@ def barrier_table(
     check_points(points)
     check_executor(executor, address)
     chosen = _resolve(zoo, entries)
+    _check_one_family(chosen)
     kind = path if metric in CURVE_METRICS else "distances"
     if kind != "distances" and kind not in list_path_kinds(comparable=True):
         raise ConfigError(f"`{path}` is not a path kind a table can use")
@@ -343,6 +345,28 @@ def barrier_table(
         options=({"points": points} if kind != "distances" else {})
         | {"method": method}
         | reference_fields(reference),
+    )
+
+
+def _check_one_family(chosen: Sequence[Entry]) -> None:
+    """Raise :class:`ConfigError` naming each family and its entries, where ``chosen``
+    spans several (a table compares networks of one architecture and config)."""
+    families: dict[str, list[Entry]] = {}
+    for e in chosen:
+        families.setdefault(e.family, []).append(e)
+    if len(families) < 2:
+        return
+
+    def named(members: list[Entry]) -> str:
+        names = ", ".join(e.name for e in members[:3]) + (", ..." if len(members) > 3 else "")
+        first = members[0]
+        return f"{len(members)} of {clip(first.architecture, 40)} {first.family[:12]} ({names})"
+
+    raise ConfigError(
+        f"the entries are of {len(families)} families: "
+        + "; ".join(named(m) for m in families.values())
+        + ". A table compares networks of one architecture and config: name its entries, "
+        "or select them by --tag"
     )
 
 
