@@ -556,3 +556,53 @@ def test_entries_without_a_dataset_are_told_how_to_name_one(tmp_path: Path) -> N
         run(zoo, "edit", name, "--dataset", f"npz:{data}")
     compared = run(zoo, "compare", "a", "b", "--points", "3", "--path", "linear", "--json")
     assert json.loads(compared.stdout)
+
+
+def test_several_checkpoints_add_as_one(tmp_path: Path) -> None:
+    """`canon add runs/*/model.pt`: one entry a file, named after its folder where the
+    files' names repeat, each evaluated; then the same files again and a list whose last
+    file does not fit the architecture are refused whole, the zoo unchanged."""
+    zoo = init(tmp_path / "zoo")
+    files = []
+    for seed in range(3):
+        folder = tmp_path / "runs" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        torch.save(mlp_state(seed), folder / "model.pt")
+        files.append(str(folder / "model.pt"))
+    data = tmp_path / "rows.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.normal(size=(30, 6)).astype(np.float32), y=np.arange(30) % 3)
+    added = run(zoo, "add", *files, *MLP, "--dataset", f"npz:{data}", "--tag", "sweep=1", "--json")
+    entries = json.loads(added.stdout)["entries"]
+    assert [e["name"] for e in entries] == ["seed0", "seed1", "seed2"]
+    assert all(e["tags"] == {"sweep": "1"} and "train_error" in e["metrics"] for e in entries)
+    with Zoo.open(zoo) as opened:
+        assert all(same(opened.state(f"seed{s}"), mlp_state(s)) for s in range(3))
+    before = snapshot(zoo)
+    again = run(zoo, "add", *files, *MLP, code=1)  # the names are taken: nothing is read
+    assert "an entry named `seed0` already exists" in again.stderr
+    wide = {"in_features": 6, "hidden": [7], "classes": 3}
+    save_file(build_model("mlp", wide).state_dict(), tmp_path / "wide.safetensors")
+    for seed in (3, 4):
+        save_file(mlp_state(seed), tmp_path / f"more{seed}.safetensors")
+    more = [str(tmp_path / f"more{s}.safetensors") for s in (3, 4)]
+    refused = run(zoo, "add", *more, str(tmp_path / "wide.safetensors"), *MLP, code=1)
+    assert "wide.safetensors" in refused.stderr
+    assert snapshot(zoo) == before  # neither more3 nor more4 was added
+    named = run(zoo, "add", *more, "--name", "x", *MLP, code=1)
+    assert "`--name` names one entry" in named.stderr
+    folder = run(zoo, "add", more[0], str(tmp_path / "runs"), *MLP, code=1)
+    assert "which add one at a time" in folder.stderr
+    assert snapshot(zoo) == before
+
+
+def test_names_for_several_files() -> None:
+    """Files' names without their checkpoint suffix, else their folders' names, else an
+    error asking for names."""
+    from canon.errors import ConfigError
+    from canon.zoo._ingest import names_for
+
+    assert names_for(["a/s.1.safetensors", "a/s.2.pt"]) == ["s.1", "s.2"]
+    assert names_for(["r/seed0/model.pt", "r/seed1/model.pt"]) == ["seed0", "seed1"]
+    with pytest.raises(ConfigError, match="tell these files apart"):
+        names_for(["r/x/model.pt", "s/x/model.pt"])

@@ -17,7 +17,14 @@ from canon._format import pct
 from canon._limits import clip
 from canon._options import parse_json, parse_tags
 from canon.cli._app import App, command, emit
-from canon.cli._common import entry_summary, index_path, open_zoo, read_entries, zoo_path
+from canon.cli._common import (
+    entry_summary,
+    index_path,
+    open_zoo,
+    progress,
+    read_entries,
+    zoo_path,
+)
 from canon.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -45,7 +52,7 @@ def init(app: App) -> None:
 
 
 @command()
-@click.argument("file")
+@click.argument("files", metavar="FILE...", nargs=-1, required=True)
 @click.option(
     "--name",
     default=None,
@@ -92,7 +99,7 @@ def init(app: App) -> None:
 @click.option("--cache-dir", default=None, help="hf:// only: the Hub cache folder.")
 def add(
     app: App,
-    file: str,
+    files: tuple[str, ...],
     name: str | None,
     arch: str | None,
     config_json: str | None,
@@ -117,8 +124,16 @@ def add(
     (save_pretrained's, a downloaded snapshot), config.json names the architecture
     (transformers or timm) and the safetensors weights are checked against it; the Hub's
     repository, commit and sha256s are recorded as hf.* tags.
+
+    Several checkpoint files add as one (all of them or none), each named after its file,
+    or after its folder where the files' names repeat (runs/seed0/model.pt: seed0).
     """
     from canon.hub import is_hub_url
+
+    if len(files) > 1:
+        _add_files(app, files, name, arch, config_json, dataset, input_shape, key, tags, kind)
+        return
+    (file,) = files
 
     from_config = {
         "--arch": arch,
@@ -184,6 +199,48 @@ def add(
             key=key,
         )
     _added(app, entry, dataset)
+
+
+def _add_files(
+    app: App,
+    files: tuple[str, ...],
+    name: str | None,
+    arch: str | None,
+    config_json: str | None,
+    dataset: str | None,
+    input_shape: str | None,
+    key: str | None,
+    tags: tuple[str, ...],
+    kind: str,
+) -> None:
+    """``canon add FILE FILE ...``: checkpoint files added as one."""
+    from canon.hub import is_hub_url
+
+    if name is not None:
+        raise ConfigError(
+            "`--name` names one entry; several files are named after themselves (or their "
+            "folders): add a file at a time to name it"
+        )
+    odd = next((f for f in files if is_hub_url(f) or Path(f).is_dir()), None)
+    if odd is not None:
+        raise ConfigError(
+            f"`{clip(odd, 120)}` is a Hub address or a folder, which add one at a time; "
+            "several at once are checkpoint files"
+        )
+    config = parse_json(config_json) if config_json is not None else None
+    shape = _parse_shape(input_shape) if input_shape is not None else None
+    with open_zoo(app) as zoo, _notes_to(app), progress(app, "checkpoints") as bar:
+        entries = zoo.add_files(
+            files, architecture=arch, config=config, dataset=dataset, tags=parse_tags(tags),
+            kind=kind, device=app.device, input_shape=shape, key=key, progress=bar,
+        )  # fmt: skip
+    if dataset is not None and any("train_error" not in e.metrics for e in entries):
+        app.log(f"note: dataset `{dataset}` cannot be loaded here; no errors computed")
+    emit(
+        app,
+        {"entries": [e.to_dict() for e in entries]},
+        lambda: "\n".join(f"added {entry_summary(e)}" for e in entries),
+    )
 
 
 def _added(app: App, entry: Entry, dataset: str | None) -> None:

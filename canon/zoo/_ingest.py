@@ -49,6 +49,7 @@ __all__ = [
     "Source",
     "check_group_sizes",
     "declared_spec",
+    "names_for",
     "pack",
     "prepare",
 ]
@@ -113,6 +114,32 @@ class Incoming:
     prepare: Callable[[], Prepared]
     parents: Sequence[str]
     fields: EntryFields
+
+
+def names_for(files: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Entry names for checkpoint ``files``: each file's name without its checkpoint
+    suffix (``seed3.safetensors``: ``seed3``), or, where those repeat, its folder's name
+    (``runs/seed3/model.pt``: ``seed3``). A :class:`ConfigError` where neither tells the
+    files apart; the names themselves are checked where they are used."""
+    paths = [Path(f) for f in files]
+    for names in (
+        [_without_suffix(p.name) for p in paths],
+        [p.resolve().parent.name for p in paths],
+    ):
+        if len(set(names)) == len(names):
+            return names
+    raise ConfigError(
+        "neither the files' names nor their folders' tell these files apart; give them names "
+        "(one file at a time with --name, or Python: names=[...])"
+    )
+
+
+def _without_suffix(name: str) -> str:
+    """A checkpoint file's name without its suffix (.safetensors, .pt, .pth, .ckpt)."""
+    for suffix in (".safetensors", *TORCH_SUFFIXES):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def check_group_sizes(spec: Spec, where: str) -> None:

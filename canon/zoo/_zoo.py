@@ -10,6 +10,7 @@ and tables (:mod:`canon.zoo._analysis`) from the cache or by computing them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import OrderedDict
@@ -31,6 +32,7 @@ from canon.errors import (
     ConfigError,
     CorruptZooError,
     InvalidEntryError,
+    NameClashError,
     ReadOnlyZooError,
     ZooError,
 )
@@ -42,6 +44,7 @@ from canon.zoo._ingest import (
     Prepared,
     Source,
     check_group_sizes,
+    names_for,
     prepare,
     spec_for,
 )
@@ -351,6 +354,64 @@ class Zoo:
             errors = errors_on(model, prepared.state, dataset, device, prepared.architecture)
             fields = replace(fields, metrics=check_metrics({**errors, **(metrics or {})}))
         return self.add_prepared(prepared, parents, fields)
+
+    def add_files(
+        self,
+        files: Sequence[str | os.PathLike[str]],
+        *,
+        names: Sequence[str] | None = None,
+        architecture: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        dataset: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        kind: str = "solution",
+        evaluate: bool = True,
+        device: str | torch.device = "auto",
+        input_shape: Sequence[int] | None = None,
+        key: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Entry]:
+        """Add several checkpoint files as :meth:`add` adds one, all of them or none.
+
+        ``names`` default to the files' names without their suffixes, or where those
+        repeat (``seed0/model.pt``, ``seed1/model.pt``) to their folders' names
+        (:func:`~canon.zoo.names_for`). Every file is read, checked and (with
+        ``evaluate`` and a ``dataset`` that loads here) evaluated first, one at a time,
+        ``progress(done, total)`` told after each; then all are written in one index
+        transaction (:meth:`add_many`, reading each file again, so that no two networks
+        are held at once). Should anything fail, the zoo is left as it was.
+        """
+        chosen = list(names) if names is not None else names_for(files)
+        if len(chosen) != len(files):
+            raise ConfigError(f"{len(files)} files and {len(chosen)} names")
+        # every name checked, and free, before any file is read
+        fields = [entry_fields(name, kind, tags, None, dataset) for name in chosen]
+        repeated = sorted({n for n in chosen if chosen.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"the name `{repeated[0]}` is given to several files")
+        taken = [n for n in chosen if n in self]
+        if taken:
+            raise NameClashError(f"an entry named `{taken[0]}` already exists", name=taken[0])
+        data = pinned(dataset)
+
+        def read(file: str | os.PathLike[str]) -> Prepared:
+            return self.prepare(
+                file, architecture, config, input_shape=input_shape, key=key, dataset=data
+            )
+
+        items = []
+        for done, (file, field) in enumerate(zip(files, fields, strict=True), start=1):
+            field = replace(field, dataset=data)
+            prepared = read(file)
+            if evaluate and data is not None:
+                model = build_model(prepared.architecture, prepared.config)
+                errors = errors_on(model, prepared.state, data, device, prepared.architecture)
+                field = replace(field, metrics=check_metrics(errors))
+            del prepared  # one network at a time
+            items.append(Incoming(functools.partial(read, file), (), field))
+            if progress is not None:
+                progress(done, len(files))
+        return self.add_many(items)
 
     def prepare(
         self,
