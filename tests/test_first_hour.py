@@ -606,3 +606,15 @@ def test_names_for_several_files() -> None:
     assert names_for(["r/seed0/model.pt", "r/seed1/model.pt"]) == ["seed0", "seed1"]
     with pytest.raises(ConfigError, match="tell these files apart"):
         names_for(["r/x/model.pt", "s/x/model.pt"])
+
+
+def test_a_plain_safetensors_file_asks_for_its_architecture(tmp_path: Path) -> None:
+    """A safetensors file that does not name its architecture is refused with the options
+    to type; with them it adds."""
+    zoo = init(tmp_path / "zoo")
+    save_file(mlp_state(0), tmp_path / "net.safetensors")
+    refused = add(zoo, tmp_path / "net.safetensors", "net", code=1)
+    assert "--arch NAME --config JSON" in refused.stderr
+    assert (
+        entry(zoo, add(zoo, tmp_path / "net.safetensors", "net", *MLP) and "net")["name"] == "net"
+    )

@@ -204,7 +204,8 @@ def _from_metadata(meta: Mapping[str, str], where: str) -> tuple[str, dict[str, 
     if META_ARCH not in meta:
         raise ConfigError(
             f"{where} does not name its architecture (no `{META_ARCH}` metadata); "
-            "pass architecture= (and config=)"
+            "name it: --arch NAME --config JSON (a registered architecture, such as mlp, or "
+            "module:function for your own code; Python: architecture=, config=)"
         )
     config = loads_json(meta.get(META_CONFIG, "{}"), what=f"{where}: metadata `{META_CONFIG}`")
     if not isinstance(config, dict):
