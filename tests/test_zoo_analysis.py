@@ -12,6 +12,7 @@ import pytest
 import torch
 from zoos import copy_zoo
 
+from canon._format import pct
 from canon.architectures import build_model
 from canon.data import load_dataset, subset
 from canon.engine import train
@@ -137,6 +138,9 @@ def test_table_serializations(zoo):
     assert data["names"] == ["net-0", "net-1", "net-2"] and data["metric"] == "barrier"
     lines = table.to_csv().strip().splitlines()
     assert lines[0] == ",net-0,net-1,net-2" and lines[1].startswith("net-0,0,")
+    text = str(table).splitlines()  # as `canon table` prints it
+    assert text[0] == "barrier" and text[1].split() == ["0", "1", "2"]
+    assert text[3].split() == ["net-1", *(pct(v) for v in table.matrix[1]), "[1]"]
 
 
 def test_compare_is_cached_and_oriented(zoo):

@@ -189,19 +189,7 @@ def table(
     elif fmt == "csv":
         click.echo(result.to_csv(), nl=False)
     else:
-        click.echo(_matrix_text(result.names, result.matrix, metric))
-
-
-def _matrix_text(names: list[str], matrix: list[list[float]], metric: str) -> str:
-    as_pct = metric in ("barrier", "excess") or metric.endswith("fraction")
-    cells = [[pct(v) if as_pct else f"{v:.4g}" for v in row] for row in matrix]
-    width = max(8, *(len(c) for row in cells for c in row))
-    label = max(len(n) for n in names)
-    head = " " * label + "  " + " ".join(f"{i:>{width}}" for i in range(len(names)))
-    lines = [f"{metric}", head]
-    for i, (name, row) in enumerate(zip(names, cells, strict=True)):
-        lines.append(f"{name:<{label}}  " + " ".join(f"{c:>{width}}" for c in row) + f"  [{i}]")
-    return "\n".join(lines)
+        click.echo(result.to_text())
 
 
 @command()

@@ -113,6 +113,13 @@ class Table:
         """The matrix as CSV with a header row and a name column."""
         return self.to_data().to_csv()
 
+    def to_text(self) -> str:
+        """The matrix as `canon table` prints it (also ``str(table)``)."""
+        return self.to_data().to_text()
+
+    def __str__(self) -> str:
+        return self.to_text()
+
     def to_pandas(self) -> Any:
         """The matrix as a pandas DataFrame (needs pandas installed)."""
         try:

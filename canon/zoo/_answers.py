@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from canon._format import pct
 from canon.engine.kinds import get_matching, list_path_kinds
 from canon.errors import CanonError
 from canon.zoo._keys import (
@@ -78,6 +79,22 @@ class TableData:
         for name, row in zip(self.names, self.matrix, strict=True):
             writer.writerow([name, *(f"{v:.6g}" for v in row)])
         return out.getvalue()
+
+    def to_text(self) -> str:
+        """The matrix as `canon table` prints it: the metric, then a row per entry (its
+        number in brackets), barriers and fractions in percent."""
+        metric = self.metric
+        if not self.names:
+            return f"{metric}\n(no entries)"
+        as_pct = metric in ("barrier", "excess") or metric.endswith("fraction")
+        cells = [[pct(v) if as_pct else f"{v:.4g}" for v in row] for row in self.matrix]
+        width = max(8, *(len(c) for row in cells for c in row))
+        label = max(len(n) for n in self.names)
+        head = " " * label + "  " + " ".join(f"{i:>{width}}" for i in range(len(self.names)))
+        lines = [f"{metric}", head]
+        for i, (name, row) in enumerate(zip(self.names, cells, strict=True)):
+            lines.append(f"{name:<{label}}  " + " ".join(f"{c:>{width}}" for c in row) + f"  [{i}]")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
