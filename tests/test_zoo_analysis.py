@@ -157,6 +157,13 @@ def test_compare_is_cached_and_oriented(zoo):
         )
     assert ab.distances == ba.distances
     assert json.loads(json.dumps(ab.to_dict()))["a"] == "net-0"
+    shown = str(ab).splitlines()  # as `canon compare` prints it
+    assert shown[:2] == ["net-0 vs net-1", "distances:"]
+    assert shown[-1].split() == [
+        "geodesic",
+        pct(ab.curves["geodesic"].barrier),
+        pct(ab.curves["geodesic"].excess),
+    ]
     again = zoo.compare("net-0", "net-1", points=5, device="cpu")  # from the cache
     assert json.dumps(again.to_dict()) == json.dumps(ab.to_dict())  # printed alike, key order too
 

@@ -114,19 +114,10 @@ def compare(
             plot_curves(result.curves, plot_file, title=f"{result.a} vs {result.b}")
             app.log(f"wrote {plot_file}")
         data = result.to_dict()
+    from canon.zoo import comparison_text
+
     answer = data
-
-    def text() -> str:
-        lines = [f"{answer['a']} vs {answer['b']}", "distances:"]
-        lines += [f"  {k:<26} {v:.4g}" for k, v in answer["distances"].items()]
-        lines.append(f"  {'path':<16} {'barrier':>9} {'excess':>9}")
-        lines += [
-            f"  {kind:<16} {pct(c['barrier']):>9} {pct(c['excess']):>9}"
-            for kind, c in answer["curves"].items()
-        ]
-        return "\n".join(lines)
-
-    emit(app, answer, text)
+    emit(app, answer, lambda: comparison_text(answer))
 
 
 @command()

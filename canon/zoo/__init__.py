@@ -48,6 +48,7 @@ _EXPORTS = {
     "EntryDetails": "canon.zoo._answers",
     "TableData": "canon.zoo._answers",
     "cached_comparison": "canon.zoo._answers",
+    "comparison_text": "canon.zoo._answers",
     "cached_table": "canon.zoo._answers",
     "entry_details": "canon.zoo._answers",
     "MIDPOINT_PATHS": "canon.zoo._midpoints",  # re-exported from canon.engine
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
     from canon.zoo._answers import TableData as TableData
     from canon.zoo._answers import cached_comparison as cached_comparison
     from canon.zoo._answers import cached_table as cached_table
+    from canon.zoo._answers import comparison_text as comparison_text
     from canon.zoo._answers import entry_details as entry_details
     from canon.zoo._index import Index as Index
     from canon.zoo._ingest import META_ARCH as META_ARCH

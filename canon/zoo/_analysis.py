@@ -32,7 +32,7 @@ from canon.engine import (
 )
 from canon.engine.landscape import as_data
 from canon.errors import ConfigError, DatasetError, NotCachedError
-from canon.zoo._answers import TableData
+from canon.zoo._answers import TableData, comparison_text
 from canon.zoo._executors import check_executor, run_pairs
 from canon.zoo._keys import (
     CURVE_METRICS,
@@ -82,6 +82,10 @@ class Comparison:
             "distances": self.distances.to_dict(),
             "curves": {kind: curve.to_dict() for kind, curve in self.curves.items()},
         }
+
+    def __str__(self) -> str:
+        """The comparison as `canon compare` prints it."""
+        return comparison_text(self.to_dict())
 
 
 @dataclass(frozen=True, eq=False)

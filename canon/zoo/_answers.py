@@ -97,6 +97,19 @@ class TableData:
         return "\n".join(lines)
 
 
+def comparison_text(comparison: Mapping[str, Any]) -> str:
+    """A comparison (its JSON-ready form) as `canon compare` prints it: the distances, then
+    each path's barrier and excess in percent."""
+    lines = [f"{comparison['a']} vs {comparison['b']}", "distances:"]
+    lines += [f"  {k:<26} {v:.4g}" for k, v in comparison["distances"].items()]
+    lines.append(f"  {'path':<16} {'barrier':>9} {'excess':>9}")
+    lines += [
+        f"  {kind:<16} {pct(c['barrier']):>9} {pct(c['excess']):>9}"
+        for kind, c in comparison["curves"].items()
+    ]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class EntryDetails:
     """An entry with the names of its parents and of its family's reference."""
