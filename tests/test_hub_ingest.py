@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hub_server import FakeHub
@@ -271,6 +272,36 @@ def test_adapter_names_and_configs_are_checked(libraries: None) -> None:
     wide = {**TIMM_CONFIG, "model_args": {"channels": [2**17] * 4, "stem_width": 2**17}}
     with pytest.raises(ConfigError, match="canon builds at most"):
         build_model("timm/resnet18", {"config": wide})  # refused on the meta device
+
+
+def test_a_timm_checkpoint_takes_its_input_shape_into_its_config(
+    timm_state: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    """A checkpoint of a timm model trained elsewhere adds as `timm/MODEL` with a config
+    that names neither the model again nor the input shape: --input-shape (or the
+    dataset's samples) goes to `pretrained_cfg.input_size`, where timm's configs hold it;
+    without either, the error says how; a shape against the config's own is refused."""
+    config = {k: v for k, v in TIMM_CONFIG.items() if k not in ("architecture", "pretrained_cfg")}
+    args = {"architecture": "timm/resnet18", "config": {"config": config}}
+    with Zoo.open(tmp_path / "zoo") as zoo:
+        before = _snapshot(zoo.root)
+        with pytest.raises(ConfigError, match=r"pass --input-shape.*config\.pretrained_cfg"):
+            zoo.add(timm_state, name="r", **args)
+        assert _snapshot(zoo.root) == before
+        entry = zoo.add(timm_state, name="r", input_shape=(3, 16, 16), **args)
+        assert entry.config == {"config": {**config, "pretrained_cfg": {"input_size": [3, 16, 16]}}}
+        state = zoo.state(entry)
+        assert all(torch.equal(state[k], timm_state[k]) for k in timm_state)
+        shaped = {"config": {**TIMM_CONFIG}}
+        with pytest.raises(ConfigError, match=r"takes inputs of shape \[3, 16, 16\]"):
+            zoo.add(timm_state, name="s", architecture="timm/resnet18", config=shaped,
+                    input_shape=(3, 32, 32))  # fmt: skip
+    images = tmp_path / "images.npz"
+    rng = np.random.default_rng(0)
+    np.savez(images, x=rng.normal(size=(20, 3, 16, 16)).astype(np.float32), y=np.arange(20) % 10)
+    with Zoo.open(tmp_path / "other") as other:
+        from_data = other.add(timm_state, name="r", dataset=f"npz:{images}", **args)
+        assert from_data.family == entry.family and "train_error" in from_data.metrics
 
 
 @pytest.fixture(scope="module")

@@ -527,13 +527,17 @@ def library_layout(model: nn.Module) -> LibraryLayout:
     )
 
 
+#: Where a timm config sets the shape of one input sample (what canon traces it with).
+TIMM_INPUT_SHAPE_AT = ("config", "pretrained_cfg", "input_size")
+
+
 def _timm_model_of(model: str, made: HubConfig) -> nn.Module:
-    """A timm model from a timm ``config.json`` (``architecture``, ``num_classes``,
-    ``model_args``, ``pretrained_cfg``), weights not loaded. Its input shape is
-    ``pretrained_cfg.input_size`` when given (what canon traces it with)."""
+    """A timm model from a timm ``config.json`` (``architecture``, default ``model``;
+    ``num_classes``, ``model_args``, ``pretrained_cfg``), weights not loaded. Its input
+    shape is ``pretrained_cfg.input_size`` when given (what canon traces it with)."""
     architecture = f"{TIMM}/{model}"
     raw = made.config
-    named = raw.get("architecture")
+    named = raw.get("architecture", model)
     if not isinstance(named, str) or _timm_model(named) != model:
         raise ConfigError(
             f"architecture `{architecture}` needs a config whose `architecture` is `{model}` "
@@ -570,6 +574,7 @@ def _family(
     check: Callable[[str], str],
     build: Callable[[str, HubConfig], nn.Module],
     what: str,
+    input_shape_at: tuple[str, ...] = (),
 ) -> Callable[[str], Architecture]:
     """The maker of ``prefix/<model>`` architectures for the registry's family hook."""
 
@@ -585,6 +590,7 @@ def _family(
             HubConfig,
             functools.partial(build, model),
             f"{what} `{model}` built from a Hub repository's config.json",
+            input_shape_at,
         )
 
     return make
@@ -593,4 +599,7 @@ def _family(
 register_family(
     TRANSFORMERS, _family(TRANSFORMERS, _model_type, _transformers_model, "transformers model type")
 )
-register_family(TIMM, _family(TIMM, _timm_model, _timm_model_of, "timm model"))
+register_family(
+    TIMM,
+    _family(TIMM, _timm_model, _timm_model_of, "timm model", TIMM_INPUT_SHAPE_AT),
+)

@@ -68,12 +68,15 @@ MAX_INPUT_NUMBERS = 2**22
 
 @dataclass(frozen=True)
 class Architecture:
-    """A registered architecture: its name, config dataclass and factory."""
+    """A registered architecture: its name, config dataclass and factory, and where in its
+    config the shape of one input sample goes when the config may leave it out
+    (``input_shape_at``, keys from the top; empty: the config always implies it)."""
 
     name: str
     config_type: type[Any]
     factory: Callable[[Any], nn.Module]
     description: str = ""
+    input_shape_at: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -135,7 +138,7 @@ def get_architecture(name: str) -> Architecture:
     families = "".join(f", {p}/MODEL" for p in sorted(_FAMILIES))
     raise UnknownNameError(
         f"unknown architecture `{clip(name, 100)}`{hint} (known: {known}{families}; "
-        "or give module:function)",
+        "or give module:function, such as torchvision.models:resnet18 for torchvision's)",
         name=name,
     )
 

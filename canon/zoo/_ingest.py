@@ -24,7 +24,13 @@ from canon._limits import (
     clip,
     loads_json,
 )
-from canon.architectures import LibraryLayout, build_model, library_layout, resolve_config
+from canon.architectures import (
+    LibraryLayout,
+    build_model,
+    get_architecture,
+    library_layout,
+    resolve_config,
+)
 from canon.checkpoint import STATE_KEYS, Located, load_state, locate_state, read_header
 from canon.core import Spec, check_state, spec_from_module, tied_names
 from canon.core.lazy_similarity import structured
@@ -556,15 +562,28 @@ def _with_input_shape(
     """
     shape = None if given is None else _as_shape(given)
     if not names_code(architecture):
-        if shape is not None:
-            own = _own_shape(build_model(architecture, full, device="meta"))
-            if own != shape:
-                raise ConfigError(
-                    f"architecture `{architecture}` takes inputs of shape "
-                    f"{list(own) if own else '?'} as its config sets them, not {list(shape)}; "
-                    "the input shape of a registered architecture is set by its config "
-                    "(--input-shape is for module:function architectures)"
-                )
+        at = get_architecture(architecture).input_shape_at
+        if shape is None and not at:
+            return full, None
+        own = _own_shape(build_model(architecture, full, device="meta"))
+        if at and own is None:  # a config that may hold the shape and does not: it goes there
+            used = None
+            if shape is None:
+                shape, why = _dataset_shape(dataset)
+                if shape is None:
+                    raise ConfigError(
+                        f"cannot tell the input shape of `{architecture}` for {where}; pass "
+                        "--input-shape, such as --input-shape 3,32,32 (Python: "
+                        f"input_shape=(3, 32, 32)), or set `{'.'.join(at)}` in the config{why}"
+                    )
+                used = dataset
+            return _set_at(full, at, list(shape), architecture), used
+        if shape is not None and own != shape:
+            raise ConfigError(
+                f"architecture `{architecture}` takes inputs of shape "
+                f"{list(own) if own else '?'} as its config sets them, not {list(shape)}; "
+                "the input shape of a registered architecture is set by its config"
+            )
         return full, None
     recorded = full.get(INPUT_SHAPE)
     if shape is not None:
@@ -592,6 +611,26 @@ def _with_input_shape(
         )
     log.info("input shape %s taken from dataset `%s`", list(inferred), clip(str(dataset), 100))
     return {**full, INPUT_SHAPE: list(inferred)}, dataset
+
+
+def _set_at(
+    config: dict[str, Any], at: tuple[str, ...], value: object, architecture: str
+) -> dict[str, Any]:
+    """``config`` with ``value`` set at the keys ``at`` (objects made on the way; the
+    config itself is left as it was)."""
+    top = dict(config)
+    here = top
+    for key in at[:-1]:
+        inner = here.get(key, {})
+        if not isinstance(inner, dict):
+            raise ConfigError(
+                f"the config of `{architecture}`: `{key}` must be a JSON object, to hold "
+                f"`{'.'.join(at)}`"
+            )
+        here[key] = dict(inner)
+        here = here[key]
+    here[at[-1]] = value
+    return top
 
 
 def _as_shape(given: object) -> tuple[int, ...]:
