@@ -142,7 +142,7 @@ def test_bad_option_values_raise_config_error(spec: str, options: dict[str, obje
 
 def test_path_rules() -> None:
     """File datasets need a path; path-less datasets refuse one; both forms can't mix."""
-    with pytest.raises(ConfigError, match="needs a path"):
+    with pytest.raises(ConfigError, match=r"needs the folder it is in: .*--dataset mnist:PATH"):
         load_dataset("mnist")
     with pytest.raises(ConfigError, match="takes no path"):
         load_dataset("digits:/tmp")

@@ -216,8 +216,8 @@ def load_dataset(spec: str, **options: Any) -> Dataset:
         raise ConfigError(f"dataset {where!r} takes no path, but spec {spec!r} gives one")
     if path is None and entry.path_required:
         raise ConfigError(
-            f"dataset {where!r} needs a path: use load_dataset('{where}:PATH') "
-            f"or load_dataset('{where}', path=PATH)"
+            f"dataset {where!r} needs the folder it is in: name it {where}:PATH (--dataset "
+            f"{where}:PATH; Python: load_dataset('{where}:PATH'))"
         )
     common = {key: options.pop(key, default) for key, default in COMMON_OPTIONS.items()}
     limit_train = check_optional_int(where, "limit_train", common["limit_train"], minimum=1)
