@@ -16,8 +16,10 @@ exact faster equivalents are swapped in the evaluator's traced copy
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.func import functional_call, vmap
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from canon.core import tied_names
 from canon.core.modules import BinaryConv2d, BinaryLinear
@@ -96,6 +100,42 @@ class _Sizes(fx.Interpreter):
         out = super().run_node(n)
         if isinstance(out, Tensor):
             self.total += out.numel() * out.element_size()
+        return out
+
+
+class _PeakBytes(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """The most bytes that the tensors made by ops run under it hold at once (each counted
+    from the op that makes it until it is let go; views and ops writing into their inputs
+    make none): for a module that runs untraced (a library's model), its activations'
+    peak. Library models run dozens of small ops a layer, so the sum of their outputs
+    (what :class:`_Sizes` counts for a traced graph) would overstate their peak ten-fold
+    and more (GPT-2: 27 MB against 1.9 MB a window of 16 tokens)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.live = 0
+        self.peak = 0
+
+    def _let_go(self, size: int) -> None:
+        self.live -= size
+
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func.is_view:
+            return out
+        given = {id(t) for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, Tensor) and id(t) not in given:
+                size = t.numel() * t.element_size()
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._let_go, size)
         return out
 
 
@@ -171,6 +211,20 @@ def as_logits(out: object) -> Tensor:
     return logits[:, -1] if logits.ndim == 3 else logits
 
 
+def _last_logits_only(model: nn.Module) -> dict[str, Any]:
+    """The keywords that make a library's language model compute the logits of its last
+    token alone (transformers' ``logits_to_keep=1``), which are all :func:`as_logits`
+    keeps: the output layer then runs on one token of each window, not on all of them;
+    none for any other model."""
+    if not reads_tokens(model):
+        return {}
+    try:
+        takes = "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"logits_to_keep": 1} if takes else {}
+
+
 def logits_of(model: nn.Module, x: Tensor) -> Tensor:
     """``model(x)`` as logits (:func:`as_logits`), token ids given as integers to a model
     that reads them (:func:`reads_tokens`)."""
@@ -204,12 +258,15 @@ class Evaluator:
         self.split: _Split | None = None
         self.tied = set(tied_names(self.model))
         self.weights = sum(p.numel() for p in self.model.parameters())
+        # keywords the graph is called with (a language model: the last token's logits only)
+        self.call_options: dict[str, Any] = {}
         self._row_bytes: int | None = None  # activation bytes per input (``rows``)
         self.stackable = False  # whether small networks' points run stacked (``_chunk``)
         try:
             traced = fx.GraphModule(self.model, tracer().trace(self.model))
         except Exception:  # torch.fx raises many kinds: run the model itself
             self.tokens = reads_tokens(self.model)
+            self.call_options = _last_logits_only(self.model)
         else:
             self.tokens = False
             self.graph = optimize_graph(traced, device)
@@ -236,19 +293,24 @@ class Evaluator:
         output for one input, measured once, times the rows and networks) stay within
         the device's :func:`activation_budget`."""
         if self._row_bytes is None:
-            traced = isinstance(self.graph, fx.GraphModule)
-            self._row_bytes = self._activation_bytes() if traced else 0
+            self._row_bytes = self._activation_bytes()
         if self._row_bytes == 0:
             return self.batch_size
         fit = activation_budget(self.device) // (self._row_bytes * max(1, in_flight))
         return max(1, min(self.batch_size, fit))
 
     def _activation_bytes(self) -> int:
-        """The bytes of every node's output of the traced graph for one input."""
-        sizes = _Sizes(self.graph)
+        """The bytes of every node's output of the traced graph for one input (a module
+        that runs untraced: the peak of its ops' outputs, :class:`_PeakBytes`)."""
+        sample = self._input(template_sample(self.graph, self.x))
         with torch.inference_mode():
-            sizes.run(self._input(template_sample(self.graph, self.x)))
-        return sizes.total
+            if isinstance(self.graph, fx.GraphModule):
+                sizes = _Sizes(self.graph)
+                sizes.run(sample)
+                return sizes.total
+            with _PeakBytes() as ops:
+                self.graph(sample, **self.call_options)
+            return int(ops.peak)
 
     def _score(
         self, logits: Tensor, y: Tensor, loss: bool, scale: Tensor | None = None
@@ -439,7 +501,7 @@ class Evaluator:
                 for i in range(len(path)):
                     with loaded(graph, state_at(i)):
                         for xb, yb in batches:
-                            logits = as_logits(graph(self._input(xb)))
+                            logits = as_logits(graph(self._input(xb), **self.call_options))
                             yield range(k, k + 1), logits.unsqueeze(0), yb
                     k += 1
 

@@ -16,6 +16,8 @@ first, after the same header check. A sharded checkpoint
 (``model.safetensors.index.json``) is read shard by shard. Pickled weights
 (``pytorch_model.bin``, ``.pt``) are refused unread.
 The entry records where it came from in its tags (:class:`Provenance`).
+A folder holding a model in that form (``save_pretrained``'s, a download, a snapshot of
+the Hub cache) adds the same way without the Hub (:func:`add_from_folder`).
 """
 
 from __future__ import annotations
