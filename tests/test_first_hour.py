@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from canon.architectures import build_model
 from canon.cli import cli
-from canon.errors import SpecMismatchError
+from canon.errors import CheckpointFormatError, SpecMismatchError
 from canon.zoo import Zoo
 
 CONFIG = {"in_features": 6, "hidden": [5], "classes": 3}
@@ -617,3 +617,25 @@ def test_a_plain_safetensors_file_asks_for_its_architecture(tmp_path: Path) -> N
     assert "--arch NAME --config JSON" in refused.stderr
     add(zoo, tmp_path / "net.safetensors", "net", *MLP)
     assert entry(zoo, "net")["architecture"] == "mlp"
+
+
+def test_a_checkpoint_changed_while_several_are_added_is_refused(tmp_path: Path) -> None:
+    """The files are read twice (checked and evaluated, then written one at a time): one
+    whose weights changed in between is refused, and nothing is added."""
+    files = []
+    for seed in (0, 1):
+        save_file(mlp_state(seed), tmp_path / f"n{seed}.safetensors")
+        files.append(tmp_path / f"n{seed}.safetensors")
+
+    def overwrite(done: int, total: int) -> None:
+        if done == total:  # every file read once: change the first before it is written
+            save_file(mlp_state(7), files[0])
+
+    with Zoo.open(tmp_path / "zoo") as zoo:
+        before = snapshot(zoo.root)
+        with pytest.raises(CheckpointFormatError, match="changed while it was being added"):
+            zoo.add_files(files, architecture="mlp", config=CONFIG, progress=overwrite)
+        assert len(zoo) == 0 and snapshot(zoo.root) == before
+        added = zoo.add_files(files, architecture="mlp", config=CONFIG)
+        assert [e.name for e in added] == ["n0", "n1"]
+        assert same(zoo.state("n0"), mlp_state(7))

@@ -23,12 +23,14 @@ from typing import Any, Self
 import torch
 from torch import Tensor, nn
 
+from canon._limits import clip
 from canon.architectures import build_model
 from canon.checkpoint import load_state
 from canon.core import Alignment, Spec, apply_alignment, match, normalize
 from canon.data import Dataset, load_dataset, pin_dataset
 from canon.engine import resolve_method
 from canon.errors import (
+    CheckpointFormatError,
     ConfigError,
     CorruptZooError,
     InvalidEntryError,
@@ -85,6 +87,20 @@ __all__ = ["Zoo"]
 
 #: the metrics ``add`` measures on the entry's dataset
 _MEASURED_ERRORS = ("train_error", "test_error")
+
+
+def _with_errors(
+    fields: EntryFields,
+    prepared: Prepared,
+    dataset: str,
+    device: str | torch.device,
+    given: Mapping[str, Any] | None = None,
+) -> EntryFields:
+    """``fields`` whose metrics are the network's train and test errors on ``dataset``
+    (none where the data is not here) and the ``given`` metrics, kept over them."""
+    model = build_model(prepared.architecture, prepared.config)
+    errors = errors_on(model, prepared.state, dataset, device, prepared.architecture)
+    return replace(fields, metrics=check_metrics({**errors, **(given or {})}))
 
 
 def pinned(dataset: str | None) -> str | None:
@@ -350,9 +366,7 @@ class Zoo:
             source, architecture, config, input_shape=input_shape, key=key, dataset=dataset
         )
         if evaluate and dataset is not None and "train_error" not in (metrics or {}):
-            model = build_model(prepared.architecture, prepared.config)
-            errors = errors_on(model, prepared.state, dataset, device, prepared.architecture)
-            fields = replace(fields, metrics=check_metrics({**errors, **(metrics or {})}))
+            fields = _with_errors(fields, prepared, dataset, device, metrics)
         return self.add_prepared(prepared, parents, fields)
 
     def add_files(
@@ -374,12 +388,12 @@ class Zoo:
         """Add several checkpoint files as :meth:`add` adds one, all of them or none.
 
         ``names`` default to the files' names without their suffixes, or where those
-        repeat (``seed0/model.pt``, ``seed1/model.pt``) to their folders' names
-        (:func:`~canon.zoo.names_for`). Every file is read, checked and (with
-        ``evaluate`` and a ``dataset`` that loads here) evaluated first, one at a time,
-        ``progress(done, total)`` told after each; then all are written in one index
-        transaction (:meth:`add_many`, reading each file again, so that no two networks
-        are held at once). Should anything fail, the zoo is left as it was.
+        repeat (``seed0/model.pt``, ``seed1/model.pt``) to their folders' names. Every
+        file is read, checked and (with ``evaluate`` and a ``dataset`` that loads here)
+        evaluated first, one at a time, ``progress(done, total)`` told after each; then
+        all are written in one index transaction (:meth:`add_many`, reading each file
+        again, so that no two networks are held at once; a file whose weights changed in
+        between is refused). Should anything fail, the zoo is left as it was.
         """
         chosen = list(names) if names is not None else names_for(files)
         if len(chosen) != len(files):
@@ -399,16 +413,24 @@ class Zoo:
                 file, architecture, config, input_shape=input_shape, key=key, dataset=data
             )
 
+        def again(file: str | os.PathLike[str], sha: str) -> Prepared:
+            prepared = read(file)
+            if sha256_bytes(prepared.data) != sha:
+                raise CheckpointFormatError(
+                    f"`{clip(str(file))}` changed while it was being added; nothing was added",
+                    path=str(file),
+                )
+            return prepared
+
         items = []
         for done, (file, field) in enumerate(zip(files, fields, strict=True), start=1):
             field = replace(field, dataset=data)
             prepared = read(file)
             if evaluate and data is not None:
-                model = build_model(prepared.architecture, prepared.config)
-                errors = errors_on(model, prepared.state, data, device, prepared.architecture)
-                field = replace(field, metrics=check_metrics(errors))
+                field = _with_errors(field, prepared, data, device)
+            sha = sha256_bytes(prepared.data)
             del prepared  # one network at a time
-            items.append(Incoming(functools.partial(read, file), (), field))
+            items.append(Incoming(functools.partial(again, file, sha), (), field))
             if progress is not None:
                 progress(done, len(files))
         return self.add_many(items)
