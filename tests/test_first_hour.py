@@ -591,6 +591,8 @@ def test_several_checkpoints_add_as_one(tmp_path: Path) -> None:
     assert snapshot(zoo) == before  # neither more3 nor more4 was added
     named = run(zoo, "add", *more, "--name", "x", *MLP, code=1)
     assert "`--name` names one entry" in named.stderr
+    pinned = run(zoo, "add", *more, "--sha256", "0" * 64, *MLP, code=1)
+    assert "applies to one hf:// model or model folder at a time" in pinned.stderr
     folder = run(zoo, "add", more[0], str(tmp_path / "runs"), *MLP, code=1)
     assert "which add one at a time" in folder.stderr
     assert snapshot(zoo) == before

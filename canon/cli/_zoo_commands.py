@@ -130,7 +130,12 @@ def add(
     """
     from canon.hub import is_hub_url
 
+    hub_only = {"--sha256": sha256, "--cache-dir": cache_dir}
     if len(files) > 1:
+        given = [f for f, v in hub_only.items() if v is not None]
+        if given or trust_remote_code:
+            flag = given[0] if given else "--trust-remote-code"
+            raise ConfigError(f"`{flag}` applies to one hf:// model or model folder at a time")
         _add_files(app, files, name, arch, config_json, dataset, input_shape, key, tags, kind)
         return
     (file,) = files
@@ -141,7 +146,6 @@ def add(
         "--input-shape": input_shape,
         "--key": key,
     }
-    hub_only = {"--sha256": sha256, "--cache-dir": cache_dir}
     folder = not is_hub_url(file) and Path(file).is_dir()
     if is_hub_url(file) or folder:
         what = "hf:// models" if not folder else "model folders"
@@ -234,8 +238,7 @@ def _add_files(
             files, architecture=arch, config=config, dataset=dataset, tags=parse_tags(tags),
             kind=kind, device=app.device, input_shape=shape, key=key, progress=bar,
         )  # fmt: skip
-    if dataset is not None and any("train_error" not in e.metrics for e in entries):
-        app.log(f"note: dataset `{dataset}` cannot be loaded here; no errors computed")
+    _no_errors_note(app, entries, dataset)
     emit(
         app,
         {"entries": [e.to_dict() for e in entries]},
@@ -245,9 +248,14 @@ def _add_files(
 
 def _added(app: App, entry: Entry, dataset: str | None) -> None:
     """Say what ``add`` added (and that no errors were computed when the dataset is absent)."""
-    if dataset is not None and "train_error" not in entry.metrics:
-        app.log(f"note: dataset `{dataset}` cannot be loaded here; no errors computed")
+    _no_errors_note(app, [entry], dataset)
     emit(app, {"entry": entry.to_dict()}, lambda: f"added {entry_summary(entry)}")
+
+
+def _no_errors_note(app: App, entries: list[Entry], dataset: str | None) -> None:
+    """Say so where a ``dataset`` was named and no errors were computed on it (not here)."""
+    if dataset is not None and any("train_error" not in e.metrics for e in entries):
+        app.log(f"note: dataset `{dataset}` cannot be loaded here; no errors computed")
 
 
 def _parse_shape(text: str) -> list[int]:
