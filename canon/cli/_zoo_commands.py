@@ -132,11 +132,21 @@ def add(
 
     hub_only = {"--sha256": sha256, "--cache-dir": cache_dir}
     if len(files) > 1:
-        given = [f for f, v in hub_only.items() if v is not None]
-        if given or trust_remote_code:
-            flag = given[0] if given else "--trust-remote-code"
-            raise ConfigError(f"`{flag}` applies to one hf:// model or model folder at a time")
-        _add_files(app, files, name, arch, config_json, dataset, input_shape, key, tags, kind)
+        _check_several(files, name, {**hub_only, "--trust-remote-code": trust_remote_code or None})
+        config = parse_json(config_json) if config_json is not None else None
+        shape = _parse_shape(input_shape) if input_shape is not None else None
+        with open_zoo(app) as zoo, _notes_to(app), progress(app, "checkpoints") as bar:
+            entries = zoo.add_files(
+                files, architecture=arch, config=config, dataset=dataset,
+                tags=parse_tags(tags), kind=kind, device=app.device, input_shape=shape,
+                key=key, progress=bar,
+            )  # fmt: skip
+        _no_errors_note(app, entries, dataset)
+        emit(
+            app,
+            {"entries": [e.to_dict() for e in entries]},
+            lambda: "\n".join(f"added {entry_summary(e)}" for e in entries),
+        )
         return
     (file,) = files
 
@@ -205,19 +215,9 @@ def add(
     _added(app, entry, dataset)
 
 
-def _add_files(
-    app: App,
-    files: tuple[str, ...],
-    name: str | None,
-    arch: str | None,
-    config_json: str | None,
-    dataset: str | None,
-    input_shape: str | None,
-    key: str | None,
-    tags: tuple[str, ...],
-    kind: str,
-) -> None:
-    """``canon add FILE FILE ...``: checkpoint files added as one."""
+def _check_several(files: tuple[str, ...], name: str | None, hub_only: dict[str, object]) -> None:
+    """Refuse what ``canon add FILE FILE ...`` cannot take: --name, a Hub-only flag, a Hub
+    address or a folder among the files."""
     from canon.hub import is_hub_url
 
     if name is not None:
@@ -225,25 +225,15 @@ def _add_files(
             "`--name` names one entry; several files are named after themselves (or their "
             "folders): add a file at a time to name it"
         )
+    given = [flag for flag, value in hub_only.items() if value is not None]
+    if given:
+        raise ConfigError(f"`{given[0]}` applies to one hf:// model or model folder at a time")
     odd = next((f for f in files if is_hub_url(f) or Path(f).is_dir()), None)
     if odd is not None:
         raise ConfigError(
             f"`{clip(odd, 120)}` is a Hub address or a folder, which add one at a time; "
             "several at once are checkpoint files"
         )
-    config = parse_json(config_json) if config_json is not None else None
-    shape = _parse_shape(input_shape) if input_shape is not None else None
-    with open_zoo(app) as zoo, _notes_to(app), progress(app, "checkpoints") as bar:
-        entries = zoo.add_files(
-            files, architecture=arch, config=config, dataset=dataset, tags=parse_tags(tags),
-            kind=kind, device=app.device, input_shape=shape, key=key, progress=bar,
-        )  # fmt: skip
-    _no_errors_note(app, entries, dataset)
-    emit(
-        app,
-        {"entries": [e.to_dict() for e in entries]},
-        lambda: "\n".join(f"added {entry_summary(e)}" for e in entries),
-    )
 
 
 def _added(app: App, entry: Entry, dataset: str | None) -> None:
