@@ -14,7 +14,8 @@ from canon.engine import (
     MidpointResult,
     optimize_midpoint,
 )
-from canon.errors import ConfigError, InvalidEntryError, NameClashError
+from canon.errors import ConfigError, NameClashError
+from canon.zoo._keys import dataset_of
 from canon.zoo._records import Entry, check_name
 
 if TYPE_CHECKING:
@@ -41,11 +42,7 @@ def check_midpoint(
             f"`{ea.name}` and `{eb.name}` must share architecture, config and dataset "
             "for a midpoint"
         )
-    if ea.dataset is None:
-        raise InvalidEntryError(
-            f"entry `{ea.name}` has no dataset, which a midpoint trains on; name the one it "
-            f"was trained on: `canon edit {ea.name} --dataset NAME`"
-        )
+    dataset_of(ea)  # a midpoint trains on it: one that has none is told how to name it
     if path not in MIDPOINT_PATHS:
         raise ConfigError(f"`path` must be one of {', '.join(MIDPOINT_PATHS)}, got `{path}`")
     return ea, eb
