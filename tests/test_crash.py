@@ -276,17 +276,20 @@ def test_random_kills_during_add(harness: Harness, base: Path, tmp_path: Path) -
     writes = (timeline["put"], timeline.get("after-commit", duration))
     before = listed(harness, zoo)
     # half the delays anywhere in the add, half around its writes (a window of a few ms that
-    # uniform delays would almost never hit; wide, since run times vary on a busy machine)
-    delays = [
-        rng.uniform(0.0, 0.9) * duration
+    # uniform delays would almost never hit; wide, since run times vary on a busy machine),
+    # as fractions of an add's time, which the last uninterrupted add measures again (a
+    # machine busy with other tests while calibrating, idle later, would see adds finish
+    # before their kills)
+    fractions = [
+        rng.uniform(0.0, 0.9)
         if i % 2 == 0
-        else rng.uniform(writes[0] - 0.3 * duration, writes[1] + 0.1 * duration)
+        else rng.uniform(writes[0] / duration - 0.3, writes[1] / duration + 0.1)
         for i in range(RANDOM_KILLS)
     ]
     outcomes: list[str] = []
     for i in range(RANDOM_KILLS):
         known, temps = set(objects(zoo)), set(temp_files(zoo))
-        run = harness.run(*add(i), kill_after=delays[i])
+        run = harness.run(*add(i), kill_after=fractions[i] * duration)
         assert run.returncode in (KILLED, 0), run
         verify(harness, zoo)
         now = assert_intact(harness, zoo, before)
@@ -308,6 +311,7 @@ def test_random_kills_during_add(harness: Harness, base: Path, tmp_path: Path) -
             before = now
         else:
             assert rerun.returncode == 0, f"re-running add r{i} after a kill: {rerun}"
+            duration = rerun.elapsed  # an add's time as the machine runs now
             entry = rerun.json()["entry"]
             assert sha256(objects(zoo)[entry["id"]]) == entry["id"]
             before = {**now, f"r{i}": entry["id"]}
